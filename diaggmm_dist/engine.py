@@ -1,0 +1,204 @@
+"""Dask layer: one pass over row-chunked data per call, per-chunk kernels, tree reduction.
+
+Every function here takes a 2-D dask array chunked along rows only (see
+:func:`as_row_chunked`) and either reduces it to a tiny numpy block (:func:`pass_statistics`)
+or maps it to a lazy per-row result chunked like the input (:func:`map_rows`). The only
+thing that ever crosses the network per chunk is a (K + 1, 2D + 1) float64 block.
+
+Computation runs on the active ``distributed.Client`` when there is one, and on dask's
+threaded scheduler otherwise; in the latter case BLAS is held to one thread per dask thread
+so that the two kinds of threads do not fight over the cores (distributed workers already
+start with ``OPENBLAS_NUM_THREADS=1``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import dask
+import dask.array as da
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from . import kernels
+
+#: Target bytes per chunk when the input is not already chunked (numpy input).
+DEFAULT_CHUNK_BYTES = 32 * 2**20
+#: Fan-in of the tree reduction that adds up per-chunk statistics.
+SPLIT_EVERY = 8
+
+
+def _active_client():
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def compute(*collections):
+    """``dask.compute`` on the active client, or on threads with single-threaded BLAS."""
+    if _active_client() is not None:
+        return dask.compute(*collections)
+    with threadpool_limits(limits=1, user_api="blas"):
+        return dask.compute(*collections)
+
+
+def default_chunk_rows(n_features, itemsize):
+    """Rows per chunk that make a chunk about ``DEFAULT_CHUNK_BYTES``, a multiple of the sub-block."""
+    rows = DEFAULT_CHUNK_BYTES // max(1, n_features * itemsize)
+    return max(kernels.SUB_ROWS, rows // kernels.SUB_ROWS * kernels.SUB_ROWS)
+
+
+def _open_zarr_array(X):
+    import zarr
+
+    where = X if isinstance(X, str) else os.fspath(X)
+    try:
+        node = zarr.open(where, mode="r")
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"No Zarr array found at {where!r}: check the path or URL.") from err
+    if not isinstance(node, zarr.Array):
+        names = sorted(getattr(node, "array_keys", lambda: [])())
+        hint = f" It holds the arrays {names}; pass e.g. {where.rstrip('/') + '/' + names[0]!r}." if names else ""
+        raise ValueError(f"{where!r} is a Zarr group, not an array.{hint}")
+    return node
+
+
+def as_row_chunked(X, chunk_size=None):
+    """Return ``X`` as a 2-D dask array chunked along rows only, without loading it.
+
+    Parameters
+    ----------
+    X : array-like, dask array, zarr.Array, str or os.PathLike
+        A string or path is opened as a Zarr array (local path or fsspec URL), lazily.
+    chunk_size : int, optional
+        Rows per chunk for input that is not already chunked (numpy, lists). Dask and
+        Zarr input keep their row chunking (a Zarr array's chunks are grouped so that a
+        dask chunk is about ``DEFAULT_CHUNK_BYTES``).
+
+    Returns
+    -------
+    dask.array.Array
+        Shape (n_samples, n_features), one chunk across the features.
+
+    Raises
+    ------
+    TypeError
+        Non-numeric, boolean or complex data.
+    ValueError
+        Not 2-D, no rows or no features.
+    """
+    import zarr
+
+    if isinstance(X, (str, os.PathLike)):
+        X = _open_zarr_array(X)
+    if isinstance(X, zarr.Array):
+        _check_shape_and_dtype(X.shape, X.dtype)
+        zarr_rows = X.chunks[0]
+        rows = max(1, default_chunk_rows(X.shape[1], X.dtype.itemsize) // zarr_rows) * zarr_rows
+        array = da.from_zarr(X, chunks=(rows, X.shape[1]))
+    elif isinstance(X, da.Array):
+        _check_shape_and_dtype(X.shape, X.dtype)
+        array = X
+    else:
+        if not hasattr(X, "dtype") or not hasattr(X, "shape"):
+            X = np.asarray(X)
+        elif not isinstance(X, np.ndarray):
+            X = np.asarray(X)
+        _check_shape_and_dtype(X.shape, X.dtype)
+        if chunk_size is None:
+            chunk_size = default_chunk_rows(X.shape[1], X.dtype.itemsize)
+        array = da.from_array(X, chunks=(chunk_size, X.shape[1]))
+    if any(math.isnan(c) for c in array.chunks[0]):
+        raise ValueError(
+            "The dask array has unknown chunk sizes along the rows; call "
+            "`X.compute_chunk_sizes()` (or build it with known sizes) before fitting."
+        )
+    if array.numblocks[1] != 1:
+        array = array.rechunk({1: -1})
+    return array
+
+
+def _check_shape_and_dtype(shape, dtype):
+    dtype = np.dtype(dtype)
+    if dtype.kind == "c":
+        raise TypeError(f"Complex data (dtype {dtype}) is not supported: pass the real part, or real and imaginary parts as separate features.")
+    if dtype.kind not in "iuf":
+        raise TypeError(f"Expected numeric (integer or float) data, got dtype {dtype}: convert the features to numbers first.")
+    if len(shape) != 2:
+        hint = " Reshape a single feature with X.reshape(-1, 1)." if len(shape) == 1 else " Flatten the sample dimensions to rows first."
+        raise ValueError(f"Expected a 2-D array (n_samples, n_features), got {len(shape)}-D with shape {tuple(shape)}.{hint}")
+    if shape[0] == 0:
+        raise ValueError(f"X has 0 rows (shape {tuple(shape)}): at least one sample is needed.")
+    if shape[1] == 0:
+        raise ValueError(f"X has 0 features (shape {tuple(shape)}): at least one feature is needed.")
+
+
+def _block_statistics(x, shift, dtype, responsibilities, count_nonfinite, block_info=None):
+    first_row = block_info[0]["array-location"][0][0] if block_info else 0
+    return kernels.chunk_statistics(x, shift, dtype, responsibilities, count_nonfinite, first_row)[None]
+
+
+def pass_statistics(X, responsibilities, shift, dtype, count_nonfinite=False):
+    """One pass over ``X``: per-chunk statistics added up by a tree reduction.
+
+    Parameters
+    ----------
+    X : dask.array.Array
+        Row-chunked data from :func:`as_row_chunked`.
+    responsibilities : tuple
+        See :func:`diaggmm_dist.kernels.chunk_statistics`.
+    shift : ndarray of shape (D,)
+    dtype : numpy dtype
+        Compute dtype.
+    count_nonfinite : bool
+        Also count NaN and infinite values.
+
+    Returns
+    -------
+    ndarray of shape (K + 1, 2D + 1), float64
+        The summed statistics (layout in :func:`~diaggmm_dist.kernels.chunk_statistics`).
+    """
+    n_components = responsibilities[1] if responsibilities[0] == "random" else responsibilities[2].shape[0]
+    columns = kernels.n_stat_columns(X.shape[1])
+    blocks = X.map_blocks(
+        _block_statistics,
+        np.asarray(shift, dtype=np.float64),
+        np.dtype(dtype),
+        responsibilities,
+        count_nonfinite,
+        chunks=((1,) * X.numblocks[0], (n_components + 1,), (columns,)),
+        new_axis=2,
+        dtype=np.float64,
+        meta=np.empty((0, 0, 0), dtype=np.float64),
+    )
+    (total,) = compute(blocks.sum(axis=0, split_every=SPLIT_EVERY))
+    return total
+
+
+def take_rows(X, rows):
+    """The rows ``rows`` (sorted global indices) of ``X`` as a numpy array; reads only their chunks."""
+    (out,) = compute(X[np.asarray(rows)])
+    return out
+
+
+def count_nonfinite(X):
+    """Number of NaN and infinite values in ``X`` (one pass)."""
+    if np.dtype(X.dtype).kind != "f":
+        return 0
+    (count,) = compute(da.count_nonzero(~da.isfinite(X)))
+    return int(count)
+
+
+def map_rows(X, func, *args, n_columns=None, dtype):
+    """Lazily apply ``func(block, *args)`` to every row chunk.
+
+    ``func`` returns one value per row (``n_columns=None``) or ``n_columns`` values per row;
+    the result is chunked along rows exactly like ``X``.
+    """
+    if n_columns is None:
+        return X.map_blocks(func, *args, drop_axis=1, dtype=dtype, meta=np.empty((0,), dtype=dtype))
+    return X.map_blocks(func, *args, chunks=(X.chunks[0], (n_columns,)), dtype=dtype, meta=np.empty((0, 0), dtype=dtype))

@@ -1,0 +1,110 @@
+"""The M-step: mixture parameters from summed sufficient statistics, with the safety rails.
+
+Given the (K + 1, 2D + 1) block of :func:`diaggmm_dist.kernels.chunk_statistics` summed over
+all chunks, this is scikit-learn's diagonal M-step:
+
+    n_k = N_k + 10 ε,   w_k = n_k / Σ n_k,   μ_k = S1_k / n_k,   σ²_k = S2_k / n_k − μ_k² + reg_covar
+
+with three additions that never change a well-posed fit:
+
+* the statistics are of shifted data (x − shift), so S2/n − μ² does not cancel when the data
+  sit far from the origin, and the difference is clipped at zero before ``reg_covar``;
+* variances are floored at ``VARIANCE_FLOOR`` times the feature's overall variance, so a
+  component collapsing onto a few identical points cannot reach a zero variance;
+* a component whose mass falls below ``MIN_COMPONENT_MASS`` rows is re-seeded by splitting
+  the heaviest component in two along its widest feature (means ±0.2σ, weight halved), as
+  speech-recognition toolkits do, instead of dividing by nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EPS = float(np.finfo(np.float64).eps)
+#: A component holding less than this many rows' worth of responsibility is re-seeded.
+MIN_COMPONENT_MASS = 1e-3
+#: Variances never go below this fraction of the feature's overall variance.
+VARIANCE_FLOOR = 1e-9
+#: Split offset, in standard deviations of the split component's widest feature.
+SPLIT_OFFSET = 0.2
+
+
+def split_statistics(stats):
+    """``(N_k, S1, S2, scalars)`` views of a statistics block."""
+    k = stats.shape[0] - 1
+    d = (stats.shape[1] - 1) // 2
+    return stats[:k, 0], stats[:k, 1 : d + 1], stats[:k, d + 1 :], stats[k]
+
+
+def m_step(stats, reg_covar, shift):
+    """Mixture parameters from summed sufficient statistics.
+
+    Parameters
+    ----------
+    stats : ndarray of shape (K + 1, 2D + 1)
+        Summed statistics of data shifted by ``shift``.
+    reg_covar : float
+        Added to every variance.
+    shift : ndarray of shape (D,)
+
+    Returns
+    -------
+    weights : ndarray of shape (K,)
+    means : ndarray of shape (K, D)
+    covariances : ndarray of shape (K, D)
+    n_reseeded : int
+        How many collapsed components were re-seeded by splitting.
+
+    Raises
+    ------
+    FloatingPointError
+        The statistics are not finite (the data held values too large for the compute dtype).
+    ValueError
+        A feature is constant over the whole data set and ``reg_covar`` is 0.
+    """
+    mass, s1, s2, _ = split_statistics(stats)
+    if not (np.all(np.isfinite(mass)) and np.all(np.isfinite(s1)) and np.all(np.isfinite(s2))):
+        raise FloatingPointError(
+            "The sufficient statistics are not finite: the data hold values too large for the "
+            "compute dtype (try dtype='float64', or rescale the features)."
+        )
+    nk = mass + 10 * EPS
+    centred_means = s1 / nk[:, None]
+    covariances = np.maximum(s2 / nk[:, None] - centred_means**2, 0.0) + reg_covar
+    n_rows = mass.sum()
+    overall_mean = s1.sum(axis=0) / n_rows
+    overall_variance = np.maximum(s2.sum(axis=0) / n_rows - overall_mean**2, 0.0)
+    covariances = np.maximum(covariances, VARIANCE_FLOOR * overall_variance)
+    if not np.all(covariances > 0):
+        features = np.flatnonzero(~np.all(covariances > 0, axis=0)).tolist()
+        raise ValueError(
+            f"Feature(s) {features} are constant over the whole data set, so with reg_covar=0 "
+            "their variances are zero: set reg_covar > 0 (the default is 1e-6) or drop those features."
+        )
+    weights = nk / nk.sum()
+    means = centred_means + shift
+    # The masses add up to the number of rows (>= K), so at least one component is alive.
+    collapsed = mass < MIN_COMPONENT_MASS
+    if collapsed.any():
+        split_heaviest(weights, means, covariances, collapsed)
+    return weights, means, covariances, int(collapsed.sum())
+
+
+def split_heaviest(weights, means, covariances, collapsed):
+    """Re-seed each collapsed component (in place) by splitting the heaviest live component.
+
+    The heaviest component h keeps half its weight and moves −0.2σ along its widest feature
+    j; the collapsed component takes the other half, h's variances, and +0.2σ along j.
+    """
+    alive = ~collapsed
+    for k in np.flatnonzero(collapsed):
+        h = int(np.argmax(np.where(alive, weights, -np.inf)))
+        j = int(np.argmax(covariances[h]))
+        step = SPLIT_OFFSET * np.sqrt(covariances[h, j])
+        means[k] = means[h]
+        means[k, j] += step
+        means[h, j] -= step
+        covariances[k] = covariances[h]
+        weights[h] = weights[k] = 0.5 * (weights[h] + weights[k])
+        alive[k] = True
+    weights /= weights.sum()

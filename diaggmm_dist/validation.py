@@ -1,0 +1,80 @@
+"""Checks of estimator settings and initial parameters: clear errors before any work starts."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
+DTYPES = ("float32", "float64")
+
+
+def is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def check_settings(est):
+    """Raise ``TypeError``/``ValueError`` for an out-of-range constructor parameter of ``est``."""
+    checks = [
+        ("n_components", is_int(est.n_components) and est.n_components >= 1, "an integer >= 1"),
+        ("tol", _is_real(est.tol) and est.tol >= 0, "a finite number >= 0"),
+        ("reg_covar", _is_real(est.reg_covar) and est.reg_covar >= 0, "a finite number >= 0 (the default is 1e-6)"),
+        ("max_iter", is_int(est.max_iter) and est.max_iter >= 0, "an integer >= 0"),
+        ("n_init", is_int(est.n_init) and est.n_init >= 1, "an integer >= 1"),
+        ("init_params", est.init_params in INIT_PARAMS, f"one of {INIT_PARAMS}"),
+        ("dtype", str(est.dtype) in DTYPES, f"one of {DTYPES}"),
+        ("chunk_size", est.chunk_size is None or (is_int(est.chunk_size) and est.chunk_size >= 1), "None or an integer >= 1"),
+        ("verbose_interval", is_int(est.verbose_interval) and est.verbose_interval >= 1, "an integer >= 1"),
+    ]
+    for name, ok, expected in checks:
+        if not ok:
+            value = getattr(est, name)
+            error = TypeError if name == "init_params" and not isinstance(value, str) else ValueError
+            raise error(f"{type(est).__name__}: {name} must be {expected}, got {value!r}.")
+
+
+def _as_float_array(value, name, shape):
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be a numeric array of shape {shape}, got {type(value).__name__}.") from err
+    if array.shape != shape:
+        raise ValueError(f"{name} must have shape {shape} (n_components, n_features) for this data, got {array.shape}.")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} holds {int(np.sum(~np.isfinite(array)))} NaN or infinite value(s).")
+    return array
+
+
+def check_initial_parameters(weights_init, means_init, precisions_init, n_components, n_features):
+    """Validated float64 copies of the user's initial parameters (``None`` stays ``None``)."""
+    weights = means = precisions = None
+    if weights_init is not None:
+        weights = _as_float_array(weights_init, "weights_init", (n_components,))
+        if np.any(weights < 0) or np.any(weights > 1):
+            raise ValueError(f"weights_init must lie in [0, 1], got min {weights.min():.6g} and max {weights.max():.6g}.")
+        if not np.isclose(weights.sum(), 1.0, rtol=0, atol=1e-6):
+            raise ValueError(f"weights_init must sum to 1, got {weights.sum():.8f}.")
+    if means_init is not None:
+        means = _as_float_array(means_init, "means_init", (n_components, n_features))
+    if precisions_init is not None:
+        precisions = _as_float_array(precisions_init, "precisions_init", (n_components, n_features))
+        if np.any(precisions <= 0):
+            raise ValueError(
+                f"precisions_init must be positive (they are inverse variances); {int(np.sum(precisions <= 0))} "
+                "value(s) are <= 0."
+            )
+    return weights, means, precisions
+
+
+def nonfinite_error(count, where="X"):
+    """The error for NaN or infinite values in the data."""
+    return ValueError(
+        f"{where} contains {count} NaN or infinite value(s). DiagGMM needs finite data: drop or "
+        "impute those rows (exact handling of missing values, missing='marginalize', is planned "
+        "and will accept NaN)."
+    )
