@@ -67,6 +67,12 @@ def _open_zarr_array(X):
     return node
 
 
+def _zarr_group_error(group):
+    names = sorted(group.array_keys())
+    hint = f" It holds the arrays {names}; pass e.g. group[{names[0]!r}]." if names else " It holds no arrays."
+    return ValueError(f"Got a Zarr group ({group.store_path}), not an array.{hint}")
+
+
 def as_row_chunked(X, chunk_size=None):
     """Return ``X`` as a 2-D dask array chunked along rows only, without loading it.
 
@@ -75,9 +81,9 @@ def as_row_chunked(X, chunk_size=None):
     X : array-like, dask array, zarr.Array, str or os.PathLike
         A string or path is opened as a Zarr array (local path or fsspec URL), lazily.
     chunk_size : int, optional
-        Rows per chunk for input that is not already chunked (numpy, lists). Dask and
-        Zarr input keep their row chunking (a Zarr array's chunks are grouped so that a
-        dask chunk is about ``DEFAULT_CHUNK_BYTES``).
+        Rows per chunk for numpy input (default: about ``DEFAULT_CHUNK_BYTES`` per chunk).
+        A Zarr array's chunks are grouped whole into dask chunks of about this many rows
+        (at least one Zarr chunk). Dask input keeps its own row chunks.
 
     Returns
     -------
@@ -89,16 +95,22 @@ def as_row_chunked(X, chunk_size=None):
     TypeError
         Non-numeric, boolean or complex data.
     ValueError
-        Not 2-D, no rows or no features.
+        Not 2-D, no rows or no features; a Zarr group instead of an array; a dask array
+        with unknown chunk sizes.
+    FileNotFoundError
+        No Zarr array at the given path.
     """
     import zarr
 
     if isinstance(X, (str, os.PathLike)):
         X = _open_zarr_array(X)
+    if isinstance(X, zarr.Group):
+        raise _zarr_group_error(X)
     if isinstance(X, zarr.Array):
         _check_shape_and_dtype(X.shape, X.dtype)
         zarr_rows = X.chunks[0]
-        rows = max(1, default_chunk_rows(X.shape[1], X.dtype.itemsize) // zarr_rows) * zarr_rows
+        target = chunk_size or default_chunk_rows(X.shape[1], X.dtype.itemsize)
+        rows = max(1, target // zarr_rows) * zarr_rows  # whole Zarr chunks: each is read once
         array = da.from_zarr(X, chunks=(rows, X.shape[1]))
     elif isinstance(X, da.Array):
         _check_shape_and_dtype(X.shape, X.dtype)

@@ -84,8 +84,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
         Compute precision of the per-chunk products. Accumulation is float64 either way;
         float32 is about twice as fast and agrees with float64 to about 1e-5.
     chunk_size : int, default=None
-        Rows per chunk for input that is not already chunked (numpy); by default chunks of
-        about 32 MiB. Dask and Zarr input keep their own row chunks.
+        Rows per chunk for numpy input; by default chunks of about 32 MiB. Zarr chunks are
+        grouped whole into dask chunks of about this many rows. Dask input keeps its chunks.
 
     Attributes
     ----------

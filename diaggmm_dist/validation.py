@@ -18,6 +18,16 @@ def _is_real(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
 
 
+def _dtype_name(value):
+    """``"float32"`` for "float32", ``np.float32`` or ``np.dtype("float32")``; None if not a dtype."""
+    if value is None:  # np.dtype(None) would be float64
+        return None
+    try:
+        return np.dtype(value).name
+    except (TypeError, ValueError):
+        return None
+
+
 def check_settings(est):
     """Raise ``TypeError``/``ValueError`` for an out-of-range constructor parameter of ``est``."""
     checks = [
@@ -27,7 +37,7 @@ def check_settings(est):
         ("max_iter", is_int(est.max_iter) and est.max_iter >= 0, "an integer >= 0"),
         ("n_init", is_int(est.n_init) and est.n_init >= 1, "an integer >= 1"),
         ("init_params", est.init_params in INIT_PARAMS, f"one of {INIT_PARAMS}"),
-        ("dtype", str(est.dtype) in DTYPES, f"one of {DTYPES}"),
+        ("dtype", _dtype_name(est.dtype) in DTYPES, f"one of {DTYPES}"),
         ("chunk_size", est.chunk_size is None or (is_int(est.chunk_size) and est.chunk_size >= 1), "None or an integer >= 1"),
         ("verbose_interval", is_int(est.verbose_interval) and est.verbose_interval >= 1, "an integer >= 1"),
     ]
@@ -44,7 +54,8 @@ def _as_float_array(value, name, shape):
     except (TypeError, ValueError) as err:
         raise TypeError(f"{name} must be a numeric array of shape {shape}, got {type(value).__name__}.") from err
     if array.shape != shape:
-        raise ValueError(f"{name} must have shape {shape} (n_components, n_features) for this data, got {array.shape}.")
+        meaning = "(n_components,)" if len(shape) == 1 else "(n_components, n_features)"
+        raise ValueError(f"{name} must have shape {shape} {meaning} for this data, got {array.shape}.")
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{name} holds {int(np.sum(~np.isfinite(array)))} NaN or infinite value(s).")
     return array
