@@ -1,0 +1,1 @@
+"""Data adapters and stores: Zarr (and later xarray, Parquet, the model store)."""
