@@ -84,7 +84,8 @@ def initial_parameters(X, n_components, init_params, random_state, reg_covar, da
     reg_covar : float
     data_pass : callable
         ``data_pass(responsibilities, shift)`` runs one pass and returns the summed
-        statistics; it has a ``dtype`` attribute (the compute dtype).
+        statistics; it has ``dtype`` (the compute dtype) and ``resolution`` (its epsilon)
+        attributes.
     weights_init, means_init, precisions_init : ndarray or None
         Validated user values; each given one replaces the computed one. When all three
         are given the data is not read.
@@ -118,7 +119,7 @@ def initial_parameters(X, n_components, init_params, random_state, reg_covar, da
             centers = KMeans(n_clusters=n_components, n_init=1, random_state=random_state).fit(sample).cluster_centers_
             passes, tol = LLOYD_PASSES, LLOYD_TOL * float(np.mean(np.var(sample, axis=0)))
         stats, shift = _nearest_centre_statistics(data_pass, centers, passes, tol)
-    weights, means, covariances, _ = m_step(stats, reg_covar, shift)
+    weights, means, covariances, _ = m_step(stats, reg_covar, shift, data_pass.resolution)
     weights = weights if weights_init is None else weights_init
     means = means if means_init is None else means_init
     precisions = 1.0 / covariances if precisions_init is None else precisions_init

@@ -166,21 +166,23 @@ def chunk_statistics(x, shift, dtype, responsibilities, count_nonfinite=False, f
     objective = 0.0
     nonfinite = 0
     z_buffer = np.empty((min(n, SUB_ROWS), 2 * d), dtype=dtype)
-    for start in range(0, n, SUB_ROWS):
-        xb = x[start : start + SUB_ROWS]
-        if count_nonfinite and xb.dtype.kind == "f":
-            nonfinite += int(xb.size - np.count_nonzero(np.isfinite(xb)))
-        z = _fill_squares_and_values(xb, shift, z_buffer[: xb.shape[0]])
-        if kind == "gaussian":
-            resp, row_objective = gaussian_responsibilities(z, responsibilities[1], responsibilities[2])
-        elif kind == "nearest":
-            resp, row_objective = nearest_center_responsibilities(z, responsibilities[1], responsibilities[2])
-        else:
-            resp = random_responsibilities(xb.shape[0], k, responsibilities[2], first_row + start, dtype)
-            row_objective = np.zeros(0)
-        mass += resp.sum(axis=0, dtype=np.float64)
-        moments += resp.T @ z
-        objective += float(row_objective.sum(dtype=np.float64))
+    # NaN or inf in the data make the statistics non-finite; callers report that clearly.
+    with np.errstate(invalid="ignore", over="ignore"):
+        for start in range(0, n, SUB_ROWS):
+            xb = x[start : start + SUB_ROWS]
+            if count_nonfinite and xb.dtype.kind == "f":
+                nonfinite += int(xb.size - np.count_nonzero(np.isfinite(xb)))
+            z = _fill_squares_and_values(xb, shift, z_buffer[: xb.shape[0]])
+            if kind == "gaussian":
+                resp, row_objective = gaussian_responsibilities(z, responsibilities[1], responsibilities[2])
+            elif kind == "nearest":
+                resp, row_objective = nearest_center_responsibilities(z, responsibilities[1], responsibilities[2])
+            else:
+                resp = random_responsibilities(xb.shape[0], k, responsibilities[2], first_row + start, dtype)
+                row_objective = np.zeros(0)
+            mass += resp.sum(axis=0, dtype=np.float64)
+            moments += resp.T @ z
+            objective += float(row_objective.sum(dtype=np.float64))
     stats[:k, 1 : d + 1] = moments[:, d:]
     stats[:k, d + 1 :] = moments[:, :d]
     stats[k, 0] = objective

@@ -28,6 +28,7 @@ class _DataPass:
     def __init__(self, X, dtype, checked):
         self.X = X
         self.dtype = np.dtype(dtype)
+        self.resolution = float(np.finfo(self.dtype).eps)
         self.checked = checked
         self.count = 0
 
@@ -220,7 +221,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
                     "The log-likelihood is not finite: the data hold values too large for the compute "
                     "dtype (try dtype='float64', or rescale the features)."
                 )
-            weights, means, covariances, reseeded = m_step(stats, self.reg_covar, shift)
+            weights, means, covariances, reseeded = m_step(stats, self.reg_covar, shift, data_pass.resolution)
             precisions = 1.0 / covariances
             if reseeded:
                 self.n_reseeded_ += reseeded

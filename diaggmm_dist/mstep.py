@@ -36,7 +36,7 @@ def split_statistics(stats):
     return stats[:k, 0], stats[:k, 1 : d + 1], stats[:k, d + 1 :], stats[k]
 
 
-def m_step(stats, reg_covar, shift):
+def m_step(stats, reg_covar, shift, resolution=EPS):
     """Mixture parameters from summed sufficient statistics.
 
     Parameters
@@ -46,6 +46,9 @@ def m_step(stats, reg_covar, shift):
     reg_covar : float
         Added to every variance.
     shift : ndarray of shape (D,)
+    resolution : float
+        Machine epsilon of the compute dtype: with ``reg_covar=0``, a feature whose overall
+        spread is below this resolution of its magnitude counts as constant.
 
     Returns
     -------
@@ -75,11 +78,14 @@ def m_step(stats, reg_covar, shift):
     overall_mean = s1.sum(axis=0) / n_rows
     overall_variance = np.maximum(s2.sum(axis=0) / n_rows - overall_mean**2, 0.0)
     covariances = np.maximum(covariances, VARIANCE_FLOOR * overall_variance)
-    if not np.all(covariances > 0):
-        features = np.flatnonzero(~np.all(covariances > 0, axis=0)).tolist()
+    # Rounding can leave a constant feature a spread of a few ulps instead of exactly zero.
+    constant = overall_variance <= (16 * resolution * np.abs(overall_mean + shift)) ** 2
+    if reg_covar == 0 and (constant.any() or not np.all(covariances > 0)):
+        features = np.flatnonzero(constant | ~np.all(covariances > 0, axis=0)).tolist()
         raise ValueError(
-            f"Feature(s) {features} are constant over the whole data set, so with reg_covar=0 "
-            "their variances are zero: set reg_covar > 0 (the default is 1e-6) or drop those features."
+            f"Feature(s) {features} are constant over the whole data set (at the compute dtype's "
+            "resolution), so with reg_covar=0 their variances are zero: set reg_covar > 0 (the "
+            "default is 1e-6), drop those features, or use dtype='float64'."
         )
     weights = nk / nk.sum()
     means = centred_means + shift
