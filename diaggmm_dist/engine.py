@@ -13,18 +13,19 @@ start with ``OPENBLAS_NUM_THREADS=1``).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
 import dask
 import dask.array as da
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from . import kernels
 
 #: Target bytes per chunk when the input is not already chunked (numpy input).
-DEFAULT_CHUNK_BYTES = 32 * 2**20
+DEFAULT_CHUNK_BYTES = 16 * 2**20
 #: Fan-in of the tree reduction that adds up per-chunk statistics.
 SPLIT_EVERY = 8
 
@@ -38,12 +39,18 @@ def _active_client():
         return None
 
 
+@functools.cache
+def _blas_controller():
+    # Built once: inspecting the loaded BLAS libraries costs milliseconds per call.
+    return ThreadpoolController()
+
+
 def compute(*collections):
     """``dask.compute`` on the active client, or on threads with single-threaded BLAS."""
     if _active_client() is not None:
-        return dask.compute(*collections)
-    with threadpool_limits(limits=1, user_api="blas"):
-        return dask.compute(*collections)
+        return dask.compute(*collections, optimize_graph=False)
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        return dask.compute(*collections, optimize_graph=False)
 
 
 def default_chunk_rows(n_features, itemsize):
@@ -123,7 +130,8 @@ def as_row_chunked(X, chunk_size=None):
         _check_shape_and_dtype(X.shape, X.dtype)
         if chunk_size is None:
             chunk_size = default_chunk_rows(X.shape[1], X.dtype.itemsize)
-        array = da.from_array(X, chunks=(chunk_size, X.shape[1]))
+        # name=False: no hashing of the whole array just to name the graph's keys
+        array = da.from_array(X, chunks=(chunk_size, X.shape[1]), name=False)
     if any(math.isnan(c) for c in array.chunks[0]):
         raise ValueError(
             "The dask array has unknown chunk sizes along the rows; call "
@@ -149,12 +157,12 @@ def _check_shape_and_dtype(shape, dtype):
         raise ValueError(f"X has 0 features (shape {tuple(shape)}): at least one feature is needed.")
 
 
-def _block_statistics(x, shift, dtype, responsibilities, count_nonfinite, block_info=None):
+def _block_statistics(x, responsibilities, count_nonfinite, block_info=None):
     first_row = block_info[0]["array-location"][0][0] if block_info else 0
-    return kernels.chunk_statistics(x, shift, dtype, responsibilities, count_nonfinite, first_row)[None]
+    return kernels.chunk_statistics(x, responsibilities, count_nonfinite, first_row)[None]
 
 
-def pass_statistics(X, responsibilities, shift, dtype, count_nonfinite=False):
+def pass_statistics(X, responsibilities, count_nonfinite=False):
     """One pass over ``X``: per-chunk statistics added up by a tree reduction.
 
     Parameters
@@ -163,9 +171,6 @@ def pass_statistics(X, responsibilities, shift, dtype, count_nonfinite=False):
         Row-chunked data from :func:`as_row_chunked`.
     responsibilities : tuple
         See :func:`diaggmm_dist.kernels.chunk_statistics`.
-    shift : ndarray of shape (D,)
-    dtype : numpy dtype
-        Compute dtype.
     count_nonfinite : bool
         Also count NaN and infinite values.
 
@@ -174,12 +179,13 @@ def pass_statistics(X, responsibilities, shift, dtype, count_nonfinite=False):
     ndarray of shape (K + 1, 2D + 1), float64
         The summed statistics (layout in :func:`~diaggmm_dist.kernels.chunk_statistics`).
     """
-    n_components = responsibilities[1] if responsibilities[0] == "random" else responsibilities[2].shape[0]
+    if responsibilities[0] == "random":
+        n_components = responsibilities[2]
+    else:
+        n_components = responsibilities[1].n_components
     columns = kernels.n_stat_columns(X.shape[1])
     blocks = X.map_blocks(
         _block_statistics,
-        np.asarray(shift, dtype=np.float64),
-        np.dtype(dtype),
         responsibilities,
         count_nonfinite,
         chunks=((1,) * X.numblocks[0], (n_components + 1,), (columns,)),

@@ -59,7 +59,7 @@ def _nearest_centre_statistics(data_pass, centers, passes, tol):
     """Hard-assignment statistics after up to ``passes`` full-data Lloyd passes, and the shift."""
     shift = centers.mean(axis=0)
     for _ in range(passes):
-        stats = data_pass(("nearest",) + kernels.distance_coefficients(centers, shift, data_pass.dtype), shift)
+        stats = data_pass(("nearest", kernels.distance_coefficients(centers, shift, data_pass.dtype)))
         mass, s1, _, _ = split_statistics(stats)
         updated = np.where(mass[:, None] > 0, s1 / np.maximum(mass, 1)[:, None] + shift, centers)
         moved = float(np.sum((updated - centers) ** 2))
@@ -83,7 +83,7 @@ def initial_parameters(X, n_components, init_params, random_state, reg_covar, da
     random_state : numpy.random.RandomState
     reg_covar : float
     data_pass : callable
-        ``data_pass(responsibilities, shift)`` runs one pass and returns the summed
+        ``data_pass(responsibilities)`` runs one pass and returns the summed
         statistics; it has ``dtype`` (the compute dtype) and ``resolution`` (its epsilon)
         attributes.
     weights_init, means_init, precisions_init : ndarray or None
@@ -103,7 +103,7 @@ def initial_parameters(X, n_components, init_params, random_state, reg_covar, da
     elif init_params == "random":
         shift = np.zeros(X.shape[1])
         seed = int(random_state.randint(np.iinfo(np.int32).max))
-        stats = data_pass(("random", n_components, seed), shift)
+        stats = data_pass(("random", shift.astype(data_pass.dtype), n_components, seed))
     elif init_params == "random_from_data":
         rows = np.sort(random_state.choice(X.shape[0], size=n_components, replace=False))
         centers = engine.take_rows(X, rows).astype(np.float64)

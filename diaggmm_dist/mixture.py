@@ -32,8 +32,8 @@ class _DataPass:
         self.checked = checked
         self.count = 0
 
-    def __call__(self, responsibilities, shift):
-        stats = engine.pass_statistics(self.X, responsibilities, shift, self.dtype, count_nonfinite=not self.checked)
+    def __call__(self, responsibilities):
+        stats = engine.pass_statistics(self.X, responsibilities, count_nonfinite=not self.checked)
         self.count += 1
         if not self.checked:
             nonfinite = int(stats[-1, 2])
@@ -85,7 +85,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         Compute precision of the per-chunk products. Accumulation is float64 either way;
         float32 is about twice as fast and agrees with float64 to about 1e-5.
     chunk_size : int, default=None
-        Rows per chunk for numpy input; by default chunks of about 32 MiB. Zarr chunks are
+        Rows per chunk for numpy input; by default chunks of about 16 MiB. Zarr chunks are
         grouped whole into dask chunks of about this many rows. Dask input keeps its chunks.
 
     Attributes
@@ -214,7 +214,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
             previous = lower_bound
             shift = data_centre(weights, means)
             coefficients = kernels.log_prob_coefficients(weights, means, precisions, shift, data_pass.dtype)
-            stats = data_pass(("gaussian",) + coefficients, shift)
+            stats = data_pass(("gaussian", coefficients))
             lower_bound = stats[-1, 0] / n_samples
             if not np.isfinite(lower_bound):
                 raise FloatingPointError(
@@ -273,13 +273,13 @@ class DiagGMM(DensityMixin, BaseEstimator):
                 raise nonfinite_error(nonfinite)
         dtype = np.dtype(self.dtype)
         shift = data_centre(self.weights_, self.means_)
-        a, c = kernels.log_prob_coefficients(self.weights_, self.means_, self.precisions_, shift, dtype)
+        coef = kernels.log_prob_coefficients(self.weights_, self.means_, self.precisions_, shift, dtype)
         if kind == "labels":
-            result = engine.map_rows(data, kernels.row_labels, shift, a, c, dtype=np.int64)
+            result = engine.map_rows(data, kernels.row_labels, coef, dtype=np.int64)
         elif kind == "proba":
-            result = engine.map_rows(data, kernels.row_responsibilities, shift, a, c, n_columns=self.n_components, dtype=dtype)
+            result = engine.map_rows(data, kernels.row_responsibilities, coef, n_columns=self.n_components, dtype=dtype)
         else:
-            result = engine.map_rows(data, kernels.row_log_likelihood, shift, a, c, dtype=np.float64)
+            result = engine.map_rows(data, kernels.row_log_likelihood, coef, dtype=np.float64)
         return engine.compute(result)[0] if is_numpy else result
 
     def predict(self, X):
