@@ -14,6 +14,7 @@ start with ``OPENBLAS_NUM_THREADS=1``).
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import os
 
@@ -201,6 +202,28 @@ def take_rows(X, rows):
     """The rows ``rows`` (sorted global indices) of ``X`` as a numpy array; reads only their chunks."""
     (out,) = compute(X[np.asarray(rows)])
     return out
+
+
+def fingerprint(X, n_rows=16, n_chunks=4):
+    """A cheap identity of the data: shape, dtype, chunking and a checksum of sampled rows.
+
+    The rows are spread over at most ``n_chunks`` chunks (first, last and evenly between),
+    so computing it reads a handful of chunks, not the data.
+    """
+    starts = np.cumsum((0,) + X.chunks[0])
+    picked = np.unique(np.linspace(0, X.numblocks[0] - 1, min(n_chunks, X.numblocks[0])).astype(int))
+    rows = np.unique(np.concatenate([
+        np.linspace(starts[b], starts[b + 1] - 1, max(1, n_rows // picked.size)).astype(np.int64) for b in picked
+    ]))
+    sample = np.ascontiguousarray(take_rows(X, rows))
+    chunks = [int(c) for c in X.chunks[0]]
+    return {
+        "shape": [int(v) for v in X.shape],
+        "dtype": str(X.dtype),
+        "row_chunks": f"{len(chunks)} chunks of {chunks[0]} rows" + (f", last {chunks[-1]}" if chunks[-1] != chunks[0] else ""),
+        "chunks_sha256": hashlib.sha256(np.asarray(chunks, dtype=np.int64).tobytes()).hexdigest(),
+        "sample_sha256": hashlib.sha256(rows.tobytes() + sample.tobytes()).hexdigest(),
+    }
 
 
 def count_nonfinite(X):

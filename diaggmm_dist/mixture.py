@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import logging
 import time
 import warnings
 
@@ -14,8 +17,12 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import engine, kernels
 from .initialization import data_centre, initial_parameters
+from .state import TrainingState
 from .mstep import m_step
 from .validation import check_initial_parameters, check_settings, is_int, nonfinite_error
+
+
+logger = logging.getLogger("diaggmm_dist")
 
 
 class ReseededComponentWarning(UserWarning):
@@ -137,7 +144,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         self.chunk_size = chunk_size
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, *, checkpoint=None, overwrite_checkpoint=False):
         """Estimate the parameters with EM.
 
         Parameters
@@ -145,6 +152,14 @@ class DiagGMM(DensityMixin, BaseEstimator):
         X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
             A string is a path or URL to a Zarr array, opened lazily.
         y : ignored
+        checkpoint : str or os.PathLike, optional
+            Zarr group (local path or fsspec URL) where the training state is written after
+            the initialisation and after every iteration. If it already holds a run with the
+            same settings and data, the fit resumes after its last complete iteration and
+            ends with exactly the model an uninterrupted run gives.
+        overwrite_checkpoint : bool, default=False
+            Start afresh when ``checkpoint`` holds a run with other settings or data
+            (otherwise that is refused with a ``CheckpointMismatchError``).
 
         Returns
         -------
@@ -171,29 +186,50 @@ class DiagGMM(DensityMixin, BaseEstimator):
             checked = True
         data_pass = _DataPass(data, self.dtype, checked)
         random_state = check_random_state(self.random_state)
+        fingerprint = engine.fingerprint(data)
+        store = None
+        if checkpoint is not None:
+            from .io.checkpoint import Checkpoints  # call-time import: io sits below the model layer
 
-        best = None
-        self.n_reseeded_ = 0
-        for init in range(1 if warm else self.n_init):
-            self._print(1, f"Initialization {init}")
-            if warm:
-                params = (self.weights_, self.means_, self.precisions_)
-                lower_bound = self.lower_bound_
+            identity = {"config": self._checkpoint_config(inits, warm), "fingerprint": fingerprint}
+            store = Checkpoints(checkpoint, identity, overwrite=overwrite_checkpoint)
+        state = store.latest() if store is not None else None
+
+        best = state.best if state is not None else None
+        self.n_reseeded_ = state.n_reseeded if state is not None else 0
+        first_restart = state.restart if state is not None else 0
+        for restart in range(first_restart, 1 if warm else self.n_init):
+            if state is not None and state.restart == restart:
+                random_state.set_state(state.random_state)
             else:
-                params = initial_parameters(data, self.n_components, self.init_params, random_state,
-                                            self.reg_covar, data_pass, *inits)
-                lower_bound = -np.inf
-            run = self._run_em(data_pass, params, lower_bound, n_samples)
-            if best is None or run["lower_bound"] > best["lower_bound"]:
-                best = run
+                self._print(1, f"Initialization {restart}")
+                if warm:
+                    weights, means, precisions = self.weights_, self.means_, self.precisions_
+                    lower_bounds = [self.lower_bound_]
+                else:
+                    weights, means, precisions = initial_parameters(
+                        data, self.n_components, self.init_params, random_state, self.reg_covar, data_pass, *inits)
+                    lower_bounds = []
+                state = TrainingState(restart, 0, weights, means, 1.0 / precisions, precisions, lower_bounds,
+                                      self.max_iter == 0, False, random_state.get_state(), self.n_reseeded_, best)
+                if store is not None:
+                    store.save(state)
+            if not state.finished:
+                state = self._run_em(data_pass, state, n_samples, store)
+            if best is None or state.lower_bounds[-1] > best["lower_bound"]:
+                best = {"weights": state.weights, "means": state.means, "covariances": state.covariances,
+                        "lower_bound": state.lower_bounds[-1] if state.lower_bounds else -np.inf,
+                        "lower_bounds": list(state.lower_bounds), "n_iter": state.iteration,
+                        "converged": state.converged}
         self.weights_, self.means_, self.covariances_ = best["weights"], best["means"], best["covariances"]
         self.precisions_ = 1.0 / self.covariances_
         self.precisions_cholesky_ = np.sqrt(self.precisions_)
         self.converged_ = best["converged"]
         self.n_iter_ = best["n_iter"]
         self.lower_bound_ = best["lower_bound"]
-        self.lower_bounds_ = best["lower_bounds"]
+        self.lower_bounds_ = best["lower_bounds"][1:] if warm else best["lower_bounds"]
         self.n_features_in_ = n_features
+        self.data_fingerprint_ = fingerprint
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init parameters, "
@@ -202,15 +238,32 @@ class DiagGMM(DensityMixin, BaseEstimator):
             )
         return self
 
-    def _run_em(self, data_pass, params, lower_bound, n_samples):
-        """EM iterations from ``params = (weights, means, precisions)``; one data pass each."""
-        weights, means, precisions = params
-        covariances = 1.0 / precisions
-        lower_bounds = []
-        converged = False
-        n_iter = 0
+    def _checkpoint_config(self, inits, warm):
+        """The settings a checkpoint must share with this run to be resumed (JSON)."""
+        def digest(array):
+            return None if array is None else hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+        seed = self.random_state
+        return {
+            "n_components": int(self.n_components), "tol": float(self.tol), "reg_covar": float(self.reg_covar),
+            "n_init": int(self.n_init), "init_params": self.init_params, "dtype": str(np.dtype(self.dtype)),
+            "random_state": int(seed) if isinstance(seed, (int, np.integer)) else (None if seed is None else "instance"),
+            "inits": [digest(a) for a in inits],
+            "warm_start_from": digest(np.concatenate([self.means_.ravel(), self.covariances_.ravel()])) if warm else None,
+        }
+
+    def _run_em(self, data_pass, state, n_samples, store=None):
+        """EM iterations from ``state`` until convergence or ``max_iter``; one data pass each.
+
+        After every iteration the new state goes to ``store`` (if any) before the next pass.
+        Returns the final :class:`TrainingState`.
+        """
+        weights, means, precisions = state.weights, state.means, state.precisions
+        lower_bounds = list(state.lower_bounds)
+        lower_bound = lower_bounds[-1] if lower_bounds else -np.inf
         start = time.perf_counter()
-        for n_iter in range(1, self.max_iter + 1):
+        for n_iter in range(state.iteration + 1, self.max_iter + 1):
+            tick = time.perf_counter()
             previous = lower_bound
             shift = data_centre(weights, means)
             coefficients = kernels.log_prob_coefficients(weights, means, precisions, shift, data_pass.dtype)
@@ -232,18 +285,26 @@ class DiagGMM(DensityMixin, BaseEstimator):
                 )
             lower_bounds.append(lower_bound)
             change = lower_bound - previous
+            converged = bool(abs(change) < self.tol)
+            state = TrainingState(state.restart, n_iter, weights, means, covariances, precisions, lower_bounds,
+                                  converged or n_iter == self.max_iter, converged, state.random_state,
+                                  self.n_reseeded_, state.best)
+            if store is not None:
+                store.save(state)
+            logger.info("iteration %d lower bound %.8f change %.3e %.3fs", n_iter, lower_bound, change,
+                        time.perf_counter() - tick,
+                        extra={"iteration": n_iter, "lower_bound": float(lower_bound), "change": float(change),
+                               "seconds": time.perf_counter() - tick})
             if n_iter % self.verbose_interval == 0:
                 now = time.perf_counter()
                 self._print(1, f"  Iteration {n_iter}", f"\t time lapse {now - start:.5f}s\t ll change {change:.5f}")
                 start = now
-            if abs(change) < self.tol:
-                converged = True
+            if converged:
                 break
         if self.max_iter > 0:
-            state = "converged" if converged else "did not converge"
-            self._print(1, f"Initialization {state}.", f" lower bound {lower_bound:.5f}.")
-        return {"weights": weights, "means": means, "covariances": covariances, "converged": converged,
-                "n_iter": n_iter, "lower_bound": lower_bound, "lower_bounds": lower_bounds}
+            verdict = "converged" if state.converged else "did not converge"
+            self._print(1, f"Initialization {verdict}.", f" lower bound {lower_bound:.5f}.")
+        return state
 
     def _print(self, level, message, detail=""):
         if self.verbose >= level:
@@ -322,6 +383,62 @@ class DiagGMM(DensityMixin, BaseEstimator):
         """Akaike information criterion of the model on ``X`` (lower is better)."""
         n_samples = engine.as_row_chunked(X, self.chunk_size).shape[0]
         return -2 * self.score(X) * n_samples + 2 * self._n_parameters()
+
+    # ------------------------------------------------------------ persistence
+    def save(self, url, *, overwrite=False):
+        """Write the fitted model to a Zarr group (local path or fsspec URL); data only, no pickle.
+
+        See :mod:`diaggmm_dist.io.model_store` for the layout. An existing store is refused
+        unless ``overwrite``; on local disks the new store replaces the old one atomically.
+        """
+        from .io.model_store import save_model
+
+        save_model(self, url, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, url):
+        """Read a model written by :meth:`save`, validating every field (never runs code)."""
+        from .io.model_store import load_model
+
+        return load_model(url, cls)
+
+    def to_sklearn(self):
+        """An equivalent fitted ``sklearn.mixture.GaussianMixture(covariance_type="diag")``."""
+        from sklearn.mixture import GaussianMixture
+
+        check_is_fitted(self, "means_")
+        gm = GaussianMixture(self.n_components, covariance_type="diag", tol=self.tol, reg_covar=self.reg_covar,
+                             max_iter=self.max_iter, n_init=self.n_init, init_params=self.init_params,
+                             random_state=self.random_state, warm_start=self.warm_start, verbose=self.verbose,
+                             verbose_interval=self.verbose_interval)
+        for name in ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_", "converged_",
+                     "n_iter_", "lower_bound_", "lower_bounds_", "n_features_in_"):
+            setattr(gm, name, copy.deepcopy(getattr(self, name)))
+        return gm
+
+    @classmethod
+    def from_sklearn(cls, gm, **params):
+        """A ``DiagGMM`` from a fitted diagonal ``GaussianMixture`` (extra ``params``: e.g. ``dtype``)."""
+        if getattr(gm, "covariance_type", None) != "diag":
+            raise ValueError(
+                f"Only covariance_type='diag' mixtures can become a DiagGMM, got "
+                f"{getattr(gm, 'covariance_type', type(gm).__name__)!r}."
+            )
+        check_is_fitted(gm, "means_")
+        settings = {name: getattr(gm, name) for name in ("tol", "reg_covar", "max_iter", "n_init", "init_params",
+                                                         "random_state", "warm_start", "verbose", "verbose_interval")}
+        model = cls(gm.n_components, **{**settings, **params})
+        model.weights_ = np.array(gm.weights_, dtype=np.float64)
+        model.means_ = np.array(gm.means_, dtype=np.float64)
+        model.covariances_ = np.array(gm.covariances_, dtype=np.float64)
+        model.precisions_ = 1.0 / model.covariances_
+        model.precisions_cholesky_ = np.sqrt(model.precisions_)
+        model.converged_, model.n_iter_ = bool(gm.converged_), int(gm.n_iter_)
+        model.lower_bound_ = float(gm.lower_bound_)
+        model.lower_bounds_ = list(getattr(gm, "lower_bounds_", [gm.lower_bound_]))
+        model.n_features_in_ = int(gm.n_features_in_)
+        model.n_reseeded_ = 0
+        return model
 
     def sample(self, n_samples=1):
         """Draw ``n_samples`` rows from the fitted mixture (as scikit-learn does).

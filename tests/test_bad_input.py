@@ -54,11 +54,11 @@ def nonfinite_message(count):
 
 # ---------------------------------------------------------------- the spy itself
 def test_the_spy_catches_a_data_pass(no_data_pass):
-    # Guards the other tests: a valid fit does reach engine.pass_statistics, so the spy
-    # would notice if one of the bad inputs below started work.
-    with pytest.raises(AssertionError, match="engine.pass_statistics was called"):
+    # Guards the other tests: a valid fit does read the data (first the rows of its
+    # fingerprint), so the spy would notice if one of the bad inputs below started work.
+    with pytest.raises(AssertionError, match="engine.take_rows was called"):
         DiagGMM(K, init_params="random", random_state=0).fit(make_data())
-    assert no_data_pass == ["pass_statistics"]
+    assert no_data_pass == ["take_rows"]
     no_data_pass.clear()
 
 

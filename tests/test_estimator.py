@@ -113,7 +113,7 @@ def test_kmeans_init_reads_a_bounded_sample_and_few_passes(blobs, monkeypatch):
     monkeypatch.setattr(engine, "take_rows", lambda data, rows: taken.append(len(rows)) or take(data, rows))
     monkeypatch.setattr(engine, "pass_statistics", lambda *a, **k: passes.append(a[1][0]) or run_pass(*a, **k))
     DiagGMM(3, random_state=0, max_iter=4, tol=0).fit(X)
-    assert taken == [500]
+    assert sorted(taken)[-1] == 500 and sum(taken) <= 500 + 16  # the sample, and the fingerprint's rows
     assert 1 <= passes.count("nearest") <= initialization.LLOYD_PASSES
     assert passes.count("gaussian") == 4
 
@@ -132,7 +132,8 @@ def test_one_read_of_each_chunk_per_iteration(blobs):
     w0, m0, p0 = start_values(X, 3)
     gmm = DiagGMM(3, weights_init=w0, means_init=m0, precisions_init=p0, tol=0, max_iter=6).fit(data)
     assert gmm.n_iter_ == 6
-    np.testing.assert_array_equal(reads, 6)
+    # six passes, plus at most four chunks read once for the data fingerprint
+    assert set(reads - 6) <= {0, 1} and np.sum(reads - 6) <= 4
 
 
 def test_warm_start_continues_where_it_stopped(blobs):

@@ -1,0 +1,74 @@
+"""Small helpers shared by the Zarr-backed stores (model files, checkpoints, registry)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import zarr
+from zarr.errors import GroupNotFoundError
+
+
+def is_local(url) -> bool:
+    """True for a local path (plain or ``file://``), False for other fsspec URLs."""
+    text = os.fspath(url)
+    return "://" not in text or text.startswith("file://")
+
+
+def local_path(url) -> Path:
+    text = os.fspath(url)
+    return Path(text[len("file://"):] if text.startswith("file://") else text)
+
+
+def open_group_or_none(url, mode="r"):
+    """The Zarr group at ``url``, or None when there is none."""
+    try:
+        return zarr.open_group(os.fspath(url), mode=mode)
+    except (GroupNotFoundError, FileNotFoundError):
+        return None
+
+
+def remove_group(url):
+    """Delete the group at ``url`` (local directory or fsspec prefix) if it exists."""
+    if is_local(url):
+        shutil.rmtree(local_path(url), ignore_errors=True)
+        return
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(os.fspath(url))
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def write_group_atomically(url, write, overwrite):
+    """Call ``write(group)`` on a new group and put it at ``url`` in one step.
+
+    On a local file system the group is written under a temporary sibling name and renamed
+    into place, so a crash leaves either the old store or the new one, never half of one.
+    Other fsspec stores have no rename: the group is written in place, and ``write`` is
+    expected to write its attributes (which mark the store complete) last.
+    """
+    exists = open_group_or_none(url) is not None
+    if exists and not overwrite:
+        raise FileExistsError(f"{os.fspath(url)!r} already exists: pass overwrite=True to replace it.")
+    if not is_local(url):
+        if exists:
+            remove_group(url)
+        write(zarr.open_group(os.fspath(url), mode="w"))
+        return
+    target = local_path(url)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
+    try:
+        write(zarr.open_group(str(partial), mode="w"))
+        if exists:
+            retired = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
+            os.replace(target, retired)
+            os.replace(partial, target)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(partial, target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)

@@ -1,0 +1,216 @@
+"""Model files and checkpoints: data-only Zarr stores, validation, crash-safe resume."""
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from sklearn.mixture import GaussianMixture
+
+from conftest import mixture_data
+from diaggmm_dist import DiagGMM, engine
+from diaggmm_dist.io.checkpoint import KEEP, CheckpointMismatchError, CorruptCheckpointWarning
+from diaggmm_dist.io.model_store import ModelStoreError
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, _ = mixture_data(3000, 4, 3, seed=21)
+    return X
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    return DiagGMM(3, random_state=0, tol=1e-6).fit(data)
+
+
+def _identical(a, b):
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert a.lower_bounds_ == b.lower_bounds_ and a.n_iter_ == b.n_iter_ and a.converged_ == b.converged_
+
+
+# ------------------------------------------------------------------ model store
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_save_and_load_round_trip(fitted, data, tmp_path, where):
+    url = str(tmp_path / "model.zarr") if where == "local" else f"memory://model-{os.getpid()}"
+    fitted.save(url)
+    loaded = DiagGMM.load(url)
+    _identical(loaded, fitted)
+    np.testing.assert_array_equal(loaded.predict(data), fitted.predict(data))
+    assert loaded.get_params() == fitted.get_params()
+    assert loaded.data_fingerprint_ == fitted.data_fingerprint_
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        fitted.save(url)
+    fitted.save(url, overwrite=True)
+
+
+def test_model_store_is_plain_data(fitted, tmp_path):
+    path = tmp_path / "model.zarr"
+    fitted.save(path)
+    files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+    assert all(f.endswith("zarr.json") or "/c/" in f for f in files)  # metadata JSON and raw chunks only
+    meta = json.loads((path / "zarr.json").read_text())
+    attrs = meta["attributes"]
+    assert attrs["format"] == "diaggmm-dist-model" and attrs["n_components"] == 3 and attrs["n_features"] == 4
+    assert attrs["data_fingerprint"]["shape"] == [3000, 4]
+    assert len(attrs["lower_bounds"]) == fitted.n_iter_
+    assert not list(tmp_path.glob(".*partial"))  # nothing half-written left behind
+
+
+def _tamper(path, change):
+    meta_file = Path(path) / "zarr.json"
+    meta = json.loads(meta_file.read_text())
+    change(meta["attributes"])
+    meta_file.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: a.update(format="something-else"), "not a diaggmm-dist model"),
+    (lambda a: a.update(format_version=99), "format_version 99 is not supported"),
+    (lambda a: a.pop("n_iter"), "attribute 'n_iter' is missing"),
+    (lambda a: a.update(n_components=4), "array 'weights' has shape"),
+    (lambda a: a.update(reg_covar="big"), "attribute 'reg_covar' should be float"),
+    (lambda a: a.update(params={"evil": "__import__('os')"}), "unknown keys"),
+])
+def test_tampered_attributes_are_named(fitted, tmp_path, change, message):
+    path = tmp_path / "model.zarr"
+    fitted.save(path)
+    _tamper(path, change)
+    with pytest.raises(ModelStoreError, match=message):
+        DiagGMM.load(path)
+
+
+def test_tampered_or_truncated_arrays_are_named(fitted, tmp_path):
+    path = tmp_path / "model.zarr"
+    fitted.save(path)
+    group = zarr.open_group(str(path), mode="r+")
+    group["covariances"][0, 0] = -1.0
+    with pytest.raises(ModelStoreError, match="'covariances' has 1 value"):
+        DiagGMM.load(path)
+    group["covariances"][0, 0] = 1.0
+    group["weights"][0] = 0.9
+    with pytest.raises(ModelStoreError, match="'weights' sums to"):
+        DiagGMM.load(path)
+    fitted.save(path, overwrite=True)
+    chunk = next(p for p in (path / "means").rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunk.write_bytes(chunk.read_bytes()[:5])
+    with pytest.raises(ModelStoreError, match="array 'means'"):
+        DiagGMM.load(path)
+    fitted.save(path, overwrite=True)
+    import shutil
+
+    shutil.rmtree(path / "weights")
+    with pytest.raises(ModelStoreError, match="array 'weights' is missing"):
+        DiagGMM.load(path)
+    with pytest.raises(FileNotFoundError, match="No model found"):
+        DiagGMM.load(tmp_path / "nothing.zarr")
+
+
+def test_sklearn_round_trip(fitted, data):
+    gm = fitted.to_sklearn()
+    assert isinstance(gm, GaussianMixture)
+    np.testing.assert_array_equal(gm.predict(data), fitted.predict(data))
+    np.testing.assert_allclose(gm.score_samples(data), fitted.score_samples(data), rtol=1e-10)
+    back = DiagGMM.from_sklearn(gm)
+    _identical(back, fitted)
+    full = GaussianMixture(2, covariance_type="full").fit(data)
+    with pytest.raises(ValueError, match="Only covariance_type='diag'"):
+        DiagGMM.from_sklearn(full)
+
+
+# ------------------------------------------------------------------ checkpoints
+class Crash(BaseException):
+    """Stands in for the process dying: nothing in the library catches it."""
+
+
+def _crash_after(monkeypatch, passes):
+    real, count = engine.pass_statistics, [0]
+
+    def dying(*args, **kwargs):
+        count[0] += 1
+        if count[0] > passes:
+            raise Crash()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "pass_statistics", dying)
+
+
+SETTINGS = dict(n_components=3, random_state=4, tol=1e-8, max_iter=12, n_init=2, init_params="random")
+
+
+@pytest.mark.parametrize("passes", [0, 1, 5, 13, 14, 20, 100])
+def test_resume_after_a_crash_gives_the_uninterrupted_model(data, tmp_path, monkeypatch, passes):
+    straight = DiagGMM(**SETTINGS).fit(data)
+    url = str(tmp_path / "ckpt.zarr")
+    _crash_after(monkeypatch, passes)
+    try:
+        DiagGMM(**SETTINGS).fit(data, checkpoint=url)
+        finished = True
+    except Crash:
+        finished = False
+    monkeypatch.undo()
+    assert finished == (passes >= 26)  # two restarts: 1 init pass + 12 iterations each
+    resumed = DiagGMM(**SETTINGS).fit(data, checkpoint=url)
+    _identical(resumed, straight)
+
+
+def test_resume_skips_the_work_already_done(data, tmp_path, monkeypatch):
+    url = str(tmp_path / "ckpt.zarr")
+    settings = dict(SETTINGS, n_init=1, tol=0)
+    _crash_after(monkeypatch, 8)
+    with pytest.raises(Crash):
+        DiagGMM(**settings).fit(data, checkpoint=url)
+    monkeypatch.undo()
+    calls = []
+    real = engine.pass_statistics
+    monkeypatch.setattr(engine, "pass_statistics", lambda *a, **k: calls.append(1) or real(*a, **k))
+    DiagGMM(**settings).fit(data, checkpoint=url)
+    assert len(calls) == 12 - 7  # init and 7 iterations were checkpointed; 5 remain
+    steps = [k for k in zarr.open_group(url, mode="r").group_keys()]
+    assert len(steps) == KEEP
+
+
+def test_checkpoint_of_another_run_is_refused(data, tmp_path):
+    url = str(tmp_path / "ckpt.zarr")
+    DiagGMM(3, random_state=0, max_iter=3).fit(data, checkpoint=url)
+    with pytest.raises(CheckpointMismatchError, match=r"n_components: checkpoint has 3, this run has 4.*overwrite_checkpoint=True"):
+        DiagGMM(4, random_state=0, max_iter=3).fit(data, checkpoint=url)
+    with pytest.raises(CheckpointMismatchError, match=r"fingerprint\.shape"):
+        DiagGMM(3, random_state=0, max_iter=3).fit(data[:2000], checkpoint=url)
+    fresh = DiagGMM(4, random_state=0, max_iter=3).fit(data, checkpoint=url, overwrite_checkpoint=True)
+    _identical(fresh, DiagGMM(4, random_state=0, max_iter=3).fit(data))
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_one_before(data, tmp_path):
+    url = tmp_path / "ckpt.zarr"
+    settings = dict(SETTINGS, n_init=1)
+    straight = DiagGMM(**settings).fit(data)
+    partial = dict(settings, max_iter=6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        DiagGMM(**partial).fit(data, checkpoint=str(url))
+    latest = zarr.open_group(str(url), mode="r").attrs["latest"]
+    chunk = next(p for p in (url / latest / "means").rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunk.write_bytes(chunk.read_bytes()[:7])  # truncated
+    with pytest.warns(CorruptCheckpointWarning, match=f"{latest} .*unusable.*falling back"):
+        resumed = DiagGMM(**settings).fit(data, checkpoint=str(url))
+    _identical(resumed, straight)
+    # a missing array is caught the same way
+    latest = zarr.open_group(str(url), mode="r").attrs["latest"]
+    import shutil
+
+    shutil.rmtree(url / latest / "precisions")
+    with pytest.warns(CorruptCheckpointWarning, match="'precisions' is missing"):
+        again = DiagGMM(**settings).fit(data, checkpoint=str(url))
+    _identical(again, straight)
+
+
+def test_checkpoints_work_on_fsspec_urls(data):
+    url = f"memory://ckpt-{os.getpid()}"
+    straight = DiagGMM(3, random_state=1, max_iter=5, tol=0).fit(data)
+    _identical(DiagGMM(3, random_state=1, max_iter=5, tol=0).fit(data, checkpoint=url), straight)
+    _identical(DiagGMM(3, random_state=1, max_iter=5, tol=0).fit(data, checkpoint=url), straight)
