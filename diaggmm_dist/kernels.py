@@ -229,3 +229,16 @@ def row_log_likelihood(x, coef):
     """``log p(x_i)`` of every row (log-sum-exp over components), float64."""
     with np.errstate(invalid="ignore", over="ignore"):
         return normalise_log_scores(_log_scores(x, coef)).astype(np.float64)
+
+
+def row_summary(x, coef):
+    """Per row: ``[label, max responsibility, log p(x_i)]`` as float64 (n, 3); label -1 if not finite."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        scores = _log_scores(x, coef)
+        log_norm = normalise_log_scores(scores)
+        finite = np.isfinite(log_norm)
+        out = np.empty((x.shape[0], 3))
+        out[:, 0] = np.where(finite, scores.argmax(axis=0), -1)
+        out[:, 1] = np.where(finite, scores.max(axis=0), np.nan)
+        out[:, 2] = log_norm
+    return out

@@ -339,6 +339,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
             result = engine.map_rows(data, kernels.row_labels, coef, dtype=np.int64)
         elif kind == "proba":
             result = engine.map_rows(data, kernels.row_responsibilities, coef, n_columns=self.n_components, dtype=dtype)
+        elif kind == "summary":
+            result = engine.map_rows(data, kernels.row_summary, coef, n_columns=3, dtype=np.float64)
         else:
             result = engine.map_rows(data, kernels.row_log_likelihood, coef, dtype=np.float64)
         return engine.compute(result)[0] if is_numpy else result
@@ -361,6 +363,20 @@ class DiagGMM(DensityMixin, BaseEstimator):
     def score_samples(self, X):
         """Log-likelihood ``log p(x)`` of every row, shape (n_samples,), float64."""
         return self._map(X, "log_norm")
+
+    def score_rows(self, X):
+        """Labels, maximum responsibility and log-likelihood of every row, from one pass.
+
+        Returns
+        -------
+        labels : (n_samples,) int16, -1 where the row could not be scored (NaN or inf)
+        max_resp : (n_samples,) float32, the responsibility of the chosen component
+        log_likelihood : (n_samples,) float64, ``log p(x)`` (NaN where not scored)
+            Numpy for in-memory input; lazy dask arrays chunked like the input otherwise
+            (the three share one read of each chunk when computed or stored together).
+        """
+        summary = self._map(X, "summary")
+        return summary[:, 0].astype(np.int16), summary[:, 1].astype(np.float32), summary[:, 2]
 
     def score(self, X, y=None):
         """Mean log-likelihood per row (a float; computed even for lazy input)."""
