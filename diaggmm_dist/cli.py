@@ -1,0 +1,574 @@
+"""``diaggmm``: fit, score and inspect diagonal Gaussian mixtures from the command line.
+
+    diaggmm fit DATA --k K --out MODEL [--checkpoint URL] [--overwrite] [--scheduler ADDRESS] ...
+    diaggmm predict MODEL DATA --out SCORES [--scheduler ADDRESS] [--overwrite]
+    diaggmm info MODEL [--json]
+
+DATA is a Zarr array (local path or fsspec URL). Work runs on the dask scheduler at
+``--scheduler``, else at ``$DASK_SCHEDULER_ADDRESS``, else on a LocalCluster started for the
+command. The CLI owns argument parsing, progress display and exit codes only; the maths, the
+stores and the checkpoints are the library's.
+
+Exit codes: 0 success; 1 runtime failure (unreachable scheduler, I/O, numerical failure);
+2 bad usage or bad input (missing data, not a model, existing output, mismatching
+checkpoint, out-of-range settings); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM). Errors are one line,
+``diaggmm: error: <message>``, on stderr; ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+import warnings
+
+PROG = "diaggmm"
+INIT_CHOICES = ("kmeans", "k-means++", "random", "random_from_data")
+
+#: Exit codes.
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+
+# --------------------------------------------------------------------------- arguments
+def _int_at_least(minimum):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _common_options(defaults):
+    """Options accepted both before and after the sub-command (``diaggmm --debug fit ...``)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    default = {} if defaults else {"default": argparse.SUPPRESS}
+    parent.add_argument("--debug", action="store_true", help="show the full traceback of errors",
+                        **({"default": False} if defaults else default))
+    parent.add_argument("--quiet", "-q", action="store_true",
+                        help="no per-iteration lines and no progress bar (the summary and errors still print)",
+                        **({"default": False} if defaults else default))
+    return parent
+
+
+def build_parser():
+    """The ``diaggmm`` argument parser (sub-commands ``fit``, ``predict``, ``info``)."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG, parents=[_common_options(True)],
+        description="Distributed, out-of-core EM for Gaussian mixtures with diagonal covariances "
+                    "(Dask + Zarr).",
+        epilog="Exit codes: 0 ok, 1 runtime failure, 2 bad usage or input, 130 interrupted, 143 terminated.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = _common_options(False)
+    scheduler_help = ("dask scheduler address, e.g. tcp://host:8786 (default: $DASK_SCHEDULER_ADDRESS, "
+                      "else a LocalCluster started for this command)")
+
+    fit = commands.add_parser(
+        "fit", parents=[common], help="fit a mixture to a Zarr array and save the model",
+        description="Fit a diagonal Gaussian mixture with EM to the Zarr array DATA and save it to MODEL. "
+                    "With --checkpoint, the training state is written after every iteration and a rerun "
+                    "of the same command resumes it, ending with exactly the uninterrupted model.")
+    fit.add_argument("data", metavar="DATA", help="Zarr array (path or fsspec URL), rows x features")
+    fit.add_argument("--k", "--n-components", dest="k", type=_int_at_least(1), required=True,
+                     help="number of mixture components")
+    fit.add_argument("--out", required=True, metavar="MODEL", help="where to save the model (a Zarr group)")
+    fit.add_argument("--checkpoint", metavar="URL",
+                     help="Zarr group for training checkpoints; resumed when it holds this run")
+    fit.add_argument("--overwrite", action="store_true",
+                     help="replace an existing MODEL, and start afresh if the checkpoint holds another run")
+    fit.add_argument("--scheduler", metavar="ADDRESS", help=scheduler_help)
+    fit.add_argument("--init", choices=INIT_CHOICES, default="kmeans", help="initialisation (default: kmeans)")
+    fit.add_argument("--tol", type=_non_negative_float, default=1e-3,
+                     help="stop when the lower bound changes by less than this (default: 1e-3)")
+    fit.add_argument("--max-iter", type=_int_at_least(0), default=100,
+                     help="EM iterations at most, per initialisation (default: 100)")
+    fit.add_argument("--reg-covar", type=_non_negative_float, default=1e-6,
+                     help="added to every variance (default: 1e-6)")
+    fit.add_argument("--dtype", choices=("float32", "float64"), default="float64",
+                     help="compute precision of the per-chunk products (default: float64)")
+    fit.add_argument("--seed", type=int, default=0, help="random seed of the initialisation (default: 0)")
+    fit.add_argument("--chunk-size", type=_int_at_least(1), metavar="ROWS",
+                     help="rows per dask chunk (whole Zarr chunks are grouped; default: about 16 MiB)")
+    fit.add_argument("--n-init", type=_int_at_least(1), default=1,
+                     help="initialisations; the best is kept (default: 1)")
+
+    predict = commands.add_parser(
+        "predict", parents=[common], help="write per-row labels and scores of a model to Zarr",
+        description="Score every row of DATA with the model at MODEL and write the Zarr group SCORES with "
+                    "arrays labels (int16, -1 for rows with NaN/inf), max_resp (float32) and "
+                    "log_likelihood (float64), chunked like DATA.")
+    predict.add_argument("model", metavar="MODEL", help="model written by `diaggmm fit`")
+    predict.add_argument("data", metavar="DATA", help="Zarr array (path or fsspec URL) with the model's features")
+    predict.add_argument("--out", required=True, metavar="SCORES", help="Zarr group to write")
+    predict.add_argument("--overwrite", action="store_true", help="replace an existing SCORES group")
+    predict.add_argument("--scheduler", metavar="ADDRESS", help=scheduler_help)
+    predict.add_argument("--chunk-size", type=_int_at_least(1), metavar="ROWS",
+                         help="rows per dask chunk (default: the model's, else about 16 MiB)")
+
+    info = commands.add_parser("info", parents=[common], help="describe a saved model",
+                               description="Print the attributes of the model at MODEL.")
+    info.add_argument("model", metavar="MODEL", help="model written by `diaggmm fit`")
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    return parser
+
+
+# ----------------------------------------------------------------------------- display
+class _Console:
+    """stdout for results and iteration lines, stderr for the bar, warnings and errors.
+
+    The progress bar lives on one stderr line that is erased before anything else is
+    printed and redrawn after, so the two never interleave on a terminal.
+    """
+
+    def __init__(self, out=None, err=None, quiet=False):
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.quiet = quiet
+        self.lock = threading.RLock()
+        self.bar = None
+
+    def print(self, text="", *, stream=None):
+        stream = stream or self.out
+        with self.lock:
+            if self.bar is not None:
+                self.bar.erase()
+            print(text, file=stream, flush=True)
+            if self.bar is not None:
+                self.bar.draw()
+
+    def warn(self, text):
+        self.print(f"{PROG}: warning: {_one_line(text)}", stream=self.err)
+
+
+class _PassBar:
+    """A text bar on stderr, one step per EM pass, redrawn twice a second (only on a terminal)."""
+
+    WIDTH = 24
+
+    def __init__(self, console, total, label="EM"):
+        self.console, self.total, self.label = console, max(int(total), 1), label
+        self.done = 0
+        self.lower_bound = self.change = None
+        self.pass_start = time.monotonic()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="diaggmm-progress", daemon=True)
+
+    def __enter__(self):
+        with self.console.lock:
+            self.console.bar = self
+            self.draw()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=2)
+        with self.console.lock:
+            self.erase()
+            self.console.bar = None
+
+    def _run(self):
+        while not self.stop.wait(0.5):
+            with self.console.lock:
+                self.draw()
+
+    def update(self, iteration, lower_bound, change):
+        with self.console.lock:
+            self.done = min(iteration, self.total)
+            self.lower_bound, self.change = lower_bound, change
+            self.pass_start = time.monotonic()
+            self.draw()
+
+    def render(self):
+        filled = int(self.WIDTH * self.done / self.total)
+        text = f"{self.label} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {self.done}/{self.total}"
+        if self.lower_bound is None:
+            text += "  initialising"
+        else:
+            text += f"  lower bound {self.lower_bound:.6f}  delta {_signed(self.change)}"
+        return text + f"  (pass {time.monotonic() - self.pass_start:.1f} s)"
+
+    def draw(self):
+        self.console.err.write("\r" + self.render() + "\033[K")
+        self.console.err.flush()
+
+    def erase(self):
+        self.console.err.write("\r\033[K")
+        self.console.err.flush()
+
+
+def _signed(value):
+    return f"{value:+.3e}" if value is not None and math.isfinite(value) else "n/a"
+
+
+class _IterationPrinter(logging.Handler):
+    """Turns the library's per-iteration log records into lines (and bar steps)."""
+
+    def __init__(self, console, quiet):
+        super().__init__(logging.INFO)
+        self.console, self.quiet = console, quiet
+        self.iterations_run = 0
+        self.first_iteration = None
+        self.last_iteration = None
+
+    def emit(self, record):
+        try:
+            iteration = getattr(record, "iteration", None)
+            if iteration is None:
+                if record.levelno >= logging.WARNING:
+                    self.console.warn(record.getMessage())
+                elif not self.quiet:
+                    self.console.print(record.getMessage())
+                return
+            self.iterations_run += 1
+            if self.first_iteration is None:
+                self.first_iteration = iteration
+                if iteration > 1 and not self.quiet:
+                    self.console.print(f"resumed from the checkpoint after iteration {iteration - 1}")
+            elif iteration <= self.last_iteration and not self.quiet:
+                self.console.print("next initialisation")
+            self.last_iteration = iteration
+            bar = self.console.bar
+            if bar is not None:
+                bar.update(iteration, record.lower_bound, record.change)
+            if not self.quiet:
+                self.console.print(
+                    f"iteration {iteration:4d}  lower bound {record.lower_bound:.8f}  "
+                    f"delta {_signed(record.change):>10}  {record.seconds:.2f} s")
+        except Exception:  # a display problem must never stop a fit
+            self.handleError(record)
+
+
+class _library_output:
+    """Route the library logger and Python warnings to the console for the block's duration."""
+
+    def __init__(self, console, quiet):
+        self.console = console
+        self.handler = _IterationPrinter(console, quiet)
+
+    def __enter__(self):
+        self.logger = logging.getLogger("diaggmm_dist")
+        self.saved = (self.logger.level, self.logger.propagate, warnings.showwarning)
+        self.logger.addHandler(self.handler)
+        self.logger.setLevel(logging.INFO)
+        self.logger.propagate = False
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            self.console.warn(f"{message} ({category.__name__})")
+
+        warnings.showwarning = show
+        return self.handler
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.saved[0])
+        self.logger.propagate = self.saved[1]
+        warnings.showwarning = self.saved[2]
+
+
+def _one_line(text):
+    return " ".join(str(text).split())
+
+
+# ------------------------------------------------------------------------------ checks
+def _open_data(url, chunk_size):
+    """The data as a lazy row-chunked dask array; reads Zarr metadata only."""
+    from .engine import as_row_chunked
+
+    return as_row_chunked(os.fspath(url), chunk_size)
+
+
+def _existing_group(url, what):
+    """True if a Zarr group is at ``url``; FileExistsError if something else is there."""
+    from zarr.errors import ContainsArrayError
+
+    from .io.zarr_groups import is_local, local_path, open_group_or_none
+
+    try:
+        if open_group_or_none(url) is not None:
+            return True
+    except ContainsArrayError:
+        raise FileExistsError(f"{url!r} is a Zarr array, not a {what}: refusing to replace it; "
+                              "choose another output path.") from None
+    if is_local(url) and os.path.lexists(local_path(url)):
+        path = local_path(url)
+        if not (path.is_dir() and not any(path.iterdir())):
+            raise FileExistsError(f"{url!r} exists and is not a {what} (a Zarr group): refusing to replace it; "
+                                  "choose another output path.")
+    return False
+
+
+def _check_output(url, overwrite, what):
+    if _existing_group(url, what) and not overwrite:
+        raise FileExistsError(f"{url!r} already exists: pass --overwrite to replace it, or choose another path.")
+
+
+def _load_model(url):
+    from zarr.errors import ContainsArrayError
+
+    from .io.model_store import ModelStoreError
+    from .mixture import DiagGMM
+
+    try:
+        return DiagGMM.load(url)
+    except ContainsArrayError:
+        raise ModelStoreError(f"{url!r} is a Zarr array, not a diaggmm-dist model (a Zarr group written by "
+                              "`diaggmm fit`).") from None
+
+
+# ---------------------------------------------------------------------------- commands
+def _fit(args, console):
+    from .cluster import dask_client
+    from .mixture import DiagGMM
+    from .validation import check_settings
+
+    if args.checkpoint is not None and os.path.normpath(args.checkpoint) == os.path.normpath(args.out):
+        raise ValueError("--checkpoint and --out must be different locations.")
+    gmm = DiagGMM(args.k, tol=args.tol, reg_covar=args.reg_covar, max_iter=args.max_iter, n_init=args.n_init,
+                  init_params=args.init, random_state=args.seed, dtype=args.dtype, chunk_size=args.chunk_size)
+    check_settings(gmm)
+    # Everything that can be refused is refused before a cluster starts or a pass runs.
+    data = _open_data(args.data, args.chunk_size)
+    n_rows, n_features = data.shape
+    if args.k > n_rows:
+        raise ValueError(f"--k {args.k} is larger than the number of rows of {args.data!r} ({n_rows}): "
+                         f"use at most {n_rows} components.")
+    _check_output(args.out, args.overwrite, "model")
+    if args.checkpoint is not None:
+        # Refuses a Zarr array or a non-Zarr directory there (the library would delete the latter).
+        _existing_group(args.checkpoint, "checkpoint")
+
+    start = time.monotonic()
+    with _library_output(console, args.quiet) as printer:
+        with dask_client(args.scheduler) as client:
+            if not args.quiet:
+                console.print(f"fit: {n_rows:,} rows x {n_features} features from {args.data}, K={args.k}, "
+                              f"{data.numblocks[0]} chunks, scheduler {client.scheduler.address}")
+            show_bar = not args.quiet and console.err.isatty()
+            bar = _PassBar(console, args.max_iter) if show_bar else None
+            if bar is not None:
+                with bar:
+                    gmm.fit(args.data, checkpoint=args.checkpoint, overwrite_checkpoint=args.overwrite)
+            else:
+                gmm.fit(args.data, checkpoint=args.checkpoint, overwrite_checkpoint=args.overwrite)
+        gmm.save(args.out, overwrite=args.overwrite)
+    seconds = time.monotonic() - start
+    note = ""
+    if args.checkpoint is not None and printer.first_iteration not in (None, 1):
+        note = f", resumed after iteration {printer.first_iteration - 1}"
+    elif args.checkpoint is not None and printer.iterations_run == 0 and args.max_iter > 0:
+        note = ", taken from the finished run in the checkpoint"
+    console.print(
+        f"done: K={args.k}, {gmm.n_iter_} iterations ({printer.iterations_run} in this run{note}), "
+        f"converged={'yes' if gmm.converged_ else 'no'}, lower bound {gmm.lower_bound_:.8f}, "
+        f"{seconds:.1f} s; model saved to {args.out}")
+    return EXIT_OK
+
+
+def _predict(args, console):
+    import dask.array as da
+    import numpy as np
+
+    from .cluster import dask_client
+    from .engine import compute
+    from .io.scores import write_scores
+
+    model = _load_model(args.model)
+    data = _open_data(args.data, args.chunk_size or model.chunk_size)
+    if data.shape[1] != model.n_features_in_:
+        raise ValueError(f"{args.data!r} has {data.shape[1]} features, but the model at {args.model!r} was "
+                         f"fitted with {model.n_features_in_}.")
+    _check_output(args.out, args.overwrite, "scores group")
+    start = time.monotonic()
+    with _library_output(console, args.quiet), dask_client(args.scheduler) as client:
+        if not args.quiet:
+            console.print(f"predict: {data.shape[0]:,} rows from {args.data} with the K={model.n_components} "
+                          f"model {args.model}, scheduler {client.scheduler.address}")
+        write_scores(model, args.data, args.out, overwrite=args.overwrite, chunk_size=args.chunk_size)
+        labels = da.from_zarr(os.fspath(args.out), component="labels")
+        (counts,) = compute(da.bincount(labels.astype(np.int64) + 1, minlength=model.n_components + 1))
+    seconds = time.monotonic() - start
+    per_component = counts[1:]
+    shown = ", ".join(str(int(c)) for c in per_component[:16]) + (", ..." if per_component.size > 16 else "")
+    console.print(f"done: {data.shape[0]:,} rows scored in {seconds:.1f} s, {int(counts[0])} unscored (NaN/inf); "
+                  f"rows per component [{shown}]; labels, max_resp, log_likelihood written to {args.out}")
+    return EXIT_OK
+
+
+def _model_summary(url, model):
+    import numpy as np
+
+    from .io.zarr_groups import open_group_or_none
+
+    group = open_group_or_none(url)
+    attrs = dict(group.attrs) if group is not None else {}
+    weights = np.asarray(model.weights_)
+    return {
+        "model": os.fspath(url),
+        "format_version": attrs.get("format_version"),
+        "library_version": attrs.get("library_version"),
+        "n_components": int(model.n_components),
+        "n_features": int(model.n_features_in_),
+        "dtype": str(np.dtype(model.dtype)),
+        "n_iter": int(model.n_iter_),
+        "converged": bool(model.converged_),
+        "lower_bound": float(model.lower_bound_),
+        "lower_bounds": [float(v) for v in model.lower_bounds_],
+        "reg_covar": float(model.reg_covar),
+        "tol": float(model.tol),
+        "max_iter": int(model.max_iter),
+        "n_init": int(model.n_init),
+        "init_params": model.init_params,
+        "random_state": model.random_state if isinstance(model.random_state, int) else None,
+        "n_reseeded": int(getattr(model, "n_reseeded_", 0)),
+        "feature_names": [str(n) for n in model.feature_names_in_] if hasattr(model, "feature_names_in_") else None,
+        "data_fingerprint": getattr(model, "data_fingerprint_", None),
+        "weights": [float(w) for w in weights],
+        "weights_summary": {"min": float(weights.min()), "median": float(np.median(weights)),
+                            "max": float(weights.max())},
+    }
+
+
+def _info(args, console):
+    model = _load_model(args.model)
+    info = _model_summary(args.model, model)
+    if args.json:
+        console.print(json.dumps(info, indent=2))
+        return EXIT_OK
+    fingerprint = info["data_fingerprint"]
+    if isinstance(fingerprint, dict):
+        shape = "x".join(str(v) for v in fingerprint.get("shape", []))
+        fingerprint = (f"{shape} {fingerprint.get('dtype', '?')}, {fingerprint.get('row_chunks', '?')}, "
+                       f"sample sha256 {str(fingerprint.get('sample_sha256', '?'))[:16]}")
+    weights = info["weights"]
+    summary = info["weights_summary"]
+    rows = [
+        ("model", info["model"]),
+        ("components (K)", info["n_components"]),
+        ("features (D)", info["n_features"]),
+        ("dtype", info["dtype"]),
+        ("iterations", info["n_iter"]),
+        ("converged", "yes" if info["converged"] else "no"),
+        ("lower bound", f"{info['lower_bound']:.8f}"),
+        ("settings", f"init={info['init_params']} tol={info['tol']:g} max_iter={info['max_iter']} "
+                     f"n_init={info['n_init']} reg_covar={info['reg_covar']:g} seed={info['random_state']}"),
+        ("re-seeded", info["n_reseeded"]),
+        ("data fingerprint", fingerprint if fingerprint is not None else "none"),
+        ("weights", f"min {summary['min']:.4f}  median {summary['median']:.4f}  max {summary['max']:.4f}"),
+    ]
+    if len(weights) <= 16:
+        rows.append(("", "[" + ", ".join(f"{w:.4f}" for w in weights) + "]"))
+    if info["feature_names"]:
+        rows.append(("features", ", ".join(info["feature_names"])))
+    rows.append(("format", f"version {info['format_version']}, written by diaggmm-dist {info['library_version']}"))
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        console.print(f"{name:<{width}}  {value}")
+    return EXIT_OK
+
+
+COMMANDS = {"fit": _fit, "predict": _predict, "info": _info}
+
+
+# -------------------------------------------------------------------------------- main
+class _Terminated(BaseException):
+    """SIGTERM arrived (a batch scheduler cancelling the job, ``kill``): unwind so clusters close.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` on the way swallows it.
+    """
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
+def _error_exit_code(err):
+    """2 for bad usage or input, 1 for runtime failures."""
+    from .cluster import SchedulerUnreachableError
+
+    if isinstance(err, SchedulerUnreachableError):
+        return EXIT_RUNTIME
+    if isinstance(err, (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError,
+                        IsADirectoryError)):
+        return EXIT_USAGE  # includes ModelStoreError and CheckpointMismatchError (ValueErrors)
+    return EXIT_RUNTIME
+
+
+def main(argv=None):
+    """Entry point of the ``diaggmm`` console script; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse: --help, --version, usage errors (code 2)
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    console = _Console(quiet=args.quiet)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return COMMANDS[args.command](args, console)
+    except _Terminated:
+        hint = " (rerun the same command to resume from the checkpoint)" if getattr(args, "checkpoint", None) else ""
+        console.print(f"{PROG}: terminated{hint}", stream=console.err)
+        return EXIT_TERMINATED
+    except BrokenPipeError:  # e.g. `diaggmm info MODEL | head -1`: the reader left; nothing to report
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at interpreter exit
+        return EXIT_RUNTIME
+    except KeyboardInterrupt:
+        if args.debug:
+            traceback.print_exc()
+        hint = " (rerun the same command to resume from the checkpoint)" if getattr(args, "checkpoint", None) else ""
+        console.print(f"{PROG}: interrupted{hint}", stream=console.err)
+        return EXIT_INTERRUPTED
+    except Exception as err:  # every failure becomes one line; --debug shows where it came from
+        if args.debug:
+            traceback.print_exc()
+        message = _one_line(err) or type(err).__name__
+        known = _known_error(err)
+        if not known:
+            message = f"{type(err).__name__}: {message} (rerun with --debug for the traceback)"
+        console.print(f"{PROG}: error: {message}", stream=console.err)
+        return _error_exit_code(err)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _known_error(err):
+    """Errors whose message is meant for the user as it stands."""
+    from .cluster import SchedulerUnreachableError
+    from .io.checkpoint import CheckpointMismatchError
+    from .io.model_store import ModelStoreError
+
+    return isinstance(err, (ValueError, TypeError, FileNotFoundError, FileExistsError, ModelStoreError,
+                            SchedulerUnreachableError, CheckpointMismatchError, OSError, FloatingPointError))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

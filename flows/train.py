@@ -1,0 +1,59 @@
+"""Flow ``train``: fit a diagonal GMM to a Zarr array on a Dask cluster and save the model.
+
+One task per EM iteration (``em-iteration-1``, ``em-iteration-2``, ...), each resumable from the
+Zarr checkpoint and retried on transient failures; see flows/tasks.py.
+
+    from flows.train import train
+    train("features.zarr/X", 16, "models/features-k16", scheduler_address="tcp://scheduler:8786")
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+try:
+    from flows.tasks import default_checkpoint_url, fit_by_iteration
+except ModuleNotFoundError:  # loaded by file path (a Prefect entrypoint) with the repository root not on sys.path
+    from tasks import default_checkpoint_url, fit_by_iteration
+
+
+@flow(name="train")
+def train(data_url: str, n_components: int, model_url: str, checkpoint_url: str | None = None,
+          init_params: str = "kmeans", tol: float = 1e-3, max_iter: int = 100, dtype: str = "float32",
+          random_state: int | None = 0, scheduler_address: str | None = None) -> dict:
+    """Fit ``DiagGMM`` to the Zarr array at ``data_url`` and save it at ``model_url``.
+
+    Parameters
+    ----------
+    data_url : str
+        Zarr array (local path or fsspec URL), e.g. ``/data/features.zarr/X``.
+    n_components : int
+    model_url : str
+        Where the model is written (``DiagGMM.save``; replaced if it exists).
+    checkpoint_url : str, optional
+        The training checkpoint; by default ``<model_url>.checkpoint``. A run that finds its own
+        checkpoint there continues from it; a checkpoint of another run (other settings or
+        data) is refused.
+    init_params, tol, max_iter, dtype, random_state
+        As ``DiagGMM``'s.
+    scheduler_address : str, optional
+        Dask scheduler; by default ``$DASK_SCHEDULER_ADDRESS``, else a LocalCluster for this run.
+
+    Returns
+    -------
+    dict
+        ``model_url``, ``checkpoint_url``, ``n_iter``, ``converged``, ``lower_bound``.
+    """
+    from diaggmm_dist.cluster import dask_client
+
+    logger = get_run_logger()
+    checkpoint_url = checkpoint_url or default_checkpoint_url(model_url)
+    settings = {"n_components": n_components, "tol": tol, "init_params": init_params, "dtype": dtype,
+                "random_state": random_state}
+    with dask_client(scheduler_address) as client:
+        address = client.scheduler.address
+        logger.info("fitting %d components to %s on the dask scheduler %s", n_components, data_url, address)
+        summary, _ = fit_by_iteration(data_url, checkpoint_url, model_url, settings, max_iter, address,
+                                      artifact_key="train-convergence")
+    return {"model_url": summary["model_url"], "checkpoint_url": checkpoint_url, "n_iter": summary["n_iter"],
+            "converged": summary["converged"], "lower_bound": summary["lower_bound"]}

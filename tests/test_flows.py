@@ -1,0 +1,358 @@
+"""The Prefect flows end to end, against a real Prefect server, a real dask cluster and Zarr stores.
+
+The server is ``prefect server start`` (tests/prefect_harness.py), the dask cluster the session's
+LocalCluster of worker processes (conftest.py), the data small mixtures written to Zarr. Nothing
+is mocked: the only interference is one injected I/O error to exercise a task retry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import zarr
+
+from diaggmm_dist import DiagGMM
+from diaggmm_dist.io.registry import ModelRegistry, RegistryError, UnknownVersionError
+from diaggmm_dist.io.synthetic import mixture_parameters, write_mixture_zarr
+from prefect_harness import (REPO, artifacts, background, flush_logs, logs, prefect_api, prefect_server,  # noqa: F401
+                             read_deployment, task_runs, wait_for)
+
+if str(REPO) not in sys.path:  # `flows` is a package at the repository root
+    sys.path.insert(0, str(REPO))
+
+pytestmark = pytest.mark.timeout(300)
+
+K = 3
+FIT = dict(tol=1e-4, max_iter=60, dtype="float64", random_state=0, init_params="kmeans")
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    """Zarr arrays of one 3-component mixture in 4-D (overlapping: ~11 EM iterations), and shifted copies."""
+    root = tmp_path_factory.mktemp("flow-data")
+    weights, means, covariances = mixture_parameters(K, 4, seed=0, spread=1.5)
+
+    def write(name, seed, shift=0.0):
+        path = write_mixture_zarr(root / name, 20_000, weights, means + shift, covariances, chunk_rows=2500,
+                                  seed=seed, dtype="float64")
+        return f"{path}/X"
+
+    return SimpleNamespace(root=root, train=write("train.zarr", 1), new=write("new.zarr", 2),
+                           holdout=write("holdout.zarr", 3), holdout_shifted=write("holdout-shifted.zarr", 4, 1.0),
+                           shifted=write("shifted.zarr", 5, 4.0))
+
+
+@pytest.fixture(scope="module")
+def plain(stores, tmp_path_factory):
+    """The library's own fit with the flow's settings (dask threads, no Prefect), saved."""
+    model = DiagGMM(K, **FIT).fit(stores.train)
+    url = str(tmp_path_factory.mktemp("plain") / "model")
+    model.save(url)
+    return SimpleNamespace(model=model, url=url)
+
+
+@pytest.fixture(scope="module")
+def cluster(local_cluster):
+    return local_cluster.scheduler_address
+
+
+def assert_same_model(a, b):
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-10, err_msg=name)
+    np.testing.assert_allclose(a.lower_bounds_, b.lower_bounds_, rtol=1e-10)
+    assert (a.n_iter_, a.converged_) == (b.n_iter_, b.converged_)
+
+
+def completed_task_runs(flow_run_id, expected):
+    """Names of the flow run's task runs once ``expected`` of them are recorded (they arrive as events)."""
+    runs = wait_for(lambda: task_runs(flow_run_id), lambda r: len(r) >= expected and all(t.state_type for t in r),
+                    what=f"{expected} task runs")
+    return runs
+
+
+def scheduler_transitions(address):
+    from distributed import Client
+
+    with Client(address, set_as_default=False) as client:
+        return client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
+
+
+def run_logs(flow_run_id, needle, min_level=logging.INFO):
+    flush_logs()
+    return wait_for(lambda: [entry for entry in logs(flow_run_id, min_level) if needle in entry.message],
+                    bool, what=f"a log line containing {needle!r}")
+
+
+# --------------------------------------------------------------------------------------- train
+def test_train_flow_saves_the_library_fit_and_publishes_its_convergence_table(prefect_api, stores, plain, cluster,
+                                                                                tmp_path):
+    from flows.train import train
+
+    model_url = str(tmp_path / "model")
+    transitions = scheduler_transitions(cluster)
+    state = train(stores.train, K, model_url, scheduler_address=cluster, return_state=True, **FIT)
+    assert state.is_completed(), state
+    assert scheduler_transitions(cluster) > transitions + 100  # the passes ran on the cluster
+    result = state.result()
+    saved = DiagGMM.load(model_url)
+    assert_same_model(saved, plain.model)
+    assert saved.get_params() == plain.model.get_params()
+    assert result == {"model_url": model_url, "checkpoint_url": model_url + ".checkpoint", "n_iter": plain.model.n_iter_,
+                      "converged": True, "lower_bound": pytest.approx(plain.model.lower_bound_, rel=1e-10)}
+    assert zarr.open_group(model_url + ".checkpoint", mode="r").attrs["format"] == "diaggmm-dist-checkpoint"
+
+    flow_run_id = state.state_details.flow_run_id
+    n = plain.model.n_iter_
+    runs = completed_task_runs(flow_run_id, n + 2)
+    names = sorted(run.name for run in runs)
+    iterations = sorted((name for name in names if name.startswith("em-iteration-")), key=lambda s: int(s.rsplit("-", 1)[1]))
+    assert iterations == [f"em-iteration-{i}" for i in range(1, n + 1)]
+    assert sum(name.startswith("initialise") for name in names) == 1
+    assert sum(name.startswith("save-model") for name in names) == 1
+    assert all(run.state_type.value == "COMPLETED" for run in runs)
+
+    (artifact,) = wait_for(lambda: artifacts(flow_run_id), lambda a: len(a) == 1, what="the convergence artifact")
+    assert (artifact.key, artifact.type) == ("train-convergence", "table")
+    table = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    assert [row["iteration"] for row in table] == list(range(1, n + 1))
+    np.testing.assert_allclose([row["lower_bound"] for row in table], plain.model.lower_bounds_, rtol=1e-10)
+    assert all(row["seconds"] > 0 for row in table) and table[0]["change"] is None
+
+    lines = run_logs(flow_run_id, f"iteration {n}: lower bound")
+    assert "converged" in lines[0].message
+
+
+def test_a_failed_iteration_is_retried_and_resumes_from_the_checkpoint(prefect_api, stores, plain, cluster, tmp_path,
+                                                                       monkeypatch):
+    from prefect.context import TaskRunContext
+
+    from diaggmm_dist import engine
+    from flows.train import train
+
+    real, failures = engine.pass_statistics, []
+
+    def flaky(*args, **kwargs):
+        context = TaskRunContext.get()
+        if context is not None and context.task_run.name == "em-iteration-3" and not failures:
+            failures.append(context.task_run.id)
+            raise OSError("injected: the object store dropped the connection")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "pass_statistics", flaky)
+    model_url, checkpoint_url = str(tmp_path / "model"), str(tmp_path / "run.checkpoint")
+    state = train(stores.train, K, model_url, checkpoint_url=checkpoint_url, scheduler_address=cluster,
+                  return_state=True, **FIT)
+    assert state.is_completed() and len(failures) == 1
+    assert_same_model(DiagGMM.load(model_url), plain.model)
+    runs = completed_task_runs(state.state_details.flow_run_id, plain.model.n_iter_ + 2)
+    (third,) = [run for run in runs if run.name == "em-iteration-3"]
+    assert third.id == failures[0] and third.run_count == 2
+    assert all(run.run_count == 1 for run in runs if run.name != "em-iteration-3")
+
+    # Run again: the checkpoint says the fit is done, so no iteration runs and the same model is saved.
+    again = train(stores.train, K, model_url, checkpoint_url=checkpoint_url, scheduler_address=cluster,
+                  return_state=True, **FIT)
+    assert again.is_completed()
+    names = [run.name for run in completed_task_runs(again.state_details.flow_run_id, 2)]
+    assert not [name for name in names if name.startswith("em-iteration")], names
+    assert_same_model(DiagGMM.load(model_url), plain.model)
+
+
+def test_wrong_input_fails_the_flow_at_once_without_retries(prefect_api, stores, cluster, tmp_path):
+    from flows.train import train
+
+    state = train(str(tmp_path / "missing.zarr/X"), K, str(tmp_path / "model"), scheduler_address=cluster,
+                  return_state=True)
+    assert state.is_failed()
+    with pytest.raises(FileNotFoundError, match="No Zarr array found"):
+        state.result()
+    (initialise,) = completed_task_runs(state.state_details.flow_run_id, 1)
+    assert initialise.name.startswith("initialise") and initialise.run_count == 1
+    assert not (tmp_path / "model").exists()
+
+
+# --------------------------------------------------------------------------------------- score
+def test_score_flow_writes_labels_responsibilities_and_log_likelihoods(prefect_api, stores, plain, cluster, tmp_path):
+    from flows.score import score
+
+    X = zarr.open_array(stores.holdout, mode="r")[...]
+    X[5, 2] = np.nan
+    source = zarr.create_array(str(tmp_path / "input.zarr"), shape=X.shape, chunks=(2500, X.shape[1]), dtype="float64")
+    source[...] = X
+    out_url = str(tmp_path / "scores.zarr")
+    summary = score(plain.url, str(tmp_path / "input.zarr"), out_url, scheduler_address=cluster)
+    assert summary["n_rows"] == X.shape[0] and summary["arrays"] == ["labels", "max_resp", "log_likelihood"]
+
+    group = zarr.open_group(out_url, mode="r")
+    labels, max_resp, log_likelihood = (group[name][...] for name in ("labels", "max_resp", "log_likelihood"))
+    assert (labels.dtype, max_resp.dtype, log_likelihood.dtype) == (np.int16, np.float32, np.float64)
+    for name in ("labels", "max_resp", "log_likelihood"):
+        chunk = group[name].chunks[0]
+        assert chunk == summary["chunk_rows"] and chunk % 2500 == 0, (name, chunk)  # whole input chunks
+    ok = np.isfinite(X).all(axis=1)
+    assert labels[5] == -1 and np.isnan(log_likelihood[5]) and ok.sum() == X.shape[0] - 1
+    model = plain.model
+    np.testing.assert_array_equal(labels[ok], model.predict(X[ok]))
+    np.testing.assert_allclose(max_resp[ok], model.predict_proba(X[ok]).max(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(log_likelihood[ok], model.score_samples(X[ok]), rtol=1e-10)
+
+
+# ------------------------------------------------------------------------------------- retrain
+def test_retrain_promotes_models_that_are_not_worse_and_warns_on_drift(prefect_api, stores, cluster, tmp_path):
+    from flows.retrain import retrain
+
+    root = str(tmp_path / "registry")
+    registry = ModelRegistry(root)
+    common = dict(n_components=K, max_iter=25, scheduler_address=cluster)
+
+    # 1. empty registry: train from scratch, promote v0001
+    first = retrain(root, stores.train, stores.holdout, **common)
+    assert first["promoted"] == first["current"] == "v0001" and first["parent"] is None
+    assert first["old_score"] is None and first["drift"] is False
+    version, model = registry.current()
+    assert version == "v0001" and model.n_components == K
+    meta = registry.metadata("v0001")
+    assert meta["data_url"] == stores.train and meta["holdout_url"] == stores.holdout and meta["parent"] is None
+    assert meta["holdout_mean_log_likelihood"] == pytest.approx(first["new_score"], rel=1e-12)
+    assert meta["holdout_mean_log_likelihood"] == pytest.approx(model.score(stores.holdout), rel=1e-9)
+
+    # 2. new data, same distribution: warm start from v0001; not worse on the holdout, so promoted
+    state = retrain(root, stores.new, stores.holdout, margin=0.01, return_state=True, **common)
+    second = state.result()
+    assert second["promoted"] == "v0002" and second["parent"] == "v0001" and second["drift"] is False
+    assert second["old_score"] == pytest.approx(first["new_score"], rel=1e-9)  # v0001 on the same holdout
+    assert second["new_score"] >= second["old_score"] - 0.01
+    assert registry.versions() == ["v0001", "v0002"] and registry.current()[0] == "v0002"
+    assert registry.metadata("v0002")["parent"] == "v0001"
+    run_logs(state.state_details.flow_run_id, "warm-starting from the current model v0001")
+
+    # 3. the world shifted: v0002 scores far below its promotion score (drift), and the model fitted
+    #    on the newest (even more shifted) data is worse still, so it is not promoted
+    state = retrain(root, stores.shifted, stores.holdout_shifted, drift_threshold=0.5, return_state=True, **common)
+    third = state.result()
+    assert third["drift"] is True and third["promoted"] is None and third["current"] == "v0002"
+    assert third["new_score"] < third["old_score"]
+    assert second["new_score"] - third["old_score"] > 0.5
+    assert registry.versions() == ["v0001", "v0002"] and registry.current()[0] == "v0002"
+    (warning,) = run_logs(state.state_details.flow_run_id, "DRIFT", min_level=logging.WARNING)
+    assert "v0002" in warning.message and warning.level == logging.WARNING
+    decision = [a for a in wait_for(lambda: artifacts(state.state_details.flow_run_id), lambda a: len(a) == 2,
+                                    what="the retrain artifacts") if a.key == "retrain-decision"]
+    assert len(decision) == 1
+
+
+# ------------------------------------------------------------------------------ served deployment
+def test_served_retrain_deployment_runs_on_request_and_promotes(prefect_api, stores, tmp_path):
+    from prefect.deployments import run_deployment
+
+    root = str(tmp_path / "registry")
+    command = [sys.executable, "-c",
+               "from flows.retrain import retrain; retrain.serve(name='retrain-test', cron='0 3 * * 1')"]
+    log = tmp_path / "serve.log"
+    with background(command, env=prefect_api.env(PREFECT_RUNNER_POLL_FREQUENCY="1"), log=log) as process:
+        deployment = wait_for(lambda: read_deployment("retrain/retrain-test") if process.poll() is None else "exited",
+                              lambda d: d is not None, timeout=90, what="the served deployment")
+        assert deployment != "exited", log.read_text()[-3000:]
+        assert [s.schedule.cron for s in deployment.schedules] == ["0 3 * * 1"]
+        # No scheduler address: the flow run starts its own LocalCluster.
+        flow_run = run_deployment(name="retrain/retrain-test", timeout=240, poll_interval=1,
+                                  parameters={"registry_url": root, "data_url": stores.train,
+                                              "holdout_url": stores.holdout, "n_components": K, "max_iter": 25})
+        assert flow_run.state.is_completed(), (flow_run.state, log.read_text()[-5000:])
+        assert process.poll() is None  # still serving
+    registry = ModelRegistry(root)
+    version, model = registry.current()
+    assert version == "v0001" and registry.versions() == ["v0001"] and model.n_components == K
+    assert registry.metadata(version)["data_url"] == stores.train
+
+
+# ---------------------------------------------------------------------------- no Prefect server
+def test_train_flow_runs_without_a_prefect_server(prefect_server, stores, plain, tmp_path):
+    model_url = str(tmp_path / "model")
+    env = {k: v for k, v in prefect_server.env().items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "ephemeral-home"), PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180")
+    script = textwrap.dedent(f"""
+        import json
+        from flows.train import train
+        print("RESULT", json.dumps(train({stores.train!r}, {K}, {model_url!r}, max_iter=3, dtype="float64")))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=240, start_new_session=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    assert "Starting temporary server" in done.stdout + done.stderr
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert json.loads(line[len("RESULT "):])["n_iter"] == 3
+    expected = DiagGMM(K, **dict(FIT, max_iter=3)).fit(stores.train)
+    assert_same_model(DiagGMM.load(model_url), expected)
+
+
+def test_flows_load_from_their_entrypoints_outside_the_repository(tmp_path):
+    """As deploy/slurm does: load_flow_from_entrypoint with an absolute path, another working directory."""
+    script = textwrap.dedent(f"""
+        from prefect.flows import load_flow_from_entrypoint
+        for name in ("train", "score", "retrain"):
+            flow = load_flow_from_entrypoint({str(REPO)!r} + f"/flows/{{name}}.py:{{name}}")
+            print(flow.name)
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "PYTHONPATH"}
+    env["PREFECT_HOME"] = str(tmp_path / "home")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["train", "score", "retrain"]
+
+
+# ------------------------------------------------------------------------------------ registry
+def test_registry_validates_what_it_reads(tmp_path, plain):
+    root = tmp_path / "registry"
+    registry = ModelRegistry(str(root))
+    assert registry.current() is None and registry.versions() == []
+    v1 = registry.promote(plain.model, {"data_url": "a.zarr/X", "holdout_mean_log_likelihood": -1.5})
+    v2 = registry.promote(plain.model, {"data_url": "b.zarr/X", "note": "weekly"})
+    assert (v1, v2) == ("v0001", "v0002") and registry.versions() == ["v0001", "v0002"]
+    assert registry.metadata("v0002")["parent"] == "v0001" and registry.metadata("v0002")["note"] == "weekly"
+    assert_same_model(registry.current()[1], plain.model)
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+    # an interrupted promotion (model written, metadata not) is not a version, and its number is not reused
+    plain.model.save(str(root / "v0003"))
+    assert registry.versions() == ["v0001", "v0002"] and registry.current()[0] == "v0002"
+    assert registry.promote(plain.model, {}) == "v0004"
+
+    with pytest.raises(UnknownVersionError, match="No version 'v0009'.*v0001 to v0004"):
+        registry.metadata("v0009")
+    with pytest.raises(UnknownVersionError, match="not a version name"):
+        registry.metadata("../elsewhere")
+    with pytest.raises(ValueError, match="set by the registry"):
+        registry.promote(plain.model, {"version": "v0100"})
+    with pytest.raises(ValueError, match="finite number"):
+        registry.promote(plain.model, {"holdout_mean_log_likelihood": float("nan")})
+    (root / "current.json").write_text(json.dumps({"format": "diaggmm-dist-registry", "format_version": 1,
+                                                   "current": "v0003"}))
+    with pytest.raises(RegistryError, match="points at 'v0003', which is not a committed version"):
+        registry.current()
+    (root / "current.json").write_text("{not json")
+    with pytest.raises(RegistryError, match="current.json is not valid JSON"):
+        registry.current()
+    registry.set_current("v0001")
+    assert registry.current()[0] == "v0001"
+    meta = json.loads((root / "v0002" / "registry.json").read_text())
+    (root / "v0002" / "registry.json").write_text(json.dumps(dict(meta, holdout_mean_log_likelihood="high")))
+    with pytest.raises(RegistryError, match="'holdout_mean_log_likelihood' should be a finite number"):
+        registry.metadata("v0002")
+
+
+def test_registry_works_on_fsspec_urls(plain):
+    registry = ModelRegistry(f"memory://registry-{os.getpid()}")
+    assert registry.promote(plain.model, {"data_url": "x"}) == "v0001"
+    version, model = registry.current()
+    assert version == "v0001" and registry.versions() == ["v0001"]
+    assert_same_model(model, plain.model)
