@@ -19,6 +19,7 @@ from . import engine, kernels
 from .initialization import data_centre, initial_parameters
 from .state import TrainingState
 from .mstep import m_step
+from .kernels import split_statistics
 from .validation import check_initial_parameters, check_settings, is_int, nonfinite_error
 
 
@@ -30,24 +31,39 @@ class ReseededComponentWarning(UserWarning):
 
 
 class _DataPass:
-    """One pass of statistics over the fit's data; the first pass also counts NaN and inf."""
+    """One pass of statistics over the fit's data; the first pass also checks the values."""
 
-    def __init__(self, X, dtype, checked):
+    def __init__(self, X, dtype, missing="error", weights=None, checked=False):
         self.X = X
         self.dtype = np.dtype(dtype)
         self.resolution = float(np.finfo(self.dtype).eps)
+        self.missing = missing
+        self.weights = weights
         self.checked = checked
         self.count = 0
 
     def __call__(self, responsibilities):
-        stats = engine.pass_statistics(self.X, responsibilities, count_nonfinite=not self.checked)
+        stats = engine.pass_statistics(self.X, responsibilities, self.missing, self.weights,
+                                       count_nonfinite=not self.checked)
         self.count += 1
         if not self.checked:
-            nonfinite = int(stats[-1, 2])
-            if nonfinite:
-                raise nonfinite_error(nonfinite)
+            scalars = split_statistics(stats)[-1]
+            _raise_for_bad_values(int(scalars["nan"]), int(scalars["inf"]), int(scalars["bad_weights"]),
+                                  int(scalars["rows"]), self.missing)
             self.checked = True
         return stats
+
+
+def _raise_for_bad_values(n_nan, n_inf, bad_weights, usable_rows, missing):
+    if n_inf or (missing == "error" and n_nan):
+        raise nonfinite_error(n_nan + n_inf if missing == "error" else n_inf, allow_missing=not n_inf)
+    if bad_weights:
+        raise ValueError(f"sample_weight holds {bad_weights} negative, NaN or infinite value(s): weights must be finite and >= 0.")
+    if usable_rows == 0:
+        raise ValueError(
+            "No row can be used: every row has missing values"
+            + (" (missing='drop' skips rows with any NaN; try missing='marginalize')." if missing == "drop" else ".")
+        )
 
 
 class DiagGMM(DensityMixin, BaseEstimator):
@@ -91,6 +107,12 @@ class DiagGMM(DensityMixin, BaseEstimator):
     dtype : {"float64", "float32"}, default="float64"
         Compute precision of the per-chunk products. Accumulation is float64 either way;
         float32 is about twice as fast and agrees with float64 to about 1e-5.
+    missing : {"error", "drop", "marginalize"}, default="error"
+        What NaN values mean. ``"error"``: data with NaN is refused. ``"drop"``: rows with any
+        NaN are skipped in fitting and get the label -1. ``"marginalize"``: each row uses its
+        observed features only; its likelihood over them is exact with diagonal covariances
+        (no imputation), and only rows with no observed value get -1. Without NaN all three
+        give identical models. Infinite values are always refused.
     chunk_size : int, default=None
         Rows per chunk for numpy input; by default chunks of about 16 MiB. Zarr chunks are
         grouped whole into dask chunks of about this many rows. Dask input keeps its chunks.
@@ -126,7 +148,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
     def __init__(self, n_components=1, *, tol=1e-3, reg_covar=1e-6, max_iter=100, n_init=1,
                  init_params="kmeans", weights_init=None, means_init=None, precisions_init=None,
                  random_state=None, warm_start=False, verbose=0, verbose_interval=10,
-                 dtype="float64", chunk_size=None):
+                 dtype="float64", chunk_size=None, missing="error"):
         self.n_components = n_components
         self.tol = tol
         self.reg_covar = reg_covar
@@ -142,9 +164,10 @@ class DiagGMM(DensityMixin, BaseEstimator):
         self.verbose_interval = verbose_interval
         self.dtype = dtype
         self.chunk_size = chunk_size
+        self.missing = missing
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y=None, *, checkpoint=None, overwrite_checkpoint=False):
+    def fit(self, X, y=None, *, sample_weight=None, checkpoint=None, overwrite_checkpoint=False):
         """Estimate the parameters with EM.
 
         Parameters
@@ -152,6 +175,9 @@ class DiagGMM(DensityMixin, BaseEstimator):
         X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
             A string is a path or URL to a Zarr array, opened lazily.
         y : ignored
+        sample_weight : array-like or dask array of shape (n_samples,), optional
+            Non-negative weight of every row (weighted EM); integer weights give the model of
+            the data with rows repeated. Chunked like ``X`` if lazy.
         checkpoint : str or os.PathLike, optional
             Zarr group (local path or fsspec URL) where the training state is written after
             the initialisation and after every iteration. If it already holds a run with the
@@ -167,7 +193,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         """
         check_settings(self)
         data = engine.as_row_chunked(X, self.chunk_size)
-        n_samples, n_features = data.shape
+        n_samples, n_features = engine.n_rows(data), data.shape[-1]
         if self.n_components > n_samples:
             raise ValueError(
                 f"n_components={self.n_components} is larger than the number of samples "
@@ -175,16 +201,14 @@ class DiagGMM(DensityMixin, BaseEstimator):
             )
         inits = check_initial_parameters(self.weights_init, self.means_init, self.precisions_init,
                                          self.n_components, n_features)
+        weights = None if sample_weight is None else engine.aligned_samples(sample_weight, data, "sample_weight")
         warm = self.warm_start and hasattr(self, "converged_")
         if warm:
             self._check_n_features(n_features)
-        checked = False
-        if _wraps_numpy(X):
-            nonfinite = _count_nonfinite_numpy(X)
-            if nonfinite:
-                raise nonfinite_error(nonfinite)
-            checked = True
-        data_pass = _DataPass(data, self.dtype, checked)
+        checked = _wraps_numpy(X) and (sample_weight is None or not isinstance(sample_weight, da.Array))
+        if checked:
+            _check_in_memory(X, self.missing, sample_weight)
+        data_pass = _DataPass(data, self.dtype, self.missing, weights, checked)
         random_state = check_random_state(self.random_state)
         fingerprint = engine.fingerprint(data)
         store = None
@@ -215,7 +239,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
                 if store is not None:
                     store.save(state)
             if not state.finished:
-                state = self._run_em(data_pass, state, n_samples, store)
+                state = self._run_em(data_pass, state, store)
             if best is None or state.lower_bounds[-1] > best["lower_bound"]:
                 best = {"weights": state.weights, "means": state.means, "covariances": state.covariances,
                         "lower_bound": state.lower_bounds[-1] if state.lower_bounds else -np.inf,
@@ -247,12 +271,13 @@ class DiagGMM(DensityMixin, BaseEstimator):
         return {
             "n_components": int(self.n_components), "tol": float(self.tol), "reg_covar": float(self.reg_covar),
             "n_init": int(self.n_init), "init_params": self.init_params, "dtype": str(np.dtype(self.dtype)),
+            "missing": self.missing,
             "random_state": int(seed) if isinstance(seed, (int, np.integer)) else (None if seed is None else "instance"),
             "inits": [digest(a) for a in inits],
             "warm_start_from": digest(np.concatenate([self.means_.ravel(), self.covariances_.ravel()])) if warm else None,
         }
 
-    def _run_em(self, data_pass, state, n_samples, store=None):
+    def _run_em(self, data_pass, state, store=None):
         """EM iterations from ``state`` until convergence or ``max_iter``; one data pass each.
 
         After every iteration the new state goes to ``store`` (if any) before the next pass.
@@ -268,7 +293,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
             shift = data_centre(weights, means)
             coefficients = kernels.log_prob_coefficients(weights, means, precisions, shift, data_pass.dtype)
             stats = data_pass(("gaussian", coefficients))
-            lower_bound = stats[-1, 0] / n_samples
+            scalars = split_statistics(stats)[-1]
+            lower_bound = scalars["objective"] / scalars["weight"]
             if not np.isfinite(lower_bound):
                 raise FloatingPointError(
                     "The log-likelihood is not finite: the data hold values too large for the compute "
@@ -326,23 +352,21 @@ class DiagGMM(DensityMixin, BaseEstimator):
         """Per-row results of kind ``"labels"``, ``"proba"`` or ``"log_norm"``; numpy in, numpy out."""
         check_is_fitted(self, "means_")
         data = engine.as_row_chunked(X, self.chunk_size)
-        self._check_n_features(data.shape[1])
+        self._check_n_features(data.shape[-1])
         is_numpy = _wraps_numpy(X)
         if is_numpy:
-            nonfinite = _count_nonfinite_numpy(X)
-            if nonfinite:
-                raise nonfinite_error(nonfinite)
+            _check_in_memory(X, self.missing)
         dtype = np.dtype(self.dtype)
         shift = data_centre(self.weights_, self.means_)
         coef = kernels.log_prob_coefficients(self.weights_, self.means_, self.precisions_, shift, dtype)
         if kind == "labels":
-            result = engine.map_rows(data, kernels.row_labels, coef, dtype=np.int64)
+            result = engine.map_rows(data, kernels.row_labels, coef, self.missing, dtype=np.int64)
         elif kind == "proba":
-            result = engine.map_rows(data, kernels.row_responsibilities, coef, n_columns=self.n_components, dtype=dtype)
+            result = engine.map_rows(data, kernels.row_responsibilities, coef, self.missing, n_columns=self.n_components, dtype=dtype)
         elif kind == "summary":
-            result = engine.map_rows(data, kernels.row_summary, coef, n_columns=3, dtype=np.float64)
+            result = engine.map_rows(data, kernels.row_summary, coef, self.missing, n_columns=3, dtype=np.float64)
         else:
-            result = engine.map_rows(data, kernels.row_log_likelihood, coef, dtype=np.float64)
+            result = engine.map_rows(data, kernels.row_log_likelihood, coef, self.missing, dtype=np.float64)
         return engine.compute(result)[0] if is_numpy else result
 
     def predict(self, X):
@@ -485,6 +509,19 @@ def _wraps_numpy(X):
     return not isinstance(X, (da.Array, zarr.Array, str)) and not hasattr(X, "__fspath__")
 
 
-def _count_nonfinite_numpy(X):
+def _check_in_memory(X, missing, sample_weight=None):
+    """The first pass's checks, done up front for in-memory data."""
     array = np.asarray(X)
-    return 0 if array.dtype.kind != "f" else int(array.size - np.count_nonzero(np.isfinite(array)))
+    n_nan = n_inf = 0
+    usable = array.shape[0]
+    if array.dtype.kind == "f":
+        nan = np.isnan(array)
+        n_nan = int(np.count_nonzero(nan))
+        n_inf = int(array.size - n_nan - np.count_nonzero(np.isfinite(array)))
+        if n_nan and missing != "error":
+            usable = int(np.count_nonzero(~nan.all(axis=1) if missing == "marginalize" else ~nan.any(axis=1)))
+    bad_weights = 0
+    if sample_weight is not None:
+        w = np.asarray(sample_weight, dtype=np.float64)
+        bad_weights = int(np.count_nonzero(~(np.isfinite(w) & (w >= 0))))
+    _raise_for_bad_values(n_nan, n_inf, bad_weights, usable, missing)
