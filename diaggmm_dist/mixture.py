@@ -403,12 +403,16 @@ class DiagGMM(DensityMixin, BaseEstimator):
         return summary[:, 0].astype(np.int16), summary[:, 1].astype(np.float32), summary[:, 2]
 
     def score(self, X, y=None):
-        """Mean log-likelihood per row (a float; computed even for lazy input)."""
+        """Mean log-likelihood per row (a float; computed even for lazy input).
+
+        With a missing-value policy, rows that cannot be scored are left out of the mean.
+        """
         log_norm = self.score_samples(X)
+        mean = np.mean if self.missing == "error" else np.nanmean
         if isinstance(log_norm, da.Array):
-            (log_norm,) = engine.compute(log_norm.mean())
-            return float(log_norm)
-        return float(log_norm.mean())
+            (value,) = engine.compute(getattr(da, mean.__name__)(log_norm))
+            return float(value)
+        return float(mean(log_norm))
 
     def _n_parameters(self):
         n_components, n_features = self.means_.shape
