@@ -115,20 +115,20 @@ def as_row_chunked(X, chunk_size=None):
     if isinstance(X, zarr.Group):
         raise _zarr_group_error(X)
     if isinstance(X, zarr.Array):
-        _check_shape_and_dtype(X.shape, X.dtype)
+        check_shape_and_dtype(X.shape, X.dtype)
         zarr_rows = X.chunks[0]
         target = chunk_size or default_chunk_rows(X.shape[1], X.dtype.itemsize)
         rows = max(1, target // zarr_rows) * zarr_rows  # whole Zarr chunks: each is read once
         array = da.from_zarr(X, chunks=(rows, X.shape[1]))
     elif isinstance(X, da.Array):
-        _check_shape_and_dtype(X.shape, X.dtype)
+        check_shape_and_dtype(X.shape, X.dtype)
         array = X
     else:
         if not hasattr(X, "dtype") or not hasattr(X, "shape"):
             X = np.asarray(X)
         elif not isinstance(X, np.ndarray):
             X = np.asarray(X)
-        _check_shape_and_dtype(X.shape, X.dtype)
+        check_shape_and_dtype(X.shape, X.dtype)
         if chunk_size is None:
             chunk_size = default_chunk_rows(X.shape[1], X.dtype.itemsize)
         # name=False: no hashing of the whole array just to name the graph's keys
@@ -143,7 +143,14 @@ def as_row_chunked(X, chunk_size=None):
     return array
 
 
-def _check_shape_and_dtype(shape, dtype):
+def is_in_memory(X):
+    """True for in-memory input (numpy arrays, lists): results come back as numpy."""
+    import zarr
+
+    return not isinstance(X, (da.Array, zarr.Array, str)) and not hasattr(X, "__fspath__")
+
+
+def check_shape_and_dtype(shape, dtype):
     dtype = np.dtype(dtype)
     if dtype.kind == "c":
         raise TypeError(f"Complex data (dtype {dtype}) is not supported: pass the real part, or real and imaginary parts as separate features.")

@@ -15,7 +15,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from . import engine, kernels
+from . import engine, inputs, kernels
 from .initialization import data_centre, initial_parameters
 from .state import TrainingState
 from .mstep import m_step
@@ -167,17 +167,29 @@ class DiagGMM(DensityMixin, BaseEstimator):
         self.missing = missing
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y=None, *, sample_weight=None, checkpoint=None, overwrite_checkpoint=False):
+    def fit(self, X, y=None, *, sample_weight=None, feature_dim=None, features=None, columns=None,
+            checkpoint=None, overwrite_checkpoint=False):
         """Estimate the parameters with EM.
 
         Parameters
         ----------
-        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
-            A string is a path or URL to a Zarr array, opened lazily.
+        X : array-like, dask array, zarr.Array, str, xarray object or table
+            Rows of features: numpy or dask arrays of shape (n_samples, n_features); a
+            ``zarr.Array`` or a path/URL to one (opened lazily); an ``xarray.DataArray``
+            (``feature_dim`` names the features, every other dim is a sample dim) or
+            ``Dataset`` (its variables, or ``features``, are the features), lazily from
+            ``xr.open_zarr``; a pandas or dask DataFrame, or a Parquet path (numeric
+            columns, or ``columns``).
         y : ignored
-        sample_weight : array-like or dask array of shape (n_samples,), optional
-            Non-negative weight of every row (weighted EM); integer weights give the model of
-            the data with rows repeated. Chunked like ``X`` if lazy.
+        sample_weight : array-like, dask array or DataArray, optional
+            Non-negative weight of every sample (weighted EM); integer weights give the model
+            of the data with rows repeated. Chunked like ``X`` if lazy.
+        feature_dim : str, optional
+            DataArray input: the dimension holding the features.
+        features : list of str, optional
+            Dataset input: the variables to use.
+        columns : list of str, optional
+            Table input: the columns to use.
         checkpoint : str or os.PathLike, optional
             Zarr group (local path or fsspec URL) where the training state is written after
             the initialisation and after every iteration. If it already holds a run with the
@@ -192,7 +204,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
         self : DiagGMM
         """
         check_settings(self)
-        data = engine.as_row_chunked(X, self.chunk_size)
+        samples = inputs.as_samples(X, self.chunk_size, feature_dim=feature_dim, features=features, columns=columns)
+        data = samples.array
         n_samples, n_features = engine.n_rows(data), data.shape[-1]
         if self.n_components > n_samples:
             raise ValueError(
@@ -201,13 +214,13 @@ class DiagGMM(DensityMixin, BaseEstimator):
             )
         inits = check_initial_parameters(self.weights_init, self.means_init, self.precisions_init,
                                          self.n_components, n_features)
-        weights = None if sample_weight is None else engine.aligned_samples(sample_weight, data, "sample_weight")
+        weights = None if sample_weight is None else inputs.sample_values(sample_weight, samples, "sample_weight")
         warm = self.warm_start and hasattr(self, "converged_")
         if warm:
             self._check_n_features(n_features)
-        checked = _wraps_numpy(X) and (sample_weight is None or not isinstance(sample_weight, da.Array))
+        checked = samples.values is not None and (sample_weight is None or isinstance(sample_weight, np.ndarray))
         if checked:
-            _check_in_memory(X, self.missing, sample_weight)
+            _check_in_memory(samples.values, self.missing, sample_weight)
         data_pass = _DataPass(data, self.dtype, self.missing, weights, checked)
         random_state = check_random_state(self.random_state)
         fingerprint = engine.fingerprint(data)
@@ -254,6 +267,11 @@ class DiagGMM(DensityMixin, BaseEstimator):
         self.lower_bounds_ = best["lower_bounds"][1:] if warm else best["lower_bounds"]
         self.n_features_in_ = n_features
         self.data_fingerprint_ = fingerprint
+        self.input_layout_ = {"feature_dim": feature_dim, "features": features, "columns": columns}
+        if samples.feature_names is not None:
+            self.feature_names_in_ = np.asarray(samples.feature_names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init parameters, "
@@ -349,25 +367,35 @@ class DiagGMM(DensityMixin, BaseEstimator):
             )
 
     def _map(self, X, kind):
-        """Per-row results of kind ``"labels"``, ``"proba"`` or ``"log_norm"``; numpy in, numpy out."""
+        """Per-row results of kind ``"labels"``, ``"proba"``, ``"log_norm"`` or ``"summary"``.
+
+        Returns the lazy result and the :class:`~diaggmm_dist.inputs.Samples` that shapes it.
+        """
         check_is_fitted(self, "means_")
-        data = engine.as_row_chunked(X, self.chunk_size)
+        samples = inputs.as_samples(X, self.chunk_size, **getattr(self, "input_layout_", {}))
+        data = samples.array
         self._check_n_features(data.shape[-1])
-        is_numpy = _wraps_numpy(X)
-        if is_numpy:
-            _check_in_memory(X, self.missing)
+        known = getattr(self, "feature_names_in_", None)
+        if known is not None and samples.feature_names is not None and list(known) != list(samples.feature_names):
+            raise ValueError(
+                f"The features differ from those seen in fit: got {list(samples.feature_names)}, "
+                f"fitted on {list(known)}."
+            )
+        if samples.values is not None:
+            _check_in_memory(samples.values, self.missing)
         dtype = np.dtype(self.dtype)
         shift = data_centre(self.weights_, self.means_)
         coef = kernels.log_prob_coefficients(self.weights_, self.means_, self.precisions_, shift, dtype)
         if kind == "labels":
             result = engine.map_rows(data, kernels.row_labels, coef, self.missing, dtype=np.int64)
         elif kind == "proba":
-            result = engine.map_rows(data, kernels.row_responsibilities, coef, self.missing, n_columns=self.n_components, dtype=dtype)
+            result = engine.map_rows(data, kernels.row_responsibilities, coef, self.missing,
+                                     n_columns=self.n_components, dtype=dtype)
         elif kind == "summary":
             result = engine.map_rows(data, kernels.row_summary, coef, self.missing, n_columns=3, dtype=np.float64)
         else:
             result = engine.map_rows(data, kernels.row_log_likelihood, coef, self.missing, dtype=np.float64)
-        return engine.compute(result)[0] if is_numpy else result
+        return result, samples
 
     def predict(self, X):
         """Component label of every row (the most probable component).
@@ -378,15 +406,18 @@ class DiagGMM(DensityMixin, BaseEstimator):
             Numpy for in-memory input; a lazy dask array chunked like the input otherwise.
             For lazy input, rows holding NaN or infinite values get the label -1.
         """
-        return self._map(X, "labels")
+        result, samples = self._map(X, "labels")
+        return samples.wrap(result, "labels")
 
     def predict_proba(self, X):
         """Posterior probability of every component for every row, shape (n_samples, n_components)."""
-        return self._map(X, "proba")
+        result, samples = self._map(X, "proba")
+        return samples.wrap(result, "proba", self.n_components)
 
     def score_samples(self, X):
         """Log-likelihood ``log p(x)`` of every row, shape (n_samples,), float64."""
-        return self._map(X, "log_norm")
+        result, samples = self._map(X, "log_norm")
+        return samples.wrap(result, "log_norm")
 
     def score_rows(self, X):
         """Labels, maximum responsibility and log-likelihood of every row, from one pass.
@@ -399,20 +430,22 @@ class DiagGMM(DensityMixin, BaseEstimator):
             Numpy for in-memory input; lazy dask arrays chunked like the input otherwise
             (the three share one read of each chunk when computed or stored together).
         """
-        summary = self._map(X, "summary")
-        return summary[:, 0].astype(np.int16), summary[:, 1].astype(np.float32), summary[:, 2]
+        summary, samples = self._map(X, "summary")
+        if samples.in_memory:
+            (summary,) = engine.compute(summary)
+            return summary[:, 0].astype(np.int16), summary[:, 1].astype(np.float32), summary[:, 2]
+        labels = samples.wrap(summary[..., 0].astype(np.int16), "labels")
+        return labels, samples.wrap(summary[..., 1].astype(np.float32), "max_resp"), samples.wrap(summary[..., 2], "log_norm")
 
     def score(self, X, y=None):
         """Mean log-likelihood per row (a float; computed even for lazy input).
 
         With a missing-value policy, rows that cannot be scored are left out of the mean.
         """
-        log_norm = self.score_samples(X)
-        mean = np.mean if self.missing == "error" else np.nanmean
-        if isinstance(log_norm, da.Array):
-            (value,) = engine.compute(getattr(da, mean.__name__)(log_norm))
-            return float(value)
-        return float(mean(log_norm))
+        log_norm, _ = self._map(X, "log_norm")
+        mean = da.mean if self.missing == "error" else da.nanmean
+        (value,) = engine.compute(mean(log_norm))
+        return float(value)
 
     def _n_parameters(self):
         n_components, n_features = self.means_.shape
@@ -420,12 +453,12 @@ class DiagGMM(DensityMixin, BaseEstimator):
 
     def bic(self, X):
         """Bayesian information criterion of the model on ``X`` (lower is better)."""
-        n_samples = engine.as_row_chunked(X, self.chunk_size).shape[0]
+        n_samples = engine.n_rows(inputs.as_samples(X, self.chunk_size, **getattr(self, "input_layout_", {})).array)
         return -2 * self.score(X) * n_samples + self._n_parameters() * np.log(n_samples)
 
     def aic(self, X):
         """Akaike information criterion of the model on ``X`` (lower is better)."""
-        n_samples = engine.as_row_chunked(X, self.chunk_size).shape[0]
+        n_samples = engine.n_rows(inputs.as_samples(X, self.chunk_size, **getattr(self, "input_layout_", {})).array)
         return -2 * self.score(X) * n_samples + 2 * self._n_parameters()
 
     # ------------------------------------------------------------ persistence
@@ -504,13 +537,6 @@ class DiagGMM(DensityMixin, BaseEstimator):
         ])
         y = np.concatenate([np.full(count, k, dtype=int) for k, count in enumerate(counts)])
         return X, y
-
-
-def _wraps_numpy(X):
-    """True for in-memory input (numpy arrays, lists): results come back as numpy."""
-    import zarr
-
-    return not isinstance(X, (da.Array, zarr.Array, str)) and not hasattr(X, "__fspath__")
 
 
 def _check_in_memory(X, missing, sample_weight=None):
