@@ -234,8 +234,8 @@ def pass_statistics(X, responsibilities, missing="error", weights=None, count_no
     if responsibilities[0] == "random":
         inputs += [row_indices(X), samples]
     blocks = da.blockwise(
-        _block_statistics, samples + "kc", *inputs,
-        new_axes={"k": n_components + 1, "c": kernels.n_stat_columns(X.shape[-1])},
+        _block_statistics, samples + "KC", *inputs,
+        new_axes={"K": n_components + 1, "C": kernels.n_stat_columns(X.shape[-1])},
         adjust_chunks={letter: 1 for letter in samples},
         dtype=np.float64, meta=np.empty((0,) * (X.ndim + 1), dtype=np.float64), concatenate=True,
         responsibilities=responsibilities, missing=missing, count_nonfinite=count_nonfinite,
@@ -302,7 +302,7 @@ def map_rows(X, func, *args, n_columns=None, dtype):
     ``n_columns``).
     """
     samples, full = _sample_index(X)
-    out = samples if n_columns is None else samples + "k"
-    new_axes = {} if n_columns is None else {"k": n_columns}
+    out = samples if n_columns is None else samples + "K"
+    new_axes = {} if n_columns is None else {"K": n_columns}
     return da.blockwise(_block_rows, out, X, full, new_axes=new_axes, dtype=dtype, concatenate=True,
                         meta=np.empty((0,) * len(out), dtype=dtype), row_function=func, n_columns=n_columns, args=args)

@@ -161,13 +161,20 @@ def _looks_like_parquet(path):
     return False
 
 
+def _is_numeric(dtype):
+    try:
+        return np.dtype(dtype).kind in "iuf"
+    except TypeError:  # pandas extension dtypes (strings, categories)
+        return False
+
+
 def _numeric_columns(dtypes, columns):
     if columns is None:
-        return [name for name, dtype in dtypes.items() if np.dtype(dtype).kind in "iuf"]
+        return [name for name, dtype in dtypes.items() if _is_numeric(dtype)]
     missing = [c for c in columns if c not in dtypes.index]
     if missing:
         raise ValueError(f"columns {missing} are not in the table; it has {list(dtypes.index)}.")
-    bad = [c for c in columns if np.dtype(dtypes[c]).kind not in "iuf"]
+    bad = [c for c in columns if not _is_numeric(dtypes[c])]
     if bad:
         raise TypeError(f"columns {bad} are not numeric ({[str(dtypes[c]) for c in bad]}): choose numeric columns.")
     return list(columns)
@@ -208,7 +215,7 @@ def _from_parquet(url, columns):
     blocks = []
     for fragment in dataset.get_fragments():
         for group in fragment.split_by_row_group():
-            rows = group.metadata.num_rows if group.metadata is not None else group.count_rows()
+            rows = sum(info.num_rows for info in group.row_groups)  # from the footer: no data read
             if rows:
                 blocks.append(da.from_delayed(dask.delayed(_read_row_group)(group, names, dtype), shape=(rows, len(names)),
                                               dtype=dtype))
