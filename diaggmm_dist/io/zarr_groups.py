@@ -42,13 +42,13 @@ def remove_group(url):
         fs.rm(path, recursive=True)
 
 
-def write_group_atomically(url, write, overwrite):
-    """Call ``write(group)`` on a new group and put it at ``url`` in one step.
+def write_atomically(url, write_to, overwrite):
+    """Call ``write_to(target_url)`` to create a store, and put it at ``url`` in one step.
 
-    On a local file system the group is written under a temporary sibling name and renamed
+    On a local file system the store is written under a temporary sibling name and renamed
     into place, so a crash leaves either the old store or the new one, never half of one.
-    Other fsspec stores have no rename: the group is written in place, and ``write`` is
-    expected to write its attributes (which mark the store complete) last.
+    Other fsspec stores have no rename: the store is written in place, and ``write_to`` is
+    expected to write what marks it complete (its attributes) last.
     """
     exists = open_group_or_none(url) is not None
     if exists and not overwrite:
@@ -56,13 +56,13 @@ def write_group_atomically(url, write, overwrite):
     if not is_local(url):
         if exists:
             remove_group(url)
-        write(zarr.open_group(os.fspath(url), mode="w"))
+        write_to(os.fspath(url))
         return
     target = local_path(url)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
     try:
-        write(zarr.open_group(str(partial), mode="w"))
+        write_to(str(partial))
         if exists:
             retired = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
             os.replace(target, retired)
@@ -72,3 +72,8 @@ def write_group_atomically(url, write, overwrite):
             os.replace(partial, target)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+
+
+def write_group_atomically(url, write, overwrite):
+    """:func:`write_atomically` for a writer that fills a new Zarr group: ``write(group)``."""
+    write_atomically(url, lambda target: write(zarr.open_group(target, mode="w")), overwrite)
