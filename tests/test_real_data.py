@@ -52,3 +52,29 @@ def test_on_the_pixels_without_gaps_every_policy_gives_the_same_model(coads):
         np.testing.assert_array_equal(other.means_, fits[0].means_)
         np.testing.assert_array_equal(other.covariances_, fits[0].covariances_)
         assert other.lower_bounds_ == fits[0].lower_bounds_
+
+
+def test_turbidity_subset_conversion_fit_and_maps(tmp_path):
+    pytest.importorskip("pvlib", reason="the demo extra (pvlib) is installed by `make test`")
+    import zarr
+
+    from diaggmm_dist.io.linke import convert_linke_turbidity, linke_source_path
+    from diaggmm_dist.plots import plot_convergence, plot_label_map
+
+    url = tmp_path / "linke.zarr"
+    convert_linke_turbidity(url, lat_slice=slice(600, 870), lon_slice=slice(2000, 2540))  # Europe/Africa, 1/12°
+    data = xr.open_zarr(url, consolidated=False)
+    assert data.turbidity.dims == ("lat", "lon", "month") and data.turbidity.dtype == np.uint8
+    import h5py
+
+    with h5py.File(linke_source_path(), "r") as source:
+        np.testing.assert_array_equal(data.turbidity.values, source["LinkeTurbidity"][600:870, 2000:2540])
+    assert data.lat.values[0] == pytest.approx(90 - 600.5 / 12)
+    gmm = DiagGMM(5, dtype="float32", random_state=0, tol=1e-4).fit(data.turbidity, feature_dim="month")
+    assert gmm.converged_ and np.all(np.diff(gmm.lower_bounds_) > -1e-6)
+    write_label_map(gmm, data.turbidity, tmp_path / "labels.zarr")
+    labels = xr.open_zarr(tmp_path / "labels.zarr", consolidated=False).labels
+    assert labels.dims == ("lat", "lon") and set(np.unique(labels.values)) <= set(range(5))
+    assert zarr.open_group(str(tmp_path / "labels.zarr"))["labels"].chunks == (270, 540)
+    for png in (plot_label_map(labels, tmp_path / "map.png"), plot_convergence(gmm.lower_bounds_, tmp_path / "ll.png")):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
