@@ -231,6 +231,9 @@ class DiagGMM(DensityMixin, BaseEstimator):
             identity = {"config": self._checkpoint_config(inits, warm), "fingerprint": fingerprint}
             store = Checkpoints(checkpoint, identity, overwrite=overwrite_checkpoint)
         state = store.latest() if store is not None else None
+        if state is not None:
+            logger.info("resuming from checkpoint: restart %d after iteration %d", state.restart, state.iteration,
+                        extra={"resumed_iteration": state.iteration, "restart": state.restart})
 
         best = state.best if state is not None else None
         self.n_reseeded_ = state.n_reseeded if state is not None else 0
@@ -338,7 +341,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
             logger.info("iteration %d lower bound %.8f change %.3e %.3fs", n_iter, lower_bound, change,
                         time.perf_counter() - tick,
                         extra={"iteration": n_iter, "lower_bound": float(lower_bound), "change": float(change),
-                               "seconds": time.perf_counter() - tick})
+                               "seconds": time.perf_counter() - tick, "restart": state.restart})
             if n_iter % self.verbose_interval == 0:
                 now = time.perf_counter()
                 self._print(1, f"  Iteration {n_iter}", f"\t time lapse {now - start:.5f}s\t ll change {change:.5f}")

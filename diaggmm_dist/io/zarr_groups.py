@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 import zarr
-from zarr.errors import GroupNotFoundError
+from zarr.errors import ContainsArrayError, GroupNotFoundError
 
 
 def is_local(url) -> bool:
@@ -22,11 +22,25 @@ def local_path(url) -> Path:
     return Path(text[len("file://"):] if text.startswith("file://") else text)
 
 
+class NotAGroupError(ValueError):
+    """Something other than a Zarr group (an array, or plain files) is at the URL."""
+
+
 def open_group_or_none(url, mode="r"):
-    """The Zarr group at ``url``, or None when there is none."""
+    """The Zarr group at ``url``, or None when nothing is there.
+
+    Raises
+    ------
+    NotAGroupError
+        A Zarr array, or a directory that is not a Zarr store, is at ``url``.
+    """
     try:
         return zarr.open_group(os.fspath(url), mode=mode)
+    except ContainsArrayError:
+        raise NotAGroupError(f"{os.fspath(url)!r} is a Zarr array, not a group.") from None
     except (GroupNotFoundError, FileNotFoundError):
+        if is_local(url) and local_path(url).exists() and any(local_path(url).iterdir()):
+            raise NotAGroupError(f"{os.fspath(url)!r} exists and is not a Zarr store.") from None
         return None
 
 
@@ -50,7 +64,12 @@ def write_atomically(url, write_to, overwrite):
     Other fsspec stores have no rename: the store is written in place, and ``write_to`` is
     expected to write what marks it complete (its attributes) last.
     """
-    exists = open_group_or_none(url) is not None
+    try:
+        exists = open_group_or_none(url) is not None
+    except NotAGroupError:
+        if not overwrite:
+            raise
+        exists = True
     if exists and not overwrite:
         raise FileExistsError(f"{os.fspath(url)!r} already exists: pass overwrite=True to replace it.")
     if not is_local(url):
