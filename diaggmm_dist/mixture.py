@@ -194,7 +194,9 @@ class DiagGMM(DensityMixin, BaseEstimator):
             Zarr group (local path or fsspec URL) where the training state is written after
             the initialisation and after every iteration. If it already holds a run with the
             same settings and data, the fit resumes after its last complete iteration and
-            ends with exactly the model an uninterrupted run gives.
+            ends with exactly the model an uninterrupted run gives. ``max_iter`` is not part
+            of the settings compared: a run that stopped at a smaller ``max_iter`` (and did
+            not converge) continues up to this one.
         overwrite_checkpoint : bool, default=False
             Start afresh when ``checkpoint`` holds a run with other settings or data
             (otherwise that is refused with a ``CheckpointMismatchError``).
@@ -254,7 +256,9 @@ class DiagGMM(DensityMixin, BaseEstimator):
                                       self.max_iter == 0, False, random_state.get_state(), self.n_reseeded_, best)
                 if store is not None:
                     store.save(state)
-            if not state.finished:
+            # max_iter is not part of the checkpoint identity: a restart that stopped only because
+            # it reached a smaller max_iter continues up to this run's max_iter.
+            if not state.finished or (not state.converged and state.iteration < self.max_iter):
                 state = self._run_em(data_pass, state, store)
             if best is None or state.lower_bounds[-1] > best["lower_bound"]:
                 best = {"weights": state.weights, "means": state.means, "covariances": state.covariances,

@@ -229,3 +229,12 @@ def test_a_directory_that_is_not_a_checkpoint_is_never_deleted(data, tmp_path):
         DiagGMM.load(array_path)
     with pytest.raises(CheckpointMismatchError, match="is a Zarr array"):
         DiagGMM(3, max_iter=2).fit(data, checkpoint=str(array_path))
+
+
+def test_a_larger_max_iter_continues_a_finished_checkpoint(data, tmp_path):
+    url = str(tmp_path / "ckpt.zarr")
+    straight = DiagGMM(3, random_state=2, tol=0, max_iter=9).fit(data)
+    for max_iter in (0, 3, 4, 9):
+        stepped = DiagGMM(3, random_state=2, tol=0, max_iter=max_iter).fit(data, checkpoint=url)
+        assert stepped.n_iter_ == max_iter
+    _identical(stepped, straight)
