@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench install clean
+.PHONY: run test test-data bench install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,16 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m diaggmm_dist.demo
 
-test: $(STAMP)
+test: $(STAMP) test-data
 	$(PY) -m pytest -q tests
+
+# Real data the tests read: the COADS climatology from Debian's ferret-datasets (root only;
+# without it those tests are skipped with a note).
+COADS := /usr/share/ferret-vis/data/coads_climatology.cdf
+test-data:
+	@test -f $(COADS) || { if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends ferret-datasets >/dev/null; \
+	else echo "note: apt-get install ferret-datasets to run the COADS tests"; fi; }
 
 bench: $(STAMP)
 	$(PY) bench/run.py

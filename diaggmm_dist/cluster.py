@@ -29,7 +29,8 @@ def dask_client(address=None, *, n_workers=None, threads_per_worker=1, timeout=C
 
     address = address or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
     if address is None:
-        with LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, dashboard_address=None) as cluster, \
+        # ":0": a free port for the dashboard server, so concurrent clusters do not collide on 8787
+        with LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, dashboard_address=":0") as cluster, \
                 Client(cluster) as client:
             yield client
         return

@@ -115,20 +115,20 @@ def as_row_chunked(X, chunk_size=None):
     if isinstance(X, zarr.Group):
         raise _zarr_group_error(X)
     if isinstance(X, zarr.Array):
-        _check_shape_and_dtype(X.shape, X.dtype)
+        check_shape_and_dtype(X.shape, X.dtype)
         zarr_rows = X.chunks[0]
         target = chunk_size or default_chunk_rows(X.shape[1], X.dtype.itemsize)
         rows = max(1, target // zarr_rows) * zarr_rows  # whole Zarr chunks: each is read once
         array = da.from_zarr(X, chunks=(rows, X.shape[1]))
     elif isinstance(X, da.Array):
-        _check_shape_and_dtype(X.shape, X.dtype)
+        check_shape_and_dtype(X.shape, X.dtype)
         array = X
     else:
         if not hasattr(X, "dtype") or not hasattr(X, "shape"):
             X = np.asarray(X)
         elif not isinstance(X, np.ndarray):
             X = np.asarray(X)
-        _check_shape_and_dtype(X.shape, X.dtype)
+        check_shape_and_dtype(X.shape, X.dtype)
         if chunk_size is None:
             chunk_size = default_chunk_rows(X.shape[1], X.dtype.itemsize)
         # name=False: no hashing of the whole array just to name the graph's keys
@@ -143,7 +143,14 @@ def as_row_chunked(X, chunk_size=None):
     return array
 
 
-def _check_shape_and_dtype(shape, dtype):
+def is_in_memory(X):
+    """True for in-memory input (numpy arrays, lists): results come back as numpy."""
+    import zarr
+
+    return not isinstance(X, (da.Array, zarr.Array, str)) and not hasattr(X, "__fspath__")
+
+
+def check_shape_and_dtype(shape, dtype):
     dtype = np.dtype(dtype)
     if dtype.kind == "c":
         raise TypeError(f"Complex data (dtype {dtype}) is not supported: pass the real part, or real and imaginary parts as separate features.")
@@ -158,70 +165,118 @@ def _check_shape_and_dtype(shape, dtype):
         raise ValueError(f"X has 0 features (shape {tuple(shape)}): at least one feature is needed.")
 
 
-def _block_statistics(x, responsibilities, count_nonfinite, block_info=None):
-    first_row = block_info[0]["array-location"][0][0] if block_info else 0
-    return kernels.chunk_statistics(x, responsibilities, count_nonfinite, first_row)[None]
+def _sample_index(X):
+    """Blockwise index letters: one per sample axis, then the feature axis."""
+    letters = "abcdefghijklmnopqrstuvw"[: X.ndim - 1]
+    return letters, letters + "z"
 
 
-def pass_statistics(X, responsibilities, count_nonfinite=False):
+def n_rows(X):
+    """Number of samples (rows): all axes but the last, the features."""
+    return int(np.prod(X.shape[:-1]))
+
+
+def aligned_samples(values, X, name):
+    """``values`` (one per sample of ``X``) as a dask array chunked like X's sample axes."""
+    shape, chunks = X.shape[:-1], X.chunks[:-1]
+    if not isinstance(values, da.Array):
+        values = np.asarray(values)
+    if values.shape != shape:
+        raise ValueError(f"{name} has shape {values.shape}, but X has {shape} samples: give one value per sample.")
+    if np.dtype(values.dtype).kind not in "iuf":
+        raise TypeError(f"{name} must be numeric, got dtype {values.dtype}.")
+    if isinstance(values, da.Array):
+        return values.rechunk(chunks)
+    return da.from_array(values, chunks=chunks, name=False)
+
+
+def row_indices(X):
+    """Global (flattened) row index of every sample, lazily, chunked like X's sample axes."""
+    return da.arange(n_rows(X), chunks=max(X.chunks[0]) if X.ndim == 2 else "auto").reshape(X.shape[:-1]).rechunk(X.chunks[:-1])
+
+
+def _block_statistics(x, *extra, responsibilities, missing, count_nonfinite, has_weights):
+    weights = extra[0].reshape(-1) if has_weights else None
+    rows = extra[-1].reshape(-1) if responsibilities[0] == "random" else None
+    stats = kernels.chunk_statistics(x.reshape(-1, x.shape[-1]), responsibilities, missing, weights,
+                                     count_nonfinite, rows)
+    return stats.reshape((1,) * (x.ndim - 1) + stats.shape)
+
+
+def pass_statistics(X, responsibilities, missing="error", weights=None, count_nonfinite=False):
     """One pass over ``X``: per-chunk statistics added up by a tree reduction.
 
     Parameters
     ----------
     X : dask.array.Array
-        Row-chunked data from :func:`as_row_chunked`.
+        Samples along every axis but the last, features along the last (one chunk).
     responsibilities : tuple
         See :func:`diaggmm_dist.kernels.chunk_statistics`.
+    missing : {"error", "drop", "marginalize"}
+    weights : dask.array.Array, optional
+        Sample weights chunked like X's sample axes (see :func:`aligned_samples`).
     count_nonfinite : bool
-        Also count NaN and infinite values.
+        Also count NaN and infinite values (and bad weights).
 
     Returns
     -------
-    ndarray of shape (K + 1, 2D + 1), float64
+    ndarray of shape (K + 1, n_stat_columns(D)), float64
         The summed statistics (layout in :func:`~diaggmm_dist.kernels.chunk_statistics`).
     """
     if responsibilities[0] == "random":
         n_components = responsibilities[2]
     else:
         n_components = responsibilities[1].n_components
-    columns = kernels.n_stat_columns(X.shape[1])
-    blocks = X.map_blocks(
-        _block_statistics,
-        responsibilities,
-        count_nonfinite,
-        chunks=((1,) * X.numblocks[0], (n_components + 1,), (columns,)),
-        new_axis=2,
-        dtype=np.float64,
-        meta=np.empty((0, 0, 0), dtype=np.float64),
+    samples, full = _sample_index(X)
+    inputs = [X, full]
+    if weights is not None:
+        inputs += [weights, samples]
+    if responsibilities[0] == "random":
+        inputs += [row_indices(X), samples]
+    blocks = da.blockwise(
+        _block_statistics, samples + "KC", *inputs,
+        new_axes={"K": n_components + 1, "C": kernels.n_stat_columns(X.shape[-1])},
+        adjust_chunks={letter: 1 for letter in samples},
+        dtype=np.float64, meta=np.empty((0,) * (X.ndim + 1), dtype=np.float64), concatenate=True,
+        responsibilities=responsibilities, missing=missing, count_nonfinite=count_nonfinite,
+        has_weights=weights is not None,
     )
-    (total,) = compute(blocks.sum(axis=0, split_every=SPLIT_EVERY))
+    total = blocks.sum(axis=tuple(range(X.ndim - 1)), split_every=SPLIT_EVERY)
+    (total,) = compute(total)
     return total
 
 
 def take_rows(X, rows):
-    """The rows ``rows`` (sorted global indices) of ``X`` as a numpy array; reads only their chunks."""
-    (out,) = compute(X[np.asarray(rows)])
+    """The samples with flat indices ``rows`` (sorted) as a numpy (len(rows), D) array; reads only their chunks."""
+    rows = np.asarray(rows)
+    if X.ndim == 2:
+        (out,) = compute(X[rows])
+    else:
+        (out,) = compute(X.vindex[np.unravel_index(rows, X.shape[:-1])])
     return out
 
 
-def fingerprint(X, n_rows=16, n_chunks=4):
+def fingerprint(X, n_samples=16, n_chunks=4):
     """A cheap identity of the data: shape, dtype, chunking and a checksum of sampled rows.
 
-    The rows are spread over at most ``n_chunks`` chunks (first, last and evenly between),
-    so computing it reads a handful of chunks, not the data.
+    The rows are spread over at most ``n_chunks`` blocks along the first axis (first, last
+    and evenly between), so computing it reads a handful of chunks, not the data.
     """
+    per_first = n_rows(X) // X.shape[0]  # samples per index of the first axis
     starts = np.cumsum((0,) + X.chunks[0])
     picked = np.unique(np.linspace(0, X.numblocks[0] - 1, min(n_chunks, X.numblocks[0])).astype(int))
     rows = np.unique(np.concatenate([
-        np.linspace(starts[b], starts[b + 1] - 1, max(1, n_rows // picked.size)).astype(np.int64) for b in picked
+        np.linspace(starts[b] * per_first, starts[b + 1] * per_first - 1, max(1, n_samples // picked.size)).astype(np.int64)
+        for b in picked
     ]))
     sample = np.ascontiguousarray(take_rows(X, rows))
-    chunks = [int(c) for c in X.chunks[0]]
+    chunks = [[int(c) for c in axis] for axis in X.chunks]
+    first = chunks[0]
     return {
         "shape": [int(v) for v in X.shape],
         "dtype": str(X.dtype),
-        "row_chunks": f"{len(chunks)} chunks of {chunks[0]} rows" + (f", last {chunks[-1]}" if chunks[-1] != chunks[0] else ""),
-        "chunks_sha256": hashlib.sha256(np.asarray(chunks, dtype=np.int64).tobytes()).hexdigest(),
+        "row_chunks": f"{len(first)} chunks of {first[0]} rows" + (f", last {first[-1]}" if first[-1] != first[0] else ""),
+        "chunks_sha256": hashlib.sha256(repr(chunks).encode()).hexdigest(),
         "sample_sha256": hashlib.sha256(rows.tobytes() + sample.tobytes()).hexdigest(),
     }
 
@@ -234,12 +289,20 @@ def count_nonfinite(X):
     return int(count)
 
 
+def _block_rows(x, row_function, n_columns, args):
+    out = row_function(x.reshape(-1, x.shape[-1]), *args)
+    return out.reshape(x.shape[:-1] + (() if n_columns is None else (n_columns,)))
+
+
 def map_rows(X, func, *args, n_columns=None, dtype):
-    """Lazily apply ``func(block, *args)`` to every row chunk.
+    """Lazily apply ``func(rows, *args)`` to every chunk's rows (flattened to (n, D)).
 
     ``func`` returns one value per row (``n_columns=None``) or ``n_columns`` values per row;
-    the result is chunked along rows exactly like ``X``.
+    the result has X's sample axes, chunked exactly like X (plus a last axis of
+    ``n_columns``).
     """
-    if n_columns is None:
-        return X.map_blocks(func, *args, drop_axis=1, dtype=dtype, meta=np.empty((0,), dtype=dtype))
-    return X.map_blocks(func, *args, chunks=(X.chunks[0], (n_columns,)), dtype=dtype, meta=np.empty((0, 0), dtype=dtype))
+    samples, full = _sample_index(X)
+    out = samples if n_columns is None else samples + "K"
+    new_axes = {} if n_columns is None else {"K": n_columns}
+    return da.blockwise(_block_rows, out, X, full, new_axes=new_axes, dtype=dtype, concatenate=True,
+                        meta=np.empty((0,) * len(out), dtype=dtype), row_function=func, n_columns=n_columns, args=args)

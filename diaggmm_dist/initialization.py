@@ -26,7 +26,8 @@ import numpy as np
 from sklearn.cluster import KMeans, kmeans_plusplus
 
 from . import engine, kernels
-from .mstep import m_step, split_statistics
+from .kernels import split_statistics
+from .mstep import m_step
 from .validation import nonfinite_error
 
 #: Rows drawn (uniformly, without replacement) for the k-means seeding.
@@ -42,17 +43,29 @@ def data_centre(weights, means):
     return np.asarray(weights, dtype=np.float64) @ np.asarray(means, dtype=np.float64) / np.sum(weights)
 
 
-def sample_rows(X, n_rows, random_state):
-    """A uniform random sample of at most ``n_rows`` rows of ``X``, in row order, as numpy."""
-    n = X.shape[0]
+def sample_rows(X, n_rows, random_state, missing="error"):
+    """A uniform random sample of at most ``n_rows`` rows of ``X``, in row order, as numpy.
+
+    With a missing-value policy, rows holding NaN are left out of the sample (or, if fewer
+    complete rows than ``n_rows // 10`` remain, their gaps take the sample's column means).
+    """
+    n = engine.n_rows(X)
     if n <= n_rows:
         rows = np.arange(n)
     else:
         rows = np.sort(random_state.choice(n, size=n_rows, replace=False))
-    sample = engine.take_rows(X, rows)
-    if sample.dtype.kind == "f" and not np.all(np.isfinite(sample)):
+    sample = engine.take_rows(X, rows).astype(np.float64, copy=False)
+    if np.all(np.isfinite(sample)):
+        return sample
+    if missing == "error" or np.isinf(sample).any():
         raise nonfinite_error(engine.count_nonfinite(X))
-    return sample.astype(np.float64, copy=False)
+    complete = sample[~np.isnan(sample).any(axis=1)]
+    if complete.shape[0] >= max(1, rows.size // 10):
+        return complete
+    column_means = np.nanmean(sample, axis=0)
+    if np.isnan(column_means).any():
+        raise ValueError("Some features have no observed value in the initialisation sample; drop those features.")
+    return np.where(np.isnan(sample), column_means, sample)
 
 
 def _nearest_centre_statistics(data_pass, centers, passes, tol):
@@ -60,8 +73,8 @@ def _nearest_centre_statistics(data_pass, centers, passes, tol):
     shift = centers.mean(axis=0)
     for _ in range(passes):
         stats = data_pass(("nearest", kernels.distance_coefficients(centers, shift, data_pass.dtype)))
-        mass, s1, _, _ = split_statistics(stats)
-        updated = np.where(mass[:, None] > 0, s1 / np.maximum(mass, 1)[:, None] + shift, centers)
+        _, observed, s1, _, _ = split_statistics(stats)
+        updated = np.where(observed > 0, s1 / np.where(observed > 0, observed, 1) + shift, centers)
         moved = float(np.sum((updated - centers) ** 2))
         centers = updated
         if moved <= tol:
@@ -101,17 +114,17 @@ def initial_parameters(X, n_components, init_params, random_state, reg_covar, da
     if means_init is not None:
         stats, shift = _nearest_centre_statistics(data_pass, means_init, 1, 0.0)
     elif init_params == "random":
-        shift = np.zeros(X.shape[1])
+        shift = np.zeros(X.shape[-1])
         seed = int(random_state.randint(np.iinfo(np.int32).max))
         stats = data_pass(("random", shift.astype(data_pass.dtype), n_components, seed))
     elif init_params == "random_from_data":
-        rows = np.sort(random_state.choice(X.shape[0], size=n_components, replace=False))
-        centers = engine.take_rows(X, rows).astype(np.float64)
-        if not np.all(np.isfinite(centers)):
-            raise nonfinite_error(engine.count_nonfinite(X))
+        centers = sample_rows(X, SAMPLE_ROWS, random_state, data_pass.missing)
+        if centers.shape[0] < n_components:
+            raise ValueError(f"Fewer than n_components={n_components} usable rows to draw initial means from.")
+        centers = centers[np.sort(random_state.choice(centers.shape[0], size=n_components, replace=False))]
         stats, shift = _nearest_centre_statistics(data_pass, centers, 1, 0.0)
     else:
-        sample = sample_rows(X, SAMPLE_ROWS, random_state)
+        sample = sample_rows(X, SAMPLE_ROWS, random_state, data_pass.missing)
         if init_params == "k-means++":
             centers, _ = kmeans_plusplus(sample, n_components, random_state=random_state)
             passes, tol = 1, 0.0

@@ -19,6 +19,15 @@ in float32.
 Blocks are processed in cache-sized sub-blocks of ``SUB_ROWS`` rows; each sub-block's
 partial sums are added into float64 accumulators, so accumulation is float64 even when
 the compute dtype is float32.
+
+Missing values (NaN) follow one of three policies. ``"error"``: they are only counted (the
+caller refuses the data). ``"drop"``: a row with any NaN takes no part. ``"marginalize"``:
+with diagonal covariances a row's likelihood over its observed features is exact, so each
+row uses only those: the per-feature constant of the log-density is multiplied by the
+observation mask m, and the statistics become per-feature Σ r·m, Σ r·m·x, Σ r·m·x². A
+sub-block without NaN always takes the plain path, whose Σ r·m is Σ r itself, so data
+without gaps gives bit-identical results under every policy. Rows with no observed feature
+(or, with ``"drop"``, any missing one) get zero responsibility and count for nothing.
 """
 
 from __future__ import annotations
@@ -32,14 +41,26 @@ SUB_ROWS = 4096
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
+MISSING = ("error", "drop", "marginalize")
+
+#: The scalars carried in the last row of a statistics block.
+SCALARS = ("objective", "weight", "rows", "nan", "inf", "bad_weights")
+
 
 class Coefficients(NamedTuple):
-    """``square @ x_c²ᵀ + linear @ x_cᵀ + offset`` (K × n), with ``x_c = x − shift``."""
+    """Per-component log-score coefficients for rows centred by ``shift``.
+
+    For a fully observed row, ``square @ x_c² + linear @ x_c + offset``; for a partially
+    observed one (mask m), ``square @ (m x_c²) + linear @ (m x_c) + feature @ m + log_weight``
+    (``offset`` is ``feature.sum(1) + log_weight``).
+    """
 
     shift: np.ndarray  # (D,)
     square: np.ndarray  # (K, D)
     linear: np.ndarray  # (K, D)
     offset: np.ndarray  # (K, 1)
+    feature: np.ndarray  # (K, D)
+    log_weight: np.ndarray  # (K, 1)
 
     @property
     def n_components(self):
@@ -47,12 +68,22 @@ class Coefficients(NamedTuple):
 
 
 def n_stat_columns(n_features: int) -> int:
-    """Number of columns of a statistics block: [N_k, S1 (D), S2 (D)]."""
-    return 2 * n_features + 1
+    """Columns of a statistics block: [N_k, S0 (D), S1 (D), S2 (D)], at least ``len(SCALARS)``."""
+    return max(3 * n_features + 1, len(SCALARS))
 
 
-def _coefficients(shift, square, linear, offset, dtype):
-    return Coefficients(*(np.ascontiguousarray(v, dtype=dtype) for v in (shift, square, linear, offset[:, None])))
+def split_statistics(stats):
+    """``(N_k, S0, S1, S2, scalars)`` views of a statistics block; ``scalars`` is a dict."""
+    k = stats.shape[0] - 1
+    d = (stats.shape[1] - 1) // 3
+    scalars = dict(zip(SCALARS, stats[k, : len(SCALARS)].tolist()))
+    return stats[:k, 0], stats[:k, 1 : d + 1], stats[:k, d + 1 : 2 * d + 1], stats[:k, 2 * d + 1 : 3 * d + 1], scalars
+
+
+def _coefficients(shift, square, linear, feature, log_weight, dtype):
+    offset = feature.sum(axis=1) + log_weight
+    values = (shift, square, linear, offset[:, None], feature, log_weight[:, None])
+    return Coefficients(*(np.ascontiguousarray(v, dtype=dtype) for v in values))
 
 
 def log_prob_coefficients(weights, means, precisions, shift, dtype):
@@ -77,17 +108,16 @@ def log_prob_coefficients(weights, means, precisions, shift, dtype):
     centred = means - shift
     with np.errstate(divide="ignore"):  # a zero weight is a component that is never chosen
         log_w = np.log(weights)
-    offset = log_w - 0.5 * (
-        means.shape[1] * LOG_2PI + np.sum(centred * centred * precisions, axis=1) - np.sum(np.log(precisions), axis=1)
-    )
-    return _coefficients(shift, -0.5 * precisions, centred * precisions, offset, dtype)
+    feature = -0.5 * (LOG_2PI + centred * centred * precisions - np.log(precisions))
+    return _coefficients(shift, -0.5 * precisions, centred * precisions, feature, log_w, dtype)
 
 
 def distance_coefficients(centers, shift, dtype):
     """Coefficients whose products give the squared distance of each row to each centre."""
     centers, shift = np.asarray(centers, dtype=np.float64), np.asarray(shift, dtype=np.float64)
     centred = centers - shift
-    return _coefficients(shift, np.ones_like(centred), -2.0 * centred, np.sum(centred * centred, axis=1), dtype)
+    return _coefficients(shift, np.ones_like(centred), -2.0 * centred, centred * centred,
+                         np.zeros(centred.shape[0]), dtype)
 
 
 def centred_rows(x, shift, centred, squares):
@@ -97,11 +127,15 @@ def centred_rows(x, shift, centred, squares):
     return centred, squares
 
 
-def component_scores(centred, squares, coef):
-    """``square @ squaresᵀ + linear @ centredᵀ + offset``, shape (K, n)."""
+def component_scores(centred, squares, coef, observed=None):
+    """Log scores (K, n); with an observation mask, over each row's observed features only."""
     scores = coef.square @ squares.T
     scores += coef.linear @ centred.T
-    scores += coef.offset
+    if observed is None:
+        scores += coef.offset
+    else:
+        scores += coef.feature @ observed.T
+        scores += coef.log_weight
     return scores
 
 
@@ -125,23 +159,43 @@ def nearest_one_hot(distances):
     return best
 
 
-def random_responsibilities(n_rows, n_components, seed, first_row, dtype):
-    """Uniform random responsibilities, shape (K, n), columns normalised, reproducible per row.
+def _splitmix64(values):
+    """The splitmix64 finaliser: a well-mixed 64-bit hash of every value (vectorised)."""
+    z = values + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
-    Row ``i`` of the data always gets the same numbers for the same ``seed``, whatever
-    block it falls in: the counter-based Philox generator is advanced to the row's offset.
+
+def random_responsibilities(rows, n_components, seed, dtype):
+    """Uniform random responsibilities (K, n) for the given global row indices, columns normalised.
+
+    Each value is a hash of (seed, row, component), so a row gets the same numbers whatever
+    block or sub-block it falls in, and whatever the shape of the array it comes from.
     """
-    first = first_row * n_components
-    bitgen = np.random.Philox(key=seed)
-    bitgen.advance(first // 4)  # Philox yields four 64-bit words per counter step
-    skip = first % 4
-    draws = np.random.Generator(bitgen).random(skip + n_rows * n_components)[skip:]
-    resp = np.ascontiguousarray(draws.reshape(n_rows, n_components).T, dtype=dtype)
+    rows = np.asarray(rows, dtype=np.uint64)
+    counters = rows[None, :] * np.uint64(n_components) + np.arange(n_components, dtype=np.uint64)[:, None]
+    with np.errstate(over="ignore"):
+        bits = _splitmix64(counters ^ _splitmix64(np.uint64(seed)))
+    resp = ((bits >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
+    resp = resp.astype(dtype)
     resp /= resp.sum(axis=0)
     return resp
 
 
-def chunk_statistics(x, responsibilities, count_nonfinite=False, first_row=0):
+def _observed_mask(xb, missing, count_nonfinite):
+    """``(observed or None, n_nan, n_inf)`` for a sub-block under the missing-value policy."""
+    if xb.dtype.kind != "f" or (missing == "error" and not count_nonfinite):
+        return None, 0, 0
+    nan = np.isnan(xb)
+    n_nan = int(np.count_nonzero(nan))
+    n_inf = int(xb.size - n_nan - np.count_nonzero(np.isfinite(xb))) if count_nonfinite else 0
+    if n_nan == 0 or missing == "error":
+        return None, n_nan, n_inf
+    return ~nan, n_nan, n_inf
+
+
+def chunk_statistics(x, responsibilities, missing="error", weights=None, count_nonfinite=False, rows=None):
     """Sufficient statistics of one block of rows.
 
     Parameters
@@ -152,17 +206,22 @@ def chunk_statistics(x, responsibilities, count_nonfinite=False, first_row=0):
         ``("gaussian", coef)`` (the E-step), ``("nearest", coef)`` (hard assignment to the
         nearest centre; ``coef`` from :func:`distance_coefficients`) or
         ``("random", shift, n_components, seed)``. The compute dtype is the shift's.
+    missing : {"error", "drop", "marginalize"}
+        What a NaN means (see the module docstring).
+    weights : ndarray of shape (n,), optional
+        Sample weights (non-negative); each row's responsibilities are scaled by its weight.
     count_nonfinite : bool
-        Count NaN and infinite values of ``x`` (used on the first pass of a fit).
-    first_row : int
-        Global index of the block's first row (only the random responsibilities use it).
+        Count NaN and infinite values (and, with weights, negative or non-finite weights).
+    rows : ndarray of shape (n,), optional
+        Global indices of the rows (only the random responsibilities use them).
 
     Returns
     -------
-    stats : ndarray of shape (K + 1, 2D + 1), float64
-        Row k is ``[N_k, S1_k (D), S2_k (D)]`` of the shifted data; the last row is
-        ``[objective, n_rows, n_nonfinite, 0, ...]`` where the objective is Σ log p(x_i) for
-        the Gaussian responsibilities and the sum of squared distances for the nearest ones.
+    stats : ndarray of shape (K + 1, n_stat_columns(D)), float64
+        Row k is ``[N_k, S0_k, S1_k, S2_k]`` with S0 = Σ r·m (per feature), S1 = Σ r·m·x_c,
+        S2 = Σ r·m·x_c². The last row holds :data:`SCALARS`: the objective (Σ w log p(x_i)
+        for Gaussian responsibilities, Σ w·distance² for nearest ones), the total weight
+        and number of the rows used, the NaN and infinite values, and the bad weights.
     """
     kind = responsibilities[0]
     if kind == "random":
@@ -172,73 +231,117 @@ def chunk_statistics(x, responsibilities, count_nonfinite=False, first_row=0):
         shift, k = coef.shift, coef.n_components
     n, d = x.shape
     dtype = shift.dtype
-    rows = min(n, SUB_ROWS)
-    centred_buffer, squares_buffer = np.empty((rows, d), dtype), np.empty((rows, d), dtype)
+    size = min(n, SUB_ROWS)
+    centred_buffer, squares_buffer = np.empty((size, d), dtype), np.empty((size, d), dtype)
     mass = np.zeros(k)
-    s1, s2 = np.zeros((k, d)), np.zeros((k, d))
-    objective, nonfinite = 0.0, 0
+    s0, s1, s2 = np.zeros((k, d)), np.zeros((k, d)), np.zeros((k, d))
+    objective = weight_used = rows_used = 0.0
+    n_nan = n_inf = bad_weights = 0
+    if weights is not None and count_nonfinite:
+        bad_weights = int(np.count_nonzero(~(np.isfinite(weights) & (weights >= 0))))
     # NaN or inf in the data make the statistics non-finite; callers report that clearly.
     with np.errstate(invalid="ignore", over="ignore"):
         for start in range(0, n, SUB_ROWS):
             xb = x[start : start + SUB_ROWS]
-            if count_nonfinite and xb.dtype.kind == "f":
-                nonfinite += int(xb.size - np.count_nonzero(np.isfinite(xb)))
             m = xb.shape[0]
-            centred, squares = centred_rows(xb, shift, centred_buffer[:m], squares_buffer[:m])
-            if kind == "random":
-                resp = random_responsibilities(m, k, seed, first_row + start, dtype)
+            observed, nan_here, inf_here = _observed_mask(xb, missing, count_nonfinite)
+            n_nan, n_inf = n_nan + nan_here, n_inf + inf_here
+            centred, squares = centred_buffer[:m], squares_buffer[:m]
+            if observed is None:
+                centred_rows(xb, shift, centred, squares)
+                used = None
             else:
-                resp = component_scores(centred, squares, coef)
+                np.subtract(np.where(observed, xb, shift), shift, out=centred, casting="unsafe")
+                np.multiply(centred, centred, out=squares)
+                used = observed.all(axis=1) if missing == "drop" else observed.any(axis=1)
+                mask = observed.astype(dtype) if missing == "marginalize" else None
+            if kind == "random":
+                resp = random_responsibilities(rows[start : start + m], k, seed, dtype)
+                row_objective = None
+            else:
+                resp = component_scores(centred, squares, coef, mask if observed is not None else None)
                 if kind == "gaussian":
-                    objective += float(normalise_log_scores(resp).sum(dtype=np.float64))
+                    row_objective = normalise_log_scores(resp)
                 else:
-                    objective += float(nearest_one_hot(resp).sum(dtype=np.float64))
-            mass += resp.sum(axis=1)
+                    row_objective = nearest_one_hot(resp)
+            row_weight = None if weights is None else weights[start : start + m].astype(dtype)
+            if used is not None:
+                row_weight = used.astype(dtype) if row_weight is None else row_weight * used
+            if row_weight is not None:
+                resp *= row_weight
+                weight_used += float(row_weight.sum(dtype=np.float64))
+                rows_used += float(np.count_nonzero(row_weight > 0) if used is None else np.count_nonzero(used))
+                if row_objective is not None:
+                    counted = np.where(row_weight > 0, row_objective, 0).astype(np.float64)
+                    objective += float(np.dot(counted, row_weight.astype(np.float64)))
+            else:
+                weight_used += m
+                rows_used += m
+                if row_objective is not None:
+                    objective += float(row_objective.sum(dtype=np.float64))
+            sub_mass = resp.sum(axis=1)
+            mass += sub_mass
+            if observed is not None and missing == "marginalize":
+                s0 += resp @ mask
+            else:
+                s0 += sub_mass[:, None]
             s1 += resp @ centred
             s2 += resp @ squares
     stats = np.zeros((k + 1, n_stat_columns(d)))
-    stats[:k, 0], stats[:k, 1 : d + 1], stats[:k, d + 1 :] = mass, s1, s2
-    stats[k, :3] = objective, n, nonfinite
+    stats[:k, 0] = mass
+    stats[:k, 1 : d + 1], stats[:k, d + 1 : 2 * d + 1], stats[:k, 2 * d + 1 : 3 * d + 1] = s0, s1, s2
+    stats[k, : len(SCALARS)] = objective, weight_used, rows_used, n_nan, n_inf, bad_weights
     return stats
 
 
-def _log_scores(x, coef):
-    rows, d = x.shape
-    centred, squares = centred_rows(x, coef.shift, np.empty((rows, d), coef.shift.dtype), np.empty((rows, d), coef.shift.dtype))
-    return component_scores(centred, squares, coef)
+def _log_scores(x, coef, missing):
+    """Log scores (K, n) of rows under the missing-value policy, and which rows can be scored."""
+    n, d = x.shape
+    dtype = coef.shift.dtype
+    centred, squares = np.empty((n, d), dtype), np.empty((n, d), dtype)
+    observed = ~np.isnan(x) if (missing != "error" and x.dtype.kind == "f") else None
+    if observed is None or observed.all():
+        centred_rows(x, coef.shift, centred, squares)
+        return component_scores(centred, squares, coef), None
+    np.subtract(np.where(observed, x, coef.shift), coef.shift, out=centred, casting="unsafe")
+    np.multiply(centred, centred, out=squares)
+    if missing == "drop":
+        return component_scores(centred, squares, coef), observed.all(axis=1)
+    return component_scores(centred, squares, coef, observed.astype(dtype)), observed.any(axis=1)
 
 
-def row_labels(x, coef):
-    """Most probable component of every row (int64); -1 where the row is not finite."""
+def row_summary(x, coef, missing="error"):
+    """Per row: ``[label, max responsibility, log p(x_i)]`` as float64 (n, 3).
+
+    Rows that cannot be scored (non-finite values; with ``"drop"`` any NaN; with
+    ``"marginalize"`` no observed feature) get label -1 and NaN.
+    """
     with np.errstate(invalid="ignore", over="ignore"):
-        scores = _log_scores(x, coef)
-        labels = scores.argmax(axis=0)
-        labels[~np.isfinite(scores.max(axis=0))] = -1
-    return labels
-
-
-def row_responsibilities(x, coef):
-    """Posterior probabilities of the components for every row, shape (n, K)."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        scores = _log_scores(x, coef)
-        normalise_log_scores(scores)
-    return np.ascontiguousarray(scores.T)
-
-
-def row_log_likelihood(x, coef):
-    """``log p(x_i)`` of every row (log-sum-exp over components), float64."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        return normalise_log_scores(_log_scores(x, coef)).astype(np.float64)
-
-
-def row_summary(x, coef):
-    """Per row: ``[label, max responsibility, log p(x_i)]`` as float64 (n, 3); label -1 if not finite."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        scores = _log_scores(x, coef)
+        scores, usable = _log_scores(x, coef, missing)
         log_norm = normalise_log_scores(scores)
-        finite = np.isfinite(log_norm)
+        finite = np.isfinite(log_norm) if usable is None else np.isfinite(log_norm) & usable
         out = np.empty((x.shape[0], 3))
         out[:, 0] = np.where(finite, scores.argmax(axis=0), -1)
         out[:, 1] = np.where(finite, scores.max(axis=0), np.nan)
-        out[:, 2] = log_norm
+        out[:, 2] = np.where(finite, log_norm, np.nan)
     return out
+
+
+def row_labels(x, coef, missing="error"):
+    """Most probable component of every row (int64); -1 where the row cannot be scored."""
+    return row_summary(x, coef, missing)[:, 0].astype(np.int64)
+
+
+def row_responsibilities(x, coef, missing="error"):
+    """Posterior probabilities of the components for every row, shape (n, K); NaN where unscored."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        scores, usable = _log_scores(x, coef, missing)
+        normalise_log_scores(scores)
+        if usable is not None:
+            scores[:, ~usable] = np.nan
+    return np.ascontiguousarray(scores.T)
+
+
+def row_log_likelihood(x, coef, missing="error"):
+    """``log p(x_i)`` of every row (over its observed features), float64; NaN where unscored."""
+    return row_summary(x, coef, missing)[:, 2]

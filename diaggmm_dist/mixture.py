@@ -15,10 +15,11 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from . import engine, kernels
+from . import engine, inputs, kernels
 from .initialization import data_centre, initial_parameters
 from .state import TrainingState
 from .mstep import m_step
+from .kernels import split_statistics
 from .validation import check_initial_parameters, check_settings, is_int, nonfinite_error
 
 
@@ -30,24 +31,39 @@ class ReseededComponentWarning(UserWarning):
 
 
 class _DataPass:
-    """One pass of statistics over the fit's data; the first pass also counts NaN and inf."""
+    """One pass of statistics over the fit's data; the first pass also checks the values."""
 
-    def __init__(self, X, dtype, checked):
+    def __init__(self, X, dtype, missing="error", weights=None, checked=False):
         self.X = X
         self.dtype = np.dtype(dtype)
         self.resolution = float(np.finfo(self.dtype).eps)
+        self.missing = missing
+        self.weights = weights
         self.checked = checked
         self.count = 0
 
     def __call__(self, responsibilities):
-        stats = engine.pass_statistics(self.X, responsibilities, count_nonfinite=not self.checked)
+        stats = engine.pass_statistics(self.X, responsibilities, self.missing, self.weights,
+                                       count_nonfinite=not self.checked)
         self.count += 1
         if not self.checked:
-            nonfinite = int(stats[-1, 2])
-            if nonfinite:
-                raise nonfinite_error(nonfinite)
+            scalars = split_statistics(stats)[-1]
+            _raise_for_bad_values(int(scalars["nan"]), int(scalars["inf"]), int(scalars["bad_weights"]),
+                                  int(scalars["rows"]), self.missing)
             self.checked = True
         return stats
+
+
+def _raise_for_bad_values(n_nan, n_inf, bad_weights, usable_rows, missing):
+    if n_inf or (missing == "error" and n_nan):
+        raise nonfinite_error(n_nan + n_inf if missing == "error" else n_inf, allow_missing=not n_inf)
+    if bad_weights:
+        raise ValueError(f"sample_weight holds {bad_weights} negative, NaN or infinite value(s): weights must be finite and >= 0.")
+    if usable_rows == 0:
+        raise ValueError(
+            "No row can be used: every row has missing values"
+            + (" (missing='drop' skips rows with any NaN; try missing='marginalize')." if missing == "drop" else ".")
+        )
 
 
 class DiagGMM(DensityMixin, BaseEstimator):
@@ -91,6 +107,12 @@ class DiagGMM(DensityMixin, BaseEstimator):
     dtype : {"float64", "float32"}, default="float64"
         Compute precision of the per-chunk products. Accumulation is float64 either way;
         float32 is about twice as fast and agrees with float64 to about 1e-5.
+    missing : {"error", "drop", "marginalize"}, default="error"
+        What NaN values mean. ``"error"``: data with NaN is refused. ``"drop"``: rows with any
+        NaN are skipped in fitting and get the label -1. ``"marginalize"``: each row uses its
+        observed features only; its likelihood over them is exact with diagonal covariances
+        (no imputation), and only rows with no observed value get -1. Without NaN all three
+        give identical models. Infinite values are always refused.
     chunk_size : int, default=None
         Rows per chunk for numpy input; by default chunks of about 16 MiB. Zarr chunks are
         grouped whole into dask chunks of about this many rows. Dask input keeps its chunks.
@@ -126,7 +148,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
     def __init__(self, n_components=1, *, tol=1e-3, reg_covar=1e-6, max_iter=100, n_init=1,
                  init_params="kmeans", weights_init=None, means_init=None, precisions_init=None,
                  random_state=None, warm_start=False, verbose=0, verbose_interval=10,
-                 dtype="float64", chunk_size=None):
+                 dtype="float64", chunk_size=None, missing="error"):
         self.n_components = n_components
         self.tol = tol
         self.reg_covar = reg_covar
@@ -142,21 +164,39 @@ class DiagGMM(DensityMixin, BaseEstimator):
         self.verbose_interval = verbose_interval
         self.dtype = dtype
         self.chunk_size = chunk_size
+        self.missing = missing
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y=None, *, checkpoint=None, overwrite_checkpoint=False):
+    def fit(self, X, y=None, *, sample_weight=None, feature_dim=None, features=None, columns=None,
+            checkpoint=None, overwrite_checkpoint=False):
         """Estimate the parameters with EM.
 
         Parameters
         ----------
-        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
-            A string is a path or URL to a Zarr array, opened lazily.
+        X : array-like, dask array, zarr.Array, str, xarray object or table
+            Rows of features: numpy or dask arrays of shape (n_samples, n_features); a
+            ``zarr.Array`` or a path/URL to one (opened lazily); an ``xarray.DataArray``
+            (``feature_dim`` names the features, every other dim is a sample dim) or
+            ``Dataset`` (its variables, or ``features``, are the features), lazily from
+            ``xr.open_zarr``; a pandas or dask DataFrame, or a Parquet path (numeric
+            columns, or ``columns``).
         y : ignored
+        sample_weight : array-like, dask array or DataArray, optional
+            Non-negative weight of every sample (weighted EM); integer weights give the model
+            of the data with rows repeated. Chunked like ``X`` if lazy.
+        feature_dim : str, optional
+            DataArray input: the dimension holding the features.
+        features : list of str, optional
+            Dataset input: the variables to use.
+        columns : list of str, optional
+            Table input: the columns to use.
         checkpoint : str or os.PathLike, optional
             Zarr group (local path or fsspec URL) where the training state is written after
             the initialisation and after every iteration. If it already holds a run with the
             same settings and data, the fit resumes after its last complete iteration and
-            ends with exactly the model an uninterrupted run gives.
+            ends with exactly the model an uninterrupted run gives. ``max_iter`` is not part
+            of the settings compared: a run that stopped at a smaller ``max_iter`` (and did
+            not converge) continues up to this one.
         overwrite_checkpoint : bool, default=False
             Start afresh when ``checkpoint`` holds a run with other settings or data
             (otherwise that is refused with a ``CheckpointMismatchError``).
@@ -166,8 +206,9 @@ class DiagGMM(DensityMixin, BaseEstimator):
         self : DiagGMM
         """
         check_settings(self)
-        data = engine.as_row_chunked(X, self.chunk_size)
-        n_samples, n_features = data.shape
+        samples = inputs.as_samples(X, self.chunk_size, feature_dim=feature_dim, features=features, columns=columns)
+        data = samples.array
+        n_samples, n_features = engine.n_rows(data), data.shape[-1]
         if self.n_components > n_samples:
             raise ValueError(
                 f"n_components={self.n_components} is larger than the number of samples "
@@ -175,16 +216,14 @@ class DiagGMM(DensityMixin, BaseEstimator):
             )
         inits = check_initial_parameters(self.weights_init, self.means_init, self.precisions_init,
                                          self.n_components, n_features)
+        weights = None if sample_weight is None else inputs.sample_values(sample_weight, samples, "sample_weight")
         warm = self.warm_start and hasattr(self, "converged_")
         if warm:
             self._check_n_features(n_features)
-        checked = False
-        if _wraps_numpy(X):
-            nonfinite = _count_nonfinite_numpy(X)
-            if nonfinite:
-                raise nonfinite_error(nonfinite)
-            checked = True
-        data_pass = _DataPass(data, self.dtype, checked)
+        checked = samples.values is not None and (sample_weight is None or isinstance(sample_weight, np.ndarray))
+        if checked:
+            _check_in_memory(samples.values, self.missing, sample_weight)
+        data_pass = _DataPass(data, self.dtype, self.missing, weights, checked)
         random_state = check_random_state(self.random_state)
         fingerprint = engine.fingerprint(data)
         store = None
@@ -194,6 +233,9 @@ class DiagGMM(DensityMixin, BaseEstimator):
             identity = {"config": self._checkpoint_config(inits, warm), "fingerprint": fingerprint}
             store = Checkpoints(checkpoint, identity, overwrite=overwrite_checkpoint)
         state = store.latest() if store is not None else None
+        if state is not None:
+            logger.info("resuming from checkpoint: restart %d after iteration %d", state.restart, state.iteration,
+                        extra={"resumed_iteration": state.iteration, "restart": state.restart})
 
         best = state.best if state is not None else None
         self.n_reseeded_ = state.n_reseeded if state is not None else 0
@@ -214,8 +256,10 @@ class DiagGMM(DensityMixin, BaseEstimator):
                                       self.max_iter == 0, False, random_state.get_state(), self.n_reseeded_, best)
                 if store is not None:
                     store.save(state)
-            if not state.finished:
-                state = self._run_em(data_pass, state, n_samples, store)
+            # max_iter is not part of the checkpoint identity: a restart that stopped only because
+            # it reached a smaller max_iter continues up to this run's max_iter.
+            if not state.finished or (not state.converged and state.iteration < self.max_iter):
+                state = self._run_em(data_pass, state, store)
             if best is None or state.lower_bounds[-1] > best["lower_bound"]:
                 best = {"weights": state.weights, "means": state.means, "covariances": state.covariances,
                         "lower_bound": state.lower_bounds[-1] if state.lower_bounds else -np.inf,
@@ -230,6 +274,11 @@ class DiagGMM(DensityMixin, BaseEstimator):
         self.lower_bounds_ = best["lower_bounds"][1:] if warm else best["lower_bounds"]
         self.n_features_in_ = n_features
         self.data_fingerprint_ = fingerprint
+        self.input_layout_ = {"feature_dim": feature_dim, "features": features, "columns": columns}
+        if samples.feature_names is not None:
+            self.feature_names_in_ = np.asarray(samples.feature_names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init parameters, "
@@ -247,12 +296,13 @@ class DiagGMM(DensityMixin, BaseEstimator):
         return {
             "n_components": int(self.n_components), "tol": float(self.tol), "reg_covar": float(self.reg_covar),
             "n_init": int(self.n_init), "init_params": self.init_params, "dtype": str(np.dtype(self.dtype)),
+            "missing": self.missing,
             "random_state": int(seed) if isinstance(seed, (int, np.integer)) else (None if seed is None else "instance"),
             "inits": [digest(a) for a in inits],
             "warm_start_from": digest(np.concatenate([self.means_.ravel(), self.covariances_.ravel()])) if warm else None,
         }
 
-    def _run_em(self, data_pass, state, n_samples, store=None):
+    def _run_em(self, data_pass, state, store=None):
         """EM iterations from ``state`` until convergence or ``max_iter``; one data pass each.
 
         After every iteration the new state goes to ``store`` (if any) before the next pass.
@@ -268,7 +318,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
             shift = data_centre(weights, means)
             coefficients = kernels.log_prob_coefficients(weights, means, precisions, shift, data_pass.dtype)
             stats = data_pass(("gaussian", coefficients))
-            lower_bound = stats[-1, 0] / n_samples
+            scalars = split_statistics(stats)[-1]
+            lower_bound = scalars["objective"] / scalars["weight"]
             if not np.isfinite(lower_bound):
                 raise FloatingPointError(
                     "The log-likelihood is not finite: the data hold values too large for the compute "
@@ -294,7 +345,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
             logger.info("iteration %d lower bound %.8f change %.3e %.3fs", n_iter, lower_bound, change,
                         time.perf_counter() - tick,
                         extra={"iteration": n_iter, "lower_bound": float(lower_bound), "change": float(change),
-                               "seconds": time.perf_counter() - tick})
+                               "seconds": time.perf_counter() - tick, "restart": state.restart})
             if n_iter % self.verbose_interval == 0:
                 now = time.perf_counter()
                 self._print(1, f"  Iteration {n_iter}", f"\t time lapse {now - start:.5f}s\t ll change {change:.5f}")
@@ -323,27 +374,35 @@ class DiagGMM(DensityMixin, BaseEstimator):
             )
 
     def _map(self, X, kind):
-        """Per-row results of kind ``"labels"``, ``"proba"`` or ``"log_norm"``; numpy in, numpy out."""
+        """Per-row results of kind ``"labels"``, ``"proba"``, ``"log_norm"`` or ``"summary"``.
+
+        Returns the lazy result and the :class:`~diaggmm_dist.inputs.Samples` that shapes it.
+        """
         check_is_fitted(self, "means_")
-        data = engine.as_row_chunked(X, self.chunk_size)
-        self._check_n_features(data.shape[1])
-        is_numpy = _wraps_numpy(X)
-        if is_numpy:
-            nonfinite = _count_nonfinite_numpy(X)
-            if nonfinite:
-                raise nonfinite_error(nonfinite)
+        samples = inputs.as_samples(X, self.chunk_size, **getattr(self, "input_layout_", {}))
+        data = samples.array
+        self._check_n_features(data.shape[-1])
+        known = getattr(self, "feature_names_in_", None)
+        if known is not None and samples.feature_names is not None and list(known) != list(samples.feature_names):
+            raise ValueError(
+                f"The features differ from those seen in fit: got {list(samples.feature_names)}, "
+                f"fitted on {list(known)}."
+            )
+        if samples.values is not None:
+            _check_in_memory(samples.values, self.missing)
         dtype = np.dtype(self.dtype)
         shift = data_centre(self.weights_, self.means_)
         coef = kernels.log_prob_coefficients(self.weights_, self.means_, self.precisions_, shift, dtype)
         if kind == "labels":
-            result = engine.map_rows(data, kernels.row_labels, coef, dtype=np.int64)
+            result = engine.map_rows(data, kernels.row_labels, coef, self.missing, dtype=np.int64)
         elif kind == "proba":
-            result = engine.map_rows(data, kernels.row_responsibilities, coef, n_columns=self.n_components, dtype=dtype)
+            result = engine.map_rows(data, kernels.row_responsibilities, coef, self.missing,
+                                     n_columns=self.n_components, dtype=dtype)
         elif kind == "summary":
-            result = engine.map_rows(data, kernels.row_summary, coef, n_columns=3, dtype=np.float64)
+            result = engine.map_rows(data, kernels.row_summary, coef, self.missing, n_columns=3, dtype=np.float64)
         else:
-            result = engine.map_rows(data, kernels.row_log_likelihood, coef, dtype=np.float64)
-        return engine.compute(result)[0] if is_numpy else result
+            result = engine.map_rows(data, kernels.row_log_likelihood, coef, self.missing, dtype=np.float64)
+        return result, samples
 
     def predict(self, X):
         """Component label of every row (the most probable component).
@@ -354,15 +413,18 @@ class DiagGMM(DensityMixin, BaseEstimator):
             Numpy for in-memory input; a lazy dask array chunked like the input otherwise.
             For lazy input, rows holding NaN or infinite values get the label -1.
         """
-        return self._map(X, "labels")
+        result, samples = self._map(X, "labels")
+        return samples.wrap(result, "labels")
 
     def predict_proba(self, X):
         """Posterior probability of every component for every row, shape (n_samples, n_components)."""
-        return self._map(X, "proba")
+        result, samples = self._map(X, "proba")
+        return samples.wrap(result, "proba", self.n_components)
 
     def score_samples(self, X):
         """Log-likelihood ``log p(x)`` of every row, shape (n_samples,), float64."""
-        return self._map(X, "log_norm")
+        result, samples = self._map(X, "log_norm")
+        return samples.wrap(result, "log_norm")
 
     def score_rows(self, X):
         """Labels, maximum responsibility and log-likelihood of every row, from one pass.
@@ -375,16 +437,22 @@ class DiagGMM(DensityMixin, BaseEstimator):
             Numpy for in-memory input; lazy dask arrays chunked like the input otherwise
             (the three share one read of each chunk when computed or stored together).
         """
-        summary = self._map(X, "summary")
-        return summary[:, 0].astype(np.int16), summary[:, 1].astype(np.float32), summary[:, 2]
+        summary, samples = self._map(X, "summary")
+        if samples.in_memory:
+            (summary,) = engine.compute(summary)
+            return summary[:, 0].astype(np.int16), summary[:, 1].astype(np.float32), summary[:, 2]
+        labels = samples.wrap(summary[..., 0].astype(np.int16), "labels")
+        return labels, samples.wrap(summary[..., 1].astype(np.float32), "max_resp"), samples.wrap(summary[..., 2], "log_norm")
 
     def score(self, X, y=None):
-        """Mean log-likelihood per row (a float; computed even for lazy input)."""
-        log_norm = self.score_samples(X)
-        if isinstance(log_norm, da.Array):
-            (log_norm,) = engine.compute(log_norm.mean())
-            return float(log_norm)
-        return float(log_norm.mean())
+        """Mean log-likelihood per row (a float; computed even for lazy input).
+
+        With a missing-value policy, rows that cannot be scored are left out of the mean.
+        """
+        log_norm, _ = self._map(X, "log_norm")
+        mean = da.mean if self.missing == "error" else da.nanmean
+        (value,) = engine.compute(mean(log_norm))
+        return float(value)
 
     def _n_parameters(self):
         n_components, n_features = self.means_.shape
@@ -392,12 +460,12 @@ class DiagGMM(DensityMixin, BaseEstimator):
 
     def bic(self, X):
         """Bayesian information criterion of the model on ``X`` (lower is better)."""
-        n_samples = engine.as_row_chunked(X, self.chunk_size).shape[0]
+        n_samples = engine.n_rows(inputs.as_samples(X, self.chunk_size, **getattr(self, "input_layout_", {})).array)
         return -2 * self.score(X) * n_samples + self._n_parameters() * np.log(n_samples)
 
     def aic(self, X):
         """Akaike information criterion of the model on ``X`` (lower is better)."""
-        n_samples = engine.as_row_chunked(X, self.chunk_size).shape[0]
+        n_samples = engine.n_rows(inputs.as_samples(X, self.chunk_size, **getattr(self, "input_layout_", {})).array)
         return -2 * self.score(X) * n_samples + 2 * self._n_parameters()
 
     # ------------------------------------------------------------ persistence
@@ -478,13 +546,19 @@ class DiagGMM(DensityMixin, BaseEstimator):
         return X, y
 
 
-def _wraps_numpy(X):
-    """True for in-memory input (numpy arrays, lists): results come back as numpy."""
-    import zarr
-
-    return not isinstance(X, (da.Array, zarr.Array, str)) and not hasattr(X, "__fspath__")
-
-
-def _count_nonfinite_numpy(X):
+def _check_in_memory(X, missing, sample_weight=None):
+    """The first pass's checks, done up front for in-memory data."""
     array = np.asarray(X)
-    return 0 if array.dtype.kind != "f" else int(array.size - np.count_nonzero(np.isfinite(array)))
+    n_nan = n_inf = 0
+    usable = array.shape[0]
+    if array.dtype.kind == "f":
+        nan = np.isnan(array)
+        n_nan = int(np.count_nonzero(nan))
+        n_inf = int(array.size - n_nan - np.count_nonzero(np.isfinite(array)))
+        if n_nan and missing != "error":
+            usable = int(np.count_nonzero(~nan.all(axis=1) if missing == "marginalize" else ~nan.any(axis=1)))
+    bad_weights = 0
+    if sample_weight is not None:
+        w = np.asarray(sample_weight, dtype=np.float64)
+        bad_weights = int(np.count_nonzero(~(np.isfinite(w) & (w >= 0))))
+    _raise_for_bad_values(n_nan, n_inf, bad_weights, usable, missing)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .kernels import split_statistics
+
 EPS = float(np.finfo(np.float64).eps)
 #: A component holding less than this many rows' worth of responsibility is re-seeded.
 MIN_COMPONENT_MASS = 1e-3
@@ -27,13 +29,6 @@ MIN_COMPONENT_MASS = 1e-3
 VARIANCE_FLOOR = 1e-9
 #: Split offset, in standard deviations of the split component's widest feature.
 SPLIT_OFFSET = 0.2
-
-
-def split_statistics(stats):
-    """``(N_k, S1, S2, scalars)`` views of a statistics block."""
-    k = stats.shape[0] - 1
-    d = (stats.shape[1] - 1) // 2
-    return stats[:k, 0], stats[:k, 1 : d + 1], stats[:k, d + 1 :], stats[k]
 
 
 def m_step(stats, reg_covar, shift, resolution=EPS):
@@ -65,18 +60,25 @@ def m_step(stats, reg_covar, shift, resolution=EPS):
     ValueError
         A feature is constant over the whole data set and ``reg_covar`` is 0.
     """
-    mass, s1, s2, _ = split_statistics(stats)
+    mass, observed, s1, s2, _ = split_statistics(stats)
     if not (np.all(np.isfinite(mass)) and np.all(np.isfinite(s1)) and np.all(np.isfinite(s2))):
         raise FloatingPointError(
             "The sufficient statistics are not finite: the data hold values too large for the "
             "compute dtype (try dtype='float64', or rescale the features)."
         )
     nk = mass + 10 * EPS
-    centred_means = s1 / nk[:, None]
-    covariances = np.maximum(s2 / nk[:, None] - centred_means**2, 0.0) + reg_covar
-    n_rows = mass.sum()
-    overall_mean = s1.sum(axis=0) / n_rows
-    overall_variance = np.maximum(s2.sum(axis=0) / n_rows - overall_mean**2, 0.0)
+    # Per-feature masses: Σ r·m. Without missing values every column equals N_k exactly.
+    denominators = observed + 10 * EPS
+    centred_means = s1 / denominators
+    covariances = np.maximum(s2 / denominators - centred_means**2, 0.0) + reg_covar
+    n_observed = observed.sum(axis=0)
+    overall_mean = s1.sum(axis=0) / n_observed
+    overall_variance = np.maximum(s2.sum(axis=0) / n_observed - overall_mean**2, 0.0)
+    # A live component that saw no value of a feature takes the feature's overall moments.
+    unseen = (observed < MIN_COMPONENT_MASS) & (mass >= MIN_COMPONENT_MASS)[:, None]
+    if unseen.any():
+        centred_means = np.where(unseen, overall_mean, centred_means)
+        covariances = np.where(unseen, overall_variance + reg_covar, covariances)
     covariances = np.maximum(covariances, VARIANCE_FLOOR * overall_variance)
     # Rounding can leave a constant feature a spread of a few ulps instead of exactly zero.
     constant = overall_variance <= (16 * resolution * np.abs(overall_mean + shift)) ** 2

@@ -8,6 +8,7 @@ import numpy as np
 
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
 DTYPES = ("float32", "float64")
+MISSING = ("error", "drop", "marginalize")
 
 
 def is_int(value):
@@ -40,6 +41,7 @@ def check_settings(est):
         ("dtype", _dtype_name(est.dtype) in DTYPES, f"one of {DTYPES}"),
         ("chunk_size", est.chunk_size is None or (is_int(est.chunk_size) and est.chunk_size >= 1), "None or an integer >= 1"),
         ("verbose_interval", is_int(est.verbose_interval) and est.verbose_interval >= 1, "an integer >= 1"),
+        ("missing", est.missing in MISSING, f"one of {MISSING}"),
     ]
     for name, ok, expected in checks:
         if not ok:
@@ -82,10 +84,11 @@ def check_initial_parameters(weights_init, means_init, precisions_init, n_compon
     return weights, means, precisions
 
 
-def nonfinite_error(count, where="X"):
+def nonfinite_error(count, where="X", allow_missing=True):
     """The error for NaN or infinite values in the data."""
-    return ValueError(
-        f"{where} contains {count} NaN or infinite value(s). DiagGMM needs finite data: drop or "
-        "impute those rows (exact handling of missing values, missing='marginalize', is planned "
-        "and will accept NaN)."
+    hint = (
+        "drop or impute those rows, or let DiagGMM handle NaN: missing='marginalize' (exact "
+        "likelihood over each row's observed features) or missing='drop'."
+        if allow_missing else "infinite values cannot be fitted: remove or clip them."
     )
+    return ValueError(f"{where} contains {count} NaN or infinite value(s). DiagGMM needs finite data: {hint}")

@@ -214,3 +214,27 @@ def test_checkpoints_work_on_fsspec_urls(data):
     straight = DiagGMM(3, random_state=1, max_iter=5, tol=0).fit(data)
     _identical(DiagGMM(3, random_state=1, max_iter=5, tol=0).fit(data, checkpoint=url), straight)
     _identical(DiagGMM(3, random_state=1, max_iter=5, tol=0).fit(data, checkpoint=url), straight)
+
+
+def test_a_directory_that_is_not_a_checkpoint_is_never_deleted(data, tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(CheckpointMismatchError, match="not a Zarr store"):
+        DiagGMM(3, max_iter=2).fit(data, checkpoint=str(precious))
+    assert (precious / "notes.txt").read_text() == "keep me"
+    array_path = tmp_path / "array.zarr"
+    zarr.create_array(str(array_path), shape=(3,), dtype="f8")
+    with pytest.raises(ModelStoreError, match="is a Zarr array, not a group"):
+        DiagGMM.load(array_path)
+    with pytest.raises(CheckpointMismatchError, match="is a Zarr array"):
+        DiagGMM(3, max_iter=2).fit(data, checkpoint=str(array_path))
+
+
+def test_a_larger_max_iter_continues_a_finished_checkpoint(data, tmp_path):
+    url = str(tmp_path / "ckpt.zarr")
+    straight = DiagGMM(3, random_state=2, tol=0, max_iter=9).fit(data)
+    for max_iter in (0, 3, 4, 9):
+        stepped = DiagGMM(3, random_state=2, tol=0, max_iter=max_iter).fit(data, checkpoint=url)
+        assert stepped.n_iter_ == max_iter
+    _identical(stepped, straight)

@@ -28,7 +28,7 @@ import zarr
 
 from ..state import TrainingState
 from .model_store import ModelStoreError, check_mixture, read_array
-from .zarr_groups import open_group_or_none, remove_group
+from .zarr_groups import NotAGroupError, open_group_or_none, remove_group
 
 FORMAT = "diaggmm-dist-checkpoint"
 FORMAT_VERSION = 1
@@ -77,7 +77,15 @@ class Checkpoints:
     def __init__(self, url, identity, overwrite=False):
         self.url = os.fspath(url)
         self.identity = _normalised(identity)
-        root = open_group_or_none(self.url, mode="r+")
+        try:
+            root = open_group_or_none(self.url, mode="r+")
+        except NotAGroupError as err:
+            if not overwrite:
+                raise CheckpointMismatchError(
+                    f"{err} It is not a checkpoint: choose another checkpoint URL, or pass "
+                    "overwrite_checkpoint=True to replace it."
+                ) from None
+            root = None
         if root is not None:
             attrs = dict(root.attrs)
             if attrs.get("format") != FORMAT:

@@ -22,7 +22,7 @@ import os
 
 import numpy as np
 
-from .zarr_groups import open_group_or_none, write_group_atomically
+from .zarr_groups import NotAGroupError, open_group_or_none, write_group_atomically
 
 FORMAT = "diaggmm-dist-model"
 FORMAT_VERSION = 1
@@ -139,7 +139,10 @@ def load_model(url, cls=None):
 
     cls = cls or DiagGMM
     where = f"model {os.fspath(url)!r}"
-    group = open_group_or_none(url)
+    try:
+        group = open_group_or_none(url)
+    except NotAGroupError as err:
+        raise ModelStoreError(f"{where} is not a diaggmm-dist model: {err}") from None
     if group is None:
         raise FileNotFoundError(f"No model found at {os.fspath(url)!r}: check the path or URL.")
     attrs = dict(group.attrs)

@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 import zarr
-from zarr.errors import GroupNotFoundError
+from zarr.errors import ContainsArrayError, GroupNotFoundError
 
 
 def is_local(url) -> bool:
@@ -22,11 +22,25 @@ def local_path(url) -> Path:
     return Path(text[len("file://"):] if text.startswith("file://") else text)
 
 
+class NotAGroupError(ValueError):
+    """Something other than a Zarr group (an array, or plain files) is at the URL."""
+
+
 def open_group_or_none(url, mode="r"):
-    """The Zarr group at ``url``, or None when there is none."""
+    """The Zarr group at ``url``, or None when nothing is there.
+
+    Raises
+    ------
+    NotAGroupError
+        A Zarr array, or a directory that is not a Zarr store, is at ``url``.
+    """
     try:
         return zarr.open_group(os.fspath(url), mode=mode)
+    except ContainsArrayError:
+        raise NotAGroupError(f"{os.fspath(url)!r} is a Zarr array, not a group.") from None
     except (GroupNotFoundError, FileNotFoundError):
+        if is_local(url) and local_path(url).exists() and any(local_path(url).iterdir()):
+            raise NotAGroupError(f"{os.fspath(url)!r} exists and is not a Zarr store.") from None
         return None
 
 
@@ -42,27 +56,32 @@ def remove_group(url):
         fs.rm(path, recursive=True)
 
 
-def write_group_atomically(url, write, overwrite):
-    """Call ``write(group)`` on a new group and put it at ``url`` in one step.
+def write_atomically(url, write_to, overwrite):
+    """Call ``write_to(target_url)`` to create a store, and put it at ``url`` in one step.
 
-    On a local file system the group is written under a temporary sibling name and renamed
+    On a local file system the store is written under a temporary sibling name and renamed
     into place, so a crash leaves either the old store or the new one, never half of one.
-    Other fsspec stores have no rename: the group is written in place, and ``write`` is
-    expected to write its attributes (which mark the store complete) last.
+    Other fsspec stores have no rename: the store is written in place, and ``write_to`` is
+    expected to write what marks it complete (its attributes) last.
     """
-    exists = open_group_or_none(url) is not None
+    try:
+        exists = open_group_or_none(url) is not None
+    except NotAGroupError:
+        if not overwrite:
+            raise
+        exists = True
     if exists and not overwrite:
         raise FileExistsError(f"{os.fspath(url)!r} already exists: pass overwrite=True to replace it.")
     if not is_local(url):
         if exists:
             remove_group(url)
-        write(zarr.open_group(os.fspath(url), mode="w"))
+        write_to(os.fspath(url))
         return
     target = local_path(url)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
     try:
-        write(zarr.open_group(str(partial), mode="w"))
+        write_to(str(partial))
         if exists:
             retired = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
             os.replace(target, retired)
@@ -72,3 +91,8 @@ def write_group_atomically(url, write, overwrite):
             os.replace(partial, target)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+
+
+def write_group_atomically(url, write, overwrite):
+    """:func:`write_atomically` for a writer that fills a new Zarr group: ``write(group)``."""
+    write_atomically(url, lambda target: write(zarr.open_group(target, mode="w")), overwrite)

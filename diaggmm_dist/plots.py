@@ -1,0 +1,52 @@
+"""PNG figures of a fit: the map of regimes and the convergence curve (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_label_map(labels, path, *, title="Mixture regimes", max_pixels=1200):
+    """Save a categorical map of a 2-D ``labels`` DataArray (lat, lon) to ``path``; -1 is grey."""
+    plt = _pyplot()
+    step = max(1, int(np.ceil(max(labels.shape) / max_pixels)))
+    small = labels[::step, ::step]
+    values = np.asarray(small.values, dtype=float)
+    values[values < 0] = np.nan
+    k = int(np.nanmax(values)) + 1 if np.isfinite(values).any() else 1
+    cmap = plt.get_cmap("tab20" if k > 10 else "tab10", k).with_extremes(bad="0.8")
+    dims = small.dims
+    x, y = small[dims[1]].values, small[dims[0]].values
+    fig, ax = plt.subplots(figsize=(10, 5.2), dpi=110)
+    mesh = ax.pcolormesh(x, y, values, cmap=cmap, vmin=-0.5, vmax=k - 0.5, shading="auto")
+    ax.set_xlabel(dims[1])
+    ax.set_ylabel(dims[0])
+    ax.set_title(title)
+    fig.colorbar(mesh, ax=ax, ticks=range(k), label="component")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_convergence(lower_bounds, path, *, title="EM convergence"):
+    """Save the lower bound (mean log-likelihood per sample) against the iteration."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    ax.plot(np.arange(1, len(lower_bounds) + 1), lower_bounds, marker="o", markersize=3)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("mean log-likelihood per sample")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
