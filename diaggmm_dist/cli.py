@@ -304,42 +304,22 @@ def _open_data(url, chunk_size):
     return as_row_chunked(os.fspath(url), chunk_size)
 
 
-def _existing_group(url, what):
-    """True if a Zarr group is at ``url``; FileExistsError if something else is there."""
-    from zarr.errors import ContainsArrayError
-
-    from .io.zarr_groups import is_local, local_path, open_group_or_none
+def _check_output(url, overwrite, what):
+    """Refuse an output path that holds something else, or an existing store without --overwrite."""
+    from .io.zarr_groups import NotAGroupError, open_group_or_none
 
     try:
-        if open_group_or_none(url) is not None:
-            return True
-    except ContainsArrayError:
-        raise FileExistsError(f"{url!r} is a Zarr array, not a {what}: refusing to replace it; "
-                              "choose another output path.") from None
-    if is_local(url) and os.path.lexists(local_path(url)):
-        path = local_path(url)
-        if not (path.is_dir() and not any(path.iterdir())):
-            raise FileExistsError(f"{url!r} exists and is not a {what} (a Zarr group): refusing to replace it; "
-                                  "choose another output path.")
-    return False
-
-
-def _check_output(url, overwrite, what):
-    if _existing_group(url, what) and not overwrite:
+        exists = open_group_or_none(url) is not None
+    except NotAGroupError as err:
+        raise FileExistsError(err.describe(what) + ": refusing to replace it; choose another output path.") from None
+    if exists and not overwrite:
         raise FileExistsError(f"{url!r} already exists: pass --overwrite to replace it, or choose another path.")
 
 
 def _load_model(url):
-    from zarr.errors import ContainsArrayError
-
-    from .io.model_store import ModelStoreError
     from .mixture import DiagGMM
 
-    try:
-        return DiagGMM.load(url)
-    except ContainsArrayError:
-        raise ModelStoreError(f"{url!r} is a Zarr array, not a diaggmm-dist model (a Zarr group written by "
-                              "`diaggmm fit`).") from None
+    return DiagGMM.load(url)
 
 
 # ---------------------------------------------------------------------------- commands
@@ -360,9 +340,15 @@ def _fit(args, console):
         raise ValueError(f"--k {args.k} is larger than the number of rows of {args.data!r} ({n_rows}): "
                          f"use at most {n_rows} components.")
     _check_output(args.out, args.overwrite, "model")
-    if args.checkpoint is not None:
-        # Refuses a Zarr array or a non-Zarr directory there (the library would delete the latter).
-        _existing_group(args.checkpoint, "checkpoint")
+    if args.checkpoint is not None and not args.overwrite:
+        # Refused by the library too, but here before a cluster starts.
+        from .io.zarr_groups import NotAGroupError, open_group_or_none
+
+        try:
+            open_group_or_none(args.checkpoint)
+        except NotAGroupError as err:
+            raise FileExistsError(err.describe("checkpoint") + ": refusing to replace it; choose another "
+                                  "checkpoint URL.") from None
 
     start = time.monotonic()
     with _library_output(console, args.quiet) as printer:

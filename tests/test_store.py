@@ -220,12 +220,12 @@ def test_a_directory_that_is_not_a_checkpoint_is_never_deleted(data, tmp_path):
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "notes.txt").write_text("keep me")
-    with pytest.raises(CheckpointMismatchError, match="not a Zarr store"):
+    with pytest.raises(CheckpointMismatchError, match="exists and is not a checkpoint: refusing to replace it"):
         DiagGMM(3, max_iter=2).fit(data, checkpoint=str(precious))
     assert (precious / "notes.txt").read_text() == "keep me"
     array_path = tmp_path / "array.zarr"
     zarr.create_array(str(array_path), shape=(3,), dtype="f8")
-    with pytest.raises(ModelStoreError, match="is a Zarr array, not a group"):
+    with pytest.raises(ModelStoreError, match="is a Zarr array, not a diaggmm-dist model"):
         DiagGMM.load(array_path)
     with pytest.raises(CheckpointMismatchError, match="is a Zarr array"):
         DiagGMM(3, max_iter=2).fit(data, checkpoint=str(array_path))

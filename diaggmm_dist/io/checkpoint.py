@@ -82,8 +82,8 @@ class Checkpoints:
         except NotAGroupError as err:
             if not overwrite:
                 raise CheckpointMismatchError(
-                    f"{err} It is not a checkpoint: choose another checkpoint URL, or pass "
-                    "overwrite_checkpoint=True to replace it."
+                    err.describe("checkpoint") + ": refusing to replace it; choose another checkpoint "
+                    "URL, or pass overwrite_checkpoint=True to replace it."
                 ) from None
             root = None
         if root is not None:

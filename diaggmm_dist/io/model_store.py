@@ -142,7 +142,7 @@ def load_model(url, cls=None):
     try:
         group = open_group_or_none(url)
     except NotAGroupError as err:
-        raise ModelStoreError(f"{where} is not a diaggmm-dist model: {err}") from None
+        raise ModelStoreError(err.describe("diaggmm-dist model") + " (a Zarr group written by save).") from None
     if group is None:
         raise FileNotFoundError(f"No model found at {os.fspath(url)!r}: check the path or URL.")
     attrs = dict(group.attrs)

@@ -23,7 +23,18 @@ def local_path(url) -> Path:
 
 
 class NotAGroupError(ValueError):
-    """Something other than a Zarr group (an array, or plain files) is at the URL."""
+    """Something other than a Zarr group is at the URL: ``kind`` is "array" or "files"."""
+
+    def __init__(self, url, kind):
+        self.url, self.kind = os.fspath(url), kind
+        what = "is a Zarr array" if kind == "array" else "exists and is not a Zarr store"
+        super().__init__(f"{self.url!r} {what}")
+
+    def describe(self, expected):
+        """'<url> is a Zarr array, not a <expected>' (or '... exists and is not a <expected>')."""
+        if self.kind == "array":
+            return f"{self.url!r} is a Zarr array, not a {expected}"
+        return f"{self.url!r} exists and is not a {expected}"
 
 
 def open_group_or_none(url, mode="r"):
@@ -37,10 +48,10 @@ def open_group_or_none(url, mode="r"):
     try:
         return zarr.open_group(os.fspath(url), mode=mode)
     except ContainsArrayError:
-        raise NotAGroupError(f"{os.fspath(url)!r} is a Zarr array, not a group.") from None
+        raise NotAGroupError(url, "array") from None
     except (GroupNotFoundError, FileNotFoundError):
         if is_local(url) and local_path(url).exists() and any(local_path(url).iterdir()):
-            raise NotAGroupError(f"{os.fspath(url)!r} exists and is not a Zarr store.") from None
+            raise NotAGroupError(url, "files") from None
         return None
 
 
