@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+# The first Prefect run on a fresh PREFECT_HOME migrates a database: give its temporary
+# server time to start on a small machine.
 run: $(STAMP)
-	$(PY) -m diaggmm_dist.demo
+	PREFECT_HOME=$${PREFECT_HOME:-$(CURDIR)/runs/.prefect} PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=180 \
+		$(PY) -m flows.demo $(ARGS)
 
 test: $(STAMP) test-data
 	$(PY) -m pytest -q tests

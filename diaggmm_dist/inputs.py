@@ -69,7 +69,9 @@ def as_samples(X, chunk_size=None, *, feature_dim=None, features=None, columns=N
     ----------
     X : array-like, dask array, zarr.Array, str, xarray.DataArray or Dataset, DataFrame
         A string ending in ``.parquet`` (or naming a directory of Parquet files) is read as a
-        table; any other string is a Zarr array path or URL.
+        table; with ``feature_dim`` or ``features`` a string is a gridded store opened with
+        xarray (:func:`open_gridded`: Zarr group or NetCDF); any other string is a Zarr
+        array path or URL.
     chunk_size : int, optional
         Rows per chunk for in-memory input (see :func:`engine.as_row_chunked`).
     feature_dim : str, optional
@@ -80,6 +82,8 @@ def as_samples(X, chunk_size=None, *, feature_dim=None, features=None, columns=N
     columns : list of str, optional
         For tables: the columns to use (default: every numeric column).
     """
+    if isinstance(X, (str, os.PathLike)) and (feature_dim is not None or features is not None):
+        X = open_gridded(X)
     if _is_xarray(X):
         return _from_xarray(X, chunk_size, feature_dim, features)
     if _is_dataframe(X) or (isinstance(X, (str, os.PathLike)) and _looks_like_parquet(X)):
@@ -132,6 +136,25 @@ def _from_xarray(X, chunk_size, feature_dim, features):
         names = [str(v) for v in X[feature_dim].values]
     return Samples(data, in_memory=False, feature_names=names, template=ordered.isel({feature_dim: 0}, drop=True),
                    sample_dims=sample_dims)
+
+
+def open_gridded(url):
+    """A Zarr group or NetCDF file opened lazily as an ``xarray.Dataset``.
+
+    A Dataset with one data variable becomes that DataArray (so ``feature_dim`` can name
+    one of its dims). Times are left undecoded: they are never features, and climatologies
+    often use calendars that need extra packages.
+    """
+    import xarray as xr
+
+    text = os.fspath(url)
+    if text.rstrip("/").endswith((".nc", ".nc4", ".cdf", ".netcdf")):
+        data = xr.open_dataset(text, chunks={}, decode_times=False)
+    else:
+        data = xr.open_zarr(text, consolidated=False, decode_times=False)
+    if len(data.data_vars) == 1:
+        return data[next(iter(data.data_vars))]
+    return data
 
 
 def _default_chunks(shape, dtype, chunk_size):

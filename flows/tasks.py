@@ -130,13 +130,14 @@ def _position(gmm, seconds):
 
 @task(name="initialise", **TASK_OPTIONS)
 def initialise(data_url: str, checkpoint_url: str, settings: dict, warm_start_from: str | None = None,
-               overwrite_checkpoint: bool = False, scheduler_address: str | None = None) -> dict:
+               overwrite_checkpoint: bool = False, scheduler_address: str | None = None,
+               layout: dict | None = None) -> dict:
     """Initialise the mixture (no EM iteration) into the checkpoint; report where the run is."""
     logger = get_run_logger()
     tick = time.perf_counter()
     with on_scheduler(scheduler_address), _quiet():
         gmm = _estimator(settings, 0, warm_start_from).fit(
-            data_url, checkpoint=checkpoint_url, overwrite_checkpoint=overwrite_checkpoint)
+            data_url, **(layout or {}), checkpoint=checkpoint_url, overwrite_checkpoint=overwrite_checkpoint)
     position = _position(gmm, time.perf_counter() - tick)
     if position["iteration"]:
         logger.info("Checkpoint %s already holds %d iteration(s) of this run: continuing from there.",
@@ -149,12 +150,14 @@ def initialise(data_url: str, checkpoint_url: str, settings: dict, warm_start_fr
 
 @task(name="em-iteration", task_run_name="em-iteration-{iteration}", **TASK_OPTIONS)
 def em_iteration(data_url: str, checkpoint_url: str, settings: dict, iteration: int,
-                 warm_start_from: str | None = None, scheduler_address: str | None = None) -> dict:
+                 warm_start_from: str | None = None, scheduler_address: str | None = None,
+                 layout: dict | None = None) -> dict:
     """EM iteration number ``iteration``: resume the checkpoint, run the one iteration still missing."""
     logger = get_run_logger()
     tick = time.perf_counter()
     with on_scheduler(scheduler_address), _quiet():
-        gmm = _estimator(settings, iteration, warm_start_from).fit(data_url, checkpoint=checkpoint_url)
+        gmm = _estimator(settings, iteration, warm_start_from).fit(data_url, **(layout or {}),
+                                                                   checkpoint=checkpoint_url)
     position = _position(gmm, time.perf_counter() - tick)
     if position["iteration"] < iteration and not position["converged"]:
         raise CheckpointDidNotAdvance(
@@ -171,7 +174,8 @@ def em_iteration(data_url: str, checkpoint_url: str, settings: dict, iteration: 
 
 @task(name="save-model", **TASK_OPTIONS)
 def save_model(data_url: str, checkpoint_url: str, settings: dict, max_iter: int, model_url: str,
-               warm_start_from: str | None = None, scheduler_address: str | None = None) -> dict:
+               warm_start_from: str | None = None, scheduler_address: str | None = None,
+               layout: dict | None = None) -> dict:
     """Read the finished fit from the checkpoint (no data pass) and save it at ``model_url``."""
     from sklearn.exceptions import ConvergenceWarning
 
@@ -179,7 +183,8 @@ def save_model(data_url: str, checkpoint_url: str, settings: dict, max_iter: int
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         with on_scheduler(scheduler_address):
-            gmm = _estimator(settings, max_iter, warm_start_from).fit(data_url, checkpoint=checkpoint_url)
+            gmm = _estimator(settings, max_iter, warm_start_from).fit(data_url, **(layout or {}),
+                                                                      checkpoint=checkpoint_url)
     for warning in caught:
         if issubclass(warning.category, ConvergenceWarning):
             logger.warning("EM did not converge in %d iterations (tol=%g).", gmm.n_iter_, gmm.tol)
@@ -204,7 +209,8 @@ def convergence_table(lower_bounds, seconds):
 
 
 def fit_by_iteration(data_url, checkpoint_url, model_url, settings, max_iter, scheduler_address, *,
-                     warm_start_from=None, overwrite_checkpoint=False, artifact_key="train-convergence"):
+                     warm_start_from=None, overwrite_checkpoint=False, artifact_key="train-convergence",
+                     layout=None):
     """The EM loop of a flow: ``initialise``, ``em-iteration-1``, ... , ``save-model``.
 
     Call it inside a flow, within the flow's ``dask_client``. Stops on convergence or at
@@ -212,14 +218,15 @@ def fit_by_iteration(data_url, checkpoint_url, model_url, settings, max_iter, sc
     ``save-model`` summary plus the table.
     """
     position = initialise(data_url, checkpoint_url, settings, warm_start_from=warm_start_from,
-                          overwrite_checkpoint=overwrite_checkpoint, scheduler_address=scheduler_address)
+                          overwrite_checkpoint=overwrite_checkpoint, scheduler_address=scheduler_address,
+                          layout=layout)
     seconds = {}
     while not position["converged"] and position["iteration"] < max_iter:
         position = em_iteration(data_url, checkpoint_url, settings, position["iteration"] + 1,
-                                warm_start_from=warm_start_from, scheduler_address=scheduler_address)
+                                warm_start_from=warm_start_from, scheduler_address=scheduler_address, layout=layout)
         seconds[position["iteration"]] = position["seconds"]
     summary = save_model(data_url, checkpoint_url, settings, max_iter, model_url,
-                         warm_start_from=warm_start_from, scheduler_address=scheduler_address)
+                         warm_start_from=warm_start_from, scheduler_address=scheduler_address, layout=layout)
     table = convergence_table(summary["lower_bounds"], seconds)
     verdict = "converged" if summary["converged"] else "did not converge"
     create_table_artifact(

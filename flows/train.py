@@ -20,13 +20,15 @@ except ModuleNotFoundError:  # loaded by file path (a Prefect entrypoint) with t
 @flow(name="train")
 def train(data_url: str, n_components: int, model_url: str, checkpoint_url: str | None = None,
           init_params: str = "kmeans", tol: float = 1e-3, max_iter: int = 100, dtype: str = "float32",
-          random_state: int | None = 0, scheduler_address: str | None = None) -> dict:
-    """Fit ``DiagGMM`` to the Zarr array at ``data_url`` and save it at ``model_url``.
+          random_state: int | None = 0, scheduler_address: str | None = None,
+          feature_dim: str | None = None, features: list[str] | None = None) -> dict:
+    """Fit ``DiagGMM`` to the data at ``data_url`` and save it at ``model_url``.
 
     Parameters
     ----------
     data_url : str
-        Zarr array (local path or fsspec URL), e.g. ``/data/features.zarr/X``.
+        Zarr array (local path or fsspec URL), e.g. ``/data/features.zarr/X``; a Parquet table;
+        or, with ``feature_dim``/``features``, a gridded Zarr group or NetCDF file.
     n_components : int
     model_url : str
         Where the model is written (``DiagGMM.save``; replaced if it exists).
@@ -38,11 +40,15 @@ def train(data_url: str, n_components: int, model_url: str, checkpoint_url: str 
         As ``DiagGMM``'s.
     scheduler_address : str, optional
         Dask scheduler; by default ``$DASK_SCHEDULER_ADDRESS``, else a LocalCluster for this run.
+    feature_dim, features : optional
+        Gridded data: the dimension holding the features (a store with one variable), or the
+        variables that are the features.
 
     Returns
     -------
     dict
-        ``model_url``, ``checkpoint_url``, ``n_iter``, ``converged``, ``lower_bound``.
+        ``model_url``, ``checkpoint_url``, ``n_iter``, ``converged``, ``lower_bound`` and
+        ``seconds_per_iteration`` (mean over the iterations this run did).
     """
     from diaggmm_dist.cluster import dask_client
 
@@ -53,7 +59,10 @@ def train(data_url: str, n_components: int, model_url: str, checkpoint_url: str 
     with dask_client(scheduler_address) as client:
         address = client.scheduler.address
         logger.info("fitting %d components to %s on the dask scheduler %s", n_components, data_url, address)
-        summary, _ = fit_by_iteration(data_url, checkpoint_url, model_url, settings, max_iter, address,
-                                      artifact_key="train-convergence")
+        layout = {key: value for key, value in (("feature_dim", feature_dim), ("features", features)) if value}
+        summary, table = fit_by_iteration(data_url, checkpoint_url, model_url, settings, max_iter, address,
+                                          artifact_key="train-convergence", layout=layout or None)
+    timed = [row["seconds"] for row in table if row["seconds"] is not None]
     return {"model_url": summary["model_url"], "checkpoint_url": checkpoint_url, "n_iter": summary["n_iter"],
-            "converged": summary["converged"], "lower_bound": summary["lower_bound"]}
+            "converged": summary["converged"], "lower_bound": summary["lower_bound"],
+            "seconds_per_iteration": sum(timed) / len(timed) if timed else None}

@@ -105,6 +105,8 @@ def test_train_flow_saves_the_library_fit_and_publishes_its_convergence_table(pr
     saved = DiagGMM.load(model_url)
     assert_same_model(saved, plain.model)
     assert saved.get_params() == plain.model.get_params()
+    seconds = result.pop("seconds_per_iteration")
+    assert seconds > 0
     assert result == {"model_url": model_url, "checkpoint_url": model_url + ".checkpoint", "n_iter": plain.model.n_iter_,
                       "converged": True, "lower_bound": pytest.approx(plain.model.lower_bound_, rel=1e-10)}
     assert zarr.open_group(model_url + ".checkpoint", mode="r").attrs["format"] == "diaggmm-dist-checkpoint"
@@ -356,3 +358,23 @@ def test_registry_works_on_fsspec_urls(plain):
     version, model = registry.current()
     assert version == "v0001" and registry.versions() == ["v0001"]
     assert_same_model(model, plain.model)
+
+
+def test_train_flow_on_a_gridded_store_keeps_the_layout(prefect_api, tmp_path):
+    import xarray as xr
+
+    from diaggmm_dist.io.linke import convert_linke_turbidity
+    from flows.train import train
+
+    pytest.importorskip("pvlib")
+    url = str(tmp_path / "linke.zarr")
+    convert_linke_turbidity(url, lat_slice=slice(600, 870), lon_slice=slice(2000, 2540))
+    model_url = str(tmp_path / "model.zarr")
+    result = train(url, 4, model_url, feature_dim="month", max_iter=5, tol=0, dtype="float64")
+    model = DiagGMM.load(model_url)
+    assert result["n_iter"] == model.n_iter_ == 5
+    data = xr.open_zarr(url, consolidated=False).turbidity
+    plain = DiagGMM(4, max_iter=5, tol=0, random_state=0).fit(data, feature_dim="month")
+    np.testing.assert_allclose(model.means_, plain.means_, rtol=1e-10)
+    labels = model.predict(data)  # the stored layout (feature_dim) is used after loading
+    assert labels.dims == ("lat", "lon")

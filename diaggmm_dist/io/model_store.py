@@ -8,7 +8,8 @@ Layout (``FORMAT_VERSION`` 1)::
         covariances    (K, D)   float64
         zarr.json      attributes: format, format_version, n_components, n_features,
                        feature_names, dtype, reg_covar, params, n_iter, converged,
-                       lower_bound, lower_bounds, n_reseeded, data_fingerprint, library_version
+                       lower_bound, lower_bounds, n_reseeded, data_fingerprint, input_layout
+                       (how features were taken from gridded or tabular input), library_version
 
 Loading reads data only and checks every field (types, shapes, finiteness, positive
 variances, weights on the simplex); a tampered or truncated store gets a
@@ -64,6 +65,7 @@ def model_attributes(gmm):
         "lower_bounds": [float(v) for v in gmm.lower_bounds_],
         "n_reseeded": int(getattr(gmm, "n_reseeded_", 0)),
         "data_fingerprint": getattr(gmm, "data_fingerprint_", None),
+        "input_layout": getattr(gmm, "input_layout_", None),
     }
 
 
@@ -187,4 +189,9 @@ def load_model(url, cls=None):
     if names is not None:
         gmm.feature_names_in_ = np.asarray(names, dtype=object)
     gmm.data_fingerprint_ = attrs.get("data_fingerprint")
+    layout = attrs.get("input_layout")
+    if layout is not None:
+        if not (isinstance(layout, dict) and set(layout) <= {"feature_dim", "features", "columns"}):
+            raise ModelStoreError(f"{where}: attribute 'input_layout' must map feature_dim/features/columns.")
+        gmm.input_layout_ = layout
     return gmm
