@@ -3,7 +3,7 @@
 Every function here takes a 2-D dask array chunked along rows only (see
 :func:`as_row_chunked`) and either reduces it to a tiny numpy block (:func:`pass_statistics`)
 or maps it to a lazy per-row result chunked like the input (:func:`map_rows`). The only
-thing that ever crosses the network per chunk is a (K + 1, 2D + 1) float64 block.
+thing that ever crosses the network per chunk is a (K + 1, 3D + 1) float64 block.
 
 Computation runs on the active ``distributed.Client`` when there is one, and on dask's
 threaded scheduler otherwise; in the latter case BLAS is held to one thread per dask thread

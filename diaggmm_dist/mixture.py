@@ -40,12 +40,10 @@ class _DataPass:
         self.missing = missing
         self.weights = weights
         self.checked = checked
-        self.count = 0
 
     def __call__(self, responsibilities):
         stats = engine.pass_statistics(self.X, responsibilities, self.missing, self.weights,
                                        count_nonfinite=not self.checked)
-        self.count += 1
         if not self.checked:
             scalars = split_statistics(stats)[-1]
             _raise_for_bad_values(int(scalars["nan"]), int(scalars["inf"]), int(scalars["bad_weights"]),
@@ -72,7 +70,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
     A drop-in for ``sklearn.mixture.GaussianMixture(covariance_type="diag")``: same
     parameters, fitted attributes and methods, and, given the same initial parameters, the
     same iterates in float64. The data is read once per EM iteration, chunk by chunk, on
-    dask threads or on the active ``distributed.Client``; only a (K + 1, 2D + 1) block of
+    dask threads or on the active ``distributed.Client``; only a (K + 1, 3D + 1) block of
     statistics per chunk is ever gathered.
 
     Parameters

@@ -1,11 +1,13 @@
 """The M-step: mixture parameters from summed sufficient statistics, with the safety rails.
 
-Given the (K + 1, 2D + 1) block of :func:`diaggmm_dist.kernels.chunk_statistics` summed over
+Given the (K + 1, 3D + 1) block of :func:`diaggmm_dist.kernels.chunk_statistics` summed over
 all chunks, this is scikit-learn's diagonal M-step:
 
     n_k = N_k + 10 ε,   w_k = n_k / Σ n_k,   μ_k = S1_k / n_k,   σ²_k = S2_k / n_k − μ_k² + reg_covar
 
-with three additions that never change a well-posed fit:
+where, with missing values marginalised, the per-feature mass S0_kj = Σ r·m takes the place of
+n_k in μ and σ² (without missing values every S0_kj is exactly N_k), and with four additions
+that never change a well-posed fit:
 
 * the statistics are of shifted data (x − shift), so S2/n − μ² does not cancel when the data
   sit far from the origin, and the difference is clipped at zero before ``reg_covar``;
@@ -13,7 +15,9 @@ with three additions that never change a well-posed fit:
   component collapsing onto a few identical points cannot reach a zero variance;
 * a component whose mass falls below ``MIN_COMPONENT_MASS`` rows is re-seeded by splitting
   the heaviest component in two along its widest feature (means ±0.2σ, weight halved), as
-  speech-recognition toolkits do, instead of dividing by nothing.
+  speech-recognition toolkits do, instead of dividing by nothing;
+* a live component that saw no observed value of a feature takes that feature's overall
+  mean and variance.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ def m_step(stats, reg_covar, shift, resolution=EPS):
 
     Parameters
     ----------
-    stats : ndarray of shape (K + 1, 2D + 1)
+    stats : ndarray of shape (K + 1, n_stat_columns(D))
         Summed statistics of data shifted by ``shift``.
     reg_covar : float
         Added to every variance.
