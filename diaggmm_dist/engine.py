@@ -195,7 +195,17 @@ def row_indices(X):
     return da.arange(n_rows(X), chunks=max(X.chunks[0]) if X.ndim == 2 else "auto").reshape(X.shape[:-1]).rechunk(X.chunks[:-1])
 
 
+def _one_block(x):
+    """The feature axis is one chunk: blockwise hands its blocks over as a one-element list.
+
+    (Taking that element, rather than letting blockwise concatenate the list, saves a copy
+    of every chunk on every pass.)
+    """
+    return x[0] if len(x) == 1 else np.concatenate(x, axis=-1)
+
+
 def _block_statistics(x, *extra, responsibilities, missing, count_nonfinite, has_weights):
+    x = _one_block(x)
     weights = extra[0].reshape(-1) if has_weights else None
     rows = extra[-1].reshape(-1) if responsibilities[0] == "random" else None
     stats = kernels.chunk_statistics(x.reshape(-1, x.shape[-1]), responsibilities, missing, weights,
@@ -237,7 +247,7 @@ def pass_statistics(X, responsibilities, missing="error", weights=None, count_no
         _block_statistics, samples + "KC", *inputs,
         new_axes={"K": n_components + 1, "C": kernels.n_stat_columns(X.shape[-1])},
         adjust_chunks={letter: 1 for letter in samples},
-        dtype=np.float64, meta=np.empty((0,) * (X.ndim + 1), dtype=np.float64), concatenate=True,
+        dtype=np.float64, meta=np.empty((0,) * (X.ndim + 1), dtype=np.float64),
         responsibilities=responsibilities, missing=missing, count_nonfinite=count_nonfinite,
         has_weights=weights is not None,
     )
@@ -290,6 +300,7 @@ def count_nonfinite(X):
 
 
 def _block_rows(x, row_function, n_columns, args):
+    x = _one_block(x)
     out = row_function(x.reshape(-1, x.shape[-1]), *args)
     return out.reshape(x.shape[:-1] + (() if n_columns is None else (n_columns,)))
 
@@ -304,5 +315,5 @@ def map_rows(X, func, *args, n_columns=None, dtype):
     samples, full = _sample_index(X)
     out = samples if n_columns is None else samples + "K"
     new_axes = {} if n_columns is None else {"K": n_columns}
-    return da.blockwise(_block_rows, out, X, full, new_axes=new_axes, dtype=dtype, concatenate=True,
+    return da.blockwise(_block_rows, out, X, full, new_axes=new_axes, dtype=dtype,
                         meta=np.empty((0,) * len(out), dtype=dtype), row_function=func, n_columns=n_columns, args=args)
