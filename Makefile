@@ -30,7 +30,8 @@ test: $(STAMP) test-data
 COADS := /usr/share/ferret-vis/data/coads_climatology.cdf
 test-data:
 	@test -f $(COADS) || { if [ "$$(id -u)" = 0 ]; then \
-		apt-get update -qq && apt-get install -y -qq --no-install-recommends ferret-datasets >/dev/null; \
+		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends ferret-datasets >/dev/null; } \
+		|| echo "note: could not install ferret-datasets: the COADS tests will be skipped"; \
 	else echo "note: apt-get install ferret-datasets to run the COADS tests"; fi; }
 
 bench: $(STAMP)
