@@ -17,6 +17,10 @@ import os
 import time
 from pathlib import Path
 
+# The local cluster's INFO chatter (connections opening and closing) would bury the flow's
+# per-iteration lines; its warnings and errors still show. Read when distributed is imported.
+os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+
 try:
     from flows.train import train
 except ModuleNotFoundError:  # run by file path
