@@ -258,11 +258,11 @@ class DiagGMM(DensityMixin, BaseEstimator):
             # it reached a smaller max_iter continues up to this run's max_iter.
             if not state.finished or (not state.converged and state.iteration < self.max_iter):
                 state = self._run_em(data_pass, state, store)
-            if best is None or state.lower_bounds[-1] > best["lower_bound"]:
+            lower_bound = state.lower_bounds[-1] if state.lower_bounds else -np.inf  # none with max_iter=0
+            if best is None or lower_bound > best["lower_bound"]:
                 best = {"weights": state.weights, "means": state.means, "covariances": state.covariances,
-                        "lower_bound": state.lower_bounds[-1] if state.lower_bounds else -np.inf,
-                        "lower_bounds": list(state.lower_bounds), "n_iter": state.iteration,
-                        "converged": state.converged}
+                        "lower_bound": lower_bound, "lower_bounds": list(state.lower_bounds),
+                        "n_iter": state.iteration, "converged": state.converged}
         self.weights_, self.means_, self.covariances_ = best["weights"], best["means"], best["covariances"]
         self.precisions_ = 1.0 / self.covariances_
         self.precisions_cholesky_ = np.sqrt(self.precisions_)

@@ -198,3 +198,11 @@ def test_verbose_prints_progress(blobs, capsys):
     DiagGMM(3, random_state=0, verbose=2, verbose_interval=1, max_iter=3, tol=0).fit(X)
     out = capsys.readouterr().out
     assert "Initialization 0" in out and "Iteration 3" in out and "ll change" in out
+
+
+def test_restarts_with_max_iter_zero_keep_the_first_initialisation(blobs):
+    X, _ = blobs
+    first = DiagGMM(3, random_state=0, max_iter=0).fit(X)
+    several = DiagGMM(3, random_state=0, max_iter=0, n_init=3).fit(X)
+    assert several.n_iter_ == 0 and several.lower_bounds_ == []
+    np.testing.assert_array_equal(several.means_, first.means_)
