@@ -120,9 +120,13 @@ def distance_coefficients(centers, shift, dtype):
                          np.zeros(centred.shape[0]), dtype)
 
 
-def centred_rows(x, shift, centred, squares):
-    """Fill ``centred`` with ``x − shift`` and ``squares`` with its square (their dtype)."""
-    np.subtract(x, shift, out=centred, casting="unsafe")
+def centred_rows(x, shift, centred, squares, observed=None):
+    """Fill ``centred`` with ``x − shift`` and ``squares`` with its square (their dtype).
+
+    With an ``observed`` mask, unobserved values become 0 (the shift itself), so that NaN
+    never reaches the products.
+    """
+    np.subtract(x if observed is None else np.where(observed, x, shift), shift, out=centred, casting="unsafe")
     np.multiply(centred, centred, out=squares)
     return centred, squares
 
@@ -246,13 +250,10 @@ def chunk_statistics(x, responsibilities, missing="error", weights=None, count_n
             m = xb.shape[0]
             observed, nan_here, inf_here = _observed_mask(xb, missing, count_nonfinite)
             n_nan, n_inf = n_nan + nan_here, n_inf + inf_here
-            centred, squares = centred_buffer[:m], squares_buffer[:m]
+            centred, squares = centred_rows(xb, shift, centred_buffer[:m], squares_buffer[:m], observed)
             if observed is None:
-                centred_rows(xb, shift, centred, squares)
                 used = None
             else:
-                np.subtract(np.where(observed, xb, shift), shift, out=centred, casting="unsafe")
-                np.multiply(centred, centred, out=squares)
                 used = observed.all(axis=1) if missing == "drop" else observed.any(axis=1)
                 mask = observed.astype(dtype) if missing == "marginalize" else None
             if kind == "random":
@@ -303,8 +304,7 @@ def _log_scores(x, coef, missing):
     if observed is None or observed.all():
         centred_rows(x, coef.shift, centred, squares)
         return component_scores(centred, squares, coef), None
-    np.subtract(np.where(observed, x, coef.shift), coef.shift, out=centred, casting="unsafe")
-    np.multiply(centred, centred, out=squares)
+    centred_rows(x, coef.shift, centred, squares, observed)
     if missing == "drop":
         return component_scores(centred, squares, coef), observed.all(axis=1)
     return component_scores(centred, squares, coef, observed.astype(dtype)), observed.any(axis=1)
