@@ -17,8 +17,11 @@ import functools
 import hashlib
 import math
 import os
+import uuid
+from typing import NamedTuple
 
 import dask
+import dask.core
 import dask.array as da
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -204,16 +207,67 @@ def _one_block(x):
     return x[0] if len(x) == 1 else np.concatenate(x, axis=-1)
 
 
-def _block_statistics(x, *extra, responsibilities, missing, count_nonfinite, has_weights):
+class _PassParameters:
+    """What changes from one pass to the next: the graph reads it from its parameter key.
+
+    (A plain object, not a tuple, so that dask takes it as data and never as a task.)
+    """
+
+    __slots__ = ("responsibilities", "count_nonfinite")
+
+    def __init__(self, responsibilities, count_nonfinite):
+        self.responsibilities, self.count_nonfinite = responsibilities, count_nonfinite
+
+
+def _block_statistics(x, *extra, missing, has_weights, random):
     x = _one_block(x)
+    parameters = extra[-1]
     weights = extra[0].reshape(-1) if has_weights else None
-    rows = extra[-1].reshape(-1) if responsibilities[0] == "random" else None
-    stats = kernels.chunk_statistics(x.reshape(-1, x.shape[-1]), responsibilities, missing, weights,
-                                     count_nonfinite, rows)
+    rows = extra[-2].reshape(-1) if random else None
+    stats = kernels.chunk_statistics(x.reshape(-1, x.shape[-1]), parameters.responsibilities, missing, weights,
+                                     parameters.count_nonfinite, rows)
     return stats.reshape((1,) * (x.ndim - 1) + stats.shape)
 
 
-def pass_statistics(X, responsibilities, missing="error", weights=None, count_nonfinite=False):
+class _StatisticsGraph(NamedTuple):
+    """The task graph of a statistics pass with a hole for its parameters (see :func:`pass_statistics`)."""
+
+    graph: dict
+    parameter_key: str
+    result_key: tuple
+
+
+def _statistics_graph(X, missing, weights, random, n_components):
+    """Build (once per fit) the graph of a pass: read each chunk, its statistics, the tree sum.
+
+    The per-pass parameters are the value of one key, filled in at every run. Optimising here,
+    once, fuses each chunk's read into its statistics task, and no pass pays for graph
+    construction again: with many chunks, dask's per-task costs are what is left.
+    """
+    from dask.delayed import Delayed
+
+    parameter_key = f"diaggmm-pass-parameters-{uuid.uuid4().hex}"
+    samples, full = _sample_index(X)
+    inputs = [X, full]
+    if weights is not None:
+        inputs += [weights, samples]
+    if random:
+        inputs += [row_indices(X), samples]
+    inputs += [Delayed(parameter_key, {parameter_key: None}), None]
+    blocks = da.blockwise(
+        _block_statistics, samples + "KC", *inputs,
+        new_axes={"K": n_components + 1, "C": kernels.n_stat_columns(X.shape[-1])},
+        adjust_chunks={letter: 1 for letter in samples},
+        dtype=np.float64, meta=np.empty((0,) * (X.ndim + 1), dtype=np.float64),
+        missing=missing, has_weights=weights is not None, random=random,
+    )
+    total = blocks.sum(axis=tuple(range(X.ndim - 1)), split_every=SPLIT_EVERY)
+    (total,) = dask.optimize(total)
+    (result_key,) = dask.core.flatten(total.__dask_keys__())
+    return _StatisticsGraph(dict(total.__dask_graph__()), parameter_key, result_key)
+
+
+def pass_statistics(X, responsibilities, missing="error", weights=None, count_nonfinite=False, graphs=None):
     """One pass over ``X``: per-chunk statistics added up by a tree reduction.
 
     Parameters
@@ -227,33 +281,32 @@ def pass_statistics(X, responsibilities, missing="error", weights=None, count_no
         Sample weights chunked like X's sample axes (see :func:`aligned_samples`).
     count_nonfinite : bool
         Also count NaN and infinite values (and bad weights).
+    graphs : dict, optional
+        A cache owned by the caller (one per fit, for one ``X``, ``missing`` and ``weights``):
+        on dask's threads, the pass's task graph is built on the first call and reused by
+        the next ones, which only fill in the new parameters. (On a distributed cluster
+        each pass has a graph of its own.)
 
     Returns
     -------
     ndarray of shape (K + 1, n_stat_columns(D)), float64
         The summed statistics (layout in :func:`~diaggmm_dist.kernels.chunk_statistics`).
     """
-    if responsibilities[0] == "random":
-        n_components = responsibilities[2]
-    else:
-        n_components = responsibilities[1].n_components
-    samples, full = _sample_index(X)
-    inputs = [X, full]
-    if weights is not None:
-        inputs += [weights, samples]
-    if responsibilities[0] == "random":
-        inputs += [row_indices(X), samples]
-    blocks = da.blockwise(
-        _block_statistics, samples + "KC", *inputs,
-        new_axes={"K": n_components + 1, "C": kernels.n_stat_columns(X.shape[-1])},
-        adjust_chunks={letter: 1 for letter in samples},
-        dtype=np.float64, meta=np.empty((0,) * (X.ndim + 1), dtype=np.float64),
-        responsibilities=responsibilities, missing=missing, count_nonfinite=count_nonfinite,
-        has_weights=weights is not None,
-    )
-    total = blocks.sum(axis=tuple(range(X.ndim - 1)), split_every=SPLIT_EVERY)
-    (total,) = compute(total)
-    return total
+    random = responsibilities[0] == "random"
+    n_components = responsibilities[2] if random else responsibilities[1].n_components
+    parameters = _PassParameters(responsibilities, count_nonfinite)
+    if _active_client() is not None:
+        # The distributed scheduler keeps results by key: every pass needs keys of its own,
+        # so a new graph (whose names come from a new parameter key).
+        built = _statistics_graph(X, missing, weights, random, n_components)
+        return _active_client().get({**built.graph, built.parameter_key: parameters}, built.result_key)
+    graphs = {} if graphs is None else graphs
+    shape = (random, n_components)
+    if shape not in graphs:
+        graphs[shape] = _statistics_graph(X, missing, weights, random, n_components)
+    built = graphs[shape]
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        return dask.threaded.get({**built.graph, built.parameter_key: parameters}, built.result_key)
 
 
 def take_rows(X, rows):

@@ -38,9 +38,19 @@ LLOYD_PASSES = 3
 LLOYD_TOL = 1e-4
 
 
-def data_centre(weights, means):
-    """The shift used in the kernels: the mixture's overall mean ``Σ_k w_k μ_k``."""
-    return np.asarray(weights, dtype=np.float64) @ np.asarray(means, dtype=np.float64) / np.sum(weights)
+def data_centre(weights, means, precisions):
+    """The shift used in the kernels: the mixture's overall mean ``Σ_k w_k μ_k`` where it matters.
+
+    The shift keeps x² and S2/N − μ² free of cancellation when the data sit far from the
+    origin. For a feature whose mean is within one standard deviation (of the mixture) of
+    zero, at most one bit is lost without it, so the shift is 0 there; when every feature is
+    like that (standardised data), the kernels skip the subtraction altogether.
+    """
+    weights = np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    means = np.asarray(means, dtype=np.float64)
+    centre = weights @ means
+    spread = weights @ (1.0 / np.asarray(precisions, dtype=np.float64) + means * means) - centre * centre
+    return np.where(centre * centre <= spread, 0.0, centre)
 
 
 def sample_rows(X, n_rows, random_state, missing="error"):

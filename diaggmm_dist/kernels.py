@@ -37,7 +37,7 @@ from typing import NamedTuple
 import numpy as np
 
 #: Rows per sub-block: x_c, x_c² (SUB_ROWS × D) and responsibilities (K × SUB_ROWS) stay in cache.
-SUB_ROWS = 4096
+SUB_ROWS = 8192
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -121,20 +121,28 @@ def distance_coefficients(centers, shift, dtype):
 
 
 def centred_rows(x, shift, centred, squares, observed=None):
-    """Fill ``centred`` with ``x − shift`` and ``squares`` with its square (their dtype).
+    """``x − shift`` and its square, in the buffers' dtype; ``x`` itself when nothing is to be done.
 
     With an ``observed`` mask, unobserved values become 0 (the shift itself), so that NaN
-    never reaches the products.
+    never reaches the products. A zero shift on data already in the compute dtype costs no
+    pass at all: the products read ``x`` directly.
     """
-    np.subtract(x if observed is None else np.where(observed, x, shift), shift, out=centred, casting="unsafe")
+    if observed is None and x.dtype == centred.dtype and not shift.any():
+        centred = x
+    else:
+        np.subtract(x if observed is None else np.where(observed, x, shift), shift, out=centred, casting="unsafe")
     np.multiply(centred, centred, out=squares)
     return centred, squares
 
 
-def component_scores(centred, squares, coef, observed=None):
-    """Log scores (K, n); with an observation mask, over each row's observed features only."""
-    scores = coef.square @ squares.T
-    scores += coef.linear @ centred.T
+def component_scores(centred, squares, coef, observed=None, out=None):
+    """Log scores (K, n); with an observation mask, over each row's observed features only.
+
+    ``out``: optionally, two (K, n) buffers, the scores and a scratch one.
+    """
+    scores, scratch = (None, None) if out is None else out
+    scores = np.matmul(coef.square, squares.T, out=scores)
+    scores += np.matmul(coef.linear, centred.T, out=scratch)
     if observed is None:
         scores += coef.offset
     else:
@@ -149,7 +157,7 @@ def normalise_log_scores(scores):
     scores -= top
     np.exp(scores, out=scores)
     total = scores.sum(axis=0)
-    scores /= total
+    scores *= np.reciprocal(total)  # one division per row, not one per row and component
     return top + np.log(total)
 
 
@@ -237,6 +245,7 @@ def chunk_statistics(x, responsibilities, missing="error", weights=None, count_n
     dtype = shift.dtype
     size = min(n, SUB_ROWS)
     centred_buffer, squares_buffer = np.empty((size, d), dtype), np.empty((size, d), dtype)
+    score_buffers = np.empty((2, k, size), dtype)
     mass = np.zeros(k)
     s0, s1, s2 = np.zeros((k, d)), np.zeros((k, d)), np.zeros((k, d))
     objective = weight_used = rows_used = 0.0
@@ -260,7 +269,8 @@ def chunk_statistics(x, responsibilities, missing="error", weights=None, count_n
                 resp = random_responsibilities(rows[start : start + m], k, seed, dtype)
                 row_objective = None
             else:
-                resp = component_scores(centred, squares, coef, mask if observed is not None else None)
+                resp = component_scores(centred, squares, coef, mask if observed is not None else None,
+                                        out=score_buffers[:, :, :m])
                 if kind == "gaussian":
                     row_objective = normalise_log_scores(resp)
                 else:
@@ -299,12 +309,11 @@ def _log_scores(x, coef, missing):
     """Log scores (K, n) of rows under the missing-value policy, and which rows can be scored."""
     n, d = x.shape
     dtype = coef.shift.dtype
-    centred, squares = np.empty((n, d), dtype), np.empty((n, d), dtype)
+    buffers = np.empty((n, d), dtype), np.empty((n, d), dtype)
     observed = ~np.isnan(x) if (missing != "error" and x.dtype.kind == "f") else None
     if observed is None or observed.all():
-        centred_rows(x, coef.shift, centred, squares)
-        return component_scores(centred, squares, coef), None
-    centred_rows(x, coef.shift, centred, squares, observed)
+        return component_scores(*centred_rows(x, coef.shift, *buffers), coef), None
+    centred, squares = centred_rows(x, coef.shift, *buffers, observed)
     if missing == "drop":
         return component_scores(centred, squares, coef), observed.all(axis=1)
     return component_scores(centred, squares, coef, observed.astype(dtype)), observed.any(axis=1)

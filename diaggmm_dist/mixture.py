@@ -40,10 +40,11 @@ class _DataPass:
         self.missing = missing
         self.weights = weights
         self.checked = checked
+        self.graphs = {}  # the pass's task graphs, built once for the whole fit
 
     def __call__(self, responsibilities):
         stats = engine.pass_statistics(self.X, responsibilities, self.missing, self.weights,
-                                       count_nonfinite=not self.checked)
+                                       count_nonfinite=not self.checked, graphs=self.graphs)
         if not self.checked:
             scalars = split_statistics(stats)[-1]
             _raise_for_bad_values(int(scalars["nan"]), int(scalars["inf"]), int(scalars["bad_weights"]),
@@ -313,7 +314,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         for n_iter in range(state.iteration + 1, self.max_iter + 1):
             tick = time.perf_counter()
             previous = lower_bound
-            shift = data_centre(weights, means)
+            shift = data_centre(weights, means, precisions)
             coefficients = kernels.log_prob_coefficients(weights, means, precisions, shift, data_pass.dtype)
             stats = data_pass(("gaussian", coefficients))
             scalars = split_statistics(stats)[-1]
@@ -389,7 +390,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         if samples.values is not None:
             _check_in_memory(samples.values, self.missing)
         dtype = np.dtype(self.dtype)
-        shift = data_centre(self.weights_, self.means_)
+        shift = data_centre(self.weights_, self.means_, self.precisions_)
         coef = kernels.log_prob_coefficients(self.weights_, self.means_, self.precisions_, shift, dtype)
         if kind == "labels":
             result = engine.map_rows(data, kernels.row_labels, coef, self.missing, dtype=np.int64)
