@@ -170,7 +170,7 @@ def test_resume_skips_the_work_already_done(data, tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "pass_statistics", lambda *a, **k: calls.append(1) or real(*a, **k))
     DiagGMM(**settings).fit(data, checkpoint=url)
     assert len(calls) == 12 - 7  # init and 7 iterations were checkpointed; 5 remain
-    steps = [k for k in zarr.open_group(url, mode="r").group_keys()]
+    steps = [k for k in zarr.open_group(url, mode="r").array_keys()]
     assert len(steps) == KEEP
 
 
@@ -194,17 +194,15 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_one_before(data, tmp_path):
         warnings.simplefilter("ignore")
         DiagGMM(**partial).fit(data, checkpoint=str(url))
     latest = zarr.open_group(str(url), mode="r").attrs["latest"]
-    chunk = next(p for p in (url / latest / "means").rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunk = next(p for p in (url / latest).rglob("*") if p.is_file() and p.name != "zarr.json")
     chunk.write_bytes(chunk.read_bytes()[:7])  # truncated
-    with pytest.warns(CorruptCheckpointWarning, match=f"{latest} .*unusable.*falling back"):
+    with pytest.warns(CorruptCheckpointWarning, match=f"{latest} .*unusable.*could not be read.*falling back"):
         resumed = DiagGMM(**settings).fit(data, checkpoint=str(url))
     _identical(resumed, straight)
-    # a missing array is caught the same way
+    # a step whose data never reached the disk is caught the same way
     latest = zarr.open_group(str(url), mode="r").attrs["latest"]
-    import shutil
-
-    shutil.rmtree(url / latest / "precisions")
-    with pytest.warns(CorruptCheckpointWarning, match="'precisions' is missing"):
+    next(p for p in (url / latest).rglob("*") if p.is_file() and p.name != "zarr.json").unlink()
+    with pytest.warns(CorruptCheckpointWarning, match="holds NaN"):
         again = DiagGMM(**settings).fit(data, checkpoint=str(url))
     _identical(again, straight)
 

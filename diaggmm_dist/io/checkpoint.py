@@ -5,15 +5,20 @@ Layout::
     checkpoint.zarr/
         zarr.json          attributes: format, format_version, identity (configuration and
                            data fingerprint), latest (the pointer)
-        step-00000007/     one complete training state: arrays weights, means, covariances,
-                           precisions, rng_keys (+ best_* of finished restarts); attributes
-                           restart, iteration, lower_bounds, finished, converged, rng, best
+        step-00000007/     one complete training state, one float64 array of shape (3, K, D):
+                           means, covariances and precisions (then the best finished
+                           restart's means and covariances, when there is one: (5, K, D));
+                           its attributes hold the rest: weights, restart, iteration,
+                           lower_bounds, finished, converged, n_reseeded, rng (the random
+                           generator's state), best (the best restart's weights and scores)
 
-A checkpoint is written as a new ``step-*`` group; only then is the root's ``latest``
-pointer rewritten (one small write, atomic on local disks where Zarr writes files by
+One array per step, its attributes written with its metadata, is a few small writes: the
+checkpoint of every iteration costs milliseconds, not tens of them. A checkpoint is written
+as a new ``step-*`` array; only then is the root's ``latest`` pointer rewritten (one small write, atomic on local disks where Zarr writes files by
 rename, and a single PUT on object stores). A crash at any instant therefore leaves the
 previous pointer and its step intact. Steps newer than the pointer are debris of a crash and
-are removed; the ``KEEP`` newest complete steps are kept. On resume a step that cannot be
+are removed (as is a step whose data chunk never arrived: it reads as NaN and fails
+validation); the ``KEEP`` newest complete steps are kept. On resume a step that cannot be
 read or fails validation is skipped with a warning, falling back to the one before it.
 """
 
@@ -31,7 +36,7 @@ from .model_store import ModelStoreError, check_mixture, read_array
 from .zarr_groups import NotAGroupError, open_group_or_none, remove_group
 
 FORMAT = "diaggmm-dist-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: Complete checkpoints kept (the newest ones).
 KEEP = 3
 _STEP = re.compile(r"^step-(\d{8})$")
@@ -108,10 +113,14 @@ class Checkpoints:
             root = zarr.open_group(self.url, mode="w")
             root.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, "identity": self.identity, "latest": None})
         self.root = root
+        self._known_steps = None
 
     # ----------------------------------------------------------------- reading
     def _steps(self):
-        return sorted((name for name in self.root.group_keys() if _STEP.match(name)), reverse=True)
+        """Names of the steps in the store, newest first (read once, then kept up to date)."""
+        if self._known_steps is None:
+            self._known_steps = sorted((name for name in self.root.array_keys() if _STEP.match(name)), reverse=True)
+        return list(self._known_steps)
 
     def _pointer(self):
         return zarr.open_group(self.url, mode="r").attrs.get("latest")
@@ -140,31 +149,25 @@ class Checkpoints:
     def _read(self, name):
         where = f"checkpoint {name}"
         try:
-            group = self.root[name]
+            array = self.root[name]
         except KeyError:
             raise ModelStoreError(f"{where} is missing") from None
-        attrs = dict(group.attrs)
-        if not attrs.get("complete"):
-            raise ModelStoreError(f"{where} was never completed")
+        attrs = dict(array.attrs)
+        weights = np.asarray(attrs["weights"], dtype=np.float64)
         k, d = attrs["shape"]
-        weights = read_array(group, "weights", (k,), where)
-        means = read_array(group, "means", (k, d), where)
-        covariances = read_array(group, "covariances", (k, d), where)
-        precisions = read_array(group, "precisions", (k, d), where)
-        check_mixture(weights, means, covariances, where)
-        try:
-            keys = np.asarray(group["rng_keys"][...], dtype=np.uint32)
-        except Exception as err:
-            raise ModelStoreError(f"{where}: array 'rng_keys' could not be read ({err})") from err
-        if keys.shape != (624,):
-            raise ModelStoreError(f"{where}: array 'rng_keys' has shape {keys.shape}, expected (624,)")
-        rng = attrs["rng"]
         best = attrs.get("best")
+        planes = read_array(self.root, name, (3 if best is None else 5, k, d), where)
+        if weights.shape != (k,) or not np.all(np.isfinite(weights)):
+            raise ModelStoreError(f"{where}: attribute 'weights' is not {k} finite numbers")
+        means, covariances, precisions = planes[0], planes[1], planes[2]
+        check_mixture(weights, means, covariances, where)
+        rng = attrs["rng"]
+        keys = np.asarray(rng["keys"], dtype=np.uint32)
+        if keys.shape != (624,):
+            raise ModelStoreError(f"{where}: the random generator state has {keys.size} keys, expected 624")
         if best is not None:
-            best = dict(best)
-            for array in ("weights", "means", "covariances"):
-                shape = (k,) if array == "weights" else (k, d)
-                best[array] = read_array(group, "best_" + array, shape, where)
+            best = dict(best, weights=np.asarray(best["weights"], dtype=np.float64), means=planes[3],
+                        covariances=planes[4])
         return TrainingState(
             restart=int(attrs["restart"]), iteration=int(attrs["iteration"]), weights=weights, means=means,
             covariances=covariances, precisions=precisions, lower_bounds=[float(v) for v in attrs["lower_bounds"]],
@@ -183,25 +186,25 @@ class Checkpoints:
         kept = [name for name in steps if pointer is not None and name <= pointer]
         number = int(_STEP.match(kept[0]).group(1)) + 1 if kept else 0
         name = f"step-{number:08d}"
-        group = self.root.create_group(name)
-        arrays = {"weights": state.weights, "means": state.means, "covariances": state.covariances,
-                  "precisions": state.precisions}
+        planes = [state.means, state.covariances, state.precisions]
         best = None
         if state.best is not None:
-            best = {key: value for key, value in state.best.items() if key not in ("weights", "means", "covariances")}
-            arrays.update({"best_" + key: state.best[key] for key in ("weights", "means", "covariances")})
-        for array_name, value in arrays.items():
-            value = np.asarray(value, dtype=np.float64)
-            group.create_array(array_name, shape=value.shape, dtype="float64", chunks=value.shape)[...] = value
+            best = {key: value for key, value in state.best.items() if key not in ("means", "covariances")}
+            best["weights"] = [float(v) for v in best["weights"]]
+            planes += [state.best["means"], state.best["covariances"]]
+        planes = np.asarray(planes, dtype=np.float64)
         _, keys, pos, has_gauss, cached = state.random_state
-        group.create_array("rng_keys", shape=(624,), dtype="uint32", chunks=(624,))[...] = np.asarray(keys, dtype=np.uint32)
-        group.attrs.update(_normalised({
-            "shape": list(np.shape(state.means)), "restart": state.restart, "iteration": state.iteration,
+        attributes = _normalised({
+            "shape": list(np.shape(state.means)), "weights": [float(v) for v in state.weights],
+            "restart": state.restart, "iteration": state.iteration,
             "lower_bounds": [float(v) for v in state.lower_bounds], "finished": bool(state.finished),
             "converged": bool(state.converged), "n_reseeded": int(state.n_reseeded), "best": best,
-            "rng": {"pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-            "complete": True,
-        }))
+            "rng": {"keys": np.asarray(keys, dtype=np.uint32).tolist(), "pos": int(pos), "has_gauss": int(has_gauss),
+                    "cached_gaussian": float(cached)},
+        })
+        # NaN fill: a step whose chunk never got written fails validation instead of reading zeros
+        self.root.create_array(name, data=planes, chunks=planes.shape, fill_value=np.nan, attributes=attributes)
         self.root.attrs["latest"] = name  # the commit point
         for old in kept[KEEP - 1:]:
             del self.root[old]
+        self._known_steps = [name] + kept[: KEEP - 1]
