@@ -237,7 +237,7 @@ class _StatisticsGraph(NamedTuple):
     result_key: tuple
 
 
-def _statistics_graph(X, missing, weights, random, n_components):
+def _statistics_graph(X, missing, weights, random, model_sizes):
     """Build (once per fit) the graph of a pass: read each chunk, its statistics, the tree sum.
 
     The per-pass parameters are the value of one key, filled in at every run. Optimising here,
@@ -256,7 +256,7 @@ def _statistics_graph(X, missing, weights, random, n_components):
     inputs += [Delayed(parameter_key, {parameter_key: None}), None]
     blocks = da.blockwise(
         _block_statistics, samples + "KC", *inputs,
-        new_axes={"K": n_components + 1, "C": kernels.n_stat_columns(X.shape[-1])},
+        new_axes={"K": kernels.n_stat_rows(model_sizes), "C": kernels.n_stat_columns(X.shape[-1])},
         adjust_chunks={letter: 1 for letter in samples},
         dtype=np.float64, meta=np.empty((0,) * (X.ndim + 1), dtype=np.float64),
         missing=missing, has_weights=weights is not None, random=random,
@@ -290,20 +290,21 @@ def pass_statistics(X, responsibilities, missing="error", weights=None, count_no
     Returns
     -------
     ndarray of shape (K + 1, n_stat_columns(D)), float64
-        The summed statistics (layout in :func:`~diaggmm_dist.kernels.chunk_statistics`).
+        The summed statistics (layout in :func:`~diaggmm_dist.kernels.chunk_statistics`; one
+        block per model for stacked coefficients).
     """
     random = responsibilities[0] == "random"
-    n_components = responsibilities[2] if random else responsibilities[1].n_components
+    sizes = (responsibilities[2],) if random else responsibilities[1].model_sizes
     parameters = _PassParameters(responsibilities, count_nonfinite)
     if _active_client() is not None:
         # The distributed scheduler keeps results by key: every pass needs keys of its own,
         # so a new graph (whose names come from a new parameter key).
-        built = _statistics_graph(X, missing, weights, random, n_components)
+        built = _statistics_graph(X, missing, weights, random, sizes)
         return _active_client().get({**built.graph, built.parameter_key: parameters}, built.result_key)
     graphs = {} if graphs is None else graphs
-    shape = (random, n_components)
+    shape = (random, sizes)
     if shape not in graphs:
-        graphs[shape] = _statistics_graph(X, missing, weights, random, n_components)
+        graphs[shape] = _statistics_graph(X, missing, weights, random, sizes)
     built = graphs[shape]
     with _blas_controller().limit(limits=1, user_api="blas"):
         return dask.threaded.get({**built.graph, built.parameter_key: parameters}, built.result_key)

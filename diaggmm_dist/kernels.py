@@ -61,10 +61,30 @@ class Coefficients(NamedTuple):
     offset: np.ndarray  # (K, 1)
     feature: np.ndarray  # (K, D)
     log_weight: np.ndarray  # (K, 1)
+    groups: tuple = ()  # components of each stacked model (see stack_coefficients); () is one model
 
     @property
     def n_components(self):
         return self.offset.shape[0]
+
+    @property
+    def model_sizes(self):
+        """Components of each model whose coefficients are stacked here."""
+        return self.groups or (self.n_components,)
+
+
+def stack_coefficients(models):
+    """Coefficients of several models (same shift and dtype) stacked along the components.
+
+    One pass then computes every model's statistics: the products are one matrix product
+    for all models; only the log-sum-exp runs per model.
+    """
+    first = models[0]
+    if any(not np.array_equal(m.shift, first.shift) or m.shift.dtype != first.shift.dtype for m in models):
+        raise ValueError("Stacked models must share the shift and the compute dtype.")
+    parts = [np.concatenate([getattr(m, name) for m in models]) for name in ("square", "linear", "offset", "feature",
+                                                                           "log_weight")]
+    return Coefficients(first.shift, *parts, tuple(size for m in models for size in m.model_sizes))
 
 
 def n_stat_columns(n_features: int) -> int:
@@ -72,8 +92,19 @@ def n_stat_columns(n_features: int) -> int:
     return max(3 * n_features + 1, len(SCALARS))
 
 
+def n_stat_rows(model_sizes):
+    """Rows of the statistics block of stacked models: each model's K rows and its scalars row."""
+    return sum(k + 1 for k in model_sizes)
+
+
+def model_statistics(stats, model_sizes):
+    """The statistics block of each stacked model (views), in order."""
+    ends = np.cumsum([k + 1 for k in model_sizes])
+    return [stats[end - k - 1 : end] for k, end in zip(model_sizes, ends)]
+
+
 def split_statistics(stats):
-    """``(N_k, S0, S1, S2, scalars)`` views of a statistics block; ``scalars`` is a dict."""
+    """``(N_k, S0, S1, S2, scalars)`` views of one model's statistics block; ``scalars`` is a dict."""
     k = stats.shape[0] - 1
     d = (stats.shape[1] - 1) // 3
     scalars = dict(zip(SCALARS, stats[k, : len(SCALARS)].tolist()))
@@ -230,7 +261,8 @@ def chunk_statistics(x, responsibilities, missing="error", weights=None, count_n
     Returns
     -------
     stats : ndarray of shape (K + 1, n_stat_columns(D)), float64
-        Row k is ``[N_k, S0_k, S1_k, S2_k]`` with S0 = Σ r·m (per feature), S1 = Σ r·m·x_c,
+        For stacked coefficients (:func:`stack_coefficients`), one such block per model, one
+        under the other (:func:`model_statistics` splits them). Row k is ``[N_k, S0_k, S1_k, S2_k]`` with S0 = Σ r·m (per feature), S1 = Σ r·m·x_c,
         S2 = Σ r·m·x_c². The last row holds :data:`SCALARS`: the objective (Σ w log p(x_i)
         for Gaussian responsibilities, Σ w·distance² for nearest ones), the total weight
         and number of the rows used, the NaN and infinite values, and the bad weights.
@@ -238,9 +270,11 @@ def chunk_statistics(x, responsibilities, missing="error", weights=None, count_n
     kind = responsibilities[0]
     if kind == "random":
         shift, k, seed = responsibilities[1:]
+        sizes = (k,)
     else:
         coef = responsibilities[1]
-        shift, k = coef.shift, coef.n_components
+        shift, k, sizes = coef.shift, coef.n_components, coef.model_sizes
+    models = [slice(end - size, end) for size, end in zip(sizes, np.cumsum(sizes))]
     n, d = x.shape
     dtype = shift.dtype
     size = min(n, SUB_ROWS)
@@ -248,7 +282,8 @@ def chunk_statistics(x, responsibilities, missing="error", weights=None, count_n
     score_buffers = np.empty((2, k, size), dtype)
     mass = np.zeros(k)
     s0, s1, s2 = np.zeros((k, d)), np.zeros((k, d)), np.zeros((k, d))
-    objective = weight_used = rows_used = 0.0
+    objective = np.zeros(len(models))
+    weight_used = rows_used = 0.0
     n_nan = n_inf = bad_weights = 0
     if weights is not None and count_nonfinite:
         bad_weights = int(np.count_nonzero(~(np.isfinite(weights) & (weights >= 0))))
@@ -271,10 +306,8 @@ def chunk_statistics(x, responsibilities, missing="error", weights=None, count_n
             else:
                 resp = component_scores(centred, squares, coef, mask if observed is not None else None,
                                         out=score_buffers[:, :, :m])
-                if kind == "gaussian":
-                    row_objective = normalise_log_scores(resp)
-                else:
-                    row_objective = nearest_one_hot(resp)
+                normalise = normalise_log_scores if kind == "gaussian" else nearest_one_hot
+                row_objective = np.array([normalise(resp[model]) for model in models])  # (models, m)
             row_weight = None if weights is None else weights[start : start + m].astype(dtype)
             if used is not None:
                 row_weight = used.astype(dtype) if row_weight is None else row_weight * used
@@ -284,12 +317,12 @@ def chunk_statistics(x, responsibilities, missing="error", weights=None, count_n
                 rows_used += float(np.count_nonzero(row_weight > 0) if used is None else np.count_nonzero(used))
                 if row_objective is not None:
                     counted = np.where(row_weight > 0, row_objective, 0).astype(np.float64)
-                    objective += float(np.dot(counted, row_weight.astype(np.float64)))
+                    objective += counted @ row_weight.astype(np.float64)
             else:
                 weight_used += m
                 rows_used += m
                 if row_objective is not None:
-                    objective += float(row_objective.sum(dtype=np.float64))
+                    objective += row_objective.sum(axis=1, dtype=np.float64)
             sub_mass = resp.sum(axis=1)
             mass += sub_mass
             if observed is not None and missing == "marginalize":
@@ -298,10 +331,13 @@ def chunk_statistics(x, responsibilities, missing="error", weights=None, count_n
                 s0 += sub_mass[:, None]
             s1 += resp @ centred
             s2 += resp @ squares
-    stats = np.zeros((k + 1, n_stat_columns(d)))
-    stats[:k, 0] = mass
-    stats[:k, 1 : d + 1], stats[:k, d + 1 : 2 * d + 1], stats[:k, 2 * d + 1 : 3 * d + 1] = s0, s1, s2
-    stats[k, : len(SCALARS)] = objective, weight_used, rows_used, n_nan, n_inf, bad_weights
+    stats = np.zeros((n_stat_rows(sizes), n_stat_columns(d)))
+    for model, block, model_objective in zip(models, model_statistics(stats, sizes), objective):
+        size = model.stop - model.start
+        block[:size, 0] = mass[model]
+        block[:size, 1 : d + 1], block[:size, d + 1 : 2 * d + 1] = s0[model], s1[model]
+        block[:size, 2 * d + 1 : 3 * d + 1] = s2[model]
+        block[size, : len(SCALARS)] = model_objective, weight_used, rows_used, n_nan, n_inf, bad_weights
     return stats
 
 

@@ -86,7 +86,10 @@ class DiagGMM(DensityMixin, BaseEstimator):
     max_iter : int, default=100
         Number of EM iterations to perform, at most.
     n_init : int, default=1
-        Number of initialisations; the one with the highest lower bound is kept.
+        Number of initialisations; the one with the highest lower bound is kept. They are
+        initialised one after the other, then run side by side: every EM pass over the data
+        serves all those still running (one read of each chunk and one stacked matrix
+        product), so n_init=8 costs far less than eight fits.
     init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
         How starting parameters are made without loading the data; see
         :mod:`diaggmm_dist.initialization`.
@@ -134,6 +137,10 @@ class DiagGMM(DensityMixin, BaseEstimator):
     n_features_in_ : int
     n_reseeded_ : int
         Components re-seeded (split from the heaviest) because they lost all their mass.
+    lower_bounds_per_init_ : list of list of float
+        ``lower_bounds_`` of every initialisation (restart), in order.
+    best_init_ : int
+        Which initialisation gave the fitted parameters (the first with the best lower bound).
 
     Notes
     -----
@@ -167,7 +174,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y=None, *, sample_weight=None, feature_dim=None, features=None, columns=None,
-            checkpoint=None, overwrite_checkpoint=False):
+            checkpoint=None, overwrite_checkpoint=False, on_iteration=None):
         """Estimate the parameters with EM.
 
         Parameters
@@ -199,6 +206,11 @@ class DiagGMM(DensityMixin, BaseEstimator):
         overwrite_checkpoint : bool, default=False
             Start afresh when ``checkpoint`` holds a run with other settings or data
             (otherwise that is refused with a ``CheckpointMismatchError``).
+        on_iteration : callable, optional
+            Called after every EM iteration (after its checkpoint is written) with a dict:
+            ``restart``, ``iteration``, ``lower_bound``, ``change``, ``converged`` and
+            ``seconds`` (the iteration's time, checkpoint write included). An exception it
+            raises ends the fit (the checkpoint already holds that iteration).
 
         Returns
         -------
@@ -231,53 +243,38 @@ class DiagGMM(DensityMixin, BaseEstimator):
 
             identity = {"config": self._checkpoint_config(inits, warm), "fingerprint": fingerprint}
             store = Checkpoints(checkpoint, identity, overwrite=overwrite_checkpoint)
-        state = store.latest() if store is not None else None
-        if state is not None:
-            logger.info("resuming from checkpoint: restart %d after iteration %d", state.restart, state.iteration,
-                        extra={"resumed_iteration": state.iteration, "restart": state.restart})
-
-        best = state.best if state is not None else None
-        self.n_reseeded_ = state.n_reseeded if state is not None else 0
-        first_restart = state.restart if state is not None else 0
-        for restart in range(first_restart, 1 if warm else self.n_init):
-            if state is not None and state.restart == restart:
-                random_state.set_state(state.random_state)
+        states = store.latest() if store is not None else None
+        if states:
+            logger.info("resuming from checkpoint: %d restart(s) after iteration %d", len(states),
+                        max(state.iteration for state in states),
+                        extra={"resumed_iteration": max(state.iteration for state in states),
+                               "restarts": len(states)})
+            random_state.set_state(states[-1].random_state)
+        # Every restart is initialised first, in order (so each draws the same random numbers as
+        # it would one after the other); then EM runs them side by side: one pass per iteration
+        # serves every restart that has not stopped yet.
+        states = list(states or [])
+        for restart in range(len(states), 1 if warm else self.n_init):
+            self._print(1, f"Initialization {restart}")
+            if warm:
+                weights, means, precisions = self.weights_, self.means_, self.precisions_
+                lower_bounds = [self.lower_bound_]
             else:
-                self._print(1, f"Initialization {restart}")
-                if warm:
-                    weights, means, precisions = self.weights_, self.means_, self.precisions_
-                    lower_bounds = [self.lower_bound_]
-                else:
-                    weights, means, precisions = initial_parameters(
-                        data, self.n_components, self.init_params, random_state, self.reg_covar, data_pass, *inits)
-                    lower_bounds = []
-                state = TrainingState(restart, 0, weights, means, 1.0 / precisions, precisions, lower_bounds,
-                                      self.max_iter == 0, False, random_state.get_state(), self.n_reseeded_, best)
-                if store is not None:
-                    store.save(state)
-            # max_iter is not part of the checkpoint identity: a restart that stopped only because
-            # it reached a smaller max_iter continues up to this run's max_iter.
-            if not state.finished or (not state.converged and state.iteration < self.max_iter):
-                state = self._run_em(data_pass, state, store)
-            lower_bound = state.lower_bounds[-1] if state.lower_bounds else -np.inf  # none with max_iter=0
-            if best is None or lower_bound > best["lower_bound"]:
-                best = {"weights": state.weights, "means": state.means, "covariances": state.covariances,
-                        "lower_bound": lower_bound, "lower_bounds": list(state.lower_bounds),
-                        "n_iter": state.iteration, "converged": state.converged}
-        self.weights_, self.means_, self.covariances_ = best["weights"], best["means"], best["covariances"]
-        self.precisions_ = 1.0 / self.covariances_
-        self.precisions_cholesky_ = np.sqrt(self.precisions_)
-        self.converged_ = best["converged"]
-        self.n_iter_ = best["n_iter"]
-        self.lower_bound_ = best["lower_bound"]
-        self.lower_bounds_ = best["lower_bounds"][1:] if warm else best["lower_bounds"]
-        self.n_features_in_ = n_features
-        self.data_fingerprint_ = fingerprint
-        self.input_layout_ = {"feature_dim": feature_dim, "features": features, "columns": columns}
-        if samples.feature_names is not None:
-            self.feature_names_in_ = np.asarray(samples.feature_names, dtype=object)
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
+                weights, means, precisions = initial_parameters(
+                    data, self.n_components, self.init_params, random_state, self.reg_covar, data_pass, *inits)
+                lower_bounds = []
+            states.append(TrainingState(restart, 0, weights, means, 1.0 / precisions, precisions, lower_bounds,
+                                        self.max_iter == 0, False, random_state.get_state()))
+            if store is not None:
+                store.save(states)
+        states = self._run_em(data_pass, states, store, on_iteration)
+        self.lower_bounds_per_init_ = [list(state.lower_bounds[1:] if warm else state.lower_bounds) for state in states]
+        # the first best, as scikit-learn keeps it
+        best = max(states, key=lambda state: (state.lower_bound, -state.restart))
+        self.best_init_ = best.restart
+        self.n_reseeded_ = sum(state.n_reseeded for state in states)
+        self._adopt(best, warm, samples, fingerprint, {"feature_dim": feature_dim, "features": features,
+                                                       "columns": columns})
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init parameters, "
@@ -285,6 +282,23 @@ class DiagGMM(DensityMixin, BaseEstimator):
                 ConvergenceWarning,
             )
         return self
+
+    def _adopt(self, state, warm, samples, fingerprint, layout):
+        """Take a finished training state as this estimator's fitted parameters."""
+        self.weights_, self.means_, self.covariances_ = state.weights, state.means, state.covariances
+        self.precisions_ = 1.0 / self.covariances_
+        self.precisions_cholesky_ = np.sqrt(self.precisions_)
+        self.converged_ = state.converged
+        self.n_iter_ = state.iteration
+        self.lower_bound_ = state.lower_bound
+        self.lower_bounds_ = state.lower_bounds[1:] if warm else list(state.lower_bounds)
+        self.n_features_in_ = samples.array.shape[-1]
+        self.data_fingerprint_ = fingerprint
+        self.input_layout_ = layout
+        if samples.feature_names is not None:
+            self.feature_names_in_ = np.asarray(samples.feature_names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
 
     def _checkpoint_config(self, inits, warm):
         """The settings a checkpoint must share with this run to be resumed (JSON)."""
@@ -301,60 +315,82 @@ class DiagGMM(DensityMixin, BaseEstimator):
             "warm_start_from": digest(np.concatenate([self.means_.ravel(), self.covariances_.ravel()])) if warm else None,
         }
 
-    def _run_em(self, data_pass, state, store=None):
-        """EM iterations from ``state`` until convergence or ``max_iter``; one data pass each.
+    def _running(self, state):
+        # max_iter is not part of the checkpoint identity: a restart that stopped only because
+        # it reached a smaller max_iter continues up to this run's max_iter.
+        return not state.converged and state.iteration < self.max_iter
 
-        After every iteration the new state goes to ``store`` (if any) before the next pass.
-        Returns the final :class:`TrainingState`.
+    def _run_em(self, data_pass, states, store=None, on_iteration=None):
+        """EM iterations of every restart until each converges or reaches ``max_iter``.
+
+        The restarts still running share each data pass: their coefficients are stacked, so a
+        pass costs one read of the data and one matrix product per chunk for all of them;
+        a restart that has stopped costs nothing more. After every iteration the states go
+        to ``store`` (if any) before the next pass, then each running restart's summary to
+        ``on_iteration`` (if any). Returns the final list of :class:`TrainingState`.
         """
-        weights, means, precisions = state.weights, state.means, state.precisions
-        lower_bounds = list(state.lower_bounds)
-        lower_bound = lower_bounds[-1] if lower_bounds else -np.inf
+        states = list(states)
         start = time.perf_counter()
-        for n_iter in range(state.iteration + 1, self.max_iter + 1):
+        while True:
+            running = [state for state in states if self._running(state)]
+            if not running:
+                break
             tick = time.perf_counter()
-            previous = lower_bound
-            shift = data_centre(weights, means, precisions)
-            coefficients = kernels.log_prob_coefficients(weights, means, precisions, shift, data_pass.dtype)
+            # one shift for all (it only guards float32 against cancellation): the first's
+            shift = data_centre(running[0].weights, running[0].means, running[0].precisions)
+            coefficients = kernels.stack_coefficients([
+                kernels.log_prob_coefficients(state.weights, state.means, state.precisions, shift, data_pass.dtype)
+                for state in running])
             stats = data_pass(("gaussian", coefficients))
-            scalars = split_statistics(stats)[-1]
-            lower_bound = scalars["objective"] / scalars["weight"]
-            if not np.isfinite(lower_bound):
-                raise FloatingPointError(
-                    "The log-likelihood is not finite: the data hold values too large for the compute "
-                    "dtype (try dtype='float64', or rescale the features)."
-                )
-            weights, means, covariances, reseeded = m_step(stats, self.reg_covar, shift, data_pass.resolution)
-            precisions = 1.0 / covariances
-            if reseeded:
-                self.n_reseeded_ += reseeded
-                warnings.warn(
-                    f"Iteration {n_iter}: {reseeded} component(s) lost all their mass and were re-seeded "
-                    "by splitting the heaviest component.",
-                    ReseededComponentWarning,
-                )
-            lower_bounds.append(lower_bound)
-            change = lower_bound - previous
-            converged = bool(abs(change) < self.tol)
-            state = TrainingState(state.restart, n_iter, weights, means, covariances, precisions, lower_bounds,
-                                  converged or n_iter == self.max_iter, converged, state.random_state,
-                                  self.n_reseeded_, state.best)
+            summaries = []
+            for state, block in zip(running, kernels.model_statistics(stats, coefficients.model_sizes)):
+                new = self._em_step(state, block, shift, data_pass.resolution)
+                states[states.index(state)] = new
+                summaries.append({"iteration": new.iteration, "lower_bound": new.lower_bound,
+                                  "change": new.lower_bound - state.lower_bound, "converged": new.converged,
+                                  "restart": new.restart})
             if store is not None:
-                store.save(state)
-            logger.info("iteration %d lower bound %.8f change %.3e %.3fs", n_iter, lower_bound, change,
-                        time.perf_counter() - tick,
-                        extra={"iteration": n_iter, "lower_bound": float(lower_bound), "change": float(change),
-                               "seconds": time.perf_counter() - tick, "restart": state.restart})
+                store.save(states)
+            seconds = time.perf_counter() - tick
+            for summary in summaries:
+                summary["seconds"] = seconds
+                logger.info("iteration %d lower bound %.8f change %.3e %.3fs", summary["iteration"],
+                            summary["lower_bound"], summary["change"], seconds, extra=summary)
+                if on_iteration is not None:
+                    on_iteration(dict(summary))
+            n_iter = summaries[0]["iteration"]
             if n_iter % self.verbose_interval == 0:
                 now = time.perf_counter()
-                self._print(1, f"  Iteration {n_iter}", f"\t time lapse {now - start:.5f}s\t ll change {change:.5f}")
+                self._print(1, f"  Iteration {n_iter}",
+                            f"\t time lapse {now - start:.5f}s\t ll change {summaries[0]['change']:.5f}")
                 start = now
-            if converged:
-                break
         if self.max_iter > 0:
-            verdict = "converged" if state.converged else "did not converge"
-            self._print(1, f"Initialization {verdict}.", f" lower bound {lower_bound:.5f}.")
-        return state
+            for state in states:
+                verdict = "converged" if state.converged else "did not converge"
+                self._print(1, f"Initialization {verdict}.", f" lower bound {state.lower_bound:.5f}.")
+        return states
+
+    def _em_step(self, state, stats, shift, resolution):
+        """The state after one EM iteration of ``state``, given its statistics of the data pass."""
+        n_iter = state.iteration + 1
+        scalars = split_statistics(stats)[-1]
+        lower_bound = scalars["objective"] / scalars["weight"]
+        if not np.isfinite(lower_bound):
+            raise FloatingPointError(
+                "The log-likelihood is not finite: the data hold values too large for the compute "
+                "dtype (try dtype='float64', or rescale the features)."
+            )
+        weights, means, covariances, reseeded = m_step(stats, self.reg_covar, shift, resolution)
+        if reseeded:
+            warnings.warn(
+                f"Iteration {n_iter}: {reseeded} component(s) lost all their mass and were re-seeded "
+                "by splitting the heaviest component.",
+                ReseededComponentWarning,
+            )
+        converged = bool(abs(lower_bound - state.lower_bound) < self.tol)
+        return TrainingState(state.restart, n_iter, weights, means, covariances, 1.0 / covariances,
+                             state.lower_bounds + [lower_bound], converged or n_iter == self.max_iter, converged,
+                             state.random_state, state.n_reseeded + reseeded)
 
     def _print(self, level, message, detail=""):
         if self.verbose >= level:

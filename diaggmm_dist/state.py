@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -11,7 +11,7 @@ import numpy as np
 class TrainingState:
     """Everything needed to continue a fit exactly where it stopped."""
 
-    restart: int  # index of the initialisation being run
+    restart: int  # index of the initialisation (restarts run side by side, one state each)
     iteration: int  # EM iterations done in this restart (0: just initialised)
     weights: np.ndarray
     means: np.ndarray
@@ -22,4 +22,8 @@ class TrainingState:
     converged: bool
     random_state: tuple  # numpy RandomState.get_state() after this restart's initialisation
     n_reseeded: int = 0
-    best: dict | None = field(default=None)  # best finished restart so far
+
+    @property
+    def lower_bound(self):
+        """The latest lower bound (-inf before the first iteration)."""
+        return self.lower_bounds[-1] if self.lower_bounds else -np.inf

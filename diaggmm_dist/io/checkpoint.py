@@ -5,16 +5,15 @@ Layout::
     checkpoint.zarr/
         zarr.json          attributes: format, format_version, identity (configuration and
                            data fingerprint), latest (the pointer)
-        step-00000007/     one complete training state, one float64 array of shape (3, K, D):
-                           means, covariances and precisions (then the best finished
-                           restart's means and covariances, when there is one: (5, K, D));
-                           its attributes hold the rest: weights, restart, iteration,
-                           lower_bounds, finished, converged, n_reseeded, rng (the random
-                           generator's state), best (the best restart's weights and scores)
+        step-00000007/     one complete training state: a group with one array per restart
+            restart-0      (restarts run side by side), float64 of shape (3, K, D): means,
+            restart-1      covariances and precisions; its attributes hold the rest: weights,
+            ...            restart, iteration, lower_bounds, finished, converged, n_reseeded,
+                           rng (the random generator's state after this restart's init)
 
-One array per step, its attributes written with its metadata, is a few small writes: the
+One array per restart, its attributes written with its metadata, is a few small writes: the
 checkpoint of every iteration costs milliseconds, not tens of them. A checkpoint is written
-as a new ``step-*`` array; only then is the root's ``latest`` pointer rewritten (one small write, atomic on local disks where Zarr writes files by
+as a new ``step-*`` group; only then is the root's ``latest`` pointer rewritten (one small write, atomic on local disks where Zarr writes files by
 rename, and a single PUT on object stores). A crash at any instant therefore leaves the
 previous pointer and its step intact. Steps newer than the pointer are debris of a crash and
 are removed (as is a step whose data chunk never arrived: it reads as NaN and fails
@@ -36,10 +35,11 @@ from .model_store import ModelStoreError, check_mixture, read_array
 from .zarr_groups import NotAGroupError, open_group_or_none, remove_group
 
 FORMAT = "diaggmm-dist-checkpoint"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: Complete checkpoints kept (the newest ones).
 KEEP = 3
 _STEP = re.compile(r"^step-(\d{8})$")
+_RESTART = re.compile(r"^restart-(\d+)$")
 
 
 class CheckpointMismatchError(ValueError):
@@ -119,14 +119,14 @@ class Checkpoints:
     def _steps(self):
         """Names of the steps in the store, newest first (read once, then kept up to date)."""
         if self._known_steps is None:
-            self._known_steps = sorted((name for name in self.root.array_keys() if _STEP.match(name)), reverse=True)
+            self._known_steps = sorted((name for name in self.root.group_keys() if _STEP.match(name)), reverse=True)
         return list(self._known_steps)
 
     def _pointer(self):
         return zarr.open_group(self.url, mode="r").attrs.get("latest")
 
     def latest(self):
-        """The newest usable :class:`TrainingState`, or None for a fresh run."""
+        """The newest usable list of :class:`TrainingState` (one per restart), or None for a fresh run."""
         pointer = self._pointer()
         if pointer is None:
             return None
@@ -147,16 +147,22 @@ class Checkpoints:
         return None
 
     def _read(self, name):
-        where = f"checkpoint {name}"
         try:
-            array = self.root[name]
+            group = self.root[name]
         except KeyError:
-            raise ModelStoreError(f"{where} is missing") from None
-        attrs = dict(array.attrs)
+            raise ModelStoreError(f"checkpoint {name} is missing") from None
+        restarts = sorted((key for key in group.array_keys() if _RESTART.match(key)), key=lambda key: int(key[8:]))
+        if [int(key[8:]) for key in restarts] != list(range(len(restarts))) or not restarts:
+            raise ModelStoreError(f"checkpoint {name} holds the restarts {restarts}, not 0, 1, ...")
+        return [self._read_restart(group, f"{name}/{key}", key) for key in restarts]
+
+    @staticmethod
+    def _read_restart(group, where, key):
+        where = f"checkpoint {where}"
+        attrs = dict(group[key].attrs)
         weights = np.asarray(attrs["weights"], dtype=np.float64)
         k, d = attrs["shape"]
-        best = attrs.get("best")
-        planes = read_array(self.root, name, (3 if best is None else 5, k, d), where)
+        planes = read_array(group, key, (3, k, d), where)
         if weights.shape != (k,) or not np.all(np.isfinite(weights)):
             raise ModelStoreError(f"{where}: attribute 'weights' is not {k} finite numbers")
         means, covariances, precisions = planes[0], planes[1], planes[2]
@@ -165,20 +171,18 @@ class Checkpoints:
         keys = np.asarray(rng["keys"], dtype=np.uint32)
         if keys.shape != (624,):
             raise ModelStoreError(f"{where}: the random generator state has {keys.size} keys, expected 624")
-        if best is not None:
-            best = dict(best, weights=np.asarray(best["weights"], dtype=np.float64), means=planes[3],
-                        covariances=planes[4])
         return TrainingState(
             restart=int(attrs["restart"]), iteration=int(attrs["iteration"]), weights=weights, means=means,
             covariances=covariances, precisions=precisions, lower_bounds=[float(v) for v in attrs["lower_bounds"]],
             finished=bool(attrs["finished"]), converged=bool(attrs["converged"]),
             random_state=("MT19937", keys, int(rng["pos"]), int(rng["has_gauss"]), float(rng["cached_gaussian"])),
-            n_reseeded=int(attrs.get("n_reseeded", 0)), best=best,
+            n_reseeded=int(attrs.get("n_reseeded", 0)),
         )
 
     # ----------------------------------------------------------------- writing
-    def save(self, state):
-        """Write ``state`` as a new checkpoint, then move the pointer to it, then prune."""
+    def save(self, states):
+        """Write ``states`` (one :class:`TrainingState` per restart) as a new checkpoint, then
+        move the pointer to it, then prune."""
         pointer = self._pointer()
         steps = self._steps()
         for debris in (name for name in steps if pointer is None or name > pointer):
@@ -186,24 +190,21 @@ class Checkpoints:
         kept = [name for name in steps if pointer is not None and name <= pointer]
         number = int(_STEP.match(kept[0]).group(1)) + 1 if kept else 0
         name = f"step-{number:08d}"
-        planes = [state.means, state.covariances, state.precisions]
-        best = None
-        if state.best is not None:
-            best = {key: value for key, value in state.best.items() if key not in ("means", "covariances")}
-            best["weights"] = [float(v) for v in best["weights"]]
-            planes += [state.best["means"], state.best["covariances"]]
-        planes = np.asarray(planes, dtype=np.float64)
-        _, keys, pos, has_gauss, cached = state.random_state
-        attributes = _normalised({
-            "shape": list(np.shape(state.means)), "weights": [float(v) for v in state.weights],
-            "restart": state.restart, "iteration": state.iteration,
-            "lower_bounds": [float(v) for v in state.lower_bounds], "finished": bool(state.finished),
-            "converged": bool(state.converged), "n_reseeded": int(state.n_reseeded), "best": best,
-            "rng": {"keys": np.asarray(keys, dtype=np.uint32).tolist(), "pos": int(pos), "has_gauss": int(has_gauss),
-                    "cached_gaussian": float(cached)},
-        })
-        # NaN fill: a step whose chunk never got written fails validation instead of reading zeros
-        self.root.create_array(name, data=planes, chunks=planes.shape, fill_value=np.nan, attributes=attributes)
+        group = self.root.create_group(name)
+        for state in states:
+            planes = np.asarray([state.means, state.covariances, state.precisions], dtype=np.float64)
+            _, keys, pos, has_gauss, cached = state.random_state
+            attributes = _normalised({
+                "shape": list(np.shape(state.means)), "weights": [float(v) for v in state.weights],
+                "restart": state.restart, "iteration": state.iteration,
+                "lower_bounds": [float(v) for v in state.lower_bounds], "finished": bool(state.finished),
+                "converged": bool(state.converged), "n_reseeded": int(state.n_reseeded),
+                "rng": {"keys": np.asarray(keys, dtype=np.uint32).tolist(), "pos": int(pos),
+                        "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+            })
+            # NaN fill: an array whose chunk never got written fails validation instead of reading zeros
+            group.create_array(f"restart-{state.restart}", data=planes, chunks=planes.shape, fill_value=np.nan,
+                               attributes=attributes)
         self.root.attrs["latest"] = name  # the commit point
         for old in kept[KEEP - 1:]:
             del self.root[old]

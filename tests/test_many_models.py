@@ -1,0 +1,86 @@
+"""Many models per data pass: restarts side by side (n_init) and the stacked statistics behind them."""
+
+import numpy as np
+import pytest
+
+from conftest import mixture_data
+from diaggmm_dist import DiagGMM, engine, kernels
+
+
+@pytest.fixture(scope="module")
+def data():
+    return mixture_data(6000, 4, 5, seed=21)[0]
+
+
+def _count_passes(monkeypatch):
+    """Record the number of models each data pass serves."""
+    real, served = engine.pass_statistics, []
+
+    def counting(X, responsibilities, *args, **kwargs):
+        kind = responsibilities[0]
+        served.append(1 if kind == "random" else len(responsibilities[1].model_sizes))
+        return real(X, responsibilities, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "pass_statistics", counting)
+    return served
+
+
+def test_stacked_statistics_equal_each_model_on_its_own():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5000, 5))
+    x[::7, 2] = np.nan
+    weights = rng.uniform(0, 2, 5000)
+    models = [kernels.log_prob_coefficients(np.full(k, 1 / k), rng.standard_normal((k, 5)),
+                                            rng.uniform(0.5, 2, (k, 5)), np.zeros(5), np.float64) for k in (2, 3, 5)]
+    stacked = kernels.stack_coefficients(models)
+    assert stacked.model_sizes == (2, 3, 5)
+    for missing in ("marginalize", "drop"):
+        together = kernels.chunk_statistics(x, ("gaussian", stacked), missing, weights)
+        assert together.shape[0] == kernels.n_stat_rows((2, 3, 5)) == 13
+        for model, block in zip(models, kernels.model_statistics(together, stacked.model_sizes)):
+            np.testing.assert_allclose(block, kernels.chunk_statistics(x, ("gaussian", model), missing, weights),
+                                       rtol=1e-12, atol=1e-9)
+
+
+def test_models_with_different_shifts_cannot_be_stacked():
+    one = kernels.log_prob_coefficients(np.ones(1), np.zeros((1, 2)), np.ones((1, 2)), np.zeros(2), np.float64)
+    other = kernels.log_prob_coefficients(np.ones(1), np.zeros((1, 2)), np.ones((1, 2)), np.ones(2), np.float64)
+    with pytest.raises(ValueError, match="share the shift"):
+        kernels.stack_coefficients([one, other])
+
+
+def test_restarts_share_every_data_pass(data, monkeypatch):
+    served = _count_passes(monkeypatch)
+    gmm = DiagGMM(5, n_init=4, init_params="random", random_state=0, tol=0, max_iter=10).fit(data)
+    # one initialisation pass per restart, then 10 iterations, each one pass for all four
+    assert served == [1] * 4 + [4] * 10
+    assert len(gmm.lower_bounds_per_init_) == 4
+    assert all(len(bounds) == 10 for bounds in gmm.lower_bounds_per_init_)
+    finals = [bounds[-1] for bounds in gmm.lower_bounds_per_init_]
+    assert gmm.best_init_ == int(np.argmax(finals))
+    assert gmm.lower_bound_ == max(finals)
+    assert len(set(finals)) > 1  # the restarts really differ
+
+
+def test_the_first_restart_is_the_single_initialisation_fit(data):
+    single = DiagGMM(5, init_params="random", random_state=3, tol=0, max_iter=15).fit(data)
+    many = DiagGMM(5, n_init=3, init_params="random", random_state=3, tol=0, max_iter=15).fit(data)
+    # restart 0 draws the same random numbers, and its shift is the one used: the same numbers
+    # up to the order of a few float additions inside the (larger) matrix products
+    np.testing.assert_allclose(many.lower_bounds_per_init_[0], single.lower_bounds_, rtol=1e-12)
+    assert many.lower_bound_ >= single.lower_bound_
+
+
+def test_restarts_that_converge_stop_costing_work(data, monkeypatch):
+    served = _count_passes(monkeypatch)
+    gmm = DiagGMM(5, n_init=4, init_params="random", random_state=1, tol=1e-3, max_iter=300).fit(data)
+    em = served[4:]
+    lengths = sorted(len(bounds) for bounds in gmm.lower_bounds_per_init_)
+    assert lengths[0] < lengths[-1]  # they converge at different iterations
+    # each pass serves exactly the restarts still running
+    assert em == [sum(length > i for length in lengths) for i in range(lengths[-1])]
+
+
+def test_n_init_below_one_is_refused(data):
+    with pytest.raises(ValueError, match="n_init"):
+        DiagGMM(2, n_init=0).fit(data)
