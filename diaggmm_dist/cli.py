@@ -51,6 +51,22 @@ def _int_at_least(minimum):
     return parse
 
 
+def _component_counts(text):
+    """``--k``: one number of components, or a comma-separated list of candidates (``2,4,8``)."""
+    values = []
+    for part in text.split(","):
+        try:
+            value = int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer or a list like 2,4,8, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"numbers of components must be >= 1, got {value}")
+        values.append(value)
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"repeated numbers of components in {text!r}")
+    return values
+
+
 def _non_negative_float(text):
     try:
         value = float(text)
@@ -95,8 +111,13 @@ def build_parser():
                     "With --checkpoint, the training state is written after every iteration and a rerun "
                     "of the same command resumes it, ending with exactly the uninterrupted model.")
     fit.add_argument("data", metavar="DATA", help="Zarr array (path or fsspec URL), rows x features")
-    fit.add_argument("--k", "--n-components", dest="k", type=_int_at_least(1), required=True,
-                     help="number of mixture components")
+    fit.add_argument("--k", "--n-components", dest="k", type=_component_counts, required=True,
+                     help="number of mixture components, or candidates to choose from in the same data "
+                          "passes, e.g. 2,4,8,16,32 (see --criterion)")
+    fit.add_argument("--criterion", choices=("bic", "aic", "heldout"), default="bic",
+                     help="with several --k: how the model saved is chosen (default: bic)")
+    fit.add_argument("--heldout-fraction", type=_non_negative_float, default=0.1,
+                     help="with several --k: share of the rows held out and scored (default: 0.1)")
     fit.add_argument("--out", required=True, metavar="MODEL", help="where to save the model (a Zarr group)")
     fit.add_argument("--checkpoint", metavar="URL",
                      help="Zarr group for training checkpoints; resumed when it holds this run")
@@ -330,6 +351,14 @@ def _fit(args, console):
 
     if args.checkpoint is not None and os.path.normpath(args.checkpoint) == os.path.normpath(args.out):
         raise ValueError("--checkpoint and --out must be different locations.")
+    candidates, args.k = args.k, max(args.k)
+    if len(candidates) > 1:
+        if args.checkpoint is not None:
+            raise ValueError("--checkpoint works with one --k; choosing among several has no checkpoints yet.")
+        if args.n_init != 1:
+            raise ValueError("--n-init must be 1 with several --k (one initialisation per candidate).")
+        if not args.heldout_fraction < 1:
+            raise ValueError(f"--heldout-fraction must be below 1, got {args.heldout_fraction}.")
     gmm = DiagGMM(args.k, tol=args.tol, reg_covar=args.reg_covar, max_iter=args.max_iter, n_init=args.n_init,
                   init_params=args.init, random_state=args.seed, dtype=args.dtype, chunk_size=args.chunk_size)
     check_settings(gmm)
@@ -358,6 +387,8 @@ def _fit(args, console):
                               f"{data.numblocks[0]} chunks, scheduler {client.scheduler.address}")
             show_bar = not args.quiet and console.err.isatty()
             bar = _PassBar(console, args.max_iter) if show_bar else None
+            if len(candidates) > 1:
+                return _select(args, candidates, gmm, console, start)
             if bar is not None:
                 with bar:
                     gmm.fit(args.data, checkpoint=args.checkpoint, overwrite_checkpoint=args.overwrite)
@@ -374,6 +405,21 @@ def _fit(args, console):
         f"done: K={args.k}, {gmm.n_iter_} iterations ({printer.iterations_run} in this run{note}), "
         f"converged={'yes' if gmm.converged_ else 'no'}, lower bound {gmm.lower_bound_:.8f}, "
         f"{seconds:.1f} s; model saved to {args.out}")
+    return EXIT_OK
+
+
+def _select(args, candidates, template, console, start):
+    """``fit --k 2,4,8``: every candidate through the same passes; the chosen one is saved."""
+    from .selection import select_n_components
+
+    settings = {key: value for key, value in template.get_params().items()
+                if key not in ("n_components", "weights_init", "means_init", "precisions_init", "warm_start")}
+    result = select_n_components(args.data, candidates, args.criterion, heldout_fraction=args.heldout_fraction,
+                                 **settings)
+    result.best.save(args.out, overwrite=args.overwrite)
+    console.print(result.to_markdown())
+    console.print(f"done: chose K={result.best.n_components} of {', '.join(map(str, candidates))} by "
+                  f"{args.criterion}, {time.monotonic() - start:.1f} s; model saved to {args.out}")
     return EXIT_OK
 
 

@@ -202,12 +202,13 @@ def nearest_one_hot(distances):
     return best
 
 
-def _splitmix64(values):
-    """The splitmix64 finaliser: a well-mixed 64-bit hash of every value (vectorised)."""
-    z = values + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+def splitmix64(values):
+    """The splitmix64 finaliser: a well-mixed 64-bit hash of every value (vectorised, wrapping)."""
+    with np.errstate(over="ignore"):
+        z = values + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
 
 
 def random_responsibilities(rows, n_components, seed, dtype):
@@ -219,7 +220,7 @@ def random_responsibilities(rows, n_components, seed, dtype):
     rows = np.asarray(rows, dtype=np.uint64)
     counters = rows[None, :] * np.uint64(n_components) + np.arange(n_components, dtype=np.uint64)[:, None]
     with np.errstate(over="ignore"):
-        bits = _splitmix64(counters ^ _splitmix64(np.uint64(seed)))
+        bits = splitmix64(counters ^ splitmix64(np.uint64(seed)))
     resp = ((bits >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
     resp = resp.astype(dtype)
     resp /= resp.sum(axis=0)

@@ -329,6 +329,9 @@ def bad_runs(small_data, tmp_path_factory):
                                             "--checkpoint", folder / "notes"],
         "unreachable scheduler": ["fit", small_data, "--k", "2", "--out", folder / "m3.zarr",
                                   "--scheduler", f"tcp://127.0.0.1:{_free_port()}"],
+        "several k with a checkpoint": ["fit", small_data, "--k", "2,4", "--out", folder / "m5.zarr",
+                                        "--checkpoint", folder / "c5.zarr"],
+        "several k with restarts": ["fit", small_data, "--k", "2,4", "--out", folder / "m6.zarr", "--n-init", "3"],
         "debug": ["--debug", "info", folder / "empty"],
     }
     started = {name: (start_cli(*args), time.monotonic()) for name, args in commands.items()}
@@ -342,6 +345,17 @@ def bad_runs(small_data, tmp_path_factory):
     return results, folder
 
 
+def test_fit_chooses_k_among_candidates_in_the_same_passes(small_data, tmp_path):
+    out = tmp_path / "chosen.zarr"
+    result = run_cli("fit", small_data, "--k", "1,2,4,6", "--max-iter", "30", "--seed", "1",
+                     "--chunk-size", "30000", "--out", out)
+    assert_ok(result)
+    assert "| K | lower bound" in result.stdout
+    chosen = DiagGMM.load(out)
+    assert f"chose K={chosen.n_components} of 1, 2, 4, 6 by bic" in result.stdout
+    assert chosen.n_components == SMALL_K  # the data's own number of components
+
+
 @pytest.mark.parametrize("case, code, fragments", [
     ("missing data", 2, ["No Zarr array found", "missing.zarr"]),
     ("info on a Zarr array", 2, ["is a Zarr array, not a diaggmm-dist model"]),
@@ -352,6 +366,8 @@ def bad_runs(small_data, tmp_path_factory):
     ("existing output", 2, ["already exists", "--overwrite"]),
     ("checkpoint on a plain directory", 2, ["exists and is not a checkpoint", "refusing to replace it"]),
     ("unreachable scheduler", 1, ["No dask scheduler answered at 'tcp://127.0.0.1:"]),
+    ("several k with a checkpoint", 2, ["--checkpoint works with one --k"]),
+    ("several k with restarts", 2, ["--n-init must be 1 with several --k"]),
 ])
 def test_bad_input_is_one_line_error(bad_runs, case, code, fragments):
     results, folder = bad_runs
@@ -372,12 +388,15 @@ def test_usage_errors_and_parser(capsys):
     parser = build_parser()
     args = parser.parse_args(["fit", "data.zarr/X", "--k", "3", "--out", "m.zarr"])
     assert (args.command, args.data, args.k, args.out, args.checkpoint, args.scheduler) == \
-        ("fit", "data.zarr/X", 3, "m.zarr", None, None)
+        ("fit", "data.zarr/X", [3], "m.zarr", None, None)
+    assert parser.parse_args(["fit", "d", "--k", "2,4,8", "--out", "m"]).k == [2, 4, 8]
     assert (args.init, args.tol, args.max_iter, args.dtype, args.seed, args.n_init, args.overwrite, args.debug) == \
         ("kmeans", 1e-3, 100, "float64", 0, 1, False, False)
     assert parser.parse_args(["info", "m.zarr", "--debug"]).debug is True
     assert parser.parse_args(["--debug", "info", "m.zarr"]).debug is True
     for argv in (["fit", "d", "--k", "0", "--out", "m"], ["fit", "d", "--out", "m"],
+                 ["fit", "d", "--k", "2,x", "--out", "m"], ["fit", "d", "--k", "2,2", "--out", "m"],
+                 ["fit", "d", "--k", "2,0", "--out", "m"],
                  ["fit", "d", "--k", "2", "--out", "m", "--dtype", "float16"], ["frobnicate"], []):
         assert main(argv) == 2
         assert "error:" in capsys.readouterr().err

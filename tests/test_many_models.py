@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import mixture_data
-from diaggmm_dist import DiagGMM, engine, kernels
+from diaggmm_dist import DiagGMM, engine, kernels, select_n_components
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +84,62 @@ def test_restarts_that_converge_stop_costing_work(data, monkeypatch):
 def test_n_init_below_one_is_refused(data):
     with pytest.raises(ValueError, match="n_init"):
         DiagGMM(2, n_init=0).fit(data)
+
+
+# ------------------------------------------------------------------ choosing K in one pass
+@pytest.fixture(scope="module")
+def separated():
+    """Four well separated components in 3-D."""
+    rng = np.random.default_rng(5)
+    centres = np.array([[0, 0, 0], [12, 0, 0], [0, 12, 0], [0, 0, 12]], dtype=float)
+    labels = rng.integers(0, 4, 8000)
+    return centres[labels] + rng.standard_normal((8000, 3)) * rng.uniform(0.7, 1.3, (4, 3))[labels]
+
+
+def test_bic_picks_the_true_number_of_components(separated, monkeypatch):
+    served = _count_passes(monkeypatch)
+    result = select_n_components(separated, [1, 2, 4, 6, 8], "bic", random_state=0, tol=1e-4, max_iter=200)
+    assert result.best.n_components == 4
+    assert [row["n_components"] for row in result.table] == [1, 2, 4, 6, 8]
+    by_k = {row["n_components"]: row for row in result.table}
+    assert by_k[4]["bic"] == min(row["bic"] for row in result.table)
+    # the held-out rows agree: 4 is far better than 2, and more components gain almost nothing
+    assert by_k[4]["heldout_log_likelihood"] > by_k[2]["heldout_log_likelihood"] + 0.5
+    assert abs(by_k[8]["heldout_log_likelihood"] - by_k[4]["heldout_log_likelihood"]) < 0.05
+    # the EM passes served every candidate still running, all five at first
+    em = [models for models in served if models > 1]
+    assert em[0] == 5 and max(em) == 5
+    assert len(served) < 5 * max(row["n_iter"] for row in result.table)
+
+
+def test_selected_models_are_complete_estimators(separated):
+    result = select_n_components(separated, [3, 4], "heldout", random_state=1)
+    assert result.criterion == "heldout"
+    model = result.models[3]
+    assert model.n_components == 3 and model.means_.shape == (3, 3)
+    # the table's BIC is the model's own on the fitted rows (the held-out ones excluded)
+    from diaggmm_dist.selection import heldout_rows
+
+    fitted = separated[~heldout_rows(np.arange(len(separated)), 0.1)]
+    row = result.table[0]
+    np.testing.assert_allclose(row["bic"], model.bic(fitted), rtol=1e-9)
+    np.testing.assert_allclose(row["log_likelihood"], model.score(fitted), rtol=1e-9)
+    held = separated[heldout_rows(np.arange(len(separated)), 0.1)]
+    np.testing.assert_allclose(row["heldout_log_likelihood"], model.score(held), rtol=1e-9)
+    assert "(chosen)" in result.to_markdown()
+
+
+@pytest.mark.parametrize("candidates, criterion, extra, message", [
+    ([], "bic", {}, "candidates is empty"),
+    ([2, 0], "bic", {}, "integers >= 1"),
+    ([2, 2.5], "bic", {}, "integers >= 1"),
+    ([2, 2], "bic", {}, "repeated"),
+    ([2], "loglik", {}, "criterion must be one of"),
+    ([2], "heldout", {"heldout_fraction": 0}, "needs held-out rows"),
+    ([2], "bic", {"heldout_fraction": 1.5}, "heldout_fraction"),
+    ([2], "bic", {"n_init": 3}, "n_init must be 1"),
+    ([2], "bic", {"n_components": 3}, "sets n_components itself"),
+])
+def test_bad_selection_settings_are_refused_before_any_work(separated, candidates, criterion, extra, message):
+    with pytest.raises(ValueError, match=message):
+        select_n_components(separated, candidates, criterion, **extra)

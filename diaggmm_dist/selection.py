@@ -1,0 +1,182 @@
+"""Choosing the number of components: every candidate K fitted through the same data passes.
+
+Reading the data is the cost of an out-of-core fit; a few more models in each pass are
+nearly free. :func:`select_n_components` initialises one model per candidate, then runs EM
+on all of them side by side (their coefficients stacked, as restarts are in
+:meth:`DiagGMM.fit`), so ``candidates=[2, 4, 8, 16, 32]`` costs about one fit's passes, not
+five fits'. A fraction of the rows, picked by a hash of the row index (so the same rows
+whatever the chunking), is held out of the fit to score the candidates on unseen data.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import dask.array as da
+import numpy as np
+from sklearn.utils import check_random_state
+
+from . import engine, inputs, kernels
+from .initialization import data_centre, initial_parameters
+from .mixture import DiagGMM, _DataPass
+from .state import TrainingState
+from .validation import check_settings, is_int
+
+CRITERIA = ("bic", "aic", "heldout")
+
+
+class ComponentSelection(NamedTuple):
+    """What :func:`select_n_components` returns."""
+
+    table: list  # one dict per candidate, in the order given
+    best: DiagGMM  # the model the criterion picks
+    models: dict  # every candidate's fitted model, by K
+    criterion: str
+
+    def to_markdown(self):
+        """The table as Markdown, the chosen K marked."""
+        lines = ["| K | lower bound | log-likelihood | BIC | AIC | held-out log-likelihood | iterations | converged |",
+                 "|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for row in self.table:
+            mark = " **(chosen)**" if row["n_components"] == self.best.n_components else ""
+            lines.append(
+                f"| {row['n_components']}{mark} | {row['lower_bound']:.6g} | {row['log_likelihood']:.6g} "
+                f"| {row['bic']:.6g} | {row['aic']:.6g} | {_text(row['heldout_log_likelihood'])} "
+                f"| {row['n_iter']} | {row['converged']} |")
+        return "\n".join(lines)
+
+
+def _text(value):
+    return "—" if value is None else f"{value:.6g}"
+
+
+def _check_candidates(candidates):
+    try:
+        values = list(candidates)
+    except TypeError:
+        raise TypeError(f"candidates must be a list of integers, got {candidates!r}.") from None
+    if not values:
+        raise ValueError("candidates is empty: give at least one number of components, e.g. [2, 4, 8].")
+    bad = [value for value in values if not is_int(value) or value < 1]
+    if bad:
+        raise ValueError(f"candidates must be integers >= 1; got {bad}.")
+    if len(set(values)) != len(values):
+        raise ValueError(f"candidates has repeated values: {values}.")
+    return [int(value) for value in values]
+
+
+def heldout_rows(rows, fraction, seed=0):
+    """True for the rows (global indices) held out: a fixed ``fraction`` picked by a hash of the index."""
+    bits = kernels.splitmix64(np.asarray(rows, dtype=np.uint64) ^ kernels.splitmix64(np.uint64(seed)))
+    return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53 < fraction
+
+
+def _split_weights(data, fraction, sample_weight):
+    """Per-sample weights of the rows fitted and of the rows held out (lazy, chunked like ``data``)."""
+    held = da.map_blocks(heldout_rows, engine.row_indices(data), fraction, dtype=bool)
+    base = sample_weight if sample_weight is not None else da.ones(held.shape, chunks=held.chunks)
+    return da.where(held, 0.0, base), da.where(held, base, 0.0)
+
+
+def _n_parameters(k, d):
+    return k * 2 * d + k - 1
+
+
+def select_n_components(X, candidates=(2, 4, 8, 16, 32), criterion="bic", *, heldout_fraction=0.1,
+                        sample_weight=None, feature_dim=None, features=None, columns=None, **settings):
+    """Fit a mixture for every candidate number of components in the same data passes, and pick one.
+
+    Parameters
+    ----------
+    X : any input :meth:`DiagGMM.fit` takes
+    candidates : list of int, default=(2, 4, 8, 16, 32)
+        Numbers of components to try (each >= 1, no repeats).
+    criterion : {"bic", "aic", "heldout"}, default="bic"
+        Pick the lowest BIC or AIC on the fitted rows, or the highest mean log-likelihood on
+        the held-out rows.
+    heldout_fraction : float, default=0.1
+        Share of the rows held out of the fit and scored afterwards, in [0, 1); 0 fits every
+        row (no held-out column; ``criterion="heldout"`` then refused).
+    sample_weight, feature_dim, features, columns
+        As in :meth:`DiagGMM.fit`.
+    **settings
+        Any other :class:`DiagGMM` parameter (``tol``, ``max_iter``, ``init_params``,
+        ``dtype``, ``random_state``, ...), shared by all candidates. ``n_init`` must be 1.
+
+    Returns
+    -------
+    ComponentSelection
+        ``table``: one dict per candidate with ``n_components``, ``lower_bound`` (as
+        ``DiagGMM.lower_bound_``), ``log_likelihood`` (mean per fitted row at the final
+        parameters), ``bic``, ``aic`` (on the fitted rows, as ``DiagGMM.bic``),
+        ``heldout_log_likelihood`` (mean per held-out row; None without held-out rows),
+        ``n_iter`` and ``converged``; ``best``, the model picked; ``models``, all of them by K.
+    """
+    candidates = _check_candidates(candidates)
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
+    if not (isinstance(heldout_fraction, (int, float)) and 0 <= heldout_fraction < 1):
+        raise ValueError(f"heldout_fraction must be a number in [0, 1), got {heldout_fraction!r}.")
+    if criterion == "heldout" and heldout_fraction == 0:
+        raise ValueError("criterion='heldout' needs held-out rows: give heldout_fraction > 0 (e.g. 0.1).")
+    for name in ("n_components", "weights_init", "means_init", "precisions_init", "warm_start"):
+        if name in settings:
+            raise ValueError(f"select_n_components sets {name} itself: do not pass it.")
+    if settings.get("n_init", 1) != 1:
+        raise ValueError("select_n_components fits one initialisation per candidate: n_init must be 1.")
+    template = DiagGMM(max(candidates), **settings)
+    check_settings(template)
+    samples = inputs.as_samples(X, template.chunk_size, feature_dim=feature_dim, features=features, columns=columns)
+    data = samples.array
+    n_samples, n_features = engine.n_rows(data), data.shape[-1]
+    if max(candidates) > n_samples:
+        raise ValueError(f"candidate {max(candidates)} is larger than the number of samples ({n_samples}).")
+    weights = None if sample_weight is None else inputs.sample_values(sample_weight, samples, "sample_weight")
+    fit_weights, held_weights = _split_weights(data, heldout_fraction, weights) if heldout_fraction else (weights, None)
+    fit_pass = _DataPass(data, template.dtype, template.missing, fit_weights)
+    random_state = check_random_state(template.random_state)
+    states = []
+    for index, k in enumerate(candidates):
+        w, m, p = initial_parameters(data, k, template.init_params, random_state, template.reg_covar, fit_pass,
+                                     None, None, None)
+        states.append(TrainingState(index, 0, w, m, 1.0 / p, p, [], template.max_iter == 0, False,
+                                    random_state.get_state()))
+    states = template._run_em(fit_pass, states)
+
+    # every candidate's log-likelihood at its final parameters, on the fitted and the held-out rows
+    shift = data_centre(states[0].weights, states[0].means, states[0].precisions)
+    stacked = kernels.stack_coefficients([
+        kernels.log_prob_coefficients(s.weights, s.means, s.precisions, shift, fit_pass.dtype) for s in states])
+    scores = {}
+    for name, pass_weights in (("fit", fit_weights), ("heldout", held_weights)):
+        if name == "heldout" and pass_weights is None:
+            continue
+        stats = _DataPass(data, template.dtype, template.missing, pass_weights, checked=True)(("gaussian", stacked))
+        scores[name] = [kernels.split_statistics(block)[-1]
+                        for block in kernels.model_statistics(stats, stacked.model_sizes)]
+
+    fingerprint = engine.fingerprint(data)
+    layout = {"feature_dim": feature_dim, "features": features, "columns": columns}
+    table, models = [], {}
+    for index, (k, state) in enumerate(zip(candidates, states)):
+        model = DiagGMM(k, **settings)
+        model._adopt(state, False, samples, fingerprint, layout)
+        model.n_reseeded_ = state.n_reseeded
+        models[k] = model
+        fitted = scores["fit"][index]
+        n = fitted["weight"]
+        log_likelihood = fitted["objective"] / n
+        held = scores["heldout"][index] if "heldout" in scores else None
+        table.append({
+            "n_components": k, "lower_bound": state.lower_bound, "log_likelihood": log_likelihood,
+            "bic": -2 * log_likelihood * n + _n_parameters(k, n_features) * math.log(n),
+            "aic": -2 * log_likelihood * n + 2 * _n_parameters(k, n_features),
+            "heldout_log_likelihood": None if held is None or held["weight"] == 0 else held["objective"] / held["weight"],
+            "n_iter": state.iteration, "converged": state.converged,
+        })
+    if criterion == "heldout":
+        chosen = max(table, key=lambda row: row["heldout_log_likelihood"])
+    else:
+        chosen = min(table, key=lambda row: row[criterion])
+    return ComponentSelection(table, models[chosen["n_components"]], models, criterion)
