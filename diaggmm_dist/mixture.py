@@ -167,7 +167,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y=None, *, sample_weight=None, feature_dim=None, features=None, columns=None,
-            checkpoint=None, overwrite_checkpoint=False):
+            checkpoint=None, overwrite_checkpoint=False, on_iteration=None):
         """Estimate the parameters with EM.
 
         Parameters
@@ -199,6 +199,11 @@ class DiagGMM(DensityMixin, BaseEstimator):
         overwrite_checkpoint : bool, default=False
             Start afresh when ``checkpoint`` holds a run with other settings or data
             (otherwise that is refused with a ``CheckpointMismatchError``).
+        on_iteration : callable, optional
+            Called after every EM iteration (after its checkpoint is written) with a dict:
+            ``restart``, ``iteration``, ``lower_bound``, ``change``, ``converged`` and
+            ``seconds`` (the iteration's time, checkpoint write included). An exception it
+            raises ends the fit (the checkpoint already holds that iteration).
 
         Returns
         -------
@@ -258,7 +263,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
             # max_iter is not part of the checkpoint identity: a restart that stopped only because
             # it reached a smaller max_iter continues up to this run's max_iter.
             if not state.finished or (not state.converged and state.iteration < self.max_iter):
-                state = self._run_em(data_pass, state, store)
+                state = self._run_em(data_pass, state, store, on_iteration)
             lower_bound = state.lower_bounds[-1] if state.lower_bounds else -np.inf  # none with max_iter=0
             if best is None or lower_bound > best["lower_bound"]:
                 best = {"weights": state.weights, "means": state.means, "covariances": state.covariances,
@@ -301,11 +306,11 @@ class DiagGMM(DensityMixin, BaseEstimator):
             "warm_start_from": digest(np.concatenate([self.means_.ravel(), self.covariances_.ravel()])) if warm else None,
         }
 
-    def _run_em(self, data_pass, state, store=None):
+    def _run_em(self, data_pass, state, store=None, on_iteration=None):
         """EM iterations from ``state`` until convergence or ``max_iter``; one data pass each.
 
-        After every iteration the new state goes to ``store`` (if any) before the next pass.
-        Returns the final :class:`TrainingState`.
+        After every iteration the new state goes to ``store`` (if any) before the next pass,
+        then its summary to ``on_iteration`` (if any). Returns the final :class:`TrainingState`.
         """
         weights, means, precisions = state.weights, state.means, state.precisions
         lower_bounds = list(state.lower_bounds)
@@ -341,10 +346,12 @@ class DiagGMM(DensityMixin, BaseEstimator):
                                   self.n_reseeded_, state.best)
             if store is not None:
                 store.save(state)
+            summary = {"iteration": n_iter, "lower_bound": float(lower_bound), "change": float(change),
+                       "converged": converged, "seconds": time.perf_counter() - tick, "restart": state.restart}
             logger.info("iteration %d lower bound %.8f change %.3e %.3fs", n_iter, lower_bound, change,
-                        time.perf_counter() - tick,
-                        extra={"iteration": n_iter, "lower_bound": float(lower_bound), "change": float(change),
-                               "seconds": time.perf_counter() - tick, "restart": state.restart})
+                        summary["seconds"], extra=summary)
+            if on_iteration is not None:
+                on_iteration(dict(summary))
             if n_iter % self.verbose_interval == 0:
                 now = time.perf_counter()
                 self._print(1, f"  Iteration {n_iter}", f"\t time lapse {now - start:.5f}s\t ll change {change:.5f}")

@@ -236,3 +236,27 @@ def test_a_larger_max_iter_continues_a_finished_checkpoint(data, tmp_path):
         stepped = DiagGMM(3, random_state=2, tol=0, max_iter=max_iter).fit(data, checkpoint=url)
         assert stepped.n_iter_ == max_iter
     _identical(stepped, straight)
+
+
+def test_on_iteration_reports_every_iteration_after_its_checkpoint(data, tmp_path):
+    from diaggmm_dist.io.checkpoint import Checkpoints
+
+    url = str(tmp_path / "ckpt.zarr")
+    settings = dict(n_components=3, random_state=2, tol=1e-8, max_iter=30)
+    straight = DiagGMM(**settings).fit(data)
+    reported, checkpointed = [], []
+
+    def on_iteration(summary):
+        reported.append(summary)
+        root = zarr.open_group(url, mode="r")
+        checkpointed.append(Checkpoints(url, root.attrs["identity"]).latest().iteration)
+
+    DiagGMM(**dict(settings, max_iter=4)).fit(data, checkpoint=url, on_iteration=on_iteration)
+    resumed = DiagGMM(**settings).fit(data, checkpoint=url, on_iteration=on_iteration)
+    _identical(resumed, straight)
+    n = straight.n_iter_
+    assert [row["iteration"] for row in reported] == checkpointed == list(range(1, n + 1))
+    assert [row["lower_bound"] for row in reported] == straight.lower_bounds_
+    np.testing.assert_array_equal([row["change"] for row in reported[1:]], np.diff(straight.lower_bounds_))
+    assert [row["converged"] for row in reported] == [False] * (n - 1) + [straight.converged_]
+    assert all(row["seconds"] > 0 and row["restart"] == 0 for row in reported)
