@@ -2,7 +2,7 @@
 
 Converts pvlib's 2160 × 4320 × 12 turbidity climatology (9.3 million pixels, 12 monthly
 bands; the ``demo`` extra) once to a chunked Zarr store, runs the ``train`` flow on it (a
-LocalCluster, one checkpointed task per EM iteration), writes the model and the label map to
+LocalCluster, EM in blocks of checkpointed iterations, one task per block), writes the model and the label map to
 Zarr, saves a PNG map of the regimes and a PNG convergence plot, and prints a summary.
 
     python -m flows.demo [--k 8] [--out runs/demo]
@@ -93,7 +93,7 @@ def main(argv=None):
     print(f"model     K={model.n_components}, {model.n_iter_} EM iterations, converged={model.converged_}, "
           f"final mean log-likelihood {model.lower_bound_:.5f}")
     print(f"time      {fit_seconds:.1f} s for the train flow" +
-          (f", {per_iteration:.2f} s per EM iteration task" if per_iteration else ""))
+          (f", {per_iteration:.2f} s per EM iteration" if per_iteration else ""))
     print("weights   " + " ".join(f"{w:.3f}" for w in model.weights_))
     print("outputs   " + "\n          ".join(outputs))
 

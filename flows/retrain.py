@@ -9,8 +9,9 @@ A run
 
 1. reads the registry's current model (:class:`diaggmm_dist.io.registry.ModelRegistry`);
 2. fits a new model on ``data_url``: warm-started from the current model (same number of
-   components), or from scratch when there is none (or ``n_components`` changed), one task per
-   EM iteration with a checkpoint under the registry's ``work/`` folder;
+   components), or from scratch when there is none (or ``n_components`` changed), in blocks of
+   EM iterations (one task per block of about ``seconds_per_task``) with a checkpoint under the
+   registry's ``work/`` folder;
 3. scores the held-out data with the current and the new model (mean log-likelihood per row);
 4. promotes the new model only if ``new >= current - margin``;
 5. logs a drift WARNING when the current model's held-out score fell by more than
@@ -23,9 +24,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 try:
-    from flows.tasks import TASK_OPTIONS, fit_by_iteration, on_scheduler
+    from flows.tasks import SECONDS_PER_TASK, TASK_OPTIONS, fit_in_blocks, on_scheduler
 except ModuleNotFoundError:  # loaded by file path (a Prefect entrypoint) with the repository root not on sys.path
-    from tasks import TASK_OPTIONS, fit_by_iteration, on_scheduler
+    from tasks import SECONDS_PER_TASK, TASK_OPTIONS, fit_in_blocks, on_scheduler
 
 #: Settings of a model trained from scratch by retrain (a warm start keeps the current model's).
 FROM_SCRATCH = {"tol": 1e-3, "init_params": "kmeans", "dtype": "float32", "random_state": 0}
@@ -69,7 +70,8 @@ def promote(registry_url: str, model_url: str, metadata: dict) -> str:
 
 @flow(name="retrain")
 def retrain(registry_url: str, data_url: str, holdout_url: str, n_components: int = 8, margin: float = 0.0,
-            drift_threshold: float = 0.5, max_iter: int = 100, scheduler_address: str | None = None) -> dict:
+            drift_threshold: float = 0.5, max_iter: int = 100, scheduler_address: str | None = None,
+            seconds_per_task: float = SECONDS_PER_TASK) -> dict:
     """Warm-start a new model on ``data_url``; promote it if it scores on ``holdout_url`` no worse
     than the current one (less ``margin``); warn on drift.
 
@@ -91,6 +93,9 @@ def retrain(registry_url: str, data_url: str, holdout_url: str, n_components: in
         EM iterations at most.
     scheduler_address : str, optional
         Dask scheduler; by default ``$DASK_SCHEDULER_ADDRESS``, else a LocalCluster for this run.
+    seconds_per_task : float
+        About how long one ``em-iterations`` task should run (as in ``train``; 0: one task per
+        iteration).
 
     Returns
     -------
@@ -118,9 +123,9 @@ def retrain(registry_url: str, data_url: str, holdout_url: str, n_components: in
 
     with dask_client(scheduler_address) as client:
         address = client.scheduler.address
-        fit, _ = fit_by_iteration(data_url, checkpoint_url, candidate_url, settings, max_iter, address,
-                                  warm_start_from=warm_from, overwrite_checkpoint=True,
-                                  artifact_key="retrain-convergence")
+        fit, _ = fit_in_blocks(data_url, checkpoint_url, candidate_url, settings, max_iter, address,
+                               seconds_per_task=seconds_per_task, warm_start_from=warm_from,
+                               overwrite_checkpoint=True, artifact_key="retrain-convergence")
         new_score = holdout_score(candidate_url, holdout_url, "candidate", address)
         old_score = holdout_score(current["url"], holdout_url, "current", address) if current else None
 

@@ -1,4 +1,4 @@
-"""Tasks shared by the flows: EM run one iteration per task, resumable from a Zarr checkpoint.
+"""Tasks shared by the flows: EM in blocks of iterations, one task per block, resumable from a Zarr checkpoint.
 
 Every task takes paths and small settings only and returns a small dict; no data array ever
 crosses a task boundary. The training state lives in the library's checkpoint
@@ -8,12 +8,24 @@ run is. A task therefore needs no result from the previous one beyond an iterati
 * ``initialise`` runs ``DiagGMM(max_iter=0).fit(data, checkpoint=...)``: the initialisation,
   checkpointed (or, when the checkpoint already holds this run, nothing: it reports where the
   run is, so a re-run flow continues instead of starting again);
-* ``em-iteration-{i}`` runs ``DiagGMM(max_iter=i).fit(data, checkpoint=...)``: it resumes from
-  the checkpoint (``max_iter`` is not part of a checkpoint's identity) and does the one
-  iteration still missing. A retry after a failure resumes the same way, so it repeats at most
-  the interrupted pass, and the result is bit for bit the one of an uninterrupted fit;
+* ``em-iterations-{first}-{last}`` runs ``DiagGMM(max_iter=last).fit(data, checkpoint=...)``:
+  it resumes from the checkpoint (``max_iter`` is not part of a checkpoint's identity) and runs
+  the iterations still missing up to ``last`` (fewer if EM converges) in one fit; the library
+  checkpoints every one of them and reports each through ``fit(on_iteration=...)``, which the
+  task logs and returns as one row per iteration. A retry after a failure resumes the same way,
+  so it repeats at most the interrupted pass, and the result is bit for bit the one of an
+  uninterrupted fit. The block that ends the fit (convergence or the flow's ``max_iter``) also
+  saves the model;
 * ``save-model`` runs the fit once more with the flow's ``max_iter`` (the checkpoint is
-  finished, so no data pass happens) and saves the model.
+  finished, so no data pass happens) and saves the model: only when no block ended the fit
+  (a re-run of a finished fit, or ``max_iter=0``).
+
+Why blocks: the cost of a task beyond its EM passes (Prefect's task run, and the fit's set-up:
+opening the data, its fingerprint, which reads a few chunks, reading the checkpoint) is a few
+hundred milliseconds, a large share of an iteration of about a second.
+:func:`fit_in_blocks` sizes the blocks so that a task lasts about ``seconds_per_task`` (from
+the iterations timed so far; the first block is one iteration, to time it), which amortises
+that cost while a retry still repeats at most one iteration.
 
 Dask: the flow opens one client (:func:`diaggmm_dist.cluster.dask_client`) for its whole run
 and hands the tasks its scheduler's address, a string. A task reuses the flow's client when it
@@ -38,8 +50,17 @@ RETRIES = 2
 RETRY_DELAYS = [2, 10]
 
 
+#: Default target duration of one ``em-iterations`` task, in seconds.
+SECONDS_PER_TASK = 60.0
+
+
 class CheckpointDidNotAdvance(RuntimeError):
-    """The library did not continue the checkpoint by one iteration (a library defect: not retried)."""
+    """The library did not continue the checkpoint to the block's last iteration (a library defect: not retried)."""
+
+
+#: Errors that a retry cannot cure: wrong input or settings, or a library defect.
+PERMANENT_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotImplementedError,
+                    CheckpointDidNotAdvance)
 
 
 def _retryable(task_, task_run, state) -> bool:
@@ -50,9 +71,7 @@ def _retryable(task_, task_run, state) -> bool:
             error = state.result(raise_on_failure=False)
         except Exception:  # noqa: BLE001 - cannot tell: retry
             return True
-    permanent = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotImplementedError,
-                 CheckpointDidNotAdvance)
-    return not isinstance(error, permanent)
+    return not isinstance(error, PERMANENT_ERRORS)
 
 
 #: Options of every task: retried, never cached (they have side effects on stores), results
@@ -148,27 +167,65 @@ def initialise(data_url: str, checkpoint_url: str, settings: dict, warm_start_fr
     return position
 
 
-@task(name="em-iteration", task_run_name="em-iteration-{iteration}", **TASK_OPTIONS)
-def em_iteration(data_url: str, checkpoint_url: str, settings: dict, iteration: int,
-                 warm_start_from: str | None = None, scheduler_address: str | None = None,
-                 layout: dict | None = None) -> dict:
-    """EM iteration number ``iteration``: resume the checkpoint, run the one iteration still missing."""
+#: Per-iteration rows of ``em-iterations`` task runs, by task-run id, kept across the attempts of
+#: one task run: a retry resumes after the iterations a failed attempt checkpointed, and their
+#: rows (timings) are still reported. Removed when the task run ends.
+_ROWS = {}
+
+
+def _iteration_row(summary):
+    return {"iteration": int(summary["iteration"]), "lower_bound": _finite_or_none(summary["lower_bound"]),
+            "change": _finite_or_none(summary["change"]), "seconds": round(float(summary["seconds"]), 4)}
+
+
+@task(name="em-iterations", task_run_name="em-iterations-{first}-{last}", **TASK_OPTIONS)
+def em_iterations(data_url: str, checkpoint_url: str, settings: dict, first: int, last: int,
+                  warm_start_from: str | None = None, scheduler_address: str | None = None,
+                  layout: dict | None = None, model_url: str | None = None, max_iter: int | None = None) -> dict:
+    """EM iterations ``first`` to ``last`` in one fit: resume the checkpoint, run what is missing up to ``last``.
+
+    Stops early if EM converges. Returns where the fit is (:func:`_position`) plus
+    ``iterations``: one row (``iteration``, ``lower_bound``, ``change``, ``seconds``) per
+    iteration of ``first``..``last`` this task run did, in order; and ``model``: when the fit
+    ended here (converged, or reached ``max_iter``) and ``model_url`` and ``max_iter`` are
+    given, the model is saved there and this is :func:`_save`'s summary, else None.
+    """
+    from prefect.context import TaskRunContext
+
     logger = get_run_logger()
+    context = TaskRunContext.get()
+    key = context.task_run.id if context is not None else None
+    rows = _ROWS.setdefault(key, {}) if key is not None else {}
+
+    def report(summary):
+        row = rows[summary["iteration"]] = _iteration_row(summary)
+        change = "" if row["change"] is None else f" (change {row['change']:+.3e})"
+        logger.info("iteration %d: lower bound %.8f%s in %.3f s%s", row["iteration"], summary["lower_bound"], change,
+                    row["seconds"], ", converged" if summary["converged"] else "")
+
     tick = time.perf_counter()
-    with on_scheduler(scheduler_address), _quiet():
-        gmm = _estimator(settings, iteration, warm_start_from).fit(data_url, **(layout or {}),
-                                                                   checkpoint=checkpoint_url)
-    position = _position(gmm, time.perf_counter() - tick)
-    if position["iteration"] < iteration and not position["converged"]:
-        raise CheckpointDidNotAdvance(
-            f"The checkpoint at {checkpoint_url!r} stayed at iteration {position['iteration']} although "
-            f"iteration {iteration} was asked for: this diaggmm_dist does not continue a checkpoint that an "
-            "earlier call finished at a smaller max_iter (DiagGMM.fit must resume when the checkpoint has "
-            "not converged and its iteration is below max_iter)."
-        )
-    change = "" if position["change"] is None else f" (change {position['change']:+.3e})"
-    logger.info("iteration %d: lower bound %.8f%s in %.3f s%s", position["iteration"], position["lower_bound"],
-                change, position["seconds"], ", converged" if position["converged"] else "")
+    try:
+        with on_scheduler(scheduler_address), _quiet():
+            gmm = _estimator(settings, last, warm_start_from).fit(data_url, **(layout or {}),
+                                                                  checkpoint=checkpoint_url, on_iteration=report)
+        position = _position(gmm, time.perf_counter() - tick)
+        if position["iteration"] < last and not position["converged"]:
+            raise CheckpointDidNotAdvance(
+                f"The checkpoint at {checkpoint_url!r} stayed at iteration {position['iteration']} although "
+                f"iterations up to {last} were asked for: this diaggmm_dist does not continue a checkpoint that an "
+                "earlier call finished at a smaller max_iter (DiagGMM.fit must resume when the checkpoint has "
+                "not converged and its iteration is below max_iter)."
+            )
+        finished = position["converged"] or (max_iter is not None and position["iteration"] >= max_iter)
+        save = finished and model_url is not None and max_iter is not None
+        position["model"] = _save(gmm, model_url, max_iter, logger) if save else None
+    except BaseException as error:
+        if key is not None and (isinstance(error, PERMANENT_ERRORS) or context.task_run.run_count > RETRIES):
+            _ROWS.pop(key, None)  # no attempt follows
+        raise
+    if key is not None:
+        _ROWS.pop(key, None)
+    position["iterations"] = [rows[number] for number in sorted(rows) if first <= number <= last]
     return position
 
 
@@ -177,21 +234,19 @@ def save_model(data_url: str, checkpoint_url: str, settings: dict, max_iter: int
                warm_start_from: str | None = None, scheduler_address: str | None = None,
                layout: dict | None = None) -> dict:
     """Read the finished fit from the checkpoint (no data pass) and save it at ``model_url``."""
-    from sklearn.exceptions import ConvergenceWarning
-
     logger = get_run_logger()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        with on_scheduler(scheduler_address):
-            gmm = _estimator(settings, max_iter, warm_start_from).fit(data_url, **(layout or {}),
-                                                                      checkpoint=checkpoint_url)
-    for warning in caught:
-        if issubclass(warning.category, ConvergenceWarning):
-            logger.warning("EM did not converge in %d iterations (tol=%g).", gmm.n_iter_, gmm.tol)
-        else:
-            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    gmm.set_params(warm_start=False)  # a stored model starts afresh when fitted again
-    gmm.save(model_url, overwrite=True)  # idempotent: a re-run writes the same model
+    with on_scheduler(scheduler_address), _quiet():
+        gmm = _estimator(settings, max_iter, warm_start_from).fit(data_url, **(layout or {}), checkpoint=checkpoint_url)
+    return _save(gmm, model_url, max_iter, logger)
+
+
+def _save(gmm, model_url, max_iter, logger):
+    """Save the finished fit ``gmm`` at ``model_url`` (replacing it: a re-run writes the same model); its summary."""
+    if not gmm.converged_ and max_iter:
+        logger.warning("EM did not converge in %d iterations (tol=%g).", gmm.n_iter_, gmm.tol)
+    # The stored model has the flow's max_iter and starts afresh when fitted again.
+    gmm.set_params(max_iter=max_iter, warm_start=False)
+    gmm.save(model_url, overwrite=True)
     logger.info("model saved to %s (%d iterations, lower bound %.8f)", model_url, gmm.n_iter_, gmm.lower_bound_)
     return {"model_url": str(model_url), "n_iter": int(gmm.n_iter_), "converged": bool(gmm.converged_),
             "lower_bound": _finite_or_none(gmm.lower_bound_), "lower_bounds": [float(v) for v in gmm.lower_bounds_]}
@@ -208,25 +263,51 @@ def convergence_table(lower_bounds, seconds):
     return rows
 
 
-def fit_by_iteration(data_url, checkpoint_url, model_url, settings, max_iter, scheduler_address, *,
-                     warm_start_from=None, overwrite_checkpoint=False, artifact_key="train-convergence",
-                     layout=None):
-    """The EM loop of a flow: ``initialise``, ``em-iteration-1``, ... , ``save-model``.
+def block_size(seconds_per_task, seconds_per_iteration, remaining):
+    """Iterations in the next ``em-iterations`` task: enough to last about ``seconds_per_task``.
 
-    Call it inside a flow, within the flow's ``dask_client``. Stops on convergence or at
-    ``max_iter``; publishes the convergence table as a Prefect table artifact. Returns the
-    ``save-model`` summary plus the table.
+    One while no iteration has been timed (the first block times one), at least one, at most
+    ``remaining``; a tail of at most half a block left after this one is taken into it rather
+    than given a short task of its own (a task then lasts up to 1.5 × ``seconds_per_task``).
     """
+    if seconds_per_iteration is None or seconds_per_task <= 0:
+        return 1
+    size = max(1, int(seconds_per_task / max(seconds_per_iteration, 1e-6)))
+    return remaining if remaining - size <= size / 2 else size
+
+
+def fit_in_blocks(data_url, checkpoint_url, model_url, settings, max_iter, scheduler_address, *,
+                  seconds_per_task=SECONDS_PER_TASK, warm_start_from=None, overwrite_checkpoint=False,
+                  artifact_key="train-convergence", layout=None):
+    """The EM loop of a flow: ``initialise``, ``em-iterations-1-1``, ``em-iterations-2-{last}``, ...
+
+    Call it inside a flow, within the flow's ``dask_client``. The first block is one iteration;
+    each following block has as many iterations as fit in ``seconds_per_task`` at the mean
+    iteration time of the block before (0: one iteration per task; see :func:`block_size`).
+    Stops on convergence or at ``max_iter``; the block that ends the fit saves the model
+    (``save-model`` does when no block did). Publishes the convergence table (one row per
+    iteration) as a Prefect table artifact. Returns the saved model's summary plus the table.
+    """
+    if not (isinstance(seconds_per_task, (int, float)) and math.isfinite(seconds_per_task) and seconds_per_task >= 0):
+        raise ValueError(f"seconds_per_task must be a finite number >= 0, got {seconds_per_task!r}.")
     position = initialise(data_url, checkpoint_url, settings, warm_start_from=warm_start_from,
                           overwrite_checkpoint=overwrite_checkpoint, scheduler_address=scheduler_address,
                           layout=layout)
-    seconds = {}
+    seconds, per_iteration, summary = {}, None, None
     while not position["converged"] and position["iteration"] < max_iter:
-        position = em_iteration(data_url, checkpoint_url, settings, position["iteration"] + 1,
-                                warm_start_from=warm_start_from, scheduler_address=scheduler_address, layout=layout)
-        seconds[position["iteration"]] = position["seconds"]
-    summary = save_model(data_url, checkpoint_url, settings, max_iter, model_url,
-                         warm_start_from=warm_start_from, scheduler_address=scheduler_address, layout=layout)
+        first = position["iteration"] + 1
+        last = first - 1 + block_size(seconds_per_task, per_iteration, max_iter - first + 1)
+        position = em_iterations(data_url, checkpoint_url, settings, first, last, warm_start_from=warm_start_from,
+                                 scheduler_address=scheduler_address, layout=layout, model_url=model_url,
+                                 max_iter=max_iter)
+        timed = [row["seconds"] for row in position["iterations"]]
+        seconds.update((row["iteration"], row["seconds"]) for row in position["iterations"])
+        if timed:
+            per_iteration = sum(timed) / len(timed)
+        summary = position["model"]
+    if summary is None:
+        summary = save_model(data_url, checkpoint_url, settings, max_iter, model_url,
+                             warm_start_from=warm_start_from, scheduler_address=scheduler_address, layout=layout)
     table = convergence_table(summary["lower_bounds"], seconds)
     verdict = "converged" if summary["converged"] else "did not converge"
     create_table_artifact(

@@ -1,7 +1,9 @@
 """Flow ``train``: fit a diagonal GMM to a Zarr array on a Dask cluster and save the model.
 
-One task per EM iteration (``em-iteration-1``, ``em-iteration-2``, ...), each resumable from the
-Zarr checkpoint and retried on transient failures; see flows/tasks.py.
+EM runs in blocks of iterations, one task per block (``em-iterations-1-1``, ``em-iterations-2-31``,
+...), sized so that a task lasts about ``seconds_per_task``; every iteration is checkpointed to
+Zarr, so a block retried after a transient failure resumes after the last iteration done. The
+convergence table artifact has one row per iteration. See flows/tasks.py.
 
     from flows.train import train
     train("features.zarr/X", 16, "models/features-k16", scheduler_address="tcp://scheduler:8786")
@@ -12,16 +14,17 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 try:
-    from flows.tasks import default_checkpoint_url, fit_by_iteration
+    from flows.tasks import SECONDS_PER_TASK, default_checkpoint_url, fit_in_blocks
 except ModuleNotFoundError:  # loaded by file path (a Prefect entrypoint) with the repository root not on sys.path
-    from tasks import default_checkpoint_url, fit_by_iteration
+    from tasks import SECONDS_PER_TASK, default_checkpoint_url, fit_in_blocks
 
 
 @flow(name="train")
 def train(data_url: str, n_components: int, model_url: str, checkpoint_url: str | None = None,
           init_params: str = "kmeans", tol: float = 1e-3, max_iter: int = 100, dtype: str = "float32",
           random_state: int | None = 0, scheduler_address: str | None = None,
-          feature_dim: str | None = None, features: list[str] | None = None) -> dict:
+          feature_dim: str | None = None, features: list[str] | None = None,
+          seconds_per_task: float = SECONDS_PER_TASK) -> dict:
     """Fit ``DiagGMM`` to the data at ``data_url`` and save it at ``model_url``.
 
     Parameters
@@ -43,6 +46,11 @@ def train(data_url: str, n_components: int, model_url: str, checkpoint_url: str 
     feature_dim, features : optional
         Gridded data: the dimension holding the features (a store with one variable), or the
         variables that are the features.
+    seconds_per_task : float
+        About how long one ``em-iterations`` task should run: its number of iterations is
+        this over the mean iteration time so far (the first task runs one iteration, to time
+        it). Longer tasks amortise Prefect's cost per task; a failure still repeats at most
+        one iteration. 0: one task per iteration.
 
     Returns
     -------
@@ -60,8 +68,9 @@ def train(data_url: str, n_components: int, model_url: str, checkpoint_url: str 
         address = client.scheduler.address
         logger.info("fitting %d components to %s on the dask scheduler %s", n_components, data_url, address)
         layout = {key: value for key, value in (("feature_dim", feature_dim), ("features", features)) if value}
-        summary, table = fit_by_iteration(data_url, checkpoint_url, model_url, settings, max_iter, address,
-                                          artifact_key="train-convergence", layout=layout or None)
+        summary, table = fit_in_blocks(data_url, checkpoint_url, model_url, settings, max_iter, address,
+                                       seconds_per_task=seconds_per_task, artifact_key="train-convergence",
+                                       layout=layout or None)
     timed = [row["seconds"] for row in table if row["seconds"] is not None]
     return {"model_url": summary["model_url"], "checkpoint_url": checkpoint_url, "n_iter": summary["n_iter"],
             "converged": summary["converged"], "lower_bound": summary["lower_bound"],

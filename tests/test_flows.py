@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -92,12 +93,61 @@ def run_logs(flow_run_id, needle, min_level=logging.INFO):
 
 
 # --------------------------------------------------------------------------------------- train
+def data_passes(monkeypatch, fail_at=None):
+    """Record every data pass as (task-run name, attempt); optionally fail one pass once.
+
+    ``fail_at=(name, n)``: the ``n``-th pass (1-based) of the first attempt of the task run
+    called ``name`` raises an OSError (a transient failure), after the passes before it in that
+    attempt have run and been checkpointed.
+    """
+    from prefect.context import TaskRunContext
+
+    from diaggmm_dist import engine
+
+    real, passes = engine.pass_statistics, []
+
+    def counted(*args, **kwargs):
+        context = TaskRunContext.get()
+        name, attempt = (context.task_run.name, context.task_run.run_count) if context else (None, None)
+        passes.append((name, attempt))
+        if fail_at is not None and (name, attempt) == (fail_at[0], 1) and passes.count((name, 1)) == fail_at[1]:
+            raise OSError("injected: the object store dropped the connection")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "pass_statistics", counted)
+    return passes
+
+
+def em_blocks(runs):
+    """(first, last) of the flow run's ``em-iterations-{first}-{last}`` task runs, in order."""
+    return sorted(tuple(int(v) for v in run.name.split("-")[2:4]) for run in runs
+                  if run.name.startswith("em-iterations-"))
+
+
+def convergence_artifact(flow_run_id, key="train-convergence"):
+    (artifact,) = wait_for(lambda: artifacts(flow_run_id), lambda a: len(a) == 1, what="the convergence artifact")
+    assert (artifact.key, artifact.type) == (key, "table")
+    return json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+
+
+def test_em_block_size_fills_the_time_per_task():
+    from flows.tasks import block_size
+
+    assert block_size(60, None, 100) == 1  # nothing timed yet: one iteration, to time it
+    assert block_size(60, 2.0, 100) == 30 and block_size(60, 0.7, 1000) == 85
+    assert block_size(60, 90.0, 100) == 1 and block_size(0, 0.01, 100) == 1  # at least one; 0: one per task
+    assert block_size(60, 0.0, 10**9) == 60_000_000
+    assert block_size(60, 2.0, 7) == 7  # no more than remain
+    assert block_size(60, 2.0, 45) == 45 and block_size(60, 2.0, 46) == 30  # a tail of <= half a block joins
+
+
 def test_train_flow_saves_the_library_fit_and_publishes_its_convergence_table(prefect_api, stores, plain, cluster,
-                                                                                tmp_path):
+                                                                                tmp_path, monkeypatch):
     from flows.train import train
 
     model_url = str(tmp_path / "model")
     transitions = scheduler_transitions(cluster)
+    passes = data_passes(monkeypatch)
     state = train(stores.train, K, model_url, scheduler_address=cluster, return_state=True, **FIT)
     assert state.is_completed(), state
     assert scheduler_transitions(cluster) > transitions + 100  # the passes ran on the cluster
@@ -111,60 +161,89 @@ def test_train_flow_saves_the_library_fit_and_publishes_its_convergence_table(pr
                       "converged": True, "lower_bound": pytest.approx(plain.model.lower_bound_, rel=1e-10)}
     assert zarr.open_group(model_url + ".checkpoint", mode="r").attrs["format"] == "diaggmm-dist-checkpoint"
 
+    # Blocks: one iteration to time it, then (iterations of a few ms, 60 s per task) all the rest in one task,
+    # planned up to max_iter and ended by convergence; that block saves the model (no save-model task).
     flow_run_id = state.state_details.flow_run_id
     n = plain.model.n_iter_
-    runs = completed_task_runs(flow_run_id, n + 2)
+    runs = completed_task_runs(flow_run_id, 3)
     names = sorted(run.name for run in runs)
-    iterations = sorted((name for name in names if name.startswith("em-iteration-")), key=lambda s: int(s.rsplit("-", 1)[1]))
-    assert iterations == [f"em-iteration-{i}" for i in range(1, n + 1)]
+    last_block = f"em-iterations-2-{FIT['max_iter']}"
+    assert em_blocks(runs) == [(1, 1), (2, FIT["max_iter"])], names
     assert sum(name.startswith("initialise") for name in names) == 1
-    assert sum(name.startswith("save-model") for name in names) == 1
-    assert all(run.state_type.value == "COMPLETED" for run in runs)
+    assert len(runs) == 3 and all(run.state_type.value == "COMPLETED" for run in runs), names
+    # One data pass per iteration: a block resumes the checkpoint without repeating any pass.
+    em_passes = [name for name, _ in passes if name and name.startswith("em-iterations-")]
+    assert em_passes == ["em-iterations-1-1"] + [last_block] * (n - 1)
 
-    (artifact,) = wait_for(lambda: artifacts(flow_run_id), lambda a: len(a) == 1, what="the convergence artifact")
-    assert (artifact.key, artifact.type) == ("train-convergence", "table")
-    table = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    table = convergence_artifact(flow_run_id)
     assert [row["iteration"] for row in table] == list(range(1, n + 1))
     np.testing.assert_allclose([row["lower_bound"] for row in table], plain.model.lower_bounds_, rtol=1e-10)
+    np.testing.assert_allclose([row["change"] for row in table[1:]], np.diff(plain.model.lower_bounds_), rtol=1e-8)
     assert all(row["seconds"] > 0 for row in table) and table[0]["change"] is None
+    assert seconds == pytest.approx(np.mean([row["seconds"] for row in table]))
 
-    lines = run_logs(flow_run_id, f"iteration {n}: lower bound")
-    assert "converged" in lines[0].message
+    for i in range(1, n + 1):  # every iteration of a block is logged as it happens
+        (line,) = run_logs(flow_run_id, f"iteration {i}: lower bound")
+        assert ("converged" in line.message) == (i == n), line.message
+    (line,) = run_logs(flow_run_id, f"model saved to {model_url}")
+    assert line.task_run_id == next(run.id for run in runs if run.name == last_block)
+
+
+def test_seconds_per_task_zero_runs_one_task_per_iteration(prefect_api, stores, plain, cluster, tmp_path):
+    from flows.train import train
+
+    model_url = str(tmp_path / "model")
+    state = train(stores.train, K, model_url, scheduler_address=cluster, seconds_per_task=0, return_state=True, **FIT)
+    assert state.is_completed(), state
+    assert_same_model(DiagGMM.load(model_url), plain.model)
+    n = plain.model.n_iter_
+    assert em_blocks(completed_task_runs(state.state_details.flow_run_id, n + 1)) == [(i, i) for i in range(1, n + 1)]
+    table = convergence_artifact(state.state_details.flow_run_id)
+    assert [row["iteration"] for row in table] == list(range(1, n + 1))
+    assert all(row["seconds"] > 0 for row in table)
+
+    bad = train(stores.train, K, str(tmp_path / "other"), scheduler_address=cluster, seconds_per_task=-1,
+                return_state=True, **FIT)
+    assert bad.is_failed()
+    with pytest.raises(ValueError, match="seconds_per_task must be a finite number >= 0"):
+        bad.result()
+    assert not (tmp_path / "other").exists() and not (tmp_path / "other.checkpoint").exists()
 
 
 def test_a_failed_iteration_is_retried_and_resumes_from_the_checkpoint(prefect_api, stores, plain, cluster, tmp_path,
                                                                        monkeypatch):
-    from prefect.context import TaskRunContext
-
-    from diaggmm_dist import engine
     from flows.train import train
 
-    real, failures = engine.pass_statistics, []
-
-    def flaky(*args, **kwargs):
-        context = TaskRunContext.get()
-        if context is not None and context.task_run.name == "em-iteration-3" and not failures:
-            failures.append(context.task_run.id)
-            raise OSError("injected: the object store dropped the connection")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "pass_statistics", flaky)
+    # The block 2..max_iter fails at its second pass (iteration 3), after iteration 2 was checkpointed.
+    block = f"em-iterations-2-{FIT['max_iter']}"
+    passes = data_passes(monkeypatch, fail_at=(block, 2))
     model_url, checkpoint_url = str(tmp_path / "model"), str(tmp_path / "run.checkpoint")
     state = train(stores.train, K, model_url, checkpoint_url=checkpoint_url, scheduler_address=cluster,
                   return_state=True, **FIT)
-    assert state.is_completed() and len(failures) == 1
+    assert state.is_completed(), state
     assert_same_model(DiagGMM.load(model_url), plain.model)
-    runs = completed_task_runs(state.state_details.flow_run_id, plain.model.n_iter_ + 2)
-    (third,) = [run for run in runs if run.name == "em-iteration-3"]
-    assert third.id == failures[0] and third.run_count == 2
-    assert all(run.run_count == 1 for run in runs if run.name != "em-iteration-3")
+    n = plain.model.n_iter_
+    runs = completed_task_runs(state.state_details.flow_run_id, 3)
+    assert em_blocks(runs) == [(1, 1), (2, FIT["max_iter"])]
+    (retried,) = [run for run in runs if run.name == block]
+    assert retried.run_count == 2
+    assert all(run.run_count == 1 for run in runs if run.name != block)
+    # The retry resumed after iteration 2: only the interrupted pass (iteration 3) ran twice.
+    assert passes.count((block, 1)) == 2 and passes.count((block, 2)) == n - 2
+    # Iteration 2, done by the failed attempt, still has its row and timing.
+    table = convergence_artifact(state.state_details.flow_run_id)
+    assert [row["iteration"] for row in table] == list(range(1, n + 1))
+    assert all(row["seconds"] > 0 for row in table)
 
-    # Run again: the checkpoint says the fit is done, so no iteration runs and the same model is saved.
+    # Run again: the checkpoint says the fit is done, so no iteration runs and save-model saves the same model.
+    shutil.rmtree(model_url)
+    passes_before = len(passes)
     again = train(stores.train, K, model_url, checkpoint_url=checkpoint_url, scheduler_address=cluster,
                   return_state=True, **FIT)
     assert again.is_completed()
-    names = [run.name for run in completed_task_runs(again.state_details.flow_run_id, 2)]
-    assert not [name for name in names if name.startswith("em-iteration")], names
+    names = sorted(run.name.rsplit("-", 1)[0] for run in completed_task_runs(again.state_details.flow_run_id, 2))
+    assert names == ["initialise", "save-model"], names
+    assert passes[passes_before:] == []  # no data pass
     assert_same_model(DiagGMM.load(model_url), plain.model)
 
 
