@@ -208,6 +208,17 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_one_before(data, tmp_path):
     _identical(again, straight)
 
 
+def test_a_checkpoint_of_another_format_version_is_refused(data, tmp_path):
+    from diaggmm_dist.io.checkpoint import FORMAT_VERSION
+
+    url = str(tmp_path / "ckpt.zarr")
+    DiagGMM(3, random_state=0, max_iter=2).fit(data, checkpoint=url)
+    zarr.open_group(url, mode="r+").attrs["format_version"] = FORMAT_VERSION - 1
+    with pytest.raises(CheckpointMismatchError, match=f"format version {FORMAT_VERSION - 1}.*overwrite_checkpoint"):
+        DiagGMM(3, random_state=0, max_iter=2).fit(data, checkpoint=url)
+    DiagGMM(3, random_state=0, max_iter=2).fit(data, checkpoint=url, overwrite_checkpoint=True)
+
+
 def test_checkpoints_work_on_fsspec_urls(data):
     url = f"memory://ckpt-{os.getpid()}"
     straight = DiagGMM(3, random_state=1, max_iter=5, tol=0).fit(data)

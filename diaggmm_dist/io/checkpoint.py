@@ -100,6 +100,14 @@ class Checkpoints:
                         "checkpoint URL, or pass overwrite_checkpoint=True to replace it."
                     )
                 root = None
+            elif attrs.get("format_version") != FORMAT_VERSION:
+                if not overwrite:
+                    raise CheckpointMismatchError(
+                        f"The checkpoint at {self.url!r} has format version {attrs.get('format_version')!r}; "
+                        f"this version of diaggmm-dist reads version {FORMAT_VERSION} only. Pass "
+                        "overwrite_checkpoint=True (CLI: --overwrite) to start afresh, or use another URL."
+                    )
+                root = None
             elif attrs.get("identity") != self.identity:
                 if not overwrite:
                     diff = "; ".join(_differences(attrs.get("identity") or {}, self.identity))
