@@ -34,8 +34,10 @@ test-data:
 		|| echo "note: could not install ferret-datasets: the COADS tests will be skipped"; \
 	else echo "note: apt-get install ferret-datasets to run the COADS tests"; fi; }
 
+# Every benchmark (about an hour at the issue's sizes); bench/results/latest.{json,md}.
+# `make bench ARGS=--quick` checks the machinery in a few minutes.
 bench: $(STAMP)
-	$(PY) bench/run.py
+	$(PY) bench/suite.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

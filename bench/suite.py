@@ -1,0 +1,174 @@
+"""``make bench``: every benchmark of the project in one run, and one table of every target.
+
+Runs, one after the other and each in a fresh process (so that its peak memory and its
+timings are its own):
+
+=====================  ==================================================================
+``run.py``             in-memory speed vs scikit-learn, and the fraction of the roofline
+``overheads.py``       time outside chunk compute with 1,000 chunks
+``out_of_core.py``     per-row time from a compressed Zarr store on disk; peak memory
+``scaling.py``         1 vs 2 single-threaded workers; the per-chunk figures of the
+                       cluster cost estimate
+``flow_overhead.py``   the Prefect train flow against the plain library fit
+``many_models.py``     n_init=8 vs 1 per iteration from a Zarr store (issue 6)
+=====================  ==================================================================
+
+then writes ``bench/results/latest.json`` (every script's own JSON, and one row per target:
+what was measured, the threshold, pass / falls short) and ``bench/results/latest.md`` (the
+same as Markdown, followed by each script's own report). A script that fails is reported
+as such; the others still run.
+
+    python bench/suite.py            # the issue's sizes: a long run (about an hour)
+    python bench/suite.py --quick    # small sizes, a few minutes: checks the machinery only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _common import RESULTS, machine_info, machine_line  # noqa: E402
+
+#: (script, its JSON under bench/results, arguments at full size, arguments with --quick)
+SCRIPTS = [
+    ("run.py", "speed.json", [], ["--quick", "--repeats", "1", "--iters", "5"]),
+    ("overheads.py", "overheads.json", [], ["--chunks", "100", "--chunk-rows", "8192", "--iters", "3"]),
+    ("out_of_core.py", "out_of_core.json", [], ["--rows", "2000000", "--iters", "2", "--out", "out_of_core.json"]),
+    ("scaling.py", "scaling.json", [], ["--rows", "2000000", "--iters", "2"]),
+    ("flow_overhead.py", "flow_overhead.json", [], ["--rows", "1000000", "--out", str(RESULTS / "flow_overhead.json")]),
+    ("many_models.py", "many_models.json", [], ["--rows", "1000000", "--iters", "3"]),
+]
+
+
+def _row(issue, target, measured, threshold, passed, source):
+    return {"issue": issue, "target": target, "measured": measured, "threshold": threshold,
+            "verdict": "not measured" if passed is None else ("pass" if passed else "falls short"), "source": source}
+
+
+def target_rows(results):
+    """One row per target of issues 5 and 6, from the scripts' JSON (missing ones: not measured)."""
+    rows = []
+    speed = results.get("speed.json")
+    if speed:
+        by_dtype = {row["dtype"]: row for row in speed["rows"] if row.get("target")}
+        for dtype in ("float32", "float64"):
+            row = by_dtype[dtype]
+            rows.append(_row(5, f"1. DiagGMM {dtype} vs scikit-learn, per iteration (N={speed['config']['n']:,})",
+                             f"{row['speedup']:.2f}x", f">= {row['target']:.0f}x", row["met_target"], "run.py"))
+            tolerance = 1e-4 if dtype == "float32" else 1e-8
+            rows.append(_row(5, f"1. final lower bound {dtype}, relative to scikit-learn's",
+                             f"{row['lb_rel_diff']:.1e}", f"<= {tolerance:.0e}", row["lb_rel_diff"] <= tolerance,
+                             "run.py"))
+        row = by_dtype["float32"]
+        rows.append(_row(5, "2. DiagGMM float32 as a fraction of the machine's bound (bound s / our s)",
+                         f"{row['bound_over_ours']:.0%}", f">= {row['roofline_target']:.0%}",
+                         row["met_roofline_target"], "run.py"))
+    overheads = results.get("overheads.json")
+    if overheads:
+        for run in overheads["runs"]:
+            if run["default_size"]:
+                rows.append(_row(5, f"4. time outside chunk compute, {run['chunks']:,} chunks of {run['chunk_rows']:,} rows",
+                                 f"{run['outside_fraction']:.1%}", "< 5%", run["outside_fraction"] < 0.05,
+                                 "overheads.py"))
+    flow = results.get("flow_overhead.json")
+    if flow:
+        rows.append(_row(5, f"4. train flow overhead per iteration vs the plain fit (N={flow['rows']:,})",
+                         f"{flow['overhead_percent']:+.2f}% (outside the EM passes: "
+                         f"{flow['overhead_outside_passes_percent']:+.2f}%)", f"< {flow['target_percent']:g}%",
+                         flow["overhead_percent"] < flow["target_percent"], "flow_overhead.py"))
+    rows += out_of_core_rows(results.get("out_of_core.json"))
+    rows += scaling_rows(results.get("scaling.json"))
+    many = results.get("many_models.json")
+    if many:
+        for cache in ("cold", "warm"):
+            if cache in many:
+                reads = "from disk" if cache == "cold" else "from the page cache"
+                rows.append(_row(6, f"n_init=8 vs n_init=1 per iteration, Zarr store read {reads} "
+                                    f"(N={many['rows']:,})", f"{many[cache]['ratio']:.2f}x",
+                                 f"<= {many['target']}x", many[cache]["passed"], "many_models.py"))
+    return rows
+
+
+def out_of_core_rows(result):
+    if not result:
+        return []
+    rows = []
+    for verdict in result.get("verdict", {}).get("rows", []):
+        rows.append(_row(5, f"3. {verdict['target']}", verdict["measured"], verdict["threshold"], verdict["passed"],
+                         "out_of_core.py"))
+    return rows
+
+
+def scaling_rows(result):
+    if not result:
+        return []
+    speedup = result.get("speedup", {})
+    if not speedup:
+        return []
+    return [_row(5, "5. LocalCluster, 2 single-threaded workers vs 1 (same data)", f"{speedup['speedup']:.2f}x",
+                 f">= {speedup.get('target', 1.8)}x", speedup["speedup"] >= speedup.get("target", 1.8), "scaling.py")]
+
+
+def render(report):
+    lines = [f"# diaggmm-dist benchmarks ({report['machine']['date']})", "",
+             f"Machine: {machine_line(report['machine'])}", "",
+             f"Command: `{report['command']}` ({report['seconds'] / 60:.0f} min)", "",
+             "| issue | target | measured | threshold | verdict | script |", "|---|---|---|---|---|---|"]
+    for row in report["targets"]:
+        lines.append(f"| {row['issue']} | {row['target']} | {row['measured']} | {row['threshold']} | {row['verdict']} "
+                     f"| `bench/{row['source']}` |")
+    for script, status in report["scripts"].items():
+        if status["returncode"] != 0:
+            lines.append(f"\n> `bench/{script}` failed (exit {status['returncode']}): its targets are not measured; "
+                         f"see bench/results/{script}.log")
+    for name, result in report["results"].items():
+        text = result.get("markdown") if isinstance(result, dict) else None
+        if text:
+            lines += ["", f"## {name}", "", text]
+    speed_md = RESULTS / "speed.md"
+    if "speed.json" in report["results"] and speed_md.exists():
+        lines += ["", "## speed.json", "", speed_md.read_text()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks that everything runs")
+    parser.add_argument("--only", nargs="+", metavar="SCRIPT", help="run only these scripts (e.g. run.py)")
+    args = parser.parse_args(argv)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    info = machine_info()
+    statuses, results = {}, {}
+    for script, output, full, quick in SCRIPTS:
+        if args.only and script not in args.only:
+            continue
+        (RESULTS / output).unlink(missing_ok=True)  # never report an old run's figures
+        command = [sys.executable, str(HERE / script), *(quick if args.quick else full)]
+        print(f"suite: {' '.join(command[1:])}", flush=True)
+        t0 = time.perf_counter()
+        with open(RESULTS / f"{script}.log", "w") as log:
+            code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=HERE.parent).returncode
+        statuses[script] = {"returncode": code, "seconds": time.perf_counter() - t0, "command": command[1:]}
+        print(f"suite: {script} exit {code} in {statuses[script]['seconds']:.0f} s", flush=True)
+        if code == 0 and (RESULTS / output).exists():
+            results[output] = json.loads((RESULTS / output).read_text())
+    report = {"machine": info, "command": "python bench/suite.py" + (" --quick" if args.quick else ""),
+              "quick": args.quick, "seconds": time.perf_counter() - started, "scripts": statuses,
+              "targets": target_rows(results), "results": results}
+    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    markdown = render(report)
+    (RESULTS / "latest.md").write_text(markdown)
+    print(markdown)
+    return 0 if all(status["returncode"] == 0 for status in statuses.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
