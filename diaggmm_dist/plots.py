@@ -50,3 +50,33 @@ def plot_convergence(lower_bounds, path, *, title="EM convergence"):
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_selection(table, path, *, chosen=None, criterion="bic", title="Choice of the number of components"):
+    """Save BIC and AIC against the number of components K (lower is better), ``chosen`` marked.
+
+    ``table`` is :func:`diaggmm_dist.select_n_components`'s (dicts with ``n_components``,
+    ``bic``, ``aic``); ``path`` a file name or a binary file object.
+    """
+    plt = _pyplot()
+    rows = sorted(table, key=lambda row: row["n_components"])
+    ks = [row["n_components"] for row in rows]
+
+    def values(name):
+        return [np.nan if row.get(name) is None else row[name] for row in rows]
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    ax.plot(ks, values("bic"), marker="o", label="BIC")
+    ax.plot(ks, values("aic"), marker="s", markersize=4, linestyle="--", label="AIC")
+    if chosen is not None:
+        ax.axvline(chosen, color="0.5", linestyle=":", label=f"chosen K = {chosen} ({criterion})")
+    ax.set_xticks(ks)
+    ax.set_xlabel("number of components K")
+    ax.set_ylabel("criterion (lower is better)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path

@@ -317,3 +317,103 @@ def fit_in_blocks(data_url, checkpoint_url, model_url, settings, max_iter, sched
                      "Seconds are empty for iterations done by an earlier run (resumed from the checkpoint)."),
     )
     return summary, table
+
+
+# ------------------------------------------------------------------------------ choosing K
+def selection_plot_url(model_url: str) -> str:
+    """The BIC-vs-K figure next to a model: ``<model_url>.bic.png``."""
+    return f"{str(model_url).rstrip('/')}.bic.png"
+
+
+def _selection_row(row, chosen):
+    """A row of the library's selection table as JSON-able values, ``chosen`` marked."""
+    return {"n_components": int(row["n_components"]), "chosen": int(row["n_components"]) == chosen,
+            **{name: None if row[name] is None else _finite_or_none(row[name])
+               for name in ("lower_bound", "log_likelihood", "bic", "aic", "heldout_log_likelihood")},
+            "n_iter": int(row["n_iter"]), "converged": bool(row["converged"])}
+
+
+@task(name="select-n-components", **TASK_OPTIONS)
+def select_components(data_url: str, candidates: list[int], model_url: str, settings: dict, max_iter: int,
+                      criterion: str, heldout_fraction: float, scheduler_address: str | None = None,
+                      layout: dict | None = None) -> dict:
+    """Fit every candidate K through the same data passes (``select_n_components``); save the chosen model.
+
+    No checkpoint: a retry starts the selection again. Returns the saved model's summary
+    (:func:`_save`) plus ``n_components`` (the K chosen), ``criterion``, ``table`` (one row per
+    candidate, in the order given), ``markdown`` (the library's table, chosen K marked) and
+    ``seconds``.
+    """
+    from diaggmm_dist.selection import select_n_components
+
+    logger = get_run_logger()
+    logger.info("fitting K = %s through the same data passes, choosing by %s (%g of the rows held out)",
+                ", ".join(map(str, candidates)), criterion, heldout_fraction)
+    tick = time.perf_counter()
+    with on_scheduler(scheduler_address), _quiet():
+        result = select_n_components(data_url, candidates, criterion, heldout_fraction=heldout_fraction,
+                                     max_iter=max_iter, **settings, **(layout or {}))
+    seconds = time.perf_counter() - tick
+    chosen = int(result.best.n_components)
+    table = [_selection_row(row, chosen) for row in result.table]
+    for row in table:
+        held = "—" if row["heldout_log_likelihood"] is None else f"{row['heldout_log_likelihood']:.6g}"
+        logger.info("K=%d: BIC %.6g, AIC %.6g, held-out log-likelihood %s, %d iterations%s%s", row["n_components"],
+                    row["bic"], row["aic"], held, row["n_iter"], "" if row["converged"] else " (not converged)",
+                    ", chosen" if row["chosen"] else "")
+    logger.info("chose K=%d by %s in %.2f s", chosen, criterion, seconds)
+    summary = _save(result.best, model_url, max_iter, logger)
+    return dict(summary, n_components=chosen, criterion=criterion, table=table, markdown=result.to_markdown(),
+                seconds=round(seconds, 4))
+
+
+def _has_matplotlib():
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+@task(name="plot-selection", **TASK_OPTIONS)
+def plot_selection(table: list[dict], chosen: int, criterion: str, png_url: str) -> str | None:
+    """Write the BIC-vs-K figure to ``png_url`` (local path or fsspec URL); None without matplotlib."""
+    logger = get_run_logger()
+    if not _has_matplotlib():
+        logger.info("matplotlib is not installed (it comes with the 'demo' extra): no BIC-vs-K plot written.")
+        return None
+    import fsspec
+
+    from diaggmm_dist.plots import plot_selection as draw
+
+    with fsspec.open(png_url, "wb") as out:
+        draw(table, out, chosen=chosen, criterion=criterion, title=f"BIC and AIC against K (chosen: K = {chosen})")
+    logger.info("BIC-vs-K plot written to %s", png_url)
+    return png_url
+
+
+def publish_selection(selection, data_url, model_url, png_url, artifact_key="train-selection"):
+    """The selection's table artifact ``<artifact_key>`` and its markdown artifact ``<artifact_key>-summary``.
+
+    Prefect's image artifacts show an image from a publicly reachable URL only; the figure is a
+    file next to the model, so the markdown artifact gives its path instead.
+    """
+    from prefect.artifacts import create_markdown_artifact
+
+    chosen, criterion = selection["n_components"], selection["criterion"]
+    candidates = ", ".join(str(row["n_components"]) for row in selection["table"])
+    create_table_artifact(
+        table=selection["table"], key=artifact_key,
+        description=(f"Candidates K = {candidates} fitted to `{data_url}` through the same data passes; "
+                     f"K = {chosen} chosen by {criterion}, saved at `{model_url}`."))
+    plot = (f"BIC-vs-K plot: `{png_url}`" if png_url is not None
+            else "BIC-vs-K plot: not written (matplotlib is not installed).")
+    create_markdown_artifact(
+        key=f"{artifact_key}-summary",
+        description=f"Choice of K on `{data_url}`: K = {chosen} by {criterion}",
+        markdown="\n\n".join([
+            f"## Chosen: K = {chosen} (by {criterion.upper() if criterion != 'heldout' else 'held-out log-likelihood'})",
+            f"Candidates K = {candidates}, fitted to `{data_url}` through the same data passes. "
+            f"Lower BIC/AIC is better; higher held-out log-likelihood (mean per held-out row) is better. "
+            f"The chosen model is saved at `{model_url}`.",
+            selection["markdown"],
+            plot,
+        ]))

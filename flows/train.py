@@ -5,8 +5,15 @@ EM runs in blocks of iterations, one task per block (``em-iterations-1-1``, ``em
 Zarr, so a block retried after a transient failure resumes after the last iteration done. The
 convergence table artifact has one row per iteration. See flows/tasks.py.
 
+With several candidate numbers of components (``n_components=[2, 4, 8]``), one task
+(``select-n-components``) fits them all through the same data passes
+(:func:`diaggmm_dist.select_n_components`), saves the one ``criterion`` picks, and the flow
+publishes the table and a BIC-vs-K plot. That path has no checkpoint (the library's
+selection has none yet): a retry starts it again.
+
     from flows.train import train
     train("features.zarr/X", 16, "models/features-k16", scheduler_address="tcp://scheduler:8786")
+    train("features.zarr/X", [4, 8, 16, 32], "models/features", criterion="bic")
 """
 
 from __future__ import annotations
@@ -14,17 +21,55 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 try:
-    from flows.tasks import SECONDS_PER_TASK, default_checkpoint_url, fit_in_blocks
+    from flows.tasks import (SECONDS_PER_TASK, default_checkpoint_url, fit_in_blocks, plot_selection,
+                             publish_selection, select_components, selection_plot_url)
 except ModuleNotFoundError:  # loaded by file path (a Prefect entrypoint) with the repository root not on sys.path
-    from tasks import SECONDS_PER_TASK, default_checkpoint_url, fit_in_blocks
+    from tasks import (SECONDS_PER_TASK, default_checkpoint_url, fit_in_blocks, plot_selection, publish_selection,
+                       select_components, selection_plot_url)
+
+CRITERIA = ("bic", "aic", "heldout")
+
+
+def check_choice(n_components, checkpoint_url, criterion, heldout_fraction):
+    """Refuse a wrong choice of K before any work; the candidates as a list, or None for one K."""
+    from diaggmm_dist.validation import is_int
+
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {', '.join(map(repr, CRITERIA))}, got {criterion!r}.")
+    if not (isinstance(heldout_fraction, (int, float)) and not isinstance(heldout_fraction, bool)
+            and 0 <= heldout_fraction < 1):
+        raise ValueError(f"heldout_fraction must be a number in [0, 1), got {heldout_fraction!r}.")
+    if is_int(n_components):
+        return None  # one K: the library checks it, as before
+    if not isinstance(n_components, (list, tuple)):
+        raise TypeError(f"n_components must be an integer or a list of integers, got {n_components!r}.")
+    candidates = list(n_components)
+    if not candidates:
+        raise ValueError("n_components is an empty list: give one number of components or several "
+                         "candidates, e.g. [2, 4, 8].")
+    bad = [value for value in candidates if not is_int(value) or value < 1]
+    if bad:
+        raise ValueError(f"n_components candidates must be integers >= 1; got {bad}.")
+    repeated = sorted({value for value in candidates if candidates.count(value) > 1})
+    if repeated:
+        raise ValueError(f"n_components lists {repeated} more than once: give each candidate once.")
+    if len(candidates) == 1:
+        return None
+    if checkpoint_url is not None:
+        raise ValueError("checkpoint_url works with one number of components: choosing among several "
+                         f"({candidates}) has no checkpoints yet. Drop checkpoint_url, or give one n_components.")
+    if criterion == "heldout" and heldout_fraction == 0:
+        raise ValueError("criterion='heldout' needs held-out rows: give heldout_fraction > 0 (e.g. 0.1).")
+    return candidates
 
 
 @flow(name="train")
-def train(data_url: str, n_components: int, model_url: str, checkpoint_url: str | None = None,
+def train(data_url: str, n_components: int | list[int], model_url: str, checkpoint_url: str | None = None,
           init_params: str = "kmeans", tol: float = 1e-3, max_iter: int = 100, dtype: str = "float32",
           random_state: int | None = 0, scheduler_address: str | None = None,
           feature_dim: str | None = None, features: list[str] | None = None,
-          seconds_per_task: float = SECONDS_PER_TASK) -> dict:
+          seconds_per_task: float = SECONDS_PER_TASK, criterion: str = "bic",
+          heldout_fraction: float = 0.1) -> dict:
     """Fit ``DiagGMM`` to the data at ``data_url`` and save it at ``model_url``.
 
     Parameters
@@ -32,13 +77,17 @@ def train(data_url: str, n_components: int, model_url: str, checkpoint_url: str 
     data_url : str
         Zarr array (local path or fsspec URL), e.g. ``/data/features.zarr/X``; a Parquet table;
         or, with ``feature_dim``/``features``, a gridded Zarr group or NetCDF file.
-    n_components : int
+    n_components : int or list of int
+        The number of components; or several candidates (each >= 1, no repeats), all fitted
+        through the same data passes, of which ``criterion`` picks the one saved (a list of
+        one is that one number).
     model_url : str
-        Where the model is written (``DiagGMM.save``; replaced if it exists).
+        Where the model is written (``DiagGMM.save``; replaced if it exists). With several
+        candidates, the BIC-vs-K plot is written next to it, at ``<model_url>.bic.png``.
     checkpoint_url : str, optional
         The training checkpoint; by default ``<model_url>.checkpoint``. A run that finds its own
         checkpoint there continues from it; a checkpoint of another run (other settings or
-        data) is refused.
+        data) is refused. Several candidates have no checkpoint: giving one is refused.
     init_params, tol, max_iter, dtype, random_state
         As ``DiagGMM``'s.
     scheduler_address : str, optional
@@ -50,24 +99,43 @@ def train(data_url: str, n_components: int, model_url: str, checkpoint_url: str 
         About how long one ``em-iterations`` task should run: its number of iterations is
         this over the mean iteration time so far (the first task runs one iteration, to time
         it). Longer tasks amortise Prefect's cost per task; a failure still repeats at most
-        one iteration. 0: one task per iteration.
+        one iteration. 0: one task per iteration. Not used with several candidates (one task).
+    criterion : {"bic", "aic", "heldout"}
+        With several candidates: keep the lowest BIC or AIC on the fitted rows, or the
+        highest mean log-likelihood on the held-out rows.
+    heldout_fraction : float
+        With several candidates: share of the rows, in [0, 1), held out of the fit and scored
+        (picked by a hash of the row index); 0 fits every row (then no ``"heldout"``).
 
     Returns
     -------
     dict
         ``model_url``, ``checkpoint_url``, ``n_iter``, ``converged``, ``lower_bound`` and
-        ``seconds_per_iteration`` (mean over the iterations this run did).
+        ``seconds_per_iteration`` (mean over the iterations this run did). With several
+        candidates: ``model_url``, ``checkpoint_url`` (None), ``n_components`` (the K chosen),
+        ``criterion``, ``n_iter``, ``converged`` and ``lower_bound`` of the chosen model,
+        ``table`` (one dict per candidate: ``n_components``, ``chosen``, ``lower_bound``,
+        ``log_likelihood``, ``bic``, ``aic``, ``heldout_log_likelihood``, ``n_iter``,
+        ``converged``), ``plot_url`` (None without matplotlib) and ``seconds``. Artifacts:
+        the table ``train-selection`` and the markdown ``train-selection-summary``.
     """
     from diaggmm_dist.cluster import dask_client
 
+    candidates = check_choice(n_components, checkpoint_url, criterion, heldout_fraction)
+    if candidates is None and isinstance(n_components, (list, tuple)):
+        (n_components,) = n_components  # a list of one is that number
     logger = get_run_logger()
+    layout = {key: value for key, value in (("feature_dim", feature_dim), ("features", features)) if value}
+    if candidates is not None:
+        return _choose(data_url, candidates, model_url, criterion, heldout_fraction, max_iter, layout or None,
+                       scheduler_address, {"tol": tol, "init_params": init_params, "dtype": dtype,
+                                           "random_state": random_state}, logger)
     checkpoint_url = checkpoint_url or default_checkpoint_url(model_url)
     settings = {"n_components": n_components, "tol": tol, "init_params": init_params, "dtype": dtype,
                 "random_state": random_state}
     with dask_client(scheduler_address) as client:
         address = client.scheduler.address
         logger.info("fitting %d components to %s on the dask scheduler %s", n_components, data_url, address)
-        layout = {key: value for key, value in (("feature_dim", feature_dim), ("features", features)) if value}
         summary, table = fit_in_blocks(data_url, checkpoint_url, model_url, settings, max_iter, address,
                                        seconds_per_task=seconds_per_task, artifact_key="train-convergence",
                                        layout=layout or None)
@@ -75,3 +143,23 @@ def train(data_url: str, n_components: int, model_url: str, checkpoint_url: str 
     return {"model_url": summary["model_url"], "checkpoint_url": checkpoint_url, "n_iter": summary["n_iter"],
             "converged": summary["converged"], "lower_bound": summary["lower_bound"],
             "seconds_per_iteration": sum(timed) / len(timed) if timed else None}
+
+
+def _choose(data_url, candidates, model_url, criterion, heldout_fraction, max_iter, layout, scheduler_address,
+            settings, logger):
+    """Several candidates: one ``select-n-components`` task, the plot, the artifacts."""
+    from diaggmm_dist.cluster import dask_client
+
+    with dask_client(scheduler_address) as client:
+        address = client.scheduler.address
+        logger.info("choosing among K = %s by %s on %s, on the dask scheduler %s",
+                    ", ".join(map(str, candidates)), criterion, data_url, address)
+        selection = select_components(data_url, candidates, model_url, settings, max_iter, criterion,
+                                      heldout_fraction, scheduler_address=address, layout=layout)
+    plot_url = plot_selection(selection["table"], selection["n_components"], criterion,
+                              selection_plot_url(model_url))
+    publish_selection(selection, data_url, selection["model_url"], plot_url)
+    return {"model_url": selection["model_url"], "checkpoint_url": None, "n_components": selection["n_components"],
+            "criterion": criterion, "n_iter": selection["n_iter"], "converged": selection["converged"],
+            "lower_bound": selection["lower_bound"], "table": selection["table"], "plot_url": plot_url,
+            "seconds": selection["seconds"]}

@@ -260,6 +260,109 @@ def test_wrong_input_fails_the_flow_at_once_without_retries(prefect_api, stores,
     assert not (tmp_path / "model").exists()
 
 
+# ------------------------------------------------------------------------------- choosing K
+@pytest.fixture(scope="module")
+def separated(stores):
+    """A Zarr array of a well-separated 4-component mixture in 3-D."""
+    weights, means, covariances = mixture_parameters(4, 3, seed=0, spread=8.0)
+    path = write_mixture_zarr(stores.root / "separated.zarr", 8000, weights, means, covariances, chunk_rows=2000,
+                              seed=0, dtype="float64")
+    return f"{path}/X"
+
+
+def test_train_chooses_k_among_candidates_and_publishes_the_table_and_the_plot(prefect_api, separated, cluster,
+                                                                             tmp_path):
+    from diaggmm_dist import select_n_components
+    from flows.train import train
+
+    candidates = [1, 2, 4, 6]
+    model_url = str(tmp_path / "model")
+    state = train(separated, candidates, model_url, scheduler_address=cluster, return_state=True, **FIT)
+    assert state.is_completed(), state
+    result = state.result()
+    assert result["n_components"] == 4 and result["criterion"] == "bic" and result["checkpoint_url"] is None
+    model = DiagGMM.load(model_url)
+    assert model.n_components == 4 and model.means_.shape == (4, 3)
+    # the library's selection with the same settings, on dask threads
+    expected = select_n_components(separated, candidates, "bic", **FIT)
+    np.testing.assert_allclose(model.means_, expected.best.means_, rtol=1e-10)
+    assert (result["n_iter"], result["converged"]) == (model.n_iter_, model.converged_)
+    table = result["table"]
+    assert [row["n_components"] for row in table] == candidates
+    assert [row["chosen"] for row in table] == [k == 4 for k in candidates]
+    np.testing.assert_allclose([row["bic"] for row in table], [row["bic"] for row in expected.table], rtol=1e-10)
+    assert min(table, key=lambda row: row["bic"])["n_components"] == 4
+    assert all(row["heldout_log_likelihood"] is not None for row in table)
+    assert not os.path.exists(model_url + ".checkpoint")  # several candidates: no checkpoint
+
+    # the plot, next to the model
+    png = model_url + ".bic.png"
+    assert result["plot_url"] == png
+    with open(png, "rb") as handle:
+        assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+
+    flow_run_id = state.state_details.flow_run_id
+    names = sorted(run.name.rsplit("-", 1)[0] for run in completed_task_runs(flow_run_id, 2))
+    assert names == ["plot-selection", "select-n-components"], names
+    found = {a.key: a for a in wait_for(lambda: artifacts(flow_run_id), lambda a: len(a) == 2,
+                                        what="the selection artifacts")}
+    assert set(found) == {"train-selection", "train-selection-summary"}
+    rows = found["train-selection"].data
+    rows = json.loads(rows) if isinstance(rows, str) else rows
+    assert found["train-selection"].type == "table"
+    assert [row["n_components"] for row in rows] == candidates
+    assert {"lower_bound", "log_likelihood", "bic", "aic", "heldout_log_likelihood", "n_iter", "converged"} <= set(rows[0])
+    np.testing.assert_allclose([row["bic"] for row in rows], [row["bic"] for row in table], rtol=1e-12)
+    summary = found["train-selection-summary"]
+    assert summary.type == "markdown"
+    assert "K = 4" in summary.data and "| 4 **(chosen)** |" in summary.data and png in summary.data
+    (line,) = run_logs(flow_run_id, "chose K=4 by bic")
+    assert line.task_run_id is not None
+
+
+def test_without_matplotlib_the_choice_of_k_is_published_without_the_plot(prefect_api, separated, cluster, tmp_path,
+                                                                         monkeypatch):
+    import flows.tasks
+    from flows.train import train
+
+    monkeypatch.setattr(flows.tasks, "_has_matplotlib", lambda: False)
+    model_url = str(tmp_path / "model")
+    state = train(separated, [4, 2], model_url, scheduler_address=cluster, return_state=True, **FIT)
+    assert state.is_completed(), state
+    result = state.result()
+    assert result["n_components"] == 4 and result["plot_url"] is None
+    assert [row["n_components"] for row in result["table"]] == [4, 2]
+    assert sorted(os.listdir(tmp_path)) == ["model"]
+    flow_run_id = state.state_details.flow_run_id
+    run_logs(flow_run_id, "matplotlib is not installed")
+    found = {a.key: a for a in wait_for(lambda: artifacts(flow_run_id), lambda a: len(a) == 2,
+                                        what="the selection artifacts")}
+    assert "not written (matplotlib is not installed)" in found["train-selection-summary"].data
+
+
+@pytest.mark.parametrize("n_components, extra, error, message", [
+    ([], {}, ValueError, "n_components is an empty list"),
+    ([2, 0, 4], {}, ValueError, r"integers >= 1; got \[0\]"),
+    ([2, 4, 2], {}, ValueError, r"lists \[2\] more than once"),
+    ([2, 4], {"checkpoint_url": "ckpt"}, ValueError, "checkpoint_url works with one number of components"),
+    ([2, 4], {"criterion": "loglik"}, ValueError, "criterion must be one of 'bic', 'aic', 'heldout'"),
+    (3, {"criterion": "BIC"}, ValueError, "criterion must be one of"),
+    ([2, 4], {"heldout_fraction": 1.0}, ValueError, r"heldout_fraction must be a number in \[0, 1\)"),
+    ([2, 4], {"criterion": "heldout", "heldout_fraction": 0}, ValueError, "needs held-out rows"),
+])
+def test_a_wrong_choice_of_k_is_refused_before_any_work(prefect_api, stores, tmp_path, n_components, extra, error,
+                                                         message):
+    from flows.train import train
+
+    model_url = tmp_path / "model"
+    # no scheduler address: a flow that got past the checks would start a LocalCluster and fit
+    state = train(stores.train, n_components, str(model_url), return_state=True, **extra)
+    assert state.is_failed()
+    with pytest.raises(error, match=message):
+        state.result()
+    assert list(tmp_path.iterdir()) == []  # no model, checkpoint or plot
+
+
 # --------------------------------------------------------------------------------------- score
 def test_score_flow_writes_labels_responsibilities_and_log_likelihoods(prefect_api, stores, plain, cluster, tmp_path):
     from flows.score import score
