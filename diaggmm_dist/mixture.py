@@ -15,15 +15,19 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from . import engine, inputs, kernels
-from .initialization import data_centre, initial_parameters
-from .state import TrainingState
+from . import engine, inputs, kernels, online
+from .em import data_centre, e_step, em_step
 from .mstep import m_step
+from .initialization import initial_parameters
+from .state import TrainingState
 from .kernels import split_statistics
 from .validation import check_initial_parameters, check_settings, is_int, nonfinite_error
 
 
 logger = logging.getLogger("diaggmm_dist")
+
+#: The fitted state of stepwise EM (:meth:`DiagGMM.partial_fit`); ``fit`` starts without it.
+ONLINE_STATE = ("running_statistics_", "running_shift_", "n_batches_seen_", "n_samples_seen_")
 
 
 class ReseededComponentWarning(UserWarning):
@@ -48,12 +52,12 @@ class _DataPass:
         if not self.checked:
             scalars = split_statistics(stats)[-1]
             _raise_for_bad_values(int(scalars["nan"]), int(scalars["inf"]), int(scalars["bad_weights"]),
-                                  int(scalars["rows"]), self.missing)
+                                  int(scalars["rows"]), self.missing, self.weights is not None)
             self.checked = True
         return stats
 
 
-def _raise_for_bad_values(n_nan, n_inf, bad_weights, usable_rows, missing):
+def _raise_for_bad_values(n_nan, n_inf, bad_weights, usable_rows, missing, weighted=False):
     if n_inf or (missing == "error" and n_nan):
         raise nonfinite_error(n_nan + n_inf if missing == "error" else n_inf, allow_missing=not n_inf)
     if bad_weights:
@@ -61,6 +65,7 @@ def _raise_for_bad_values(n_nan, n_inf, bad_weights, usable_rows, missing):
     if usable_rows == 0:
         raise ValueError(
             "No row can be used: every row has missing values"
+            + (" or a sample_weight of 0" if weighted else "")
             + (" (missing='drop' skips rows with any NaN; try missing='marginalize')." if missing == "drop" else ".")
         )
 
@@ -87,9 +92,11 @@ class DiagGMM(DensityMixin, BaseEstimator):
         Number of EM iterations to perform, at most.
     n_init : int, default=1
         Number of initialisations; the one with the highest lower bound is kept.
-    init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
+    init_params : {"kmeans", "k-means++", "random", "random_from_data", "split"}, default="kmeans"
         How starting parameters are made without loading the data; see
-        :mod:`diaggmm_dist.initialization`.
+        :mod:`diaggmm_dist.initialization`. ``"split"`` grows the mixture from one
+        component by splitting the heaviest, with a few EM iterations after each split
+        (:mod:`diaggmm_dist.splitting`): robust for large K, at the price of more passes.
     weights_init : array-like of shape (n_components,), default=None
     means_init : array-like of shape (n_components, n_features), default=None
     precisions_init : array-like of shape (n_components, n_features), default=None
@@ -115,6 +122,14 @@ class DiagGMM(DensityMixin, BaseEstimator):
     chunk_size : int, default=None
         Rows per chunk for numpy input; by default chunks of about 16 MiB. Zarr chunks are
         grouped whole into dask chunks of about this many rows. Dask input keeps its chunks.
+    learning_decay : float, default=0.7
+        :meth:`partial_fit` only: batch number ``t`` (from 0) is folded in with the step
+        size ``min(1, (t + learning_offset) ** -learning_decay)``. Must be in (0.5, 1]: the
+        steps then sum to infinity and their squares do not (stepwise EM converges). Larger
+        values forget the early batches faster.
+    learning_offset : float, default=10.0
+        :meth:`partial_fit` only: non-negative; larger values make the first steps smaller,
+        so that early batches move the model less.
 
     Attributes
     ----------
@@ -134,6 +149,15 @@ class DiagGMM(DensityMixin, BaseEstimator):
     n_features_in_ : int
     n_reseeded_ : int
         Components re-seeded (split from the heaviest) because they lost all their mass.
+    running_statistics_ : ndarray of shape (n_components + 1, n_stat_columns(n_features))
+        :meth:`partial_fit` only: the running sufficient statistics per unit of sample
+        weight, of data shifted by ``running_shift_`` (layout of
+        :func:`diaggmm_dist.kernels.chunk_statistics`). ``fit`` removes them.
+    running_shift_ : ndarray of shape (n_features,)
+    n_batches_seen_ : int
+        :meth:`partial_fit` only: the batches folded in (``t`` of the step size).
+    n_samples_seen_ : int
+        :meth:`partial_fit` only: the rows of those batches that were used.
 
     Notes
     -----
@@ -147,7 +171,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
     def __init__(self, n_components=1, *, tol=1e-3, reg_covar=1e-6, max_iter=100, n_init=1,
                  init_params="kmeans", weights_init=None, means_init=None, precisions_init=None,
                  random_state=None, warm_start=False, verbose=0, verbose_interval=10,
-                 dtype="float64", chunk_size=None, missing="error"):
+                 dtype="float64", chunk_size=None, missing="error", learning_decay=0.7, learning_offset=10.0):
         self.n_components = n_components
         self.tol = tol
         self.reg_covar = reg_covar
@@ -164,6 +188,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
         self.dtype = dtype
         self.chunk_size = chunk_size
         self.missing = missing
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y=None, *, sample_weight=None, feature_dim=None, features=None, columns=None,
@@ -207,22 +233,14 @@ class DiagGMM(DensityMixin, BaseEstimator):
         check_settings(self)
         samples = inputs.as_samples(X, self.chunk_size, feature_dim=feature_dim, features=features, columns=columns)
         data = samples.array
-        n_samples, n_features = engine.n_rows(data), data.shape[-1]
-        if self.n_components > n_samples:
-            raise ValueError(
-                f"n_components={self.n_components} is larger than the number of samples "
-                f"({n_samples}): use at most {n_samples} components."
-            )
+        n_features = data.shape[-1]
+        self._check_enough_samples(data)
         inits = check_initial_parameters(self.weights_init, self.means_init, self.precisions_init,
                                          self.n_components, n_features)
-        weights = None if sample_weight is None else inputs.sample_values(sample_weight, samples, "sample_weight")
         warm = self.warm_start and hasattr(self, "converged_")
         if warm:
             self._check_n_features(n_features)
-        checked = samples.values is not None and (sample_weight is None or isinstance(sample_weight, np.ndarray))
-        if checked:
-            _check_in_memory(samples.values, self.missing, sample_weight)
-        data_pass = _DataPass(data, self.dtype, self.missing, weights, checked)
+        data_pass = self._data_pass(samples, sample_weight)
         random_state = check_random_state(self.random_state)
         fingerprint = engine.fingerprint(data)
         store = None
@@ -249,7 +267,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
                     lower_bounds = [self.lower_bound_]
                 else:
                     weights, means, precisions = initial_parameters(
-                        data, self.n_components, self.init_params, random_state, self.reg_covar, data_pass, *inits)
+                        data, self.n_components, self.init_params, random_state, self.reg_covar, data_pass, *inits,
+                        tol=self.tol)
                     lower_bounds = []
                 state = TrainingState(restart, 0, weights, means, 1.0 / precisions, precisions, lower_bounds,
                                       self.max_iter == 0, False, random_state.get_state(), self.n_reseeded_, best)
@@ -273,17 +292,140 @@ class DiagGMM(DensityMixin, BaseEstimator):
         self.lower_bounds_ = best["lower_bounds"][1:] if warm else best["lower_bounds"]
         self.n_features_in_ = n_features
         self.data_fingerprint_ = fingerprint
-        self.input_layout_ = {"feature_dim": feature_dim, "features": features, "columns": columns}
-        if samples.feature_names is not None:
-            self.feature_names_in_ = np.asarray(samples.feature_names, dtype=object)
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
+        self._set_input_layout({"feature_dim": feature_dim, "features": features, "columns": columns}, samples)
+        for name in ONLINE_STATE:  # the parameters no longer come from these statistics
+            if hasattr(self, name):
+                delattr(self, name)
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init parameters, "
                 "or increase max_iter, tol, or check for degenerate data.",
                 ConvergenceWarning,
             )
+        return self
+
+    def _check_enough_samples(self, data):
+        n_samples = engine.n_rows(data)
+        if self.n_components > n_samples:
+            raise ValueError(
+                f"n_components={self.n_components} is larger than the number of samples "
+                f"({n_samples}): use at most {n_samples} components."
+            )
+
+    def _data_pass(self, samples, sample_weight):
+        """The data pass of a fit: weights aligned with the samples, in-memory data checked up front."""
+        weights = None if sample_weight is None else inputs.sample_values(sample_weight, samples, "sample_weight")
+        checked = samples.values is not None and (sample_weight is None or isinstance(sample_weight, np.ndarray))
+        if checked:
+            _check_in_memory(samples.values, self.missing, sample_weight)
+        return _DataPass(samples.array, self.dtype, self.missing, weights, checked)
+
+    def _set_input_layout(self, layout, samples):
+        self.input_layout_ = layout
+        if samples.feature_names is not None:
+            self.feature_names_in_ = np.asarray(samples.feature_names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+
+    def partial_fit(self, X, y=None, sample_weight=None, *, feature_dim=None, features=None, columns=None):
+        """Fold one batch of rows into the model with one step of stepwise (online) EM.
+
+        The model keeps running sufficient statistics ``s`` per unit of sample weight (see
+        :mod:`diaggmm_dist.online`). Each call reads the batch once (one E-step pass under the
+        current parameters, giving the batch's statistics ŝ), updates
+
+            s ← (1 − η_t) s + η_t ŝ,    η_t = min(1, (t + learning_offset) ** (−learning_decay)),
+
+        with ``t`` the number of batches folded in before this one (``n_batches_seen_``), and
+        sets the parameters to the M-step of ``s``. Earlier batches are never read again.
+
+        The first call on an unfitted model initialises the parameters on its batch with
+        ``init_params`` (or ``weights_init``/``means_init``/``precisions_init``; ``n_init``
+        is not used) and takes the batch's statistics whole, so it gives the model of
+        ``fit(batch)`` with ``max_iter=1``. A model fitted by :meth:`fit`, loaded from a store
+        without running statistics, or made by :meth:`from_sklearn` continues from its
+        parameters: ``s`` starts as the statistics those parameters imply (the M-step's fixed
+        point) and ``t`` at 0, so the first batch weighs ``learning_offset ** −learning_decay``
+        (0.2 by default). :meth:`save` and :meth:`load` keep ``s`` and ``t``, so a loaded model
+        continues exactly where it stopped.
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array, str, xarray object or table
+            A batch of rows, in any form :meth:`fit` takes, with the model's features. The
+            first batch needs at least ``n_components`` rows.
+        y : ignored
+        sample_weight : array-like, dask array or DataArray, optional
+            Non-negative weight of every row of the batch. A batch counts as one step
+            whatever its total weight; within it, rows count by their weights.
+        feature_dim, features, columns : optional
+            As in :meth:`fit`; by default the layout of the previous fit or batch.
+
+        Returns
+        -------
+        self : DiagGMM
+
+        Raises
+        ------
+        ValueError
+            The batch has a different number of features than the model (or other feature
+            names), or its rows cannot be used (see :meth:`fit`); ``learning_decay`` is not
+            in (0.5, 1] or ``learning_offset`` is negative.
+        """
+        check_settings(self)
+        fitted = hasattr(self, "means_")
+        layout = {"feature_dim": feature_dim, "features": features, "columns": columns}
+        if fitted and not any(value is not None for value in layout.values()):
+            layout = getattr(self, "input_layout_", layout)
+        samples = inputs.as_samples(X, self.chunk_size, **layout)
+        data = samples.array
+        if fitted:
+            self._check_features(samples)
+        else:
+            self._check_enough_samples(data)
+            inits = check_initial_parameters(self.weights_init, self.means_init, self.precisions_init,
+                                             self.n_components, data.shape[-1])
+        data_pass = self._data_pass(samples, sample_weight)
+        if fitted:
+            weights, means, precisions = self.weights_, self.means_, self.precisions_
+            running = getattr(self, "running_statistics_", None)
+            if running is None:
+                running_shift = data_centre(weights, means, precisions)
+                running = online.implied_statistics(weights, means, self.covariances_, self.reg_covar, running_shift)
+            else:
+                running_shift = self.running_shift_
+        else:
+            self._print(1, "Initialization on the first batch")
+            weights, means, precisions = initial_parameters(
+                data, self.n_components, self.init_params, check_random_state(self.random_state), self.reg_covar,
+                data_pass, *inits, tol=self.tol)
+            running = running_shift = None
+        stats, shift, lower_bound = e_step(data_pass, weights, means, precisions)
+        scalars = split_statistics(stats)[-1]
+        t = getattr(self, "n_batches_seen_", 0)
+        eta = online.step_size(t, self.learning_decay, self.learning_offset)
+        running = online.fold(running, running_shift, stats, shift, eta)
+        # Scaled to the batch's weight, the M-step's safety rails (a component re-seeded below
+        # 0.001 rows of mass) mean what they mean in a fit of this batch.
+        weights, means, covariances, reseeded = m_step(running * scalars["weight"], self.reg_covar, shift,
+                                                       data_pass.resolution)
+        self.n_reseeded_ = getattr(self, "n_reseeded_", 0)
+        self._note_reseeded(reseeded, f"Batch {t + 1}")
+        self.weights_, self.means_, self.covariances_ = weights, means, covariances
+        self.precisions_ = 1.0 / covariances
+        self.precisions_cholesky_ = np.sqrt(self.precisions_)
+        self.running_statistics_, self.running_shift_ = running, shift
+        self.n_batches_seen_ = t + 1
+        self.n_samples_seen_ = getattr(self, "n_samples_seen_", 0) + int(scalars["rows"])
+        self.n_iter_ = getattr(self, "n_iter_", 0) + 1
+        self.lower_bound_ = lower_bound
+        self.lower_bounds_ = list(getattr(self, "lower_bounds_", [])) + [lower_bound]
+        self.converged_ = False
+        self.n_features_in_ = data.shape[-1]
+        self.data_fingerprint_ = None  # a stream of batches, not one data set
+        if not fitted:
+            self._set_input_layout(layout, samples)
+        self._print(1, f"Batch {t + 1}: mean log-likelihood {lower_bound:.5f}")
         return self
 
     def _checkpoint_config(self, inits, warm):
@@ -314,25 +456,10 @@ class DiagGMM(DensityMixin, BaseEstimator):
         for n_iter in range(state.iteration + 1, self.max_iter + 1):
             tick = time.perf_counter()
             previous = lower_bound
-            shift = data_centre(weights, means, precisions)
-            coefficients = kernels.log_prob_coefficients(weights, means, precisions, shift, data_pass.dtype)
-            stats = data_pass(("gaussian", coefficients))
-            scalars = split_statistics(stats)[-1]
-            lower_bound = scalars["objective"] / scalars["weight"]
-            if not np.isfinite(lower_bound):
-                raise FloatingPointError(
-                    "The log-likelihood is not finite: the data hold values too large for the compute "
-                    "dtype (try dtype='float64', or rescale the features)."
-                )
-            weights, means, covariances, reseeded = m_step(stats, self.reg_covar, shift, data_pass.resolution)
+            lower_bound, weights, means, covariances, reseeded = em_step(data_pass, weights, means, precisions,
+                                                                         self.reg_covar)
             precisions = 1.0 / covariances
-            if reseeded:
-                self.n_reseeded_ += reseeded
-                warnings.warn(
-                    f"Iteration {n_iter}: {reseeded} component(s) lost all their mass and were re-seeded "
-                    "by splitting the heaviest component.",
-                    ReseededComponentWarning,
-                )
+            self._note_reseeded(reseeded, f"Iteration {n_iter}")
             lower_bounds.append(lower_bound)
             change = lower_bound - previous
             converged = bool(abs(change) < self.tol)
@@ -356,6 +483,16 @@ class DiagGMM(DensityMixin, BaseEstimator):
             self._print(1, f"Initialization {verdict}.", f" lower bound {lower_bound:.5f}.")
         return state
 
+    def _note_reseeded(self, reseeded, when):
+        """Count and warn about components the M-step re-seeded (``when``: e.g. "Iteration 3")."""
+        if reseeded:
+            self.n_reseeded_ += reseeded
+            warnings.warn(
+                f"{when}: {reseeded} component(s) lost all their mass and were re-seeded "
+                "by splitting the heaviest component.",
+                ReseededComponentWarning,
+            )
+
     def _print(self, level, message, detail=""):
         if self.verbose >= level:
             print(message + (detail if self.verbose >= 2 else ""))
@@ -372,6 +509,16 @@ class DiagGMM(DensityMixin, BaseEstimator):
                 f"{self.n_features_in_} features."
             )
 
+    def _check_features(self, samples):
+        """The same number of features as the model, and the same names when both have names."""
+        self._check_n_features(samples.array.shape[-1])
+        known = getattr(self, "feature_names_in_", None)
+        if known is not None and samples.feature_names is not None and list(known) != list(samples.feature_names):
+            raise ValueError(
+                f"The features differ from those seen in fit: got {list(samples.feature_names)}, "
+                f"fitted on {list(known)}."
+            )
+
     def _map(self, X, kind):
         """Per-row results of kind ``"labels"``, ``"proba"``, ``"log_norm"`` or ``"summary"``.
 
@@ -380,13 +527,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         check_is_fitted(self, "means_")
         samples = inputs.as_samples(X, self.chunk_size, **getattr(self, "input_layout_", {}))
         data = samples.array
-        self._check_n_features(data.shape[-1])
-        known = getattr(self, "feature_names_in_", None)
-        if known is not None and samples.feature_names is not None and list(known) != list(samples.feature_names):
-            raise ValueError(
-                f"The features differ from those seen in fit: got {list(samples.feature_names)}, "
-                f"fitted on {list(known)}."
-            )
+        self._check_features(samples)
         if samples.values is not None:
             _check_in_memory(samples.values, self.missing)
         dtype = np.dtype(self.dtype)
@@ -549,15 +690,16 @@ def _check_in_memory(X, missing, sample_weight=None):
     """The first pass's checks, done up front for in-memory data."""
     array = np.asarray(X)
     n_nan = n_inf = 0
-    usable = array.shape[0]
+    usable = np.ones(array.shape[0], dtype=bool)
     if array.dtype.kind == "f":
         nan = np.isnan(array)
         n_nan = int(np.count_nonzero(nan))
         n_inf = int(array.size - n_nan - np.count_nonzero(np.isfinite(array)))
         if n_nan and missing != "error":
-            usable = int(np.count_nonzero(~nan.all(axis=1) if missing == "marginalize" else ~nan.any(axis=1)))
+            usable = ~nan.all(axis=1) if missing == "marginalize" else ~nan.any(axis=1)
     bad_weights = 0
     if sample_weight is not None:
-        w = np.asarray(sample_weight, dtype=np.float64)
+        w = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
         bad_weights = int(np.count_nonzero(~(np.isfinite(w) & (w >= 0))))
-    _raise_for_bad_values(n_nan, n_inf, bad_weights, usable, missing)
+        usable = usable & (w > 0)
+    _raise_for_bad_values(n_nan, n_inf, bad_weights, int(np.count_nonzero(usable)), missing, sample_weight is not None)

@@ -120,3 +120,23 @@ def split_heaviest(weights, means, covariances, collapsed):
         weights[h] = weights[k] = 0.5 * (weights[h] + weights[k])
         alive[k] = True
     weights /= weights.sum()
+
+
+def add_components_by_splitting(weights, means, covariances, n_new=1):
+    """The mixture with ``n_new`` more components, each made by splitting the heaviest one.
+
+    The new components are empty slots that :func:`split_heaviest` fills, one after the
+    other: each time the heaviest component (new halves included) gives half its weight and
+    its variances to a new one, their means ±0.2σ apart along its widest feature.
+
+    Returns
+    -------
+    weights : ndarray of shape (K + n_new,)
+    means, covariances : ndarray of shape (K + n_new, D)
+    """
+    k, d = np.shape(means)
+    weights = np.concatenate([np.asarray(weights, dtype=np.float64), np.zeros(n_new)])
+    means = np.vstack([np.asarray(means, dtype=np.float64), np.zeros((n_new, d))])
+    covariances = np.vstack([np.asarray(covariances, dtype=np.float64), np.ones((n_new, d))])
+    split_heaviest(weights, means, covariances, np.arange(k + n_new) >= k)
+    return weights, means, covariances

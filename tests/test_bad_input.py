@@ -246,7 +246,7 @@ def test_boolean_data_is_refused_as_non_numeric(no_data_pass):
         (dict(tol=-1e-3), ValueError, "tol must be a finite number >= 0, got -0.001"),
         (dict(max_iter=-1), ValueError, "max_iter must be an integer >= 0, got -1"),
         (dict(n_init=0), ValueError, "n_init must be an integer >= 1, got 0"),
-        (dict(init_params="kmeans++"), ValueError, r"init_params must be one of \('kmeans', 'k-means\+\+', 'random', 'random_from_data'\), got 'kmeans\+\+'"),
+        (dict(init_params="kmeans++"), ValueError, r"init_params must be one of \('kmeans', 'k-means\+\+', 'random', 'random_from_data', 'split'\), got 'kmeans\+\+'"),
         (dict(init_params=None), TypeError, "init_params must be one of .* got None"),
         (dict(dtype="float16"), ValueError, r"dtype must be one of \('float32', 'float64'\), got 'float16'"),
         (dict(dtype="int64"), ValueError, "dtype must be one of .* got 'int64'"),
@@ -254,6 +254,13 @@ def test_boolean_data_is_refused_as_non_numeric(no_data_pass):
         (dict(dtype=None), ValueError, "dtype must be one of .* got None"),
         (dict(chunk_size=0), ValueError, "chunk_size must be None or an integer >= 1, got 0"),
         (dict(chunk_size=-5), ValueError, "chunk_size must be None or an integer >= 1, got -5"),
+        (dict(learning_decay=0.5), ValueError, r"learning_decay must be a number in \(0.5, 1\] \(so that the step "
+                                                r"sizes of partial_fit sum to infinity and their squares do not\), got 0.5"),
+        (dict(learning_decay=1.5), ValueError, r"learning_decay must be a number in \(0.5, 1\] .* got 1.5"),
+        (dict(learning_decay=np.nan), ValueError, r"learning_decay must be a number in \(0.5, 1\] .* got nan"),
+        (dict(learning_decay="0.7"), ValueError, r"learning_decay must be a number in \(0.5, 1\] .* got '0.7'"),
+        (dict(learning_offset=-1), ValueError, "learning_offset must be a finite number >= 0, got -1"),
+        (dict(learning_offset=np.inf), ValueError, "learning_offset must be a finite number >= 0, got inf"),
     ],
     ids=lambda v: None if isinstance(v, (dict, type)) else v[:24],
 )
