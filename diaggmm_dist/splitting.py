@@ -7,8 +7,15 @@ Then, until there are ``n_components``, the heaviest component is split in two
 feature, weight halved, variances kept) and the mixture is refitted by EM for at most
 ``SPLIT_EM_ITERATIONS`` iterations, fewer when the lower bound changes by less than ``tol``.
 This is the "mixing up" of speech-recognition toolkits (HTK's ``HHEd MU``): every new
-component starts where the data is most crowded, so no component starts empty or far from
-the data and large K is reached robustly.
+component starts where the data is, so no component starts empty or far from the data and
+large K is reached robustly.
+
+"Heaviest" is weight × σ along the widest feature, not weight alone. When the clusters
+have unequal sizes, the heaviest by weight is often a large component sitting on one
+cluster while a lighter one straddles two; splitting the former wastes the new component
+and EM rarely recovers. Measured on 64 well-separated clusters with weights varying 3×
+(20,000 rows, D = 8, 3 seeds), splitting by weight ended 0.01–0.13 nats per row *below*
+k-means initialisation, and by weight × σ 0.12–0.15 above it.
 
 Cost: one data pass per EM iteration, so at most 2 + (n_components − 1) ×
 ``SPLIT_EM_ITERATIONS`` passes before the estimator's own EM starts (for K = 64 and the

@@ -342,7 +342,7 @@ def test_zarr_group_object_names_the_arrays_inside(no_data_pass, tmp_path):
 
 
 # ------------------------------------------------- found only by reading the data
-@pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random", "random_from_data"])
+@pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random", "random_from_data", "split"])
 @pytest.mark.parametrize("as_dask", [False, True], ids=["numpy", "dask"])
 def test_reg_covar_zero_with_constant_feature(init_params, as_dask):
     X = make_data()
