@@ -140,12 +140,14 @@ class DiagGMM(DensityMixin, BaseEstimator):
     precisions_cholesky_ : ndarray of shape (n_components, n_features)
     converged_ : bool
     n_iter_ : int
-        EM iterations of the best initialisation.
+        EM iterations of the best initialisation (:meth:`partial_fit` adds one per batch).
     lower_bound_ : float
         Mean log-likelihood per sample of the best initialisation at its last iteration
-        (of the parameters before the last M-step, as in scikit-learn).
+        (of the parameters before the last M-step, as in scikit-learn). After
+        :meth:`partial_fit`: the last batch's, under the parameters before its step.
     lower_bounds_ : list of float
-        The lower bound of every iteration of the best initialisation.
+        The lower bound of every iteration of the best initialisation (and of every batch
+        given to :meth:`partial_fit` since).
     n_features_in_ : int
     n_reseeded_ : int
         Components re-seeded (split from the heaviest) because they lost all their mass.
