@@ -30,7 +30,7 @@ import traceback
 import warnings
 
 PROG = "diaggmm"
-INIT_CHOICES = ("kmeans", "k-means++", "random", "random_from_data")
+INIT_CHOICES = ("kmeans", "k-means++", "random", "random_from_data", "split")
 
 #: Exit codes.
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
@@ -124,7 +124,10 @@ def build_parser():
     fit.add_argument("--overwrite", action="store_true",
                      help="replace an existing MODEL, and start afresh if the checkpoint holds another run")
     fit.add_argument("--scheduler", metavar="ADDRESS", help=scheduler_help)
-    fit.add_argument("--init", choices=INIT_CHOICES, default="kmeans", help="initialisation (default: kmeans)")
+    fit.add_argument("--init", choices=INIT_CHOICES, default="kmeans",
+                     help="initialisation (default: kmeans); split grows the mixture from one component by "
+                          "splitting the heaviest, with up to 5 EM passes after each split: robust for large K, "
+                          "more passes")
     fit.add_argument("--tol", type=_non_negative_float, default=1e-3,
                      help="stop when the lower bound changes by less than this (default: 1e-3)")
     fit.add_argument("--max-iter", type=_int_at_least(0), default=100,

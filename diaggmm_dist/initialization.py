@@ -1,9 +1,10 @@
 """Scalable initialisation: starting parameters without ever materialising the data.
 
-Every strategy ends the same way: one full-data pass of hard (or random) responsibilities
-through the engine, and the M-step of :mod:`diaggmm_dist.mstep` on its statistics, which
-gives weights, means and variances consistent with the data (scikit-learn does the same
-from its initial responsibilities). What differs is where the centres come from:
+Every strategy but ``"split"`` ends the same way: one full-data pass of hard (or random)
+responsibilities through the engine, and the M-step of :mod:`diaggmm_dist.mstep` on its
+statistics, which gives weights, means and variances consistent with the data (scikit-learn
+does the same from its initial responsibilities). What differs is where the centres come
+from:
 
 ``"kmeans"``
     k-means (scikit-learn's ``KMeans``, k-means++ seeding) on a uniform random sample of at
@@ -15,6 +16,10 @@ from its initial responsibilities). What differs is where the centres come from:
 ``"random"``
     Uniform random responsibilities for every row (reproducible per row, whatever the
     chunking), as scikit-learn does.
+``"split"``
+    One component fitted to the data, then repeatedly the heaviest component split in two
+    and EM run for a few iterations, until ``n_components`` (:mod:`diaggmm_dist.splitting`;
+    no randomness, and many more passes than the others).
 
 Reading the sample touches only the chunks that hold sampled rows. With ``random_state``
 fixed every strategy is reproducible and does not depend on how the data is chunked.
@@ -26,8 +31,10 @@ import numpy as np
 from sklearn.cluster import KMeans, kmeans_plusplus
 
 from . import engine, kernels
+from .em import data_centre  # noqa: F401 - re-exported: it lived here
 from .kernels import split_statistics
 from .mstep import m_step
+from .splitting import split_initial_parameters
 from .validation import nonfinite_error
 
 #: Rows drawn (uniformly, without replacement) for the k-means seeding.
@@ -36,21 +43,6 @@ SAMPLE_ROWS = 100_000
 LLOYD_PASSES = 3
 #: Lloyd stops when the centres move less than this times the mean feature variance.
 LLOYD_TOL = 1e-4
-
-
-def data_centre(weights, means, precisions):
-    """The shift used in the kernels: the mixture's overall mean ``Σ_k w_k μ_k`` where it matters.
-
-    The shift keeps x² and S2/N − μ² free of cancellation when the data sit far from the
-    origin. For a feature whose mean is within one standard deviation (of the mixture) of
-    zero, at most one bit is lost without it, so the shift is 0 there; when every feature is
-    like that (standardised data), the kernels skip the subtraction altogether.
-    """
-    weights = np.asarray(weights, dtype=np.float64) / np.sum(weights)
-    means = np.asarray(means, dtype=np.float64)
-    centre = weights @ means
-    spread = weights @ (1.0 / np.asarray(precisions, dtype=np.float64) + means * means) - centre * centre
-    return np.where(centre * centre <= spread, 0.0, centre)
 
 
 def sample_rows(X, n_rows, random_state, missing="error"):
@@ -93,7 +85,7 @@ def _nearest_centre_statistics(data_pass, centers, passes, tol):
 
 
 def initial_parameters(X, n_components, init_params, random_state, reg_covar, data_pass,
-                       weights_init=None, means_init=None, precisions_init=None):
+                       weights_init=None, means_init=None, precisions_init=None, tol=1e-3):
     """Starting weights, means and precisions for EM.
 
     Parameters
@@ -101,7 +93,7 @@ def initial_parameters(X, n_components, init_params, random_state, reg_covar, da
     X : dask.array.Array
         Row-chunked data.
     n_components : int
-    init_params : {"kmeans", "k-means++", "random", "random_from_data"}
+    init_params : {"kmeans", "k-means++", "random", "random_from_data", "split"}
         Used only when ``means_init`` is not given.
     random_state : numpy.random.RandomState
     reg_covar : float
@@ -112,6 +104,9 @@ def initial_parameters(X, n_components, init_params, random_state, reg_covar, da
     weights_init, means_init, precisions_init : ndarray or None
         Validated user values; each given one replaces the computed one. When all three
         are given the data is not read.
+    tol : float
+        ``"split"`` only: EM between two splits stops when the lower bound changes by less
+        than this (see :mod:`diaggmm_dist.splitting`).
 
     Returns
     -------
@@ -121,6 +116,20 @@ def initial_parameters(X, n_components, init_params, random_state, reg_covar, da
     """
     if weights_init is not None and means_init is not None and precisions_init is not None:
         return weights_init, means_init, precisions_init
+    if means_init is None and init_params == "split":
+        weights, means, precisions = split_initial_parameters(data_pass, n_components, X.shape[-1], reg_covar, tol)
+        covariances = 1.0 / precisions
+    else:
+        weights, means, covariances = _parameters_from_one_pass(X, n_components, init_params, random_state,
+                                                                reg_covar, data_pass, means_init)
+    weights = weights if weights_init is None else weights_init
+    means = means if means_init is None else means_init
+    precisions = 1.0 / covariances if precisions_init is None else precisions_init
+    return weights, means, precisions
+
+
+def _parameters_from_one_pass(X, n_components, init_params, random_state, reg_covar, data_pass, means_init):
+    """Weights, means and covariances from the M-step of one pass of hard or random responsibilities."""
     if means_init is not None:
         stats, shift = _nearest_centre_statistics(data_pass, means_init, 1, 0.0)
     elif init_params == "random":
@@ -143,7 +152,4 @@ def initial_parameters(X, n_components, init_params, random_state, reg_covar, da
             passes, tol = LLOYD_PASSES, LLOYD_TOL * float(np.mean(np.var(sample, axis=0)))
         stats, shift = _nearest_centre_statistics(data_pass, centers, passes, tol)
     weights, means, covariances, _ = m_step(stats, reg_covar, shift, data_pass.resolution)
-    weights = weights if weights_init is None else weights_init
-    means = means if means_init is None else means_init
-    precisions = 1.0 / covariances if precisions_init is None else precisions_init
-    return weights, means, precisions
+    return weights, means, covariances

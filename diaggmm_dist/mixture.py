@@ -15,15 +15,19 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from . import engine, inputs, kernels
-from .initialization import data_centre, initial_parameters
-from .state import TrainingState
+from . import engine, inputs, kernels, online
+from .em import data_centre, e_step, e_step_models
 from .mstep import m_step
+from .initialization import initial_parameters
+from .state import TrainingState
 from .kernels import split_statistics
 from .validation import check_initial_parameters, check_settings, is_int, nonfinite_error
 
 
 logger = logging.getLogger("diaggmm_dist")
+
+#: The fitted state of stepwise EM (:meth:`DiagGMM.partial_fit`); ``fit`` starts without it.
+ONLINE_STATE = ("running_statistics_", "running_shift_", "n_batches_seen_", "n_samples_seen_")
 
 
 class ReseededComponentWarning(UserWarning):
@@ -48,12 +52,22 @@ class _DataPass:
         if not self.checked:
             scalars = split_statistics(stats)[-1]
             _raise_for_bad_values(int(scalars["nan"]), int(scalars["inf"]), int(scalars["bad_weights"]),
-                                  int(scalars["rows"]), self.missing)
+                                  int(scalars["rows"]), self.missing, self.weights is not None)
             self.checked = True
         return stats
 
 
-def _raise_for_bad_values(n_nan, n_inf, bad_weights, usable_rows, missing):
+def _warn_reseeded(reseeded, when):
+    """Warn about components the M-step re-seeded (``when``: e.g. "Iteration 3")."""
+    if reseeded:
+        warnings.warn(
+            f"{when}: {reseeded} component(s) lost all their mass and were re-seeded "
+            "by splitting the heaviest component.",
+            ReseededComponentWarning,
+        )
+
+
+def _raise_for_bad_values(n_nan, n_inf, bad_weights, usable_rows, missing, weighted=False):
     if n_inf or (missing == "error" and n_nan):
         raise nonfinite_error(n_nan + n_inf if missing == "error" else n_inf, allow_missing=not n_inf)
     if bad_weights:
@@ -61,6 +75,7 @@ def _raise_for_bad_values(n_nan, n_inf, bad_weights, usable_rows, missing):
     if usable_rows == 0:
         raise ValueError(
             "No row can be used: every row has missing values"
+            + (" or a sample_weight of 0" if weighted else "")
             + (" (missing='drop' skips rows with any NaN; try missing='marginalize')." if missing == "drop" else ".")
         )
 
@@ -90,9 +105,11 @@ class DiagGMM(DensityMixin, BaseEstimator):
         initialised one after the other, then run side by side: every EM pass over the data
         serves all those still running (one read of each chunk and one stacked matrix
         product), so n_init=8 costs far less than eight fits.
-    init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
+    init_params : {"kmeans", "k-means++", "random", "random_from_data", "split"}, default="kmeans"
         How starting parameters are made without loading the data; see
-        :mod:`diaggmm_dist.initialization`.
+        :mod:`diaggmm_dist.initialization`. ``"split"`` grows the mixture from one
+        component by splitting the heaviest, with a few EM iterations after each split
+        (:mod:`diaggmm_dist.splitting`): robust for large K, at the price of more passes.
     weights_init : array-like of shape (n_components,), default=None
     means_init : array-like of shape (n_components, n_features), default=None
     precisions_init : array-like of shape (n_components, n_features), default=None
@@ -118,6 +135,14 @@ class DiagGMM(DensityMixin, BaseEstimator):
     chunk_size : int, default=None
         Rows per chunk for numpy input; by default chunks of about 16 MiB. Zarr chunks are
         grouped whole into dask chunks of about this many rows. Dask input keeps its chunks.
+    learning_decay : float, default=0.7
+        :meth:`partial_fit` only: batch number ``t`` (from 0) is folded in with the step
+        size ``min(1, (t + learning_offset) ** -learning_decay)``. Must be in (0.5, 1]: the
+        steps then sum to infinity and their squares do not (stepwise EM converges). Larger
+        values forget the early batches faster.
+    learning_offset : float, default=10.0
+        :meth:`partial_fit` only: non-negative; larger values make the first steps smaller,
+        so that early batches move the model less.
 
     Attributes
     ----------
@@ -128,12 +153,14 @@ class DiagGMM(DensityMixin, BaseEstimator):
     precisions_cholesky_ : ndarray of shape (n_components, n_features)
     converged_ : bool
     n_iter_ : int
-        EM iterations of the best initialisation.
+        EM iterations of the best initialisation (:meth:`partial_fit` adds one per batch).
     lower_bound_ : float
         Mean log-likelihood per sample of the best initialisation at its last iteration
-        (of the parameters before the last M-step, as in scikit-learn).
+        (of the parameters before the last M-step, as in scikit-learn). After
+        :meth:`partial_fit`: the last batch's, under the parameters before its step.
     lower_bounds_ : list of float
-        The lower bound of every iteration of the best initialisation.
+        The lower bound of every iteration of the best initialisation (and of every batch
+        given to :meth:`partial_fit` since).
     n_features_in_ : int
     n_reseeded_ : int
         Components re-seeded (split from the heaviest) because they lost all their mass.
@@ -141,6 +168,15 @@ class DiagGMM(DensityMixin, BaseEstimator):
         ``lower_bounds_`` of every initialisation (restart), in order.
     best_init_ : int
         Which initialisation gave the fitted parameters (the first with the best lower bound).
+    running_statistics_ : ndarray of shape (n_components + 1, n_stat_columns(n_features))
+        :meth:`partial_fit` only: the running sufficient statistics per unit of sample
+        weight, of data shifted by ``running_shift_`` (layout of
+        :func:`diaggmm_dist.kernels.chunk_statistics`). ``fit`` removes them.
+    running_shift_ : ndarray of shape (n_features,)
+    n_batches_seen_ : int
+        :meth:`partial_fit` only: the batches folded in (``t`` of the step size).
+    n_samples_seen_ : int
+        :meth:`partial_fit` only: the rows of those batches that were used.
 
     Notes
     -----
@@ -154,7 +190,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
     def __init__(self, n_components=1, *, tol=1e-3, reg_covar=1e-6, max_iter=100, n_init=1,
                  init_params="kmeans", weights_init=None, means_init=None, precisions_init=None,
                  random_state=None, warm_start=False, verbose=0, verbose_interval=10,
-                 dtype="float64", chunk_size=None, missing="error"):
+                 dtype="float64", chunk_size=None, missing="error", learning_decay=0.7, learning_offset=10.0):
         self.n_components = n_components
         self.tol = tol
         self.reg_covar = reg_covar
@@ -171,6 +207,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
         self.dtype = dtype
         self.chunk_size = chunk_size
         self.missing = missing
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y=None, *, sample_weight=None, feature_dim=None, features=None, columns=None,
@@ -219,22 +257,14 @@ class DiagGMM(DensityMixin, BaseEstimator):
         check_settings(self)
         samples = inputs.as_samples(X, self.chunk_size, feature_dim=feature_dim, features=features, columns=columns)
         data = samples.array
-        n_samples, n_features = engine.n_rows(data), data.shape[-1]
-        if self.n_components > n_samples:
-            raise ValueError(
-                f"n_components={self.n_components} is larger than the number of samples "
-                f"({n_samples}): use at most {n_samples} components."
-            )
+        n_features = data.shape[-1]
+        self._check_enough_samples(data)
         inits = check_initial_parameters(self.weights_init, self.means_init, self.precisions_init,
                                          self.n_components, n_features)
-        weights = None if sample_weight is None else inputs.sample_values(sample_weight, samples, "sample_weight")
         warm = self.warm_start and hasattr(self, "converged_")
         if warm:
             self._check_n_features(n_features)
-        checked = samples.values is not None and (sample_weight is None or isinstance(sample_weight, np.ndarray))
-        if checked:
-            _check_in_memory(samples.values, self.missing, sample_weight)
-        data_pass = _DataPass(data, self.dtype, self.missing, weights, checked)
+        data_pass = self._data_pass(samples, sample_weight)
         random_state = check_random_state(self.random_state)
         fingerprint = engine.fingerprint(data)
         store = None
@@ -261,7 +291,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
                 lower_bounds = [self.lower_bound_]
             else:
                 weights, means, precisions = initial_parameters(
-                    data, self.n_components, self.init_params, random_state, self.reg_covar, data_pass, *inits)
+                    data, self.n_components, self.init_params, random_state, self.reg_covar, data_pass, *inits,
+                    tol=self.tol)
                 lower_bounds = []
             states.append(TrainingState(restart, 0, weights, means, 1.0 / precisions, precisions, lower_bounds,
                                         self.max_iter == 0, False, random_state.get_state()))
@@ -275,6 +306,9 @@ class DiagGMM(DensityMixin, BaseEstimator):
         self.n_reseeded_ = sum(state.n_reseeded for state in states)
         self._adopt(best, warm, samples, fingerprint, {"feature_dim": feature_dim, "features": features,
                                                        "columns": columns})
+        for name in ONLINE_STATE:  # the parameters no longer come from these statistics
+            if hasattr(self, name):
+                delattr(self, name)
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init parameters, "
@@ -294,11 +328,131 @@ class DiagGMM(DensityMixin, BaseEstimator):
         self.lower_bounds_ = state.lower_bounds[1:] if warm else list(state.lower_bounds)
         self.n_features_in_ = samples.array.shape[-1]
         self.data_fingerprint_ = fingerprint
+        self._set_input_layout(layout, samples)
+
+    def _check_enough_samples(self, data):
+        n_samples = engine.n_rows(data)
+        if self.n_components > n_samples:
+            raise ValueError(
+                f"n_components={self.n_components} is larger than the number of samples "
+                f"({n_samples}): use at most {n_samples} components."
+            )
+
+    def _data_pass(self, samples, sample_weight):
+        """The data pass of a fit: weights aligned with the samples, in-memory data checked up front."""
+        weights = None if sample_weight is None else inputs.sample_values(sample_weight, samples, "sample_weight")
+        checked = samples.values is not None and (sample_weight is None or isinstance(sample_weight, np.ndarray))
+        if checked:
+            _check_in_memory(samples.values, self.missing, sample_weight)
+        return _DataPass(samples.array, self.dtype, self.missing, weights, checked)
+
+    def _set_input_layout(self, layout, samples):
         self.input_layout_ = layout
         if samples.feature_names is not None:
             self.feature_names_in_ = np.asarray(samples.feature_names, dtype=object)
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
+
+    def partial_fit(self, X, y=None, sample_weight=None, *, feature_dim=None, features=None, columns=None):
+        """Fold one batch of rows into the model with one step of stepwise (online) EM.
+
+        The model keeps running sufficient statistics ``s`` per unit of sample weight (see
+        :mod:`diaggmm_dist.online`). Each call reads the batch once (one E-step pass under the
+        current parameters, giving the batch's statistics ŝ), updates
+
+            s ← (1 − η_t) s + η_t ŝ,    η_t = min(1, (t + learning_offset) ** (−learning_decay)),
+
+        with ``t`` the number of batches folded in before this one (``n_batches_seen_``), and
+        sets the parameters to the M-step of ``s``. Earlier batches are never read again.
+
+        The first call on an unfitted model initialises the parameters on its batch with
+        ``init_params`` (or ``weights_init``/``means_init``/``precisions_init``; ``n_init``
+        is not used) and takes the batch's statistics whole, so it gives the model of
+        ``fit(batch)`` with ``max_iter=1``. A model fitted by :meth:`fit`, loaded from a store
+        without running statistics, or made by :meth:`from_sklearn` continues from its
+        parameters: ``s`` starts as the statistics those parameters imply (the M-step's fixed
+        point) and ``t`` at 0, so the first batch weighs ``learning_offset ** −learning_decay``
+        (0.2 by default). :meth:`save` and :meth:`load` keep ``s`` and ``t``, so a loaded model
+        continues exactly where it stopped.
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array, str, xarray object or table
+            A batch of rows, in any form :meth:`fit` takes, with the model's features. The
+            first batch needs at least ``n_components`` rows.
+        y : ignored
+        sample_weight : array-like, dask array or DataArray, optional
+            Non-negative weight of every row of the batch. A batch counts as one step
+            whatever its total weight; within it, rows count by their weights.
+        feature_dim, features, columns : optional
+            As in :meth:`fit`; by default the layout of the previous fit or batch.
+
+        Returns
+        -------
+        self : DiagGMM
+
+        Raises
+        ------
+        ValueError
+            The batch has a different number of features than the model (or other feature
+            names), or its rows cannot be used (see :meth:`fit`); ``learning_decay`` is not
+            in (0.5, 1] or ``learning_offset`` is negative.
+        """
+        check_settings(self)
+        fitted = hasattr(self, "means_")
+        layout = {"feature_dim": feature_dim, "features": features, "columns": columns}
+        if fitted and not any(value is not None for value in layout.values()):
+            layout = getattr(self, "input_layout_", layout)
+        samples = inputs.as_samples(X, self.chunk_size, **layout)
+        data = samples.array
+        if fitted:
+            self._check_features(samples)
+        else:
+            self._check_enough_samples(data)
+            inits = check_initial_parameters(self.weights_init, self.means_init, self.precisions_init,
+                                             self.n_components, data.shape[-1])
+        data_pass = self._data_pass(samples, sample_weight)
+        if fitted:
+            weights, means, precisions = self.weights_, self.means_, self.precisions_
+            running = getattr(self, "running_statistics_", None)
+            if running is None:
+                running_shift = data_centre(weights, means, precisions)
+                running = online.implied_statistics(weights, means, self.covariances_, self.reg_covar, running_shift)
+            else:
+                running_shift = self.running_shift_
+        else:
+            self._print(1, "Initialization on the first batch")
+            weights, means, precisions = initial_parameters(
+                data, self.n_components, self.init_params, check_random_state(self.random_state), self.reg_covar,
+                data_pass, *inits, tol=self.tol)
+            running = running_shift = None
+        stats, shift, lower_bound = e_step(data_pass, weights, means, precisions)
+        scalars = split_statistics(stats)[-1]
+        t = getattr(self, "n_batches_seen_", 0)
+        eta = online.step_size(t, self.learning_decay, self.learning_offset)
+        running = online.fold(running, running_shift, stats, shift, eta)
+        # Scaled to the batch's weight, the M-step's safety rails (a component re-seeded below
+        # 0.001 rows of mass) mean what they mean in a fit of this batch.
+        weights, means, covariances, reseeded = m_step(running * scalars["weight"], self.reg_covar, shift,
+                                                       data_pass.resolution)
+        self.n_reseeded_ = getattr(self, "n_reseeded_", 0)
+        self._note_reseeded(reseeded, f"Batch {t + 1}")
+        self.weights_, self.means_, self.covariances_ = weights, means, covariances
+        self.precisions_ = 1.0 / covariances
+        self.precisions_cholesky_ = np.sqrt(self.precisions_)
+        self.running_statistics_, self.running_shift_ = running, shift
+        self.n_batches_seen_ = t + 1
+        self.n_samples_seen_ = getattr(self, "n_samples_seen_", 0) + int(scalars["rows"])
+        self.n_iter_ = getattr(self, "n_iter_", 0) + 1
+        self.lower_bound_ = lower_bound
+        self.lower_bounds_ = list(getattr(self, "lower_bounds_", [])) + [lower_bound]
+        self.converged_ = False
+        self.n_features_in_ = data.shape[-1]
+        self.data_fingerprint_ = None  # a stream of batches, not one data set
+        if not fitted:
+            self._set_input_layout(layout, samples)
+        self._print(1, f"Batch {t + 1}: mean log-likelihood {lower_bound:.5f}")
+        return self
 
     def _checkpoint_config(self, inits, warm):
         """The settings a checkpoint must share with this run to be resumed (JSON)."""
@@ -336,15 +490,11 @@ class DiagGMM(DensityMixin, BaseEstimator):
             if not running:
                 break
             tick = time.perf_counter()
-            # one shift for all (it only guards float32 against cancellation): the first's
-            shift = data_centre(running[0].weights, running[0].means, running[0].precisions)
-            coefficients = kernels.stack_coefficients([
-                kernels.log_prob_coefficients(state.weights, state.means, state.precisions, shift, data_pass.dtype)
-                for state in running])
-            stats = data_pass(("gaussian", coefficients))
+            blocks, shift, lower_bounds = e_step_models(
+                data_pass, [(state.weights, state.means, state.precisions) for state in running])
             summaries = []
-            for state, block in zip(running, kernels.model_statistics(stats, coefficients.model_sizes)):
-                new = self._em_step(state, block, shift, data_pass.resolution)
+            for state, block, lower_bound in zip(running, blocks, lower_bounds):
+                new = self._em_step(state, block, shift, lower_bound, data_pass.resolution)
                 states[states.index(state)] = new
                 summaries.append({"iteration": new.iteration, "lower_bound": new.lower_bound,
                                   "change": new.lower_bound - state.lower_bound, "converged": new.converged,
@@ -370,27 +520,20 @@ class DiagGMM(DensityMixin, BaseEstimator):
                 self._print(1, f"Initialization {verdict}.", f" lower bound {state.lower_bound:.5f}.")
         return states
 
-    def _em_step(self, state, stats, shift, resolution):
+    def _em_step(self, state, stats, shift, lower_bound, resolution):
         """The state after one EM iteration of ``state``, given its statistics of the data pass."""
         n_iter = state.iteration + 1
-        scalars = split_statistics(stats)[-1]
-        lower_bound = scalars["objective"] / scalars["weight"]
-        if not np.isfinite(lower_bound):
-            raise FloatingPointError(
-                "The log-likelihood is not finite: the data hold values too large for the compute "
-                "dtype (try dtype='float64', or rescale the features)."
-            )
         weights, means, covariances, reseeded = m_step(stats, self.reg_covar, shift, resolution)
-        if reseeded:
-            warnings.warn(
-                f"Iteration {n_iter}: {reseeded} component(s) lost all their mass and were re-seeded "
-                "by splitting the heaviest component.",
-                ReseededComponentWarning,
-            )
+        _warn_reseeded(reseeded, f"Iteration {n_iter}")
         converged = bool(abs(lower_bound - state.lower_bound) < self.tol)
         return TrainingState(state.restart, n_iter, weights, means, covariances, 1.0 / covariances,
                              state.lower_bounds + [lower_bound], converged or n_iter == self.max_iter, converged,
                              state.random_state, state.n_reseeded + reseeded)
+
+    def _note_reseeded(self, reseeded, when):
+        """Count and warn about components the M-step re-seeded (``when``: e.g. "Iteration 3")."""
+        self.n_reseeded_ += reseeded
+        _warn_reseeded(reseeded, when)
 
     def _print(self, level, message, detail=""):
         if self.verbose >= level:
@@ -408,6 +551,16 @@ class DiagGMM(DensityMixin, BaseEstimator):
                 f"{self.n_features_in_} features."
             )
 
+    def _check_features(self, samples):
+        """The same number of features as the model, and the same names when both have names."""
+        self._check_n_features(samples.array.shape[-1])
+        known = getattr(self, "feature_names_in_", None)
+        if known is not None and samples.feature_names is not None and list(known) != list(samples.feature_names):
+            raise ValueError(
+                f"The features differ from those seen in fit: got {list(samples.feature_names)}, "
+                f"fitted on {list(known)}."
+            )
+
     def _map(self, X, kind):
         """Per-row results of kind ``"labels"``, ``"proba"``, ``"log_norm"`` or ``"summary"``.
 
@@ -416,13 +569,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         check_is_fitted(self, "means_")
         samples = inputs.as_samples(X, self.chunk_size, **getattr(self, "input_layout_", {}))
         data = samples.array
-        self._check_n_features(data.shape[-1])
-        known = getattr(self, "feature_names_in_", None)
-        if known is not None and samples.feature_names is not None and list(known) != list(samples.feature_names):
-            raise ValueError(
-                f"The features differ from those seen in fit: got {list(samples.feature_names)}, "
-                f"fitted on {list(known)}."
-            )
+        self._check_features(samples)
         if samples.values is not None:
             _check_in_memory(samples.values, self.missing)
         dtype = np.dtype(self.dtype)
@@ -585,15 +732,16 @@ def _check_in_memory(X, missing, sample_weight=None):
     """The first pass's checks, done up front for in-memory data."""
     array = np.asarray(X)
     n_nan = n_inf = 0
-    usable = array.shape[0]
+    usable = np.ones(array.shape[0], dtype=bool)
     if array.dtype.kind == "f":
         nan = np.isnan(array)
         n_nan = int(np.count_nonzero(nan))
         n_inf = int(array.size - n_nan - np.count_nonzero(np.isfinite(array)))
         if n_nan and missing != "error":
-            usable = int(np.count_nonzero(~nan.all(axis=1) if missing == "marginalize" else ~nan.any(axis=1)))
+            usable = ~nan.all(axis=1) if missing == "marginalize" else ~nan.any(axis=1)
     bad_weights = 0
     if sample_weight is not None:
-        w = np.asarray(sample_weight, dtype=np.float64)
+        w = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
         bad_weights = int(np.count_nonzero(~(np.isfinite(w) & (w >= 0))))
-    _raise_for_bad_values(n_nan, n_inf, bad_weights, usable, missing)
+        usable = usable & (w > 0)
+    _raise_for_bad_values(n_nan, n_inf, bad_weights, int(np.count_nonzero(usable)), missing, sample_weight is not None)

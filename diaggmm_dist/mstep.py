@@ -102,15 +102,20 @@ def m_step(stats, reg_covar, shift, resolution=EPS):
     return weights, means, covariances, int(collapsed.sum())
 
 
-def split_heaviest(weights, means, covariances, collapsed):
+def split_heaviest(weights, means, covariances, collapsed, by_spread=False):
     """Re-seed each collapsed component (in place) by splitting the heaviest live component.
 
     The heaviest component h keeps half its weight and moves −0.2σ along its widest feature
     j; the collapsed component takes the other half, h's variances, and +0.2σ along j.
+
+    With ``by_spread``, "heaviest" means the largest weight × σ along the widest feature (the
+    most mass times the longest split step) rather than the largest weight: a component
+    that straddles two clusters is wide, while a heavy component on one cluster is not.
     """
     alive = ~collapsed
     for k in np.flatnonzero(collapsed):
-        h = int(np.argmax(np.where(alive, weights, -np.inf)))
+        rank = weights * np.sqrt(covariances.max(axis=1)) if by_spread else weights
+        h = int(np.argmax(np.where(alive, rank, -np.inf)))
         j = int(np.argmax(covariances[h]))
         step = SPLIT_OFFSET * np.sqrt(covariances[h, j])
         means[k] = means[h]
@@ -120,3 +125,24 @@ def split_heaviest(weights, means, covariances, collapsed):
         weights[h] = weights[k] = 0.5 * (weights[h] + weights[k])
         alive[k] = True
     weights /= weights.sum()
+
+
+def add_components_by_splitting(weights, means, covariances, n_new=1):
+    """The mixture with ``n_new`` more components, each made by splitting the heaviest one.
+
+    The new components are empty slots that :func:`split_heaviest` fills, one after the
+    other: each time the heaviest component by weight × σ along its widest feature (new
+    halves included) gives half its weight and its variances to a new one, their means
+    ±0.2σ apart along that feature.
+
+    Returns
+    -------
+    weights : ndarray of shape (K + n_new,)
+    means, covariances : ndarray of shape (K + n_new, D)
+    """
+    k, d = np.shape(means)
+    weights = np.concatenate([np.asarray(weights, dtype=np.float64), np.zeros(n_new)])
+    means = np.vstack([np.asarray(means, dtype=np.float64), np.zeros((n_new, d))])
+    covariances = np.vstack([np.asarray(covariances, dtype=np.float64), np.ones((n_new, d))])
+    split_heaviest(weights, means, covariances, np.arange(k + n_new) >= k, by_spread=True)
+    return weights, means, covariances

@@ -18,7 +18,8 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from . import engine, inputs, kernels
-from .initialization import data_centre, initial_parameters
+from .em import e_step_models
+from .initialization import initial_parameters
 from .mixture import DiagGMM, _DataPass
 from .state import TrainingState
 from .validation import check_settings, is_int
@@ -145,16 +146,14 @@ def select_n_components(X, candidates=(2, 4, 8, 16, 32), criterion="bic", *, hel
     states = template._run_em(fit_pass, states)
 
     # every candidate's log-likelihood at its final parameters, on the fitted and the held-out rows
-    shift = data_centre(states[0].weights, states[0].means, states[0].precisions)
-    stacked = kernels.stack_coefficients([
-        kernels.log_prob_coefficients(s.weights, s.means, s.precisions, shift, fit_pass.dtype) for s in states])
+    final = [(state.weights, state.means, state.precisions) for state in states]
     scores = {}
     for name, pass_weights in (("fit", fit_weights), ("heldout", held_weights)):
         if name == "heldout" and pass_weights is None:
             continue
-        stats = _DataPass(data, template.dtype, template.missing, pass_weights, checked=True)(("gaussian", stacked))
-        scores[name] = [kernels.split_statistics(block)[-1]
-                        for block in kernels.model_statistics(stats, stacked.model_sizes)]
+        held_pass = _DataPass(data, template.dtype, template.missing, pass_weights, checked=True)
+        blocks, _, _ = e_step_models(held_pass, final)
+        scores[name] = [kernels.split_statistics(block)[-1] for block in blocks]
 
     fingerprint = engine.fingerprint(data)
     layout = {"feature_dim": feature_dim, "features": features, "columns": columns}

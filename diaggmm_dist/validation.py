@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
+INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data", "split")
 DTYPES = ("float32", "float64")
 MISSING = ("error", "drop", "marginalize")
 
@@ -42,6 +42,9 @@ def check_settings(est):
         ("chunk_size", est.chunk_size is None or (is_int(est.chunk_size) and est.chunk_size >= 1), "None or an integer >= 1"),
         ("verbose_interval", is_int(est.verbose_interval) and est.verbose_interval >= 1, "an integer >= 1"),
         ("missing", est.missing in MISSING, f"one of {MISSING}"),
+        ("learning_decay", _is_real(est.learning_decay) and 0.5 < est.learning_decay <= 1,
+         "a number in (0.5, 1] (so that the step sizes of partial_fit sum to infinity and their squares do not)"),
+        ("learning_offset", _is_real(est.learning_offset) and est.learning_offset >= 0, "a finite number >= 0"),
     ]
     for name, ok, expected in checks:
         if not ok:

@@ -1,4 +1,4 @@
-"""Flow ``retrain``: refit on the newest data, promote the new model only if it is not worse.
+"""Flow ``retrain``: update the model with the newest data, promote it only if it is not worse.
 
 Meant to run on a schedule (deploy/prefect.yaml: Mondays 03:00), or served directly::
 
@@ -8,10 +8,15 @@ Meant to run on a schedule (deploy/prefect.yaml: Mondays 03:00), or served direc
 A run
 
 1. reads the registry's current model (:class:`diaggmm_dist.io.registry.ModelRegistry`);
-2. fits a new model on ``data_url``: warm-started from the current model (same number of
-   components), or from scratch when there is none (or ``n_components`` changed), in blocks of
-   EM iterations (one task per block of about ``seconds_per_task``) with a checkpoint under the
-   registry's ``work/`` folder;
+2. ``mode="refit"``: fits a new model on ``data_url``: warm-started from the current model (same
+   number of components), or from scratch when there is none (or ``n_components`` changed), in
+   blocks of EM iterations (one task per block of about ``seconds_per_task``) with a checkpoint
+   under the registry's ``work/`` folder;
+   ``mode="online"``: folds each new data partition (``data_url``: one URL or a list) into the
+   current model with one step of stepwise EM (``DiagGMM.partial_fit``), one task per
+   partition; the data the current model was trained on is never read again (the model
+   carries its running statistics; a model made by a refit starts from the statistics its
+   parameters imply);
 3. scores the held-out data with the current and the new model (mean log-likelihood per row);
 4. promotes the new model only if ``new >= current - margin``;
 5. logs a drift WARNING when the current model's held-out score fell by more than
@@ -32,6 +37,9 @@ except ModuleNotFoundError:  # loaded by file path (a Prefect entrypoint) with t
 FROM_SCRATCH = {"tol": 1e-3, "init_params": "kmeans", "dtype": "float32", "random_state": 0}
 CHECKPOINT = "retrain-checkpoint"
 CANDIDATE = "retrain-candidate"
+#: Scratch name of the model after folding in partition number i (mode="online").
+FOLDED = "retrain-online-{number}"
+MODES = ("refit", "online")
 
 
 @task(name="read-current", **TASK_OPTIONS)
@@ -68,19 +76,84 @@ def promote(registry_url: str, model_url: str, metadata: dict) -> str:
     return ModelRegistry(registry_url).promote(DiagGMM.load(model_url), metadata)
 
 
+@task(name="fold-partition", task_run_name="fold-partition-{number}", **TASK_OPTIONS)
+def fold_partition(source_url: str | None, data_url: str, target_url: str, number: int, settings: dict,
+                   scheduler_address: str | None = None) -> dict:
+    """One step of stepwise EM: the model at ``source_url`` (or, when None, a new ``DiagGMM(**settings)``
+    initialised on this partition) updated with ``data_url`` by ``partial_fit``, saved at ``target_url``.
+
+    The source is never modified, so a retry repeats exactly the same step.
+    """
+    from diaggmm_dist import DiagGMM
+
+    logger = get_run_logger()
+    model = DiagGMM(**settings) if source_url is None else DiagGMM.load(source_url).set_params(**settings)
+    step = None if source_url is None else online_step_size(model)
+    with on_scheduler(scheduler_address):
+        model.partial_fit(data_url)
+    model.save(target_url, overwrite=True)
+    logger.info("partition %d (%s) folded in%s: mean log-likelihood %.6f before the step, %d batches seen",
+                number, data_url, "" if step is None else f" with step {step:.4f}", model.lower_bound_,
+                model.n_batches_seen_)
+    return {"partition": number, "data_url": data_url, "step_size": 1.0 if step is None else step,
+            "log_likelihood_before": float(model.lower_bound_), "n_batches_seen": int(model.n_batches_seen_),
+            "n_samples_seen": int(model.n_samples_seen_), "n_iter": int(model.n_iter_)}
+
+
+def online_step_size(model) -> float:
+    """The step size of the model's next partial_fit (see diaggmm_dist.online.step_size)."""
+    from diaggmm_dist.online import step_size
+
+    return step_size(getattr(model, "n_batches_seen_", 0), model.learning_decay, model.learning_offset)
+
+
+def fold_partitions(registry, partitions, current_url, settings, scheduler_address):
+    """Fold ``partitions`` one after the other into the model at ``current_url`` (None: a new model).
+
+    Returns the URL of the last model and the table of steps (also published as an artifact).
+    """
+    source = current_url
+    steps = []
+    for number, data_url in enumerate(partitions):
+        target = registry.scratch_url(FOLDED.format(number=number))
+        steps.append(fold_partition(source, data_url, target, number, settings, scheduler_address))
+        source = target
+    create_table_artifact(table=steps, key="retrain-online",
+                          description=f"Stepwise EM: {len(partitions)} partition(s) folded into "
+                                      f"`{current_url or 'a new model'}`.")
+    return source, steps
+
+
+def _partitions(data_url, mode):
+    """The list of data URLs of a run, checked against the mode."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+    partitions = [data_url] if isinstance(data_url, str) else list(data_url)
+    if not partitions:
+        raise ValueError("data_url is an empty list: give at least one data partition.")
+    if mode == "refit" and len(partitions) > 1:
+        raise ValueError(f"mode='refit' fits one data set, got {len(partitions)} data URLs: pass one, or use "
+                         "mode='online' to fold several partitions into the current model.")
+    return partitions
+
+
 @flow(name="retrain")
-def retrain(registry_url: str, data_url: str, holdout_url: str, n_components: int = 8, margin: float = 0.0,
-            drift_threshold: float = 0.5, max_iter: int = 100, scheduler_address: str | None = None,
-            seconds_per_task: float = SECONDS_PER_TASK) -> dict:
-    """Warm-start a new model on ``data_url``; promote it if it scores on ``holdout_url`` no worse
-    than the current one (less ``margin``); warn on drift.
+def retrain(registry_url: str, data_url: str | list[str], holdout_url: str, n_components: int = 8,
+            margin: float = 0.0, drift_threshold: float = 0.5, max_iter: int = 100,
+            scheduler_address: str | None = None, mode: str = "refit", learning_decay: float | None = None,
+            learning_offset: float | None = None, seconds_per_task: float = SECONDS_PER_TASK) -> dict:
+    """Update the model with ``data_url`` (refit warm-started, or online); promote it if it scores
+    on ``holdout_url`` no worse than the current one (less ``margin``); warn on drift.
 
     Parameters
     ----------
     registry_url : str
         Root of the model registry (local path or fsspec URL).
-    data_url, holdout_url : str
-        Zarr arrays: the newest training data and the held-out data to compare models on.
+    data_url : str or list of str
+        Zarr arrays of the newest training data: one for ``mode="refit"``; one or more new
+        partitions, folded in in order, for ``mode="online"``.
+    holdout_url : str
+        Zarr array of the held-out data to compare models on.
     n_components : int
         Components of a model trained from scratch (when the registry is empty, or holds a
         model with another number of components).
@@ -90,9 +163,16 @@ def retrain(registry_url: str, data_url: str, holdout_url: str, n_components: in
         Log a drift warning when the current model's held-out score is more than this below
         its score at promotion.
     max_iter : int
-        EM iterations at most.
+        EM iterations at most (``mode="refit"``).
     scheduler_address : str, optional
         Dask scheduler; by default ``$DASK_SCHEDULER_ADDRESS``, else a LocalCluster for this run.
+    mode : {"refit", "online"}
+        ``"refit"``: EM on ``data_url`` from the current model's parameters (or from scratch).
+        ``"online"``: one ``partial_fit`` per partition of ``data_url``, each read once; the
+        data of earlier runs is never read again.
+    learning_decay, learning_offset : float, optional
+        ``mode="online"``: the step-size schedule (see ``DiagGMM``); by default the current
+        model's (the library's defaults for a new model).
     seconds_per_task : float
         About how long one ``em-iterations`` task should run (as in ``train``; 0: one task per
         iteration).
@@ -101,12 +181,14 @@ def retrain(registry_url: str, data_url: str, holdout_url: str, n_components: in
     -------
     dict
         ``promoted`` (new version or None), ``current`` (the current version after the run),
-        ``parent``, ``old_score``, ``new_score``, ``drift``, ``n_iter``, ``converged``.
+        ``parent``, ``old_score``, ``new_score``, ``drift``, ``n_iter``, ``converged``, ``mode``,
+        and ``n_batches_seen`` (the batches the online model has folded in; None for a refit).
     """
     from diaggmm_dist.cluster import dask_client
     from diaggmm_dist.io.registry import ModelRegistry
 
     logger = get_run_logger()
+    partitions = _partitions(data_url, mode)
     registry = ModelRegistry(registry_url)
     checkpoint_url, candidate_url = registry.scratch_url(CHECKPOINT), registry.scratch_url(CANDIDATE)
     current = read_current(registry_url)
@@ -118,14 +200,22 @@ def retrain(registry_url: str, data_url: str, holdout_url: str, n_components: in
                     current["version"], current["n_components"], n_components)
     else:
         warm_from = current["url"]
-        logger.info("warm-starting from the current model %s", current["version"])
+        logger.info("%s the current model %s", "folding new data into" if mode == "online" else "warm-starting from",
+                    current["version"])
     settings = {} if warm_from else {"n_components": n_components, **FROM_SCRATCH}
+    if mode == "online":
+        steps = {"learning_decay": learning_decay, "learning_offset": learning_offset}
+        settings.update({name: value for name, value in steps.items() if value is not None})
 
     with dask_client(scheduler_address) as client:
         address = client.scheduler.address
-        fit, _ = fit_in_blocks(data_url, checkpoint_url, candidate_url, settings, max_iter, address,
-                               seconds_per_task=seconds_per_task, warm_start_from=warm_from,
-                               overwrite_checkpoint=True, artifact_key="retrain-convergence")
+        if mode == "online":
+            candidate_url, steps = fold_partitions(registry, partitions, warm_from, settings, address)
+            fit = {"n_iter": steps[-1]["n_iter"], "converged": False, "n_batches_seen": steps[-1]["n_batches_seen"]}
+        else:
+            fit, _ = fit_in_blocks(partitions[0], checkpoint_url, candidate_url, settings, max_iter, address,
+                                   seconds_per_task=seconds_per_task, warm_start_from=warm_from,
+                                   overwrite_checkpoint=True, artifact_key="retrain-convergence")
         new_score = holdout_score(candidate_url, holdout_url, "candidate", address)
         old_score = holdout_score(current["url"], holdout_url, "current", address) if current else None
 
@@ -142,9 +232,11 @@ def retrain(registry_url: str, data_url: str, holdout_url: str, n_components: in
     promoted = None
     if current is None or new_score >= old_score - margin:
         promoted = promote(registry_url, candidate_url, {
-            "data_url": data_url, "holdout_url": holdout_url, "holdout_mean_log_likelihood": new_score,
+            # online: the model summarises all the partitions ever folded in; these are this run's
+            "data_url": partitions[0] if mode == "refit" else None, "data_urls": partitions, "mode": mode,
+            "holdout_url": holdout_url, "holdout_mean_log_likelihood": new_score,
             "parent": current["version"] if current else None,
-            "n_iter": fit["n_iter"], "converged": fit["converged"],
+            "n_iter": fit["n_iter"], "converged": fit["converged"], "n_batches_seen": fit.get("n_batches_seen"),
         })
         logger.info("promoted %s: held-out score %.4f%s", promoted, new_score,
                     f" (current {current['version']}: {old_score:.4f})" if current else "")
@@ -154,7 +246,9 @@ def retrain(registry_url: str, data_url: str, holdout_url: str, n_components: in
 
     result = {"promoted": promoted, "current": promoted or current["version"],
               "parent": current["version"] if current else None, "old_score": old_score, "new_score": new_score,
-              "drift": drift, "n_iter": fit["n_iter"], "converged": fit["converged"]}
+              "drift": drift, "n_iter": fit["n_iter"], "converged": fit["converged"], "mode": mode,
+              "n_batches_seen": fit.get("n_batches_seen")}
     create_table_artifact(table=[result], key="retrain-decision",
-                          description=f"Retrain of `{registry_url}` on `{data_url}`, judged on `{holdout_url}`.")
+                          description=f"Retrain ({mode}) of `{registry_url}` on `{', '.join(partitions)}`, "
+                                      f"judged on `{holdout_url}`.")
     return result

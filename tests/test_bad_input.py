@@ -7,6 +7,7 @@ chunk kernel halfway through a fit. The only exceptions are the cases that can o
 found by reading the data (NaN in lazy input, a feature that turns out to be constant).
 """
 
+import copy
 import re
 
 import dask.array as da
@@ -193,6 +194,46 @@ def test_warm_start_with_other_number_of_features():
         model.fit(make_data(d=4))
 
 
+@pytest.fixture(scope="module")
+def streamed():
+    """A model made by partial_fit on two batches, before any spy is installed."""
+    return DiagGMM(K, random_state=0).partial_fit(make_data()).partial_fit(make_data(seed=1))
+
+
+@pytest.mark.parametrize("which", ["fitted", "streamed"])
+@pytest.mark.parametrize("as_dask", [False, True], ids=["numpy", "dask"])
+def test_partial_fit_batch_with_other_number_of_features(fitted, streamed, no_data_pass, which, as_dask):
+    model = copy.deepcopy({"fitted": fitted, "streamed": streamed}[which])
+    X = make_data(d=5)
+    if as_dask:
+        X = da.from_array(X, chunks=(10, 5))
+    with pytest.raises(ValueError, match="X has 5 features, but this DiagGMM was fitted with 3 features"):
+        model.partial_fit(X)
+    assert getattr(model, "n_batches_seen_", 0) == (2 if which == "streamed" else 0)  # unchanged
+
+
+def test_partial_fit_first_batch_needs_n_components_rows(no_data_pass):
+    with pytest.raises(ValueError, match=r"n_components=2 is larger than the number of samples \(1\)"):
+        DiagGMM(K).partial_fit(make_data(n=1))
+
+
+@pytest.mark.parametrize("params, message", [
+    (dict(learning_decay=0.3), r"learning_decay must be a number in \(0.5, 1\] .* got 0.3"),
+    (dict(learning_decay=2), r"learning_decay must be a number in \(0.5, 1\] .* got 2"),
+    (dict(learning_offset=-0.5), "learning_offset must be a finite number >= 0, got -0.5"),
+])
+@pytest.mark.parametrize("which", ["unfitted", "streamed"])
+def test_partial_fit_refuses_bad_step_sizes(streamed, no_data_pass, params, message, which):
+    model = DiagGMM(K) if which == "unfitted" else copy.deepcopy(streamed)
+    with pytest.raises(ValueError, match="DiagGMM: " + message):
+        model.set_params(**params).partial_fit(make_data())
+
+
+def test_partial_fit_batch_with_zero_weights(streamed, no_data_pass):
+    with pytest.raises(ValueError, match="No row can be used: every row has missing values or a sample_weight of 0"):
+        copy.deepcopy(streamed).partial_fit(make_data(), sample_weight=np.zeros(N_ROWS))
+
+
 def test_dask_array_with_unknown_chunk_sizes(fitted, no_data_pass):
     X = da.from_array(make_data(), chunks=(10, N_FEATURES))
     X = X[X[:, 0] > -100]  # boolean indexing: row counts per chunk are unknown
@@ -246,7 +287,7 @@ def test_boolean_data_is_refused_as_non_numeric(no_data_pass):
         (dict(tol=-1e-3), ValueError, "tol must be a finite number >= 0, got -0.001"),
         (dict(max_iter=-1), ValueError, "max_iter must be an integer >= 0, got -1"),
         (dict(n_init=0), ValueError, "n_init must be an integer >= 1, got 0"),
-        (dict(init_params="kmeans++"), ValueError, r"init_params must be one of \('kmeans', 'k-means\+\+', 'random', 'random_from_data'\), got 'kmeans\+\+'"),
+        (dict(init_params="kmeans++"), ValueError, r"init_params must be one of \('kmeans', 'k-means\+\+', 'random', 'random_from_data', 'split'\), got 'kmeans\+\+'"),
         (dict(init_params=None), TypeError, "init_params must be one of .* got None"),
         (dict(dtype="float16"), ValueError, r"dtype must be one of \('float32', 'float64'\), got 'float16'"),
         (dict(dtype="int64"), ValueError, "dtype must be one of .* got 'int64'"),
@@ -254,6 +295,13 @@ def test_boolean_data_is_refused_as_non_numeric(no_data_pass):
         (dict(dtype=None), ValueError, "dtype must be one of .* got None"),
         (dict(chunk_size=0), ValueError, "chunk_size must be None or an integer >= 1, got 0"),
         (dict(chunk_size=-5), ValueError, "chunk_size must be None or an integer >= 1, got -5"),
+        (dict(learning_decay=0.5), ValueError, r"learning_decay must be a number in \(0.5, 1\] \(so that the step "
+                                                r"sizes of partial_fit sum to infinity and their squares do not\), got 0.5"),
+        (dict(learning_decay=1.5), ValueError, r"learning_decay must be a number in \(0.5, 1\] .* got 1.5"),
+        (dict(learning_decay=np.nan), ValueError, r"learning_decay must be a number in \(0.5, 1\] .* got nan"),
+        (dict(learning_decay="0.7"), ValueError, r"learning_decay must be a number in \(0.5, 1\] .* got '0.7'"),
+        (dict(learning_offset=-1), ValueError, "learning_offset must be a finite number >= 0, got -1"),
+        (dict(learning_offset=np.inf), ValueError, "learning_offset must be a finite number >= 0, got inf"),
     ],
     ids=lambda v: None if isinstance(v, (dict, type)) else v[:24],
 )
@@ -335,7 +383,7 @@ def test_zarr_group_object_names_the_arrays_inside(no_data_pass, tmp_path):
 
 
 # ------------------------------------------------- found only by reading the data
-@pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random", "random_from_data"])
+@pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random", "random_from_data", "split"])
 @pytest.mark.parametrize("as_dask", [False, True], ids=["numpy", "dask"])
 def test_reg_covar_zero_with_constant_feature(init_params, as_dask):
     X = make_data()

@@ -236,6 +236,18 @@ def test_fit_info_predict(reference_fit, small_data, cli_address, tmp_path, caps
     assert error.startswith("diaggmm: error: ") and "already exists" in error and "\n" not in error
 
 
+def test_fit_with_split_initialisation(small_data, cli_address, tmp_path):
+    model = tmp_path / "split.zarr"
+    settings = ["--k", str(SMALL_K), "--tol", "0", "--max-iter", "3", "--dtype", "float64", "--chunk-size", "6000"]
+    result = run_cli("fit", small_data, *settings, "--init", "split", "--out", model, "--scheduler", cli_address)
+    assert_ok(result)
+    saved = DiagGMM.load(model)
+    assert saved.init_params == "split" and saved.n_iter_ == 3
+    expected = DiagGMM(SMALL_K, init_params="split", tol=0, max_iter=3, chunk_size=6000).fit(small_data)
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_allclose(getattr(saved, name), getattr(expected, name), rtol=1e-10, err_msg=name)
+
+
 # ----------------------------------------------------- 2. a dask worker killed mid-iteration
 def test_fit_survives_a_killed_worker(cli_cluster, cli_address, big_data, tmp_path):
     from distributed import Client
@@ -392,6 +404,7 @@ def test_usage_errors_and_parser(capsys):
     assert parser.parse_args(["fit", "d", "--k", "2,4,8", "--out", "m"]).k == [2, 4, 8]
     assert (args.init, args.tol, args.max_iter, args.dtype, args.seed, args.n_init, args.overwrite, args.debug) == \
         ("kmeans", 1e-3, 100, "float64", 0, 1, False, False)
+    assert parser.parse_args(["fit", "d", "--k", "2", "--out", "m", "--init", "split"]).init == "split"
     assert parser.parse_args(["info", "m.zarr", "--debug"]).debug is True
     assert parser.parse_args(["--debug", "info", "m.zarr"]).debug is True
     for argv in (["fit", "d", "--k", "0", "--out", "m"], ["fit", "d", "--out", "m"],

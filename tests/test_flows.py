@@ -433,6 +433,59 @@ def test_retrain_promotes_models_that_are_not_worse_and_warns_on_drift(prefect_a
     assert len(decision) == 1
 
 
+def test_retrain_online_folds_new_partitions_into_the_current_model(prefect_api, stores, cluster, tmp_path):
+    from flows.retrain import FROM_SCRATCH, retrain
+
+    more = write_mixture_zarr(tmp_path / "more.zarr", 20_000, *mixture_parameters(K, 4, seed=0, spread=1.5),
+                              chunk_rows=2500, seed=6, dtype="float64") + "/X"
+    root = str(tmp_path / "registry")
+    registry = ModelRegistry(root)
+    common = dict(n_components=K, scheduler_address=cluster, mode="online")
+
+    def assert_same_online_model(got, expected):
+        for name in ("weights_", "means_", "covariances_", "running_statistics_", "running_shift_"):
+            np.testing.assert_allclose(getattr(got, name), getattr(expected, name), rtol=1e-10, err_msg=name)
+        assert (got.n_batches_seen_, got.n_samples_seen_) == (expected.n_batches_seen_, expected.n_samples_seen_)
+
+    def fold_tasks(state, expected_runs):
+        runs = completed_task_runs(state.state_details.flow_run_id, expected_runs)
+        assert all(run.state_type.value == "COMPLETED" for run in runs)
+        return sorted(run.name for run in runs if run.name.startswith("fold-partition"))
+
+    # 1. empty registry: a new model initialised on the first partition, the second folded in after it
+    state = retrain(root, [stores.train, stores.new], stores.holdout, return_state=True, **common)
+    first = state.result()
+    assert (first["promoted"], first["mode"], first["n_batches_seen"], first["parent"]) == ("v0001", "online", 2, None)
+    expected = DiagGMM(K, **FROM_SCRATCH).partial_fit(stores.train).partial_fit(stores.new)
+    version, model = registry.current()
+    assert version == "v0001"
+    assert_same_online_model(model, expected)
+    meta = registry.metadata("v0001")
+    assert meta["mode"] == "online" and meta["data_urls"] == [stores.train, stores.new] and meta["data_url"] is None
+    assert meta["holdout_mean_log_likelihood"] == pytest.approx(model.score(stores.holdout), rel=1e-9)
+    assert fold_tasks(state, 5) == ["fold-partition-0", "fold-partition-1"]
+    table = [a for a in wait_for(lambda: artifacts(state.state_details.flow_run_id), lambda a: len(a) == 2,
+                                 what="the retrain artifacts") if a.key == "retrain-online"][0].data
+    table = json.loads(table) if isinstance(table, str) else table
+    assert [row["n_batches_seen"] for row in table] == [1, 2] and table[0]["step_size"] == 1.0
+
+    # 2. one new partition: folded into v0001, reading only that partition (and the held-out data)
+    state = retrain(root, more, stores.holdout, margin=0.01, return_state=True, **common)
+    second = state.result()
+    assert (second["promoted"], second["parent"], second["n_batches_seen"]) == ("v0002", "v0001", 3)
+    assert second["new_score"] >= second["old_score"] - 0.01
+    assert_same_online_model(registry.current()[1], expected.partial_fit(more))
+    assert fold_tasks(state, 5) == ["fold-partition-0"]
+    assert registry.metadata("v0002")["data_urls"] == [more]
+    run_logs(state.state_details.flow_run_id, "folding new data into the current model v0001")
+
+    with pytest.raises(ValueError, match="mode='refit' fits one data set, got 2 data URLs"):
+        retrain(root, [stores.train, more], stores.holdout, n_components=K, scheduler_address=cluster)
+    with pytest.raises(ValueError, match=r"mode must be one of \('refit', 'online'\), got 'stream'"):
+        retrain(root, more, stores.holdout, n_components=K, scheduler_address=cluster, mode="stream")
+    assert registry.versions() == ["v0001", "v0002"]
+
+
 # ------------------------------------------------------------------------------ served deployment
 def test_served_retrain_deployment_runs_on_request_and_promotes(prefect_api, stores, tmp_path):
     from prefect.deployments import run_deployment

@@ -1,15 +1,22 @@
 """The model file: a Zarr v3 group of float64 arrays and JSON attributes, never a pickle.
 
-Layout (``FORMAT_VERSION`` 1)::
+Layout (``FORMAT_VERSION`` 2)::
 
     model.zarr/
-        weights        (K,)     float64
-        means          (K, D)   float64
-        covariances    (K, D)   float64
+        weights             (K,)     float64
+        means               (K, D)   float64
+        covariances         (K, D)   float64
+        running_statistics  (K + 1, max(3D + 1, 6)) float64   only after partial_fit: the
+        running_shift       (D,)     float64                  state of stepwise EM
         zarr.json      attributes: format, format_version, n_components, n_features,
                        feature_names, dtype, reg_covar, params, n_iter, converged,
                        lower_bound, lower_bounds, n_reseeded, data_fingerprint, input_layout
-                       (how features were taken from gridded or tabular input), library_version
+                       (how features were taken from gridded or tabular input), online
+                       ({"n_batches_seen", "n_samples_seen"} after partial_fit, else null),
+                       library_version
+
+Version 1 stores (no ``online``, fewer ``params``) are read as models without running
+statistics.
 
 Loading reads data only and checks every field (types, shapes, finiteness, positive
 variances, weights on the simplex); a tampered or truncated store gets a
@@ -26,12 +33,14 @@ import numpy as np
 from .zarr_groups import NotAGroupError, open_group_or_none, write_group_atomically
 
 FORMAT = "diaggmm-dist-model"
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 ARRAYS = ("weights", "means", "covariances")
+#: The arrays of the stepwise-EM state (see DiagGMM.partial_fit), present only after it.
+ONLINE_ARRAYS = ("running_statistics", "running_shift")
 #: Constructor parameters kept in the file (JSON values only).
 STORED_PARAMS = ("tol", "max_iter", "n_init", "init_params", "random_state", "warm_start", "verbose",
-                 "verbose_interval", "chunk_size")
+                 "verbose_interval", "chunk_size", "missing", "learning_decay", "learning_offset")
 
 
 class ModelStoreError(ValueError):
@@ -42,7 +51,14 @@ def _json_params(gmm):
     params = {name: getattr(gmm, name) for name in STORED_PARAMS}
     if not (params["random_state"] is None or isinstance(params["random_state"], numbers.Integral)):
         params["random_state"] = None  # a RandomState instance is not data
-    return {k: (int(v) if isinstance(v, np.integer) else v) for k, v in params.items()}
+    return {k: (int(v) if isinstance(v, np.integer) else float(v) if isinstance(v, np.floating) else v)
+            for k, v in params.items()}
+
+
+def _online_attributes(gmm):
+    if getattr(gmm, "running_statistics_", None) is None:
+        return None
+    return {"n_batches_seen": int(gmm.n_batches_seen_), "n_samples_seen": int(gmm.n_samples_seen_)}
 
 
 def model_attributes(gmm):
@@ -66,6 +82,7 @@ def model_attributes(gmm):
         "n_reseeded": int(getattr(gmm, "n_reseeded_", 0)),
         "data_fingerprint": getattr(gmm, "data_fingerprint_", None),
         "input_layout": getattr(gmm, "input_layout_", None),
+        "online": _online_attributes(gmm),
     }
 
 
@@ -76,8 +93,10 @@ def save_model(gmm, url, overwrite=False):
     check_is_fitted(gmm, "means_")
     attrs = model_attributes(gmm)
 
+    names = ARRAYS + (ONLINE_ARRAYS if attrs["online"] is not None else ())
+
     def write(group):
-        for name in ARRAYS:
+        for name in names:
             value = np.asarray(getattr(gmm, name + "_"), dtype=np.float64)
             group.create_array(name, shape=value.shape, dtype="float64", chunks=value.shape)[...] = value
         group.attrs.update(attrs)  # last: a store with attributes is complete
@@ -125,6 +144,26 @@ def check_mixture(weights, means, covariances, where):
         raise ModelStoreError(f"{where}: array 'weights' has negative values.")
     if not np.isclose(weights.sum(), 1.0, rtol=0, atol=1e-6):
         raise ModelStoreError(f"{where}: array 'weights' sums to {weights.sum():.8f}, not 1.")
+
+
+def _load_online_state(gmm, group, online, k, d, where):
+    """Set the stepwise-EM state of ``gmm`` from the store (nothing when ``online`` is null)."""
+    from ..kernels import n_stat_columns
+
+    if online is None:
+        return
+    if not (isinstance(online, dict) and set(online) == {"n_batches_seen", "n_samples_seen"}):
+        raise ModelStoreError(f"{where}: attribute 'online' must be null or map n_batches_seen and n_samples_seen.")
+    counts = [online[name] for name in ("n_batches_seen", "n_samples_seen")]
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0 for v in counts) or counts[0] < 1:
+        raise ModelStoreError(f"{where}: attribute 'online' must hold n_batches_seen >= 1 and n_samples_seen >= 0, "
+                              f"found {online}.")
+    statistics = read_array(group, "running_statistics", (k + 1, n_stat_columns(d)), where)
+    if np.any(statistics[:k, : d + 1] < 0) or np.any(statistics[:k, 2 * d + 1 : 3 * d + 1] < 0):
+        raise ModelStoreError(f"{where}: array 'running_statistics' has negative masses or second moments.")
+    gmm.running_statistics_ = statistics
+    gmm.running_shift_ = read_array(group, "running_shift", (d,), where)
+    gmm.n_batches_seen_, gmm.n_samples_seen_ = (int(v) for v in counts)
 
 
 def load_model(url, cls=None):
@@ -189,6 +228,7 @@ def load_model(url, cls=None):
     if names is not None:
         gmm.feature_names_in_ = np.asarray(names, dtype=object)
     gmm.data_fingerprint_ = attrs.get("data_fingerprint")
+    _load_online_state(gmm, group, attrs.get("online"), k, d, where)
     layout = attrs.get("input_layout")
     if layout is not None:
         if not (isinstance(layout, dict) and set(layout) <= {"feature_dim", "features", "columns"}):

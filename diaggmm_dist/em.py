@@ -1,0 +1,96 @@
+"""One EM step on chunked data: the E-step pass, its mean log-likelihood, the M-step.
+
+Shared by the estimator's EM loop (:meth:`diaggmm_dist.mixture.DiagGMM.fit`), the growth of
+the mixture by splitting (:mod:`diaggmm_dist.splitting`) and stepwise EM
+(:meth:`~diaggmm_dist.mixture.DiagGMM.partial_fit`), so all three compute the E-step the
+same way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernels
+from .kernels import split_statistics
+from .mstep import m_step
+
+
+def data_centre(weights, means, precisions):
+    """The shift used in the kernels: the mixture's overall mean ``Σ_k w_k μ_k`` where it matters.
+
+    The shift keeps x² and S2/N − μ² free of cancellation when the data sit far from the
+    origin. For a feature whose mean is within one standard deviation (of the mixture) of
+    zero, at most one bit is lost without it, so the shift is 0 there; when every feature is
+    like that (standardised data), the kernels skip the subtraction altogether.
+    """
+    weights = np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    means = np.asarray(means, dtype=np.float64)
+    centre = weights @ means
+    spread = weights @ (1.0 / np.asarray(precisions, dtype=np.float64) + means * means) - centre * centre
+    return np.where(centre * centre <= spread, 0.0, centre)
+
+
+def e_step_models(data_pass, models):
+    """One pass of Gaussian responsibilities under several models at once (their coefficients stacked).
+
+    Parameters
+    ----------
+    data_pass : callable
+        ``data_pass(responsibilities)`` runs one pass and returns the summed statistics; it
+        has a ``dtype`` attribute (the compute dtype).
+    models : list of (weights, means, precisions)
+        Shapes (K,), (K, D), (K, D); K may differ between models.
+
+    Returns
+    -------
+    blocks : list of ndarray of shape (K + 1, n_stat_columns(D))
+        Each model's summed statistics, of data shifted by ``shift``.
+    shift : ndarray of shape (D,)
+        One for all (it only guards float32 against cancellation): the first model's.
+    lower_bounds : list of float
+        Each model's mean log-likelihood per unit of weight under its given parameters.
+
+    Raises
+    ------
+    FloatingPointError
+        A log-likelihood is not finite.
+    """
+    shift = data_centre(*models[0])
+    coefficients = kernels.stack_coefficients([
+        kernels.log_prob_coefficients(weights, means, precisions, shift, data_pass.dtype)
+        for weights, means, precisions in models])
+    stats = data_pass(("gaussian", coefficients))
+    blocks = kernels.model_statistics(stats, coefficients.model_sizes)
+    lower_bounds = []
+    for block in blocks:
+        scalars = split_statistics(block)[-1]
+        lower_bounds.append(scalars["objective"] / scalars["weight"])
+        if not np.isfinite(lower_bounds[-1]):
+            raise FloatingPointError(
+                "The log-likelihood is not finite: the data hold values too large for the compute "
+                "dtype (try dtype='float64', or rescale the features)."
+            )
+    return blocks, shift, lower_bounds
+
+
+def e_step(data_pass, weights, means, precisions):
+    """:func:`e_step_models` for one model: ``(stats, shift, lower_bound)``."""
+    blocks, shift, lower_bounds = e_step_models(data_pass, [(weights, means, precisions)])
+    return blocks[0], shift, lower_bounds[0]
+
+
+def em_step(data_pass, weights, means, precisions, reg_covar):
+    """One EM iteration (one data pass) from the given parameters.
+
+    Returns
+    -------
+    lower_bound : float
+        Mean log-likelihood of the parameters given (before the M-step, as scikit-learn).
+    weights, means, covariances : ndarray
+        The M-step's parameters.
+    n_reseeded : int
+        Collapsed components re-seeded by the M-step.
+    """
+    stats, shift, lower_bound = e_step(data_pass, weights, means, precisions)
+    weights, means, covariances, reseeded = m_step(stats, reg_covar, shift, data_pass.resolution)
+    return lower_bound, weights, means, covariances, reseeded

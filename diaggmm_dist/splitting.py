@@ -1,0 +1,77 @@
+"""``init_params="split"``: grow the mixture from one component by splitting the heaviest.
+
+The start is the one-component fit of the data: its mean and variances, exact after two
+passes (the first finds the mean, the second the variances about it, free of cancellation).
+Then, until there are ``n_components``, the heaviest component is split in two
+(:func:`diaggmm_dist.mstep.add_components_by_splitting`: means ±0.2σ apart along its widest
+feature, weight halved, variances kept) and the mixture is refitted by EM for at most
+``SPLIT_EM_ITERATIONS`` iterations, fewer when the lower bound changes by less than ``tol``.
+This is the "mixing up" of speech-recognition toolkits (HTK's ``HHEd MU``): every new
+component starts where the data is, so no component starts empty or far from the data and
+large K is reached robustly.
+
+"Heaviest" is weight × σ along the widest feature, not weight alone. When the clusters
+have unequal sizes, the heaviest by weight is often a large component sitting on one
+cluster while a lighter one straddles two; splitting the former wastes the new component
+and EM rarely recovers. Measured on 64 well-separated clusters with weights varying 3×
+(20,000 rows, D = 8, 3 seeds), splitting by weight ended 0.01–0.13 nats per row *below*
+k-means initialisation, and by weight × σ 0.12–0.15 above it.
+
+Cost: one data pass per EM iteration, so at most 2 + (n_components − 1) ×
+``SPLIT_EM_ITERATIONS`` passes before the estimator's own EM starts (for K = 64 and the
+default 5, at most 317; EM between splits usually stops earlier at ``tol``). The k-means
+initialisation needs at most ``LLOYD_PASSES`` + 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .em import em_step
+from .mstep import add_components_by_splitting, m_step
+
+#: EM iterations between two splits, at most (fewer when the lower bound changes by < tol).
+SPLIT_EM_ITERATIONS = 5
+
+
+def one_component(data_pass, n_features, reg_covar):
+    """Weights, means and covariances of the one-component fit of the data (two passes)."""
+    origin = np.zeros(n_features)
+    # With one component every row's "random" responsibility is exactly 1.
+    stats = data_pass(("random", origin.astype(data_pass.dtype), 1, 0))
+    weights, means, covariances, _ = m_step(stats, reg_covar, origin, data_pass.resolution)
+    _, weights, means, covariances, _ = em_step(data_pass, weights, means, 1.0 / covariances, reg_covar)
+    return weights, means, covariances
+
+
+def split_initial_parameters(data_pass, n_components, n_features, reg_covar, tol):
+    """Starting parameters grown from one component by splitting the heaviest.
+
+    Parameters
+    ----------
+    data_pass : callable
+        ``data_pass(responsibilities)`` runs one pass and returns the summed statistics
+        (see :func:`diaggmm_dist.initialization.initial_parameters`).
+    n_components : int
+    n_features : int
+    reg_covar : float
+    tol : float
+        EM between two splits stops when the lower bound changes by less than this.
+
+    Returns
+    -------
+    weights : ndarray of shape (n_components,)
+    means : ndarray of shape (n_components, n_features)
+    precisions : ndarray of shape (n_components, n_features)
+    """
+    weights, means, covariances = one_component(data_pass, n_features, reg_covar)
+    while weights.shape[0] < n_components:
+        weights, means, covariances = add_components_by_splitting(weights, means, covariances)
+        lower_bound = -np.inf
+        for _ in range(SPLIT_EM_ITERATIONS):
+            previous = lower_bound
+            lower_bound, weights, means, covariances, _ = em_step(data_pass, weights, means, 1.0 / covariances,
+                                                                  reg_covar)
+            if abs(lower_bound - previous) < tol:
+                break
+    return weights, means, 1.0 / covariances
