@@ -125,6 +125,9 @@ def render(report):
         lines.append(f"| {row['issue']} | {row['target']} | {row['measured']} | {row['threshold']} | {row['verdict']} "
                      f"| `bench/{row['source']}` |")
     for script, status in report["scripts"].items():
+        if status.get("rerun") is False:
+            lines.append(f"\n> `bench/{script}`: figures of an earlier run (`--only` left it out), "
+                         f"from bench/results/ as they were.")
         if status["returncode"] != 0:
             lines.append(f"\n> `bench/{script}` failed (exit {status['returncode']}): its targets are not measured; "
                          f"see bench/results/{script}.log")
@@ -141,7 +144,8 @@ def render(report):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes: checks that everything runs")
-    parser.add_argument("--only", nargs="+", metavar="SCRIPT", help="run only these scripts (e.g. run.py)")
+    parser.add_argument("--only", nargs="+", metavar="SCRIPT",
+                        help="rerun only these scripts (e.g. run.py); the others' latest results are reported as they are")
     args = parser.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -149,6 +153,10 @@ def main(argv=None):
     statuses, results = {}, {}
     for script, output, full, quick in SCRIPTS:
         if args.only and script not in args.only:
+            # not rerun: its latest figures (if any) still go into the table, marked as such
+            if (RESULTS / output).exists():
+                results[output] = json.loads((RESULTS / output).read_text())
+                statuses[script] = {"returncode": 0, "seconds": 0.0, "command": None, "rerun": False}
             continue
         (RESULTS / output).unlink(missing_ok=True)  # never report an old run's figures
         command = [sys.executable, str(HERE / script), *(quick if args.quick else full)]
