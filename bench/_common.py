@@ -1,0 +1,304 @@
+"""Helpers shared by the out-of-core benchmarks (``codecs.py``, ``out_of_core.py``, ``scaling.py``).
+
+Machine information, the peak resident memory of a process tree, the page cache, and the
+cache of synthetic mixture stores under ``bench/results/data/`` (written once, reused).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DATA = RESULTS / "data"
+
+#: The data every out-of-core benchmark uses: K=16 components, D=32 features, float32.
+D, K = 32, 16
+
+
+def _version(package):
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info():
+    """CPU model, cores, RAM, disk, load, Python and library versions."""
+    model, cores, physical = None, set(), None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key == "model name" and model is None:
+                model = value
+            elif key == "physical id":
+                physical = value
+            elif key == "core id":
+                cores.add((physical, value))
+    except OSError:
+        pass
+    meminfo = _meminfo()
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    free = os.statvfs(str(ROOT))
+    return {
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "cpu_model": model or platform.processor() or platform.machine(),
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "physical_cores": len(cores) or None,
+        "ram_gib": round(meminfo.get("MemTotal", 0) / 2**30, 1),
+        "disk_free_gib": round(free.f_bavail * free.f_frsize / 2**30, 1),
+        "load_average_at_start": load,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {name: _version(name) for name in
+                     ("numpy", "dask", "distributed", "zarr", "numcodecs", "scikit-learn", "diaggmm-dist")},
+    }
+
+
+def machine_line(info):
+    versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v and k != "diaggmm-dist")
+    return (f"{info['date']}, {info['cpu_model']}, {info['logical_cpus']} logical CPUs "
+            f"({info['usable_cpus']} usable), {info['ram_gib']} GiB RAM, Python {info['python']}, {versions}; "
+            f"load average at start {', '.join(f'{v:.2f}' for v in info['load_average_at_start'] or [])} "
+            f"(a shared machine: others may be running benchmarks at the same time)")
+
+
+def _meminfo():
+    out = {}
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            out[key] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+def page_cache_bytes():
+    """Bytes the kernel holds in the page cache now (``Cached`` in /proc/meminfo)."""
+    return _meminfo().get("Cached", 0)
+
+
+def drop_page_cache():
+    """Write back and drop the page cache (root only); True when it was dropped."""
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+        return True
+    except OSError:
+        return False
+
+
+def cached_fraction(path):
+    """Fraction of the bytes of the files under ``path`` that sit in the page cache (via mincore).
+
+    Uses ``fincore`` (util-linux) when present; None when it cannot be measured.
+    """
+    files = [str(f) for f in Path(path).rglob("*") if f.is_file()]
+    if not files:
+        return None
+    try:
+        total = cached = 0
+        for start in range(0, len(files), 500):
+            out = subprocess.run(["fincore", "--bytes", "--noheadings", "--raw", "--output", "RES,SIZE",
+                                  *files[start:start + 500]], capture_output=True, text=True, check=True).stdout
+            for line in out.splitlines():
+                res, size = line.split()
+                cached += int(res)
+                total += int(size)
+        return cached / total if total else None
+    except (OSError, subprocess.CalledProcessError, ValueError):
+        return None
+
+
+def bytes_on_disk(path):
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+class PeakMemory:
+    """Peak summed RSS of this process and all its descendants, sampled in a thread every ``interval`` s.
+
+    ``breakdown`` holds the RSS of each process at the peak (a short name: this process,
+    a worker or a nanny, from the command line).
+    """
+
+    def __init__(self, interval=0.1):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self.peak_processes, self.breakdown = 0, []
+
+    @staticmethod
+    def _name(proc, me):
+        if proc.pid == me.pid:
+            return "this process"
+        try:
+            cmdline = " ".join(proc.cmdline())
+        except Exception:  # noqa: BLE001 (a process that just ended)
+            return "?"
+        if "spawn_main" in cmdline or "multiprocessing" in cmdline:
+            return "worker process"
+        return cmdline[:60]
+
+    def _sample(self):
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total, procs, sizes = 0, [me] + me.children(recursive=True), []
+            for proc in procs:
+                try:
+                    rss = proc.memory_info().rss
+                except psutil.Error:
+                    continue
+                total += rss
+                sizes.append((proc, rss))
+            if total > self.peak:
+                self.peak, self.peak_processes = total, len(procs)
+                self.breakdown = [(self._name(proc, me), rss) for proc, rss in sizes]
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def codec_tag(compressors, chunk_rows):
+    """A short file-name tag of a codec (zarr v3 compressor list or None) and the rows per chunk."""
+    if not compressors:
+        return f"raw-{chunk_rows}"
+    parts = []
+    for codec in compressors if isinstance(compressors, (list, tuple)) else [compressors]:
+        config = codec.to_dict()
+        name, conf = config["name"], config.get("configuration", {})
+        if name == "blosc":
+            parts.append(f"blosc-{conf['cname']}-{conf['shuffle']}-{conf['clevel']}")
+        elif name == "zstd":
+            parts.append(f"zstd-{conf['level']}")
+        else:
+            parts.append(name + "-" + "-".join(str(v) for v in conf.values()))
+    return "_".join(parts) + f"-{chunk_rows}"
+
+
+def mixture_store(rows, *, root=DATA, log=print):
+    """Path of the ``X`` array of a cached ``rows`` x 32 float32 mixture store, written if missing.
+
+    Written with :func:`diaggmm_dist.io.synthetic.write_mixture_zarr`'s defaults (codec and
+    chunk rows), chunk by chunk with bounded memory; the file name carries the codec and chunk
+    rows so a change of the defaults never reuses an old store. Same seed -> same bytes.
+    """
+    from diaggmm_dist.io import synthetic
+
+    from diaggmm_dist.io.zarr_groups import data_chunk_rows
+
+    tag = codec_tag(synthetic.DEFAULT_COMPRESSORS, data_chunk_rows(D, 4))
+    path = Path(root) / f"mixture-{rows}-{tag}.zarr"
+    if not (path / "X" / "zarr.json").exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        log(f"writing {path} ({rows:,} x {D} float32, {rows * D * 4 / 2**30:.1f} GiB raw) ...")
+        synthetic.write_mixture_zarr(path, rows, *synthetic.mixture_parameters(K, D, seed=0), seed=0)
+        log(f"wrote {path} in {time.perf_counter() - start:.0f} s")
+    return path / "X"
+
+
+def start_values(seed=1):
+    """The fixed initial parameters every timed fit starts from (K=16, D=32)."""
+    from diaggmm_dist.io.synthetic import mixture_parameters
+
+    rng = np.random.default_rng(seed)
+    _, means, covariances = mixture_parameters(K, D, seed=0)
+    return np.full(K, 1 / K), means + rng.normal(0, 1, means.shape), np.ones((K, D)) / covariances.mean()
+
+
+class IterationLog(logging.Handler):
+    """Collects the per-iteration ``seconds`` the library logs.
+
+    After each iteration (outside its timing: the library measures the iteration before it
+    logs it) it can drop the page cache (``drop_cache``) and then record ``cache_probe()``,
+    e.g. the fraction of the store in the page cache as the next iteration starts.
+    """
+
+    def __init__(self, drop_cache=False, cache_probe=None):
+        super().__init__(logging.INFO)
+        self.seconds, self.cached, self.drop_cache, self.cache_probe = [], [], drop_cache, cache_probe
+
+    def emit(self, record):
+        if hasattr(record, "seconds") and hasattr(record, "iteration"):
+            self.seconds.append(float(record.seconds))
+            if self.drop_cache:
+                drop_page_cache()
+            if self.cache_probe is not None:
+                self.cached.append(self.cache_probe())
+
+
+def timed_fit(data, iters, drop_cache=False, cache_probe=None):
+    """Fit ``iters`` + 1 iterations of the fixed start on ``data`` (K=16, float32, ``tol=0``).
+
+    Returns a dict: every iteration's seconds as the library logs them, the median of all but
+    the first (``seconds_per_iteration``), the whole fit's seconds, the peak RSS of this
+    process tree during the fit and the final lower bound. With ``drop_cache`` the page cache
+    is dropped before the fit and after every iteration, so every pass reads the disk;
+    ``cache_probe()`` is recorded as each timed iteration starts (``cached_at_start``).
+    """
+    from sklearn.exceptions import ConvergenceWarning
+
+    from diaggmm_dist import DiagGMM
+
+    w0, m0, p0 = start_values()
+    gmm = DiagGMM(K, weights_init=w0, means_init=m0, precisions_init=p0, tol=0, max_iter=iters + 1,
+                  dtype="float32")
+    logger = logging.getLogger("diaggmm_dist")
+    handler, level = IterationLog(drop_cache, cache_probe), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        if drop_cache:
+            drop_page_cache()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            with PeakMemory() as peak:
+                start = time.perf_counter()
+                gmm.fit(data)
+                total = time.perf_counter() - start
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    seconds = handler.seconds
+    return {"iteration_seconds": seconds, "fit_seconds": total,
+            "seconds_per_iteration": statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0],
+            "peak_rss_bytes": peak.peak, "processes_at_peak": peak.peak_processes,
+            "rss_at_peak_by_process": peak.breakdown,
+            "cached_at_start": handler.cached[:-1] if cache_probe is not None else None,
+            "lower_bound": float(gmm.lower_bound_)}
+
+
+def write_json(name, result):
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    path.write_text(json.dumps(result, indent=2, default=str))
+    return path
+
+
+def verdict(ok):
+    return "pass" if ok else "falls short"
