@@ -69,7 +69,16 @@ def machine_info():
         "python": platform.python_version(),
         "versions": {name: _version(name) for name in
                      ("numpy", "dask", "distributed", "zarr", "numcodecs", "scikit-learn", "diaggmm-dist")},
+        "blas": _blas(),
     }
+
+
+def _blas():
+    """The BLAS libraries loaded (OpenBLAS, MKL...): what they are and how many threads they use."""
+    from threadpoolctl import threadpool_info
+
+    return [{key: lib.get(key) for key in ("internal_api", "version", "architecture", "num_threads", "prefix")}
+            for lib in threadpool_info() if lib.get("user_api") == "blas"]
 
 
 def machine_line(info):

@@ -72,11 +72,9 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import gc
-import importlib.metadata
 import importlib.util
 import json
 import os
-import platform
 import sys
 import time
 import warnings
@@ -85,11 +83,12 @@ from pathlib import Path
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
-from threadpoolctl import threadpool_info
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a clone without installing the package
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine_info  # noqa: E402
 from diaggmm_dist import DiagGMM  # noqa: E402
 from diaggmm_dist.engine import default_chunk_rows  # noqa: E402
 
@@ -112,56 +111,6 @@ def _load_module(name, path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _version(package):
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def machine_info():
-    """CPU, cores, RAM, Python and library versions, BLAS."""
-    model, cores = None, set()
-    physical = core = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = (part.strip() for part in line.partition(":"))
-            if key == "model name" and model is None:
-                model = value
-            elif key == "physical id":
-                physical = value
-            elif key == "core id":
-                core = value
-                cores.add((physical, core))
-    except OSError:
-        pass
-    ram_gib = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram_gib = round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    blas = [
-        {key: lib.get(key) for key in ("internal_api", "version", "architecture", "num_threads", "prefix")}
-        for lib in threadpool_info()
-        if lib.get("user_api") == "blas"
-    ]
-    return {
-        "cpu_model": model or platform.processor() or platform.machine(),
-        "logical_cpus": os.cpu_count(),
-        "usable_cpus": usable,
-        "physical_cores": len(cores) or None,
-        "ram_gib": ram_gib,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "versions": {name: _version(name) for name in
-                     ("numpy", "scipy", "dask", "distributed", "zarr", "scikit-learn", "threadpoolctl", "diaggmm-dist")},
-        "blas": blas,
-    }
 
 
 # ----------------------------------------------------------------------------- data
