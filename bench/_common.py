@@ -160,8 +160,12 @@ class PeakMemory:
             cmdline = " ".join(proc.cmdline())
         except Exception:  # noqa: BLE001 (a process that just ended)
             return "?"
-        if "spawn_main" in cmdline or "multiprocessing" in cmdline:
+        if "resource_tracker" in cmdline:
+            return "multiprocessing resource tracker"
+        if "spawn_main" in cmdline:
             return "worker process"
+        if cmdline.startswith("fincore"):
+            return "fincore"
         return cmdline[:60]
 
     def _sample(self):
