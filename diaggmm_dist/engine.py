@@ -296,11 +296,12 @@ def pass_statistics(X, responsibilities, missing="error", weights=None, count_no
     random = responsibilities[0] == "random"
     sizes = (responsibilities[2],) if random else responsibilities[1].model_sizes
     parameters = _PassParameters(responsibilities, count_nonfinite)
-    if _active_client() is not None:
+    client = _active_client()
+    if client is not None:
         # The distributed scheduler keeps results by key: every pass needs keys of its own,
         # so a new graph (whose names come from a new parameter key).
         built = _statistics_graph(X, missing, weights, random, sizes)
-        return _active_client().get({**built.graph, built.parameter_key: parameters}, built.result_key)
+        return client.get({**built.graph, built.parameter_key: parameters}, built.result_key)
     graphs = {} if graphs is None else graphs
     shape = (random, sizes)
     if shape not in graphs:
