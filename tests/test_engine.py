@@ -1,0 +1,75 @@
+"""The dask layer's statistics pass: local threads run the chunk tasks themselves, clusters use dask."""
+
+import threading
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+
+from diaggmm_dist import engine, kernels
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return np.random.default_rng(3).standard_normal((50_000, 4)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def coefficients():
+    rng = np.random.default_rng(4)
+    return kernels.log_prob_coefficients(np.full(3, 1 / 3), rng.standard_normal((3, 4)), rng.uniform(0.5, 2, (3, 4)),
+                                         np.zeros(4), np.float32)
+
+
+def _store(rows, path, chunk_rows):
+    array = zarr.create_array(str(path), shape=rows.shape, chunks=(chunk_rows, rows.shape[1]), dtype=rows.dtype)
+    array[:] = rows
+    return str(path)
+
+
+def _no_dask_scheduler(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("dask's threaded scheduler ran a pass the local executor should have run")
+
+    monkeypatch.setattr(dask.threaded, "get", refuse)
+
+
+def test_local_passes_run_every_chunk_without_dask_scheduler(rows, coefficients, tmp_path, monkeypatch):
+    expected = kernels.chunk_statistics(rows, ("gaussian", coefficients))
+    _no_dask_scheduler(monkeypatch)
+    for X in (engine.as_row_chunked(rows, chunk_size=4096),
+              engine.as_row_chunked(_store(rows, tmp_path / "x.zarr", 5000), chunk_size=10_000)):
+        graphs = {}
+        first = engine.pass_statistics(X, ("gaussian", coefficients), graphs=graphs)
+        (built,) = graphs.values()
+        assert len(built.chunk_keys) == X.numblocks[0]
+        np.testing.assert_allclose(first, expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
+        # the cached graph is reused, and the sum's order never depends on which thread ran what
+        with dask.config.set(num_workers=2):
+            assert np.array_equal(engine.pass_statistics(X, ("gaussian", coefficients), graphs=graphs), first)
+        assert len(graphs) == 1
+
+
+def test_chunks_that_share_a_read_go_through_dask_scheduler(rows, coefficients, tmp_path):
+    # rechunking 5,000-row Zarr chunks into 7,000-row ones: most reads feed two chunks
+    X = da.from_zarr(_store(rows, tmp_path / "x.zarr", 5000)).rechunk((7000, 4))
+    graphs = {}
+    stats = engine.pass_statistics(X, ("gaussian", coefficients), graphs=graphs)
+    (built,) = graphs.values()
+    assert built.chunk_keys == () and built.result_key is not None
+    expected = kernels.chunk_statistics(rows, ("gaussian", coefficients))
+    np.testing.assert_allclose(stats, expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
+
+
+def test_an_error_in_a_chunk_reaches_the_caller_and_stops_the_threads(rows, coefficients):
+    def load(block_id):
+        if block_id == 5:
+            raise OSError("chunk 5 is unreadable")
+        return rows[block_id * 5000 : (block_id + 1) * 5000]
+
+    X = da.concatenate([da.from_delayed(dask.delayed(load)(i), shape=(5000, 4), dtype=rows.dtype) for i in range(10)])
+    with pytest.raises(OSError, match="chunk 5 is unreadable"):
+        engine.pass_statistics(X, ("gaussian", coefficients))
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("diaggmm-pass")]
