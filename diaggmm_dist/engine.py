@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import math
 import os
 import threading
@@ -25,6 +26,7 @@ from typing import NamedTuple
 import dask
 import dask.core
 import dask.array as da
+from dask.array.core import normalize_chunks
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
@@ -141,8 +143,7 @@ def as_row_chunked(X, chunk_size=None):
         check_shape_and_dtype(X.shape, X.dtype)
         if chunk_size is None:
             chunk_size = default_chunk_rows(X.shape[1], X.dtype.itemsize)
-        # name=False: no hashing of the whole array just to name the graph's keys
-        array = da.from_array(X, chunks=(chunk_size, X.shape[1]), name=False)
+        array = in_memory_array(X, (chunk_size, X.shape[1]))
     if any(math.isnan(c) for c in array.chunks[0]):
         raise ValueError(
             "The dask array has unknown chunk sizes along the rows; call "
@@ -151,6 +152,24 @@ def as_row_chunked(X, chunk_size=None):
     if array.numblocks[1] != 1:
         array = array.rechunk({1: -1})
     return array
+
+
+def in_memory_array(values, chunks):
+    """A dask array whose chunks are views of the numpy array ``values``.
+
+    ``da.from_array`` first copies its input, which for data that only just fits in memory
+    means twice the memory and a full copy per fit. Here the only copy is of input that is
+    not C-contiguous (the kernels read rows). The keys are random: no hashing of the data.
+    """
+    values = np.ascontiguousarray(values)
+    chunks = normalize_chunks(chunks, values.shape, dtype=values.dtype)
+    name = f"in-memory-{uuid.uuid4().hex}"
+    bounds = [np.cumsum((0,) + axis) for axis in chunks]
+    graph = {
+        (name,) + index: values[tuple(slice(b[i], b[i + 1]) for b, i in zip(bounds, index))]
+        for index in itertools.product(*(range(len(axis)) for axis in chunks))
+    }
+    return da.Array(graph, name, chunks, meta=values[(slice(0, 0),) * values.ndim])
 
 
 def is_in_memory(X):
@@ -197,7 +216,7 @@ def aligned_samples(values, X, name):
         raise TypeError(f"{name} must be numeric, got dtype {values.dtype}.")
     if isinstance(values, da.Array):
         return values.rechunk(chunks)
-    return da.from_array(values, chunks=chunks, name=False)
+    return in_memory_array(values, chunks)
 
 
 def row_indices(X):

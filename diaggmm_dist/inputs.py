@@ -127,7 +127,7 @@ def _from_xarray(X, chunk_size, feature_dim, features):
     ordered = X.transpose(*sample_dims, feature_dim)
     data = ordered.data
     if not isinstance(data, da.Array):
-        data = da.from_array(np.asarray(data), chunks=_default_chunks(ordered.shape, ordered.dtype, chunk_size), name=False)
+        data = engine.in_memory_array(data, _default_chunks(ordered.shape, ordered.dtype, chunk_size))
     engine.check_shape_and_dtype((int(np.prod(data.shape[:-1])), data.shape[-1]), data.dtype)
     if data.numblocks[-1] != 1:
         data = data.rechunk({data.ndim - 1: -1})

@@ -73,3 +73,13 @@ def test_an_error_in_a_chunk_reaches_the_caller_and_stops_the_threads(rows, coef
     with pytest.raises(OSError, match="chunk 5 is unreadable"):
         engine.pass_statistics(X, ("gaussian", coefficients))
     assert not [thread for thread in threading.enumerate() if thread.name.startswith("diaggmm-pass")]
+
+
+def test_numpy_input_is_chunked_without_a_copy(rows):
+    X = engine.as_row_chunked(rows, chunk_size=4096)
+    chunks = [value for value in dict(X.__dask_graph__()).values() if isinstance(value, np.ndarray)]
+    assert len(chunks) == X.numblocks[0] and all(np.shares_memory(chunk, rows) for chunk in chunks)
+    assert np.array_equal(X.compute(), rows)
+    # input that is not C-contiguous is copied once, into rows the kernels can read directly
+    fortran = np.asfortranarray(rows)
+    assert np.array_equal(engine.as_row_chunked(fortran, chunk_size=4096).compute(), rows)
