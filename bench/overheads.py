@@ -11,9 +11,9 @@ on disk, and splits each iteration's wall time into
 * everything else: wall time minus that (graph building, scheduling, the reduction, the
   M-step, the checkpoint write, and any thread left idle at the end of a pass).
 
-The data is one random (chunk-rows x 32) float32 block repeated ``--chunks`` times without
-copying (a broadcast view cut into chunks), so that 1,000 default-sized chunks (16 GiB of
-float32) fit a small machine; every chunk still goes through the full kernel.
+The data is 32 random (chunk-rows x 32) float32 blocks, cycled through ``--chunks`` chunks
+without copying, so that 1,000 default-sized chunks (16 GiB of float32) fit a small machine;
+every chunk still goes through the full kernel and is read from memory, not from cache.
 
     python bench/overheads.py                      # 1,000 chunks of the default size
     python bench/overheads.py --chunk-rows 8192    # 1,000 small chunks
@@ -43,6 +43,8 @@ from _common import D, K, machine_info, machine_line, start_values, verdict, wri
 from diaggmm_dist import DiagGMM, engine, kernels  # noqa: E402
 
 TARGET = 0.05
+#: Distinct random chunks the 1,000 chunks cycle through.
+POOL = 32
 
 
 class KernelClock:
@@ -75,16 +77,26 @@ class KernelClock:
         return taken
 
 
-def repeated_chunks(n_chunks, chunk_rows, seed=0):
-    """A (n_chunks * chunk_rows, D) float32 dask array: one random block in every chunk, no copies."""
+def repeated_chunks(n_chunks, chunk_rows, seed=0, distinct=POOL):
+    """A (n_chunks * chunk_rows, D) float32 dask array whose chunks cycle through ``distinct`` random blocks.
+
+    The blocks (``distinct`` x chunk_rows x 32 float32: 512 MiB at the default size) are far
+    larger than the CPU caches, so every chunk is read from memory as a real in-memory fit
+    reads it, and the chunks are the graph's data, as for numpy input
+    (:func:`diaggmm_dist.engine.in_memory_array`).
+    """
     from diaggmm_dist.io.synthetic import mixture_parameters
 
     rng = np.random.default_rng(seed)
     weights, means, covariances = mixture_parameters(K, D, seed=0)
-    labels = rng.choice(K, size=chunk_rows, p=weights)
-    block = (means[labels] + rng.standard_normal((chunk_rows, D)) * np.sqrt(covariances[labels])).astype(np.float32)
-    stacked = np.broadcast_to(block, (n_chunks, chunk_rows, D))
-    return da.from_array(stacked, chunks=(1, chunk_rows, D), name=False).reshape(n_chunks * chunk_rows, D)
+    blocks = []
+    for _ in range(min(distinct, n_chunks)):
+        labels = rng.choice(K, size=chunk_rows, p=weights)
+        blocks.append((means[labels] + rng.standard_normal((chunk_rows, D)) * np.sqrt(covariances[labels]))
+                      .astype(np.float32))
+    name = f"repeated-chunks-{n_chunks}-{chunk_rows}-{seed}"
+    graph = {(name, i, 0): blocks[i % len(blocks)] for i in range(n_chunks)}
+    return da.Array(graph, name, ((chunk_rows,) * n_chunks, (D,)), meta=blocks[0][:0])
 
 
 def measure(n_chunks, chunk_rows, iters):
