@@ -33,9 +33,10 @@ from threadpoolctl import ThreadpoolController
 from . import kernels
 
 try:  # dask's task objects (dask >= 2024.12); without them dask's threaded scheduler runs every pass
-    from dask._task_spec import DataNode as _DataNode, GraphNode as _GraphNode, convert_legacy_graph as _convert_legacy_graph
+    from dask._task_spec import DataNode as _DataNode, GraphNode as _GraphNode, Task as _Task, TaskRef as _TaskRef
+    from dask._task_spec import convert_legacy_graph as _convert_legacy_graph
 except ImportError:  # pragma: no cover - older dask
-    _DataNode = _GraphNode = _convert_legacy_graph = None
+    _DataNode = _GraphNode = _Task = _TaskRef = _convert_legacy_graph = None
 
 #: Target bytes per chunk when the input is not already chunked (numpy input).
 DEFAULT_CHUNK_BYTES = 16 * 2**20
@@ -258,14 +259,14 @@ def _block_statistics(x, *extra, missing, has_weights, random):
 class _StatisticsGraph(NamedTuple):
     """The task graph of a statistics pass with a hole for its parameters (see :func:`pass_statistics`).
 
-    ``chunk_keys`` (local passes only): the keys of the per-chunk statistics, in row order,
-    which :func:`_local_statistics` runs itself; empty when dask's scheduler must run the
-    graph (``result_key`` then names the tree sum).
+    ``result_key`` names the sum of every chunk's statistics. ``chunk_keys``, when not empty,
+    are the per-chunk statistics tasks in row order, each of which reads its own chunk:
+    local passes run those themselves (:func:`_local_statistics`) and add them up.
     """
 
     graph: dict
     parameter_key: str
-    result_key: tuple = None
+    result_key: tuple
     chunk_keys: tuple = ()
 
 
@@ -289,41 +290,65 @@ def _statistics_blocks(X, missing, weights, random, model_sizes, parameter_key):
     )
 
 
-def _statistics_graph(X, missing, weights, random, model_sizes, local=False):
+def _statistics_graph(X, missing, weights, random, model_sizes):
     """Build the graph of a pass: read each chunk, its statistics, their sum.
 
-    The per-pass parameters are the value of one key, filled in at every run. Optimising
-    fuses each chunk's read into its statistics task. With ``local``, the graph is built
-    once per fit and run by :func:`_local_statistics` (no dask scheduler, no sum tasks) when
-    every chunk's task stands on its own; otherwise the sum is a tree of dask tasks.
+    The per-pass parameters are the value of one key, filled in at every run. Each chunk's
+    own tasks (its read, any per-chunk preparation, its statistics) become one task, so that
+    a chunk's data exists only inside the task that uses it, on whichever worker runs it;
+    the sum is a tree of :data:`SPLIT_EVERY`-way additions. A graph whose chunks share tasks
+    (e.g. a rechunk that merges chunks) keeps dask's own structure and sum.
     """
     parameter_key = f"diaggmm-pass-parameters-{uuid.uuid4().hex}"
     blocks = _statistics_blocks(X, missing, weights, random, model_sizes, parameter_key)
-    if local and _GraphNode is not None:
-        (blocks,) = dask.optimize(blocks)
-        graph = _convert_legacy_graph(dict(blocks.__dask_graph__()))
-        chunk_keys = tuple(dask.core.flatten(blocks.__dask_keys__()))
-        if _chunks_stand_alone(graph, chunk_keys, parameter_key):
-            return _StatisticsGraph(graph, parameter_key, chunk_keys=chunk_keys)
+    if _GraphNode is not None:
+        (optimised,) = dask.optimize(blocks)
+        graph = _convert_legacy_graph(dict(optimised.__dask_graph__()))
+        chunk_keys = tuple(dask.core.flatten(optimised.__dask_keys__()))
+        fused = _fused_chunks(graph, chunk_keys, parameter_key)
+        if fused is not None:
+            graph = {key: node for key, node in graph.items() if isinstance(node, _DataNode)}
+            graph.update(fused)
+            result_key = _add_tree_sum(graph, chunk_keys, f"diaggmm-pass-sum-{uuid.uuid4().hex}")
+            return _StatisticsGraph(graph, parameter_key, result_key, chunk_keys)
     total = blocks.sum(axis=tuple(range(X.ndim - 1)), split_every=SPLIT_EVERY)
     (total,) = dask.optimize(total)
     (result_key,) = dask.core.flatten(total.__dask_keys__())
     return _StatisticsGraph(dict(total.__dask_graph__()), parameter_key, result_key)
 
 
-def _chunks_stand_alone(graph, chunk_keys, parameter_key):
-    """True when no task (other than stored data) is needed by two chunks, so each can run alone."""
-    owner = {}
+def _fused_chunks(graph, chunk_keys, parameter_key):
+    """Every chunk's own tasks fused into one task under its key; None when two chunks share a task."""
+    owner, own_tasks = {}, [[] for _ in chunk_keys]
     for index, key in enumerate(chunk_keys):
         stack = [key]
         while stack:
             node = graph.get(stack.pop())
-            if node is None or isinstance(node, _DataNode):
+            if node is None or isinstance(node, _DataNode) or owner.get(node.key) == index:
                 continue
-            if owner.setdefault(node.key, index) != index:
-                return False
+            if node.key in owner:
+                return None
+            owner[node.key] = index
+            own_tasks[index].append(node)
             stack.extend(dep for dep in node.dependencies if dep != parameter_key)
-    return True
+    return {key: _Task.fuse(*tasks, key=key) for key, tasks in zip(chunk_keys, own_tasks)}
+
+
+def _summed_blocks(*blocks):
+    """The sum of statistics blocks (any leading unit axes dropped), pairwise along a contiguous axis."""
+    return np.stack([block.reshape(block.shape[-2:]) for block in blocks], axis=-1).sum(axis=-1)
+
+
+def _add_tree_sum(graph, keys, name):
+    """Add to ``graph`` the tasks of a :data:`SPLIT_EVERY`-way tree sum of ``keys``; return its key."""
+    level = 0
+    while level == 0 or len(keys) > 1:
+        groups = [keys[i : i + SPLIT_EVERY] for i in range(0, len(keys), SPLIT_EVERY)]
+        keys = [(f"{name}-{level}", i) for i in range(len(groups))]
+        for key, group in zip(keys, groups):
+            graph[key] = _Task(key, _summed_blocks, *(_TaskRef(k) for k in group))
+        level += 1
+    return keys[0]
 
 
 def _evaluate(graph, key, values):
@@ -336,8 +361,8 @@ def _local_statistics(built, parameters, n_threads):
     """Run a pass's chunk tasks on ``n_threads`` threads and add up their statistics.
 
     Each thread takes the next chunk in row order until none is left, so the scheduling cost
-    per chunk is one locked counter, and the sum runs once, in chunk order (pairwise, along
-    a contiguous axis), whatever thread computed which chunk: results are deterministic.
+    per chunk is one locked counter, and the sum runs once, in chunk order, whatever thread
+    computed which chunk: results are deterministic.
     """
     values = {key: node() for key, node in built.graph.items() if isinstance(node, _DataNode)}
     values[built.parameter_key] = parameters
@@ -367,8 +392,7 @@ def _local_statistics(built, parameters, n_threads):
         failures.append(None)  # an interrupted caller stops the threads after their current chunk
     if failures[0] is not None:
         raise failures[0]
-    stacked = np.stack([block.reshape(block.shape[-2:]) for block in results], axis=-1)
-    return stacked.sum(axis=-1)
+    return _summed_blocks(*results)
 
 
 def _local_threads():
@@ -406,12 +430,12 @@ def pass_statistics(X, responsibilities, missing="error", weights=None, count_no
 
     Notes
     -----
-    On a distributed cluster the chunks' statistics are added by a tree of tasks
-    (fan-in ``SPLIT_EVERY``). Locally, threads run the chunk tasks themselves (see
-    :func:`_local_statistics`): dask's threaded scheduler costs about half a millisecond of
-    coordination per task, which with a thousand chunks is several percent of an
-    iteration. Graphs whose chunks share intermediate tasks (e.g. a rechunk that merges
-    chunks) still go through dask's threaded scheduler.
+    Each chunk is one task that reads it and computes its statistics (see
+    :func:`_statistics_graph`). On a distributed cluster a tree of tasks adds them up.
+    Locally, threads run the chunk tasks themselves (see :func:`_local_statistics`): dask's
+    threaded scheduler costs about half a millisecond of coordination per task, which with
+    a thousand chunks is several percent of an iteration. Graphs whose chunks share
+    intermediate tasks (e.g. a rechunk that merges chunks) go through dask's schedulers.
     """
     random = responsibilities[0] == "random"
     sizes = (responsibilities[2],) if random else responsibilities[1].model_sizes
@@ -425,7 +449,7 @@ def pass_statistics(X, responsibilities, missing="error", weights=None, count_no
     graphs = {} if graphs is None else graphs
     shape = (random, sizes)
     if shape not in graphs:
-        graphs[shape] = _statistics_graph(X, missing, weights, random, sizes, local=True)
+        graphs[shape] = _statistics_graph(X, missing, weights, random, sizes)
     built = graphs[shape]
     with _blas_controller().limit(limits=1, user_api="blas"):
         if built.chunk_keys:

@@ -83,3 +83,16 @@ def test_numpy_input_is_chunked_without_a_copy(rows):
     # input that is not C-contiguous is copied once, into rows the kernels can read directly
     fortran = np.asfortranarray(rows)
     assert np.array_equal(engine.as_row_chunked(fortran, chunk_size=4096).compute(), rows)
+
+
+def test_each_chunk_is_one_task_that_reads_it(rows, coefficients, tmp_path):
+    # what a cluster runs: no read task whose 16 MiB result waits in a worker's memory
+    X = engine.as_row_chunked(_store(rows, tmp_path / "x.zarr", 2000), chunk_size=2000)
+    built = engine._statistics_graph(X, "error", None, False, coefficients.model_sizes)
+    tasks = [key for key, node in built.graph.items() if not isinstance(node, engine._DataNode)]
+    n_chunks = X.numblocks[0]  # 25: a tree of 4 + 1 additions above them
+    assert len(built.chunk_keys) == n_chunks and len(tasks) == n_chunks + 4 + 1
+    stats = dask.get({**built.graph, built.parameter_key: engine._PassParameters(("gaussian", coefficients), False)},
+                     built.result_key)
+    expected = kernels.chunk_statistics(rows, ("gaussian", coefficients))
+    np.testing.assert_allclose(stats, expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
