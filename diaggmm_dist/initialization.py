@@ -87,6 +87,9 @@ def initial_parameters_of_models(X, sizes, init_params, random_state, reg_covar,
                                  weights_init=None, means_init=None, precisions_init=None, tol=1e-3):
     """Starting weights, means and precisions of several models, sharing the data passes.
 
+    What is shared depends on ``init_params`` (see the module docstring): for ``"kmeans"``,
+    ``"k-means++"`` and ``"random_from_data"`` one sample and every full-data pass.
+
     Parameters
     ----------
     X : dask.array.Array
@@ -121,8 +124,7 @@ def initial_parameters_of_models(X, sizes, init_params, random_state, reg_covar,
         # its own EM loop per model: nothing to share
         models = [split_initial_parameters(data_pass, k, X.shape[-1], reg_covar, tol) for k in sizes]
     else:
-        models = [(weights, means, 1.0 / covariances) for weights, means, covariances in
-                  _parameters_from_shared_passes(X, sizes, init_params, random_state, reg_covar, data_pass, means_init)]
+        models = _parameters_from_shared_passes(X, sizes, init_params, random_state, reg_covar, data_pass, means_init)
     return [(weights if weights_init is None else weights_init, means if means_init is None else means_init,
              precisions if precisions_init is None else precisions_init) for weights, means, precisions in models]
 
@@ -143,14 +145,18 @@ def initial_parameters(X, n_components, init_params, random_state, reg_covar, da
 
 
 def _parameters_from_shared_passes(X, sizes, init_params, random_state, reg_covar, data_pass, means_init):
-    """Weights, means and covariances of every model: the M-step of hard or random responsibilities."""
+    """Weights, means and precisions of every model: the M-step of hard or random responsibilities."""
     if means_init is None and init_params == "random":
         blocks, shift = _random_statistics(data_pass, sizes, random_state, X.shape[-1])
     else:
         centres, shift, passes, tol = _starting_centres(X, sizes, init_params, random_state, data_pass.missing,
                                                         means_init)
         blocks = _lloyd_statistics(data_pass, centres, shift, passes, tol)
-    return [m_step(stats, reg_covar, shift, data_pass.resolution)[:3] for stats in blocks]
+    models = []
+    for stats in blocks:
+        weights, means, covariances, _ = m_step(stats, reg_covar, shift, data_pass.resolution)
+        models.append((weights, means, 1.0 / covariances))
+    return models
 
 
 def _random_statistics(data_pass, sizes, random_state, n_features):
