@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import engine, inputs, kernels, online
 from .em import data_centre, e_step, e_step_models
 from .mstep import m_step
-from .initialization import initial_parameters
+from .initialization import initial_parameters, initial_parameters_of_models
 from .state import TrainingState
 from .kernels import split_statistics
 from .validation import check_initial_parameters, check_settings, is_int, nonfinite_error
@@ -102,9 +102,13 @@ class DiagGMM(DensityMixin, BaseEstimator):
         Number of EM iterations to perform, at most.
     n_init : int, default=1
         Number of initialisations; the one with the highest lower bound is kept. They are
-        initialised one after the other, then run side by side: every EM pass over the data
-        serves all those still running (one read of each chunk and one stacked matrix
-        product), so n_init=8 costs far less than eight fits.
+        initialised together, then run side by side: every data pass serves all those that
+        need it (one read of each chunk and one stacked matrix product). With
+        ``init_params="kmeans"``, ``"k-means++"`` or ``"random_from_data"`` all restarts
+        share one sample of the data and each Lloyd pass (the k-means of each restart
+        starts from its own random numbers); ``"random"`` takes one pass per restart and
+        ``"split"`` its own passes per restart. Every EM pass serves all restarts still
+        running, so n_init=8 costs far less than eight fits.
     init_params : {"kmeans", "k-means++", "random", "random_from_data", "split"}, default="kmeans"
         How starting parameters are made without loading the data; see
         :mod:`diaggmm_dist.initialization`. ``"split"`` grows the mixture from one
@@ -280,22 +284,24 @@ class DiagGMM(DensityMixin, BaseEstimator):
                         extra={"resumed_iteration": max(state.iteration for state in states),
                                "restarts": len(states)})
             random_state.set_state(states[-1].random_state)
-        # Every restart is initialised first, in order (so each draws the same random numbers as
-        # it would one after the other); then EM runs them side by side: one pass per iteration
-        # serves every restart that has not stopped yet.
+        # Every restart is initialised first, all together (their data passes shared); then EM
+        # runs them side by side: one pass per iteration serves every restart not stopped yet.
+        # One checkpoint holds them all. (A checkpoint of an older version, written between
+        # two restarts' initialisations, holds fewer: the others are initialised here, from
+        # its random state.)
         states = list(states or [])
-        for restart in range(len(states), 1 if warm else self.n_init):
-            self._print(1, f"Initialization {restart}")
+        restarts = range(len(states), 1 if warm else self.n_init)
+        if restarts:
+            self._print(1, f"Initialization {', '.join(str(restart) for restart in restarts)}")
             if warm:
-                weights, means, precisions = self.weights_, self.means_, self.precisions_
-                lower_bounds = [self.lower_bound_]
+                models, lower_bounds = [(self.weights_, self.means_, self.precisions_)], [self.lower_bound_]
             else:
-                weights, means, precisions = initial_parameters(
-                    data, self.n_components, self.init_params, random_state, self.reg_covar, data_pass, *inits,
-                    tol=self.tol)
+                models = initial_parameters_of_models(data, [self.n_components] * len(restarts), self.init_params,
+                                                      random_state, self.reg_covar, data_pass, *inits, tol=self.tol)
                 lower_bounds = []
-            states.append(TrainingState(restart, 0, weights, means, 1.0 / precisions, precisions, lower_bounds,
-                                        self.max_iter == 0, False, random_state.get_state()))
+            states += [TrainingState(restart, 0, weights, means, 1.0 / precisions, precisions, list(lower_bounds),
+                                     self.max_iter == 0, False, random_state.get_state())
+                       for restart, (weights, means, precisions) in zip(restarts, models)]
             if store is not None:
                 store.save(states)
         states = self._run_em(data_pass, states, store, on_iteration)

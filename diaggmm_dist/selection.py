@@ -1,11 +1,13 @@
 """Choosing the number of components: every candidate K fitted through the same data passes.
 
 Reading the data is the cost of an out-of-core fit; a few more models in each pass are
-nearly free. :func:`select_n_components` initialises one model per candidate, then runs EM
-on all of them side by side (their coefficients stacked, as restarts are in
-:meth:`DiagGMM.fit`), so ``candidates=[2, 4, 8, 16, 32]`` costs about one fit's passes, not
-five fits'. A fraction of the rows, picked by a hash of the row index (so the same rows
-whatever the chunking), is held out of the fit to score the candidates on unseen data.
+nearly free. :func:`select_n_components` initialises one model per candidate, all in the
+same passes (one sample and shared Lloyd passes for ``"kmeans"``, see
+:func:`~diaggmm_dist.initialization.initial_parameters_of_models`), then runs EM on all of
+them side by side (their coefficients stacked, as restarts are in :meth:`DiagGMM.fit`), so
+``candidates=[2, 4, 8, 16, 32]`` costs about one fit's passes, not five fits'. A fraction
+of the rows, picked by a hash of the row index (so the same rows whatever the chunking), is
+held out of the fit to score the candidates on unseen data.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from sklearn.utils import check_random_state
 
 from . import engine, inputs, kernels
 from .em import e_step_models
-from .initialization import initial_parameters
+from .initialization import initial_parameters_of_models
 from .mixture import DiagGMM, _DataPass
 from .state import TrainingState
 from .validation import check_settings, is_int
@@ -137,12 +139,10 @@ def select_n_components(X, candidates=(2, 4, 8, 16, 32), criterion="bic", *, hel
     fit_weights, held_weights = _split_weights(data, heldout_fraction, weights) if heldout_fraction else (weights, None)
     fit_pass = _DataPass(data, template.dtype, template.missing, fit_weights)
     random_state = check_random_state(template.random_state)
-    states = []
-    for index, k in enumerate(candidates):
-        w, m, p = initial_parameters(data, k, template.init_params, random_state, template.reg_covar, fit_pass,
-                                     None, None, None)
-        states.append(TrainingState(index, 0, w, m, 1.0 / p, p, [], template.max_iter == 0, False,
-                                    random_state.get_state()))
+    models = initial_parameters_of_models(data, candidates, template.init_params, random_state, template.reg_covar,
+                                          fit_pass)
+    states = [TrainingState(index, 0, w, m, 1.0 / p, p, [], template.max_iter == 0, False, random_state.get_state())
+              for index, (w, m, p) in enumerate(models)]
     states = template._run_em(fit_pass, states)
 
     # every candidate's log-likelihood at its final parameters, on the fitted and the held-out rows

@@ -20,7 +20,7 @@ class TrainingState:
     lower_bounds: list
     finished: bool  # this restart has stopped (converged or max_iter)
     converged: bool
-    random_state: tuple  # numpy RandomState.get_state() after this restart's initialisation
+    random_state: tuple  # numpy RandomState.get_state() after the initialisation of the restarts
     n_reseeded: int = 0
 
     @property

@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 
 from conftest import mixture_data
-from diaggmm_dist import DiagGMM, engine, kernels, select_n_components
+import dask.array as da
+
+from diaggmm_dist import DiagGMM, engine, initialization, kernels, select_n_components
+from diaggmm_dist.mixture import _DataPass
 
 
 @pytest.fixture(scope="module")
@@ -12,17 +15,32 @@ def data():
     return mixture_data(6000, 4, 5, seed=21)[0]
 
 
-def _count_passes(monkeypatch):
-    """Record the number of models each data pass serves."""
+def _count_passes(monkeypatch, kinds=None):
+    """Record the number of models each data pass serves (and, in ``kinds``, the pass's kind)."""
     real, served = engine.pass_statistics, []
 
     def counting(X, responsibilities, *args, **kwargs):
         kind = responsibilities[0]
         served.append(1 if kind == "random" else len(responsibilities[1].model_sizes))
+        if kinds is not None:
+            kinds.append(kind)
         return real(X, responsibilities, *args, **kwargs)
 
     monkeypatch.setattr(engine, "pass_statistics", counting)
     return served
+
+
+def _count_samples(monkeypatch):
+    """Record the rows of every ``engine.take_rows`` read bigger than the fingerprint's (16 rows)."""
+    real, taken = engine.take_rows, []
+
+    def counting(X, rows):
+        if len(rows) > 16:
+            taken.append(len(rows))
+        return real(X, rows)
+
+    monkeypatch.setattr(engine, "take_rows", counting)
+    return taken
 
 
 def test_stacked_statistics_equal_each_model_on_its_own():
@@ -52,7 +70,8 @@ def test_models_with_different_shifts_cannot_be_stacked():
 def test_restarts_share_every_data_pass(data, monkeypatch):
     served = _count_passes(monkeypatch)
     gmm = DiagGMM(5, n_init=4, init_params="random", random_state=0, tol=0, max_iter=10).fit(data)
-    # one initialisation pass per restart, then 10 iterations, each one pass for all four
+    # random responsibilities are not stacked: one initialisation pass per restart, then 10
+    # iterations, each one pass for all four
     assert served == [1] * 4 + [4] * 10
     assert len(gmm.lower_bounds_per_init_) == 4
     assert all(len(bounds) == 10 for bounds in gmm.lower_bounds_per_init_)
@@ -62,11 +81,48 @@ def test_restarts_share_every_data_pass(data, monkeypatch):
     assert len(set(finals)) > 1  # the restarts really differ
 
 
-def test_the_first_restart_is_the_single_initialisation_fit(data):
-    single = DiagGMM(5, init_params="random", random_state=3, tol=0, max_iter=15).fit(data)
-    many = DiagGMM(5, n_init=3, init_params="random", random_state=3, tol=0, max_iter=15).fit(data)
-    # restart 0 draws the same random numbers, and its shift is the one used: the same numbers
-    # up to the order of a few float additions inside the (larger) matrix products
+def test_kmeans_restarts_share_the_sample_and_the_lloyd_passes(data, monkeypatch):
+    monkeypatch.setattr(initialization, "SAMPLE_ROWS", 500)  # a sample smaller than the data: Lloyd moves
+    kinds = []
+    served, taken = _count_passes(monkeypatch, kinds), _count_samples(monkeypatch)
+    gmm = DiagGMM(5, n_init=4, init_params="kmeans", random_state=0, tol=0, max_iter=10).fit(data)
+    # one sample read, then at most LLOYD_PASSES passes, the first for all four restarts,
+    # each later one for those whose centres still move; then 10 EM passes for all four
+    assert taken == [500]
+    init = served[:-10]
+    assert set(kinds[: len(init)]) == {"nearest"} and served[-10:] == [4] * 10
+    assert 1 <= len(init) <= initialization.LLOYD_PASSES
+    assert init[0] == 4 and init == sorted(init, reverse=True)
+    finals = [bounds[-1] for bounds in gmm.lower_bounds_per_init_]
+    assert gmm.best_init_ == int(np.argmax(finals)) and gmm.lower_bound_ == max(finals)
+
+
+@pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random_from_data", "random"])
+def test_every_restart_starts_from_centres_of_its_own(init_params):
+    # one blob and no clusters: k-means has many local optima (on separated clusters every
+    # restart would find the same centres, only in another order)
+    X = da.from_array(np.random.default_rng(8).standard_normal((6000, 4)), chunks=(1000, 4))
+    models = initialization.initial_parameters_of_models(
+        X, [5] * 4, init_params, np.random.RandomState(0), 1e-6, _DataPass(X, "float64"))
+    assert len(models) == 4 and all(means.shape == (5, 4) for _, means, _ in models)
+    for i in range(4):
+        for j in range(i):
+            assert not np.allclose(np.sort(models[i][1], axis=0), np.sort(models[j][1], axis=0))
+    # the first is the one-model initialisation with the same random numbers
+    alone = initialization.initial_parameters(X, 5, init_params, np.random.RandomState(0), 1e-6,
+                                              _DataPass(X, "float64"))
+    for got, want in zip(models[0], alone):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("init_params", ["kmeans", "random"])
+def test_the_first_restart_is_the_single_initialisation_fit(data, monkeypatch, init_params):
+    monkeypatch.setattr(initialization, "SAMPLE_ROWS", 500)  # the sample's rows are drawn too
+    single = DiagGMM(5, init_params=init_params, random_state=3, tol=0, max_iter=15).fit(data)
+    many = DiagGMM(5, n_init=3, init_params=init_params, random_state=3, tol=0, max_iter=15).fit(data)
+    # restart 0 draws the same random numbers (after the same sample), and its shifts are the
+    # ones used: the same numbers up to the order of a few float additions inside the (larger)
+    # matrix products
     np.testing.assert_allclose(many.lower_bounds_per_init_[0], single.lower_bounds_, rtol=1e-12)
     assert many.lower_bound_ >= single.lower_bound_
 
@@ -97,7 +153,8 @@ def separated():
 
 
 def test_bic_picks_the_true_number_of_components(separated, monkeypatch):
-    served = _count_passes(monkeypatch)
+    kinds = []
+    served, taken = _count_passes(monkeypatch, kinds), _count_samples(monkeypatch)
     result = select_n_components(separated, [1, 2, 4, 6, 8], "bic", random_state=0, tol=1e-4, max_iter=200)
     assert result.best.n_components == 4
     assert [row["n_components"] for row in result.table] == [1, 2, 4, 6, 8]
@@ -106,8 +163,12 @@ def test_bic_picks_the_true_number_of_components(separated, monkeypatch):
     # the held-out rows agree: 4 is far better than 2, and more components gain almost nothing
     assert by_k[4]["heldout_log_likelihood"] > by_k[2]["heldout_log_likelihood"] + 0.5
     assert abs(by_k[8]["heldout_log_likelihood"] - by_k[4]["heldout_log_likelihood"]) < 0.05
-    # the EM passes served every candidate still running, all five at first
-    em = [models for models in served if models > 1]
+    # every candidate was initialised from one sample and in the same Lloyd passes, the first
+    # for all five; then the EM passes served every candidate still running, all five at first
+    init = served[: kinds.index("gaussian")]
+    assert len(taken) == 1 and set(kinds[: len(init)]) == {"nearest"}
+    assert init[0] == 5 and len(init) <= initialization.LLOYD_PASSES
+    em = [models for models in served[len(init):] if models > 1]
     assert em[0] == 5 and max(em) == 5
     assert len(served) < 5 * max(row["n_iter"] for row in result.table)
 

@@ -175,6 +175,29 @@ def test_resume_skips_the_work_already_done(data, tmp_path, monkeypatch):
     assert len(steps) == KEEP
 
 
+def test_an_older_checkpoint_with_fewer_restarts_initialised_is_completed(data, tmp_path, monkeypatch):
+    from diaggmm_dist.io.checkpoint import Checkpoints
+
+    # Older versions checkpointed after each restart's initialisation: stopped between two,
+    # a run left fewer restarts than n_init, and the random state after the last one. Here
+    # restart 0 alone, as the n_init=1 run leaves it.
+    straight = DiagGMM(**SETTINGS).fit(data)
+    single, url = str(tmp_path / "single.zarr"), str(tmp_path / "ckpt.zarr")
+    DiagGMM(**dict(SETTINGS, n_init=1, max_iter=0)).fit(data, checkpoint=single)
+    DiagGMM(**dict(SETTINGS, max_iter=0)).fit(data, checkpoint=url)
+    first = Checkpoints(single, zarr.open_group(single, mode="r").attrs["identity"]).latest()
+    Checkpoints(url, zarr.open_group(url, mode="r").attrs["identity"]).save(first)
+    # the missing restart is initialised from that random state (one pass, restart 0 is kept):
+    # with random responsibilities (no sample shared between restarts) exactly as in the
+    # uninterrupted run
+    kinds, real = [], engine.pass_statistics
+    monkeypatch.setattr(engine, "pass_statistics", lambda *a, **k: kinds.append(a[1][0]) or real(*a, **k))
+    resumed = DiagGMM(**SETTINGS).fit(data, checkpoint=url)
+    assert kinds == ["random"] + ["gaussian"] * SETTINGS["max_iter"]
+    _identical(resumed, straight)
+    assert resumed.lower_bounds_per_init_ == straight.lower_bounds_per_init_
+
+
 def test_checkpoint_of_another_run_is_refused(data, tmp_path):
     url = str(tmp_path / "ckpt.zarr")
     DiagGMM(3, random_state=0, max_iter=3).fit(data, checkpoint=url)

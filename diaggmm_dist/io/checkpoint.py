@@ -9,7 +9,7 @@ Layout::
             restart-0      (restarts run side by side), float64 of shape (3, K, D): means,
             restart-1      covariances and precisions; its attributes hold the rest: weights,
             ...            restart, iteration, lower_bounds, finished, converged, n_reseeded,
-                           rng (the random generator's state after this restart's init)
+                           rng (the random generator's state after the initialisation)
 
 One array per restart, its attributes written with its metadata, is a few small writes: the
 checkpoint of every iteration costs milliseconds, not tens of them. A checkpoint is written
