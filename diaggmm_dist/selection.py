@@ -140,7 +140,7 @@ def select_n_components(X, candidates=(2, 4, 8, 16, 32), criterion="bic", *, hel
     fit_pass = _DataPass(data, template.dtype, template.missing, fit_weights)
     random_state = check_random_state(template.random_state)
     models = initial_parameters_of_models(data, candidates, template.init_params, random_state, template.reg_covar,
-                                          fit_pass)
+                                          fit_pass, tol=template.tol)
     states = [TrainingState(index, 0, w, m, 1.0 / p, p, [], template.max_iter == 0, False, random_state.get_state())
               for index, (w, m, p) in enumerate(models)]
     states = template._run_em(fit_pass, states)
