@@ -51,9 +51,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the `flows` package and the library, from a clone
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _common import mixture_store  # noqa: E402  (the cached store every bench script shares)
 RESULTS = ROOT / "bench" / "results"
 TARGET_PERCENT = 3.0
-D, K, CHUNK_ROWS = 32, 16, 131_072  # the data of bench/out_of_core.py
+D, K = 32, 16  # the data of bench/out_of_core.py
 SETTINGS = {"n_components": K, "tol": 0.0, "init_params": "kmeans", "dtype": "float32", "random_state": 0}
 
 
@@ -63,18 +66,6 @@ def prefect_environment(home):
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
-
-
-def data_store(rows, folder):
-    """The cached mixture store of ``rows`` × 32 (written once, as bench/out_of_core.py does)."""
-    from diaggmm_dist.io.synthetic import mixture_parameters, write_mixture_zarr
-
-    path = Path(folder) / f"mixture-{rows}.zarr"
-    if not path.exists():
-        start = time.perf_counter()
-        write_mixture_zarr(path, rows, *mixture_parameters(K, D, seed=0), chunk_rows=CHUNK_ROWS, seed=0)
-        print(f"wrote {path} in {time.perf_counter() - start:.1f} s", flush=True)
-    return path
 
 
 def initialised_checkpoint(data_url, path):
@@ -258,8 +249,7 @@ def main(argv=None):
     if args.seconds_per_task is None:
         args.seconds_per_task = SECONDS_PER_TASK
     try:
-        path = data_store(args.rows, args.store)
-        data_url = str(path / "X")
+        data_url = str(mixture_store(args.rows, root=args.store))
         init = initialised_checkpoint(data_url, home / "init.checkpoint")
         report = measure(args, data_url, init, home)
     finally:
