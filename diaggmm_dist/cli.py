@@ -356,8 +356,6 @@ def _fit(args, console):
         raise ValueError("--checkpoint and --out must be different locations.")
     candidates, args.k = args.k, max(args.k)
     if len(candidates) > 1:
-        if args.checkpoint is not None:
-            raise ValueError("--checkpoint works with one --k; choosing among several has no checkpoints yet.")
         if args.n_init != 1:
             raise ValueError("--n-init must be 1 with several --k (one initialisation per candidate).")
         if not args.heldout_fraction < 1:
@@ -418,7 +416,7 @@ def _select(args, candidates, template, console, start):
     settings = {key: value for key, value in template.get_params().items()
                 if key not in ("n_components", "weights_init", "means_init", "precisions_init", "warm_start")}
     result = select_n_components(args.data, candidates, args.criterion, heldout_fraction=args.heldout_fraction,
-                                 **settings)
+                                 checkpoint=args.checkpoint, overwrite_checkpoint=args.overwrite, **settings)
     result.best.save(args.out, overwrite=args.overwrite)
     console.print(result.to_markdown())
     console.print(f"done: chose K={result.best.n_components} of {', '.join(map(str, candidates))} by "

@@ -87,7 +87,8 @@ def _n_parameters(k, d):
 
 
 def select_n_components(X, candidates=(2, 4, 8, 16, 32), criterion="bic", *, heldout_fraction=0.1,
-                        sample_weight=None, feature_dim=None, features=None, columns=None, **settings):
+                        sample_weight=None, feature_dim=None, features=None, columns=None, checkpoint=None,
+                        overwrite_checkpoint=False, **settings):
     """Fit a mixture for every candidate number of components in the same data passes, and pick one.
 
     Parameters
@@ -103,6 +104,13 @@ def select_n_components(X, candidates=(2, 4, 8, 16, 32), criterion="bic", *, hel
         row (no held-out column; ``criterion="heldout"`` then refused).
     sample_weight, feature_dim, features, columns
         As in :meth:`DiagGMM.fit`.
+    checkpoint : str or os.PathLike, optional
+        Zarr group for training checkpoints, as in :meth:`DiagGMM.fit`: every candidate's state
+        is saved after the initialisation and after every iteration, and a rerun with the same
+        data and settings (candidates and ``heldout_fraction`` included) resumes it and ends
+        with exactly the uninterrupted result.
+    overwrite_checkpoint : bool, default=False
+        Start afresh when ``checkpoint`` holds another run (else that is refused).
     **settings
         Any other :class:`DiagGMM` parameter (``tol``, ``max_iter``, ``init_params``,
         ``dtype``, ``random_state``, ...), shared by all candidates. ``n_init`` must be 1.
@@ -138,12 +146,24 @@ def select_n_components(X, candidates=(2, 4, 8, 16, 32), criterion="bic", *, hel
     weights = None if sample_weight is None else inputs.sample_values(sample_weight, samples, "sample_weight")
     fit_weights, held_weights = _split_weights(data, heldout_fraction, weights) if heldout_fraction else (weights, None)
     fit_pass = _DataPass(data, template.dtype, template.missing, fit_weights)
-    random_state = check_random_state(template.random_state)
-    models = initial_parameters_of_models(data, candidates, template.init_params, random_state, template.reg_covar,
-                                          fit_pass, tol=template.tol)
-    states = [TrainingState(index, 0, w, m, 1.0 / p, p, [], template.max_iter == 0, False, random_state.get_state())
-              for index, (w, m, p) in enumerate(models)]
-    states = template._run_em(fit_pass, states)
+    fingerprint = engine.fingerprint(data)
+    store = None
+    if checkpoint is not None:
+        from .io.checkpoint import Checkpoints  # call-time import: io sits below the model layer
+
+        config = {**template._checkpoint_config((None, None, None), False), "candidates": candidates,
+                  "heldout_fraction": float(heldout_fraction)}
+        store = Checkpoints(checkpoint, {"config": config, "fingerprint": fingerprint}, overwrite=overwrite_checkpoint)
+    states = store.latest() if store is not None else None
+    if not states:
+        random_state = check_random_state(template.random_state)
+        models = initial_parameters_of_models(data, candidates, template.init_params, random_state,
+                                              template.reg_covar, fit_pass, tol=template.tol)
+        states = [TrainingState(index, 0, w, m, 1.0 / p, p, [], template.max_iter == 0, False,
+                                random_state.get_state()) for index, (w, m, p) in enumerate(models)]
+        if store is not None:
+            store.save(states)
+    states = template._run_em(fit_pass, states, store)
 
     # every candidate's log-likelihood at its final parameters, on the fitted and the held-out rows
     final = [(state.weights, state.means, state.precisions) for state in states]
@@ -155,7 +175,6 @@ def select_n_components(X, candidates=(2, 4, 8, 16, 32), criterion="bic", *, hel
         blocks, _, _ = e_step_models(held_pass, final)
         scores[name] = [kernels.split_statistics(block)[-1] for block in blocks]
 
-    fingerprint = engine.fingerprint(data)
     layout = {"feature_dim": feature_dim, "features": features, "columns": columns}
     table, models = [], {}
     for index, (k, state) in enumerate(zip(candidates, states)):

@@ -336,10 +336,10 @@ def _selection_row(row, chosen):
 @task(name="select-n-components", **TASK_OPTIONS)
 def select_components(data_url: str, candidates: list[int], model_url: str, settings: dict, max_iter: int,
                       criterion: str, heldout_fraction: float, scheduler_address: str | None = None,
-                      layout: dict | None = None) -> dict:
+                      layout: dict | None = None, checkpoint_url: str | None = None) -> dict:
     """Fit every candidate K through the same data passes (``select_n_components``); save the chosen model.
 
-    No checkpoint: a retry starts the selection again. Returns the saved model's summary
+    With ``checkpoint_url`` every iteration is checkpointed and a retry resumes. Returns the saved model's summary
     (:func:`_save`) plus ``n_components`` (the K chosen), ``criterion``, ``table`` (one row per
     candidate, in the order given), ``markdown`` (the library's table, chosen K marked) and
     ``seconds``.
@@ -352,7 +352,7 @@ def select_components(data_url: str, candidates: list[int], model_url: str, sett
     tick = time.perf_counter()
     with on_scheduler(scheduler_address), _quiet():
         result = select_n_components(data_url, candidates, criterion, heldout_fraction=heldout_fraction,
-                                     max_iter=max_iter, **settings, **(layout or {}))
+                                     max_iter=max_iter, checkpoint=checkpoint_url, **settings, **(layout or {}))
     seconds = time.perf_counter() - tick
     chosen = int(result.best.n_components)
     table = [_selection_row(row, chosen) for row in result.table]

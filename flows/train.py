@@ -8,8 +8,8 @@ convergence table artifact has one row per iteration. See flows/tasks.py.
 With several candidate numbers of components (``n_components=[2, 4, 8]``), one task
 (``select-n-components``) fits them all through the same data passes
 (:func:`diaggmm_dist.select_n_components`), saves the one ``criterion`` picks, and the flow
-publishes the table and a BIC-vs-K plot. That path has no checkpoint (the library's
-selection has none yet): a retry starts it again.
+publishes the table and a BIC-vs-K plot. Every candidate is checkpointed after every
+iteration, so a retried task resumes after the last iteration done.
 
     from flows.train import train
     train("features.zarr/X", 16, "models/features-k16", scheduler_address="tcp://scheduler:8786")
@@ -30,7 +30,7 @@ except ModuleNotFoundError:  # loaded by file path (a Prefect entrypoint) with t
 CRITERIA = ("bic", "aic", "heldout")
 
 
-def check_choice(n_components, checkpoint_url, criterion, heldout_fraction):
+def check_choice(n_components, criterion, heldout_fraction):
     """Refuse a wrong choice of K before any work; the candidates as a list, or None for one K."""
     from diaggmm_dist.validation import is_int
 
@@ -55,9 +55,6 @@ def check_choice(n_components, checkpoint_url, criterion, heldout_fraction):
         raise ValueError(f"n_components lists {repeated} more than once: give each candidate once.")
     if len(candidates) == 1:
         return None
-    if checkpoint_url is not None:
-        raise ValueError("checkpoint_url works with one number of components: choosing among several "
-                         f"({candidates}) has no checkpoints yet. Drop checkpoint_url, or give one n_components.")
     if criterion == "heldout" and heldout_fraction == 0:
         raise ValueError("criterion='heldout' needs held-out rows: give heldout_fraction > 0 (e.g. 0.1).")
     return candidates
@@ -87,7 +84,8 @@ def train(data_url: str, n_components: int | list[int], model_url: str, checkpoi
     checkpoint_url : str, optional
         The training checkpoint; by default ``<model_url>.checkpoint``. A run that finds its own
         checkpoint there continues from it; a checkpoint of another run (other settings or
-        data) is refused. Several candidates have no checkpoint: giving one is refused.
+        data) is refused. With several candidates it holds all of them (a retry of the
+        ``select-n-components`` task resumes it).
     init_params, tol, max_iter, dtype, random_state
         As ``DiagGMM``'s.
     scheduler_address : str, optional
@@ -112,7 +110,7 @@ def train(data_url: str, n_components: int | list[int], model_url: str, checkpoi
     dict
         ``model_url``, ``checkpoint_url``, ``n_iter``, ``converged``, ``lower_bound`` and
         ``seconds_per_iteration`` (mean over the iterations this run did). With several
-        candidates: ``model_url``, ``checkpoint_url`` (None), ``n_components`` (the K chosen),
+        candidates: ``model_url``, ``checkpoint_url``, ``n_components`` (the K chosen),
         ``criterion``, ``n_iter``, ``converged`` and ``lower_bound`` of the chosen model,
         ``table`` (one dict per candidate: ``n_components``, ``chosen``, ``lower_bound``,
         ``log_likelihood``, ``bic``, ``aic``, ``heldout_log_likelihood``, ``n_iter``,
@@ -121,16 +119,16 @@ def train(data_url: str, n_components: int | list[int], model_url: str, checkpoi
     """
     from diaggmm_dist.cluster import dask_client
 
-    candidates = check_choice(n_components, checkpoint_url, criterion, heldout_fraction)
+    candidates = check_choice(n_components, criterion, heldout_fraction)
     if candidates is None and isinstance(n_components, (list, tuple)):
         (n_components,) = n_components  # a list of one is that number
     logger = get_run_logger()
     layout = {key: value for key, value in (("feature_dim", feature_dim), ("features", features)) if value}
-    if candidates is not None:
-        return _choose(data_url, candidates, model_url, criterion, heldout_fraction, max_iter, layout or None,
-                       scheduler_address, {"tol": tol, "init_params": init_params, "dtype": dtype,
-                                           "random_state": random_state}, logger)
     checkpoint_url = checkpoint_url or default_checkpoint_url(model_url)
+    if candidates is not None:
+        return _choose(data_url, candidates, model_url, checkpoint_url, criterion, heldout_fraction, max_iter,
+                       layout or None, scheduler_address, {"tol": tol, "init_params": init_params, "dtype": dtype,
+                                                           "random_state": random_state}, logger)
     settings = {"n_components": n_components, "tol": tol, "init_params": init_params, "dtype": dtype,
                 "random_state": random_state}
     with dask_client(scheduler_address) as client:
@@ -145,8 +143,8 @@ def train(data_url: str, n_components: int | list[int], model_url: str, checkpoi
             "seconds_per_iteration": sum(timed) / len(timed) if timed else None}
 
 
-def _choose(data_url, candidates, model_url, criterion, heldout_fraction, max_iter, layout, scheduler_address,
-            settings, logger):
+def _choose(data_url, candidates, model_url, checkpoint_url, criterion, heldout_fraction, max_iter, layout,
+            scheduler_address, settings, logger):
     """Several candidates: one ``select-n-components`` task, the plot, the artifacts."""
     from diaggmm_dist.cluster import dask_client
 
@@ -155,11 +153,13 @@ def _choose(data_url, candidates, model_url, criterion, heldout_fraction, max_it
         logger.info("choosing among K = %s by %s on %s, on the dask scheduler %s",
                     ", ".join(map(str, candidates)), criterion, data_url, address)
         selection = select_components(data_url, candidates, model_url, settings, max_iter, criterion,
-                                      heldout_fraction, scheduler_address=address, layout=layout)
+                                      heldout_fraction, scheduler_address=address, layout=layout,
+                                      checkpoint_url=checkpoint_url)
     plot_url = plot_selection(selection["table"], selection["n_components"], criterion,
                               selection_plot_url(model_url))
     publish_selection(selection, data_url, selection["model_url"], plot_url)
-    return {"model_url": selection["model_url"], "checkpoint_url": None, "n_components": selection["n_components"],
+    return {"model_url": selection["model_url"], "checkpoint_url": checkpoint_url,
+            "n_components": selection["n_components"],
             "criterion": criterion, "n_iter": selection["n_iter"], "converged": selection["converged"],
             "lower_bound": selection["lower_bound"], "table": selection["table"], "plot_url": plot_url,
             "seconds": selection["seconds"]}

@@ -280,7 +280,8 @@ def test_train_chooses_k_among_candidates_and_publishes_the_table_and_the_plot(p
     state = train(separated, candidates, model_url, scheduler_address=cluster, return_state=True, **FIT)
     assert state.is_completed(), state
     result = state.result()
-    assert result["n_components"] == 4 and result["criterion"] == "bic" and result["checkpoint_url"] is None
+    assert result["n_components"] == 4 and result["criterion"] == "bic"
+    assert result["checkpoint_url"] == model_url + ".checkpoint"
     model = DiagGMM.load(model_url)
     assert model.n_components == 4 and model.means_.shape == (4, 3)
     # the library's selection with the same settings, on dask threads
@@ -293,7 +294,7 @@ def test_train_chooses_k_among_candidates_and_publishes_the_table_and_the_plot(p
     np.testing.assert_allclose([row["bic"] for row in table], [row["bic"] for row in expected.table], rtol=1e-10)
     assert min(table, key=lambda row: row["bic"])["n_components"] == 4
     assert all(row["heldout_log_likelihood"] is not None for row in table)
-    assert not os.path.exists(model_url + ".checkpoint")  # several candidates: no checkpoint
+    assert os.path.exists(model_url + ".checkpoint")  # every candidate's state, for a retry to resume
 
     # the plot, next to the model
     png = model_url + ".bic.png"

@@ -7,6 +7,7 @@ from conftest import mixture_data
 import dask.array as da
 
 from diaggmm_dist import DiagGMM, engine, initialization, kernels, select_n_components
+from diaggmm_dist.io.checkpoint import CheckpointMismatchError
 from diaggmm_dist.mixture import _DataPass
 
 
@@ -204,3 +205,40 @@ def test_selected_models_are_complete_estimators(separated):
 def test_bad_selection_settings_are_refused_before_any_work(separated, candidates, criterion, extra, message):
     with pytest.raises(ValueError, match=message):
         select_n_components(separated, candidates, criterion, **extra)
+
+
+class _Crash(BaseException):
+    """Stands in for the process dying: nothing in the library catches it."""
+
+
+@pytest.mark.parametrize("passes", [0, 3, 9])
+def test_a_selection_resumes_from_its_checkpoint(separated, tmp_path, monkeypatch, passes):
+    # one initialisation pass, 8 EM passes (tol=0), then 2 passes scoring the fitted and held-out rows
+    settings = dict(random_state=2, tol=0, max_iter=8)
+    whole = _count_passes(monkeypatch)
+    straight = select_n_components(separated, [2, 4], "bic", **settings)
+    monkeypatch.undo()
+    url = str(tmp_path / "selection.checkpoint")
+    real, count = engine.pass_statistics, [0]
+
+    def dying(*args, **kwargs):
+        count[0] += 1
+        if count[0] > passes:
+            raise _Crash()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "pass_statistics", dying)
+    with pytest.raises(_Crash):
+        select_n_components(separated, [2, 4], "bic", checkpoint=url, **settings)
+    monkeypatch.undo()
+    served = _count_passes(monkeypatch)
+    resumed = select_n_components(separated, [2, 4], "bic", checkpoint=url, **settings)
+    assert resumed.table == straight.table
+    for k in (2, 4):
+        for name in ("weights_", "means_", "covariances_"):
+            np.testing.assert_array_equal(getattr(resumed.models[k], name), getattr(straight.models[k], name))
+    # what was checkpointed is not done again
+    assert len(whole) == 11 and len(served) == 11 - passes
+    # another selection (other candidates) is refused rather than resumed
+    with pytest.raises(CheckpointMismatchError, match="belongs to a different run"):
+        select_n_components(separated, [2, 3], "bic", checkpoint=url, **settings)
