@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the `flows` package and the library, from a clone
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _common import mixture_store  # noqa: E402  (the cached store every bench script shares)
+from _common import machine_info, mixture_store  # noqa: E402  (one description of the machine; the shared store)
 RESULTS = ROOT / "bench" / "results"
 TARGET_PERCENT = 3.0
 D, K = 32, 16  # the data of bench/out_of_core.py
@@ -255,10 +255,7 @@ def main(argv=None):
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
-    from run import _version, machine_info
-
     info = machine_info()
-    info["versions"]["prefect"] = _version("prefect")
     report = {"date": _dt.date.today().isoformat(), "machine": info, "rows": args.rows, "features": 32,
               "components": SETTINGS["n_components"], "iterations": args.iters, "data_url": data_url,
               "target_percent": TARGET_PERCENT, **report}
