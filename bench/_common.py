@@ -143,7 +143,12 @@ def bytes_on_disk(path):
 
 
 class PeakMemory:
-    """Peak summed RSS of this process and all its descendants, sampled in a thread every ``interval`` s.
+    """Peak resident memory of this process and all its descendants, sampled every ``interval`` s.
+
+    Each process counts its proportional set size (PSS: resident pages, those shared between
+    processes split among them), so a forked helper that shares its parent's pages until it
+    execs is not counted twice, as summed RSS would count it; where PSS cannot be read
+    (another OS, no permission) the RSS is used.
 
     ``breakdown`` holds the RSS of each process at the peak (a short name: this process,
     a worker or a nanny, from the command line).
@@ -177,7 +182,7 @@ class PeakMemory:
             total, procs, sizes = 0, [me] + me.children(recursive=True), []
             for proc in procs:
                 try:
-                    rss = proc.memory_info().rss
+                    rss = _resident_bytes(proc)
                 except psutil.Error:
                     continue
                 total += rss
@@ -195,6 +200,14 @@ class PeakMemory:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+
+
+def _resident_bytes(proc):
+    """The process's PSS where the OS gives it (Linux), else its RSS."""
+    try:
+        return proc.memory_full_info().pss
+    except (AttributeError, PermissionError):
+        return proc.memory_info().rss
 
 
 def codec_tag(compressors, chunk_rows):

@@ -15,7 +15,7 @@ before and just after, side by side (the faster of the two is the reference). Tw
 
 Figures: seconds per iteration (median of the timed iterations, from the library's own
 per-iteration log records), seconds per million rows per iteration, the ratio disk / memory
-per row (target <= 1.3x at 160M), and the peak RSS of the whole process tree (this process,
+per row (target <= 1.3x at 160M), and the peak resident memory (summed PSS) of the whole process tree (this process,
 the nannies and the workers, sampled every 0.1 s; target < 2 GiB and flat in N). The verdict
 takes the better of the two schedulers; the JSON keeps both.
 
@@ -121,7 +121,7 @@ def main(argv=None):
                 run["seconds_per_million_rows"] = per_million(run["seconds_per_iteration"], rows)
                 entry["disk"][scheduler + (" cold" if cold else "")] = run
                 print(f"  {scheduler}{' cold' if cold else ''}: {run['seconds_per_iteration']:.2f} s/iter, "
-                      f"{run['seconds_per_million_rows']:.3f} s per 1M rows, peak RSS {run['peak_rss_bytes'] / 2**30:.2f} GiB, "
+                      f"{run['seconds_per_million_rows']:.3f} s per 1M rows, peak resident {run['peak_rss_bytes'] / 2**30:.2f} GiB, "
                       f"in page cache at the timed iterations' start >= {fmt_fraction(run['cached_fraction_min'])}", flush=True)
         entry["memory_after"] = memory_run(path, args.iters)
         print(f"  in memory 1M again: {entry['memory_after']['seconds_per_iteration']:.3f} s/iter", flush=True)
@@ -183,7 +183,7 @@ def render(result):
                  f"In-memory reference: the first {result['memory_rows']:,} rows as numpy, dask threads, "
                  f"measured just before and after each N's disk runs, the faster kept.")
     lines += ["", "| N | GiB on disk (raw) | run | in page cache | s / iteration | s per 1M rows / iter | "
-                  "disk / memory per row | peak RSS, process tree |",
+                  "disk / memory per row | peak resident (PSS), process tree |",
               "|---:|---:|---|---:|---:|---:|---:|---:|"]
     for e in result["runs"]:
         m = e["memory"]
@@ -202,14 +202,14 @@ def render(result):
         lines += ["", "| target (issue 5, #3) | measured | result |", "|---|---:|---|",
                   f"| per-row time at {v['rows']:,} rows within {RATIO_TARGET}x of in memory (better scheduler: "
                   f"{v['scheduler']}) | {v['disk_over_memory']:.2f}x | {_common.verdict(v['ratio_pass'])} |",
-                  f"| peak RSS of the process tree < 2 GiB ({v['scheduler']}) | {v['peak_rss_bytes'] / 2**30:.2f} GiB | "
+                  f"| peak resident memory (PSS) of the process tree < 2 GiB ({v['scheduler']}) | {v['peak_rss_bytes'] / 2**30:.2f} GiB | "
                   f"{_common.verdict(v['rss_pass'])} |",
-                  f"| peak RSS flat in N (max / min over N < 1.25) | {v['rss_max_over_min_across_n']:.2f} | "
+                  f"| peak resident memory flat in N (max / min over N < 1.25) | {v['rss_max_over_min_across_n']:.2f} | "
                   f"{_common.verdict(v['rss_flat'])} |"]
         largest_runs = max(result["runs"], key=lambda e: e["rows"])["disk"]
         for name, run in largest_runs.items():
             parts = ", ".join(f"{n} {b / 2**30:.2f}" for n, b in sorted(run["rss_at_peak_by_process"], key=lambda x: -x[1]))
-            lines.append(f"\nRSS at the peak, {name}, GiB: {parts}.")
+            lines.append(f"\nResident memory (PSS) at the peak, {name}, GiB: {parts}.")
         held = v["page_cache_held_largest"]
         largest = max(result["runs"], key=lambda e: e["rows"])
         lines += ["", f"Page cache: the {largest['rows']:,}-row store is {largest['bytes_on_disk'] / 2**30:.1f} GiB on "

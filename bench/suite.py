@@ -104,7 +104,7 @@ def out_of_core_rows(result):
     return [
         _row(5, f"3. per-row iteration time, compressed Zarr on disk vs in memory at 1M ({n})",
              f"{verdict['disk_over_memory']:.2f}x", "<= 1.3x", verdict["ratio_pass"], "out_of_core.py"),
-        _row(5, f"3. peak RSS of the process tree ({verdict['scheduler']}), and its spread over N",
+        _row(5, f"3. peak resident memory (PSS) of the process tree ({verdict['scheduler']}), and its spread over N",
              f"{verdict['peak_rss_bytes'] / 2**30:.2f} GiB, max/min {verdict['rss_max_over_min_across_n']:.2f}",
              "< 2 GiB, flat", verdict["rss_pass"] and verdict["rss_flat"], "out_of_core.py"),
     ]
