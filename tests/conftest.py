@@ -34,6 +34,26 @@ def mixture_data(n, d, k, seed=0, sizes=None, offset=0.0):
     return X, labels
 
 
+class Crash(BaseException):
+    """Stands in for the process dying: nothing in the library catches it."""
+
+
+def crash_after(monkeypatch, passes):
+    """Make every data pass after the first ``passes`` raise :class:`Crash`; returns the pass counter."""
+    from diaggmm_dist import engine
+
+    real, count = engine.pass_statistics, [0]
+
+    def dying(*args, **kwargs):
+        count[0] += 1
+        if count[0] > passes:
+            raise Crash()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "pass_statistics", dying)
+    return count
+
+
 def start_values(X, k, seed=0):
     """Initial parameters shared by DiagGMM and scikit-learn in the exactness tests."""
     rng = np.random.default_rng(seed)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import mixture_data
+from conftest import Crash, crash_after, mixture_data
 import dask.array as da
 
 from diaggmm_dist import DiagGMM, engine, initialization, kernels, select_n_components
@@ -207,10 +207,6 @@ def test_bad_selection_settings_are_refused_before_any_work(separated, candidate
         select_n_components(separated, candidates, criterion, **extra)
 
 
-class _Crash(BaseException):
-    """Stands in for the process dying: nothing in the library catches it."""
-
-
 @pytest.mark.parametrize("passes", [0, 3, 9])
 def test_a_selection_resumes_from_its_checkpoint(separated, tmp_path, monkeypatch, passes):
     # one initialisation pass, 8 EM passes (tol=0), then 2 passes scoring the fitted and held-out rows
@@ -219,16 +215,8 @@ def test_a_selection_resumes_from_its_checkpoint(separated, tmp_path, monkeypatc
     straight = select_n_components(separated, [2, 4], "bic", **settings)
     monkeypatch.undo()
     url = str(tmp_path / "selection.checkpoint")
-    real, count = engine.pass_statistics, [0]
-
-    def dying(*args, **kwargs):
-        count[0] += 1
-        if count[0] > passes:
-            raise _Crash()
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "pass_statistics", dying)
-    with pytest.raises(_Crash):
+    crash_after(monkeypatch, passes)
+    with pytest.raises(Crash):
         select_n_components(separated, [2, 4], "bic", checkpoint=url, **settings)
     monkeypatch.undo()
     served = _count_passes(monkeypatch)

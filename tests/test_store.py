@@ -10,7 +10,7 @@ import pytest
 import zarr
 from sklearn.mixture import GaussianMixture
 
-from conftest import mixture_data
+from conftest import Crash, crash_after, mixture_data
 from diaggmm_dist import DiagGMM, engine
 from diaggmm_dist.io.checkpoint import KEEP, CheckpointMismatchError, CorruptCheckpointWarning
 from diaggmm_dist.io.model_store import ModelStoreError
@@ -123,22 +123,6 @@ def test_sklearn_round_trip(fitted, data):
 
 
 # ------------------------------------------------------------------ checkpoints
-class Crash(BaseException):
-    """Stands in for the process dying: nothing in the library catches it."""
-
-
-def _crash_after(monkeypatch, passes):
-    real, count = engine.pass_statistics, [0]
-
-    def dying(*args, **kwargs):
-        count[0] += 1
-        if count[0] > passes:
-            raise Crash()
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "pass_statistics", dying)
-
-
 SETTINGS = dict(n_components=3, random_state=4, tol=1e-8, max_iter=12, n_init=2, init_params="random")
 
 
@@ -146,7 +130,7 @@ SETTINGS = dict(n_components=3, random_state=4, tol=1e-8, max_iter=12, n_init=2,
 def test_resume_after_a_crash_gives_the_uninterrupted_model(data, tmp_path, monkeypatch, passes):
     straight = DiagGMM(**SETTINGS).fit(data)
     url = str(tmp_path / "ckpt.zarr")
-    _crash_after(monkeypatch, passes)
+    crash_after(monkeypatch, passes)
     try:
         DiagGMM(**SETTINGS).fit(data, checkpoint=url)
         finished = True
@@ -162,7 +146,7 @@ def test_resume_after_a_crash_gives_the_uninterrupted_model(data, tmp_path, monk
 def test_resume_skips_the_work_already_done(data, tmp_path, monkeypatch):
     url = str(tmp_path / "ckpt.zarr")
     settings = dict(SETTINGS, n_init=1, tol=0)
-    _crash_after(monkeypatch, 8)
+    crash_after(monkeypatch, 8)
     with pytest.raises(Crash):
         DiagGMM(**settings).fit(data, checkpoint=url)
     monkeypatch.undo()
