@@ -127,6 +127,8 @@ def speedup(path, iters, repeats):
 
 #: Task names of the tree sum: the library's own, and dask's (graphs whose chunks share tasks).
 REDUCTION_NAMES = ("diaggmm-pass-sum", "sum")
+#: Task names of the library's groups of chunks on a cluster (engine._cluster_graph).
+CHUNK_NAMES = ("diaggmm-pass-chunks",)
 
 
 def _compute_seconds(task):
@@ -154,7 +156,8 @@ def task_census(path, client, n_chunks):
     per_iteration = {name: len(times) - counts_one.get(name, 0) for name, times in kinds.items()}
     per_iteration = {k: v for k, v in per_iteration.items() if v}
     reduction = sum(v for k, v in per_iteration.items() if k.startswith(REDUCTION_NAMES))
-    chunk_tasks = sum(v for k, v in per_iteration.items() if not k.startswith(REDUCTION_NAMES) and v % n_chunks == 0)
+    chunk_tasks = sum(v for k, v in per_iteration.items()
+                      if k.startswith(CHUNK_NAMES) or (not k.startswith(REDUCTION_NAMES) and v % n_chunks == 0))
     total = sum(per_iteration.values())
     return {"chunks": n_chunks, "tasks_per_iteration": total, "tasks_per_iteration_by_name": per_iteration,
             "reduction_tasks_measured": reduction, "tasks_per_chunk": chunk_tasks / n_chunks,
@@ -261,19 +264,29 @@ def plan_chunk_figures(repeats):
             "stat_block_bytes_formula": (k + 1) * kernels.n_stat_columns(d) * 8}
 
 
+def chunk_groups(n_chunks, workers):
+    """Tasks that run a pass's chunks on ``workers`` single-threaded workers (the library's rule)."""
+    from diaggmm_dist.engine import _group_size
+
+    return math.ceil(n_chunks / _group_size(n_chunks, workers))
+
+
 def worked_estimate(chunk, census, seconds_per_task):
     from diaggmm_dist.engine import SPLIT_EVERY
 
     rows = PLAN["bytes"] // (PLAN["features"] * 4)
     n_chunks = math.ceil(rows / chunk["chunk_rows"])
-    reduction = reduction_tasks(n_chunks, SPLIT_EVERY)
-    levels = reduction_levels(n_chunks, SPLIT_EVERY)
-    tasks = round(census["tasks_per_chunk"] * n_chunks) + reduction + census["constant_tasks"]
+    # the library groups up to SPLIT_EVERY chunks per task on a cluster; at these sizes the
+    # group is the same for every worker count of the plan
+    groups = chunk_groups(n_chunks, max(PLAN["workers"]))
+    reduction = reduction_tasks(groups, SPLIT_EVERY)
+    levels = reduction_levels(groups, SPLIT_EVERY)
+    tasks = groups + reduction + census["constant_tasks"]
     per_chunk = chunk["kernel_seconds"] + chunk["read_decode_seconds"]
     # every node of the tree but the root sends its block to its parent; the root's goes to the client
     transfers = sum(levels)
     network = transfers * chunk["stat_block_bytes"]
-    out = {"rows": rows, "chunks": n_chunks, "reduction_tasks": reduction, "tree_levels": levels,
+    out = {"rows": rows, "chunks": n_chunks, "chunk_tasks": groups, "reduction_tasks": reduction, "tree_levels": levels,
            "tasks_per_iteration": tasks, "scheduler_seconds": tasks * seconds_per_task,
            "core_seconds": n_chunks * per_chunk, "network_bytes_upper_bound": network,
            "storage_bytes": PLAN["bytes"] / chunk["compression_ratio"], "workers": {}}
@@ -290,12 +303,12 @@ def worked_estimate(chunk, census, seconds_per_task):
     # The scheduler's load falls with the number of chunks: the same data in chunks CHUNK_FACTOR
     # times larger (chunk_size=...; the per-row compute cost assumed unchanged).
     big_chunks = math.ceil(rows / (chunk["chunk_rows"] * CHUNK_FACTOR))
-    big_tasks = round(census["tasks_per_chunk"] * big_chunks) + reduction_tasks(big_chunks, SPLIT_EVERY) \
-        + census["constant_tasks"]
+    big_groups = chunk_groups(big_chunks, max(PLAN["workers"]))
+    big_tasks = big_groups + reduction_tasks(big_groups, SPLIT_EVERY) + census["constant_tasks"]
     out["larger_chunks"] = {
         "chunk_rows": chunk["chunk_rows"] * CHUNK_FACTOR, "chunks": big_chunks, "tasks_per_iteration": big_tasks,
         "scheduler_seconds": big_tasks * seconds_per_task,
-        "network_bytes_upper_bound": sum(reduction_levels(big_chunks, SPLIT_EVERY)) * chunk["stat_block_bytes"],
+        "network_bytes_upper_bound": sum(reduction_levels(big_groups, SPLIT_EVERY)) * chunk["stat_block_bytes"],
         "workers": {str(w): {"compute_seconds": math.ceil(big_chunks / w) * per_chunk * CHUNK_FACTOR}
                     for w in PLAN["workers"]},
     }
@@ -327,7 +340,7 @@ def main(argv=None):
     result["speedup"] = speedup(path, args.iters, args.repeats)
     with local_cluster(2) as cluster, Client(cluster) as client:
         census = task_census(path, client, n_chunks)
-        census["reduction_tasks"] = reduction_tasks(n_chunks, SPLIT_EVERY)
+        census["reduction_tasks"] = reduction_tasks(chunk_groups(n_chunks, 2), SPLIT_EVERY)
         result["tasks"] = census
         result["scheduler"] = scheduler_overhead(client)
     result["chunk"] = plan_chunk_figures(args.kernel_repeats)
@@ -367,7 +380,7 @@ def render(result):
              f"| tasks per iteration, {t['chunks']} chunks (measured, task stream) | {t['tasks_per_iteration']:,} |",
              f"| of which tree reduction: measured / expected for {t['chunks']} blocks, fan-in {result['split_every']} | "
              f"{t['reduction_tasks_measured']:,} / {t['reduction_tasks']:,} |",
-             f"| tasks per chunk besides the reduction; constant tasks per pass | {t['tasks_per_chunk']:.2f}; "
+             f"| chunk tasks per chunk (groups of up to 8 chunks); constant tasks per pass | {t['tasks_per_chunk']:.2f}; "
              f"{t['constant_tasks']} |",
              f"| scheduler CPU per task (trivial tasks, LocalCluster of 2; slope over {sch['points'][0]['tasks']:,} -> "
              f"{sch['points'][-1]['tasks']:,} tasks) | {sch['scheduler_cpu_seconds_per_task'] * 1e3:.3f} ms |",
@@ -389,7 +402,7 @@ def render(result):
                   f"K={c['components']}, {e['chunks']:,} chunks of {c['chunk_rows']:,} rows:", "",
               f"* compute: {e['chunks']:,} chunks x ({c['kernel_seconds']:.3f} s kernel + {c['read_decode_seconds']:.4f} s "
               f"read+decode) = {e['core_seconds']:,.0f} core-seconds per iteration, spread over the workers;",
-              f"* scheduler: {t['tasks_per_chunk']:.2f} tasks per chunk x {e['chunks']:,} + {e['reduction_tasks']:,} "
+              f"* scheduler: {e['chunk_tasks']:,} tasks of up to {result['split_every']} chunks + {e['reduction_tasks']:,} "
               f"reduction tasks + {t['constant_tasks']} = {e['tasks_per_iteration']:,} tasks; at "
               f"{sch['scheduler_cpu_seconds_per_task'] * 1e3:.3f} ms of scheduler CPU each "
               f"that is {e['scheduler_seconds']:,.0f} s of scheduler time per iteration, paid serially in one process "

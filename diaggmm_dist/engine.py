@@ -395,6 +395,51 @@ def _local_statistics(built, parameters, n_threads):
     return _summed_blocks(*results)
 
 
+def _group_size(n_chunks, n_threads):
+    """Chunks per cluster task: :data:`SPLIT_EVERY` when every thread still gets four tasks, else 1.
+
+    Nothing in between: a group of SPLIT_EVERY chunks adds them up exactly as the first level
+    of the tree sum over single chunks does, so the result is the same to the bit whatever
+    the number of workers (one that dies mid-fit changes nothing).
+    """
+    return SPLIT_EVERY if n_chunks // (4 * max(1, n_threads)) >= SPLIT_EVERY else 1
+
+
+def _group_statistics(tasks, keys, *values):
+    """The summed statistics of a group of chunk tasks, given the values of ``keys`` (their inputs)."""
+    known = dict(zip(keys, values))
+    return _summed_blocks(*(task({dep: known[dep] for dep in task.dependencies}) for task in tasks))
+
+
+def _cluster_graph(built, parameters, n_threads):
+    """This pass's graph for a distributed scheduler, from the fit's cached one: ``(graph, result key)``.
+
+    The scheduler keeps results by key, so every pass needs keys of its own; renaming every
+    chunk task would cost the client time per chunk and pass. Instead each task of this
+    graph runs a group of the cached chunk tasks, handed over as data, with their inputs
+    (the parameters and the stored data) under this pass's keys: the client builds, and the
+    scheduler tracks, one task per group (:func:`_group_size`) plus the tree sum above them.
+    Groups start at multiples of :data:`SPLIT_EVERY` chunks, as the tree's first level does.
+    """
+    token = uuid.uuid4().hex
+    stored = [key for key, node in built.graph.items() if isinstance(node, _DataNode)]
+    renamed = {key: f"diaggmm-pass-data-{token}-{i}" for i, key in enumerate(stored)}
+    renamed[built.parameter_key] = f"diaggmm-pass-parameters-{token}"
+    graph = {renamed[key]: _DataNode(renamed[key], built.graph[key].value) for key in stored}
+    graph[renamed[built.parameter_key]] = _DataNode(renamed[built.parameter_key], parameters)
+    size, keys = _group_size(len(built.chunk_keys), n_threads), []
+    for start in range(0, len(built.chunk_keys), size):
+        tasks = [built.graph[key] for key in built.chunk_keys[start : start + size]]
+        inputs = sorted({dep for task in tasks for dep in task.dependencies}, key=str)
+        key = (f"diaggmm-pass-chunks-{token}", len(keys))
+        # inputs that are neither stored data nor the parameters are results already on the
+        # cluster (a persisted array): they keep their keys
+        graph[key] = _Task(key, _group_statistics, _DataNode(None, tasks), _DataNode(None, inputs),
+                           *(_TaskRef(renamed.get(dep, dep)) for dep in inputs))
+        keys.append(key)
+    return graph, _add_tree_sum(graph, keys, f"diaggmm-pass-sum-{token}")
+
+
 def _local_threads():
     """Threads for a local pass: dask's ``num_workers`` setting, else every usable core."""
     from dask.system import CPU_COUNT
@@ -418,9 +463,8 @@ def pass_statistics(X, responsibilities, missing="error", weights=None, count_no
         Also count NaN and infinite values (and bad weights).
     graphs : dict, optional
         A cache owned by the caller (one per fit, for one ``X``, ``missing`` and ``weights``):
-        without a distributed client, the pass's task graph is built on the first call and
-        reused by the next ones, which only fill in the new parameters. (On a distributed
-        cluster each pass has a graph of its own.)
+        the pass's task graph is built on the first call and reused by the next ones, which
+        only fill in the new parameters (on a cluster, under keys of their own).
 
     Returns
     -------
@@ -431,7 +475,8 @@ def pass_statistics(X, responsibilities, missing="error", weights=None, count_no
     Notes
     -----
     Each chunk is one task that reads it and computes its statistics (see
-    :func:`_statistics_graph`). On a distributed cluster a tree of tasks adds them up.
+    :func:`_statistics_graph`). On a distributed cluster these run in groups of up to
+    :data:`SPLIT_EVERY` per task (:func:`_cluster_graph`) and a tree of tasks adds them up.
     Locally, threads run the chunk tasks themselves (see :func:`_local_statistics`): dask's
     threaded scheduler costs about half a millisecond of coordination per task, which with
     a thousand chunks is several percent of an iteration. Graphs whose chunks share
@@ -440,17 +485,19 @@ def pass_statistics(X, responsibilities, missing="error", weights=None, count_no
     random = responsibilities[0] == "random"
     sizes = (responsibilities[2],) if random else responsibilities[1].model_sizes
     parameters = _PassParameters(responsibilities, count_nonfinite)
-    client = _active_client()
-    if client is not None:
-        # The distributed scheduler keeps results by key: every pass needs keys of its own,
-        # so a new graph (whose names come from a new parameter key).
-        built = _statistics_graph(X, missing, weights, random, sizes)
-        return client.get({**built.graph, built.parameter_key: parameters}, built.result_key)
     graphs = {} if graphs is None else graphs
     shape = (random, sizes)
     if shape not in graphs:
         graphs[shape] = _statistics_graph(X, missing, weights, random, sizes)
     built = graphs[shape]
+    client = _active_client()
+    if client is not None:
+        if built.chunk_keys:
+            graph, result_key = _cluster_graph(built, parameters, sum(client.nthreads().values()))
+        else:  # dask's own structure, with keys of its own (from a new parameter key) for this pass
+            fresh = _statistics_graph(X, missing, weights, random, sizes)
+            graph, result_key = {**fresh.graph, fresh.parameter_key: parameters}, fresh.result_key
+        return client.get(graph, result_key)
     with _blas_controller().limit(limits=1, user_api="blas"):
         if built.chunk_keys:
             return _local_statistics(built, parameters, _local_threads())
