@@ -276,8 +276,8 @@ def worked_estimate(chunk, census, seconds_per_task):
 
     rows = PLAN["bytes"] // (PLAN["features"] * 4)
     n_chunks = math.ceil(rows / chunk["chunk_rows"])
-    # the library groups up to SPLIT_EVERY chunks per task on a cluster; at these sizes the
-    # group is the same for every worker count of the plan
+    # the library groups SPLIT_EVERY chunks per task on a cluster when every worker still gets
+    # 16 tasks: counted for the plan's largest cluster (fewer workers group at least as much)
     groups = chunk_groups(n_chunks, max(PLAN["workers"]))
     reduction = reduction_tasks(groups, SPLIT_EVERY)
     levels = reduction_levels(groups, SPLIT_EVERY)

@@ -99,20 +99,20 @@ def test_each_chunk_is_one_task_that_reads_it(rows, coefficients, tmp_path):
 
 
 def test_a_cluster_pass_runs_groups_of_chunks_under_keys_of_its_own(rows, coefficients, tmp_path):
-    X = engine.as_row_chunked(_store(rows, tmp_path / "x.zarr", 500), chunk_size=500)  # 100 chunks
+    X = engine.as_row_chunked(_store(rows, tmp_path / "x.zarr", 250), chunk_size=250)  # 200 chunks
     built = engine._statistics_graph(X, "error", None, False, coefficients.model_sizes)
     parameters = engine._PassParameters(("gaussian", coefficients), False)
-    # 2 threads: groups of 8 chunks, 13 tasks, then a tree of 2 + 1 additions
-    graph, result_key = engine._cluster_graph(built, parameters, n_threads=2)
+    # 1 thread (200 // 16 >= 8): groups of 8 chunks, 25 tasks, then a tree of 4 + 1 additions
+    graph, result_key = engine._cluster_graph(built, parameters, n_threads=1)
     tasks = [key for key, node in graph.items() if not isinstance(node, engine._DataNode)]
-    assert len(tasks) == 13 + 2 + 1
+    assert len(tasks) == 25 + 4 + 1
     stats = dask.get(graph, result_key)
     expected = kernels.chunk_statistics(rows, ("gaussian", coefficients))
     np.testing.assert_allclose(stats, expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
     # many threads: one chunk per task, and the very same sum, so losing a worker changes nothing
-    single, single_key = engine._cluster_graph(built, parameters, n_threads=64)
-    assert sum(not isinstance(node, engine._DataNode) for node in single.values()) == 100 + 13 + 2 + 1
+    single, single_key = engine._cluster_graph(built, parameters, n_threads=2)
+    assert sum(not isinstance(node, engine._DataNode) for node in single.values()) == 200 + 25 + 4 + 1
     assert np.array_equal(dask.get(single, single_key), stats)
     # the next pass shares no key with this one (the scheduler keeps results by key)
-    again, _ = engine._cluster_graph(built, parameters, n_threads=2)
+    again, _ = engine._cluster_graph(built, parameters, n_threads=1)
     assert not set(again) & set(graph)
