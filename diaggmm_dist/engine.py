@@ -425,10 +425,10 @@ def _cluster_graph(built, parameters, n_threads):
     Groups start at multiples of :data:`SPLIT_EVERY` chunks, as the tree's first level does.
     """
     token = uuid.uuid4().hex
-    stored = [key for key, node in built.graph.items() if isinstance(node, _DataNode)]
+    stored = [key for key, node in built.graph.items() if isinstance(node, _DataNode) and key != built.parameter_key]
     renamed = {key: f"diaggmm-pass-data-{token}-{i}" for i, key in enumerate(stored)}
-    renamed[built.parameter_key] = f"diaggmm-pass-parameters-{token}"
     graph = {renamed[key]: _DataNode(renamed[key], built.graph[key].value) for key in stored}
+    renamed[built.parameter_key] = f"diaggmm-pass-parameters-{token}"
     graph[renamed[built.parameter_key]] = _DataNode(renamed[built.parameter_key], parameters)
     size, keys = _group_size(len(built.chunk_keys), n_threads), []
     for start in range(0, len(built.chunk_keys), size):

@@ -365,9 +365,10 @@ def test_fit_chooses_k_among_candidates_in_the_same_passes(small_data, tmp_path)
     chosen = DiagGMM.load(out)
     assert f"chose K={chosen.n_components} of 1, 2, 4, 6 by bic" in result.stdout
     assert chosen.n_components == SMALL_K  # the data's own number of components
-    # the same command again takes every candidate from the finished checkpoint
+    # the same command again takes every candidate from the finished checkpoint: no iteration runs
     again = run_cli(*command, "--overwrite")
     assert_ok(again)
+    assert iterations(result.stdout) and not iterations(again.stdout)
     def table(stdout):
         return stdout[stdout.index("| K |"):stdout.index("done:")]
 
