@@ -6,26 +6,29 @@ LocalCluster (2 single-threaded worker processes):
 
 1. untimed: the flow's initialisation (``init_params="kmeans"``, ``random_state=0``, ``tol=0``,
    ``dtype="float32"``) into a checkpoint at iteration 0 (made afresh each run: the checkpoint
-   format may change between versions), copied to two fresh checkpoints; a 1-iteration fit
-   that warms the workers and the page cache; a trivial flow run that starts Prefect's
-   temporary server (``PREFECT_HOME`` is a temporary directory, as ``make run`` does with its
-   own; set ``PREFECT_API_URL`` to use a running server instead);
-2. (a) timed: ``DiagGMM(...).fit(store, checkpoint=copy_a)`` with ``max_iter=--iters``: it
-   resumes at iteration 0 and runs ``--iters`` iterations, writing a checkpoint after each;
-3. (b) timed: the ``train`` flow with the same settings on ``copy_b``: its ``initialise`` task
-   finds the initialised checkpoint, its ``em-iterations-*`` tasks run the ``--iters``
-   iterations and the last of them saves the model; everything Prefect does (flow run, task
-   runs, logs, the convergence artifact) is inside the timing.
+   format may change between versions), copied to fresh checkpoints; a 1-iteration fit that
+   warms the workers and the page cache; a trivial flow run that starts Prefect's temporary
+   server (``PREFECT_HOME`` is a temporary directory, as ``make run`` does with its own; set
+   ``PREFECT_API_URL`` to use a running server instead);
+2. timed, for a short run (``--short-iters``, 2) and then a long one (``--iters``, 10), each from
+   a copy of the initialised checkpoint:
+   (a) ``DiagGMM(...).fit(store, checkpoint=copy)`` with ``max_iter`` the run length: it resumes
+       at iteration 0 and runs the iterations, writing a checkpoint after each;
+   (b) the ``train`` flow with the same settings: its ``initialise`` task finds the initialised
+       checkpoint, its ``em-iterations-*`` tasks run the iterations and the last of them saves
+       the model; everything Prefect does (flow run, task runs, logs, the convergence artifact)
+       is inside the timing.
 
 Both start from the same state and run the same iterations, so the models must be bit for bit
-equal (checked). Reported:
+equal (checked). The flow's extra time, flow − plain, is a fixed cost per run (starting the flow
+run, the task runs, each task's fit set-up) plus a cost per iteration; the two run lengths give
+both (a line through the two points). Reported:
 
-* seconds per iteration of each: the whole timed call divided by ``--iters``;
-* **overhead**: (flow − plain) / plain, the flow's extra time per iteration in % of the plain
-  fit's; the target is under 3 %;
-* overhead outside the passes: the same difference after subtracting each side's own EM
-  iteration times (as the library measures them), which removes the pass-to-pass noise of a
-  shared machine and leaves what Prefect and the extra fit set-ups of the tasks add;
+* **per-iteration overhead**: the slope of flow − plain, in % of the plain fit's cost per
+  iteration (its own slope); the target is under 3 %;
+* the same with each run's own EM pass times (as the library measures them) taken out, which
+  removes the pass-to-pass noise of a shared machine;
+* the fixed cost per run, and the whole long run's overhead;
 * the checkpoint write's share of the plain fit's per-iteration time (``Checkpoints.save``
   timed around each call);
 * the flow's task runs and their durations as the Prefect API recorded them.
@@ -119,79 +122,110 @@ def flow_task_runs(flow_run_id):
     return tasks, flow_seconds
 
 
+def _plain_run(data_url, checkpoint, iters):
+    """The plain library fit resuming ``checkpoint`` at iteration 0: seconds, its passes' seconds, the model."""
+    from diaggmm_dist import DiagGMM
+
+    rows = []
+    with CheckpointTimer() as saves:
+        tick = time.perf_counter()
+        model = DiagGMM(**SETTINGS, max_iter=iters).fit(data_url, checkpoint=str(checkpoint), on_iteration=rows.append)
+        seconds = time.perf_counter() - tick
+    print(f"plain fit: {seconds:.2f} s for {iters} iterations", flush=True)
+    return {"iterations": iters, "seconds": seconds, "pass_seconds": [row["seconds"] for row in rows],
+            "checkpoint_write_seconds": saves.seconds}, model
+
+
+def _flow_run(data_url, checkpoint, iters, model_url, scheduler_address, seconds_per_task):
+    """The train flow on the same initialised checkpoint: seconds, its passes' seconds, its task runs."""
+    from flows.train import train
+
+    tick = time.perf_counter()
+    state = train(data_url, SETTINGS["n_components"], str(model_url), checkpoint_url=str(checkpoint),
+                  init_params=SETTINGS["init_params"], tol=SETTINGS["tol"], max_iter=iters, dtype=SETTINGS["dtype"],
+                  random_state=SETTINGS["random_state"], scheduler_address=scheduler_address,
+                  seconds_per_task=seconds_per_task, return_state=True)
+    seconds = time.perf_counter() - tick
+    result = state.result()
+    print(f"train flow: {seconds:.2f} s for {iters} iterations", flush=True)
+    tasks, flow_run_seconds = flow_task_runs(state.state_details.flow_run_id)
+    return {"iterations": iters, "seconds": seconds, "pass_seconds_total": result["seconds_per_iteration"] * iters,
+            "flow_run_seconds": flow_run_seconds, "task_runs": tasks}
+
+
+def _line(lengths, values):
+    """Slope and intercept of the line through two (run length, value) points."""
+    (short, long), (at_short, at_long) = lengths, values
+    slope = (at_long - at_short) / (long - short)
+    return slope, at_short - slope * short
+
+
 def measure(args, data_url, init_checkpoint, work):
+    """Plain fit and flow at two run lengths, alternating, on one LocalCluster; fixed and per-iteration costs."""
     from distributed import Client, LocalCluster
     from prefect import flow
 
     from diaggmm_dist import DiagGMM
-    from flows.train import train
 
-    iters = args.iters
-    warm_ckpt, plain_ckpt, flow_ckpt = (work / f"{name}.checkpoint" for name in ("warm", "plain", "flow"))
-    for copy in (warm_ckpt, plain_ckpt, flow_ckpt):
+    lengths = (args.short_iters, args.iters)
+    names = ["warm"] + [f"{side}-{n}" for n in lengths for side in ("plain", "flow")]
+    checkpoints = {name: work / f"{name}.checkpoint" for name in names}
+    for copy in checkpoints.values():
         shutil.copytree(init_checkpoint, copy)
 
     @flow(name="warm-up")
     def warm_up():
         return 1
 
+    runs = {}
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, Client(cluster):
-        DiagGMM(**SETTINGS, max_iter=1).fit(data_url, checkpoint=str(warm_ckpt))  # workers, page cache: not timed
+        DiagGMM(**SETTINGS, max_iter=1).fit(data_url, checkpoint=str(checkpoints["warm"]))  # workers, page cache
         warm_up()  # Prefect's temporary server starts here: not timed
+        for n in lengths:  # plain and flow alternate, so that a drift of the machine hits both alike
+            runs[f"plain-{n}"], plain = _plain_run(data_url, checkpoints[f"plain-{n}"], n)
+            runs[f"flow-{n}"] = _flow_run(data_url, checkpoints[f"flow-{n}"], n, work / f"model-{n}.zarr",
+                                          cluster.scheduler_address, args.seconds_per_task)
 
-        # (a) the plain library fit
-        plain_rows = []
-        with CheckpointTimer() as checkpoint:
-            tick = time.perf_counter()
-            plain = DiagGMM(**SETTINGS, max_iter=iters).fit(data_url, checkpoint=str(plain_ckpt),
-                                                            on_iteration=plain_rows.append)
-            plain_seconds = time.perf_counter() - tick
-        print(f"plain fit: {plain_seconds:.2f} s for {iters} iterations", flush=True)
-
-        # (b) the train flow
-        tick = time.perf_counter()
-        state = train(data_url, SETTINGS["n_components"], str(work / "model.zarr"), checkpoint_url=str(flow_ckpt),
-                      init_params=SETTINGS["init_params"], tol=SETTINGS["tol"], max_iter=iters,
-                      dtype=SETTINGS["dtype"], random_state=SETTINGS["random_state"],
-                      scheduler_address=cluster.scheduler_address, seconds_per_task=args.seconds_per_task,
-                      return_state=True)
-        flow_seconds = time.perf_counter() - tick
-        result = state.result()
-        print(f"train flow: {flow_seconds:.2f} s for {iters} iterations", flush=True)
-
-    model = DiagGMM.load(str(work / "model.zarr"))
+    model = DiagGMM.load(str(work / f"model-{args.iters}.zarr"))
     identical = all(
         (getattr(model, name) == getattr(plain, name)).all() for name in ("weights_", "means_", "covariances_")
-    ) and list(model.lower_bounds_) == list(plain.lower_bounds_) and model.n_iter_ == plain.n_iter_ == iters
-    tasks, flow_run_seconds = flow_task_runs(state.state_details.flow_run_id)
+    ) and list(model.lower_bounds_) == list(plain.lower_bounds_) and model.n_iter_ == plain.n_iter_ == args.iters
 
-    plain_passes = sum(row["seconds"] for row in plain_rows)
-    flow_passes = result["seconds_per_iteration"] * iters
-    em_tasks = sum(task["seconds"] for task in tasks if task["name"].startswith("em-iterations-"))
-    checkpoint_per_iteration = sum(checkpoint.seconds) / len(checkpoint.seconds)
+    plain_l, flow_l = runs[f"plain-{args.iters}"], runs[f"flow-{args.iters}"]
+    # What the flow adds beyond its EM passes: the run minus its own pass times, which removes the
+    # pass-to-pass noise of a shared machine and leaves Prefect and the tasks' fit set-ups.
+    outside = {name: run["seconds"] - run.get("pass_seconds_total", sum(run.get("pass_seconds", [])))
+               for name, run in runs.items()}
+    plain_slope, _ = _line(lengths, [runs[f"plain-{n}"]["seconds"] for n in lengths])
+    extra_slope, extra_fixed = _line(lengths, [runs[f"flow-{n}"]["seconds"] - runs[f"plain-{n}"]["seconds"]
+                                               for n in lengths])
+    outside_slope, outside_fixed = _line(lengths, [outside[f"flow-{n}"] - outside[f"plain-{n}"] for n in lengths])
+    saves = plain_l["checkpoint_write_seconds"]
+    plain_per_iteration = plain_l["seconds"] / args.iters
+    em_tasks = sum(task["seconds"] for task in flow_l["task_runs"] if task["name"].startswith("em-iterations-"))
     return {
-        "plain": {
-            "seconds": plain_seconds, "seconds_per_iteration": plain_seconds / iters,
-            "iteration_seconds": [row["seconds"] for row in plain_rows],
-            "checkpoint_write_seconds": checkpoint.seconds,
-            "checkpoint_write_seconds_per_iteration": checkpoint_per_iteration,
-            "checkpoint_write_percent_of_iteration": 100 * checkpoint_per_iteration / (plain_seconds / iters),
-        },
-        "flow": {
-            "seconds": flow_seconds, "seconds_per_iteration": flow_seconds / iters,
-            "iteration_seconds_mean": result["seconds_per_iteration"], "flow_run_seconds": flow_run_seconds,
-            "task_runs": tasks, "seconds_per_task": args.seconds_per_task,
-        },
-        # Where the flow's extra time goes, in seconds: outside the EM iterations in the flow and in the
-        # plain fit (set-up: opening the data, fingerprint, checkpoint); inside the em-iterations tasks
-        # beyond their iterations (task set-ups, the model save); outside Prefect's flow run (creating it,
-        # finishing it).
-        "seconds_outside_iterations": {"flow": flow_seconds - flow_passes, "plain": plain_seconds - plain_passes},
-        "em_tasks_beyond_iterations_seconds": em_tasks - flow_passes,
-        "outside_flow_run_seconds": flow_seconds - flow_run_seconds if flow_run_seconds else None,
-        "overhead_percent": 100 * (flow_seconds - plain_seconds) / plain_seconds,
-        "overhead_outside_passes_percent": 100 * ((flow_seconds - flow_passes) - (plain_seconds - plain_passes))
-                                           / plain_seconds,
+        "runs": runs,
+        "plain_seconds_per_iteration": plain_per_iteration,
+        "plain_marginal_seconds_per_iteration": plain_slope,
+        # The target: the flow's extra cost per iteration (the slope of flow − plain over the run
+        # length), in % of the plain fit's cost per iteration.
+        "per_iteration_overhead_seconds": extra_slope,
+        "per_iteration_overhead_percent": 100 * extra_slope / plain_slope,
+        "per_iteration_overhead_outside_passes_seconds": outside_slope,
+        "per_iteration_overhead_outside_passes_percent": 100 * outside_slope / plain_slope,
+        # What the flow adds once per run, whatever its length (flow start, task runs, fit set-ups).
+        "fixed_overhead_seconds": extra_fixed,
+        "fixed_overhead_outside_passes_seconds": outside_fixed,
+        "overhead_percent": 100 * (flow_l["seconds"] - plain_l["seconds"]) / plain_l["seconds"],
+        "overhead_outside_passes_percent": 100 * (outside[f"flow-{args.iters}"] - outside[f"plain-{args.iters}"])
+                                           / plain_l["seconds"],
+        "seconds_outside_iterations": outside,
+        "em_tasks_beyond_iterations_seconds": em_tasks - flow_l["pass_seconds_total"],
+        "outside_flow_run_seconds": (flow_l["seconds"] - flow_l["flow_run_seconds"]
+                                     if flow_l["flow_run_seconds"] else None),
+        "checkpoint_write_seconds_per_iteration": sum(saves) / len(saves),
+        "checkpoint_write_percent_of_iteration": 100 * sum(saves) / len(saves) / plain_per_iteration,
+        "seconds_per_task": args.seconds_per_task,
         "identical_models": bool(identical),
         "lower_bound": float(plain.lower_bound_),
     }
@@ -199,33 +233,43 @@ def measure(args, data_url, init_checkpoint, work):
 
 def render(report):
     """The report as text: a Markdown table and the figures behind it."""
-    plain, flow_, info = report["plain"], report["flow"], report["machine"]
-    outside = report["seconds_outside_iterations"]
-    iterations = plain["iteration_seconds"]
+    info, runs, short, long = report["machine"], report["runs"], report["short_iterations"], report["iterations"]
 
     def verdict(percent):
         return "pass" if percent < report["target_percent"] else "falls short"
 
+    def passes(run):
+        return run.get("pass_seconds_total", sum(run.get("pass_seconds", [])))
+
+    rows = [f"| {name} | {run['iterations']} | {run['seconds']:.2f} | {passes(run):.2f} |"
+            for name, run in runs.items()]
+    long_passes = runs[f"plain-{long}"]["pass_seconds"]
     return "\n".join([
-        f"\n{report['rows']:,} rows x 32, K=16, float32, {report['iterations']} iterations from the same "
-        f"initialisation ({info['usable_cpus']} CPUs, {info['cpu_model']}, {report['date']})\n",
-        "| run | s | s / iteration |",
-        "|---|---:|---:|",
-        f"| DiagGMM.fit(store, checkpoint=...) | {plain['seconds']:.2f} | {plain['seconds_per_iteration']:.3f} |",
-        f"| train flow (seconds_per_task={flow_['seconds_per_task']:g}) | {flow_['seconds']:.2f} | "
-        f"{flow_['seconds_per_iteration']:.3f} |",
+        f"\n{report['rows']:,} rows x 32, K=16, float32, runs of {short} and {long} iterations from the same "
+        f"initialisation, plain fit and train flow alternating ({info['usable_cpus']} CPUs, {info['cpu_model']}, "
+        f"{report['date']})\n",
+        "| run | iterations | s | s in EM passes |",
+        "|---|---:|---:|---:|",
+        *rows,
         "",
-        f"overhead of the flow per iteration: {report['overhead_percent']:+.2f} % of the plain fit "
-        f"(target < {report['target_percent']:g} %: {verdict(report['overhead_percent'])})",
-        f"  with each side's EM iteration times taken out: {report['overhead_outside_passes_percent']:+.2f} % "
-        f"({verdict(report['overhead_outside_passes_percent'])}); spread of the plain fit's iterations: "
-        f"{min(iterations):.2f} to {max(iterations):.2f} s",
-        f"  outside the EM iterations: flow {outside['flow']:.2f} s, plain fit {outside['plain']:.2f} s; in the "
-        f"em-iterations tasks beyond their iterations {report['em_tasks_beyond_iterations_seconds']:.2f} s; "
-        f"outside Prefect's flow run {report['outside_flow_run_seconds']:.2f} s",
-        f"checkpoint write: {plain['checkpoint_write_seconds_per_iteration'] * 1000:.1f} ms per iteration, "
-        f"{plain['checkpoint_write_percent_of_iteration']:.2f} % of the plain fit's iteration",
-        "flow task runs: " + ", ".join(f"{t['name']} {t['seconds']:.2f} s" for t in flow_["task_runs"]),
+        f"per-iteration overhead of the flow (slope of flow - plain over the run length): "
+        f"{report['per_iteration_overhead_seconds'] * 1000:+.0f} ms, {report['per_iteration_overhead_percent']:+.2f} % "
+        f"of the plain fit's {report['plain_marginal_seconds_per_iteration']:.2f} s per iteration "
+        f"(target < {report['target_percent']:g} %: {verdict(report['per_iteration_overhead_percent'])})",
+        f"  with each run's own EM pass times taken out: "
+        f"{report['per_iteration_overhead_outside_passes_seconds'] * 1000:+.0f} ms, "
+        f"{report['per_iteration_overhead_outside_passes_percent']:+.2f} %; spread of the plain fit's passes in the "
+        f"{long}-iteration run: {min(long_passes):.2f} to {max(long_passes):.2f} s",
+        f"fixed cost of the flow per run: {report['fixed_overhead_seconds']:.2f} s "
+        f"({report['fixed_overhead_outside_passes_seconds']:.2f} s with the pass times taken out)",
+        f"whole {long}-iteration run: flow {report['overhead_percent']:+.2f} % over the plain fit "
+        f"({report['overhead_outside_passes_percent']:+.2f} % outside the EM passes); outside Prefect's flow run "
+        f"{report['outside_flow_run_seconds']:.2f} s; in the em-iterations tasks beyond their iterations "
+        f"{report['em_tasks_beyond_iterations_seconds']:.2f} s",
+        f"checkpoint write: {report['checkpoint_write_seconds_per_iteration'] * 1000:.1f} ms per iteration, "
+        f"{report['checkpoint_write_percent_of_iteration']:.2f} % of the plain fit's iteration",
+        f"flow task runs ({long} iterations, seconds_per_task={report['seconds_per_task']:g}): "
+        + ", ".join(f"{t['name']} {t['seconds']:.2f} s" for t in runs[f"flow-{long}"]["task_runs"]),
         f"models bit for bit identical: {report['identical_models']}",
     ])
 
@@ -233,12 +277,15 @@ def render(report):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
-    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--iters", type=int, default=10, help="iterations of the long run")
+    parser.add_argument("--short-iters", type=int, default=2, help="iterations of the short run")
     parser.add_argument("--seconds-per-task", type=float, default=None,
                         help="the train flow's seconds_per_task (default: the flow's default)")
     parser.add_argument("--store", default=str(RESULTS / "data"), help="folder of the cached data stores")
     parser.add_argument("--out", help="JSON output (default: bench/results/flow_overhead[-<rows>].json)")
     args = parser.parse_args(argv)
+    if not 1 <= args.short_iters < args.iters:
+        parser.error(f"--short-iters must be at least 1 and below --iters ({args.iters}), got {args.short_iters}.")
     home = Path(tempfile.mkdtemp(prefix="flow-overhead-"))
     prefect_environment(home / "prefect")
     from sklearn.exceptions import ConvergenceWarning
@@ -257,7 +304,8 @@ def main(argv=None):
 
     info = machine_info()
     report = {"date": _dt.date.today().isoformat(), "machine": info, "rows": args.rows, "features": 32,
-              "components": SETTINGS["n_components"], "iterations": args.iters, "data_url": data_url,
+              "components": SETTINGS["n_components"], "iterations": args.iters,
+              "short_iterations": args.short_iters, "data_url": data_url,
               "target_percent": TARGET_PERCENT, **report}
     out = Path(args.out) if args.out else RESULTS / ("flow_overhead.json" if args.rows == 10_000_000
                                                      else f"flow_overhead-{args.rows}.json")

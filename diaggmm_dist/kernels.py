@@ -183,12 +183,17 @@ def component_scores(centred, squares, coef, observed=None, out=None):
 
 
 def normalise_log_scores(scores):
-    """Turn log scores (K, n) into responsibilities in place (log-sum-exp); return ``log p(x_i)``."""
-    top = scores.max(axis=0)
-    scores -= top
+    """Turn log scores (K, n) into responsibilities in place (log-sum-exp); return ``log p(x_i)`` (n,).
+
+    Scores of R models with K components each, (R, K, n), are normalised per model in the
+    same calls (returning (R, n)): the same arithmetic as one model at a time, in R times
+    fewer numpy calls.
+    """
+    top = scores.max(axis=-2)
+    scores -= top[..., None, :]
     np.exp(scores, out=scores)
-    total = scores.sum(axis=0)
-    scores *= np.reciprocal(total)  # one division per row, not one per row and component
+    total = scores.sum(axis=-2)
+    scores *= np.reciprocal(total)[..., None, :]  # one division per row, not one per row and component
     return top + np.log(total)
 
 
@@ -307,8 +312,11 @@ def chunk_statistics(x, responsibilities, missing="error", weights=None, count_n
             else:
                 resp = component_scores(centred, squares, coef, mask if observed is not None else None,
                                         out=score_buffers[:, :, :m])
-                normalise = normalise_log_scores if kind == "gaussian" else nearest_one_hot
-                row_objective = np.array([normalise(resp[model]) for model in models])  # (models, m)
+                if kind == "gaussian" and len(set(sizes)) == 1:  # equal models (restarts): all in one go
+                    row_objective = normalise_log_scores(resp.reshape(len(sizes), sizes[0], m))
+                else:
+                    normalise = normalise_log_scores if kind == "gaussian" else nearest_one_hot
+                    row_objective = np.array([normalise(resp[model]) for model in models])  # (models, m)
             row_weight = None if weights is None else weights[start : start + m].astype(dtype)
             if used is not None:
                 row_weight = used.astype(dtype) if row_weight is None else row_weight * used
