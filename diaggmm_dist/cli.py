@@ -18,6 +18,7 @@ checkpoint, out-of-range settings); 130 interrupted (Ctrl-C); 143 terminated (SI
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import math
@@ -198,7 +199,7 @@ class _PassBar:
     def __init__(self, console, total, label="EM"):
         self.console, self.total, self.label = console, max(int(total), 1), label
         self.done = 0
-        self.lower_bound = self.change = None
+        self.lower_bound = self.change = self.model = None
         self.pass_start = time.monotonic()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="diaggmm-progress", daemon=True)
@@ -222,10 +223,11 @@ class _PassBar:
             with self.console.lock:
                 self.draw()
 
-    def update(self, iteration, lower_bound, change):
+    def update(self, iteration, lower_bound, change, model=None):
+        """Show ``iteration`` done; ``model`` names whose lower bound it is when models run side by side."""
         with self.console.lock:
             self.done = min(iteration, self.total)
-            self.lower_bound, self.change = lower_bound, change
+            self.lower_bound, self.change, self.model = lower_bound, change, model
             self.pass_start = time.monotonic()
             self.draw()
 
@@ -235,7 +237,8 @@ class _PassBar:
         if self.lower_bound is None:
             text += "  initialising"
         else:
-            text += f"  lower bound {self.lower_bound:.6f}  delta {_signed(self.change)}"
+            named = "" if self.model is None else f"  {self.model}"
+            text += f"{named}  lower bound {self.lower_bound:.6f}  delta {_signed(self.change)}"
         return text + f"  (pass {time.monotonic() - self.pass_start:.1f} s)"
 
     def draw(self):
@@ -252,49 +255,87 @@ def _signed(value):
 
 
 class _IterationPrinter(logging.Handler):
-    """Turns the library's per-iteration log records into lines (and bar steps)."""
+    """Turns the library's per-iteration log records into lines (and bar steps).
 
-    def __init__(self, console, quiet):
+    The library logs one record per model per EM iteration, with the model's ``restart``
+    index. Models fitted side by side (the restarts of ``--n-init``, the candidates of
+    ``--k 2,4,8``) share every data pass, so a pass logs one record per model still running,
+    in restart order, all with the same iteration number. Given ``labels`` (restart index ->
+    name, see :func:`_model_labels`), every line names its model; without, the records are
+    one model's and the lines name none.
+    """
+
+    def __init__(self, console, quiet, labels=None):
         super().__init__(logging.INFO)
-        self.console, self.quiet = console, quiet
-        self.iterations_run = 0
-        self.first_iteration = None
-        self.last_iteration = None
+        self.console, self.quiet, self.labels = console, quiet, labels
+        self.width = max(map(len, labels.values())) if labels else 0  # the columns line up
+        self.iterations_run = collections.Counter()  # restart index -> iterations in this run
+        self.first_iteration = None  # of the first record: the one after the checkpoint's, if resumed
 
     def emit(self, record):
         try:
-            iteration = getattr(record, "iteration", None)
-            if iteration is None:
-                if record.levelno >= logging.WARNING:
-                    self.console.warn(record.getMessage())
-                elif not self.quiet:
-                    self.console.print(record.getMessage())
-                return
-            self.iterations_run += 1
-            if self.first_iteration is None:
-                self.first_iteration = iteration
-                if iteration > 1 and not self.quiet:
-                    self.console.print(f"resumed from the checkpoint after iteration {iteration - 1}")
-            elif iteration <= self.last_iteration and not self.quiet:
-                self.console.print("next initialisation")
-            self.last_iteration = iteration
-            bar = self.console.bar
-            if bar is not None:
-                bar.update(iteration, record.lower_bound, record.change)
-            if not self.quiet:
-                self.console.print(
-                    f"iteration {iteration:4d}  lower bound {record.lower_bound:.8f}  "
-                    f"delta {_signed(record.change):>10}  {record.seconds:.2f} s")
+            if getattr(record, "iteration", None) is None:
+                self._message(record)
+            else:
+                self._iteration(record)
         except Exception:  # a display problem must never stop a fit
             self.handleError(record)
 
+    def _message(self, record):
+        if record.levelno >= logging.WARNING:
+            self.console.warn(record.getMessage())
+        elif not self.quiet:
+            self.console.print(record.getMessage())
+
+    def _iteration(self, record):
+        restart = getattr(record, "restart", 0)
+        if self.first_iteration is None:
+            self.first_iteration = record.iteration
+            if record.iteration > 1 and not self.quiet:
+                self.console.print(f"resumed from the checkpoint after iteration {record.iteration - 1}")
+        self.iterations_run[restart] += 1
+        bar = self.console.bar
+        if bar is not None:
+            bar.update(record.iteration, record.lower_bound, record.change, self._label(restart))
+        if not self.quiet:
+            self.console.print(self._line(record, restart))
+
+    def _label(self, restart):
+        return None if not self.labels else self.labels.get(restart, f"model {restart}")
+
+    def _line(self, record, restart):
+        label = self._label(restart)
+        named = "" if label is None else f"{label:<{self.width}}  "
+        line = (f"iteration {record.iteration:4d}  {named}lower bound {record.lower_bound:.8f}  "
+                f"delta {_signed(record.change):>10}  {record.seconds:.2f} s")
+        # Side by side, a converged model drops out of the next passes: say why.
+        if label is not None and getattr(record, "converged", False):
+            line += "  converged"
+        return line
+
+
+def _model_labels(candidates, n_init):
+    """Names of the models one fit runs side by side, by restart index; None for a single model.
+
+    :func:`~diaggmm_dist.selection.select_n_components` gives the candidate at position ``i``
+    the restart index ``i``; :meth:`DiagGMM.fit` numbers its restarts from 0 (shown from 1).
+    """
+    if len(candidates) > 1:
+        return {index: f"K={k}" for index, k in enumerate(candidates)}
+    if n_init > 1:
+        return {restart: f"init {restart + 1}/{n_init}" for restart in range(n_init)}
+    return None
+
 
 class _library_output:
-    """Route the library logger and Python warnings to the console for the block's duration."""
+    """Route the library logger and Python warnings to the console for the block's duration.
 
-    def __init__(self, console, quiet):
+    ``labels``: names of the models fitted side by side, as :func:`_model_labels` gives them.
+    """
+
+    def __init__(self, console, quiet, labels=None):
         self.console = console
-        self.handler = _IterationPrinter(console, quiet)
+        self.handler = _IterationPrinter(console, quiet, labels)
 
     def __enter__(self):
         self.logger = logging.getLogger("diaggmm_dist")
@@ -381,10 +422,12 @@ def _fit(args, console):
                                   "checkpoint URL.") from None
 
     start = time.monotonic()
-    with _library_output(console, args.quiet) as printer:
+    labels = _model_labels(candidates, args.n_init)
+    with _library_output(console, args.quiet, labels) as printer:
         with dask_client(args.scheduler) as client:
             if not args.quiet:
-                console.print(f"fit: {n_rows:,} rows x {n_features} features from {args.data}, K={args.k}, "
+                console.print(f"fit: {n_rows:,} rows x {n_features} features from {args.data}, "
+                              f"K={','.join(map(str, candidates))}, "
                               f"{data.numblocks[0]} chunks, scheduler {client.scheduler.address}")
             show_bar = not args.quiet and console.err.isatty()
             bar = _PassBar(console, args.max_iter) if show_bar else None
@@ -400,11 +443,13 @@ def _fit(args, console):
     note = ""
     if args.checkpoint is not None and printer.first_iteration not in (None, 1):
         note = f", resumed after iteration {printer.first_iteration - 1}"
-    elif args.checkpoint is not None and printer.iterations_run == 0 and args.max_iter > 0:
+    elif args.checkpoint is not None and printer.first_iteration is None and args.max_iter > 0:
         note = ", taken from the finished run in the checkpoint"
+    # The counts are the kept initialisation's, like n_iter_ (the others shared its passes).
+    kept = f", kept {labels[gmm.best_init_]}" if labels else ""
     console.print(
-        f"done: K={args.k}, {gmm.n_iter_} iterations ({printer.iterations_run} in this run{note}), "
-        f"converged={'yes' if gmm.converged_ else 'no'}, lower bound {gmm.lower_bound_:.8f}, "
+        f"done: K={args.k}, {gmm.n_iter_} iterations ({printer.iterations_run[gmm.best_init_]} in this run{note}), "
+        f"converged={'yes' if gmm.converged_ else 'no'}, lower bound {gmm.lower_bound_:.8f}{kept}, "
         f"{seconds:.1f} s; model saved to {args.out}")
     return EXIT_OK
 

@@ -26,6 +26,8 @@ from diaggmm_dist.io.synthetic import mixture_parameters, write_mixture_zarr
 
 DIAGGMM = Path(sys.executable).parent / "diaggmm"
 ITERATION_LINE = re.compile(r"^iteration\s+(\d+)\s+lower bound", re.M)
+# A line of one of several models fitted side by side: the model named after the iteration.
+MODEL_ITERATION_LINE = re.compile(r"^iteration\s+(\d+)\s+(K=\d+|init \d+/\d+)\s+lower bound (-?\d+\.\d+)", re.M)
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -79,6 +81,16 @@ def run_cli(*args, timeout=240):
 
 def iterations(stdout):
     return [int(n) for n in ITERATION_LINE.findall(stdout)]
+
+
+def model_iterations(stdout):
+    """``(iteration, model)`` of every line of models fitted side by side, in order."""
+    return [(int(n), model) for n, model, _ in MODEL_ITERATION_LINE.findall(stdout)]
+
+
+def printed_bounds(stdout, model):
+    """The lower bounds printed for one of the models fitted side by side."""
+    return [float(bound) for _, name, bound in MODEL_ITERATION_LINE.findall(stdout) if name == model]
 
 
 def assert_ok(result):
@@ -368,12 +380,37 @@ def test_fit_chooses_k_among_candidates_in_the_same_passes(small_data, tmp_path)
     # the same command again takes every candidate from the finished checkpoint: no iteration runs
     again = run_cli(*command, "--overwrite")
     assert_ok(again)
-    assert iterations(result.stdout) and not iterations(again.stdout)
+    assert model_iterations(result.stdout) and not model_iterations(again.stdout)
     def table(stdout):
         return stdout[stdout.index("| K |"):stdout.index("done:")]
 
     assert table(again.stdout) == table(result.stdout)
     np.testing.assert_array_equal(DiagGMM.load(out).means_, chosen.means_)
+
+
+def test_models_side_by_side_are_named_on_every_line(small_data, tmp_path):
+    """Candidates of --k and restarts of --n-init share each pass: one line per model and pass, named."""
+    settings = ("--tol", "0", "--max-iter", "3", "--seed", "1", "--chunk-size", "30000")
+    candidates = run_cli("fit", small_data, "--k", "2,3", *settings, "--out", tmp_path / "k.zarr")
+    restarts = run_cli("fit", small_data, "--k", "4", "--n-init", "2", *settings, "--out", tmp_path / "n.zarr")
+    for result in (candidates, restarts):
+        assert_ok(result)
+        # the models are interleaved, not one after the other: no "next initialisation" between them
+        assert "next initialisation" not in result.stdout and not iterations(result.stdout), result.stdout
+
+    assert model_iterations(candidates.stdout) == [(i, f"K={k}") for i in (1, 2, 3) for k in (2, 3)], \
+        candidates.stdout
+    assert "K=2,3," in candidates.stdout.splitlines()[0]
+    chosen = DiagGMM.load(tmp_path / "k.zarr")
+    np.testing.assert_allclose(printed_bounds(candidates.stdout, f"K={chosen.n_components}"), chosen.lower_bounds_,
+                               rtol=1e-8)
+
+    assert model_iterations(restarts.stdout) == [(i, f"init {r}/2") for i in (1, 2, 3) for r in (1, 2)], \
+        restarts.stdout
+    done = re.search(r"^done: K=4, 3 iterations \(3 in this run\), .*, kept (init \d/2), ", restarts.stdout, re.M)
+    assert done, restarts.stdout
+    kept = DiagGMM.load(tmp_path / "n.zarr")
+    np.testing.assert_allclose(printed_bounds(restarts.stdout, done[1]), kept.lower_bounds_, rtol=1e-8)
 
 
 @pytest.mark.parametrize("case, code, fragments", [
@@ -438,4 +475,28 @@ def test_progress_bar_and_iteration_lines_share_the_terminal():
                               "iteration    3  lower bound -1.50000000  delta +2.500e-01  0.50 s\n")
     assert "EM [##################......] 3/4  lower bound -1.500000  delta +2.500e-01" in err.getvalue()
     assert err.getvalue().endswith("\r\033[K")  # the bar is erased at the end
-    assert printer.iterations_run == 1 and printer.first_iteration == 3
+    assert printer.iterations_run == {0: 1} and printer.first_iteration == 3
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_side_by_side_records_become_named_lines(quiet):
+    import io
+    import logging
+
+    from diaggmm_dist.cli import _Console, _library_output, _model_labels
+
+    out, err = io.StringIO(), io.StringIO()
+    labels = _model_labels([2, 16], 1)
+    with _library_output(_Console(out, err), quiet=quiet, labels=labels) as printer:
+        for iteration, restarts in ((4, (0, 1)), (5, (1,))):  # resumed after iteration 3; K=2 then stops
+            for restart in restarts:
+                logging.getLogger("diaggmm_dist").info("iteration", extra={
+                    "iteration": iteration, "restart": restart, "lower_bound": -1.5, "change": 0.25,
+                    "seconds": 0.5, "converged": (iteration, restart) == (4, 0)})
+    expected = ("resumed from the checkpoint after iteration 3\n"
+                "iteration    4  K=2   lower bound -1.50000000  delta +2.500e-01  0.50 s  converged\n"
+                "iteration    4  K=16  lower bound -1.50000000  delta +2.500e-01  0.50 s\n"
+                "iteration    5  K=16  lower bound -1.50000000  delta +2.500e-01  0.50 s\n")
+    assert out.getvalue() == ("" if quiet else expected) and err.getvalue() == ""
+    assert printer.iterations_run == {0: 1, 1: 2} and printer.first_iteration == 4
+    assert _model_labels([4], 3) == {0: "init 1/3", 1: "init 2/3", 2: "init 3/3"} and _model_labels([4], 1) is None
