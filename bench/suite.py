@@ -78,12 +78,13 @@ def target_rows(results):
                                  f"{run['outside_fraction']:.1%}", "< 5%", run["outside_fraction"] < 0.05,
                                  "overheads.py"))
     flow = results.get("flow_overhead.json")
-    if flow:
+    if flow and "per_iteration_overhead_percent" not in flow:
+        flow = None  # written by an older flow_overhead.py: rerun it
         rows.append(_row(5, f"4. train flow overhead per iteration vs the plain fit (N={flow['rows']:,}; slope "
                             f"over runs of {flow['short_iterations']} and {flow['iterations']} iterations)",
-                         f"{flow['per_iteration_overhead_percent']:+.2f}% (outside the EM passes: "
-                         f"{flow['per_iteration_overhead_outside_passes_percent']:+.2f}%); fixed "
-                         f"{flow['fixed_overhead_seconds']:.1f} s per run",
+                         f"{flow['per_iteration_overhead_percent']:+.2f}% outside the EM passes (passes "
+                         f"{flow['pass_time_ratio']:.3f}x the plain fit's); fixed {flow['fixed_overhead_seconds']:.1f} s "
+                         "per run",
                          f"< {flow['target_percent']:g}%",
                          flow["per_iteration_overhead_percent"] < flow["target_percent"], "flow_overhead.py"))
     rows += out_of_core_rows(results.get("out_of_core.json"))
