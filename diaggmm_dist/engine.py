@@ -486,7 +486,7 @@ def pass_statistics(X, responsibilities, missing="error", weights=None, count_no
     intermediate tasks (e.g. a rechunk that merges chunks) go through dask's schedulers.
     """
     random = responsibilities[0] == "random"
-    sizes = (responsibilities[2],) if random else responsibilities[1].model_sizes
+    sizes = tuple(responsibilities[2]) if random else responsibilities[1].model_sizes
     parameters = _PassParameters(responsibilities, count_nonfinite)
     graphs = {} if graphs is None else graphs
     shape = (random, sizes)

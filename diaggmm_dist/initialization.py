@@ -30,7 +30,8 @@ numbers on it, in order), and every Lloyd pass serves all the models whose centr
 move (their coefficients stacked as EM stacks them,
 :func:`~diaggmm_dist.kernels.stack_coefficients`): R restarts cost one sample read and at
 most ``LLOYD_PASSES`` passes, not R times that. Given ``means_init``, one pass serves all.
-``"random"`` still takes one pass per model and ``"split"`` its own passes per model.
+``"random"`` draws every model's random responsibilities in the same pass. ``"split"``
+takes its own passes per model.
 :func:`initial_parameters` is the one-model case.
 
 Reading the sample touches only the chunks that hold sampled rows (for a large sample that
@@ -160,13 +161,15 @@ def _parameters_from_shared_passes(X, sizes, init_params, random_state, reg_cova
 
 
 def _random_statistics(data_pass, sizes, random_state, n_features):
-    """Statistics of random responsibilities, one pass per model (they are not stacked), and the shift."""
+    """Statistics of every model's random responsibilities, all from one pass, and the shift.
+
+    Each model draws its seed from ``random_state`` in order, so a model's responsibilities
+    are the same whether it is initialised alone or with others.
+    """
     shift = np.zeros(n_features)
-    blocks = []
-    for k in sizes:
-        seed = int(random_state.randint(np.iinfo(np.int32).max))
-        blocks.append(data_pass(("random", shift.astype(data_pass.dtype), k, seed)))
-    return blocks, shift
+    seeds = tuple(int(random_state.randint(np.iinfo(np.int32).max)) for _ in sizes)
+    stats = data_pass(("random", shift.astype(data_pass.dtype), tuple(sizes), seeds))
+    return kernels.model_statistics(stats, sizes), shift
 
 
 def _starting_centres(X, sizes, init_params, random_state, missing, means_init):

@@ -254,7 +254,9 @@ def chunk_statistics(x, responsibilities, missing="error", weights=None, count_n
     responsibilities : tuple
         ``("gaussian", coef)`` (the E-step), ``("nearest", coef)`` (hard assignment to the
         nearest centre; ``coef`` from :func:`distance_coefficients`) or
-        ``("random", shift, n_components, seed)``. The compute dtype is the shift's.
+        ``("random", shift, sizes, seeds)`` (uniform random responsibilities of models with
+        ``sizes`` components, each from its own seed, stacked as :func:`stack_coefficients`
+        stacks models). The compute dtype is the shift's.
     missing : {"error", "drop", "marginalize"}
         What a NaN means (see the module docstring).
     weights : ndarray of shape (n,), optional
@@ -275,8 +277,8 @@ def chunk_statistics(x, responsibilities, missing="error", weights=None, count_n
     """
     kind = responsibilities[0]
     if kind == "random":
-        shift, k, seed = responsibilities[1:]
-        sizes = (k,)
+        shift, sizes, seeds = responsibilities[1:]
+        k = sum(sizes)
     else:
         coef = responsibilities[1]
         shift, k, sizes = coef.shift, coef.n_components, coef.model_sizes
@@ -307,7 +309,8 @@ def chunk_statistics(x, responsibilities, missing="error", weights=None, count_n
                 used = observed.all(axis=1) if missing == "drop" else observed.any(axis=1)
                 mask = observed.astype(dtype) if missing == "marginalize" else None
             if kind == "random":
-                resp = random_responsibilities(rows[start : start + m], k, seed, dtype)
+                resp = np.concatenate([random_responsibilities(rows[start : start + m], size, seed, dtype)
+                                       for size, seed in zip(sizes, seeds)])
                 row_objective = None
             else:
                 resp = component_scores(centred, squares, coef, mask if observed is not None else None,

@@ -38,7 +38,7 @@ def one_component(data_pass, n_features, reg_covar):
     """Weights, means and covariances of the one-component fit of the data (two passes)."""
     origin = np.zeros(n_features)
     # With one component every row's "random" responsibility is exactly 1.
-    stats = data_pass(("random", origin.astype(data_pass.dtype), 1, 0))
+    stats = data_pass(("random", origin.astype(data_pass.dtype), (1,), (0,)))
     weights, means, covariances, _ = m_step(stats, reg_covar, origin, data_pass.resolution)
     _, weights, means, covariances, _ = em_step(data_pass, weights, means, 1.0 / covariances, reg_covar)
     return weights, means, covariances

@@ -59,7 +59,7 @@ def test_split_grows_one_component_at_a_time_with_few_em_iterations(monkeypatch)
 
     def spy(data, responsibilities, *args, **kwargs):
         kind = responsibilities[0]
-        sizes.append(responsibilities[2] if kind == "random" else responsibilities[1].n_components)
+        sizes.append(sum(responsibilities[2]) if kind == "random" else responsibilities[1].n_components)
         return run_pass(data, responsibilities, *args, **kwargs)
 
     monkeypatch.setattr(engine, "pass_statistics", spy)
