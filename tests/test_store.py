@@ -126,7 +126,7 @@ def test_sklearn_round_trip(fitted, data):
 SETTINGS = dict(n_components=3, random_state=4, tol=1e-8, max_iter=12, n_init=2, init_params="random")
 
 
-@pytest.mark.parametrize("passes", [0, 1, 2, 5, 13, 14, 100])
+@pytest.mark.parametrize("passes", [0, 1, 2, 5, 12, 13, 100])
 def test_resume_after_a_crash_gives_the_uninterrupted_model(data, tmp_path, monkeypatch, passes):
     straight = DiagGMM(**SETTINGS).fit(data)
     url = str(tmp_path / "ckpt.zarr")
@@ -137,8 +137,8 @@ def test_resume_after_a_crash_gives_the_uninterrupted_model(data, tmp_path, monk
     except Crash:
         finished = False
     monkeypatch.undo()
-    # two restarts: 1 init pass each, then 12 iterations whose passes serve both
-    assert finished == (passes >= 14)
+    # two restarts: 1 init pass for both, then 12 iterations whose passes serve both
+    assert finished == (passes >= 13)
     resumed = DiagGMM(**SETTINGS).fit(data, checkpoint=url)
     _identical(resumed, straight)
 
@@ -171,15 +171,19 @@ def test_an_older_checkpoint_with_fewer_restarts_initialised_is_completed(data, 
     DiagGMM(**dict(SETTINGS, max_iter=0)).fit(data, checkpoint=url)
     first = Checkpoints(single, zarr.open_group(single, mode="r").attrs["identity"]).latest()
     Checkpoints(url, zarr.open_group(url, mode="r").attrs["identity"]).save(first)
-    # the missing restart is initialised from that random state (one pass, restart 0 is kept):
-    # with random responsibilities (no sample shared between restarts) exactly as in the
-    # uninterrupted run
+    # the missing restart is initialised from that random state (one pass, restart 0 is kept),
+    # with the random responsibilities of the uninterrupted run (no sample shared between
+    # restarts). The uninterrupted run drew both restarts' in one stacked pass, whose larger
+    # matrix product may add in another order: the same numbers up to rounding.
     kinds, real = [], engine.pass_statistics
     monkeypatch.setattr(engine, "pass_statistics", lambda *a, **k: kinds.append(a[1][0]) or real(*a, **k))
     resumed = DiagGMM(**SETTINGS).fit(data, checkpoint=url)
     assert kinds == ["random"] + ["gaussian"] * SETTINGS["max_iter"]
-    _identical(resumed, straight)
-    assert resumed.lower_bounds_per_init_ == straight.lower_bounds_per_init_
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_allclose(getattr(resumed, name), getattr(straight, name), rtol=1e-10)
+    assert resumed.n_iter_ == straight.n_iter_ and resumed.best_init_ == straight.best_init_
+    for got, want in zip(resumed.lower_bounds_per_init_, straight.lower_bounds_per_init_, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
 def test_checkpoint_of_another_run_is_refused(data, tmp_path):
