@@ -202,6 +202,26 @@ class PeakMemory:
         self._thread.join()
 
 
+def cpu_seconds_by_process():
+    """CPU seconds (user + system) so far of this process and each kind of its descendants.
+
+    Keys as :class:`PeakMemory` names processes ("this process", "worker process", ...; others
+    by their command line). Processes that ended are not counted: take differences over
+    stretches in which the same processes live.
+    """
+    import psutil
+
+    me, totals = psutil.Process(), {}
+    for proc in [me] + me.children(recursive=True):
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        name = PeakMemory._name(proc, me)
+        totals[name] = totals.get(name, 0.0) + times.user + times.system
+    return totals
+
+
 def _resident_bytes(proc):
     """The process's PSS where the OS gives it (Linux), else its RSS."""
     try:

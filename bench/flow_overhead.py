@@ -59,7 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the `flows` package and the library, from a clone
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _common import machine_info, mixture_store  # noqa: E402  (one description of the machine; the shared store)
+from _common import cpu_seconds_by_process, machine_info, mixture_store  # noqa: E402  (shared helpers)
 RESULTS = ROOT / "bench" / "results"
 TARGET_PERCENT = 3.0
 D, K = 32, 16  # the data of bench/out_of_core.py
@@ -161,6 +161,14 @@ def passes(run):
     return run["pass_seconds_total"] if "pass_seconds_total" in run else sum(run["pass_seconds"])
 
 
+def _cpu_used(before, after):
+    """CPU seconds used between two :func:`cpu_seconds_by_process` snapshots: this process (the
+    client and the scheduler), the workers, and every other process (Prefect's server)."""
+    used = {name: after[name] - before.get(name, 0.0) for name in after}
+    mine, workers = used.pop("this process", 0.0), used.pop("worker process", 0.0)
+    return {"this process": mine, "workers": workers, "other processes": sum(used.values())}
+
+
 def _line(lengths, values):
     """Slope and intercept of the line through two (run length, value) points."""
     (short, long), (at_short, at_long) = lengths, values
@@ -187,9 +195,14 @@ def measure(args, data_url, init_checkpoint, work):
         _flow_run(data_url, checkpoints["warm"], 1, work / "model-warm.zarr", cluster.scheduler_address,
                   args.seconds_per_task)
         for n in lengths:  # plain and flow alternate, so that a drift of the machine hits both alike
+            before = cpu_seconds_by_process()
             runs[f"plain-{n}"], plain = _plain_run(data_url, checkpoints[f"plain-{n}"], n)
+            middle = cpu_seconds_by_process()
             runs[f"flow-{n}"] = _flow_run(data_url, checkpoints[f"flow-{n}"], n, work / f"model-{n}.zarr",
                                           cluster.scheduler_address, args.seconds_per_task)
+            after = cpu_seconds_by_process()
+            runs[f"plain-{n}"]["cpu_seconds"] = _cpu_used(before, middle)
+            runs[f"flow-{n}"]["cpu_seconds"] = _cpu_used(middle, after)
 
     model = DiagGMM.load(str(work / f"model-{args.iters}.zarr"))
     identical = all(
@@ -219,6 +232,12 @@ def measure(args, data_url, init_checkpoint, work):
         "per_iteration_overhead_seconds": outside_slope,
         "per_iteration_overhead_percent": 100 * outside_slope / plain_slope,
         "per_iteration_overhead_with_passes_seconds": extra_slope,
+        # CPU seconds per iteration that the flow adds in this process and in others (the slope
+        # of flow − plain): what competes with the workers for the cores on one machine.
+        "per_iteration_extra_cpu_seconds": {
+            name: _line(lengths, [runs[f"flow-{n}"]["cpu_seconds"][name] - runs[f"plain-{n}"]["cpu_seconds"][name]
+                                  for n in lengths])[0]
+            for name in ("this process", "workers", "other processes")},
         "per_iteration_overhead_with_passes_percent": 100 * extra_slope / plain_slope,
         "pass_time_ratio": sum(passes(runs[f"flow-{n}"]) for n in lengths) / sum(passes(runs[f"plain-{n}"])
                                                                                  for n in lengths),
@@ -247,15 +266,17 @@ def render(report):
     def verdict(percent):
         return "pass" if percent < report["target_percent"] else "falls short"
 
-    rows = [f"| {name} | {run['iterations']} | {run['seconds']:.2f} | {passes(run):.2f} |"
-            for name, run in runs.items()]
+    rows = [f"| {name} | {run['iterations']} | {run['seconds']:.2f} | {passes(run):.2f} | "
+            + " / ".join(f"{run['cpu_seconds'][part]:.1f}" for part in ("this process", "workers", "other processes"))
+            + " |" for name, run in runs.items()]
+    extra_cpu = report["per_iteration_extra_cpu_seconds"]
     long_passes = runs[f"plain-{long}"]["pass_seconds"]
     return "\n".join([
         f"\n{report['rows']:,} rows x 32, K=16, float32, runs of {short} and {long} iterations from the same "
         f"initialisation, plain fit and train flow alternating ({info['usable_cpus']} CPUs, {info['cpu_model']}, "
         f"{report['date']})\n",
-        "| run | iterations | s | s in EM passes |",
-        "|---|---:|---:|---:|",
+        "| run | iterations | s | s in EM passes | CPU s: this process / workers / other processes (Prefect's server) |",
+        "|---|---:|---:|---:|---:|",
         *rows,
         "",
         f"per-iteration overhead of the flow outside its EM passes (slope of flow - plain over the run length, "
@@ -267,6 +288,9 @@ def render(report):
         f"the passes in: {report['per_iteration_overhead_with_passes_seconds'] * 1000:+.0f} ms, "
         f"{report['per_iteration_overhead_with_passes_percent']:+.2f} %; spread of the plain fit's passes in the "
         f"{long}-iteration run: {min(long_passes):.2f} to {max(long_passes):.2f} s",
+        f"  CPU the flow adds per iteration (slope): this process {extra_cpu['this process'] * 1000:+.0f} ms, the workers "
+        f"{extra_cpu['workers'] * 1000:+.0f} ms, other processes (Prefect's server) "
+        f"{extra_cpu['other processes'] * 1000:+.0f} ms, on a machine whose 2 cores the 2 workers keep busy",
         f"fixed cost of the flow per run: {report['fixed_overhead_seconds']:.2f} s "
         f"({report['fixed_overhead_outside_passes_seconds']:.2f} s with the pass times taken out)",
         f"whole {long}-iteration run: flow {report['overhead_percent']:+.2f} % over the plain fit "
