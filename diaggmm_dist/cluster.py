@@ -20,9 +20,8 @@ WORKER_MALLOC_ENVIRON = {"MALLOC_MMAP_THRESHOLD_": 64 * 2**20, "MALLOC_TRIM_THRE
 #: (``distributed.scheduler.worker-saturation``; distributed's default is 1.1). A pass is
 #: independent chunk tasks whose results are tiny, so a worker may as well hold its next one:
 #: with 1.1 it waits a round trip to the scheduler after each chunk. On the 10M-row bench store,
-#: 2 single-threaded workers on this 2-core VM took a median 2.02 s per iteration with 2.0
-#: against 2.11 s with 1.1 (20 iterations each, alternating fresh clusters; spread ±10 %).
-#: Unlike "inf", 2.0 keeps the scheduler's bounded queueing for other
+#: 2 single-threaded workers took 1.80-1.94 s per iteration with 2.0 against 2.00-2.09 s with
+#: 1.1 (three runs each). Unlike "inf", 2.0 keeps the scheduler's bounded queueing for other
 #: graphs. A cluster started elsewhere takes it from its scheduler's configuration
 #: (``DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION=2.0``, as in deploy/).
 LOCAL_WORKER_SATURATION = 2.0
