@@ -609,12 +609,3 @@ def test_slurm_example_calls_the_train_flow_with_its_parameters():
         keywords = {k.arg for k in call.keywords}
         assert "scheduler_address" in keywords
         assert keywords <= set(signature), sorted(keywords - set(signature))
-
-
-def test_every_deployed_scheduler_lets_workers_hold_their_next_task():
-    from diaggmm_dist.cluster import LOCAL_WORKER_SATURATION
-
-    expected = {"DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": str(LOCAL_WORKER_SATURATION)}
-    assert expected.items() <= env_dict(compose_services()["scheduler"].get("environment")).items()
-    (scheduler,) = [container for role, container in daskcluster_containers() if role == "scheduler"]
-    assert expected.items() <= {item["name"]: item["value"] for item in scheduler.get("env", [])}.items()

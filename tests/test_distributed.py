@@ -67,14 +67,3 @@ def _permutations(k):
     from itertools import permutations
 
     return [np.array(p) for p in permutations(range(k))]
-
-
-def test_the_library_local_cluster_holds_the_next_task_and_reads_chunks_from_the_heap():
-    import os
-
-    from diaggmm_dist.cluster import LOCAL_WORKER_SATURATION, WORKER_MALLOC_ENVIRON, local_cluster
-
-    with local_cluster(1) as cluster, Client(cluster) as client:
-        assert cluster.scheduler.WORKER_SATURATION == LOCAL_WORKER_SATURATION != 1.1  # distributed's default
-        (environ,) = client.run(lambda: {name: os.environ.get(name) for name in WORKER_MALLOC_ENVIRON}).values()
-    assert environ == {name: str(value) for name, value in WORKER_MALLOC_ENVIRON.items()}

@@ -60,18 +60,8 @@ def arguments(argv=None):
 
 
 def make_cluster(args):
-    import dask
     from dask_jobqueue import SLURMCluster
 
-    from diaggmm_dist.cluster import LOCAL_WORKER_SATURATION
-
-    # The scheduler runs in this process and reads its saturation when it is created: each worker
-    # thread holds its next chunk task, as on the library's LocalCluster.
-    with dask.config.set({"distributed.scheduler.worker-saturation": LOCAL_WORKER_SATURATION}):
-        return _slurm_cluster(SLURMCluster, args)
-
-
-def _slurm_cluster(SLURMCluster, args):
     return SLURMCluster(
         queue=args.queue,
         account=args.account,
