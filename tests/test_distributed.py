@@ -67,3 +67,13 @@ def _permutations(k):
     from itertools import permutations
 
     return [np.array(p) for p in permutations(range(k))]
+
+
+def test_the_library_local_cluster_starts_workers_with_its_malloc_settings():
+    import os
+
+    from diaggmm_dist.cluster import WORKER_MALLOC_ENVIRON, local_cluster
+
+    with local_cluster(1) as cluster, Client(cluster) as client:
+        (environ,) = client.run(lambda: {name: os.environ.get(name) for name in WORKER_MALLOC_ENVIRON}).values()
+    assert environ == {name: str(value) for name, value in WORKER_MALLOC_ENVIRON.items()}
