@@ -316,6 +316,7 @@ def chunk_statistics(x, responsibilities, missing="error", weights=None, count_n
                 resp = component_scores(centred, squares, coef, mask if observed is not None else None,
                                         out=score_buffers[:, :, :m])
                 if kind == "gaussian" and len(set(sizes)) == 1:  # equal models (restarts): all in one go
+                    # Splitting the first axis of the (R·K, m) view is a view too: resp is normalised.
                     row_objective = normalise_log_scores(resp.reshape(len(sizes), sizes[0], m))
                 else:
                     normalise = normalise_log_scores if kind == "gaussian" else nearest_one_hot

@@ -107,8 +107,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
         ``init_params="kmeans"``, ``"k-means++"`` or ``"random_from_data"`` all restarts
         share one sample of the data and each Lloyd pass (the k-means of each restart
         starts from its own random numbers); ``"random"`` draws every restart's random
-        responsibilities in one pass; ``"split"`` takes its own passes per restart. Every EM pass serves all restarts still
-        running, so n_init=8 costs far less than eight fits.
+        responsibilities in one pass; ``"split"`` takes its own passes per restart. Every EM
+        pass serves all restarts still running, so n_init=8 costs far less than eight fits.
     init_params : {"kmeans", "k-means++", "random", "random_from_data", "split"}, default="kmeans"
         How starting parameters are made without loading the data; see
         :mod:`diaggmm_dist.initialization`. ``"split"`` grows the mixture from one
