@@ -20,18 +20,33 @@ WORKER_MALLOC_ENVIRON = {"MALLOC_MMAP_THRESHOLD_": 64 * 2**20, "MALLOC_TRIM_THRE
 def local_cluster(n_workers=None, threads_per_worker=1, **kwargs):
     """A ``distributed.LocalCluster`` of worker processes with :data:`WORKER_MALLOC_ENVIRON`.
 
-    (The variables must be set before a worker process starts, so they go into
-    ``distributed.nanny.pre-spawn-environ`` while the nannies are created; as with any such
-    setting, variables already in this process's environment take precedence.)
+    The variables must be in the environment when a worker process starts. distributed's
+    nannies copy their ``distributed.nanny.pre-spawn-environ`` into this process's
+    environment (where a later nanny reads them back in preference to the configuration), so
+    after any other LocalCluster has run here, setting the configuration alone would start
+    workers with distributed's ``MALLOC_TRIM_THRESHOLD_=65536``. The library's values are
+    therefore put into this process's environment while the workers start, and the previous
+    values are put back after. (To run workers with other malloc settings, start a
+    LocalCluster of your own and pass its client.)
     """
     import dask
     from distributed import LocalCluster
 
-    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_MALLOC_ENVIRON}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-        # ":0": a free port for the dashboard server, so concurrent clusters do not collide on 8787
-        return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, dashboard_address=":0",
-                            **kwargs)
+    environ = {name: str(value) for name, value in WORKER_MALLOC_ENVIRON.items()}
+    previous = {name: os.environ.get(name) for name in environ}
+    os.environ.update(environ)
+    try:
+        pre_spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **environ}
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": pre_spawn}):
+            # ":0": a free port for the dashboard server, so concurrent clusters do not collide on 8787
+            return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, dashboard_address=":0",
+                                **kwargs)
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class SchedulerUnreachableError(ConnectionError):

@@ -69,11 +69,17 @@ def _permutations(k):
     return [np.array(p) for p in permutations(range(k))]
 
 
-def test_the_library_local_cluster_starts_workers_with_its_malloc_settings():
+def test_the_library_local_cluster_starts_workers_with_its_malloc_settings(monkeypatch):
     import os
 
     from diaggmm_dist.cluster import WORKER_MALLOC_ENVIRON, local_cluster
 
+    # What a plain LocalCluster started earlier in this process leaves in its environment
+    # (distributed's nannies copy their pre-spawn variables into it).
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
     with local_cluster(1) as cluster, Client(cluster) as client:
         (environ,) = client.run(lambda: {name: os.environ.get(name) for name in WORKER_MALLOC_ENVIRON}).values()
     assert environ == {name: str(value) for name, value in WORKER_MALLOC_ENVIRON.items()}
+    # and this process's environment is left as it was
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536" and "MALLOC_MMAP_THRESHOLD_" not in os.environ
