@@ -44,21 +44,25 @@ def _count_samples(monkeypatch):
     return taken
 
 
-def test_stacked_statistics_equal_each_model_on_its_own():
+# (4, 4, 4): models of equal K (restarts) are normalised in one set of calls on an (R, K, n) view
+@pytest.mark.parametrize("sizes", [(2, 3, 5), (4, 4, 4)])
+def test_stacked_statistics_equal_each_model_on_its_own(sizes):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((5000, 5))
     x[::7, 2] = np.nan
     weights = rng.uniform(0, 2, 5000)
     models = [kernels.log_prob_coefficients(np.full(k, 1 / k), rng.standard_normal((k, 5)),
-                                            rng.uniform(0.5, 2, (k, 5)), np.zeros(5), np.float64) for k in (2, 3, 5)]
+                                            rng.uniform(0.5, 2, (k, 5)), np.zeros(5), np.float64) for k in sizes]
     stacked = kernels.stack_coefficients(models)
-    assert stacked.model_sizes == (2, 3, 5)
-    for missing in ("marginalize", "drop"):
-        together = kernels.chunk_statistics(x, ("gaussian", stacked), missing, weights)
-        assert together.shape[0] == kernels.n_stat_rows((2, 3, 5)) == 13
+    assert stacked.model_sizes == sizes
+    for missing in ("marginalize", "drop", "error"):
+        together = kernels.chunk_statistics(np.nan_to_num(x) if missing == "error" else x, ("gaussian", stacked),
+                                            missing, weights)
+        assert together.shape[0] == kernels.n_stat_rows(sizes) == sum(sizes) + 3
         for model, block in zip(models, kernels.model_statistics(together, stacked.model_sizes)):
-            np.testing.assert_allclose(block, kernels.chunk_statistics(x, ("gaussian", model), missing, weights),
-                                       rtol=1e-12, atol=1e-9)
+            alone = kernels.chunk_statistics(np.nan_to_num(x) if missing == "error" else x, ("gaussian", model),
+                                             missing, weights)
+            np.testing.assert_allclose(block, alone, rtol=1e-12, atol=1e-9)
 
 
 def test_models_with_different_shifts_cannot_be_stacked():
