@@ -232,13 +232,13 @@ def measure(args, data_url, init_checkpoint, work):
         "per_iteration_overhead_seconds": outside_slope,
         "per_iteration_overhead_percent": 100 * outside_slope / plain_slope,
         "per_iteration_overhead_with_passes_seconds": extra_slope,
+        "per_iteration_overhead_with_passes_percent": 100 * extra_slope / plain_slope,
         # CPU seconds per iteration that the flow adds in this process and in others (the slope
         # of flow − plain): what competes with the workers for the cores on one machine.
         "per_iteration_extra_cpu_seconds": {
             name: _line(lengths, [runs[f"flow-{n}"]["cpu_seconds"][name] - runs[f"plain-{n}"]["cpu_seconds"][name]
                                   for n in lengths])[0]
             for name in ("this process", "workers", "other processes")},
-        "per_iteration_overhead_with_passes_percent": 100 * extra_slope / plain_slope,
         "pass_time_ratio": sum(passes(runs[f"flow-{n}"]) for n in lengths) / sum(passes(runs[f"plain-{n}"])
                                                                                  for n in lengths),
         # What the flow adds once per run, whatever its length (flow start, task runs, fit set-ups).
