@@ -11,6 +11,15 @@ timed iterations after one untimed) on the same cached store (``--rows``, defaul
 alternated ``--repeats`` times (fresh cluster each time, best kept). Target: 2 workers at least
 1.8x faster per iteration.
 
+Part 1b, what the machine allows: the same work without dask, in plain processes. Each
+process opens the store, reads its share of ``--ceiling-chunks`` dask-sized chunks (16 MiB,
+131,072 rows) and computes their statistics with the library's kernel, one BLAS thread, after
+a barrier; 1 process reads all of them, 2 processes half each (alternate chunks), started
+with the library's worker malloc settings. The speed-up t(1) / max t(2) is this machine's
+ceiling for target 5 (no scheduler, no client, no task overhead: only two cores sharing
+memory bandwidth and caches, and whatever else the host runs), alternated ``--repeats`` times
+with the best of each kept.
+
 Part 2, per-chunk figures (the inputs of the worked estimate):
 
 * tasks per iteration and what they are, counted on the 2-worker cluster from the scheduler's
@@ -123,6 +132,59 @@ def speedup(path, iters, repeats):
             "speedup": best[1] / best[2],
             "speedup_per_repeat": [a["seconds_per_iteration"] / b["seconds_per_iteration"]
                                    for a, b in zip(runs[1], runs[2])]}
+
+
+#: Rows of a dask chunk of the cached stores (16 MiB of float32 x 32).
+CHUNK_ROWS = 131_072
+
+
+def _share_of_chunks(path, starts, barrier, seconds):
+    """One process of :func:`process_ceiling`: read and compute its chunks after the barrier; report the seconds."""
+    import numpy as np
+    import zarr
+    from threadpoolctl import threadpool_limits
+
+    from diaggmm_dist import kernels
+    from diaggmm_dist.em import data_centre
+
+    weights, means, precisions = _common.start_values()
+    array = zarr.open_array(path, mode="r")
+    coef = kernels.log_prob_coefficients(weights, means, precisions, data_centre(weights, means, precisions),
+                                         np.float32)
+    with threadpool_limits(1):
+        kernels.chunk_statistics(array[:CHUNK_ROWS], ("gaussian", coef))  # warm-up: imports, allocator, caches
+        barrier.wait()
+        start = time.perf_counter()
+        for row in starts:
+            kernels.chunk_statistics(array[row:row + CHUNK_ROWS], ("gaussian", coef))
+        seconds.put(time.perf_counter() - start)
+
+
+def process_ceiling(path, n_chunks, repeats):
+    """Speed-up of 2 plain processes over 1 doing the fit's per-chunk work (module docstring, part 1b)."""
+    import multiprocessing
+
+    from diaggmm_dist.cluster import worker_malloc_environ
+
+    context = multiprocessing.get_context("spawn")
+    starts = [i * CHUNK_ROWS for i in range(n_chunks)]
+    runs = {1: [], 2: []}
+    for repeat in range(repeats):
+        for n in ((1, 2) if repeat % 2 == 0 else (2, 1)):
+            barrier, seconds = context.Barrier(n), context.Queue()
+            with worker_malloc_environ():
+                processes = [context.Process(target=_share_of_chunks, args=(str(path), starts[i::n], barrier, seconds))
+                             for i in range(n)]
+                for process in processes:
+                    process.start()
+            times = [seconds.get() for _ in processes]
+            for process in processes:
+                process.join()
+            runs[n].append(max(times))
+            print(f"  plain processes, {n}: {max(times):.3f} s for {n_chunks} chunks", flush=True)
+    best = {n: min(times) for n, times in runs.items()}
+    return {"chunks": n_chunks, "chunk_rows": CHUNK_ROWS, "seconds": {str(n): t for n, t in runs.items()},
+            "speedup": best[1] / best[2], "speedup_per_repeat": [a / b for a, b in zip(runs[1], runs[2])]}
 
 
 #: Task names of the tree sum: the library's own, and dask's (graphs whose chunks share tasks).
@@ -327,6 +389,7 @@ def main(argv=None):
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--kernel-repeats", type=int, default=7)
+    parser.add_argument("--ceiling-chunks", type=int, default=32, help="chunks read by the plain-process ceiling")
     parser.add_argument("--store", default=str(_common.DATA))
     args = parser.parse_args(argv)
 
@@ -338,6 +401,7 @@ def main(argv=None):
               "target_speedup": SPEEDUP_TARGET, "split_every": SPLIT_EVERY}
     result["worker_chunk_read_seconds"] = malloc_check(path)
     result["speedup"] = speedup(path, args.iters, args.repeats)
+    result["ceiling"] = process_ceiling(path, min(args.ceiling_chunks, n_chunks), args.repeats + 1)
     with local_cluster(2) as cluster, Client(cluster) as client:
         census = task_census(path, client, n_chunks)
         census["reduction_tasks"] = reduction_tasks(chunk_groups(n_chunks, 2), SPLIT_EVERY)
@@ -374,7 +438,20 @@ def render(result):
              f"| 2 workers >= {SPEEDUP_TARGET}x faster than 1 | {best['1']:.3f} | {best['2']:.3f} | {s['speedup']:.2f}x | "
              f"{_common.verdict(s['speedup'] >= SPEEDUP_TARGET)} |", "",
              f"(speed-up per repeat: {', '.join(f'{v:.2f}x' for v in s['speedup_per_repeat'])}; on a 2-core machine the "
-             "scheduler and client share the two cores with the two workers.)", "",
+             "scheduler and client share the two cores with the two workers.)", ""]
+    ceiling = result.get("ceiling")
+    if ceiling:
+        plain = {n: ceiling["chunks"] / min(ceiling["seconds"][n]) for n in ("1", "2")}  # chunks per second
+        fitted = {n: t["chunks"] / best[n] for n in ("1", "2")}
+        lines += [f"What the machine allows: the same per-chunk work (read from the store and the kernel) in plain "
+                  f"processes, no dask, {ceiling['chunks']} chunks of {ceiling['chunk_rows']:,} rows: 2 processes "
+                  f"{ceiling['speedup']:.2f}x faster than 1 (per repeat "
+                  f"{', '.join(f'{v:.2f}x' for v in ceiling['speedup_per_repeat'])}; best "
+                  f"{min(ceiling['seconds']['1']):.2f} s vs {min(ceiling['seconds']['2']):.2f} s). In chunks per "
+                  f"second, the fit on 1 worker ran at {fitted['1'] / plain['1']:.0%} of 1 plain process and on 2 "
+                  f"workers at {fitted['2'] / plain['2']:.0%} of 2 plain processes (the fit's iterations also hold "
+                  "the M-step and the scheduling between passes).", ""]
+    lines += [
              "Per-chunk figures:", "",
              "| figure | value |", "|---|---:|",
              f"| tasks per iteration, {t['chunks']} chunks (measured, task stream) | {t['tasks_per_iteration']:,} |",

@@ -17,6 +17,25 @@ CONNECT_TIMEOUT = 10
 WORKER_MALLOC_ENVIRON = {"MALLOC_MMAP_THRESHOLD_": 64 * 2**20, "MALLOC_TRIM_THRESHOLD_": 128 * 2**20}
 
 
+@contextlib.contextmanager
+def worker_malloc_environ():
+    """:data:`WORKER_MALLOC_ENVIRON` in this process's environment for the block (for processes started in it).
+
+    The previous values are put back at the end.
+    """
+    environ = {name: str(value) for name, value in WORKER_MALLOC_ENVIRON.items()}
+    previous = {name: os.environ.get(name) for name in environ}
+    os.environ.update(environ)
+    try:
+        yield environ
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def local_cluster(n_workers=None, threads_per_worker=1, **kwargs):
     """A ``distributed.LocalCluster`` of worker processes with :data:`WORKER_MALLOC_ENVIRON`.
 
@@ -26,27 +45,18 @@ def local_cluster(n_workers=None, threads_per_worker=1, **kwargs):
     after any other LocalCluster has run here, setting the configuration alone would start
     workers with distributed's ``MALLOC_TRIM_THRESHOLD_=65536``. The library's values are
     therefore put into this process's environment while the workers start, and the previous
-    values are put back after. (To run workers with other malloc settings, start a
-    LocalCluster of your own and pass its client.)
+    values are put back after (:func:`worker_malloc_environ`). (To run workers with other
+    malloc settings, start a LocalCluster of your own and pass its client.)
     """
     import dask
     from distributed import LocalCluster
 
-    environ = {name: str(value) for name, value in WORKER_MALLOC_ENVIRON.items()}
-    previous = {name: os.environ.get(name) for name in environ}
-    os.environ.update(environ)
-    try:
+    with worker_malloc_environ() as environ:
         pre_spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **environ}
         with dask.config.set({"distributed.nanny.pre-spawn-environ": pre_spawn}):
             # ":0": a free port for the dashboard server, so concurrent clusters do not collide on 8787
             return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, dashboard_address=":0",
                                 **kwargs)
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 class SchedulerUnreachableError(ConnectionError):
