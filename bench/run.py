@@ -63,6 +63,13 @@ Roofline
     would be running at the bound). The repository copy is also run with one thread to report the
     effective parallelism the machine gave (all-core speed-up of the bound's arithmetic).
 
+Plain kernel
+    Right after the bound, the library's per-chunk kernel (``kernels.chunk_statistics``) runs on
+    DiagGMM float32's own chunks of the same data from the shared start, on a pool of one thread
+    per CPU with one BLAS thread each, and nothing else: no dask, no estimator, no M-step (best
+    of 5 passes). The issue puts such "a plain chunked numpy kernel without Dask" at about 50% of
+    the bound; the report gives its fraction and DiagGMM float32's time against it.
+
 Output
     A Markdown table on stdout, and ``bench/results/speed.json`` and ``bench/results/speed.md``.
 """
@@ -187,6 +194,29 @@ def time_estimators(cases, iters, repeats):
     return runs
 
 
+def plain_kernel_seconds(X32, weights, means, precisions, chunk_rows, threads, repeats=5):
+    """Best seconds of one statistics pass of the library's kernel alone (module docstring, "Plain kernel")."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    from diaggmm_dist import kernels
+    from diaggmm_dist.em import data_centre
+
+    coef = kernels.log_prob_coefficients(weights, means, precisions, data_centre(weights, means, precisions),
+                                         np.float32)
+    chunks = [X32[start : start + chunk_rows] for start in range(0, X32.shape[0], chunk_rows)]
+
+    def one_pass(pool):
+        start = time.perf_counter()
+        list(pool.map(lambda chunk: kernels.chunk_statistics(chunk, ("gaussian", coef)), chunks))
+        return time.perf_counter() - start
+
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
+        one_pass(pool)  # warm-up
+        return min(one_pass(pool) for _ in range(repeats))
+
+
 def roofline_functions():
     """Where the bound comes from (the shared yardstick if present, else the repo copy), its
     ``bound_seconds``, and the repo copy's (which takes ``threads``, for the parallelism probe)."""
@@ -254,6 +284,10 @@ def render_markdown(report):
         f"{roof['all_threads_s']:.4f} s on all, so the machine gave {roof['effective_parallelism']:.2f}x "
         f"from {machine['usable_cpus']} CPUs "
         f"({roof['ideal_parallelism']:.2f}x possible).",
+        "",
+        f"Plain kernel (the library's per-chunk kernel on DiagGMM float32's chunks, a thread per CPU, no dask, "
+        f"no M-step): {roof['plain_kernel_s']:.4f} s per pass, {roof['plain_kernel_of_bound']:.0%} of the bound; "
+        f"DiagGMM float32's iteration takes {roof['diaggmm_float32_over_plain_kernel']:.2f}x that.",
         "",
         "s / iteration = timed warm-start fit / n_iter_ (includes per-fit work); marginal = "
         "(fit(iters) - fit(1)) / (iters - 1); fixed = fit(1) - marginal. Verdict: float32 needs "
@@ -328,6 +362,9 @@ def main(argv=None):
 
     after = bound_seconds(n, d, k)
     bound = min(before, after)
+    plain = plain_kernel_seconds(X32, weights, means, precisions,
+                                 args.chunk_size or default_chunk_rows(d, np.dtype(np.float32).itemsize),
+                                 os.cpu_count() or 1)
     # The same arithmetic on 1 thread and on every core, alternated (best of each), and the
     # speed-up its task count allows: how many cores the machine really gave this process.
     threads = os.cpu_count() or 1
@@ -385,7 +422,9 @@ def main(argv=None):
         "machine": machine_info(),
         "roofline": {"source": os.path.relpath(source, ROOT), "bound_s": bound, "before_s": before, "after_s": after,
                      "one_thread_s": one_thread, "all_threads_s": all_threads, "effective_parallelism": effective,
-                     "ideal_parallelism": ideal},
+                     "ideal_parallelism": ideal, "plain_kernel_s": plain,
+                     "plain_kernel_of_bound": bound / plain, "diaggmm_float32_over_plain_kernel":
+                     results[2]["s_per_iter"] / plain},
         "targets": {"float32": FLOAT32_TARGET, "float64": FLOAT64_TARGET, "float32_of_bound": ROOFLINE_TARGET},
         "float32_meets_target": bool(results[2]["met_target"]),
         "float64_meets_target": bool(results[1]["met_target"]),

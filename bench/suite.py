@@ -68,7 +68,10 @@ def target_rows(results):
                              "run.py"))
         row = by_dtype["float32"]
         rows.append(_row(5, "2. DiagGMM float32 as a fraction of the machine's bound (bound s / our s)",
-                         f"{row['bound_over_ours']:.0%}", f">= {row['roofline_target']:.0%}",
+                         f"{row['bound_over_ours']:.0%}" + (
+                             f" (the library's kernel alone, no dask: {speed['roofline']['plain_kernel_of_bound']:.0%})"
+                             if "plain_kernel_of_bound" in speed.get("roofline", {}) else ""),
+                         f">= {row['roofline_target']:.0%}",
                          row["met_roofline_target"], "run.py"))
     overheads = results.get("overheads.json")
     if overheads:
@@ -112,7 +115,10 @@ def out_of_core_rows(result):
     n = f"N={verdict['rows']:,}, {verdict['scheduler']}"
     return [
         _row(5, f"3. per-row iteration time, compressed Zarr on disk vs in memory at 1M ({n})",
-             f"{verdict['disk_over_memory']:.2f}x", "<= 1.3x", verdict["ratio_pass"], "out_of_core.py"),
+             f"{verdict['disk_over_memory']:.2f}x" + (
+                 f" (reading alone + in-memory EM: {verdict['reading_plus_memory_over_memory']:.2f}x)"
+                 if verdict.get("reading_plus_memory_over_memory") else ""),
+             "<= 1.3x", verdict["ratio_pass"], "out_of_core.py"),
         _row(5, f"3. peak resident memory (PSS) of the process tree ({verdict['scheduler']}), and its spread over N",
              f"{verdict['peak_rss_bytes'] / 2**30:.2f} GiB, max/min {verdict['rss_max_over_min_across_n']:.2f}",
              "< 2 GiB, flat", verdict["rss_pass"] and verdict["rss_flat"], "out_of_core.py"),
