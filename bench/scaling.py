@@ -134,11 +134,7 @@ def speedup(path, iters, repeats):
                                    for a, b in zip(runs[1], runs[2])]}
 
 
-#: Rows of a dask chunk of the cached stores (16 MiB of float32 x 32).
-CHUNK_ROWS = 131_072
-
-
-def _share_of_chunks(path, starts, barrier, seconds):
+def _share_of_chunks(path, starts, rows, barrier, seconds):
     """One process of :func:`process_ceiling`: read and compute its chunks after the barrier; report the seconds."""
     import numpy as np
     import zarr
@@ -152,11 +148,11 @@ def _share_of_chunks(path, starts, barrier, seconds):
     coef = kernels.log_prob_coefficients(weights, means, precisions, data_centre(weights, means, precisions),
                                          np.float32)
     with threadpool_limits(1):
-        kernels.chunk_statistics(array[:CHUNK_ROWS], ("gaussian", coef))  # warm-up: imports, allocator, caches
+        kernels.chunk_statistics(array[:rows], ("gaussian", coef))  # warm-up: imports, allocator, caches
         barrier.wait()
         start = time.perf_counter()
         for row in starts:
-            kernels.chunk_statistics(array[row:row + CHUNK_ROWS], ("gaussian", coef))
+            kernels.chunk_statistics(array[row:row + rows], ("gaussian", coef))
         seconds.put(time.perf_counter() - start)
 
 
@@ -165,15 +161,17 @@ def process_ceiling(path, n_chunks, repeats):
     import multiprocessing
 
     from diaggmm_dist.cluster import worker_malloc_environ
+    from diaggmm_dist.engine import default_chunk_rows
 
     context = multiprocessing.get_context("spawn")
-    starts = [i * CHUNK_ROWS for i in range(n_chunks)]
+    rows = default_chunk_rows(_common.D, 4)  # the fit's dask chunks of these float32 stores
+    starts = [i * rows for i in range(n_chunks)]
     runs = {1: [], 2: []}
     for repeat in range(repeats):
         for n in ((1, 2) if repeat % 2 == 0 else (2, 1)):
             barrier, seconds = context.Barrier(n), context.Queue()
             with worker_malloc_environ():
-                processes = [context.Process(target=_share_of_chunks, args=(str(path), starts[i::n], barrier, seconds))
+                processes = [context.Process(target=_share_of_chunks, args=(str(path), starts[i::n], rows, barrier, seconds))
                              for i in range(n)]
                 for process in processes:
                     process.start()
@@ -183,7 +181,7 @@ def process_ceiling(path, n_chunks, repeats):
             runs[n].append(max(times))
             print(f"  plain processes, {n}: {max(times):.3f} s for {n_chunks} chunks", flush=True)
     best = {n: min(times) for n, times in runs.items()}
-    return {"chunks": n_chunks, "chunk_rows": CHUNK_ROWS, "seconds": {str(n): t for n, t in runs.items()},
+    return {"chunks": n_chunks, "chunk_rows": rows, "seconds": {str(n): t for n, t in runs.items()},
             "speedup": best[1] / best[2], "speedup_per_repeat": [a / b for a, b in zip(runs[1], runs[2])]}
 
 
