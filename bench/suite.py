@@ -18,7 +18,7 @@ what was measured, the threshold, pass / falls short) and ``bench/results/latest
 same as Markdown, followed by each script's own report). A script that fails is reported
 as such; the others still run.
 
-    python bench/suite.py            # the issue's sizes: a long run (about an hour)
+    python bench/suite.py            # the issues' sizes: 20-25 min on the 2-core VM (stores cached)
     python bench/suite.py --quick    # small sizes, a few minutes: checks the machinery only
 """
 
