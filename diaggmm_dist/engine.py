@@ -37,11 +37,18 @@ try:  # dask's task objects (dask >= 2024.12); without them dask's threaded sche
     from dask._task_spec import convert_legacy_graph as _convert_legacy_graph
 except ImportError:  # pragma: no cover - older dask
     _DataNode = _GraphNode = _Task = _TaskRef = _convert_legacy_graph = None
+try:  # the graph expression distributed's Client.get wraps a plain dict graph in (dask >= 2025.4)
+    from dask._expr import LLGExpr as _LLGExpr
+except ImportError:  # pragma: no cover - older dask
+    _LLGExpr = None
 
 #: Target bytes per chunk when the input is not already chunked (numpy input).
 DEFAULT_CHUNK_BYTES = 16 * 2**20
 #: Fan-in of the tree reduction that adds up per-chunk statistics.
 SPLIT_EVERY = 8
+#: On a cluster, chunks are grouped into tasks while every thread still gets this many (see
+#: :func:`_group_size`).
+TASKS_PER_THREAD = 8
 
 
 def _active_client():
@@ -335,19 +342,28 @@ def _fused_chunks(graph, chunk_keys, parameter_key):
 
 
 def _summed_blocks(*blocks):
-    """The sum of statistics blocks (any leading unit axes dropped), pairwise along a contiguous axis."""
-    return np.stack([block.reshape(block.shape[-2:]) for block in blocks], axis=-1).sum(axis=-1)
+    """The sum of statistics blocks, in order, pairwise along a contiguous axis.
+
+    Each argument is one block (any leading unit axes dropped) or a stack of blocks along a
+    leading axis (a group of chunks handed over unsummed, see :func:`_group_statistics`).
+    """
+    flat = [block for stack in blocks for block in stack.reshape(-1, *stack.shape[-2:])]
+    return np.stack(flat, axis=-1).sum(axis=-1)
 
 
-def _add_tree_sum(graph, keys, name):
-    """Add to ``graph`` the tasks of a :data:`SPLIT_EVERY`-way tree sum of ``keys``; return its key."""
-    level = 0
+def _add_tree_sum(graph, keys, name, blocks_per_key=1):
+    """Add to ``graph`` the tasks of a tree sum of ``keys``; return its key.
+
+    Every addition takes :data:`SPLIT_EVERY` blocks: at the first level that is
+    ``SPLIT_EVERY // blocks_per_key`` keys when each key holds a stack of blocks.
+    """
+    level, fan_in = 0, SPLIT_EVERY // blocks_per_key
     while level == 0 or len(keys) > 1:
-        groups = [keys[i : i + SPLIT_EVERY] for i in range(0, len(keys), SPLIT_EVERY)]
+        groups = [keys[i : i + fan_in] for i in range(0, len(keys), fan_in)]
         keys = [(f"{name}-{level}", i) for i in range(len(groups))]
         for key, group in zip(keys, groups):
             graph[key] = _Task(key, _summed_blocks, *(_TaskRef(k) for k in group))
-        level += 1
+        level, fan_in = level + 1, SPLIT_EVERY
     return keys[0]
 
 
@@ -396,22 +412,32 @@ def _local_statistics(built, parameters, n_threads):
 
 
 def _group_size(n_chunks, n_threads):
-    """Chunks per cluster task: :data:`SPLIT_EVERY` when every thread still gets 16 tasks, else 1.
+    """Chunks per cluster task: the largest of SPLIT_EVERY, SPLIT_EVERY / 2, ..., 1 that leaves
+    every thread at least :data:`TASKS_PER_THREAD` tasks.
 
-    Grouping spares the client and the scheduler 7 of every 8 tasks, which matters with tens
-    of thousands of chunks; with few tasks per thread, a worker that finishes early would
-    wait for a whole group (1/16 of a pass at most, here). Nothing in between: a group of
-    SPLIT_EVERY chunks adds them up exactly as the first level of the tree over single chunks
-    does, so the result is the same to the bit whatever the number of workers (one that dies
-    mid-fit changes nothing).
+    Every task costs the client, the scheduler and the worker CPU time of their own (a few
+    milliseconds in all, measured on a 2-worker LocalCluster), on the cores the chunks need;
+    a worker that finishes its last task early waits for at most one group at the end of a
+    pass. Sizes divide SPLIT_EVERY, so that groups line up with the tree's first level: the
+    result is the same to the bit whatever the number of workers (one that dies mid-fit
+    changes nothing).
     """
-    return SPLIT_EVERY if n_chunks // (16 * max(1, n_threads)) >= SPLIT_EVERY else 1
+    size = SPLIT_EVERY
+    while size > 1 and n_chunks < TASKS_PER_THREAD * max(1, n_threads) * size:
+        size //= 2
+    return size
 
 
-def _group_statistics(tasks, keys, *values):
-    """The summed statistics of a group of chunk tasks, given the values of ``keys`` (their inputs)."""
+def _group_statistics(tasks, keys, add_up, *values):
+    """The statistics of a group of chunk tasks, given the values of ``keys`` (their inputs).
+
+    Added up when ``add_up`` (a group of :data:`SPLIT_EVERY` chunks is one addition of the
+    tree's first level); otherwise stacked, in order, for the first level to add up with
+    the next groups' blocks, as it would add single chunks'.
+    """
     known = dict(zip(keys, values))
-    return _summed_blocks(*(task({dep: known[dep] for dep in task.dependencies}) for task in tasks))
+    blocks = [task({dep: known[dep] for dep in task.dependencies}) for task in tasks]
+    return _summed_blocks(*blocks) if add_up else np.stack([block.reshape(block.shape[-2:]) for block in blocks])
 
 
 def _cluster_graph(built, parameters, n_threads):
@@ -437,10 +463,24 @@ def _cluster_graph(built, parameters, n_threads):
         key = (f"diaggmm-pass-chunks-{token}", len(keys))
         # inputs that are neither stored data nor the parameters are results already on the
         # cluster (a persisted array): they keep their keys
-        graph[key] = _Task(key, _group_statistics, _DataNode(None, tasks), _DataNode(None, inputs),
+        graph[key] = _Task(key, _group_statistics, _DataNode(None, tasks), _DataNode(None, inputs), size == SPLIT_EVERY,
                            *(_TaskRef(renamed.get(dep, dep)) for dep in inputs))
         keys.append(key)
-    return graph, _add_tree_sum(graph, keys, f"diaggmm-pass-sum-{token}")
+    blocks_per_key = 1 if size == SPLIT_EVERY else size
+    return graph, _add_tree_sum(graph, keys, f"diaggmm-pass-sum-{token}", blocks_per_key)
+
+
+def _named_graph(graph):
+    """``graph`` as the expression ``Client.get`` submits, named by a random token.
+
+    ``Client.get`` wraps a plain dict graph in an expression named by a deterministic hash of
+    every task and every piece of data in it: for a pass graph, the cached chunk tasks and the
+    Zarr array objects they read, hashed again on every pass. Measured on a 2-worker
+    LocalCluster, 10M rows (92 tasks), that was most of the client's CPU time per pass, on the
+    cores the workers need. The pass's keys are new on every pass anyway (uuid tokens), so a
+    random name is as good and costs nothing.
+    """
+    return graph if _LLGExpr is None else _LLGExpr(graph, _determ_token=uuid.uuid4().hex)
 
 
 def _local_threads():
@@ -500,7 +540,7 @@ def pass_statistics(X, responsibilities, missing="error", weights=None, count_no
         else:  # dask's own structure, with keys of its own (from a new parameter key) for this pass
             fresh = _statistics_graph(X, missing, weights, random, sizes)
             graph, result_key = {**fresh.graph, fresh.parameter_key: parameters}, fresh.result_key
-        return client.get(graph, result_key)
+        return client.get(_named_graph(graph), result_key)
     with _blas_controller().limit(limits=1, user_api="blas"):
         if built.chunk_keys:
             return _local_statistics(built, parameters, _local_threads())

@@ -99,20 +99,25 @@ def test_each_chunk_is_one_task_that_reads_it(rows, coefficients, tmp_path):
 
 
 def test_a_cluster_pass_runs_groups_of_chunks_under_keys_of_its_own(rows, coefficients, tmp_path):
-    X = engine.as_row_chunked(_store(rows, tmp_path / "x.zarr", 250), chunk_size=250)  # 200 chunks
+    X = engine.as_row_chunked(_store(rows, tmp_path / "x.zarr", 246), chunk_size=246)  # 204 chunks, the last short
     built = engine._statistics_graph(X, "error", None, False, coefficients.model_sizes)
     parameters = engine._PassParameters(("gaussian", coefficients), False)
-    # 1 thread (200 // 16 >= 8): groups of 8 chunks, 25 tasks, then a tree of 4 + 1 additions
+    assert engine.TASKS_PER_THREAD == 8 and engine.SPLIT_EVERY == 8  # the counts below rest on these
+    # 1 thread (204 chunks >= 8 tasks of 8): groups of 8 chunks, 26 tasks, then a tree of 4 + 1 additions
     graph, result_key = engine._cluster_graph(built, parameters, n_threads=1)
     tasks = [key for key, node in graph.items() if not isinstance(node, engine._DataNode)]
-    assert len(tasks) == 25 + 4 + 1
+    assert len(tasks) == 26 + 4 + 1
     stats = dask.get(graph, result_key)
     expected = kernels.chunk_statistics(rows, ("gaussian", coefficients))
     np.testing.assert_allclose(stats, expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
-    # many threads: one chunk per task, and the very same sum, so losing a worker changes nothing
-    single, single_key = engine._cluster_graph(built, parameters, n_threads=2)
-    assert sum(not isinstance(node, engine._DataNode) for node in single.values()) == 200 + 25 + 4 + 1
-    assert np.array_equal(dask.get(single, single_key), stats)
+    # more threads, smaller groups handed to the tree unsummed, down to one chunk per task: the
+    # tree adds up the same blocks in the same order, so the sum is the very same whatever the
+    # number of workers (losing one changes nothing)
+    for n_threads, size in ((4, 4), (8, 2), (32, 1)):
+        grouped, grouped_key = engine._cluster_graph(built, parameters, n_threads=n_threads)
+        n_tasks = sum(not isinstance(node, engine._DataNode) for node in grouped.values())
+        assert n_tasks == -(-204 // size) + 26 + 4 + 1
+        assert np.array_equal(dask.get(grouped, grouped_key), stats)
     # the next pass shares no key with this one (the scheduler keeps results by key)
     again, _ = engine._cluster_graph(built, parameters, n_threads=1)
     assert not set(again) & set(graph)
