@@ -30,7 +30,7 @@ from dask.array.core import normalize_chunks
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from . import kernels
+from . import kernels, zarr_chunks
 
 try:  # dask's task objects (dask >= 2024.12); without them dask's threaded scheduler runs every pass
     from dask._task_spec import DataNode as _DataNode, GraphNode as _GraphNode, Task as _Task, TaskRef as _TaskRef
@@ -139,7 +139,12 @@ def as_row_chunked(X, chunk_size=None):
         zarr_rows = X.chunks[0]
         target = chunk_size or default_chunk_rows(X.shape[1], X.dtype.itemsize)
         rows = max(1, target // zarr_rows) * zarr_rows  # whole Zarr chunks: each is read once
-        array = da.from_zarr(X, chunks=(rows, X.shape[1]))
+        direct = zarr_chunks.direct_rows(X)
+        if direct is None:
+            array = da.from_zarr(X, chunks=(rows, X.shape[1]))
+        else:  # the same chunks, read without zarr's extra copy (see diaggmm_dist.zarr_chunks)
+            array = da.from_array(direct, chunks=(rows, X.shape[1]), asarray=False, fancy=False,
+                                  meta=np.empty((0, 0), dtype=direct.dtype), name=f"from-zarr-{dask.base.tokenize(direct)}")
     elif isinstance(X, da.Array):
         check_shape_and_dtype(X.shape, X.dtype)
         array = X

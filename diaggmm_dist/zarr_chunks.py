@@ -1,0 +1,116 @@
+"""Reading whole chunks of rows of a local Zarr array straight into the array a pass works on.
+
+Every EM iteration reads every chunk of the data once, on the cores that also run the E-step,
+so the CPU time of a read counts as much as the kernel's. zarr (3.1) decodes each chunk into a
+buffer of its own, then copies it into the array it returns, through its event loop and
+thread pool. Measured on this project's 2-core VM, one 16 MiB chunk (131,072 rows x 32
+float32, two Blosc-LZ4 Zarr chunks, page cache warm, the workers' malloc settings): 16 ms of
+CPU through zarr, 8 ms when the file is read and Blosc decodes it into the destination
+(``bench/read_path.py`` measures both on any store). The kernel takes ~27 ms on such a chunk.
+
+The direct path covers the layout the project writes (:mod:`diaggmm_dist.io.zarr_groups`) and
+that most stores of row-major feature tables have: Zarr format 3, a local store, a regular
+chunk grid whose chunks span every column, the ``bytes`` codec in this machine's byte order,
+then at most one Blosc codec. For anything else :func:`direct_rows` returns None and zarr
+reads the array; a selection other than whole chunks of rows also goes through zarr.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+class DirectRows:
+    """A 2-D Zarr array for ``dask.array.from_array``: whole chunks of rows read directly.
+
+    Built by :func:`direct_rows`, which checks that the array's layout allows it.
+
+    Parameters
+    ----------
+    array : zarr.Array
+        The array; also used as it is for any selection that is not whole chunks of rows.
+    root : pathlib.Path
+        The directory of the array's chunks (the store's root plus the array's path).
+    blosc : bool
+        The chunks are Blosc-compressed (else stored raw).
+    """
+
+    def __init__(self, array, root, blosc):
+        self.array, self.root, self.blosc = array, Path(root), blosc
+        self.shape, self.dtype, self.ndim = tuple(array.shape), np.dtype(array.dtype), 2
+        self.chunk_rows = int(array.chunks[0])
+        self.fill_value = self.dtype.type(array.metadata.fill_value)
+
+    def __dask_tokenize__(self):
+        return ("diaggmm-direct-rows", str(self.root), self.shape, str(self.dtype), self.chunk_rows, self.blosc)
+
+    def __getitem__(self, key):
+        rows = _whole_chunk_rows(key, self.shape, self.chunk_rows)
+        if rows is None:
+            return self.array[key]
+        start, stop = rows
+        out = np.empty((stop - start, self.shape[1]), dtype=self.dtype)
+        for first in range(start, stop, self.chunk_rows):
+            self._read_chunk(first // self.chunk_rows, out[first - start : first - start + self.chunk_rows])
+        return out
+
+    def _read_chunk(self, index, dest):
+        """Decode chunk ``index`` (along the rows) into ``dest`` (its rows; fewer for the last chunk)."""
+        path = self.root / self.array.metadata.encode_chunk_key((index, 0))
+        try:
+            with open(path, "rb") as file:
+                data = file.read()
+        except FileNotFoundError:  # a chunk never written holds the fill value, as zarr reads it
+            dest[...] = self.fill_value
+            return
+        full = dest.shape[0] == self.chunk_rows  # edge chunks are stored at full size
+        if self.blosc:
+            from numcodecs import Blosc
+
+            decoded = Blosc().decode(data, out=dest if full else None)
+        else:
+            decoded = data
+        if not full or not self.blosc:
+            values = np.frombuffer(decoded, dtype=self.dtype)
+            if values.size != self.chunk_rows * self.shape[1]:
+                raise ValueError(f"Zarr chunk {path} holds {values.size} values, not the "
+                                 f"{self.chunk_rows * self.shape[1]} of a ({self.chunk_rows}, {self.shape[1]}) chunk.")
+            dest[...] = values.reshape(self.chunk_rows, self.shape[1])[: dest.shape[0]]
+
+
+def _whole_chunk_rows(key, shape, chunk_rows):
+    """``(start, stop)`` when ``key`` selects every column of whole chunks of rows (the last may be short), else None."""
+    if not isinstance(key, tuple) or len(key) != 2 or not all(isinstance(k, slice) for k in key):
+        return None
+    (start, stop, step), columns = key[0].indices(shape[0]), key[1].indices(shape[1])
+    if step != 1 or columns != (0, shape[1], 1) or start >= stop or start % chunk_rows:
+        return None
+    if stop % chunk_rows and stop != shape[0]:
+        return None
+    return start, stop
+
+
+def direct_rows(array):
+    """A :class:`DirectRows` view of ``array`` when its layout allows the direct read, else None."""
+    try:
+        from zarr.codecs import BloscCodec, BytesCodec
+        from zarr.storage import LocalStore
+
+        metadata = array.metadata
+        store = array.store_path.store
+        codecs = tuple(metadata.codecs)
+        if (metadata.zarr_format != 3 or not isinstance(store, LocalStore) or len(array.shape) != 2
+                or tuple(metadata.chunk_grid.chunk_shape)[1] != array.shape[1]
+                or not codecs or not isinstance(codecs[0], BytesCodec) or len(codecs) > 2
+                or (len(codecs) == 2 and not isinstance(codecs[1], BloscCodec))):
+            return None
+        dtype = np.dtype(array.dtype)
+        endian = getattr(codecs[0].endian, "value", codecs[0].endian)
+        if dtype.kind not in "fiu" or (dtype.itemsize > 1 and endian != sys.byteorder):
+            return None
+        return DirectRows(array, Path(store.root) / array.store_path.path, blosc=len(codecs) == 2)
+    except (AttributeError, ImportError, TypeError):  # another zarr version's internals: zarr reads it
+        return None

@@ -1,0 +1,86 @@
+"""The direct read of whole chunks of rows gives what zarr gives, and only where the layout allows it."""
+
+import dask
+import numpy as np
+import pytest
+import zarr
+from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
+
+from diaggmm_dist import engine, zarr_chunks
+from diaggmm_dist.io.zarr_groups import DATA_COMPRESSORS
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return np.random.default_rng(5).standard_normal((10_000, 6)).astype(np.float32)
+
+
+def _array(path, rows, chunks=(1_000, 6), **kwargs):
+    array = zarr.create_array(str(path), shape=rows.shape, chunks=chunks, dtype=rows.dtype, **kwargs)
+    array[:] = rows
+    return zarr.open_array(str(path), mode="r")
+
+
+@pytest.mark.parametrize("compressors", [DATA_COMPRESSORS, None, (BloscCodec(cname="zstd", shuffle="bitshuffle"),)],
+                         ids=["blosc-lz4", "raw", "blosc-zstd"])
+def test_whole_chunks_read_directly_equal_zarr(rows, tmp_path, compressors):
+    array = _array(tmp_path / "x.zarr", rows[:9_500], compressors=compressors)  # the last chunk is short
+    direct = zarr_chunks.direct_rows(array)
+    assert direct is not None
+    for selection in (np.s_[:, :], np.s_[0:2_000, :], np.s_[8_000:9_500, :], np.s_[3_000:4_000, 0:6]):
+        assert np.array_equal(direct[selection], array[selection])
+    # anything but whole chunks of rows goes through zarr, with the same answer
+    for selection in (np.s_[10:20, :], np.s_[0:1_000, 2:4], np.s_[0:2_000:2, :], np.s_[1_000:1_500, :]):
+        assert np.array_equal(direct[selection], array[selection])
+
+
+def test_a_chunk_never_written_reads_as_the_fill_value(rows, tmp_path):
+    array = zarr.create_array(str(tmp_path / "x.zarr"), shape=rows.shape, chunks=(1_000, 6), dtype=rows.dtype,
+                              compressors=DATA_COMPRESSORS, fill_value=-7.0)
+    array[:3_000] = rows[:3_000]
+    array = zarr.open_array(str(tmp_path / "x.zarr"), mode="r")
+    read = zarr_chunks.direct_rows(array)[0:5_000, :]
+    assert np.array_equal(read, array[0:5_000]) and np.all(read[3_000:] == -7.0)
+
+
+def test_a_chunk_of_the_wrong_size_is_an_error_naming_it(rows, tmp_path):
+    array = _array(tmp_path / "x.zarr", rows, compressors=None)
+    chunk = tmp_path / "x.zarr" / "c" / "2" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:-4])
+    with pytest.raises(ValueError, match=r"c/2/0 holds 5999 values"):
+        zarr_chunks.direct_rows(array)[2_000:3_000, :]
+
+
+@pytest.mark.parametrize("layout", ["zstd", "zarr v2", "column chunks", "sharded", "big-endian", "in memory", "1-D"])
+def test_other_layouts_are_left_to_zarr(rows, tmp_path, layout):
+    path, kwargs = str(tmp_path / "x.zarr"), {}
+    if layout == "zstd":
+        kwargs = {"compressors": (ZstdCodec(),)}
+    elif layout == "zarr v2":
+        kwargs = {"zarr_format": 2}
+    elif layout == "column chunks":
+        kwargs = {"chunks": (1_000, 3)}
+    elif layout == "sharded":
+        kwargs = {"chunks": (1_000, 6), "shards": (2_000, 6)}
+    elif layout == "big-endian":
+        kwargs = {"serializer": BytesCodec(endian="big"), "compressors": None}
+    elif layout == "in memory":
+        path = zarr.storage.MemoryStore()
+    data = rows[:, 0] if layout == "1-D" else rows
+    array = zarr.create_array(path, shape=data.shape, dtype=data.dtype, **{"chunks": (1_000,) + data.shape[1:], **kwargs})
+    array[:] = data
+    assert zarr_chunks.direct_rows(array) is None
+    if data.ndim == 2:  # the engine still reads it, through zarr
+        assert np.array_equal(engine.as_row_chunked(array, chunk_size=2_000).compute(), rows)
+
+
+def test_the_engine_reads_the_project_layout_directly(rows, tmp_path):
+    array = _array(tmp_path / "x.zarr", rows, compressors=DATA_COMPRESSORS)
+    X = engine.as_row_chunked(str(tmp_path / "x.zarr"), chunk_size=2_000)
+    values = [getattr(node, "value", node) for node in dict(X.__dask_graph__()).values()]
+    assert any(isinstance(value, zarr_chunks.DirectRows) for value in values)
+    assert np.array_equal(X.compute(), array[:])
+    # the name is stable for the same array (graph caches and checkpoints rely on it)
+    assert engine.as_row_chunked(str(tmp_path / "x.zarr"), chunk_size=2_000).name == X.name
+    with dask.config.set(scheduler="sync"):
+        assert np.array_equal(X[[3, 4_321, 9_999]].compute(), rows[[3, 4_321, 9_999]])
