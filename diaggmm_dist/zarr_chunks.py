@@ -5,8 +5,9 @@ so the CPU time of a read counts as much as the kernel's. zarr (3.1) decodes eac
 buffer of its own, then copies it into the array it returns, through its event loop and
 thread pool. Measured on this project's 2-core VM, one 16 MiB chunk (131,072 rows x 32
 float32, two Blosc-LZ4 Zarr chunks, page cache warm, the workers' malloc settings): 16 ms of
-CPU through zarr, 8 ms when the file is read and Blosc decodes it into the destination
-(``bench/read_path.py`` measures both on any store). The kernel takes ~27 ms on such a chunk.
+CPU through zarr, 7-8 ms when the file is read and Blosc decodes it into the destination; the
+kernel takes ~27 ms on such a chunk. (``bench/out_of_core.py`` times a reading-only pass both
+ways at each N.)
 
 The direct path covers the layout the project writes (:mod:`diaggmm_dist.io.zarr_groups`) and
 that most stores of row-major feature tables have: Zarr format 3, a local store, a regular
