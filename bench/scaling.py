@@ -31,10 +31,11 @@ Part 2, per-chunk figures (the inputs of the worked estimate):
   (:func:`diaggmm_dist.engine.default_chunk_rows`), one thread, one BLAS thread (best of
   ``--kernel-repeats``: a core not shared with others; the median is printed too);
 * read+decode seconds of such a chunk (its Zarr chunks, in memory) stored with the project's
-  default codec and chunk size, one thread, and the compression ratio;
-* bytes of one statistics block, (K + 1) x ``n_stat_columns(D)`` float64, and the number of
-  tasks of the library's tree reduction (fan-in :data:`diaggmm_dist.engine.SPLIT_EVERY`: one
-  task per block at every level above the chunks) for the chunk count of 1 TB.
+  default codec and chunk size, one thread, and the compression ratio
+  (through zarr: an object store's chunks do not take the library's direct local read);
+* bytes of one statistics block, (K + 1) x ``n_stat_columns(D)`` float64, and for the chunk
+  count of 1 TB the tasks of a pass and the blocks they send, by the library's own grouping
+  and tree (:func:`pass_shape`).
 
 Part 3, a worked estimate of one iteration of a 1 TB (raw float32), K=64, D=64 fit on 32 and
 256 single-threaded workers, each assumed as fast as one core here: compute, scheduler load
@@ -225,17 +226,21 @@ def task_census(path, client, n_chunks):
             "median_compute_seconds_by_name": {k: statistics.median(v) for k, v in kinds.items()}}
 
 
-def reduction_tasks(n_blocks, split_every):
-    """Tasks of the library's tree sum of ``n_blocks`` blocks: one per block of every level above them."""
-    return max(1, sum(reduction_levels(n_blocks, split_every)[1:]))
+def pass_shape(n_chunks, workers):
+    """The library's pass over ``n_chunks`` chunks on ``workers`` single-threaded workers.
 
+    Chunks per task, chunk tasks, tree-sum tasks and statistics blocks sent, from the library's
+    own rules (``engine._group_size``, ``engine._add_tree_sum``) on placeholder keys. A chunk
+    task sends one block when it adds its chunks up (a group of SPLIT_EVERY), else one per
+    chunk; every task of the tree sends one (the root's goes to the client).
+    """
+    from diaggmm_dist import engine
 
-def reduction_levels(n_blocks, split_every):
-    """Blocks at each level of the tree: n, ceil(n/s), ..., 1."""
-    levels = [n_blocks]
-    while levels[-1] > 1:
-        levels.append(math.ceil(levels[-1] / split_every))
-    return levels
+    size = engine._group_size(n_chunks, workers)
+    groups, tree = math.ceil(n_chunks / size), {}
+    engine._add_tree_sum(tree, [("chunks", i) for i in range(groups)], "sum", 1 if size == engine.SPLIT_EVERY else size)
+    sent = (groups if size == engine.SPLIT_EVERY else n_chunks) + len(tree)
+    return {"chunks_per_task": size, "chunk_tasks": groups, "reduction_tasks": len(tree), "blocks_sent": sent}
 
 
 def scheduler_overhead(client, sizes=(2000, 8000), repeats=3):
@@ -324,30 +329,15 @@ def plan_chunk_figures(repeats):
             "stat_block_bytes_formula": (k + 1) * kernels.n_stat_columns(d) * 8}
 
 
-def chunk_groups(n_chunks, workers):
-    """Tasks that run a pass's chunks on ``workers`` single-threaded workers (the library's rule)."""
-    from diaggmm_dist.engine import _group_size
-
-    return math.ceil(n_chunks / _group_size(n_chunks, workers))
-
-
 def worked_estimate(chunk, census, seconds_per_task):
-    from diaggmm_dist.engine import SPLIT_EVERY
-
     rows = PLAN["bytes"] // (PLAN["features"] * 4)
     n_chunks = math.ceil(rows / chunk["chunk_rows"])
-    # the library groups SPLIT_EVERY chunks per task on a cluster when every worker still gets
-    # 16 tasks: counted for the plan's largest cluster (fewer workers group at least as much)
-    groups = chunk_groups(n_chunks, max(PLAN["workers"]))
-    reduction = reduction_tasks(groups, SPLIT_EVERY)
-    levels = reduction_levels(groups, SPLIT_EVERY)
-    tasks = groups + reduction + census["constant_tasks"]
+    # counted for the plan's largest cluster (fewer workers group at least as much)
+    shape = pass_shape(n_chunks, max(PLAN["workers"]))
+    tasks = shape["chunk_tasks"] + shape["reduction_tasks"] + census["constant_tasks"]
     per_chunk = chunk["kernel_seconds"] + chunk["read_decode_seconds"]
-    # every node of the tree but the root sends its block to its parent; the root's goes to the client
-    transfers = sum(levels)
-    network = transfers * chunk["stat_block_bytes"]
-    out = {"rows": rows, "chunks": n_chunks, "chunk_tasks": groups, "reduction_tasks": reduction, "tree_levels": levels,
-           "tasks_per_iteration": tasks, "scheduler_seconds": tasks * seconds_per_task,
+    network = shape["blocks_sent"] * chunk["stat_block_bytes"]
+    out = {"rows": rows, "chunks": n_chunks, **shape, "tasks_per_iteration": tasks, "scheduler_seconds": tasks * seconds_per_task,
            "core_seconds": n_chunks * per_chunk, "network_bytes_upper_bound": network,
            "storage_bytes": PLAN["bytes"] / chunk["compression_ratio"], "workers": {}}
     for workers in PLAN["workers"]:
@@ -363,12 +353,12 @@ def worked_estimate(chunk, census, seconds_per_task):
     # The scheduler's load falls with the number of chunks: the same data in chunks CHUNK_FACTOR
     # times larger (chunk_size=...; the per-row compute cost assumed unchanged).
     big_chunks = math.ceil(rows / (chunk["chunk_rows"] * CHUNK_FACTOR))
-    big_groups = chunk_groups(big_chunks, max(PLAN["workers"]))
-    big_tasks = big_groups + reduction_tasks(big_groups, SPLIT_EVERY) + census["constant_tasks"]
+    big = pass_shape(big_chunks, max(PLAN["workers"]))
+    big_tasks = big["chunk_tasks"] + big["reduction_tasks"] + census["constant_tasks"]
     out["larger_chunks"] = {
         "chunk_rows": chunk["chunk_rows"] * CHUNK_FACTOR, "chunks": big_chunks, "tasks_per_iteration": big_tasks,
         "scheduler_seconds": big_tasks * seconds_per_task,
-        "network_bytes_upper_bound": sum(reduction_levels(big_groups, SPLIT_EVERY)) * chunk["stat_block_bytes"],
+        "network_bytes_upper_bound": big["blocks_sent"] * chunk["stat_block_bytes"],
         "workers": {str(w): {"compute_seconds": math.ceil(big_chunks / w) * per_chunk * CHUNK_FACTOR}
                     for w in PLAN["workers"]},
     }
@@ -402,7 +392,7 @@ def main(argv=None):
     result["ceiling"] = process_ceiling(path, min(args.ceiling_chunks, n_chunks), args.repeats + 1)
     with local_cluster(2) as cluster, Client(cluster) as client:
         census = task_census(path, client, n_chunks)
-        census["reduction_tasks"] = reduction_tasks(chunk_groups(n_chunks, 2), SPLIT_EVERY)
+        census["reduction_tasks"] = pass_shape(n_chunks, 2)["reduction_tasks"]
         result["tasks"] = census
         result["scheduler"] = scheduler_overhead(client)
     result["chunk"] = plan_chunk_figures(args.kernel_repeats)
@@ -477,13 +467,13 @@ def render(result):
                   f"K={c['components']}, {e['chunks']:,} chunks of {c['chunk_rows']:,} rows:", "",
               f"* compute: {e['chunks']:,} chunks x ({c['kernel_seconds']:.3f} s kernel + {c['read_decode_seconds']:.4f} s "
               f"read+decode) = {e['core_seconds']:,.0f} core-seconds per iteration, spread over the workers;",
-              f"* scheduler: {e['chunk_tasks']:,} tasks of up to {result['split_every']} chunks + {e['reduction_tasks']:,} "
+              f"* scheduler: {e['chunk_tasks']:,} tasks of {e['chunks_per_task']} chunks + {e['reduction_tasks']:,} "
               f"reduction tasks + {t['constant_tasks']} = {e['tasks_per_iteration']:,} tasks; at "
               f"{sch['scheduler_cpu_seconds_per_task'] * 1e3:.3f} ms of scheduler CPU each "
               f"that is {e['scheduler_seconds']:,.0f} s of scheduler time per iteration, paid serially in one process "
               "(overlapping with the compute);",
-              f"* network: the tree has levels of {' -> '.join(f'{v:,}' for v in e['tree_levels'])} blocks of "
-              f"{c['stat_block_bytes']:,} bytes; at most {e['network_bytes_upper_bound'] / 1e9:,.1f} GB cross the "
+              f"* network: {e['blocks_sent']:,} blocks of "
+              f"{c['stat_block_bytes']:,} bytes sent up the tree; at most {e['network_bytes_upper_bound'] / 1e9:,.1f} GB cross the "
               "network per iteration (every block once; blocks reduced on the worker that made them do not);",
               f"* storage: {e['storage_bytes'] / 1e9:,.0f} GB read per iteration at the default codec's ratio.", "",
               "| workers | chunks / worker | compute s / iter | scheduler s / iter | estimate s / iter | bound by | "
