@@ -12,7 +12,8 @@ each chunk length, and measures
   this process: the least noisy figure on a busy machine);
 * read+decode throughput in rows/s of the whole store into numpy: ``X`` opened the way the
   fit opens it (:func:`diaggmm_dist.engine.as_row_chunked`, whole Zarr chunks grouped into
-  dask chunks of about ``default_chunk_rows`` rows) and reduced with a trivial ``sum`` on
+  dask chunks of about ``default_chunk_rows`` rows; Blosc and uncompressed stores thus take
+  the library's direct read, :mod:`diaggmm_dist.zarr_chunks`, other codecs go through zarr) and reduced with a trivial ``sum`` on
   dask's threaded scheduler with ``--threads`` (2) threads, with the store in the page cache
   ("warm"). All stores are written first; then ``--rounds`` rounds go over all of them (order
   rotated), each store read ``--repeats`` times in a fresh process per round, so that the

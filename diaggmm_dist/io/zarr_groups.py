@@ -21,7 +21,9 @@ from zarr.errors import ContainsArrayError, GroupNotFoundError
 #: against 1.090; one core decodes ~3.5-4.5 GB/s against ~0.9. No compression reads at 22 M
 #: rows/s but saves nothing; random float32 mantissas hardly compress with any codec (the best
 #: tried, LZ4HC, reached 1.138). For per-row scores LZ4 encodes 6-15x faster than zstd for
-#: ~13% more bytes.
+#: ~13% more bytes. (Those reads went through zarr. Since then the engine decodes Blosc chunks
+#: straight into the pass's arrays, :mod:`diaggmm_dist.zarr_chunks`, which halves the CPU of a
+#: read; zstd still goes through zarr.)
 DATA_COMPRESSORS = (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),)
 
 #: Target bytes of one chunk of those arrays. 8 MiB chunks read fastest in that study (16 MiB
