@@ -62,24 +62,36 @@ class DirectRows:
         """Decode chunk ``index`` (along the rows) into ``dest`` (its rows; fewer for the last chunk)."""
         path = self.root / self.array.metadata.encode_chunk_key((index, 0))
         try:
-            with open(path, "rb") as file:
-                data = file.read()
+            file = open(path, "rb")
         except FileNotFoundError:  # a chunk never written holds the fill value, as zarr reads it
             dest[...] = self.fill_value
             return
         full = dest.shape[0] == self.chunk_rows  # edge chunks are stored at full size
+        with file:
+            if full and not self.blosc:  # raw values: from the file straight into place
+                size = file.readinto(memoryview(dest).cast("B")) + len(file.read())
+                self._check_values(path, size // self.dtype.itemsize)
+                return
+            data = file.read()
         if self.blosc:
             from numcodecs import Blosc
 
-            decoded = Blosc().decode(data, out=dest if full else None)
-        else:
-            decoded = data
-        if not full or not self.blosc:
-            values = np.frombuffer(decoded, dtype=self.dtype)
-            if values.size != self.chunk_rows * self.shape[1]:
-                raise ValueError(f"Zarr chunk {path} holds {values.size} values, not the "
-                                 f"{self.chunk_rows * self.shape[1]} of a ({self.chunk_rows}, {self.shape[1]}) chunk.")
-            dest[...] = values.reshape(self.chunk_rows, self.shape[1])[: dest.shape[0]]
+            try:
+                decoded = Blosc().decode(data, out=dest if full else None)
+            except (RuntimeError, ValueError) as err:
+                raise ValueError(f"Zarr chunk {path} could not be decoded into a ({self.chunk_rows}, {self.shape[1]}) "
+                                 f"{self.dtype} chunk: {err}") from err
+            if full:
+                return
+            data = decoded
+        values = np.frombuffer(data, dtype=self.dtype)
+        self._check_values(path, values.size)
+        dest[...] = values.reshape(self.chunk_rows, self.shape[1])[: dest.shape[0]]
+
+    def _check_values(self, path, count):
+        if count != self.chunk_rows * self.shape[1]:
+            raise ValueError(f"Zarr chunk {path} holds {count} values, not the {self.chunk_rows * self.shape[1]} "
+                             f"of a ({self.chunk_rows}, {self.shape[1]}) chunk.")
 
 
 def _whole_chunk_rows(key, shape, chunk_rows):
