@@ -13,7 +13,7 @@ alternated ``--repeats`` times (fresh cluster each time, best kept). Target: 2 w
 
 Part 1b, what the machine allows: the same work without dask, in plain processes. Each
 process opens the store, reads its share of ``--ceiling-chunks`` dask-sized chunks (16 MiB,
-131,072 rows) and computes their statistics with the library's kernel, one BLAS thread, after
+131,072 rows, read as the fit reads them: :mod:`diaggmm_dist.zarr_chunks`) and computes their statistics with the library's kernel, one BLAS thread, after
 a barrier; 1 process reads all of them, 2 processes half each (alternate chunks), started
 with the library's worker malloc settings. The speed-up t(1) / max t(2) is this machine's
 ceiling for target 5 (no scheduler, no client, no task overhead: only two cores sharing
@@ -141,19 +141,20 @@ def _share_of_chunks(path, starts, rows, barrier, seconds):
     import zarr
     from threadpoolctl import threadpool_limits
 
-    from diaggmm_dist import kernels
+    from diaggmm_dist import kernels, zarr_chunks
     from diaggmm_dist.em import data_centre
 
     weights, means, precisions = _common.start_values()
     array = zarr.open_array(path, mode="r")
+    array = zarr_chunks.direct_rows(array) or array  # read as the fit reads it
     coef = kernels.log_prob_coefficients(weights, means, precisions, data_centre(weights, means, precisions),
                                          np.float32)
     with threadpool_limits(1):
-        kernels.chunk_statistics(array[:rows], ("gaussian", coef))  # warm-up: imports, allocator, caches
+        kernels.chunk_statistics(array[:rows, :], ("gaussian", coef))  # warm-up: imports, allocator, caches
         barrier.wait()
         start = time.perf_counter()
         for row in starts:
-            kernels.chunk_statistics(array[row:row + rows], ("gaussian", coef))
+            kernels.chunk_statistics(array[row:row + rows, :], ("gaussian", coef))
         seconds.put(time.perf_counter() - start)
 
 
