@@ -13,6 +13,10 @@ before and just after, side by side (the faster of the two is the reference). Tw
   the library starts it (:func:`diaggmm_dist.cluster.local_cluster`: glibc malloc settings
   that keep chunk-sized buffers off fresh mmaps).
 
+Each disk fit runs in a fresh process (the client's), so that its peak memory is the fit's
+own: in one long-lived process, the memory earlier runs left in its malloc heaps (the
+in-memory fits, the fits at smaller N) came on top and grew from one N to the next.
+
 Figures: seconds per iteration (median of the timed iterations, from the library's own
 per-iteration log records), seconds per million rows per iteration, the ratio disk / memory
 per row (target <= 1.3x at 160M), and the peak resident memory (summed PSS) of the whole process tree (this process,
@@ -59,7 +63,23 @@ RSS_TARGET = 2 * 2**30
 
 
 def disk_run(path, iters, scheduler, drop_cache=False):
-    """One disk fit on ``scheduler`` ("threads" or "cluster"), with the page cache state as each timed iteration starts."""
+    """One disk fit on ``scheduler`` ("threads" or "cluster"), run in a fresh process (:func:`disk_fit`).
+
+    A fresh process, so that its peak memory is the fit's own, not what the runs before it
+    (the in-memory fits, the fits at smaller N) left in this process's malloc heaps.
+    """
+    import json
+    import subprocess
+
+    done = subprocess.run([sys.executable, __file__, "--disk-fit", json.dumps([str(path), iters, scheduler, drop_cache])],
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"the disk fit ({scheduler}) failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def disk_fit(path, iters, scheduler, drop_cache=False):
+    """The disk fit of :func:`disk_run`, in this process, with the page cache state as each timed iteration starts."""
     probe = functools.partial(_common.cached_fraction, path)
     if scheduler == "cluster":
         from distributed import Client
@@ -127,7 +147,13 @@ def main(argv=None):
     parser.add_argument("--cold", action="store_true", help="also run every iteration after dropping the page cache")
     parser.add_argument("--store", default=str(_common.DATA), help="where the data stores are cached")
     parser.add_argument("--out", default="out_of_core.json")
+    parser.add_argument("--disk-fit", help=argparse.SUPPRESS)  # [path, iters, scheduler, drop_cache]: one fit, JSON out
     args = parser.parse_args(argv)
+    if args.disk_fit:
+        import json
+
+        print(json.dumps(disk_fit(*json.loads(args.disk_fit)), default=float))
+        return
 
     import zarr
 
