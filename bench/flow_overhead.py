@@ -2,7 +2,8 @@
 
 One run, on the same Zarr store on disk (``--rows`` × 32 float32, K=16; written once and cached
 under ``bench/results/data/``, the same store as ``bench/out_of_core.py``) and the same dask
-LocalCluster (2 single-threaded worker processes):
+LocalCluster (2 single-threaded worker processes, as the library starts it:
+:func:`diaggmm_dist.cluster.local_cluster`):
 
 1. untimed: the flow's initialisation (``init_params="kmeans"``, ``random_state=0``, ``tol=0``,
    ``dtype="float32"``) into a checkpoint at iteration 0 (made afresh each run: the checkpoint
@@ -178,7 +179,9 @@ def _line(lengths, values):
 
 def measure(args, data_url, init_checkpoint, work):
     """Plain fit and flow at two run lengths, alternating, on one LocalCluster; fixed and per-iteration costs."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from diaggmm_dist.cluster import local_cluster
 
     from diaggmm_dist import DiagGMM
 
@@ -189,7 +192,7 @@ def measure(args, data_url, init_checkpoint, work):
         shutil.copytree(init_checkpoint, copy)
 
     runs = {}
-    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, Client(cluster):
+    with local_cluster(2) as cluster, Client(cluster):  # the LocalCluster the library starts
         # Not timed: warms the workers and the page cache, starts Prefect's temporary server and pays
         # the first train flow run's one-off costs (0.6 s more outside the passes than later runs).
         _flow_run(data_url, checkpoints["warm"], 1, work / "model-warm.zarr", cluster.scheduler_address,
