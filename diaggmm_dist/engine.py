@@ -14,7 +14,6 @@ the cores (distributed workers already start with ``OPENBLAS_NUM_THREADS=1``).
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import hashlib
 import itertools
@@ -379,31 +378,6 @@ def _evaluate(graph, key, values):
     return node({dep: values[dep] if dep in values else _evaluate(graph, dep, values) for dep in node.dependencies})
 
 
-_pass_pool = None  # (pool, threads): the local passes' threads, see _started_on_pass_threads
-_pass_pool_lock = threading.Lock()
-
-
-def _started_on_pass_threads(work, n_threads):
-    """``work`` started on ``n_threads`` of this process's pass threads; their futures.
-
-    The same threads serve every pass (a pool of one thread per CPU, or more if asked). A
-    chunk's read buffer (16 MiB) comes from the malloc arena of the thread that reads it, and
-    glibc keeps freed memory in each arena for reuse: with new threads for every pass, the
-    same buffers spread over more and more arenas, and the process grew with the number of
-    chunks it had read (measured: 0.42 GiB after a 10M-row fit, 0.79 GiB after a 160M-row one).
-    """
-    from dask.system import CPU_COUNT
-
-    global _pass_pool
-    with _pass_pool_lock:  # held while submitting: a pool being replaced takes no new work
-        if _pass_pool is None or _pass_pool[1] < n_threads:
-            if _pass_pool is not None:
-                _pass_pool[0].shutdown(wait=False)  # its threads end when their current work does
-            size = max(n_threads, CPU_COUNT)
-            _pass_pool = (concurrent.futures.ThreadPoolExecutor(size, thread_name_prefix="diaggmm-pass"), size)
-        return [_pass_pool[0].submit(work) for _ in range(n_threads)]
-
-
 def _local_statistics(built, parameters, n_threads):
     """Run a pass's chunk tasks on ``n_threads`` threads and add up their statistics.
 
@@ -428,9 +402,13 @@ def _local_statistics(built, parameters, n_threads):
             except BaseException as err:  # re-raised in the calling thread
                 failures.append(err)
 
+    threads = [threading.Thread(target=work, name=f"diaggmm-pass-{i}", daemon=True)
+               for i in range(max(1, min(n_threads, len(keys))))]
     try:
-        for running in _started_on_pass_threads(work, max(1, min(n_threads, len(keys)))):
-            running.result()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     finally:
         failures.append(None)  # an interrupted caller stops the threads after their current chunk
     if failures[0] is not None:
