@@ -239,8 +239,9 @@ def pass_shape(n_chunks, workers):
 
     size = engine._group_size(n_chunks, workers)
     groups, tree = math.ceil(n_chunks / size), {}
-    engine._add_tree_sum(tree, [("chunks", i) for i in range(groups)], "sum", 1 if size == engine.SPLIT_EVERY else size)
-    sent = (groups if size == engine.SPLIT_EVERY else n_chunks) + len(tree)
+    per_group = engine.blocks_per_group_result(size)
+    engine._add_tree_sum(tree, [("chunks", i) for i in range(groups)], "sum", per_group)
+    sent = (groups if per_group == 1 else n_chunks) + len(tree)
     return {"chunks_per_task": size, "chunk_tasks": groups, "reduction_tasks": len(tree), "blocks_sent": sent}
 
 

@@ -433,6 +433,12 @@ def _group_size(n_chunks, n_threads):
     return size
 
 
+def blocks_per_group_result(size):
+    """Statistics blocks in the result of a group of ``size`` chunks: 1 when the group adds them up
+    (a group of :data:`SPLIT_EVERY` is one addition of the tree's first level), else ``size``."""
+    return 1 if size == SPLIT_EVERY else size
+
+
 def _group_statistics(tasks, keys, add_up, *values):
     """The statistics of a group of chunk tasks, given the values of ``keys`` (their inputs).
 
@@ -468,11 +474,10 @@ def _cluster_graph(built, parameters, n_threads):
         key = (f"diaggmm-pass-chunks-{token}", len(keys))
         # inputs that are neither stored data nor the parameters are results already on the
         # cluster (a persisted array): they keep their keys
-        graph[key] = _Task(key, _group_statistics, _DataNode(None, tasks), _DataNode(None, inputs), size == SPLIT_EVERY,
-                           *(_TaskRef(renamed.get(dep, dep)) for dep in inputs))
+        graph[key] = _Task(key, _group_statistics, _DataNode(None, tasks), _DataNode(None, inputs),
+                           blocks_per_group_result(size) == 1, *(_TaskRef(renamed.get(dep, dep)) for dep in inputs))
         keys.append(key)
-    blocks_per_key = 1 if size == SPLIT_EVERY else size
-    return graph, _add_tree_sum(graph, keys, f"diaggmm-pass-sum-{token}", blocks_per_key)
+    return graph, _add_tree_sum(graph, keys, f"diaggmm-pass-sum-{token}", blocks_per_group_result(size))
 
 
 def _named_graph(graph):
