@@ -187,8 +187,13 @@ def normalise_log_scores(scores):
 
     Scores of R models with K components each, (R, K, n), are normalised per model in the
     same calls (returning (R, n)): the same arithmetic as one model at a time, in R times
-    fewer numpy calls.
+    fewer numpy calls. float32 scores go through :mod:`diaggmm_dist.softmax32` (one compiled
+    pass instead of five numpy ones, and an exponential three to four times faster).
     """
+    if scores.dtype == np.float32 and scores.flags.c_contiguous:
+        from . import softmax32  # numba is imported on the first float32 pass, not with the package
+
+        return softmax32.normalise_log_scores(scores)
     top = scores.max(axis=-2)
     scores -= top[..., None, :]
     np.exp(scores, out=scores)
@@ -287,7 +292,7 @@ def chunk_statistics(x, responsibilities, missing="error", weights=None, count_n
     dtype = shift.dtype
     size = min(n, SUB_ROWS)
     centred_buffer, squares_buffer = np.empty((size, d), dtype), np.empty((size, d), dtype)
-    score_buffers = np.empty((2, k, size), dtype)
+    score_buffer = np.empty(2 * k * size, dtype)  # (2, K, m) views of it stay contiguous for any m
     mass = np.zeros(k)
     s0, s1, s2 = np.zeros((k, d)), np.zeros((k, d)), np.zeros((k, d))
     objective = np.zeros(len(models))
@@ -314,7 +319,7 @@ def chunk_statistics(x, responsibilities, missing="error", weights=None, count_n
                 row_objective = None
             else:
                 resp = component_scores(centred, squares, coef, mask if observed is not None else None,
-                                        out=score_buffers[:, :, :m])
+                                        out=score_buffer[: 2 * k * m].reshape(2, k, m))
                 if kind == "gaussian" and len(set(sizes)) == 1:  # equal models (restarts): all in one go
                     # Splitting the first axis of the (R·K, m) view is a view too: resp is normalised.
                     row_objective = normalise_log_scores(resp.reshape(len(sizes), sizes[0], m))
