@@ -187,13 +187,14 @@ def normalise_log_scores(scores):
 
     Scores of R models with K components each, (R, K, n), are normalised per model in the
     same calls (returning (R, n)): the same arithmetic as one model at a time, in R times
-    fewer numpy calls. float32 scores go through :mod:`diaggmm_dist.softmax32` (one compiled
-    pass instead of five numpy ones, and an exponential three to four times faster).
+    fewer numpy calls. C-contiguous float32 and float64 scores go through
+    :mod:`diaggmm_dist.softmax` (one compiled pass instead of five numpy ones, and a faster
+    exponential); the numpy code below is for anything else.
     """
-    if scores.dtype == np.float32 and scores.flags.c_contiguous:
-        from . import softmax32  # numba is imported on the first float32 pass, not with the package
+    if scores.dtype in (np.float32, np.float64) and scores.flags.c_contiguous:
+        from . import softmax  # numba is imported on the first pass, not with the package
 
-        return softmax32.normalise_log_scores(scores)
+        return softmax.normalise_log_scores(scores)
     top = scores.max(axis=-2)
     scores -= top[..., None, :]
     np.exp(scores, out=scores)

@@ -1,0 +1,106 @@
+"""The compiled log-sum-exp (diaggmm_dist.softmax) against numpy and exact values."""
+
+import numpy as np
+import pytest
+
+from diaggmm_dist import kernels, softmax
+
+
+def _ulps(values, exact):
+    """Error of ``values`` in units in the last place of the value nearest ``exact`` in their dtype."""
+    return np.abs(values.astype(exact.dtype) - exact) / np.spacing(exact.astype(values.dtype)).astype(exact.dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_is_within_two_ulps_of_the_exact_value_over_the_whole_range(dtype):
+    exact_dtype = np.float64 if dtype == np.float32 else np.longdouble
+    if np.finfo(exact_dtype).eps > 1e-3 * np.finfo(dtype).eps:
+        pytest.skip("no extended precision to check float64 against on this platform")
+    rng = np.random.default_rng(0)
+    lowest = softmax.UNDERFLOW[np.dtype(dtype)]
+    grid = np.concatenate([np.linspace(lowest, 0, 3_000_001), rng.uniform(-20, 0, 1_000_000),
+                           -np.logspace(-12, 0, 10_000)]).astype(dtype)
+    ulps = _ulps(softmax.exp(grid, dtype), np.exp(grid.astype(exact_dtype)))
+    assert ulps.max() <= 2.0, f"worst {float(ulps.max()):.2f} ulp at x = {grid[ulps.argmax()]}"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_special_values(dtype):
+    lowest = softmax.UNDERFLOW[np.dtype(dtype)]
+    values = softmax.exp([0.0, -0.0, -np.inf, np.nan, lowest - 0.01, -1e5, -1e-30, lowest], dtype)
+    assert values[0] == 1.0 and values[1] == 1.0 and values[6] == 1.0  # the row maximum gets exactly 1
+    assert values[2] == 0.0 and values[4] == 0.0 and values[5] == 0.0
+    assert np.isnan(values[3])
+    assert values[7] >= np.finfo(dtype).smallest_normal  # no subnormal results
+
+
+def _reference(scores):
+    """The same normalisation in numpy, float64."""
+    scores = scores.astype(np.float64)
+    top = scores.max(axis=-2)
+    responsibilities = np.exp(scores - top[..., None, :])
+    total = responsibilities.sum(axis=-2)
+    return responsibilities / total[..., None, :], top + np.log(total)
+
+
+def _numpy_path(scores):
+    """kernels.normalise_log_scores on a copy laid out so that it takes its numpy code."""
+    copy = np.asfortranarray(scores)
+    assert not copy.flags.c_contiguous
+    with np.errstate(invalid="ignore"):  # NaN and -inf - -inf, as in the kernels' callers
+        log_norm = kernels.normalise_log_scores(copy)
+    return copy, log_norm
+
+
+TOLERANCE = {np.float32: 1e-6, np.float64: 1e-14}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(16, 8192), (3, 5, 1000), (1, 1, 7), (64, 1)])
+def test_normalise_matches_numpy(shape, dtype):
+    rng = np.random.default_rng(1)
+    scores = (rng.normal(-40, 25, shape)).astype(dtype)
+    expected, expected_log = _reference(scores)
+    log_norm = kernels.normalise_log_scores(scores)  # contiguous: the compiled path
+    assert log_norm.shape == shape[:-2] + shape[-1:] and log_norm.dtype == dtype
+    tol = TOLERANCE[dtype]
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=tol)
+    np.testing.assert_allclose(log_norm, expected_log, rtol=tol, atol=10 * tol)
+    np.testing.assert_allclose(scores.sum(axis=-2), 1.0, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_normalise_keeps_numpys_meaning_of_nan_and_minus_infinity(dtype):
+    scores = np.array([[0.0, -1.0, np.nan, -np.inf],
+                       [-np.inf, -2.0, 0.0, -np.inf],
+                       [-3.0, -np.inf, 1.0, -np.inf]], dtype=dtype)
+    numpy_scores, numpy_log = _numpy_path(scores)
+    log_norm = kernels.normalise_log_scores(scores)
+    # A zero-weight component (log weight -inf) gets exactly 0; NaN spoils its row only;
+    # a row where every component is -inf is NaN, as numpy makes it.
+    assert scores[1, 0] == 0.0 and scores[2, 1] == 0.0
+    np.testing.assert_array_equal(np.isnan(scores), np.isnan(numpy_scores))
+    np.testing.assert_array_equal(np.isnan(log_norm), np.isnan(numpy_log))
+    np.testing.assert_allclose(scores[:, :2], numpy_scores[:, :2], rtol=TOLERANCE[dtype])
+    np.testing.assert_allclose(log_norm[:2], numpy_log[:2], rtol=TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_non_contiguous_scores_take_the_numpy_path_with_the_same_result(dtype):
+    rng = np.random.default_rng(2)
+    scores = rng.normal(-10, 5, (16, 200)).astype(dtype)
+    numpy_scores, numpy_log = _numpy_path(scores)
+    log_compiled = kernels.normalise_log_scores(scores)
+    tol = TOLERANCE[dtype]
+    np.testing.assert_allclose(numpy_scores, scores, rtol=0, atol=tol)
+    np.testing.assert_allclose(numpy_log, log_compiled, rtol=tol, atol=10 * tol)
+
+
+def test_chunk_statistics_float32_agree_with_float64():
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 2, (20_000, 8))
+    k = 5
+    weights, means, precisions = np.full(k, 1 / k), x[rng.choice(len(x), k)], np.ones((k, 8))
+    stats = [kernels.chunk_statistics(x.astype(dtype), ("gaussian", kernels.log_prob_coefficients(
+        weights, means, precisions, np.zeros(8), dtype))) for dtype in (np.float32, np.float64)]
+    np.testing.assert_allclose(stats[0], stats[1], rtol=2e-5, atol=1e-3)
