@@ -1,6 +1,7 @@
 """Per-chunk numpy kernels: one block of rows in, a tiny block of statistics out.
 
-This module knows numpy only (no dask, no I/O, no logging), so every function here can be
+This module knows numpy (and, for the log-sum-exp, :mod:`~diaggmm_dist.softmax`'s compiled
+loops) only: no dask, no I/O, no logging, so every function here can be
 tested on its own and runs unchanged on a thread, a worker process or a remote machine.
 
 The E-step of a block is matrix products. With P = 1/σ² and x_c = x − shift,
