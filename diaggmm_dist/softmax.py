@@ -18,7 +18,9 @@ maximum, such a component's share of the row is below 1e-37 (float32) or 1e-307
 (float64). NaN stays NaN and −∞ gives 0, as in numpy.
 
 numba compiles the loops on first use (a second or two) and caches the machine code next
-to this module (``cache=True``), so worker processes load it instead of compiling again.
+to this module, or in the user's cache directory if that is read-only (``cache=True``), so
+worker processes load it instead of compiling again; with neither writable, every process
+compiles its own.
 :mod:`diaggmm_dist.kernels` imports this module on the first normalisation, so that
 importing the package does not import numba.
 """
@@ -35,9 +37,17 @@ UNDERFLOW = {np.dtype(np.float32): -87.0, np.dtype(np.float64): -708.0}
 
 _F32, _F64 = np.float32, np.float64
 
-# Only "contract" (fused multiply-add): reassociation would undo the rounding by adding and
-# subtracting 1.5 * 2^mantissa bits, and the two-part reduction by ln 2.
-_jit = numba.njit(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy", boundscheck=False)
+
+
+def _jit(function):
+    """numba's njit for these loops: no GIL, checks off, and the machine code cached on disk where possible."""
+    # Only "contract" (fused multiply-add): reassociation would undo the rounding by adding
+    # and subtracting 1.5 * 2^mantissa bits, and the two-part reduction by ln 2.
+    options = dict(nogil=True, fastmath={"contract"}, error_model="numpy", boundscheck=False)
+    try:
+        return numba.njit(cache=True, **options)(function)
+    except RuntimeError:  # nowhere writable to cache (read-only install and home): compile in each process
+        return numba.njit(cache=False, **options)(function)
 
 
 @intrinsic

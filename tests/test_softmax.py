@@ -1,5 +1,8 @@
 """The compiled log-sum-exp (diaggmm_dist.softmax) against numpy and exact values."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -104,3 +107,21 @@ def test_chunk_statistics_float32_agree_with_float64():
     stats = [kernels.chunk_statistics(x.astype(dtype), ("gaussian", kernels.log_prob_coefficients(
         weights, means, precisions, np.zeros(8), dtype))) for dtype in (np.float32, np.float64)]
     np.testing.assert_allclose(stats[0], stats[1], rtol=2e-5, atol=1e-3)
+
+
+def test_without_a_writable_cache_directory_the_loops_compile_in_the_process(tmp_path):
+    """A read-only install and home: numba has nowhere to cache, and the module still works."""
+    script = tmp_path / "no_cache.py"
+    script.write_text(
+        "import numba.core.caching as caching\n"
+        "impl = getattr(caching, 'CacheImpl', None) or caching._CacheImpl\n"
+        "impl._locator_classes = []  # what numba finds when nothing is writable\n"
+        "import numpy as np\n"
+        "from diaggmm_dist import softmax\n"
+        "scores = np.log(np.array([[1.0, 3.0], [3.0, 1.0]], dtype=np.float32))\n"
+        "log_norm = softmax.normalise_log_scores(scores)\n"
+        "assert np.allclose(scores, [[0.25, 0.75], [0.75, 0.25]]) and np.allclose(log_norm, np.log(4)), scores\n"
+        "assert type(softmax._exp_rows32._cache).__name__ == 'NullCache'  # compiled here, not cached\n"
+        "print('ok')\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
