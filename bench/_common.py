@@ -69,7 +69,7 @@ def machine_info():
         "platform": platform.platform(),
         "python": platform.python_version(),
         "versions": {name: _version(name) for name in
-                     ("numpy", "dask", "distributed", "zarr", "numcodecs", "scikit-learn", "prefect",
+                     ("numpy", "numba", "dask", "distributed", "zarr", "numcodecs", "scikit-learn", "prefect",
                       "diaggmm-dist")},
         "blas": _blas(),
     }
