@@ -6,22 +6,23 @@ exponentials were a third of a float32 EM iteration and more of a float64 one, a
 log-sum-exp around them (subtract the row maximum, exponentiate, sum, scale) is five
 passes over the (K, n) scores. Here one compiled loop per component row does the
 subtraction, the exponential and the running sum, and one more does the scaling; the
-exponentials are vectorised by the compiler: ~0.7 ns per float32 value, ~2 ns per float64.
+exponentials are vectorised by the compiler. The whole normalisation of a 16 × 8,192 block
+takes ~0.15 ms in float32 and ~0.4–0.55 ms in float64, against ~0.25–0.33 and ~1.0 ms with
+numpy (one thread).
 
 The exponentials are Cephes' ``expf`` and ``exp``: x = m ln 2 + r with |r| ≤ ½ ln 2 (ln 2
 split in two parts so that m ln 2 is exact), exp(r) by a degree-6 polynomial (float32) or a
 (3, 3) Padé form (float64), and 2^m written into the float's exponent bits. The error is at
 most 2 units in the last place (tested against exact values: 1.01 in float32, where numpy's
-own float32 ``exp`` reaches 2.4, and 1.6 in float64). Exponents below ``UNDERFLOW`` (whose exponential is under the smallest normal
-float) give 0 where numpy would give a subnormal; as they are relative to the row's
-maximum, such a component's share of the row is below 1e-37 (float32) or 1e-307
-(float64). NaN stays NaN and −∞ gives 0, as in numpy.
+own float32 ``exp`` reaches 2.4, and 1.6 in float64). Exponents below ``UNDERFLOW`` (whose
+exponential is under the smallest normal float) give 0 where numpy would give a subnormal;
+as they are relative to the row's maximum, such a component's share of the row is below
+1e-37 (float32) or 1e-307 (float64). NaN stays NaN and −∞ gives 0, as in numpy.
 
 numba compiles the loops on first use (a second or two) and caches the machine code next
 to this module, or in the user's cache directory if that is read-only (``cache=True``), so
 worker processes load it instead of compiling again; with neither writable, every process
-compiles its own.
-:mod:`diaggmm_dist.kernels` imports this module on the first normalisation, so that
+compiles its own. :mod:`diaggmm_dist.kernels` imports this module on the first normalisation, so that
 importing the package does not import numba.
 """
 
@@ -30,13 +31,13 @@ from __future__ import annotations
 import numba
 import numpy as np
 from numba.core import types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
+
+_F32 = np.float32
+_UNDERFLOW32, _UNDERFLOW64 = _F32(-87.0), -708.0
 
 #: exp(x) is 0 here for x below this, per dtype (see the module docstring).
-UNDERFLOW = {np.dtype(np.float32): -87.0, np.dtype(np.float64): -708.0}
-
-_F32, _F64 = np.float32, np.float64
-
+UNDERFLOW = {np.dtype(np.float32): float(_UNDERFLOW32), np.dtype(np.float64): _UNDERFLOW64}
 
 
 def _jit(function):
@@ -51,65 +52,60 @@ def _jit(function):
 
 
 @intrinsic
-def _float32_from_bits(typingctx, bits):
-    """The float32 whose bit pattern is the int32 ``bits`` (a reinterpretation, no conversion)."""
+def _float_from_bits(typingctx, bits):
+    """The float of ``bits``' width whose bit pattern is the integer ``bits`` (a reinterpretation)."""
+    float_type = {32: types.float32, 64: types.float64}[bits.bitwidth]
 
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float32))
+        return builder.bitcast(args[0], context.get_value_type(float_type))
 
-    return types.float32(types.int32), codegen
-
-
-@intrinsic
-def _float64_from_bits(typingctx, bits):
-    """The float64 whose bit pattern is the int64 ``bits`` (a reinterpretation, no conversion)."""
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float64))
-
-    return types.float64(types.int64), codegen
+    return float_type(bits), codegen
 
 
-@_jit
-def _exp_rows32(scores, top, total):  # pragma: no cover (compiled)
-    """In place: scores[k, i] <- exp(scores[k, i] - top[i]); total[i] <- Σ_k of those (float32)."""
-    n_components, n = scores.shape
-    for i in range(n):
-        total[i] = 0
-    for k in range(n_components):
-        row = scores[k]
-        for i in range(n):
-            x = row[i] - top[i]
+def _exp(x):
+    """exp(x) for x ≤ 0 (relative to the row maximum); compiled only, per dtype (below)."""
+    raise NotImplementedError("compiled only: numba takes its code from _exp_for")
+
+
+@overload(_exp, inline="always")
+def _exp_for(x):  # pragma: no cover (compiled)
+    """Cephes' expf for float32, exp for float64 (module docstring); 0 below ``UNDERFLOW``."""
+    if x == types.float32:
+        def exp32(x):
             m = (x * _F32(1.4426950408889634) + _F32(12582912.0)) - _F32(12582912.0)  # round(x / ln 2)
             r = (x - m * _F32(0.693359375)) - m * _F32(-2.12194440e-4)
             p = _F32(1.9875691500e-4) * r + _F32(1.3981999507e-3)
             p = ((p * r + _F32(8.3334519073e-3)) * r + _F32(4.1665795894e-2)) * r + _F32(1.6666665459e-1)
             p = (p * r + _F32(5.0000001201e-1)) * r * r + r + _F32(1.0)
-            power = _float32_from_bits((np.int32(m) + np.int32(127)) << np.int32(23))  # 2^m
-            value = _F32(0) if x < _F32(-87.0) else p * power  # the test is False for NaN: NaN stays
-            row[i] = value
-            total[i] += value
+            power = _float_from_bits(np.int32((np.int32(m) + np.int32(127)) << np.int32(23)))  # 2^m
+            return _F32(0) if x < _UNDERFLOW32 else p * power  # the test is False for NaN: NaN stays
 
-
-@_jit
-def _exp_rows64(scores, top, total):  # pragma: no cover (compiled)
-    """In place: scores[k, i] <- exp(scores[k, i] - top[i]); total[i] <- Σ_k of those (float64)."""
-    n_components, n = scores.shape
-    for i in range(n):
-        total[i] = 0
-    for k in range(n_components):
-        row = scores[k]
-        for i in range(n):
-            x = row[i] - top[i]
+        return exp32
+    if x == types.float64:
+        def exp64(x):
             m = (x * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0  # round(x / ln 2)
             r = (x - m * 6.93145751953125e-1) - m * 1.42860682030941723212e-6
             rr = r * r
             p = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr + 9.99999999999999999910e-1)
             q = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
                  + 2.27265548208155028766e-1) * rr + 2.00000000000000000009e0
-            e = 1.0 + 2.0 * (p / (q - p))
-            power = _float64_from_bits((np.int64(m) + np.int64(1023)) << np.int64(52))  # 2^m
-            value = 0.0 if x < -708.0 else e * power  # the test is False for NaN: NaN stays
+            power = _float_from_bits(np.int64((np.int64(m) + np.int64(1023)) << np.int64(52)))  # 2^m
+            return 0.0 if x < _UNDERFLOW64 else (1.0 + 2.0 * (p / (q - p))) * power  # NaN stays, as above
+
+        return exp64
+    return None
+
+
+@_jit
+def _exp_rows(scores, top, total):  # pragma: no cover (compiled)
+    """In place: scores[k, i] <- exp(scores[k, i] - top[i]); total[i] <- Σ_k of those."""
+    n_components, n = scores.shape
+    for i in range(n):
+        total[i] = 0
+    for k in range(n_components):
+        row = scores[k]
+        for i in range(n):
+            value = _exp(row[i] - top[i])
             row[i] = value
             total[i] += value
 
@@ -126,13 +122,9 @@ def _scale_rows(scores, total, scale):  # pragma: no cover (compiled)
             row[i] *= scale[i]
 
 
-_EXP_ROWS = {np.dtype(np.float32): _exp_rows32, np.dtype(np.float64): _exp_rows64}
-
-
 def normalise_log_scores(scores):
     """:func:`diaggmm_dist.kernels.normalise_log_scores` for C-contiguous float32 or float64 scores."""
-    exp_rows = _EXP_ROWS.get(scores.dtype)
-    if exp_rows is None or not scores.flags.c_contiguous:
+    if scores.dtype not in UNDERFLOW or not scores.flags.c_contiguous:
         raise TypeError("softmax.normalise_log_scores takes C-contiguous float32 or float64 scores.")
     models = scores.reshape((-1,) + scores.shape[-2:])
     n = scores.shape[-1]
@@ -140,7 +132,7 @@ def normalise_log_scores(scores):
     total, scale = np.empty(n, scores.dtype), np.empty(n, scores.dtype)
     for model, out in zip(models, log_norm):
         top = model.max(axis=0)  # numpy's max: a NaN anywhere in a row makes its maximum NaN
-        exp_rows(model, top, total)
+        _exp_rows(model, top, total)
         _scale_rows(model, total, scale)
         np.log(total, out=out)
         out += top
@@ -151,5 +143,5 @@ def exp(values, dtype):
     """exp of ``values`` in ``dtype`` by the compiled loop (what the tests check against exact values)."""
     values = np.array(values, dtype=dtype, ndmin=1)
     out = values.reshape(1, -1).copy()
-    _EXP_ROWS[out.dtype](out, np.zeros(out.shape[1], out.dtype), np.empty(out.shape[1], out.dtype))
+    _exp_rows(out, np.zeros(out.shape[1], out.dtype), np.empty(out.shape[1], out.dtype))
     return out.reshape(values.shape)
