@@ -189,8 +189,8 @@ def normalise_log_scores(scores):
     Scores of R models with K components each, (R, K, n), are normalised per model in the
     same calls (returning (R, n)): the same arithmetic as one model at a time, in R times
     fewer numpy calls. C-contiguous float32 and float64 scores go through
-    :mod:`diaggmm_dist.softmax` (one compiled pass instead of five numpy ones, and a faster
-    exponential); the numpy code below is for anything else.
+    :mod:`diaggmm_dist.softmax` (two compiled loops instead of four of the numpy passes
+    below, with a faster exponential); the numpy code below is for anything else.
     """
     if scores.dtype in (np.float32, np.float64) and scores.flags.c_contiguous:
         from . import softmax  # numba is imported on the first pass, not with the package
