@@ -92,3 +92,17 @@ def test_the_engine_reads_the_project_layout_directly(rows, tmp_path):
     assert engine.as_row_chunked(str(tmp_path / "x.zarr"), chunk_size=2_000).name == X.name
     with dask.config.set(scheduler="sync"):
         assert np.array_equal(X[[3, 4_321, 9_999]].compute(), rows[[3, 4_321, 9_999]])
+
+
+def test_compressed_chunks_of_any_size_read_through_one_reused_aligned_buffer(tmp_path):
+    # chunks that compress to very different sizes, read small, large, small on one thread
+    values = np.zeros((3_000, 8), dtype=np.float32)
+    values[1_000:2_000] = np.random.default_rng(1).standard_normal((1_000, 8))
+    array = _array(tmp_path / "x.zarr", values, chunks=(1_000, 8), compressors=DATA_COMPRESSORS)
+    direct = zarr_chunks.direct_rows(array)
+    for start in (0, 1_000, 2_000, 1_000):
+        assert np.array_equal(direct[start : start + 1_000, :], values[start : start + 1_000])
+    largest = max(f.stat().st_size for f in (tmp_path / "x.zarr" / "c").rglob("0"))
+    buffer = zarr_chunks._aligned_buffer(16)
+    assert buffer.ctypes.data % zarr_chunks._READ_ALIGNMENT == 0
+    assert buffer.base.size >= largest  # grown to the largest chunk read, and kept
