@@ -1,7 +1,7 @@
 """Per-chunk numpy kernels: one block of rows in, a tiny block of statistics out.
 
-This module knows numpy (and, for the log-sum-exp, :mod:`~diaggmm_dist.softmax`'s compiled
-loops) only: no dask, no I/O, no logging, so every function here can be
+This module knows numpy (and, for the elementwise passes of the E-step,
+:mod:`~diaggmm_dist.compiled`'s loops) only: no dask, no I/O, no logging, so every function here can be
 tested on its own and runs unchanged on a thread, a worker process or a remote machine.
 
 The E-step of a block is matrix products. With P = 1/σ² and x_c = x − shift,
@@ -161,10 +161,26 @@ def centred_rows(x, shift, centred, squares, observed=None):
     """
     if observed is None and x.dtype == centred.dtype and not shift.any():
         centred = x
+    elif observed is None and (compiled := _compiled_for(x, centred, squares)):
+        return compiled.centred_rows(x, shift, centred, squares)
     else:
         np.subtract(x if observed is None else np.where(observed, x, shift), shift, out=centred, casting="unsafe")
     np.multiply(centred, centred, out=squares)
     return centred, squares
+
+
+def _compiled_for(*arrays):
+    """:mod:`diaggmm_dist.compiled` when all ``arrays`` are C-contiguous float32 or float64, else None.
+
+    The compiled loops give the numbers of the numpy code they replace (the normalisation:
+    to within its exponential's accuracy); anything else takes the numpy code. numba is
+    imported here, on the first pass, not with the package.
+    """
+    if all(a.dtype in (np.float32, np.float64) and a.flags.c_contiguous for a in arrays):
+        from . import compiled
+
+        return compiled
+    return None
 
 
 def component_scores(centred, squares, coef, observed=None, out=None):
@@ -174,7 +190,10 @@ def component_scores(centred, squares, coef, observed=None, out=None):
     """
     scores, scratch = (None, None) if out is None else out
     scores = np.matmul(coef.square, squares.T, out=scores)
-    scores += np.matmul(coef.linear, centred.T, out=scratch)
+    linear = np.matmul(coef.linear, centred.T, out=scratch)
+    if observed is None and (compiled := _compiled_for(scores, linear)):
+        return compiled.add_scores(scores, linear, coef.offset)
+    scores += linear
     if observed is None:
         scores += coef.offset
     else:
@@ -189,13 +208,11 @@ def normalise_log_scores(scores):
     Scores of R models with K components each, (R, K, n), are normalised per model in the
     same calls (returning (R, n)): the same arithmetic as one model at a time, in R times
     fewer numpy calls. C-contiguous float32 and float64 scores go through
-    :mod:`diaggmm_dist.softmax` (two compiled loops instead of four of the numpy passes
+    :mod:`diaggmm_dist.compiled` (two compiled loops instead of four of the numpy passes
     below, with a faster exponential); the numpy code below is for anything else.
     """
-    if scores.dtype in (np.float32, np.float64) and scores.flags.c_contiguous:
-        from . import softmax  # numba is imported on the first pass, not with the package
-
-        return softmax.normalise_log_scores(scores)
+    if compiled := _compiled_for(scores):
+        return compiled.normalise_log_scores(scores)
     top = scores.max(axis=-2)
     scores -= top[..., None, :]
     np.exp(scores, out=scores)

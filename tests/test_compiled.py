@@ -1,4 +1,4 @@
-"""The compiled log-sum-exp (diaggmm_dist.softmax) against numpy and exact values."""
+"""The compiled E-step loops (diaggmm_dist.compiled) against numpy and exact values."""
 
 import subprocess
 import sys
@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from diaggmm_dist import kernels, softmax
+from diaggmm_dist import compiled, kernels
 
 
 def _ulps(values, exact):
@@ -20,17 +20,17 @@ def test_exp_is_within_two_ulps_of_the_exact_value_over_the_whole_range(dtype):
     if np.finfo(exact_dtype).eps > 1e-3 * np.finfo(dtype).eps:
         pytest.skip("no extended precision to check float64 against on this platform")
     rng = np.random.default_rng(0)
-    lowest = softmax.UNDERFLOW[np.dtype(dtype)]
+    lowest = compiled.UNDERFLOW[np.dtype(dtype)]
     grid = np.concatenate([np.linspace(lowest, 0, 3_000_001), rng.uniform(-20, 0, 1_000_000),
                            -np.logspace(-12, 0, 10_000)]).astype(dtype)
-    ulps = _ulps(softmax.exp(grid, dtype), np.exp(grid.astype(exact_dtype)))
+    ulps = _ulps(compiled.exp(grid, dtype), np.exp(grid.astype(exact_dtype)))
     assert ulps.max() <= 2.0, f"worst {float(ulps.max()):.2f} ulp at x = {grid[ulps.argmax()]}"
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_exp_special_values(dtype):
-    lowest = softmax.UNDERFLOW[np.dtype(dtype)]
-    values = softmax.exp([0.0, -0.0, -np.inf, np.nan, lowest - 0.01, -1e5, -1e-30, lowest], dtype)
+    lowest = compiled.UNDERFLOW[np.dtype(dtype)]
+    values = compiled.exp([0.0, -0.0, -np.inf, np.nan, lowest - 0.01, -1e5, -1e-30, lowest], dtype)
     assert values[0] == 1.0 and values[1] == 1.0 and values[6] == 1.0  # the row maximum gets exactly 1
     assert values[2] == 0.0 and values[4] == 0.0 and values[5] == 0.0
     assert np.isnan(values[3])
@@ -99,6 +99,40 @@ def test_non_contiguous_scores_take_the_numpy_path_with_the_same_result(dtype):
     np.testing.assert_allclose(numpy_log, log_compiled, rtol=tol, atol=10 * tol)
 
 
+@pytest.mark.parametrize(("data", "compute"), [(np.float32, np.float32), (np.float64, np.float64),
+                                               (np.float64, np.float32), (np.float32, np.float64)])
+def test_centred_rows_in_one_pass_are_numpys_two_passes_to_the_bit(data, compute):
+    rng = np.random.default_rng(4)
+    x = (rng.normal(3, 1e3, (1_000, 7)) * rng.choice([1e-3, 1, 1e3], (1_000, 7))).astype(data)
+    shift = rng.normal(3, 10, 7).astype(compute)
+    expected_centred = np.empty(x.shape, compute)
+    np.subtract(x, shift, out=expected_centred, casting="unsafe")
+    expected = (expected_centred, expected_centred * expected_centred)
+    buffers = np.full(x.shape, np.nan, compute), np.full(x.shape, np.nan, compute)
+    for got in (compiled.centred_rows(x, shift, *buffers), kernels.centred_rows(x, shift, *buffers)):
+        for value, want in zip(got, expected):
+            assert value.dtype == compute and np.array_equal(value, want)
+    # a row view with a stride (every other row): the numpy passes, the same numbers
+    got = kernels.centred_rows(x[::2], shift, buffers[0][:500], buffers[1][:500])
+    assert np.array_equal(got[0], expected[0][::2]) and np.array_equal(got[1], expected[1][::2])
+    with pytest.raises(TypeError, match="C-contiguous float32 or float64"):
+        compiled.centred_rows(x[::2], shift, buffers[0][:500], buffers[1][:500])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scores_added_in_one_pass_are_numpys_two_passes_to_the_bit(dtype):
+    rng = np.random.default_rng(6)
+    scores, other = (rng.normal(0, 1e4, (5, 3_000)).astype(dtype) for _ in range(2))
+    offset = rng.normal(0, 1e2, (5, 1)).astype(dtype)
+    other[1, 7], scores[2, 9], other[3, 11] = np.nan, -np.inf, np.inf
+    expected = scores.copy()
+    expected += other
+    expected += offset
+    with np.errstate(invalid="ignore"):
+        got = compiled.add_scores(scores, other, offset)
+    assert got is scores and np.array_equal(got, expected, equal_nan=True)
+
+
 def test_chunk_statistics_float32_agree_with_float64():
     rng = np.random.default_rng(3)
     x = rng.normal(0, 2, (20_000, 8))
@@ -117,11 +151,11 @@ def test_without_a_writable_cache_directory_the_loops_compile_in_the_process(tmp
         "impl = getattr(caching, 'CacheImpl', None) or caching._CacheImpl\n"
         "impl._locator_classes = []  # what numba finds when nothing is writable\n"
         "import numpy as np\n"
-        "from diaggmm_dist import softmax\n"
+        "from diaggmm_dist import compiled\n"
         "scores = np.log(np.array([[1.0, 3.0], [3.0, 1.0]], dtype=np.float32))\n"
-        "log_norm = softmax.normalise_log_scores(scores)\n"
+        "log_norm = compiled.normalise_log_scores(scores)\n"
         "assert np.allclose(scores, [[0.25, 0.75], [0.75, 0.25]]) and np.allclose(log_norm, np.log(4)), scores\n"
-        "assert type(softmax._exp_rows._cache).__name__ == 'NullCache'  # compiled here, not cached\n"
+        "assert type(compiled._exp_rows._cache).__name__ == 'NullCache'  # compiled here, not cached\n"
         "print('ok')\n")
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
