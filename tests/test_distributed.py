@@ -70,10 +70,10 @@ def _permutations(k):
     return [np.array(p) for p in permutations(range(k))]
 
 
-def test_the_library_local_cluster_starts_workers_with_its_malloc_and_profiler_settings(monkeypatch):
+def test_the_library_local_cluster_starts_workers_with_its_malloc_and_periodic_callback_settings(monkeypatch):
     import os
 
-    from diaggmm_dist.cluster import WORKER_MALLOC_ENVIRON, WORKER_PROFILE_INTERVAL, local_cluster
+    from diaggmm_dist.cluster import CLUSTER_CONFIG, WORKER_MALLOC_ENVIRON, WORKER_PROFILE_INTERVAL, local_cluster
 
     # What a plain LocalCluster started earlier in this process leaves in its environment
     # (distributed's nannies copy their pre-spawn variables into it).
@@ -82,7 +82,11 @@ def test_the_library_local_cluster_starts_workers_with_its_malloc_and_profiler_s
     with local_cluster(1) as cluster, Client(cluster) as client:
         (environ,) = client.run(lambda: {name: os.environ.get(name) for name in WORKER_MALLOC_ENVIRON}).values()
         (interval,) = client.run(lambda dask_worker: dask_worker.periodic_callbacks["profile"].callback_time).values()
+        (monitor,) = client.run(lambda dask_worker: dask_worker.periodic_callbacks["memory_monitor"].callback_time).values()
+        ticks = [cluster.scheduler._tick_interval, *client.run(lambda dask_worker: dask_worker._tick_interval).values()]
     assert environ == {name: str(value) for name, value in WORKER_MALLOC_ENVIRON.items()}
     assert interval == 1000 * dask.utils.parse_timedelta(WORKER_PROFILE_INTERVAL) != 10  # distributed's default: 10 ms
+    assert monitor == 1000 * dask.utils.parse_timedelta(CLUSTER_CONFIG["distributed.worker.memory.monitor-interval"])
+    assert ticks == [dask.utils.parse_timedelta(CLUSTER_CONFIG["distributed.admin.tick.interval"])] * 2 != [0.02] * 2
     # and this process's environment is left as it was
     assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536" and "MALLOC_MMAP_THRESHOLD_" not in os.environ
