@@ -60,7 +60,12 @@ Roofline
     (relative to the repository root) when it exists, else from the repository's copy
     ``bench/roofline.py``. It is measured before and after the fits and the smaller value is the
     bound; "bound / ours" is that bound divided by DiagGMM float32's seconds per iteration (1.0
-    would be running at the bound). The repository copy is also run with one thread to report the
+    would be running at the bound). The verdict of target 2 takes the bound measured again
+    right after each repeat's DiagGMM float32 fit, divided by that fit's seconds per iteration:
+    the median of those paired ratios ("paired" in the report). The VM's speed drifts by
+    15-30% over minutes, so the run's best bound (often from a fast spell before or after the
+    fits) against the best fit measured the drift as much as the code: 54% and 74% in two
+    suite runs of the same code an hour apart. The repository copy is also run with one thread to report the
     effective parallelism the machine gave (all-core speed-up of the bound's arithmetic).
 
 Plain kernel
@@ -82,6 +87,7 @@ import gc
 import importlib.util
 import json
 import os
+import statistics
 import sys
 import time
 import warnings
@@ -154,13 +160,14 @@ def _timed_fit(estimator, X):
     return time.perf_counter() - start
 
 
-def time_estimators(cases, iters, repeats):
+def time_estimators(cases, iters, repeats, after_fit=None):
     """Warm-start protocol of the module docstring for every case, repeats interleaved.
 
     ``cases`` is a list of ``(label, factory, X)``. Every repeat makes a fresh estimator per case,
     so all repeats follow the same trajectory; the cases take turns within a repeat, in an order
     rotated from one repeat to the next, so that a slow spell of a shared machine does not land
-    on one estimator only. Returns one dict of timings and final fitted state per case, in order.
+    on one estimator only. ``after_fit(index, run)``, if given, runs right after each timed fit.
+    Returns one dict of timings and final fitted state per case, in order.
     """
     runs = [{"name": label, "setup_fit_s": [], "t_1_s": [], "t_iters_s": []} for label, _, _ in cases]
     final = [None] * len(cases)
@@ -179,6 +186,8 @@ def time_estimators(cases, iters, repeats):
                 raise RuntimeError(f"{label}: ran {estimator.n_iter_} iterations, expected {iters} (tol=0).")
             print(f"bench:   {run['t_iters_s'][-1] / iters:.4f} s / iteration", file=sys.stderr, flush=True)
             final[i] = estimator
+            if after_fit is not None:
+                after_fit(i, run)
     for run, estimator in zip(runs, final):
         t_one, t_iters = min(run["t_1_s"]), min(run["t_iters_s"])
         marginal = (t_iters - t_one) / (iters - 1) if iters > 1 else None
@@ -250,6 +259,7 @@ def _fmt_e(value):
 
 def render_markdown(report):
     cfg, machine, roof = report["config"], report["machine"], report["roofline"]
+    float32_row = next(row for row in report["rows"] if row.get("paired_bound_s"))
     v = machine["versions"]
     lines = [
         f"# DiagGMM vs scikit-learn: per-iteration EM time ({report['timestamp']})",
@@ -284,6 +294,12 @@ def render_markdown(report):
         f"{roof['all_threads_s']:.4f} s on all, so the machine gave {roof['effective_parallelism']:.2f}x "
         f"from {machine['usable_cpus']} CPUs "
         f"({roof['ideal_parallelism']:.2f}x possible).",
+        "",
+        "DiagGMM float32 against the bound measured right after each of its fits (the verdict of target 2): "
+        + ", ".join(f"{bound_r / (fit_r / cfg['iters']):.0%}" for bound_r, fit_r in
+                    zip(float32_row["paired_bound_s"], float32_row["t_iters_s"]))
+        + f" (median {float32_row['paired_bound_over_ours']:.0%}; bounds "
+        + ", ".join(f"{b:.4f}" for b in float32_row["paired_bound_s"]) + " s).",
         "",
         f"Plain kernel (the library's per-chunk kernel on DiagGMM float32's chunks, a thread per CPU, no dask, "
         f"no M-step): {roof['plain_kernel_s']:.4f} s per pass, {roof['plain_kernel_of_bound']:.0%} of the bound; "
@@ -354,8 +370,12 @@ def main(argv=None):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         warnings.simplefilter("ignore", ConvergenceWarning)
+        def pair_bound(index, run):  # the bound again right after each DiagGMM float32 fit
+            if cases[index][1] == "float32":
+                run.setdefault("paired_bound_s", []).append(bound_seconds(n, d, k))
+
         results = time_estimators([(label, factory, data) for label, _, _, factory, data in cases],
-                                  iters, args.repeats)
+                                  iters, args.repeats, pair_bound)
     for result, (label, dtype, target, _, _) in zip(results, cases):
         result.update(label=label, dtype=dtype, target=target)
     caught_messages = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
@@ -392,8 +412,10 @@ def main(argv=None):
         row["met_target"] = met
         row["verdict"] = "pass" if met else "falls short"
         if row["dtype"] == "float32":
+            row["paired_bound_over_ours"] = statistics.median(
+                bound_r / (fit_r / iters) for bound_r, fit_r in zip(row["paired_bound_s"], row["t_iters_s"]))
             row["roofline_target"] = ROOFLINE_TARGET
-            row["met_roofline_target"] = bool(row["bound_over_ours"] >= ROOFLINE_TARGET)
+            row["met_roofline_target"] = bool(row["paired_bound_over_ours"] >= ROOFLINE_TARGET)
         tolerance = FLOAT64_LB_TOL if row["dtype"] == "float64" else FLOAT32_LB_TOL
         if row["lb_rel_diff"] > tolerance:
             notes.append(f"{row['label']}: final lower bound differs from scikit-learn's by "
