@@ -135,8 +135,8 @@ def _check(name, *arrays):
 def centred_rows(x, shift, centred, squares):
     """:func:`diaggmm_dist.kernels.centred_rows` without a mask, in one pass: the same numbers as numpy's two.
 
-    ``x`` (n, D) and the buffers C-contiguous float32 or float64 (``x`` may be wider than
-    the buffers: the difference is taken in its precision, as numpy's does).
+    ``x`` (n, D) and the buffers C-contiguous float32 or float64 (``x`` may have the other
+    precision: the difference is taken in the wider one and rounded to the buffers', as numpy's is).
     """
     _check("centred_rows", x, centred, squares)
     _centre_rows(x, np.ascontiguousarray(shift, dtype=centred.dtype), centred, squares)
@@ -178,8 +178,7 @@ def _scale_rows(scores, total, scale):  # pragma: no cover (compiled)
 
 def normalise_log_scores(scores):
     """:func:`diaggmm_dist.kernels.normalise_log_scores` for C-contiguous float32 or float64 scores."""
-    if scores.dtype not in UNDERFLOW or not scores.flags.c_contiguous:
-        raise TypeError("compiled.normalise_log_scores takes C-contiguous float32 or float64 scores.")
+    _check("normalise_log_scores", scores)
     models = scores.reshape((-1,) + scores.shape[-2:])
     n = scores.shape[-1]
     log_norm = np.empty((models.shape[0], n), scores.dtype)
