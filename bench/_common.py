@@ -117,12 +117,16 @@ def drop_page_cache():
         return False
 
 
+def _files(path):
+    return sorted(f for f in Path(path).rglob("*") if f.is_file())
+
+
 def cached_fraction(path):
     """Fraction of the bytes of the files under ``path`` that sit in the page cache (via mincore).
 
     Uses ``fincore`` (util-linux) when present; None when it cannot be measured.
     """
-    files = [str(f) for f in Path(path).rglob("*") if f.is_file()]
+    files = [str(f) for f in _files(path)]
     if not files:
         return None
     try:
@@ -137,10 +141,6 @@ def cached_fraction(path):
         return cached / total if total else None
     except (OSError, subprocess.CalledProcessError, ValueError):
         return None
-
-
-def _files(path):
-    return sorted(f for f in Path(path).rglob("*") if f.is_file())
 
 
 def evict_from_page_cache(path):
@@ -165,7 +165,7 @@ def read_into_page_cache(path, block=1 << 24):
 
 
 def bytes_on_disk(path):
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+    return sum(f.stat().st_size for f in _files(path))
 
 
 #: How far the summed RSS must top its last high before :class:`PeakMemory` reads the PSS again.

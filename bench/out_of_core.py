@@ -27,8 +27,9 @@ What the machine allows: for each N, one more pass only reads and decodes the st
 library's chunks, a thread per core, each chunk read and dropped: no EM), best of 2; and the
 same pass reading every chunk through zarr itself (a ``zarr.Array`` selection) instead of the library's direct read
 (:mod:`diaggmm_dist.zarr_chunks`), for comparison. Reading is CPU work on the same
-two cores as the EM, so ``(read + in-memory EM) / in-memory EM`` per row is about the best
-ratio a fit from this store can reach here; the table and the verdict show it beside the target.
+two cores as the EM, so ``(read + in-memory EM) / in-memory EM`` per row is a rough floor for a
+fit from this store here (a large fit has no per-iteration tail like the 1M-row reference's,
+so it can come in under it); the table and the verdict show it beside the target.
 
 Page cache. The machine has 24 GB of RAM, so even the 160M store (~17 GB at the default
 codec) can be held whole by the kernel's page cache: the "warm" runs then measure decode +
@@ -112,7 +113,8 @@ def read_run(path, repeats=2):
     The fit's chunks (:func:`diaggmm_dist.engine.as_row_chunked`), each read and dropped, on a
     thread per core taking the next chunk as the fit's local passes do (so no dask
     scheduling: with dask's threaded scheduler, 77 tasks that each return a stand-in
-    array cost ~0.16 s of wall time per pass here, a third of the read). Also the same
+    array cost ~0.16 s of wall time per pass here, which the earlier measure counted as
+    reading). Also the same
     chunks read through zarr itself instead of the library's direct read
     (:mod:`diaggmm_dist.zarr_chunks`).
     """

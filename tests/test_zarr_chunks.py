@@ -102,7 +102,7 @@ def test_compressed_chunks_of_any_size_read_through_one_reused_aligned_buffer(tm
     direct = zarr_chunks.direct_rows(array)
     for start in (0, 1_000, 2_000, 1_000):
         assert np.array_equal(direct[start : start + 1_000, :], values[start : start + 1_000])
-    largest = max(f.stat().st_size for f in (tmp_path / "x.zarr" / "c").rglob("0"))
+    largest = max(f.stat().st_size for f in (tmp_path / "x.zarr" / "c").rglob("*") if f.is_file())
     buffer = zarr_chunks._aligned_buffer(16)
     assert buffer.ctypes.data % zarr_chunks._READ_ALIGNMENT == 0
     assert buffer.base.size >= largest  # grown to the largest chunk read, and kept
