@@ -1,22 +1,24 @@
-"""The E-step's elementwise passes, compiled with numba: centring the rows, adding the
-products' parts, and the normalisation (log-sum-exp over components).
+"""The E-step's elementwise passes, compiled with numba: stacking the centred rows and their
+squares, and the normalisation (log-sum-exp over components) with the sums the M-step needs.
 
 Per 8,192-row sub-block (K=16, D=32, one thread on the 2-core reference machine), the
-matrix products take ~0.35 ms (E-step) and ~0.27 ms (M-step) in float32 with OpenBLAS;
-what surrounds them were numpy passes over the (n, D) rows and the (K, n) scores, each
-reading and writing memory again. Here they are fused loops:
+two matrix products take ~0.3 ms (E-step) and ~0.25–0.28 ms (M-step) in float32 with
+OpenBLAS; what surrounds them were numpy passes over the (n, D) rows and the (K, n)
+scores, each reading and writing memory again, and each a numpy call that takes and
+gives back the GIL. With two threads, those handovers cost: the old kernel of ~25 numpy
+calls per sub-block ran at 1.5–1.65× on two threads against 1.9–2.0× in two processes.
+Here each is one compiled call:
 
-* :func:`centred_rows`: ``x − shift`` and its square in one pass over the rows, rounded
-  exactly as numpy's two passes round them (0.07-0.10 ms against 0.18-0.20 ms in float32,
-  0.18 against 0.33-0.36 ms in float64);
-* :func:`add_scores`: the two products' sum plus the per-component offset, one pass;
-* :func:`normalise_log_scores`: one loop per component row does the subtraction of the
-  row maximum, the exponential and the running sum, and one more does the scaling; the
-  exponentials are vectorised by the compiler. numpy's ``exp`` costs about 2.3 ns per
-  float32 value and 9 ns per float64 value there (AVX2; float64 is a scalar libm call),
-  so for K=16 the N·K exponentials were a third of a float32 EM iteration and more of a
-  float64 one. The whole normalisation of a 16 × 8,192 block takes ~0.15 ms in float32
-  and ~0.4–0.55 ms in float64, against ~0.25–0.33 and ~1.0 ms with numpy.
+* :func:`stacked_rows`: ``[x − shift | (x − shift)²]`` in one pass over the rows, rounded
+  exactly as numpy's two passes round them (0.07-0.10 ms against 0.18-0.20 ms in float32);
+* :func:`normalise_log_scores`: per model, one loop per component row adds the products'
+  constant and keeps the row maximum, one more does the exponential and the running sum,
+  one the log of the sums (and Σ_i log p(x_i) in float64) and one the scaling (and each
+  component's Σ_i r_ik in float64). The exponentials are vectorised by the compiler; numpy's
+  ``exp`` costs about 2.3 ns per float32 value and 9 ns per float64 value there (AVX2;
+  float64 is a scalar libm call). The whole of it takes ~0.155 ms for a 16 × 8,192 float32
+  block, against ~0.19 ms for the previous compiled loops with numpy's max, log and sums,
+  and ~0.4 ms for numpy alone.
 
 The exponentials are Cephes' ``expf`` and ``exp``: x = m ln 2 + r with |r| ≤ ½ ln 2 (ln 2
 split in two parts so that m ln 2 is exact), exp(r) by a degree-6 polynomial (float32) or
@@ -49,11 +51,11 @@ _UNDERFLOW32, _UNDERFLOW64 = _F32(-87.0), -708.0
 UNDERFLOW = {np.dtype(np.float32): float(_UNDERFLOW32), np.dtype(np.float64): _UNDERFLOW64}
 
 
-def _jit(function):
+def _jit(function, fastmath=frozenset({"contract"})):
     """numba's njit for these loops: no GIL, checks off, and the machine code cached on disk where possible."""
-    # Only "contract" (fused multiply-add): reassociation would undo the rounding by adding
-    # and subtracting 1.5 * 2^mantissa bits, and the two-part reduction by ln 2.
-    options = dict(nogil=True, fastmath={"contract"}, error_model="numpy", boundscheck=False)
+    # By default only "contract" (fused multiply-add): reassociation would undo the rounding
+    # by adding and subtracting 1.5 * 2^mantissa bits, and the two-part reduction by ln 2.
+    options = dict(nogil=True, fastmath=set(fastmath), error_model="numpy", boundscheck=False)
     try:
         return numba.njit(cache=True, **options)(function)
     except RuntimeError:  # nowhere writable to cache (read-only install and home): compile in each process
@@ -106,25 +108,15 @@ def _exp_for(x):  # pragma: no cover (compiled)
 
 
 @_jit
-def _centre_rows(x, shift, centred, squares):  # pragma: no cover (compiled)
-    """centred <- x − shift, squares <- centred², row by row (each rounded to the buffers' dtype)."""
+def _stack_rows(x, shift, rows):  # pragma: no cover (compiled)
+    """rows[i] <- [x_i − shift | (x_i − shift)²], row by row (each rounded to the buffer's dtype)."""
     n, d = x.shape
     for i in range(n):
-        row, centred_row, squares_row = x[i], centred[i], squares[i]
+        row, out = x[i], rows[i]
         for j in range(d):
-            centred_row[j] = row[j] - shift[j]  # in x's precision, then stored in the buffer's
+            out[j] = row[j] - shift[j]  # in x's precision, then stored in the buffer's
         for j in range(d):
-            squares_row[j] = centred_row[j] * centred_row[j]
-
-
-@_jit
-def _add_scores(scores, other, offset):  # pragma: no cover (compiled)
-    """In place: scores[k, i] <- (scores[k, i] + other[k, i]) + offset[k, 0]."""
-    n_components, n = scores.shape
-    for k in range(n_components):
-        row, other_row, constant = scores[k], other[k], offset[k, 0]
-        for i in range(n):
-            row[i] = (row[i] + other_row[i]) + constant
+            out[d + j] = out[j] * out[j]
 
 
 def _check(name, *arrays):
@@ -132,69 +124,107 @@ def _check(name, *arrays):
         raise TypeError(f"compiled.{name} takes C-contiguous float32 or float64 arrays.")
 
 
-def centred_rows(x, shift, centred, squares):
-    """:func:`diaggmm_dist.kernels.centred_rows` without a mask, in one pass: the same numbers as numpy's two.
+def stacked_rows(x, shift, rows):
+    """:func:`diaggmm_dist.kernels.stacked_rows` without a mask, in one pass: the same numbers as numpy's two.
 
-    ``x`` (n, D) and the buffers C-contiguous float32 or float64 (``x`` may have the other
-    precision: the difference is taken in the wider one and rounded to the buffers', as numpy's is).
+    ``x`` (n, D) and ``rows`` (n, 2D) C-contiguous float32 or float64 (``x`` may have the
+    other precision: the difference is taken in the wider one and rounded to the buffer's,
+    as numpy's is).
     """
-    _check("centred_rows", x, centred, squares)
-    _centre_rows(x, np.ascontiguousarray(shift, dtype=centred.dtype), centred, squares)
-    return centred, squares
+    _check("stacked_rows", x, rows)
+    _stack_rows(x, np.ascontiguousarray(shift, dtype=rows.dtype), rows)
+    return rows
 
 
-def add_scores(scores, other, offset):
-    """``scores += other; scores += offset`` (offset (K, 1)) in one pass, rounded as those two numpy passes."""
-    _check("add_scores", scores, other)
-    _add_scores(scores, other, offset.astype(scores.dtype, copy=False))
-    return scores
+def _jit_sum(function):
+    """:func:`_jit` that may also reorder the additions of a sum (so that the sum is vectorised)."""
+    return _jit(function, fastmath={"contract", "reassoc"})
+
+
+@_jit_sum
+def _log_norm_sum(total, top, scale):  # pragma: no cover (compiled)
+    """In place: total[i] <- log(total[i]) + top[i] (log p(x_i)), scale[i] <- 1 / total[i]; Σ_i log p(x_i) (float64)."""
+    acc = 0.0
+    for i in range(total.shape[0]):
+        t = total[i]
+        scale[i] = 1 / t
+        value = np.log(t) + top[i]
+        total[i] = value
+        acc += value
+    return acc
+
+
+@_jit_sum
+def _scaled_sum(row, scale):  # pragma: no cover (compiled)
+    """In place: row[i] <- row[i] * scale[i]; Σ_i of those (float64)."""
+    acc = 0.0
+    for i in range(row.shape[0]):
+        value = row[i] * scale[i]
+        row[i] = value
+        acc += value
+    return acc
 
 
 @_jit
-def _exp_rows(scores, top, total):  # pragma: no cover (compiled)
-    """In place: scores[k, i] <- exp(scores[k, i] - top[i]); total[i] <- Σ_k of those."""
-    n_components, n = scores.shape
-    for i in range(n):
-        total[i] = 0
-    for k in range(n_components):
-        row = scores[k]
+def _normalise(scores, offset, ends, log_norm, mass, log_norm_sum, top, other):  # pragma: no cover (compiled)
+    """The normalisation of each model's rows ``scores[ends[g-1]:ends[g]]`` (module docstring), in place."""
+    n = scores.shape[1]
+    begin = 0
+    for g in range(ends.shape[0]):
+        end = ends[g]
+        # Row maximum, with the offset added on the way. It goes from one buffer to the other
+        # and back: written in place, the compiler makes it a masked store, which is slow on AMD.
+        # NaN does not win the comparison, but it reaches the row's total below, so a row
+        # with a NaN (or only -inf, or +inf) gets NaN everywhere, as with numpy's max.
+        src, dst = top, other
         for i in range(n):
-            value = _exp(row[i] - top[i])
-            row[i] = value
-            total[i] += value
-
-
-@_jit
-def _scale_rows(scores, total, scale):  # pragma: no cover (compiled)
-    """In place: scores[k, i] <- scores[k, i] / total[i] (one division per row)."""
-    n_components, n = scores.shape
-    for i in range(n):
-        scale[i] = 1 / total[i]
-    for k in range(n_components):
-        row = scores[k]
+            src[i] = -np.inf
+        for k in range(begin, end):
+            row, constant = scores[k], offset[k]
+            for i in range(n):
+                value = row[i] + constant
+                row[i] = value
+                current = src[i]
+                dst[i] = value if value > current else current
+            src, dst = dst, src
+        total = log_norm[g]
         for i in range(n):
-            row[i] *= scale[i]
+            total[i] = 0
+        for k in range(begin, end):
+            row = scores[k]
+            for i in range(n):
+                value = _exp(row[i] - src[i])
+                row[i] = value
+                total[i] += value
+        log_norm_sum[g] = _log_norm_sum(total, src, dst)
+        for k in range(begin, end):
+            mass[k] = _scaled_sum(scores[k], dst)  # one division per row, not one per row and component
+        begin = end
 
 
-def normalise_log_scores(scores):
-    """:func:`diaggmm_dist.kernels.normalise_log_scores` for C-contiguous float32 or float64 scores."""
+def normalise_log_scores(scores, offset, ends):
+    """:func:`diaggmm_dist.kernels.normalise_log_scores` for C-contiguous float32 or float64 scores.
+
+    ``offset`` (K, 1) in any float dtype; ``ends`` (int64): where each model's rows end. Returns
+    ``(log_norm, mass, log_norm_sum)`` as the fields of :class:`diaggmm_dist.kernels.Normalised`.
+    """
     _check("normalise_log_scores", scores)
-    models = scores.reshape((-1,) + scores.shape[-2:])
-    n = scores.shape[-1]
-    log_norm = np.empty((models.shape[0], n), scores.dtype)
-    total, scale = np.empty(n, scores.dtype), np.empty(n, scores.dtype)
-    for model, out in zip(models, log_norm):
-        top = model.max(axis=0)  # numpy's max: a NaN anywhere in a row makes its maximum NaN
-        _exp_rows(model, top, total)
-        _scale_rows(model, total, scale)
-        np.log(total, out=out)
-        out += top
-    return log_norm.reshape(scores.shape[:-2] + (n,))
+    n = scores.shape[1]
+    normalised = np.empty((len(ends), n), scores.dtype), np.empty(scores.shape[0]), np.empty(len(ends))
+    _normalise(scores, offset.astype(scores.dtype, copy=False).ravel(), ends, *normalised,
+               np.empty(n, scores.dtype), np.empty(n, scores.dtype))
+    return normalised
+
+
+@_jit
+def _exp_values(values):  # pragma: no cover (compiled)
+    for i in range(values.shape[0]):
+        values[i] = _exp(values[i])
 
 
 def exp(values, dtype):
     """exp of ``values`` in ``dtype`` by the compiled loop (what the tests check against exact values)."""
     values = np.array(values, dtype=dtype, ndmin=1)
-    out = values.reshape(1, -1).copy()
-    _exp_rows(out, np.zeros(out.shape[1], out.dtype), np.empty(out.shape[1], out.dtype))
+    out = values.ravel().copy()
+    _exp_values(out)
     return out.reshape(values.shape)

@@ -37,100 +37,95 @@ def test_exp_special_values(dtype):
     assert values[7] >= np.finfo(dtype).smallest_normal  # no subnormal results
 
 
-def _reference(scores):
-    """The same normalisation in numpy, float64."""
-    scores = scores.astype(np.float64)
-    top = scores.max(axis=-2)
-    responsibilities = np.exp(scores - top[..., None, :])
-    total = responsibilities.sum(axis=-2)
-    return responsibilities / total[..., None, :], top + np.log(total)
+def _reference(scores, offset, sizes):
+    """The same normalisation in numpy, float64, model by model."""
+    scores = scores.astype(np.float64) + offset
+    responsibilities, log_norm = [], []
+    for model in np.split(scores, np.cumsum(sizes)[:-1]):
+        top = model.max(axis=0)
+        exp = np.exp(model - top)
+        total = exp.sum(axis=0)
+        responsibilities.append(exp / total)
+        log_norm.append(top + np.log(total))
+    return np.concatenate(responsibilities), np.array(log_norm)
 
 
-def _numpy_path(scores):
+def _numpy_path(scores, offset=None, sizes=None):
     """kernels.normalise_log_scores on a copy laid out so that it takes its numpy code."""
-    copy = np.asfortranarray(scores)
+    copy = np.repeat(scores, 2, axis=1)[:, ::2]  # every other column: a strided view
     assert not copy.flags.c_contiguous
     with np.errstate(invalid="ignore"):  # NaN and -inf - -inf, as in the kernels' callers
-        log_norm = kernels.normalise_log_scores(copy)
-    return copy, log_norm
+        normalised = kernels.normalise_log_scores(copy, offset, sizes)
+    return copy, normalised
 
 
 TOLERANCE = {np.float32: 1e-6, np.float64: 1e-14}
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(16, 8192), (3, 5, 1000), (1, 1, 7), (64, 1)])
-def test_normalise_matches_numpy(shape, dtype):
+@pytest.mark.parametrize(("sizes", "n"), [((16,), 8192), ((5, 5, 5), 1000), ((2, 7, 3), 300), ((1,), 7), ((64,), 1)])
+def test_normalise_matches_numpy(sizes, n, dtype):
     rng = np.random.default_rng(1)
-    scores = (rng.normal(-40, 25, shape)).astype(dtype)
-    expected, expected_log = _reference(scores)
-    log_norm = kernels.normalise_log_scores(scores)  # contiguous: the compiled path
-    assert log_norm.shape == shape[:-2] + shape[-1:] and log_norm.dtype == dtype
+    scores = (rng.normal(-40, 25, (sum(sizes), n))).astype(dtype)
+    offset = rng.normal(0, 10, (sum(sizes), 1)).astype(dtype)
+    expected, expected_log = _reference(scores, offset, sizes)
+    numpy_scores, numpy_normalised = _numpy_path(scores, offset, sizes)
+    log_norm, mass, log_norm_sum = kernels.normalise_log_scores(scores, offset, sizes)  # contiguous: compiled
+    assert log_norm.shape == (len(sizes), n) and log_norm.dtype == dtype
+    assert mass.dtype == log_norm_sum.dtype == np.float64
     tol = TOLERANCE[dtype]
-    np.testing.assert_allclose(scores, expected, rtol=0, atol=tol)
-    np.testing.assert_allclose(log_norm, expected_log, rtol=tol, atol=10 * tol)
-    np.testing.assert_allclose(scores.sum(axis=-2), 1.0, rtol=0, atol=tol)
+    for got, got_log in ((scores, log_norm), (numpy_scores, numpy_normalised.log_norm)):
+        np.testing.assert_allclose(got, expected, rtol=0, atol=tol)
+        np.testing.assert_allclose(got_log, expected_log, rtol=tol, atol=10 * tol)
+    for model in np.split(scores, np.cumsum(sizes)[:-1]):
+        np.testing.assert_allclose(model.sum(axis=0), 1.0, rtol=0, atol=tol)
+    # the sums it returns are the sums of what it wrote, in float64, by either path
+    for normalised in (numpy_normalised, (log_norm, mass, log_norm_sum)):
+        np.testing.assert_allclose(normalised[1], expected.sum(axis=1), rtol=10 * tol, atol=tol)
+        np.testing.assert_allclose(normalised[2], expected_log.sum(axis=1), rtol=tol)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_normalise_keeps_numpys_meaning_of_nan_and_minus_infinity(dtype):
-    scores = np.array([[0.0, -1.0, np.nan, -np.inf],
-                       [-np.inf, -2.0, 0.0, -np.inf],
-                       [-3.0, -np.inf, 1.0, -np.inf]], dtype=dtype)
-    numpy_scores, numpy_log = _numpy_path(scores)
-    log_norm = kernels.normalise_log_scores(scores)
-    # A zero-weight component (log weight -inf) gets exactly 0; NaN spoils its row only;
-    # a row where every component is -inf is NaN, as numpy makes it.
+    scores = np.array([[0.0, -1.0, np.nan, -np.inf, np.inf],
+                       [-np.inf, -2.0, 0.0, -np.inf, 0.0],
+                       [-3.0, -np.inf, 1.0, -np.inf, 1.0]], dtype=dtype)
+    numpy_scores, numpy_normalised = _numpy_path(scores)
+    log_norm = kernels.normalise_log_scores(scores).log_norm[0]
+    # A zero-weight component (log weight -inf) gets exactly 0; NaN, or +inf, spoils its row
+    # only; a row where every component is -inf is NaN, as numpy makes it.
     assert scores[1, 0] == 0.0 and scores[2, 1] == 0.0
     np.testing.assert_array_equal(np.isnan(scores), np.isnan(numpy_scores))
-    np.testing.assert_array_equal(np.isnan(log_norm), np.isnan(numpy_log))
+    np.testing.assert_array_equal(np.isnan(log_norm), np.isnan(numpy_normalised.log_norm[0]))
+    assert np.isnan(scores[:, 2:]).all() and not np.isnan(scores[:, :2]).any()
     np.testing.assert_allclose(scores[:, :2], numpy_scores[:, :2], rtol=TOLERANCE[dtype])
-    np.testing.assert_allclose(log_norm[:2], numpy_log[:2], rtol=TOLERANCE[dtype])
+    np.testing.assert_allclose(log_norm[:2], numpy_normalised.log_norm[0, :2], rtol=TOLERANCE[dtype])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_non_contiguous_scores_take_the_numpy_path_with_the_same_result(dtype):
-    rng = np.random.default_rng(2)
-    scores = rng.normal(-10, 5, (16, 200)).astype(dtype)
-    numpy_scores, numpy_log = _numpy_path(scores)
-    log_compiled = kernels.normalise_log_scores(scores)
-    tol = TOLERANCE[dtype]
-    np.testing.assert_allclose(numpy_scores, scores, rtol=0, atol=tol)
-    np.testing.assert_allclose(numpy_log, log_compiled, rtol=tol, atol=10 * tol)
+def test_a_minus_infinite_offset_is_a_component_that_gets_nothing(dtype):
+    scores = np.random.default_rng(2).normal(-10, 5, (4, 300)).astype(dtype)
+    offset = np.array([[0.0], [-np.inf], [1.0], [-np.inf]], dtype)
+    log_norm, mass, _ = kernels.normalise_log_scores(scores, offset)
+    assert (scores[[1, 3]] == 0).all() and (mass[[1, 3]] == 0).all() and np.isfinite(log_norm).all()
 
 
 @pytest.mark.parametrize(("data", "compute"), [(np.float32, np.float32), (np.float64, np.float64),
                                                (np.float64, np.float32), (np.float32, np.float64)])
-def test_centred_rows_in_one_pass_are_numpys_two_passes_to_the_bit(data, compute):
+def test_stacked_rows_in_one_pass_are_numpys_two_passes_to_the_bit(data, compute):
     rng = np.random.default_rng(4)
     x = (rng.normal(3, 1e3, (1_000, 7)) * rng.choice([1e-3, 1, 1e3], (1_000, 7))).astype(data)
     shift = rng.normal(3, 10, 7).astype(compute)
-    expected_centred = np.empty(x.shape, compute)
-    np.subtract(x, shift, out=expected_centred, casting="unsafe")
-    expected = (expected_centred, expected_centred * expected_centred)
-    buffers = np.full(x.shape, np.nan, compute), np.full(x.shape, np.nan, compute)
-    for got in (compiled.centred_rows(x, shift, *buffers), kernels.centred_rows(x, shift, *buffers)):
-        for value, want in zip(got, expected):
-            assert value.dtype == compute and np.array_equal(value, want)
+    centred = np.empty(x.shape, compute)
+    np.subtract(x, shift, out=centred, casting="unsafe")
+    expected = np.concatenate([centred, centred * centred], axis=1)
+    out = np.full((1_000, 14), np.nan, compute)
+    for got in (compiled.stacked_rows(x, shift, out), kernels.stacked_rows(x, shift, out)):
+        assert got.dtype == compute and np.array_equal(got, expected)
     # a row view with a stride (every other row): the numpy passes, the same numbers
-    got = kernels.centred_rows(x[::2], shift, buffers[0][:500], buffers[1][:500])
-    assert np.array_equal(got[0], expected[0][::2]) and np.array_equal(got[1], expected[1][::2])
+    assert np.array_equal(kernels.stacked_rows(x[::2], shift, out[:500]), expected[::2])
     with pytest.raises(TypeError, match="C-contiguous float32 or float64"):
-        compiled.centred_rows(x[::2], shift, buffers[0][:500], buffers[1][:500])
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_scores_added_in_one_pass_are_numpys_two_passes_to_the_bit(dtype):
-    rng = np.random.default_rng(6)
-    scores, other = (rng.normal(0, 1e4, (5, 3_000)).astype(dtype) for _ in range(2))
-    offset = rng.normal(0, 1e2, (5, 1)).astype(dtype)
-    other[1, 7], scores[2, 9], other[3, 11] = np.nan, -np.inf, np.inf
-    expected = scores.copy()
-    expected += other
-    expected += offset
-    with np.errstate(invalid="ignore"):
-        got = compiled.add_scores(scores, other, offset)
-    assert got is scores and np.array_equal(got, expected, equal_nan=True)
+        compiled.stacked_rows(x[::2], shift, out[:500])
 
 
 def test_chunk_statistics_float32_agree_with_float64():
@@ -153,9 +148,9 @@ def test_without_a_writable_cache_directory_the_loops_compile_in_the_process(tmp
         "import numpy as np\n"
         "from diaggmm_dist import compiled\n"
         "scores = np.log(np.array([[1.0, 3.0], [3.0, 1.0]], dtype=np.float32))\n"
-        "log_norm = compiled.normalise_log_scores(scores)\n"
+        "log_norm, _, _ = compiled.normalise_log_scores(scores, np.zeros((2, 1)), np.array([2]))\n"
         "assert np.allclose(scores, [[0.25, 0.75], [0.75, 0.25]]) and np.allclose(log_norm, np.log(4)), scores\n"
-        "assert type(compiled._exp_rows._cache).__name__ == 'NullCache'  # compiled here, not cached\n"
+        "assert type(compiled._normalise._cache).__name__ == 'NullCache'  # compiled here, not cached\n"
         "print('ok')\n")
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

@@ -205,4 +205,6 @@ def test_restarts_with_max_iter_zero_keep_the_first_initialisation(blobs):
     first = DiagGMM(3, random_state=0, max_iter=0).fit(X)
     several = DiagGMM(3, random_state=0, max_iter=0, n_init=3).fit(X)
     assert several.n_iter_ == 0 and several.lower_bounds_ == []
-    np.testing.assert_array_equal(several.means_, first.means_)
+    # To the last bit or so: the restarts' products are one matrix product for all of them,
+    # and BLAS may round a row differently when the matrix around it has more rows.
+    np.testing.assert_allclose(several.means_, first.means_, rtol=1e-13, atol=0)
