@@ -232,19 +232,21 @@ def task_census(path, client, n_chunks):
 def pass_shape(n_chunks, workers):
     """The library's pass over ``n_chunks`` chunks on ``workers`` single-threaded workers.
 
-    Chunks per task, chunk tasks, tree-sum tasks and statistics blocks sent, from the library's
-    own rules (``engine._group_size``, ``engine._add_tree_sum``) on placeholder keys. A chunk
-    task sends one block when it adds its chunks up (a group of SPLIT_EVERY), else one per
-    chunk; every task of the tree sends one (the root's goes to the client).
+    Chunks per task (the most common size), chunk tasks, tree-sum tasks and statistics blocks
+    sent, from the library's own rules (``engine.group_sizes``, ``engine.first_level_windows``,
+    ``engine._add_tree_sum``) on placeholder keys. A chunk task sends one block when it adds
+    its chunks up (a group alone in its window of the tree's first level), else one per chunk;
+    every task of the tree sends one (the root's goes to the client).
     """
     from diaggmm_dist import engine
 
-    size = engine._group_size(n_chunks, workers)
-    groups, tree = math.ceil(n_chunks / size), {}
-    per_group = engine.blocks_per_group_result(size)
-    engine._add_tree_sum(tree, [("chunks", i) for i in range(groups)], "sum", per_group)
-    sent = (groups if per_group == 1 else n_chunks) + len(tree)
-    return {"chunks_per_task": size, "chunk_tasks": groups, "reduction_tasks": len(tree), "blocks_sent": sent}
+    sizes = engine.group_sizes(n_chunks, workers)
+    windows, tree = engine.first_level_windows(sizes), {}
+    keys = [("chunks", i) for i in range(len(sizes))]
+    engine._add_tree_sum(tree, [keys[w[0]] if len(w) == 1 else [keys[i] for i in w] for w in windows], "sum")
+    sent = sum(1 if len(w) == 1 else sum(sizes[i] for i in w) for w in windows) + len(tree)
+    return {"chunks_per_task": statistics.mode(sizes), "chunk_tasks": len(sizes), "reduction_tasks": len(tree),
+            "blocks_sent": sent}
 
 
 def scheduler_overhead(client, sizes=(2000, 8000), repeats=3):
@@ -473,7 +475,7 @@ def render(result):
                   f"K={c['components']}, {e['chunks']:,} chunks of {c['chunk_rows']:,} rows:", "",
               f"* compute: {e['chunks']:,} chunks x ({c['kernel_seconds']:.3f} s kernel + {c['read_decode_seconds']:.4f} s "
               f"read+decode) = {e['core_seconds']:,.0f} core-seconds per iteration, spread over the workers;",
-              f"* scheduler: {e['chunk_tasks']:,} tasks of {e['chunks_per_task']} chunks + {e['reduction_tasks']:,} "
+              f"* scheduler: {e['chunk_tasks']:,} tasks of {e['chunks_per_task']} chunks (fewer at the end of a pass) + {e['reduction_tasks']:,} "
               f"reduction tasks + {t['constant_tasks']} = {e['tasks_per_iteration']:,} tasks; at "
               f"{sch['scheduler_cpu_seconds_per_task'] * 1e3:.3f} ms of scheduler CPU each "
               f"that is {e['scheduler_seconds']:,.0f} s of scheduler time per iteration, paid serially in one process "

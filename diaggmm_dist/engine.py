@@ -46,9 +46,6 @@ except ImportError:  # pragma: no cover - older dask
 DEFAULT_CHUNK_BYTES = 16 * 2**20
 #: Fan-in of the tree reduction that adds up per-chunk statistics.
 SPLIT_EVERY = 8
-#: On a cluster, chunks are grouped into tasks while every thread still gets this many (see
-#: :func:`_group_size`).
-TASKS_PER_THREAD = 8
 
 
 def _active_client():
@@ -321,7 +318,8 @@ def _statistics_graph(X, missing, weights, random, model_sizes):
         if fused is not None:
             graph = {key: node for key, node in graph.items() if isinstance(node, _DataNode)}
             graph.update(fused)
-            result_key = _add_tree_sum(graph, chunk_keys, f"diaggmm-pass-sum-{uuid.uuid4().hex}")
+            additions = [list(chunk_keys[i : i + SPLIT_EVERY]) for i in range(0, len(chunk_keys), SPLIT_EVERY)]
+            result_key = _add_tree_sum(graph, additions, f"diaggmm-pass-sum-{uuid.uuid4().hex}")
             return _StatisticsGraph(graph, parameter_key, result_key, chunk_keys)
     total = blocks.sum(axis=tuple(range(X.ndim - 1)), split_every=SPLIT_EVERY)
     (total,) = dask.optimize(total)
@@ -356,19 +354,28 @@ def _summed_blocks(*blocks):
     return np.stack(flat, axis=-1).sum(axis=-1)
 
 
-def _add_tree_sum(graph, keys, name, blocks_per_key=1):
-    """Add to ``graph`` the tasks of a tree sum of ``keys``; return its key.
+def _add_tree_sum(graph, additions, name):
+    """Add to ``graph`` the tasks of a tree sum; return the key of its root.
 
-    Every addition takes :data:`SPLIT_EVERY` blocks: at the first level that is
-    ``SPLIT_EVERY // blocks_per_key`` keys when each key holds a stack of blocks.
+    ``additions`` is the tree's first level, in order: each is a list of keys whose blocks
+    one task adds up (:data:`SPLIT_EVERY` blocks, fewer at the end), or a single key whose
+    value is such a sum already (a group of chunks that added itself up). Every level above
+    adds up :data:`SPLIT_EVERY` keys of the one below.
     """
-    level, fan_in = 0, SPLIT_EVERY // blocks_per_key
-    while level == 0 or len(keys) > 1:
-        groups = [keys[i : i + fan_in] for i in range(0, len(keys), fan_in)]
+    keys = []
+    for index, addition in enumerate(additions):
+        if isinstance(addition, list):
+            key = (f"{name}-0", index)
+            graph[key] = _Task(key, _summed_blocks, *(_TaskRef(k) for k in addition))
+            addition = key
+        keys.append(addition)
+    level = 1
+    while len(keys) > 1:
+        groups = [keys[i : i + SPLIT_EVERY] for i in range(0, len(keys), SPLIT_EVERY)]
         keys = [(f"{name}-{level}", i) for i in range(len(groups))]
         for key, group in zip(keys, groups):
             graph[key] = _Task(key, _summed_blocks, *(_TaskRef(k) for k in group))
-        level, fan_in = level + 1, SPLIT_EVERY
+        level += 1
     return keys[0]
 
 
@@ -416,35 +423,50 @@ def _local_statistics(built, parameters, n_threads):
     return _summed_blocks(*results)
 
 
-def _group_size(n_chunks, n_threads):
-    """Chunks per cluster task: the largest of SPLIT_EVERY, SPLIT_EVERY / 2, ..., 1 that leaves
-    every thread at least :data:`TASKS_PER_THREAD` tasks.
+def group_sizes(n_chunks, n_threads):
+    """Chunks per cluster task, in row order: :data:`SPLIT_EVERY` at first, halving toward 1 at the pass's end.
 
-    Every task costs the client, the scheduler and the worker CPU time of their own (a few
-    milliseconds in all, measured on a 2-worker LocalCluster), on the cores the chunks need;
-    a worker that finishes its last task early waits for at most one group at the end of a
-    pass. Sizes divide SPLIT_EVERY, so that groups line up with the tree's first level: the
-    result is the same to the bit whatever the number of workers (one that dies mid-fit
-    changes nothing).
+    Every task costs the client, the scheduler and the worker CPU time of their own, on the
+    cores the chunks need: on a 2-worker LocalCluster fitting a 10M-row store, each worker's
+    event loop used 53-69 ms of CPU per pass with 33 tasks and 30-36 ms with 13, the process
+    of the client and scheduler 69-81 ms against 43. So tasks take :data:`SPLIT_EVERY` chunks.
+    But a worker that has finished waits for the others' last tasks at the end of every pass,
+    so once fewer than ``size`` chunks per thread are left the size halves: the pass ends on
+    single chunks.
+
+    Sizes are powers of two that divide :data:`SPLIT_EVERY` and never grow, so no group
+    straddles a multiple of :data:`SPLIT_EVERY` chunks: groups line up with the tree's first
+    level (:func:`first_level_windows`), and the sum is the same to the bit whatever the
+    number of workers (one that dies mid-fit changes nothing).
     """
-    size = SPLIT_EVERY
-    while size > 1 and n_chunks < TASKS_PER_THREAD * max(1, n_threads) * size:
-        size //= 2
-    return size
+    sizes, size, left, threads = [], SPLIT_EVERY, n_chunks, max(1, n_threads)
+    while left:
+        while size > 1 and left < size * threads:
+            size //= 2
+        sizes.append(size)
+        left -= size
+    return sizes
 
 
-def blocks_per_group_result(size):
-    """Statistics blocks in the result of a group of ``size`` chunks: 1 when the group adds them up
-    (a group of :data:`SPLIT_EVERY` is one addition of the tree's first level), else ``size``."""
-    return 1 if size == SPLIT_EVERY else size
+def first_level_windows(sizes):
+    """Indices of the groups of :func:`group_sizes` in each addition of the tree's first level.
+
+    An addition covers :data:`SPLIT_EVERY` consecutive chunks (fewer at the end). A group
+    alone in its window adds its chunks up itself; the others hand their blocks over stacked.
+    """
+    windows, start = {}, 0
+    for index, size in enumerate(sizes):
+        windows.setdefault(start // SPLIT_EVERY, []).append(index)
+        start += size
+    return list(windows.values())
 
 
 def _group_statistics(tasks, keys, add_up, *values):
     """The statistics of a group of chunk tasks, given the values of ``keys`` (their inputs).
 
-    Added up when ``add_up`` (a group of :data:`SPLIT_EVERY` chunks is one addition of the
-    tree's first level); otherwise stacked, in order, for the first level to add up with
-    the next groups' blocks, as it would add single chunks'.
+    Added up when ``add_up`` (a group alone in its window of the tree's first level, see
+    :func:`first_level_windows`); otherwise stacked, in order, for the first level to add up
+    with the other groups' blocks, as it would add single chunks'.
     """
     known = dict(zip(keys, values))
     blocks = [task({dep: known[dep] for dep in task.dependencies}) for task in tasks]
@@ -452,14 +474,15 @@ def _group_statistics(tasks, keys, add_up, *values):
 
 
 def _cluster_graph(built, parameters, n_threads):
-    """This pass's graph for a distributed scheduler, from the fit's cached one: ``(graph, result key)``.
+    """This pass's graph for a distributed scheduler, from the fit's cached one (a :class:`_ClusterPass`).
 
     The scheduler keeps results by key, so every pass needs keys of its own; renaming every
     chunk task would cost the client time per chunk and pass. Instead each task of this
     graph runs a group of the cached chunk tasks, handed over as data, with their inputs
     (the parameters and the stored data) under this pass's keys: the client builds, and the
-    scheduler tracks, one task per group (:func:`_group_size`) plus the tree sum above them.
-    Groups start at multiples of :data:`SPLIT_EVERY` chunks, as the tree's first level does.
+    scheduler tracks, one task per group (:func:`group_sizes`) plus the tree sum above them.
+    No group straddles a multiple of :data:`SPLIT_EVERY` chunks, where the tree's first
+    level starts its additions.
     """
     token = uuid.uuid4().hex
     stored = [key for key, node in built.graph.items() if isinstance(node, _DataNode) and key != built.parameter_key]
@@ -467,17 +490,46 @@ def _cluster_graph(built, parameters, n_threads):
     graph = {renamed[key]: _DataNode(renamed[key], built.graph[key].value) for key in stored}
     renamed[built.parameter_key] = f"diaggmm-pass-parameters-{token}"
     graph[renamed[built.parameter_key]] = _DataNode(renamed[built.parameter_key], parameters)
-    size, keys = _group_size(len(built.chunk_keys), n_threads), []
-    for start in range(0, len(built.chunk_keys), size):
+    sizes = group_sizes(len(built.chunk_keys), n_threads)
+    windows = first_level_windows(sizes)
+    alone = {window[0] for window in windows if len(window) == 1}
+    keys, start = [], 0
+    for index, size in enumerate(sizes):
         tasks = [built.graph[key] for key in built.chunk_keys[start : start + size]]
         inputs = sorted({dep for task in tasks for dep in task.dependencies}, key=str)
-        key = (f"diaggmm-pass-chunks-{token}", len(keys))
+        key = (f"diaggmm-pass-chunks-{token}", index)
         # inputs that are neither stored data nor the parameters are results already on the
         # cluster (a persisted array): they keep their keys
         graph[key] = _Task(key, _group_statistics, _DataNode(None, tasks), _DataNode(None, inputs),
-                           blocks_per_group_result(size) == 1, *(_TaskRef(renamed.get(dep, dep)) for dep in inputs))
+                           index in alone, *(_TaskRef(renamed.get(dep, dep)) for dep in inputs))
         keys.append(key)
-    return graph, _add_tree_sum(graph, keys, f"diaggmm-pass-sum-{token}", blocks_per_group_result(size))
+        start += size
+    additions = [keys[window[0]] if len(window) == 1 else [keys[i] for i in window] for window in windows]
+    result_key = _add_tree_sum(graph, additions, f"diaggmm-pass-sum-{token}")
+    return _ClusterPass(graph, result_key, _row_order_priorities(graph, keys))
+
+
+class _ClusterPass(NamedTuple):
+    graph: dict
+    result_key: object
+    #: Scheduler priority of every key (higher runs first), see :func:`_row_order_priorities`.
+    priority: dict
+
+
+def _row_order_priorities(graph, group_keys):
+    """Priorities that run the groups of chunks in row order, and each sum once its inputs are done.
+
+    Left to ``dask.order``, the scheduler ran the groups of :data:`SPLIT_EVERY` chunks first
+    (in no particular order) and then the smaller ones from the last: a pass then ended on a
+    group of 4 chunks, where :func:`group_sizes` means it to end on single chunks.
+    """
+    last = {key: index for index, key in enumerate(group_keys)}  # the last group each task waits for
+    tasks = [key for key, node in graph.items() if not isinstance(node, _DataNode)]
+    for key in tasks:  # the groups, then the tree level by level: inputs come first
+        if key not in last:
+            last[key] = max(last[dep] for dep in graph[key].dependencies)
+    ranked = sorted(tasks, key=last.__getitem__)  # stable: a sum right after the group it waits for
+    return {**dict.fromkeys(graph, 0), **{key: len(ranked) - rank for rank, key in enumerate(ranked)}}
 
 
 def _named_graph(graph):
@@ -547,11 +599,13 @@ def pass_statistics(X, responsibilities, missing="error", weights=None, count_no
     client = _active_client()
     if client is not None:
         if built.chunk_keys:
-            graph, result_key = _cluster_graph(built, parameters, sum(client.nthreads().values()))
-        else:  # dask's own structure, with keys of its own (from a new parameter key) for this pass
-            fresh = _statistics_graph(X, missing, weights, random, sizes)
-            graph, result_key = {**fresh.graph, fresh.parameter_key: parameters}, fresh.result_key
-        return client.get(_named_graph(graph), result_key)
+            cluster_pass = _cluster_graph(built, parameters, sum(client.nthreads().values()))
+            # a callable annotation is called with each key (on the scheduler)
+            with dask.annotate(priority=cluster_pass.priority.get):
+                return client.get(_named_graph(cluster_pass.graph), cluster_pass.result_key)
+        # dask's own structure, with keys of its own (from a new parameter key) for this pass
+        fresh = _statistics_graph(X, missing, weights, random, sizes)
+        return client.get(_named_graph({**fresh.graph, fresh.parameter_key: parameters}), fresh.result_key)
     with _blas_controller().limit(limits=1, user_api="blas"):
         if built.chunk_keys:
             return _local_statistics(built, parameters, _local_threads())

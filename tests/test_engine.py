@@ -102,22 +102,45 @@ def test_a_cluster_pass_runs_groups_of_chunks_under_keys_of_its_own(rows, coeffi
     X = engine.as_row_chunked(_store(rows, tmp_path / "x.zarr", 246), chunk_size=246)  # 204 chunks, the last short
     built = engine._statistics_graph(X, "error", None, False, coefficients.model_sizes)
     parameters = engine._PassParameters(("gaussian", coefficients), False)
-    assert engine.TASKS_PER_THREAD == 8 and engine.SPLIT_EVERY == 8  # the counts below rest on these
-    # 1 thread (204 chunks >= 8 tasks of 8): groups of 8 chunks, 26 tasks, then a tree of 4 + 1 additions
-    graph, result_key = engine._cluster_graph(built, parameters, n_threads=1)
-    tasks = [key for key, node in graph.items() if not isinstance(node, engine._DataNode)]
+    assert engine.SPLIT_EVERY == 8  # the counts below rest on it
+    # 1 thread: 25 groups of 8 chunks and one of 4, each adding itself up, then a tree of 4 + 1 additions
+    assert engine.group_sizes(204, 1) == [8] * 25 + [4]
+    one = engine._cluster_graph(built, parameters, n_threads=1)
+    tasks = [key for key, node in one.graph.items() if not isinstance(node, engine._DataNode)]
     assert len(tasks) == 26 + 4 + 1
-    stats = dask.get(graph, result_key)
+    stats = dask.get(one.graph, one.result_key)
     expected = kernels.chunk_statistics(rows, ("gaussian", coefficients))
     np.testing.assert_allclose(stats, expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
-    # more threads, smaller groups handed to the tree unsummed, down to one chunk per task: the
-    # tree adds up the same blocks in the same order, so the sum is the very same whatever the
-    # number of workers (losing one changes nothing)
-    for n_threads, size in ((4, 4), (8, 2), (32, 1)):
-        grouped, grouped_key = engine._cluster_graph(built, parameters, n_threads=n_threads)
-        n_tasks = sum(not isinstance(node, engine._DataNode) for node in grouped.values())
-        assert n_tasks == -(-204 // size) + 26 + 4 + 1
-        assert np.array_equal(dask.get(grouped, grouped_key), stats)
+    # more threads: the pass ends on smaller groups, handed to the tree unsummed, down to single
+    # chunks; the tree adds up the same blocks in the same order, so the sum is the very same
+    # whatever the number of workers (losing one changes nothing)
+    for n_threads in (2, 4, 8, 32, 300):
+        sizes = engine.group_sizes(204, n_threads)
+        assert sum(sizes) == 204 and sizes == sorted(sizes, reverse=True) and set(sizes) <= {1, 2, 4, 8}
+        assert sizes[-1] == 1 and sizes.count(8) == max(0, (204 - 8 * n_threads) // 8 + 1)
+        windows = engine.first_level_windows(sizes)
+        assert [sum(sizes[i] for i in window) for window in windows] == [8] * 25 + [4]
+        grouped = engine._cluster_graph(built, parameters, n_threads=n_threads)
+        n_tasks = sum(not isinstance(node, engine._DataNode) for node in grouped.graph.values())
+        assert n_tasks == len(sizes) + sum(len(window) > 1 for window in windows) + 4 + 1
+        assert np.array_equal(dask.get(grouped.graph, grouped.result_key), stats)
+        _assert_row_order(grouped)
     # the next pass shares no key with this one (the scheduler keeps results by key)
-    again, _ = engine._cluster_graph(built, parameters, n_threads=1)
-    assert not set(again) & set(graph)
+    again = engine._cluster_graph(built, parameters, n_threads=1)
+    assert not set(again.graph) & set(one.graph)
+
+
+def _assert_row_order(cluster_pass):
+    """The scheduler takes the groups in row order (the smallest last), each sum once its inputs are done."""
+    graph, priority = cluster_pass.graph, cluster_pass.priority
+    groups = [key for key in graph if "chunks" in str(key)]
+    assert [priority[key] for key in groups] == sorted((priority[key] for key in groups), reverse=True)
+
+    def groups_under(key):
+        return {key} if key in groups else set().union(*(groups_under(dep) for dep in graph[key].dependencies))
+
+    for key, node in graph.items():
+        if "sum" in str(key):
+            assert all(priority[key] < priority[dep] for dep in node.dependencies)
+            last = max(groups.index(group) for group in groups_under(key))
+            assert all(priority[key] > priority[group] for group in groups[last + 1 :])
