@@ -75,6 +75,54 @@ def machine_info():
     }
 
 
+class HostLoad:
+    """CPU the rest of the machine used while a benchmark ran, from ``/proc/stat`` and ``getrusage``.
+
+    On a shared VM the figures move with whatever else runs (other processes, the host taking
+    the CPUs: "steal"). Started before a benchmark's process and stopped after it has been
+    waited for, so that its CPU and its reaped descendants' (workers, helpers) are in
+    ``RUSAGE_CHILDREN``; the machine's busy time beyond that, and beyond this process's own,
+    is what ran outside the benchmark (other processes, and kernel threads such as the page
+    cache's writeback). Both as core-seconds and as a share of the machine's CPUs over the
+    wall time.
+    """
+
+    def __init__(self):
+        self.started = time.perf_counter()
+        self.ticks = _cpu_ticks()
+        self.ours = _rusage_seconds()
+
+    def stop(self):
+        """``{"seconds", "outside_core_seconds", "outside_share", "steal_core_seconds", "steal_share"}`` (None off Linux)."""
+        ticks, wall = _cpu_ticks(), time.perf_counter() - self.started
+        if ticks is None or self.ticks is None or wall <= 0:
+            return None
+        hertz, cpus = os.sysconf("SC_CLK_TCK"), os.cpu_count() or 1
+        busy = (ticks["busy"] - self.ticks["busy"]) / hertz
+        steal = (ticks["steal"] - self.ticks["steal"]) / hertz
+        outside = max(0.0, busy - (_rusage_seconds() - self.ours))
+        return {"seconds": wall, "outside_core_seconds": outside, "outside_share": outside / (wall * cpus),
+                "steal_core_seconds": steal, "steal_share": steal / (wall * cpus)}
+
+
+def _cpu_ticks():
+    """The machine's busy and stolen CPU time in clock ticks since boot (``/proc/stat``), or None."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return {"busy": user + nice + system + irq + softirq, "steal": steal}
+
+
+def _rusage_seconds():
+    """CPU seconds of this process and of its waited-for descendants."""
+    import resource
+
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
 def _blas():
     """The BLAS libraries loaded (OpenBLAS, MKL...): what they are and how many threads they use."""
     from threadpoolctl import threadpool_info

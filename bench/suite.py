@@ -34,7 +34,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import RESULTS, machine_info, machine_line  # noqa: E402
+from _common import RESULTS, HostLoad, machine_info, machine_line  # noqa: E402
 
 #: (script, its JSON under bench/results, arguments at full size, arguments with --quick)
 SCRIPTS = [
@@ -140,6 +140,15 @@ def scaling_rows(result):
                  f">= {speedup.get('target', 1.8)}x", speedup["speedup"] >= speedup.get("target", 1.8), "scaling.py")]
 
 
+def host_load_text(status):
+    """What else used the machine's CPUs while a script ran (see :class:`_common.HostLoad`)."""
+    load = status.get("host_load")
+    if not load:
+        return "CPU outside it not measured"
+    return (f"outside it {load['outside_core_seconds']:.1f} core-s ({load['outside_share']:.0%} of the CPUs), "
+            f"steal {load['steal_core_seconds']:.1f} core-s ({load['steal_share']:.0%}) over {load['seconds']:.0f} s")
+
+
 def render(report):
     lines = [f"# diaggmm-dist benchmarks ({report['machine']['date']})", "",
              f"Machine: {machine_line(report['machine'])}", "",
@@ -155,6 +164,13 @@ def render(report):
         if status["returncode"] != 0:
             lines.append(f"\n> `bench/{script}` failed (exit {status['returncode']}): its targets are not measured; "
                          f"see bench/results/{script}.log")
+    loads = [f"* `bench/{script}`: {host_load_text(status)}" for script, status in report["scripts"].items()
+             if status.get("rerun") is not False]
+    if loads:
+        lines += ["", "CPU used outside each benchmark while it ran (other processes and kernel threads, from "
+                  "`/proc/stat` less the benchmark's own processes; steal: the host keeping the VM's CPUs). "
+                  "The two CPUs give 2 core-seconds per second; a large share here means the figures of that "
+                  "script are pessimistic:", "", *loads]
     for name, result in report["results"].items():
         text = result.get("markdown") if isinstance(result, dict) else None
         if text:
@@ -187,11 +203,13 @@ def main(argv=None):
         (RESULTS / output).unlink(missing_ok=True)  # never report an old run's figures
         command = [sys.executable, str(HERE / script), *(quick if args.quick else full)]
         print(f"suite: {' '.join(command[1:])}", flush=True)
-        t0 = time.perf_counter()
+        t0, host = time.perf_counter(), HostLoad()
         with open(RESULTS / f"{script}.log", "w") as log:
             code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=HERE.parent).returncode
-        statuses[script] = {"returncode": code, "seconds": time.perf_counter() - t0, "command": command[1:]}
-        print(f"suite: {script} exit {code} in {statuses[script]['seconds']:.0f} s", flush=True)
+        statuses[script] = {"returncode": code, "seconds": time.perf_counter() - t0, "command": command[1:],
+                            "host_load": host.stop()}
+        print(f"suite: {script} exit {code} in {statuses[script]['seconds']:.0f} s; {host_load_text(statuses[script])}",
+              flush=True)
         if code == 0 and (RESULTS / output).exists():
             results[output] = json.loads((RESULTS / output).read_text())
     report = {"machine": info, "command": "python bench/suite.py" + (" --quick" if args.quick else "")
