@@ -20,6 +20,7 @@ as such; the others still run.
 
     python bench/suite.py            # the issues' sizes: 20-25 min on the 2-core VM (stores cached)
     python bench/suite.py --quick    # small sizes, a few minutes: checks the machinery only
+                                     # (its results go to bench/results/quick/)
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from _common import RESULTS, HostLoad, machine_info, machine_line  # noqa: E402
+
+#: Where ``--quick`` runs leave their results (bench/results keeps the last full run's).
+QUICK = RESULTS / "quick"
 
 #: (script, its JSON under bench/results, arguments at full size, arguments with --quick)
 SCRIPTS = [
@@ -149,7 +153,7 @@ def host_load_text(status):
             f"steal {load['steal_core_seconds']:.1f} core-s ({load['steal_share']:.0%}) over {load['seconds']:.0f} s")
 
 
-def render(report):
+def render(report, folder=RESULTS):
     lines = [f"# diaggmm-dist benchmarks ({report['machine']['date']})", "",
              f"Machine: {machine_line(report['machine'])}", "",
              f"Command: `{report['command']}` ({report['seconds'] / 60:.0f} min)", "",
@@ -169,13 +173,12 @@ def render(report):
     if loads:
         lines += ["", "CPU used outside each benchmark while it ran (other processes and kernel threads, from "
                   "`/proc/stat` less the benchmark's own processes; steal: the host keeping the VM's CPUs). "
-                  "The two CPUs give 2 core-seconds per second; a large share here means the figures of that "
-                  "script are pessimistic:", "", *loads]
+                  "A large share here means that script's figures are pessimistic:", "", *loads]
     for name, result in report["results"].items():
         text = result.get("markdown") if isinstance(result, dict) else None
         if text:
             lines += ["", f"## {name}", "", text]
-    speed_md = RESULTS / "speed.md"
+    speed_md = folder / "speed.md" if (folder / "speed.md").exists() else RESULTS / "speed.md"
     if "speed.json" in report["results"] and speed_md.exists():
         lines += ["", "## speed.json", "", speed_md.read_text()]
     return "\n".join(lines) + "\n"
@@ -190,6 +193,35 @@ def main(argv=None):
                         help="rerun nothing: rebuild latest.{json,md} from every script's latest results")
     args = parser.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
+    # a quick run must not replace the last full run's figures: the scripts write where they
+    # always do, and their outputs are moved to QUICK afterwards and the full run's put back
+    full_run = {path: path.read_bytes() for path in _outputs()} if args.quick else {}
+    try:
+        report = _run(args)
+    finally:
+        if args.quick:
+            QUICK.mkdir(exist_ok=True)
+            for path in _outputs():
+                if full_run.get(path) != path.read_bytes():  # written by this run
+                    path.replace(QUICK / path.name)
+            for path, data in full_run.items():
+                path.write_bytes(data)
+    folder = QUICK if args.quick else RESULTS
+    (folder / "latest.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    markdown = render(report, folder)
+    (folder / "latest.md").write_text(markdown)
+    print(markdown)
+    return 0 if all(status["returncode"] == 0 for status in report["scripts"].values()) else 1
+
+
+def _outputs():
+    """The files the scripts write under bench/results (their JSON, ``speed.md`` and their logs)."""
+    names = {output for _, output, _, _ in SCRIPTS} | {"speed.md"} | {f"{script}.log" for script, *_ in SCRIPTS}
+    return [RESULTS / name for name in sorted(names) if (RESULTS / name).exists()]
+
+
+def _run(args):
+    """Run the scripts ``args`` asks for; the suite's report (every script's results and the targets)."""
     started = time.perf_counter()
     info = machine_info()
     statuses, results = {}, {}
@@ -212,16 +244,10 @@ def main(argv=None):
               flush=True)
         if code == 0 and (RESULTS / output).exists():
             results[output] = json.loads((RESULTS / output).read_text())
-    report = {"machine": info, "command": "python bench/suite.py" + (" --quick" if args.quick else "")
-              + (" --report" if args.report else ""),
-              "quick": args.quick, "seconds": time.perf_counter() - started, "scripts": statuses,
-              "targets": target_rows(results), "results": results}
-    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    markdown = render(report)
-    (RESULTS / "latest.md").write_text(markdown)
-    print(markdown)
-    return 0 if all(status["returncode"] == 0 for status in statuses.values()) else 1
-
+    return {"machine": info, "command": "python bench/suite.py" + (" --quick" if args.quick else "")
+            + (" --report" if args.report else ""),
+            "quick": args.quick, "seconds": time.perf_counter() - started, "scripts": statuses,
+            "targets": target_rows(results), "results": results}
 
 if __name__ == "__main__":
     sys.exit(main())
