@@ -428,8 +428,9 @@ def group_sizes(n_chunks, n_threads):
 
     Every task costs the client, the scheduler and the worker CPU time of their own, on the
     cores the chunks need: on a 2-worker LocalCluster fitting a 10M-row store, each worker's
-    event loop used 53-69 ms of CPU per pass with 33 tasks and 30-36 ms with 13, the process
-    of the client and scheduler 69-81 ms against 43. So tasks take :data:`SPLIT_EVERY` chunks.
+    event loop used 53-69 ms of CPU per pass with 33 tasks and 30-36 ms with 13, and the
+    event loop the client and the scheduler share 69-81 ms against 43. So tasks take
+    :data:`SPLIT_EVERY` chunks.
     But a worker that has finished waits for the others' last tasks at the end of every pass,
     so once fewer than ``size`` chunks per thread are left the size halves: the pass ends on
     single chunks.

@@ -4,7 +4,7 @@ import dask
 import dask.array as da
 import numpy as np
 import zarr
-from distributed import Client, get_task_stream
+from distributed import Client, SchedulerPlugin, get_task_stream
 
 from conftest import mixture_data
 from diaggmm_dist import DiagGMM
@@ -90,3 +90,38 @@ def test_the_library_local_cluster_starts_workers_with_its_malloc_and_periodic_c
     assert ticks == [dask.utils.parse_timedelta(CLUSTER_CONFIG["distributed.admin.tick.interval"])] * 2 != [0.02] * 2
     # and this process's environment is left as it was
     assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536" and "MALLOC_MMAP_THRESHOLD_" not in os.environ
+
+
+class _RecordPriorities(SchedulerPlugin):
+    """Keeps the priority the scheduler gave each task of every graph (it runs in this process)."""
+
+    name = "diaggmm-test-priorities"
+
+    def __init__(self):
+        self.graphs = []
+
+    def update_graph(self, scheduler, *, priority, **kwargs):
+        self.graphs.append(dict(priority))
+
+
+def test_a_cluster_pass_takes_its_groups_of_chunks_in_row_order(local_cluster, tmp_path):
+    # the scheduler follows the library's priorities (engine._row_order_priorities; where the
+    # sums come is tested in test_engine), not dask.order's: the groups in row order, so the
+    # groups of 8 chunks first and the pass's smaller groups last
+    X, _ = mixture_data(24000, 4, 3, seed=13)
+    path = tmp_path / "rows.zarr"
+    _write_zarr(path, X, 500)  # 48 chunks: groups of 8, then 4, 2 and 1 at the end of each pass
+    with Client(local_cluster) as client:
+        client.register_plugin(_RecordPriorities())
+        try:
+            DiagGMM(3, random_state=0, max_iter=3, tol=0, chunk_size=500).fit(str(path))
+            graphs = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.plugins[_RecordPriorities.name].graphs)
+        finally:
+            client.unregister_scheduler_plugin(_RecordPriorities.name)
+    passes = [graph for graph in graphs if any("diaggmm-pass-chunks-" in str(key) for key in graph)]
+    assert len(passes) >= 4  # k-means' passes, the first E-step, three iterations
+    for priority in passes:
+        groups = sorted((key for key in priority if "diaggmm-pass-chunks-" in str(key)), key=lambda key: key[1])
+        assert [key[1] for key in groups] == list(range(9))
+        run_order = sorted(priority, key=priority.get)  # the scheduler runs the lowest first
+        assert [key for key in run_order if key in groups] == groups
