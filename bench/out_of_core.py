@@ -61,6 +61,7 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
+import itertools
 import statistics
 import sys
 from pathlib import Path
@@ -306,6 +307,16 @@ def verdict(result):
             "reading_plus_memory_over_memory": largest.get("read", {}).get("reading_plus_memory_over_memory")}
 
 
+def _disk_line(name, run):
+    """The table row of one disk fit."""
+    label = {"threads": "disk, threads (no client)", "cluster": "disk, LocalCluster 2x1"}[name.split()[0]]
+    label += ", page cache dropped every iteration" if run["cold"] else ""
+    fastest = f" ({run['disk_over_fastest_memory']:.2f})" if "disk_over_fastest_memory" in run else ""
+    return (f"| | | {label} | {fmt_fraction(run['cached_fraction_min'])} | "
+            f"{run['seconds_per_iteration']:.3f} | {run['seconds_per_million_rows']:.3f} | "
+            f"{run['disk_over_memory']:.2f}{fastest} | {run['peak_rss_bytes'] / 2**30:.2f} GiB |")
+
+
 def render(result):
     lines = [f"Machine: {_common.machine_line(result['machine'])}", ""]
     first = result["runs"][0]
@@ -326,15 +337,8 @@ def render(result):
             lines.append(f"| {first} | in memory, 1M rows, threads | — | {m['seconds_per_iteration']:.3f} | "
                          f"{per_million(m['seconds_per_iteration'], m['rows']):.3f} | 1.00 | "
                          f"{m['peak_rss_bytes'] / 2**30:.2f} GiB |")
-            name, run = next(runs, (None, None))
-            if run is None:
-                continue
-            label = {"threads": "disk, threads (no client)", "cluster": "disk, LocalCluster 2x1"}[name.split()[0]]
-            label += ", page cache dropped every iteration" if run["cold"] else ""
-            fastest = f" ({run['disk_over_fastest_memory']:.2f})" if "disk_over_fastest_memory" in run else ""
-            lines.append(f"| | | {label} | {fmt_fraction(run['cached_fraction_min'])} | "
-                         f"{run['seconds_per_iteration']:.3f} | {run['seconds_per_million_rows']:.3f} | "
-                         f"{run['disk_over_memory']:.2f}{fastest} | {run['peak_rss_bytes'] / 2**30:.2f} GiB |")
+            lines += [_disk_line(name, run) for name, run in itertools.islice(runs, 1)]
+        lines += [_disk_line(name, run) for name, run in runs]  # results of a run without references after each fit
         if "read" in e:
             r = e["read"]
             lines.append(f"| | | reading alone (no EM), threads | | {r['seconds']:.3f} | "
