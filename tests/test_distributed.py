@@ -125,3 +125,16 @@ def test_a_cluster_pass_takes_its_groups_of_chunks_in_row_order(local_cluster, t
         assert [key[1] for key in groups] == list(range(9))
         run_order = sorted(priority, key=priority.get)  # the scheduler runs the lowest first
         assert [key for key in run_order if key in groups] == groups
+
+
+def test_chunks_that_share_a_read_fit_on_a_cluster_through_dask_own_graph(local_cluster, tmp_path):
+    # rechunking 2,000-row Zarr chunks into 3,000-row ones: most reads feed two chunks, so a
+    # pass keeps dask's graph (fresh keys every pass) instead of the library's groups
+    X, _ = mixture_data(12000, 4, 3, seed=14)
+    path = tmp_path / "rows.zarr"
+    _write_zarr(path, X, 2000)
+    data = da.from_zarr(str(path)).rechunk((3000, 4))
+    threaded = DiagGMM(3, random_state=0, max_iter=5, tol=0).fit(data)
+    with Client(local_cluster):
+        distributed = DiagGMM(3, random_state=0, max_iter=5, tol=0).fit(data)
+    _assert_same_fit(distributed, threaded)
