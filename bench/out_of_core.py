@@ -245,7 +245,6 @@ def main(argv=None):
         print(f"  reading alone: {entry['read']['seconds']:.2f} s per pass "
               f"({entry['read']['seconds_per_million_rows']:.3f} s per 1M rows; through zarr itself "
               f"{entry['read']['through_zarr_seconds_per_million_rows']:.3f})", flush=True)
-        entry["memory_before"], entry["memory_after"] = entry["memory_runs"][0], entry["memory_runs"][-1]
         # the fastest reference too: the most conservative ratio, reported beside the paired one
         entry["memory"] = min(entry["memory_runs"], key=lambda r: r["seconds_per_iteration"])
         fastest = per_million(entry["memory"]["seconds_per_iteration"], entry["memory"]["rows"])
@@ -255,7 +254,6 @@ def main(argv=None):
             run["disk_over_fastest_memory"] = run["seconds_per_million_rows"] / fastest
         read = entry["read"]["seconds_per_million_rows"]
         entry["read"]["reading_plus_memory_over_memory"] = (read + typical) / typical
-        entry["read"]["reading_plus_fastest_memory_over_memory"] = (read + fastest) / fastest
         result["runs"].append(entry)
         _common.write_json(args.out, result)  # partial results survive a long run's interruption
 
