@@ -348,24 +348,28 @@ def codec_tag(compressors, chunk_rows):
     return "_".join(parts) + f"-{chunk_rows}"
 
 
-def mixture_store(rows, *, root=DATA, log=print):
+def mixture_store(rows, *, root=DATA, log=print, compressors="default"):
     """Path of the ``X`` array of a cached ``rows`` x 32 float32 mixture store, written if missing.
 
-    Written with :func:`diaggmm_dist.io.synthetic.write_mixture_zarr`'s defaults (codec and
-    chunk rows), chunk by chunk with bounded memory; the file name carries the codec and chunk
-    rows so a change of the defaults never reuses an old store. Same seed -> same bytes.
+    Written with :func:`diaggmm_dist.io.synthetic.write_mixture_zarr`'s default chunk rows and
+    ``compressors`` (its default codec unless given; None: uncompressed), chunk by chunk with
+    bounded memory; the file name carries the codec and chunk rows so a change of the defaults
+    never reuses an old store. Same seed -> same values.
     """
     from diaggmm_dist.io import synthetic
 
     from diaggmm_dist.io.zarr_groups import data_chunk_rows
 
-    tag = codec_tag(synthetic.DEFAULT_COMPRESSORS, data_chunk_rows(D, 4))
+    if isinstance(compressors, str) and compressors == "default":
+        compressors = synthetic.DEFAULT_COMPRESSORS
+    tag = codec_tag(compressors, data_chunk_rows(D, 4))
     path = Path(root) / f"mixture-{rows}-{tag}.zarr"
     if not (path / "X" / "zarr.json").exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         log(f"writing {path} ({rows:,} x {D} float32, {rows * D * 4 / 2**30:.1f} GiB raw) ...")
-        synthetic.write_mixture_zarr(path, rows, *synthetic.mixture_parameters(K, D, seed=0), seed=0)
+        synthetic.write_mixture_zarr(path, rows, *synthetic.mixture_parameters(K, D, seed=0), seed=0,
+                                     compressors=compressors)
         log(f"wrote {path} in {time.perf_counter() - start:.0f} s")
     return path / "X"
 
@@ -439,6 +443,30 @@ def timed_fit(data, iters, drop_cache=False, cache_probe=None):
             "rss_at_peak_by_process": peak.breakdown,
             "cached_at_start": handler.cached[:-1] if cache_probe is not None else None,
             "lower_bound": float(gmm.lower_bound_)}
+
+
+def kernel_pass_seconds(chunks, weights, means, precisions, threads, load=None):
+    """Seconds of one statistics pass of the library's per-chunk kernel alone over ``chunks``.
+
+    ``kernels.chunk_statistics`` (float32, the Gaussian model of the given parameters) on each
+    of ``chunks``, ``load(chunk)`` first when given (e.g. a slice read from a store), on a pool
+    of ``threads`` threads with one BLAS thread each, and nothing else: no dask, no estimator,
+    no M-step. The pool is created per pass (a few ms against passes of 0.05 s and more).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    from diaggmm_dist import kernels
+    from diaggmm_dist.em import data_centre
+
+    coef = kernels.log_prob_coefficients(weights, means, precisions, data_centre(weights, means, precisions),
+                                         np.float32)
+    load = load or (lambda chunk: chunk)
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
+        start = time.perf_counter()
+        list(pool.map(lambda chunk: kernels.chunk_statistics(load(chunk), ("gaussian", coef)), chunks))
+        return time.perf_counter() - start
 
 
 def write_json(name, result):

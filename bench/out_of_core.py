@@ -27,14 +27,21 @@ per row (target <= 1.3x at 160M), and the peak resident memory (summed PSS) of t
 the nannies and the workers, sampled every 0.1 s; target < 2 GiB and flat in N). The verdict
 takes the better of the two schedulers; the JSON keeps both.
 
-What the machine allows: for each N, one more pass only reads and decodes the store (the
-library's chunks, a thread per core, each chunk read and dropped: no EM), best of 2; and the
-same pass reading every chunk through zarr itself (a ``zarr.Array`` selection) instead of the library's direct read
-(:mod:`diaggmm_dist.zarr_chunks`), for comparison. Reading is CPU work on the same
-two cores as the EM, so ``(read + in-memory EM) / in-memory EM`` per row (the median of the
-in-memory fits) is a rough floor for a
-fit from this store here (a large fit has no per-iteration tail like the 1M-row reference's,
-so it can come in under it); the table and the verdict show it beside the target.
+What the machine allows. Reading is CPU work on the same two cores as the EM. For each N:
+
+* the kernel floor: the library's per-chunk kernel alone (``kernels.chunk_statistics``, a
+  thread per core, one BLAS thread each; no dask, no estimator, no M-step), once with each of
+  the fit's chunks read from the store first, once on the in-memory rows of the reference
+  (the first 1,000,000, in chunks of the same rows), alternated: ``--floor-rounds`` passes from
+  the store, each against the mean of the in-memory passes right before and after it, median.
+  That ratio is what reading this store costs on top of the E-step's arithmetic when nothing
+  else runs; the table and the verdict show it beside the target. Once per run, the same is
+  measured on an uncompressed store of 2,000,000 rows (written once, cached under ``--store``):
+  the cost of the decompression is the difference;
+* reading alone: a pass that only reads and decodes the store (the library's chunks, a
+  thread per core, each chunk read and dropped: no EM), best of 2; and the same pass reading
+  every chunk through zarr itself (a ``zarr.Array`` selection) instead of the library's
+  direct read (:mod:`diaggmm_dist.zarr_chunks`), for comparison.
 
 Page cache. The machine has 24 GB of RAM, so even the 160M store (~17 GB at the default
 codec) can be held whole by the kernel's page cache: the "warm" runs then measure decode +
@@ -74,6 +81,7 @@ import _common  # noqa: E402
 from _common import D, K, timed_fit  # noqa: E402
 
 MEMORY_ROWS = 1_000_000
+UNCOMPRESSED_ROWS = 2_000_000  # the uncompressed store of the kernel floor's contrast
 RATIO_TARGET = 1.3
 RSS_TARGET = 2 * 2**30
 
@@ -167,6 +175,44 @@ def read_run(path, repeats=2):
             "through_zarr_seconds_per_million_rows": per_million(best["zarr"], X.shape[0])}
 
 
+def kernel_floor_run(path, rounds):
+    """The kernel floor of a fit from the store at ``path`` (module docstring): seconds per 1M rows and the paired ratio."""
+    import zarr
+    from dask.system import CPU_COUNT
+
+    from diaggmm_dist import engine, zarr_chunks
+
+    X = engine.as_row_chunked(str(path))
+    array = zarr.open_array(str(path), mode="r")
+    reader = zarr_chunks.direct_rows(array) or array
+    bounds = np.cumsum((0,) + X.chunks[0])
+    slices = [np.s_[a:b, :] for a, b in zip(bounds[:-1], bounds[1:])]
+    memory = array[:MEMORY_ROWS]
+    step = X.chunks[0][0]
+    chunks = [memory[start : start + step] for start in range(0, memory.shape[0], step)]
+    start_values = _common.start_values()
+
+    def memory_pass():
+        return per_million(_common.kernel_pass_seconds(chunks, *start_values, CPU_COUNT), memory.shape[0])
+
+    def disk_pass(selections=slices):
+        seconds = _common.kernel_pass_seconds(selections, *start_values, CPU_COUNT, load=reader.__getitem__)
+        return per_million(seconds, sum(s[0].stop - s[0].start for s in selections))
+
+    # warm-up: numba's compiled loops, and this process's buffers for chunks read (first faults)
+    memory_pass(), disk_pass(slices[: 4 * CPU_COUNT])
+    memory_seconds, disk_seconds = [memory_pass()], []
+    for _ in range(rounds):
+        disk_seconds.append(disk_pass())
+        memory_seconds.append(memory_pass())
+    paired = [d / statistics.mean(memory_seconds[i : i + 2]) for i, d in enumerate(disk_seconds)]
+    del memory, chunks
+    gc.collect()
+    return {"rows": int(X.shape[0]), "chunk_rows": int(step), "threads": int(CPU_COUNT),
+            "memory_seconds_per_million_rows": memory_seconds, "disk_seconds_per_million_rows": disk_seconds,
+            "disk_over_memory_paired": paired, "disk_over_memory": statistics.median(paired)}
+
+
 def memory_run(path, iters):
     import zarr
 
@@ -189,6 +235,8 @@ def main(argv=None):
     parser.add_argument("--schedulers", nargs="+", default=["threads", "cluster"], choices=["threads", "cluster"])
     parser.add_argument("--cold", action="store_true", help="also run every iteration after dropping the page cache")
     parser.add_argument("--store", default=str(_common.DATA), help="where the data stores are cached")
+    parser.add_argument("--floor-rounds", type=int, default=4,
+                        help="passes of the kernel floor from each store (each between two in memory)")
     parser.add_argument("--out", default="out_of_core.json")
     parser.add_argument("--disk-fit", help=argparse.SUPPRESS)  # [path, iters, scheduler, drop_cache]: one fit, JSON out
     args = parser.parse_args(argv)
@@ -245,23 +293,33 @@ def main(argv=None):
         print(f"  reading alone: {entry['read']['seconds']:.2f} s per pass "
               f"({entry['read']['seconds_per_million_rows']:.3f} s per 1M rows; through zarr itself "
               f"{entry['read']['through_zarr_seconds_per_million_rows']:.3f})", flush=True)
+        entry["kernel_floor"] = kernel_floor_run(path, args.floor_rounds)
+        print(f"  kernel floor: {_floor_line(entry['kernel_floor'])}", flush=True)
         # the fastest reference too: the most conservative ratio, reported beside the paired one
         entry["memory"] = min(entry["memory_runs"], key=lambda r: r["seconds_per_iteration"])
         fastest = per_million(entry["memory"]["seconds_per_iteration"], entry["memory"]["rows"])
-        typical = statistics.median(per_million(m["seconds_per_iteration"], m["rows"]) for m in entry["memory_runs"])
         for run in entry["disk"].values():
             run["disk_over_memory"] = run["seconds_per_million_rows"] / run["memory_seconds_per_million_rows"]
             run["disk_over_fastest_memory"] = run["seconds_per_million_rows"] / fastest
-        read = entry["read"]["seconds_per_million_rows"]
-        entry["read"]["reading_plus_memory_over_memory"] = (read + typical) / typical
         result["runs"].append(entry)
         _common.write_json(args.out, result)  # partial results survive a long run's interruption
+
+    # the same floor from an uncompressed store: what the decompression costs
+    raw = _common.mixture_store(UNCOMPRESSED_ROWS, root=args.store, compressors=None)
+    for other in Path(args.store).iterdir():
+        if other.is_dir() and other.resolve() != raw.parent.resolve():
+            _common.evict_from_page_cache(other)
+    _common.read_into_page_cache(raw)
+    result["uncompressed_kernel_floor"] = kernel_floor_run(raw, args.floor_rounds)
+    print(f"uncompressed store, {UNCOMPRESSED_ROWS:,} rows: kernel floor "
+          f"{_floor_line(result['uncompressed_kernel_floor'])}", flush=True)
+    _common.write_json(args.out, result)
 
     # Leave the page cache free for the scripts that run next: a 160M store held whole (17 GiB of
     # 23.5) left a 10M store read after it competing for the rest (scaling.py measured 1.47x
     # right after this script, 1.82x alone on a free page cache).
-    for entry in result["runs"]:
-        _common.evict_from_page_cache(Path(entry["store"]).parent)
+    for store in [Path(entry["store"]).parent for entry in result["runs"]] + [raw.parent]:
+        _common.evict_from_page_cache(store)
     result["verdict"] = verdict(result)
     path = _common.write_json(args.out, result)
     print()
@@ -302,7 +360,15 @@ def verdict(result):
             "peak_rss_bytes": peak_best, "rss_pass": peak_best < RSS_TARGET,
             "rss_max_over_min_across_n": spread, "rss_flat": spread < 1.25,
             "page_cache_held_largest": best["cached_fraction_min"],
-            "reading_plus_memory_over_memory": largest.get("read", {}).get("reading_plus_memory_over_memory")}
+            "kernel_floor": largest.get("kernel_floor", {}).get("disk_over_memory"),
+            "uncompressed_kernel_floor": result.get("uncompressed_kernel_floor", {}).get("disk_over_memory")}
+
+
+def _floor_line(floor):
+    """The kernel floor in words: seconds per 1M rows from the store and in memory, and the ratio."""
+    return (f"{statistics.median(floor['disk_seconds_per_million_rows']):.4f} s per 1M rows reading the store, "
+            f"{statistics.median(floor['memory_seconds_per_million_rows']):.4f} in memory: "
+            f"{floor['disk_over_memory']:.2f}x (paired: {', '.join(f'{r:.2f}' for r in floor['disk_over_memory_paired'])})")
 
 
 def _disk_line(name, run):
@@ -340,11 +406,15 @@ def render(result):
         if "read" in e:
             r = e["read"]
             lines.append(f"| | | reading alone (no EM), threads | | {r['seconds']:.3f} | "
-                         f"{r['seconds_per_million_rows']:.3f} | ({r['reading_plus_memory_over_memory']:.2f}: reading + "
-                         "in-memory EM, the median reference) | |")
+                         f"{r['seconds_per_million_rows']:.3f} | | |")
             if "through_zarr_seconds_per_million_rows" in r:
                 lines.append(f"| | | reading alone, every chunk through zarr itself | | | "
                              f"{r['through_zarr_seconds_per_million_rows']:.3f} | | |")
+        if "kernel_floor" in e:
+            f = e["kernel_floor"]
+            lines.append(f"| | | kernel floor: the kernel alone, each chunk read from the store (in brackets: "
+                         f"on the in-memory rows) | | | {statistics.median(f['disk_seconds_per_million_rows']):.3f} "
+                         f"({statistics.median(f['memory_seconds_per_million_rows']):.3f}) | {f['disk_over_memory']:.2f} | |")
     v = result.get("verdict")
     if v:
         lines += ["", "| target (issue 5, #3) | measured | result |", "|---|---:|---|",
@@ -352,13 +422,17 @@ def render(result):
                   f"{v['scheduler']}) | {v['disk_over_memory']:.2f}x"
                   + (f" (against the fastest reference {v['disk_over_fastest_memory']:.2f}x)"
                      if v.get("disk_over_fastest_memory") else "")
-                  + (f" (reading alone + in-memory EM: {v['reading_plus_memory_over_memory']:.2f}x)"
-                     if v.get("reading_plus_memory_over_memory") else "")
+                  + (f" (kernel floor: {v['kernel_floor']:.2f}x; from an uncompressed store "
+                     f"{v['uncompressed_kernel_floor']:.2f}x)" if v.get("kernel_floor") and v.get("uncompressed_kernel_floor")
+                     else "")
                   + f" | {_common.verdict(v['ratio_pass'])} |",
                   f"| peak resident memory (PSS) of the process tree < 2 GiB ({v['scheduler']}) | {v['peak_rss_bytes'] / 2**30:.2f} GiB | "
                   f"{_common.verdict(v['rss_pass'])} |",
                   f"| peak resident memory flat in N (max / min over N < 1.25) | {v['rss_max_over_min_across_n']:.2f} | "
                   f"{_common.verdict(v['rss_flat'])} |"]
+        raw = result.get("uncompressed_kernel_floor")
+        if raw:
+            lines += ["", f"Kernel floor from an uncompressed store of {raw['rows']:,} rows: {_floor_line(raw)}."]
         largest_runs = max(result["runs"], key=lambda e: e["rows"])["disk"]
         for name, run in largest_runs.items():
             parts = ", ".join(f"{n} {b / 2**30:.2f}" for n, b in sorted(run["rss_at_peak_by_process"], key=lambda x: -x[1]))

@@ -101,6 +101,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a clone without installing the package
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
 from _common import machine_info  # noqa: E402
 from diaggmm_dist import DiagGMM  # noqa: E402
 from diaggmm_dist.engine import default_chunk_rows  # noqa: E402
@@ -205,25 +206,9 @@ def time_estimators(cases, iters, repeats, after_fit=None):
 
 def plain_kernel_seconds(X32, weights, means, precisions, chunk_rows, threads, repeats=5):
     """Best seconds of one statistics pass of the library's kernel alone (module docstring, "Plain kernel")."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from threadpoolctl import threadpool_limits
-
-    from diaggmm_dist import kernels
-    from diaggmm_dist.em import data_centre
-
-    coef = kernels.log_prob_coefficients(weights, means, precisions, data_centre(weights, means, precisions),
-                                         np.float32)
     chunks = [X32[start : start + chunk_rows] for start in range(0, X32.shape[0], chunk_rows)]
-
-    def one_pass(pool):
-        start = time.perf_counter()
-        list(pool.map(lambda chunk: kernels.chunk_statistics(chunk, ("gaussian", coef)), chunks))
-        return time.perf_counter() - start
-
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
-        one_pass(pool)  # warm-up
-        return min(one_pass(pool) for _ in range(repeats))
+    _common.kernel_pass_seconds(chunks, weights, means, precisions, threads)  # warm-up
+    return min(_common.kernel_pass_seconds(chunks, weights, means, precisions, threads) for _ in range(repeats))
 
 
 def roofline_functions():
