@@ -122,9 +122,9 @@ def out_of_core_rows(result):
              f"{verdict['disk_over_memory']:.2f}x (against the in-memory fits right before and after it"
              + (f"; against the fastest of them {verdict['disk_over_fastest_memory']:.2f}x"
                 if verdict.get("disk_over_fastest_memory") else "") + ")" + (
-                 f" (kernel floor, the kernel alone reading the store vs in memory: {verdict['kernel_floor']:.2f}x;"
-                 f" from an uncompressed store {verdict['uncompressed_kernel_floor']:.2f}x)"
-                 if verdict.get("kernel_floor") and verdict.get("uncompressed_kernel_floor") else ""),
+                 f" (the kernel alone, reading the store vs in memory: {verdict['kernel_alone']:.2f}x;"
+                 f" from an uncompressed store {verdict['uncompressed_kernel_alone']:.2f}x)"
+                 if verdict.get("kernel_alone") and verdict.get("uncompressed_kernel_alone") else ""),
              "<= 1.3x", verdict["ratio_pass"], "out_of_core.py"),
         _row(5, f"3. peak resident memory (PSS) of the process tree ({verdict['scheduler']}), and its spread over N",
              f"{verdict['peak_rss_bytes'] / 2**30:.2f} GiB, max/min {verdict['rss_max_over_min_across_n']:.2f}",
