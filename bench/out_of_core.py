@@ -232,6 +232,13 @@ def memory_run(path, iters):
     return result
 
 
+def evict_other_stores(path, root):
+    """Evict every store under ``root`` but the one of array ``path`` from the page cache (module docstring)."""
+    for other in Path(root).iterdir():
+        if other.is_dir() and other.resolve() != path.parent.resolve():
+            _common.evict_from_page_cache(other)
+
+
 def per_million(seconds, rows):
     return seconds / rows * 1e6
 
@@ -269,9 +276,7 @@ def main(argv=None):
                  "bytes_on_disk": _common.bytes_on_disk(path), "ram_bytes": int(info["ram_gib"] * 2**30)}
         print(f"N={rows:,}: store {entry['bytes_on_disk'] / 2**30:.2f} GiB on disk "
               f"({entry['bytes_raw'] / 2**30:.2f} GiB raw), codec {describe_codec(entry['codec'])}", flush=True)
-        for other in Path(args.store).iterdir():
-            if other.is_dir() and other.resolve() != path.parent.resolve():
-                _common.evict_from_page_cache(other)
+        evict_other_stores(path, args.store)
         entry["cached_before_warming"] = _common.cached_fraction(path)
         entry["warming_read_seconds"] = _common.read_into_page_cache(path)
         entry["cached_after_warming"] = _common.cached_fraction(path)
@@ -314,9 +319,7 @@ def main(argv=None):
 
     # the kernel alone from an uncompressed store too: the decompression's share
     raw = _common.mixture_store(UNCOMPRESSED_ROWS, root=args.store, compressors=None)
-    for other in Path(args.store).iterdir():
-        if other.is_dir() and other.resolve() != raw.parent.resolve():
-            _common.evict_from_page_cache(other)
+    evict_other_stores(raw, args.store)
     _common.read_into_page_cache(raw)
     result["uncompressed_kernel_alone"] = kernel_alone_run(raw, args.kernel_rounds)
     print(f"uncompressed store, {UNCOMPRESSED_ROWS:,} rows: the kernel alone "
