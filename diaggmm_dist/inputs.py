@@ -18,8 +18,6 @@ import numpy as np
 
 from . import engine
 
-LABEL_FILL = -1
-
 
 @dataclass
 class Samples:
