@@ -126,6 +126,24 @@ def disk_fit(path, iters, scheduler, drop_cache=False):
     return result
 
 
+def fit_chunks(path):
+    """The store at ``path`` as the fit reads it: the ``zarr.Array``, the library's reader and the fit's chunks.
+
+    The chunks are row slices of :func:`diaggmm_dist.engine.as_row_chunked`'s dask chunks; the
+    reader is the direct read of :mod:`diaggmm_dist.zarr_chunks` where the layout allows it,
+    else the array.
+    """
+    import zarr
+
+    from diaggmm_dist import engine, zarr_chunks
+
+    X = engine.as_row_chunked(str(path))
+    array = zarr.open_array(str(path), mode="r")
+    bounds = np.cumsum((0,) + X.chunks[0])
+    slices = [np.s_[a:b, :] for a, b in zip(bounds[:-1], bounds[1:])]
+    return array, zarr_chunks.direct_rows(array) or array, slices
+
+
 def read_run(path, repeats=2):
     """Best seconds of a pass that only reads and decodes the store (module docstring), per million rows too.
 
@@ -140,16 +158,10 @@ def read_run(path, repeats=2):
     import threading
     import time
 
-    import zarr
     from dask.system import CPU_COUNT
 
-    from diaggmm_dist import engine, zarr_chunks
-
-    X = engine.as_row_chunked(str(path))
-    array = zarr.open_array(str(path), mode="r")
-    bounds = np.cumsum((0,) + X.chunks[0])
-    slices = [np.s_[a:b, :] for a, b in zip(bounds[:-1], bounds[1:])]
-    readers = {"library": zarr_chunks.direct_rows(array) or array, "zarr": array}
+    array, reader, slices = fit_chunks(path)
+    readers = {"library": reader, "zarr": array}
 
     def read_all(reader):
         chunks, lock = iter(slices), threading.Lock()
@@ -175,26 +187,19 @@ def read_run(path, repeats=2):
         for name, reader in readers.items():
             best[name] = min(best[name], read_all(reader))
     gc.collect()
-    return {"seconds": best["library"], "seconds_per_million_rows": per_million(best["library"], X.shape[0]),
-            "through_zarr_seconds_per_million_rows": per_million(best["zarr"], X.shape[0])}
+    return {"seconds": best["library"], "seconds_per_million_rows": per_million(best["library"], array.shape[0]),
+            "through_zarr_seconds_per_million_rows": per_million(best["zarr"], array.shape[0])}
 
 
 def kernel_alone_run(path, rounds):
     """The kernel alone reading the store at ``path`` vs on rows in memory (module docstring): s per 1M rows, ratios."""
-    import zarr
     from dask.system import CPU_COUNT
 
-    from diaggmm_dist import engine, zarr_chunks
-
-    X = engine.as_row_chunked(str(path))
-    array = zarr.open_array(str(path), mode="r")
-    reader = zarr_chunks.direct_rows(array) or array
-    bounds = np.cumsum((0,) + X.chunks[0])
-    bounds = bounds[: np.searchsorted(bounds, KERNEL_ROWS, side="right")]
-    slices = [np.s_[a:b, :] for a, b in zip(bounds[:-1], bounds[1:])]
-    disk_rows = int(bounds[-1])
+    array, reader, slices = fit_chunks(path)
+    slices = [s for s in slices if s[0].stop <= KERNEL_ROWS] or slices[:1]
+    disk_rows = slices[-1][0].stop
     memory = array[:MEMORY_ROWS]
-    step = X.chunks[0][0]
+    step = slices[0][0].stop
     repeats = max(1, round(disk_rows / memory.shape[0]))
     chunks = [memory[start : start + step] for start in range(0, memory.shape[0], step)] * repeats
     start_values = _common.start_values()
