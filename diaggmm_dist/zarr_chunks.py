@@ -13,7 +13,8 @@ The direct path covers the layout the project writes (:mod:`diaggmm_dist.io.zarr
 that most stores of row-major feature tables have: Zarr format 3, a local store, a regular
 chunk grid whose chunks span every column, the ``bytes`` codec in this machine's byte order,
 then at most one Blosc codec. For anything else :func:`direct_rows` returns None and zarr
-reads the array; a selection other than whole chunks of rows also goes through zarr.
+reads the array. A selection of integers and slices is read as the whole chunks that hold it
+(as zarr decodes them), then sliced; fancy indices go through zarr.
 
 Corrupt storage never becomes data: each chunk file is checked before it is decoded, in O(1)
 (its size from ``fstat``, the 16-byte Blosc header), and one that cannot hold its chunk raises
@@ -135,9 +136,19 @@ class DirectRows:
 
     def __getitem__(self, key):
         rows = _whole_chunk_rows(key, self.shape, self.chunk_rows)
-        if rows is None:
+        if rows is not None:
+            return self._read_rows(*rows)
+        around = _chunks_around(key, self.shape, self.chunk_rows)
+        if around is None:  # fancy indices and the like: zarr reads them
             return self.array[key]
-        start, stop = rows
+        # slices and integers: their whole chunks read (and checked) here, as zarr would decode them
+        start, stop, within = around
+        chunks = self._read_rows(start, stop)
+        part = chunks[within]
+        return part if np.size(part) == chunks.size else part.copy()  # a view would keep every chunk alive
+
+    def _read_rows(self, start, stop):
+        """Rows ``start:stop`` (whole chunks of rows; the last may be short) as a new array."""
         out = np.empty((stop - start, self.shape[1]), dtype=self.dtype)
         for first in range(start, stop, self.chunk_rows):
             self._read_chunk(first // self.chunk_rows, out[first - start : first - start + self.chunk_rows])
@@ -235,6 +246,34 @@ def _whole_chunk_rows(key, shape, chunk_rows):
     if stop % chunk_rows and stop != shape[0]:
         return None
     return start, stop
+
+
+def _chunks_around(key, shape, chunk_rows):
+    """``(start, stop, within)``: the whole chunks of rows ``start:stop`` holding what ``key`` selects, and ``key``
+    within them; None unless ``key`` is integers and slices (steps up, as zarr allows) selecting some rows."""
+    key = key if isinstance(key, tuple) else (key,)
+    if len(key) > 2 or not all(isinstance(k, (slice, int, np.integer)) and not isinstance(k, (bool, np.bool_))
+                               for k in key):
+        return None
+    if any(isinstance(k, slice) and k.step is not None and k.step < 1 for k in key):
+        return None  # zarr refuses steps down (and numpy a step of 0)
+    rows, columns = (*key, slice(None))[:2]
+    if isinstance(rows, slice):
+        selected = range(*rows.indices(shape[0]))
+        if not selected:
+            return None
+        low, high, within = selected.start, selected[-1] + 1, slice(selected.start, selected.stop, selected.step)
+    else:
+        low = int(rows) + shape[0] if rows < 0 else int(rows)
+        if not 0 <= low < shape[0]:
+            return None  # zarr raises its IndexError
+        high, within = low + 1, low
+    start, stop = low // chunk_rows * chunk_rows, min(-(-high // chunk_rows) * chunk_rows, shape[0])
+    if isinstance(within, slice):
+        within = slice(within.start - start, within.stop - start, within.step)
+    else:
+        within -= start
+    return start, stop, (within, columns)
 
 
 def direct_rows(array):

@@ -109,7 +109,8 @@ def _raw_corruptions(values, rng):
 
 
 def _check_every_read(array_dir, chunk, contents, read_from):
-    """Write each of ``contents`` as ``chunk`` and read rows ``read_from:`` (the chunk before it first).
+    """Write each of ``contents`` as ``chunk``; read rows ``read_from:`` (the chunk before it first),
+    and a strided slice of some rows and columns of ``chunk``.
 
     Each read raises :class:`CorruptChunkError` naming the chunk (always where ``must_raise``),
     or equals zarr's own read of the same files. Returns the cases that read, and those refused.
@@ -118,23 +119,28 @@ def _check_every_read(array_dir, chunk, contents, read_from):
     direct = direct_rows(array)
     assert direct is not None
     rows = direct.chunk_rows
-    selection = np.s_[read_from : min(read_from + 2 * rows, array.shape[0]), :]
+    whole = np.s_[read_from : min(read_from + 2 * rows, array.shape[0]), :]
+    part = np.s_[read_from + rows + 3 : read_from + rows + 60 : 2, 1:4]  # rows of ``chunk`` only
     key, path = f"c/{chunk}/0", array_dir / "c" / str(chunk) / "0"
     original = path.read_bytes()
     read, refused = [], []
     for what, data, must_raise in contents:
         path.write_bytes(data)
-        try:
-            values = direct[selection]  # chunk ``chunk - 1`` first: its frame is in the thread's buffer
-        except CorruptChunkError as err:
-            assert (err.key, err.store) == (key, str(array_dir)), what
-            assert str(err).startswith(f"Zarr chunk {key} of {array_dir} is corrupt: "), what
-            assert str(err).endswith("; restore it from a copy or rewrite the store."), what
-            refused.append(what)
-            continue
-        assert not must_raise, f"{what}: read without an error"
-        assert np.array_equal(values, array[selection], equal_nan=True), f"{what}: not what zarr reads"
-        read.append(what)
+        outcomes = []
+        for selection in (whole, part):
+            try:
+                values = direct[selection]  # whole: chunk ``chunk - 1`` first, its frame left in the buffer
+            except CorruptChunkError as err:
+                assert (err.key, err.store) == (key, str(array_dir)), what
+                assert str(err).startswith(f"Zarr chunk {key} of {array_dir} is corrupt: "), what
+                assert str(err).endswith("; restore it from a copy or rewrite the store."), what
+                outcomes.append("refused")
+                continue
+            assert not must_raise, f"{what}: read without an error"
+            assert np.array_equal(values, array[selection], equal_nan=True), f"{what}: not what zarr reads"
+            outcomes.append("read")
+        assert outcomes[0] == outcomes[1], f"{what}: {outcomes}"
+        (read if outcomes[0] == "read" else refused).append(what)
     path.write_bytes(original)
     return read, refused
 
