@@ -92,8 +92,9 @@ class CorruptChunkError(ValueError):
 
 #: Length of a Blosc (1) frame's header: version, versionlz, flags, typesize (one byte each),
 #: then nbytes (decoded size), blocksize and cbytes (the frame's length, header included) as
-#: little-endian int32 (c-blosc's README_HEADER). numcodecs 0.16 made its ``cbuffer_sizes``
-#: private; it and c-blosc's decoder trust these fields and read past a shorter buffer.
+#: little-endian int32 (c-blosc's README_HEADER). Parsed here: numcodecs 0.16 removed its public
+#: ``cbuffer_sizes`` ("not intended to be public API"), and its private one, like c-blosc's
+#: decoder, reads these fields without knowing how long the buffer is.
 _BLOSC_HEADER = struct.Struct("<BBBBiii")
 
 #: Flags (header byte 2) under which the frame's typesize matters to the decoded bytes:
@@ -249,8 +250,11 @@ def _whole_chunk_rows(key, shape, chunk_rows):
 
 
 def _chunks_around(key, shape, chunk_rows):
-    """``(start, stop, within)``: the whole chunks of rows ``start:stop`` holding what ``key`` selects, and ``key``
-    within them; None unless ``key`` is integers and slices (steps up, as zarr allows) selecting some rows."""
+    """The whole chunks of rows holding what ``key`` selects, and ``key`` within them.
+
+    ``(start, stop, within)``; None unless ``key`` is integers and slices (steps up, as zarr
+    allows) that select some rows.
+    """
     key = key if isinstance(key, tuple) else (key,)
     if len(key) > 2 or not all(isinstance(k, (slice, int, np.integer)) and not isinstance(k, (bool, np.bool_))
                                for k in key):

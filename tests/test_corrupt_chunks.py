@@ -13,6 +13,7 @@ import struct
 import numpy as np
 import pytest
 import zarr
+from distributed import Client
 from zarr.codecs import BloscCodec
 
 from diaggmm_dist import DiagGMM
@@ -201,6 +202,15 @@ def test_a_fit_on_a_store_with_a_corrupt_chunk_raises_the_error_naming_it(tmp_pa
     (array_dir / "c" / "5" / "0").write_bytes(b"")
     with pytest.raises(CorruptChunkError, match=r"Zarr chunk c/5/0 of .*data\.zarr/X is corrupt: the file "):
         DiagGMM(3, random_state=0, max_iter=5, chunk_size=2_000).fit(str(array_dir))
+
+
+def test_a_corrupt_chunk_read_on_a_worker_process_reaches_the_client_as_the_same_error(local_cluster, tmp_path):
+    array_dir = _write(tmp_path / "data.zarr", 1_000, n_chunks=6)
+    (array_dir / "c" / "3" / "0").write_bytes((array_dir / "c" / "3" / "0").read_bytes()[:-1])
+    with Client(local_cluster), pytest.raises(CorruptChunkError) as raised:
+        DiagGMM(3, random_state=0, max_iter=5, chunk_size=2_000).fit(str(array_dir))
+    assert raised.value.key == "c/3/0" and raised.value.store == str(array_dir)
+    assert "its Blosc header says the frame is" in str(raised.value)
 
 
 @pytest.mark.parametrize("compressors", ["default", None], ids=["blosc-lz4", "raw"])
