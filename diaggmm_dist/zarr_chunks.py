@@ -13,16 +13,32 @@ The direct path covers the layout the project writes (:mod:`diaggmm_dist.io.zarr
 that most stores of row-major feature tables have: Zarr format 3, a local store, a regular
 chunk grid whose chunks span every column, the ``bytes`` codec in this machine's byte order,
 then at most one Blosc codec. For anything else :func:`direct_rows` returns None and zarr
-reads the array; a selection other than whole chunks of rows also goes through zarr.
+reads the array. A selection of integers and slices is read as the whole chunks that hold it
+(as zarr decodes them), then sliced; fancy indices go through zarr.
+
+Corrupt storage never becomes data: each chunk file is checked before it is decoded, in O(1)
+(its size from ``fstat``, the 16-byte Blosc header), and one that cannot hold its chunk raises
+:class:`CorruptChunkError` naming the chunk and the array. A raw chunk must be exactly the
+chunk's bytes; a Blosc frame must decode to exactly them and be as long as its header says.
+(c-blosc trusts the header: a short frame made it read past the buffer, into the previous
+frame left in the reused buffer, and a frame of a smaller chunk filled only part of the
+destination.) A file larger than the codec can write for the chunk, or not a regular file
+(a symlink to /dev/zero, a FIFO), is refused before anything is read. Blosc frames carry no
+checksum: garbled compressed bytes of the right sizes can still decode to wrong values, the
+same ones zarr reads.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import stat
+import struct
 import sys
 import threading
 from pathlib import Path
 
+import numcodecs.blosc
 import numpy as np
 
 #: Alignment of the buffer a chunk's file is read into. The kernel copies the file from
@@ -50,10 +66,49 @@ def _aligned_buffer(size):
     return buffer[:size]
 
 
+class CorruptChunkError(ValueError):
+    """A chunk file that cannot hold the chunk it stands for (its size, or its Blosc header, disagrees).
+
+    The message is one sentence: which chunk of which array, what is wrong, what to do.
+
+    Parameters
+    ----------
+    key : str
+        The chunk's key (e.g. ``c/2/0``).
+    store : str
+        The array's directory (the store's root plus the array's path).
+    what : str
+        What is wrong with the file.
+    """
+
+    def __init__(self, key, store, what):
+        self.key, self.store, self.what = key, store, what
+        super().__init__(f"Zarr chunk {key} of {store} is corrupt: {what}; restore it from a copy "
+                         f"or rewrite the store.")
+
+    def __reduce__(self):  # pickled with its three fields (dask's workers send errors to the client)
+        return type(self), (self.key, self.store, self.what)
+
+
+#: Length of a Blosc (1) frame's header: version, versionlz, flags, typesize (one byte each),
+#: then nbytes (decoded size), blocksize and cbytes (the frame's length, header included) as
+#: little-endian int32 (c-blosc's README_HEADER). Parsed here: numcodecs 0.16 removed its public
+#: ``cbuffer_sizes`` ("not intended to be public API"), and its private one, like c-blosc's
+#: decoder, reads these fields without knowing how long the buffer is.
+_BLOSC_HEADER = struct.Struct("<BBBBiii")
+
+#: Flags (header byte 2) under which the frame's typesize matters to the decoded bytes:
+#: byte- or bit-shuffled (0x01, 0x04), not stored as a plain copy (0x02).
+_BLOSC_SHUFFLE, _BLOSC_MEMCPYED, _BLOSC_BITSHUFFLE = 0x01, 0x02, 0x04
+
+
 class DirectRows:
     """A 2-D Zarr array for ``dask.array.from_array``: whole chunks of rows read directly.
 
-    Built by :func:`direct_rows`, which checks that the array's layout allows it.
+    Built by :func:`direct_rows`, which checks that the array's layout allows it. Every chunk
+    file is checked before it is decoded, in O(1) (its size, its Blosc header): a file that
+    cannot hold the chunk raises :class:`CorruptChunkError` naming it, and a file larger than
+    the chunk's codec can produce, or not a regular file, is refused before it is read.
 
     Parameters
     ----------
@@ -63,65 +118,123 @@ class DirectRows:
         The directory of the array's chunks (the store's root plus the array's path).
     blosc : bool
         The chunks are Blosc-compressed (else stored raw).
+    typesize : int, optional
+        The Blosc codec's typesize (from the array's metadata), checked against each frame's.
     """
 
-    def __init__(self, array, root, blosc):
-        self.array, self.root, self.blosc = array, Path(root), blosc
+    def __init__(self, array, root, blosc, typesize=None):
+        self.array, self.root, self.blosc, self.typesize = array, Path(root), blosc, typesize
         self.shape, self.dtype, self.ndim = tuple(array.shape), np.dtype(array.dtype), 2
         self.chunk_rows = int(array.chunks[0])
         self.fill_value = self.dtype.type(array.metadata.fill_value)
+        self.chunk_bytes = self.chunk_rows * self.shape[1] * self.dtype.itemsize
+        # the largest file the codec writes for a chunk: Blosc stores what it cannot shrink as a
+        # copy behind its header (c-blosc: compression into nbytes + BLOSC_MAX_OVERHEAD, 16, never fails)
+        self.max_file_bytes = self.chunk_bytes + (numcodecs.blosc.MAX_OVERHEAD if blosc else 0)
 
     def __dask_tokenize__(self):
         return ("diaggmm-direct-rows", str(self.root), self.shape, str(self.dtype), self.chunk_rows, self.blosc)
 
     def __getitem__(self, key):
         rows = _whole_chunk_rows(key, self.shape, self.chunk_rows)
-        if rows is None:
+        if rows is not None:
+            return self._read_rows(*rows)
+        around = _chunks_around(key, self.shape, self.chunk_rows)
+        if around is None:  # fancy indices and the like: zarr reads them
             return self.array[key]
-        start, stop = rows
+        # slices and integers: their whole chunks read (and checked) here, as zarr would decode them
+        start, stop, within = around
+        chunks = self._read_rows(start, stop)
+        part = chunks[within]
+        return part if np.size(part) == chunks.size else part.copy()  # a view would keep every chunk alive
+
+    def _read_rows(self, start, stop):
+        """Rows ``start:stop`` (whole chunks of rows; the last may be short) as a new array."""
         out = np.empty((stop - start, self.shape[1]), dtype=self.dtype)
         for first in range(start, stop, self.chunk_rows):
             self._read_chunk(first // self.chunk_rows, out[first - start : first - start + self.chunk_rows])
         return out
 
     def _read_chunk(self, index, dest):
-        """Decode chunk ``index`` (along the rows) into ``dest`` (its rows; fewer for the last chunk)."""
-        path = self.root / self.array.metadata.encode_chunk_key((index, 0))
-        try:
-            file = open(path, "rb", buffering=0)
+        """Decode chunk ``index`` (along the rows) into ``dest`` (its rows; fewer for the last chunk).
+
+        Every byte of ``dest`` is written, or an error is raised.
+        """
+        key = self.array.metadata.encode_chunk_key((index, 0))
+        try:  # non-blocking: a FIFO in the store must not wait for a writer (it is refused below)
+            fd = os.open(self.root / key, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         except FileNotFoundError:  # a chunk never written holds the fill value, as zarr reads it
             dest[...] = self.fill_value
             return
         full = dest.shape[0] == self.chunk_rows  # edge chunks are stored at full size
-        with file:
-            if full and not self.blosc:  # raw values: from the file straight into place
-                size = file.readinto(memoryview(dest).cast("B")) + len(file.read())
-                self._check_values(path, size // self.dtype.itemsize)
-                return
-            buffer = _aligned_buffer(os.fstat(file.fileno()).st_size)
-            size = 0
-            while size < buffer.size and (count := file.readinto(buffer[size:])):
-                size += count
-            data = buffer[:size]
+        try:
+            size = self._file_size(fd, key)
+            with io.FileIO(fd, "rb", closefd=False) as file:
+                if full and not self.blosc:  # raw values: from the file straight into place
+                    self._read_exactly(file, memoryview(dest).cast("B"), key)
+                    return
+                data = _aligned_buffer(size)
+                self._read_exactly(file, data, key)  # every byte of the frame fresh from the file
+        finally:
+            os.close(fd)
+        values = dest if full else np.empty((self.chunk_rows, self.shape[1]), dtype=self.dtype)
         if self.blosc:
-            from numcodecs import Blosc
-
-            try:
-                decoded = Blosc().decode(data, out=dest if full else None)
+            self._check_blosc_header(data, key)
+            try:  # into every byte of ``values``: the header's nbytes is the chunk's size
+                numcodecs.blosc.decompress(data, values)
             except (RuntimeError, ValueError) as err:
-                raise ValueError(f"Zarr chunk {path} could not be decoded into a ({self.chunk_rows}, {self.shape[1]}) "
-                                 f"{self.dtype} chunk: {err}") from err
-            if full:
-                return
-            data = decoded
-        values = np.frombuffer(data, dtype=self.dtype)
-        self._check_values(path, values.size)
-        dest[...] = values.reshape(self.chunk_rows, self.shape[1])[: dest.shape[0]]
+                raise self._corrupt(key, f"Blosc could not decode it ({err})") from err
+        else:
+            values[...] = np.frombuffer(data, dtype=self.dtype).reshape(values.shape)
+        if not full:
+            dest[...] = values[: dest.shape[0]]
 
-    def _check_values(self, path, count):
-        if count != self.chunk_rows * self.shape[1]:
-            raise ValueError(f"Zarr chunk {path} holds {count} values, not the {self.chunk_rows * self.shape[1]} "
-                             f"of a ({self.chunk_rows}, {self.shape[1]}) chunk.")
+    def _file_size(self, fd, key):
+        """The size of the open chunk file ``fd``, checked against what the chunk's codec can write."""
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):  # its size is not what a read takes: /dev/zero never ends
+            raise self._corrupt(key, "it is not a regular file (a directory, device, FIFO or socket), "
+                                     "so it was not read")
+        size = status.st_size
+        if self.blosc:
+            if size < _BLOSC_HEADER.size:
+                raise self._corrupt(key, "the file is empty" if size == 0 else
+                                    f"the file holds {size} bytes, fewer than a Blosc header's {_BLOSC_HEADER.size}")
+            if size > self.max_file_bytes:
+                raise self._corrupt(key, f"the file holds {size} bytes, more than the {self.max_file_bytes} of a "
+                                         f"Blosc frame of a {self._chunk_text()}, so it was not read")
+        elif size != self.chunk_bytes:
+            raise self._corrupt(key, f"the file holds {size} bytes, not the {self.chunk_bytes} of a "
+                                     f"{self._chunk_text()} stored raw")
+        return size
+
+    def _read_exactly(self, file, view, key):
+        """Fill ``view`` from ``file``; a file that ends sooner (shrunk since its size was read) is corrupt."""
+        size = 0
+        while size < len(view) and (count := file.readinto(view[size:])):
+            size += count
+        if size < len(view):
+            raise self._corrupt(key, f"the file ended after {size} of its {len(view)} bytes")
+
+    def _check_blosc_header(self, frame, key):
+        """Check that the Blosc ``frame``'s header describes this chunk and the frame's own length."""
+        _version, _versionlz, flags, typesize, nbytes, _blocksize, cbytes = _BLOSC_HEADER.unpack_from(frame)
+        if nbytes != self.chunk_bytes:
+            raise self._corrupt(key, f"its Blosc header says it decodes to {nbytes} bytes, not the "
+                                     f"{self.chunk_bytes} of a {self._chunk_text()}")
+        if cbytes != len(frame):
+            raise self._corrupt(key, f"its Blosc header says the frame is {cbytes} bytes long, but the file "
+                                     f"holds {len(frame)} (truncated or overwritten)")
+        shuffled = flags & (_BLOSC_SHUFFLE | _BLOSC_BITSHUFFLE) and not flags & _BLOSC_MEMCPYED
+        if shuffled and self.typesize is not None and typesize != self.typesize:
+            raise self._corrupt(key, f"its Blosc header says its values are {typesize}-byte, but the array's "
+                                     f"Blosc codec has typesize {self.typesize} (a chunk of another array?)")
+
+    def _chunk_text(self):
+        return f"({self.chunk_rows}, {self.shape[1]}) {self.dtype} chunk"
+
+    def _corrupt(self, key, what):
+        return CorruptChunkError(key, str(self.root), what)
 
 
 def _whole_chunk_rows(key, shape, chunk_rows):
@@ -134,6 +247,37 @@ def _whole_chunk_rows(key, shape, chunk_rows):
     if stop % chunk_rows and stop != shape[0]:
         return None
     return start, stop
+
+
+def _chunks_around(key, shape, chunk_rows):
+    """The whole chunks of rows holding what ``key`` selects, and ``key`` within them.
+
+    ``(start, stop, within)``; None unless ``key`` is integers and slices (steps up, as zarr
+    allows) that select some rows.
+    """
+    key = key if isinstance(key, tuple) else (key,)
+    if len(key) > 2 or not all(isinstance(k, (slice, int, np.integer)) and not isinstance(k, (bool, np.bool_))
+                               for k in key):
+        return None
+    if any(isinstance(k, slice) and k.step is not None and k.step < 1 for k in key):
+        return None  # zarr refuses steps down (and numpy a step of 0)
+    rows, columns = (*key, slice(None))[:2]
+    if isinstance(rows, slice):
+        selected = range(*rows.indices(shape[0]))
+        if not selected:
+            return None
+        low, high, within = selected.start, selected[-1] + 1, slice(selected.start, selected.stop, selected.step)
+    else:
+        low = int(rows) + shape[0] if rows < 0 else int(rows)
+        if not 0 <= low < shape[0]:
+            return None  # zarr raises its IndexError
+        high, within = low + 1, low
+    start, stop = low // chunk_rows * chunk_rows, min(-(-high // chunk_rows) * chunk_rows, shape[0])
+    if isinstance(within, slice):
+        within = slice(within.start - start, within.stop - start, within.step)
+    else:
+        within -= start
+    return start, stop, (within, columns)
 
 
 def direct_rows(array):
@@ -154,6 +298,7 @@ def direct_rows(array):
         endian = getattr(codecs[0].endian, "value", codecs[0].endian)
         if dtype.kind not in "fiu" or (dtype.itemsize > 1 and endian != sys.byteorder):
             return None
-        return DirectRows(array, Path(store.root) / array.store_path.path, blosc=len(codecs) == 2)
+        typesize = getattr(codecs[1], "typesize", None) if len(codecs) == 2 else None
+        return DirectRows(array, Path(store.root) / array.store_path.path, blosc=len(codecs) == 2, typesize=typesize)
     except (AttributeError, ImportError, TypeError):  # another zarr version's internals: zarr reads it
         return None

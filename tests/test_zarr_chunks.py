@@ -1,5 +1,8 @@
 """The direct read of whole chunks of rows gives what zarr gives, and only where the layout allows it."""
 
+import itertools
+import types
+
 import dask
 import numpy as np
 import pytest
@@ -29,9 +32,30 @@ def test_whole_chunks_read_directly_equal_zarr(rows, tmp_path, compressors):
     assert direct is not None
     for selection in (np.s_[:, :], np.s_[0:2_000, :], np.s_[8_000:9_500, :], np.s_[3_000:4_000, 0:6]):
         assert np.array_equal(direct[selection], array[selection])
-    # anything but whole chunks of rows goes through zarr, with the same answer
+    # parts of chunks: the chunks read whole, then sliced, with zarr's answer
     for selection in (np.s_[10:20, :], np.s_[0:1_000, 2:4], np.s_[0:2_000:2, :], np.s_[1_000:1_500, :]):
         assert np.array_equal(direct[selection], array[selection])
+    # fancy indices go through zarr, with the same answer
+    for selection in (np.s_[[3, 2_500, 9_000], :], np.s_[[3, 2_500], [0, 5]], np.s_[...]):
+        assert np.array_equal(direct[selection], array[selection])
+
+
+@pytest.mark.parametrize("compressors", [DATA_COMPRESSORS, None], ids=["blosc-lz4", "raw"])
+def test_slices_and_integers_read_their_chunks_directly_as_zarr_reads_them(rows, tmp_path, compressors):
+    array = _array(tmp_path / "x.zarr", rows[:9_500], compressors=compressors)
+    direct = zarr_chunks.direct_rows(array)
+    direct.array = types.SimpleNamespace(metadata=array.metadata)  # zarr would fail: every read is direct
+    bounds = [None, 0, 1, 999, 1_000, 4_321, 9_499, 9_500, 20_000, -1, -1_000, -9_500, -20_000]
+    for start, stop, step in itertools.product(bounds, bounds, [None, 1, 3, 1_000]):
+        for columns in (slice(None), slice(1, 4), slice(None, None, 2), slice(5, 1), 0, -1, np.int64(3)):
+            key = (slice(start, stop, step), columns)
+            if range(9_500)[key[0]]:  # (zarr reads no rows without reading a chunk)
+                assert np.array_equal(direct[key], array[key]), key
+    for row in (0, 999, 1_000, 9_499, -1, -9_500, np.int32(4_321)):
+        for key in (row, (row,), (row, slice(None)), (row, 2), (row, -1)):
+            assert np.array_equal(direct[key], array[key]), key
+    part = direct[4_321:4_330, 1:3]
+    assert part.base is None or part.base.size == part.size  # not a view of the chunk read for it
 
 
 def test_a_chunk_never_written_reads_as_the_fill_value(rows, tmp_path):
@@ -47,15 +71,18 @@ def test_a_chunk_of_the_wrong_size_is_an_error_naming_it(rows, tmp_path):
     raw = _array(tmp_path / "raw.zarr", rows, compressors=None)
     chunk = tmp_path / "raw.zarr" / "c" / "2" / "0"
     chunk.write_bytes(chunk.read_bytes()[:-4])
-    with pytest.raises(ValueError, match=r"c/2/0 holds 5999 values"):
+    with pytest.raises(zarr_chunks.CorruptChunkError,
+                       match=r"^Zarr chunk c/2/0 of .*raw\.zarr is corrupt: the file holds 23996 bytes, not the "
+                             r"24000 of a \(1000, 6\) float32 chunk stored raw; restore it from a copy or rewrite "
+                             r"the store\.$"):
         zarr_chunks.direct_rows(raw)[2_000:3_000, :]
-    # (Blosc keeps no checksum: a truncated chunk may decode to wrong values, through zarr too)
     blosc = _array(tmp_path / "blosc.zarr", rows, compressors=DATA_COMPRESSORS)
     (tmp_path / "blosc.zarr" / "c" / "2" / "0").write_bytes(b"garbage!" * 300)
-    with pytest.raises(ValueError, match=r"c/2/0 could not be decoded into a \(1000, 6\) float32 chunk"):
+    with pytest.raises(ValueError, match=r"c/2/0 of .*blosc\.zarr is corrupt: its Blosc header says it decodes to "
+                                         r"\d+ bytes, not the 24000 of a \(1000, 6\) float32 chunk"):
         zarr_chunks.direct_rows(blosc)[2_000:3_000, :]
     (tmp_path / "raw.zarr" / "c" / "3" / "0").write_bytes(b"\0" * (6_001 * 4))  # one value too many
-    with pytest.raises(ValueError, match=r"c/3/0 holds 6001 values"):
+    with pytest.raises(ValueError, match=r"c/3/0 of .* the file holds 24004 bytes, not the 24000"):
         zarr_chunks.direct_rows(raw)[3_000:4_000, :]
 
 
