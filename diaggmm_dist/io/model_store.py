@@ -91,9 +91,16 @@ def _canonical_json(value):
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True)
 
 
+#: The attributes :func:`save_model` writes (besides ``checksums``), all covered by its checksum.
+#: Others a user adds to the group are not the library's: they are ignored, not refused.
+MODEL_ATTRIBUTES = ("format", "format_version", "library_version", "n_components", "n_features", "feature_names",
+                    "dtype", "reg_covar", "params", "n_iter", "converged", "lower_bound", "lower_bounds",
+                    "n_reseeded", "data_fingerprint", "input_layout", "online")
+
+
 def attributes_checksum(attrs):
-    """``"sha256:<hex>"`` of every attribute but ``checksums``, as canonical JSON (sorted keys)."""
-    covered = {name: value for name, value in attrs.items() if name != "checksums"}
+    """``"sha256:<hex>"`` of the model's attributes (:data:`MODEL_ATTRIBUTES`) as canonical JSON."""
+    covered = {name: attrs[name] for name in MODEL_ATTRIBUTES if name in attrs}
     return "sha256:" + hashlib.sha256(_canonical_json(covered).encode()).hexdigest()
 
 
@@ -457,7 +464,7 @@ def _array_metadata_problem(meta, shape, version):
     checks = [
         ("node_type", meta.get("node_type") == "array", "'array'"),
         ("zarr_format", meta.get("zarr_format") == 3, "3"),
-        ("shape", meta.get("shape") == list(shape), f"{list(shape)}"),
+        ("shape", meta.get("shape") == list(shape), f"{list(shape)} (n_components and n_features in zarr.json)"),
         ("data_type", meta.get("data_type") == "float64", "'float64'"),
         ("chunk_grid", isinstance(grid, dict) and grid.get("name") == "regular"
          and isinstance(grid.get("configuration"), dict)
@@ -473,14 +480,14 @@ def _array_metadata_problem(meta, shape, version):
     return None
 
 
-def _check_zstd_size(chunk, nbytes, where, key):
+def _check_zstd_size(chunk, nbytes, where, key, name):
     """Decode a legacy zstd chunk into ``nbytes`` at most: a frame that claims more is refused unallocated."""
     from numcodecs.zstd import decompress
 
     try:
         decompress(chunk, np.empty(nbytes, dtype=np.uint8))
     except Exception as err:  # the codec's own errors: too large, corrupt
-        raise ModelStoreError(f"{where}: chunk {key} does not decode to the array's {nbytes} bytes "
+        raise ModelStoreError(f"{where}: chunk {key} of array {name!r} does not decode to its {nbytes} bytes "
                               f"({type(err).__name__}: {_short(str(err))}).") from None
 
 
@@ -509,7 +516,7 @@ def _read_model_array(files, name, shape, version, where):
         raise ModelStoreError(f"{where}: chunk {chunk_key} of array {name!r} holds {len(chunk)} bytes, expected "
                               f"{nbytes} ({math.prod(shape)} float64 values): truncated or replaced.")
     if chunk is not None and compressed:
-        _check_zstd_size(chunk, nbytes, where, chunk_key)
+        _check_zstd_size(chunk, nbytes, where, chunk_key, name)
     # (a legacy store may lack a chunk: zarr skipped writing chunks equal to the fill value 0)
     try:
         value = np.asarray(files.zarr_array(name)[...], dtype=np.float64)
@@ -588,7 +595,8 @@ def load_model(url, cls=None):
     k, d = gmm.n_components, values["n_features"]
     names = values["feature_names"] = attrs.get("feature_names")
     if names is not None and not (_is_name_list(names, d) and all(isinstance(n, str) for n in names)):
-        raise ModelStoreError(f"{where}, zarr.json: attribute 'feature_names' must be null or {d} strings.")
+        raise ModelStoreError(f"{where}, zarr.json: attribute 'feature_names' must be null or n_features ({d}) "
+                              f"strings, found {_show(names)}.")
 
     online = values["online"]
     shapes = {"weights": (k,), "means": (k, d), "covariances": (k, d)}
