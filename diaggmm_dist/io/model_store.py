@@ -324,7 +324,14 @@ _REQUIRED = object()
 
 
 def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    """A JSON number a float64 can hold (not a bool, not an integer of 400 digits)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 def _is_name_list(value, length=None):
@@ -435,6 +442,10 @@ def _estimator(cls, attrs, version, where):
     absent = [name for name in STORED_PARAMS if name not in params]
     if absent and version >= CHECKED_VERSION:  # older versions stored fewer: those take their defaults
         raise ModelStoreError(f"{where}, zarr.json: attribute 'params' lacks {absent}.")
+    for name, value in params.items():  # numpy cannot compare an integer beyond float64 with anything
+        if is_int(value) and not _is_number(value):
+            raise ModelStoreError(f"{where}, zarr.json: attribute 'params': {name} is a number beyond float64's "
+                                  f"range, found {_show(value)}.")
     for name, (valid, expected) in PARAM_TYPES.items():
         if name in params and not valid(params[name]):
             raise ModelStoreError(f"{where}, zarr.json: attribute 'params': {name} must be {expected}, "
@@ -450,7 +461,7 @@ def _estimator(cls, attrs, version, where):
     try:
         check_settings(gmm)
     except (TypeError, ValueError) as err:
-        raise ModelStoreError(f"{where}, zarr.json: a setting is invalid: {err}") from None
+        raise ModelStoreError(f"{where}, zarr.json: a setting is invalid: {_short(err, 300)}") from None
     return gmm
 
 
