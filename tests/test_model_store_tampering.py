@@ -470,3 +470,72 @@ def test_a_tampered_format_2_store_is_refused(models, tmp_path, name, tamper, fi
         with pytest.raises(ModelStoreError) as caught:
             DiagGMM.load(path)
     assert field in str(caught.value), str(caught.value)
+
+
+# ------------------------------------------------------------------ values checked beyond the checksums
+def forge(name, change):
+    """Rewrite array ``name`` as ``change(values)`` with matching checksums: only the value checks can refuse it."""
+    def tamper(path):
+        values = np.asarray(zarr.open_array(str(path / name), mode="r")[...])
+        changed = np.ascontiguousarray(change(values.copy()), dtype="<f8")
+        chunk_of(path, name).write_bytes(changed.tobytes())
+        forge_attributes(lambda attrs: attrs["checksums"].update({name: model_store.array_checksum(changed)}))(path)
+    return tamper
+
+
+def forge_attributes(change):
+    def tamper(path):
+        meta = json.loads((path / "zarr.json").read_text())
+        change(meta["attributes"])
+        meta["attributes"]["checksums"]["attributes"] = model_store.attributes_checksum(meta["attributes"])
+        (path / "zarr.json").write_text(json.dumps(meta))
+    return tamper
+
+
+def both(*tampers):
+    def tamper(path):
+        for each in tampers:
+            each(path)
+    return tamper
+
+
+def _set(index, value):
+    def change(values):
+        values[index] = value
+        return values
+    return change
+
+
+@pytest.mark.parametrize("kind, tamper, message", [
+    ("fitted", forge("covariances", _set((0, 0), 0.0)), "'covariances' has 1 value(s) <= 0"),
+    ("fitted", forge("covariances", _set((0, 0), -2.0)), "'covariances' has 1 value(s) <= 0"),
+    ("fitted", forge("covariances", _set((0, 0), np.inf)), "'covariances' holds NaN or infinite"),
+    ("fitted", forge("covariances", _set((1, 2), 1e-320)), "'covariances' has 1 value(s) so small that their precisions"),
+    ("fitted", forge("means", _set((0, 1), np.nan)), "'means' holds NaN or infinite"),
+    ("fitted", forge("means", _set((0, 1), 1e200)), "'means' and 'covariances' give non-finite log-density"),
+    ("fitted", forge("weights", lambda w: w * 1.1), "'weights' sums to"),
+    ("fitted", forge("weights", lambda w: np.array([1.5, -0.5])), "'weights' has negative values"),
+    # fine in float64, but the precision 1e39 overflows the float32 a float32 model scores in
+    ("fitted", both(forge_attributes(lambda a: a.update(dtype="float32")),
+                    forge("covariances", _set((0, 0), 1e-39))), "non-finite log-density coefficients (products"),
+    ("online", forge("running_statistics", _set((2, 1), 2.0)), "'running_statistics' has a last row"),
+    ("online", forge("running_statistics", lambda s: s * [[2.0]] * [[1], [1], [0.5]]), "masses summing to"),
+    ("online", forge("running_statistics", _set((0, 1), 0.9)), "per-feature masses above"),
+    ("online", forge("running_statistics", _set((1, 8), -1.0)), "negative masses or second moments"),
+    ("online", forge("running_shift", _set(1, np.inf)), "'running_shift' holds NaN or infinite"),
+])
+def test_values_are_checked_even_when_the_checksums_match(models, tmp_path, kind, tamper, message):
+    path = tmp_path / "model.zarr"
+    models[kind].save(path)
+    tamper(path)
+    with pytest.raises(ModelStoreError) as caught:
+        DiagGMM.load(path)
+    assert message in str(caught.value), str(caught.value)
+
+
+def test_forged_checksums_are_accepted_so_the_value_checks_are_what_refuses(models, tmp_path):
+    """Control of the test above: a forged change that keeps a valid mixture loads (the forgery works)."""
+    path = tmp_path / "model.zarr"
+    models["fitted"].save(path)
+    forge("covariances", lambda c: c * 2)(path)
+    np.testing.assert_array_equal(DiagGMM.load(path).covariances_, models["fitted"].covariances_ * 2)
