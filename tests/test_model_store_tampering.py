@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
