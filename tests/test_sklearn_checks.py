@@ -84,6 +84,13 @@ def test_sparse_input_is_refused_as_sparse(container):
 
 
 # ---------------------------------------------------------------- other inputs
+def test_select_n_components_refuses_sparse_input_too():
+    from diaggmm_dist.selection import select_n_components
+
+    with pytest.raises(TypeError, match=r"Sparse data \(csr_array\) is not supported"):
+        select_n_components(scipy.sparse.csr_array(np.eye(20)), [1, 2])
+
+
 def test_object_array_of_numbers_fits_as_float():
     X = np.random.default_rng(1).standard_normal((60, 3))
     as_float = DiagGMM(2, random_state=0).fit(X)
@@ -292,3 +299,5 @@ def test_sample_weights_are_read_by_flat_row_index():
     # the sample's weights are read with the rows' flat indices, for N-D sample axes too
     w = da.from_array(np.arange(24.0).reshape(4, 6), chunks=(2, 3))
     assert initialization._weights_of_rows(w, np.array([0, 7, 23])).tolist() == [0.0, 7.0, 23.0]
+    flat = da.from_array(np.arange(24.0), chunks=5)
+    assert initialization._weights_of_rows(flat, np.array([0, 7, 23])).tolist() == [0.0, 7.0, 23.0]
