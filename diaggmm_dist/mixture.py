@@ -221,6 +221,12 @@ class DiagGMM(DensityMixin, BaseEstimator):
         self.learning_decay = learning_decay
         self.learning_offset = learning_offset
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # NaN are missing values under missing="drop" or "marginalize" (infinity never is)
+        tags.input_tags.allow_nan = self.missing in ("drop", "marginalize")
+        return tags
+
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y=None, *, sample_weight=None, feature_dim=None, features=None, columns=None,
             checkpoint=None, overwrite_checkpoint=False, on_iteration=None):

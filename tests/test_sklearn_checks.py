@@ -1,11 +1,12 @@
 """scikit-learn compatibility, verified by scikit-learn: its estimator checks, and what they stand for.
 
 ``parametrize_with_checks`` runs every check the installed scikit-learn has for this estimator
-(48 in 1.9), none marked as an expected failure, on four instances: the default
-initialisation and the three others whose weighted fit equals the fit of the repeated rows
+(48 in 1.9), none marked as an expected failure, on five instances: the default
+initialisation, the three others whose weighted fit equals the fit of the repeated rows
 (see :mod:`diaggmm_dist.initialization`; ``init_params="random"`` draws per row index, so a
 weighted row and its repeated copies get different random responsibilities: equal in
-expectation only, and it is not among them). The tests after it pin what the checks only
+expectation only, and it is not among them), and missing="marginalize", whose tags allow
+NaN. The tests after it pin what the checks only
 sample: the error wording for every form of input, sparse input, weights in the
 initialisation, ``covariance_type``, and ``reg_covar=0`` on collapsed components.
 """
@@ -32,12 +33,26 @@ CHECKED = [
     DiagGMM(n_components=2, init_params="k-means++", n_init=2),
     DiagGMM(n_components=2, init_params="random_from_data"),
     DiagGMM(n_components=2, init_params="split"),
+    DiagGMM(n_components=2, missing="marginalize"),  # NaN allowed (its tags say so), infinity not
 ]
 
 
 @parametrize_with_checks(CHECKED)
 def test_scikit_learn_estimator_check(estimator, check):
     check(estimator)
+
+
+def test_the_tags_allow_nan_exactly_when_nan_is_a_missing_value():
+    X = np.random.default_rng(0).standard_normal((40, 2))
+    X[3, 1] = np.nan
+    for missing in ("error", "drop", "marginalize"):
+        allowed = DiagGMM(2).set_params(missing=missing).__sklearn_tags__().input_tags.allow_nan
+        assert allowed == (missing != "error")
+        if allowed:
+            DiagGMM(2, missing=missing, random_state=0).fit(X)
+        else:
+            with pytest.raises(ValueError, match="Input X contains NaN"):
+                DiagGMM(2, missing=missing).fit(X)
 
 
 def test_the_array_api_check_runs_where_it_can():
