@@ -310,6 +310,32 @@ def test_the_default_reg_covar_fits_the_saturated_data():
     assert np.all(gmm.covariances_ >= 1e-6) and np.isfinite(gmm.score(saturated()))
 
 
+def test_the_weighted_sample_is_canonical_exactly_when_it_must_be():
+    X = np.random.default_rng(4).standard_normal((50, 3))
+    ones = np.ones(50)
+    # distinct rows of weight 1 keep their order (unweighted data samples as it always did),
+    # also when their first values tie
+    for data in (X, np.column_stack([np.round(X[:, 0]), X[:, 1:]])):
+        rows, weights = initialization.distinct_weighted_rows(data, ones)
+        np.testing.assert_array_equal(rows, data)
+        np.testing.assert_array_equal(weights, ones)
+    # identical rows, or weights other than 1: sorted distinct rows with summed weights,
+    # whatever the order and however a weight is spelt; rows of weight 0 are gone
+    doubled = np.vstack([X, X[:5]])
+    spellings = [
+        (doubled, np.ones(55)),
+        (doubled[::-1], np.ones(55)),
+        (X, np.r_[np.full(5, 2.0), ones[5:]]),
+        (np.vstack([X, X[7:9]]), np.r_[np.full(5, 2.0), ones[5:], 0.0, 0.0]),
+    ]
+    results = [initialization.distinct_weighted_rows(data, w) for data, w in spellings]
+    for rows, weights in results:
+        np.testing.assert_array_equal(rows, results[0][0])
+        np.testing.assert_array_equal(weights, results[0][1])
+    assert results[0][0].shape == (50, 3) and results[0][1].sum() == 55
+    assert np.all(np.diff(results[0][0][:, 0]) >= 0)  # sorted by the first feature
+
+
 def test_sample_weights_are_read_by_flat_row_index():
     # the sample's weights are read with the rows' flat indices, for N-D sample axes too
     w = da.from_array(np.arange(24.0).reshape(4, 6), chunks=(2, 3))
