@@ -717,8 +717,9 @@ class DiagGMM(DensityMixin, BaseEstimator):
                 f"{getattr(gm, 'covariance_type', type(gm).__name__)!r}."
             )
         check_is_fitted(gm, "means_")
-        settings = {name: getattr(gm, name) for name in ("covariance_type", "tol", "reg_covar", "max_iter", "n_init", "init_params",
-                                                         "random_state", "warm_start", "verbose", "verbose_interval")}
+        settings = {name: getattr(gm, name) for name in ("covariance_type", "tol", "reg_covar", "max_iter", "n_init",
+                                                         "init_params", "random_state", "warm_start", "verbose",
+                                                         "verbose_interval")}
         model = cls(gm.n_components, **{**settings, **params})
         model.weights_ = np.array(gm.weights_, dtype=np.float64)
         model.means_ = np.array(gm.means_, dtype=np.float64)
