@@ -190,18 +190,26 @@ def is_in_memory(X):
 
 
 def check_shape_and_dtype(shape, dtype):
+    """Refuse data that is not a 2-D array of real numbers with rows and features.
+
+    The messages start with scikit-learn's own wording (its ``check_array``), which
+    scikit-learn's estimator checks look for, and end with what to do here.
+    """
     dtype = np.dtype(dtype)
     if dtype.kind == "c":
-        raise TypeError(f"Complex data (dtype {dtype}) is not supported: pass the real part, or real and imaginary parts as separate features.")
+        raise ValueError(f"Complex data not supported (dtype {dtype}): pass the real part, or real and imaginary parts as separate features.")
     if dtype.kind not in "iuf":
         raise TypeError(f"Expected numeric (integer or float) data, got dtype {dtype}: convert the features to numbers first.")
     if len(shape) != 2:
-        hint = " Reshape a single feature with X.reshape(-1, 1)." if len(shape) == 1 else " Flatten the sample dimensions to rows first."
-        raise ValueError(f"Expected a 2-D array (n_samples, n_features), got {len(shape)}-D with shape {tuple(shape)}.{hint}")
+        hint = (" Reshape your data either using X.reshape(-1, 1) if it has a single feature or X.reshape(1, -1) "
+                "if it is a single sample." if len(shape) == 1 else " Flatten the sample dimensions to rows first.")
+        raise ValueError(f"Expected 2D array, got {len(shape)}D array instead (shape {tuple(shape)}).{hint}")
     if shape[0] == 0:
-        raise ValueError(f"X has 0 rows (shape {tuple(shape)}): at least one sample is needed.")
+        raise ValueError(f"Found array with 0 sample(s) (shape={tuple(shape)}) while a minimum of 1 is required: "
+                         "X has no rows.")
     if shape[1] == 0:
-        raise ValueError(f"X has 0 features (shape {tuple(shape)}): at least one feature is needed.")
+        raise ValueError(f"Found array with 0 feature(s) (shape={tuple(shape)}) while a minimum of 1 is required: "
+                         "X has no features.")
 
 
 def _sample_index(X):

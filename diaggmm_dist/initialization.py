@@ -37,10 +37,23 @@ takes its own passes per model.
 Reading the sample touches only the chunks that hold sampled rows (for a large sample that
 is nearly every chunk: about one more pass). With ``random_state`` fixed every strategy is
 reproducible and does not depend on how the data is chunked.
+
+Sample weights: the sample carries each row's weight, and the k-means, k-means++ and
+``random_from_data`` draws are weighted. Rows of weight 0 take no part. A sample with
+identical rows or weights other than 1 has its identical rows merged (weights summed) into
+distinct rows in sorted order (:func:`distinct_weighted_rows`), so that it is a function of
+the weighted rows, not of their order or of how a weight is spelt: when the data has at
+most ``SAMPLE_ROWS`` rows (the sample is all of it), integer weights give the same starting
+parameters as the rows repeated, shuffled or not. Larger data is sampled
+uniformly by row and then weighted, which matches the repeated rows' sample in
+distribution only. ``"random"`` draws each row's responsibilities from its row index, so
+a row of weight w has one draw scaled by w where w repeated rows have w draws: equal in
+expectation, not draw for draw. ``"split"`` reads only weighted passes and is exact.
 """
 
 from __future__ import annotations
 
+import dask.array as da
 import numpy as np
 from sklearn.cluster import KMeans, kmeans_plusplus
 
@@ -49,7 +62,7 @@ from .em import data_centre  # noqa: F401 - re-exported: it lived here
 from .kernels import split_statistics
 from .mstep import m_step
 from .splitting import split_initial_parameters
-from .validation import nonfinite_error
+from .validation import bad_weights_error, nonfinite_error
 
 #: Rows drawn (uniformly, without replacement) for the k-means seeding.
 SAMPLE_ROWS = 100_000
@@ -59,11 +72,18 @@ LLOYD_PASSES = 3
 LLOYD_TOL = 1e-4
 
 
-def sample_rows(X, n_rows, random_state, missing="error"):
-    """A uniform random sample of at most ``n_rows`` rows of ``X``, in row order, as numpy.
+def sample_rows(X, n_rows, random_state, missing="error", weights=None):
+    """A uniform random sample of at most ``n_rows`` rows of ``X`` and their weights, as numpy.
 
     With a missing-value policy, rows holding NaN are left out of the sample (or, if fewer
     complete rows than ``n_rows // 10`` remain, their gaps take the sample's column means).
+
+    Returns
+    -------
+    sample : ndarray of shape (m, D), float64
+        The sampled rows, in row order.
+    sample_weight : ndarray of shape (m,), float64
+        Their weights in ``weights`` (a dask array chunked like X's sample axes), or ones.
     """
     n = engine.n_rows(X)
     if n <= n_rows:
@@ -71,17 +91,65 @@ def sample_rows(X, n_rows, random_state, missing="error"):
     else:
         rows = np.sort(random_state.choice(n, size=n_rows, replace=False))
     sample = engine.take_rows(X, rows).astype(np.float64, copy=False)
+    sample_weight = np.ones(rows.size) if weights is None else _weights_of_rows(weights, rows)
     if np.all(np.isfinite(sample)):
-        return sample
+        return sample, sample_weight
     if missing == "error" or np.isinf(sample).any():
         raise nonfinite_error(engine.count_nonfinite(X))
-    complete = sample[~np.isnan(sample).any(axis=1)]
-    if complete.shape[0] >= max(1, rows.size // 10):
-        return complete
+    complete = ~np.isnan(sample).any(axis=1)
+    if np.count_nonzero(complete) >= max(1, rows.size // 10):
+        return sample[complete], sample_weight[complete]
     column_means = np.nanmean(sample, axis=0)
     if np.isnan(column_means).any():
         raise ValueError("Some features have no observed value in the initialisation sample; drop those features.")
-    return np.where(np.isnan(sample), column_means, sample)
+    return np.where(np.isnan(sample), column_means, sample), sample_weight
+
+
+def _weights_of_rows(weights, rows):
+    """The sample weights of the rows with flat indices ``rows``, checked (float64 numpy)."""
+    # plain indexing of one axis is several times faster than vindex (0.14 s against 0.89 s
+    # for 100,000 of 10 million weights)
+    picked = weights[rows] if weights.ndim == 1 else weights.vindex[np.unravel_index(rows, weights.shape)]
+    (values,) = engine.compute(picked)
+    values = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(values) & (values >= 0)):
+        (count,) = engine.compute(da.count_nonzero(~(da.isfinite(weights) & (weights >= 0))))
+        raise bad_weights_error(int(count))
+    return values
+
+
+def distinct_weighted_rows(sample, sample_weight):
+    """The sampled rows of positive weight, as draws on them should see them, and their weights.
+
+    Rows of weight 0 are dropped. If what remains has identical rows, or weights other than
+    1, the result is canonical: the distinct rows in lexicographic order, each carrying the
+    summed weight of its copies. It then depends only on the weighted rows, not on their
+    order nor on whether a weight of 3 is one row or three. Otherwise (distinct rows of
+    weight 1, as most unweighted data) the rows keep their order: weights of ones give what
+    no weights give.
+    """
+    positive = sample_weight > 0
+    sample, sample_weight = sample[positive], sample_weight[positive]
+    if np.all(sample_weight == 1) and not _may_have_identical_rows(sample):
+        return sample, sample_weight
+    order = np.lexsort(sample.T[::-1])  # the first feature is the primary key
+    ordered = sample[order]
+    first = np.ones(sample.shape[0], dtype=bool)
+    first[1:] = np.any(ordered[1:] != ordered[:-1], axis=1)
+    if first.all() and np.all(sample_weight == 1):
+        return sample, sample_weight
+    starts = np.flatnonzero(first)
+    return ordered[starts], np.add.reduceat(sample_weight[order], starts)
+
+
+def _may_have_identical_rows(sample):
+    """False when no two rows share their first value, so none are identical (one column's sort).
+
+    For continuous data this skips the lexsort of every column (6 ms against 0.3 s for
+    100,000 rows of 12 features).
+    """
+    first = np.sort(sample[:, 0])
+    return bool(np.any(first[1:] == first[:-1]))
 
 
 def initial_parameters_of_models(X, sizes, init_params, random_state, reg_covar, data_pass,
@@ -151,7 +219,7 @@ def _parameters_from_shared_passes(X, sizes, init_params, random_state, reg_cova
         blocks, shift = _random_statistics(data_pass, sizes, random_state, X.shape[-1])
     else:
         centres, shift, passes, tol = _starting_centres(X, sizes, init_params, random_state, data_pass.missing,
-                                                        means_init)
+                                                        means_init, getattr(data_pass, "weights", None))
         blocks = _lloyd_statistics(data_pass, centres, shift, passes, tol)
     models = []
     for stats in blocks:
@@ -172,30 +240,54 @@ def _random_statistics(data_pass, sizes, random_state, n_features):
     return kernels.model_statistics(stats, sizes), shift
 
 
-def _starting_centres(X, sizes, init_params, random_state, missing, means_init):
+def _starting_centres(X, sizes, init_params, random_state, missing, means_init, weights=None):
     """Every model's starting centres, the shift, and the Lloyd passes and tolerance.
 
     One sample serves all the models; they draw their random numbers from ``random_state``
     one after the other, in order, after the sample's. The shift (any point near the data
-    will do) is the sample's mean: the same whether one model or many are initialised, so
-    that a restart gets the same numbers either way.
+    will do) is the sample's weighted mean: the same whether one model or many are
+    initialised, so that a restart gets the same numbers either way. The draws are on the
+    sample's distinct rows, weighted (:func:`distinct_weighted_rows`).
     """
     if means_init is not None:
         return [means_init] * len(sizes), means_init.mean(axis=0), 1, 0.0
-    sample = sample_rows(X, SAMPLE_ROWS, random_state, missing)
+    rows, row_weights = sample_rows(X, SAMPLE_ROWS, random_state, missing, weights)
+    sample, sample_weight = distinct_weighted_rows(rows, row_weights)
+    if sample.shape[0] == 0:
+        # No sampled row has a positive weight (few weighted rows in much data): seed from the
+        # rows unweighted; the full-data passes that follow are weighted.
+        sample, sample_weight = distinct_weighted_rows(rows, np.ones(rows.shape[0]))
     if init_params == "random_from_data":
-        if sample.shape[0] < max(sizes):
-            raise ValueError(f"Fewer than n_components={max(sizes)} usable rows to draw initial means from.")
-        centres = [sample[np.sort(random_state.choice(sample.shape[0], size=k, replace=False))] for k in sizes]
+        # uniform draws as numpy makes them without p (other numbers than with a uniform p)
+        equal = np.all(sample_weight == sample_weight[0])
+        probabilities = None if equal else sample_weight / sample_weight.sum()
+        centres = [_few_rows_centres(sample, k) if sample.shape[0] < k else
+                   sample[np.sort(random_state.choice(sample.shape[0], size=k, replace=False, p=probabilities))]
+                   for k in sizes]
         passes, tol = 1, 0.0
     elif init_params == "k-means++":
-        centres = [kmeans_plusplus(sample, k, random_state=random_state)[0] for k in sizes]
+        centres = [_few_rows_centres(sample, k) if sample.shape[0] < k else
+                   kmeans_plusplus(sample, k, sample_weight=sample_weight, random_state=random_state)[0]
+                   for k in sizes]
         passes, tol = 1, 0.0
     else:
-        centres = [KMeans(n_clusters=k, n_init=1, random_state=random_state).fit(sample).cluster_centers_
+        centres = [_few_rows_centres(sample, k) if sample.shape[0] < k else
+                   KMeans(n_clusters=k, n_init=1, random_state=random_state)
+                   .fit(sample, sample_weight=sample_weight).cluster_centers_
                    for k in sizes]
-        passes, tol = LLOYD_PASSES, LLOYD_TOL * float(np.mean(np.var(sample, axis=0)))
-    return centres, sample.mean(axis=0), passes, tol
+        mean = np.average(sample, axis=0, weights=sample_weight)
+        variance = np.average((sample - mean) ** 2, axis=0, weights=sample_weight)
+        passes, tol = LLOYD_PASSES, LLOYD_TOL * float(np.mean(variance))
+    return centres, np.average(sample, axis=0, weights=sample_weight), passes, tol
+
+
+def _few_rows_centres(sample, k):
+    """``k`` centres from fewer than ``k`` distinct rows: each row, then the rows again.
+
+    The repeated centres get no rows in the first Lloyd pass; the M-step re-seeds those
+    empty components by splitting the heaviest (:func:`diaggmm_dist.mstep.split_heaviest`).
+    """
+    return np.resize(sample, (k, sample.shape[1]))
 
 
 def _lloyd_statistics(data_pass, centres, shift, passes, tol):

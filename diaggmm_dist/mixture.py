@@ -21,7 +21,8 @@ from .mstep import m_step
 from .initialization import initial_parameters, initial_parameters_of_models
 from .state import TrainingState
 from .kernels import split_statistics
-from .validation import check_initial_parameters, check_settings, is_int, nonfinite_error
+from .validation import (bad_weights_error, check_initial_parameters, check_settings, dense_numeric, is_int,
+                         nonfinite_error)
 
 
 logger = logging.getLogger("diaggmm_dist")
@@ -71,11 +72,13 @@ def _raise_for_bad_values(n_nan, n_inf, bad_weights, usable_rows, missing, weigh
     if n_inf or (missing == "error" and n_nan):
         raise nonfinite_error(n_nan + n_inf if missing == "error" else n_inf, allow_missing=not n_inf)
     if bad_weights:
-        raise ValueError(f"sample_weight holds {bad_weights} negative, NaN or infinite value(s): weights must be finite and >= 0.")
+        raise bad_weights_error(bad_weights)
     if usable_rows == 0:
+        if weighted and missing == "error":  # (NaN were refused above)
+            raise ValueError("No row can be used: every sample weight is zero. Give some rows a weight > 0.")
         raise ValueError(
-            "No row can be used: every row has missing values"
-            + (" or a sample_weight of 0" if weighted else "")
+            "No row can be used: every row has "
+            + ("a sample weight of zero or missing values" if weighted else "missing values")
             + (" (missing='drop' skips rows with any NaN; try missing='marginalize')." if missing == "drop" else ".")
         )
 
@@ -93,6 +96,9 @@ class DiagGMM(DensityMixin, BaseEstimator):
     ----------
     n_components : int, default=1
         Number of mixture components.
+    covariance_type : {"diag"}, default="diag"
+        Only diagonal covariances; accepted (and checked at ``fit``) so that code written
+        for ``GaussianMixture`` can set and read it.
     tol : float, default=1e-3
         Convergence threshold: EM stops when the change of the mean log-likelihood per sample
         (the lower bound) is below it.
@@ -191,11 +197,12 @@ class DiagGMM(DensityMixin, BaseEstimator):
     ``ReseededComponentWarning``).
     """
 
-    def __init__(self, n_components=1, *, tol=1e-3, reg_covar=1e-6, max_iter=100, n_init=1,
+    def __init__(self, n_components=1, *, covariance_type="diag", tol=1e-3, reg_covar=1e-6, max_iter=100, n_init=1,
                  init_params="kmeans", weights_init=None, means_init=None, precisions_init=None,
                  random_state=None, warm_start=False, verbose=0, verbose_interval=10,
                  dtype="float64", chunk_size=None, missing="error", learning_decay=0.7, learning_offset=10.0):
         self.n_components = n_components
+        self.covariance_type = covariance_type
         self.tol = tol
         self.reg_covar = reg_covar
         self.max_iter = max_iter
@@ -214,6 +221,12 @@ class DiagGMM(DensityMixin, BaseEstimator):
         self.learning_decay = learning_decay
         self.learning_offset = learning_offset
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # NaN are missing values under missing="drop" or "marginalize" (infinity never is)
+        tags.input_tags.allow_nan = self.missing in ("drop", "marginalize")
+        return tags
+
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y=None, *, sample_weight=None, feature_dim=None, features=None, columns=None,
             checkpoint=None, overwrite_checkpoint=False, on_iteration=None):
@@ -231,7 +244,10 @@ class DiagGMM(DensityMixin, BaseEstimator):
         y : ignored
         sample_weight : array-like, dask array or DataArray, optional
             Non-negative weight of every sample (weighted EM); integer weights give the model
-            of the data with rows repeated. Chunked like ``X`` if lazy.
+            of the data with rows repeated, the initialisation included when the data has at
+            most :data:`~diaggmm_dist.initialization.SAMPLE_ROWS` rows (except
+            ``init_params="random"``, equal in expectation only; see
+            :mod:`diaggmm_dist.initialization`). Chunked like ``X`` if lazy.
         feature_dim : str, optional
             DataArray input: the dimension holding the features.
         features : list of str, optional
@@ -259,7 +275,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         self : DiagGMM
         """
         check_settings(self)
-        samples = inputs.as_samples(X, self.chunk_size, feature_dim=feature_dim, features=features, columns=columns)
+        samples = self._samples(X, feature_dim=feature_dim, features=features, columns=columns)
         data = samples.array
         n_features = data.shape[-1]
         self._check_enough_samples(data)
@@ -409,7 +425,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         layout = {"feature_dim": feature_dim, "features": features, "columns": columns}
         if fitted and not any(value is not None for value in layout.values()):
             layout = getattr(self, "input_layout_", layout)
-        samples = inputs.as_samples(X, self.chunk_size, **layout)
+        samples = self._samples(X, **layout)
         data = samples.array
         if fitted:
             self._check_features(samples)
@@ -550,11 +566,15 @@ class DiagGMM(DensityMixin, BaseEstimator):
         return self.fit(X).predict(X)
 
     # --------------------------------------------------------------- prediction
+    def _samples(self, X, **layout):
+        """:func:`inputs.as_samples` of ``X`` (sparse refused, object arrays made numeric first)."""
+        return inputs.as_samples(dense_numeric(X), self.chunk_size, **layout)
+
     def _check_n_features(self, n_features):
         if n_features != self.n_features_in_:
-            raise ValueError(
-                f"X has {n_features} features, but this {type(self).__name__} was fitted with "
-                f"{self.n_features_in_} features."
+            raise ValueError(  # scikit-learn's wording first: its estimator checks look for it
+                f"X has {n_features} features, but {type(self).__name__} is expecting {self.n_features_in_} "
+                f"features as input: give the {self.n_features_in_} features the model was fitted on."
             )
 
     def _check_features(self, samples):
@@ -573,7 +593,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         Returns the lazy result and the :class:`~diaggmm_dist.inputs.Samples` that shapes it.
         """
         check_is_fitted(self, "means_")
-        samples = inputs.as_samples(X, self.chunk_size, **getattr(self, "input_layout_", {}))
+        samples = self._samples(X, **getattr(self, "input_layout_", {}))
         data = samples.array
         self._check_features(samples)
         if samples.values is not None:
@@ -648,12 +668,12 @@ class DiagGMM(DensityMixin, BaseEstimator):
 
     def bic(self, X):
         """Bayesian information criterion of the model on ``X`` (lower is better)."""
-        n_samples = engine.n_rows(inputs.as_samples(X, self.chunk_size, **getattr(self, "input_layout_", {})).array)
+        n_samples = engine.n_rows(self._samples(X, **getattr(self, "input_layout_", {})).array)
         return -2 * self.score(X) * n_samples + self._n_parameters() * np.log(n_samples)
 
     def aic(self, X):
         """Akaike information criterion of the model on ``X`` (lower is better)."""
-        n_samples = engine.n_rows(inputs.as_samples(X, self.chunk_size, **getattr(self, "input_layout_", {})).array)
+        n_samples = engine.n_rows(self._samples(X, **getattr(self, "input_layout_", {})).array)
         return -2 * self.score(X) * n_samples + 2 * self._n_parameters()
 
     # ------------------------------------------------------------ persistence
@@ -697,8 +717,9 @@ class DiagGMM(DensityMixin, BaseEstimator):
                 f"{getattr(gm, 'covariance_type', type(gm).__name__)!r}."
             )
         check_is_fitted(gm, "means_")
-        settings = {name: getattr(gm, name) for name in ("tol", "reg_covar", "max_iter", "n_init", "init_params",
-                                                         "random_state", "warm_start", "verbose", "verbose_interval")}
+        settings = {name: getattr(gm, name) for name in ("covariance_type", "tol", "reg_covar", "max_iter", "n_init",
+                                                         "init_params", "random_state", "warm_start", "verbose",
+                                                         "verbose_interval")}
         model = cls(gm.n_components, **{**settings, **params})
         model.weights_ = np.array(gm.weights_, dtype=np.float64)
         model.means_ = np.array(gm.means_, dtype=np.float64)

@@ -12,7 +12,9 @@ that never change a well-posed fit:
 * the statistics are of shifted data (x − shift), so S2/n − μ² does not cancel when the data
   sit far from the origin, and the difference is clipped at zero before ``reg_covar``;
 * variances are floored at ``VARIANCE_FLOOR`` times the feature's overall variance, so a
-  component collapsing onto a few identical points cannot reach a zero variance;
+  component collapsing onto a few identical points cannot reach a zero variance (with
+  ``reg_covar=0`` a variance at the floor is an error instead, as scikit-learn's is: the
+  floor would otherwise set the model's likelihood, not the data);
 * a component whose mass falls below ``MIN_COMPONENT_MASS`` rows is re-seeded by splitting
   the heaviest component in two along its widest feature (means ±0.2σ, weight halved), as
   speech-recognition toolkits do, instead of dividing by nothing;
@@ -33,6 +35,12 @@ MIN_COMPONENT_MASS = 1e-3
 VARIANCE_FLOOR = 1e-9
 #: Split offset, in standard deviations of the split component's widest feature.
 SPLIT_OFFSET = 0.2
+#: scikit-learn's own message when a fit with reg_covar=0 meets a zero variance.
+ILL_DEFINED_COVARIANCE = (
+    "Fitting the mixture model failed because some components have ill-defined empirical covariance (for "
+    "instance caused by singleton or collapsed samples). Try to decrease the number of components, increase "
+    "reg_covar, or scale the input data."
+)
 
 
 def m_step(stats, reg_covar, shift, resolution=EPS):
@@ -62,7 +70,9 @@ def m_step(stats, reg_covar, shift, resolution=EPS):
     FloatingPointError
         The statistics are not finite (the data held values too large for the compute dtype).
     ValueError
-        A feature is constant over the whole data set and ``reg_covar`` is 0.
+        ``reg_covar`` is 0 and a feature is constant over the whole data set, or a live
+        component's variance is at most the floor (it collapsed onto too few distinct
+        points), with scikit-learn's message.
     """
     mass, observed, s1, s2, _ = split_statistics(stats)
     if not (np.all(np.isfinite(mass)) and np.all(np.isfinite(s1)) and np.all(np.isfinite(s2))):
@@ -83,16 +93,10 @@ def m_step(stats, reg_covar, shift, resolution=EPS):
     if unseen.any():
         centred_means = np.where(unseen, overall_mean, centred_means)
         covariances = np.where(unseen, overall_variance + reg_covar, covariances)
-    covariances = np.maximum(covariances, VARIANCE_FLOOR * overall_variance)
-    # Rounding can leave a constant feature a spread of a few ulps instead of exactly zero.
-    constant = overall_variance <= (16 * resolution * np.abs(overall_mean + shift)) ** 2
-    if reg_covar == 0 and (constant.any() or not np.all(covariances > 0)):
-        features = np.flatnonzero(constant | ~np.all(covariances > 0, axis=0)).tolist()
-        raise ValueError(
-            f"Feature(s) {features} are constant over the whole data set (at the compute dtype's "
-            "resolution), so with reg_covar=0 their variances are zero: set reg_covar > 0 (the "
-            "default is 1e-6), drop those features, or use dtype='float64'."
-        )
+    floor = VARIANCE_FLOOR * overall_variance
+    if reg_covar == 0:
+        _raise_for_zero_variances(covariances, floor, mass, overall_mean + shift, overall_variance, resolution)
+    covariances = np.maximum(covariances, floor)
     weights = nk / nk.sum()
     means = centred_means + shift
     # The masses add up to the number of rows (>= K), so at least one component is alive.
@@ -100,6 +104,33 @@ def m_step(stats, reg_covar, shift, resolution=EPS):
     if collapsed.any():
         split_heaviest(weights, means, covariances, collapsed)
     return weights, means, covariances, int(collapsed.sum())
+
+
+def _raise_for_zero_variances(covariances, floor, mass, overall_mean, overall_variance, resolution):
+    """With ``reg_covar=0``: refuse constant features and live components' variances at the floor.
+
+    scikit-learn raises when a variance is <= 0 (its Cholesky fails); here a variance at or
+    below the floor counts as zero, since flooring it would make the floor, not the data,
+    decide the likelihood (a component on a single point scores tens of nats per row).
+    """
+    # Rounding can leave a constant feature a spread of a few ulps instead of exactly zero.
+    constant = overall_variance <= (16 * resolution * np.abs(overall_mean)) ** 2
+    if constant.any() or not np.all(overall_variance > 0):
+        features = np.flatnonzero(constant | ~(overall_variance > 0)).tolist()
+        raise ValueError(
+            f"{ILL_DEFINED_COVARIANCE} Feature(s) {features} are constant over the whole data set (at the "
+            "compute dtype's resolution), so with reg_covar=0 their variances are zero: set reg_covar > 0 (the "
+            "default is 1e-6), drop those features, or use dtype='float64'."
+        )
+    # Components below MIN_COMPONENT_MASS are re-seeded by splitting, whatever their variances.
+    zero = (covariances <= floor) & (mass >= MIN_COMPONENT_MASS)[:, None]
+    if zero.any():
+        components, features = np.flatnonzero(zero.any(axis=1)).tolist(), np.flatnonzero(zero.any(axis=0)).tolist()
+        raise ValueError(
+            f"{ILL_DEFINED_COVARIANCE} With reg_covar=0, component(s) {components} collapsed onto too few distinct "
+            f"points: their variance of feature(s) {features} is zero (at most {VARIANCE_FLOOR:g} of the feature's "
+            "variance). Set reg_covar > 0 (the default is 1e-6), or use fewer components."
+        )
 
 
 def split_heaviest(weights, means, covariances, collapsed, by_spread=False):

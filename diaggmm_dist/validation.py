@@ -5,8 +5,10 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+import scipy.sparse
 
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data", "split")
+COVARIANCE_TYPES = ("diag",)
 DTYPES = ("float32", "float64")
 MISSING = ("error", "drop", "marginalize")
 
@@ -33,6 +35,9 @@ def check_settings(est):
     """Raise ``TypeError``/``ValueError`` for an out-of-range constructor parameter of ``est``."""
     checks = [
         ("n_components", is_int(est.n_components) and est.n_components >= 1, "an integer >= 1"),
+        ("covariance_type", isinstance(est.covariance_type, str) and est.covariance_type in COVARIANCE_TYPES,
+         "'diag': DiagGMM fits diagonal covariances only (use sklearn.mixture.GaussianMixture for "
+         "'full', 'tied' or 'spherical')"),
         ("tol", _is_real(est.tol) and est.tol >= 0, "a finite number >= 0"),
         ("reg_covar", _is_real(est.reg_covar) and est.reg_covar >= 0, "a finite number >= 0 (the default is 1e-6)"),
         ("max_iter", is_int(est.max_iter) and est.max_iter >= 0, "an integer >= 0"),
@@ -49,7 +54,7 @@ def check_settings(est):
     for name, ok, expected in checks:
         if not ok:
             value = getattr(est, name)
-            error = TypeError if name == "init_params" and not isinstance(value, str) else ValueError
+            error = TypeError if name in ("init_params", "covariance_type") and not isinstance(value, str) else ValueError
             raise error(f"{type(est).__name__}: {name} must be {expected}, got {value!r}.")
 
 
@@ -88,10 +93,53 @@ def check_initial_parameters(weights_init, means_init, precisions_init, n_compon
 
 
 def nonfinite_error(count, where="X", allow_missing=True):
-    """The error for NaN or infinite values in the data."""
+    """The error for NaN or infinite values in the data (``count`` of them).
+
+    It starts as scikit-learn's does ("Input X contains NaN"; "infinity"), then says what
+    to do here. ``allow_missing=False``: some values are infinite, which no missing-value
+    policy accepts.
+    """
     hint = (
         "drop or impute those rows, or let DiagGMM handle NaN: missing='marginalize' (exact "
         "likelihood over each row's observed features) or missing='drop'."
         if allow_missing else "infinite values cannot be fitted: remove or clip them."
     )
-    return ValueError(f"{where} contains {count} NaN or infinite value(s). DiagGMM needs finite data: {hint}")
+    return ValueError(f"Input {where} contains NaN or infinity: {count} value(s) are not finite. "
+                      f"DiagGMM needs finite data: {hint}")
+
+
+def bad_weights_error(count):
+    """The error for ``count`` negative, NaN or infinite sample weights."""
+    return ValueError(f"sample_weight holds {count} negative, NaN or infinite value(s): weights must be finite and >= 0.")
+
+
+def dense_numeric(X):
+    """``X`` itself, or an in-memory object array as float64; sparse matrices are refused.
+
+    As scikit-learn's ``check_array`` does, an object array whose values are numbers (or
+    strings of numbers) is converted; one holding anything else is a ``TypeError`` that
+    quotes numpy's own message.
+
+    Raises
+    ------
+    TypeError
+        ``X`` is a scipy.sparse matrix or array (DiagGMM reads dense rows), or an object
+        array with a value that is not a number.
+    """
+    if scipy.sparse.issparse(X):
+        raise TypeError(
+            f"Sparse data ({type(X).__name__}) is not supported: DiagGMM reads dense rows. Convert it with "
+            "X.toarray() if it fits in memory, or write it densely to a Zarr or dask array."
+        )
+    if isinstance(X, (list, tuple)):
+        X = np.asarray(X)
+    if isinstance(X, np.ndarray) and X.dtype == object:
+        try:
+            return X.astype(np.float64)
+        except (TypeError, ValueError) as err:
+            raise TypeError(
+                f"Expected numeric (integer or float) data, got dtype object holding a value that is not a number "
+                f"({err}): convert the features to numbers first."
+            ) from err
+    return X
+

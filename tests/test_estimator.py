@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import zarr
 from sklearn.base import clone
+from sklearn.mixture import GaussianMixture
 
 from conftest import mixture_data, start_values
 from diaggmm_dist import DiagGMM, ReseededComponentWarning, engine, initialization
@@ -176,8 +177,15 @@ def test_a_component_that_loses_all_its_mass_is_reseeded_by_splitting(blobs):
 def test_variances_never_reach_zero_on_duplicated_points():
     rng = np.random.default_rng(0)
     X = np.vstack([np.tile([[5.0, -3.0]], (200, 1)), rng.standard_normal((800, 2))])
-    gmm = DiagGMM(2, reg_covar=0.0, random_state=0, max_iter=50).fit(X)
-    assert np.all(gmm.covariances_ > 0)
+    # reg_covar=0: a component on the 200 identical rows has no variance; scikit-learn
+    # raises, and so does DiagGMM (it once returned the floored model, "converged")
+    with pytest.raises(ValueError, match="ill-defined empirical covariance"):
+        GaussianMixture(2, covariance_type="diag", reg_covar=0.0, random_state=0).fit(X)
+    with pytest.raises(ValueError, match=r"ill-defined empirical covariance.*component\(s\) \[\d\] collapsed"):
+        DiagGMM(2, reg_covar=0.0, random_state=0, max_iter=50).fit(X)
+    # any reg_covar > 0, however small: the floor at 1e-9 of each feature's variance holds
+    gmm = DiagGMM(2, reg_covar=1e-15, random_state=0, max_iter=50).fit(X)
+    np.testing.assert_allclose(gmm.covariances_.min(axis=0), 1e-9 * X.var(axis=0), rtol=1e-6)  # at the floor
     assert np.all(np.isfinite(gmm.score_samples(X)))
 
 
