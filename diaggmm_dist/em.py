@@ -20,8 +20,8 @@ def data_centre(weights, means, precisions):
 
     The shift keeps x² and S2/N − μ² free of cancellation when the data sit far from the
     origin. For a feature whose mean is within one standard deviation (of the mixture) of
-    zero, at most one bit is lost without it, so the shift is 0 there; when every feature is
-    like that (standardised data), the kernels skip the subtraction altogether.
+    zero, at most one bit is lost without it, so the shift is 0 there. It is float64 and the
+    kernels subtract it before rounding to the compute dtype (see :mod:`diaggmm_dist.kernels`).
     """
     weights = np.asarray(weights, dtype=np.float64) / np.sum(weights)
     means = np.asarray(means, dtype=np.float64)
