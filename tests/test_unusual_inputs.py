@@ -22,7 +22,7 @@ from zarr.codecs import BytesCodec
 
 import dask.array as da
 
-from diaggmm_dist import compiled, engine, inputs, kernels
+from diaggmm_dist import compiled, inputs, kernels
 from diaggmm_dist.mixture import DiagGMM
 
 N_ROWS, CHUNK = 1_500, 250
