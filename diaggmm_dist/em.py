@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import kernels
+from . import engine, kernels
 from .kernels import split_statistics
 from .mstep import m_step
 
@@ -20,14 +20,40 @@ def data_centre(weights, means, precisions):
 
     The shift keeps x² and S2/N − μ² free of cancellation when the data sit far from the
     origin. For a feature whose mean is within one standard deviation (of the mixture) of
-    zero, at most one bit is lost without it, so the shift is 0 there; when every feature is
-    like that (standardised data), the kernels skip the subtraction altogether.
+    zero, at most one bit is lost without it, so the shift is 0 there. It is float64 and the
+    kernels subtract it before rounding to the compute dtype (see :mod:`diaggmm_dist.kernels`).
     """
     weights = np.asarray(weights, dtype=np.float64) / np.sum(weights)
     means = np.asarray(means, dtype=np.float64)
     centre = weights @ means
     spread = weights @ (1.0 / np.asarray(precisions, dtype=np.float64) + means * means) - centre * centre
     return np.where(centre * centre <= spread, 0.0, centre)
+
+
+def first_rows_centre(X, n_rows=16):
+    """A point near the data before any pass: the mean of the finite values of its first rows.
+
+    The shift of the passes that come before any model is known (random responsibilities,
+    the one-component fit of ``init_params="split"``): with no shift, data offset far from
+    the origin would lose x² and S2/N − μ² to cancellation there (in float32 at an offset of
+    1e3 standard deviations the initial variances were already off). Reads ``n_rows`` rows
+    (one chunk).
+
+    Parameters
+    ----------
+    X : dask.array.Array
+        Samples along every axis but the last, features along the last.
+
+    Returns
+    -------
+    ndarray of shape (D,), float64
+        0 for a feature without a finite value in those rows.
+    """
+    rows = np.asarray(engine.take_rows(X, np.arange(min(n_rows, engine.n_rows(X)))), dtype=np.float64)
+    finite = np.isfinite(rows)
+    with np.errstate(over="ignore"):
+        centre = np.where(finite, rows, 0.0).sum(axis=0) / np.maximum(finite.sum(axis=0), 1)
+    return np.where(np.isfinite(centre), centre, 0.0)
 
 
 def e_step_models(data_pass, models):

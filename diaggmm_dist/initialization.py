@@ -58,7 +58,7 @@ import numpy as np
 from sklearn.cluster import KMeans, kmeans_plusplus
 
 from . import engine, kernels
-from .em import data_centre  # noqa: F401 - re-exported: it lived here
+from .em import data_centre, first_rows_centre  # noqa: F401 - data_centre re-exported: it lived here
 from .kernels import split_statistics
 from .mstep import m_step
 from .splitting import split_initial_parameters
@@ -191,7 +191,8 @@ def initial_parameters_of_models(X, sizes, init_params, random_state, reg_covar,
         return [(weights_init, means_init, precisions_init) for _ in sizes]
     if means_init is None and init_params == "split":
         # its own EM loop per model: nothing to share
-        models = [split_initial_parameters(data_pass, k, X.shape[-1], reg_covar, tol) for k in sizes]
+        centre = first_rows_centre(X)
+        models = [split_initial_parameters(data_pass, k, X.shape[-1], reg_covar, tol, centre) for k in sizes]
     else:
         models = _parameters_from_shared_passes(X, sizes, init_params, random_state, reg_covar, data_pass, means_init)
     return [(weights if weights_init is None else weights_init, means if means_init is None else means_init,
@@ -216,7 +217,7 @@ def initial_parameters(X, n_components, init_params, random_state, reg_covar, da
 def _parameters_from_shared_passes(X, sizes, init_params, random_state, reg_covar, data_pass, means_init):
     """Weights, means and precisions of every model: the M-step of hard or random responsibilities."""
     if means_init is None and init_params == "random":
-        blocks, shift = _random_statistics(data_pass, sizes, random_state, X.shape[-1])
+        blocks, shift = _random_statistics(data_pass, sizes, random_state, first_rows_centre(X))
     else:
         centres, shift, passes, tol = _starting_centres(X, sizes, init_params, random_state, data_pass.missing,
                                                         means_init, getattr(data_pass, "weights", None))
@@ -228,15 +229,15 @@ def _parameters_from_shared_passes(X, sizes, init_params, random_state, reg_cova
     return models
 
 
-def _random_statistics(data_pass, sizes, random_state, n_features):
+def _random_statistics(data_pass, sizes, random_state, shift):
     """Statistics of every model's random responsibilities, all from one pass, and the shift.
 
     Each model draws its seed from ``random_state`` in order, so a model's responsibilities
-    are the same whether it is initialised alone or with others.
+    are the same whether it is initialised alone or with others. ``shift``: a point near the
+    data (:func:`~diaggmm_dist.em.first_rows_centre`).
     """
-    shift = np.zeros(n_features)
     seeds = tuple(int(random_state.randint(np.iinfo(np.int32).max)) for _ in sizes)
-    stats = data_pass(("random", shift.astype(data_pass.dtype), tuple(sizes), seeds))
+    stats = data_pass(("random", shift, tuple(sizes), seeds, data_pass.dtype))
     return kernels.model_statistics(stats, sizes), shift
 
 

@@ -17,7 +17,16 @@ are laid out components × rows (K × n): the log-sum-exp reductions over compon
 run across long contiguous rows instead of along rows of length K. The shift is a
 fixed per-feature offset near the data mean: it changes nothing mathematically but keeps
 x² and S2/N − μ² free of cancellation when the data sit far from the origin, which matters
-in float32.
+in float32. It is kept in float64 and subtracted from the rows in float64 (or the input's
+wider precision), and only the difference x − shift is rounded to the compute dtype: the
+M-step adds the same float64 shift back, so float32 compute loses nothing to the offset of
+the data (a shift rounded to float32 is off by up to 2^-24 of itself, which at an offset of
+1e7 standard deviations moved every mean by a fraction of a standard deviation per
+iteration).
+
+Input in a non-native byte order (big-endian data on a little-endian machine: Zarr v2
+``>f8``, NetCDF-classic files) is converted to native order one sub-block at a time, where
+the block is read anyway (:func:`native_order`).
 
 Blocks are processed in cache-sized sub-blocks of ``SUB_ROWS`` rows; each sub-block's
 partial sums are added into float64 accumulators, so accumulation is float64 even when
@@ -54,17 +63,24 @@ SCALARS = ("objective", "weight", "rows", "nan", "inf", "bad_weights")
 class Coefficients(NamedTuple):
     """Per-component log-score coefficients for rows centred by ``shift``.
 
+    ``shift`` is float64 whatever the compute dtype (the dtype of the other fields, :attr:`dtype`).
+
     For a fully observed row, ``products @ [x_c | x_c²] + offset``; for a partially observed
     one (mask m), ``products @ [m x_c | m x_c²] + feature @ m + log_weight`` (``offset`` is
     ``feature.sum(1) + log_weight``). ``products`` is the "linear" matrix beside the "square" one.
     """
 
-    shift: np.ndarray  # (D,)
+    shift: np.ndarray  # (D,), float64
     products: np.ndarray  # (K, 2D): [linear | square], to multiply the stacked rows [x_c | x_c²]
     offset: np.ndarray  # (K, 1)
     feature: np.ndarray  # (K, D)
     log_weight: np.ndarray  # (K, 1)
     groups: tuple = ()  # components of each stacked model (see stack_coefficients); () is one model
+
+    @property
+    def dtype(self):
+        """The compute dtype."""
+        return self.products.dtype
 
     @property
     def n_components(self):
@@ -85,13 +101,13 @@ class Normalised(NamedTuple):
 
 
 def stack_coefficients(models):
-    """Coefficients of several models (same shift and dtype) stacked along the components.
+    """Coefficients of several models (same shift and compute dtype) stacked along the components.
 
     One pass then computes every model's statistics: the products are one matrix product
     for all models; only the log-sum-exp runs per model.
     """
     first = models[0]
-    if any(not np.array_equal(m.shift, first.shift) or m.shift.dtype != first.shift.dtype for m in models):
+    if any(not np.array_equal(m.shift, first.shift) or m.dtype != first.dtype for m in models):
         raise ValueError("Stacked models must share the shift and the compute dtype.")
     parts = [np.concatenate([getattr(m, name) for m in models])
              for name in ("products", "offset", "feature", "log_weight")]
@@ -124,8 +140,10 @@ def split_statistics(stats):
 
 def _coefficients(shift, square, linear, feature, log_weight, dtype):
     offset = feature.sum(axis=1) + log_weight
-    values = (shift, np.concatenate([linear, square], axis=1), offset[:, None], feature, log_weight[:, None])
-    return Coefficients(*(np.ascontiguousarray(v, dtype=dtype) for v in values))
+    values = (np.concatenate([linear, square], axis=1), offset[:, None], feature, log_weight[:, None])
+    # the shift stays float64: rounded to a float32 compute dtype it would not be the one the M-step adds back
+    return Coefficients(np.ascontiguousarray(shift, dtype=np.float64),
+                        *(np.ascontiguousarray(v, dtype=dtype) for v in values))
 
 
 def log_prob_coefficients(weights, means, precisions, shift, dtype):
@@ -138,7 +156,7 @@ def log_prob_coefficients(weights, means, precisions, shift, dtype):
     precisions : ndarray of shape (K, D)
         Inverse variances.
     shift : ndarray of shape (D,)
-        The offset subtracted from every row before the products.
+        The offset subtracted from every row before the products (kept in float64).
     dtype : numpy dtype
         Compute dtype.
 
@@ -165,6 +183,9 @@ def distance_coefficients(centers, shift, dtype):
 def stacked_rows(x, shift, out, observed=None):
     """The rows ``[x − shift | (x − shift)²]`` (n, 2D), written into ``out`` in its dtype.
 
+    The difference is taken in the wider of x's and the shift's precision (float64 for a
+    float64 shift) and then rounded to ``out``'s dtype; the square is of that rounded value.
+
     One (n, 2D) block rather than two (n, D) ones: each side of the E- and M-step is then one
     matrix product over 2D columns instead of two over D (the E-step's runs faster so: 0.29–0.31
     against 0.35 ms per 8,192-row sub-block, K=16, D=32, float32; the M-step's about the same).
@@ -179,15 +200,24 @@ def stacked_rows(x, shift, out, observed=None):
     return out
 
 
+def native_order(x):
+    """``x`` in this machine's byte order: itself, or a copy when it is stored the other way (big-endian).
+
+    Called on a sub-block (or a block of rows to score), so that the copy is of data that is
+    read anyway; numba's compiled loops take native arrays only.
+    """
+    return x if x.dtype.isnative else x.astype(x.dtype.newbyteorder("="))
+
+
 def _compiled_for(*arrays):
-    """:mod:`diaggmm_dist.compiled` when all ``arrays`` are C-contiguous float32 or float64, else None.
+    """:mod:`diaggmm_dist.compiled` when all ``arrays`` are C-contiguous float32 or float64 in native order, else None.
 
     The compiled loops give the numbers of the numpy code they replace (the normalisation:
     to within its exponential's accuracy); anything else takes the numpy code. numba is
     imported here, on the first pass, not with the package.
     """
     global _compiled
-    if all(a.dtype.char in "fd" and a.flags.c_contiguous for a in arrays):  # float32, float64
+    if all(a.dtype.char in "fd" and a.dtype.isnative and a.flags.c_contiguous for a in arrays):  # float32, float64
         if _compiled is None:
             from . import compiled as _compiled
         return _compiled
@@ -292,13 +322,15 @@ def chunk_statistics(x, responsibilities, missing="error", weights=None, count_n
     Parameters
     ----------
     x : ndarray of shape (n, D)
-        Any real dtype; converted to the compute dtype one sub-block at a time.
+        Any real dtype, either byte order; converted to the compute dtype one sub-block at a
+        time, after the shift is subtracted in the wider precision (see the module docstring).
     responsibilities : tuple
         ``("gaussian", coef)`` (the E-step), ``("nearest", coef)`` (hard assignment to the
         nearest centre; ``coef`` from :func:`distance_coefficients`) or
-        ``("random", shift, sizes, seeds)`` (uniform random responsibilities of models with
-        ``sizes`` components, each from its own seed, stacked as :func:`stack_coefficients`
-        stacks models). The compute dtype is the shift's.
+        ``("random", shift, sizes, seeds, dtype)`` (uniform random responsibilities of models
+        with ``sizes`` components, each from its own seed, stacked as
+        :func:`stack_coefficients` stacks models; without ``dtype``, the shift's). The compute
+        dtype is the coefficients' (:attr:`Coefficients.dtype`) or that ``dtype``.
     missing : {"error", "drop", "marginalize"}
         What a NaN means (see the module docstring).
     weights : ndarray of shape (n,), optional
@@ -319,14 +351,13 @@ def chunk_statistics(x, responsibilities, missing="error", weights=None, count_n
     """
     kind = responsibilities[0]
     if kind == "random":
-        shift, sizes, seeds = responsibilities[1:]
-        k = sum(sizes)
+        shift, sizes, seeds, *dtype = responsibilities[1:]
+        k, dtype = sum(sizes), np.dtype(dtype[0] if dtype else shift.dtype)
     else:
         coef = responsibilities[1]
-        shift, k, sizes = coef.shift, coef.n_components, coef.model_sizes
+        shift, k, sizes, dtype = coef.shift, coef.n_components, coef.model_sizes, coef.dtype
     models = [slice(end - size, end) for size, end in zip(sizes, np.cumsum(sizes))]
     n, d = x.shape
-    dtype = shift.dtype
     size = min(n, SUB_ROWS)
     row_buffer = np.empty((size, 2 * d), dtype)
     score_buffer = np.empty(k * size, dtype)  # (K, m) views of it stay contiguous for any m
@@ -340,7 +371,7 @@ def chunk_statistics(x, responsibilities, missing="error", weights=None, count_n
     # NaN or inf in the data make the statistics non-finite; callers report that clearly.
     with np.errstate(invalid="ignore", over="ignore"):
         for start in range(0, n, SUB_ROWS):
-            xb = x[start : start + SUB_ROWS]
+            xb = native_order(x[start : start + SUB_ROWS])
             m = xb.shape[0]
             observed, nan_here, inf_here = _observed_mask(xb, missing, count_nonfinite)
             n_nan, n_inf = n_nan + nan_here, n_inf + inf_here
@@ -401,8 +432,9 @@ def chunk_statistics(x, responsibilities, missing="error", weights=None, count_n
 def _responsibilities(x, coef, missing):
     """Responsibilities (K, n) and ``log p(x_i)`` (n,) of rows under the missing-value policy, and
     which rows can be scored (None: all that are finite)."""
+    x = native_order(x)
     n, d = x.shape
-    dtype = coef.shift.dtype
+    dtype = coef.dtype
     buffer = np.empty((n, 2 * d), dtype)
     observed = ~np.isnan(x) if (missing != "error" and x.dtype.kind == "f") else None
     if observed is None or observed.all():

@@ -34,17 +34,21 @@ from .mstep import add_components_by_splitting, m_step
 SPLIT_EM_ITERATIONS = 5
 
 
-def one_component(data_pass, n_features, reg_covar):
-    """Weights, means and covariances of the one-component fit of the data (two passes)."""
-    origin = np.zeros(n_features)
+def one_component(data_pass, n_features, reg_covar, centre=None):
+    """Weights, means and covariances of the one-component fit of the data (two passes).
+
+    ``centre``: the first pass's shift, a point near the data
+    (:func:`~diaggmm_dist.em.first_rows_centre`); default the origin.
+    """
+    centre = np.zeros(n_features) if centre is None else centre
     # With one component every row's "random" responsibility is exactly 1.
-    stats = data_pass(("random", origin.astype(data_pass.dtype), (1,), (0,)))
-    weights, means, covariances, _ = m_step(stats, reg_covar, origin, data_pass.resolution)
+    stats = data_pass(("random", centre, (1,), (0,), data_pass.dtype))
+    weights, means, covariances, _ = m_step(stats, reg_covar, centre, data_pass.resolution)
     _, weights, means, covariances, _ = em_step(data_pass, weights, means, 1.0 / covariances, reg_covar)
     return weights, means, covariances
 
 
-def split_initial_parameters(data_pass, n_components, n_features, reg_covar, tol):
+def split_initial_parameters(data_pass, n_components, n_features, reg_covar, tol, centre=None):
     """Starting parameters grown from one component by splitting the heaviest.
 
     Parameters
@@ -57,6 +61,8 @@ def split_initial_parameters(data_pass, n_components, n_features, reg_covar, tol
     reg_covar : float
     tol : float
         EM between two splits stops when the lower bound changes by less than this.
+    centre : ndarray of shape (n_features,), optional
+        The first pass's shift (see :func:`one_component`).
 
     Returns
     -------
@@ -64,7 +70,7 @@ def split_initial_parameters(data_pass, n_components, n_features, reg_covar, tol
     means : ndarray of shape (n_components, n_features)
     precisions : ndarray of shape (n_components, n_features)
     """
-    weights, means, covariances = one_component(data_pass, n_features, reg_covar)
+    weights, means, covariances = one_component(data_pass, n_features, reg_covar, centre)
     while weights.shape[0] < n_components:
         weights, means, covariances = add_components_by_splitting(weights, means, covariances)
         lower_bound = -np.inf
