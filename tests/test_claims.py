@@ -30,7 +30,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from conftest import mixture_data
 from diaggmm_dist import DiagGMM, kernels, mstep, zarr_chunks
 from diaggmm_dist.inputs import open_gridded
-from prefect_harness import REPO, prefect_server  # noqa: F401
+from prefect_harness import QUIET, REPO
 
 
 def _blas_threads():
@@ -225,12 +225,16 @@ def test_open_gridded_reads_netcdf_as_it_reads_zarr(cube):
 
 
 @pytest.mark.parametrize("name", ["cube.zarr", "cube.nc"])
-def test_the_main_job_fits_your_own_gridded_store(cube, name, prefect_server, tmp_path):  # noqa: F811
+def test_the_main_job_fits_your_own_gridded_store(cube, name, tmp_path):
     data, root = cube
     out = tmp_path / "out"
     command = [sys.executable, "-m", "flows.demo", "--data", str(root / name), "--feature-dim", "band", "--k", "3",
                "--max-iter", "6", "--tol", "0", "--out", str(out)]
-    env = prefect_server.env(PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    # as `make run` runs it: Prefect's temporary server, under a PREFECT_HOME of its own
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
+    env.pop("DASK_SCHEDULER_ADDRESS", None)
+    env.update(QUIET, PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, start_new_session=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     assert "4,800 samples x 3 features" in done.stdout  # the summary: every pixel of every time step
