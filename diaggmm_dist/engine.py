@@ -9,7 +9,9 @@ Computation runs on the active ``distributed.Client`` when there is one (the sum
 of tasks), and on local threads otherwise: a statistics pass runs its chunk tasks on plain
 threads (:func:`_local_statistics`), everything else on dask's threaded scheduler. Locally,
 BLAS is held to one thread per thread so that the two kinds of threads do not fight over
-the cores (distributed workers already start with ``OPENBLAS_NUM_THREADS=1``).
+the cores (distributed workers already start with ``OPENBLAS_NUM_THREADS=1``). That holds
+for what this module computes; a lazy result of :func:`map_rows` that the caller computes
+runs with the caller's BLAS settings.
 """
 
 from __future__ import annotations

@@ -312,9 +312,18 @@ def test_bad_setting_is_refused(no_data_pass, params, error, message):
 
 
 @pytest.mark.parametrize("dtype", ["float32", np.float32, np.dtype("float32"), "float64", np.float64, float])
-def test_dtype_spellings_are_accepted(dtype):
+def test_dtype_spellings_are_accepted(dtype, monkeypatch):
+    from diaggmm_dist import kernels
+
+    # the compute dtype of every pass is the coefficients' shift's (the random one's too)
+    used, real = set(), kernels.chunk_statistics
+    monkeypatch.setattr(kernels, "chunk_statistics", lambda x, responsibilities, *args, **kwargs: used.add(
+        (responsibilities[1] if responsibilities[0] == "random" else responsibilities[1].shift).dtype)
+        or real(x, responsibilities, *args, **kwargs))
     model = DiagGMM(K, dtype=dtype, random_state=0, max_iter=2).fit(make_data())
     assert model.means_.shape == (K, N_FEATURES)
+    assert used == {np.dtype(dtype)}  # every pass ran in the dtype asked for
+    assert model.predict_proba(make_data()).dtype == np.dtype(dtype)
 
 
 # ----------------------------------------------------------- initial parameters

@@ -150,7 +150,12 @@ def test_more_restarts_never_do_worse(blobs):
     X, _ = blobs
     one = DiagGMM(5, random_state=0, init_params="random_from_data").fit(X)
     many = DiagGMM(5, random_state=0, init_params="random_from_data", n_init=4).fit(X)
-    assert many.lower_bound_ >= one.lower_bound_
+    # restart 0 is the single fit, up to the rounding of the (larger) stacked products: here
+    # it ends 1 ulp below it, so a plain ``>=`` held only because restart 3 won
+    np.testing.assert_allclose(many.lower_bounds_per_init_[0], one.lower_bounds_, rtol=1e-12)
+    finals = [bounds[-1] for bounds in many.lower_bounds_per_init_]
+    assert many.best_init_ == int(np.argmax(finals)) and many.lower_bound_ == finals[many.best_init_]
+    assert many.lower_bound_ >= one.lower_bound_ - 1e-12 * abs(one.lower_bound_)
 
 
 def test_max_iter_zero_returns_the_initial_parameters(blobs):

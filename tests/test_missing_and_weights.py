@@ -19,22 +19,31 @@ def _with_gaps(X, fraction, seed, empty_rows=()):
     return holes
 
 
-def brute_force_marginal_em(X, weights, means, variances, reg_covar, n_iter):
-    """Exact EM for a diagonal mixture where each row's likelihood is over its observed features."""
+def marginal_e_step(X, weights, means, variances):
+    """Brute-force E-step where each row's likelihood is over its observed features.
+
+    Returns the rows that have any observed value (``used``), their responsibilities (n_used,
+    K), their observed mask and values (NaN as 0) and their log-likelihoods.
+    """
     observed = ~np.isnan(X)
     values = np.where(observed, X, 0.0)
     used = observed.any(axis=1)
+    log_dens = np.stack([
+        np.log(weights[k]) + np.sum(observed * (-0.5 * np.log(2 * np.pi * variances[k])
+                                                - 0.5 * (values - means[k]) ** 2 / variances[k]), axis=1)
+        for k in range(weights.size)
+    ], axis=1)[used]
+    top = log_dens.max(axis=1, keepdims=True)
+    log_norm = top[:, 0] + np.log(np.exp(log_dens - top).sum(axis=1))
+    resp = np.exp(log_dens - log_norm[:, None])
+    return used, resp, observed[used].astype(float), values[used], log_norm
+
+
+def brute_force_marginal_em(X, weights, means, variances, reg_covar, n_iter):
+    """Exact EM for a diagonal mixture where each row's likelihood is over its observed features."""
     history = []
     for _ in range(n_iter):
-        log_dens = np.stack([
-            np.log(weights[k]) + np.sum(observed * (-0.5 * np.log(2 * np.pi * variances[k])
-                                                    - 0.5 * (values - means[k]) ** 2 / variances[k]), axis=1)
-            for k in range(weights.size)
-        ], axis=1)[used]
-        top = log_dens.max(axis=1, keepdims=True)
-        log_norm = top[:, 0] + np.log(np.exp(log_dens - top).sum(axis=1))
-        resp = np.exp(log_dens - log_norm[:, None])
-        m, x = observed[used].astype(float), values[used]
+        _, resp, m, x, log_norm = marginal_e_step(X, weights, means, variances)
         per_feature = resp.T @ m + 10 * EPS
         new_means = resp.T @ x / per_feature
         new_vars = np.stack([
