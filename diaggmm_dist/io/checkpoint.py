@@ -268,14 +268,17 @@ class Checkpoints:
             if steps:
                 self._warn(f"{problem}; taking the newest usable step.")
             return steps, bool(steps)
-        if pointer is None:  # a crash before the first commit: any complete step is still this run's
+        if pointer is None:  # a crash in the first write (or a pointer set to null): a complete step is this run's
             return steps, False
         if pointer not in steps:
             self._warn(f"{pointer}, the step its pointer names, is missing; taking the newest usable step before it.")
         return [name for name in steps if name <= pointer], True
 
     def _warn(self, message):
-        warnings.warn(f"Checkpoint {self.url!r}: {message}", CorruptCheckpointWarning, stacklevel=4)
+        warnings.warn(f"Checkpoint {self.url!r}: {message}", CorruptCheckpointWarning, stacklevel=3)
+
+    def _log(self, message):
+        logger.warning("Checkpoint %s: %s", self.url, message)
 
     def latest(self):
         """The newest usable list of :class:`TrainingState` (one per restart), or None for a fresh run.
@@ -286,6 +289,8 @@ class Checkpoints:
             Steps were committed but none can be used.
         """
         candidates, committed = self._candidates()
+        # before the first commit, an unusable step is debris of a crash in the first write: logged only
+        report = self._warn if committed else self._log
         reasons = []
         for position, name in enumerate(candidates):
             try:
@@ -294,8 +299,8 @@ class Checkpoints:
                 self._unusable.add(name)
                 reasons.append(f"{name}: {err}")
                 following = candidates[position + 1] if position + 1 < len(candidates) else None
-                self._warn(f"step {name} is unusable ({err}); "
-                           + (f"falling back to {following}." if following else "no older step."))
+                report(f"step {name} is unusable ({err}); "
+                       + (f"falling back to {following}." if following else "no older step."))
         if committed and reasons:
             raise CheckpointError(f"No step of the checkpoint at {self.url!r} can be used ({'; '.join(reasons)}): "
                                   f"{_START_AFRESH}.")
