@@ -53,7 +53,7 @@ from zarr.errors import BaseZarrError
 from ..state import TrainingState
 from .lease import CheckpointInUseError, Lease
 from .model_store import ModelStoreError, check_mixture, read_array
-from .zarr_groups import NotAGroupError, open_group_or_none, remove_group
+from .zarr_groups import NotAGroupError, is_local, local_path, open_group_or_none, remove_group
 
 __all__ = ["Checkpoints", "CheckpointError", "CheckpointInUseError", "CheckpointMismatchError",
            "CorruptCheckpointWarning", "FORMAT", "FORMAT_VERSION", "KEEP"]
@@ -114,9 +114,10 @@ def _step_number(name):
     return int(_STEP.match(name).group(1))
 
 
-def _check_history(attrs, restart, offset, where):
-    """Raise ModelStoreError unless the counters of a restart's attributes are of the right types
-    and its iteration matches its lower-bound history (``offset`` bounds before the first iteration)."""
+def _check_history(attrs, restart, offset, tol, where):
+    """Raise ModelStoreError unless the counters of a restart's attributes are of the right types,
+    and its iteration and convergence match its lower-bound history (``offset`` bounds before the
+    first iteration; converged when the last change is below ``tol``)."""
     for name, valid in (("restart", lambda v: v == restart and _is_int(v)), ("iteration", _is_int),
                         ("n_reseeded", _is_int), ("finished", lambda v: isinstance(v, bool)),
                         ("converged", lambda v: isinstance(v, bool))):
@@ -130,6 +131,11 @@ def _check_history(attrs, restart, offset, where):
                               f"bound(s) (expected {attrs['iteration'] + offset})")
     if attrs["converged"] and not attrs["finished"]:
         raise ModelStoreError(f"{where}: converged but not finished")
+    if _is_number(tol):  # converged exactly when the fit's own test says so (a flipped flag ends or extends the fit)
+        change = abs(bounds[-1] - bounds[-2]) if len(bounds) >= 2 else np.inf
+        if attrs["converged"] != bool(change < tol):
+            raise ModelStoreError(f"{where}: attribute 'converged' is {attrs['converged']}, but its last lower-bound "
+                                  f"change is {change:.3e} (tol {tol})")
 
 
 class Checkpoints:
@@ -147,8 +153,8 @@ class Checkpoints:
         JSON-able configuration and data fingerprint of the run; a store holding another
         identity is refused unless ``overwrite``.
     overwrite : bool
-        Discard a store that belongs to another run, or that cannot be read, instead of
-        refusing it.
+        Start afresh instead of refusing a store that belongs to another run, cannot be
+        read, or has no usable step (everything at ``url`` is deleted then).
     lease : bool, default=True
         Take the lease (a writer). ``False`` reads without it, for inspecting a checkpoint
         another fit may be writing; :meth:`save` is then refused.
@@ -165,7 +171,12 @@ class Checkpoints:
 
     def __init__(self, url, identity, overwrite=False, lease=True):
         self.url = os.fspath(url)
+        # zarr writes a file:// URL through fsspec without creating its folders: open it as a path
+        self._store = os.fspath(local_path(self.url)) if is_local(self.url) else self.url
         self.identity = _normalised(identity)
+        self._overwrite = overwrite
+        self._names = None  # the step names, newest first, once listed
+        self._unusable = set()  # steps found unusable by latest(): not counted as kept
         self._lease = Lease.acquire(self.url) if lease else None
         self._release = weakref.finalize(self, self._lease.release) if lease else None
         try:
@@ -173,8 +184,6 @@ class Checkpoints:
         except BaseException:
             self.close()
             raise
-        self._names = None  # the step names, newest first, once listed
-        self._unusable = set()  # steps found unusable by latest(): not counted as kept
 
     def close(self):
         """Release the lease (idempotent)."""
@@ -191,7 +200,7 @@ class Checkpoints:
         """The checkpoint's root group, created (or replaced, with ``overwrite``) when it is not this run's."""
         problem, mismatch = None, True
         try:
-            root = open_group_or_none(self.url, mode="r+")
+            root = open_group_or_none(self._store, mode="r+")
             attrs = None if root is None else dict(root.attrs)
         except NotAGroupError as err:
             problem = err.describe("checkpoint") + ": refusing to replace it; choose another checkpoint URL, or " \
@@ -209,11 +218,15 @@ class Checkpoints:
                 raise (CheckpointMismatchError if mismatch else CheckpointError)(problem)
             logger.warning("Replacing the checkpoint at %s (overwrite_checkpoint=True): %s", self.url, problem)
             root = None
-        if root is None:
-            remove_group(self.url)
-            root = zarr.open_group(self.url, mode="w")
-            root.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, "identity": self.identity,
-                               "latest": None})
+        return self._fresh_root() if root is None else root
+
+    def _fresh_root(self):
+        """Remove whatever is at the URL and create an empty checkpoint of this run."""
+        remove_group(self._store)
+        root = zarr.open_group(self._store, mode="w")
+        root.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, "identity": self.identity,
+                           "latest": None})
+        self._names, self._unusable = [], set()
         return root
 
     def _identity_problem(self, attrs):
@@ -236,7 +249,7 @@ class Checkpoints:
     def _list_steps(self):
         """Names of the steps in the store, newest first, from a listing (not Zarr's: one step with
         unreadable metadata must not hide the others)."""
-        fs, path = fsspec.core.url_to_fs(self.url)
+        fs, path = fsspec.core.url_to_fs(self._store)
         try:
             names = [entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False)]
         except FileNotFoundError:
@@ -252,7 +265,7 @@ class Checkpoints:
     def _pointer(self):
         """``(name, problem)``: the step the root's pointer names (None before the first commit),
         and why the pointer is unusable (None when it is fine)."""
-        attrs = zarr.open_group(self.url, mode="r").attrs
+        attrs = zarr.open_group(self._store, mode="r").attrs
         if "latest" not in attrs:
             return None, "the root has no 'latest' pointer"
         pointer = attrs["latest"]
@@ -302,6 +315,11 @@ class Checkpoints:
                 report(f"step {name} is unusable ({err}); "
                        + (f"falling back to {following}." if following else "no older step."))
         if committed and reasons:
+            if self._overwrite:
+                logger.warning("Replacing the checkpoint at %s (overwrite_checkpoint=True): none of its steps can be "
+                               "used.", self.url)
+                self.root = self._fresh_root()
+                return None
             raise CheckpointError(f"No step of the checkpoint at {self.url!r} can be used ({'; '.join(reasons)}): "
                                   f"{_START_AFRESH}.")
         return None
@@ -318,12 +336,13 @@ class Checkpoints:
         if not _is_int(marked, 1) or marked != len(restarts):
             raise ModelStoreError(f"checkpoint {name} is incomplete: its mark 'restarts' is {marked!r}, and it holds "
                                   f"{len(restarts)} restart(s)")
+        config = self.identity.get("config") or {}
         # a warm start's history begins with the lower bound of the model it started from
-        offset = 1 if (self.identity.get("config") or {}).get("warm_start_from") is not None else 0
-        return [self._read_restart(group, f"{name}/{key}", key, offset) for key in restarts]
+        offset = 1 if config.get("warm_start_from") is not None else 0
+        return [self._read_restart(group, f"{name}/{key}", key, offset, config.get("tol")) for key in restarts]
 
     @staticmethod
-    def _read_restart(group, where, key, offset):
+    def _read_restart(group, where, key, offset, tol):
         where = f"checkpoint {where}"
         attrs = dict(group[key].attrs)
         shape = attrs.get("shape")
@@ -337,7 +356,7 @@ class Checkpoints:
         weights = np.asarray(weights, dtype=np.float64)
         means, covariances, precisions = planes[0], planes[1], planes[2]
         check_mixture(weights, means, covariances, where)
-        _check_history(attrs, int(key[8:]), offset, where)
+        _check_history(attrs, int(key[8:]), offset, tol, where)
         rng = attrs.get("rng")
         if not (isinstance(rng, dict) and isinstance(rng.get("keys"), list) and len(rng["keys"]) == 624
                 and all(_is_int(v, 0, 2**32 - 1) for v in rng["keys"]) and _is_int(rng.get("pos"), 0, 624)
