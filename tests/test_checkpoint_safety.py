@@ -133,13 +133,13 @@ FALLBACKS = [
     ("an array's chunk truncated", lambda u: chunk_of(u, NEWEST).write_bytes(chunk_of(u, NEWEST).read_bytes()[:9]),
      OLDER, "could not be read"),
     ("an array's chunk deleted", lambda u: chunk_of(u, NEWEST, 1).unlink(), OLDER, "holds NaN"),
-    ("an array's chunk of zeros", lambda u: chunk_of(u, NEWEST).write_bytes(bytes(len(chunk_of(u, NEWEST).read_bytes()))),
+    ("an array's chunk of zeros", lambda u: chunk_of(u, NEWEST).write_bytes(bytes(chunk_of(u, NEWEST).stat().st_size)),
      OLDER, "step-00000006 is unusable"),
     ("the completion mark missing (a crash before it)",
      lambda u: edit_json(u / NEWEST / "zarr.json", lambda m: m["attributes"].pop("restarts")), OLDER,
      "incomplete: its mark 'restarts' is None"),
-    ("the completion mark wrong", lambda u: edit_json(u / NEWEST / "zarr.json",
-                                                       lambda m: m["attributes"].update(restarts=3)), OLDER, "incomplete"),
+    ("the completion mark wrong",
+     lambda u: edit_json(u / NEWEST / "zarr.json", lambda m: m["attributes"].update(restarts=3)), OLDER, "incomplete"),
     ("an iteration that disagrees with its lower bounds", edit_restart(NEWEST, "iteration", 5), OLDER,
      r"iteration 5 disagrees with its 6 lower bound\(s\)"),
     ("a lower bound too many", edit_restart(NEWEST, "lower_bounds", [-5.0] * 7, 1), OLDER, "disagrees"),
@@ -150,8 +150,9 @@ FALLBACKS = [
     ("finished as a string", edit_restart(NEWEST, "finished", "yes"), OLDER, "attribute 'finished'"),
     ("converged with a lower-bound change above tol", edit_restart(NEWEST, "converged", True), OLDER,
      r"attribute 'converged' is True, but its last lower-bound change is [0-9.e+-]+ \(tol 0.0\)"),
-    ("converged but not finished", lambda u: (edit_restart(NEWEST, "converged", True)(u),
-                                              edit_restart(NEWEST, "finished", False)(u)), OLDER, "converged but not finished"),
+    ("converged but not finished",
+     lambda u: (edit_restart(NEWEST, "converged", True)(u), edit_restart(NEWEST, "finished", False)(u)), OLDER,
+     "converged but not finished"),
     ("restart index not its array's", edit_restart(NEWEST, "restart", 1), OLDER, "attribute 'restart' is 1"),
     ("n_reseeded negative", edit_restart(NEWEST, "n_reseeded", -2), OLDER, "attribute 'n_reseeded'"),
     ("a lower bound as a string", edit_restart(NEWEST, "lower_bounds", ["x"] * 6), OLDER, "lower_bounds"),
@@ -170,8 +171,8 @@ FALLBACKS = [
     ("the pointer an object", set_pointer({"step": 6}), NEWEST, "not a step name"),
     ("the pointer a short name", set_pointer("step-6"), NEWEST, "'step-6', not a step name"),
     ("the pointer a path", set_pointer("../../elsewhere"), NEWEST, "not a step name"),
-    ("the pointer deleted and the newest step corrupt", lambda u: (set_pointer(DELETE)(u), chunk_of(u, NEWEST).unlink()),
-     OLDER, "step-00000006 is unusable"),
+    ("the pointer deleted and the newest step corrupt",
+     lambda u: (set_pointer(DELETE)(u), chunk_of(u, NEWEST).unlink()), OLDER, "step-00000006 is unusable"),
     ("the step the pointer names deleted", lambda u: shutil.rmtree(u / NEWEST), OLDER,
      "step-00000006, the step its pointer names, is missing"),
     ("the pointer naming an older step", set_pointer(OLDER), OLDER, None),
@@ -320,7 +321,8 @@ def test_a_second_fit_on_a_checkpoint_in_use_fails_at_once(X, straight, tmp_path
             time.sleep(0.02)
         files = snapshot(tmp_path / "ckpt.zarr")
         pattern = (rf"The checkpoint at '{re.escape(url)}' is in use by {re.escape(socket.gethostname())}/{holder.pid} "
-                   r"since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC .*Wait for that fit to end, or use another checkpoint URL")
+                   r"since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC .*"
+                   r"Wait for that fit to end, or use another checkpoint URL")
         for overwrite in (False, True):  # overwrite_checkpoint does not take a live run's checkpoint either
             with pytest.raises(CheckpointInUseError, match=pattern):
                 resume(X, url, monkeypatch, overwrite_checkpoint=overwrite)
@@ -420,7 +422,8 @@ def write_lease(url, **fields):
 def test_a_live_lease_of_another_host_is_respected_and_an_expired_one_taken_over(X, straight, stopped, monkeypatch,
                                                                                  caplog):
     write_lease(stopped, host="elsewhere", pid=4242)
-    with pytest.raises(CheckpointInUseError, match=r"in use by elsewhere/4242 since .* UTC \(lease .*, renewed 0 s ago\)"):
+    busy = r"in use by elsewhere/4242 since .* UTC \(lease .*, renewed 0 s ago\)"
+    with pytest.raises(CheckpointInUseError, match=busy):
         DiagGMM(**SETTINGS).fit(X, checkpoint=str(stopped))
     write_lease(stopped, host="elsewhere", pid=4242, renewed=time.time() - 31)
     model, passes, _ = resume(X, stopped, monkeypatch)

@@ -24,11 +24,14 @@ before the next step is written. The ``KEEP`` newest usable steps are kept; no o
 ever deleted except by ``overwrite``.
 
 On resume every step is validated (readable metadata, the completion mark, finite arrays of
-the right shapes, attributes of the right types, an iteration that matches its lower-bound
-history); one that fails is skipped with a :class:`CorruptCheckpointWarning`, falling back to
-the one before it. A pointer that is missing or not a step name is warned about the same way,
-and the newest usable step is taken. When steps were committed but none is usable, or the
-root's metadata cannot be read, :class:`CheckpointError` says so and how to start afresh.
+the right shapes, attributes of the right types, an iteration and a ``converged`` flag that
+match its lower-bound history); one that fails is skipped with a
+:class:`CorruptCheckpointWarning`, falling back to the one before it. A pointer that is missing
+or not a step name is warned about the same way, and the newest usable step is taken. A null
+pointer (a crash during the first write) takes the newest complete step, if any, quietly. When
+steps were committed but none is usable, or the root's metadata cannot be read,
+:class:`CheckpointError` names the checkpoint and how to start afresh
+(``overwrite_checkpoint=True``, which always does).
 
 One fit at a time writes a checkpoint: the constructor takes its lease
 (:class:`~.lease.Lease`), which :meth:`Checkpoints.close` releases; a second fit gets
