@@ -30,6 +30,7 @@ from diaggmm_dist.io.checkpoint import (
     CheckpointMismatchError,
     Checkpoints,
     CorruptCheckpointWarning,
+    check_checkpoint,
 )
 
 SETTINGS = dict(n_components=3, random_state=4, tol=0.0, max_iter=10, n_init=2, init_params="random")
@@ -265,6 +266,21 @@ def test_unusable_metadata_is_a_clear_error_that_deletes_nothing_and_overwrite_r
     assert sorted(p.name for p in stopped.iterdir() if p.is_dir()) == [f"step-{n:08d}" for n in (8, 9, 10)]
 
 
+def test_check_checkpoint_refuses_before_any_work_and_writes_nothing(stopped, tmp_path):
+    check_checkpoint(stopped)  # a checkpoint of this format: which run it holds is the fit's to check
+    check_checkpoint(tmp_path / "nothing-yet.zarr")
+    (stopped / "zarr.json").write_text("garbage{")
+    files = snapshot(tmp_path)
+    with pytest.raises(CheckpointError, match="unreadable root metadata.*overwrite_checkpoint=True"):
+        check_checkpoint(stopped)
+    check_checkpoint(stopped, overwrite=True)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("mine")
+    with pytest.raises(CheckpointMismatchError, match="exists and is not a checkpoint: refusing to replace it"):
+        check_checkpoint(tmp_path / "notes")
+    assert {k: v for k, v in snapshot(tmp_path).items() if not k.startswith("notes")} == files
+
+
 def test_root_identity_of_the_wrong_type_is_a_mismatch(X, straight, stopped, monkeypatch):
     edit_json(stopped / "zarr.json", lambda m: m["attributes"].update(identity="garbage"))
     with pytest.raises(CheckpointMismatchError, match="belongs to a different run.*overwrite_checkpoint=True"):
@@ -326,6 +342,8 @@ def test_a_second_fit_on_a_checkpoint_in_use_fails_at_once(X, straight, tmp_path
         for overwrite in (False, True):  # overwrite_checkpoint does not take a live run's checkpoint either
             with pytest.raises(CheckpointInUseError, match=pattern):
                 resume(X, url, monkeypatch, overwrite_checkpoint=overwrite)
+        with pytest.raises(CheckpointInUseError, match=pattern):  # what a command line checks before a cluster
+            check_checkpoint(url, overwrite=True)
         calls, real = [], engine.pass_statistics
         monkeypatch.setattr(engine, "pass_statistics", lambda *a, **k: calls.append(1) or real(*a, **k))
         with pytest.raises(CheckpointInUseError):

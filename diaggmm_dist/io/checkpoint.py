@@ -54,11 +54,11 @@ import zarr
 from zarr.errors import BaseZarrError
 
 from ..state import TrainingState
-from .lease import CheckpointInUseError, Lease
+from .lease import CheckpointInUseError, Lease, raise_if_in_use
 from .model_store import ModelStoreError, check_mixture, read_array
 from .zarr_groups import NotAGroupError, is_local, local_path, open_group_or_none, remove_group
 
-__all__ = ["Checkpoints", "CheckpointError", "CheckpointInUseError", "CheckpointMismatchError",
+__all__ = ["Checkpoints", "check_checkpoint", "CheckpointError", "CheckpointInUseError", "CheckpointMismatchError",
            "CorruptCheckpointWarning", "FORMAT", "FORMAT_VERSION", "KEEP"]
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,8 @@ KEEP = 3
 _STEP = re.compile(r"^step-(\d{8})$")
 _RESTART = re.compile(r"^restart-(\d+)$")
 #: What to do about a checkpoint that cannot be used.
-_START_AFRESH = "pass overwrite_checkpoint=True (CLI: --overwrite) to start afresh, or use another checkpoint URL"
+_REPLACE = ("pass overwrite_checkpoint=True (CLI: --overwrite) to start afresh, replacing it, or use another "
+            "checkpoint URL")
 #: Errors that make one step unusable (not OSError: an I/O failure is not a corrupt step, and
 #: propagates so that the fit can be retried).
 _UNUSABLE = (ModelStoreError, BaseZarrError, KeyError, ValueError, TypeError)
@@ -141,6 +142,74 @@ def _check_history(attrs, restart, offset, tol, where):
                                   f"change is {change:.3e} (tol {tol})")
 
 
+def _store_of(url):
+    """What Zarr opens for ``url``: a path for local URLs (zarr writes a file:// URL through
+    fsspec without creating its folders), the URL itself otherwise."""
+    return os.fspath(local_path(url)) if is_local(url) else os.fspath(url)
+
+
+def _list_steps(store):
+    """Names of the steps in ``store``, newest first, from a listing (not Zarr's: one step with
+    unreadable metadata must not hide the others)."""
+    fs, path = fsspec.core.url_to_fs(store)
+    try:
+        names = [entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False)]
+    except FileNotFoundError:
+        return []
+    return sorted((name for name in names if _STEP.match(name)), reverse=True)
+
+
+def _identity_problem(url, attrs, identity):
+    """Why the root attributes ``attrs`` are not the checkpoint of the run ``identity`` (None:
+    of any run of this format), or None."""
+    if attrs.get("format") != FORMAT:
+        return f"{url!r} exists and is not a diaggmm-dist checkpoint"
+    if attrs.get("format_version") != FORMAT_VERSION:
+        return (f"The checkpoint at {url!r} has format version {attrs.get('format_version')!r}; this "
+                f"version of diaggmm-dist reads version {FORMAT_VERSION} only")
+    if identity is not None and attrs.get("identity") != identity:
+        stored = attrs.get("identity") if isinstance(attrs.get("identity"), dict) else {}
+        return f"The checkpoint at {url!r} belongs to a different run ({'; '.join(_differences(stored, identity))})"
+    return None
+
+
+def _root_problem(url, identity=None, mode="r"):
+    """``(root, problem, error)``: the root group at ``url`` (None when nothing is there), why it
+    cannot be the checkpoint of the run ``identity`` (None when it can), and the error class to
+    raise for that problem."""
+    try:
+        root = open_group_or_none(_store_of(url), mode=mode)
+    except NotAGroupError as err:
+        if err.kind == "files" and _list_steps(_store_of(url)):
+            return None, (f"The checkpoint at {url!r} has lost its root metadata (zarr.json), which says whose "
+                          "run its steps are"), CheckpointError
+        return None, err.describe("checkpoint") + ": refusing to replace it", CheckpointMismatchError
+    except (ValueError, TypeError) as err:  # JSONDecodeError is a ValueError; a non-object is a TypeError
+        return None, (f"The checkpoint at {url!r} has unreadable root metadata (zarr.json: {type(err).__name__}: "
+                      f"{err})"), CheckpointError
+    problem = None if root is None else _identity_problem(url, dict(root.attrs), identity)
+    return root, problem, CheckpointMismatchError
+
+
+def check_checkpoint(url, overwrite=False):
+    """Refuse now what a fit on the checkpoint at ``url`` would refuse before its first pass (reads only).
+
+    For a command line to call before it starts a cluster: a live fit holding the checkpoint,
+    and, without ``overwrite``, something at ``url`` that is not a readable checkpoint of this
+    format. (Whether it holds this run is checked by the fit: that needs the data's fingerprint.)
+
+    Raises
+    ------
+    CheckpointInUseError, CheckpointMismatchError, CheckpointError
+        As :class:`Checkpoints` would.
+    """
+    raise_if_in_use(url)
+    if not overwrite:
+        _, problem, error = _root_problem(os.fspath(url))
+        if problem is not None:
+            raise error(f"{problem}: {_REPLACE}.")
+
+
 class Checkpoints:
     """The checkpoints of one training run at ``url``.
 
@@ -174,8 +243,7 @@ class Checkpoints:
 
     def __init__(self, url, identity, overwrite=False, lease=True):
         self.url = os.fspath(url)
-        # zarr writes a file:// URL through fsspec without creating its folders: open it as a path
-        self._store = os.fspath(local_path(self.url)) if is_local(self.url) else self.url
+        self._store = _store_of(self.url)
         self.identity = _normalised(identity)
         self._overwrite = overwrite
         self._names = None  # the step names, newest first, once listed
@@ -201,27 +269,13 @@ class Checkpoints:
 
     def _open_root(self, overwrite):
         """The checkpoint's root group, created (or replaced, with ``overwrite``) when it is not this run's."""
-        problem, mismatch = None, True
-        try:
-            root = open_group_or_none(self._store, mode="r+")
-            attrs = None if root is None else dict(root.attrs)
-        except NotAGroupError as err:
-            problem = err.describe("checkpoint") + ": refusing to replace it; choose another checkpoint URL, or " \
-                "pass overwrite_checkpoint=True to replace it."
-            if err.kind == "files" and self._list_steps():
-                problem, mismatch = (f"The checkpoint at {self.url!r} has lost its root metadata (zarr.json), "
-                                     f"which says whose run its steps are: {_START_AFRESH}."), False
-        except (ValueError, TypeError) as err:  # JSONDecodeError is a ValueError; a non-object is a TypeError
-            problem, mismatch = (f"The checkpoint at {self.url!r} has unreadable root metadata (zarr.json: "
-                                 f"{type(err).__name__}: {err}): {_START_AFRESH}."), False
-        else:
-            problem = None if root is None else self._identity_problem(attrs)
-        if problem is not None:
-            if not overwrite:
-                raise (CheckpointMismatchError if mismatch else CheckpointError)(problem)
-            logger.warning("Replacing the checkpoint at %s (overwrite_checkpoint=True): %s", self.url, problem)
-            root = None
-        return self._fresh_root() if root is None else root
+        root, problem, error = _root_problem(self.url, self.identity, mode="r+")
+        if problem is None:
+            return root if root is not None else self._fresh_root()
+        if not overwrite:
+            raise error(f"{problem}: {_REPLACE}.")
+        logger.warning("Replacing the checkpoint at %s (overwrite_checkpoint=True): %s.", self.url, problem)
+        return self._fresh_root()
 
     def _fresh_root(self):
         """Remove whatever is at the URL and create an empty checkpoint of this run."""
@@ -232,37 +286,11 @@ class Checkpoints:
         self._names, self._unusable = [], set()
         return root
 
-    def _identity_problem(self, attrs):
-        """Why the root attributes ``attrs`` are not this run's checkpoint, or None."""
-        if attrs.get("format") != FORMAT:
-            return (f"{self.url!r} exists and is not a diaggmm-dist checkpoint: choose another checkpoint URL, or "
-                    "pass overwrite_checkpoint=True to replace it.")
-        if attrs.get("format_version") != FORMAT_VERSION:
-            return (f"The checkpoint at {self.url!r} has format version {attrs.get('format_version')!r}; this "
-                    f"version of diaggmm-dist reads version {FORMAT_VERSION} only. Pass overwrite_checkpoint=True "
-                    "(CLI: --overwrite) to start afresh, or use another URL.")
-        if attrs.get("identity") != self.identity:
-            stored = attrs.get("identity") if isinstance(attrs.get("identity"), dict) else {}
-            diff = "; ".join(_differences(stored, self.identity))
-            return (f"The checkpoint at {self.url!r} belongs to a different run ({diff}). Pass "
-                    "overwrite_checkpoint=True (CLI: --overwrite) to start afresh, or use another URL.")
-        return None
-
     # ----------------------------------------------------------------- reading
-    def _list_steps(self):
-        """Names of the steps in the store, newest first, from a listing (not Zarr's: one step with
-        unreadable metadata must not hide the others)."""
-        fs, path = fsspec.core.url_to_fs(self._store)
-        try:
-            names = [entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False)]
-        except FileNotFoundError:
-            return []
-        return sorted((name for name in names if _STEP.match(name)), reverse=True)
-
     def _steps(self):
         """Names of the steps in the store, newest first (listed once, then kept up to date)."""
         if self._names is None:
-            self._names = self._list_steps()
+            self._names = _list_steps(self._store)
         return list(self._names)
 
     def _pointer(self):
@@ -324,7 +352,7 @@ class Checkpoints:
                 self.root = self._fresh_root()
                 return None
             raise CheckpointError(f"No step of the checkpoint at {self.url!r} can be used ({'; '.join(reasons)}): "
-                                  f"{_START_AFRESH}.")
+                                  f"{_REPLACE}.")
         return None
 
     def _read(self, name):

@@ -127,6 +127,14 @@ def in_use_message(checkpoint_url, record, where):
             f"{record['expires_after']:.0f} s after its last renewal and the next fit takes over.")
 
 
+def raise_if_in_use(url):
+    """Raise :class:`CheckpointInUseError` if a live fit holds the lease of the checkpoint at ``url`` (reads only)."""
+    reader = Lease(url, HEARTBEAT_SECONDS, EXPIRY_SECONDS)
+    record = reader._read()
+    if record is not None and abandoned_because(record) is None:
+        raise CheckpointInUseError(in_use_message(reader.checkpoint_url, record, reader.url))
+
+
 class Lease:
     """The lease on the checkpoint at ``url``, held by this process until :meth:`release`.
 
