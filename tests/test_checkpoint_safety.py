@@ -512,3 +512,12 @@ def test_the_errors_reach_the_cli_and_the_flows_as_what_they_are():
     flows_tasks = pytest.importorskip("flows.tasks")
     assert not isinstance(busy, flows_tasks.PERMANENT_ERRORS)  # retried: the holder may end or its lease expire
     assert isinstance(CheckpointError("x"), flows_tasks.PERMANENT_ERRORS)
+
+
+def test_a_lease_that_cannot_be_written_is_an_error_naming_it(X, tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    url = tmp_path / "a-file" / "ckpt.zarr"
+    with pytest.raises(OSError, match=rf"Cannot write the lease '{re.escape(str(url))}.lease' of the checkpoint .*"
+                                      rf"'{re.escape(str(tmp_path / 'a-file'))}'\): the checkpoint's folder must be"):
+        DiagGMM(**SETTINGS).fit(X, checkpoint=str(url))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # no partial file left behind

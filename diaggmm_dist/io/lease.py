@@ -188,7 +188,7 @@ class Lease:
         """The lease file's record: None when there is none, ``{}`` when it is not JSON."""
         try:
             raw = self.fs.cat_file(self.path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # the write then says what is wrong with the folder
             return None
         try:
             return json.loads(raw)
@@ -196,8 +196,19 @@ class Lease:
             return {}
 
     def _write(self, exclusive):
-        """Write this lease's record; with ``exclusive``, only if no lease file exists (else FileExistsError)."""
-        data = json.dumps(self.record).encode()
+        """Write this lease's record; with ``exclusive``, only if no lease file exists.
+
+        Returns False when ``exclusive`` found a lease file, True when written. An I/O failure
+        raises the same OSError class with a message that names the lease and the checkpoint.
+        """
+        try:
+            return self._put(json.dumps(self.record).encode(), exclusive)
+        except OSError as err:
+            cause = f"{err.strerror}: {err.filename!r}" if err.strerror and err.filename else str(err)
+            raise type(err)(f"Cannot write the lease {self.url!r} of the checkpoint at {self.checkpoint_url!r} "
+                            f"({cause}): the checkpoint's folder must be writable.") from err
+
+    def _put(self, data, exclusive):
         if is_local(self.url):
             # written aside and moved into place: a reader never sees half a record
             target = local_path(self.url)
@@ -206,41 +217,41 @@ class Lease:
             partial.write_bytes(data)
             try:
                 if exclusive:
-                    os.link(partial, target)  # fails if a lease file exists
+                    os.link(partial, target)  # refuses to replace an existing file
                 else:
                     os.replace(partial, target)
+            except FileExistsError:
+                return False
             finally:
                 partial.unlink(missing_ok=True)
-            return
+            return True
         self.fs.makedirs(posixpath.dirname(self.path), exist_ok=True)
         if exclusive:
             try:
                 with self.fs.open(self.path, "xb") as file:  # one request on stores with conditional writes
                     file.write(data)
-                return
+                return True
+            except FileExistsError:
+                return False
             except (NotImplementedError, ValueError):  # no exclusive mode here: check, then write
                 if self.fs.exists(self.path):
-                    raise FileExistsError(self.url) from None
+                    return False
         self.fs.pipe_file(self.path, data)
+        return True
 
     # ------------------------------------------------------------------ holding
     def _take(self):
         for _ in range(3):  # a lease can appear or vanish between the read and the write: look again
             record = self._read()
-            try:
-                if record is None:
-                    self._write(exclusive=True)
-                else:
-                    reason = abandoned_because(record)
-                    if reason is None:
-                        raise CheckpointInUseError(in_use_message(self.checkpoint_url, record, self.url))
-                    logger.warning("Taking over the lease %s of %s/%s: %s.", self.url, record.get("host"),
-                                   record.get("pid"), reason)
-                    self._write(exclusive=False)
-            except FileExistsError:
-                continue
-            self.verify()
-            return
+            if record is not None:
+                reason = abandoned_because(record)
+                if reason is None:
+                    raise CheckpointInUseError(in_use_message(self.checkpoint_url, record, self.url))
+                logger.warning("Taking over the lease %s of %s/%s: %s.", self.url, record.get("host"),
+                               record.get("pid"), reason)
+            if self._write(exclusive=record is None):
+                self.verify()
+                return
         raise CheckpointInUseError(f"The checkpoint at {self.checkpoint_url!r} is being taken by other fits at this "
                                    f"moment (its lease {self.url!r} keeps changing): wait for them, or use another "
                                    "checkpoint URL.")
