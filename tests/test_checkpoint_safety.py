@@ -469,9 +469,11 @@ def test_a_lease_left_by_this_process_or_unreadable_is_taken_over(X, straight, s
     write_lease(stopped)  # this pid, a token no live fit of this process holds
     assert resume(X, stopped, monkeypatch)[1] == FROM[NEWEST]
     assert "left behind by an earlier fit of this process" in caplog.text
-    Path(lease.lease_url(str(stopped))).write_bytes(b"\x00\x01garbage")
-    model, passes, _ = resume(X, stopped, monkeypatch)
-    assert passes == 0 and "not a lease this library wrote" in caplog.text
+    for garbage in (b"\x00\x01garbage", b"[]", json.dumps(dict(write_lease(stopped), expires_after=float("inf")))):
+        Path(lease.lease_url(str(stopped))).write_bytes(garbage if isinstance(garbage, bytes) else garbage.encode())
+        caplog.clear()
+        model, passes, _ = resume(X, stopped, monkeypatch)
+        assert passes == 0 and "not a lease this library wrote" in caplog.text
 
 
 def test_a_fit_whose_lease_was_taken_over_stops_before_writing(X, tmp_path):

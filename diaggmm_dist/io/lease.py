@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import posixpath
 import socket
@@ -98,7 +99,8 @@ def _valid_record(record):
             and isinstance(record.get("token"), str) and isinstance(record.get("host"), str)
             and isinstance(record.get("pid"), int) and not isinstance(record.get("pid"), bool)
             and all(isinstance(record.get(key), (int, float)) and not isinstance(record.get(key), bool)
-                    for key in numbers))
+                    and math.isfinite(record[key]) for key in numbers)
+            and record["expires_after"] > 0)
 
 
 def abandoned_because(record, now=None):
@@ -247,8 +249,8 @@ class Lease:
                 reason = abandoned_because(record)
                 if reason is None:
                     raise CheckpointInUseError(in_use_message(self.checkpoint_url, record, self.url))
-                logger.warning("Taking over the lease %s of %s/%s: %s.", self.url, record.get("host"),
-                               record.get("pid"), reason)
+                holder = f"{record.get('host')}/{record.get('pid')}" if isinstance(record, dict) else "?"
+                logger.warning("Taking over the lease %s of %s: %s.", self.url, holder, reason)
             if self._write(exclusive=record is None):
                 self.verify()
                 return
