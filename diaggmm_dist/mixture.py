@@ -293,34 +293,38 @@ class DiagGMM(DensityMixin, BaseEstimator):
 
             identity = {"config": self._checkpoint_config(inits, warm), "fingerprint": fingerprint}
             store = Checkpoints(checkpoint, identity, overwrite=overwrite_checkpoint)
-        states = store.latest() if store is not None else None
-        if states:
-            logger.info("resuming from checkpoint: %d restart(s) after iteration %d", len(states),
-                        max(state.iteration for state in states),
-                        extra={"resumed_iteration": max(state.iteration for state in states),
-                               "restarts": len(states)})
-            random_state.set_state(states[-1].random_state)
-        # Every restart is initialised first, all together (their data passes shared); then EM
-        # runs them side by side: one pass per iteration serves every restart not stopped yet.
-        # One checkpoint holds them all. (A checkpoint of an older version, written between
-        # two restarts' initialisations, holds fewer: the others are initialised here, from
-        # its random state.)
-        states = list(states or [])
-        restarts = range(len(states), 1 if warm else self.n_init)
-        if restarts:
-            self._print(1, f"Initialization {', '.join(str(restart) for restart in restarts)}")
-            if warm:
-                models, lower_bounds = [(self.weights_, self.means_, self.precisions_)], [self.lower_bound_]
-            else:
-                models = initial_parameters_of_models(data, [self.n_components] * len(restarts), self.init_params,
-                                                      random_state, self.reg_covar, data_pass, *inits, tol=self.tol)
-                lower_bounds = []
-            states += [TrainingState(restart, 0, weights, means, 1.0 / precisions, precisions, list(lower_bounds),
-                                     self.max_iter == 0, False, random_state.get_state())
-                       for restart, (weights, means, precisions) in zip(restarts, models)]
+        try:
+            states = store.latest() if store is not None else None
+            if states:
+                logger.info("resuming from checkpoint: %d restart(s) after iteration %d", len(states),
+                            max(state.iteration for state in states),
+                            extra={"resumed_iteration": max(state.iteration for state in states),
+                                   "restarts": len(states)})
+                random_state.set_state(states[-1].random_state)
+            # Every restart is initialised first, all together (their data passes shared); then EM
+            # runs them side by side: one pass per iteration serves every restart not stopped yet.
+            # One checkpoint holds them all. (A checkpoint of an older version, written between
+            # two restarts' initialisations, holds fewer: the others are initialised here, from
+            # its random state.)
+            states = list(states or [])
+            restarts = range(len(states), 1 if warm else self.n_init)
+            if restarts:
+                self._print(1, f"Initialization {', '.join(str(restart) for restart in restarts)}")
+                if warm:
+                    models, lower_bounds = [(self.weights_, self.means_, self.precisions_)], [self.lower_bound_]
+                else:
+                    models = initial_parameters_of_models(data, [self.n_components] * len(restarts), self.init_params,
+                                                          random_state, self.reg_covar, data_pass, *inits, tol=self.tol)
+                    lower_bounds = []
+                states += [TrainingState(restart, 0, weights, means, 1.0 / precisions, precisions, list(lower_bounds),
+                                         self.max_iter == 0, False, random_state.get_state())
+                           for restart, (weights, means, precisions) in zip(restarts, models)]
+                if store is not None:
+                    store.save(states)
+            states = self._run_em(data_pass, states, store, on_iteration)
+        finally:
             if store is not None:
-                store.save(states)
-        states = self._run_em(data_pass, states, store, on_iteration)
+                store.close()  # releases the checkpoint's lease, also on errors
         self.lower_bounds_per_init_ = [list(state.lower_bounds[1:] if warm else state.lower_bounds) for state in states]
         # the first best, as scikit-learn keeps it
         best = max(states, key=lambda state: (state.lower_bound, -state.restart))

@@ -154,16 +154,20 @@ def select_n_components(X, candidates=(2, 4, 8, 16, 32), criterion="bic", *, hel
         config = {**template._checkpoint_config((None, None, None), False), "candidates": candidates,
                   "heldout_fraction": float(heldout_fraction)}
         store = Checkpoints(checkpoint, {"config": config, "fingerprint": fingerprint}, overwrite=overwrite_checkpoint)
-    states = store.latest() if store is not None else None
-    if not states:
-        random_state = check_random_state(template.random_state)
-        models = initial_parameters_of_models(data, candidates, template.init_params, random_state,
-                                              template.reg_covar, fit_pass, tol=template.tol)
-        states = [TrainingState(index, 0, w, m, 1.0 / p, p, [], template.max_iter == 0, False,
-                                random_state.get_state()) for index, (w, m, p) in enumerate(models)]
+    try:
+        states = store.latest() if store is not None else None
+        if not states:
+            random_state = check_random_state(template.random_state)
+            models = initial_parameters_of_models(data, candidates, template.init_params, random_state,
+                                                  template.reg_covar, fit_pass, tol=template.tol)
+            states = [TrainingState(index, 0, w, m, 1.0 / p, p, [], template.max_iter == 0, False,
+                                    random_state.get_state()) for index, (w, m, p) in enumerate(models)]
+            if store is not None:
+                store.save(states)
+        states = template._run_em(fit_pass, states, store)
+    finally:
         if store is not None:
-            store.save(states)
-    states = template._run_em(fit_pass, states, store)
+            store.close()  # releases the checkpoint's lease, also on errors
 
     # every candidate's log-likelihood at its final parameters, on the fitted and the held-out rows
     final = [(state.weights, state.means, state.precisions) for state in states]

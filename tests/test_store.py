@@ -272,7 +272,7 @@ def test_on_iteration_reports_every_iteration_after_its_checkpoint(data, tmp_pat
     def on_iteration(summary):
         reported.append(summary)
         root = zarr.open_group(url, mode="r")
-        checkpointed.append(Checkpoints(url, root.attrs["identity"]).latest()[0].iteration)
+        checkpointed.append(Checkpoints(url, root.attrs["identity"], lease=False).latest()[0].iteration)
 
     DiagGMM(**dict(settings, max_iter=4)).fit(data, checkpoint=url, on_iteration=on_iteration)
     resumed = DiagGMM(**settings).fit(data, checkpoint=url, on_iteration=on_iteration)
