@@ -9,6 +9,7 @@ and ``/sys`` (sysfs: EACCES).
 """
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -56,6 +57,13 @@ def stores(tmp_path_factory):
     DiagGMM(K, max_iter=5, random_state=0).fit(str(root / "clean.zarr" / "X")).save(str(model))
     (root / "a-file").write_text("not a folder")
     return root
+
+
+def without_load_warnings(result):
+    """``result`` without distributed's "Event loop was unresponsive" lines: on a loaded machine a
+    worker may say so at any time; it is about the machine, not about the failure reported."""
+    kept = [line for line in result.stderr.splitlines(keepends=True) if "Event loop was unresponsive" not in line]
+    return subprocess.CompletedProcess(result.args, result.returncode, result.stdout, "".join(kept))
 
 
 def snapshot(folder):
@@ -156,6 +164,7 @@ def test_a_corrupt_chunk_read_on_a_worker_is_one_line(stores, tmp_path):
         "predict": ["predict", stores / "model.zarr", corrupt, "--out", tmp_path / "s.zarr"],
     }, timeout=300)
     for name, result in results.items():
+        result = without_load_warnings(result)
         # the library's reader raises a ValueError: bad input (exit 2), its message names the store and the chunk
         assert_one_line_error(result, 2, chunk)
         assert "Compute Failed" not in result.stderr and "distributed." not in result.stderr, name
@@ -167,7 +176,8 @@ def test_debug_shows_the_worker_traceback(stores, tmp_path):
     result = finish(start_cli("--debug", "fit", corrupt, "--k", str(K), "--out", tmp_path / "m.zarr"), 300)
     assert result.returncode == 2, result.stderr
     assert "Traceback (most recent call last)" in result.stderr and "zarr_chunks.py" in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith(f"diaggmm: error: Zarr chunk {corrupt}/c/{BAD_CHUNK}/0")
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("diaggmm: error: ") and f"{corrupt}/c/{BAD_CHUNK}/0" in last, last
 
 
 def test_a_codec_error_on_a_worker_is_one_line(tmp_path):
@@ -181,7 +191,8 @@ def test_a_codec_error_on_a_worker_is_one_line(tmp_path):
     store[:] = values
     garble(tmp_path / "zstd.zarr" / "c" / str(BAD_CHUNK) / "0")
     result = finish(start_cli("fit", tmp_path / "zstd.zarr", "--k", str(K), "--out", tmp_path / "m.zarr"), 300)
-    assert_one_line_error(result, 1, "RuntimeError: Zstd decompression error", "rerun with --debug")
+    assert_one_line_error(without_load_warnings(result), 1, "RuntimeError: Zstd decompression error",
+                          "rerun with --debug")
     assert "Compute Failed" not in result.stderr
 
 
