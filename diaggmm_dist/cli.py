@@ -9,16 +9,22 @@ DATA is a Zarr array (local path or fsspec URL). Work runs on the dask scheduler
 command. The CLI owns argument parsing, progress display and exit codes only; the maths, the
 stores and the checkpoints are the library's.
 
-Exit codes: 0 success; 1 runtime failure (unreachable scheduler, I/O, numerical failure);
-2 bad usage or bad input (missing data, not a model, existing output, mismatching
-checkpoint, out-of-range settings); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM). Errors are one line,
-``diaggmm: error: <message>``, on stderr; ``--debug`` adds the traceback.
+Exit codes: 0 success; 1 runtime failure (unreachable scheduler, I/O, numerical failure, a
+chunk that zarr's codec cannot decode); 2 bad usage or bad input (missing data, a corrupt chunk
+that the library's reader names, not a model, an output that exists, cannot be written or is
+an input, mismatching checkpoint, out-of-range settings); 130 interrupted (Ctrl-C); 143
+terminated (SIGTERM). Errors are one line, ``diaggmm: error: <message>``, on stderr, also those
+raised on a dask worker; ``--debug`` adds the traceback (and the worker's own report).
+
+The outputs (``fit --out``, ``--checkpoint``, ``predict --out``) are checked before any work:
+that they can be written, and that none is, holds or lies inside an input or another output.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import logging
 import math
@@ -29,6 +35,7 @@ import threading
 import time
 import traceback
 import warnings
+from pathlib import Path
 
 PROG = "diaggmm"
 INIT_CHOICES = ("kmeans", "k-means++", "random", "random_from_data", "split")
@@ -362,6 +369,109 @@ def _one_line(text):
 
 
 # ------------------------------------------------------------------------------ checks
+class UnusableOutputError(Exception):
+    """An output location the command cannot or must not write; refused before any work (exit 2)."""
+
+
+def _check_writable(url, what, in_place=False):
+    """Refuse an output location that cannot be written, before any work: one line naming it.
+
+    Local paths: the store is written under its parent folder (the model as a sibling that is
+    renamed into place; missing folders are created, as the library does), so the nearest
+    existing ancestor of the parent must be a folder in which a file can be created. That is
+    tried for real (a file created and removed): permission bits do not bind root, a read-only
+    or special file system (``/proc``, ``/sys``) refuses regardless. ``in_place``: the store,
+    when it exists, is written inside (a checkpoint), so a file is tried there too.
+    fsspec URLs: only that the protocol is known and its package installed; whether a bucket
+    exists and may be written is known to the object store only, at the cost of requests and
+    credentials that a check should not spend.
+    """
+    from .io.zarr_groups import is_local, local_path
+
+    text = os.fspath(url)
+    if not is_local(text):
+        import fsspec
+
+        try:
+            fsspec.core.url_to_fs(text)
+        except (ValueError, ImportError) as err:  # unknown protocol, or its package missing
+            raise UnusableOutputError(f"cannot write the {what} to {text!r}: {_one_line(err)}") from None
+        return
+    target = Path(os.path.realpath(local_path(text)))
+    if target.exists() and not target.is_dir():
+        raise UnusableOutputError(f"cannot write the {what} to {text!r}: it is a file, not a Zarr store; "
+                                  "choose another path.")
+    folder = target.parent
+    while not folder.exists():  # missing folders are created; the one that exists must take them
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UnusableOutputError(f"cannot write the {what} to {text!r}: {str(folder)!r} is a file, not a folder.")
+    _try_creating_a_file(folder, text, what)
+    if in_place and target.is_dir():
+        _try_creating_a_file(target, text, what)
+
+
+def _try_creating_a_file(folder, url, what):
+    import tempfile
+
+    try:
+        handle, name = tempfile.mkstemp(prefix=".diaggmm-write-test-", dir=folder)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise UnusableOutputError(f"cannot write the {what} to {url!r}: no file can be created in the folder "
+                                  f"{str(folder)!r} ({reason}).") from None
+    os.close(handle)
+    os.unlink(name)
+
+
+def _location(url):
+    """A comparable form of a store location: the protocol and the parts of its absolute path.
+
+    Local paths are resolved (relative or absolute, symbolic links, ``..``, a trailing
+    slash); None when an fsspec URL cannot be parsed (opening it reports that).
+    """
+    from .io.zarr_groups import is_local, local_path
+
+    text = os.fspath(url)
+    if is_local(text):
+        return ("file", Path(os.path.realpath(local_path(text))).parts)
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(text)
+    except (ValueError, ImportError):
+        return None
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return (protocol, tuple(part for part in path.split("/") if part))
+
+
+def _check_apart(outputs, inputs):
+    """Refuse an output that is an input, holds one or lies inside one, whatever ``--overwrite`` says.
+
+    ``outputs``, ``inputs``: ``(name, url)`` pairs, e.g. ``("--out", "scores.zarr")``,
+    ``("model", "model.zarr")``. Writing an output replaces what is at its path (with
+    ``--overwrite``), so an input at or under it would be deleted, and one around it changed.
+    Every output is also checked against the outputs after it.
+    """
+    outputs = [(name, url) for name, url in outputs if url is not None]
+    for position, (name, url) in enumerate(outputs):
+        out = _location(url)
+        for other, other_url in [*outputs[position + 1:], *inputs]:
+            place = _location(other_url)
+            if out is None or place is None or out[0] != place[0]:
+                continue
+            if out == place:
+                problem = f"is the {other} {os.fspath(other_url)!r}: writing there would replace it"
+            elif place[1][: len(out[1])] == out[1]:
+                problem = f"holds the {other} {os.fspath(other_url)!r}: writing there would delete it"
+            elif out[1][: len(place[1])] == place[1]:
+                problem = f"is inside the {other} {os.fspath(other_url)!r}: writing there would change it"
+            else:
+                continue
+            raise UnusableOutputError(f"{name} {os.fspath(url)!r} {problem} (refused even with --overwrite); "
+                                      "choose another path.")
+
+
 def _open_data(url, chunk_size):
     """The data as a lazy row-chunked dask array; reads Zarr metadata only."""
     from .engine import as_row_chunked
@@ -381,6 +491,35 @@ def _check_output(url, overwrite, what):
         raise FileExistsError(f"{url!r} already exists: pass --overwrite to replace it, or choose another path.")
 
 
+@contextlib.contextmanager
+def _dask_client(args):
+    """The command's dask client (:func:`~diaggmm_dist.cluster.dask_client`), quiet about failures it reports.
+
+    A failure ends the command with one line, so what distributed logs about it in this
+    terminal is left out unless ``--debug``: a worker's "Compute Failed" screenful (the workers
+    of a LocalCluster started for the command write here) and the warnings of closing the
+    cluster while other tasks still run ("Worker process still alive ..., killing").
+    """
+    from .cluster import dask_client
+
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    try:
+        with dask_client(args.scheduler) as client:
+            if client.cluster is not None and not args.debug:
+                from .worker_logging import QuietWorkerLogs
+
+                client.register_plugin(QuietWorkerLogs())
+            try:
+                yield client
+            except BaseException:
+                if not args.debug:
+                    logger.setLevel(logging.CRITICAL)
+                raise
+    finally:
+        logger.setLevel(level)
+
+
 def _load_model(url):
     from .mixture import DiagGMM
 
@@ -389,12 +528,15 @@ def _load_model(url):
 
 # ---------------------------------------------------------------------------- commands
 def _fit(args, console):
-    from .cluster import dask_client
     from .mixture import DiagGMM
     from .validation import check_settings
 
-    if args.checkpoint is not None and os.path.normpath(args.checkpoint) == os.path.normpath(args.out):
-        raise ValueError("--checkpoint and --out must be different locations.")
+    # Outputs are checked before anything is read or started; apart first: the write test needs no
+    # file created inside an input.
+    _check_apart([("--out", args.out), ("--checkpoint", args.checkpoint)], [("data", args.data)])
+    _check_writable(args.out, "model")
+    if args.checkpoint is not None:
+        _check_writable(args.checkpoint, "checkpoint", in_place=True)
     candidates, args.k = args.k, max(args.k)
     if len(candidates) > 1:
         if args.n_init != 1:
@@ -424,7 +566,7 @@ def _fit(args, console):
     start = time.monotonic()
     labels = _model_labels(candidates, args.n_init)
     with _library_output(console, args.quiet, labels) as printer:
-        with dask_client(args.scheduler) as client:
+        with _dask_client(args) as client:
             if not args.quiet:
                 console.print(f"fit: {n_rows:,} rows x {n_features} features from {args.data}, "
                               f"K={','.join(map(str, candidates))}, "
@@ -473,10 +615,11 @@ def _predict(args, console):
     import dask.array as da
     import numpy as np
 
-    from .cluster import dask_client
     from .engine import compute
     from .io.scores import write_scores
 
+    _check_apart([("--out", args.out)], [("model", args.model), ("data", args.data)])
+    _check_writable(args.out, "scores")
     model = _load_model(args.model)
     data = _open_data(args.data, args.chunk_size or model.chunk_size)
     if data.shape[1] != model.n_features_in_:
@@ -484,7 +627,7 @@ def _predict(args, console):
                          f"fitted with {model.n_features_in_}.")
     _check_output(args.out, args.overwrite, "scores group")
     start = time.monotonic()
-    with _library_output(console, args.quiet), dask_client(args.scheduler) as client:
+    with _library_output(console, args.quiet), _dask_client(args) as client:
         if not args.quiet:
             console.print(f"predict: {data.shape[0]:,} rows from {args.data} with the K={model.n_components} "
                           f"model {args.model}, scheduler {client.scheduler.address}")
@@ -593,7 +736,7 @@ def _error_exit_code(err):
     if isinstance(err, SchedulerUnreachableError):
         return EXIT_RUNTIME
     if isinstance(err, (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError,
-                        IsADirectoryError)):
+                        IsADirectoryError, UnusableOutputError)):
         return EXIT_USAGE  # includes ModelStoreError and CheckpointMismatchError (ValueErrors)
     return EXIT_RUNTIME
 
@@ -627,15 +770,44 @@ def main(argv=None):
     except Exception as err:  # every failure becomes one line; --debug shows where it came from
         if args.debug:
             traceback.print_exc()
-        message = _one_line(err) or type(err).__name__
-        known = _known_error(err)
-        if not known:
-            message = f"{type(err).__name__}: {message} (rerun with --debug for the traceback)"
+        name, message = _error_text(err)
+        if not _known_error(err):
+            message = f"{name}: {message} (rerun with --debug for the traceback)"
         console.print(f"{PROG}: error: {message}", stream=console.err)
         return _error_exit_code(err)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+#: How distributed sends an exception from a worker whose message is longer than its
+#: ``distributed.admin.max-error-length``: ``type(e)(LONG_ERROR, message[:length])``.
+LONG_ERROR = "Long error message"
+
+
+def _error_text(err):
+    """``(type name, one-line message)`` of an error, as raised where it happened.
+
+    An exception raised on a dask worker reaches the client as it was raised, except in two
+    wrappings of distributed's, undone here: a message longer than
+    ``distributed.admin.max-error-length`` comes as ``type(e)("Long error message", message)``,
+    and an exception that cannot be unpickled as ``Exception(repr(e))``.
+    """
+    import ast
+    import re
+
+    name, args = type(err).__name__, err.args
+    if len(args) == 2 and args[0] == LONG_ERROR and isinstance(args[1], str):
+        return name, _one_line(args[1])
+    if type(err) is Exception and len(args) == 1 and isinstance(args[0], str):
+        wrapped = re.fullmatch(r"([A-Za-z_][\w.]*(?:Error|Exception))\((.*)\)", args[0].strip(), re.S)
+        if wrapped:
+            try:
+                inner = ast.literal_eval(f"({wrapped[2]},)") if wrapped[2] else ()
+            except (ValueError, SyntaxError):
+                inner = (wrapped[2],)
+            return wrapped[1], _one_line(" ".join(map(str, inner))) or wrapped[1]
+    return name, _one_line(err) or name
 
 
 def _known_error(err):
@@ -645,7 +817,8 @@ def _known_error(err):
     from .io.model_store import ModelStoreError
 
     return isinstance(err, (ValueError, TypeError, FileNotFoundError, FileExistsError, ModelStoreError,
-                            SchedulerUnreachableError, CheckpointMismatchError, OSError, FloatingPointError))
+                            SchedulerUnreachableError, CheckpointMismatchError, OSError, FloatingPointError,
+                            UnusableOutputError))
 
 
 if __name__ == "__main__":

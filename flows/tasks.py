@@ -58,20 +58,39 @@ class CheckpointDidNotAdvance(RuntimeError):
     """The library did not continue the checkpoint to the block's last iteration (a library defect: not retried)."""
 
 
-#: Errors that a retry cannot cure: wrong input or settings, or a library defect.
-PERMANENT_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotImplementedError,
-                    CheckpointDidNotAdvance)
+#: OSErrors that a retry cannot cure: a path that is missing, taken, of the wrong kind or
+#: forbidden stays so for the seconds between two attempts.
+PERMANENT_OS_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def is_transient(error) -> bool:
+    """Whether a retry may cure ``error``: I/O and network failures, and dask workers that died.
+
+    Transient: ``OSError`` (a connection reset or refused, a timeout, an object store's
+    failure, a lost scheduler: distributed's ``CommClosedError`` and the library's
+    ``SchedulerUnreachableError`` are OSErrors) except :data:`PERMANENT_OS_ERRORS`, and
+    distributed's ``KilledWorker``. Everything else fails the same way again and is not retried:
+    wrong input or settings (``ValueError``, ``TypeError``: a corrupt chunk, a checkpoint of
+    another run, out-of-range settings; raised on a dask worker, they arrive as they were
+    raised), a codec that cannot decode a chunk (numcodecs raises ``RuntimeError``), numerical
+    failures, library defects (:class:`CheckpointDidNotAdvance`).
+    """
+    from distributed import KilledWorker
+
+    if isinstance(error, PERMANENT_OS_ERRORS):
+        return False
+    return isinstance(error, (OSError, KilledWorker))
 
 
 def _retryable(task_, task_run, state) -> bool:
-    """Retry transient failures (I/O, network, lost workers), not wrong input or settings."""
+    """Prefect's ``retry_condition_fn``: retry the attempt that failed only when :func:`is_transient`."""
     error = state.data if isinstance(state.data, BaseException) else None
     if error is None:
         try:
             error = state.result(raise_on_failure=False)
         except Exception:  # noqa: BLE001 - cannot tell: retry
             return True
-    return not isinstance(error, PERMANENT_ERRORS)
+    return is_transient(error)
 
 
 #: Options of every task: retried, never cached (they have side effects on stores), results
@@ -220,7 +239,7 @@ def em_iterations(data_url: str, checkpoint_url: str, settings: dict, first: int
         save = finished and model_url is not None and max_iter is not None
         position["model"] = _save(gmm, model_url, max_iter, logger) if save else None
     except BaseException as error:
-        if key is not None and (isinstance(error, PERMANENT_ERRORS) or context.task_run.run_count > RETRIES):
+        if key is not None and (not is_transient(error) or context.task_run.run_count > RETRIES):
             _ROWS.pop(key, None)  # no attempt follows
         raise
     if key is not None:
