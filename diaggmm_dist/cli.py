@@ -553,15 +553,12 @@ def _fit(args, console):
         raise ValueError(f"--k {args.k} is larger than the number of rows of {args.data!r} ({n_rows}): "
                          f"use at most {n_rows} components.")
     _check_output(args.out, args.overwrite, "model")
-    if args.checkpoint is not None and not args.overwrite:
-        # Refused by the library too, but here before a cluster starts.
-        from .io.zarr_groups import NotAGroupError, open_group_or_none
+    if args.checkpoint is not None:
+        # Refused by the library too (a live fit holding it; without --overwrite, something that is
+        # not a checkpoint of this format), but here before a cluster starts.
+        from .io.checkpoint import check_checkpoint
 
-        try:
-            open_group_or_none(args.checkpoint)
-        except NotAGroupError as err:
-            raise FileExistsError(err.describe("checkpoint") + ": refusing to replace it; choose another "
-                                  "checkpoint URL.") from None
+        check_checkpoint(args.checkpoint, overwrite=args.overwrite)
 
     start = time.monotonic()
     labels = _model_labels(candidates, args.n_init)

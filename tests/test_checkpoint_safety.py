@@ -512,8 +512,8 @@ def test_the_errors_reach_the_cli_and_the_flows_as_what_they_are():
     assert cli._known_error(busy) and cli._error_exit_code(busy) == cli.EXIT_RUNTIME  # not "bad input"
     assert cli._error_exit_code(CheckpointError("x")) == cli.EXIT_USAGE
     flows_tasks = pytest.importorskip("flows.tasks")
-    assert not isinstance(busy, flows_tasks.PERMANENT_ERRORS)  # retried: the holder may end or its lease expire
-    assert isinstance(CheckpointError("x"), flows_tasks.PERMANENT_ERRORS)
+    assert flows_tasks.is_transient(busy)  # retried: the holder may end or its lease expire
+    assert not flows_tasks.is_transient(CheckpointError("x"))
 
 
 def test_a_lease_that_cannot_be_written_is_an_error_naming_it(X, tmp_path):

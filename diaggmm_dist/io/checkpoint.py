@@ -56,7 +56,7 @@ from zarr.errors import BaseZarrError
 from ..state import TrainingState
 from .lease import CheckpointInUseError, Lease, raise_if_in_use
 from .model_store import ModelStoreError, check_mixture, read_array
-from .zarr_groups import NotAGroupError, is_local, local_path, open_group_or_none, remove_group
+from .zarr_groups import NotAGroupError, check_replaceable, is_local, local_path, open_group_or_none, remove_group
 
 __all__ = ["Checkpoints", "check_checkpoint", "CheckpointError", "CheckpointInUseError", "CheckpointMismatchError",
            "CorruptCheckpointWarning", "FORMAT", "FORMAT_VERSION", "KEEP"]
@@ -196,7 +196,7 @@ def check_checkpoint(url, overwrite=False):
 
     For a command line to call before it starts a cluster: a live fit holding the checkpoint,
     and, without ``overwrite``, something at ``url`` that is not a readable checkpoint of this
-    format. (Whether it holds this run is checked by the fit: that needs the data's fingerprint.)
+    format (with it, something that is not a Zarr store, which is never replaced). (Whether it holds this run is checked by the fit: that needs the data's fingerprint.)
 
     Raises
     ------
@@ -204,10 +204,12 @@ def check_checkpoint(url, overwrite=False):
         As :class:`Checkpoints` would.
     """
     raise_if_in_use(url)
-    if not overwrite:
-        _, problem, error = _root_problem(os.fspath(url))
-        if problem is not None:
-            raise error(f"{problem}: {_REPLACE}.")
+    if overwrite:
+        check_replaceable(url)
+        return
+    _, problem, error = _root_problem(os.fspath(url))
+    if problem is not None:
+        raise error(f"{problem}: {_REPLACE}.")
 
 
 class Checkpoints:
@@ -274,6 +276,7 @@ class Checkpoints:
             return root if root is not None else self._fresh_root()
         if not overwrite:
             raise error(f"{problem}: {_REPLACE}.")
+        check_replaceable(self.url)
         logger.warning("Replacing the checkpoint at %s (overwrite_checkpoint=True): %s.", self.url, problem)
         return self._fresh_root()
 

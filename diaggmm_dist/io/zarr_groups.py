@@ -55,10 +55,10 @@ def local_path(url) -> Path:
 class NotAGroupError(ValueError):
     """Something other than a Zarr group is at the URL: ``kind`` is "array" or "files"."""
 
-    def __init__(self, url, kind):
+    def __init__(self, url, kind, advice=""):
         self.url, self.kind = os.fspath(url), kind
         what = "is a Zarr array" if kind == "array" else "exists and is not a Zarr store"
-        super().__init__(f"{self.url!r} {what}")
+        super().__init__(f"{self.url!r} {what}{advice}")
 
     def describe(self, expected):
         """'<url> is a Zarr array, not a <expected>' (or '... exists and is not a <expected>')."""
@@ -85,8 +85,50 @@ def open_group_or_none(url, mode="r"):
         return None
 
 
+#: Files that make a directory a Zarr node (v3, then v2).
+ZARR_METADATA = ("zarr.json", ".zgroup", ".zarray")
+
+
+def _is_zarr_tree(fs, path):
+    """True when the directory ``path`` is a Zarr node, or holds nothing but Zarr nodes (a store
+    whose root metadata is lost); a file or a directory of other files is not."""
+    if not fs.isdir(path):
+        return False
+    entries = fs.ls(path, detail=False)
+    names = {entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries}
+    if names & set(ZARR_METADATA):
+        return True
+    return bool(entries) and all(_is_zarr_tree(fs, entry) for entry in entries)
+
+
+def check_replaceable(url):
+    """Refuse to replace what is at ``url`` unless it is a Zarr store (or nothing).
+
+    ``overwrite`` replaces models, checkpoints and scores, never a user's other files: a
+    directory that is not a Zarr store (or a file) at the URL is refused even then.
+
+    Raises
+    ------
+    NotAGroupError
+        Something other than a Zarr store is at ``url``.
+    """
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(str(local_path(url)) if is_local(url) else os.fspath(url))
+    if fs.exists(path) and not _is_zarr_tree(fs, path):
+        raise NotAGroupError(url, "files", ": refusing to replace it, even with overwrite (only Zarr stores are "
+                                           "replaced); move it away or choose another path.")
+
+
 def remove_group(url):
-    """Delete the group at ``url`` (local directory or fsspec prefix) if it exists."""
+    """Delete the Zarr store at ``url`` (local directory or fsspec prefix) if it exists.
+
+    Raises
+    ------
+    NotAGroupError
+        What is there is not a Zarr store (:func:`check_replaceable`): nothing is deleted.
+    """
+    check_replaceable(url)
     if is_local(url):
         shutil.rmtree(local_path(url), ignore_errors=True)
         return
@@ -110,6 +152,7 @@ def write_atomically(url, write_to, overwrite):
     except NotAGroupError:
         if not overwrite:
             raise
+        check_replaceable(url)
         exists = True
     if exists and not overwrite:
         raise FileExistsError(f"{os.fspath(url)!r} already exists: pass overwrite=True to replace it.")
