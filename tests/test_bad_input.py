@@ -315,10 +315,10 @@ def test_bad_setting_is_refused(no_data_pass, params, error, message):
 def test_dtype_spellings_are_accepted(dtype, monkeypatch):
     from diaggmm_dist import kernels
 
-    # the compute dtype of every pass is the coefficients' shift's (the random one's too)
+    # the compute dtype of every pass: the coefficients' (a random pass's: its last field)
     used, real = set(), kernels.chunk_statistics
     monkeypatch.setattr(kernels, "chunk_statistics", lambda x, responsibilities, *args, **kwargs: used.add(
-        (responsibilities[1] if responsibilities[0] == "random" else responsibilities[1].shift).dtype)
+        np.dtype(responsibilities[-1]) if responsibilities[0] == "random" else responsibilities[1].dtype)
         or real(x, responsibilities, *args, **kwargs))
     model = DiagGMM(K, dtype=dtype, random_state=0, max_iter=2).fit(make_data())
     assert model.means_.shape == (K, N_FEATURES)

@@ -136,29 +136,6 @@ def test_a_fit_is_the_same_to_the_bit_whatever_thread_or_worker_ran_what(local_c
 
 
 # ----------------------------------------------------------------------- the direct reader's buffer
-class _RecordedFile:
-    """A chunk file whose ``readinto`` keeps the memory it was asked to fill (alive: no address reuse)."""
-
-    def __init__(self, file, targets):
-        self.file, self.targets = file, targets
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.file.close()
-
-    def fileno(self):
-        return self.file.fileno()
-
-    def read(self, *args):
-        return self.file.read(*args)
-
-    def readinto(self, target):
-        self.targets.append((threading.current_thread().name, np.frombuffer(target, dtype=np.uint8)))
-        return self.file.readinto(target)
-
-
 def test_a_thread_reads_every_chunk_file_into_one_reused_buffer(tmp_path, monkeypatch):
     # Blosc chunks that compress to very different sizes (ones, then noise; not zeros: a chunk
     # of the fill value is never written), read small, large, small, large, small
@@ -173,8 +150,13 @@ def test_a_thread_reads_every_chunk_file_into_one_reused_buffer(tmp_path, monkey
     sizes = {start: (tmp_path / "x.zarr" / "c" / str(start // 1_000) / "0").stat().st_size for start in (0, 1_000)}
     assert sizes[1_000] > 4 * sizes[0]
     targets = []
-    monkeypatch.setattr(zarr_chunks, "open", lambda *args, **kwargs: _RecordedFile(open(*args, **kwargs), targets),
-                        raising=False)  # the module's ``open`` (a global before the builtin)
+    read_exactly = zarr_chunks.DirectRows._read_exactly
+
+    def recorded(self, file, view, key):  # keeps the memory each file is read into (alive: no address reuse)
+        targets.append((threading.current_thread().name, np.frombuffer(view, dtype=np.uint8)))
+        return read_exactly(self, file, view, key)
+
+    monkeypatch.setattr(zarr_chunks.DirectRows, "_read_exactly", recorded)
     monkeypatch.setattr(zarr_chunks._thread_buffers, "read", None, raising=False)  # this thread starts afresh
     for start in (0, 1_000, 2_000, 1_000, 0):
         assert np.array_equal(direct[start : start + 1_000, :], values[start : start + 1_000])
