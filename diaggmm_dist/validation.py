@@ -18,7 +18,12 @@ def is_int(value):
 
 
 def _is_real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:  # a Python int beyond float64 is not a usable number (np.isfinite refuses it with a TypeError)
+        return bool(np.isfinite(float(value)))
+    except OverflowError:
+        return False
 
 
 def _dtype_name(value):

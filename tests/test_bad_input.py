@@ -286,6 +286,7 @@ def test_boolean_data_is_refused_as_non_numeric(no_data_pass):
         (dict(reg_covar=-1e-6), ValueError, r"reg_covar must be a finite number >= 0 \(the default is 1e-6\), got -1e-06"),
         (dict(reg_covar=np.nan), ValueError, "reg_covar must be a finite number >= 0"),
         (dict(tol=-1e-3), ValueError, "tol must be a finite number >= 0, got -0.001"),
+        (dict(tol=10**400), ValueError, "tol must be a finite number >= 0, got 1000"),  # beyond float64
         (dict(max_iter=-1), ValueError, "max_iter must be an integer >= 0, got -1"),
         (dict(n_init=0), ValueError, "n_init must be an integer >= 1, got 0"),
         (dict(init_params="kmeans++"), ValueError, r"init_params must be one of \('kmeans', 'k-means\+\+', 'random', 'random_from_data', 'split'\), got 'kmeans\+\+'"),
