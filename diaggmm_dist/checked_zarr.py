@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from math import prod
 
 import zarr
-from zarr.abc.store import RangeByteRequest
+from zarr.abc.store import RangeByteRequest, SuffixByteRequest
 from zarr.codecs import BloscCodec, BytesCodec, TransposeCodec
 from zarr.codecs.sharding import ShardingCodec
 from zarr.core.codec_pipeline import BatchedCodecPipeline
@@ -154,8 +154,8 @@ class _CheckedChunk:
         except BaseException as err:
             self.store_error = err
             raise
-        if data is not None and byte_range is None:
-            self._check(data.as_numpy_array(), limit)
+        if data is not None:
+            self._check(data.as_numpy_array(), limit, byte_range)
         return data
 
     def _check_local_file(self, path, limit):
@@ -171,9 +171,18 @@ class _CheckedChunk:
                                f"{self._chunk_text()}, so it was not read")
         return True
 
-    def _check(self, stored, limit):
+    def _check(self, stored, limit, byte_range):
+        """Raise if the bytes read cannot be what zarr asked for: a chunk (``byte_range`` None) or a part of a shard."""
+        if byte_range is not None:  # a shard's index, or an inner chunk that its index locates
+            wanted = _requested_length(byte_range)
+            if wanted is not None and len(stored) < wanted:
+                raise self.corrupt(f"it ends before the bytes its shard index locates ({len(stored)} of the "
+                                   f"{wanted} asked for)")
+            return
         if len(stored) > limit:
             raise self.corrupt(f"it holds more than the {limit} bytes any codec writes for a {self._chunk_text()}")
+        if not len(stored):  # no codec writes nothing (zarr read an empty shard as missing: fill values)
+            raise self.corrupt("it is empty")
         frame = self.pipeline.blosc_frame(self.spec)
         if frame is not None:
             problem = blosc_frame_problem(stored, *frame, chunk_text=self._chunk_text())
@@ -189,6 +198,15 @@ class _CheckedChunk:
         if prefix and key.startswith(prefix + "/"):
             key = key[len(prefix) + 1:]
         return CorruptChunkError(key, self.pipeline.location, what)
+
+
+def _requested_length(byte_range):
+    """How many bytes a ranged read of a long enough object returns (None: up to its end)."""
+    if isinstance(byte_range, RangeByteRequest):
+        return byte_range.end - byte_range.start
+    if isinstance(byte_range, SuffixByteRequest):
+        return byte_range.suffix
+    return None
 
 
 def _decoded_bytes(spec):
