@@ -208,3 +208,17 @@ def test_on_worker_processes_a_fit_reads_as_in_process_and_a_corrupt_chunk_reach
     store.assert_names_the_chunk(raised.value)
     assert "its Blosc header says the frame is" in str(raised.value)
     assert os.path.exists(store.location)
+
+
+@pytest.mark.parametrize("kind", ["symlink to /dev/zero", "FIFO"])
+def test_a_local_chunk_that_is_not_a_regular_file_is_refused_unread_also_through_a_file_url(tmp_path, kind):
+    # a file:// URL is read by fsspec's local file system, not zarr's LocalStore: the same check
+    store = Store("zarr-v2-blosc", tmp_path)
+    if kind == "FIFO":  # no writer: opening it would wait for ever
+        Path(store.location, store.key).unlink()
+        os.mkfifo(Path(store.location, store.key))
+    else:
+        store.link_to("/dev/zero")
+    with pytest.raises(CorruptChunkError, match="it is not a regular file") as raised:
+        DiagGMM(3, max_iter=3, random_state=0).fit(f"file://{store.location}")
+    assert raised.value.key == store.key and raised.value.store == f"file://{store.location}"
