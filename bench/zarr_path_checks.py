@@ -10,6 +10,7 @@ each; the report gives each one's best and median seconds, and the difference pe
 """
 
 import argparse
+import itertools
 import json
 import statistics
 import threading
@@ -72,7 +73,7 @@ def main():
     readers = {"zarr": plain, "checked": checked_zarr.checked_array(plain)}
     dask_chunks = engine.as_row_chunked(str(path)).chunks[0]
     bounds = np.cumsum((0,) + dask_chunks)
-    slices = [np.s_[a:b, :] for a, b in zip(bounds[:-1], bounds[1:])]
+    slices = [np.s_[a:b, :] for a, b in itertools.pairwise(bounds)]
     assert np.array_equal(readers["zarr"][:], readers["checked"][:])
     times = {name: [] for name in readers}
     for _ in range(args.repeats):

@@ -71,8 +71,8 @@ def finished_task_runs(state, expected):
 
 #: The error each corrupt store raises, as the flow re-raises it.
 ERRORS = {"blosc": (ValueError, rf"Zarr chunk c/{BAD_CHUNK}/0 of .*blosc\.zarr/X is corrupt"),
-          "zstd": (ValueError, rf"Zarr chunk c/{BAD_CHUNK}/0 of .*zstd\.zarr is corrupt: zarr could not decode it "
-                               rf"\(RuntimeError: Zstd decompression error")}
+          "zstd": (ValueError, (rf"Zarr chunk c/{BAD_CHUNK}/0 of .*zstd\.zarr is corrupt: zarr could not decode it "
+                                rf"\(RuntimeError: Zstd decompression error"))}
 
 
 @pytest.mark.parametrize("store", ["blosc", "zstd"])
