@@ -117,13 +117,13 @@ class CheckedCodecPipeline(BatchedCodecPipeline):
             return (decoded, self.bytes_bytes_codecs[-1].typesize) if plain else (None, None)
         compressor = getattr(codec, "compressor", None)  # Zarr v2: zarr's V2Codec(filters, compressor)
         if getattr(compressor, "codec_id", None) == "blosc":
-            if getattr(codec, "filters", None):
-                return None, None
-            return decoded, spec.dtype.to_native_dtype().itemsize  # numcodecs compresses with the values' itemsize
+            # no typesize: numcodecs' Blosc(typesize=...) writes its own, and Zarr v2 metadata does not keep it
+            return (None if getattr(codec, "filters", None) else decoded), None
         return None
 
     def max_stored_bytes(self, spec):
-        """The most bytes a chunk (a shard, for a sharded array) may hold: more is refused unread."""
+        """The most bytes a chunk (a shard, for a sharded array) may hold: a local file holding more is refused
+        unread, and no more than one byte past it is read from any other store."""
         bound = 2 * _decoded_bytes(spec) + _BOUND_SLACK
         if isinstance(self.array_bytes_codec, ShardingCodec):  # per inner chunk: its codecs' headers, its index entry
             bound += _BOUND_SLACK * prod(-(-s // c) for s, c in zip(spec.shape, self.array_bytes_codec.chunk_shape))
