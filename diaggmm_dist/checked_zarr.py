@@ -14,8 +14,9 @@ pipeline (:class:`~zarr.core.codec_pipeline.BatchedCodecPipeline`, zarr's extens
 how chunks are fetched and decoded), subclassed so that each chunk is
 
 * read with a bound: at most twice its decoded size plus 64 KiB (no codec that zarr or numcodecs
-  ships writes more), and a local chunk that is not a regular file (a symlink to ``/dev/zero``,
-  a FIFO, a directory) is refused before it is opened;
+  ships writes more). A local chunk (a path or a ``file://`` URL) that is not a regular file (a
+  symlink to ``/dev/zero``, a FIFO, a directory) or is larger than that is refused before it is
+  opened; from any other store no more than one byte past the bound is read;
 * checked, when it is stored as a Blosc frame, by :func:`~diaggmm_dist.zarr_chunks.blosc_frame_problem`
   (the direct reader's check) before Blosc decodes it;
 * named in any error decoding it: :class:`~diaggmm_dist.zarr_chunks.CorruptChunkError`. An error
@@ -144,10 +145,14 @@ class _CheckedChunk:
         limit = self.pipeline.max_stored_bytes(self.spec)
         try:
             local = _local_file(self.store_path)
-            if local is not None and not await asyncio.to_thread(self._check_local_file, local, limit):
+            if local is None:  # a whole chunk is read up to one byte past the bound, whatever the store holds
+                request = RangeByteRequest(0, limit + 1) if byte_range is None else byte_range
+            elif await asyncio.to_thread(self._check_local_file, local, limit):
+                # a regular file within the bound: read as zarr reads it (a ranged read of a local file
+                # took 1.2-2 ms more per 4 MiB chunk than zarr's whole-file read, 0.3 ms)
+                request = byte_range
+            else:
                 return None  # no such file: the chunk was never written, it reads as the fill value
-            # a whole chunk is read up to one byte past the bound, whatever the store holds
-            request = RangeByteRequest(0, limit + 1) if byte_range is None else byte_range
             data = await self.store_path.get(prototype, request)
         except CorruptChunkError:
             raise
