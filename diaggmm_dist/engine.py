@@ -32,7 +32,7 @@ from dask.array.core import normalize_chunks
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from . import kernels, zarr_chunks
+from . import checked_zarr, kernels, zarr_chunks
 
 try:  # dask's task objects (dask >= 2024.12); without them dask's threaded scheduler runs every pass
     from dask._task_spec import DataNode as _DataNode, GraphNode as _GraphNode, Task as _Task, TaskRef as _TaskRef
@@ -135,6 +135,7 @@ def as_row_chunked(X, chunk_size=None):
         raise _zarr_group_error(X)
     if isinstance(X, zarr.Array):
         check_shape_and_dtype(X.shape, X.dtype)
+        X = checked_zarr.checked_array(X)  # what zarr reads is checked chunk by chunk, its errors name the chunk
         zarr_rows = X.chunks[0]
         target = chunk_size or default_chunk_rows(X.shape[1], X.dtype.itemsize)
         rows = max(1, target // zarr_rows) * zarr_rows  # whole Zarr chunks: each is read once

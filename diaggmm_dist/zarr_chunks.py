@@ -102,6 +102,47 @@ _BLOSC_HEADER = struct.Struct("<BBBBiii")
 _BLOSC_SHUFFLE, _BLOSC_MEMCPYED, _BLOSC_BITSHUFFLE = 0x01, 0x02, 0x04
 
 
+def blosc_frame_problem(frame, nbytes=None, typesize=None, chunk_text="chunk"):
+    """What is wrong with a stored Blosc ``frame`` (bytes-like), or None: checked before Blosc decodes it.
+
+    c-blosc trusts the frame's header: told nothing of the buffer's length, it reads as many bytes
+    as the header's ``cbytes`` says, past the end of a short frame (wrong values, no error), and
+    writes as many as its ``nbytes`` says. So the header must describe the frame and the chunk.
+
+    Parameters
+    ----------
+    frame : bytes-like
+        The stored chunk, as read.
+    nbytes : int, optional
+        The chunk's decoded size, when the codecs say it (else not checked).
+    typesize : int, optional
+        The Blosc codec's typesize, checked against a shuffled frame's (1 is also accepted).
+    chunk_text : str
+        The chunk, as the message names it (e.g. ``(1000, 4) float64 chunk``).
+
+    Returns
+    -------
+    str or None
+        What is wrong (a clause for :class:`CorruptChunkError`), None when the header fits.
+    """
+    size = len(memoryview(frame).cast("B"))
+    if size < _BLOSC_HEADER.size:
+        return "it is empty" if size == 0 else f"it holds {size} bytes, fewer than a Blosc header's {_BLOSC_HEADER.size}"
+    _version, _versionlz, flags, frame_typesize, frame_nbytes, _blocksize, cbytes = _BLOSC_HEADER.unpack_from(frame)
+    if nbytes is not None and frame_nbytes != nbytes:
+        return f"its Blosc header says it decodes to {frame_nbytes} bytes, not the {nbytes} of a {chunk_text}"
+    if cbytes != size:
+        return (f"its Blosc header says the frame is {cbytes} bytes long, but the chunk holds {size} "
+                f"(truncated or overwritten)")
+    shuffled = flags & (_BLOSC_SHUFFLE | _BLOSC_BITSHUFFLE) and not flags & _BLOSC_MEMCPYED
+    # typesize 1: numcodecs < 0.16 wrote every Zarr v3 Blosc frame so (numcodecs #713); Blosc decodes a
+    # frame with its own typesize, so it is the chunk's bytes all the same
+    if shuffled and typesize is not None and frame_typesize not in (typesize, 1):
+        return (f"its Blosc header says its values are {frame_typesize}-byte, but the array's Blosc codec has "
+                f"typesize {typesize} (a chunk of another array?)")
+    return None
+
+
 class DirectRows:
     """A 2-D Zarr array for ``dask.array.from_array``: whole chunks of rows read directly.
 
@@ -218,17 +259,9 @@ class DirectRows:
 
     def _check_blosc_header(self, frame, key):
         """Check that the Blosc ``frame``'s header describes this chunk and the frame's own length."""
-        _version, _versionlz, flags, typesize, nbytes, _blocksize, cbytes = _BLOSC_HEADER.unpack_from(frame)
-        if nbytes != self.chunk_bytes:
-            raise self._corrupt(key, f"its Blosc header says it decodes to {nbytes} bytes, not the "
-                                     f"{self.chunk_bytes} of a {self._chunk_text()}")
-        if cbytes != len(frame):
-            raise self._corrupt(key, f"its Blosc header says the frame is {cbytes} bytes long, but the file "
-                                     f"holds {len(frame)} (truncated or overwritten)")
-        shuffled = flags & (_BLOSC_SHUFFLE | _BLOSC_BITSHUFFLE) and not flags & _BLOSC_MEMCPYED
-        if shuffled and self.typesize is not None and typesize != self.typesize:
-            raise self._corrupt(key, f"its Blosc header says its values are {typesize}-byte, but the array's "
-                                     f"Blosc codec has typesize {self.typesize} (a chunk of another array?)")
+        problem = blosc_frame_problem(frame, self.chunk_bytes, self.typesize, self._chunk_text())
+        if problem:
+            raise self._corrupt(key, problem)
 
     def _chunk_text(self):
         return f"({self.chunk_rows}, {self.shape[1]}) {self.dtype} chunk"

@@ -158,7 +158,7 @@ def test_predict_writes_beside_its_inputs(stores, tmp_path):
 # -------------------------------------------------------------------- 3. an error raised on a dask worker
 def test_a_corrupt_chunk_read_on_a_worker_is_one_line(stores, tmp_path):
     corrupt = stores / "corrupt.zarr" / "X"
-    chunk = f"{corrupt}/c/{BAD_CHUNK}/0"
+    chunk = f"Zarr chunk c/{BAD_CHUNK}/0 of {corrupt} is corrupt"
     results = run_all({
         "fit": ["fit", corrupt, "--k", str(K), "--out", tmp_path / "m.zarr"],
         "predict": ["predict", stores / "model.zarr", corrupt, "--out", tmp_path / "s.zarr"],
@@ -177,23 +177,23 @@ def test_debug_shows_the_worker_traceback(stores, tmp_path):
     assert result.returncode == 2, result.stderr
     assert "Traceback (most recent call last)" in result.stderr and "zarr_chunks.py" in result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("diaggmm: error: ") and f"{corrupt}/c/{BAD_CHUNK}/0" in last, last
+    assert last.startswith("diaggmm: error: ") and f"Zarr chunk c/{BAD_CHUNK}/0 of {corrupt} is corrupt" in last, last
 
 
 def test_a_codec_error_on_a_worker_is_one_line(tmp_path):
-    """A store that zarr decodes itself (Zstd): numcodecs' RuntimeError, one line, exit 1 (runtime failure).
-
-    zarr's error does not name the chunk (the library's reader is not on this path).
-    """
+    """A store that zarr decodes itself (Zstd): the codec's error, on a worker, names the chunk and the
+    store (the library reads zarr's path through :mod:`diaggmm_dist.checked_zarr`): bad input, exit 2."""
     values = np.random.default_rng(0).normal(size=(ROWS, 4))
     store = zarr.create_array(str(tmp_path / "zstd.zarr"), shape=values.shape, chunks=(CHUNK_ROWS, 4), dtype="f8",
                               compressors=[zarr.codecs.ZstdCodec()])
     store[:] = values
     garble(tmp_path / "zstd.zarr" / "c" / str(BAD_CHUNK) / "0")
     result = finish(start_cli("fit", tmp_path / "zstd.zarr", "--k", str(K), "--out", tmp_path / "m.zarr"), 300)
-    assert_one_line_error(without_load_warnings(result), 1, "RuntimeError: Zstd decompression error",
-                          "rerun with --debug")
+    assert_one_line_error(without_load_warnings(result), 2,
+                          f"Zarr chunk c/{BAD_CHUNK}/0 of {tmp_path / 'zstd.zarr'} is corrupt: zarr could not decode it",
+                          "Zstd decompression error", "restore it from a copy or rewrite the store")
     assert "Compute Failed" not in result.stderr
+    assert not (tmp_path / "m.zarr").exists()
 
 
 # --------------------------------------------- 4. distributed's wrappings of a worker's error, undone

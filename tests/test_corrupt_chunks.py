@@ -71,8 +71,10 @@ def _blosc_corruptions(frame, rng):
     yield "the frame's header over random bytes", frame[:16] + rng.bytes(size - 16), False
     for field, value in _edited_header_fields(header, size):
         edited = HEADER.pack(*(value if name == field else old for name, old in zip(FIELDS, header)))
-        # another size is refused outright; another shape of values with shuffling too
-        must = field in ("nbytes", "cbytes") or (field == "typesize" and header[2] & 0x05 and not header[2] & 0x02)
+        # another size is refused outright; another shape of values with shuffling too, but for 1-byte
+        # values: numcodecs < 0.16 wrote every Zarr v3 Blosc frame so (they read, as zarr reads them)
+        must = field in ("nbytes", "cbytes") or (field == "typesize" and value != 1 and header[2] & 0x05
+                                                 and not header[2] & 0x02)
         yield f"header {field} {header[FIELDS.index(field)]} -> {value}", edited + frame[16:], bool(must)
     for position in [*range(16), *rng.integers(16, size, 40)]:
         for mask in (0x01, 0x80, 0xFF):
