@@ -9,9 +9,8 @@ DATA is a Zarr array (local path or fsspec URL). Work runs on the dask scheduler
 command. The CLI owns argument parsing, progress display and exit codes only; the maths, the
 stores and the checkpoints are the library's.
 
-Exit codes: 0 success; 1 runtime failure (unreachable scheduler, I/O, numerical failure, a
-chunk that zarr's codec cannot decode); 2 bad usage or bad input (missing data, a corrupt chunk
-that the library's reader names, not a model, an output that exists, cannot be written or is
+Exit codes: 0 success; 1 runtime failure (unreachable scheduler, I/O, numerical failure); 2 bad
+usage or bad input (missing data, a corrupt chunk (``CorruptChunkError``), not a model, an output that exists, cannot be written or is
 an input, mismatching checkpoint, out-of-range settings); 130 interrupted (Ctrl-C); 143
 terminated (SIGTERM). Errors are one line, ``diaggmm: error: <message>``, on stderr, also those
 raised on a dask worker; ``--debug`` adds the traceback (and the worker's own report).

@@ -72,8 +72,7 @@ def is_transient(error) -> bool:
     distributed's ``KilledWorker``. Everything else fails the same way again and is not retried:
     wrong input or settings (``ValueError``, ``TypeError``: a corrupt chunk, a checkpoint of
     another run, out-of-range settings; raised on a dask worker, they arrive as they were
-    raised), a codec that cannot decode a chunk (numcodecs raises ``RuntimeError``), numerical
-    failures, library defects (:class:`CheckpointDidNotAdvance`).
+    raised), numerical failures, library defects (:class:`CheckpointDidNotAdvance`).
     """
     from distributed import KilledWorker
 
