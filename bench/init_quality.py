@@ -19,14 +19,17 @@ Data (real, in memory, float64, rows holding a NaN dropped):
 
 Also reported, per data set and K: the data passes our initialisation took (its full-data
 Lloyd passes, plus the sample read, which touches nearly every chunk when the sample is
-large), EM iterations, and wall time of our fit over scikit-learn's. scikit-learn's results
+large), our seconds before the first EM pass (the checks, the sample, the k-means runs and
+their judging on the sample in memory, the Lloyd passes) against our whole fit's, EM
+iterations, and wall time of our fit over scikit-learn's. scikit-learn's results
 do not depend on this project's code, so they are cached under
 ``bench/results/data/init_quality_sklearn.json`` (keyed by data, rows, K, seed, settings
 and scikit-learn's version; ``--no-cache`` refits them). Its wall time comes from the run
 that computed it.
 
-    python bench/init_quality.py                     # about 40 min the first time, ~5 min cached
+    python bench/init_quality.py                     # 40-90 min the first time (scikit-learn), ~5 min cached
     python bench/init_quality.py --quick             # 3 seeds, K 4 and 8, a coarser turbidity grid
+    python bench/init_quality.py --candidates 1 --out init_quality_one_run.json   # as before issue 19
 """
 
 from __future__ import annotations
@@ -100,12 +103,15 @@ def fit_sklearn(X, k, seed, settings):
 
 
 def fit_ours(X, k, seed, settings):
-    """Our fit, with the data passes its initialisation took (those before the first EM pass)."""
-    kinds, sample_reads = [], []
+    """Our fit, with the data passes its initialisation took (those before the first EM pass)
+    and the seconds before the first EM pass (checks, sample, k-means, Lloyd passes)."""
+    kinds, sample_reads, first_em = [], [], []
     real_pass, real_take = engine.pass_statistics, engine.take_rows
 
     def counting_pass(data, responsibilities, *args, **kwargs):
         kinds.append(responsibilities[0])
+        if kinds[-1] == "gaussian" and not first_em:
+            first_em.append(time.perf_counter())
         return real_pass(data, responsibilities, *args, **kwargs)
 
     def counting_take(data, rows):
@@ -122,7 +128,8 @@ def fit_ours(X, k, seed, settings):
         engine.pass_statistics, engine.take_rows = real_pass, real_take
     lloyd = kinds.index("gaussian") if "gaussian" in kinds else len(kinds)
     return {"lower_bound": float(gm.lower_bound_), "n_iter": int(gm.n_iter_), "converged": bool(gm.converged_),
-            "seconds": seconds, "lloyd_passes": lloyd, "sample_rows": sum(sample_reads)}
+            "seconds": seconds, "init_seconds": (first_em or [start + seconds])[0] - start,
+            "lloyd_passes": lloyd, "sample_rows": sum(sample_reads)}
 
 
 def _cache_key(name, X, k, seed, settings):
@@ -156,6 +163,8 @@ def compare(name, X, k, seeds, settings, cache):
         "ours_iterations_mean": statistics.fmean(fit["n_iter"] for fit in ours),
         "sklearn_iterations_mean": statistics.fmean(fit["n_iter"] for fit in theirs),
         "time_ratio": sum(fit["seconds"] for fit in ours) / sum(fit["seconds"] for fit in theirs),
+        "ours_seconds_mean": statistics.fmean(fit["seconds"] for fit in ours),
+        "ours_init_seconds_mean": statistics.fmean(fit["init_seconds"] for fit in ours),
         "ours": ours, "sklearn": theirs,
     }
 
@@ -174,20 +183,23 @@ def _save_cache(cache):
 def markdown(result):
     settings = result["settings"]
     lines = [f"Machine: {machine_line(result['machine'])}", "",
-             f"DiagGMM() (init_params='kmeans', sample of at most {result['sample_rows']:,} rows, "
-             f"Lloyd passes at most {result['lloyd_passes_cap']}) vs GaussianMixture(covariance_type='diag'), "
+             f"DiagGMM() (init_params='kmeans': a sample of at most {result['sample_rows']:,} rows; on larger "
+             f"data the best of {result['kmeans_candidates']} k-means runs on it, judged by EM on "
+             f"{result['candidate_rows']:,} of its rows; then at most {result['lloyd_passes_cap']} full-data "
+             "Lloyd passes) vs GaussianMixture(covariance_type='diag'), "
              f"tol={settings['tol']}, max_iter={settings['max_iter']}, reg_covar={settings['reg_covar']}, "
              f"seeds {result['seeds'][0]}..{result['seeds'][-1]}; gap = scikit-learn's mean minus ours "
              "(nats per row; positive: ours worse). Init passes: full-data Lloyd passes, plus 1 for the "
              "sample read (all rows when the data is smaller than the sample; mean over seeds, and the most).", "",
              "| data | rows x features | K | ours mean | scikit-learn mean | gap | init passes (max) "
-             "| EM iterations ours / sklearn | time ours / sklearn | verdict |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| s before EM / whole fit, ours | EM iterations ours / sklearn | time ours / sklearn | verdict |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in result["rows"]:
         lines.append(
             f"| {row['data']} | {row['rows']:,} x {row['features']} | {row['k']} | {row['ours_mean']:.5f} "
             f"| {row['sklearn_mean']:.5f} | {row['gap']:+.4f} | {row['init_passes_mean']:.1f} "
-            f"({row['init_passes_max']}) | {row['ours_iterations_mean']:.0f} / "
+            f"({row['init_passes_max']}) | {row['ours_init_seconds_mean']:.2f} / {row['ours_seconds_mean']:.2f} "
+            f"| {row['ours_iterations_mean']:.0f} / "
             f"{row['sklearn_iterations_mean']:.0f} | {row['time_ratio']:.2f} | "
             f"{verdict(row['passed'])} (<= {TARGET}) |")
     lines += [f"* {note}" for note in result["notes"]]
@@ -201,22 +213,35 @@ def main(argv=None):
     parser.add_argument("--stride", type=int, default=4, help="turbidity: every STRIDE-th latitude and longitude")
     parser.add_argument("--quick", action="store_true", help="3 seeds, K 4 and 8, stride 8")
     parser.add_argument("--no-cache", action="store_true", help="refit scikit-learn rather than reuse its cached fits")
+    what_if = parser.add_argument_group("what if: the initialisation with other settings than the library's")
+    what_if.add_argument("--candidates", type=int, help="k-means runs on the sample (1: the initialisation "
+                         "before issue 19)")
+    what_if.add_argument("--lloyd-passes", type=int, help="full-data Lloyd passes, at most")
+    what_if.add_argument("--sample-rows", type=int, help="rows of the k-means sample")
+    parser.add_argument("--out", default="init_quality.json", help="file name under bench/results")
     args = parser.parse_args(argv)
     if args.quick:
         args.ks, args.seeds, args.stride = [4, 8], 3, 8
+    for name, value in (("KMEANS_CANDIDATES", args.candidates), ("LLOYD_PASSES", args.lloyd_passes),
+                        ("SAMPLE_ROWS", args.sample_rows)):
+        if value is not None:
+            setattr(initialization, name, value)
     warnings.simplefilter("ignore", ConvergenceWarning)
     settings = {"tol": 1e-3, "max_iter": 100, "reg_covar": 1e-6}
     cache = _load_cache(not args.no_cache)
     found, notes = data_sets(args.stride)
     result = {"machine": machine_info(), "settings": settings, "seeds": list(range(args.seeds)),
               "sample_rows": initialization.SAMPLE_ROWS, "lloyd_passes_cap": initialization.LLOYD_PASSES,
+              # getattr: the script also measures the initialisation before these existed
+              "kmeans_candidates": getattr(initialization, "KMEANS_CANDIDATES", 1),
+              "candidate_rows": getattr(initialization, "CANDIDATE_ROWS", 0),
               "target": TARGET, "notes": notes, "rows": []}
     for name, X in found:
         for k in args.ks:
             result["rows"].append(compare(name, X, k, range(args.seeds), settings, cache))
     result["passed"] = bool(result["rows"]) and all(row["passed"] for row in result["rows"])
     result["markdown"] = markdown(result)
-    out = write_json("init_quality.json", result)
+    out = write_json(args.out, result)
     print(result["markdown"])
     print(f"\nwrote {out}")
     return result
