@@ -215,7 +215,7 @@ def test_zero_weight_rows_take_no_part_in_a_sampled_initialisation(monkeypatch):
     array = da.from_array(X, chunks=(100, 3))
     for init_params in ("kmeans", "k-means++", "random_from_data"):
         centres, shift, _, _ = initialization._starting_centres(
-            array, [3, 3], init_params, np.random.RandomState(0), "error", None, da.from_array(w, chunks=100))
+            array, [3, 3], init_params, np.random.RandomState(0), "error", None, 1e-6, da.from_array(w, chunks=100))
         for means in centres:
             assert np.all(means < 20), (init_params, means)  # none on the zero-weight cluster
         assert np.all(shift < 20)
