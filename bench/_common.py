@@ -478,3 +478,25 @@ def write_json(name, result):
 
 def verdict(ok):
     return "pass" if ok else "falls short"
+
+
+def read_pass(reader, selections, n_threads):
+    """Seconds to read ``reader[selection]`` once for every selection, ``n_threads`` threads
+    taking the next one (the fit's chunks, read and dropped: no EM)."""
+    pending, lock = iter(selections), threading.Lock()
+
+    def work():
+        while True:
+            with lock:
+                selection = next(pending, None)
+            if selection is None:
+                return
+            reader[selection]
+
+    threads = [threading.Thread(target=work) for _ in range(n_threads)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - start

@@ -155,37 +155,14 @@ def read_run(path, repeats=2):
     chunks read through zarr itself instead of the library's direct read
     (:mod:`diaggmm_dist.zarr_chunks`).
     """
-    import threading
-    import time
-
     from dask.system import CPU_COUNT
 
     array, reader, slices = fit_chunks(path)
     readers = {"library": reader, "zarr": array}
-
-    def read_all(reader):
-        chunks, lock = iter(slices), threading.Lock()
-
-        def work():
-            while True:
-                with lock:
-                    selection = next(chunks, None)
-                if selection is None:
-                    return
-                reader[selection]
-
-        threads = [threading.Thread(target=work) for _ in range(CPU_COUNT)]
-        start = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return time.perf_counter() - start
-
     best = {"library": float("inf"), "zarr": float("inf")}
     for _ in range(repeats):
         for name, reader in readers.items():
-            best[name] = min(best[name], read_all(reader))
+            best[name] = min(best[name], _common.read_pass(reader, slices, CPU_COUNT))
     gc.collect()
     return {"seconds": best["library"], "seconds_per_million_rows": per_million(best["library"], array.shape[0]),
             "through_zarr_seconds_per_million_rows": per_million(best["zarr"], array.shape[0])}

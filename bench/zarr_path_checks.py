@@ -13,8 +13,7 @@ import argparse
 import itertools
 import json
 import statistics
-import threading
-import time
+import sys
 from pathlib import Path
 
 import numcodecs
@@ -23,6 +22,9 @@ import zarr
 from dask.system import CPU_COUNT
 
 from diaggmm_dist import checked_zarr, engine
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402 - the bench's shared helpers, beside this script
 
 
 def write_store(path, rows, features, chunk_rows):
@@ -37,27 +39,6 @@ def write_store(path, rows, features, chunk_rows):
         n = min(chunk_rows, rows - start)
         array[start : start + n] = (centres[rng.integers(0, 8, n)] + rng.normal(size=(n, features))).astype("f4")
     return array
-
-
-def read_pass(reader, slices):
-    """Seconds to read every slice once, a thread per core."""
-    chunks, lock = iter(slices), threading.Lock()
-
-    def work():
-        while True:
-            with lock:
-                selection = next(chunks, None)
-            if selection is None:
-                return
-            reader[selection]
-
-    threads = [threading.Thread(target=work) for _ in range(CPU_COUNT)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - start
 
 
 def main():
@@ -78,7 +59,7 @@ def main():
     times = {name: [] for name in readers}
     for _ in range(args.repeats):
         for name, reader in readers.items():
-            times[name].append(read_pass(reader, slices))
+            times[name].append(_common.read_pass(reader, slices, CPU_COUNT))
     n_chunks = -(-args.rows // args.chunk_rows)
     raw_mib = args.rows * args.features * 4 / 2**20
     stored_mib = sum(f.stat().st_size for f in path.iterdir() if not f.name.startswith(".")) / 2**20
