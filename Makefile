@@ -18,9 +18,10 @@ install: $(STAMP)
 
 # The first Prefect run on a fresh PREFECT_HOME migrates a database: give its temporary
 # server time to start on a small machine.
+# Prefect does not create the parents of its home: made here, whatever --out is.
 run: $(STAMP)
-	PREFECT_HOME=$${PREFECT_HOME:-$(CURDIR)/runs/.prefect} PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=180 \
-		$(PY) -m flows.demo $(ARGS)
+	home=$${PREFECT_HOME:-$(CURDIR)/runs/.prefect}; mkdir -p "$$home" && \
+		PREFECT_HOME="$$home" PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=180 $(PY) -m flows.demo $(ARGS)
 
 test: $(STAMP) test-data
 	$(PY) -m pytest -q tests
