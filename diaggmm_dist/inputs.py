@@ -17,6 +17,7 @@ import dask.array as da
 import numpy as np
 
 from . import engine
+from .validation import dense_numeric
 
 
 @dataclass
@@ -79,7 +80,14 @@ def as_samples(X, chunk_size=None, *, feature_dim=None, features=None, columns=N
         For a Dataset: the variables to use as features (default: all data variables).
     columns : list of str, optional
         For tables: the columns to use (default: every numeric column).
+
+    Raises
+    ------
+    TypeError
+        Sparse input, or an object array that does not hold numbers
+        (:func:`~diaggmm_dist.validation.dense_numeric`).
     """
+    X = dense_numeric(X)
     if isinstance(X, (str, os.PathLike)) and (feature_dim is not None or features is not None):
         X = open_gridded(X)
     if _is_xarray(X):

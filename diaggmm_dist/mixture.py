@@ -21,7 +21,7 @@ from .mstep import m_step
 from .initialization import initial_parameters, initial_parameters_of_models
 from .state import TrainingState
 from .kernels import split_statistics
-from .validation import (bad_weights_error, check_initial_parameters, check_settings, dense_numeric, is_int,
+from .validation import (bad_weights_error, check_initial_parameters, check_settings, is_int,
                          nonfinite_error)
 
 
@@ -571,8 +571,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
 
     # --------------------------------------------------------------- prediction
     def _samples(self, X, **layout):
-        """:func:`inputs.as_samples` of ``X`` (sparse refused, object arrays made numeric first)."""
-        return inputs.as_samples(dense_numeric(X), self.chunk_size, **layout)
+        """:func:`inputs.as_samples` of ``X``, in this estimator's ``chunk_size``."""
+        return inputs.as_samples(X, self.chunk_size, **layout)
 
     def _check_n_features(self, n_features):
         if n_features != self.n_features_in_:

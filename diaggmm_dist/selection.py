@@ -24,7 +24,7 @@ from .em import e_step_models
 from .initialization import initial_parameters_of_models
 from .mixture import DiagGMM, _DataPass
 from .state import TrainingState
-from .validation import check_settings, dense_numeric, is_int
+from .validation import check_settings, is_int
 
 CRITERIA = ("bic", "aic", "heldout")
 
@@ -138,7 +138,7 @@ def select_n_components(X, candidates=(2, 4, 8, 16, 32), criterion="bic", *, hel
         raise ValueError("select_n_components fits one initialisation per candidate: n_init must be 1.")
     template = DiagGMM(max(candidates), **settings)
     check_settings(template)
-    samples = inputs.as_samples(dense_numeric(X), template.chunk_size, feature_dim=feature_dim, features=features, columns=columns)
+    samples = inputs.as_samples(X, template.chunk_size, feature_dim=feature_dim, features=features, columns=columns)
     data = samples.array
     n_samples, n_features = engine.n_rows(data), data.shape[-1]
     if max(candidates) > n_samples:
