@@ -61,16 +61,29 @@ def machine_info():
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "cpu_model": model or platform.processor() or platform.machine(),
         "logical_cpus": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
         "physical_cores": len(cores) or None,
         "ram_gib": round(meminfo.get("MemTotal", 0) / 2**30, 1),
         "disk_free_gib": round(free.f_bavail * free.f_frsize / 2**30, 1),
         "load_average_at_start": load,
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "versions": {name: _version(name) for name in
-                     ("numpy", "numba", "dask", "distributed", "zarr", "numcodecs", "scikit-learn", "prefect",
-                      "diaggmm-dist")},
+        "versions": {
+            name: _version(name)
+            for name in (
+                "numpy",
+                "numba",
+                "dask",
+                "distributed",
+                "zarr",
+                "numcodecs",
+                "scikit-learn",
+                "prefect",
+                "diaggmm-dist",
+            )
+        },
         "blas": _blas(),
     }
 
@@ -101,8 +114,13 @@ class HostLoad:
         busy = (ticks["busy"] - self.ticks["busy"]) / hertz
         steal = (ticks["steal"] - self.ticks["steal"]) / hertz
         outside = max(0.0, busy - (_rusage_seconds() - self.ours))
-        return {"seconds": wall, "outside_core_seconds": outside, "outside_share": outside / (wall * cpus),
-                "steal_core_seconds": steal, "steal_share": steal / (wall * cpus)}
+        return {
+            "seconds": wall,
+            "outside_core_seconds": outside,
+            "outside_share": outside / (wall * cpus),
+            "steal_core_seconds": steal,
+            "steal_share": steal / (wall * cpus),
+        }
 
 
 def _cpu_ticks():
@@ -119,24 +137,39 @@ def _rusage_seconds():
     """CPU seconds of this process and of its waited-for descendants."""
     import resource
 
-    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
-                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
+    return sum(
+        r.ru_utime + r.ru_stime
+        for r in (
+            resource.getrusage(resource.RUSAGE_SELF),
+            resource.getrusage(resource.RUSAGE_CHILDREN),
+        )
+    )
 
 
 def _blas():
     """The BLAS libraries loaded (OpenBLAS, MKL...): what they are and how many threads they use."""
     from threadpoolctl import threadpool_info
 
-    return [{key: lib.get(key) for key in ("internal_api", "version", "architecture", "num_threads", "prefix")}
-            for lib in threadpool_info() if lib.get("user_api") == "blas"]
+    return [
+        {
+            key: lib.get(key)
+            for key in ("internal_api", "version", "architecture", "num_threads", "prefix")
+        }
+        for lib in threadpool_info()
+        if lib.get("user_api") == "blas"
+    ]
 
 
 def machine_line(info):
-    versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v and k != "diaggmm-dist")
-    return (f"{info['date']}, {info['cpu_model']}, {info['logical_cpus']} logical CPUs "
-            f"({info['usable_cpus']} usable), {info['ram_gib']} GiB RAM, Python {info['python']}, {versions}; "
-            f"load average at start {', '.join(f'{v:.2f}' for v in info['load_average_at_start'] or [])} "
-            f"(a shared machine: others may be running benchmarks at the same time)")
+    versions = ", ".join(
+        f"{k} {v}" for k, v in info["versions"].items() if v and k != "diaggmm-dist"
+    )
+    return (
+        f"{info['date']}, {info['cpu_model']}, {info['logical_cpus']} logical CPUs "
+        f"({info['usable_cpus']} usable), {info['ram_gib']} GiB RAM, Python {info['python']}, {versions}; "
+        f"load average at start {', '.join(f'{v:.2f}' for v in info['load_average_at_start'] or [])} "
+        f"(a shared machine: others may be running benchmarks at the same time)"
+    )
 
 
 def _meminfo():
@@ -180,8 +213,20 @@ def cached_fraction(path):
     try:
         total = cached = 0
         for start in range(0, len(files), 500):
-            out = subprocess.run(["fincore", "--bytes", "--noheadings", "--raw", "--output", "RES,SIZE",
-                                  *files[start:start + 500]], capture_output=True, text=True, check=True).stdout
+            out = subprocess.run(
+                [
+                    "fincore",
+                    "--bytes",
+                    "--noheadings",
+                    "--raw",
+                    "--output",
+                    "RES,SIZE",
+                    *files[start : start + 500],
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             for line in out.splitlines():
                 res, size = line.split()
                 cached += int(res)
@@ -267,7 +312,9 @@ class PeakMemory:
         for sample in itertools.count():
             if self._stop.is_set():
                 return
-            if sample % 10 == 0:  # finding the descendants scans all of /proc: once a second is enough
+            if (
+                sample % 10 == 0
+            ):  # finding the descendants scans all of /proc: once a second is enough
                 procs = [me] + me.children(recursive=True)
             rss = sum(_rss_bytes(proc) for proc in procs)
             if rss > peak_rss + PSS_STEP:  # a new high: now the PSS is worth its cost
@@ -357,7 +404,6 @@ def mixture_store(rows, *, root=DATA, log=print, compressors="default"):
     never reuses an old store. Same seed -> same values.
     """
     from diaggmm_dist.io import synthetic
-
     from diaggmm_dist.io.zarr_groups import data_chunk_rows
 
     if isinstance(compressors, str) and compressors == "default":
@@ -368,8 +414,9 @@ def mixture_store(rows, *, root=DATA, log=print, compressors="default"):
         path.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         log(f"writing {path} ({rows:,} x {D} float32, {rows * D * 4 / 2**30:.1f} GiB raw) ...")
-        synthetic.write_mixture_zarr(path, rows, *synthetic.mixture_parameters(K, D, seed=0), seed=0,
-                                     compressors=compressors)
+        synthetic.write_mixture_zarr(
+            path, rows, *synthetic.mixture_parameters(K, D, seed=0), seed=0, compressors=compressors
+        )
         log(f"wrote {path} in {time.perf_counter() - start:.0f} s")
     return path / "X"
 
@@ -380,7 +427,11 @@ def start_values(seed=1):
 
     rng = np.random.default_rng(seed)
     _, means, covariances = mixture_parameters(K, D, seed=0)
-    return np.full(K, 1 / K), means + rng.normal(0, 1, means.shape), np.ones((K, D)) / covariances.mean()
+    return (
+        np.full(K, 1 / K),
+        means + rng.normal(0, 1, means.shape),
+        np.ones((K, D)) / covariances.mean(),
+    )
 
 
 class IterationLog(logging.Handler):
@@ -393,7 +444,12 @@ class IterationLog(logging.Handler):
 
     def __init__(self, drop_cache=False, cache_probe=None):
         super().__init__(logging.INFO)
-        self.seconds, self.cached, self.drop_cache, self.cache_probe = [], [], drop_cache, cache_probe
+        self.seconds, self.cached, self.drop_cache, self.cache_probe = (
+            [],
+            [],
+            drop_cache,
+            cache_probe,
+        )
 
     def emit(self, record):
         if hasattr(record, "seconds") and hasattr(record, "iteration"):
@@ -418,8 +474,15 @@ def timed_fit(data, iters, drop_cache=False, cache_probe=None):
     from diaggmm_dist import DiagGMM
 
     w0, m0, p0 = start_values()
-    gmm = DiagGMM(K, weights_init=w0, means_init=m0, precisions_init=p0, tol=0, max_iter=iters + 1,
-                  dtype="float32")
+    gmm = DiagGMM(
+        K,
+        weights_init=w0,
+        means_init=m0,
+        precisions_init=p0,
+        tol=0,
+        max_iter=iters + 1,
+        dtype="float32",
+    )
     logger = logging.getLogger("diaggmm_dist")
     handler, level = IterationLog(drop_cache, cache_probe), logger.level
     logger.addHandler(handler)
@@ -437,12 +500,16 @@ def timed_fit(data, iters, drop_cache=False, cache_probe=None):
         logger.removeHandler(handler)
         logger.setLevel(level)
     seconds = handler.seconds
-    return {"iteration_seconds": seconds, "fit_seconds": total,
-            "seconds_per_iteration": statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0],
-            "peak_rss_bytes": peak.peak, "processes_at_peak": peak.peak_processes,
-            "rss_at_peak_by_process": peak.breakdown,
-            "cached_at_start": handler.cached[:-1] if cache_probe is not None else None,
-            "lower_bound": float(gmm.lower_bound_)}
+    return {
+        "iteration_seconds": seconds,
+        "fit_seconds": total,
+        "seconds_per_iteration": statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0],
+        "peak_rss_bytes": peak.peak,
+        "processes_at_peak": peak.peak_processes,
+        "rss_at_peak_by_process": peak.breakdown,
+        "cached_at_start": handler.cached[:-1] if cache_probe is not None else None,
+        "lower_bound": float(gmm.lower_bound_),
+    }
 
 
 def kernel_pass_seconds(chunks, weights, means, precisions, threads, load=None):
@@ -460,12 +527,17 @@ def kernel_pass_seconds(chunks, weights, means, precisions, threads, load=None):
     from diaggmm_dist import kernels
     from diaggmm_dist.em import data_centre
 
-    coef = kernels.log_prob_coefficients(weights, means, precisions, data_centre(weights, means, precisions),
-                                         np.float32)
+    coef = kernels.log_prob_coefficients(
+        weights, means, precisions, data_centre(weights, means, precisions), np.float32
+    )
     load = load or (lambda chunk: chunk)
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
         start = time.perf_counter()
-        list(pool.map(lambda chunk: kernels.chunk_statistics(load(chunk), ("gaussian", coef)), chunks))
+        list(
+            pool.map(
+                lambda chunk: kernels.chunk_statistics(load(chunk), ("gaussian", coef)), chunks
+            )
+        )
         return time.perf_counter() - start
 
 

@@ -117,9 +117,22 @@ def read_once(path, threads, repeats, config, cold=False):
 
 def read_in_subprocess(path, threads, repeats, config=None, cold=False):
     out = subprocess.run(
-        [sys.executable, __file__, "--read", str(path), "--threads", str(threads), "--repeats", str(repeats),
-         "--config", json.dumps(config or {})] + (["--cold"] if cold else []),
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            __file__,
+            "--read",
+            str(path),
+            "--threads",
+            str(threads),
+            "--repeats",
+            str(repeats),
+            "--config",
+            json.dumps(config or {}),
+        ]
+        + (["--cold"] if cold else []),
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -165,28 +178,57 @@ def memory_reference(rows, threads, repeats):
 
 
 def rate(rows, seconds):
-    return {"best_rows_per_s": rows / min(seconds), "median_rows_per_s": rows / statistics.median(seconds)}
+    return {
+        "best_rows_per_s": rows / min(seconds),
+        "median_rows_per_s": rows / statistics.median(seconds),
+    }
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=4_194_304, help="rows of the mixture (a multiple of 262,144 is best)")
+    parser.add_argument(
+        "--rows",
+        type=int,
+        default=4_194_304,
+        help="rows of the mixture (a multiple of 262,144 is best)",
+    )
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3, help="rounds over all stores (each store read in a fresh process per round)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds over all stores (each store read in a fresh process per round)",
+    )
     parser.add_argument("--repeats", type=int, default=2, help="timed reads per process")
     parser.add_argument("--chunk-rows", type=int, nargs="*", default=list(CHUNK_ROWS))
-    parser.add_argument("--codecs", nargs="*", help="names of candidate codecs to run (default: all)")
+    parser.add_argument(
+        "--codecs", nargs="*", help="names of candidate codecs to run (default: all)"
+    )
     parser.add_argument("--no-configs", action="store_true", help="skip the zarr-settings probes")
-    parser.add_argument("--config-codecs", nargs="*", default=list(CONFIG_CODECS),
-                        help="codecs whose stores also get the zarr-settings probes")
-    parser.add_argument("--cold", action="store_true", help="also time one read after dropping the page cache (root)")
-    parser.add_argument("--keep", action="store_true", help="keep the stores under bench/results/data/codecs/")
+    parser.add_argument(
+        "--config-codecs",
+        nargs="*",
+        default=list(CONFIG_CODECS),
+        help="codecs whose stores also get the zarr-settings probes",
+    )
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="also time one read after dropping the page cache (root)",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the stores under bench/results/data/codecs/"
+    )
     parser.add_argument("--read", help=argparse.SUPPRESS)
     parser.add_argument("--config", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.read:  # child process: one measurement, JSON on the last line
-        print(json.dumps(read_once(args.read, args.threads, args.repeats, json.loads(args.config), args.cold)))
+        print(
+            json.dumps(
+                read_once(args.read, args.threads, args.repeats, json.loads(args.config), args.cold)
+            )
+        )
         return
 
     import zarr
@@ -207,16 +249,31 @@ def main(argv=None):
             compressors = codecs[name]
             path = where / f"{_common.codec_tag(compressors, chunk_rows)}.zarr"
             start = time.perf_counter()
-            synthetic.write_mixture_zarr(path, args.rows, *params, chunk_rows=chunk_rows, seed=0,
-                                         compressors=compressors)
+            synthetic.write_mixture_zarr(
+                path, args.rows, *params, chunk_rows=chunk_rows, seed=0, compressors=compressors
+            )
             write_seconds = time.perf_counter() - start
             stored = _common.bytes_on_disk(path / "X")
-            rows_out.append({"codec": name, "codec_json": [c.to_dict() for c in compressors or []],
-                             "chunk_rows": chunk_rows, "path": str(path / "X"), "bytes_on_disk": stored,
-                             "ratio": args.rows * D * 4 / stored, "write_seconds": write_seconds,
-                             "warm_seconds": [], "configs": {}})
-            rows_out[-1]["decode_bytes_per_s_1_thread"] = decode_rate(path / "X", rows_out[-1]["codec_json"])
-            print(f"wrote {name} / {chunk_rows}: ratio {rows_out[-1]['ratio']:.3f}, {write_seconds:.1f} s", flush=True)
+            rows_out.append(
+                {
+                    "codec": name,
+                    "codec_json": [c.to_dict() for c in compressors or []],
+                    "chunk_rows": chunk_rows,
+                    "path": str(path / "X"),
+                    "bytes_on_disk": stored,
+                    "ratio": args.rows * D * 4 / stored,
+                    "write_seconds": write_seconds,
+                    "warm_seconds": [],
+                    "configs": {},
+                }
+            )
+            rows_out[-1]["decode_bytes_per_s_1_thread"] = decode_rate(
+                path / "X", rows_out[-1]["codec_json"]
+            )
+            print(
+                f"wrote {name} / {chunk_rows}: ratio {rows_out[-1]['ratio']:.3f}, {write_seconds:.1f} s",
+                flush=True,
+            )
 
     # 2. warm reads: rounds over all stores, order rotated each round, a fresh process per read
     ref_seconds = []
@@ -249,21 +306,37 @@ def main(argv=None):
         for row in rows_out:
             cold = read_in_subprocess(row["path"], args.threads, 1, cold=True)
             row["cold_seconds"] = cold["cold_seconds"]
-            row["cold_rows_per_s"] = args.rows / cold["cold_seconds"] if cold["cold_seconds"] else None
+            row["cold_rows_per_s"] = (
+                args.rows / cold["cold_seconds"] if cold["cold_seconds"] else None
+            )
 
     for row in rows_out:
-        print(f"{row['codec']:32s} {row['chunk_rows']:>7d}  ratio {row['ratio']:.3f}  warm best "
-              f"{row['warm']['best_rows_per_s'] / 1e6:6.1f} M rows/s  median {row['warm']['median_rows_per_s'] / 1e6:6.1f}"
-              + (f"  cold {row['cold_rows_per_s'] / 1e6:6.1f}" if row.get("cold_rows_per_s") else ""), flush=True)
+        print(
+            f"{row['codec']:32s} {row['chunk_rows']:>7d}  ratio {row['ratio']:.3f}  warm best "
+            f"{row['warm']['best_rows_per_s'] / 1e6:6.1f} M rows/s  median {row['warm']['median_rows_per_s'] / 1e6:6.1f}"
+            + (f"  cold {row['cold_rows_per_s'] / 1e6:6.1f}" if row.get("cold_rows_per_s") else ""),
+            flush=True,
+        )
         if not args.keep:
             shutil.rmtree(Path(row["path"]).parent, ignore_errors=True)
 
     result = {
-        "machine": info, "rows": args.rows, "features": D, "dtype": "float32", "threads": args.threads,
-        "rounds": args.rounds, "repeats": args.repeats,
-        "memory_reference": {"rows": ref_rows, "seconds": ref_seconds, **rate(ref_rows, ref_seconds)},
-        "zarr_config_defaults": {key: zarr.config.get(key) for key in
-                                 ("async.concurrency", "threading.max_workers", "codec_pipeline.batch_size")},
+        "machine": info,
+        "rows": args.rows,
+        "features": D,
+        "dtype": "float32",
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "repeats": args.repeats,
+        "memory_reference": {
+            "rows": ref_rows,
+            "seconds": ref_seconds,
+            **rate(ref_rows, ref_seconds),
+        },
+        "zarr_config_defaults": {
+            key: zarr.config.get(key)
+            for key in ("async.concurrency", "threading.max_workers", "codec_pipeline.batch_size")
+        },
         "load_average_at_end": list(os.getloadavg()),
         "results": rows_out,
     }
@@ -274,31 +347,46 @@ def main(argv=None):
 
 
 def render(result):
-    lines = [f"Machine: {_common.machine_line(result['machine'])}", "",
-             f"{result['rows']:,} x {result['features']} float32 rows, read+decode of the whole store into numpy "
-             f"with a sum on dask's threaded scheduler, {result['threads']} threads, page cache warm; "
-             f"best (median) of {result['rounds']} rounds x {result['repeats']} reads, rounds interleaved over all stores. In memory (no decode): "
-             f"{result['memory_reference']['best_rows_per_s'] / 1e6:.1f} M rows/s.", "",
-             "| codec | chunk rows | MiB on disk | ratio | write s | decode GB/s, 1 thread | read M rows/s best (median) |"
-             + (" cold M rows/s |" if any("cold_seconds" in r for r in result["results"]) else ""),
-             "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if any("cold_seconds" in r for r in result["results"]) else "")]
+    lines = [
+        f"Machine: {_common.machine_line(result['machine'])}",
+        "",
+        f"{result['rows']:,} x {result['features']} float32 rows, read+decode of the whole store into numpy "
+        f"with a sum on dask's threaded scheduler, {result['threads']} threads, page cache warm; "
+        f"best (median) of {result['rounds']} rounds x {result['repeats']} reads, rounds interleaved over all stores. In memory (no decode): "
+        f"{result['memory_reference']['best_rows_per_s'] / 1e6:.1f} M rows/s.",
+        "",
+        "| codec | chunk rows | MiB on disk | ratio | write s | decode GB/s, 1 thread | read M rows/s best (median) |"
+        + (" cold M rows/s |" if any("cold_seconds" in r for r in result["results"]) else ""),
+        "|---|---:|---:|---:|---:|---:|---:|"
+        + ("---:|" if any("cold_seconds" in r for r in result["results"]) else ""),
+    ]
     for r in result["results"]:
-        line = (f"| {r['codec']} | {r['chunk_rows']:,} | {r['bytes_on_disk'] / 2**20:,.0f} | {r['ratio']:.3f} | "
-                f"{r['write_seconds']:.1f} | {r['decode_bytes_per_s_1_thread'] / 1e9:.2f} | "
-                f"{r['warm']['best_rows_per_s'] / 1e6:.1f} "
-                f"({r['warm']['median_rows_per_s'] / 1e6:.1f}) |")
+        line = (
+            f"| {r['codec']} | {r['chunk_rows']:,} | {r['bytes_on_disk'] / 2**20:,.0f} | {r['ratio']:.3f} | "
+            f"{r['write_seconds']:.1f} | {r['decode_bytes_per_s_1_thread'] / 1e9:.2f} | "
+            f"{r['warm']['best_rows_per_s'] / 1e6:.1f} "
+            f"({r['warm']['median_rows_per_s'] / 1e6:.1f}) |"
+        )
         if "cold_seconds" in r:
             line += f" {r['cold_rows_per_s'] / 1e6:.1f} |" if r["cold_seconds"] else " — |"
         lines.append(line)
     with_configs = [r for r in result["results"] if r.get("configs")]
     if with_configs:
         labels = list(with_configs[0]["configs"])
-        lines += ["", "zarr settings (read M rows/s, best of the repeats; each in a fresh process):", "",
-                  "| codec | chunk rows | " + " | ".join(labels) + " |",
-                  "|---|---:|" + "---:|" * len(labels)]
+        lines += [
+            "",
+            "zarr settings (read M rows/s, best of the repeats; each in a fresh process):",
+            "",
+            "| codec | chunk rows | " + " | ".join(labels) + " |",
+            "|---|---:|" + "---:|" * len(labels),
+        ]
         for r in with_configs:
             values = [r["configs"][label]["best_rows_per_s"] for label in labels]
-            lines.append(f"| {r['codec']} | {r['chunk_rows']:,} | " + " | ".join(f"{v / 1e6:.1f}" for v in values) + " |")
+            lines.append(
+                f"| {r['codec']} | {r['chunk_rows']:,} | "
+                + " | ".join(f"{v / 1e6:.1f}" for v in values)
+                + " |"
+            )
     return "\n".join(lines)
 
 

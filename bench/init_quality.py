@@ -47,10 +47,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import sklearn  # noqa: E402
+from _common import DATA, machine_info, machine_line, verdict, write_json  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.mixture import GaussianMixture  # noqa: E402
 
-from _common import DATA, machine_info, machine_line, verdict, write_json  # noqa: E402
 from diaggmm_dist import DiagGMM, engine, initialization  # noqa: E402
 
 #: Nats per row ours may be worse than scikit-learn's, on the mean over seeds.
@@ -98,8 +98,12 @@ def data_sets(stride):
 def fit_sklearn(X, k, seed, settings):
     start = time.perf_counter()
     gm = GaussianMixture(k, covariance_type="diag", random_state=seed, **settings).fit(X)
-    return {"lower_bound": float(gm.lower_bound_), "n_iter": int(gm.n_iter_), "converged": bool(gm.converged_),
-            "seconds": time.perf_counter() - start}
+    return {
+        "lower_bound": float(gm.lower_bound_),
+        "n_iter": int(gm.n_iter_),
+        "converged": bool(gm.converged_),
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def fit_ours(X, k, seed, settings):
@@ -127,9 +131,15 @@ def fit_ours(X, k, seed, settings):
     finally:
         engine.pass_statistics, engine.take_rows = real_pass, real_take
     lloyd = kinds.index("gaussian") if "gaussian" in kinds else len(kinds)
-    return {"lower_bound": float(gm.lower_bound_), "n_iter": int(gm.n_iter_), "converged": bool(gm.converged_),
-            "seconds": seconds, "init_seconds": (first_em or [start + seconds])[0] - start,
-            "lloyd_passes": lloyd, "sample_rows": sum(sample_reads)}
+    return {
+        "lower_bound": float(gm.lower_bound_),
+        "n_iter": int(gm.n_iter_),
+        "converged": bool(gm.converged_),
+        "seconds": seconds,
+        "init_seconds": (first_em or [start + seconds])[0] - start,
+        "lloyd_passes": lloyd,
+        "sample_rows": sum(sample_reads),
+    }
 
 
 def _cache_key(name, X, k, seed, settings):
@@ -146,26 +156,39 @@ def compare(name, X, k, seeds, settings, cache):
             _save_cache(cache)
         theirs.append(cache[key])
         ours.append(fit_ours(X, k, seed, settings))
-        print(f"{name} K={k} seed {seed}: ours {ours[-1]['lower_bound']:.5f} ({ours[-1]['lloyd_passes']} Lloyd "
-              f"passes, {ours[-1]['n_iter']} iterations), scikit-learn {theirs[-1]['lower_bound']:.5f} "
-              f"({theirs[-1]['n_iter']} iterations)", flush=True)
+        print(
+            f"{name} K={k} seed {seed}: ours {ours[-1]['lower_bound']:.5f} ({ours[-1]['lloyd_passes']} Lloyd "
+            f"passes, {ours[-1]['n_iter']} iterations), scikit-learn {theirs[-1]['lower_bound']:.5f} "
+            f"({theirs[-1]['n_iter']} iterations)",
+            flush=True,
+        )
     mean_ours = statistics.fmean(fit["lower_bound"] for fit in ours)
     mean_theirs = statistics.fmean(fit["lower_bound"] for fit in theirs)
     sample_read = any(fit["sample_rows"] < X.shape[0] for fit in ours if fit["sample_rows"])
     return {
-        "data": name, "rows": X.shape[0], "features": X.shape[1], "k": k, "seeds": list(seeds),
-        "ours_mean": mean_ours, "sklearn_mean": mean_theirs, "gap": mean_theirs - mean_ours,
+        "data": name,
+        "rows": X.shape[0],
+        "features": X.shape[1],
+        "k": k,
+        "seeds": list(seeds),
+        "ours_mean": mean_ours,
+        "sklearn_mean": mean_theirs,
+        "gap": mean_theirs - mean_ours,
         "passed": mean_theirs - mean_ours <= TARGET,
         # the sample read touches nearly every chunk when it is large: count it as a pass
-        "init_passes_mean": statistics.fmean(fit["lloyd_passes"] + bool(fit["sample_rows"]) for fit in ours),
+        "init_passes_mean": statistics.fmean(
+            fit["lloyd_passes"] + bool(fit["sample_rows"]) for fit in ours
+        ),
         "init_passes_max": max(fit["lloyd_passes"] + bool(fit["sample_rows"]) for fit in ours),
-        "lloyd_passes": [fit["lloyd_passes"] for fit in ours], "sampled": sample_read,
+        "lloyd_passes": [fit["lloyd_passes"] for fit in ours],
+        "sampled": sample_read,
         "ours_iterations_mean": statistics.fmean(fit["n_iter"] for fit in ours),
         "sklearn_iterations_mean": statistics.fmean(fit["n_iter"] for fit in theirs),
         "time_ratio": sum(fit["seconds"] for fit in ours) / sum(fit["seconds"] for fit in theirs),
         "ours_seconds_mean": statistics.fmean(fit["seconds"] for fit in ours),
         "ours_init_seconds_mean": statistics.fmean(fit["init_seconds"] for fit in ours),
-        "ours": ours, "sklearn": theirs,
+        "ours": ours,
+        "sklearn": theirs,
     }
 
 
@@ -182,18 +205,22 @@ def _save_cache(cache):
 
 def markdown(result):
     settings = result["settings"]
-    lines = [f"Machine: {machine_line(result['machine'])}", "",
-             f"DiagGMM() (init_params='kmeans': a sample of at most {result['sample_rows']:,} rows; on larger "
-             f"data the best of {result['kmeans_candidates']} k-means runs on it, judged by EM on "
-             f"{result['candidate_rows']:,} of its rows; then at most {result['lloyd_passes_cap']} full-data "
-             "Lloyd passes) vs GaussianMixture(covariance_type='diag'), "
-             f"tol={settings['tol']}, max_iter={settings['max_iter']}, reg_covar={settings['reg_covar']}, "
-             f"seeds {result['seeds'][0]}..{result['seeds'][-1]}; gap = scikit-learn's mean minus ours "
-             "(nats per row; positive: ours worse). Init passes: full-data Lloyd passes, plus 1 for the "
-             "sample read (all rows when the data is smaller than the sample; mean over seeds, and the most).", "",
-             "| data | rows x features | K | ours mean | scikit-learn mean | gap | init passes (max) "
-             "| s before EM / whole fit, ours | EM iterations ours / sklearn | time ours / sklearn | verdict |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        f"Machine: {machine_line(result['machine'])}",
+        "",
+        f"DiagGMM() (init_params='kmeans': a sample of at most {result['sample_rows']:,} rows; on larger "
+        f"data the best of {result['kmeans_candidates']} k-means runs on it, judged by EM on "
+        f"{result['candidate_rows']:,} of its rows; then at most {result['lloyd_passes_cap']} full-data "
+        "Lloyd passes) vs GaussianMixture(covariance_type='diag'), "
+        f"tol={settings['tol']}, max_iter={settings['max_iter']}, reg_covar={settings['reg_covar']}, "
+        f"seeds {result['seeds'][0]}..{result['seeds'][-1]}; gap = scikit-learn's mean minus ours "
+        "(nats per row; positive: ours worse). Init passes: full-data Lloyd passes, plus 1 for the "
+        "sample read (all rows when the data is smaller than the sample; mean over seeds, and the most).",
+        "",
+        "| data | rows x features | K | ours mean | scikit-learn mean | gap | init passes (max) "
+        "| s before EM / whole fit, ours | EM iterations ours / sklearn | time ours / sklearn | verdict |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for row in result["rows"]:
         lines.append(
             f"| {row['data']} | {row['rows']:,} x {row['features']} | {row['k']} | {row['ours_mean']:.5f} "
@@ -201,41 +228,65 @@ def markdown(result):
             f"({row['init_passes_max']}) | {row['ours_init_seconds_mean']:.2f} / {row['ours_seconds_mean']:.2f} "
             f"| {row['ours_iterations_mean']:.0f} / "
             f"{row['sklearn_iterations_mean']:.0f} | {row['time_ratio']:.2f} | "
-            f"{verdict(row['passed'])} (<= {TARGET}) |")
+            f"{verdict(row['passed'])} (<= {TARGET}) |"
+        )
     lines += [f"* {note}" for note in result["notes"]]
     return "\n".join(lines)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--ks", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--seeds", type=int, default=10, help="seeds 0..SEEDS-1")
-    parser.add_argument("--stride", type=int, default=4, help="turbidity: every STRIDE-th latitude and longitude")
+    parser.add_argument(
+        "--stride", type=int, default=4, help="turbidity: every STRIDE-th latitude and longitude"
+    )
     parser.add_argument("--quick", action="store_true", help="3 seeds, K 4 and 8, stride 8")
-    parser.add_argument("--no-cache", action="store_true", help="refit scikit-learn rather than reuse its cached fits")
-    what_if = parser.add_argument_group("what if: the initialisation with other settings than the library's")
-    what_if.add_argument("--candidates", type=int, help="k-means runs on the sample (1: the initialisation "
-                         "before issue 19)")
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="refit scikit-learn rather than reuse its cached fits",
+    )
+    what_if = parser.add_argument_group(
+        "what if: the initialisation with other settings than the library's"
+    )
+    what_if.add_argument(
+        "--candidates",
+        type=int,
+        help="k-means runs on the sample (1: the initialisation before issue 19)",
+    )
     what_if.add_argument("--lloyd-passes", type=int, help="full-data Lloyd passes, at most")
     what_if.add_argument("--sample-rows", type=int, help="rows of the k-means sample")
     parser.add_argument("--out", default="init_quality.json", help="file name under bench/results")
     args = parser.parse_args(argv)
     if args.quick:
         args.ks, args.seeds, args.stride = [4, 8], 3, 8
-    for name, value in (("KMEANS_CANDIDATES", args.candidates), ("LLOYD_PASSES", args.lloyd_passes),
-                        ("SAMPLE_ROWS", args.sample_rows)):
+    for name, value in (
+        ("KMEANS_CANDIDATES", args.candidates),
+        ("LLOYD_PASSES", args.lloyd_passes),
+        ("SAMPLE_ROWS", args.sample_rows),
+    ):
         if value is not None:
             setattr(initialization, name, value)
     warnings.simplefilter("ignore", ConvergenceWarning)
     settings = {"tol": 1e-3, "max_iter": 100, "reg_covar": 1e-6}
     cache = _load_cache(not args.no_cache)
     found, notes = data_sets(args.stride)
-    result = {"machine": machine_info(), "settings": settings, "seeds": list(range(args.seeds)),
-              "sample_rows": initialization.SAMPLE_ROWS, "lloyd_passes_cap": initialization.LLOYD_PASSES,
-              # getattr: the script also measures the initialisation before these existed
-              "kmeans_candidates": getattr(initialization, "KMEANS_CANDIDATES", 1),
-              "candidate_rows": getattr(initialization, "CANDIDATE_ROWS", 0),
-              "target": TARGET, "notes": notes, "rows": []}
+    result = {
+        "machine": machine_info(),
+        "settings": settings,
+        "seeds": list(range(args.seeds)),
+        "sample_rows": initialization.SAMPLE_ROWS,
+        "lloyd_passes_cap": initialization.LLOYD_PASSES,
+        # getattr: the script also measures the initialisation before these existed
+        "kmeans_candidates": getattr(initialization, "KMEANS_CANDIDATES", 1),
+        "candidate_rows": getattr(initialization, "CANDIDATE_ROWS", 0),
+        "target": TARGET,
+        "notes": notes,
+        "rows": [],
+    }
     for name, X in found:
         for k in args.ks:
             result["rows"].append(compare(name, X, k, range(args.seeds), settings, cache))

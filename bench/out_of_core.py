@@ -99,8 +99,16 @@ def disk_run(path, iters, scheduler, drop_cache=False):
     import json
     import subprocess
 
-    done = subprocess.run([sys.executable, __file__, "--disk-fit", json.dumps([str(path), iters, scheduler, drop_cache])],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--disk-fit",
+            json.dumps([str(path), iters, scheduler, drop_cache]),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode:
         raise RuntimeError(f"the disk fit ({scheduler}) failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -119,9 +127,12 @@ def disk_fit(path, iters, scheduler, drop_cache=False):
     else:
         result = timed_fit(str(path), iters, drop_cache, probe)
     fractions = [f for f in result["cached_at_start"] if f is not None]
-    result.update(scheduler=scheduler, cold=drop_cache,
-                  cached_fraction_min=min(fractions) if fractions else None,
-                  page_cache_bytes_after=_common.page_cache_bytes())
+    result.update(
+        scheduler=scheduler,
+        cold=drop_cache,
+        cached_fraction_min=min(fractions) if fractions else None,
+        page_cache_bytes_after=_common.page_cache_bytes(),
+    )
     gc.collect()
     return result
 
@@ -164,8 +175,11 @@ def read_run(path, repeats=2):
         for name, reader in readers.items():
             best[name] = min(best[name], _common.read_pass(reader, slices, CPU_COUNT))
     gc.collect()
-    return {"seconds": best["library"], "seconds_per_million_rows": per_million(best["library"], array.shape[0]),
-            "through_zarr_seconds_per_million_rows": per_million(best["zarr"], array.shape[0])}
+    return {
+        "seconds": best["library"],
+        "seconds_per_million_rows": per_million(best["library"], array.shape[0]),
+        "through_zarr_seconds_per_million_rows": per_million(best["zarr"], array.shape[0]),
+    }
 
 
 def kernel_alone_run(path, rounds):
@@ -182,10 +196,15 @@ def kernel_alone_run(path, rounds):
     start_values = _common.start_values()
 
     def memory_pass():
-        return per_million(_common.kernel_pass_seconds(chunks, *start_values, CPU_COUNT), repeats * memory.shape[0])
+        return per_million(
+            _common.kernel_pass_seconds(chunks, *start_values, CPU_COUNT),
+            repeats * memory.shape[0],  # noqa: F821 - closure over the names above (ruff false positive)
+        )
 
     def disk_pass(selections=slices):
-        seconds = _common.kernel_pass_seconds(selections, *start_values, CPU_COUNT, load=reader.__getitem__)
+        seconds = _common.kernel_pass_seconds(
+            selections, *start_values, CPU_COUNT, load=reader.__getitem__
+        )
         return per_million(seconds, sum(s[0].stop - s[0].start for s in selections))
 
     # warm-up: numba's compiled loops, and this process's buffers for chunks read (first faults)
@@ -197,10 +216,16 @@ def kernel_alone_run(path, rounds):
     paired = [d / statistics.mean(memory_seconds[i : i + 2]) for i, d in enumerate(disk_seconds)]
     del memory, chunks
     gc.collect()
-    return {"disk_rows": disk_rows, "memory_rows": int(repeats * MEMORY_ROWS), "chunk_rows": int(step),
-            "threads": int(CPU_COUNT), "memory_seconds_per_million_rows": memory_seconds,
-            "disk_seconds_per_million_rows": disk_seconds, "disk_over_memory_paired": paired,
-            "disk_over_memory": statistics.median(paired)}
+    return {
+        "disk_rows": disk_rows,
+        "memory_rows": int(repeats * MEMORY_ROWS),
+        "chunk_rows": int(step),
+        "threads": int(CPU_COUNT),
+        "memory_seconds_per_million_rows": memory_seconds,
+        "disk_seconds_per_million_rows": disk_seconds,
+        "disk_over_memory_paired": paired,
+        "disk_over_memory": statistics.median(paired),
+    }
 
 
 def memory_run(path, iters):
@@ -227,15 +252,31 @@ def per_million(seconds, rows):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, nargs="+", default=[10_000_000, 40_000_000, 160_000_000])
-    parser.add_argument("--iters", type=int, default=3, help="timed iterations per fit (one more, untimed, first)")
-    parser.add_argument("--schedulers", nargs="+", default=["threads", "cluster"], choices=["threads", "cluster"])
-    parser.add_argument("--cold", action="store_true", help="also run every iteration after dropping the page cache")
-    parser.add_argument("--store", default=str(_common.DATA), help="where the data stores are cached")
-    parser.add_argument("--kernel-rounds", type=int, default=6,
-                        help="passes of the kernel alone from each store (each between two in memory)")
+    parser.add_argument(
+        "--rows", type=int, nargs="+", default=[10_000_000, 40_000_000, 160_000_000]
+    )
+    parser.add_argument(
+        "--iters", type=int, default=3, help="timed iterations per fit (one more, untimed, first)"
+    )
+    parser.add_argument(
+        "--schedulers", nargs="+", default=["threads", "cluster"], choices=["threads", "cluster"]
+    )
+    parser.add_argument(
+        "--cold", action="store_true", help="also run every iteration after dropping the page cache"
+    )
+    parser.add_argument(
+        "--store", default=str(_common.DATA), help="where the data stores are cached"
+    )
+    parser.add_argument(
+        "--kernel-rounds",
+        type=int,
+        default=6,
+        help="passes of the kernel alone from each store (each between two in memory)",
+    )
     parser.add_argument("--out", default="out_of_core.json")
-    parser.add_argument("--disk-fit", help=argparse.SUPPRESS)  # [path, iters, scheduler, drop_cache]: one fit, JSON out
+    parser.add_argument(
+        "--disk-fit", help=argparse.SUPPRESS
+    )  # [path, iters, scheduler, drop_cache]: one fit, JSON out
     args = parser.parse_args(argv)
     if args.disk_fit:
         import json
@@ -246,30 +287,50 @@ def main(argv=None):
     import zarr
 
     info = _common.machine_info()
-    result = {"machine": info, "features": D, "components": K, "timed_iterations": args.iters,
-              "memory_rows": MEMORY_ROWS, "targets": {"disk_over_memory_per_row": RATIO_TARGET,
-                                                     "peak_rss_bytes": RSS_TARGET},
-              "runs": []}
+    result = {
+        "machine": info,
+        "features": D,
+        "components": K,
+        "timed_iterations": args.iters,
+        "memory_rows": MEMORY_ROWS,
+        "targets": {"disk_over_memory_per_row": RATIO_TARGET, "peak_rss_bytes": RSS_TARGET},
+        "runs": [],
+    }
     for rows in args.rows:
         path = _common.mixture_store(rows, root=args.store)
         store = zarr.open_array(str(path), mode="r")
-        entry = {"rows": rows, "store": str(path), "codec": [c.to_dict() for c in store.compressors],
-                 "zarr_chunk_rows": int(store.chunks[0]), "bytes_raw": rows * D * 4,
-                 "bytes_on_disk": _common.bytes_on_disk(path), "ram_bytes": int(info["ram_gib"] * 2**30)}
-        print(f"N={rows:,}: store {entry['bytes_on_disk'] / 2**30:.2f} GiB on disk "
-              f"({entry['bytes_raw'] / 2**30:.2f} GiB raw), codec {describe_codec(entry['codec'])}", flush=True)
+        entry = {
+            "rows": rows,
+            "store": str(path),
+            "codec": [c.to_dict() for c in store.compressors],
+            "zarr_chunk_rows": int(store.chunks[0]),
+            "bytes_raw": rows * D * 4,
+            "bytes_on_disk": _common.bytes_on_disk(path),
+            "ram_bytes": int(info["ram_gib"] * 2**30),
+        }
+        print(
+            f"N={rows:,}: store {entry['bytes_on_disk'] / 2**30:.2f} GiB on disk "
+            f"({entry['bytes_raw'] / 2**30:.2f} GiB raw), codec {describe_codec(entry['codec'])}",
+            flush=True,
+        )
         evict_other_stores(path, args.store)
         entry["cached_before_warming"] = _common.cached_fraction(path)
         entry["warming_read_seconds"] = _common.read_into_page_cache(path)
         entry["cached_after_warming"] = _common.cached_fraction(path)
-        print(f"  other stores evicted from the page cache; this one read once in {entry['warming_read_seconds']:.1f} s "
-              f"(cached before {fmt_fraction(entry['cached_before_warming'])}, "
-              f"after {fmt_fraction(entry['cached_after_warming'])})", flush=True)
+        print(
+            f"  other stores evicted from the page cache; this one read once in {entry['warming_read_seconds']:.1f} s "
+            f"(cached before {fmt_fraction(entry['cached_before_warming'])}, "
+            f"after {fmt_fraction(entry['cached_after_warming'])})",
+            flush=True,
+        )
         # the in-memory reference before the first disk fit and after each one: the VM's speed
         # drifts by 15-40% over minutes, so each disk fit is compared with the references taken
         # right before and right after it (as targets 2 and 5 pair their measurements)
         entry["memory_runs"] = [memory_run(path, args.iters)]
-        print(f"  in memory 1M: {entry['memory_runs'][-1]['seconds_per_iteration']:.3f} s/iter", flush=True)
+        print(
+            f"  in memory 1M: {entry['memory_runs'][-1]['seconds_per_iteration']:.3f} s/iter",
+            flush=True,
+        )
         entry["disk"] = {}
         for scheduler in args.schedulers:
             modes = [False, True] if args.cold else [False]
@@ -278,23 +339,34 @@ def main(argv=None):
                 run["seconds_per_million_rows"] = per_million(run["seconds_per_iteration"], rows)
                 entry["disk"][scheduler + (" cold" if cold else "")] = run
                 entry["memory_runs"].append(memory_run(path, args.iters))
-                around = [per_million(m["seconds_per_iteration"], m["rows"]) for m in entry["memory_runs"][-2:]]
+                around = [
+                    per_million(m["seconds_per_iteration"], m["rows"])
+                    for m in entry["memory_runs"][-2:]
+                ]
                 run["memory_seconds_per_million_rows"] = statistics.mean(around)
-                print(f"  {scheduler}{' cold' if cold else ''}: {run['seconds_per_iteration']:.2f} s/iter, "
-                      f"{run['seconds_per_million_rows']:.3f} s per 1M rows, peak resident {run['peak_rss_bytes'] / 2**30:.2f} GiB, "
-                      f"in page cache at the timed iterations' start >= {fmt_fraction(run['cached_fraction_min'])}; "
-                      f"in memory 1M after it: {entry['memory_runs'][-1]['seconds_per_iteration']:.3f} s/iter", flush=True)
+                print(
+                    f"  {scheduler}{' cold' if cold else ''}: {run['seconds_per_iteration']:.2f} s/iter, "
+                    f"{run['seconds_per_million_rows']:.3f} s per 1M rows, peak resident {run['peak_rss_bytes'] / 2**30:.2f} GiB, "
+                    f"in page cache at the timed iterations' start >= {fmt_fraction(run['cached_fraction_min'])}; "
+                    f"in memory 1M after it: {entry['memory_runs'][-1]['seconds_per_iteration']:.3f} s/iter",
+                    flush=True,
+                )
         entry["read"] = read_run(path)
-        print(f"  reading alone: {entry['read']['seconds']:.2f} s per pass "
-              f"({entry['read']['seconds_per_million_rows']:.3f} s per 1M rows; through zarr itself "
-              f"{entry['read']['through_zarr_seconds_per_million_rows']:.3f})", flush=True)
+        print(
+            f"  reading alone: {entry['read']['seconds']:.2f} s per pass "
+            f"({entry['read']['seconds_per_million_rows']:.3f} s per 1M rows; through zarr itself "
+            f"{entry['read']['through_zarr_seconds_per_million_rows']:.3f})",
+            flush=True,
+        )
         entry["kernel_alone"] = kernel_alone_run(path, args.kernel_rounds)
         print(f"  the kernel alone: {_kernel_alone_line(entry['kernel_alone'])}", flush=True)
         # the fastest reference too: the most conservative ratio, reported beside the paired one
         entry["memory"] = min(entry["memory_runs"], key=lambda r: r["seconds_per_iteration"])
         fastest = per_million(entry["memory"]["seconds_per_iteration"], entry["memory"]["rows"])
         for run in entry["disk"].values():
-            run["disk_over_memory"] = run["seconds_per_million_rows"] / run["memory_seconds_per_million_rows"]
+            run["disk_over_memory"] = (
+                run["seconds_per_million_rows"] / run["memory_seconds_per_million_rows"]
+            )
             run["disk_over_fastest_memory"] = run["seconds_per_million_rows"] / fastest
         result["runs"].append(entry)
         _common.write_json(args.out, result)  # partial results survive a long run's interruption
@@ -304,8 +376,11 @@ def main(argv=None):
     evict_other_stores(raw, args.store)
     _common.read_into_page_cache(raw)
     result["uncompressed_kernel_alone"] = kernel_alone_run(raw, args.kernel_rounds)
-    print(f"uncompressed store, {UNCOMPRESSED_ROWS:,} rows: the kernel alone "
-          f"{_kernel_alone_line(result['uncompressed_kernel_alone'])}", flush=True)
+    print(
+        f"uncompressed store, {UNCOMPRESSED_ROWS:,} rows: the kernel alone "
+        f"{_kernel_alone_line(result['uncompressed_kernel_alone'])}",
+        flush=True,
+    )
     _common.write_json(args.out, result)
 
     # Leave the page cache free for the scripts that run next: a 160M store held whole (17 GiB of
@@ -343,103 +418,163 @@ def verdict(result):
     warm = {name: run for name, run in largest["disk"].items() if not run["cold"]}
     best_name = min(warm, key=lambda name: warm[name]["disk_over_memory"])
     best = warm[best_name]
-    peaks = {name: [e["disk"][name]["peak_rss_bytes"] for e in result["runs"] if name in e["disk"]]
-             for name in warm}
+    peaks = {
+        name: [e["disk"][name]["peak_rss_bytes"] for e in result["runs"] if name in e["disk"]]
+        for name in warm
+    }
     peak_best = max(peaks[best_name])
     spread = max(peaks[best_name]) / max(1, min(peaks[best_name]))
-    return {"rows": largest["rows"], "scheduler": best_name, "disk_over_memory": best["disk_over_memory"],
-            "disk_over_fastest_memory": best.get("disk_over_fastest_memory"),
-            "ratio_pass": best["disk_over_memory"] <= RATIO_TARGET,
-            "peak_rss_bytes": peak_best, "rss_pass": peak_best < RSS_TARGET,
-            "rss_max_over_min_across_n": spread, "rss_flat": spread < 1.25,
-            "page_cache_held_largest": best["cached_fraction_min"],
-            "kernel_alone": largest.get("kernel_alone", {}).get("disk_over_memory"),
-            "uncompressed_kernel_alone": result.get("uncompressed_kernel_alone", {}).get("disk_over_memory")}
+    return {
+        "rows": largest["rows"],
+        "scheduler": best_name,
+        "disk_over_memory": best["disk_over_memory"],
+        "disk_over_fastest_memory": best.get("disk_over_fastest_memory"),
+        "ratio_pass": best["disk_over_memory"] <= RATIO_TARGET,
+        "peak_rss_bytes": peak_best,
+        "rss_pass": peak_best < RSS_TARGET,
+        "rss_max_over_min_across_n": spread,
+        "rss_flat": spread < 1.25,
+        "page_cache_held_largest": best["cached_fraction_min"],
+        "kernel_alone": largest.get("kernel_alone", {}).get("disk_over_memory"),
+        "uncompressed_kernel_alone": result.get("uncompressed_kernel_alone", {}).get(
+            "disk_over_memory"
+        ),
+    }
 
 
 def _kernel_alone_line(run):
     """The kernel alone in words: seconds per 1M rows reading the store and in memory (medians), and the ratio."""
-    return (f"{statistics.median(run['disk_seconds_per_million_rows']):.4f} s per 1M rows reading the store, "
-            f"{statistics.median(run['memory_seconds_per_million_rows']):.4f} in memory: "
-            f"{run['disk_over_memory']:.2f}x (paired: {', '.join(f'{r:.2f}' for r in run['disk_over_memory_paired'])})")
+    return (
+        f"{statistics.median(run['disk_seconds_per_million_rows']):.4f} s per 1M rows reading the store, "
+        f"{statistics.median(run['memory_seconds_per_million_rows']):.4f} in memory: "
+        f"{run['disk_over_memory']:.2f}x (paired: {', '.join(f'{r:.2f}' for r in run['disk_over_memory_paired'])})"
+    )
 
 
 def _disk_line(name, run):
     """The table row of one disk fit."""
-    label = {"threads": "disk, threads (no client)", "cluster": "disk, LocalCluster 2x1"}[name.split()[0]]
+    label = {"threads": "disk, threads (no client)", "cluster": "disk, LocalCluster 2x1"}[
+        name.split()[0]
+    ]
     label += ", page cache dropped every iteration" if run["cold"] else ""
-    fastest = f" ({run['disk_over_fastest_memory']:.2f})" if "disk_over_fastest_memory" in run else ""
-    return (f"| | | {label} | {fmt_fraction(run['cached_fraction_min'])} | "
-            f"{run['seconds_per_iteration']:.3f} | {run['seconds_per_million_rows']:.3f} | "
-            f"{run['disk_over_memory']:.2f}{fastest} | {run['peak_rss_bytes'] / 2**30:.2f} GiB |")
+    fastest = (
+        f" ({run['disk_over_fastest_memory']:.2f})" if "disk_over_fastest_memory" in run else ""
+    )
+    return (
+        f"| | | {label} | {fmt_fraction(run['cached_fraction_min'])} | "
+        f"{run['seconds_per_iteration']:.3f} | {run['seconds_per_million_rows']:.3f} | "
+        f"{run['disk_over_memory']:.2f}{fastest} | {run['peak_rss_bytes'] / 2**30:.2f} GiB |"
+    )
 
 
 def render(result):
     lines = [f"Machine: {_common.machine_line(result['machine'])}", ""]
     first = result["runs"][0]
-    lines.append(f"Data: float32, D={result['features']}, K={result['components']}, codec "
-                 f"{describe_codec(first['codec'])}, {first['zarr_chunk_rows']:,} rows per Zarr chunk; "
-                 f"{result['timed_iterations']} timed iterations (median) after one untimed. "
-                 f"In-memory reference: the first {result['memory_rows']:,} rows as numpy, dask threads, "
-                 f"measured before each N's first disk fit and after each one; each disk fit is compared with the "
-                 f"mean of the two around it (in brackets: against the fastest reference of that N).")
-    lines += ["", "| N | GiB on disk (raw) | run | in page cache | s / iteration | s per 1M rows / iter | "
-                  "disk / memory per row | peak resident (PSS), process tree |",
-              "|---:|---:|---|---:|---:|---:|---:|---:|"]
+    lines.append(
+        f"Data: float32, D={result['features']}, K={result['components']}, codec "
+        f"{describe_codec(first['codec'])}, {first['zarr_chunk_rows']:,} rows per Zarr chunk; "
+        f"{result['timed_iterations']} timed iterations (median) after one untimed. "
+        f"In-memory reference: the first {result['memory_rows']:,} rows as numpy, dask threads, "
+        f"measured before each N's first disk fit and after each one; each disk fit is compared with the "
+        f"mean of the two around it (in brackets: against the fastest reference of that N)."
+    )
+    lines += [
+        "",
+        "| N | GiB on disk (raw) | run | in page cache | s / iteration | s per 1M rows / iter | "
+        "disk / memory per row | peak resident (PSS), process tree |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
     for e in result["runs"]:
         references = e.get("memory_runs") or [e["memory"]]
         runs = iter(e["disk"].items())
         for index, m in enumerate(references):
-            first = f"{e['rows']:,} | {e['bytes_on_disk'] / 2**30:.2f} ({e['bytes_raw'] / 2**30:.2f})" if index == 0 else " | "
-            lines.append(f"| {first} | in memory, 1M rows, threads | — | {m['seconds_per_iteration']:.3f} | "
-                         f"{per_million(m['seconds_per_iteration'], m['rows']):.3f} | 1.00 | "
-                         f"{m['peak_rss_bytes'] / 2**30:.2f} GiB |")
+            first = (
+                f"{e['rows']:,} | {e['bytes_on_disk'] / 2**30:.2f} ({e['bytes_raw'] / 2**30:.2f})"
+                if index == 0
+                else " | "
+            )
+            lines.append(
+                f"| {first} | in memory, 1M rows, threads | — | {m['seconds_per_iteration']:.3f} | "
+                f"{per_million(m['seconds_per_iteration'], m['rows']):.3f} | 1.00 | "
+                f"{m['peak_rss_bytes'] / 2**30:.2f} GiB |"
+            )
             lines += [_disk_line(name, run) for name, run in itertools.islice(runs, 1)]
-        lines += [_disk_line(name, run) for name, run in runs]  # results of a run without references after each fit
+        lines += [
+            _disk_line(name, run) for name, run in runs
+        ]  # results of a run without references after each fit
         if "read" in e:
             r = e["read"]
-            lines.append(f"| | | reading alone (no EM), threads | | {r['seconds']:.3f} | "
-                         f"{r['seconds_per_million_rows']:.3f} | | |")
+            lines.append(
+                f"| | | reading alone (no EM), threads | | {r['seconds']:.3f} | "
+                f"{r['seconds_per_million_rows']:.3f} | | |"
+            )
             if "through_zarr_seconds_per_million_rows" in r:
-                lines.append(f"| | | reading alone, every chunk through zarr itself | | | "
-                             f"{r['through_zarr_seconds_per_million_rows']:.3f} | | |")
+                lines.append(
+                    f"| | | reading alone, every chunk through zarr itself | | | "
+                    f"{r['through_zarr_seconds_per_million_rows']:.3f} | | |"
+                )
         if "kernel_alone" in e:
             f = e["kernel_alone"]
-            lines.append(f"| | | the kernel alone, each chunk read from the store (in brackets: "
-                         f"on the in-memory rows) | | | {statistics.median(f['disk_seconds_per_million_rows']):.3f} "
-                         f"({statistics.median(f['memory_seconds_per_million_rows']):.3f}) | {f['disk_over_memory']:.2f} | |")
+            lines.append(
+                f"| | | the kernel alone, each chunk read from the store (in brackets: "
+                f"on the in-memory rows) | | | {statistics.median(f['disk_seconds_per_million_rows']):.3f} "
+                f"({statistics.median(f['memory_seconds_per_million_rows']):.3f}) | {f['disk_over_memory']:.2f} | |"
+            )
     v = result.get("verdict")
     if v:
-        lines += ["", "| target (issue 5, #3) | measured | result |", "|---|---:|---|",
-                  f"| per-row time at {v['rows']:,} rows within {RATIO_TARGET}x of in memory (better scheduler: "
-                  f"{v['scheduler']}) | {v['disk_over_memory']:.2f}x"
-                  + (f" (against the fastest reference {v['disk_over_fastest_memory']:.2f}x)"
-                     if v.get("disk_over_fastest_memory") else "")
-                  + (f" (the kernel alone, reading the store vs in memory: {v['kernel_alone']:.2f}x; from an "
-                     f"uncompressed store {v['uncompressed_kernel_alone']:.2f}x)"
-                     if v.get("kernel_alone") and v.get("uncompressed_kernel_alone")
-                     else "")
-                  + f" | {_common.verdict(v['ratio_pass'])} |",
-                  f"| peak resident memory (PSS) of the process tree < 2 GiB ({v['scheduler']}) | {v['peak_rss_bytes'] / 2**30:.2f} GiB | "
-                  f"{_common.verdict(v['rss_pass'])} |",
-                  f"| peak resident memory flat in N (max / min over N < 1.25) | {v['rss_max_over_min_across_n']:.2f} | "
-                  f"{_common.verdict(v['rss_flat'])} |"]
+        lines += [
+            "",
+            "| target (issue 5, #3) | measured | result |",
+            "|---|---:|---|",
+            f"| per-row time at {v['rows']:,} rows within {RATIO_TARGET}x of in memory (better scheduler: "
+            f"{v['scheduler']}) | {v['disk_over_memory']:.2f}x"
+            + (
+                f" (against the fastest reference {v['disk_over_fastest_memory']:.2f}x)"
+                if v.get("disk_over_fastest_memory")
+                else ""
+            )
+            + (
+                f" (the kernel alone, reading the store vs in memory: {v['kernel_alone']:.2f}x; from an "
+                f"uncompressed store {v['uncompressed_kernel_alone']:.2f}x)"
+                if v.get("kernel_alone") and v.get("uncompressed_kernel_alone")
+                else ""
+            )
+            + f" | {_common.verdict(v['ratio_pass'])} |",
+            f"| peak resident memory (PSS) of the process tree < 2 GiB ({v['scheduler']}) | {v['peak_rss_bytes'] / 2**30:.2f} GiB | "
+            f"{_common.verdict(v['rss_pass'])} |",
+            f"| peak resident memory flat in N (max / min over N < 1.25) | {v['rss_max_over_min_across_n']:.2f} | "
+            f"{_common.verdict(v['rss_flat'])} |",
+        ]
         raw = result.get("uncompressed_kernel_alone")
         if raw:
-            lines += ["", f"The kernel alone, from an uncompressed store ({raw['disk_rows']:,} rows): "
-                          f"{_kernel_alone_line(raw)}."]
+            lines += [
+                "",
+                f"The kernel alone, from an uncompressed store ({raw['disk_rows']:,} rows): "
+                f"{_kernel_alone_line(raw)}.",
+            ]
         largest_runs = max(result["runs"], key=lambda e: e["rows"])["disk"]
         for name, run in largest_runs.items():
-            parts = ", ".join(f"{n} {b / 2**30:.2f}" for n, b in sorted(run["rss_at_peak_by_process"], key=lambda x: -x[1]))
+            parts = ", ".join(
+                f"{n} {b / 2**30:.2f}"
+                for n, b in sorted(run["rss_at_peak_by_process"], key=lambda x: -x[1])
+            )
             lines.append(f"\nResident memory (PSS) at the peak, {name}, GiB: {parts}.")
         held = v["page_cache_held_largest"]
         largest = max(result["runs"], key=lambda e: e["rows"])
-        lines += ["", f"Page cache: the {largest['rows']:,}-row store is {largest['bytes_on_disk'] / 2**30:.1f} GiB on "
-                      f"a {result['machine']['ram_gib']} GiB machine; {fmt_fraction(held)} of it was in the page cache "
-                      "as the warm timed iterations started (the least of them), so those iterations read "
-                      + ("mostly from memory, not from the disk." if held is not None and held > 0.9 else
-                         "partly or wholly from the disk." if held is not None else "(unknown).")
-                      + " Rows marked 'page cache dropped every iteration' read every byte from the disk."]
+        lines += [
+            "",
+            f"Page cache: the {largest['rows']:,}-row store is {largest['bytes_on_disk'] / 2**30:.1f} GiB on "
+            f"a {result['machine']['ram_gib']} GiB machine; {fmt_fraction(held)} of it was in the page cache "
+            "as the warm timed iterations started (the least of them), so those iterations read "
+            + (
+                "mostly from memory, not from the disk."
+                if held is not None and held > 0.9
+                else "partly or wholly from the disk."
+                if held is not None
+                else "(unknown)."
+            )
+            + " Rows marked 'page cache dropped every iteration' read every byte from the disk.",
+        ]
     return "\n".join(lines)
 
 

@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a cl
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import dask.array as da  # noqa: E402
+from _common import D, K, machine_info, machine_line, start_values, verdict, write_json  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 
-from _common import D, K, machine_info, machine_line, start_values, verdict, write_json  # noqa: E402
 from diaggmm_dist import DiagGMM, engine, kernels  # noqa: E402
 
 TARGET = 0.05
@@ -92,8 +92,11 @@ def repeated_chunks(n_chunks, chunk_rows, seed=0, distinct=POOL):
     blocks = []
     for _ in range(min(distinct, n_chunks)):
         labels = rng.choice(K, size=chunk_rows, p=weights)
-        blocks.append((means[labels] + rng.standard_normal((chunk_rows, D)) * np.sqrt(covariances[labels]))
-                      .astype(np.float32))
+        blocks.append(
+            (
+                means[labels] + rng.standard_normal((chunk_rows, D)) * np.sqrt(covariances[labels])
+            ).astype(np.float32)
+        )
     name = f"repeated-chunks-{n_chunks}-{chunk_rows}-{seed}"
     graph = {(name, i, 0): blocks[i % len(blocks)] for i in range(n_chunks)}
     return da.Array(graph, name, ((chunk_rows,) * n_chunks, (D,)), meta=blocks[0][:0])
@@ -107,14 +110,27 @@ def measure(n_chunks, chunk_rows, iters):
     rows = []
     with KernelClock() as clock, tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        gmm = DiagGMM(K, weights_init=w0, means_init=m0, precisions_init=p0, tol=0, max_iter=iters,
-                      dtype="float32")
+        gmm = DiagGMM(
+            K,
+            weights_init=w0,
+            means_init=m0,
+            precisions_init=p0,
+            tol=0,
+            max_iter=iters,
+            dtype="float32",
+        )
 
         def on_iteration(summary):
             kernel_seconds, calls = clock.take()
-            rows.append({"iteration": summary["iteration"], "wall_seconds": summary["seconds"],
-                         "chunk_calls": calls, "kernel_seconds": kernel_seconds,
-                         "chunk_compute_seconds": kernel_seconds / threads})
+            rows.append(
+                {
+                    "iteration": summary["iteration"],
+                    "wall_seconds": summary["seconds"],
+                    "chunk_calls": calls,
+                    "kernel_seconds": kernel_seconds,
+                    "chunk_compute_seconds": kernel_seconds / threads,
+                }
+            )
 
         start = time.perf_counter()
         gmm.fit(X, checkpoint=Path(tmp) / "checkpoint.zarr", on_iteration=on_iteration)
@@ -124,8 +140,12 @@ def measure(n_chunks, chunk_rows, iters):
         row["outside_fraction"] = row["outside_seconds"] / row["wall_seconds"]
     steady = rows[1:] or rows
     return {
-        "chunks": n_chunks, "chunk_rows": chunk_rows, "rows": n_chunks * chunk_rows, "threads": threads,
-        "iterations": rows, "fit_seconds": fit_seconds,
+        "chunks": n_chunks,
+        "chunk_rows": chunk_rows,
+        "rows": n_chunks * chunk_rows,
+        "threads": threads,
+        "iterations": rows,
+        "fit_seconds": fit_seconds,
         # the first iteration also builds the pass's graph (once per fit): reported, and
         # amortised over the fit in "fit_outside_fraction"
         "outside_fraction": statistics.median(r["outside_fraction"] for r in steady),
@@ -135,10 +155,13 @@ def measure(n_chunks, chunk_rows, iters):
 
 
 def render(result):
-    lines = [f"Machine: {machine_line(result['machine'])}", "",
-             "| chunks | rows per chunk | s / iteration | chunk compute s / it | outside s / it | outside | "
-             "outside (whole fit, incl. graph build) | target | verdict |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Machine: {machine_line(result['machine'])}",
+        "",
+        "| chunks | rows per chunk | s / iteration | chunk compute s / it | outside s / it | outside | "
+        "outside (whole fit, incl. graph build) | target | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for run in result["runs"]:
         steady = run["iterations"][1:] or run["iterations"]
         inside = statistics.median(r["chunk_compute_seconds"] for r in steady)
@@ -146,19 +169,31 @@ def render(result):
         lines.append(
             f"| {run['chunks']:,} | {run['chunk_rows']:,} | {run['seconds_per_iteration']:.3f} | {inside:.3f} | "
             f"{outside:.3f} | {run['outside_fraction']:.1%} | {run['fit_outside_fraction']:.1%} | < {TARGET:.0%} | "
-            f"{verdict(run['outside_fraction'] < TARGET) if run['default_size'] else 'informational'} |")
+            f"{verdict(run['outside_fraction'] < TARGET) if run['default_size'] else 'informational'} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--chunks", type=int, default=1000)
-    parser.add_argument("--chunk-rows", type=int, nargs="+", default=None,
-                        help="rows per chunk (default: the library's default for 32 float32 features)")
+    parser.add_argument(
+        "--chunk-rows",
+        type=int,
+        nargs="+",
+        default=None,
+        help="rows per chunk (default: the library's default for 32 float32 features)",
+    )
     parser.add_argument("--iters", type=int, default=4)
     args = parser.parse_args(argv)
     default_rows = engine.default_chunk_rows(D, 4)
-    result = {"machine": machine_info(), "target": f"outside chunk compute < {TARGET:.0%} per iteration", "runs": []}
+    result = {
+        "machine": machine_info(),
+        "target": f"outside chunk compute < {TARGET:.0%} per iteration",
+        "runs": [],
+    }
     for chunk_rows in args.chunk_rows or [default_rows]:
         run = measure(args.chunks, chunk_rows, args.iters)
         run["default_size"] = chunk_rows == default_rows

@@ -12,6 +12,7 @@ exponentials, and the M-step product rᵀ @ [x, x²]. No dask, no I/O, no log-su
 
     python roofline.py 1000000 32 16      # N D K -> prints seconds per iteration (best of 3)
 """
+
 import os
 import sys
 import time
@@ -26,9 +27,9 @@ def bound_seconds(n, d, k, chunk=32768, reps=3, threads=None):
     a = np.random.rand(2 * d, k).astype("f4")
 
     def one(_):
-        l = z @ a
-        np.exp(l, out=l)
-        return l.T @ z
+        logits = z @ a
+        np.exp(logits, out=logits)
+        return logits.T @ z
 
     best = np.inf
     with threadpool_limits(1), ThreadPoolExecutor(threads or os.cpu_count()) as pool:

@@ -103,6 +103,7 @@ sys.path.insert(0, str(ROOT))  # run from a clone without installing the package
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 from _common import machine_info  # noqa: E402
+
 from diaggmm_dist import DiagGMM  # noqa: E402
 from diaggmm_dist.engine import default_chunk_rows  # noqa: E402
 
@@ -170,22 +171,34 @@ def time_estimators(cases, iters, repeats, after_fit=None):
     on one estimator only. ``after_fit(index, run)``, if given, runs right after each timed fit.
     Returns one dict of timings and final fitted state per case, in order.
     """
-    runs = [{"name": label, "setup_fit_s": [], "t_1_s": [], "t_iters_s": []} for label, _, _ in cases]
+    runs = [
+        {"name": label, "setup_fit_s": [], "t_1_s": [], "t_iters_s": []} for label, _, _ in cases
+    ]
     final = [None] * len(cases)
     for repeat in range(repeats):
         for offset in range(len(cases)):
             i = (repeat + offset) % len(cases)
             (label, factory, X), run = cases[i], runs[i]
-            print(f"bench: {label} (repeat {repeat + 1}/{repeats}) ...", file=sys.stderr, flush=True)
+            print(
+                f"bench: {label} (repeat {repeat + 1}/{repeats}) ...", file=sys.stderr, flush=True
+            )
             estimator = factory()
             estimator.set_params(max_iter=1, warm_start=True)
-            run["setup_fit_s"].append(_timed_fit(estimator, X))  # scikit-learn's initialisation runs here
+            run["setup_fit_s"].append(
+                _timed_fit(estimator, X)
+            )  # scikit-learn's initialisation runs here
             run["t_1_s"].append(_timed_fit(estimator, X))
             estimator.set_params(max_iter=iters)
             run["t_iters_s"].append(_timed_fit(estimator, X))
             if estimator.n_iter_ != iters:
-                raise RuntimeError(f"{label}: ran {estimator.n_iter_} iterations, expected {iters} (tol=0).")
-            print(f"bench:   {run['t_iters_s'][-1] / iters:.4f} s / iteration", file=sys.stderr, flush=True)
+                raise RuntimeError(
+                    f"{label}: ran {estimator.n_iter_} iterations, expected {iters} (tol=0)."
+                )
+            print(
+                f"bench:   {run['t_iters_s'][-1] / iters:.4f} s / iteration",
+                file=sys.stderr,
+                flush=True,
+            )
             final[i] = estimator
             if after_fit is not None:
                 after_fit(i, run)
@@ -208,7 +221,10 @@ def plain_kernel_seconds(X32, weights, means, precisions, chunk_rows, threads, r
     """Best seconds of one statistics pass of the library's kernel alone (module docstring, "Plain kernel")."""
     chunks = [X32[start : start + chunk_rows] for start in range(0, X32.shape[0], chunk_rows)]
     _common.kernel_pass_seconds(chunks, weights, means, precisions, threads)  # warm-up
-    return min(_common.kernel_pass_seconds(chunks, weights, means, precisions, threads) for _ in range(repeats))
+    return min(
+        _common.kernel_pass_seconds(chunks, weights, means, precisions, threads)
+        for _ in range(repeats)
+    )
 
 
 def roofline_functions():
@@ -216,7 +232,9 @@ def roofline_functions():
     ``bound_seconds``, and the repo copy's (which takes ``threads``, for the parallelism probe)."""
     source = SHARED_ROOFLINE if SHARED_ROOFLINE.is_file() else LOCAL_ROOFLINE
     yardstick = _load_module("_roofline_yardstick", source)
-    local = yardstick if source == LOCAL_ROOFLINE else _load_module("_roofline_local", LOCAL_ROOFLINE)
+    local = (
+        yardstick if source == LOCAL_ROOFLINE else _load_module("_roofline_local", LOCAL_ROOFLINE)
+    )
     return source, yardstick.bound_seconds, local.bound_seconds
 
 
@@ -257,7 +275,10 @@ def render_markdown(report):
         f"({machine['usable_cpus']} usable, {machine['physical_cores']} physical cores), {machine['ram_gib']} GiB RAM; "
         f"Python {machine['python']}; numpy {v['numpy']}, dask {v['dask']}, distributed {v['distributed']}, "
         f"zarr {v['zarr']}, scikit-learn {v['scikit-learn']}; "
-        + ", ".join(f"{b['internal_api']} {b['version']} ({b['architecture']}, {b['num_threads']} threads)" for b in machine["blas"]),
+        + ", ".join(
+            f"{b['internal_api']} {b['version']} ({b['architecture']}, {b['num_threads']} threads)"
+            for b in machine["blas"]
+        ),
         "",
         "| implementation | s / iteration | marginal s / iter | fixed s / fit | speed-up vs sklearn | target | verdict "
         "| final lower bound | rel. diff vs sklearn (max over the fit) | bound / ours |",
@@ -281,10 +302,13 @@ def render_markdown(report):
         f"({roof['ideal_parallelism']:.2f}x possible).",
         "",
         "DiagGMM float32 against the bound measured right after each of its fits (the verdict of target 2): "
-        + ", ".join(f"{bound_r / (fit_r / cfg['iters']):.0%}" for bound_r, fit_r in
-                    zip(float32_row["paired_bound_s"], float32_row["t_iters_s"]))
+        + ", ".join(
+            f"{bound_r / (fit_r / cfg['iters']):.0%}"
+            for bound_r, fit_r in zip(float32_row["paired_bound_s"], float32_row["t_iters_s"])
+        )
         + f" (median {float32_row['paired_bound_over_ours']:.0%}; bounds "
-        + ", ".join(f"{b:.4f}" for b in float32_row["paired_bound_s"]) + " s).",
+        + ", ".join(f"{b:.4f}" for b in float32_row["paired_bound_s"])
+        + " s).",
         "",
         f"Plain kernel (the library's per-chunk kernel on DiagGMM float32's chunks, a thread per CPU, no dask, "
         f"no M-step): {roof['plain_kernel_s']:.4f} s per pass, {roof['plain_kernel_of_bound']:.0%} of the bound; "
@@ -304,19 +328,39 @@ def render_markdown(report):
 
 # ----------------------------------------------------------------------------- main
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=None, help="rows (default 1,000,000; 100,000 with --quick)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--n", type=int, default=None, help="rows (default 1,000,000; 100,000 with --quick)"
+    )
     parser.add_argument("--d", type=int, default=32, help="features (default 32)")
     parser.add_argument("--k", type=int, default=16, help="components (default 16)")
-    parser.add_argument("--iters", type=int, default=20, help="EM iterations per timed fit (default 20)")
-    parser.add_argument("--quick", action="store_true", help=f"smoke run: N={QUICK_N:,} unless --n is given")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="timed fits of --iters iterations per estimator, interleaved; the best is reported "
-                             "(default 3)")
-    parser.add_argument("--chunk-size", type=int, default=None, help="DiagGMM chunk_size (default: its own, ~16 MiB)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the data and of the shared start (default 0)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results directory (default bench/results)")
+    parser.add_argument(
+        "--iters", type=int, default=20, help="EM iterations per timed fit (default 20)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"smoke run: N={QUICK_N:,} unless --n is given"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="timed fits of --iters iterations per estimator, interleaved; the best is reported "
+        "(default 3)",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="DiagGMM chunk_size (default: its own, ~16 MiB)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the data and of the shared start (default 0)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="results directory (default bench/results)"
+    )
     args = parser.parse_args(argv)
     if args.n is None:
         args.n = QUICK_N if args.quick else 1_000_000
@@ -332,7 +376,10 @@ def main(argv=None):
     args = parse_args(argv)
     warnings.simplefilter("ignore", ConvergenceWarning)
     n, d, k, iters = args.n, args.d, args.k, args.iters
-    command = " ".join([Path(sys.executable).name, os.path.relpath(__file__, Path.cwd())] + (sys.argv[1:] if argv is None else list(argv)))
+    command = " ".join(
+        [Path(sys.executable).name, os.path.relpath(__file__, Path.cwd())]
+        + (sys.argv[1:] if argv is None else list(argv))
+    )
 
     print(f"bench: N={n:,} D={d} K={k} iterations={iters} repeats={args.repeats}", file=sys.stderr)
     X = make_data(n, d, k, args.seed)
@@ -343,33 +390,65 @@ def main(argv=None):
     source, bound_seconds, local_bound_seconds = roofline_functions()
     before = bound_seconds(n, d, k)
 
-    common = {"n_components": k, "tol": 0.0, "max_iter": 1, "warm_start": True, "random_state": 0, **inits}
+    common = {
+        "n_components": k,
+        "tol": 0.0,
+        "max_iter": 1,
+        "warm_start": True,
+        "random_state": 0,
+        **inits,
+    }
     cases = [
-        ("scikit-learn GaussianMixture (float64)", "float64", None,
-         lambda: GaussianMixture(covariance_type="diag", **common), X),
-        ("DiagGMM float64", "float64", FLOAT64_TARGET,
-         lambda: DiagGMM(dtype="float64", chunk_size=args.chunk_size, **common), X),
-        ("DiagGMM float32", "float32", FLOAT32_TARGET,
-         lambda: DiagGMM(dtype="float32", chunk_size=args.chunk_size, **common), X32),
+        (
+            "scikit-learn GaussianMixture (float64)",
+            "float64",
+            None,
+            lambda: GaussianMixture(covariance_type="diag", **common),
+            X,
+        ),
+        (
+            "DiagGMM float64",
+            "float64",
+            FLOAT64_TARGET,
+            lambda: DiagGMM(dtype="float64", chunk_size=args.chunk_size, **common),
+            X,
+        ),
+        (
+            "DiagGMM float32",
+            "float32",
+            FLOAT32_TARGET,
+            lambda: DiagGMM(dtype="float32", chunk_size=args.chunk_size, **common),
+            X32,
+        ),
     ]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         warnings.simplefilter("ignore", ConvergenceWarning)
+
         def pair_bound(index, run):  # the bound again right after each DiagGMM float32 fit
             if cases[index][1] == "float32":
                 run.setdefault("paired_bound_s", []).append(bound_seconds(n, d, k))
 
-        results = time_estimators([(label, factory, data) for label, _, _, factory, data in cases],
-                                  iters, args.repeats, pair_bound)
+        results = time_estimators(
+            [(label, factory, data) for label, _, _, factory, data in cases],
+            iters,
+            args.repeats,
+            pair_bound,
+        )
     for result, (label, dtype, target, _, _) in zip(results, cases):
         result.update(label=label, dtype=dtype, target=target)
     caught_messages = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
 
     after = bound_seconds(n, d, k)
     bound = min(before, after)
-    plain = plain_kernel_seconds(X32, weights, means, precisions,
-                                 args.chunk_size or default_chunk_rows(d, np.dtype(np.float32).itemsize),
-                                 os.cpu_count() or 1)
+    plain = plain_kernel_seconds(
+        X32,
+        weights,
+        means,
+        precisions,
+        args.chunk_size or default_chunk_rows(d, np.dtype(np.float32).itemsize),
+        os.cpu_count() or 1,
+    )
     # The same arithmetic on 1 thread and on every core, alternated (best of each), and the
     # speed-up its task count allows: how many cores the machine really gave this process.
     threads = os.cpu_count() or 1
@@ -377,19 +456,31 @@ def main(argv=None):
     all_threads = min(local_bound_seconds(n, d, k, threads=threads) for _ in range(2))
     tasks = max(1, n // 32768)  # bound_seconds' default chunk
     ideal = tasks / -(-tasks // threads)
-    chunks = {dtype: -(-n // (args.chunk_size or default_chunk_rows(d, np.dtype(dtype).itemsize)))
-              for dtype in ("float64", "float32")}
+    chunks = {
+        dtype: -(-n // (args.chunk_size or default_chunk_rows(d, np.dtype(dtype).itemsize)))
+        for dtype in ("float64", "float32")
+    }
 
     reference = results[0]
     notes = []
     for row in results:
         row["speedup"] = reference["s_per_iter"] / row["s_per_iter"]
-        row["marginal_speedup"] = (reference["marginal_s_per_iter"] / row["marginal_s_per_iter"]
-                                   if row["marginal_s_per_iter"] and reference["marginal_s_per_iter"] else None)
+        row["marginal_speedup"] = (
+            reference["marginal_s_per_iter"] / row["marginal_s_per_iter"]
+            if row["marginal_s_per_iter"] and reference["marginal_s_per_iter"]
+            else None
+        )
         if row is reference:
-            row.update(lb_rel_diff=None, lb_traj_max_rel_diff=None, bound_over_ours=None, verdict="reference")
+            row.update(
+                lb_rel_diff=None,
+                lb_traj_max_rel_diff=None,
+                bound_over_ours=None,
+                verdict="reference",
+            )
             continue
-        row["lb_rel_diff"] = abs(row["lower_bound"] - reference["lower_bound"]) / abs(reference["lower_bound"])
+        row["lb_rel_diff"] = abs(row["lower_bound"] - reference["lower_bound"]) / abs(
+            reference["lower_bound"]
+        )
         pairs = list(zip(row["lower_bounds"], reference["lower_bounds"]))
         row["lb_traj_max_rel_diff"] = max((abs(a - b) / abs(b) for a, b in pairs), default=None)
         row["bound_over_ours"] = bound / row["s_per_iter"]
@@ -398,41 +489,73 @@ def main(argv=None):
         row["verdict"] = "pass" if met else "falls short"
         if row["dtype"] == "float32":
             row["paired_bound_over_ours"] = statistics.median(
-                bound_r / (fit_r / iters) for bound_r, fit_r in zip(row["paired_bound_s"], row["t_iters_s"]))
+                bound_r / (fit_r / iters)
+                for bound_r, fit_r in zip(row["paired_bound_s"], row["t_iters_s"])
+            )
             row["roofline_target"] = ROOFLINE_TARGET
             row["met_roofline_target"] = bool(row["paired_bound_over_ours"] >= ROOFLINE_TARGET)
         tolerance = FLOAT64_LB_TOL if row["dtype"] == "float64" else FLOAT32_LB_TOL
         if row["lb_rel_diff"] > tolerance:
-            notes.append(f"{row['label']}: final lower bound differs from scikit-learn's by "
-                         f"{row['lb_rel_diff']:.1e} relative (expected <= {tolerance:.0e}).")
+            notes.append(
+                f"{row['label']}: final lower bound differs from scikit-learn's by "
+                f"{row['lb_rel_diff']:.1e} relative (expected <= {tolerance:.0e})."
+            )
         if row["n_reseeded"]:
-            notes.append(f"{row['label']}: re-seeded {row['n_reseeded']} collapsed component(s), "
-                         "so its trajectory is not scikit-learn's.")
+            notes.append(
+                f"{row['label']}: re-seeded {row['n_reseeded']} collapsed component(s), "
+                "so its trajectory is not scikit-learn's."
+            )
     for message in caught_messages:
         notes.append(f"Warning during the fits: {message}")
     effective = one_thread / all_threads
     if effective < 0.75 * ideal:
-        notes.append(f"The roofline arithmetic ran only {effective:.2f}x faster on {threads} threads than on 1 "
-                     f"({ideal:.2f}x possible): the machine did not give this process all its CPUs (shared or "
-                     "oversubscribed host), so multi-threaded timings (DiagGMM, the bound) are pessimistic and noisy "
-                     "here; rerun, or raise --repeats.")
+        notes.append(
+            f"The roofline arithmetic ran only {effective:.2f}x faster on {threads} threads than on 1 "
+            f"({ideal:.2f}x possible): the machine did not give this process all its CPUs (shared or "
+            "oversubscribed host), so multi-threaded timings (DiagGMM, the bound) are pessimistic and noisy "
+            "here; rerun, or raise --repeats."
+        )
     if args.quick:
-        notes.append(f"Smoke run (--quick): at this size DiagGMM gets {chunks['float64']} (float64) and "
-                     f"{chunks['float32']} (float32) chunk(s), i.e. at most that many threads busy, and its fixed "
-                     "per-fit and per-iteration costs weigh more; the targets apply to the full size.")
+        notes.append(
+            f"Smoke run (--quick): at this size DiagGMM gets {chunks['float64']} (float64) and "
+            f"{chunks['float32']} (float32) chunk(s), i.e. at most that many threads busy, and its fixed "
+            "per-fit and per-iteration costs weigh more; the targets apply to the full size."
+        )
 
     report = {
         "timestamp": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": command,
-        "config": {"n": n, "d": d, "k": k, "iters": iters, "repeats": args.repeats, "seed": args.seed,
-                   "quick": args.quick, "chunk_size": args.chunk_size, "tol": 0.0, "diaggmm_chunks": chunks},
+        "config": {
+            "n": n,
+            "d": d,
+            "k": k,
+            "iters": iters,
+            "repeats": args.repeats,
+            "seed": args.seed,
+            "quick": args.quick,
+            "chunk_size": args.chunk_size,
+            "tol": 0.0,
+            "diaggmm_chunks": chunks,
+        },
         "machine": machine_info(),
-        "roofline": {"source": os.path.relpath(source, ROOT), "bound_s": bound, "before_s": before, "after_s": after,
-                     "one_thread_s": one_thread, "all_threads_s": all_threads, "effective_parallelism": effective,
-                     "ideal_parallelism": ideal, "plain_kernel_s": plain,
-                     "plain_kernel_of_bound": bound / plain, "diaggmm_float32_over_plain_kernel":
-                     results[2]["s_per_iter"] / plain},
-        "targets": {"float32": FLOAT32_TARGET, "float64": FLOAT64_TARGET, "float32_of_bound": ROOFLINE_TARGET},
+        "roofline": {
+            "source": os.path.relpath(source, ROOT),
+            "bound_s": bound,
+            "before_s": before,
+            "after_s": after,
+            "one_thread_s": one_thread,
+            "all_threads_s": all_threads,
+            "effective_parallelism": effective,
+            "ideal_parallelism": ideal,
+            "plain_kernel_s": plain,
+            "plain_kernel_of_bound": bound / plain,
+            "diaggmm_float32_over_plain_kernel": results[2]["s_per_iter"] / plain,
+        },
+        "targets": {
+            "float32": FLOAT32_TARGET,
+            "float64": FLOAT64_TARGET,
+            "float32_of_bound": ROOFLINE_TARGET,
+        },
         "float32_meets_target": bool(results[2]["met_target"]),
         "float64_meets_target": bool(results[1]["met_target"]),
         "float32_meets_roofline_target": bool(results[2]["met_roofline_target"]),

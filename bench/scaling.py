@@ -87,7 +87,7 @@ def _worker_read(path, repeats=40):
     best = math.inf
     for repeat in range(repeats):
         start = time.perf_counter()
-        array[(repeat % n) * rows:(repeat % n + 1) * rows].sum(dtype="float64")
+        array[(repeat % n) * rows : (repeat % n + 1) * rows].sum(dtype="float64")
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -108,9 +108,13 @@ def malloc_check(path):
 
     saved, out = clear(), {}
     try:
-        for name, make in (("distributed defaults", lambda: LocalCluster(n_workers=1, threads_per_worker=1,
-                                                                           dashboard_address=":0")),
-                           ("library LocalCluster", lambda: local_cluster(1))):
+        for name, make in (
+            (
+                "distributed defaults",
+                lambda: LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0"),
+            ),
+            ("library LocalCluster", lambda: local_cluster(1)),
+        ):
             with make() as cluster, Client(cluster) as client:
                 out[name] = client.submit(_worker_read, str(path), pure=False).result()
             clear()
@@ -124,16 +128,26 @@ def speedup(path, iters, repeats):
 
     runs = {1: [], 2: []}
     for repeat in range(repeats):
-        for n_workers in ((1, 2) if repeat % 2 == 0 else (2, 1)):
+        for n_workers in (1, 2) if repeat % 2 == 0 else (2, 1):
             with local_cluster(n_workers) as cluster, Client(cluster):
                 run = timed_fit(str(path), iters)
             runs[n_workers].append(run)
-            print(f"  {n_workers} worker(s): {run['seconds_per_iteration']:.3f} s/iter "
-                  f"({', '.join(f'{s:.2f}' for s in run['iteration_seconds'])})", flush=True)
+            print(
+                f"  {n_workers} worker(s): {run['seconds_per_iteration']:.3f} s/iter "
+                f"({', '.join(f'{s:.2f}' for s in run['iteration_seconds'])})",
+                flush=True,
+            )
     best = {n: min(r["seconds_per_iteration"] for r in rs) for n, rs in runs.items()}
-    paired = [a["seconds_per_iteration"] / b["seconds_per_iteration"] for a, b in zip(runs[1], runs[2])]
-    return {"runs": {str(n): rs for n, rs in runs.items()}, "best_seconds_per_iteration": {str(n): b for n, b in best.items()},
-            "speedup": statistics.median(paired), "speedup_best": best[1] / best[2], "speedup_per_repeat": paired}
+    paired = [
+        a["seconds_per_iteration"] / b["seconds_per_iteration"] for a, b in zip(runs[1], runs[2])
+    ]
+    return {
+        "runs": {str(n): rs for n, rs in runs.items()},
+        "best_seconds_per_iteration": {str(n): b for n, b in best.items()},
+        "speedup": statistics.median(paired),
+        "speedup_best": best[1] / best[2],
+        "speedup_per_repeat": paired,
+    }
 
 
 def _share_of_chunks(path, starts, rows, barrier, seconds):
@@ -148,14 +162,17 @@ def _share_of_chunks(path, starts, rows, barrier, seconds):
     weights, means, precisions = _common.start_values()
     array = zarr.open_array(path, mode="r")
     array = zarr_chunks.direct_rows(array) or array  # read as the fit reads it
-    coef = kernels.log_prob_coefficients(weights, means, precisions, data_centre(weights, means, precisions),
-                                         np.float32)
+    coef = kernels.log_prob_coefficients(
+        weights, means, precisions, data_centre(weights, means, precisions), np.float32
+    )
     with threadpool_limits(1):
-        kernels.chunk_statistics(array[:rows, :], ("gaussian", coef))  # warm-up: imports, allocator, caches
+        kernels.chunk_statistics(
+            array[:rows, :], ("gaussian", coef)
+        )  # warm-up: imports, allocator, caches
         barrier.wait()
         start = time.perf_counter()
         for row in starts:
-            kernels.chunk_statistics(array[row:row + rows, :], ("gaussian", coef))
+            kernels.chunk_statistics(array[row : row + rows, :], ("gaussian", coef))
         seconds.put(time.perf_counter() - start)
 
 
@@ -171,11 +188,16 @@ def process_ceiling(path, n_chunks, repeats):
     starts = [i * rows for i in range(n_chunks)]
     runs = {1: [], 2: []}
     for repeat in range(repeats):
-        for n in ((1, 2) if repeat % 2 == 0 else (2, 1)):
+        for n in (1, 2) if repeat % 2 == 0 else (2, 1):
             barrier, seconds = context.Barrier(n), context.Queue()
             with worker_malloc_environ():
-                processes = [context.Process(target=_share_of_chunks, args=(str(path), starts[i::n], rows, barrier, seconds))
-                             for i in range(n)]
+                processes = [
+                    context.Process(
+                        target=_share_of_chunks,
+                        args=(str(path), starts[i::n], rows, barrier, seconds),
+                    )
+                    for i in range(n)
+                ]
                 for process in processes:
                     process.start()
             times = [seconds.get() for _ in processes]
@@ -185,8 +207,14 @@ def process_ceiling(path, n_chunks, repeats):
             print(f"  plain processes, {n}: {max(times):.3f} s for {n_chunks} chunks", flush=True)
     best = {n: min(times) for n, times in runs.items()}
     paired = [a / b for a, b in zip(runs[1], runs[2])]
-    return {"chunks": n_chunks, "chunk_rows": rows, "seconds": {str(n): t for n, t in runs.items()},
-            "speedup": statistics.median(paired), "speedup_best": best[1] / best[2], "speedup_per_repeat": paired}
+    return {
+        "chunks": n_chunks,
+        "chunk_rows": rows,
+        "seconds": {str(n): t for n, t in runs.items()},
+        "speedup": statistics.median(paired),
+        "speedup_best": best[1] / best[2],
+        "speedup_per_repeat": paired,
+    }
 
 
 #: Task names of the tree sum: the library's own, and dask's (graphs whose chunks share tasks).
@@ -196,7 +224,9 @@ CHUNK_NAMES = ("diaggmm-pass-chunks",)
 
 
 def _compute_seconds(task):
-    return sum(s["stop"] - s["start"] for s in task.get("startstops", ()) if s.get("action") == "compute")
+    return sum(
+        s["stop"] - s["start"] for s in task.get("startstops", ()) if s.get("action") == "compute"
+    )
 
 
 def task_census(path, client, n_chunks):
@@ -220,13 +250,21 @@ def task_census(path, client, n_chunks):
     per_iteration = {name: len(times) - counts_one.get(name, 0) for name, times in kinds.items()}
     per_iteration = {k: v for k, v in per_iteration.items() if v}
     reduction = sum(v for k, v in per_iteration.items() if k.startswith(REDUCTION_NAMES))
-    chunk_tasks = sum(v for k, v in per_iteration.items()
-                      if k.startswith(CHUNK_NAMES) or (not k.startswith(REDUCTION_NAMES) and v % n_chunks == 0))
+    chunk_tasks = sum(
+        v
+        for k, v in per_iteration.items()
+        if k.startswith(CHUNK_NAMES) or (not k.startswith(REDUCTION_NAMES) and v % n_chunks == 0)
+    )
     total = sum(per_iteration.values())
-    return {"chunks": n_chunks, "tasks_per_iteration": total, "tasks_per_iteration_by_name": per_iteration,
-            "reduction_tasks_measured": reduction, "tasks_per_chunk": chunk_tasks / n_chunks,
-            "constant_tasks": total - reduction - chunk_tasks,
-            "median_compute_seconds_by_name": {k: statistics.median(v) for k, v in kinds.items()}}
+    return {
+        "chunks": n_chunks,
+        "tasks_per_iteration": total,
+        "tasks_per_iteration_by_name": per_iteration,
+        "reduction_tasks_measured": reduction,
+        "tasks_per_chunk": chunk_tasks / n_chunks,
+        "constant_tasks": total - reduction - chunk_tasks,
+        "median_compute_seconds_by_name": {k: statistics.median(v) for k, v in kinds.items()},
+    }
 
 
 def pass_shape(n_chunks, workers):
@@ -243,10 +281,16 @@ def pass_shape(n_chunks, workers):
     sizes = engine.group_sizes(n_chunks, workers)
     windows, tree = engine.first_level_windows(sizes), {}
     keys = [("chunks", i) for i in range(len(sizes))]
-    engine._add_tree_sum(tree, [keys[w[0]] if len(w) == 1 else [keys[i] for i in w] for w in windows], "sum")
+    engine._add_tree_sum(
+        tree, [keys[w[0]] if len(w) == 1 else [keys[i] for i in w] for w in windows], "sum"
+    )
     sent = sum(1 if len(w) == 1 else sum(sizes[i] for i in w) for w in windows) + len(tree)
-    return {"chunks_per_task": statistics.mode(sizes), "chunk_tasks": len(sizes), "reduction_tasks": len(tree),
-            "blocks_sent": sent}
+    return {
+        "chunks_per_task": statistics.mode(sizes),
+        "chunk_tasks": len(sizes),
+        "reduction_tasks": len(tree),
+        "blocks_sent": sent,
+    }
 
 
 def scheduler_overhead(client, sizes=(2000, 8000), repeats=3):
@@ -284,12 +328,16 @@ def scheduler_overhead(client, sizes=(2000, 8000), repeats=3):
             client.compute(total, optimize_graph=False).result()
             best = min(best, time.perf_counter() - start)
             best_cpu = min(best_cpu, scheduler_cpu() - cpu)
-        points.append({"chunks": size, "tasks": n_tasks, "seconds": best, "scheduler_cpu_seconds": best_cpu})
+        points.append(
+            {"chunks": size, "tasks": n_tasks, "seconds": best, "scheduler_cpu_seconds": best_cpu}
+        )
     (a, b) = points[0], points[-1]
-    return {"points": points,
-            "seconds_per_task": (b["seconds"] - a["seconds"]) / (b["tasks"] - a["tasks"]),
-            "scheduler_cpu_seconds_per_task": (b["scheduler_cpu_seconds"] - a["scheduler_cpu_seconds"])
-            / (b["tasks"] - a["tasks"])}
+    return {
+        "points": points,
+        "seconds_per_task": (b["seconds"] - a["seconds"]) / (b["tasks"] - a["tasks"]),
+        "scheduler_cpu_seconds_per_task": (b["scheduler_cpu_seconds"] - a["scheduler_cpu_seconds"])
+        / (b["tasks"] - a["tasks"]),
+    }
 
 
 def plan_chunk_figures(repeats):
@@ -305,7 +353,9 @@ def plan_chunk_figures(repeats):
     k, d = PLAN["components"], PLAN["features"]
     rows = engine.default_chunk_rows(d, 4)
     weights, means, covariances = synthetic.mixture_parameters(k, d, seed=0)
-    x = np.ascontiguousarray(synthetic._chunk(0, rows, weights, means, covariances, 0, np.dtype("float32"))[:, :d])
+    x = np.ascontiguousarray(
+        synthetic._chunk(0, rows, weights, means, covariances, 0, np.dtype("float32"))[:, :d]
+    )
     shift = weights @ means
     coefficients = kernels.log_prob_coefficients(weights, means, 1 / covariances, shift, np.float32)
     kernel = []
@@ -316,8 +366,13 @@ def plan_chunk_figures(repeats):
             kernel.append(time.perf_counter() - start)
     store = zarr.storage.MemoryStore()
     zarr_rows = data_chunk_rows(d, 4)
-    array = zarr.create_array(store, shape=x.shape, chunks=(zarr_rows, d), dtype="float32",
-                              compressors=synthetic.DEFAULT_COMPRESSORS)
+    array = zarr.create_array(
+        store,
+        shape=x.shape,
+        chunks=(zarr_rows, d),
+        dtype="float32",
+        compressors=synthetic.DEFAULT_COMPRESSORS,
+    )
     array[...] = x
     stored = sum(len(v) for key, v in store._store_dict.items() if key.startswith("c"))
     read = []
@@ -325,14 +380,23 @@ def plan_chunk_figures(repeats):
         start = time.perf_counter()
         array[...]
         read.append(time.perf_counter() - start)
-    return {"components": k, "features": d, "chunk_rows": rows, "zarr_chunk_rows": zarr_rows, "chunk_bytes": x.nbytes,
-            # best of the repeats: what one core does when it is not shared (the others are in *_all)
-            "kernel_seconds": min(kernel), "kernel_seconds_all": kernel,
-            "read_decode_seconds": min(read), "read_decode_seconds_all": read,
-            "codec": [c.to_dict() for c in synthetic.DEFAULT_COMPRESSORS or []],
-            "compression_ratio": x.nbytes / stored,
-            "stat_block_shape": list(stats.shape), "stat_block_bytes": int(stats.nbytes),
-            "stat_block_bytes_formula": (k + 1) * kernels.n_stat_columns(d) * 8}
+    return {
+        "components": k,
+        "features": d,
+        "chunk_rows": rows,
+        "zarr_chunk_rows": zarr_rows,
+        "chunk_bytes": x.nbytes,
+        # best of the repeats: what one core does when it is not shared (the others are in *_all)
+        "kernel_seconds": min(kernel),
+        "kernel_seconds_all": kernel,
+        "read_decode_seconds": min(read),
+        "read_decode_seconds_all": read,
+        "codec": [c.to_dict() for c in synthetic.DEFAULT_COMPRESSORS or []],
+        "compression_ratio": x.nbytes / stored,
+        "stat_block_shape": list(stats.shape),
+        "stat_block_bytes": int(stats.nbytes),
+        "stat_block_bytes_formula": (k + 1) * kernels.n_stat_columns(d) * 8,
+    }
 
 
 def worked_estimate(chunk, census, seconds_per_task):
@@ -343,13 +407,22 @@ def worked_estimate(chunk, census, seconds_per_task):
     tasks = shape["chunk_tasks"] + shape["reduction_tasks"] + census["constant_tasks"]
     per_chunk = chunk["kernel_seconds"] + chunk["read_decode_seconds"]
     network = shape["blocks_sent"] * chunk["stat_block_bytes"]
-    out = {"rows": rows, "chunks": n_chunks, **shape, "tasks_per_iteration": tasks, "scheduler_seconds": tasks * seconds_per_task,
-           "core_seconds": n_chunks * per_chunk, "network_bytes_upper_bound": network,
-           "storage_bytes": PLAN["bytes"] / chunk["compression_ratio"], "workers": {}}
+    out = {
+        "rows": rows,
+        "chunks": n_chunks,
+        **shape,
+        "tasks_per_iteration": tasks,
+        "scheduler_seconds": tasks * seconds_per_task,
+        "core_seconds": n_chunks * per_chunk,
+        "network_bytes_upper_bound": network,
+        "storage_bytes": PLAN["bytes"] / chunk["compression_ratio"],
+        "workers": {},
+    }
     for workers in PLAN["workers"]:
         compute = math.ceil(n_chunks / workers) * per_chunk
         out["workers"][str(workers)] = {
-            "chunks_per_worker": math.ceil(n_chunks / workers), "compute_seconds": compute,
+            "chunks_per_worker": math.ceil(n_chunks / workers),
+            "compute_seconds": compute,
             "scheduler_seconds": out["scheduler_seconds"],
             "estimate_seconds": max(compute, out["scheduler_seconds"]),
             "bound_by": "compute" if compute >= out["scheduler_seconds"] else "scheduler",
@@ -362,11 +435,15 @@ def worked_estimate(chunk, census, seconds_per_task):
     big = pass_shape(big_chunks, max(PLAN["workers"]))
     big_tasks = big["chunk_tasks"] + big["reduction_tasks"] + census["constant_tasks"]
     out["larger_chunks"] = {
-        "chunk_rows": chunk["chunk_rows"] * CHUNK_FACTOR, "chunks": big_chunks, "tasks_per_iteration": big_tasks,
+        "chunk_rows": chunk["chunk_rows"] * CHUNK_FACTOR,
+        "chunks": big_chunks,
+        "tasks_per_iteration": big_tasks,
         "scheduler_seconds": big_tasks * seconds_per_task,
         "network_bytes_upper_bound": big["blocks_sent"] * chunk["stat_block_bytes"],
-        "workers": {str(w): {"compute_seconds": math.ceil(big_chunks / w) * per_chunk * CHUNK_FACTOR}
-                    for w in PLAN["workers"]},
+        "workers": {
+            str(w): {"compute_seconds": math.ceil(big_chunks / w) * per_chunk * CHUNK_FACTOR}
+            for w in PLAN["workers"]
+        },
     }
     for w in out["larger_chunks"]["workers"].values():
         w["estimate_seconds"] = max(w["compute_seconds"], out["larger_chunks"]["scheduler_seconds"])
@@ -383,7 +460,9 @@ def main(argv=None):
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--kernel-repeats", type=int, default=7)
-    parser.add_argument("--ceiling-chunks", type=int, default=32, help="chunks read by the plain-process ceiling")
+    parser.add_argument(
+        "--ceiling-chunks", type=int, default=32, help="chunks read by the plain-process ceiling"
+    )
     parser.add_argument("--store", default=str(_common.DATA))
     args = parser.parse_args(argv)
 
@@ -391,8 +470,14 @@ def main(argv=None):
     path = _common.mixture_store(args.rows, root=args.store)
     n_chunks = len(_common_chunks(path))
     print(f"speed-up, {args.rows:,} rows ({n_chunks} dask chunks):", flush=True)
-    result = {"machine": info, "rows": args.rows, "timed_iterations": args.iters, "repeats": args.repeats,
-              "target_speedup": SPEEDUP_TARGET, "split_every": SPLIT_EVERY}
+    result = {
+        "machine": info,
+        "rows": args.rows,
+        "timed_iterations": args.iters,
+        "repeats": args.repeats,
+        "target_speedup": SPEEDUP_TARGET,
+        "split_every": SPLIT_EVERY,
+    }
     result["worker_chunk_read_seconds"] = malloc_check(path)
     result["speedup"] = speedup(path, args.iters, args.repeats)
     result["ceiling"] = process_ceiling(path, min(args.ceiling_chunks, n_chunks), args.repeats + 1)
@@ -402,8 +487,9 @@ def main(argv=None):
         result["tasks"] = census
         result["scheduler"] = scheduler_overhead(client)
     result["chunk"] = plan_chunk_figures(args.kernel_repeats)
-    result["estimate"] = worked_estimate(result["chunk"], census,
-                                         result["scheduler"]["scheduler_cpu_seconds_per_task"])
+    result["estimate"] = worked_estimate(
+        result["chunk"], census, result["scheduler"]["scheduler_cpu_seconds_per_task"]
+    )
     out = _common.write_json("scaling.json", result)
     print()
     print(render(result))
@@ -421,85 +507,123 @@ def _gib(value):
 
 
 def render(result):
-    s, t, c, e, sch = result["speedup"], result["tasks"], result["chunk"], result["estimate"], result["scheduler"]
+    s, t, c, e, sch = (
+        result["speedup"],
+        result["tasks"],
+        result["chunk"],
+        result["estimate"],
+        result["scheduler"],
+    )
     best = s["best_seconds_per_iteration"]
-    lines = [f"Machine: {_common.machine_line(result['machine'])}", "",
-             f"Fit: {result['rows']:,} x 32 float32 rows from the cached Zarr store, K=16, fixed start, tol=0, "
-             f"{result['timed_iterations']} timed iterations (median) after one untimed; LocalCluster of single-threaded "
-             f"worker processes, {result['repeats']} alternated repeats; speed-up: the median of each repeat's 1-worker "
-             "time over its 2-worker time (s / iter: the best of each).", "",
-             "| target (issue 5, #5) | 1 worker s / iter | 2 workers s / iter | speed-up | result |",
-             "|---|---:|---:|---:|---|",
-             f"| 2 workers >= {SPEEDUP_TARGET}x faster than 1 | {best['1']:.3f} | {best['2']:.3f} | {s['speedup']:.2f}x | "
-             f"{_common.verdict(s['speedup'] >= SPEEDUP_TARGET)} |", "",
-             f"(speed-up per repeat: {', '.join(f'{v:.2f}x' for v in s['speedup_per_repeat'])}; best against best "
-             f"{s['speedup_best']:.2f}x; on a 2-core machine the scheduler and client share the two cores with the "
-             "two workers.)", ""]
+    lines = [
+        f"Machine: {_common.machine_line(result['machine'])}",
+        "",
+        f"Fit: {result['rows']:,} x 32 float32 rows from the cached Zarr store, K=16, fixed start, tol=0, "
+        f"{result['timed_iterations']} timed iterations (median) after one untimed; LocalCluster of single-threaded "
+        f"worker processes, {result['repeats']} alternated repeats; speed-up: the median of each repeat's 1-worker "
+        "time over its 2-worker time (s / iter: the best of each).",
+        "",
+        "| target (issue 5, #5) | 1 worker s / iter | 2 workers s / iter | speed-up | result |",
+        "|---|---:|---:|---:|---|",
+        f"| 2 workers >= {SPEEDUP_TARGET}x faster than 1 | {best['1']:.3f} | {best['2']:.3f} | {s['speedup']:.2f}x | "
+        f"{_common.verdict(s['speedup'] >= SPEEDUP_TARGET)} |",
+        "",
+        f"(speed-up per repeat: {', '.join(f'{v:.2f}x' for v in s['speedup_per_repeat'])}; best against best "
+        f"{s['speedup_best']:.2f}x; on a 2-core machine the scheduler and client share the two cores with the "
+        "two workers.)",
+        "",
+    ]
     ceiling = result.get("ceiling")
     if ceiling:
-        plain = {n: ceiling["chunks"] / min(ceiling["seconds"][n]) for n in ("1", "2")}  # chunks per second
+        plain = {
+            n: ceiling["chunks"] / min(ceiling["seconds"][n]) for n in ("1", "2")
+        }  # chunks per second
         fitted = {n: t["chunks"] / best[n] for n in ("1", "2")}
-        lines += [f"What the machine allows: the same per-chunk work (read from the store and the kernel) in plain "
-                  f"processes, no dask, {ceiling['chunks']} chunks of {ceiling['chunk_rows']:,} rows: 2 processes "
-                  f"{ceiling['speedup']:.2f}x faster than 1 (median of the repeats; per repeat "
-                  f"{', '.join(f'{v:.2f}x' for v in ceiling['speedup_per_repeat'])}; best "
-                  f"{min(ceiling['seconds']['1']):.2f} s vs {min(ceiling['seconds']['2']):.2f} s). In chunks per "
-                  f"second, the fit on 1 worker ran at {fitted['1'] / plain['1']:.0%} of 1 plain process and on 2 "
-                  f"workers at {fitted['2'] / plain['2']:.0%} of 2 plain processes (the fit's iterations also hold "
-                  "the M-step and the scheduling between passes).", ""]
+        lines += [
+            f"What the machine allows: the same per-chunk work (read from the store and the kernel) in plain "
+            f"processes, no dask, {ceiling['chunks']} chunks of {ceiling['chunk_rows']:,} rows: 2 processes "
+            f"{ceiling['speedup']:.2f}x faster than 1 (median of the repeats; per repeat "
+            f"{', '.join(f'{v:.2f}x' for v in ceiling['speedup_per_repeat'])}; best "
+            f"{min(ceiling['seconds']['1']):.2f} s vs {min(ceiling['seconds']['2']):.2f} s). In chunks per "
+            f"second, the fit on 1 worker ran at {fitted['1'] / plain['1']:.0%} of 1 plain process and on 2 "
+            f"workers at {fitted['2'] / plain['2']:.0%} of 2 plain processes (the fit's iterations also hold "
+            "the M-step and the scheduling between passes).",
+            "",
+        ]
     lines += [
-             "Per-chunk figures:", "",
-             "| figure | value |", "|---|---:|",
-             f"| tasks per iteration, {t['chunks']} chunks (measured, task stream) | {t['tasks_per_iteration']:,} |",
-             f"| of which tree reduction: measured / expected for {t['chunks']} blocks, fan-in {result['split_every']} | "
-             f"{t['reduction_tasks_measured']:,} / {t['reduction_tasks']:,} |",
-             f"| chunk tasks per chunk (groups of up to 8 chunks); constant tasks per pass | {t['tasks_per_chunk']:.2f}; "
-             f"{t['constant_tasks']} |",
-             f"| scheduler CPU per task (trivial tasks, LocalCluster of 2; slope over {sch['points'][0]['tasks']:,} -> "
-             f"{sch['points'][-1]['tasks']:,} tasks) | {sch['scheduler_cpu_seconds_per_task'] * 1e3:.3f} ms |",
-             f"| wall time per task, same passes (this busy 2-core machine) | {sch['seconds_per_task'] * 1e3:.3f} ms |",
-             f"| kernel per chunk, K={c['components']}, D={c['features']}, {c['chunk_rows']:,} rows float32, 1 thread, best of "
-             f"{len(c['kernel_seconds_all'])} (median {statistics.median(c['kernel_seconds_all']):.3f} s) | "
-             f"{c['kernel_seconds']:.3f} s |",
-             f"| read+decode per chunk (default codec, from memory), best of {len(c['read_decode_seconds_all'])} | "
-             f"{c['read_decode_seconds']:.4f} s |",
-             f"| compression ratio of that chunk | {c['compression_ratio']:.3f} |",
-             f"| statistics block ({c['stat_block_shape'][0]} x {c['stat_block_shape'][1]} float64) | "
-             f"{c['stat_block_bytes']:,} bytes |"]
+        "Per-chunk figures:",
+        "",
+        "| figure | value |",
+        "|---|---:|",
+        f"| tasks per iteration, {t['chunks']} chunks (measured, task stream) | {t['tasks_per_iteration']:,} |",
+        f"| of which tree reduction: measured / expected for {t['chunks']} blocks, fan-in {result['split_every']} | "
+        f"{t['reduction_tasks_measured']:,} / {t['reduction_tasks']:,} |",
+        f"| chunk tasks per chunk (groups of up to 8 chunks); constant tasks per pass | {t['tasks_per_chunk']:.2f}; "
+        f"{t['constant_tasks']} |",
+        f"| scheduler CPU per task (trivial tasks, LocalCluster of 2; slope over {sch['points'][0]['tasks']:,} -> "
+        f"{sch['points'][-1]['tasks']:,} tasks) | {sch['scheduler_cpu_seconds_per_task'] * 1e3:.3f} ms |",
+        f"| wall time per task, same passes (this busy 2-core machine) | {sch['seconds_per_task'] * 1e3:.3f} ms |",
+        f"| kernel per chunk, K={c['components']}, D={c['features']}, {c['chunk_rows']:,} rows float32, 1 thread, best of "
+        f"{len(c['kernel_seconds_all'])} (median {statistics.median(c['kernel_seconds_all']):.3f} s) | "
+        f"{c['kernel_seconds']:.3f} s |",
+        f"| read+decode per chunk (default codec, from memory), best of {len(c['read_decode_seconds_all'])} | "
+        f"{c['read_decode_seconds']:.4f} s |",
+        f"| compression ratio of that chunk | {c['compression_ratio']:.3f} |",
+        f"| statistics block ({c['stat_block_shape'][0]} x {c['stat_block_shape'][1]} float64) | "
+        f"{c['stat_block_bytes']:,} bytes |",
+    ]
     reads = result["worker_chunk_read_seconds"]
-    lines += [f"| worker reading one 16 MiB chunk, best of 40: distributed's malloc settings / the library's "
-              f"LocalCluster | {reads['distributed defaults'] * 1e3:.1f} ms / {reads['library LocalCluster'] * 1e3:.1f} ms |"]
+    lines += [
+        f"| worker reading one 16 MiB chunk, best of 40: distributed's malloc settings / the library's "
+        f"LocalCluster | {reads['distributed defaults'] * 1e3:.1f} ms / {reads['library LocalCluster'] * 1e3:.1f} ms |"
+    ]
     names = ", ".join(f"{k} {v}" for k, v in t["tasks_per_iteration_by_name"].items())
     lines += ["", f"Tasks of one iteration by name: {names}."]
-    lines += ["", f"Worked estimate: one EM iteration of 1 TB (float32, {e['rows']:,} rows x {c['features']}), "
-                  f"K={c['components']}, {e['chunks']:,} chunks of {c['chunk_rows']:,} rows:", "",
-              f"* compute: {e['chunks']:,} chunks x ({c['kernel_seconds']:.3f} s kernel + {c['read_decode_seconds']:.4f} s "
-              f"read+decode) = {e['core_seconds']:,.0f} core-seconds per iteration, spread over the workers;",
-              f"* scheduler: {e['chunk_tasks']:,} tasks of {e['chunks_per_task']} chunks (fewer at the end of a pass) + {e['reduction_tasks']:,} "
-              f"reduction tasks + {t['constant_tasks']} = {e['tasks_per_iteration']:,} tasks; at "
-              f"{sch['scheduler_cpu_seconds_per_task'] * 1e3:.3f} ms of scheduler CPU each "
-              f"that is {e['scheduler_seconds']:,.0f} s of scheduler time per iteration, paid serially in one process "
-              "(overlapping with the compute);",
-              f"* network: {e['blocks_sent']:,} blocks of "
-              f"{c['stat_block_bytes']:,} bytes sent up the tree; at most {e['network_bytes_upper_bound'] / 1e9:,.1f} GB cross the "
-              "network per iteration (every block once; blocks reduced on the worker that made them do not);",
-              f"* storage: {e['storage_bytes'] / 1e9:,.0f} GB read per iteration at the default codec's ratio.", "",
-              "| workers | chunks / worker | compute s / iter | scheduler s / iter | estimate s / iter | bound by | "
-              "network per worker | storage read per worker |",
-              "|---:|---:|---:|---:|---:|---|---:|---:|"]
+    lines += [
+        "",
+        f"Worked estimate: one EM iteration of 1 TB (float32, {e['rows']:,} rows x {c['features']}), "
+        f"K={c['components']}, {e['chunks']:,} chunks of {c['chunk_rows']:,} rows:",
+        "",
+        f"* compute: {e['chunks']:,} chunks x ({c['kernel_seconds']:.3f} s kernel + {c['read_decode_seconds']:.4f} s "
+        f"read+decode) = {e['core_seconds']:,.0f} core-seconds per iteration, spread over the workers;",
+        f"* scheduler: {e['chunk_tasks']:,} tasks of {e['chunks_per_task']} chunks (fewer at the end of a pass) + {e['reduction_tasks']:,} "
+        f"reduction tasks + {t['constant_tasks']} = {e['tasks_per_iteration']:,} tasks; at "
+        f"{sch['scheduler_cpu_seconds_per_task'] * 1e3:.3f} ms of scheduler CPU each "
+        f"that is {e['scheduler_seconds']:,.0f} s of scheduler time per iteration, paid serially in one process "
+        "(overlapping with the compute);",
+        f"* network: {e['blocks_sent']:,} blocks of "
+        f"{c['stat_block_bytes']:,} bytes sent up the tree; at most {e['network_bytes_upper_bound'] / 1e9:,.1f} GB cross the "
+        "network per iteration (every block once; blocks reduced on the worker that made them do not);",
+        f"* storage: {e['storage_bytes'] / 1e9:,.0f} GB read per iteration at the default codec's ratio.",
+        "",
+        "| workers | chunks / worker | compute s / iter | scheduler s / iter | estimate s / iter | bound by | "
+        "network per worker | storage read per worker |",
+        "|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
     for workers, w in e["workers"].items():
-        lines.append(f"| {workers} | {w['chunks_per_worker']:,} | {w['compute_seconds']:,.1f} | {w['scheduler_seconds']:,.1f} | "
-                     f"{w['estimate_seconds']:,.1f} | {w['bound_by']} | {w['network_bytes_per_worker'] / 1e6:,.0f} MB | "
-                     f"{w['storage_bytes_per_worker'] / 1e9:,.1f} GB |")
+        lines.append(
+            f"| {workers} | {w['chunks_per_worker']:,} | {w['compute_seconds']:,.1f} | {w['scheduler_seconds']:,.1f} | "
+            f"{w['estimate_seconds']:,.1f} | {w['bound_by']} | {w['network_bytes_per_worker'] / 1e6:,.0f} MB | "
+            f"{w['storage_bytes_per_worker'] / 1e9:,.1f} GB |"
+        )
     big = e["larger_chunks"]
-    lines += ["", f"With chunks {CHUNK_FACTOR}x larger (`chunk_size={big['chunk_rows']:,}`, {big['chunk_rows'] * c['features'] * 4 / 2**20:.0f} MiB): "
-                  f"{big['chunks']:,} chunks, {big['tasks_per_iteration']:,} tasks, {big['scheduler_seconds']:,.0f} s of scheduler "
-                  f"time, at most {big['network_bytes_upper_bound'] / 1e9:,.1f} GB over the network; estimate "
-              + ", ".join(f"{w} workers {v['estimate_seconds']:,.1f} s" for w, v in big["workers"].items()) + " per iteration."]
-    lines += ["", "Assumptions: each worker is one single-threaded process as fast as one core of this machine; "
-                  "storage delivers the chunks as fast as they are decoded (else add storage bytes per worker / its "
-                  "bandwidth); the scheduler's CPU per task as measured here on trivial tasks (real tasks carry a little more "
-                  "metadata); the tree reduction adds a few round trips of latency, not counted."]
+    lines += [
+        "",
+        f"With chunks {CHUNK_FACTOR}x larger (`chunk_size={big['chunk_rows']:,}`, {big['chunk_rows'] * c['features'] * 4 / 2**20:.0f} MiB): "
+        f"{big['chunks']:,} chunks, {big['tasks_per_iteration']:,} tasks, {big['scheduler_seconds']:,.0f} s of scheduler "
+        f"time, at most {big['network_bytes_upper_bound'] / 1e9:,.1f} GB over the network; estimate "
+        + ", ".join(
+            f"{w} workers {v['estimate_seconds']:,.1f} s" for w, v in big["workers"].items()
+        )
+        + " per iteration.",
+    ]
+    lines += [
+        "",
+        "Assumptions: each worker is one single-threaded process as fast as one core of this machine; "
+        "storage delivers the chunks as fast as they are decoded (else add storage bytes per worker / its "
+        "bandwidth); the scheduler's CPU per task as measured here on trivial tasks (real tasks carry a little more "
+        "metadata); the tree reduction adds a few round trips of latency, not counted.",
+    ]
     return "\n".join(lines)
 
 

@@ -47,18 +47,39 @@ QUICK = RESULTS / "quick"
 #: (script, its JSON under bench/results, arguments at full size, arguments with --quick)
 SCRIPTS = [
     ("run.py", "speed.json", [], ["--quick", "--repeats", "1", "--iters", "5"]),
-    ("overheads.py", "overheads.json", [], ["--chunks", "100", "--chunk-rows", "8192", "--iters", "3"]),
-    ("out_of_core.py", "out_of_core.json", [], ["--rows", "2000000", "--iters", "2", "--out", "out_of_core.json"]),
+    (
+        "overheads.py",
+        "overheads.json",
+        [],
+        ["--chunks", "100", "--chunk-rows", "8192", "--iters", "3"],
+    ),
+    (
+        "out_of_core.py",
+        "out_of_core.json",
+        [],
+        ["--rows", "2000000", "--iters", "2", "--out", "out_of_core.json"],
+    ),
     ("scaling.py", "scaling.json", [], ["--rows", "2000000", "--iters", "2"]),
-    ("flow_overhead.py", "flow_overhead.json", [], ["--rows", "1000000", "--out", str(RESULTS / "flow_overhead.json")]),
+    (
+        "flow_overhead.py",
+        "flow_overhead.json",
+        [],
+        ["--rows", "1000000", "--out", str(RESULTS / "flow_overhead.json")],
+    ),
     ("many_models.py", "many_models.json", [], ["--rows", "1000000", "--iters", "3"]),
     ("init_quality.py", "init_quality.json", [], ["--quick"]),
 ]
 
 
 def _row(issue, target, measured, threshold, passed, source):
-    return {"issue": issue, "target": target, "measured": measured, "threshold": threshold,
-            "verdict": "not measured" if passed is None else ("pass" if passed else "falls short"), "source": source}
+    return {
+        "issue": issue,
+        "target": target,
+        "measured": measured,
+        "threshold": threshold,
+        "verdict": "not measured" if passed is None else ("pass" if passed else "falls short"),
+        "source": source,
+    }
 
 
 def target_rows(results):
@@ -69,39 +90,73 @@ def target_rows(results):
         by_dtype = {row["dtype"]: row for row in speed["rows"] if row.get("target")}
         for dtype in ("float32", "float64"):
             row = by_dtype[dtype]
-            rows.append(_row(5, f"1. DiagGMM {dtype} vs scikit-learn, per iteration (N={speed['config']['n']:,})",
-                             f"{row['speedup']:.2f}x", f">= {row['target']:.0f}x", row["met_target"], "run.py"))
+            rows.append(
+                _row(
+                    5,
+                    f"1. DiagGMM {dtype} vs scikit-learn, per iteration (N={speed['config']['n']:,})",
+                    f"{row['speedup']:.2f}x",
+                    f">= {row['target']:.0f}x",
+                    row["met_target"],
+                    "run.py",
+                )
+            )
             tolerance = 1e-4 if dtype == "float32" else 1e-8
-            rows.append(_row(5, f"1. final lower bound {dtype}, relative to scikit-learn's",
-                             f"{row['lb_rel_diff']:.1e}", f"<= {tolerance:.0e}", row["lb_rel_diff"] <= tolerance,
-                             "run.py"))
+            rows.append(
+                _row(
+                    5,
+                    f"1. final lower bound {dtype}, relative to scikit-learn's",
+                    f"{row['lb_rel_diff']:.1e}",
+                    f"<= {tolerance:.0e}",
+                    row["lb_rel_diff"] <= tolerance,
+                    "run.py",
+                )
+            )
         row = by_dtype["float32"]
-        rows.append(_row(5, "2. DiagGMM float32 as a fraction of the machine's bound (bound s / our s)",
-                         f"{row['paired_bound_over_ours']:.0%} (median over repeats, the bound measured right after "
-                         f"each fit; the run's best bound against the best fit: {row['bound_over_ours']:.0%}; "
-                         f"the library's kernel alone, no dask: {speed['roofline']['plain_kernel_of_bound']:.0%})",
-                         f">= {row['roofline_target']:.0%}",
-                         row["met_roofline_target"], "run.py"))
+        rows.append(
+            _row(
+                5,
+                "2. DiagGMM float32 as a fraction of the machine's bound (bound s / our s)",
+                f"{row['paired_bound_over_ours']:.0%} (median over repeats, the bound measured right after "
+                f"each fit; the run's best bound against the best fit: {row['bound_over_ours']:.0%}; "
+                f"the library's kernel alone, no dask: {speed['roofline']['plain_kernel_of_bound']:.0%})",
+                f">= {row['roofline_target']:.0%}",
+                row["met_roofline_target"],
+                "run.py",
+            )
+        )
     overheads = results.get("overheads.json")
     if overheads:
         for run in overheads["runs"]:
             if run["default_size"]:
-                rows.append(_row(5, f"4. time outside chunk compute, {run['chunks']:,} chunks of {run['chunk_rows']:,} rows",
-                                 f"{run['outside_fraction']:.1%}", "< 5%", run["outside_fraction"] < 0.05,
-                                 "overheads.py"))
+                rows.append(
+                    _row(
+                        5,
+                        f"4. time outside chunk compute, {run['chunks']:,} chunks of {run['chunk_rows']:,} rows",
+                        f"{run['outside_fraction']:.1%}",
+                        "< 5%",
+                        run["outside_fraction"] < 0.05,
+                        "overheads.py",
+                    )
+                )
     flow = results.get("flow_overhead.json")
     if flow and "per_iteration_extra_cpu_seconds" not in flow:
         flow = None  # written by an older flow_overhead.py: rerun it
     if flow:
         extra_cpu = flow["per_iteration_extra_cpu_seconds"]
-        rows.append(_row(5, f"4. train flow overhead per iteration vs the plain fit (N={flow['rows']:,}; slope "
-                            f"over runs of {flow['short_iterations']} and {flow['iterations']} iterations)",
-                         f"{flow['per_iteration_overhead_percent']:+.2f}% outside the EM passes (passes "
-                         f"{flow['pass_time_ratio']:.3f}x the plain fit's; CPU added per iteration outside the "
-                         f"workers {(extra_cpu['this process'] + extra_cpu['other processes']) * 1000:+.0f} ms); fixed "
-                         f"{flow['fixed_overhead_seconds']:.1f} s per run",
-                         f"< {flow['target_percent']:g}%",
-                         flow["per_iteration_overhead_percent"] < flow["target_percent"], "flow_overhead.py"))
+        rows.append(
+            _row(
+                5,
+                f"4. train flow overhead per iteration vs the plain fit (N={flow['rows']:,}; slope "
+                f"over runs of {flow['short_iterations']} and {flow['iterations']} iterations)",
+                f"{flow['per_iteration_overhead_percent']:+.2f}% outside the EM passes (passes "
+                f"{flow['pass_time_ratio']:.3f}x the plain fit's; CPU added per iteration outside the "
+                f"workers {(extra_cpu['this process'] + extra_cpu['other processes']) * 1000:+.0f} ms); fixed "
+                f"{flow['fixed_overhead_seconds']:.1f} s per run",
+                f"< {flow['target_percent']:g}%",
+                flow["per_iteration_overhead_percent"] < flow["target_percent"],
+                "flow_overhead.py",
+            )
+        )
     rows += out_of_core_rows(results.get("out_of_core.json"))
     rows += init_quality_rows(results.get("init_quality.json"))
     rows += scaling_rows(results.get("scaling.json"))
@@ -110,11 +165,22 @@ def target_rows(results):
         for cache in ("cold", "warm"):
             if cache in many:
                 reads = "from disk" if cache == "cold" else "from the page cache"
-                rows.append(_row(6, f"n_init=8 vs n_init=1 per iteration, Zarr store read {reads} "
-                                    f"(N={many['rows']:,})", f"{many[cache]['ratio']:.2f}x" + (
-                                     f" (R=1 plus the arithmetic R=8 adds in memory: {many[cache]['no_overlap_estimate']:.2f}x)"
-                                     if "no_overlap_estimate" in many[cache] else ""),
-                                 f"<= {many['target']}x", many[cache]["passed"], "many_models.py"))
+                rows.append(
+                    _row(
+                        6,
+                        f"n_init=8 vs n_init=1 per iteration, Zarr store read {reads} "
+                        f"(N={many['rows']:,})",
+                        f"{many[cache]['ratio']:.2f}x"
+                        + (
+                            f" (R=1 plus the arithmetic R=8 adds in memory: {many[cache]['no_overlap_estimate']:.2f}x)"
+                            if "no_overlap_estimate" in many[cache]
+                            else ""
+                        ),
+                        f"<= {many['target']}x",
+                        many[cache]["passed"],
+                        "many_models.py",
+                    )
+                )
     return rows
 
 
@@ -122,11 +188,18 @@ def init_quality_rows(result):
     """One row per data set and K of ``init_quality.py``: the mean lower bound's gap to scikit-learn's."""
     rows = []
     for row in (result or {}).get("rows", []):
-        rows.append(_row(19, f"§4 default init, mean final lower bound over {len(row['seeds'])} seeds vs "
-                             f"scikit-learn's, {row['data']} ({row['rows']:,} x {row['features']}), K={row['k']}",
-                         f"{row['gap']:+.4f} nats/row (positive: ours worse; init {row['init_passes_mean']:.1f} "
-                         "data passes)",
-                         f"<= {result['target']}", row["passed"], "init_quality.py"))
+        rows.append(
+            _row(
+                19,
+                f"§4 default init, mean final lower bound over {len(row['seeds'])} seeds vs "
+                f"scikit-learn's, {row['data']} ({row['rows']:,} x {row['features']}), K={row['k']}",
+                f"{row['gap']:+.4f} nats/row (positive: ours worse; init {row['init_passes_mean']:.1f} "
+                "data passes)",
+                f"<= {result['target']}",
+                row["passed"],
+                "init_quality.py",
+            )
+        )
     return rows
 
 
@@ -136,17 +209,34 @@ def out_of_core_rows(result):
         return []
     n = f"N={verdict['rows']:,}, {verdict['scheduler']}"
     return [
-        _row(5, f"3. per-row iteration time, compressed Zarr on disk vs in memory at 1M ({n})",
-             f"{verdict['disk_over_memory']:.2f}x (against the in-memory fits right before and after it"
-             + (f"; against the fastest of them {verdict['disk_over_fastest_memory']:.2f}x"
-                if verdict.get("disk_over_fastest_memory") else "") + ")" + (
-                 f" (the kernel alone, reading the store vs in memory: {verdict['kernel_alone']:.2f}x;"
-                 f" from an uncompressed store {verdict['uncompressed_kernel_alone']:.2f}x)"
-                 if verdict.get("kernel_alone") and verdict.get("uncompressed_kernel_alone") else ""),
-             "<= 1.3x", verdict["ratio_pass"], "out_of_core.py"),
-        _row(5, f"3. peak resident memory (PSS) of the process tree ({verdict['scheduler']}), and its spread over N",
-             f"{verdict['peak_rss_bytes'] / 2**30:.2f} GiB, max/min {verdict['rss_max_over_min_across_n']:.2f}",
-             "< 2 GiB, flat", verdict["rss_pass"] and verdict["rss_flat"], "out_of_core.py"),
+        _row(
+            5,
+            f"3. per-row iteration time, compressed Zarr on disk vs in memory at 1M ({n})",
+            f"{verdict['disk_over_memory']:.2f}x (against the in-memory fits right before and after it"
+            + (
+                f"; against the fastest of them {verdict['disk_over_fastest_memory']:.2f}x"
+                if verdict.get("disk_over_fastest_memory")
+                else ""
+            )
+            + ")"
+            + (
+                f" (the kernel alone, reading the store vs in memory: {verdict['kernel_alone']:.2f}x;"
+                f" from an uncompressed store {verdict['uncompressed_kernel_alone']:.2f}x)"
+                if verdict.get("kernel_alone") and verdict.get("uncompressed_kernel_alone")
+                else ""
+            ),
+            "<= 1.3x",
+            verdict["ratio_pass"],
+            "out_of_core.py",
+        ),
+        _row(
+            5,
+            f"3. peak resident memory (PSS) of the process tree ({verdict['scheduler']}), and its spread over N",
+            f"{verdict['peak_rss_bytes'] / 2**30:.2f} GiB, max/min {verdict['rss_max_over_min_across_n']:.2f}",
+            "< 2 GiB, flat",
+            verdict["rss_pass"] and verdict["rss_flat"],
+            "out_of_core.py",
+        ),
     ]
 
 
@@ -158,11 +248,23 @@ def scaling_rows(result):
         return []
     ceiling = result.get("ceiling")
     measured = f"{speedup['speedup']:.2f}x (median over repeats of paired 1-worker / 2-worker fits"
-    if "speedup_best" in speedup:  # results written before the paired verdict have only the best-against-best figure
+    if (
+        "speedup_best" in speedup
+    ):  # results written before the paired verdict have only the best-against-best figure
         measured += f"; best against best {speedup['speedup_best']:.2f}x"
-    measured += (f"; the same work in 2 plain processes vs 1: {ceiling['speedup']:.2f}x)" if ceiling else ")")
-    return [_row(5, "5. LocalCluster, 2 single-threaded workers vs 1 (same data)", measured,
-                 f">= {speedup.get('target', 1.8)}x", speedup["speedup"] >= speedup.get("target", 1.8), "scaling.py")]
+    measured += (
+        f"; the same work in 2 plain processes vs 1: {ceiling['speedup']:.2f}x)" if ceiling else ")"
+    )
+    return [
+        _row(
+            5,
+            "5. LocalCluster, 2 single-threaded workers vs 1 (same data)",
+            measured,
+            f">= {speedup.get('target', 1.8)}x",
+            speedup["speedup"] >= speedup.get("target", 1.8),
+            "scaling.py",
+        )
+    ]
 
 
 def host_load_text(status):
@@ -170,31 +272,53 @@ def host_load_text(status):
     load = status.get("host_load")
     if not load:
         return "CPU outside it not measured"
-    return (f"outside it {load['outside_core_seconds']:.1f} core-s ({load['outside_share']:.0%} of the CPUs), "
-            f"steal {load['steal_core_seconds']:.1f} core-s ({load['steal_share']:.0%}) over {load['seconds']:.0f} s")
+    return (
+        f"outside it {load['outside_core_seconds']:.1f} core-s ({load['outside_share']:.0%} of the CPUs), "
+        f"steal {load['steal_core_seconds']:.1f} core-s ({load['steal_share']:.0%}) over {load['seconds']:.0f} s"
+    )
 
 
 def render(report, folder=RESULTS):
-    lines = [f"# diaggmm-dist benchmarks ({report['machine']['date']})", "",
-             f"Machine: {machine_line(report['machine'])}", "",
-             f"Command: `{report['command']}` ({report['seconds'] / 60:.0f} min)", "",
-             "| issue | target | measured | threshold | verdict | script |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# diaggmm-dist benchmarks ({report['machine']['date']})",
+        "",
+        f"Machine: {machine_line(report['machine'])}",
+        "",
+        f"Command: `{report['command']}` ({report['seconds'] / 60:.0f} min)",
+        "",
+        "| issue | target | measured | threshold | verdict | script |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in report["targets"]:
-        lines.append(f"| {row['issue']} | {row['target']} | {row['measured']} | {row['threshold']} | {row['verdict']} "
-                     f"| `bench/{row['source']}` |")
+        lines.append(
+            f"| {row['issue']} | {row['target']} | {row['measured']} | {row['threshold']} | {row['verdict']} "
+            f"| `bench/{row['source']}` |"
+        )
     for script, status in report["scripts"].items():
         if status.get("rerun") is False:
-            lines.append(f"\n> `bench/{script}`: figures of an earlier run (this command did not rerun it), "
-                         f"from bench/results/ as they were.")
+            lines.append(
+                f"\n> `bench/{script}`: figures of an earlier run (this command did not rerun it), "
+                f"from bench/results/ as they were."
+            )
         if status["returncode"] != 0:
-            lines.append(f"\n> `bench/{script}` failed (exit {status['returncode']}): its targets are not measured; "
-                         f"see bench/results/{script}.log")
-    loads = [f"* `bench/{script}`: {host_load_text(status)}" for script, status in report["scripts"].items()
-             if status.get("rerun") is not False]
+            lines.append(
+                f"\n> `bench/{script}` failed (exit {status['returncode']}): its targets are not measured; "
+                f"see bench/results/{script}.log"
+            )
+    loads = [
+        f"* `bench/{script}`: {host_load_text(status)}"
+        for script, status in report["scripts"].items()
+        if status.get("rerun") is not False
+    ]
     if loads:
-        lines += ["", "CPU used outside each benchmark while it ran (other processes and kernel threads, from "
-                  "`/proc/stat` less the benchmark's own processes; steal: the host keeping the VM's CPUs). "
-                  "A large share here means that script's figures are pessimistic:", "", *loads]
+        lines += [
+            "",
+            "CPU used outside each benchmark while it ran (other processes and kernel threads, from "
+            "`/proc/stat` less the benchmark's own processes; steal: the host keeping the VM's CPUs). "
+            "A large share here means that script's figures are pessimistic:",
+            "",
+            *loads,
+        ]
     for name, result in report["results"].items():
         text = result.get("markdown") if isinstance(result, dict) else None
         if text:
@@ -206,12 +330,23 @@ def render(report, folder=RESULTS):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes: checks that everything runs")
-    parser.add_argument("--only", nargs="+", metavar="SCRIPT",
-                        help="rerun only these scripts (e.g. run.py); the others' latest results are reported as they are")
-    parser.add_argument("--report", action="store_true",
-                        help="rerun nothing: rebuild latest.{json,md} from every script's latest results")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes: checks that everything runs"
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="SCRIPT",
+        help="rerun only these scripts (e.g. run.py); the others' latest results are reported as they are",
+    )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="rerun nothing: rebuild latest.{json,md} from every script's latest results",
+    )
     args = parser.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     # a quick run must not replace the last full run's figures: the scripts write where they
@@ -237,7 +372,11 @@ def main(argv=None):
 
 def _outputs():
     """The files the scripts write under bench/results (their JSON, ``speed.md`` and their logs)."""
-    names = {output for _, output, _, _ in SCRIPTS} | {"speed.md"} | {f"{script}.log" for script, *_ in SCRIPTS}
+    names = (
+        {output for _, output, _, _ in SCRIPTS}
+        | {"speed.md"}
+        | {f"{script}.log" for script, *_ in SCRIPTS}
+    )
     return [RESULTS / name for name in sorted(names) if (RESULTS / name).exists()]
 
 
@@ -251,24 +390,45 @@ def _run(args):
             # not rerun: its latest figures (if any) still go into the table, marked as such
             if (RESULTS / output).exists():
                 results[output] = json.loads((RESULTS / output).read_text())
-                statuses[script] = {"returncode": 0, "seconds": 0.0, "command": None, "rerun": False}
+                statuses[script] = {
+                    "returncode": 0,
+                    "seconds": 0.0,
+                    "command": None,
+                    "rerun": False,
+                }
             continue
         (RESULTS / output).unlink(missing_ok=True)  # never report an old run's figures
         command = [sys.executable, str(HERE / script), *(quick if args.quick else full)]
         print(f"suite: {' '.join(command[1:])}", flush=True)
         t0, host = time.perf_counter(), HostLoad()
         with open(RESULTS / f"{script}.log", "w") as log:
-            code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=HERE.parent).returncode
-        statuses[script] = {"returncode": code, "seconds": time.perf_counter() - t0, "command": command[1:],
-                            "host_load": host.stop()}
-        print(f"suite: {script} exit {code} in {statuses[script]['seconds']:.0f} s; {host_load_text(statuses[script])}",
-              flush=True)
+            code = subprocess.run(
+                command, stdout=log, stderr=subprocess.STDOUT, cwd=HERE.parent
+            ).returncode
+        statuses[script] = {
+            "returncode": code,
+            "seconds": time.perf_counter() - t0,
+            "command": command[1:],
+            "host_load": host.stop(),
+        }
+        print(
+            f"suite: {script} exit {code} in {statuses[script]['seconds']:.0f} s; {host_load_text(statuses[script])}",
+            flush=True,
+        )
         if code == 0 and (RESULTS / output).exists():
             results[output] = json.loads((RESULTS / output).read_text())
-    return {"machine": info, "command": "python bench/suite.py" + (" --quick" if args.quick else "")
-            + (" --report" if args.report else ""),
-            "quick": args.quick, "seconds": time.perf_counter() - started, "scripts": statuses,
-            "targets": target_rows(results), "results": results}
+    return {
+        "machine": info,
+        "command": "python bench/suite.py"
+        + (" --quick" if args.quick else "")
+        + (" --report" if args.report else ""),
+        "quick": args.quick,
+        "seconds": time.perf_counter() - started,
+        "scripts": statuses,
+        "targets": target_rows(results),
+        "results": results,
+    }
+
 
 if __name__ == "__main__":
     sys.exit(main())

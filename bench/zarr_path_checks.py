@@ -31,18 +31,28 @@ def write_store(path, rows, features, chunk_rows):
     """A Zarr v2 Blosc-LZ4 store of mixture-like float32 rows (written once, reused)."""
     if (path / ".zarray").exists():
         return zarr.open_array(str(path), mode="r")
-    array = zarr.create_array(str(path), shape=(rows, features), chunks=(chunk_rows, features), dtype="f4",
-                              zarr_format=2, compressors=numcodecs.Blosc("lz4", 5, numcodecs.Blosc.SHUFFLE))
+    array = zarr.create_array(
+        str(path),
+        shape=(rows, features),
+        chunks=(chunk_rows, features),
+        dtype="f4",
+        zarr_format=2,
+        compressors=numcodecs.Blosc("lz4", 5, numcodecs.Blosc.SHUFFLE),
+    )
     rng = np.random.default_rng(0)
     centres = rng.normal(scale=5, size=(8, features))
     for start in range(0, rows, chunk_rows):
         n = min(chunk_rows, rows - start)
-        array[start : start + n] = (centres[rng.integers(0, 8, n)] + rng.normal(size=(n, features))).astype("f4")
+        array[start : start + n] = (
+            centres[rng.integers(0, 8, n)] + rng.normal(size=(n, features))
+        ).astype("f4")
     return array
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--store", type=Path, required=True)
     parser.add_argument("--rows", type=int, default=1_638_400)  # x 16 float32: 100 MiB
     parser.add_argument("--features", type=int, default=16)
@@ -63,11 +73,20 @@ def main():
     n_chunks = -(-args.rows // args.chunk_rows)
     raw_mib = args.rows * args.features * 4 / 2**20
     stored_mib = sum(f.stat().st_size for f in path.iterdir() if not f.name.startswith(".")) / 2**20
-    report = {"raw_MiB": round(raw_mib, 1), "stored_MiB": round(stored_mib, 1), "zarr_chunks": n_chunks,
-              "dask_chunks": len(slices), "threads": CPU_COUNT, "zarr_version": zarr.__version__,
-              "numcodecs_version": numcodecs.__version__}
+    report = {
+        "raw_MiB": round(raw_mib, 1),
+        "stored_MiB": round(stored_mib, 1),
+        "zarr_chunks": n_chunks,
+        "dask_chunks": len(slices),
+        "threads": CPU_COUNT,
+        "zarr_version": zarr.__version__,
+        "numcodecs_version": numcodecs.__version__,
+    }
     for name, values in times.items():
-        report[name] = {"best_s": round(min(values), 4), "median_s": round(statistics.median(values), 4)}
+        report[name] = {
+            "best_s": round(min(values), 4),
+            "median_s": round(statistics.median(values), 4),
+        }
     for stat in ("best_s", "median_s"):
         delta = report["checked"][stat] - report["zarr"][stat]
         report[f"checked_minus_zarr_{stat}"] = round(delta, 4)

@@ -64,7 +64,9 @@ def checked_array(array):
     if isinstance(array.async_array.codec_pipeline, CheckedCodecPipeline):
         return array
     async_array = array.async_array
-    return zarr.Array(_CheckedAsyncArray(async_array.metadata, async_array.store_path, async_array.config))
+    return zarr.Array(
+        _CheckedAsyncArray(async_array.metadata, async_array.store_path, async_array.config)
+    )
 
 
 class _CheckedAsyncArray(zarr.AsyncArray):
@@ -75,7 +77,9 @@ class _CheckedAsyncArray(zarr.AsyncArray):
         pipeline = CheckedCodecPipeline.from_codecs(tuple(self.codec_pipeline), batch_size=1)
         where = _location(store_path)
         # frozen dataclass: zarr's own __init__ sets its fields the same way
-        object.__setattr__(self, "codec_pipeline", replace(pipeline, location=where, array_path=store_path.path))
+        object.__setattr__(
+            self, "codec_pipeline", replace(pipeline, location=where, array_path=store_path.path)
+        )
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,9 @@ class CheckedCodecPipeline(BatchedCodecPipeline):
     array_path: str = ""
 
     async def read_batch(self, batch_info, out, drop_axes=()):
-        batch = [(_CheckedChunk(getter, spec, self), spec, *rest) for getter, spec, *rest in batch_info]
+        batch = [
+            (_CheckedChunk(getter, spec, self), spec, *rest) for getter, spec, *rest in batch_info
+        ]
         try:
             return await super().read_batch(batch, out, drop_axes)
         except (CorruptChunkError, MemoryError):
@@ -112,11 +118,18 @@ class CheckedCodecPipeline(BatchedCodecPipeline):
         """``(nbytes, typesize)`` that a stored chunk's Blosc frame must have (None where the codecs do not
         say), or None when chunks are not stored as Blosc frames."""
         codec, decoded = self.array_bytes_codec, _decoded_bytes(spec)
-        if self.bytes_bytes_codecs and isinstance(self.bytes_bytes_codecs[-1], BloscCodec):  # Zarr v3
-            plain = (isinstance(codec, BytesCodec) and len(self.bytes_bytes_codecs) == 1
-                     and all(isinstance(c, TransposeCodec) for c in self.array_array_codecs))
+        if self.bytes_bytes_codecs and isinstance(
+            self.bytes_bytes_codecs[-1], BloscCodec
+        ):  # Zarr v3
+            plain = (
+                isinstance(codec, BytesCodec)
+                and len(self.bytes_bytes_codecs) == 1
+                and all(isinstance(c, TransposeCodec) for c in self.array_array_codecs)
+            )
             return (decoded, self.bytes_bytes_codecs[-1].typesize) if plain else (None, None)
-        compressor = getattr(codec, "compressor", None)  # Zarr v2: zarr's V2Codec(filters, compressor)
+        compressor = getattr(
+            codec, "compressor", None
+        )  # Zarr v2: zarr's V2Codec(filters, compressor)
         if getattr(compressor, "codec_id", None) == "blosc":
             # no typesize: numcodecs' Blosc(typesize=...) writes its own, and Zarr v2 metadata does not keep it
             return (None if getattr(codec, "filters", None) else decoded), None
@@ -126,8 +139,12 @@ class CheckedCodecPipeline(BatchedCodecPipeline):
         """The most bytes a chunk (a shard, for a sharded array) may hold: a local file holding more is refused
         unread, and no more than one byte past it is read from any other store."""
         bound = 2 * _decoded_bytes(spec) + _BOUND_SLACK
-        if isinstance(self.array_bytes_codec, ShardingCodec):  # per inner chunk: its codecs' headers, its index entry
-            bound += _BOUND_SLACK * prod(-(-s // c) for s, c in zip(spec.shape, self.array_bytes_codec.chunk_shape))
+        if isinstance(
+            self.array_bytes_codec, ShardingCodec
+        ):  # per inner chunk: its codecs' headers, its index entry
+            bound += _BOUND_SLACK * prod(
+                -(-s // c) for s, c in zip(spec.shape, self.array_bytes_codec.chunk_shape)
+            )
         return bound
 
 
@@ -145,7 +162,9 @@ class _CheckedChunk:
         limit = self.pipeline.max_stored_bytes(self.spec)
         try:
             local = _local_file(self.store_path)
-            if local is None:  # a whole chunk is read up to one byte past the bound, whatever the store holds
+            if (
+                local is None
+            ):  # a whole chunk is read up to one byte past the bound, whatever the store holds
                 request = RangeByteRequest(0, limit + 1) if byte_range is None else byte_range
             elif await asyncio.to_thread(self._check_local_file, local, limit):
                 # a regular file within the bound: read as zarr reads it (a ranged read of a local file
@@ -169,11 +188,17 @@ class _CheckedChunk:
             status = os.stat(path)  # follows symlinks: a link to /dev/zero is a character device
         except FileNotFoundError:
             return False
-        if not stat.S_ISREG(status.st_mode):  # its size is not what a read takes: /dev/zero never ends
-            raise self.corrupt("it is not a regular file (a directory, device, FIFO or socket), so it was not read")
+        if not stat.S_ISREG(
+            status.st_mode
+        ):  # its size is not what a read takes: /dev/zero never ends
+            raise self.corrupt(
+                "it is not a regular file (a directory, device, FIFO or socket), so it was not read"
+            )
         if status.st_size > limit:
-            raise self.corrupt(f"it holds {status.st_size} bytes, more than the {limit} any codec writes for a "
-                               f"{self._chunk_text()}, so it was not read")
+            raise self.corrupt(
+                f"it holds {status.st_size} bytes, more than the {limit} any codec writes for a "
+                f"{self._chunk_text()}, so it was not read"
+            )
         return True
 
     def _check(self, stored, limit, byte_range):
@@ -181,12 +206,18 @@ class _CheckedChunk:
         if byte_range is not None:  # a shard's index, or an inner chunk that its index locates
             wanted = _requested_length(byte_range)
             if wanted is not None and len(stored) < wanted:
-                raise self.corrupt(f"it ends before the bytes its shard index locates ({len(stored)} of the "
-                                   f"{wanted} asked for)")
+                raise self.corrupt(
+                    f"it ends before the bytes its shard index locates ({len(stored)} of the "
+                    f"{wanted} asked for)"
+                )
             return
         if len(stored) > limit:
-            raise self.corrupt(f"it holds more than the {limit} bytes any codec writes for a {self._chunk_text()}")
-        if not len(stored):  # no codec writes nothing (zarr read an empty shard as missing: fill values)
+            raise self.corrupt(
+                f"it holds more than the {limit} bytes any codec writes for a {self._chunk_text()}"
+            )
+        if not len(
+            stored
+        ):  # no codec writes nothing (zarr read an empty shard as missing: fill values)
             raise self.corrupt("it is empty")
         frame = self.pipeline.blosc_frame(self.spec)
         if frame is not None:
@@ -201,7 +232,7 @@ class _CheckedChunk:
         """A :class:`CorruptChunkError` naming this chunk (its key within the array) and the array."""
         key, prefix = self.store_path.path, self.pipeline.array_path
         if prefix and key.startswith(prefix + "/"):
-            key = key[len(prefix) + 1:]
+            key = key[len(prefix) + 1 :]
         return CorruptChunkError(key, self.pipeline.location, what)
 
 

@@ -65,7 +65,9 @@ def _component_counts(text):
         try:
             value = int(part)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer or a list like 2,4,8, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected an integer or a list like 2,4,8, got {text!r}"
+            ) from None
         if value < 1:
             raise argparse.ArgumentTypeError(f"numbers of components must be >= 1, got {value}")
         values.append(value)
@@ -88,11 +90,19 @@ def _common_options(defaults):
     """Options accepted both before and after the sub-command (``diaggmm --debug fit ...``)."""
     parent = argparse.ArgumentParser(add_help=False)
     default = {} if defaults else {"default": argparse.SUPPRESS}
-    parent.add_argument("--debug", action="store_true", help="show the full traceback of errors",
-                        **({"default": False} if defaults else default))
-    parent.add_argument("--quiet", "-q", action="store_true",
-                        help="no per-iteration lines and no progress bar (the summary and errors still print)",
-                        **({"default": False} if defaults else default))
+    parent.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of errors",
+        **({"default": False} if defaults else default),
+    )
+    parent.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="no per-iteration lines and no progress bar (the summary and errors still print)",
+        **({"default": False} if defaults else default),
+    )
     return parent
 
 
@@ -101,69 +111,144 @@ def build_parser():
     from . import __version__
 
     parser = argparse.ArgumentParser(
-        prog=PROG, parents=[_common_options(True)],
+        prog=PROG,
+        parents=[_common_options(True)],
         description="Distributed, out-of-core EM for Gaussian mixtures with diagonal covariances "
-                    "(Dask + Zarr).",
+        "(Dask + Zarr).",
         epilog="Exit codes: 0 ok, 1 runtime failure, 2 bad usage or input, 130 interrupted, 143 terminated.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = _common_options(False)
-    scheduler_help = ("dask scheduler address, e.g. tcp://host:8786 (default: $DASK_SCHEDULER_ADDRESS, "
-                      "else a LocalCluster started for this command)")
+    scheduler_help = (
+        "dask scheduler address, e.g. tcp://host:8786 (default: $DASK_SCHEDULER_ADDRESS, "
+        "else a LocalCluster started for this command)"
+    )
 
     fit = commands.add_parser(
-        "fit", parents=[common], help="fit a mixture to a Zarr array and save the model",
+        "fit",
+        parents=[common],
+        help="fit a mixture to a Zarr array and save the model",
         description="Fit a diagonal Gaussian mixture with EM to the Zarr array DATA and save it to MODEL. "
-                    "With --checkpoint, the training state is written after every iteration and a rerun "
-                    "of the same command resumes it, ending with exactly the uninterrupted model.")
-    fit.add_argument("data", metavar="DATA", help="Zarr array (path or fsspec URL), rows x features")
-    fit.add_argument("--k", "--n-components", dest="k", type=_component_counts, required=True,
-                     help="number of mixture components, or candidates to choose from in the same data "
-                          "passes, e.g. 2,4,8,16,32 (see --criterion)")
-    fit.add_argument("--criterion", choices=("bic", "aic", "heldout"), default="bic",
-                     help="with several --k: how the model saved is chosen (default: bic)")
-    fit.add_argument("--heldout-fraction", type=_non_negative_float, default=0.1,
-                     help="with several --k: share of the rows held out and scored (default: 0.1)")
-    fit.add_argument("--out", required=True, metavar="MODEL", help="where to save the model (a Zarr group)")
-    fit.add_argument("--checkpoint", metavar="URL",
-                     help="Zarr group for training checkpoints; resumed when it holds this run")
-    fit.add_argument("--overwrite", action="store_true",
-                     help="replace an existing MODEL, and start afresh if the checkpoint holds another run")
+        "With --checkpoint, the training state is written after every iteration and a rerun "
+        "of the same command resumes it, ending with exactly the uninterrupted model.",
+    )
+    fit.add_argument(
+        "data", metavar="DATA", help="Zarr array (path or fsspec URL), rows x features"
+    )
+    fit.add_argument(
+        "--k",
+        "--n-components",
+        dest="k",
+        type=_component_counts,
+        required=True,
+        help="number of mixture components, or candidates to choose from in the same data "
+        "passes, e.g. 2,4,8,16,32 (see --criterion)",
+    )
+    fit.add_argument(
+        "--criterion",
+        choices=("bic", "aic", "heldout"),
+        default="bic",
+        help="with several --k: how the model saved is chosen (default: bic)",
+    )
+    fit.add_argument(
+        "--heldout-fraction",
+        type=_non_negative_float,
+        default=0.1,
+        help="with several --k: share of the rows held out and scored (default: 0.1)",
+    )
+    fit.add_argument(
+        "--out", required=True, metavar="MODEL", help="where to save the model (a Zarr group)"
+    )
+    fit.add_argument(
+        "--checkpoint",
+        metavar="URL",
+        help="Zarr group for training checkpoints; resumed when it holds this run",
+    )
+    fit.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing MODEL, and start afresh if the checkpoint holds another run",
+    )
     fit.add_argument("--scheduler", metavar="ADDRESS", help=scheduler_help)
-    fit.add_argument("--init", choices=INIT_CHOICES, default="kmeans",
-                     help="initialisation (default: kmeans); split grows the mixture from one component by "
-                          "splitting the heaviest, with up to 5 EM passes after each split: robust for large K, "
-                          "more passes")
-    fit.add_argument("--tol", type=_non_negative_float, default=1e-3,
-                     help="stop when the lower bound changes by less than this (default: 1e-3)")
-    fit.add_argument("--max-iter", type=_int_at_least(0), default=100,
-                     help="EM iterations at most, per initialisation (default: 100)")
-    fit.add_argument("--reg-covar", type=_non_negative_float, default=1e-6,
-                     help="added to every variance (default: 1e-6)")
-    fit.add_argument("--dtype", choices=("float32", "float64"), default="float64",
-                     help="compute precision of the per-chunk products (default: float64)")
-    fit.add_argument("--seed", type=int, default=0, help="random seed of the initialisation (default: 0)")
-    fit.add_argument("--chunk-size", type=_int_at_least(1), metavar="ROWS",
-                     help="rows per dask chunk (whole Zarr chunks are grouped; default: about 16 MiB)")
-    fit.add_argument("--n-init", type=_int_at_least(1), default=1,
-                     help="initialisations; the best is kept (default: 1)")
+    fit.add_argument(
+        "--init",
+        choices=INIT_CHOICES,
+        default="kmeans",
+        help="initialisation (default: kmeans); split grows the mixture from one component by "
+        "splitting the heaviest, with up to 5 EM passes after each split: robust for large K, "
+        "more passes",
+    )
+    fit.add_argument(
+        "--tol",
+        type=_non_negative_float,
+        default=1e-3,
+        help="stop when the lower bound changes by less than this (default: 1e-3)",
+    )
+    fit.add_argument(
+        "--max-iter",
+        type=_int_at_least(0),
+        default=100,
+        help="EM iterations at most, per initialisation (default: 100)",
+    )
+    fit.add_argument(
+        "--reg-covar",
+        type=_non_negative_float,
+        default=1e-6,
+        help="added to every variance (default: 1e-6)",
+    )
+    fit.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default="float64",
+        help="compute precision of the per-chunk products (default: float64)",
+    )
+    fit.add_argument(
+        "--seed", type=int, default=0, help="random seed of the initialisation (default: 0)"
+    )
+    fit.add_argument(
+        "--chunk-size",
+        type=_int_at_least(1),
+        metavar="ROWS",
+        help="rows per dask chunk (whole Zarr chunks are grouped; default: about 16 MiB)",
+    )
+    fit.add_argument(
+        "--n-init",
+        type=_int_at_least(1),
+        default=1,
+        help="initialisations; the best is kept (default: 1)",
+    )
 
     predict = commands.add_parser(
-        "predict", parents=[common], help="write per-row labels and scores of a model to Zarr",
+        "predict",
+        parents=[common],
+        help="write per-row labels and scores of a model to Zarr",
         description="Score every row of DATA with the model at MODEL and write the Zarr group SCORES with "
-                    "arrays labels (int16, -1 for rows with NaN/inf), max_resp (float32) and "
-                    "log_likelihood (float64), chunked like DATA.")
+        "arrays labels (int16, -1 for rows with NaN/inf), max_resp (float32) and "
+        "log_likelihood (float64), chunked like DATA.",
+    )
     predict.add_argument("model", metavar="MODEL", help="model written by `diaggmm fit`")
-    predict.add_argument("data", metavar="DATA", help="Zarr array (path or fsspec URL) with the model's features")
+    predict.add_argument(
+        "data", metavar="DATA", help="Zarr array (path or fsspec URL) with the model's features"
+    )
     predict.add_argument("--out", required=True, metavar="SCORES", help="Zarr group to write")
-    predict.add_argument("--overwrite", action="store_true", help="replace an existing SCORES group")
+    predict.add_argument(
+        "--overwrite", action="store_true", help="replace an existing SCORES group"
+    )
     predict.add_argument("--scheduler", metavar="ADDRESS", help=scheduler_help)
-    predict.add_argument("--chunk-size", type=_int_at_least(1), metavar="ROWS",
-                         help="rows per dask chunk (default: the model's, else about 16 MiB)")
+    predict.add_argument(
+        "--chunk-size",
+        type=_int_at_least(1),
+        metavar="ROWS",
+        help="rows per dask chunk (default: the model's, else about 16 MiB)",
+    )
 
-    info = commands.add_parser("info", parents=[common], help="describe a saved model",
-                               description="Print the attributes of the model at MODEL.")
+    info = commands.add_parser(
+        "info",
+        parents=[common],
+        help="describe a saved model",
+        description="Print the attributes of the model at MODEL.",
+    )
     info.add_argument("model", metavar="MODEL", help="model written by `diaggmm fit`")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     return parser
@@ -239,7 +324,9 @@ class _PassBar:
 
     def render(self):
         filled = int(self.WIDTH * self.done / self.total)
-        text = f"{self.label} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {self.done}/{self.total}"
+        text = (
+            f"{self.label} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {self.done}/{self.total}"
+        )
         if self.lower_bound is None:
             text += "  initialising"
         else:
@@ -276,7 +363,9 @@ class _IterationPrinter(logging.Handler):
         self.console, self.quiet, self.labels = console, quiet, labels
         self.width = max(map(len, labels.values())) if labels else 0  # the columns line up
         self.iterations_run = collections.Counter()  # restart index -> iterations in this run
-        self.first_iteration = None  # of the first record: the one after the checkpoint's, if resumed
+        self.first_iteration = (
+            None  # of the first record: the one after the checkpoint's, if resumed
+        )
 
     def emit(self, record):
         try:
@@ -298,7 +387,9 @@ class _IterationPrinter(logging.Handler):
         if self.first_iteration is None:
             self.first_iteration = record.iteration
             if record.iteration > 1 and not self.quiet:
-                self.console.print(f"resumed from the checkpoint after iteration {record.iteration - 1}")
+                self.console.print(
+                    f"resumed from the checkpoint after iteration {record.iteration - 1}"
+                )
         self.iterations_run[restart] += 1
         bar = self.console.bar
         if bar is not None:
@@ -312,8 +403,10 @@ class _IterationPrinter(logging.Handler):
     def _line(self, record, restart):
         label = self._label(restart)
         named = "" if label is None else f"{label:<{self.width}}  "
-        line = (f"iteration {record.iteration:4d}  {named}lower bound {record.lower_bound:.8f}  "
-                f"delta {_signed(record.change):>10}  {record.seconds:.2f} s")
+        line = (
+            f"iteration {record.iteration:4d}  {named}lower bound {record.lower_bound:.8f}  "
+            f"delta {_signed(record.change):>10}  {record.seconds:.2f} s"
+        )
         # Side by side, a converged model drops out of the next passes: say why.
         if label is not None and getattr(record, "converged", False):
             line += "  converged"
@@ -394,17 +487,23 @@ def _check_writable(url, what, in_place=False):
         try:
             fsspec.core.url_to_fs(text)
         except (ValueError, ImportError) as err:  # unknown protocol, or its package missing
-            raise UnusableOutputError(f"cannot write the {what} to {text!r}: {_one_line(err)}") from None
+            raise UnusableOutputError(
+                f"cannot write the {what} to {text!r}: {_one_line(err)}"
+            ) from None
         return
     target = Path(os.path.realpath(local_path(text)))
     if target.exists() and not target.is_dir():
-        raise UnusableOutputError(f"cannot write the {what} to {text!r}: it is a file, not a Zarr store; "
-                                  "choose another path.")
+        raise UnusableOutputError(
+            f"cannot write the {what} to {text!r}: it is a file, not a Zarr store; "
+            "choose another path."
+        )
     folder = target.parent
     while not folder.exists():  # missing folders are created; the one that exists must take them
         folder = folder.parent
     if not folder.is_dir():
-        raise UnusableOutputError(f"cannot write the {what} to {text!r}: {str(folder)!r} is a file, not a folder.")
+        raise UnusableOutputError(
+            f"cannot write the {what} to {text!r}: {str(folder)!r} is a file, not a folder."
+        )
     _try_creating_a_file(folder, text, what)
     if in_place and target.is_dir():
         _try_creating_a_file(target, text, what)
@@ -417,8 +516,10 @@ def _try_creating_a_file(folder, url, what):
         handle, name = tempfile.mkstemp(prefix=".diaggmm-write-test-", dir=folder)
     except OSError as err:
         reason = err.strerror or type(err).__name__
-        raise UnusableOutputError(f"cannot write the {what} to {url!r}: no file can be created in the folder "
-                                  f"{str(folder)!r} ({reason}).") from None
+        raise UnusableOutputError(
+            f"cannot write the {what} to {url!r}: no file can be created in the folder "
+            f"{str(folder)!r} ({reason})."
+        ) from None
     os.close(handle)
     os.unlink(name)
 
@@ -455,20 +556,26 @@ def _check_apart(outputs, inputs):
     outputs = [(name, url) for name, url in outputs if url is not None]
     for position, (name, url) in enumerate(outputs):
         out = _location(url)
-        for other, other_url in [*outputs[position + 1:], *inputs]:
+        for other, other_url in [*outputs[position + 1 :], *inputs]:
             place = _location(other_url)
             if out is None or place is None or out[0] != place[0]:
                 continue
             if out == place:
                 problem = f"is the {other} {os.fspath(other_url)!r}: writing there would replace it"
             elif place[1][: len(out[1])] == out[1]:
-                problem = f"holds the {other} {os.fspath(other_url)!r}: writing there would delete it"
+                problem = (
+                    f"holds the {other} {os.fspath(other_url)!r}: writing there would delete it"
+                )
             elif out[1][: len(place[1])] == place[1]:
-                problem = f"is inside the {other} {os.fspath(other_url)!r}: writing there would change it"
+                problem = (
+                    f"is inside the {other} {os.fspath(other_url)!r}: writing there would change it"
+                )
             else:
                 continue
-            raise UnusableOutputError(f"{name} {os.fspath(url)!r} {problem} (refused even with --overwrite); "
-                                      "choose another path.")
+            raise UnusableOutputError(
+                f"{name} {os.fspath(url)!r} {problem} (refused even with --overwrite); "
+                "choose another path."
+            )
 
 
 def _open_data(url, chunk_size):
@@ -485,9 +592,13 @@ def _check_output(url, overwrite, what):
     try:
         exists = open_group_or_none(url) is not None
     except NotAGroupError as err:
-        raise FileExistsError(err.describe(what) + ": refusing to replace it; choose another output path.") from None
+        raise FileExistsError(
+            err.describe(what) + ": refusing to replace it; choose another output path."
+        ) from None
     if exists and not overwrite:
-        raise FileExistsError(f"{url!r} already exists: pass --overwrite to replace it, or choose another path.")
+        raise FileExistsError(
+            f"{url!r} already exists: pass --overwrite to replace it, or choose another path."
+        )
 
 
 @contextlib.contextmanager
@@ -539,18 +650,31 @@ def _fit(args, console):
     candidates, args.k = args.k, max(args.k)
     if len(candidates) > 1:
         if args.n_init != 1:
-            raise ValueError("--n-init must be 1 with several --k (one initialisation per candidate).")
+            raise ValueError(
+                "--n-init must be 1 with several --k (one initialisation per candidate)."
+            )
         if not args.heldout_fraction < 1:
             raise ValueError(f"--heldout-fraction must be below 1, got {args.heldout_fraction}.")
-    gmm = DiagGMM(args.k, tol=args.tol, reg_covar=args.reg_covar, max_iter=args.max_iter, n_init=args.n_init,
-                  init_params=args.init, random_state=args.seed, dtype=args.dtype, chunk_size=args.chunk_size)
+    gmm = DiagGMM(
+        args.k,
+        tol=args.tol,
+        reg_covar=args.reg_covar,
+        max_iter=args.max_iter,
+        n_init=args.n_init,
+        init_params=args.init,
+        random_state=args.seed,
+        dtype=args.dtype,
+        chunk_size=args.chunk_size,
+    )
     check_settings(gmm)
     # Everything that can be refused is refused before a cluster starts or a pass runs.
     data = _open_data(args.data, args.chunk_size)
     n_rows, n_features = data.shape
     if args.k > n_rows:
-        raise ValueError(f"--k {args.k} is larger than the number of rows of {args.data!r} ({n_rows}): "
-                         f"use at most {n_rows} components.")
+        raise ValueError(
+            f"--k {args.k} is larger than the number of rows of {args.data!r} ({n_rows}): "
+            f"use at most {n_rows} components."
+        )
     _check_output(args.out, args.overwrite, "model")
     if args.checkpoint is not None:
         # Refused by the library too (a live fit holding it; without --overwrite, something that is
@@ -564,16 +688,20 @@ def _fit(args, console):
     with _library_output(console, args.quiet, labels) as printer:
         with _dask_client(args) as client:
             if not args.quiet:
-                console.print(f"fit: {n_rows:,} rows x {n_features} features from {args.data}, "
-                              f"K={','.join(map(str, candidates))}, "
-                              f"{data.numblocks[0]} chunks, scheduler {client.scheduler.address}")
+                console.print(
+                    f"fit: {n_rows:,} rows x {n_features} features from {args.data}, "
+                    f"K={','.join(map(str, candidates))}, "
+                    f"{data.numblocks[0]} chunks, scheduler {client.scheduler.address}"
+                )
             show_bar = not args.quiet and console.err.isatty()
             bar = _PassBar(console, args.max_iter) if show_bar else None
             if len(candidates) > 1:
                 return _select(args, candidates, gmm, console, start)
             if bar is not None:
                 with bar:
-                    gmm.fit(args.data, checkpoint=args.checkpoint, overwrite_checkpoint=args.overwrite)
+                    gmm.fit(
+                        args.data, checkpoint=args.checkpoint, overwrite_checkpoint=args.overwrite
+                    )
             else:
                 gmm.fit(args.data, checkpoint=args.checkpoint, overwrite_checkpoint=args.overwrite)
         gmm.save(args.out, overwrite=args.overwrite)
@@ -588,7 +716,8 @@ def _fit(args, console):
     console.print(
         f"done: K={args.k}, {gmm.n_iter_} iterations ({printer.iterations_run[gmm.best_init_]} in this run{note}), "
         f"converged={'yes' if gmm.converged_ else 'no'}, lower bound {gmm.lower_bound_:.8f}{kept}, "
-        f"{seconds:.1f} s; model saved to {args.out}")
+        f"{seconds:.1f} s; model saved to {args.out}"
+    )
     return EXIT_OK
 
 
@@ -596,14 +725,27 @@ def _select(args, candidates, template, console, start):
     """``fit --k 2,4,8``: every candidate through the same passes; the chosen one is saved."""
     from .selection import select_n_components
 
-    settings = {key: value for key, value in template.get_params().items()
-                if key not in ("n_components", "weights_init", "means_init", "precisions_init", "warm_start")}
-    result = select_n_components(args.data, candidates, args.criterion, heldout_fraction=args.heldout_fraction,
-                                 checkpoint=args.checkpoint, overwrite_checkpoint=args.overwrite, **settings)
+    settings = {
+        key: value
+        for key, value in template.get_params().items()
+        if key
+        not in ("n_components", "weights_init", "means_init", "precisions_init", "warm_start")
+    }
+    result = select_n_components(
+        args.data,
+        candidates,
+        args.criterion,
+        heldout_fraction=args.heldout_fraction,
+        checkpoint=args.checkpoint,
+        overwrite_checkpoint=args.overwrite,
+        **settings,
+    )
     result.best.save(args.out, overwrite=args.overwrite)
     console.print(result.to_markdown())
-    console.print(f"done: chose K={result.best.n_components} of {', '.join(map(str, candidates))} by "
-                  f"{args.criterion}, {time.monotonic() - start:.1f} s; model saved to {args.out}")
+    console.print(
+        f"done: chose K={result.best.n_components} of {', '.join(map(str, candidates))} by "
+        f"{args.criterion}, {time.monotonic() - start:.1f} s; model saved to {args.out}"
+    )
     return EXIT_OK
 
 
@@ -619,22 +761,34 @@ def _predict(args, console):
     model = _load_model(args.model)
     data = _open_data(args.data, args.chunk_size or model.chunk_size)
     if data.shape[1] != model.n_features_in_:
-        raise ValueError(f"{args.data!r} has {data.shape[1]} features, but the model at {args.model!r} was "
-                         f"fitted with {model.n_features_in_}.")
+        raise ValueError(
+            f"{args.data!r} has {data.shape[1]} features, but the model at {args.model!r} was "
+            f"fitted with {model.n_features_in_}."
+        )
     _check_output(args.out, args.overwrite, "scores group")
     start = time.monotonic()
     with _library_output(console, args.quiet), _dask_client(args) as client:
         if not args.quiet:
-            console.print(f"predict: {data.shape[0]:,} rows from {args.data} with the K={model.n_components} "
-                          f"model {args.model}, scheduler {client.scheduler.address}")
-        write_scores(model, args.data, args.out, overwrite=args.overwrite, chunk_size=args.chunk_size)
+            console.print(
+                f"predict: {data.shape[0]:,} rows from {args.data} with the K={model.n_components} "
+                f"model {args.model}, scheduler {client.scheduler.address}"
+            )
+        write_scores(
+            model, args.data, args.out, overwrite=args.overwrite, chunk_size=args.chunk_size
+        )
         labels = da.from_zarr(os.fspath(args.out), component="labels")
-        (counts,) = compute(da.bincount(labels.astype(np.int64) + 1, minlength=model.n_components + 1))
+        (counts,) = compute(
+            da.bincount(labels.astype(np.int64) + 1, minlength=model.n_components + 1)
+        )
     seconds = time.monotonic() - start
     per_component = counts[1:]
-    shown = ", ".join(str(int(c)) for c in per_component[:16]) + (", ..." if per_component.size > 16 else "")
-    console.print(f"done: {data.shape[0]:,} rows scored in {seconds:.1f} s, {int(counts[0])} unscored (NaN/inf); "
-                  f"rows per component [{shown}]; labels, max_resp, log_likelihood written to {args.out}")
+    shown = ", ".join(str(int(c)) for c in per_component[:16]) + (
+        ", ..." if per_component.size > 16 else ""
+    )
+    console.print(
+        f"done: {data.shape[0]:,} rows scored in {seconds:.1f} s, {int(counts[0])} unscored (NaN/inf); "
+        f"rows per component [{shown}]; labels, max_resp, log_likelihood written to {args.out}"
+    )
     return EXIT_OK
 
 
@@ -664,11 +818,16 @@ def _model_summary(url, model):
         "init_params": model.init_params,
         "random_state": model.random_state if isinstance(model.random_state, int) else None,
         "n_reseeded": int(getattr(model, "n_reseeded_", 0)),
-        "feature_names": [str(n) for n in model.feature_names_in_] if hasattr(model, "feature_names_in_") else None,
+        "feature_names": [str(n) for n in model.feature_names_in_]
+        if hasattr(model, "feature_names_in_")
+        else None,
         "data_fingerprint": getattr(model, "data_fingerprint_", None),
         "weights": [float(w) for w in weights],
-        "weights_summary": {"min": float(weights.min()), "median": float(np.median(weights)),
-                            "max": float(weights.max())},
+        "weights_summary": {
+            "min": float(weights.min()),
+            "median": float(np.median(weights)),
+            "max": float(weights.max()),
+        },
     }
 
 
@@ -681,8 +840,10 @@ def _info(args, console):
     fingerprint = info["data_fingerprint"]
     if isinstance(fingerprint, dict):
         shape = "x".join(str(v) for v in fingerprint.get("shape", []))
-        fingerprint = (f"{shape} {fingerprint.get('dtype', '?')}, {fingerprint.get('row_chunks', '?')}, "
-                       f"sample sha256 {str(fingerprint.get('sample_sha256', '?'))[:16]}")
+        fingerprint = (
+            f"{shape} {fingerprint.get('dtype', '?')}, {fingerprint.get('row_chunks', '?')}, "
+            f"sample sha256 {str(fingerprint.get('sample_sha256', '?'))[:16]}"
+        )
     weights = info["weights"]
     summary = info["weights_summary"]
     rows = [
@@ -693,17 +854,28 @@ def _info(args, console):
         ("iterations", info["n_iter"]),
         ("converged", "yes" if info["converged"] else "no"),
         ("lower bound", f"{info['lower_bound']:.8f}"),
-        ("settings", f"init={info['init_params']} tol={info['tol']:g} max_iter={info['max_iter']} "
-                     f"n_init={info['n_init']} reg_covar={info['reg_covar']:g} seed={info['random_state']}"),
+        (
+            "settings",
+            f"init={info['init_params']} tol={info['tol']:g} max_iter={info['max_iter']} "
+            f"n_init={info['n_init']} reg_covar={info['reg_covar']:g} seed={info['random_state']}",
+        ),
         ("re-seeded", info["n_reseeded"]),
         ("data fingerprint", fingerprint if fingerprint is not None else "none"),
-        ("weights", f"min {summary['min']:.4f}  median {summary['median']:.4f}  max {summary['max']:.4f}"),
+        (
+            "weights",
+            f"min {summary['min']:.4f}  median {summary['median']:.4f}  max {summary['max']:.4f}",
+        ),
     ]
     if len(weights) <= 16:
         rows.append(("", "[" + ", ".join(f"{w:.4f}" for w in weights) + "]"))
     if info["feature_names"]:
         rows.append(("features", ", ".join(info["feature_names"])))
-    rows.append(("format", f"version {info['format_version']}, written by diaggmm-dist {info['library_version']}"))
+    rows.append(
+        (
+            "format",
+            f"version {info['format_version']}, written by diaggmm-dist {info['library_version']}",
+        )
+    )
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         console.print(f"{name:<{width}}  {value}")
@@ -731,8 +903,18 @@ def _error_exit_code(err):
 
     if isinstance(err, SchedulerUnreachableError):
         return EXIT_RUNTIME
-    if isinstance(err, (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError,
-                        IsADirectoryError, UnusableOutputError)):
+    if isinstance(
+        err,
+        (
+            ValueError,
+            TypeError,
+            FileNotFoundError,
+            FileExistsError,
+            NotADirectoryError,
+            IsADirectoryError,
+            UnusableOutputError,
+        ),
+    ):
         return EXIT_USAGE  # includes ModelStoreError and CheckpointMismatchError (ValueErrors)
     return EXIT_RUNTIME
 
@@ -751,16 +933,26 @@ def main(argv=None):
     try:
         return COMMANDS[args.command](args, console)
     except _Terminated:
-        hint = " (rerun the same command to resume from the checkpoint)" if getattr(args, "checkpoint", None) else ""
+        hint = (
+            " (rerun the same command to resume from the checkpoint)"
+            if getattr(args, "checkpoint", None)
+            else ""
+        )
         console.print(f"{PROG}: terminated{hint}", stream=console.err)
         return EXIT_TERMINATED
-    except BrokenPipeError:  # e.g. `diaggmm info MODEL | head -1`: the reader left; nothing to report
+    except (
+        BrokenPipeError
+    ):  # e.g. `diaggmm info MODEL | head -1`: the reader left; nothing to report
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at interpreter exit
         return EXIT_RUNTIME
     except KeyboardInterrupt:
         if args.debug:
             traceback.print_exc()
-        hint = " (rerun the same command to resume from the checkpoint)" if getattr(args, "checkpoint", None) else ""
+        hint = (
+            " (rerun the same command to resume from the checkpoint)"
+            if getattr(args, "checkpoint", None)
+            else ""
+        )
         console.print(f"{PROG}: interrupted{hint}", stream=console.err)
         return EXIT_INTERRUPTED
     except Exception as err:  # every failure becomes one line; --debug shows where it came from
@@ -796,7 +988,9 @@ def _error_text(err):
     if len(args) == 2 and args[0] == LONG_ERROR and isinstance(args[1], str):
         return name, _one_line(args[1])
     if type(err) is Exception and len(args) == 1 and isinstance(args[0], str):
-        wrapped = re.fullmatch(r"([A-Za-z_][\w.]*(?:Error|Exception))\((.*)\)", args[0].strip(), re.S)
+        wrapped = re.fullmatch(
+            r"([A-Za-z_][\w.]*(?:Error|Exception))\((.*)\)", args[0].strip(), re.S
+        )
         if wrapped:
             try:
                 inner = ast.literal_eval(f"({wrapped[2]},)") if wrapped[2] else ()
@@ -812,9 +1006,21 @@ def _known_error(err):
     from .io.checkpoint import CheckpointMismatchError
     from .io.model_store import ModelStoreError
 
-    return isinstance(err, (ValueError, TypeError, FileNotFoundError, FileExistsError, ModelStoreError,
-                            SchedulerUnreachableError, CheckpointMismatchError, OSError, FloatingPointError,
-                            UnusableOutputError))
+    return isinstance(
+        err,
+        (
+            ValueError,
+            TypeError,
+            FileNotFoundError,
+            FileExistsError,
+            ModelStoreError,
+            SchedulerUnreachableError,
+            CheckpointMismatchError,
+            OSError,
+            FloatingPointError,
+            UnusableOutputError,
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,10 @@ CONNECT_TIMEOUT = 10
 #: fresh mmap that page-faults in, and a worker reads a 16 MiB chunk of the project's Zarr
 #: data 2-2.5x slower (best of 40: ~22 ms against ~9-10 ms on this 2-core VM). Buffers under
 #: 64 MiB come from the heap instead, and up to 128 MiB of freed heap is kept for reuse.
-WORKER_MALLOC_ENVIRON = {"MALLOC_MMAP_THRESHOLD_": 64 * 2**20, "MALLOC_TRIM_THRESHOLD_": 128 * 2**20}
+WORKER_MALLOC_ENVIRON = {
+    "MALLOC_MMAP_THRESHOLD_": 64 * 2**20,
+    "MALLOC_TRIM_THRESHOLD_": 128 * 2**20,
+}
 
 #: How often the LocalCluster's workers sample their threads' stacks for distributed's
 #: profiler (its default: every 10 ms, from the worker's event loop). On a 2-worker
@@ -80,8 +83,12 @@ def local_cluster(n_workers=None, threads_per_worker=1, **kwargs):
         pre_spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **environ}
         with dask.config.set({"distributed.nanny.pre-spawn-environ": pre_spawn, **CLUSTER_CONFIG}):
             # ":0": a free port for the dashboard server, so concurrent clusters do not collide on 8787
-            return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, dashboard_address=":0",
-                                **kwargs)
+            return LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=threads_per_worker,
+                dashboard_address=":0",
+                **kwargs,
+            )
 
 
 class SchedulerUnreachableError(ConnectionError):

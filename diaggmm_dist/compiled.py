@@ -59,7 +59,9 @@ def _jit(function, fastmath=frozenset({"contract"})):
     options = dict(nogil=True, fastmath=set(fastmath), error_model="numpy", boundscheck=False)
     try:
         return numba.njit(cache=True, **options)(function)
-    except RuntimeError:  # nowhere writable to cache (read-only install and home): compile in each process
+    except (
+        RuntimeError
+    ):  # nowhere writable to cache (read-only install and home): compile in each process
         return numba.njit(cache=False, **options)(function)
 
 
@@ -83,26 +85,45 @@ def _exp(x):
 def _exp_for(x):  # pragma: no cover (compiled)
     """Cephes' expf for float32, exp for float64 (module docstring); 0 below ``UNDERFLOW``."""
     if x == types.float32:
+
         def exp32(x):
-            m = (x * _F32(1.4426950408889634) + _F32(12582912.0)) - _F32(12582912.0)  # round(x / ln 2)
+            m = (x * _F32(1.4426950408889634) + _F32(12582912.0)) - _F32(
+                12582912.0
+            )  # round(x / ln 2)
             r = (x - m * _F32(0.693359375)) - m * _F32(-2.12194440e-4)
             p = _F32(1.9875691500e-4) * r + _F32(1.3981999507e-3)
-            p = ((p * r + _F32(8.3334519073e-3)) * r + _F32(4.1665795894e-2)) * r + _F32(1.6666665459e-1)
+            p = ((p * r + _F32(8.3334519073e-3)) * r + _F32(4.1665795894e-2)) * r + _F32(
+                1.6666665459e-1
+            )
             p = (p * r + _F32(5.0000001201e-1)) * r * r + r + _F32(1.0)
             power = _float_from_bits(np.int32((np.int32(m) + np.int32(127)) << np.int32(23)))  # 2^m
-            return _F32(0) if x < _UNDERFLOW32 else p * power  # the test is False for NaN: NaN stays
+            return (
+                _F32(0) if x < _UNDERFLOW32 else p * power
+            )  # the test is False for NaN: NaN stays
 
         return exp32
     if x == types.float64:
+
         def exp64(x):
-            m = (x * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0  # round(x / ln 2)
+            m = (
+                x * 1.4426950408889634 + 6755399441055744.0
+            ) - 6755399441055744.0  # round(x / ln 2)
             r = (x - m * 6.93145751953125e-1) - m * 1.42860682030941723212e-6
             rr = r * r
-            p = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr + 9.99999999999999999910e-1)
-            q = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
-                 + 2.27265548208155028766e-1) * rr + 2.00000000000000000009e0
-            power = _float_from_bits(np.int64((np.int64(m) + np.int64(1023)) << np.int64(52)))  # 2^m
-            return 0.0 if x < _UNDERFLOW64 else (1.0 + 2.0 * (p / (q - p))) * power  # NaN stays, as above
+            p = r * (
+                (1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr
+                + 9.99999999999999999910e-1
+            )
+            q = (
+                (3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
+                + 2.27265548208155028766e-1
+            ) * rr + 2.00000000000000000009e0
+            power = _float_from_bits(
+                np.int64((np.int64(m) + np.int64(1023)) << np.int64(52))
+            )  # 2^m
+            return (
+                0.0 if x < _UNDERFLOW64 else (1.0 + 2.0 * (p / (q - p))) * power
+            )  # NaN stays, as above
 
         return exp64
     return None
@@ -115,7 +136,9 @@ def _stack_rows(x, shift, rows):  # pragma: no cover (compiled)
     for i in range(n):
         row, out = x[i], rows[i]
         for j in range(d):
-            out[j] = row[j] - shift[j]  # in float64 (the shift's), then stored in the buffer's precision
+            out[j] = (
+                row[j] - shift[j]
+            )  # in float64 (the shift's), then stored in the buffer's precision
         for j in range(d):
             out[d + j] = out[j] * out[j]
 
@@ -134,7 +157,9 @@ def _stack_rows_in_two_passes(x, shift, rows):  # pragma: no cover (compiled)
     for i in range(n):
         row, out = x[i], rows[i]
         for j in range(d):
-            out[j] = row[j] - shift[j]  # in float64 (the shift's), then stored in the buffer's precision
+            out[j] = (
+                row[j] - shift[j]
+            )  # in float64 (the shift's), then stored in the buffer's precision
     for i in range(n):
         out = rows[i]
         for j in range(d):
@@ -143,7 +168,9 @@ def _stack_rows_in_two_passes(x, shift, rows):  # pragma: no cover (compiled)
 
 def _check(name, *arrays):
     if any(a.dtype not in UNDERFLOW or not a.flags.c_contiguous for a in arrays):
-        raise TypeError(f"compiled.{name} takes C-contiguous float32 or float64 arrays in native byte order.")
+        raise TypeError(
+            f"compiled.{name} takes C-contiguous float32 or float64 arrays in native byte order."
+        )
 
 
 def stacked_rows(x, shift, rows):
@@ -190,7 +217,9 @@ def _scaled_sum(row, scale):  # pragma: no cover (compiled)
 
 
 @_jit
-def _normalise(scores, offset, ends, log_norm, mass, log_norm_sum, top, other):  # pragma: no cover (compiled)
+def _normalise(
+    scores, offset, ends, log_norm, mass, log_norm_sum, top, other
+):  # pragma: no cover (compiled)
     """The normalisation of each model's rows ``scores[ends[g-1]:ends[g]]`` (module docstring), in place."""
     n = scores.shape[1]
     begin = 0
@@ -222,7 +251,9 @@ def _normalise(scores, offset, ends, log_norm, mass, log_norm_sum, top, other): 
                 total[i] += value
         log_norm_sum[g] = _log_norm_sum(total, src, dst)
         for k in range(begin, end):
-            mass[k] = _scaled_sum(scores[k], dst)  # one division per row, not one per row and component
+            mass[k] = _scaled_sum(
+                scores[k], dst
+            )  # one division per row, not one per row and component
         begin = end
 
 
@@ -234,9 +265,19 @@ def normalise_log_scores(scores, offset, ends):
     """
     _check("normalise_log_scores", scores)
     n = scores.shape[1]
-    normalised = np.empty((len(ends), n), scores.dtype), np.empty(scores.shape[0]), np.empty(len(ends))
-    _normalise(scores, offset.astype(scores.dtype, copy=False).ravel(), ends, *normalised,
-               np.empty(n, scores.dtype), np.empty(n, scores.dtype))
+    normalised = (
+        np.empty((len(ends), n), scores.dtype),
+        np.empty(scores.shape[0]),
+        np.empty(len(ends)),
+    )
+    _normalise(
+        scores,
+        offset.astype(scores.dtype, copy=False).ravel(),
+        ends,
+        *normalised,
+        np.empty(n, scores.dtype),
+        np.empty(n, scores.dtype),
+    )
     return normalised
 
 

@@ -26,7 +26,9 @@ def data_centre(weights, means, precisions):
     weights = np.asarray(weights, dtype=np.float64) / np.sum(weights)
     means = np.asarray(means, dtype=np.float64)
     centre = weights @ means
-    spread = weights @ (1.0 / np.asarray(precisions, dtype=np.float64) + means * means) - centre * centre
+    spread = (
+        weights @ (1.0 / np.asarray(precisions, dtype=np.float64) + means * means) - centre * centre
+    )
     return np.where(centre * centre <= spread, 0.0, centre)
 
 
@@ -49,7 +51,9 @@ def first_rows_centre(X, n_rows=16):
     ndarray of shape (D,), float64
         0 for a feature without a finite value in those rows.
     """
-    rows = np.asarray(engine.take_rows(X, np.arange(min(n_rows, engine.n_rows(X)))), dtype=np.float64)
+    rows = np.asarray(
+        engine.take_rows(X, np.arange(min(n_rows, engine.n_rows(X)))), dtype=np.float64
+    )
     finite = np.isfinite(rows)
     with np.errstate(over="ignore"):
         centre = np.where(finite, rows, 0.0).sum(axis=0) / np.maximum(finite.sum(axis=0), 1)
@@ -82,9 +86,12 @@ def e_step_models(data_pass, models):
         A log-likelihood is not finite.
     """
     shift = data_centre(*models[0])
-    coefficients = kernels.stack_coefficients([
-        kernels.log_prob_coefficients(weights, means, precisions, shift, data_pass.dtype)
-        for weights, means, precisions in models])
+    coefficients = kernels.stack_coefficients(
+        [
+            kernels.log_prob_coefficients(weights, means, precisions, shift, data_pass.dtype)
+            for weights, means, precisions in models
+        ]
+    )
     stats = data_pass(("gaussian", coefficients))
     blocks = kernels.model_statistics(stats, coefficients.model_sizes)
     lower_bounds = []

@@ -26,16 +26,27 @@ import uuid
 from typing import NamedTuple
 
 import dask
-import dask.core
 import dask.array as da
-from dask.array.core import normalize_chunks
+import dask.core
 import numpy as np
+from dask.array.core import normalize_chunks
 from threadpoolctl import ThreadpoolController
 
 from . import checked_zarr, kernels, zarr_chunks
 
 try:  # dask's task objects (dask >= 2024.12); without them dask's threaded scheduler runs every pass
-    from dask._task_spec import DataNode as _DataNode, GraphNode as _GraphNode, Task as _Task, TaskRef as _TaskRef
+    from dask._task_spec import (
+        DataNode as _DataNode,
+    )
+    from dask._task_spec import (
+        GraphNode as _GraphNode,
+    )
+    from dask._task_spec import (
+        Task as _Task,
+    )
+    from dask._task_spec import (
+        TaskRef as _TaskRef,
+    )
     from dask._task_spec import convert_legacy_graph as _convert_legacy_graph
 except ImportError:  # pragma: no cover - older dask
     _DataNode = _GraphNode = _Task = _TaskRef = _convert_legacy_graph = None
@@ -86,17 +97,27 @@ def _open_zarr_array(X):
     try:
         node = zarr.open(where, mode="r")
     except FileNotFoundError as err:
-        raise FileNotFoundError(f"No Zarr array found at {where!r}: check the path or URL.") from err
+        raise FileNotFoundError(
+            f"No Zarr array found at {where!r}: check the path or URL."
+        ) from err
     if not isinstance(node, zarr.Array):
         names = sorted(getattr(node, "array_keys", lambda: [])())
-        hint = f" It holds the arrays {names}; pass e.g. {where.rstrip('/') + '/' + names[0]!r}." if names else ""
+        hint = (
+            f" It holds the arrays {names}; pass e.g. {where.rstrip('/') + '/' + names[0]!r}."
+            if names
+            else ""
+        )
         raise ValueError(f"{where!r} is a Zarr group, not an array.{hint}")
     return node
 
 
 def _zarr_group_error(group):
     names = sorted(group.array_keys())
-    hint = f" It holds the arrays {names}; pass e.g. group[{names[0]!r}]." if names else " It holds no arrays."
+    hint = (
+        f" It holds the arrays {names}; pass e.g. group[{names[0]!r}]."
+        if names
+        else " It holds no arrays."
+    )
     return ValueError(f"Got a Zarr group ({group.store_path}), not an array.{hint}")
 
 
@@ -135,7 +156,9 @@ def as_row_chunked(X, chunk_size=None):
         raise _zarr_group_error(X)
     if isinstance(X, zarr.Array):
         check_shape_and_dtype(X.shape, X.dtype)
-        X = checked_zarr.checked_array(X)  # what zarr reads is checked chunk by chunk, its errors name the chunk
+        X = checked_zarr.checked_array(
+            X
+        )  # what zarr reads is checked chunk by chunk, its errors name the chunk
         zarr_rows = X.chunks[0]
         target = chunk_size or default_chunk_rows(X.shape[1], X.dtype.itemsize)
         rows = max(1, target // zarr_rows) * zarr_rows  # whole Zarr chunks: each is read once
@@ -143,8 +166,14 @@ def as_row_chunked(X, chunk_size=None):
         if direct is None:
             array = da.from_zarr(X, chunks=(rows, X.shape[1]))
         else:  # the same chunks, read without zarr's extra copy (see diaggmm_dist.zarr_chunks)
-            array = da.from_array(direct, chunks=(rows, X.shape[1]), asarray=False, fancy=False,
-                                  meta=np.empty((0, 0), dtype=direct.dtype), name=f"from-zarr-{dask.base.tokenize(direct)}")
+            array = da.from_array(
+                direct,
+                chunks=(rows, X.shape[1]),
+                asarray=False,
+                fancy=False,
+                meta=np.empty((0, 0), dtype=direct.dtype),
+                name=f"from-zarr-{dask.base.tokenize(direct)}",
+            )
     elif isinstance(X, da.Array):
         check_shape_and_dtype(X.shape, X.dtype)
         array = X
@@ -200,19 +229,33 @@ def check_shape_and_dtype(shape, dtype):
     """
     dtype = np.dtype(dtype)
     if dtype.kind == "c":
-        raise ValueError(f"Complex data not supported (dtype {dtype}): pass the real part, or real and imaginary parts as separate features.")
+        raise ValueError(
+            f"Complex data not supported (dtype {dtype}): pass the real part, or real and imaginary parts as separate features."
+        )
     if dtype.kind not in "iuf":
-        raise TypeError(f"Expected numeric (integer or float) data, got dtype {dtype}: convert the features to numbers first.")
+        raise TypeError(
+            f"Expected numeric (integer or float) data, got dtype {dtype}: convert the features to numbers first."
+        )
     if len(shape) != 2:
-        hint = (" Reshape your data either using X.reshape(-1, 1) if it has a single feature or X.reshape(1, -1) "
-                "if it is a single sample." if len(shape) == 1 else " Flatten the sample dimensions to rows first.")
-        raise ValueError(f"Expected 2D array, got {len(shape)}D array instead (shape {tuple(shape)}).{hint}")
+        hint = (
+            " Reshape your data either using X.reshape(-1, 1) if it has a single feature or X.reshape(1, -1) "
+            "if it is a single sample."
+            if len(shape) == 1
+            else " Flatten the sample dimensions to rows first."
+        )
+        raise ValueError(
+            f"Expected 2D array, got {len(shape)}D array instead (shape {tuple(shape)}).{hint}"
+        )
     if shape[0] == 0:
-        raise ValueError(f"Found array with 0 sample(s) (shape={tuple(shape)}) while a minimum of 1 is required: "
-                         "X has no rows.")
+        raise ValueError(
+            f"Found array with 0 sample(s) (shape={tuple(shape)}) while a minimum of 1 is required: "
+            "X has no rows."
+        )
     if shape[1] == 0:
-        raise ValueError(f"Found array with 0 feature(s) (shape={tuple(shape)}) while a minimum of 1 is required: "
-                         "X has no features.")
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={tuple(shape)}) while a minimum of 1 is required: "
+            "X has no features."
+        )
 
 
 def _sample_index(X):
@@ -232,7 +275,9 @@ def aligned_samples(values, X, name):
     if not isinstance(values, da.Array):
         values = np.asarray(values)
     if values.shape != shape:
-        raise ValueError(f"{name} has shape {values.shape}, but X has {shape} samples: give one value per sample.")
+        raise ValueError(
+            f"{name} has shape {values.shape}, but X has {shape} samples: give one value per sample."
+        )
     if np.dtype(values.dtype).kind not in "iuf":
         raise TypeError(f"{name} must be numeric, got dtype {values.dtype}.")
     if isinstance(values, da.Array):
@@ -242,7 +287,11 @@ def aligned_samples(values, X, name):
 
 def row_indices(X):
     """Global (flattened) row index of every sample, lazily, chunked like X's sample axes."""
-    return da.arange(n_rows(X), chunks=max(X.chunks[0]) if X.ndim == 2 else "auto").reshape(X.shape[:-1]).rechunk(X.chunks[:-1])
+    return (
+        da.arange(n_rows(X), chunks=max(X.chunks[0]) if X.ndim == 2 else "auto")
+        .reshape(X.shape[:-1])
+        .rechunk(X.chunks[:-1])
+    )
 
 
 def _one_block(x):
@@ -271,8 +320,14 @@ def _block_statistics(x, *extra, missing, has_weights, random):
     parameters = extra[-1]
     weights = extra[0].reshape(-1) if has_weights else None
     rows = extra[-2].reshape(-1) if random else None
-    stats = kernels.chunk_statistics(x.reshape(-1, x.shape[-1]), parameters.responsibilities, missing, weights,
-                                     parameters.count_nonfinite, rows)
+    stats = kernels.chunk_statistics(
+        x.reshape(-1, x.shape[-1]),
+        parameters.responsibilities,
+        missing,
+        weights,
+        parameters.count_nonfinite,
+        rows,
+    )
     return stats.reshape((1,) * (x.ndim - 1) + stats.shape)
 
 
@@ -302,11 +357,16 @@ def _statistics_blocks(X, missing, weights, random, model_sizes, parameter_key):
         inputs += [row_indices(X), samples]
     inputs += [Delayed(parameter_key, {parameter_key: None}), None]
     return da.blockwise(
-        _block_statistics, samples + "KC", *inputs,
+        _block_statistics,
+        samples + "KC",
+        *inputs,
         new_axes={"K": kernels.n_stat_rows(model_sizes), "C": kernels.n_stat_columns(X.shape[-1])},
         adjust_chunks={letter: 1 for letter in samples},
-        dtype=np.float64, meta=np.empty((0,) * (X.ndim + 1), dtype=np.float64),
-        missing=missing, has_weights=weights is not None, random=random,
+        dtype=np.float64,
+        meta=np.empty((0,) * (X.ndim + 1), dtype=np.float64),
+        missing=missing,
+        has_weights=weights is not None,
+        random=random,
     )
 
 
@@ -329,7 +389,10 @@ def _statistics_graph(X, missing, weights, random, model_sizes):
         if fused is not None:
             graph = {key: node for key, node in graph.items() if isinstance(node, _DataNode)}
             graph.update(fused)
-            additions = [list(chunk_keys[i : i + SPLIT_EVERY]) for i in range(0, len(chunk_keys), SPLIT_EVERY)]
+            additions = [
+                list(chunk_keys[i : i + SPLIT_EVERY])
+                for i in range(0, len(chunk_keys), SPLIT_EVERY)
+            ]
             result_key = _add_tree_sum(graph, additions, f"diaggmm-pass-sum-{uuid.uuid4().hex}")
             return _StatisticsGraph(graph, parameter_key, result_key, chunk_keys)
     total = blocks.sum(axis=tuple(range(X.ndim - 1)), split_every=SPLIT_EVERY)
@@ -393,7 +456,12 @@ def _add_tree_sum(graph, additions, name):
 def _evaluate(graph, key, values):
     """The value of ``key``: its task run on its dependencies (stored data and parameters in ``values``)."""
     node = graph[key]
-    return node({dep: values[dep] if dep in values else _evaluate(graph, dep, values) for dep in node.dependencies})
+    return node(
+        {
+            dep: values[dep] if dep in values else _evaluate(graph, dep, values)
+            for dep in node.dependencies
+        }
+    )
 
 
 def _local_statistics(built, parameters, n_threads):
@@ -420,8 +488,10 @@ def _local_statistics(built, parameters, n_threads):
             except BaseException as err:  # re-raised in the calling thread
                 failures.append(err)
 
-    threads = [threading.Thread(target=work, name=f"diaggmm-pass-{i}", daemon=True)
-               for i in range(max(1, min(n_threads, len(keys))))]
+    threads = [
+        threading.Thread(target=work, name=f"diaggmm-pass-{i}", daemon=True)
+        for i in range(max(1, min(n_threads, len(keys))))
+    ]
     try:
         for thread in threads:
             thread.start()
@@ -482,7 +552,11 @@ def _group_statistics(tasks, keys, add_up, *values):
     """
     known = dict(zip(keys, values))
     blocks = [task({dep: known[dep] for dep in task.dependencies}) for task in tasks]
-    return _summed_blocks(*blocks) if add_up else np.stack([block.reshape(block.shape[-2:]) for block in blocks])
+    return (
+        _summed_blocks(*blocks)
+        if add_up
+        else np.stack([block.reshape(block.shape[-2:]) for block in blocks])
+    )
 
 
 def _cluster_graph(built, parameters, n_threads):
@@ -497,7 +571,11 @@ def _cluster_graph(built, parameters, n_threads):
     level starts its additions.
     """
     token = uuid.uuid4().hex
-    stored = [key for key, node in built.graph.items() if isinstance(node, _DataNode) and key != built.parameter_key]
+    stored = [
+        key
+        for key, node in built.graph.items()
+        if isinstance(node, _DataNode) and key != built.parameter_key
+    ]
     renamed = {key: f"diaggmm-pass-data-{token}-{i}" for i, key in enumerate(stored)}
     graph = {renamed[key]: _DataNode(renamed[key], built.graph[key].value) for key in stored}
     renamed[built.parameter_key] = f"diaggmm-pass-parameters-{token}"
@@ -512,11 +590,19 @@ def _cluster_graph(built, parameters, n_threads):
         key = (f"diaggmm-pass-chunks-{token}", index)
         # inputs that are neither stored data nor the parameters are results already on the
         # cluster (a persisted array): they keep their keys
-        graph[key] = _Task(key, _group_statistics, _DataNode(None, tasks), _DataNode(None, inputs),
-                           index in alone, *(_TaskRef(renamed.get(dep, dep)) for dep in inputs))
+        graph[key] = _Task(
+            key,
+            _group_statistics,
+            _DataNode(None, tasks),
+            _DataNode(None, inputs),
+            index in alone,
+            *(_TaskRef(renamed.get(dep, dep)) for dep in inputs),
+        )
         keys.append(key)
         start += size
-    additions = [keys[window[0]] if len(window) == 1 else [keys[i] for i in window] for window in windows]
+    additions = [
+        keys[window[0]] if len(window) == 1 else [keys[i] for i in window] for window in windows
+    ]
     result_key = _add_tree_sum(graph, additions, f"diaggmm-pass-sum-{token}")
     return _ClusterPass(graph, result_key, _row_order_priorities(graph, keys))
 
@@ -535,13 +621,18 @@ def _row_order_priorities(graph, group_keys):
     (in no particular order) and then the smaller ones from the last: a pass then ended on a
     group of 4 chunks, where :func:`group_sizes` means it to end on single chunks.
     """
-    last = {key: index for index, key in enumerate(group_keys)}  # the last group each task waits for
+    last = {
+        key: index for index, key in enumerate(group_keys)
+    }  # the last group each task waits for
     tasks = [key for key, node in graph.items() if not isinstance(node, _DataNode)]
     for key in tasks:  # the groups, then the tree level by level: inputs come first
         if key not in last:
             last[key] = max(last[dep] for dep in graph[key].dependencies)
     ranked = sorted(tasks, key=last.__getitem__)  # stable: a sum right after the group it waits for
-    return {**dict.fromkeys(graph, 0), **{key: len(ranked) - rank for rank, key in enumerate(ranked)}}
+    return {
+        **dict.fromkeys(graph, 0),
+        **{key: len(ranked) - rank for rank, key in enumerate(ranked)},
+    }
 
 
 def _named_graph(graph):
@@ -565,7 +656,9 @@ def _local_threads():
     return int(dask.config.get("num_workers", None) or CPU_COUNT)
 
 
-def pass_statistics(X, responsibilities, missing="error", weights=None, count_nonfinite=False, graphs=None):
+def pass_statistics(
+    X, responsibilities, missing="error", weights=None, count_nonfinite=False, graphs=None
+):
     """One pass over ``X``: per-chunk statistics, added up.
 
     Parameters
@@ -617,7 +710,9 @@ def pass_statistics(X, responsibilities, missing="error", weights=None, count_no
                 return client.get(_named_graph(cluster_pass.graph), cluster_pass.result_key)
         # dask's own structure, with keys of its own (from a new parameter key) for this pass
         fresh = _statistics_graph(X, missing, weights, random, sizes)
-        return client.get(_named_graph({**fresh.graph, fresh.parameter_key: parameters}), fresh.result_key)
+        return client.get(
+            _named_graph({**fresh.graph, fresh.parameter_key: parameters}), fresh.result_key
+        )
     with _blas_controller().limit(limits=1, user_api="blas"):
         if built.chunk_keys:
             return _local_statistics(built, parameters, _local_threads())
@@ -642,18 +737,29 @@ def fingerprint(X, n_samples=16, n_chunks=4):
     """
     per_first = n_rows(X) // X.shape[0]  # samples per index of the first axis
     starts = np.cumsum((0,) + X.chunks[0])
-    picked = np.unique(np.linspace(0, X.numblocks[0] - 1, min(n_chunks, X.numblocks[0])).astype(int))
-    rows = np.unique(np.concatenate([
-        np.linspace(starts[b] * per_first, starts[b + 1] * per_first - 1, max(1, n_samples // picked.size)).astype(np.int64)
-        for b in picked
-    ]))
+    picked = np.unique(
+        np.linspace(0, X.numblocks[0] - 1, min(n_chunks, X.numblocks[0])).astype(int)
+    )
+    rows = np.unique(
+        np.concatenate(
+            [
+                np.linspace(
+                    starts[b] * per_first,
+                    starts[b + 1] * per_first - 1,
+                    max(1, n_samples // picked.size),
+                ).astype(np.int64)
+                for b in picked
+            ]
+        )
+    )
     sample = np.ascontiguousarray(take_rows(X, rows))
     chunks = [[int(c) for c in axis] for axis in X.chunks]
     first = chunks[0]
     return {
         "shape": [int(v) for v in X.shape],
         "dtype": str(X.dtype),
-        "row_chunks": f"{len(first)} chunks of {first[0]} rows" + (f", last {first[-1]}" if first[-1] != first[0] else ""),
+        "row_chunks": f"{len(first)} chunks of {first[0]} rows"
+        + (f", last {first[-1]}" if first[-1] != first[0] else ""),
         "chunks_sha256": hashlib.sha256(repr(chunks).encode()).hexdigest(),
         "sample_sha256": hashlib.sha256(rows.tobytes() + sample.tobytes()).hexdigest(),
     }
@@ -683,5 +789,15 @@ def map_rows(X, func, *args, n_columns=None, dtype):
     samples, full = _sample_index(X)
     out = samples if n_columns is None else samples + "K"
     new_axes = {} if n_columns is None else {"K": n_columns}
-    return da.blockwise(_block_rows, out, X, full, new_axes=new_axes, dtype=dtype,
-                        meta=np.empty((0,) * len(out), dtype=dtype), row_function=func, n_columns=n_columns, args=args)
+    return da.blockwise(
+        _block_rows,
+        out,
+        X,
+        full,
+        new_axes=new_axes,
+        dtype=dtype,
+        meta=np.empty((0,) * len(out), dtype=dtype),
+        row_function=func,
+        n_columns=n_columns,
+        args=args,
+    )

@@ -62,8 +62,7 @@ import numpy as np
 from sklearn.cluster import KMeans, kmeans_plusplus
 
 from . import engine, kernels
-from .em import data_centre, first_rows_centre  # noqa: F401 - data_centre re-exported: it lived here
-from .em import e_step_models
+from .em import data_centre, e_step_models, first_rows_centre  # noqa: F401 - data_centre re-exported: it lived here
 from .kernels import split_statistics
 from .mstep import m_step
 from .splitting import split_initial_parameters
@@ -114,7 +113,9 @@ def sample_rows(X, n_rows, random_state, missing="error", weights=None):
         return sample[complete], sample_weight[complete]
     column_means = np.nanmean(sample, axis=0)
     if np.isnan(column_means).any():
-        raise ValueError("Some features have no observed value in the initialisation sample; drop those features.")
+        raise ValueError(
+            "Some features have no observed value in the initialisation sample; drop those features."
+        )
     return np.where(np.isnan(sample), column_means, sample), sample_weight
 
 
@@ -122,7 +123,11 @@ def _weights_of_rows(weights, rows):
     """The sample weights of the rows with flat indices ``rows``, checked (float64 numpy)."""
     # plain indexing of one axis is several times faster than vindex (0.14 s against 0.89 s
     # for 100,000 of 10 million weights)
-    picked = weights[rows] if weights.ndim == 1 else weights.vindex[np.unravel_index(rows, weights.shape)]
+    picked = (
+        weights[rows]
+        if weights.ndim == 1
+        else weights.vindex[np.unravel_index(rows, weights.shape)]
+    )
     (values,) = engine.compute(picked)
     values = np.asarray(values, dtype=np.float64)
     if not np.all(np.isfinite(values) & (values >= 0)):
@@ -165,8 +170,18 @@ def _may_have_identical_rows(sample):
     return bool(np.any(first[1:] == first[:-1]))
 
 
-def initial_parameters_of_models(X, sizes, init_params, random_state, reg_covar, data_pass,
-                                 weights_init=None, means_init=None, precisions_init=None, tol=1e-3):
+def initial_parameters_of_models(
+    X,
+    sizes,
+    init_params,
+    random_state,
+    reg_covar,
+    data_pass,
+    weights_init=None,
+    means_init=None,
+    precisions_init=None,
+    tol=1e-3,
+):
     """Starting weights, means and precisions of several models, sharing the data passes.
 
     What is shared depends on ``init_params`` (see the module docstring): for ``"kmeans"``,
@@ -205,15 +220,36 @@ def initial_parameters_of_models(X, sizes, init_params, random_state, reg_covar,
     if means_init is None and init_params == "split":
         # its own EM loop per model: nothing to share
         centre = first_rows_centre(X)
-        models = [split_initial_parameters(data_pass, k, X.shape[-1], reg_covar, tol, centre) for k in sizes]
+        models = [
+            split_initial_parameters(data_pass, k, X.shape[-1], reg_covar, tol, centre)
+            for k in sizes
+        ]
     else:
-        models = _parameters_from_shared_passes(X, sizes, init_params, random_state, reg_covar, data_pass, means_init)
-    return [(weights if weights_init is None else weights_init, means if means_init is None else means_init,
-             precisions if precisions_init is None else precisions_init) for weights, means, precisions in models]
+        models = _parameters_from_shared_passes(
+            X, sizes, init_params, random_state, reg_covar, data_pass, means_init
+        )
+    return [
+        (
+            weights if weights_init is None else weights_init,
+            means if means_init is None else means_init,
+            precisions if precisions_init is None else precisions_init,
+        )
+        for weights, means, precisions in models
+    ]
 
 
-def initial_parameters(X, n_components, init_params, random_state, reg_covar, data_pass,
-                       weights_init=None, means_init=None, precisions_init=None, tol=1e-3):
+def initial_parameters(
+    X,
+    n_components,
+    init_params,
+    random_state,
+    reg_covar,
+    data_pass,
+    weights_init=None,
+    means_init=None,
+    precisions_init=None,
+    tol=1e-3,
+):
     """Starting weights, means and precisions of one model (:func:`initial_parameters_of_models`).
 
     Returns
@@ -222,18 +258,38 @@ def initial_parameters(X, n_components, init_params, random_state, reg_covar, da
     means : ndarray of shape (K, D)
     precisions : ndarray of shape (K, D)
     """
-    (model,) = initial_parameters_of_models(X, [n_components], init_params, random_state, reg_covar, data_pass,
-                                            weights_init, means_init, precisions_init, tol)
+    (model,) = initial_parameters_of_models(
+        X,
+        [n_components],
+        init_params,
+        random_state,
+        reg_covar,
+        data_pass,
+        weights_init,
+        means_init,
+        precisions_init,
+        tol,
+    )
     return model
 
 
-def _parameters_from_shared_passes(X, sizes, init_params, random_state, reg_covar, data_pass, means_init):
+def _parameters_from_shared_passes(
+    X, sizes, init_params, random_state, reg_covar, data_pass, means_init
+):
     """Weights, means and precisions of every model: the M-step of hard or random responsibilities."""
     if means_init is None and init_params == "random":
         blocks, shift = _random_statistics(data_pass, sizes, random_state, first_rows_centre(X))
     else:
-        centres, shift, passes, tol = _starting_centres(X, sizes, init_params, random_state, data_pass.missing,
-                                                        means_init, reg_covar, getattr(data_pass, "weights", None))
+        centres, shift, passes, tol = _starting_centres(
+            X,
+            sizes,
+            init_params,
+            random_state,
+            data_pass.missing,
+            means_init,
+            reg_covar,
+            getattr(data_pass, "weights", None),
+        )
         blocks = _lloyd_statistics(data_pass, centres, shift, passes, tol)
     models = []
     for stats in blocks:
@@ -254,7 +310,9 @@ def _random_statistics(data_pass, sizes, random_state, shift):
     return kernels.model_statistics(stats, sizes), shift
 
 
-def _starting_centres(X, sizes, init_params, random_state, missing, means_init, reg_covar, weights=None):
+def _starting_centres(
+    X, sizes, init_params, random_state, missing, means_init, reg_covar, weights=None
+):
     """Every model's starting centres, the shift, and the Lloyd passes and tolerance.
 
     One sample serves all the models; they draw their random numbers from ``random_state``
@@ -275,21 +333,36 @@ def _starting_centres(X, sizes, init_params, random_state, missing, means_init, 
         # uniform draws as numpy makes them without p (other numbers than with a uniform p)
         equal = np.all(sample_weight == sample_weight[0])
         probabilities = None if equal else sample_weight / sample_weight.sum()
-        centres = [_few_rows_centres(sample, k) if sample.shape[0] < k else
-                   sample[np.sort(random_state.choice(sample.shape[0], size=k, replace=False, p=probabilities))]
-                   for k in sizes]
+        centres = [
+            _few_rows_centres(sample, k)
+            if sample.shape[0] < k
+            else sample[
+                np.sort(
+                    random_state.choice(sample.shape[0], size=k, replace=False, p=probabilities)
+                )
+            ]
+            for k in sizes
+        ]
         passes, tol = 1, 0.0
     elif init_params == "k-means++":
-        centres = [_few_rows_centres(sample, k) if sample.shape[0] < k else
-                   kmeans_plusplus(sample, k, sample_weight=sample_weight, random_state=random_state)[0]
-                   for k in sizes]
+        centres = [
+            _few_rows_centres(sample, k)
+            if sample.shape[0] < k
+            else kmeans_plusplus(sample, k, sample_weight=sample_weight, random_state=random_state)[
+                0
+            ]
+            for k in sizes
+        ]
         passes, tol = 1, 0.0
     else:
         # data that fits in the sample gets scikit-learn's initialisation, draw for draw
         candidates = KMEANS_CANDIDATES if engine.n_rows(X) > SAMPLE_ROWS else 1
-        centres = [_few_rows_centres(sample, k) if sample.shape[0] < k else
-                   _kmeans_centres(sample, k, random_state, candidates, reg_covar, sample_weight)
-                   for k in sizes]
+        centres = [
+            _few_rows_centres(sample, k)
+            if sample.shape[0] < k
+            else _kmeans_centres(sample, k, random_state, candidates, reg_covar, sample_weight)
+            for k in sizes
+        ]
         mean = np.average(sample, axis=0, weights=sample_weight)
         variance = np.average((sample - mean) ** 2, axis=0, weights=sample_weight)
         passes, tol = LLOYD_PASSES, LLOYD_TOL * float(np.mean(variance))
@@ -305,7 +378,9 @@ def _few_rows_centres(sample, k):
     return np.resize(sample, (k, sample.shape[1]))
 
 
-def _kmeans_centres(sample, n_components, random_state, candidates=1, reg_covar=1e-6, sample_weight=None):
+def _kmeans_centres(
+    sample, n_components, random_state, candidates=1, reg_covar=1e-6, sample_weight=None
+):
     """k-means centres of ``sample``: of ``candidates`` runs, the one whose mixture fits it best.
 
     Each run is scikit-learn's ``KMeans(n_init=1)`` (k-means++ seeding, then Lloyd to its
@@ -337,14 +412,19 @@ def _kmeans_centres(sample, n_components, random_state, candidates=1, reg_covar=
     -------
     ndarray of shape (n_components, D)
     """
-    runs = [KMeans(n_clusters=n_components, n_init=1, random_state=random_state)
-            .fit(sample, sample_weight=sample_weight).cluster_centers_ for _ in range(candidates)]
+    runs = [
+        KMeans(n_clusters=n_components, n_init=1, random_state=random_state)
+        .fit(sample, sample_weight=sample_weight)
+        .cluster_centers_
+        for _ in range(candidates)
+    ]
     if len(runs) == 1:
         return runs[0]
     # judged on every step-th row of the sample (in row order): spread over the data as it is
     step = max(1, sample.shape[0] // CANDIDATE_ROWS)
-    bounds = _sample_em_lower_bounds(sample[::step], runs, reg_covar,
-                                     None if sample_weight is None else sample_weight[::step])
+    bounds = _sample_em_lower_bounds(
+        sample[::step], runs, reg_covar, None if sample_weight is None else sample_weight[::step]
+    )
     return runs[int(np.argmax(bounds))]
 
 
@@ -357,12 +437,15 @@ def _sample_em_lower_bounds(sample, centres, reg_covar, sample_weight=None):
     most ``CANDIDATE_EM_ITERATIONS`` iterations. The sets still running share each pass over
     the sample (their coefficients stacked). A set whose M-step fails gets ``-inf``.
     """
+
     def sample_pass(responsibilities):
         return kernels.chunk_statistics(sample, responsibilities, weights=sample_weight)
 
     sample_pass.dtype = np.dtype(np.float64)  # the compute dtype e_step_models reads
     shift = np.average(sample, axis=0, weights=sample_weight)
-    nearest = kernels.stack_coefficients([kernels.distance_coefficients(c, shift, np.float64) for c in centres])
+    nearest = kernels.stack_coefficients(
+        [kernels.distance_coefficients(c, shift, np.float64) for c in centres]
+    )
     blocks = kernels.model_statistics(sample_pass(("nearest", nearest)), nearest.model_sizes)
     bounds, running = np.full(len(centres), -np.inf), _distinct_partitions(blocks)
     blocks = [blocks[i] for i in running]
@@ -382,7 +465,9 @@ def _sample_em_lower_bounds(sample, centres, reg_covar, sample_weight=None):
         if not running:
             break
         blocks, shift, new_bounds = e_step_models(sample_pass, models)
-        moving = [abs(bound - bounds[i]) >= CANDIDATE_EM_TOL for i, bound in zip(running, new_bounds)]
+        moving = [
+            abs(bound - bounds[i]) >= CANDIDATE_EM_TOL for i, bound in zip(running, new_bounds)
+        ]
         bounds[running] = new_bounds
         running = [i for i, keep in zip(running, moving) if keep]
         blocks = [block for block, keep in zip(blocks, moving) if keep]
@@ -416,13 +501,16 @@ def _lloyd_statistics(data_pass, centres, shift, passes, tol):
     centres, blocks = list(centres), [None] * len(centres)
     moving = list(range(len(centres)))
     for _ in range(passes):
-        coefficients = kernels.stack_coefficients([
-            kernels.distance_coefficients(centres[i], shift, data_pass.dtype) for i in moving])
+        coefficients = kernels.stack_coefficients(
+            [kernels.distance_coefficients(centres[i], shift, data_pass.dtype) for i in moving]
+        )
         stats = data_pass(("nearest", coefficients))
         still_moving = []
         for i, block in zip(moving, kernels.model_statistics(stats, coefficients.model_sizes)):
             _, observed, s1, _, _ = split_statistics(block)
-            updated = np.where(observed > 0, s1 / np.where(observed > 0, observed, 1) + shift, centres[i])
+            updated = np.where(
+                observed > 0, s1 / np.where(observed > 0, observed, 1) + shift, centres[i]
+            )
             if float(np.sum((updated - centres[i]) ** 2)) > tol:
                 still_moving.append(i)
             blocks[i], centres[i] = block, updated

@@ -40,12 +40,20 @@ class Samples:
             return result
         import xarray as xr
 
-        coords = {name: coord for name, coord in self.template.coords.items()
-                  if set(coord.dims) <= set(self.sample_dims)}
+        coords = {
+            name: coord
+            for name, coord in self.template.coords.items()
+            if set(coord.dims) <= set(self.sample_dims)
+        }
         dims = self.sample_dims + (("component",) if kind == "proba" else ())
         if kind == "proba":
             coords["component"] = np.arange(n_components)
-        names = {"labels": "labels", "proba": "responsibility", "log_norm": "log_likelihood", "max_resp": "max_resp"}
+        names = {
+            "labels": "labels",
+            "proba": "responsibility",
+            "log_norm": "log_likelihood",
+            "max_resp": "max_resp",
+        }
         if kind == "labels":
             result = result.astype(np.int16)
         out = xr.DataArray(result, dims=dims, coords=coords, name=names[kind])
@@ -107,41 +115,60 @@ def _from_xarray(X, chunk_size, feature_dim, features):
         names = list(X.data_vars) if features is None else list(features)
         missing = [name for name in names if name not in X.data_vars]
         if missing:
-            raise ValueError(f"features {missing} are not variables of the Dataset; it has {sorted(X.data_vars)}.")
+            raise ValueError(
+                f"features {missing} are not variables of the Dataset; it has {sorted(X.data_vars)}."
+            )
         if not names:
             raise ValueError("The Dataset has no data variables to use as features.")
         for name in names:
             kind = np.dtype(X[name].dtype).kind
             if kind not in "iuf":
-                raise TypeError(f"Dataset variable {name!r} has dtype {X[name].dtype}: features must be numeric; "
-                                "pass features=[...] naming the numeric ones.")
+                raise TypeError(
+                    f"Dataset variable {name!r} has dtype {X[name].dtype}: features must be numeric; "
+                    "pass features=[...] naming the numeric ones."
+                )
         dims = X[names[0]].dims
         for name in names[1:]:
             if set(X[name].dims) != set(dims):
-                raise ValueError(f"Variables {names[0]!r} {dims} and {name!r} {X[name].dims} do not share dimensions.")
+                raise ValueError(
+                    f"Variables {names[0]!r} {dims} and {name!r} {X[name].dims} do not share dimensions."
+                )
         X = X[names].to_dataarray(dim="feature")
         feature_dim = "feature"
     elif feature_dim is None:
         if X.ndim != 2:
-            raise ValueError(f"Give feature_dim=... for a {X.ndim}-D DataArray: one of its dims {X.dims}.")
+            raise ValueError(
+                f"Give feature_dim=... for a {X.ndim}-D DataArray: one of its dims {X.dims}."
+            )
         feature_dim = X.dims[-1]
     if feature_dim not in X.dims:
-        raise ValueError(f"feature_dim={feature_dim!r} is not a dimension of the data; its dims are {X.dims}.")
+        raise ValueError(
+            f"feature_dim={feature_dim!r} is not a dimension of the data; its dims are {X.dims}."
+        )
     sample_dims = tuple(d for d in X.dims if d != feature_dim)
     if not sample_dims:
-        raise ValueError(f"The data has only the feature dimension {feature_dim!r}: there are no samples.")
+        raise ValueError(
+            f"The data has only the feature dimension {feature_dim!r}: there are no samples."
+        )
     ordered = X.transpose(*sample_dims, feature_dim)
     data = ordered.data
     if not isinstance(data, da.Array):
-        data = engine.in_memory_array(data, _default_chunks(ordered.shape, ordered.dtype, chunk_size))
+        data = engine.in_memory_array(
+            data, _default_chunks(ordered.shape, ordered.dtype, chunk_size)
+        )
     engine.check_shape_and_dtype((int(np.prod(data.shape[:-1])), data.shape[-1]), data.dtype)
     if data.numblocks[-1] != 1:
         data = data.rechunk({data.ndim - 1: -1})
     names = None
     if feature_dim in X.coords:
         names = [str(v) for v in X[feature_dim].values]
-    return Samples(data, in_memory=False, feature_names=names, template=ordered.isel({feature_dim: 0}, drop=True),
-                   sample_dims=sample_dims)
+    return Samples(
+        data,
+        in_memory=False,
+        feature_names=names,
+        template=ordered.isel({feature_dim: 0}, drop=True),
+        sample_dims=sample_dims,
+    )
 
 
 def open_gridded(url):
@@ -174,7 +201,9 @@ def sample_values(values, samples, name):
         if samples.sample_dims:
             missing = [d for d in samples.sample_dims if d not in values.dims]
             if missing or values.ndim != len(samples.sample_dims):
-                raise ValueError(f"{name} has dims {values.dims}; it must have exactly the sample dims {samples.sample_dims}.")
+                raise ValueError(
+                    f"{name} has dims {values.dims}; it must have exactly the sample dims {samples.sample_dims}."
+                )
             values = values.transpose(*samples.sample_dims)
         values = values.data
     return engine.aligned_samples(values, samples.array, name)
@@ -205,7 +234,9 @@ def _numeric_columns(dtypes, columns):
         raise ValueError(f"columns {missing} are not in the table; it has {list(dtypes.index)}.")
     bad = [c for c in columns if not _is_numeric(dtypes[c])]
     if bad:
-        raise TypeError(f"columns {bad} are not numeric ({[str(dtypes[c]) for c in bad]}): choose numeric columns.")
+        raise TypeError(
+            f"columns {bad} are not numeric ({[str(dtypes[c]) for c in bad]}): choose numeric columns."
+        )
     return list(columns)
 
 
@@ -218,7 +249,9 @@ def _from_table(X, chunk_size, columns):
     if hasattr(X, "to_dask_array"):  # a dask DataFrame: lengths need one cheap pass of row counts
         lengths = tuple(int(n) for n in engine.compute(X.map_partitions(len))[0])
         array = X[names].to_dask_array(lengths=lengths)
-        return Samples(engine.as_row_chunked(array), in_memory=False, feature_names=[str(n) for n in names])
+        return Samples(
+            engine.as_row_chunked(array), in_memory=False, feature_names=[str(n) for n in names]
+        )
     values = X[names].to_numpy()
     array = engine.as_row_chunked(values, chunk_size)
     return Samples(array, in_memory=True, values=values, feature_names=[str(n) for n in names])
@@ -230,13 +263,20 @@ def _from_parquet(url, columns):
     Row counts come from the Parquet footers, so no data is read to size the chunks.
     """
     import dask
+    import pandas as pd
     import pyarrow.dataset as pads
 
-    import pandas as pd
-
     dataset = pads.dataset(url, format="parquet")
-    dtypes = pd.Series({field.name: (np.dtype(field.type.to_pandas_dtype()) if _arrow_is_numeric(field.type)
-                                     else np.dtype(object)) for field in dataset.schema})
+    dtypes = pd.Series(
+        {
+            field.name: (
+                np.dtype(field.type.to_pandas_dtype())
+                if _arrow_is_numeric(field.type)
+                else np.dtype(object)
+            )
+            for field in dataset.schema
+        }
+    )
     names = _numeric_columns(dtypes, columns)
     if not names:
         raise TypeError(f"The Parquet data at {url!r} has no numeric columns: pass columns=[...].")
@@ -246,8 +286,13 @@ def _from_parquet(url, columns):
         for group in fragment.split_by_row_group():
             rows = sum(info.num_rows for info in group.row_groups)  # from the footer: no data read
             if rows:
-                blocks.append(da.from_delayed(dask.delayed(_read_row_group)(group, names, dtype), shape=(rows, len(names)),
-                                              dtype=dtype))
+                blocks.append(
+                    da.from_delayed(
+                        dask.delayed(_read_row_group)(group, names, dtype),
+                        shape=(rows, len(names)),
+                        dtype=dtype,
+                    )
+                )
     if not blocks:
         raise ValueError(f"The Parquet data at {url!r} has no rows.")
     return Samples(da.concatenate(blocks), in_memory=False, feature_names=names)
@@ -261,4 +306,6 @@ def _arrow_is_numeric(arrow_type):
 
 def _read_row_group(fragment, names, dtype):
     table = fragment.to_table(columns=names)
-    return np.column_stack([table.column(n).to_numpy(zero_copy_only=False).astype(dtype) for n in names])
+    return np.column_stack(
+        [table.column(n).to_numpy(zero_copy_only=False).astype(dtype) for n in names]
+    )

@@ -109,8 +109,10 @@ def stack_coefficients(models):
     first = models[0]
     if any(not np.array_equal(m.shift, first.shift) or m.dtype != first.dtype for m in models):
         raise ValueError("Stacked models must share the shift and the compute dtype.")
-    parts = [np.concatenate([getattr(m, name) for m in models])
-             for name in ("products", "offset", "feature", "log_weight")]
+    parts = [
+        np.concatenate([getattr(m, name) for m in models])
+        for name in ("products", "offset", "feature", "log_weight")
+    ]
     return Coefficients(first.shift, *parts, tuple(size for m in models for size in m.model_sizes))
 
 
@@ -135,15 +137,28 @@ def split_statistics(stats):
     k = stats.shape[0] - 1
     d = (stats.shape[1] - 1) // 3
     scalars = dict(zip(SCALARS, stats[k, : len(SCALARS)].tolist()))
-    return stats[:k, 0], stats[:k, 1 : d + 1], stats[:k, d + 1 : 2 * d + 1], stats[:k, 2 * d + 1 : 3 * d + 1], scalars
+    return (
+        stats[:k, 0],
+        stats[:k, 1 : d + 1],
+        stats[:k, d + 1 : 2 * d + 1],
+        stats[:k, 2 * d + 1 : 3 * d + 1],
+        scalars,
+    )
 
 
 def _coefficients(shift, square, linear, feature, log_weight, dtype):
     offset = feature.sum(axis=1) + log_weight
-    values = (np.concatenate([linear, square], axis=1), offset[:, None], feature, log_weight[:, None])
+    values = (
+        np.concatenate([linear, square], axis=1),
+        offset[:, None],
+        feature,
+        log_weight[:, None],
+    )
     # the shift stays float64: rounded to a float32 compute dtype it would not be the one the M-step adds back
-    return Coefficients(np.ascontiguousarray(shift, dtype=np.float64),
-                        *(np.ascontiguousarray(v, dtype=dtype) for v in values))
+    return Coefficients(
+        np.ascontiguousarray(shift, dtype=np.float64),
+        *(np.ascontiguousarray(v, dtype=dtype) for v in values),
+    )
 
 
 def log_prob_coefficients(weights, means, precisions, shift, dtype):
@@ -164,7 +179,9 @@ def log_prob_coefficients(weights, means, precisions, shift, dtype):
     -------
     Coefficients
     """
-    weights, means, precisions, shift = (np.asarray(v, dtype=np.float64) for v in (weights, means, precisions, shift))
+    weights, means, precisions, shift = (
+        np.asarray(v, dtype=np.float64) for v in (weights, means, precisions, shift)
+    )
     centred = means - shift
     with np.errstate(divide="ignore"):  # a zero weight is a component that is never chosen
         log_w = np.log(weights)
@@ -176,8 +193,14 @@ def distance_coefficients(centers, shift, dtype):
     """Coefficients whose products give the squared distance of each row to each centre."""
     centers, shift = np.asarray(centers, dtype=np.float64), np.asarray(shift, dtype=np.float64)
     centred = centers - shift
-    return _coefficients(shift, np.ones_like(centred), -2.0 * centred, centred * centred,
-                         np.zeros(centred.shape[0]), dtype)
+    return _coefficients(
+        shift,
+        np.ones_like(centred),
+        -2.0 * centred,
+        centred * centred,
+        np.zeros(centred.shape[0]),
+        dtype,
+    )
 
 
 def stacked_rows(x, shift, out, observed=None):
@@ -195,7 +218,12 @@ def stacked_rows(x, shift, out, observed=None):
     if observed is None and (compiled := _compiled_for(x, out)):
         return compiled.stacked_rows(x, shift, out)
     centred = out[:, : x.shape[1]]
-    np.subtract(x if observed is None else np.where(observed, x, shift), shift, out=centred, casting="unsafe")
+    np.subtract(
+        x if observed is None else np.where(observed, x, shift),
+        shift,
+        out=centred,
+        casting="unsafe",
+    )
     np.multiply(centred, centred, out=out[:, x.shape[1] :])
     return out
 
@@ -217,7 +245,9 @@ def _compiled_for(*arrays):
     imported here, on the first pass, not with the package.
     """
     global _compiled
-    if all(a.dtype.char in "fd" and a.dtype.isnative and a.flags.c_contiguous for a in arrays):  # float32, float64
+    if all(
+        a.dtype.char in "fd" and a.dtype.isnative and a.flags.c_contiguous for a in arrays
+    ):  # float32, float64
         if _compiled is None:
             from . import compiled as _compiled
         return _compiled
@@ -266,7 +296,9 @@ def normalise_log_scores(scores, offset=None, model_sizes=None):
         total = model.sum(axis=0)
         model *= np.reciprocal(total)  # one division per row, not one per row and component
         np.add(top, np.log(total), out=out)
-    return Normalised(log_norm, scores.sum(axis=1, dtype=np.float64), log_norm.sum(axis=1, dtype=np.float64))
+    return Normalised(
+        log_norm, scores.sum(axis=1, dtype=np.float64), log_norm.sum(axis=1, dtype=np.float64)
+    )
 
 
 def nearest_one_hot(distances):
@@ -295,7 +327,9 @@ def random_responsibilities(rows, n_components, seed, dtype):
     block or sub-block it falls in, and whatever the shape of the array it comes from.
     """
     rows = np.asarray(rows, dtype=np.uint64)
-    counters = rows[None, :] * np.uint64(n_components) + np.arange(n_components, dtype=np.uint64)[:, None]
+    counters = (
+        rows[None, :] * np.uint64(n_components) + np.arange(n_components, dtype=np.uint64)[:, None]
+    )
     with np.errstate(over="ignore"):
         bits = splitmix64(counters ^ splitmix64(np.uint64(seed)))
     resp = ((bits >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
@@ -316,7 +350,9 @@ def _observed_mask(xb, missing, count_nonfinite):
     return ~nan, n_nan, n_inf
 
 
-def chunk_statistics(x, responsibilities, missing="error", weights=None, count_nonfinite=False, rows=None):
+def chunk_statistics(
+    x, responsibilities, missing="error", weights=None, count_nonfinite=False, rows=None
+):
     """Sufficient statistics of one block of rows.
 
     Parameters
@@ -383,17 +419,29 @@ def chunk_statistics(x, responsibilities, missing="error", weights=None, count_n
                 mask = observed.astype(dtype) if missing == "marginalize" else None
             sub_mass = sub_objective = row_objective = None
             if kind == "random":
-                resp = np.concatenate([random_responsibilities(rows[start : start + m], size, seed, dtype)
-                                       for size, seed in zip(sizes, seeds)])
+                resp = np.concatenate(
+                    [
+                        random_responsibilities(rows[start : start + m], size, seed, dtype)
+                        for size, seed in zip(sizes, seeds)
+                    ]
+                )
             else:
-                resp, offset = component_log_scores(stacked, coef, mask if observed is not None else None,
-                                                    out=score_buffer[: k * m].reshape(k, m))
+                resp, offset = component_log_scores(
+                    stacked,
+                    coef,
+                    mask if observed is not None else None,
+                    out=score_buffer[: k * m].reshape(k, m),
+                )
                 if kind == "gaussian":
-                    row_objective, sub_mass, sub_objective = normalise_log_scores(resp, offset, sizes)
+                    row_objective, sub_mass, sub_objective = normalise_log_scores(
+                        resp, offset, sizes
+                    )
                 else:
                     if offset is not None:
                         resp += offset
-                    row_objective = np.array([nearest_one_hot(resp[model]) for model in models])  # (models, m)
+                    row_objective = np.array(
+                        [nearest_one_hot(resp[model]) for model in models]
+                    )  # (models, m)
             row_weight = None if weights is None else weights[start : start + m].astype(dtype)
             if used is not None:
                 row_weight = used.astype(dtype) if row_weight is None else row_weight * used
@@ -401,7 +449,9 @@ def chunk_statistics(x, responsibilities, missing="error", weights=None, count_n
                 resp *= row_weight
                 sub_mass = None  # the weighted responsibilities' sums, below
                 weight_used += float(row_weight.sum(dtype=np.float64))
-                rows_used += float(np.count_nonzero(row_weight > 0) if used is None else np.count_nonzero(used))
+                rows_used += float(
+                    np.count_nonzero(row_weight > 0) if used is None else np.count_nonzero(used)
+                )
                 if row_objective is not None:
                     counted = np.where(row_weight > 0, row_objective, 0).astype(np.float64)
                     objective += counted @ row_weight.astype(np.float64)
@@ -425,7 +475,14 @@ def chunk_statistics(x, responsibilities, missing="error", weights=None, count_n
         size = model.stop - model.start
         block[:size, 0] = mass[model]
         block[:size, 1 : d + 1], block[:size, d + 1 : 3 * d + 1] = s0[model], s12[model]
-        block[size, : len(SCALARS)] = model_objective, weight_used, rows_used, n_nan, n_inf, bad_weights
+        block[size, : len(SCALARS)] = (
+            model_objective,
+            weight_used,
+            rows_used,
+            n_nan,
+            n_inf,
+            bad_weights,
+        )
     return stats
 
 

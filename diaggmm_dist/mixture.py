@@ -17,13 +17,17 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import engine, inputs, kernels, online
 from .em import data_centre, e_step, e_step_models
-from .mstep import m_step
 from .initialization import initial_parameters, initial_parameters_of_models
-from .state import TrainingState
 from .kernels import split_statistics
-from .validation import (bad_weights_error, check_initial_parameters, check_settings, is_int,
-                         nonfinite_error)
-
+from .mstep import m_step
+from .state import TrainingState
+from .validation import (
+    bad_weights_error,
+    check_initial_parameters,
+    check_settings,
+    is_int,
+    nonfinite_error,
+)
 
 logger = logging.getLogger("diaggmm_dist")
 
@@ -48,12 +52,24 @@ class _DataPass:
         self.graphs = {}  # the pass's task graphs, built once for the whole fit
 
     def __call__(self, responsibilities):
-        stats = engine.pass_statistics(self.X, responsibilities, self.missing, self.weights,
-                                       count_nonfinite=not self.checked, graphs=self.graphs)
+        stats = engine.pass_statistics(
+            self.X,
+            responsibilities,
+            self.missing,
+            self.weights,
+            count_nonfinite=not self.checked,
+            graphs=self.graphs,
+        )
         if not self.checked:
             scalars = split_statistics(stats)[-1]
-            _raise_for_bad_values(int(scalars["nan"]), int(scalars["inf"]), int(scalars["bad_weights"]),
-                                  int(scalars["rows"]), self.missing, self.weights is not None)
+            _raise_for_bad_values(
+                int(scalars["nan"]),
+                int(scalars["inf"]),
+                int(scalars["bad_weights"]),
+                int(scalars["rows"]),
+                self.missing,
+                self.weights is not None,
+            )
             self.checked = True
         return stats
 
@@ -70,16 +86,24 @@ def _warn_reseeded(reseeded, when):
 
 def _raise_for_bad_values(n_nan, n_inf, bad_weights, usable_rows, missing, weighted=False):
     if n_inf or (missing == "error" and n_nan):
-        raise nonfinite_error(n_nan + n_inf if missing == "error" else n_inf, allow_missing=not n_inf)
+        raise nonfinite_error(
+            n_nan + n_inf if missing == "error" else n_inf, allow_missing=not n_inf
+        )
     if bad_weights:
         raise bad_weights_error(bad_weights)
     if usable_rows == 0:
         if weighted and missing == "error":  # (NaN were refused above)
-            raise ValueError("No row can be used: every sample weight is zero. Give some rows a weight > 0.")
+            raise ValueError(
+                "No row can be used: every sample weight is zero. Give some rows a weight > 0."
+            )
         raise ValueError(
             "No row can be used: every row has "
             + ("a sample weight of zero or missing values" if weighted else "missing values")
-            + (" (missing='drop' skips rows with any NaN; try missing='marginalize')." if missing == "drop" else ".")
+            + (
+                " (missing='drop' skips rows with any NaN; try missing='marginalize')."
+                if missing == "drop"
+                else "."
+            )
         )
 
 
@@ -197,10 +221,29 @@ class DiagGMM(DensityMixin, BaseEstimator):
     ``ReseededComponentWarning``).
     """
 
-    def __init__(self, n_components=1, *, covariance_type="diag", tol=1e-3, reg_covar=1e-6, max_iter=100, n_init=1,
-                 init_params="kmeans", weights_init=None, means_init=None, precisions_init=None,
-                 random_state=None, warm_start=False, verbose=0, verbose_interval=10,
-                 dtype="float64", chunk_size=None, missing="error", learning_decay=0.7, learning_offset=10.0):
+    def __init__(
+        self,
+        n_components=1,
+        *,
+        covariance_type="diag",
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
+        n_init=1,
+        init_params="kmeans",
+        weights_init=None,
+        means_init=None,
+        precisions_init=None,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        verbose_interval=10,
+        dtype="float64",
+        chunk_size=None,
+        missing="error",
+        learning_decay=0.7,
+        learning_offset=10.0,
+    ):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.tol = tol
@@ -228,8 +271,19 @@ class DiagGMM(DensityMixin, BaseEstimator):
         return tags
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y=None, *, sample_weight=None, feature_dim=None, features=None, columns=None,
-            checkpoint=None, overwrite_checkpoint=False, on_iteration=None):
+    def fit(
+        self,
+        X,
+        y=None,
+        *,
+        sample_weight=None,
+        feature_dim=None,
+        features=None,
+        columns=None,
+        checkpoint=None,
+        overwrite_checkpoint=False,
+        on_iteration=None,
+    ):
         """Estimate the parameters with EM.
 
         Parameters
@@ -279,8 +333,9 @@ class DiagGMM(DensityMixin, BaseEstimator):
         data = samples.array
         n_features = data.shape[-1]
         self._check_enough_samples(data)
-        inits = check_initial_parameters(self.weights_init, self.means_init, self.precisions_init,
-                                         self.n_components, n_features)
+        inits = check_initial_parameters(
+            self.weights_init, self.means_init, self.precisions_init, self.n_components, n_features
+        )
         warm = self.warm_start and hasattr(self, "converged_")
         if warm:
             self._check_n_features(n_features)
@@ -289,17 +344,24 @@ class DiagGMM(DensityMixin, BaseEstimator):
         fingerprint = engine.fingerprint(data)
         store = None
         if checkpoint is not None:
-            from .io.checkpoint import Checkpoints  # call-time import: io sits below the model layer
+            from .io.checkpoint import (
+                Checkpoints,
+            )  # call-time import: io sits below the model layer
 
             identity = {"config": self._checkpoint_config(inits, warm), "fingerprint": fingerprint}
             store = Checkpoints(checkpoint, identity, overwrite=overwrite_checkpoint)
         try:
             states = store.latest() if store is not None else None
             if states:
-                logger.info("resuming from checkpoint: %d restart(s) after iteration %d", len(states),
-                            max(state.iteration for state in states),
-                            extra={"resumed_iteration": max(state.iteration for state in states),
-                                   "restarts": len(states)})
+                logger.info(
+                    "resuming from checkpoint: %d restart(s) after iteration %d",
+                    len(states),
+                    max(state.iteration for state in states),
+                    extra={
+                        "resumed_iteration": max(state.iteration for state in states),
+                        "restarts": len(states),
+                    },
+                )
                 random_state.set_state(states[-1].random_state)
             # Every restart is initialised first, all together (their data passes shared); then EM
             # runs them side by side: one pass per iteration serves every restart not stopped yet.
@@ -311,27 +373,57 @@ class DiagGMM(DensityMixin, BaseEstimator):
             if restarts:
                 self._print(1, f"Initialization {', '.join(str(restart) for restart in restarts)}")
                 if warm:
-                    models, lower_bounds = [(self.weights_, self.means_, self.precisions_)], [self.lower_bound_]
+                    models, lower_bounds = (
+                        [(self.weights_, self.means_, self.precisions_)],
+                        [self.lower_bound_],
+                    )
                 else:
-                    models = initial_parameters_of_models(data, [self.n_components] * len(restarts), self.init_params,
-                                                          random_state, self.reg_covar, data_pass, *inits, tol=self.tol)
+                    models = initial_parameters_of_models(
+                        data,
+                        [self.n_components] * len(restarts),
+                        self.init_params,
+                        random_state,
+                        self.reg_covar,
+                        data_pass,
+                        *inits,
+                        tol=self.tol,
+                    )
                     lower_bounds = []
-                states += [TrainingState(restart, 0, weights, means, 1.0 / precisions, precisions, list(lower_bounds),
-                                         self.max_iter == 0, False, random_state.get_state())
-                           for restart, (weights, means, precisions) in zip(restarts, models)]
+                states += [
+                    TrainingState(
+                        restart,
+                        0,
+                        weights,
+                        means,
+                        1.0 / precisions,
+                        precisions,
+                        list(lower_bounds),
+                        self.max_iter == 0,
+                        False,
+                        random_state.get_state(),
+                    )
+                    for restart, (weights, means, precisions) in zip(restarts, models)
+                ]
                 if store is not None:
                     store.save(states)
             states = self._run_em(data_pass, states, store, on_iteration)
         finally:
             if store is not None:
                 store.close()  # releases the checkpoint's lease, also on errors
-        self.lower_bounds_per_init_ = [list(state.lower_bounds[1:] if warm else state.lower_bounds) for state in states]
+        self.lower_bounds_per_init_ = [
+            list(state.lower_bounds[1:] if warm else state.lower_bounds) for state in states
+        ]
         # the first best, as scikit-learn keeps it
         best = max(states, key=lambda state: (state.lower_bound, -state.restart))
         self.best_init_ = best.restart
         self.n_reseeded_ = sum(state.n_reseeded for state in states)
-        self._adopt(best, warm, samples, fingerprint, {"feature_dim": feature_dim, "features": features,
-                                                       "columns": columns})
+        self._adopt(
+            best,
+            warm,
+            samples,
+            fingerprint,
+            {"feature_dim": feature_dim, "features": features, "columns": columns},
+        )
         for name in ONLINE_STATE:  # the parameters no longer come from these statistics
             if hasattr(self, name):
                 delattr(self, name)
@@ -345,7 +437,11 @@ class DiagGMM(DensityMixin, BaseEstimator):
 
     def _adopt(self, state, warm, samples, fingerprint, layout):
         """Take a finished training state as this estimator's fitted parameters."""
-        self.weights_, self.means_, self.covariances_ = state.weights, state.means, state.covariances
+        self.weights_, self.means_, self.covariances_ = (
+            state.weights,
+            state.means,
+            state.covariances,
+        )
         self.precisions_ = 1.0 / self.covariances_
         self.precisions_cholesky_ = np.sqrt(self.precisions_)
         self.converged_ = state.converged
@@ -366,8 +462,14 @@ class DiagGMM(DensityMixin, BaseEstimator):
 
     def _data_pass(self, samples, sample_weight):
         """The data pass of a fit: weights aligned with the samples, in-memory data checked up front."""
-        weights = None if sample_weight is None else inputs.sample_values(sample_weight, samples, "sample_weight")
-        checked = samples.values is not None and (sample_weight is None or isinstance(sample_weight, np.ndarray))
+        weights = (
+            None
+            if sample_weight is None
+            else inputs.sample_values(sample_weight, samples, "sample_weight")
+        )
+        checked = samples.values is not None and (
+            sample_weight is None or isinstance(sample_weight, np.ndarray)
+        )
         if checked:
             _check_in_memory(samples.values, self.missing, sample_weight)
         return _DataPass(samples.array, self.dtype, self.missing, weights, checked)
@@ -379,7 +481,9 @@ class DiagGMM(DensityMixin, BaseEstimator):
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
 
-    def partial_fit(self, X, y=None, sample_weight=None, *, feature_dim=None, features=None, columns=None):
+    def partial_fit(
+        self, X, y=None, sample_weight=None, *, feature_dim=None, features=None, columns=None
+    ):
         """Fold one batch of rows into the model with one step of stepwise (online) EM.
 
         The model keeps running sufficient statistics ``s`` per unit of sample weight (see
@@ -435,22 +539,36 @@ class DiagGMM(DensityMixin, BaseEstimator):
             self._check_features(samples)
         else:
             self._check_enough_samples(data)
-            inits = check_initial_parameters(self.weights_init, self.means_init, self.precisions_init,
-                                             self.n_components, data.shape[-1])
+            inits = check_initial_parameters(
+                self.weights_init,
+                self.means_init,
+                self.precisions_init,
+                self.n_components,
+                data.shape[-1],
+            )
         data_pass = self._data_pass(samples, sample_weight)
         if fitted:
             weights, means, precisions = self.weights_, self.means_, self.precisions_
             running = getattr(self, "running_statistics_", None)
             if running is None:
                 running_shift = data_centre(weights, means, precisions)
-                running = online.implied_statistics(weights, means, self.covariances_, self.reg_covar, running_shift)
+                running = online.implied_statistics(
+                    weights, means, self.covariances_, self.reg_covar, running_shift
+                )
             else:
                 running_shift = self.running_shift_
         else:
             self._print(1, "Initialization on the first batch")
             weights, means, precisions = initial_parameters(
-                data, self.n_components, self.init_params, check_random_state(self.random_state), self.reg_covar,
-                data_pass, *inits, tol=self.tol)
+                data,
+                self.n_components,
+                self.init_params,
+                check_random_state(self.random_state),
+                self.reg_covar,
+                data_pass,
+                *inits,
+                tol=self.tol,
+            )
             running = running_shift = None
         stats, shift, lower_bound = e_step(data_pass, weights, means, precisions)
         scalars = split_statistics(stats)[-1]
@@ -459,8 +577,9 @@ class DiagGMM(DensityMixin, BaseEstimator):
         running = online.fold(running, running_shift, stats, shift, eta)
         # Scaled to the batch's weight, the M-step's safety rails (a component re-seeded below
         # 0.001 rows of mass) mean what they mean in a fit of this batch.
-        weights, means, covariances, reseeded = m_step(running * scalars["weight"], self.reg_covar, shift,
-                                                       data_pass.resolution)
+        weights, means, covariances, reseeded = m_step(
+            running * scalars["weight"], self.reg_covar, shift, data_pass.resolution
+        )
         self.n_reseeded_ = getattr(self, "n_reseeded_", 0)
         self._note_reseeded(reseeded, f"Batch {t + 1}")
         self.weights_, self.means_, self.covariances_ = weights, means, covariances
@@ -482,17 +601,32 @@ class DiagGMM(DensityMixin, BaseEstimator):
 
     def _checkpoint_config(self, inits, warm):
         """The settings a checkpoint must share with this run to be resumed (JSON)."""
+
         def digest(array):
-            return None if array is None else hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+            return (
+                None
+                if array is None
+                else hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+            )
 
         seed = self.random_state
         return {
-            "n_components": int(self.n_components), "tol": float(self.tol), "reg_covar": float(self.reg_covar),
-            "n_init": int(self.n_init), "init_params": self.init_params, "dtype": str(np.dtype(self.dtype)),
+            "n_components": int(self.n_components),
+            "tol": float(self.tol),
+            "reg_covar": float(self.reg_covar),
+            "n_init": int(self.n_init),
+            "init_params": self.init_params,
+            "dtype": str(np.dtype(self.dtype)),
             "missing": self.missing,
-            "random_state": int(seed) if isinstance(seed, (int, np.integer)) else (None if seed is None else "instance"),
+            "random_state": int(seed)
+            if isinstance(seed, (int, np.integer))
+            else (None if seed is None else "instance"),
             "inits": [digest(a) for a in inits],
-            "warm_start_from": digest(np.concatenate([self.means_.ravel(), self.covariances_.ravel()])) if warm else None,
+            "warm_start_from": digest(
+                np.concatenate([self.means_.ravel(), self.covariances_.ravel()])
+            )
+            if warm
+            else None,
         }
 
     def _running(self, state):
@@ -517,33 +651,51 @@ class DiagGMM(DensityMixin, BaseEstimator):
                 break
             tick = time.perf_counter()
             blocks, shift, lower_bounds = e_step_models(
-                data_pass, [(state.weights, state.means, state.precisions) for state in running])
+                data_pass, [(state.weights, state.means, state.precisions) for state in running]
+            )
             summaries = []
             for state, block, lower_bound in zip(running, blocks, lower_bounds):
                 new = self._em_step(state, block, shift, lower_bound, data_pass.resolution)
                 states[states.index(state)] = new
-                summaries.append({"iteration": new.iteration, "lower_bound": new.lower_bound,
-                                  "change": new.lower_bound - state.lower_bound, "converged": new.converged,
-                                  "restart": new.restart})
+                summaries.append(
+                    {
+                        "iteration": new.iteration,
+                        "lower_bound": new.lower_bound,
+                        "change": new.lower_bound - state.lower_bound,
+                        "converged": new.converged,
+                        "restart": new.restart,
+                    }
+                )
             if store is not None:
                 store.save(states)
             seconds = time.perf_counter() - tick
             for summary in summaries:
                 summary["seconds"] = seconds
-                logger.info("iteration %d lower bound %.8f change %.3e %.3fs", summary["iteration"],
-                            summary["lower_bound"], summary["change"], seconds, extra=summary)
+                logger.info(
+                    "iteration %d lower bound %.8f change %.3e %.3fs",
+                    summary["iteration"],
+                    summary["lower_bound"],
+                    summary["change"],
+                    seconds,
+                    extra=summary,
+                )
                 if on_iteration is not None:
                     on_iteration(dict(summary))
             n_iter = summaries[0]["iteration"]
             if n_iter % self.verbose_interval == 0:
                 now = time.perf_counter()
-                self._print(1, f"  Iteration {n_iter}",
-                            f"\t time lapse {now - start:.5f}s\t ll change {summaries[0]['change']:.5f}")
+                self._print(
+                    1,
+                    f"  Iteration {n_iter}",
+                    f"\t time lapse {now - start:.5f}s\t ll change {summaries[0]['change']:.5f}",
+                )
                 start = now
         if self.max_iter > 0:
             for state in states:
                 verdict = "converged" if state.converged else "did not converge"
-                self._print(1, f"Initialization {verdict}.", f" lower bound {state.lower_bound:.5f}.")
+                self._print(
+                    1, f"Initialization {verdict}.", f" lower bound {state.lower_bound:.5f}."
+                )
         return states
 
     def _em_step(self, state, stats, shift, lower_bound, resolution):
@@ -552,9 +704,19 @@ class DiagGMM(DensityMixin, BaseEstimator):
         weights, means, covariances, reseeded = m_step(stats, self.reg_covar, shift, resolution)
         _warn_reseeded(reseeded, f"Iteration {n_iter}")
         converged = bool(abs(lower_bound - state.lower_bound) < self.tol)
-        return TrainingState(state.restart, n_iter, weights, means, covariances, 1.0 / covariances,
-                             state.lower_bounds + [lower_bound], converged or n_iter == self.max_iter, converged,
-                             state.random_state, state.n_reseeded + reseeded)
+        return TrainingState(
+            state.restart,
+            n_iter,
+            weights,
+            means,
+            covariances,
+            1.0 / covariances,
+            state.lower_bounds + [lower_bound],
+            converged or n_iter == self.max_iter,
+            converged,
+            state.random_state,
+            state.n_reseeded + reseeded,
+        )
 
     def _note_reseeded(self, reseeded, when):
         """Count and warn about components the M-step re-seeded (``when``: e.g. "Iteration 3")."""
@@ -585,7 +747,11 @@ class DiagGMM(DensityMixin, BaseEstimator):
         """The same number of features as the model, and the same names when both have names."""
         self._check_n_features(samples.array.shape[-1])
         known = getattr(self, "feature_names_in_", None)
-        if known is not None and samples.feature_names is not None and list(known) != list(samples.feature_names):
+        if (
+            known is not None
+            and samples.feature_names is not None
+            and list(known) != list(samples.feature_names)
+        ):
             raise ValueError(
                 f"The features differ from those seen in fit: got {list(samples.feature_names)}, "
                 f"fitted on {list(known)}."
@@ -604,16 +770,28 @@ class DiagGMM(DensityMixin, BaseEstimator):
             _check_in_memory(samples.values, self.missing)
         dtype = np.dtype(self.dtype)
         shift = data_centre(self.weights_, self.means_, self.precisions_)
-        coef = kernels.log_prob_coefficients(self.weights_, self.means_, self.precisions_, shift, dtype)
+        coef = kernels.log_prob_coefficients(
+            self.weights_, self.means_, self.precisions_, shift, dtype
+        )
         if kind == "labels":
             result = engine.map_rows(data, kernels.row_labels, coef, self.missing, dtype=np.int64)
         elif kind == "proba":
-            result = engine.map_rows(data, kernels.row_responsibilities, coef, self.missing,
-                                     n_columns=self.n_components, dtype=dtype)
+            result = engine.map_rows(
+                data,
+                kernels.row_responsibilities,
+                coef,
+                self.missing,
+                n_columns=self.n_components,
+                dtype=dtype,
+            )
         elif kind == "summary":
-            result = engine.map_rows(data, kernels.row_summary, coef, self.missing, n_columns=3, dtype=np.float64)
+            result = engine.map_rows(
+                data, kernels.row_summary, coef, self.missing, n_columns=3, dtype=np.float64
+            )
         else:
-            result = engine.map_rows(data, kernels.row_log_likelihood, coef, self.missing, dtype=np.float64)
+            result = engine.map_rows(
+                data, kernels.row_log_likelihood, coef, self.missing, dtype=np.float64
+            )
         return result, samples
 
     def predict(self, X):
@@ -654,7 +832,11 @@ class DiagGMM(DensityMixin, BaseEstimator):
             (summary,) = engine.compute(summary)
             return summary[:, 0].astype(np.int16), summary[:, 1].astype(np.float32), summary[:, 2]
         labels = samples.wrap(summary[..., 0].astype(np.int16), "labels")
-        return labels, samples.wrap(summary[..., 1].astype(np.float32), "max_resp"), samples.wrap(summary[..., 2], "log_norm")
+        return (
+            labels,
+            samples.wrap(summary[..., 1].astype(np.float32), "max_resp"),
+            samples.wrap(summary[..., 2], "log_norm"),
+        )
 
     def score(self, X, y=None):
         """Mean log-likelihood per row (a float; computed even for lazy input).
@@ -703,12 +885,31 @@ class DiagGMM(DensityMixin, BaseEstimator):
         from sklearn.mixture import GaussianMixture
 
         check_is_fitted(self, "means_")
-        gm = GaussianMixture(self.n_components, covariance_type="diag", tol=self.tol, reg_covar=self.reg_covar,
-                             max_iter=self.max_iter, n_init=self.n_init, init_params=self.init_params,
-                             random_state=self.random_state, warm_start=self.warm_start, verbose=self.verbose,
-                             verbose_interval=self.verbose_interval)
-        for name in ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_", "converged_",
-                     "n_iter_", "lower_bound_", "lower_bounds_", "n_features_in_"):
+        gm = GaussianMixture(
+            self.n_components,
+            covariance_type="diag",
+            tol=self.tol,
+            reg_covar=self.reg_covar,
+            max_iter=self.max_iter,
+            n_init=self.n_init,
+            init_params=self.init_params,
+            random_state=self.random_state,
+            warm_start=self.warm_start,
+            verbose=self.verbose,
+            verbose_interval=self.verbose_interval,
+        )
+        for name in (
+            "weights_",
+            "means_",
+            "covariances_",
+            "precisions_",
+            "precisions_cholesky_",
+            "converged_",
+            "n_iter_",
+            "lower_bound_",
+            "lower_bounds_",
+            "n_features_in_",
+        ):
             setattr(gm, name, copy.deepcopy(getattr(self, name)))
         return gm
 
@@ -721,9 +922,21 @@ class DiagGMM(DensityMixin, BaseEstimator):
                 f"{getattr(gm, 'covariance_type', type(gm).__name__)!r}."
             )
         check_is_fitted(gm, "means_")
-        settings = {name: getattr(gm, name) for name in ("covariance_type", "tol", "reg_covar", "max_iter", "n_init",
-                                                         "init_params", "random_state", "warm_start", "verbose",
-                                                         "verbose_interval")}
+        settings = {
+            name: getattr(gm, name)
+            for name in (
+                "covariance_type",
+                "tol",
+                "reg_covar",
+                "max_iter",
+                "n_init",
+                "init_params",
+                "random_state",
+                "warm_start",
+                "verbose",
+                "verbose_interval",
+            )
+        }
         model = cls(gm.n_components, **{**settings, **params})
         model.weights_ = np.array(gm.weights_, dtype=np.float64)
         model.means_ = np.array(gm.means_, dtype=np.float64)
@@ -751,10 +964,12 @@ class DiagGMM(DensityMixin, BaseEstimator):
             raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}.")
         rng = check_random_state(self.random_state)
         counts = rng.multinomial(n_samples, self.weights_)
-        X = np.vstack([
-            mean + rng.standard_normal(size=(count, mean.shape[0])) * np.sqrt(cov)
-            for mean, cov, count in zip(self.means_, self.covariances_, counts)
-        ])
+        X = np.vstack(
+            [
+                mean + rng.standard_normal(size=(count, mean.shape[0])) * np.sqrt(cov)
+                for mean, cov, count in zip(self.means_, self.covariances_, counts)
+            ]
+        )
         y = np.concatenate([np.full(count, k, dtype=int) for k, count in enumerate(counts)])
         return X, y
 
@@ -775,4 +990,6 @@ def _check_in_memory(X, missing, sample_weight=None):
         w = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
         bad_weights = int(np.count_nonzero(~(np.isfinite(w) & (w >= 0))))
         usable = usable & (w > 0)
-    _raise_for_bad_values(n_nan, n_inf, bad_weights, int(np.count_nonzero(usable)), missing, sample_weight is not None)
+    _raise_for_bad_values(
+        n_nan, n_inf, bad_weights, int(np.count_nonzero(usable)), missing, sample_weight is not None
+    )

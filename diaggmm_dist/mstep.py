@@ -95,7 +95,9 @@ def m_step(stats, reg_covar, shift, resolution=EPS):
         covariances = np.where(unseen, overall_variance + reg_covar, covariances)
     floor = VARIANCE_FLOOR * overall_variance
     if reg_covar == 0:
-        _raise_for_zero_variances(covariances, floor, mass, overall_mean + shift, overall_variance, resolution)
+        _raise_for_zero_variances(
+            covariances, floor, mass, overall_mean + shift, overall_variance, resolution
+        )
     covariances = np.maximum(covariances, floor)
     weights = nk / nk.sum()
     means = centred_means + shift
@@ -125,7 +127,10 @@ def _raise_for_zero_variances(covariances, floor, mass, overall_mean, overall_va
     # Components below MIN_COMPONENT_MASS are re-seeded by splitting, whatever their variances.
     zero = (covariances <= floor) & (mass >= MIN_COMPONENT_MASS)[:, None]
     if zero.any():
-        components, features = np.flatnonzero(zero.any(axis=1)).tolist(), np.flatnonzero(zero.any(axis=0)).tolist()
+        components, features = (
+            np.flatnonzero(zero.any(axis=1)).tolist(),
+            np.flatnonzero(zero.any(axis=0)).tolist(),
+        )
         raise ValueError(
             f"{ILL_DEFINED_COVARIANCE} With reg_covar=0, component(s) {components} collapsed onto too few distinct "
             f"points: their variance of feature(s) {features} is zero (at most {VARIANCE_FLOOR:g} of the feature's "

@@ -73,14 +73,18 @@ def implied_statistics(weights, means, covariances, reg_covar, shift):
     without them, or made by ``from_sklearn``) starts stepwise EM from: N_k = S0_kj = w_k,
     S1 = w_k (μ_k − shift), S2 = w_k (σ²_k − reg_covar + (μ_k − shift)²).
     """
-    weights, means, covariances = (np.asarray(v, dtype=np.float64) for v in (weights, means, covariances))
+    weights, means, covariances = (
+        np.asarray(v, dtype=np.float64) for v in (weights, means, covariances)
+    )
     k, d = means.shape
     centred = means - shift
     stats = np.zeros((k + 1, n_stat_columns(d)))
     stats[:k, 0] = weights
     stats[:k, 1 : d + 1] = weights[:, None]
     stats[:k, d + 1 : 2 * d + 1] = weights[:, None] * centred
-    stats[:k, 2 * d + 1 : 3 * d + 1] = weights[:, None] * (np.maximum(covariances - reg_covar, 0.0) + centred**2)
+    stats[:k, 2 * d + 1 : 3 * d + 1] = weights[:, None] * (
+        np.maximum(covariances - reg_covar, 0.0) + centred**2
+    )
     return _with_unit_weight(stats)
 
 
@@ -107,4 +111,6 @@ def fold(running, running_shift, batch, batch_shift, eta):
     step = per_unit_weight(batch)
     if running is None:
         return step
-    return _with_unit_weight((1.0 - eta) * shift_statistics(running, running_shift, batch_shift) + eta * step)
+    return _with_unit_weight(
+        (1.0 - eta) * shift_statistics(running, running_shift, batch_shift) + eta * step
+    )

@@ -52,7 +52,9 @@ def plot_convergence(lower_bounds, path, *, title="EM convergence"):
     return path
 
 
-def plot_selection(table, path, *, chosen=None, criterion="bic", title="Choice of the number of components"):
+def plot_selection(
+    table, path, *, chosen=None, criterion="bic", title="Choice of the number of components"
+):
     """Save BIC and AIC against the number of components K (lower is better), ``chosen`` marked.
 
     ``table`` is :func:`diaggmm_dist.select_n_components`'s (dicts with ``n_components``,

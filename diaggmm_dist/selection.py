@@ -39,14 +39,17 @@ class ComponentSelection(NamedTuple):
 
     def to_markdown(self):
         """The table as Markdown, the chosen K marked."""
-        lines = ["| K | lower bound | log-likelihood | BIC | AIC | held-out log-likelihood | iterations | converged |",
-                 "|---:|---:|---:|---:|---:|---:|---:|---|"]
+        lines = [
+            "| K | lower bound | log-likelihood | BIC | AIC | held-out log-likelihood | iterations | converged |",
+            "|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
         for row in self.table:
             mark = " **(chosen)**" if row["n_components"] == self.best.n_components else ""
             lines.append(
                 f"| {row['n_components']}{mark} | {row['lower_bound']:.6g} | {row['log_likelihood']:.6g} "
                 f"| {row['bic']:.6g} | {row['aic']:.6g} | {_text(row['heldout_log_likelihood'])} "
-                f"| {row['n_iter']} | {row['converged']} |")
+                f"| {row['n_iter']} | {row['converged']} |"
+            )
         return "\n".join(lines)
 
 
@@ -60,7 +63,9 @@ def _check_candidates(candidates):
     except TypeError:
         raise TypeError(f"candidates must be a list of integers, got {candidates!r}.") from None
     if not values:
-        raise ValueError("candidates is empty: give at least one number of components, e.g. [2, 4, 8].")
+        raise ValueError(
+            "candidates is empty: give at least one number of components, e.g. [2, 4, 8]."
+        )
     bad = [value for value in values if not is_int(value) or value < 1]
     if bad:
         raise ValueError(f"candidates must be integers >= 1; got {bad}.")
@@ -71,7 +76,9 @@ def _check_candidates(candidates):
 
 def heldout_rows(rows, fraction, seed=0):
     """True for the rows (global indices) held out: a fixed ``fraction`` picked by a hash of the index."""
-    bits = kernels.splitmix64(np.asarray(rows, dtype=np.uint64) ^ kernels.splitmix64(np.uint64(seed)))
+    bits = kernels.splitmix64(
+        np.asarray(rows, dtype=np.uint64) ^ kernels.splitmix64(np.uint64(seed))
+    )
     return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53 < fraction
 
 
@@ -86,9 +93,20 @@ def _n_parameters(k, d):
     return k * 2 * d + k - 1
 
 
-def select_n_components(X, candidates=(2, 4, 8, 16, 32), criterion="bic", *, heldout_fraction=0.1,
-                        sample_weight=None, feature_dim=None, features=None, columns=None, checkpoint=None,
-                        overwrite_checkpoint=False, **settings):
+def select_n_components(
+    X,
+    candidates=(2, 4, 8, 16, 32),
+    criterion="bic",
+    *,
+    heldout_fraction=0.1,
+    sample_weight=None,
+    feature_dim=None,
+    features=None,
+    columns=None,
+    checkpoint=None,
+    overwrite_checkpoint=False,
+    **settings,
+):
     """Fit a mixture for every candidate number of components in the same data passes, and pick one.
 
     Parameters
@@ -130,38 +148,79 @@ def select_n_components(X, candidates=(2, 4, 8, 16, 32), criterion="bic", *, hel
     if not (isinstance(heldout_fraction, (int, float)) and 0 <= heldout_fraction < 1):
         raise ValueError(f"heldout_fraction must be a number in [0, 1), got {heldout_fraction!r}.")
     if criterion == "heldout" and heldout_fraction == 0:
-        raise ValueError("criterion='heldout' needs held-out rows: give heldout_fraction > 0 (e.g. 0.1).")
+        raise ValueError(
+            "criterion='heldout' needs held-out rows: give heldout_fraction > 0 (e.g. 0.1)."
+        )
     for name in ("n_components", "weights_init", "means_init", "precisions_init", "warm_start"):
         if name in settings:
             raise ValueError(f"select_n_components sets {name} itself: do not pass it.")
     if settings.get("n_init", 1) != 1:
-        raise ValueError("select_n_components fits one initialisation per candidate: n_init must be 1.")
+        raise ValueError(
+            "select_n_components fits one initialisation per candidate: n_init must be 1."
+        )
     template = DiagGMM(max(candidates), **settings)
     check_settings(template)
-    samples = inputs.as_samples(X, template.chunk_size, feature_dim=feature_dim, features=features, columns=columns)
+    samples = inputs.as_samples(
+        X, template.chunk_size, feature_dim=feature_dim, features=features, columns=columns
+    )
     data = samples.array
     n_samples, n_features = engine.n_rows(data), data.shape[-1]
     if max(candidates) > n_samples:
-        raise ValueError(f"candidate {max(candidates)} is larger than the number of samples ({n_samples}).")
-    weights = None if sample_weight is None else inputs.sample_values(sample_weight, samples, "sample_weight")
-    fit_weights, held_weights = _split_weights(data, heldout_fraction, weights) if heldout_fraction else (weights, None)
+        raise ValueError(
+            f"candidate {max(candidates)} is larger than the number of samples ({n_samples})."
+        )
+    weights = (
+        None
+        if sample_weight is None
+        else inputs.sample_values(sample_weight, samples, "sample_weight")
+    )
+    fit_weights, held_weights = (
+        _split_weights(data, heldout_fraction, weights) if heldout_fraction else (weights, None)
+    )
     fit_pass = _DataPass(data, template.dtype, template.missing, fit_weights)
     fingerprint = engine.fingerprint(data)
     store = None
     if checkpoint is not None:
         from .io.checkpoint import Checkpoints  # call-time import: io sits below the model layer
 
-        config = {**template._checkpoint_config((None, None, None), False), "candidates": candidates,
-                  "heldout_fraction": float(heldout_fraction)}
-        store = Checkpoints(checkpoint, {"config": config, "fingerprint": fingerprint}, overwrite=overwrite_checkpoint)
+        config = {
+            **template._checkpoint_config((None, None, None), False),
+            "candidates": candidates,
+            "heldout_fraction": float(heldout_fraction),
+        }
+        store = Checkpoints(
+            checkpoint,
+            {"config": config, "fingerprint": fingerprint},
+            overwrite=overwrite_checkpoint,
+        )
     try:
         states = store.latest() if store is not None else None
         if not states:
             random_state = check_random_state(template.random_state)
-            models = initial_parameters_of_models(data, candidates, template.init_params, random_state,
-                                                  template.reg_covar, fit_pass, tol=template.tol)
-            states = [TrainingState(index, 0, w, m, 1.0 / p, p, [], template.max_iter == 0, False,
-                                    random_state.get_state()) for index, (w, m, p) in enumerate(models)]
+            models = initial_parameters_of_models(
+                data,
+                candidates,
+                template.init_params,
+                random_state,
+                template.reg_covar,
+                fit_pass,
+                tol=template.tol,
+            )
+            states = [
+                TrainingState(
+                    index,
+                    0,
+                    w,
+                    m,
+                    1.0 / p,
+                    p,
+                    [],
+                    template.max_iter == 0,
+                    False,
+                    random_state.get_state(),
+                )
+                for index, (w, m, p) in enumerate(models)
+            ]
             if store is not None:
                 store.save(states)
         states = template._run_em(fit_pass, states, store)
@@ -190,13 +249,20 @@ def select_n_components(X, candidates=(2, 4, 8, 16, 32), criterion="bic", *, hel
         n = fitted["weight"]
         log_likelihood = fitted["objective"] / n
         held = scores["heldout"][index] if "heldout" in scores else None
-        table.append({
-            "n_components": k, "lower_bound": state.lower_bound, "log_likelihood": log_likelihood,
-            "bic": -2 * log_likelihood * n + _n_parameters(k, n_features) * math.log(n),
-            "aic": -2 * log_likelihood * n + 2 * _n_parameters(k, n_features),
-            "heldout_log_likelihood": None if held is None or held["weight"] == 0 else held["objective"] / held["weight"],
-            "n_iter": state.iteration, "converged": state.converged,
-        })
+        table.append(
+            {
+                "n_components": k,
+                "lower_bound": state.lower_bound,
+                "log_likelihood": log_likelihood,
+                "bic": -2 * log_likelihood * n + _n_parameters(k, n_features) * math.log(n),
+                "aic": -2 * log_likelihood * n + 2 * _n_parameters(k, n_features),
+                "heldout_log_likelihood": None
+                if held is None or held["weight"] == 0
+                else held["objective"] / held["weight"],
+                "n_iter": state.iteration,
+                "converged": state.converged,
+            }
+        )
     if criterion == "heldout":
         chosen = max(table, key=lambda row: row["heldout_log_likelihood"])
     else:

@@ -44,7 +44,9 @@ def one_component(data_pass, n_features, reg_covar, centre=None):
     # With one component every row's "random" responsibility is exactly 1.
     stats = data_pass(("random", centre, (1,), (0,), data_pass.dtype))
     weights, means, covariances, _ = m_step(stats, reg_covar, centre, data_pass.resolution)
-    _, weights, means, covariances, _ = em_step(data_pass, weights, means, 1.0 / covariances, reg_covar)
+    _, weights, means, covariances, _ = em_step(
+        data_pass, weights, means, 1.0 / covariances, reg_covar
+    )
     return weights, means, covariances
 
 
@@ -76,8 +78,9 @@ def split_initial_parameters(data_pass, n_components, n_features, reg_covar, tol
         lower_bound = -np.inf
         for _ in range(SPLIT_EM_ITERATIONS):
             previous = lower_bound
-            lower_bound, weights, means, covariances, _ = em_step(data_pass, weights, means, 1.0 / covariances,
-                                                                  reg_covar)
+            lower_bound, weights, means, covariances, _ = em_step(
+                data_pass, weights, means, 1.0 / covariances, reg_covar
+            )
             if abs(lower_bound - previous) < tol:
                 break
     return weights, means, 1.0 / covariances

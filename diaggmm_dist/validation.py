@@ -40,26 +40,52 @@ def check_settings(est):
     """Raise ``TypeError``/``ValueError`` for an out-of-range constructor parameter of ``est``."""
     checks = [
         ("n_components", is_int(est.n_components) and est.n_components >= 1, "an integer >= 1"),
-        ("covariance_type", isinstance(est.covariance_type, str) and est.covariance_type in COVARIANCE_TYPES,
-         "'diag': DiagGMM fits diagonal covariances only (use sklearn.mixture.GaussianMixture for "
-         "'full', 'tied' or 'spherical')"),
+        (
+            "covariance_type",
+            isinstance(est.covariance_type, str) and est.covariance_type in COVARIANCE_TYPES,
+            "'diag': DiagGMM fits diagonal covariances only (use sklearn.mixture.GaussianMixture for "
+            "'full', 'tied' or 'spherical')",
+        ),
         ("tol", _is_real(est.tol) and est.tol >= 0, "a finite number >= 0"),
-        ("reg_covar", _is_real(est.reg_covar) and est.reg_covar >= 0, "a finite number >= 0 (the default is 1e-6)"),
+        (
+            "reg_covar",
+            _is_real(est.reg_covar) and est.reg_covar >= 0,
+            "a finite number >= 0 (the default is 1e-6)",
+        ),
         ("max_iter", is_int(est.max_iter) and est.max_iter >= 0, "an integer >= 0"),
         ("n_init", is_int(est.n_init) and est.n_init >= 1, "an integer >= 1"),
         ("init_params", est.init_params in INIT_PARAMS, f"one of {INIT_PARAMS}"),
         ("dtype", _dtype_name(est.dtype) in DTYPES, f"one of {DTYPES}"),
-        ("chunk_size", est.chunk_size is None or (is_int(est.chunk_size) and est.chunk_size >= 1), "None or an integer >= 1"),
-        ("verbose_interval", is_int(est.verbose_interval) and est.verbose_interval >= 1, "an integer >= 1"),
+        (
+            "chunk_size",
+            est.chunk_size is None or (is_int(est.chunk_size) and est.chunk_size >= 1),
+            "None or an integer >= 1",
+        ),
+        (
+            "verbose_interval",
+            is_int(est.verbose_interval) and est.verbose_interval >= 1,
+            "an integer >= 1",
+        ),
         ("missing", est.missing in MISSING, f"one of {MISSING}"),
-        ("learning_decay", _is_real(est.learning_decay) and 0.5 < est.learning_decay <= 1,
-         "a number in (0.5, 1] (so that the step sizes of partial_fit sum to infinity and their squares do not)"),
-        ("learning_offset", _is_real(est.learning_offset) and est.learning_offset >= 0, "a finite number >= 0"),
+        (
+            "learning_decay",
+            _is_real(est.learning_decay) and 0.5 < est.learning_decay <= 1,
+            "a number in (0.5, 1] (so that the step sizes of partial_fit sum to infinity and their squares do not)",
+        ),
+        (
+            "learning_offset",
+            _is_real(est.learning_offset) and est.learning_offset >= 0,
+            "a finite number >= 0",
+        ),
     ]
     for name, ok, expected in checks:
         if not ok:
             value = getattr(est, name)
-            error = TypeError if name in ("init_params", "covariance_type") and not isinstance(value, str) else ValueError
+            error = (
+                TypeError
+                if name in ("init_params", "covariance_type") and not isinstance(value, str)
+                else ValueError
+            )
             raise error(f"{type(est).__name__}: {name} must be {expected}, got {value!r}.")
 
 
@@ -67,12 +93,18 @@ def _as_float_array(value, name, shape):
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as err:
-        raise TypeError(f"{name} must be a numeric array of shape {shape}, got {type(value).__name__}.") from err
+        raise TypeError(
+            f"{name} must be a numeric array of shape {shape}, got {type(value).__name__}."
+        ) from err
     if array.shape != shape:
         meaning = "(n_components,)" if len(shape) == 1 else "(n_components, n_features)"
-        raise ValueError(f"{name} must have shape {shape} {meaning} for this data, got {array.shape}.")
+        raise ValueError(
+            f"{name} must have shape {shape} {meaning} for this data, got {array.shape}."
+        )
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} holds {int(np.sum(~np.isfinite(array)))} NaN or infinite value(s).")
+        raise ValueError(
+            f"{name} holds {int(np.sum(~np.isfinite(array)))} NaN or infinite value(s)."
+        )
     return array
 
 
@@ -82,7 +114,9 @@ def check_initial_parameters(weights_init, means_init, precisions_init, n_compon
     if weights_init is not None:
         weights = _as_float_array(weights_init, "weights_init", (n_components,))
         if np.any(weights < 0) or np.any(weights > 1):
-            raise ValueError(f"weights_init must lie in [0, 1], got min {weights.min():.6g} and max {weights.max():.6g}.")
+            raise ValueError(
+                f"weights_init must lie in [0, 1], got min {weights.min():.6g} and max {weights.max():.6g}."
+            )
         if not np.isclose(weights.sum(), 1.0, rtol=0, atol=1e-6):
             raise ValueError(f"weights_init must sum to 1, got {weights.sum():.8f}.")
     if means_init is not None:
@@ -107,15 +141,20 @@ def nonfinite_error(count, where="X", allow_missing=True):
     hint = (
         "drop or impute those rows, or let DiagGMM handle NaN: missing='marginalize' (exact "
         "likelihood over each row's observed features) or missing='drop'."
-        if allow_missing else "infinite values cannot be fitted: remove or clip them."
+        if allow_missing
+        else "infinite values cannot be fitted: remove or clip them."
     )
-    return ValueError(f"Input {where} contains NaN or infinity: {count} value(s) are not finite. "
-                      f"DiagGMM needs finite data: {hint}")
+    return ValueError(
+        f"Input {where} contains NaN or infinity: {count} value(s) are not finite. "
+        f"DiagGMM needs finite data: {hint}"
+    )
 
 
 def bad_weights_error(count):
     """The error for ``count`` negative, NaN or infinite sample weights."""
-    return ValueError(f"sample_weight holds {count} negative, NaN or infinite value(s): weights must be finite and >= 0.")
+    return ValueError(
+        f"sample_weight holds {count} negative, NaN or infinite value(s): weights must be finite and >= 0."
+    )
 
 
 def dense_numeric(X):
@@ -147,4 +186,3 @@ def dense_numeric(X):
                 f"({err}): convert the features to numbers first."
             ) from err
     return X
-

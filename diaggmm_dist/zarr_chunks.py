@@ -83,10 +83,14 @@ class CorruptChunkError(ValueError):
 
     def __init__(self, key, store, what):
         self.key, self.store, self.what = key, store, what
-        super().__init__(f"Zarr chunk {key} of {store} is corrupt: {what}; restore it from a copy "
-                         f"or rewrite the store.")
+        super().__init__(
+            f"Zarr chunk {key} of {store} is corrupt: {what}; restore it from a copy "
+            f"or rewrite the store."
+        )
 
-    def __reduce__(self):  # pickled with its three fields (dask's workers send errors to the client)
+    def __reduce__(
+        self,
+    ):  # pickled with its three fields (dask's workers send errors to the client)
         return type(self), (self.key, self.store, self.what)
 
 
@@ -127,19 +131,29 @@ def blosc_frame_problem(frame, nbytes=None, typesize=None, chunk_text="chunk"):
     """
     size = len(memoryview(frame).cast("B"))
     if size < _BLOSC_HEADER.size:
-        return "it is empty" if size == 0 else f"it holds {size} bytes, fewer than a Blosc header's {_BLOSC_HEADER.size}"
-    _version, _versionlz, flags, frame_typesize, frame_nbytes, _blocksize, cbytes = _BLOSC_HEADER.unpack_from(frame)
+        return (
+            "it is empty"
+            if size == 0
+            else f"it holds {size} bytes, fewer than a Blosc header's {_BLOSC_HEADER.size}"
+        )
+    _version, _versionlz, flags, frame_typesize, frame_nbytes, _blocksize, cbytes = (
+        _BLOSC_HEADER.unpack_from(frame)
+    )
     if nbytes is not None and frame_nbytes != nbytes:
         return f"its Blosc header says it decodes to {frame_nbytes} bytes, not the {nbytes} of a {chunk_text}"
     if cbytes != size:
-        return (f"its Blosc header says the frame is {cbytes} bytes long, but the chunk holds {size} "
-                f"(truncated or overwritten)")
+        return (
+            f"its Blosc header says the frame is {cbytes} bytes long, but the chunk holds {size} "
+            f"(truncated or overwritten)"
+        )
     shuffled = flags & (_BLOSC_SHUFFLE | _BLOSC_BITSHUFFLE) and not flags & _BLOSC_MEMCPYED
     # typesize 1: numcodecs < 0.16 wrote every Zarr v3 Blosc frame so (numcodecs #713); Blosc decodes a
     # frame with its own typesize, so it is the chunk's bytes all the same
     if shuffled and typesize is not None and frame_typesize not in (typesize, 1):
-        return (f"its Blosc header says its values are {frame_typesize}-byte, but the array's Blosc codec has "
-                f"typesize {typesize} (a chunk of another array?)")
+        return (
+            f"its Blosc header says its values are {frame_typesize}-byte, but the array's Blosc codec has "
+            f"typesize {typesize} (a chunk of another array?)"
+        )
     return None
 
 
@@ -174,7 +188,14 @@ class DirectRows:
         self.max_file_bytes = self.chunk_bytes + (numcodecs.blosc.MAX_OVERHEAD if blosc else 0)
 
     def __dask_tokenize__(self):
-        return ("diaggmm-direct-rows", str(self.root), self.shape, str(self.dtype), self.chunk_rows, self.blosc)
+        return (
+            "diaggmm-direct-rows",
+            str(self.root),
+            self.shape,
+            str(self.dtype),
+            self.chunk_rows,
+            self.blosc,
+        )
 
     def __getitem__(self, key):
         rows = _whole_chunk_rows(key, self.shape, self.chunk_rows)
@@ -187,13 +208,17 @@ class DirectRows:
         start, stop, within = around
         chunks = self._read_rows(start, stop)
         part = chunks[within]
-        return part if np.size(part) == chunks.size else part.copy()  # a view would keep every chunk alive
+        return (
+            part if np.size(part) == chunks.size else part.copy()
+        )  # a view would keep every chunk alive
 
     def _read_rows(self, start, stop):
         """Rows ``start:stop`` (whole chunks of rows; the last may be short) as a new array."""
         out = np.empty((stop - start, self.shape[1]), dtype=self.dtype)
         for first in range(start, stop, self.chunk_rows):
-            self._read_chunk(first // self.chunk_rows, out[first - start : first - start + self.chunk_rows])
+            self._read_chunk(
+                first // self.chunk_rows, out[first - start : first - start + self.chunk_rows]
+            )
         return out
 
     def _read_chunk(self, index, dest):
@@ -233,20 +258,35 @@ class DirectRows:
     def _file_size(self, fd, key):
         """The size of the open chunk file ``fd``, checked against what the chunk's codec can write."""
         status = os.fstat(fd)
-        if not stat.S_ISREG(status.st_mode):  # its size is not what a read takes: /dev/zero never ends
-            raise self._corrupt(key, "it is not a regular file (a directory, device, FIFO or socket), "
-                                     "so it was not read")
+        if not stat.S_ISREG(
+            status.st_mode
+        ):  # its size is not what a read takes: /dev/zero never ends
+            raise self._corrupt(
+                key,
+                "it is not a regular file (a directory, device, FIFO or socket), "
+                "so it was not read",
+            )
         size = status.st_size
         if self.blosc:
             if size < _BLOSC_HEADER.size:
-                raise self._corrupt(key, "the file is empty" if size == 0 else
-                                    f"the file holds {size} bytes, fewer than a Blosc header's {_BLOSC_HEADER.size}")
+                raise self._corrupt(
+                    key,
+                    "the file is empty"
+                    if size == 0
+                    else f"the file holds {size} bytes, fewer than a Blosc header's {_BLOSC_HEADER.size}",
+                )
             if size > self.max_file_bytes:
-                raise self._corrupt(key, f"the file holds {size} bytes, more than the {self.max_file_bytes} of a "
-                                         f"Blosc frame of a {self._chunk_text()}, so it was not read")
+                raise self._corrupt(
+                    key,
+                    f"the file holds {size} bytes, more than the {self.max_file_bytes} of a "
+                    f"Blosc frame of a {self._chunk_text()}, so it was not read",
+                )
         elif size != self.chunk_bytes:
-            raise self._corrupt(key, f"the file holds {size} bytes, not the {self.chunk_bytes} of a "
-                                     f"{self._chunk_text()} stored raw")
+            raise self._corrupt(
+                key,
+                f"the file holds {size} bytes, not the {self.chunk_bytes} of a "
+                f"{self._chunk_text()} stored raw",
+            )
         return size
 
     def _read_exactly(self, file, view, key):
@@ -289,8 +329,9 @@ def _chunks_around(key, shape, chunk_rows):
     allows) that select some rows.
     """
     key = key if isinstance(key, tuple) else (key,)
-    if len(key) > 2 or not all(isinstance(k, (slice, int, np.integer)) and not isinstance(k, (bool, np.bool_))
-                               for k in key):
+    if len(key) > 2 or not all(
+        isinstance(k, (slice, int, np.integer)) and not isinstance(k, (bool, np.bool_)) for k in key
+    ):
         return None
     if any(isinstance(k, slice) and k.step is not None and k.step < 1 for k in key):
         return None  # zarr refuses steps down (and numpy a step of 0)
@@ -299,7 +340,11 @@ def _chunks_around(key, shape, chunk_rows):
         selected = range(*rows.indices(shape[0]))
         if not selected:
             return None
-        low, high, within = selected.start, selected[-1] + 1, slice(selected.start, selected.stop, selected.step)
+        low, high, within = (
+            selected.start,
+            selected[-1] + 1,
+            slice(selected.start, selected.stop, selected.step),
+        )
     else:
         low = int(rows) + shape[0] if rows < 0 else int(rows)
         if not 0 <= low < shape[0]:
@@ -322,16 +367,31 @@ def direct_rows(array):
         metadata = array.metadata
         store = array.store_path.store
         codecs = tuple(metadata.codecs)
-        if (metadata.zarr_format != 3 or not isinstance(store, LocalStore) or len(array.shape) != 2
-                or tuple(metadata.chunk_grid.chunk_shape)[1] != array.shape[1]
-                or not codecs or not isinstance(codecs[0], BytesCodec) or len(codecs) > 2
-                or (len(codecs) == 2 and not isinstance(codecs[1], BloscCodec))):
+        if (
+            metadata.zarr_format != 3
+            or not isinstance(store, LocalStore)
+            or len(array.shape) != 2
+            or tuple(metadata.chunk_grid.chunk_shape)[1] != array.shape[1]
+            or not codecs
+            or not isinstance(codecs[0], BytesCodec)
+            or len(codecs) > 2
+            or (len(codecs) == 2 and not isinstance(codecs[1], BloscCodec))
+        ):
             return None
         dtype = np.dtype(array.dtype)
         endian = getattr(codecs[0].endian, "value", codecs[0].endian)
         if dtype.kind not in "fiu" or (dtype.itemsize > 1 and endian != sys.byteorder):
             return None
         typesize = getattr(codecs[1], "typesize", None) if len(codecs) == 2 else None
-        return DirectRows(array, Path(store.root) / array.store_path.path, blosc=len(codecs) == 2, typesize=typesize)
-    except (AttributeError, ImportError, TypeError):  # another zarr version's internals: zarr reads it
+        return DirectRows(
+            array,
+            Path(store.root) / array.store_path.path,
+            blosc=len(codecs) == 2,
+            typesize=typesize,
+        )
+    except (
+        AttributeError,
+        ImportError,
+        TypeError,
+    ):  # another zarr version's internals: zarr reads it
         return None

@@ -29,10 +29,15 @@ except ModuleNotFoundError:  # run by file path
 
 def _arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", help="your own data: a gridded Zarr store or NetCDF file (with --feature-dim "
-                        "or --features), a Zarr array, or a Parquet table; default: the turbidity climatology")
+    parser.add_argument(
+        "--data",
+        help="your own data: a gridded Zarr store or NetCDF file (with --feature-dim "
+        "or --features), a Zarr array, or a Parquet table; default: the turbidity climatology",
+    )
     parser.add_argument("--feature-dim", help="gridded data: the dimension holding the features")
-    parser.add_argument("--features", help="gridded data: comma-separated variables that are the features")
+    parser.add_argument(
+        "--features", help="gridded data: comma-separated variables that are the features"
+    )
     parser.add_argument("--k", type=int, default=8, help="number of regimes (mixture components)")
     parser.add_argument("--max-iter", type=int, default=100)
     parser.add_argument("--tol", type=float, default=1e-3)
@@ -61,16 +66,28 @@ def main(argv=None):
         fresh = not os.path.exists(data_url)
         convert_linke_turbidity(data_url)
         if fresh:
-            print(f"converted pvlib's Linke turbidity climatology to {data_url} in {time.perf_counter() - start:.1f} s")
+            print(
+                f"converted pvlib's Linke turbidity climatology to {data_url} in {time.perf_counter() - start:.1f} s"
+            )
         feature_dim = "month"
     else:
         data_url = args.data
     gridded = feature_dim is not None or features is not None
     model_url = str(out / "model.zarr")
     start = time.perf_counter()
-    result = train(data_url, args.k, model_url, checkpoint_url=str(out / "checkpoint.zarr"), tol=args.tol,
-                   max_iter=args.max_iter, dtype="float32", random_state=0, scheduler_address=args.scheduler,
-                   feature_dim=feature_dim, features=features)
+    result = train(
+        data_url,
+        args.k,
+        model_url,
+        checkpoint_url=str(out / "checkpoint.zarr"),
+        tol=args.tol,
+        max_iter=args.max_iter,
+        dtype="float32",
+        random_state=0,
+        scheduler_address=args.scheduler,
+        feature_dim=feature_dim,
+        features=features,
+    )
     fit_seconds = time.perf_counter() - start
     model = DiagGMM.load(model_url)
     outputs = [model_url]
@@ -81,7 +98,14 @@ def main(argv=None):
         labels = xr.open_zarr(labels_url, consolidated=False, decode_times=False).labels
         while labels.ndim > 2:  # a map per first sample dim would be many maps: show the first
             labels = labels.isel({labels.dims[0]: 0})
-        outputs += [labels_url, str(plot_label_map(labels, out / "regimes.png", title=f"{args.k} regimes of {Path(data_url).name}"))]
+        outputs += [
+            labels_url,
+            str(
+                plot_label_map(
+                    labels, out / "regimes.png", title=f"{args.k} regimes of {Path(data_url).name}"
+                )
+            ),
+        ]
         dims = " x ".join(f"{name} {length}" for name, length in data.sizes.items())
         pixels = data.size // model.n_features_in_ if hasattr(data, "size") else 0
         size = f"{dims}: {pixels:,} samples x {model.n_features_in_} features"
@@ -90,10 +114,14 @@ def main(argv=None):
     outputs.append(str(plot_convergence(model.lower_bounds_, out / "convergence.png")))
     per_iteration = result["seconds_per_iteration"]
     print(f"data      {data_url}: {size}")
-    print(f"model     K={model.n_components}, {model.n_iter_} EM iterations, converged={model.converged_}, "
-          f"final mean log-likelihood {model.lower_bound_:.5f}")
-    print(f"time      {fit_seconds:.1f} s for the train flow" +
-          (f", {per_iteration:.2f} s per EM iteration" if per_iteration else ""))
+    print(
+        f"model     K={model.n_components}, {model.n_iter_} EM iterations, converged={model.converged_}, "
+        f"final mean log-likelihood {model.lower_bound_:.5f}"
+    )
+    print(
+        f"time      {fit_seconds:.1f} s for the train flow"
+        + (f", {per_iteration:.2f} s per EM iteration" if per_iteration else "")
+    )
     print("weights   " + " ".join(f"{w:.3f}" for w in model.weights_))
     print("outputs   " + "\n          ".join(outputs))
 

@@ -30,7 +30,9 @@ from prefect.artifacts import create_table_artifact
 
 try:
     from flows.tasks import SECONDS_PER_TASK, TASK_OPTIONS, fit_in_blocks, on_scheduler
-except ModuleNotFoundError:  # loaded by file path (a Prefect entrypoint) with the repository root not on sys.path
+except (
+    ModuleNotFoundError
+):  # loaded by file path (a Prefect entrypoint) with the repository root not on sys.path
     from tasks import SECONDS_PER_TASK, TASK_OPTIONS, fit_in_blocks, on_scheduler
 
 #: Settings of a model trained from scratch by retrain (a warm start keeps the current model's).
@@ -53,12 +55,18 @@ def read_current(registry_url: str) -> dict | None:
         return None
     version, model = current
     metadata = registry.metadata(version)
-    return {"version": version, "url": registry.url(version), "n_components": int(model.n_components),
-            "promoted_score": metadata.get("holdout_mean_log_likelihood")}
+    return {
+        "version": version,
+        "url": registry.url(version),
+        "n_components": int(model.n_components),
+        "promoted_score": metadata.get("holdout_mean_log_likelihood"),
+    }
 
 
 @task(name="holdout-score", task_run_name="holdout-score-{which}", **TASK_OPTIONS)
-def holdout_score(model_url: str, holdout_url: str, which: str, scheduler_address: str | None = None) -> float:
+def holdout_score(
+    model_url: str, holdout_url: str, which: str, scheduler_address: str | None = None
+) -> float:
     """Mean log-likelihood per held-out row under the model at ``model_url`` (one data pass)."""
     from diaggmm_dist import DiagGMM
 
@@ -77,8 +85,14 @@ def promote(registry_url: str, model_url: str, metadata: dict) -> str:
 
 
 @task(name="fold-partition", task_run_name="fold-partition-{number}", **TASK_OPTIONS)
-def fold_partition(source_url: str | None, data_url: str, target_url: str, number: int, settings: dict,
-                   scheduler_address: str | None = None) -> dict:
+def fold_partition(
+    source_url: str | None,
+    data_url: str,
+    target_url: str,
+    number: int,
+    settings: dict,
+    scheduler_address: str | None = None,
+) -> dict:
     """One step of stepwise EM: the model at ``source_url`` (or, when None, a new ``DiagGMM(**settings)``
     initialised on this partition) updated with ``data_url`` by ``partial_fit``, saved at ``target_url``.
 
@@ -87,24 +101,41 @@ def fold_partition(source_url: str | None, data_url: str, target_url: str, numbe
     from diaggmm_dist import DiagGMM
 
     logger = get_run_logger()
-    model = DiagGMM(**settings) if source_url is None else DiagGMM.load(source_url).set_params(**settings)
+    model = (
+        DiagGMM(**settings)
+        if source_url is None
+        else DiagGMM.load(source_url).set_params(**settings)
+    )
     step = None if source_url is None else online_step_size(model)
     with on_scheduler(scheduler_address):
         model.partial_fit(data_url)
     model.save(target_url, overwrite=True)
-    logger.info("partition %d (%s) folded in%s: mean log-likelihood %.6f before the step, %d batches seen",
-                number, data_url, "" if step is None else f" with step {step:.4f}", model.lower_bound_,
-                model.n_batches_seen_)
-    return {"partition": number, "data_url": data_url, "step_size": 1.0 if step is None else step,
-            "log_likelihood_before": float(model.lower_bound_), "n_batches_seen": int(model.n_batches_seen_),
-            "n_samples_seen": int(model.n_samples_seen_), "n_iter": int(model.n_iter_)}
+    logger.info(
+        "partition %d (%s) folded in%s: mean log-likelihood %.6f before the step, %d batches seen",
+        number,
+        data_url,
+        "" if step is None else f" with step {step:.4f}",
+        model.lower_bound_,
+        model.n_batches_seen_,
+    )
+    return {
+        "partition": number,
+        "data_url": data_url,
+        "step_size": 1.0 if step is None else step,
+        "log_likelihood_before": float(model.lower_bound_),
+        "n_batches_seen": int(model.n_batches_seen_),
+        "n_samples_seen": int(model.n_samples_seen_),
+        "n_iter": int(model.n_iter_),
+    }
 
 
 def online_step_size(model) -> float:
     """The step size of the model's next partial_fit (see diaggmm_dist.online.step_size)."""
     from diaggmm_dist.online import step_size
 
-    return step_size(getattr(model, "n_batches_seen_", 0), model.learning_decay, model.learning_offset)
+    return step_size(
+        getattr(model, "n_batches_seen_", 0), model.learning_decay, model.learning_offset
+    )
 
 
 def fold_partitions(registry, partitions, current_url, settings, scheduler_address):
@@ -118,9 +149,12 @@ def fold_partitions(registry, partitions, current_url, settings, scheduler_addre
         target = registry.scratch_url(FOLDED.format(number=number))
         steps.append(fold_partition(source, data_url, target, number, settings, scheduler_address))
         source = target
-    create_table_artifact(table=steps, key="retrain-online",
-                          description=f"Stepwise EM: {len(partitions)} partition(s) folded into "
-                                      f"`{current_url or 'a new model'}`.")
+    create_table_artifact(
+        table=steps,
+        key="retrain-online",
+        description=f"Stepwise EM: {len(partitions)} partition(s) folded into "
+        f"`{current_url or 'a new model'}`.",
+    )
     return source, steps
 
 
@@ -132,16 +166,28 @@ def _partitions(data_url, mode):
     if not partitions:
         raise ValueError("data_url is an empty list: give at least one data partition.")
     if mode == "refit" and len(partitions) > 1:
-        raise ValueError(f"mode='refit' fits one data set, got {len(partitions)} data URLs: pass one, or use "
-                         "mode='online' to fold several partitions into the current model.")
+        raise ValueError(
+            f"mode='refit' fits one data set, got {len(partitions)} data URLs: pass one, or use "
+            "mode='online' to fold several partitions into the current model."
+        )
     return partitions
 
 
 @flow(name="retrain")
-def retrain(registry_url: str, data_url: str | list[str], holdout_url: str, n_components: int = 8,
-            margin: float = 0.0, drift_threshold: float = 0.5, max_iter: int = 100,
-            scheduler_address: str | None = None, mode: str = "refit", learning_decay: float | None = None,
-            learning_offset: float | None = None, seconds_per_task: float = SECONDS_PER_TASK) -> dict:
+def retrain(
+    registry_url: str,
+    data_url: str | list[str],
+    holdout_url: str,
+    n_components: int = 8,
+    margin: float = 0.0,
+    drift_threshold: float = 0.5,
+    max_iter: int = 100,
+    scheduler_address: str | None = None,
+    mode: str = "refit",
+    learning_decay: float | None = None,
+    learning_offset: float | None = None,
+    seconds_per_task: float = SECONDS_PER_TASK,
+) -> dict:
     """Update the model with ``data_url`` (refit warm-started, or online); promote it if it scores
     on ``holdout_url`` no worse than the current one (less ``margin``); warn on drift.
 
@@ -190,18 +236,32 @@ def retrain(registry_url: str, data_url: str | list[str], holdout_url: str, n_co
     logger = get_run_logger()
     partitions = _partitions(data_url, mode)
     registry = ModelRegistry(registry_url)
-    checkpoint_url, candidate_url = registry.scratch_url(CHECKPOINT), registry.scratch_url(CANDIDATE)
+    checkpoint_url, candidate_url = (
+        registry.scratch_url(CHECKPOINT),
+        registry.scratch_url(CANDIDATE),
+    )
     current = read_current(registry_url)
     warm_from = None
     if current is None:
-        logger.info("the registry at %s is empty: training %d components from scratch", registry_url, n_components)
+        logger.info(
+            "the registry at %s is empty: training %d components from scratch",
+            registry_url,
+            n_components,
+        )
     elif current["n_components"] != n_components:
-        logger.info("the current model %s has %d components, %d are asked for: training from scratch",
-                    current["version"], current["n_components"], n_components)
+        logger.info(
+            "the current model %s has %d components, %d are asked for: training from scratch",
+            current["version"],
+            current["n_components"],
+            n_components,
+        )
     else:
         warm_from = current["url"]
-        logger.info("%s the current model %s", "folding new data into" if mode == "online" else "warm-starting from",
-                    current["version"])
+        logger.info(
+            "%s the current model %s",
+            "folding new data into" if mode == "online" else "warm-starting from",
+            current["version"],
+        )
     settings = {} if warm_from else {"n_components": n_components, **FROM_SCRATCH}
     if mode == "online":
         steps = {"learning_decay": learning_decay, "learning_offset": learning_offset}
@@ -210,14 +270,31 @@ def retrain(registry_url: str, data_url: str | list[str], holdout_url: str, n_co
     with dask_client(scheduler_address) as client:
         address = client.scheduler.address
         if mode == "online":
-            candidate_url, steps = fold_partitions(registry, partitions, warm_from, settings, address)
-            fit = {"n_iter": steps[-1]["n_iter"], "converged": False, "n_batches_seen": steps[-1]["n_batches_seen"]}
+            candidate_url, steps = fold_partitions(
+                registry, partitions, warm_from, settings, address
+            )
+            fit = {
+                "n_iter": steps[-1]["n_iter"],
+                "converged": False,
+                "n_batches_seen": steps[-1]["n_batches_seen"],
+            }
         else:
-            fit, _ = fit_in_blocks(partitions[0], checkpoint_url, candidate_url, settings, max_iter, address,
-                                   seconds_per_task=seconds_per_task, warm_start_from=warm_from,
-                                   overwrite_checkpoint=True, artifact_key="retrain-convergence")
+            fit, _ = fit_in_blocks(
+                partitions[0],
+                checkpoint_url,
+                candidate_url,
+                settings,
+                max_iter,
+                address,
+                seconds_per_task=seconds_per_task,
+                warm_start_from=warm_from,
+                overwrite_checkpoint=True,
+                artifact_key="retrain-convergence",
+            )
         new_score = holdout_score(candidate_url, holdout_url, "candidate", address)
-        old_score = holdout_score(current["url"], holdout_url, "current", address) if current else None
+        old_score = (
+            holdout_score(current["url"], holdout_url, "current", address) if current else None
+        )
 
     drift = False
     if current is not None and current["promoted_score"] is not None:
@@ -227,28 +304,64 @@ def retrain(registry_url: str, data_url: str | list[str], holdout_url: str, n_co
             logger.warning(
                 "DRIFT: the current model %s scores %.4f per row on the held-out data %s, %.4f below its %.4f at "
                 "promotion (drift_threshold %.4f): the data may have changed.",
-                current["version"], old_score, holdout_url, drop, current["promoted_score"], drift_threshold)
+                current["version"],
+                old_score,
+                holdout_url,
+                drop,
+                current["promoted_score"],
+                drift_threshold,
+            )
 
     promoted = None
     if current is None or new_score >= old_score - margin:
-        promoted = promote(registry_url, candidate_url, {
-            # online: the model summarises all the partitions ever folded in; these are this run's
-            "data_url": partitions[0] if mode == "refit" else None, "data_urls": partitions, "mode": mode,
-            "holdout_url": holdout_url, "holdout_mean_log_likelihood": new_score,
-            "parent": current["version"] if current else None,
-            "n_iter": fit["n_iter"], "converged": fit["converged"], "n_batches_seen": fit.get("n_batches_seen"),
-        })
-        logger.info("promoted %s: held-out score %.4f%s", promoted, new_score,
-                    f" (current {current['version']}: {old_score:.4f})" if current else "")
+        promoted = promote(
+            registry_url,
+            candidate_url,
+            {
+                # online: the model summarises all the partitions ever folded in; these are this run's
+                "data_url": partitions[0] if mode == "refit" else None,
+                "data_urls": partitions,
+                "mode": mode,
+                "holdout_url": holdout_url,
+                "holdout_mean_log_likelihood": new_score,
+                "parent": current["version"] if current else None,
+                "n_iter": fit["n_iter"],
+                "converged": fit["converged"],
+                "n_batches_seen": fit.get("n_batches_seen"),
+            },
+        )
+        logger.info(
+            "promoted %s: held-out score %.4f%s",
+            promoted,
+            new_score,
+            f" (current {current['version']}: {old_score:.4f})" if current else "",
+        )
     else:
-        logger.info("kept %s: the new model scores %.4f on the held-out data, below the current %.4f by more "
-                    "than margin %.4f", current["version"], new_score, old_score, margin)
+        logger.info(
+            "kept %s: the new model scores %.4f on the held-out data, below the current %.4f by more "
+            "than margin %.4f",
+            current["version"],
+            new_score,
+            old_score,
+            margin,
+        )
 
-    result = {"promoted": promoted, "current": promoted or current["version"],
-              "parent": current["version"] if current else None, "old_score": old_score, "new_score": new_score,
-              "drift": drift, "n_iter": fit["n_iter"], "converged": fit["converged"], "mode": mode,
-              "n_batches_seen": fit.get("n_batches_seen")}
-    create_table_artifact(table=[result], key="retrain-decision",
-                          description=f"Retrain ({mode}) of `{registry_url}` on `{', '.join(partitions)}`, "
-                                      f"judged on `{holdout_url}`.")
+    result = {
+        "promoted": promoted,
+        "current": promoted or current["version"],
+        "parent": current["version"] if current else None,
+        "old_score": old_score,
+        "new_score": new_score,
+        "drift": drift,
+        "n_iter": fit["n_iter"],
+        "converged": fit["converged"],
+        "mode": mode,
+        "n_batches_seen": fit.get("n_batches_seen"),
+    }
+    create_table_artifact(
+        table=[result],
+        key="retrain-decision",
+        description=f"Retrain ({mode}) of `{registry_url}` on `{', '.join(partitions)}`, "
+        f"judged on `{holdout_url}`.",
+    )
     return result

@@ -14,12 +14,16 @@ from prefect import flow, get_run_logger, task
 
 try:
     from flows.tasks import TASK_OPTIONS, on_scheduler
-except ModuleNotFoundError:  # loaded by file path (a Prefect entrypoint) with the repository root not on sys.path
+except (
+    ModuleNotFoundError
+):  # loaded by file path (a Prefect entrypoint) with the repository root not on sys.path
     from tasks import TASK_OPTIONS, on_scheduler
 
 
 @task(name="write-scores", **TASK_OPTIONS)
-def write_scores(model_url: str, data_url: str, out_url: str, scheduler_address: str | None = None) -> dict:
+def write_scores(
+    model_url: str, data_url: str, out_url: str, scheduler_address: str | None = None
+) -> dict:
     """Score ``data_url`` with the model at ``model_url`` into the Zarr group ``out_url`` (replaced)."""
     import zarr
 
@@ -28,14 +32,22 @@ def write_scores(model_url: str, data_url: str, out_url: str, scheduler_address:
 
     model = DiagGMM.load(model_url)
     with on_scheduler(scheduler_address):
-        scores.write_scores(model, data_url, out_url, overwrite=True)  # a retry or re-run rewrites it whole
+        scores.write_scores(
+            model, data_url, out_url, overwrite=True
+        )  # a retry or re-run rewrites it whole
     group = zarr.open_group(out_url, mode="r")
-    return {"out_url": str(out_url), "n_rows": int(group.attrs["n_rows"]), "arrays": list(group.attrs["arrays"]),
-            "chunk_rows": int(group["labels"].chunks[0])}
+    return {
+        "out_url": str(out_url),
+        "n_rows": int(group.attrs["n_rows"]),
+        "arrays": list(group.attrs["arrays"]),
+        "chunk_rows": int(group["labels"].chunks[0]),
+    }
 
 
 @flow(name="score")
-def score(model_url: str, data_url: str, out_url: str, scheduler_address: str | None = None) -> dict:
+def score(
+    model_url: str, data_url: str, out_url: str, scheduler_address: str | None = None
+) -> dict:
     """Write per-row ``labels``, ``max_resp`` and ``log_likelihood`` of ``data_url`` to ``out_url``.
 
     Parameters
@@ -54,6 +66,12 @@ def score(model_url: str, data_url: str, out_url: str, scheduler_address: str | 
     logger = get_run_logger()
     with dask_client(scheduler_address) as client:
         summary = write_scores(model_url, data_url, out_url, client.scheduler.address)
-    logger.info("scored %d rows of %s with %s into %s (chunks of %d rows)", summary["n_rows"], data_url, model_url,
-                out_url, summary["chunk_rows"])
+    logger.info(
+        "scored %d rows of %s with %s into %s (chunks of %d rows)",
+        summary["n_rows"],
+        data_url,
+        model_url,
+        out_url,
+        summary["chunk_rows"],
+    )
     return summary

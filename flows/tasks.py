@@ -60,7 +60,13 @@ class CheckpointDidNotAdvance(RuntimeError):
 
 #: OSErrors that a retry cannot cure: a path that is missing, taken, of the wrong kind or
 #: forbidden stays so for the seconds between two attempts.
-PERMANENT_OS_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+PERMANENT_OS_ERRORS = (
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+)
 
 
 def is_transient(error) -> bool:
@@ -94,8 +100,13 @@ def _retryable(task_, task_run, state) -> bool:
 
 #: Options of every task: retried, never cached (they have side effects on stores), results
 #: not persisted (they are small dicts returned to the flow).
-TASK_OPTIONS = dict(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=_retryable,
-                    cache_policy=NO_CACHE, persist_result=False)
+TASK_OPTIONS = dict(
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=_retryable,
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
 
 
 @contextlib.contextmanager
@@ -166,22 +177,41 @@ def _position(gmm, seconds):
 
 
 @task(name="initialise", **TASK_OPTIONS)
-def initialise(data_url: str, checkpoint_url: str, settings: dict, warm_start_from: str | None = None,
-               overwrite_checkpoint: bool = False, scheduler_address: str | None = None,
-               layout: dict | None = None) -> dict:
+def initialise(
+    data_url: str,
+    checkpoint_url: str,
+    settings: dict,
+    warm_start_from: str | None = None,
+    overwrite_checkpoint: bool = False,
+    scheduler_address: str | None = None,
+    layout: dict | None = None,
+) -> dict:
     """Initialise the mixture (no EM iteration) into the checkpoint; report where the run is."""
     logger = get_run_logger()
     tick = time.perf_counter()
     with on_scheduler(scheduler_address), _quiet():
         gmm = _estimator(settings, 0, warm_start_from).fit(
-            data_url, **(layout or {}), checkpoint=checkpoint_url, overwrite_checkpoint=overwrite_checkpoint)
+            data_url,
+            **(layout or {}),
+            checkpoint=checkpoint_url,
+            overwrite_checkpoint=overwrite_checkpoint,
+        )
     position = _position(gmm, time.perf_counter() - tick)
     if position["iteration"]:
-        logger.info("Checkpoint %s already holds %d iteration(s) of this run: continuing from there.",
-                    checkpoint_url, position["iteration"])
+        logger.info(
+            "Checkpoint %s already holds %d iteration(s) of this run: continuing from there.",
+            checkpoint_url,
+            position["iteration"],
+        )
     else:
-        start = f"warm start from {warm_start_from}" if warm_start_from else f"{gmm.init_params!r} initialisation"
-        logger.info("%s of %d components done in %.2f s", start, gmm.n_components, position["seconds"])
+        start = (
+            f"warm start from {warm_start_from}"
+            if warm_start_from
+            else f"{gmm.init_params!r} initialisation"
+        )
+        logger.info(
+            "%s of %d components done in %.2f s", start, gmm.n_components, position["seconds"]
+        )
     return position
 
 
@@ -192,14 +222,27 @@ _ROWS = {}
 
 
 def _iteration_row(summary):
-    return {"iteration": int(summary["iteration"]), "lower_bound": _finite_or_none(summary["lower_bound"]),
-            "change": _finite_or_none(summary["change"]), "seconds": round(float(summary["seconds"]), 4)}
+    return {
+        "iteration": int(summary["iteration"]),
+        "lower_bound": _finite_or_none(summary["lower_bound"]),
+        "change": _finite_or_none(summary["change"]),
+        "seconds": round(float(summary["seconds"]), 4),
+    }
 
 
 @task(name="em-iterations", task_run_name="em-iterations-{first}-{last}", **TASK_OPTIONS)
-def em_iterations(data_url: str, checkpoint_url: str, settings: dict, first: int, last: int,
-                  warm_start_from: str | None = None, scheduler_address: str | None = None,
-                  layout: dict | None = None, model_url: str | None = None, max_iter: int | None = None) -> dict:
+def em_iterations(
+    data_url: str,
+    checkpoint_url: str,
+    settings: dict,
+    first: int,
+    last: int,
+    warm_start_from: str | None = None,
+    scheduler_address: str | None = None,
+    layout: dict | None = None,
+    model_url: str | None = None,
+    max_iter: int | None = None,
+) -> dict:
     """EM iterations ``first`` to ``last`` in one fit: resume the checkpoint, run what is missing up to ``last``.
 
     Stops early if EM converges. Returns where the fit is (:func:`_position`) plus
@@ -218,14 +261,21 @@ def em_iterations(data_url: str, checkpoint_url: str, settings: dict, first: int
     def report(summary):
         row = rows[summary["iteration"]] = _iteration_row(summary)
         change = "" if row["change"] is None else f" (change {row['change']:+.3e})"
-        logger.info("iteration %d: lower bound %.8f%s in %.3f s%s", row["iteration"], summary["lower_bound"], change,
-                    row["seconds"], ", converged" if summary["converged"] else "")
+        logger.info(
+            "iteration %d: lower bound %.8f%s in %.3f s%s",
+            row["iteration"],
+            summary["lower_bound"],
+            change,
+            row["seconds"],
+            ", converged" if summary["converged"] else "",
+        )
 
     tick = time.perf_counter()
     try:
         with on_scheduler(scheduler_address), _quiet():
-            gmm = _estimator(settings, last, warm_start_from).fit(data_url, **(layout or {}),
-                                                                  checkpoint=checkpoint_url, on_iteration=report)
+            gmm = _estimator(settings, last, warm_start_from).fit(
+                data_url, **(layout or {}), checkpoint=checkpoint_url, on_iteration=report
+            )
         position = _position(gmm, time.perf_counter() - tick)
         if position["iteration"] < last and not position["converged"]:
             raise CheckpointDidNotAdvance(
@@ -234,7 +284,9 @@ def em_iterations(data_url: str, checkpoint_url: str, settings: dict, first: int
                 "earlier call finished at a smaller max_iter (DiagGMM.fit must resume when the checkpoint has "
                 "not converged and its iteration is below max_iter)."
             )
-        finished = position["converged"] or (max_iter is not None and position["iteration"] >= max_iter)
+        finished = position["converged"] or (
+            max_iter is not None and position["iteration"] >= max_iter
+        )
         save = finished and model_url is not None and max_iter is not None
         position["model"] = _save(gmm, model_url, max_iter, logger) if save else None
     except BaseException as error:
@@ -248,13 +300,22 @@ def em_iterations(data_url: str, checkpoint_url: str, settings: dict, first: int
 
 
 @task(name="save-model", **TASK_OPTIONS)
-def save_model(data_url: str, checkpoint_url: str, settings: dict, max_iter: int, model_url: str,
-               warm_start_from: str | None = None, scheduler_address: str | None = None,
-               layout: dict | None = None) -> dict:
+def save_model(
+    data_url: str,
+    checkpoint_url: str,
+    settings: dict,
+    max_iter: int,
+    model_url: str,
+    warm_start_from: str | None = None,
+    scheduler_address: str | None = None,
+    layout: dict | None = None,
+) -> dict:
     """Read the finished fit from the checkpoint (no data pass) and save it at ``model_url``."""
     logger = get_run_logger()
     with on_scheduler(scheduler_address), _quiet():
-        gmm = _estimator(settings, max_iter, warm_start_from).fit(data_url, **(layout or {}), checkpoint=checkpoint_url)
+        gmm = _estimator(settings, max_iter, warm_start_from).fit(
+            data_url, **(layout or {}), checkpoint=checkpoint_url
+        )
     return _save(gmm, model_url, max_iter, logger)
 
 
@@ -265,18 +326,33 @@ def _save(gmm, model_url, max_iter, logger):
     # The stored model has the flow's max_iter and starts afresh when fitted again.
     gmm.set_params(max_iter=max_iter, warm_start=False)
     gmm.save(model_url, overwrite=True)
-    logger.info("model saved to %s (%d iterations, lower bound %.8f)", model_url, gmm.n_iter_, gmm.lower_bound_)
-    return {"model_url": str(model_url), "n_iter": int(gmm.n_iter_), "converged": bool(gmm.converged_),
-            "lower_bound": _finite_or_none(gmm.lower_bound_), "lower_bounds": [float(v) for v in gmm.lower_bounds_]}
+    logger.info(
+        "model saved to %s (%d iterations, lower bound %.8f)",
+        model_url,
+        gmm.n_iter_,
+        gmm.lower_bound_,
+    )
+    return {
+        "model_url": str(model_url),
+        "n_iter": int(gmm.n_iter_),
+        "converged": bool(gmm.converged_),
+        "lower_bound": _finite_or_none(gmm.lower_bound_),
+        "lower_bounds": [float(v) for v in gmm.lower_bounds_],
+    }
 
 
 def convergence_table(lower_bounds, seconds):
     """Rows of the convergence artifact: every iteration of the fit, with this run's timings."""
     rows, previous = [], None
     for number, bound in enumerate(lower_bounds, start=1):
-        rows.append({"iteration": number, "lower_bound": bound,
-                     "change": None if previous is None else bound - previous,
-                     "seconds": seconds.get(number)})
+        rows.append(
+            {
+                "iteration": number,
+                "lower_bound": bound,
+                "change": None if previous is None else bound - previous,
+                "seconds": seconds.get(number),
+            }
+        )
         previous = bound
     return rows
 
@@ -294,9 +370,20 @@ def block_size(seconds_per_task, seconds_per_iteration, remaining):
     return remaining if remaining - size <= size / 2 else size
 
 
-def fit_in_blocks(data_url, checkpoint_url, model_url, settings, max_iter, scheduler_address, *,
-                  seconds_per_task=SECONDS_PER_TASK, warm_start_from=None, overwrite_checkpoint=False,
-                  artifact_key="train-convergence", layout=None):
+def fit_in_blocks(
+    data_url,
+    checkpoint_url,
+    model_url,
+    settings,
+    max_iter,
+    scheduler_address,
+    *,
+    seconds_per_task=SECONDS_PER_TASK,
+    warm_start_from=None,
+    overwrite_checkpoint=False,
+    artifact_key="train-convergence",
+    layout=None,
+):
     """The EM loop of a flow: ``initialise``, ``em-iterations-1-1``, ``em-iterations-2-{last}``, ...
 
     Call it inside a flow, within the flow's ``dask_client``. The first block is one iteration;
@@ -306,33 +393,64 @@ def fit_in_blocks(data_url, checkpoint_url, model_url, settings, max_iter, sched
     (``save-model`` does when no block did). Publishes the convergence table (one row per
     iteration) as a Prefect table artifact. Returns the saved model's summary plus the table.
     """
-    if not (isinstance(seconds_per_task, (int, float)) and math.isfinite(seconds_per_task) and seconds_per_task >= 0):
-        raise ValueError(f"seconds_per_task must be a finite number >= 0, got {seconds_per_task!r}.")
-    position = initialise(data_url, checkpoint_url, settings, warm_start_from=warm_start_from,
-                          overwrite_checkpoint=overwrite_checkpoint, scheduler_address=scheduler_address,
-                          layout=layout)
+    if not (
+        isinstance(seconds_per_task, (int, float))
+        and math.isfinite(seconds_per_task)
+        and seconds_per_task >= 0
+    ):
+        raise ValueError(
+            f"seconds_per_task must be a finite number >= 0, got {seconds_per_task!r}."
+        )
+    position = initialise(
+        data_url,
+        checkpoint_url,
+        settings,
+        warm_start_from=warm_start_from,
+        overwrite_checkpoint=overwrite_checkpoint,
+        scheduler_address=scheduler_address,
+        layout=layout,
+    )
     seconds, per_iteration, summary = {}, None, None
     while not position["converged"] and position["iteration"] < max_iter:
         first = position["iteration"] + 1
         last = first - 1 + block_size(seconds_per_task, per_iteration, max_iter - first + 1)
-        position = em_iterations(data_url, checkpoint_url, settings, first, last, warm_start_from=warm_start_from,
-                                 scheduler_address=scheduler_address, layout=layout, model_url=model_url,
-                                 max_iter=max_iter)
+        position = em_iterations(
+            data_url,
+            checkpoint_url,
+            settings,
+            first,
+            last,
+            warm_start_from=warm_start_from,
+            scheduler_address=scheduler_address,
+            layout=layout,
+            model_url=model_url,
+            max_iter=max_iter,
+        )
         timed = [row["seconds"] for row in position["iterations"]]
         seconds.update((row["iteration"], row["seconds"]) for row in position["iterations"])
         if timed:
             per_iteration = sum(timed) / len(timed)
         summary = position["model"]
     if summary is None:
-        summary = save_model(data_url, checkpoint_url, settings, max_iter, model_url,
-                             warm_start_from=warm_start_from, scheduler_address=scheduler_address, layout=layout)
+        summary = save_model(
+            data_url,
+            checkpoint_url,
+            settings,
+            max_iter,
+            model_url,
+            warm_start_from=warm_start_from,
+            scheduler_address=scheduler_address,
+            layout=layout,
+        )
     table = convergence_table(summary["lower_bounds"], seconds)
     verdict = "converged" if summary["converged"] else "did not converge"
     create_table_artifact(
         table=table or [{"iteration": 0, "lower_bound": None, "change": None, "seconds": None}],
         key=artifact_key,
-        description=(f"EM on `{data_url}` → `{model_url}`: {summary['n_iter']} iterations, {verdict}. "
-                     "Seconds are empty for iterations done by an earlier run (resumed from the checkpoint)."),
+        description=(
+            f"EM on `{data_url}` → `{model_url}`: {summary['n_iter']} iterations, {verdict}. "
+            "Seconds are empty for iterations done by an earlier run (resumed from the checkpoint)."
+        ),
     )
     return summary, table
 
@@ -345,16 +463,31 @@ def selection_plot_url(model_url: str) -> str:
 
 def _selection_row(row, chosen):
     """A row of the library's selection table as JSON-able values, ``chosen`` marked."""
-    return {"n_components": int(row["n_components"]), "chosen": int(row["n_components"]) == chosen,
-            **{name: None if row[name] is None else _finite_or_none(row[name])
-               for name in ("lower_bound", "log_likelihood", "bic", "aic", "heldout_log_likelihood")},
-            "n_iter": int(row["n_iter"]), "converged": bool(row["converged"])}
+    return {
+        "n_components": int(row["n_components"]),
+        "chosen": int(row["n_components"]) == chosen,
+        **{
+            name: None if row[name] is None else _finite_or_none(row[name])
+            for name in ("lower_bound", "log_likelihood", "bic", "aic", "heldout_log_likelihood")
+        },
+        "n_iter": int(row["n_iter"]),
+        "converged": bool(row["converged"]),
+    }
 
 
 @task(name="select-n-components", **TASK_OPTIONS)
-def select_components(data_url: str, candidates: list[int], model_url: str, settings: dict, max_iter: int,
-                      criterion: str, heldout_fraction: float, scheduler_address: str | None = None,
-                      layout: dict | None = None, checkpoint_url: str | None = None) -> dict:
+def select_components(
+    data_url: str,
+    candidates: list[int],
+    model_url: str,
+    settings: dict,
+    max_iter: int,
+    criterion: str,
+    heldout_fraction: float,
+    scheduler_address: str | None = None,
+    layout: dict | None = None,
+    checkpoint_url: str | None = None,
+) -> dict:
     """Fit every candidate K through the same data passes (``select_n_components``); save the chosen model.
 
     With ``checkpoint_url`` every iteration is checkpointed and a retry resumes. Returns the saved model's summary
@@ -365,24 +498,51 @@ def select_components(data_url: str, candidates: list[int], model_url: str, sett
     from diaggmm_dist.selection import select_n_components
 
     logger = get_run_logger()
-    logger.info("fitting K = %s through the same data passes, choosing by %s (%g of the rows held out)",
-                ", ".join(map(str, candidates)), criterion, heldout_fraction)
+    logger.info(
+        "fitting K = %s through the same data passes, choosing by %s (%g of the rows held out)",
+        ", ".join(map(str, candidates)),
+        criterion,
+        heldout_fraction,
+    )
     tick = time.perf_counter()
     with on_scheduler(scheduler_address), _quiet():
-        result = select_n_components(data_url, candidates, criterion, heldout_fraction=heldout_fraction,
-                                     max_iter=max_iter, checkpoint=checkpoint_url, **settings, **(layout or {}))
+        result = select_n_components(
+            data_url,
+            candidates,
+            criterion,
+            heldout_fraction=heldout_fraction,
+            max_iter=max_iter,
+            checkpoint=checkpoint_url,
+            **settings,
+            **(layout or {}),
+        )
     seconds = time.perf_counter() - tick
     chosen = int(result.best.n_components)
     table = [_selection_row(row, chosen) for row in result.table]
     for row in table:
-        held = "—" if row["heldout_log_likelihood"] is None else f"{row['heldout_log_likelihood']:.6g}"
-        logger.info("K=%d: BIC %.6g, AIC %.6g, held-out log-likelihood %s, %d iterations%s%s", row["n_components"],
-                    row["bic"], row["aic"], held, row["n_iter"], "" if row["converged"] else " (not converged)",
-                    ", chosen" if row["chosen"] else "")
+        held = (
+            "—" if row["heldout_log_likelihood"] is None else f"{row['heldout_log_likelihood']:.6g}"
+        )
+        logger.info(
+            "K=%d: BIC %.6g, AIC %.6g, held-out log-likelihood %s, %d iterations%s%s",
+            row["n_components"],
+            row["bic"],
+            row["aic"],
+            held,
+            row["n_iter"],
+            "" if row["converged"] else " (not converged)",
+            ", chosen" if row["chosen"] else "",
+        )
     logger.info("chose K=%d by %s in %.2f s", chosen, criterion, seconds)
     summary = _save(result.best, model_url, max_iter, logger)
-    return dict(summary, n_components=chosen, criterion=criterion, table=table, markdown=result.to_markdown(),
-                seconds=round(seconds, 4))
+    return dict(
+        summary,
+        n_components=chosen,
+        criterion=criterion,
+        table=table,
+        markdown=result.to_markdown(),
+        seconds=round(seconds, 4),
+    )
 
 
 def _has_matplotlib():
@@ -396,14 +556,22 @@ def plot_selection(table: list[dict], chosen: int, criterion: str, png_url: str)
     """Write the BIC-vs-K figure to ``png_url`` (local path or fsspec URL); None without matplotlib."""
     logger = get_run_logger()
     if not _has_matplotlib():
-        logger.info("matplotlib is not installed (it comes with the 'demo' extra): no BIC-vs-K plot written.")
+        logger.info(
+            "matplotlib is not installed (it comes with the 'demo' extra): no BIC-vs-K plot written."
+        )
         return None
     import fsspec
 
     from diaggmm_dist.plots import plot_selection as draw
 
     with fsspec.open(png_url, "wb") as out:
-        draw(table, out, chosen=chosen, criterion=criterion, title=f"BIC and AIC against K (chosen: K = {chosen})")
+        draw(
+            table,
+            out,
+            chosen=chosen,
+            criterion=criterion,
+            title=f"BIC and AIC against K (chosen: K = {chosen})",
+        )
     logger.info("BIC-vs-K plot written to %s", png_url)
     return png_url
 
@@ -419,19 +587,29 @@ def publish_selection(selection, data_url, model_url, png_url, artifact_key="tra
     chosen, criterion = selection["n_components"], selection["criterion"]
     candidates = ", ".join(str(row["n_components"]) for row in selection["table"])
     create_table_artifact(
-        table=selection["table"], key=artifact_key,
-        description=(f"Candidates K = {candidates} fitted to `{data_url}` through the same data passes; "
-                     f"K = {chosen} chosen by {criterion}, saved at `{model_url}`."))
-    plot = (f"BIC-vs-K plot: `{png_url}`" if png_url is not None
-            else "BIC-vs-K plot: not written (matplotlib is not installed).")
+        table=selection["table"],
+        key=artifact_key,
+        description=(
+            f"Candidates K = {candidates} fitted to `{data_url}` through the same data passes; "
+            f"K = {chosen} chosen by {criterion}, saved at `{model_url}`."
+        ),
+    )
+    plot = (
+        f"BIC-vs-K plot: `{png_url}`"
+        if png_url is not None
+        else "BIC-vs-K plot: not written (matplotlib is not installed)."
+    )
     create_markdown_artifact(
         key=f"{artifact_key}-summary",
         description=f"Choice of K on `{data_url}`: K = {chosen} by {criterion}",
-        markdown="\n\n".join([
-            f"## Chosen: K = {chosen} (by {criterion.upper() if criterion != 'heldout' else 'held-out log-likelihood'})",
-            f"Candidates K = {candidates}, fitted to `{data_url}` through the same data passes. "
-            f"Lower BIC/AIC is better; higher held-out log-likelihood (mean per held-out row) is better. "
-            f"The chosen model is saved at `{model_url}`.",
-            selection["markdown"],
-            plot,
-        ]))
+        markdown="\n\n".join(
+            [
+                f"## Chosen: K = {chosen} (by {criterion.upper() if criterion != 'heldout' else 'held-out log-likelihood'})",
+                f"Candidates K = {candidates}, fitted to `{data_url}` through the same data passes. "
+                f"Lower BIC/AIC is better; higher held-out log-likelihood (mean per held-out row) is better. "
+                f"The chosen model is saved at `{model_url}`.",
+                selection["markdown"],
+                plot,
+            ]
+        ),
+    )

@@ -21,11 +21,27 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 try:
-    from flows.tasks import (SECONDS_PER_TASK, default_checkpoint_url, fit_in_blocks, plot_selection,
-                             publish_selection, select_components, selection_plot_url)
-except ModuleNotFoundError:  # loaded by file path (a Prefect entrypoint) with the repository root not on sys.path
-    from tasks import (SECONDS_PER_TASK, default_checkpoint_url, fit_in_blocks, plot_selection, publish_selection,
-                       select_components, selection_plot_url)
+    from flows.tasks import (
+        SECONDS_PER_TASK,
+        default_checkpoint_url,
+        fit_in_blocks,
+        plot_selection,
+        publish_selection,
+        select_components,
+        selection_plot_url,
+    )
+except (
+    ModuleNotFoundError
+):  # loaded by file path (a Prefect entrypoint) with the repository root not on sys.path
+    from tasks import (
+        SECONDS_PER_TASK,
+        default_checkpoint_url,
+        fit_in_blocks,
+        plot_selection,
+        publish_selection,
+        select_components,
+        selection_plot_url,
+    )
 
 CRITERIA = ("bic", "aic", "heldout")
 
@@ -35,18 +51,27 @@ def check_choice(n_components, criterion, heldout_fraction):
     from diaggmm_dist.validation import is_int
 
     if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {', '.join(map(repr, CRITERIA))}, got {criterion!r}.")
-    if not (isinstance(heldout_fraction, (int, float)) and not isinstance(heldout_fraction, bool)
-            and 0 <= heldout_fraction < 1):
+        raise ValueError(
+            f"criterion must be one of {', '.join(map(repr, CRITERIA))}, got {criterion!r}."
+        )
+    if not (
+        isinstance(heldout_fraction, (int, float))
+        and not isinstance(heldout_fraction, bool)
+        and 0 <= heldout_fraction < 1
+    ):
         raise ValueError(f"heldout_fraction must be a number in [0, 1), got {heldout_fraction!r}.")
     if is_int(n_components):
         return None  # one K: the library checks it, as before
     if not isinstance(n_components, (list, tuple)):
-        raise TypeError(f"n_components must be an integer or a list of integers, got {n_components!r}.")
+        raise TypeError(
+            f"n_components must be an integer or a list of integers, got {n_components!r}."
+        )
     candidates = list(n_components)
     if not candidates:
-        raise ValueError("n_components is an empty list: give one number of components or several "
-                         "candidates, e.g. [2, 4, 8].")
+        raise ValueError(
+            "n_components is an empty list: give one number of components or several "
+            "candidates, e.g. [2, 4, 8]."
+        )
     bad = [value for value in candidates if not is_int(value) or value < 1]
     if bad:
         raise ValueError(f"n_components candidates must be integers >= 1; got {bad}.")
@@ -56,17 +81,30 @@ def check_choice(n_components, criterion, heldout_fraction):
     if len(candidates) == 1:
         return None
     if criterion == "heldout" and heldout_fraction == 0:
-        raise ValueError("criterion='heldout' needs held-out rows: give heldout_fraction > 0 (e.g. 0.1).")
+        raise ValueError(
+            "criterion='heldout' needs held-out rows: give heldout_fraction > 0 (e.g. 0.1)."
+        )
     return candidates
 
 
 @flow(name="train")
-def train(data_url: str, n_components: int | list[int], model_url: str, checkpoint_url: str | None = None,
-          init_params: str = "kmeans", tol: float = 1e-3, max_iter: int = 100, dtype: str = "float32",
-          random_state: int | None = 0, scheduler_address: str | None = None,
-          feature_dim: str | None = None, features: list[str] | None = None,
-          seconds_per_task: float = SECONDS_PER_TASK, criterion: str = "bic",
-          heldout_fraction: float = 0.1) -> dict:
+def train(
+    data_url: str,
+    n_components: int | list[int],
+    model_url: str,
+    checkpoint_url: str | None = None,
+    init_params: str = "kmeans",
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    dtype: str = "float32",
+    random_state: int | None = 0,
+    scheduler_address: str | None = None,
+    feature_dim: str | None = None,
+    features: list[str] | None = None,
+    seconds_per_task: float = SECONDS_PER_TASK,
+    criterion: str = "bic",
+    heldout_fraction: float = 0.1,
+) -> dict:
     """Fit ``DiagGMM`` to the data at ``data_url`` and save it at ``model_url``.
 
     Parameters
@@ -123,43 +161,108 @@ def train(data_url: str, n_components: int | list[int], model_url: str, checkpoi
     if candidates is None and isinstance(n_components, (list, tuple)):
         (n_components,) = n_components  # a list of one is that number
     logger = get_run_logger()
-    layout = {key: value for key, value in (("feature_dim", feature_dim), ("features", features)) if value}
+    layout = {
+        key: value for key, value in (("feature_dim", feature_dim), ("features", features)) if value
+    }
     checkpoint_url = checkpoint_url or default_checkpoint_url(model_url)
     if candidates is not None:
-        return _choose(data_url, candidates, model_url, checkpoint_url, criterion, heldout_fraction, max_iter,
-                       layout or None, scheduler_address, {"tol": tol, "init_params": init_params, "dtype": dtype,
-                                                           "random_state": random_state}, logger)
-    settings = {"n_components": n_components, "tol": tol, "init_params": init_params, "dtype": dtype,
-                "random_state": random_state}
+        return _choose(
+            data_url,
+            candidates,
+            model_url,
+            checkpoint_url,
+            criterion,
+            heldout_fraction,
+            max_iter,
+            layout or None,
+            scheduler_address,
+            {"tol": tol, "init_params": init_params, "dtype": dtype, "random_state": random_state},
+            logger,
+        )
+    settings = {
+        "n_components": n_components,
+        "tol": tol,
+        "init_params": init_params,
+        "dtype": dtype,
+        "random_state": random_state,
+    }
     with dask_client(scheduler_address) as client:
         address = client.scheduler.address
-        logger.info("fitting %d components to %s on the dask scheduler %s", n_components, data_url, address)
-        summary, table = fit_in_blocks(data_url, checkpoint_url, model_url, settings, max_iter, address,
-                                       seconds_per_task=seconds_per_task, artifact_key="train-convergence",
-                                       layout=layout or None)
+        logger.info(
+            "fitting %d components to %s on the dask scheduler %s", n_components, data_url, address
+        )
+        summary, table = fit_in_blocks(
+            data_url,
+            checkpoint_url,
+            model_url,
+            settings,
+            max_iter,
+            address,
+            seconds_per_task=seconds_per_task,
+            artifact_key="train-convergence",
+            layout=layout or None,
+        )
     timed = [row["seconds"] for row in table if row["seconds"] is not None]
-    return {"model_url": summary["model_url"], "checkpoint_url": checkpoint_url, "n_iter": summary["n_iter"],
-            "converged": summary["converged"], "lower_bound": summary["lower_bound"],
-            "seconds_per_iteration": sum(timed) / len(timed) if timed else None}
+    return {
+        "model_url": summary["model_url"],
+        "checkpoint_url": checkpoint_url,
+        "n_iter": summary["n_iter"],
+        "converged": summary["converged"],
+        "lower_bound": summary["lower_bound"],
+        "seconds_per_iteration": sum(timed) / len(timed) if timed else None,
+    }
 
 
-def _choose(data_url, candidates, model_url, checkpoint_url, criterion, heldout_fraction, max_iter, layout,
-            scheduler_address, settings, logger):
+def _choose(
+    data_url,
+    candidates,
+    model_url,
+    checkpoint_url,
+    criterion,
+    heldout_fraction,
+    max_iter,
+    layout,
+    scheduler_address,
+    settings,
+    logger,
+):
     """Several candidates: one ``select-n-components`` task, the plot, the artifacts."""
     from diaggmm_dist.cluster import dask_client
 
     with dask_client(scheduler_address) as client:
         address = client.scheduler.address
-        logger.info("choosing among K = %s by %s on %s, on the dask scheduler %s",
-                    ", ".join(map(str, candidates)), criterion, data_url, address)
-        selection = select_components(data_url, candidates, model_url, settings, max_iter, criterion,
-                                      heldout_fraction, scheduler_address=address, layout=layout,
-                                      checkpoint_url=checkpoint_url)
-    plot_url = plot_selection(selection["table"], selection["n_components"], criterion,
-                              selection_plot_url(model_url))
+        logger.info(
+            "choosing among K = %s by %s on %s, on the dask scheduler %s",
+            ", ".join(map(str, candidates)),
+            criterion,
+            data_url,
+            address,
+        )
+        selection = select_components(
+            data_url,
+            candidates,
+            model_url,
+            settings,
+            max_iter,
+            criterion,
+            heldout_fraction,
+            scheduler_address=address,
+            layout=layout,
+            checkpoint_url=checkpoint_url,
+        )
+    plot_url = plot_selection(
+        selection["table"], selection["n_components"], criterion, selection_plot_url(model_url)
+    )
     publish_selection(selection, data_url, selection["model_url"], plot_url)
-    return {"model_url": selection["model_url"], "checkpoint_url": checkpoint_url,
-            "n_components": selection["n_components"],
-            "criterion": criterion, "n_iter": selection["n_iter"], "converged": selection["converged"],
-            "lower_bound": selection["lower_bound"], "table": selection["table"], "plot_url": plot_url,
-            "seconds": selection["seconds"]}
+    return {
+        "model_url": selection["model_url"],
+        "checkpoint_url": checkpoint_url,
+        "n_components": selection["n_components"],
+        "criterion": criterion,
+        "n_iter": selection["n_iter"],
+        "converged": selection["converged"],
+        "lower_bound": selection["lower_bound"],
+        "table": selection["table"],
+        "plot_url": plot_url,
+        "seconds": selection["seconds"],
+    }

@@ -68,8 +68,9 @@ def local_cluster():
     """A real distributed LocalCluster with two single-threaded worker processes."""
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                      host="127.0.0.1") as cluster:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
+    ) as cluster:
         yield cluster
 
 
@@ -80,12 +81,45 @@ def cli_cluster(tmp_path_factory):
     scheduler_file = folder / "scheduler.json"
     dask_cli = str(Path(sys.executable).parent / "dask")
     env = dict(os.environ, DASK_DISTRIBUTED__WORKER__DAEMON="False")
-    common = dict(cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    scheduler = subprocess.Popen([dask_cli, "scheduler", "--host", "127.0.0.1", "--port", "0",
-                                  "--no-dashboard", "--scheduler-file", str(scheduler_file)], **common)
-    workers = subprocess.Popen([dask_cli, "worker", "--scheduler-file", str(scheduler_file), "--nworkers", "2",
-                                "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1",
-                                "--local-directory", str(folder)], **common)
+    common = dict(
+        cwd=folder,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    scheduler = subprocess.Popen(
+        [
+            dask_cli,
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-dashboard",
+            "--scheduler-file",
+            str(scheduler_file),
+        ],
+        **common,
+    )
+    workers = subprocess.Popen(
+        [
+            dask_cli,
+            "worker",
+            "--scheduler-file",
+            str(scheduler_file),
+            "--nworkers",
+            "2",
+            "--nthreads",
+            "1",
+            "--no-dashboard",
+            "--host",
+            "127.0.0.1",
+            "--local-directory",
+            str(folder),
+        ],
+        **common,
+    )
     try:
         from distributed import Client
 

@@ -27,8 +27,12 @@ import pytest
 VENV_BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
 #: Environment that keeps every Prefect process quiet and offline.
-QUIET = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_CLI_PROMPT": "false",
-         "PREFECT_SERVER_UI_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "INFO"}
+QUIET = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_CLI_PROMPT": "false",
+    "PREFECT_SERVER_UI_ENABLED": "false",
+    "PREFECT_LOGGING_LEVEL": "INFO",
+}
 
 
 def free_port() -> int:
@@ -81,15 +85,32 @@ def prefect_server(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(QUIET, PREFECT_HOME=str(home), PREFECT_SERVER_LOGGING_LEVEL="WARNING")
     with open(log, "wb") as out:
-        process = subprocess.Popen([str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-                                    "--port", str(port), "--no-ui", "--analytics-off"],
-                                   cwd=home, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [
+                str(VENV_BIN / "prefect"),
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-ui",
+                "--analytics-off",
+            ],
+            cwd=home,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}/api"
     try:
         deadline = time.monotonic() + 180  # the first start migrates a new database
         while True:
             if process.poll() is not None:
-                pytest.fail(f"prefect server exited with {process.returncode}:\n{_tail(log)}", pytrace=False)
+                pytest.fail(
+                    f"prefect server exited with {process.returncode}:\n{_tail(log)}", pytrace=False
+                )
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
                     if response.status == 200:
@@ -97,7 +118,9 @@ def prefect_server(tmp_path_factory):
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"prefect server did not answer on {url}/health:\n{_tail(log)}", pytrace=False)
+                pytest.fail(
+                    f"prefect server did not answer on {url}/health:\n{_tail(log)}", pytrace=False
+                )
             time.sleep(0.5)
         yield PrefectServer(url, home, log)
     finally:
@@ -109,7 +132,9 @@ def prefect_api(prefect_server):
     """This process talks to ``prefect_server`` for the duration of the module; restored after."""
     names = ["PREFECT_API_URL", "PREFECT_HOME", *QUIET]
     saved = {name: os.environ.get(name) for name in names}
-    os.environ.update(QUIET, PREFECT_API_URL=prefect_server.url, PREFECT_HOME=str(prefect_server.home / "client"))
+    os.environ.update(
+        QUIET, PREFECT_API_URL=prefect_server.url, PREFECT_HOME=str(prefect_server.home / "client")
+    )
     _refresh_prefect_settings()
     try:
         yield prefect_server
@@ -158,7 +183,10 @@ def wait_for(read, done, timeout=30.0, interval=0.25, what="the Prefect server")
         if done(value):
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}; last value: {value!r}", pytrace=False)
+            pytest.fail(
+                f"timed out after {timeout} s waiting for {what}; last value: {value!r}",
+                pytrace=False,
+            )
         time.sleep(interval)
 
 
@@ -167,7 +195,9 @@ def task_runs(flow_run_id):
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     with get_client(sync_client=True) as client:
-        return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        return client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
 
 
 def logs(flow_run_id, min_level=0):
@@ -175,8 +205,12 @@ def logs(flow_run_id, min_level=0):
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterLevel
 
     with get_client(sync_client=True) as client:
-        return client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]),
-                                          level=LogFilterLevel(ge_=min_level)))
+        return client.read_logs(
+            LogFilter(
+                flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]),
+                level=LogFilterLevel(ge_=min_level),
+            )
+        )
 
 
 def artifacts(flow_run_id):
@@ -184,7 +218,9 @@ def artifacts(flow_run_id):
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     with get_client(sync_client=True) as client:
-        return client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
 
 
 def read_deployment(name):
@@ -203,8 +239,9 @@ def read_deployment(name):
 def background(command, *, env, log, cwd=REPO):
     """Run ``command`` in its own process group for the block; the whole group is stopped after."""
     with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         yield process
     finally:

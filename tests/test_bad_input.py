@@ -39,7 +39,9 @@ def no_data_pass(monkeypatch):
     def refuse(name):
         def fail(*args, **kwargs):
             called.append(name)
-            raise AssertionError(f"engine.{name} was called: work started before the input was checked")
+            raise AssertionError(
+                f"engine.{name} was called: work started before the input was checked"
+            )
 
         return fail
 
@@ -69,7 +71,10 @@ def test_bad_means_init_shape_raises_before_any_data_pass(no_data_pass, as_dask)
     X = make_data()
     if as_dask:
         X = da.from_array(X, chunks=(10, N_FEATURES))
-    with pytest.raises(ValueError, match=r"means_init must have shape \(2, 3\) \(n_components, n_features\).*got \(3, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"means_init must have shape \(2, 3\) \(n_components, n_features\).*got \(3, 3\)",
+    ):
         DiagGMM(K, means_init=np.zeros((3, N_FEATURES))).fit(X)
 
 
@@ -80,7 +85,9 @@ def test_bad_n_components_raises_before_any_data_pass(no_data_pass, as_dask):
         X = da.from_array(X, chunks=(10, N_FEATURES))
     with pytest.raises(ValueError, match="n_components must be an integer >= 1, got 0"):
         DiagGMM(0).fit(X)
-    with pytest.raises(ValueError, match=r"n_components=41 is larger than the number of samples \(40\)"):
+    with pytest.raises(
+        ValueError, match=r"n_components=41 is larger than the number of samples \(40\)"
+    ):
         DiagGMM(N_ROWS + 1).fit(X)
 
 
@@ -109,7 +116,11 @@ def test_inf_in_numpy_input_is_counted(no_data_pass):
         dict(init_params="random"),
         dict(init_params="random_from_data"),
         dict(means_init=make_data()[:K]),
-        dict(means_init=make_data()[:K], weights_init=[0.5, 0.5], precisions_init=np.ones((K, N_FEATURES))),
+        dict(
+            means_init=make_data()[:K],
+            weights_init=[0.5, 0.5],
+            precisions_init=np.ones((K, N_FEATURES)),
+        ),
     ],
     ids=["kmeans", "k-means++", "random", "random_from_data", "means_init", "all_inits"],
 )
@@ -150,7 +161,10 @@ def test_predict_on_numpy_with_nan_is_refused(fitted, no_data_pass, method):
 
 # ------------------------------------------------------------------ data shape
 def test_1d_input_is_refused_with_reshape_hint(fitted, no_data_pass):
-    with pytest.raises(ValueError, match=r"Expected 2D array, got 1D array instead \(shape \(40,\)\)\. Reshape your data .*reshape\(-1, 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"Expected 2D array, got 1D array instead \(shape \(40,\)\)\. Reshape your data .*reshape\(-1, 1\)",
+    ):
         DiagGMM(K).fit(make_data()[:, 0])
     with pytest.raises(ValueError, match="Expected 2D array.*Reshape your data"):
         fitted.predict(make_data()[0])
@@ -161,7 +175,10 @@ def test_3d_input_is_refused(no_data_pass, as_dask):
     X = make_data().reshape(10, 4, N_FEATURES)
     if as_dask:
         X = da.from_array(X, chunks=(5, 4, N_FEATURES))
-    with pytest.raises(ValueError, match=r"Expected 2D array, got 3D array instead \(shape \(10, 4, 3\)\)\. Flatten the sample dimensions"):
+    with pytest.raises(
+        ValueError,
+        match=r"Expected 2D array, got 3D array instead \(shape \(10, 4, 3\)\)\. Flatten the sample dimensions",
+    ):
         DiagGMM(K).fit(X)
 
 
@@ -170,12 +187,18 @@ def test_zero_rows_is_refused(no_data_pass, as_dask):
     X = np.empty((0, N_FEATURES))
     if as_dask:
         X = da.from_array(X)
-    with pytest.raises(ValueError, match=r"Found array with 0 sample\(s\) \(shape=\(0, 3\)\) while a minimum of 1 is required: X has no rows"):
+    with pytest.raises(
+        ValueError,
+        match=r"Found array with 0 sample\(s\) \(shape=\(0, 3\)\) while a minimum of 1 is required: X has no rows",
+    ):
         DiagGMM(1).fit(X)
 
 
 def test_zero_features_is_refused(no_data_pass):
-    with pytest.raises(ValueError, match=r"Found array with 0 feature\(s\) \(shape=\(5, 0\)\) while a minimum of 1 is required: X has no features"):
+    with pytest.raises(
+        ValueError,
+        match=r"Found array with 0 feature\(s\) \(shape=\(5, 0\)\) while a minimum of 1 is required: X has no features",
+    ):
         DiagGMM(1).fit(np.empty((5, 0)))
 
 
@@ -185,13 +208,17 @@ def test_predict_with_other_number_of_features(fitted, no_data_pass, method, as_
     X = make_data(d=2)
     if as_dask:
         X = da.from_array(X, chunks=(10, 2))
-    with pytest.raises(ValueError, match="X has 2 features, but DiagGMM is expecting 3 features as input"):
+    with pytest.raises(
+        ValueError, match="X has 2 features, but DiagGMM is expecting 3 features as input"
+    ):
         getattr(fitted, method)(X)
 
 
 def test_warm_start_with_other_number_of_features():
     model = DiagGMM(K, warm_start=True, random_state=0, max_iter=2).fit(make_data())
-    with pytest.raises(ValueError, match="X has 4 features, but DiagGMM is expecting 3 features as input"):
+    with pytest.raises(
+        ValueError, match="X has 4 features, but DiagGMM is expecting 3 features as input"
+    ):
         model.fit(make_data(d=4))
 
 
@@ -203,26 +230,35 @@ def streamed():
 
 @pytest.mark.parametrize("which", ["fitted", "streamed"])
 @pytest.mark.parametrize("as_dask", [False, True], ids=["numpy", "dask"])
-def test_partial_fit_batch_with_other_number_of_features(fitted, streamed, no_data_pass, which, as_dask):
+def test_partial_fit_batch_with_other_number_of_features(
+    fitted, streamed, no_data_pass, which, as_dask
+):
     model = copy.deepcopy({"fitted": fitted, "streamed": streamed}[which])
     X = make_data(d=5)
     if as_dask:
         X = da.from_array(X, chunks=(10, 5))
-    with pytest.raises(ValueError, match="X has 5 features, but DiagGMM is expecting 3 features as input"):
+    with pytest.raises(
+        ValueError, match="X has 5 features, but DiagGMM is expecting 3 features as input"
+    ):
         model.partial_fit(X)
     assert getattr(model, "n_batches_seen_", 0) == (2 if which == "streamed" else 0)  # unchanged
 
 
 def test_partial_fit_first_batch_needs_n_components_rows(no_data_pass):
-    with pytest.raises(ValueError, match=r"n_components=2 is larger than the number of samples \(1\)"):
+    with pytest.raises(
+        ValueError, match=r"n_components=2 is larger than the number of samples \(1\)"
+    ):
         DiagGMM(K).partial_fit(make_data(n=1))
 
 
-@pytest.mark.parametrize("params, message", [
-    (dict(learning_decay=0.3), r"learning_decay must be a number in \(0.5, 1\] .* got 0.3"),
-    (dict(learning_decay=2), r"learning_decay must be a number in \(0.5, 1\] .* got 2"),
-    (dict(learning_offset=-0.5), "learning_offset must be a finite number >= 0, got -0.5"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(learning_decay=0.3), r"learning_decay must be a number in \(0.5, 1\] .* got 0.3"),
+        (dict(learning_decay=2), r"learning_decay must be a number in \(0.5, 1\] .* got 2"),
+        (dict(learning_offset=-0.5), "learning_offset must be a finite number >= 0, got -0.5"),
+    ],
+)
 @pytest.mark.parametrize("which", ["unfitted", "streamed"])
 def test_partial_fit_refuses_bad_step_sizes(streamed, no_data_pass, params, message, which):
     model = DiagGMM(K) if which == "unfitted" else copy.deepcopy(streamed)
@@ -256,7 +292,10 @@ def test_dask_array_with_unknown_chunk_sizes(fitted, no_data_pass):
     ids=["str-array", "str-list", "object-array", "object-dask"],
 )
 def test_non_numeric_data_is_refused(no_data_pass, X):
-    with pytest.raises(TypeError, match=r"Expected numeric \(integer or float\) data, got dtype .*convert the features to numbers"):
+    with pytest.raises(
+        TypeError,
+        match=r"Expected numeric \(integer or float\) data, got dtype .*convert the features to numbers",
+    ):
         DiagGMM(1).fit(X)
 
 
@@ -265,14 +304,18 @@ def test_complex_data_is_refused(no_data_pass, as_dask):
     X = make_data() + 1j
     if as_dask:
         X = da.from_array(X, chunks=(10, N_FEATURES))
-    with pytest.raises(ValueError, match=r"Complex data not supported \(dtype complex128\): pass the real part"):
+    with pytest.raises(
+        ValueError, match=r"Complex data not supported \(dtype complex128\): pass the real part"
+    ):
         DiagGMM(K).fit(X)
 
 
 def test_boolean_data_is_refused_as_non_numeric(no_data_pass):
     # Decision: bool is not silently cast to 0/1 (a Gaussian mixture of 0/1 features has
     # degenerate variances); the user is told to convert it explicitly.
-    with pytest.raises(TypeError, match="Expected numeric .* got dtype bool: convert the features to numbers"):
+    with pytest.raises(
+        TypeError, match="Expected numeric .* got dtype bool: convert the features to numbers"
+    ):
         DiagGMM(K).fit(make_data() > 0)
 
 
@@ -283,27 +326,67 @@ def test_boolean_data_is_refused_as_non_numeric(no_data_pass):
         (dict(n_components=0), ValueError, "n_components must be an integer >= 1, got 0"),
         (dict(n_components=-1), ValueError, "n_components must be an integer >= 1, got -1"),
         (dict(n_components=2.5), ValueError, "n_components must be an integer >= 1, got 2.5"),
-        (dict(reg_covar=-1e-6), ValueError, r"reg_covar must be a finite number >= 0 \(the default is 1e-6\), got -1e-06"),
+        (
+            dict(reg_covar=-1e-6),
+            ValueError,
+            r"reg_covar must be a finite number >= 0 \(the default is 1e-6\), got -1e-06",
+        ),
         (dict(reg_covar=np.nan), ValueError, "reg_covar must be a finite number >= 0"),
         (dict(tol=-1e-3), ValueError, "tol must be a finite number >= 0, got -0.001"),
-        (dict(tol=10**400), ValueError, "tol must be a finite number >= 0, got 1000"),  # beyond float64
+        (
+            dict(tol=10**400),
+            ValueError,
+            "tol must be a finite number >= 0, got 1000",
+        ),  # beyond float64
         (dict(max_iter=-1), ValueError, "max_iter must be an integer >= 0, got -1"),
         (dict(n_init=0), ValueError, "n_init must be an integer >= 1, got 0"),
-        (dict(init_params="kmeans++"), ValueError, r"init_params must be one of \('kmeans', 'k-means\+\+', 'random', 'random_from_data', 'split'\), got 'kmeans\+\+'"),
+        (
+            dict(init_params="kmeans++"),
+            ValueError,
+            r"init_params must be one of \('kmeans', 'k-means\+\+', 'random', 'random_from_data', 'split'\), got 'kmeans\+\+'",
+        ),
         (dict(init_params=None), TypeError, "init_params must be one of .* got None"),
-        (dict(dtype="float16"), ValueError, r"dtype must be one of \('float32', 'float64'\), got 'float16'"),
+        (
+            dict(dtype="float16"),
+            ValueError,
+            r"dtype must be one of \('float32', 'float64'\), got 'float16'",
+        ),
         (dict(dtype="int64"), ValueError, "dtype must be one of .* got 'int64'"),
         (dict(dtype="fast"), ValueError, "dtype must be one of .* got 'fast'"),
         (dict(dtype=None), ValueError, "dtype must be one of .* got None"),
         (dict(chunk_size=0), ValueError, "chunk_size must be None or an integer >= 1, got 0"),
         (dict(chunk_size=-5), ValueError, "chunk_size must be None or an integer >= 1, got -5"),
-        (dict(learning_decay=0.5), ValueError, r"learning_decay must be a number in \(0.5, 1\] \(so that the step "
-                                                r"sizes of partial_fit sum to infinity and their squares do not\), got 0.5"),
-        (dict(learning_decay=1.5), ValueError, r"learning_decay must be a number in \(0.5, 1\] .* got 1.5"),
-        (dict(learning_decay=np.nan), ValueError, r"learning_decay must be a number in \(0.5, 1\] .* got nan"),
-        (dict(learning_decay="0.7"), ValueError, r"learning_decay must be a number in \(0.5, 1\] .* got '0.7'"),
-        (dict(learning_offset=-1), ValueError, "learning_offset must be a finite number >= 0, got -1"),
-        (dict(learning_offset=np.inf), ValueError, "learning_offset must be a finite number >= 0, got inf"),
+        (
+            dict(learning_decay=0.5),
+            ValueError,
+            r"learning_decay must be a number in \(0.5, 1\] \(so that the step "
+            r"sizes of partial_fit sum to infinity and their squares do not\), got 0.5",
+        ),
+        (
+            dict(learning_decay=1.5),
+            ValueError,
+            r"learning_decay must be a number in \(0.5, 1\] .* got 1.5",
+        ),
+        (
+            dict(learning_decay=np.nan),
+            ValueError,
+            r"learning_decay must be a number in \(0.5, 1\] .* got nan",
+        ),
+        (
+            dict(learning_decay="0.7"),
+            ValueError,
+            r"learning_decay must be a number in \(0.5, 1\] .* got '0.7'",
+        ),
+        (
+            dict(learning_offset=-1),
+            ValueError,
+            "learning_offset must be a finite number >= 0, got -1",
+        ),
+        (
+            dict(learning_offset=np.inf),
+            ValueError,
+            "learning_offset must be a finite number >= 0, got inf",
+        ),
     ],
     ids=lambda v: None if isinstance(v, (dict, type)) else v[:24],
 )
@@ -312,15 +395,26 @@ def test_bad_setting_is_refused(no_data_pass, params, error, message):
         DiagGMM(**{"n_components": K, **params}).fit(make_data())
 
 
-@pytest.mark.parametrize("dtype", ["float32", np.float32, np.dtype("float32"), "float64", np.float64, float])
+@pytest.mark.parametrize(
+    "dtype", ["float32", np.float32, np.dtype("float32"), "float64", np.float64, float]
+)
 def test_dtype_spellings_are_accepted(dtype, monkeypatch):
     from diaggmm_dist import kernels
 
     # the compute dtype of every pass: the coefficients' (a random pass's: its last field)
     used, real = set(), kernels.chunk_statistics
-    monkeypatch.setattr(kernels, "chunk_statistics", lambda x, responsibilities, *args, **kwargs: used.add(
-        np.dtype(responsibilities[-1]) if responsibilities[0] == "random" else responsibilities[1].dtype)
-        or real(x, responsibilities, *args, **kwargs))
+    monkeypatch.setattr(
+        kernels,
+        "chunk_statistics",
+        lambda x, responsibilities, *args, **kwargs: (
+            used.add(
+                np.dtype(responsibilities[-1])
+                if responsibilities[0] == "random"
+                else responsibilities[1].dtype
+            )
+            or real(x, responsibilities, *args, **kwargs)
+        ),
+    )
     model = DiagGMM(K, dtype=dtype, random_state=0, max_iter=2).fit(make_data())
     assert model.means_.shape == (K, N_FEATURES)
     assert used == {np.dtype(dtype)}  # every pass ran in the dtype asked for
@@ -331,18 +425,62 @@ def test_dtype_spellings_are_accepted(dtype, monkeypatch):
 @pytest.mark.parametrize(
     "params, error, message",
     [
-        (dict(means_init=np.zeros((3, 3))), ValueError, r"means_init must have shape \(2, 3\) \(n_components, n_features\) for this data, got \(3, 3\)"),
-        (dict(means_init=np.zeros((2, 2))), ValueError, r"means_init must have shape \(2, 3\).*got \(2, 2\)"),
-        (dict(means_init=[[0, 0, np.nan], [1, 1, 1]]), ValueError, r"means_init holds 1 NaN or infinite value\(s\)"),
-        (dict(means_init="centres"), TypeError, r"means_init must be a numeric array of shape \(2, 3\), got str"),
-        (dict(weights_init=[1 / 3] * 3), ValueError, r"weights_init must have shape \(2,\) \(n_components,\) for this data, got \(3,\)"),
-        (dict(weights_init=[[0.5, 0.5]]), ValueError, r"weights_init must have shape \(2,\).*got \(1, 2\)"),
+        (
+            dict(means_init=np.zeros((3, 3))),
+            ValueError,
+            r"means_init must have shape \(2, 3\) \(n_components, n_features\) for this data, got \(3, 3\)",
+        ),
+        (
+            dict(means_init=np.zeros((2, 2))),
+            ValueError,
+            r"means_init must have shape \(2, 3\).*got \(2, 2\)",
+        ),
+        (
+            dict(means_init=[[0, 0, np.nan], [1, 1, 1]]),
+            ValueError,
+            r"means_init holds 1 NaN or infinite value\(s\)",
+        ),
+        (
+            dict(means_init="centres"),
+            TypeError,
+            r"means_init must be a numeric array of shape \(2, 3\), got str",
+        ),
+        (
+            dict(weights_init=[1 / 3] * 3),
+            ValueError,
+            r"weights_init must have shape \(2,\) \(n_components,\) for this data, got \(3,\)",
+        ),
+        (
+            dict(weights_init=[[0.5, 0.5]]),
+            ValueError,
+            r"weights_init must have shape \(2,\).*got \(1, 2\)",
+        ),
         (dict(weights_init=[0.3, 0.3]), ValueError, "weights_init must sum to 1, got 0.6"),
-        (dict(weights_init=[-0.5, 1.5]), ValueError, r"weights_init must lie in \[0, 1\], got min -0.5 and max 1.5"),
-        (dict(precisions_init=[[1, 0, 1], [1, 1, 1]]), ValueError, r"precisions_init must be positive \(they are inverse variances\); 1 value\(s\) are <= 0"),
-        (dict(precisions_init=-np.ones((2, 3))), ValueError, r"precisions_init must be positive.*6 value\(s\) are <= 0"),
-        (dict(precisions_init=np.ones(2)), ValueError, r"precisions_init must have shape \(2, 3\) \(n_components, n_features\).*got \(2,\)"),
-        (dict(precisions_init=np.ones((2, 3, 3))), ValueError, r"precisions_init must have shape \(2, 3\).*got \(2, 3, 3\)"),
+        (
+            dict(weights_init=[-0.5, 1.5]),
+            ValueError,
+            r"weights_init must lie in \[0, 1\], got min -0.5 and max 1.5",
+        ),
+        (
+            dict(precisions_init=[[1, 0, 1], [1, 1, 1]]),
+            ValueError,
+            r"precisions_init must be positive \(they are inverse variances\); 1 value\(s\) are <= 0",
+        ),
+        (
+            dict(precisions_init=-np.ones((2, 3))),
+            ValueError,
+            r"precisions_init must be positive.*6 value\(s\) are <= 0",
+        ),
+        (
+            dict(precisions_init=np.ones(2)),
+            ValueError,
+            r"precisions_init must have shape \(2, 3\) \(n_components, n_features\).*got \(2,\)",
+        ),
+        (
+            dict(precisions_init=np.ones((2, 3, 3))),
+            ValueError,
+            r"precisions_init must have shape \(2, 3\).*got \(2, 3, 3\)",
+        ),
     ],
     ids=lambda v: None if isinstance(v, (dict, type)) else v[:24],
 )
@@ -352,7 +490,9 @@ def test_bad_initial_parameters_are_refused(no_data_pass, params, error, message
 
 
 # ------------------------------------------------------------- unfitted model
-@pytest.mark.parametrize("method", ["predict", "predict_proba", "score_samples", "score", "bic", "aic"])
+@pytest.mark.parametrize(
+    "method", ["predict", "predict_proba", "score_samples", "score", "bic", "aic"]
+)
 def test_unfitted_model_raises_not_fitted(no_data_pass, method):
     with pytest.raises(NotFittedError, match="This DiagGMM instance is not fitted yet"):
         getattr(DiagGMM(K), method)(make_data())
@@ -365,7 +505,9 @@ def test_unfitted_sample_raises_not_fitted():
 
 @pytest.mark.parametrize("n_samples", [0, -1, 2.0])
 def test_sample_needs_a_positive_integer(fitted, n_samples):
-    with pytest.raises(ValueError, match=re.escape(f"n_samples must be an integer >= 1, got {n_samples!r}")):
+    with pytest.raises(
+        ValueError, match=re.escape(f"n_samples must be an integer >= 1, got {n_samples!r}")
+    ):
         fitted.sample(n_samples)
 
 
@@ -382,26 +524,38 @@ def test_zarr_group_path_names_the_arrays_inside(no_data_pass, tmp_path):
     group = zarr.open_group(str(path), mode="w")
     for name in ("train", "test"):
         group.create_array(name, shape=(10, N_FEATURES), dtype="f8")
-    with pytest.raises(ValueError, match=re.escape(f"{str(path)!r} is a Zarr group, not an array. It holds the arrays ['test', 'train']")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"{str(path)!r} is a Zarr group, not an array. It holds the arrays ['test', 'train']"
+        ),
+    ):
         DiagGMM(K).fit(str(path))
 
 
 def test_zarr_group_object_names_the_arrays_inside(no_data_pass, tmp_path):
     group = zarr.open_group(str(tmp_path / "data.zarr"), mode="w")
     group.create_array("train", shape=(10, N_FEATURES), dtype="f8")
-    with pytest.raises(ValueError, match=r"Got a Zarr group .*, not an array\. It holds the arrays \['train'\]; pass e\.g\. group\['train'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"Got a Zarr group .*, not an array\. It holds the arrays \['train'\]; pass e\.g\. group\['train'\]",
+    ):
         DiagGMM(K).fit(group)
 
 
 # ------------------------------------------------- found only by reading the data
-@pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random", "random_from_data", "split"])
+@pytest.mark.parametrize(
+    "init_params", ["kmeans", "k-means++", "random", "random_from_data", "split"]
+)
 @pytest.mark.parametrize("as_dask", [False, True], ids=["numpy", "dask"])
 def test_reg_covar_zero_with_constant_feature(init_params, as_dask):
     X = make_data()
     X[:, 1] = 5.0
     if as_dask:
         X = da.from_array(X, chunks=(10, N_FEATURES))
-    with pytest.raises(ValueError, match=r"Feature\(s\) \[1\] are constant .* reg_covar=0 .*set reg_covar > 0"):
+    with pytest.raises(
+        ValueError, match=r"Feature\(s\) \[1\] are constant .* reg_covar=0 .*set reg_covar > 0"
+    ):
         DiagGMM(K, reg_covar=0, init_params=init_params, random_state=0).fit(X)
 
 
@@ -410,4 +564,6 @@ def test_reg_covar_zero_with_constant_feature_float32():
     X = make_data()
     X[:, 1] = 0.1  # not exact in float32
     with pytest.raises(ValueError, match="reg_covar"):
-        DiagGMM(K, reg_covar=0, init_params="random", random_state=0, dtype="float32", max_iter=10).fit(X)
+        DiagGMM(
+            K, reg_covar=0, init_params="random", random_state=0, dtype="float32", max_iter=10
+        ).fit(X)

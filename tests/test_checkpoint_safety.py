@@ -18,9 +18,9 @@ import fsspec
 import numpy as np
 import pytest
 import zarr
+from conftest import mixture_data
 
 import diaggmm_dist
-from conftest import mixture_data
 from diaggmm_dist import DiagGMM, engine
 from diaggmm_dist.io import lease
 from diaggmm_dist.io.checkpoint import (
@@ -33,7 +33,9 @@ from diaggmm_dist.io.checkpoint import (
     check_checkpoint,
 )
 
-SETTINGS = dict(n_components=3, random_state=4, tol=0.0, max_iter=10, n_init=2, init_params="random")
+SETTINGS = dict(
+    n_components=3, random_state=4, tol=0.0, max_iter=10, n_init=2, init_params="random"
+)
 #: stopped after 6 iterations: steps 4, 5 and 6 (iterations 4 to 6) are kept
 PARTIAL = dict(SETTINGS, max_iter=6)
 NEWEST, OLDER, OLDEST = "step-00000006", "step-00000005", "step-00000004"
@@ -70,19 +72,31 @@ def resume(X, url, monkeypatch, **kwargs):
             model = DiagGMM(**SETTINGS).fit(X, checkpoint=str(url), **kwargs)
     finally:
         monkeypatch.setattr(engine, "pass_statistics", real)
-    return model, len(calls), [str(w.message) for w in caught if issubclass(w.category, CorruptCheckpointWarning)]
+    return (
+        model,
+        len(calls),
+        [str(w.message) for w in caught if issubclass(w.category, CorruptCheckpointWarning)],
+    )
 
 
 def assert_identical(got, expected):
     for name in ("weights_", "means_", "covariances_"):
         np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
     assert got.lower_bounds_per_init_ == expected.lower_bounds_per_init_
-    assert (got.n_iter_, got.converged_, got.best_init_) == (expected.n_iter_, expected.converged_, expected.best_init_)
+    assert (got.n_iter_, got.converged_, got.best_init_) == (
+        expected.n_iter_,
+        expected.converged_,
+        expected.best_init_,
+    )
 
 
 def snapshot(folder):
     """Every file under ``folder`` and its bytes."""
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in Path(folder).rglob("*") if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in Path(folder).rglob("*")
+        if p.is_file()
+    }
 
 
 def edit_json(path, change):
@@ -93,11 +107,13 @@ def edit_json(path, change):
 
 def edit_restart(step, key, value, restart=0):
     """Set (or with ``value`` None, delete) attribute ``key`` of one restart's array in ``step``."""
+
     def change(meta):
         if value is None:
             del meta["attributes"][key]
         else:
             meta["attributes"][key] = value
+
     return lambda url: edit_json(url / step / f"restart-{restart}" / "zarr.json", change)
 
 
@@ -107,82 +123,226 @@ def set_pointer(value):
             del meta["attributes"]["latest"]
         else:
             meta["attributes"]["latest"] = value
+
     return lambda url: edit_json(url / "zarr.json", change)
 
 
 def chunk_of(url, step, restart=0):
-    return next(p for p in (url / step / f"restart-{restart}").rglob("*") if p.is_file() and p.name != "zarr.json")
+    return next(
+        p
+        for p in (url / step / f"restart-{restart}").rglob("*")
+        if p.is_file() and p.name != "zarr.json"
+    )
 
 
 DELETE = object()
 
 # (what, tampering, the step the resume starts from, the warning's words)
 FALLBACKS = [
-    ("garbage zarr.json of the newest step", lambda u: (u / NEWEST / "zarr.json").write_text("{not json"), OLDER,
-     "step-00000006 is unusable.*falling back to step-00000005"),
-    ("binary zarr.json of the newest step", lambda u: (u / NEWEST / "zarr.json").write_bytes(os.urandom(300)), OLDER,
-     "step-00000006 is unusable"),
-    ("empty zarr.json of the newest step", lambda u: (u / NEWEST / "zarr.json").write_bytes(b""), OLDER,
-     "step-00000006 is unusable"),
-    ("zarr.json of the newest step deleted", lambda u: (u / NEWEST / "zarr.json").unlink(), OLDER,
-     "step-00000006 is unusable"),
-    ("a JSON list as the newest step's zarr.json", lambda u: (u / NEWEST / "zarr.json").write_text("[1, 2]"), OLDER,
-     "step-00000006 is unusable"),
-    ("garbage zarr.json of an array", lambda u: (u / NEWEST / "restart-1" / "zarr.json").write_text("}"), OLDER,
-     "step-00000006 is unusable"),
-    ("an array deleted", lambda u: shutil.rmtree(u / NEWEST / "restart-1"), OLDER, r"incomplete.*1 restart"),
-    ("an array's chunk truncated", lambda u: chunk_of(u, NEWEST).write_bytes(chunk_of(u, NEWEST).read_bytes()[:9]),
-     OLDER, "could not be read"),
+    (
+        "garbage zarr.json of the newest step",
+        lambda u: (u / NEWEST / "zarr.json").write_text("{not json"),
+        OLDER,
+        "step-00000006 is unusable.*falling back to step-00000005",
+    ),
+    (
+        "binary zarr.json of the newest step",
+        lambda u: (u / NEWEST / "zarr.json").write_bytes(os.urandom(300)),
+        OLDER,
+        "step-00000006 is unusable",
+    ),
+    (
+        "empty zarr.json of the newest step",
+        lambda u: (u / NEWEST / "zarr.json").write_bytes(b""),
+        OLDER,
+        "step-00000006 is unusable",
+    ),
+    (
+        "zarr.json of the newest step deleted",
+        lambda u: (u / NEWEST / "zarr.json").unlink(),
+        OLDER,
+        "step-00000006 is unusable",
+    ),
+    (
+        "a JSON list as the newest step's zarr.json",
+        lambda u: (u / NEWEST / "zarr.json").write_text("[1, 2]"),
+        OLDER,
+        "step-00000006 is unusable",
+    ),
+    (
+        "garbage zarr.json of an array",
+        lambda u: (u / NEWEST / "restart-1" / "zarr.json").write_text("}"),
+        OLDER,
+        "step-00000006 is unusable",
+    ),
+    (
+        "an array deleted",
+        lambda u: shutil.rmtree(u / NEWEST / "restart-1"),
+        OLDER,
+        r"incomplete.*1 restart",
+    ),
+    (
+        "an array's chunk truncated",
+        lambda u: chunk_of(u, NEWEST).write_bytes(chunk_of(u, NEWEST).read_bytes()[:9]),
+        OLDER,
+        "could not be read",
+    ),
     ("an array's chunk deleted", lambda u: chunk_of(u, NEWEST, 1).unlink(), OLDER, "holds NaN"),
-    ("an array's chunk of zeros", lambda u: chunk_of(u, NEWEST).write_bytes(bytes(chunk_of(u, NEWEST).stat().st_size)),
-     OLDER, "step-00000006 is unusable"),
-    ("the completion mark missing (a crash before it)",
-     lambda u: edit_json(u / NEWEST / "zarr.json", lambda m: m["attributes"].pop("restarts")), OLDER,
-     "incomplete: its mark 'restarts' is None"),
-    ("the completion mark wrong",
-     lambda u: edit_json(u / NEWEST / "zarr.json", lambda m: m["attributes"].update(restarts=3)), OLDER, "incomplete"),
-    ("an iteration that disagrees with its lower bounds", edit_restart(NEWEST, "iteration", 5), OLDER,
-     r"iteration 5 disagrees with its 6 lower bound\(s\)"),
-    ("a lower bound too many", edit_restart(NEWEST, "lower_bounds", [-5.0] * 7, 1), OLDER, "disagrees"),
-    ("iteration as a string", edit_restart(NEWEST, "iteration", "6"), OLDER, "attribute 'iteration' is '6'"),
-    ("iteration as a float", edit_restart(NEWEST, "iteration", 6.5), OLDER, "attribute 'iteration' is 6.5"),
-    ("iteration negative", edit_restart(NEWEST, "iteration", -1), OLDER, "attribute 'iteration' is -1"),
-    ("iteration missing", edit_restart(NEWEST, "iteration", None), OLDER, "attribute 'iteration' is None"),
-    ("finished as a string", edit_restart(NEWEST, "finished", "yes"), OLDER, "attribute 'finished'"),
-    ("converged with a lower-bound change above tol", edit_restart(NEWEST, "converged", True), OLDER,
-     r"attribute 'converged' is True, but its last lower-bound change is [0-9.e+-]+ \(tol 0.0\)"),
-    ("converged but not finished",
-     lambda u: (edit_restart(NEWEST, "converged", True)(u), edit_restart(NEWEST, "finished", False)(u)), OLDER,
-     "converged but not finished"),
-    ("restart index not its array's", edit_restart(NEWEST, "restart", 1), OLDER, "attribute 'restart' is 1"),
-    ("n_reseeded negative", edit_restart(NEWEST, "n_reseeded", -2), OLDER, "attribute 'n_reseeded'"),
-    ("a lower bound as a string", edit_restart(NEWEST, "lower_bounds", ["x"] * 6), OLDER, "lower_bounds"),
-    ("a weight too many", edit_restart(NEWEST, "weights", [0.25] * 4), OLDER, "'weights' is not 3 finite numbers"),
-    ("weights not summing to 1", edit_restart(NEWEST, "weights", [0.5, 0.5, 0.5]), OLDER, "sums to"),
+    (
+        "an array's chunk of zeros",
+        lambda u: chunk_of(u, NEWEST).write_bytes(bytes(chunk_of(u, NEWEST).stat().st_size)),
+        OLDER,
+        "step-00000006 is unusable",
+    ),
+    (
+        "the completion mark missing (a crash before it)",
+        lambda u: edit_json(u / NEWEST / "zarr.json", lambda m: m["attributes"].pop("restarts")),
+        OLDER,
+        "incomplete: its mark 'restarts' is None",
+    ),
+    (
+        "the completion mark wrong",
+        lambda u: edit_json(u / NEWEST / "zarr.json", lambda m: m["attributes"].update(restarts=3)),
+        OLDER,
+        "incomplete",
+    ),
+    (
+        "an iteration that disagrees with its lower bounds",
+        edit_restart(NEWEST, "iteration", 5),
+        OLDER,
+        r"iteration 5 disagrees with its 6 lower bound\(s\)",
+    ),
+    (
+        "a lower bound too many",
+        edit_restart(NEWEST, "lower_bounds", [-5.0] * 7, 1),
+        OLDER,
+        "disagrees",
+    ),
+    (
+        "iteration as a string",
+        edit_restart(NEWEST, "iteration", "6"),
+        OLDER,
+        "attribute 'iteration' is '6'",
+    ),
+    (
+        "iteration as a float",
+        edit_restart(NEWEST, "iteration", 6.5),
+        OLDER,
+        "attribute 'iteration' is 6.5",
+    ),
+    (
+        "iteration negative",
+        edit_restart(NEWEST, "iteration", -1),
+        OLDER,
+        "attribute 'iteration' is -1",
+    ),
+    (
+        "iteration missing",
+        edit_restart(NEWEST, "iteration", None),
+        OLDER,
+        "attribute 'iteration' is None",
+    ),
+    (
+        "finished as a string",
+        edit_restart(NEWEST, "finished", "yes"),
+        OLDER,
+        "attribute 'finished'",
+    ),
+    (
+        "converged with a lower-bound change above tol",
+        edit_restart(NEWEST, "converged", True),
+        OLDER,
+        r"attribute 'converged' is True, but its last lower-bound change is [0-9.e+-]+ \(tol 0.0\)",
+    ),
+    (
+        "converged but not finished",
+        lambda u: (
+            edit_restart(NEWEST, "converged", True)(u),
+            edit_restart(NEWEST, "finished", False)(u),
+        ),
+        OLDER,
+        "converged but not finished",
+    ),
+    (
+        "restart index not its array's",
+        edit_restart(NEWEST, "restart", 1),
+        OLDER,
+        "attribute 'restart' is 1",
+    ),
+    (
+        "n_reseeded negative",
+        edit_restart(NEWEST, "n_reseeded", -2),
+        OLDER,
+        "attribute 'n_reseeded'",
+    ),
+    (
+        "a lower bound as a string",
+        edit_restart(NEWEST, "lower_bounds", ["x"] * 6),
+        OLDER,
+        "lower_bounds",
+    ),
+    (
+        "a weight too many",
+        edit_restart(NEWEST, "weights", [0.25] * 4),
+        OLDER,
+        "'weights' is not 3 finite numbers",
+    ),
+    (
+        "weights not summing to 1",
+        edit_restart(NEWEST, "weights", [0.5, 0.5, 0.5]),
+        OLDER,
+        "sums to",
+    ),
     ("shape of another K", edit_restart(NEWEST, "shape", [2, 4]), OLDER, "has shape"),
     ("shape as a string", edit_restart(NEWEST, "shape", "3x4"), OLDER, "attribute 'shape'"),
-    ("a random state of 10 keys", edit_restart(NEWEST, "rng", {"keys": [1] * 10, "pos": 1, "has_gauss": 0,
-                                                                "cached_gaussian": 0.0}), OLDER, "MT19937"),
+    (
+        "a random state of 10 keys",
+        edit_restart(
+            NEWEST, "rng", {"keys": [1] * 10, "pos": 1, "has_gauss": 0, "cached_gaussian": 0.0}
+        ),
+        OLDER,
+        "MT19937",
+    ),
     ("a random state missing", edit_restart(NEWEST, "rng", None), OLDER, "MT19937"),
-    ("two newest steps corrupt", lambda u: [chunk_of(u, s).unlink() for s in (NEWEST, OLDER)], OLDEST,
-     "step-00000005 is unusable.*falling back to step-00000004"),
-    ("the pointer deleted", set_pointer(DELETE), NEWEST, "no 'latest' pointer; taking the newest usable step"),
+    (
+        "two newest steps corrupt",
+        lambda u: [chunk_of(u, s).unlink() for s in (NEWEST, OLDER)],
+        OLDEST,
+        "step-00000005 is unusable.*falling back to step-00000004",
+    ),
+    (
+        "the pointer deleted",
+        set_pointer(DELETE),
+        NEWEST,
+        "no 'latest' pointer; taking the newest usable step",
+    ),
     ("the pointer an integer", set_pointer(6), NEWEST, "'latest' pointer is 6, not a step name"),
     ("the pointer a list", set_pointer([NEWEST]), NEWEST, "not a step name"),
     ("the pointer an object", set_pointer({"step": 6}), NEWEST, "not a step name"),
     ("the pointer a short name", set_pointer("step-6"), NEWEST, "'step-6', not a step name"),
     ("the pointer a path", set_pointer("../../elsewhere"), NEWEST, "not a step name"),
-    ("the pointer deleted and the newest step corrupt",
-     lambda u: (set_pointer(DELETE)(u), chunk_of(u, NEWEST).unlink()), OLDER, "step-00000006 is unusable"),
-    ("the step the pointer names deleted", lambda u: shutil.rmtree(u / NEWEST), OLDER,
-     "step-00000006, the step its pointer names, is missing"),
+    (
+        "the pointer deleted and the newest step corrupt",
+        lambda u: (set_pointer(DELETE)(u), chunk_of(u, NEWEST).unlink()),
+        OLDER,
+        "step-00000006 is unusable",
+    ),
+    (
+        "the step the pointer names deleted",
+        lambda u: shutil.rmtree(u / NEWEST),
+        OLDER,
+        "step-00000006, the step its pointer names, is missing",
+    ),
     ("the pointer naming an older step", set_pointer(OLDER), OLDER, None),
 ]
 
 
-@pytest.mark.parametrize("what, tamper, start, message", FALLBACKS, ids=[case[0] for case in FALLBACKS])
-def test_a_corrupt_step_or_pointer_falls_back_with_a_warning(X, straight, stopped, monkeypatch, what, tamper, start,
-                                                             message):
+@pytest.mark.parametrize(
+    "what, tamper, start, message", FALLBACKS, ids=[case[0] for case in FALLBACKS]
+)
+def test_a_corrupt_step_or_pointer_falls_back_with_a_warning(
+    X, straight, stopped, monkeypatch, what, tamper, start, message
+):
     tamper(stopped)
     model, passes, warned = resume(X, stopped, monkeypatch)
     assert_identical(model, straight)
@@ -194,8 +354,9 @@ def test_a_corrupt_step_or_pointer_falls_back_with_a_warning(X, straight, stoppe
         assert str(stopped) in warned[0]
 
 
-def test_a_null_pointer_resumes_from_the_newest_complete_step_and_deletes_nothing(X, straight, stopped, monkeypatch,
-                                                                                   caplog):
+def test_a_null_pointer_resumes_from_the_newest_complete_step_and_deletes_nothing(
+    X, straight, stopped, monkeypatch, caplog
+):
     # null is also the pointer before the first commit: a crash in the first write leaves it
     set_pointer(None)(stopped)
     chunk_of(stopped, NEWEST).unlink()
@@ -205,7 +366,12 @@ def test_a_null_pointer_resumes_from_the_newest_complete_step_and_deletes_nothin
         assert [s.iteration for s in states] == [5, 5]
         store.save(states)
     # nothing deleted, the unusable step 6 included: the new step is numbered after it, and it ages out
-    assert sorted(p.name for p in stopped.iterdir() if p.is_dir()) == [OLDEST, OLDER, NEWEST, "step-00000007"]
+    assert sorted(p.name for p in stopped.iterdir() if p.is_dir()) == [
+        OLDEST,
+        OLDER,
+        NEWEST,
+        "step-00000007",
+    ]
     set_pointer(None)(stopped)
     model, passes, warned = resume(X, stopped, monkeypatch)
     assert_identical(model, straight)
@@ -226,29 +392,59 @@ def test_a_broken_pointer_never_deletes_the_steps(X, stopped, monkeypatch):
     kept = {p.name for p in stopped.iterdir() if p.is_dir()}
     assert kept == {OLDER, NEWEST, "step-00000007"}  # pruned to KEEP, from the oldest
     assert len(kept) == KEEP
-    assert all(snapshot(stopped)[name] == files[name] for name in files if name.startswith((OLDER, NEWEST)))
+    assert all(
+        snapshot(stopped)[name] == files[name] for name in files if name.startswith((OLDER, NEWEST))
+    )
 
 
 # (what, tampering, the error's words)
 ERRORS = [
-    ("garbage root zarr.json", lambda u: (u / "zarr.json").write_text("garbage{"), "unreadable root metadata"),
-    ("empty root zarr.json", lambda u: (u / "zarr.json").write_bytes(b""), "unreadable root metadata"),
-    ("binary root zarr.json", lambda u: (u / "zarr.json").write_bytes(os.urandom(200)), "unreadable root metadata"),
-    ("a JSON list as root zarr.json", lambda u: (u / "zarr.json").write_text("[1]"), "unreadable root metadata"),
-    ("root attributes not an object", lambda u: edit_json(u / "zarr.json", lambda m: m.update(attributes=5)),
-     "unreadable root metadata"),
+    (
+        "garbage root zarr.json",
+        lambda u: (u / "zarr.json").write_text("garbage{"),
+        "unreadable root metadata",
+    ),
+    (
+        "empty root zarr.json",
+        lambda u: (u / "zarr.json").write_bytes(b""),
+        "unreadable root metadata",
+    ),
+    (
+        "binary root zarr.json",
+        lambda u: (u / "zarr.json").write_bytes(os.urandom(200)),
+        "unreadable root metadata",
+    ),
+    (
+        "a JSON list as root zarr.json",
+        lambda u: (u / "zarr.json").write_text("[1]"),
+        "unreadable root metadata",
+    ),
+    (
+        "root attributes not an object",
+        lambda u: edit_json(u / "zarr.json", lambda m: m.update(attributes=5)),
+        "unreadable root metadata",
+    ),
     ("root zarr.json deleted", lambda u: (u / "zarr.json").unlink(), "lost its root metadata"),
-    ("every step unusable", lambda u: [chunk_of(u, s).unlink() for s in (NEWEST, OLDER, OLDEST)],
-     "No step of the checkpoint .* can be used .*step-00000004: .*holds NaN"),
-    ("every step unusable, the pointer deleted",
-     lambda u: (set_pointer(DELETE)(u), [(u / s / "zarr.json").write_text("x") for s in (NEWEST, OLDER, OLDEST)]),
-     "No step of the checkpoint .* can be used"),
+    (
+        "every step unusable",
+        lambda u: [chunk_of(u, s).unlink() for s in (NEWEST, OLDER, OLDEST)],
+        "No step of the checkpoint .* can be used .*step-00000004: .*holds NaN",
+    ),
+    (
+        "every step unusable, the pointer deleted",
+        lambda u: (
+            set_pointer(DELETE)(u),
+            [(u / s / "zarr.json").write_text("x") for s in (NEWEST, OLDER, OLDEST)],
+        ),
+        "No step of the checkpoint .* can be used",
+    ),
 ]
 
 
 @pytest.mark.parametrize("what, tamper, message", ERRORS, ids=[case[0] for case in ERRORS])
-def test_unusable_metadata_is_a_clear_error_that_deletes_nothing_and_overwrite_recovers(X, straight, stopped, what,
-                                                                                         tamper, message, monkeypatch):
+def test_unusable_metadata_is_a_clear_error_that_deletes_nothing_and_overwrite_recovers(
+    X, straight, stopped, what, tamper, message, monkeypatch
+):
     tamper(stopped)
     files = snapshot(stopped)
     with warnings.catch_warnings():
@@ -257,33 +453,45 @@ def test_unusable_metadata_is_a_clear_error_that_deletes_nothing_and_overwrite_r
             DiagGMM(**SETTINGS).fit(X, checkpoint=str(stopped))
     text = str(error.value)
     assert repr(str(stopped)) in text and "overwrite_checkpoint=True" in text
-    assert isinstance(error.value, ValueError)  # permanent: the CLI's exit 2, not retried by the flows
+    assert isinstance(
+        error.value, ValueError
+    )  # permanent: the CLI's exit 2, not retried by the flows
     assert snapshot(stopped) == files  # nothing deleted or changed
     assert not Path(lease.lease_url(str(stopped))).exists()  # the lease is released after the error
     model, passes, _ = resume(X, stopped, monkeypatch, overwrite_checkpoint=True)
     assert_identical(model, straight)
     assert passes == FROM[None]
-    assert sorted(p.name for p in stopped.iterdir() if p.is_dir()) == [f"step-{n:08d}" for n in (8, 9, 10)]
+    assert sorted(p.name for p in stopped.iterdir() if p.is_dir()) == [
+        f"step-{n:08d}" for n in (8, 9, 10)
+    ]
 
 
 def test_check_checkpoint_refuses_before_any_work_and_writes_nothing(stopped, tmp_path):
-    check_checkpoint(stopped)  # a checkpoint of this format: which run it holds is the fit's to check
+    check_checkpoint(
+        stopped
+    )  # a checkpoint of this format: which run it holds is the fit's to check
     check_checkpoint(tmp_path / "nothing-yet.zarr")
     (stopped / "zarr.json").write_text("garbage{")
     files = snapshot(tmp_path)
-    with pytest.raises(CheckpointError, match="unreadable root metadata.*overwrite_checkpoint=True"):
+    with pytest.raises(
+        CheckpointError, match="unreadable root metadata.*overwrite_checkpoint=True"
+    ):
         check_checkpoint(stopped)
     check_checkpoint(stopped, overwrite=True)
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "a.txt").write_text("mine")
-    with pytest.raises(CheckpointMismatchError, match="exists and is not a checkpoint: refusing to replace it"):
+    with pytest.raises(
+        CheckpointMismatchError, match="exists and is not a checkpoint: refusing to replace it"
+    ):
         check_checkpoint(tmp_path / "notes")
     assert {k: v for k, v in snapshot(tmp_path).items() if not k.startswith("notes")} == files
 
 
 def test_root_identity_of_the_wrong_type_is_a_mismatch(X, straight, stopped, monkeypatch):
     edit_json(stopped / "zarr.json", lambda m: m["attributes"].update(identity="garbage"))
-    with pytest.raises(CheckpointMismatchError, match="belongs to a different run.*overwrite_checkpoint=True"):
+    with pytest.raises(
+        CheckpointMismatchError, match="belongs to a different run.*overwrite_checkpoint=True"
+    ):
         DiagGMM(**SETTINGS).fit(X, checkpoint=str(stopped))
     model, passes, _ = resume(X, stopped, monkeypatch, overwrite_checkpoint=True)
     assert_identical(model, straight)
@@ -295,9 +503,13 @@ def test_overwrite_recovers_from_a_garbage_root_on_fsspec(X, straight):
     DiagGMM(**PARTIAL).fit(X, checkpoint=url)
     fs, path = fsspec.core.url_to_fs(url)
     fs.pipe_file(f"{path}/zarr.json", b"\x00garbage")
-    with pytest.raises(CheckpointError, match="unreadable root metadata.*overwrite_checkpoint=True"):
+    with pytest.raises(
+        CheckpointError, match="unreadable root metadata.*overwrite_checkpoint=True"
+    ):
         DiagGMM(**SETTINGS).fit(X, checkpoint=url)
-    assert_identical(DiagGMM(**SETTINGS).fit(X, checkpoint=url, overwrite_checkpoint=True), straight)
+    assert_identical(
+        DiagGMM(**SETTINGS).fit(X, checkpoint=url, overwrite_checkpoint=True), straight
+    )
     assert not fs.exists(lease.lease_url(path))
     fs.rm(path, recursive=True)
 
@@ -320,38 +532,63 @@ DiagGMM(**cfg["settings"]).fit(np.load(cfg["data"]), checkpoint=cfg["checkpoint"
 
 def _child_env():
     package_root = str(Path(diaggmm_dist.__file__).parents[1])  # this checkout, also in the child
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]))
+    return dict(
+        os.environ, PYTHONPATH=os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")])
+    )
 
 
 @pytest.mark.parametrize("scheme", ["path", "file://"])
-def test_a_second_fit_on_a_checkpoint_in_use_fails_at_once(X, straight, tmp_path, monkeypatch, scheme):
+def test_a_second_fit_on_a_checkpoint_in_use_fails_at_once(
+    X, straight, tmp_path, monkeypatch, scheme
+):
     np.save(tmp_path / "X.npy", X)
     url = str(tmp_path / "ckpt.zarr") if scheme == "path" else f"file://{tmp_path / 'ckpt.zarr'}"
-    cfg = {"settings": SETTINGS, "data": str(tmp_path / "X.npy"), "checkpoint": url,
-           "parked": str(tmp_path / "parked"), "go": str(tmp_path / "go")}
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, json.dumps(cfg)], env=_child_env(),
-                              stderr=subprocess.PIPE, text=True)
+    cfg = {
+        "settings": SETTINGS,
+        "data": str(tmp_path / "X.npy"),
+        "checkpoint": url,
+        "parked": str(tmp_path / "parked"),
+        "go": str(tmp_path / "go"),
+    }
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, json.dumps(cfg)],
+        env=_child_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         while not (tmp_path / "parked").exists():
             assert holder.poll() is None, holder.stderr.read()
             time.sleep(0.02)
         files = snapshot(tmp_path / "ckpt.zarr")
-        pattern = (rf"The checkpoint at '{re.escape(url)}' is in use by {re.escape(socket.gethostname())}/{holder.pid} "
-                   r"since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC .*"
-                   r"Wait for that fit to end, or use another checkpoint URL")
-        for overwrite in (False, True):  # overwrite_checkpoint does not take a live run's checkpoint either
+        pattern = (
+            rf"The checkpoint at '{re.escape(url)}' is in use by {re.escape(socket.gethostname())}/{holder.pid} "
+            r"since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC .*"
+            r"Wait for that fit to end, or use another checkpoint URL"
+        )
+        for overwrite in (
+            False,
+            True,
+        ):  # overwrite_checkpoint does not take a live run's checkpoint either
             with pytest.raises(CheckpointInUseError, match=pattern):
                 resume(X, url, monkeypatch, overwrite_checkpoint=overwrite)
-        with pytest.raises(CheckpointInUseError, match=pattern):  # what a command line checks before a cluster
+        with pytest.raises(
+            CheckpointInUseError, match=pattern
+        ):  # what a command line checks before a cluster
             check_checkpoint(url, overwrite=True)
         calls, real = [], engine.pass_statistics
-        monkeypatch.setattr(engine, "pass_statistics", lambda *a, **k: calls.append(1) or real(*a, **k))
+        monkeypatch.setattr(
+            engine, "pass_statistics", lambda *a, **k: calls.append(1) or real(*a, **k)
+        )
         with pytest.raises(CheckpointInUseError):
             DiagGMM(**SETTINGS).fit(X, checkpoint=url)
         monkeypatch.undo()
         assert calls == []  # at once: before any data pass
         assert snapshot(tmp_path / "ckpt.zarr") == files  # and without touching the checkpoint
-        assert json.loads(Path(lease.lease_url(str(tmp_path / "ckpt.zarr"))).read_text())["pid"] == holder.pid
+        assert (
+            json.loads(Path(lease.lease_url(str(tmp_path / "ckpt.zarr"))).read_text())["pid"]
+            == holder.pid
+        )
         (tmp_path / "go").touch()
         assert holder.wait() == 0, holder.stderr.read()
     finally:
@@ -359,7 +596,9 @@ def test_a_second_fit_on_a_checkpoint_in_use_fails_at_once(X, straight, tmp_path
             holder.kill()
             holder.wait()
         holder.stderr.close()
-    assert not Path(lease.lease_url(str(tmp_path / "ckpt.zarr"))).exists()  # released at the end of the fit
+    assert not Path(
+        lease.lease_url(str(tmp_path / "ckpt.zarr"))
+    ).exists()  # released at the end of the fit
     model, passes, warned = resume(X, url, monkeypatch)
     assert_identical(model, straight)
     assert passes == 0 and warned == []  # the holder finished the fit
@@ -386,7 +625,10 @@ def test_fits_in_two_threads_on_a_memory_url(X, straight):
     thread.start()
     parked.wait()
     try:
-        with pytest.raises(CheckpointInUseError, match=rf"in use by {re.escape(socket.gethostname())}/{os.getpid()} "):
+        with pytest.raises(
+            CheckpointInUseError,
+            match=rf"in use by {re.escape(socket.gethostname())}/{os.getpid()} ",
+        ):
             DiagGMM(**SETTINGS).fit(X, checkpoint=url)
     finally:
         go.set()
@@ -430,15 +672,24 @@ def test_two_holders_in_one_thread_and_a_reader_without_lease(X, stopped):
 
 def write_lease(url, **fields):
     now = time.time()
-    record = {"format": lease.FORMAT, "token": "t" * 32, "host": socket.gethostname(), "pid": os.getpid(),
-              "pid_namespace": lease._pid_namespace(), "since": now - 50, "renewed": now, "expires_after": 30.0}
+    record = {
+        "format": lease.FORMAT,
+        "token": "t" * 32,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "pid_namespace": lease._pid_namespace(),
+        "since": now - 50,
+        "renewed": now,
+        "expires_after": 30.0,
+    }
     record.update(fields)
     Path(lease.lease_url(str(url))).write_text(json.dumps(record))
     return record
 
 
-def test_a_live_lease_of_another_host_is_respected_and_an_expired_one_taken_over(X, straight, stopped, monkeypatch,
-                                                                                 caplog):
+def test_a_live_lease_of_another_host_is_respected_and_an_expired_one_taken_over(
+    X, straight, stopped, monkeypatch, caplog
+):
     write_lease(stopped, host="elsewhere", pid=4242)
     busy = r"in use by elsewhere/4242 since .* UTC \(lease .*, renewed 0 s ago\)"
     with pytest.raises(CheckpointInUseError, match=busy):
@@ -451,7 +702,9 @@ def test_a_live_lease_of_another_host_is_respected_and_an_expired_one_taken_over
     assert not Path(lease.lease_url(str(stopped))).exists()
 
 
-def test_the_lease_of_an_ended_process_on_this_host_is_taken_over_at_once(X, straight, stopped, monkeypatch, caplog):
+def test_the_lease_of_an_ended_process_on_this_host_is_taken_over_at_once(
+    X, straight, stopped, monkeypatch, caplog
+):
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     ended.wait()
     write_lease(stopped, pid=ended.pid)  # renewed just now: only the pid says it is dead
@@ -465,12 +718,20 @@ def test_the_lease_of_an_ended_process_on_this_host_is_taken_over_at_once(X, str
         DiagGMM(**SETTINGS).fit(X, checkpoint=str(stopped))
 
 
-def test_a_lease_left_by_this_process_or_unreadable_is_taken_over(X, straight, stopped, monkeypatch, caplog):
+def test_a_lease_left_by_this_process_or_unreadable_is_taken_over(
+    X, straight, stopped, monkeypatch, caplog
+):
     write_lease(stopped)  # this pid, a token no live fit of this process holds
     assert resume(X, stopped, monkeypatch)[1] == FROM[NEWEST]
     assert "left behind by an earlier fit of this process" in caplog.text
-    for garbage in (b"\x00\x01garbage", b"[]", json.dumps(dict(write_lease(stopped), expires_after=float("inf")))):
-        Path(lease.lease_url(str(stopped))).write_bytes(garbage if isinstance(garbage, bytes) else garbage.encode())
+    for garbage in (
+        b"\x00\x01garbage",
+        b"[]",
+        json.dumps(dict(write_lease(stopped), expires_after=float("inf"))),
+    ):
+        Path(lease.lease_url(str(stopped))).write_bytes(
+            garbage if isinstance(garbage, bytes) else garbage.encode()
+        )
         caplog.clear()
         model, passes, _ = resume(X, stopped, monkeypatch)
         assert passes == 0 and "not a lease this library wrote" in caplog.text
@@ -482,12 +743,20 @@ def test_a_fit_whose_lease_was_taken_over_stops_before_writing(X, tmp_path):
 
     def taken(summary):
         if summary["iteration"] == 3 and summary["restart"] == 1:
-            holder.update(write_lease(url, host="elsewhere", pid=4242))  # as if this fit had stalled past expiry
+            holder.update(
+                write_lease(url, host="elsewhere", pid=4242)
+            )  # as if this fit had stalled past expiry
 
-    with pytest.raises(CheckpointInUseError, match="in use by elsewhere/4242.*own lease was taken over"):
+    with pytest.raises(
+        CheckpointInUseError, match="in use by elsewhere/4242.*own lease was taken over"
+    ):
         DiagGMM(**SETTINGS).fit(X, checkpoint=str(url), on_iteration=taken)
-    assert zarr.open_group(str(url), mode="r").attrs["latest"] == "step-00000003"  # iteration 4 not written
-    assert json.loads(Path(lease.lease_url(str(url))).read_text()) == holder  # the new holder's lease is kept
+    assert (
+        zarr.open_group(str(url), mode="r").attrs["latest"] == "step-00000003"
+    )  # iteration 4 not written
+    assert (
+        json.loads(Path(lease.lease_url(str(url))).read_text()) == holder
+    )  # the new holder's lease is kept
 
 
 def test_the_heartbeat_renews_the_lease(tmp_path):
@@ -509,7 +778,9 @@ def test_the_errors_reach_the_cli_and_the_flows_as_what_they_are():
 
     busy = CheckpointInUseError("The checkpoint at 'x' is in use by h/1 since ...")
     assert str(busy).startswith("The checkpoint at 'x'")
-    assert cli._known_error(busy) and cli._error_exit_code(busy) == cli.EXIT_RUNTIME  # not "bad input"
+    assert (
+        cli._known_error(busy) and cli._error_exit_code(busy) == cli.EXIT_RUNTIME
+    )  # not "bad input"
     assert cli._error_exit_code(CheckpointError("x")) == cli.EXIT_USAGE
     flows_tasks = pytest.importorskip("flows.tasks")
     assert flows_tasks.is_transient(busy)  # retried: the holder may end or its lease expire
@@ -519,7 +790,10 @@ def test_the_errors_reach_the_cli_and_the_flows_as_what_they_are():
 def test_a_lease_that_cannot_be_written_is_an_error_naming_it(X, tmp_path):
     (tmp_path / "a-file").write_text("not a folder")
     url = tmp_path / "a-file" / "ckpt.zarr"
-    with pytest.raises(OSError, match=rf"Cannot write the lease '{re.escape(str(url))}.lease' of the checkpoint .*"
-                                      rf"'{re.escape(str(tmp_path / 'a-file'))}'\): the checkpoint's folder must be"):
+    with pytest.raises(
+        OSError,
+        match=rf"Cannot write the lease '{re.escape(str(url))}.lease' of the checkpoint .*"
+        rf"'{re.escape(str(tmp_path / 'a-file'))}'\): the checkpoint's folder must be",
+    ):
         DiagGMM(**SETTINGS).fit(X, checkpoint=str(url))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # no partial file left behind

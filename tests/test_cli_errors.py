@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from test_cli import _free_port, assert_one_line_error, finish, kill_group, start_cli
 
 from diaggmm_dist import DiagGMM
 from diaggmm_dist.io.synthetic import mixture_parameters, write_mixture_zarr
-from test_cli import _free_port, assert_one_line_error, finish, kill_group, start_cli
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -51,7 +51,9 @@ def stores(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli-errors")
     params = mixture_parameters(K, 4, seed=0, spread=1.5)
     for name in ("clean.zarr", "corrupt.zarr"):
-        write_mixture_zarr(root / name, ROWS, *params, chunk_rows=CHUNK_ROWS, seed=1, dtype="float64")
+        write_mixture_zarr(
+            root / name, ROWS, *params, chunk_rows=CHUNK_ROWS, seed=1, dtype="float64"
+        )
     garble(root / "corrupt.zarr" / "X" / "c" / str(BAD_CHUNK) / "0")
     model = root / "model.zarr"
     DiagGMM(K, max_iter=5, random_state=0).fit(str(root / "clean.zarr" / "X")).save(str(model))
@@ -62,7 +64,11 @@ def stores(tmp_path_factory):
 def without_load_warnings(result):
     """``result`` without distributed's "Event loop was unresponsive" lines: on a loaded machine a
     worker may say so at any time; it is about the machine, not about the failure reported."""
-    kept = [line for line in result.stderr.splitlines(keepends=True) if "Event loop was unresponsive" not in line]
+    kept = [
+        line
+        for line in result.stderr.splitlines(keepends=True)
+        if "Event loop was unresponsive" not in line
+    ]
     return subprocess.CompletedProcess(result.args, result.returncode, result.stdout, "".join(kept))
 
 
@@ -81,22 +87,44 @@ def unwritable_commands(root, scheduler):
     fit = ["fit", missing_data, "--k", str(K), "--scheduler", scheduler]
     predict = ["predict", missing_model, corrupt, "--scheduler", scheduler]
     cases = {
-        "fit --out under a file": (fit + ["--out", under_file], [str(under_file), "is a file, not a folder"]),
-        "fit --out is a file": (fit + ["--out", root / "a-file"], ["a-file", "is a file, not a Zarr store"]),
-        "fit --checkpoint under a file": (fit + ["--out", root / "m.zarr", "--checkpoint", under_file],
-                                          ["cannot write the checkpoint", str(under_file)]),
-        "fit --out with an unknown protocol": (fit + ["--out", "nosuchprotocol://bucket/m.zarr"],
-                                               ["'nosuchprotocol://bucket/m.zarr'", "Protocol not known"]),
-        "predict --out under a file": (predict + ["--out", under_file], ["cannot write the scores", str(under_file)]),
+        "fit --out under a file": (
+            fit + ["--out", under_file],
+            [str(under_file), "is a file, not a folder"],
+        ),
+        "fit --out is a file": (
+            fit + ["--out", root / "a-file"],
+            ["a-file", "is a file, not a Zarr store"],
+        ),
+        "fit --checkpoint under a file": (
+            fit + ["--out", root / "m.zarr", "--checkpoint", under_file],
+            ["cannot write the checkpoint", str(under_file)],
+        ),
+        "fit --out with an unknown protocol": (
+            fit + ["--out", "nosuchprotocol://bucket/m.zarr"],
+            ["'nosuchprotocol://bucket/m.zarr'", "Protocol not known"],
+        ),
+        "predict --out under a file": (
+            predict + ["--out", under_file],
+            ["cannot write the scores", str(under_file)],
+        ),
     }
     if LINUX:
-        cases.update({
-            "fit --out in /proc": (fit + ["--out", "/proc/m.zarr"],
-                                   ["'/proc/m.zarr'", "no file can be created in the folder '/proc'"]),
-            "fit --checkpoint in /sys": (fit + ["--out", root / "m.zarr", "--checkpoint", "/sys/c.zarr"],
-                                         ["'/sys/c.zarr'", "no file can be created in the folder '/sys'"]),
-            "predict --out in /proc": (predict + ["--out", "/proc/s.zarr"], ["'/proc/s.zarr'", "/proc"]),
-        })
+        cases.update(
+            {
+                "fit --out in /proc": (
+                    fit + ["--out", "/proc/m.zarr"],
+                    ["'/proc/m.zarr'", "no file can be created in the folder '/proc'"],
+                ),
+                "fit --checkpoint in /sys": (
+                    fit + ["--out", root / "m.zarr", "--checkpoint", "/sys/c.zarr"],
+                    ["'/sys/c.zarr'", "no file can be created in the folder '/sys'"],
+                ),
+                "predict --out in /proc": (
+                    predict + ["--out", "/proc/s.zarr"],
+                    ["'/proc/s.zarr'", "/proc"],
+                ),
+            }
+        )
     return cases
 
 
@@ -129,9 +157,14 @@ def overlapping_commands(root, scheduler):
         "predict --out the data": (predict + [data], "is the data"),
         "predict --out the data's group": (predict + [group], "holds the data"),
         "fit --out the data's group": (fit + [group], "holds the data"),
-        "fit --out the model, --checkpoint inside it": (fit + [root / "new.zarr", "--checkpoint",
-                                                               root / "new.zarr" / "ckpt"], "holds the --checkpoint"),
-        "fit --checkpoint the data's group": (fit + [root / "new.zarr", "--checkpoint", group], "holds the data"),
+        "fit --out the model, --checkpoint inside it": (
+            fit + [root / "new.zarr", "--checkpoint", root / "new.zarr" / "ckpt"],
+            "holds the --checkpoint",
+        ),
+        "fit --checkpoint the data's group": (
+            fit + [root / "new.zarr", "--checkpoint", group],
+            "holds the data",
+        ),
     }
 
 
@@ -149,7 +182,12 @@ def test_an_output_that_is_an_input_is_refused_even_with_overwrite(stores):
 def test_predict_writes_beside_its_inputs(stores, tmp_path):
     """The control: a sibling of the data in its group and a sibling of the model are fine."""
     beside_data = stores / "clean.zarr" / "scores"
-    result = finish(start_cli("predict", stores / "model.zarr", stores / "clean.zarr" / "X", "--out", beside_data), 240)
+    result = finish(
+        start_cli(
+            "predict", stores / "model.zarr", stores / "clean.zarr" / "X", "--out", beside_data
+        ),
+        240,
+    )
     assert result.returncode == 0, result.stderr
     assert zarr.open_group(str(beside_data), mode="r")["labels"].shape == (ROWS,)
     assert zarr.open_array(str(stores / "clean.zarr" / "X"), mode="r").shape == (ROWS, 4)
@@ -159,10 +197,13 @@ def test_predict_writes_beside_its_inputs(stores, tmp_path):
 def test_a_corrupt_chunk_read_on_a_worker_is_one_line(stores, tmp_path):
     corrupt = stores / "corrupt.zarr" / "X"
     chunk = f"Zarr chunk c/{BAD_CHUNK}/0 of {corrupt} is corrupt"
-    results = run_all({
-        "fit": ["fit", corrupt, "--k", str(K), "--out", tmp_path / "m.zarr"],
-        "predict": ["predict", stores / "model.zarr", corrupt, "--out", tmp_path / "s.zarr"],
-    }, timeout=300)
+    results = run_all(
+        {
+            "fit": ["fit", corrupt, "--k", str(K), "--out", tmp_path / "m.zarr"],
+            "predict": ["predict", stores / "model.zarr", corrupt, "--out", tmp_path / "s.zarr"],
+        },
+        timeout=300,
+    )
     for name, result in results.items():
         result = without_load_warnings(result)
         # the library's reader raises a ValueError: bad input (exit 2), its message names the store and the chunk
@@ -173,25 +214,43 @@ def test_a_corrupt_chunk_read_on_a_worker_is_one_line(stores, tmp_path):
 
 def test_debug_shows_the_worker_traceback(stores, tmp_path):
     corrupt = stores / "corrupt.zarr" / "X"
-    result = finish(start_cli("--debug", "fit", corrupt, "--k", str(K), "--out", tmp_path / "m.zarr"), 300)
+    result = finish(
+        start_cli("--debug", "fit", corrupt, "--k", str(K), "--out", tmp_path / "m.zarr"), 300
+    )
     assert result.returncode == 2, result.stderr
-    assert "Traceback (most recent call last)" in result.stderr and "zarr_chunks.py" in result.stderr
+    assert (
+        "Traceback (most recent call last)" in result.stderr and "zarr_chunks.py" in result.stderr
+    )
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("diaggmm: error: ") and f"Zarr chunk c/{BAD_CHUNK}/0 of {corrupt} is corrupt" in last, last
+    assert (
+        last.startswith("diaggmm: error: ")
+        and f"Zarr chunk c/{BAD_CHUNK}/0 of {corrupt} is corrupt" in last
+    ), last
 
 
 def test_a_codec_error_on_a_worker_is_one_line(tmp_path):
     """A store that zarr decodes itself (Zstd): the codec's error, on a worker, names the chunk and the
     store (the library reads zarr's path through :mod:`diaggmm_dist.checked_zarr`): bad input, exit 2."""
     values = np.random.default_rng(0).normal(size=(ROWS, 4))
-    store = zarr.create_array(str(tmp_path / "zstd.zarr"), shape=values.shape, chunks=(CHUNK_ROWS, 4), dtype="f8",
-                              compressors=[zarr.codecs.ZstdCodec()])
+    store = zarr.create_array(
+        str(tmp_path / "zstd.zarr"),
+        shape=values.shape,
+        chunks=(CHUNK_ROWS, 4),
+        dtype="f8",
+        compressors=[zarr.codecs.ZstdCodec()],
+    )
     store[:] = values
     garble(tmp_path / "zstd.zarr" / "c" / str(BAD_CHUNK) / "0")
-    result = finish(start_cli("fit", tmp_path / "zstd.zarr", "--k", str(K), "--out", tmp_path / "m.zarr"), 300)
-    assert_one_line_error(without_load_warnings(result), 2,
-                          f"Zarr chunk c/{BAD_CHUNK}/0 of {tmp_path / 'zstd.zarr'} is corrupt: zarr could not decode it",
-                          "Zstd decompression error", "restore it from a copy or rewrite the store")
+    result = finish(
+        start_cli("fit", tmp_path / "zstd.zarr", "--k", str(K), "--out", tmp_path / "m.zarr"), 300
+    )
+    assert_one_line_error(
+        without_load_warnings(result),
+        2,
+        f"Zarr chunk c/{BAD_CHUNK}/0 of {tmp_path / 'zstd.zarr'} is corrupt: zarr could not decode it",
+        "Zstd decompression error",
+        "restore it from a copy or rewrite the store",
+    )
     assert "Compute Failed" not in result.stderr
     assert not (tmp_path / "m.zarr").exists()
 
@@ -217,15 +276,27 @@ def test_error_text_undoes_distributed_wrappings(local_cluster):
         raise ValueError("chunk c/5/0 is corrupt")
 
     with Client(local_cluster.scheduler_address, set_as_default=False) as client:
-        errors = {kind: client.submit(fail, kind, pure=False).exception() for kind in ("plain", "long", "unpicklable")}
+        errors = {
+            kind: client.submit(fail, kind, pure=False).exception()
+            for kind in ("plain", "long", "unpicklable")
+        }
     # as distributed delivers them
     assert type(errors["plain"]) is ValueError
     assert errors["long"].args[0] == "Long error message"
-    assert type(errors["unpicklable"]) is Exception and errors["unpicklable"].args[0].startswith("ChunkError(")
+    assert type(errors["unpicklable"]) is Exception and errors["unpicklable"].args[0].startswith(
+        "ChunkError("
+    )
     # as the command line shows them
     assert _error_text(errors["plain"]) == ("ValueError", "chunk c/5/0 is corrupt")
     name, message = _error_text(errors["long"])
-    assert name == "ValueError" and message.startswith("chunk c/5/0 xxx") and "Long error message" not in message
-    assert _error_text(errors["unpicklable"]) == ("ChunkError", "Zarr chunk c/5/0 of data.zarr is corrupt")
+    assert (
+        name == "ValueError"
+        and message.startswith("chunk c/5/0 xxx")
+        and "Long error message" not in message
+    )
+    assert _error_text(errors["unpicklable"]) == (
+        "ChunkError",
+        "Zarr chunk c/5/0 of data.zarr is corrupt",
+    )
     # a plain Exception whose message only looks like a call is left as it is
     assert _error_text(Exception("print(x)")) == ("Exception", "print(x)")

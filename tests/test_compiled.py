@@ -11,7 +11,9 @@ from diaggmm_dist import compiled, kernels
 
 def _ulps(values, exact):
     """Error of ``values`` in units in the last place of the value nearest ``exact`` in their dtype."""
-    return np.abs(values.astype(exact.dtype) - exact) / np.spacing(exact.astype(values.dtype)).astype(exact.dtype)
+    return np.abs(values.astype(exact.dtype) - exact) / np.spacing(
+        exact.astype(values.dtype)
+    ).astype(exact.dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -21,8 +23,13 @@ def test_exp_is_within_two_ulps_of_the_exact_value_over_the_whole_range(dtype):
         pytest.skip("no extended precision to check float64 against on this platform")
     rng = np.random.default_rng(0)
     lowest = compiled.UNDERFLOW[np.dtype(dtype)]
-    grid = np.concatenate([np.linspace(lowest, 0, 3_000_001), rng.uniform(-20, 0, 1_000_000),
-                           -np.logspace(-12, 0, 10_000)]).astype(dtype)
+    grid = np.concatenate(
+        [
+            np.linspace(lowest, 0, 3_000_001),
+            rng.uniform(-20, 0, 1_000_000),
+            -np.logspace(-12, 0, 10_000),
+        ]
+    ).astype(dtype)
     ulps = _ulps(compiled.exp(grid, dtype), np.exp(grid.astype(exact_dtype)))
     assert ulps.max() <= 2.0, f"worst {float(ulps.max()):.2f} ulp at x = {grid[ulps.argmax()]}"
 
@@ -31,7 +38,9 @@ def test_exp_is_within_two_ulps_of_the_exact_value_over_the_whole_range(dtype):
 def test_exp_special_values(dtype):
     lowest = compiled.UNDERFLOW[np.dtype(dtype)]
     values = compiled.exp([0.0, -0.0, -np.inf, np.nan, lowest - 0.01, -1e5, -1e-30, lowest], dtype)
-    assert values[0] == 1.0 and values[1] == 1.0 and values[6] == 1.0  # the row maximum gets exactly 1
+    assert (
+        values[0] == 1.0 and values[1] == 1.0 and values[6] == 1.0
+    )  # the row maximum gets exactly 1
     assert values[2] == 0.0 and values[4] == 0.0 and values[5] == 0.0
     assert np.isnan(values[3])
     assert values[7] >= np.finfo(dtype).smallest_normal  # no subnormal results
@@ -63,14 +72,18 @@ TOLERANCE = {np.float32: 1e-6, np.float64: 1e-14}
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize(("sizes", "n"), [((16,), 8192), ((5, 5, 5), 1000), ((2, 7, 3), 300), ((1,), 7), ((64,), 1)])
+@pytest.mark.parametrize(
+    ("sizes", "n"), [((16,), 8192), ((5, 5, 5), 1000), ((2, 7, 3), 300), ((1,), 7), ((64,), 1)]
+)
 def test_normalise_matches_numpy(sizes, n, dtype):
     rng = np.random.default_rng(1)
     scores = (rng.normal(-40, 25, (sum(sizes), n))).astype(dtype)
     offset = rng.normal(0, 10, (sum(sizes), 1)).astype(dtype)
     expected, expected_log = _reference(scores, offset, sizes)
     numpy_scores, numpy_normalised = _numpy_path(scores, offset, sizes)
-    log_norm, mass, log_norm_sum = kernels.normalise_log_scores(scores, offset, sizes)  # contiguous: compiled
+    log_norm, mass, log_norm_sum = kernels.normalise_log_scores(
+        scores, offset, sizes
+    )  # contiguous: compiled
     assert log_norm.shape == (len(sizes), n) and log_norm.dtype == dtype
     assert mass.dtype == log_norm_sum.dtype == np.float64
     tol = TOLERANCE[dtype]
@@ -87,9 +100,14 @@ def test_normalise_matches_numpy(sizes, n, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_normalise_keeps_numpys_meaning_of_nan_and_minus_infinity(dtype):
-    scores = np.array([[0.0, -1.0, np.nan, -np.inf, np.inf],
-                       [-np.inf, -2.0, 0.0, -np.inf, 0.0],
-                       [-3.0, -np.inf, 1.0, -np.inf, 1.0]], dtype=dtype)
+    scores = np.array(
+        [
+            [0.0, -1.0, np.nan, -np.inf, np.inf],
+            [-np.inf, -2.0, 0.0, -np.inf, 0.0],
+            [-3.0, -np.inf, 1.0, -np.inf, 1.0],
+        ],
+        dtype=dtype,
+    )
     numpy_scores, numpy_normalised = _numpy_path(scores)
     log_norm = kernels.normalise_log_scores(scores).log_norm[0]
     # A zero-weight component (log weight -inf) gets exactly 0; NaN, or +inf, spoils its row
@@ -99,7 +117,9 @@ def test_normalise_keeps_numpys_meaning_of_nan_and_minus_infinity(dtype):
     np.testing.assert_array_equal(np.isnan(log_norm), np.isnan(numpy_normalised.log_norm[0]))
     assert np.isnan(scores[:, 2:]).all() and not np.isnan(scores[:, :2]).any()
     np.testing.assert_allclose(scores[:, :2], numpy_scores[:, :2], rtol=TOLERANCE[dtype])
-    np.testing.assert_allclose(log_norm[:2], numpy_normalised.log_norm[0, :2], rtol=TOLERANCE[dtype])
+    np.testing.assert_allclose(
+        log_norm[:2], numpy_normalised.log_norm[0, :2], rtol=TOLERANCE[dtype]
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -110,8 +130,15 @@ def test_a_minus_infinite_offset_is_a_component_that_gets_nothing(dtype):
     assert (scores[[1, 3]] == 0).all() and (mass[[1, 3]] == 0).all() and np.isfinite(log_norm).all()
 
 
-@pytest.mark.parametrize(("data", "compute"), [(np.float32, np.float32), (np.float64, np.float64),
-                                               (np.float64, np.float32), (np.float32, np.float64)])
+@pytest.mark.parametrize(
+    ("data", "compute"),
+    [
+        (np.float32, np.float32),
+        (np.float64, np.float64),
+        (np.float64, np.float32),
+        (np.float32, np.float64),
+    ],
+)
 def test_stacked_rows_in_one_pass_are_numpys_two_passes_to_the_bit(data, compute):
     rng = np.random.default_rng(4)
     x = (rng.normal(3, 1e3, (1_000, 7)) * rng.choice([1e-3, 1, 1e3], (1_000, 7))).astype(data)
@@ -133,8 +160,16 @@ def test_chunk_statistics_float32_agree_with_float64():
     x = rng.normal(0, 2, (20_000, 8))
     k = 5
     weights, means, precisions = np.full(k, 1 / k), x[rng.choice(len(x), k)], np.ones((k, 8))
-    stats = [kernels.chunk_statistics(x.astype(dtype), ("gaussian", kernels.log_prob_coefficients(
-        weights, means, precisions, np.zeros(8), dtype))) for dtype in (np.float32, np.float64)]
+    stats = [
+        kernels.chunk_statistics(
+            x.astype(dtype),
+            (
+                "gaussian",
+                kernels.log_prob_coefficients(weights, means, precisions, np.zeros(8), dtype),
+            ),
+        )
+        for dtype in (np.float32, np.float64)
+    ]
     np.testing.assert_allclose(stats[0], stats[1], rtol=2e-5, atol=1e-3)
 
 
@@ -151,6 +186,9 @@ def test_without_a_writable_cache_directory_the_loops_compile_in_the_process(tmp
         "log_norm, _, _ = compiled.normalise_log_scores(scores, np.zeros((2, 1)), np.array([2]))\n"
         "assert np.allclose(scores, [[0.25, 0.75], [0.75, 0.25]]) and np.allclose(log_norm, np.log(4)), scores\n"
         "assert type(compiled._normalise._cache).__name__ == 'NullCache'  # compiled here, not cached\n"
-        "print('ok')\n")
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

@@ -47,10 +47,20 @@ EXPECTED_DEPLOYMENTS = {
     "score": "flows/score.py:score",
     "retrain": "flows/retrain.py:retrain",
 }
-COMPOSE_SERVICES = {"prefect-server", "prefect-worker", "scheduler", "dask-worker-1", "dask-worker-2"}
+COMPOSE_SERVICES = {
+    "prefect-server",
+    "prefect-worker",
+    "scheduler",
+    "dask-worker-1",
+    "dask-worker-2",
+}
 # Command prefixes whose flags are checked against the installed tool's --help.
-TOOL_COMMANDS = [("dask", "scheduler"), ("dask", "worker"), ("prefect", "server", "start"),
-                 ("prefect", "worker", "start")]
+TOOL_COMMANDS = [
+    ("dask", "scheduler"),
+    ("dask", "worker"),
+    ("prefect", "server", "start"),
+    ("prefect", "worker", "start"),
+]
 
 
 def rel(path):
@@ -116,8 +126,9 @@ def compose_command(service):
 
 def daskcluster_containers():
     spec = load_yaml(DASKCLUSTER)["spec"]
-    return [("scheduler", c) for c in spec["scheduler"]["spec"]["containers"]] + \
-           [("worker", c) for c in spec["worker"]["spec"]["containers"]]
+    return [("scheduler", c) for c in spec["scheduler"]["spec"]["containers"]] + [
+        ("worker", c) for c in spec["worker"]["spec"]["containers"]
+    ]
 
 
 def all_commands():
@@ -190,7 +201,7 @@ def diaggmm_invocations(path):
                 continue
             options = []
             if not tokens[i + 1].rstrip(_WRAP).endswith("`"):
-                for rest in tokens[i + 2:]:
+                for rest in tokens[i + 2 :]:
                     if rest in _STOP:
                         break
                     word = rest.strip(_WRAP + "`")
@@ -207,13 +218,25 @@ def python_diaggmm_lists(path):
     every ``--option`` string constant in the function that builds the command."""
     tree = ast.parse(Path(path).read_text())
     found = []
-    for func in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
+    for func in [
+        n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+    ]:
         for node in ast.walk(func):
-            if (isinstance(node, ast.List) and len(node.elts) >= 2
-                    and all(isinstance(e, ast.Constant) for e in node.elts[:2])
-                    and node.elts[0].value == "diaggmm"):
-                options = sorted({c.value for c in ast.walk(func) if isinstance(c, ast.Constant)
-                                  and isinstance(c.value, str) and c.value.startswith("--")})
+            if (
+                isinstance(node, ast.List)
+                and len(node.elts) >= 2
+                and all(isinstance(e, ast.Constant) for e in node.elts[:2])
+                and node.elts[0].value == "diaggmm"
+            ):
+                options = sorted(
+                    {
+                        c.value
+                        for c in ast.walk(func)
+                        if isinstance(c, ast.Constant)
+                        and isinstance(c.value, str)
+                        and c.value.startswith("--")
+                    }
+                )
                 found.append((node.lineno, node.elts[1].value, options))
     return found
 
@@ -225,8 +248,11 @@ def cli_subparsers():
     try:
         from diaggmm_dist.cli import build_parser
     except ImportError as exc:
-        pytest.fail(f"diaggmm_dist.cli.build_parser cannot be imported ({exc}); deploy/ runs "
-                    "`diaggmm` subcommands and needs the CLI", pytrace=False)
+        pytest.fail(
+            f"diaggmm_dist.cli.build_parser cannot be imported ({exc}); deploy/ runs "
+            "`diaggmm` subcommands and needs the CLI",
+            pytrace=False,
+        )
     import argparse
 
     parser = build_parser()
@@ -246,8 +272,11 @@ def load_flow(entrypoint):
         return _FLOWS[entrypoint]
     path = entrypoint.rsplit(":", 1)[0]
     if not (REPO / path).is_file():
-        pytest.fail(f"{path} does not exist: deploy/prefect.yaml has a deployment with entrypoint "
-                    f"{entrypoint} (the Prefect flows are written with issue 3)", pytrace=False)
+        pytest.fail(
+            f"{path} does not exist: deploy/prefect.yaml has a deployment with entrypoint "
+            f"{entrypoint} (the Prefect flows are written with issue 3)",
+            pytrace=False,
+        )
     from prefect import Flow
     from prefect.flows import load_flow_from_entrypoint
 
@@ -257,7 +286,9 @@ def load_flow(entrypoint):
     try:
         flow = load_flow_from_entrypoint(entrypoint, use_placeholder_flow=False)
     except Exception as exc:  # noqa: BLE001 - report any import-time failure as a test failure
-        pytest.fail(f"loading the flow {entrypoint} failed: {type(exc).__name__}: {exc}", pytrace=False)
+        pytest.fail(
+            f"loading the flow {entrypoint} failed: {type(exc).__name__}: {exc}", pytrace=False
+        )
     finally:
         os.chdir(cwd)
         sys.path.remove(str(REPO))
@@ -270,8 +301,13 @@ def load_flow(entrypoint):
 def tool_flags(prefix):
     """Every --flag the installed tool's --help lists for the command ``prefix``."""
     exe = VENV_BIN / prefix[0]
-    result = subprocess.run([str(exe), *prefix[1:], "--help"], capture_output=True, text=True,
-                            timeout=120, env={"COLUMNS": "200", "PATH": str(VENV_BIN), "HOME": str(Path.home())})
+    result = subprocess.run(
+        [str(exe), *prefix[1:], "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"COLUMNS": "200", "PATH": str(VENV_BIN), "HOME": str(Path.home())},
+    )
     assert result.returncode == 0, f"{' '.join(prefix)} --help failed: {result.stderr[-2000:]}"
     return frozenset(re.findall(r"--[a-z][a-z0-9-]*", result.stdout))
 
@@ -282,7 +318,9 @@ def tool_flags(prefix):
 @pytest.mark.parametrize("path", sorted([*DEPLOY.rglob("*.yaml"), *DEPLOY.rglob("*.yml")]), ids=rel)
 def test_yaml_files_parse(path):
     documents = list(yaml.safe_load_all(path.read_text()))
-    assert documents and all(isinstance(d, dict) for d in documents), f"{rel(path)} is not a YAML mapping"
+    assert documents and all(isinstance(d, dict) for d in documents), (
+        f"{rel(path)} is not a YAML mapping"
+    )
 
 
 def test_slurm_example_compiles():
@@ -290,9 +328,20 @@ def test_slurm_example_compiles():
 
 
 def test_deploy_files_exist():
-    for path in (PREFECT_YAML, COMPOSE, DOCKERFILE, DOCKERIGNORE, DASKCLUSTER, WORKER_VALUES, SLURM, README):
+    for path in (
+        PREFECT_YAML,
+        COMPOSE,
+        DOCKERFILE,
+        DOCKERIGNORE,
+        DASKCLUSTER,
+        WORKER_VALUES,
+        SLURM,
+        README,
+    ):
         assert path.is_file(), f"{rel(path)} is missing"
-    assert "land here with issue 3" not in README.read_text(), "deploy/README.md is still the placeholder"
+    assert "land here with issue 3" not in README.read_text(), (
+        "deploy/README.md is still the placeholder"
+    )
 
 
 # =========================================================================== tests: prefect.yaml
@@ -323,8 +372,9 @@ def test_pull_step_enters_the_directory_the_image_puts_the_flows_in():
         if keyword == "COPY":
             *sources, destination = shlex.split(arguments)
             if any(s.rstrip("/") == "flows" for s in sources):
-                flows_dir = destination if destination.startswith("/") else \
-                    str(Path(workdir) / destination)
+                flows_dir = (
+                    destination if destination.startswith("/") else str(Path(workdir) / destination)
+                )
                 code_dir = workdir
     assert flows_dir is not None, "the Dockerfile does not copy flows/ into the image"
     assert Path(flows_dir) == Path(code_dir) / "flows", flows_dir
@@ -356,14 +406,22 @@ def test_deployment_parameters_fit_the_flow_signature(name):
     from prefect.utilities.callables import parameter_schema
     from prefect.utilities.schema_tools import validate
 
-    errors = validate(parameters, parameter_schema(flow).model_dump_for_openapi(), ignore_required=True)
+    errors = validate(
+        parameters, parameter_schema(flow).model_dump_for_openapi(), ignore_required=True
+    )
     assert not errors, f"{name}: {errors}"
     if deployment.get("schedules"):
         # A scheduled run has only these parameters: every required one must be set.
-        required = [p for p, v in signature.items()
-                    if v.default is inspect.Parameter.empty and v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD)]
+        required = [
+            p
+            for p, v in signature.items()
+            if v.default is inspect.Parameter.empty
+            and v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD)
+        ]
         missing = sorted(set(required) - set(parameters))
-        assert not missing, f"{name} is scheduled but prefect.yaml does not set its required {missing}"
+        assert not missing, (
+            f"{name} is scheduled but prefect.yaml does not set its required {missing}"
+        )
 
 
 def test_retrain_has_a_valid_weekly_cron_schedule():
@@ -384,10 +442,13 @@ def test_retrain_has_a_valid_weekly_cron_schedule():
         # Prefect validates the string (with its vendored croniter) and the timezone.
         from prefect.client.schemas.schedules import CronSchedule
 
-        CronSchedule(cron=cron, **({"timezone": schedule["timezone"]} if schedule.get("timezone") else {}))
+        CronSchedule(
+            cron=cron, **({"timezone": schedule["timezone"]} if schedule.get("timezone") else {})
+        )
         day_of_week = cron.split()[4]
-        assert re.fullmatch(r"[0-7]|(MON|TUE|WED|THU|FRI|SAT|SUN)", day_of_week, re.I), \
+        assert re.fullmatch(r"[0-7]|(MON|TUE|WED|THU|FRI|SAT|SUN)", day_of_week, re.I), (
             f"expected a weekly schedule (one day of week), got {cron!r}"
+        )
 
 
 def test_no_deployment_pins_the_scheduler_address():
@@ -413,17 +474,27 @@ def test_cli_has_the_subcommands_deploy_relies_on():
 def test_every_diaggmm_subcommand_and_option_in_deploy_exists():
     subparsers = cli_subparsers()
     problems = []
-    uses = [(f"{rel(p)}:{n}", sub, opts) for p in scanned_files() for n, sub, opts in diaggmm_invocations(p)]
+    uses = [
+        (f"{rel(p)}:{n}", sub, opts)
+        for p in scanned_files()
+        for n, sub, opts in diaggmm_invocations(p)
+    ]
     uses += [(f"{rel(SLURM)}:{n}", sub, opts) for n, sub, opts in python_diaggmm_lists(SLURM)]
-    uses += [(where, argv[1], [a.split("=", 1)[0] for a in argv[2:] if a.startswith("--")])
-             for where, argv in all_commands()
-             if argv[0] == "diaggmm" and len(argv) > 1 and not argv[1].startswith("-")]
+    uses += [
+        (where, argv[1], [a.split("=", 1)[0] for a in argv[2:] if a.startswith("--")])
+        for where, argv in all_commands()
+        if argv[0] == "diaggmm" and len(argv) > 1 and not argv[1].startswith("-")
+    ]
     for where, sub, options in uses:
         if sub not in subparsers:
-            problems.append(f"{where}: `diaggmm {sub}` is not a subcommand (have {sorted(subparsers)})")
+            problems.append(
+                f"{where}: `diaggmm {sub}` is not a subcommand (have {sorted(subparsers)})"
+            )
             continue
         known = set(subparsers[sub]._option_string_actions)
-        problems += [f"{where}: `diaggmm {sub}` has no option {o}" for o in options if o not in known]
+        problems += [
+            f"{where}: `diaggmm {sub}` has no option {o}" for o in options if o not in known
+        ]
     assert not problems, "\n".join(problems)
 
 
@@ -433,20 +504,25 @@ def test_every_diaggmm_subcommand_and_option_in_deploy_exists():
 def test_diaggmm_is_a_console_script_of_the_project():
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"].get("scripts", {})
     assert scripts.get("diaggmm") == "diaggmm_dist.cli:main", (
-        "pyproject.toml [project.scripts] must define diaggmm = \"diaggmm_dist.cli:main\": the image's CMD "
-        f"and the deploy examples run `diaggmm` (have {scripts})")
+        'pyproject.toml [project.scripts] must define diaggmm = "diaggmm_dist.cli:main": the image\'s CMD '
+        f"and the deploy examples run `diaggmm` (have {scripts})"
+    )
 
 
 def test_every_command_names_an_installed_executable():
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"].get("scripts", {})
     commands = all_commands()
-    assert len(commands) >= 12, commands  # Dockerfile CMD, 5 compose commands + healthchecks, 2 DaskCluster
+    assert len(commands) >= 12, (
+        commands
+    )  # Dockerfile CMD, 5 compose commands + healthchecks, 2 DaskCluster
     problems = []
     for where, argv in commands:
         exe = argv[0]
         if exe == "diaggmm":
             if "diaggmm" not in scripts:
-                problems.append(f"{where} runs `diaggmm`, which pyproject.toml [project.scripts] does not install")
+                problems.append(
+                    f"{where} runs `diaggmm`, which pyproject.toml [project.scripts] does not install"
+                )
         elif exe != "/bin/sh" and not (VENV_BIN / exe).exists():
             problems.append(f"{where} runs `{exe}`, which is not in {VENV_BIN}")
     assert not problems, "\n".join(problems)
@@ -457,12 +533,14 @@ def test_dask_and_prefect_flags_exist_in_the_installed_tools():
     for where, argv in all_commands():
         if argv[0] not in ("dask", "prefect"):
             continue
-        prefix = next((p for p in TOOL_COMMANDS if tuple(argv[:len(p)]) == p), None)
+        prefix = next((p for p in TOOL_COMMANDS if tuple(argv[: len(p)]) == p), None)
         if prefix is None:
-            problems.append(f"{where}: {' '.join(argv[:3])} is not one of the checked commands {TOOL_COMMANDS}")
+            problems.append(
+                f"{where}: {' '.join(argv[:3])} is not one of the checked commands {TOOL_COMMANDS}"
+            )
             continue
         flags = tool_flags(prefix)
-        for token in argv[len(prefix):]:
+        for token in argv[len(prefix) :]:
             if token.startswith("--") and token.split("=", 1)[0] not in flags:
                 problems.append(f"{where}: `{' '.join(prefix)}` has no option {token}")
     assert not problems, "\n".join(problems)
@@ -476,12 +554,20 @@ def test_dockerfile_base_user_and_sources():
     froms = [a for k, a in instructions if k == "FROM"]
     assert froms and froms[0].split()[0] == "python:3.11-slim", froms
     users = [a for k, a in instructions if k == "USER"]
-    assert users and users[-1].split(":")[0] not in ("root", "0"), "the image must run as a non-root user"
+    assert users and users[-1].split(":")[0] not in ("root", "0"), (
+        "the image must run as a non-root user"
+    )
     for keyword, arguments in instructions:
         if keyword == "RUN" and "pip install" in arguments:
-            assert "[test]" not in arguments and "pytest" not in arguments, "no test/dev tools in the image"
+            assert "[test]" not in arguments and "pytest" not in arguments, (
+                "no test/dev tools in the image"
+            )
     # Build context is the repository root (compose: context ../..).
-    patterns = [l.strip() for l in DOCKERIGNORE.read_text().splitlines() if l.strip() and not l.startswith("#")]
+    patterns = [
+        line.strip()
+        for line in DOCKERIGNORE.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
 
     def ignored(path):
         result = False
@@ -496,8 +582,12 @@ def test_dockerfile_base_user_and_sources():
         if keyword == "COPY" and "--from" not in arguments:
             *sources, _ = shlex.split(arguments)
             for source in sources:
-                assert (REPO / source).exists(), f"COPY {source}: no such file in the build context (repo root)"
-                assert not ignored(source.rstrip("/")), f"COPY {source}: excluded by {rel(DOCKERIGNORE)}"
+                assert (REPO / source).exists(), (
+                    f"COPY {source}: no such file in the build context (repo root)"
+                )
+                assert not ignored(source.rstrip("/")), (
+                    f"COPY {source}: excluded by {rel(DOCKERIGNORE)}"
+                )
 
 
 def test_compose_builds_one_image_from_the_repository_root():
@@ -518,12 +608,17 @@ def test_compose_roles_and_flow_runner_environment():
     services = compose_services()
     commands = {name: compose_command(services[name]) for name in COMPOSE_SERVICES}
     server = commands["prefect-server"]
-    assert server[:3] == ["prefect", "server", "start"] and "--host" in server \
-        and server[server.index("--host") + 1] == "0.0.0.0", server
+    assert (
+        server[:3] == ["prefect", "server", "start"]
+        and "--host" in server
+        and server[server.index("--host") + 1] == "0.0.0.0"
+    ), server
     worker = commands["prefect-worker"]
     assert worker[:3] == ["prefect", "worker", "start"], worker
     pool = worker[worker.index("--pool") + 1]
-    assert pool == deployments()["train"]["work_pool"]["name"], "compose worker polls another work pool"
+    assert pool == deployments()["train"]["work_pool"]["name"], (
+        "compose worker polls another work pool"
+    )
     scheduler = commands["scheduler"]
     assert scheduler[:2] == ["dask", "scheduler"], scheduler
     port = scheduler[scheduler.index("--port") + 1] if "--port" in scheduler else "8786"
@@ -544,8 +639,11 @@ def test_compose_shares_one_volume_between_flow_runner_and_workers():
     def mounts(name):
         out = {}
         for volume in data["services"][name].get("volumes") or []:
-            source, target = (volume.split(":")[:2] if isinstance(volume, str)
-                              else (volume["source"], volume["target"]))
+            source, target = (
+                volume.split(":")[:2]
+                if isinstance(volume, str)
+                else (volume["source"], volume["target"])
+            )
             out[target] = source
         return out
 
@@ -553,7 +651,9 @@ def test_compose_shares_one_volume_between_flow_runner_and_workers():
     for name in ("prefect-worker", "dask-worker-1", "dask-worker-2"):
         current = {(t, s) for t, s in mounts(name).items() if s in declared}
         shared = current if shared is None else shared & current
-    assert shared, "no named volume mounted at the same path in the flow runner and both Dask workers"
+    assert shared, (
+        "no named volume mounted at the same path in the flow runner and both Dask workers"
+    )
 
 
 # =========================================================================== tests: Kubernetes
@@ -564,9 +664,17 @@ def test_daskcluster_uses_the_compose_image():
     assert manifest["apiVersion"] == "kubernetes.dask.org/v1" and manifest["kind"] == "DaskCluster"
     compose_image = next(iter({s["image"] for s in compose_services().values()}))
     for role, container in daskcluster_containers():
-        assert container["image"] == compose_image, f"{role}: {container['image']} != {compose_image}"
-    roles = {role: [str(a) for a in container.get("args") or []] for role, container in daskcluster_containers()}
-    assert roles["scheduler"][:2] == ["dask", "scheduler"] and roles["worker"][:2] == ["dask", "worker"]
+        assert container["image"] == compose_image, (
+            f"{role}: {container['image']} != {compose_image}"
+        )
+    roles = {
+        role: [str(a) for a in container.get("args") or []]
+        for role, container in daskcluster_containers()
+    }
+    assert roles["scheduler"][:2] == ["dask", "scheduler"] and roles["worker"][:2] == [
+        "dask",
+        "worker",
+    ]
 
 
 def test_prefect_worker_values_point_at_the_daskcluster_scheduler():
@@ -581,7 +689,9 @@ def test_prefect_worker_values_point_at_the_daskcluster_scheduler():
     address = f"tcp://{name}-scheduler.{namespace}.svc.cluster.local:{comm}"
     env = {e["name"]: e.get("value") for e in values.get("extraEnvVars", [])}
     assert env.get("DASK_SCHEDULER_ADDRESS") == address, env
-    assert address in README.read_text(), "deploy/README.md gives the flow runs another scheduler address"
+    assert address in README.read_text(), (
+        "deploy/README.md gives the flow runs another scheduler address"
+    )
 
 
 # =========================================================================== tests: docs and SLURM
@@ -596,14 +706,18 @@ def test_readme_deployment_runs_name_existing_flow_and_deployment():
         assert deployment_name in found, f"README runs unknown deployment {deployment_name}"
         assert flow_names[deployment_name] == flow_name, (
             f"README runs {flow_name}/{deployment_name}, but that deployment's flow is named "
-            f"{flow_names[deployment_name]!r}")
+            f"{flow_names[deployment_name]!r}"
+        )
 
 
 def test_slurm_example_calls_the_train_flow_with_its_parameters():
     signature = inspect.signature(load_flow(EXPECTED_DEPLOYMENTS["train"]).fn).parameters
     tree = ast.parse(SLURM.read_text())
-    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
-             and isinstance(n.func, ast.Name) and n.func.id == "train"]
+    calls = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "train"
+    ]
     assert calls, "the SLURM example does not call the train flow"
     for call in calls:
         keywords = {k.arg for k in call.keywords}

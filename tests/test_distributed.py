@@ -4,22 +4,26 @@ import dask
 import dask.array as da
 import numpy as np
 import zarr
+from conftest import mixture_data
 from distributed import Client, SchedulerPlugin, get_task_stream
 
-from conftest import mixture_data
 from diaggmm_dist import DiagGMM
 
 
 def _assert_same_fit(a, b, rtol=1e-10):
     for name in ("weights_", "means_", "covariances_"):
         expected = getattr(b, name)
-        np.testing.assert_allclose(getattr(a, name), expected, rtol=rtol, atol=rtol * np.abs(expected).max())
+        np.testing.assert_allclose(
+            getattr(a, name), expected, rtol=rtol, atol=rtol * np.abs(expected).max()
+        )
     np.testing.assert_allclose(a.lower_bounds_, b.lower_bounds_, rtol=rtol)
     assert a.n_iter_ == b.n_iter_
 
 
 def _write_zarr(path, X, chunk_rows):
-    store = zarr.create_array(str(path), shape=X.shape, chunks=(chunk_rows, X.shape[1]), dtype=X.dtype)
+    store = zarr.create_array(
+        str(path), shape=X.shape, chunks=(chunk_rows, X.shape[1]), dtype=X.dtype
+    )
     store[:] = X
     return store
 
@@ -45,11 +49,15 @@ def test_cli_scheduler_and_workers_fit_a_zarr_store_on_disk(cli_cluster, tmp_pat
     X, truth = mixture_data(30000, 5, 3, seed=12)
     path = tmp_path / "features.zarr"
     _write_zarr(path, X.astype(np.float32), 4000)
-    local = DiagGMM(3, random_state=1, max_iter=25, tol=1e-6, dtype="float32", chunk_size=8000).fit(str(path))
+    local = DiagGMM(3, random_state=1, max_iter=25, tol=1e-6, dtype="float32", chunk_size=8000).fit(
+        str(path)
+    )
     with Client(scheduler_file=cli_cluster) as client:
         assert len(client.scheduler_info()["workers"]) == 2
         with get_task_stream(client) as tasks:
-            remote = DiagGMM(3, random_state=1, max_iter=25, tol=1e-6, dtype="float32", chunk_size=8000).fit(str(path))
+            remote = DiagGMM(
+                3, random_state=1, max_iter=25, tol=1e-6, dtype="float32", chunk_size=8000
+            ).fit(str(path))
         assert {task["worker"] for task in tasks.data} == set(client.scheduler_info()["workers"])
         log_like = remote.score_samples(str(path))
         assert isinstance(log_like, da.Array)
@@ -76,26 +84,53 @@ def _permutations(k):
     return [np.array(p) for p in permutations(range(k))]
 
 
-def test_the_library_local_cluster_starts_workers_with_its_malloc_and_periodic_callback_settings(monkeypatch):
+def test_the_library_local_cluster_starts_workers_with_its_malloc_and_periodic_callback_settings(
+    monkeypatch,
+):
     import os
 
-    from diaggmm_dist.cluster import CLUSTER_CONFIG, WORKER_MALLOC_ENVIRON, WORKER_PROFILE_INTERVAL, local_cluster
+    from diaggmm_dist.cluster import (
+        CLUSTER_CONFIG,
+        WORKER_MALLOC_ENVIRON,
+        WORKER_PROFILE_INTERVAL,
+        local_cluster,
+    )
 
     # What a plain LocalCluster started earlier in this process leaves in its environment
     # (distributed's nannies copy their pre-spawn variables into it).
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
     with local_cluster(1) as cluster, Client(cluster) as client:
-        (environ,) = client.run(lambda: {name: os.environ.get(name) for name in WORKER_MALLOC_ENVIRON}).values()
-        (interval,) = client.run(lambda dask_worker: dask_worker.periodic_callbacks["profile"].callback_time).values()
-        (monitor,) = client.run(lambda dask_worker: dask_worker.periodic_callbacks["memory_monitor"].callback_time).values()
-        ticks = [cluster.scheduler._tick_interval, *client.run(lambda dask_worker: dask_worker._tick_interval).values()]
+        (environ,) = client.run(
+            lambda: {name: os.environ.get(name) for name in WORKER_MALLOC_ENVIRON}
+        ).values()
+        (interval,) = client.run(
+            lambda dask_worker: dask_worker.periodic_callbacks["profile"].callback_time
+        ).values()
+        (monitor,) = client.run(
+            lambda dask_worker: dask_worker.periodic_callbacks["memory_monitor"].callback_time
+        ).values()
+        ticks = [
+            cluster.scheduler._tick_interval,
+            *client.run(lambda dask_worker: dask_worker._tick_interval).values(),
+        ]
     assert environ == {name: str(value) for name, value in WORKER_MALLOC_ENVIRON.items()}
-    assert interval == 1000 * dask.utils.parse_timedelta(WORKER_PROFILE_INTERVAL) != 10  # distributed's default: 10 ms
-    assert monitor == 1000 * dask.utils.parse_timedelta(CLUSTER_CONFIG["distributed.worker.memory.monitor-interval"])
-    assert ticks == [dask.utils.parse_timedelta(CLUSTER_CONFIG["distributed.admin.tick.interval"])] * 2 != [0.02] * 2
+    assert (
+        interval == 1000 * dask.utils.parse_timedelta(WORKER_PROFILE_INTERVAL) != 10
+    )  # distributed's default: 10 ms
+    assert monitor == 1000 * dask.utils.parse_timedelta(
+        CLUSTER_CONFIG["distributed.worker.memory.monitor-interval"]
+    )
+    assert (
+        ticks
+        == [dask.utils.parse_timedelta(CLUSTER_CONFIG["distributed.admin.tick.interval"])] * 2
+        != [0.02] * 2
+    )
     # and this process's environment is left as it was
-    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536" and "MALLOC_MMAP_THRESHOLD_" not in os.environ
+    assert (
+        os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"
+        and "MALLOC_MMAP_THRESHOLD_" not in os.environ
+    )
 
 
 class _RecordPriorities(SchedulerPlugin):
@@ -121,13 +156,17 @@ def test_a_cluster_pass_takes_its_groups_of_chunks_in_row_order(local_cluster, t
         client.register_plugin(_RecordPriorities())
         try:
             DiagGMM(3, random_state=0, max_iter=3, tol=0, chunk_size=500).fit(str(path))
-            graphs = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.plugins[_RecordPriorities.name].graphs)
+            graphs = client.run_on_scheduler(
+                lambda dask_scheduler: dask_scheduler.plugins[_RecordPriorities.name].graphs
+            )
         finally:
             client.unregister_scheduler_plugin(_RecordPriorities.name)
     passes = [graph for graph in graphs if any("diaggmm-pass-chunks-" in str(key) for key in graph)]
     assert len(passes) >= 4  # k-means' passes, the first E-step, three iterations
     for priority in passes:
-        groups = sorted((key for key in priority if "diaggmm-pass-chunks-" in str(key)), key=lambda key: key[1])
+        groups = sorted(
+            (key for key in priority if "diaggmm-pass-chunks-" in str(key)), key=lambda key: key[1]
+        )
         assert [key[1] for key in groups] == list(range(9))
         run_order = sorted(priority, key=priority.get)  # the scheduler runs the lowest first
         assert [key for key in run_order if key in groups] == groups

@@ -19,28 +19,41 @@ def rows():
 @pytest.fixture(scope="module")
 def coefficients():
     rng = np.random.default_rng(4)
-    return kernels.log_prob_coefficients(np.full(3, 1 / 3), rng.standard_normal((3, 4)), rng.uniform(0.5, 2, (3, 4)),
-                                         np.zeros(4), np.float32)
+    return kernels.log_prob_coefficients(
+        np.full(3, 1 / 3),
+        rng.standard_normal((3, 4)),
+        rng.uniform(0.5, 2, (3, 4)),
+        np.zeros(4),
+        np.float32,
+    )
 
 
 def _store(rows, path, chunk_rows):
-    array = zarr.create_array(str(path), shape=rows.shape, chunks=(chunk_rows, rows.shape[1]), dtype=rows.dtype)
+    array = zarr.create_array(
+        str(path), shape=rows.shape, chunks=(chunk_rows, rows.shape[1]), dtype=rows.dtype
+    )
     array[:] = rows
     return str(path)
 
 
 def _no_dask_scheduler(monkeypatch):
     def refuse(*args, **kwargs):
-        raise AssertionError("dask's threaded scheduler ran a pass the local executor should have run")
+        raise AssertionError(
+            "dask's threaded scheduler ran a pass the local executor should have run"
+        )
 
     monkeypatch.setattr(dask.threaded, "get", refuse)
 
 
-def test_local_passes_run_every_chunk_without_dask_scheduler(rows, coefficients, tmp_path, monkeypatch):
+def test_local_passes_run_every_chunk_without_dask_scheduler(
+    rows, coefficients, tmp_path, monkeypatch
+):
     expected = kernels.chunk_statistics(rows, ("gaussian", coefficients))
     _no_dask_scheduler(monkeypatch)
-    for X in (engine.as_row_chunked(rows, chunk_size=4096),
-              engine.as_row_chunked(_store(rows, tmp_path / "x.zarr", 5000), chunk_size=10_000)):
+    for X in (
+        engine.as_row_chunked(rows, chunk_size=4096),
+        engine.as_row_chunked(_store(rows, tmp_path / "x.zarr", 5000), chunk_size=10_000),
+    ):
         graphs = {}
         with dask.config.set(num_workers=1):
             first = engine.pass_statistics(X, ("gaussian", coefficients), graphs=graphs)
@@ -51,7 +64,9 @@ def test_local_passes_run_every_chunk_without_dask_scheduler(rows, coefficients,
         # what: other numbers of threads than the first pass's give the same bits
         for n_threads in (2, 3, 7):
             with dask.config.set(num_workers=n_threads):
-                assert np.array_equal(engine.pass_statistics(X, ("gaussian", coefficients), graphs=graphs), first)
+                assert np.array_equal(
+                    engine.pass_statistics(X, ("gaussian", coefficients), graphs=graphs), first
+                )
         assert len(graphs) == 1
 
 
@@ -72,10 +87,17 @@ def test_an_error_in_a_chunk_reaches_the_caller_and_stops_the_threads(rows, coef
             raise OSError("chunk 5 is unreadable")
         return rows[block_id * 5000 : (block_id + 1) * 5000]
 
-    X = da.concatenate([da.from_delayed(dask.delayed(load)(i), shape=(5000, 4), dtype=rows.dtype) for i in range(10)])
+    X = da.concatenate(
+        [
+            da.from_delayed(dask.delayed(load)(i), shape=(5000, 4), dtype=rows.dtype)
+            for i in range(10)
+        ]
+    )
     with pytest.raises(OSError, match="chunk 5 is unreadable"):
         engine.pass_statistics(X, ("gaussian", coefficients))
-    assert not [thread for thread in threading.enumerate() if thread.name.startswith("diaggmm-pass")]
+    assert not [
+        thread for thread in threading.enumerate() if thread.name.startswith("diaggmm-pass")
+    ]
 
 
 def test_numpy_input_is_chunked_without_a_copy(rows):
@@ -95,14 +117,21 @@ def test_each_chunk_is_one_task_that_reads_it(rows, coefficients, tmp_path):
     tasks = [key for key, node in built.graph.items() if not isinstance(node, engine._DataNode)]
     n_chunks = X.numblocks[0]  # 25: a tree of 4 + 1 additions above them
     assert len(built.chunk_keys) == n_chunks and len(tasks) == n_chunks + 4 + 1
-    stats = dask.get({**built.graph, built.parameter_key: engine._PassParameters(("gaussian", coefficients), False)},
-                     built.result_key)
+    stats = dask.get(
+        {
+            **built.graph,
+            built.parameter_key: engine._PassParameters(("gaussian", coefficients), False),
+        },
+        built.result_key,
+    )
     expected = kernels.chunk_statistics(rows, ("gaussian", coefficients))
     np.testing.assert_allclose(stats, expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
 
 
 def test_a_cluster_pass_runs_groups_of_chunks_under_keys_of_its_own(rows, coefficients, tmp_path):
-    X = engine.as_row_chunked(_store(rows, tmp_path / "x.zarr", 246), chunk_size=246)  # 204 chunks, the last short
+    X = engine.as_row_chunked(
+        _store(rows, tmp_path / "x.zarr", 246), chunk_size=246
+    )  # 204 chunks, the last short
     built = engine._statistics_graph(X, "error", None, False, coefficients.model_sizes)
     parameters = engine._PassParameters(("gaussian", coefficients), False)
     assert engine.SPLIT_EVERY == 8  # the counts below rest on it
@@ -119,7 +148,11 @@ def test_a_cluster_pass_runs_groups_of_chunks_under_keys_of_its_own(rows, coeffi
     # whatever the number of workers (losing one changes nothing)
     for n_threads in (2, 4, 8, 32, 300):
         sizes = engine.group_sizes(204, n_threads)
-        assert sum(sizes) == 204 and sizes == sorted(sizes, reverse=True) and set(sizes) <= {1, 2, 4, 8}
+        assert (
+            sum(sizes) == 204
+            and sizes == sorted(sizes, reverse=True)
+            and set(sizes) <= {1, 2, 4, 8}
+        )
         assert sizes[-1] == 1 and sizes.count(8) == max(0, (204 - 8 * n_threads) // 8 + 1)
         windows = engine.first_level_windows(sizes)
         assert [sum(sizes[i] for i in window) for window in windows] == [8] * 25 + [4]
@@ -137,10 +170,16 @@ def _assert_row_order(cluster_pass):
     """The scheduler takes the groups in row order (the smallest last), each sum once its inputs are done."""
     graph, priority = cluster_pass.graph, cluster_pass.priority
     groups = [key for key in graph if "chunks" in str(key)]
-    assert [priority[key] for key in groups] == sorted((priority[key] for key in groups), reverse=True)
+    assert [priority[key] for key in groups] == sorted(
+        (priority[key] for key in groups), reverse=True
+    )
 
     def groups_under(key):
-        return {key} if key in groups else set().union(*(groups_under(dep) for dep in graph[key].dependencies))
+        return (
+            {key}
+            if key in groups
+            else set().union(*(groups_under(dep) for dep in graph[key].dependencies))
+        )
 
     for key, node in graph.items():
         if "sum" in str(key):

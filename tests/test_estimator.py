@@ -7,10 +7,10 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
+from conftest import mixture_data, start_values
 from sklearn.base import clone
 from sklearn.mixture import GaussianMixture
 
-from conftest import mixture_data, start_values
 from diaggmm_dist import DiagGMM, ReseededComponentWarning, engine, initialization
 
 
@@ -29,8 +29,13 @@ def test_every_input_kind_gives_the_same_model(blobs, tmp_path):
     store = zarr.create_array(str(tmp_path / "x.zarr"), shape=X.shape, chunks=(500, 3), dtype="f8")
     store[:] = X
     reference = DiagGMM(3, random_state=0, tol=0, max_iter=10).fit(X)
-    for data in (X.tolist(), da.from_array(X, chunks=(900, 3)), store, str(tmp_path / "x.zarr"),
-                 da.from_zarr(str(tmp_path / "x.zarr"))):
+    for data in (
+        X.tolist(),
+        da.from_array(X, chunks=(900, 3)),
+        store,
+        str(tmp_path / "x.zarr"),
+        da.from_zarr(str(tmp_path / "x.zarr")),
+    ):
         _same_fit(DiagGMM(3, random_state=0, tol=0, max_iter=10).fit(data), reference)
 
 
@@ -88,7 +93,9 @@ def test_sklearn_parameter_api(blobs):
 def test_every_init_is_reproducible_and_chunking_independent(blobs, init_params):
     X, _ = blobs
     first = DiagGMM(3, init_params=init_params, random_state=42, max_iter=3, tol=0).fit(X)
-    again = DiagGMM(3, init_params=init_params, random_state=42, max_iter=3, tol=0, chunk_size=123).fit(X)
+    again = DiagGMM(
+        3, init_params=init_params, random_state=42, max_iter=3, tol=0, chunk_size=123
+    ).fit(X)
     _same_fit(first, again)
     other_seed = DiagGMM(3, init_params=init_params, random_state=43, max_iter=3, tol=0).fit(X)
     assert not np.allclose(other_seed.means_, first.means_)
@@ -111,10 +118,16 @@ def test_kmeans_init_reads_a_bounded_sample_and_few_passes(blobs, monkeypatch):
     taken, passes = [], []
     take, run_pass = engine.take_rows, engine.pass_statistics
     monkeypatch.setattr(initialization, "SAMPLE_ROWS", 500)
-    monkeypatch.setattr(engine, "take_rows", lambda data, rows: taken.append(len(rows)) or take(data, rows))
-    monkeypatch.setattr(engine, "pass_statistics", lambda *a, **k: passes.append(a[1][0]) or run_pass(*a, **k))
+    monkeypatch.setattr(
+        engine, "take_rows", lambda data, rows: taken.append(len(rows)) or take(data, rows)
+    )
+    monkeypatch.setattr(
+        engine, "pass_statistics", lambda *a, **k: passes.append(a[1][0]) or run_pass(*a, **k)
+    )
     DiagGMM(3, random_state=0, max_iter=4, tol=0).fit(X)
-    assert sorted(taken)[-1] == 500 and sum(taken) <= 500 + 16  # the sample, and the fingerprint's rows
+    assert (
+        sorted(taken)[-1] == 500 and sum(taken) <= 500 + 16
+    )  # the sample, and the fingerprint's rows
     assert 1 <= passes.count("nearest") <= initialization.LLOYD_PASSES
     assert passes.count("gaussian") == 4
 
@@ -129,9 +142,13 @@ def test_one_read_of_each_chunk_per_iteration(blobs):
             reads[block_id] += 1
         return X[block_id * 500 : (block_id + 1) * 500]
 
-    data = da.concatenate([da.from_delayed(dask.delayed(load)(i), shape=(500, 3), dtype=X.dtype) for i in range(8)])
+    data = da.concatenate(
+        [da.from_delayed(dask.delayed(load)(i), shape=(500, 3), dtype=X.dtype) for i in range(8)]
+    )
     w0, m0, p0 = start_values(X, 3)
-    gmm = DiagGMM(3, weights_init=w0, means_init=m0, precisions_init=p0, tol=0, max_iter=6).fit(data)
+    gmm = DiagGMM(3, weights_init=w0, means_init=m0, precisions_init=p0, tol=0, max_iter=6).fit(
+        data
+    )
     assert gmm.n_iter_ == 6
     # six passes, plus at most four chunks read once for the data fingerprint
     assert set(reads - 6) <= {0, 1} and np.sum(reads - 6) <= 4
@@ -154,7 +171,9 @@ def test_more_restarts_never_do_worse(blobs):
     # it ends 1 ulp below it, so a plain ``>=`` held only because restart 3 won
     np.testing.assert_allclose(many.lower_bounds_per_init_[0], one.lower_bounds_, rtol=1e-12)
     finals = [bounds[-1] for bounds in many.lower_bounds_per_init_]
-    assert many.best_init_ == int(np.argmax(finals)) and many.lower_bound_ == finals[many.best_init_]
+    assert (
+        many.best_init_ == int(np.argmax(finals)) and many.lower_bound_ == finals[many.best_init_]
+    )
     assert many.lower_bound_ >= one.lower_bound_ - 1e-12 * abs(one.lower_bound_)
 
 
@@ -172,7 +191,9 @@ def test_a_component_that_loses_all_its_mass_is_reseeded_by_splitting(blobs):
     w0, m0, p0 = start_values(X, 4)
     m0[3] = 1e4  # nowhere near the data: no responsibility at all in the first E-step
     with pytest.warns(ReseededComponentWarning, match="split"):
-        gmm = DiagGMM(4, weights_init=w0, means_init=m0, precisions_init=p0, tol=0, max_iter=30).fit(X)
+        gmm = DiagGMM(
+            4, weights_init=w0, means_init=m0, precisions_init=p0, tol=0, max_iter=30
+        ).fit(X)
     assert gmm.n_reseeded_ >= 1
     assert np.all(np.isfinite(gmm.means_)) and np.all(gmm.covariances_ > 0)
     assert np.all(np.abs(gmm.means_) < 100)
@@ -186,11 +207,15 @@ def test_variances_never_reach_zero_on_duplicated_points():
     # raises, and so does DiagGMM (it once returned the floored model, "converged")
     with pytest.raises(ValueError, match="ill-defined empirical covariance"):
         GaussianMixture(2, covariance_type="diag", reg_covar=0.0, random_state=0).fit(X)
-    with pytest.raises(ValueError, match=r"ill-defined empirical covariance.*component\(s\) \[\d\] collapsed"):
+    with pytest.raises(
+        ValueError, match=r"ill-defined empirical covariance.*component\(s\) \[\d\] collapsed"
+    ):
         DiagGMM(2, reg_covar=0.0, random_state=0, max_iter=50).fit(X)
     # any reg_covar > 0, however small: the floor at 1e-9 of each feature's variance holds
     gmm = DiagGMM(2, reg_covar=1e-15, random_state=0, max_iter=50).fit(X)
-    np.testing.assert_allclose(gmm.covariances_.min(axis=0), 1e-9 * X.var(axis=0), rtol=1e-6)  # at the floor
+    np.testing.assert_allclose(
+        gmm.covariances_.min(axis=0), 1e-9 * X.var(axis=0), rtol=1e-6
+    )  # at the floor
     assert np.all(np.isfinite(gmm.score_samples(X)))
 
 

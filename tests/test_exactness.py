@@ -3,9 +3,9 @@
 import dask.array as da
 import numpy as np
 import pytest
+from conftest import mixture_data, start_values
 from sklearn.mixture import GaussianMixture
 
-from conftest import mixture_data, start_values
 from diaggmm_dist import DiagGMM
 
 CASES = {
@@ -28,7 +28,9 @@ def _assert_same_parameters(ours, ref, rtol=1e-8):
     for name in ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_"):
         ours_value, ref_value = getattr(ours, name), getattr(ref, name)
         scale = np.max(np.abs(ref_value))
-        np.testing.assert_allclose(ours_value, ref_value, rtol=rtol, atol=rtol * 1e-4 * scale, err_msg=name)
+        np.testing.assert_allclose(
+            ours_value, ref_value, rtol=rtol, atol=rtol * 1e-4 * scale, err_msg=name
+        )
     np.testing.assert_allclose(ours.lower_bound_, ref.lower_bound_, rtol=rtol)
 
 
@@ -36,7 +38,9 @@ def _assert_same_parameters(ours, ref, rtol=1e-8):
 def test_every_iteration_matches_sklearn(case):
     X, k = _data(case)
     w0, m0, p0 = start_values(X, k)
-    settings = dict(weights_init=w0, means_init=m0, precisions_init=p0, tol=0, max_iter=1, warm_start=True)
+    settings = dict(
+        weights_init=w0, means_init=m0, precisions_init=p0, tol=0, max_iter=1, warm_start=True
+    )
     ref = GaussianMixture(k, covariance_type="diag", **settings)
     ours = DiagGMM(k, chunk_size=701, **settings)
     for _ in range(8):
@@ -93,7 +97,11 @@ def test_float32_compute_agrees_with_float64():
 def test_results_do_not_depend_on_chunking():
     X, _ = mixture_data(5000, 4, 3, seed=3)
     fits = []
-    for data in (X, da.from_array(X, chunks=(5000, 4)), da.from_array(X, chunks=((100, 1900, 7, 2993), (2, 2)))):
+    for data in (
+        X,
+        da.from_array(X, chunks=(5000, 4)),
+        da.from_array(X, chunks=((100, 1900, 7, 2993), (2, 2))),
+    ):
         fits.append(DiagGMM(3, random_state=7, tol=0, max_iter=20).fit(data))
     fits.append(DiagGMM(3, random_state=7, tol=0, max_iter=20, chunk_size=333).fit(X))
     for other in fits[1:]:

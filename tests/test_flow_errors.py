@@ -12,10 +12,10 @@ import sys
 import numpy as np
 import pytest
 import zarr
+from prefect_harness import REPO, prefect_api, prefect_server, task_runs, wait_for  # noqa: F401
 
 from diaggmm_dist import DiagGMM
 from diaggmm_dist.io.synthetic import mixture_parameters, write_mixture_zarr
-from prefect_harness import REPO, prefect_api, prefect_server, task_runs, wait_for  # noqa: F401
 
 if str(REPO) not in sys.path:  # `flows` is a package at the repository root
     sys.path.insert(0, str(REPO))
@@ -45,16 +45,28 @@ def corrupt(tmp_path_factory):
     """
     root = tmp_path_factory.mktemp("corrupt")
     params = mixture_parameters(K, 4, seed=0, spread=1.5)
-    write_mixture_zarr(root / "blosc.zarr", ROWS, *params, chunk_rows=CHUNK_ROWS, seed=1, dtype="float64")
-    write_mixture_zarr(root / "clean.zarr", ROWS, *params, chunk_rows=CHUNK_ROWS, seed=1, dtype="float64")
+    write_mixture_zarr(
+        root / "blosc.zarr", ROWS, *params, chunk_rows=CHUNK_ROWS, seed=1, dtype="float64"
+    )
+    write_mixture_zarr(
+        root / "clean.zarr", ROWS, *params, chunk_rows=CHUNK_ROWS, seed=1, dtype="float64"
+    )
     values = zarr.open_array(str(root / "clean.zarr" / "X"), mode="r")[:]
-    zstd = zarr.create_array(str(root / "zstd.zarr"), shape=values.shape, chunks=(CHUNK_ROWS, 4), dtype="f8",
-                             compressors=[zarr.codecs.ZstdCodec()])
+    zstd = zarr.create_array(
+        str(root / "zstd.zarr"),
+        shape=values.shape,
+        chunks=(CHUNK_ROWS, 4),
+        dtype="f8",
+        compressors=[zarr.codecs.ZstdCodec()],
+    )
     zstd[:] = values
     garble(root / "blosc.zarr" / "X" / "c" / str(BAD_CHUNK) / "0")
     garble(root / "zstd.zarr" / "c" / str(BAD_CHUNK) / "0")
-    return {"blosc": str(root / "blosc.zarr" / "X"), "zstd": str(root / "zstd.zarr"),
-            "clean": str(root / "clean.zarr" / "X")}
+    return {
+        "blosc": str(root / "blosc.zarr" / "X"),
+        "zstd": str(root / "zstd.zarr"),
+        "clean": str(root / "clean.zarr" / "X"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -65,23 +77,42 @@ def cluster(local_cluster):
 def finished_task_runs(state, expected):
     """The flow run's task runs once ``expected`` of them are recorded with a state."""
     flow_run_id = state.state_details.flow_run_id
-    return wait_for(lambda: task_runs(flow_run_id), lambda r: len(r) >= expected and all(t.state_type for t in r),
-                    what=f"{expected} task runs")
+    return wait_for(
+        lambda: task_runs(flow_run_id),
+        lambda r: len(r) >= expected and all(t.state_type for t in r),
+        what=f"{expected} task runs",
+    )
 
 
 #: The error each corrupt store raises, as the flow re-raises it.
-ERRORS = {"blosc": (ValueError, rf"Zarr chunk c/{BAD_CHUNK}/0 of .*blosc\.zarr/X is corrupt"),
-          "zstd": (ValueError, (rf"Zarr chunk c/{BAD_CHUNK}/0 of .*zstd\.zarr is corrupt: zarr could not decode it "
-                                rf"\(RuntimeError: Zstd decompression error"))}
+ERRORS = {
+    "blosc": (ValueError, rf"Zarr chunk c/{BAD_CHUNK}/0 of .*blosc\.zarr/X is corrupt"),
+    "zstd": (
+        ValueError,
+        (
+            rf"Zarr chunk c/{BAD_CHUNK}/0 of .*zstd\.zarr is corrupt: zarr could not decode it "
+            rf"\(RuntimeError: Zstd decompression error"
+        ),
+    ),
+}
 
 
 @pytest.mark.parametrize("store", ["blosc", "zstd"])
-def test_train_on_a_corrupt_store_fails_at_the_first_attempt(prefect_api, corrupt, cluster, tmp_path, store):
+def test_train_on_a_corrupt_store_fails_at_the_first_attempt(
+    prefect_api, corrupt, cluster, tmp_path, store
+):
     from flows.train import train
 
     model_url = str(tmp_path / "model")
-    state = train(corrupt[store], K, model_url, scheduler_address=cluster, max_iter=20, dtype="float64",
-                  return_state=True)
+    state = train(
+        corrupt[store],
+        K,
+        model_url,
+        scheduler_address=cluster,
+        max_iter=20,
+        dtype="float64",
+        return_state=True,
+    )
     assert state.is_failed(), state
     error, match = ERRORS[store]
     with pytest.raises(error, match=match):
@@ -94,13 +125,20 @@ def test_train_on_a_corrupt_store_fails_at_the_first_attempt(prefect_api, corrup
 
 
 @pytest.mark.parametrize("store", ["blosc", "zstd"])
-def test_score_on_a_corrupt_store_fails_at_the_first_attempt(prefect_api, corrupt, cluster, tmp_path, store):
+def test_score_on_a_corrupt_store_fails_at_the_first_attempt(
+    prefect_api, corrupt, cluster, tmp_path, store
+):
     from flows.score import score
 
     model_url = str(tmp_path / "model")
     DiagGMM(K, max_iter=5, random_state=0).fit(corrupt["clean"]).save(model_url)
-    state = score(model_url, corrupt[store], str(tmp_path / "scores"), scheduler_address=cluster,
-                  return_state=True)
+    state = score(
+        model_url,
+        corrupt[store],
+        str(tmp_path / "scores"),
+        scheduler_address=cluster,
+        return_state=True,
+    )
     assert state.is_failed(), state
     error, match = ERRORS[store]
     with pytest.raises(error, match=match):
@@ -119,13 +157,29 @@ def test_only_errors_a_retry_may_cure_are_transient(local_cluster):
     from diaggmm_dist.io.model_store import ModelStoreError
     from flows.tasks import CheckpointDidNotAdvance, is_transient
 
-    transient = [OSError("EIO"), ConnectionResetError("reset"), TimeoutError("slow"), CommClosedError("closed"),
-                 SchedulerUnreachableError("nobody"), KilledWorker("task", "worker", 3)]
-    permanent = [ValueError("corrupt chunk"), TypeError("bad type"), CheckpointMismatchError("other run"),
-                 ModelStoreError("bad model"), RuntimeError("Zstd decompression error"), FloatingPointError("nan"),
-                 FileNotFoundError("missing"), FileExistsError("taken"), NotADirectoryError("file"),
-                 PermissionError("forbidden"), NotImplementedError("no"), CheckpointDidNotAdvance("defect"),
-                 KeyError("x")]
+    transient = [
+        OSError("EIO"),
+        ConnectionResetError("reset"),
+        TimeoutError("slow"),
+        CommClosedError("closed"),
+        SchedulerUnreachableError("nobody"),
+        KilledWorker("task", "worker", 3),
+    ]
+    permanent = [
+        ValueError("corrupt chunk"),
+        TypeError("bad type"),
+        CheckpointMismatchError("other run"),
+        ModelStoreError("bad model"),
+        RuntimeError("Zstd decompression error"),
+        FloatingPointError("nan"),
+        FileNotFoundError("missing"),
+        FileExistsError("taken"),
+        NotADirectoryError("file"),
+        PermissionError("forbidden"),
+        NotImplementedError("no"),
+        CheckpointDidNotAdvance("defect"),
+        KeyError("x"),
+    ]
     assert [error for error in transient if not is_transient(error)] == []
     assert [error for error in permanent if is_transient(error)] == []
 
@@ -137,7 +191,9 @@ def test_a_worker_error_arrives_in_the_flow_as_it_was_raised(local_cluster):
     from flows.tasks import is_transient
 
     def read_chunk(kind):
-        raise {"value": ValueError, "os": ConnectionResetError}[kind](f"{kind} error on chunk c/5/0")
+        raise {"value": ValueError, "os": ConnectionResetError}[kind](
+            f"{kind} error on chunk c/5/0"
+        )
 
     with Client(local_cluster.scheduler_address, set_as_default=False) as client:
         for kind, transient in (("value", False), ("os", True)):

@@ -19,12 +19,21 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import zarr
+from prefect_harness import (
+    REPO,
+    artifacts,
+    background,
+    flush_logs,
+    logs,
+    prefect_server,  # noqa: F401
+    read_deployment,
+    task_runs,
+    wait_for,
+)
 
 from diaggmm_dist import DiagGMM
 from diaggmm_dist.io.registry import ModelRegistry, RegistryError, UnknownVersionError
 from diaggmm_dist.io.synthetic import mixture_parameters, write_mixture_zarr
-from prefect_harness import (REPO, artifacts, background, flush_logs, logs, prefect_api, prefect_server,  # noqa: F401
-                             read_deployment, task_runs, wait_for)
 
 if str(REPO) not in sys.path:  # `flows` is a package at the repository root
     sys.path.insert(0, str(REPO))
@@ -42,13 +51,26 @@ def stores(tmp_path_factory):
     weights, means, covariances = mixture_parameters(K, 4, seed=0, spread=1.5)
 
     def write(name, seed, shift=0.0):
-        path = write_mixture_zarr(root / name, 20_000, weights, means + shift, covariances, chunk_rows=2500,
-                                  seed=seed, dtype="float64")
+        path = write_mixture_zarr(
+            root / name,
+            20_000,
+            weights,
+            means + shift,
+            covariances,
+            chunk_rows=2500,
+            seed=seed,
+            dtype="float64",
+        )
         return f"{path}/X"
 
-    return SimpleNamespace(root=root, train=write("train.zarr", 1), new=write("new.zarr", 2),
-                           holdout=write("holdout.zarr", 3), holdout_shifted=write("holdout-shifted.zarr", 4, 1.0),
-                           shifted=write("shifted.zarr", 5, 4.0))
+    return SimpleNamespace(
+        root=root,
+        train=write("train.zarr", 1),
+        new=write("new.zarr", 2),
+        holdout=write("holdout.zarr", 3),
+        holdout_shifted=write("holdout-shifted.zarr", 4, 1.0),
+        shifted=write("shifted.zarr", 5, 4.0),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +96,11 @@ def assert_same_model(a, b):
 
 def completed_task_runs(flow_run_id, expected):
     """Names of the flow run's task runs once ``expected`` of them are recorded (they arrive as events)."""
-    runs = wait_for(lambda: task_runs(flow_run_id), lambda r: len(r) >= expected and all(t.state_type for t in r),
-                    what=f"{expected} task runs")
+    runs = wait_for(
+        lambda: task_runs(flow_run_id),
+        lambda r: len(r) >= expected and all(t.state_type for t in r),
+        what=f"{expected} task runs",
+    )
     return runs
 
 
@@ -88,8 +113,11 @@ def scheduler_transitions(address):
 
 def run_logs(flow_run_id, needle, min_level=logging.INFO):
     flush_logs()
-    return wait_for(lambda: [entry for entry in logs(flow_run_id, min_level) if needle in entry.message],
-                    bool, what=f"a log line containing {needle!r}")
+    return wait_for(
+        lambda: [entry for entry in logs(flow_run_id, min_level) if needle in entry.message],
+        bool,
+        what=f"a log line containing {needle!r}",
+    )
 
 
 # --------------------------------------------------------------------------------------- train
@@ -108,9 +136,15 @@ def data_passes(monkeypatch, fail_at=None):
 
     def counted(*args, **kwargs):
         context = TaskRunContext.get()
-        name, attempt = (context.task_run.name, context.task_run.run_count) if context else (None, None)
+        name, attempt = (
+            (context.task_run.name, context.task_run.run_count) if context else (None, None)
+        )
         passes.append((name, attempt))
-        if fail_at is not None and (name, attempt) == (fail_at[0], 1) and passes.count((name, 1)) == fail_at[1]:
+        if (
+            fail_at is not None
+            and (name, attempt) == (fail_at[0], 1)
+            and passes.count((name, 1)) == fail_at[1]
+        ):
             raise OSError("injected: the object store dropped the connection")
         return real(*args, **kwargs)
 
@@ -120,12 +154,17 @@ def data_passes(monkeypatch, fail_at=None):
 
 def em_blocks(runs):
     """(first, last) of the flow run's ``em-iterations-{first}-{last}`` task runs, in order."""
-    return sorted(tuple(int(v) for v in run.name.split("-")[2:4]) for run in runs
-                  if run.name.startswith("em-iterations-"))
+    return sorted(
+        tuple(int(v) for v in run.name.split("-")[2:4])
+        for run in runs
+        if run.name.startswith("em-iterations-")
+    )
 
 
 def convergence_artifact(flow_run_id, key="train-convergence"):
-    (artifact,) = wait_for(lambda: artifacts(flow_run_id), lambda a: len(a) == 1, what="the convergence artifact")
+    (artifact,) = wait_for(
+        lambda: artifacts(flow_run_id), lambda a: len(a) == 1, what="the convergence artifact"
+    )
     assert (artifact.key, artifact.type) == (key, "table")
     return json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
 
@@ -135,14 +174,19 @@ def test_em_block_size_fills_the_time_per_task():
 
     assert block_size(60, None, 100) == 1  # nothing timed yet: one iteration, to time it
     assert block_size(60, 2.0, 100) == 30 and block_size(60, 0.7, 1000) == 85
-    assert block_size(60, 90.0, 100) == 1 and block_size(0, 0.01, 100) == 1  # at least one; 0: one per task
+    assert (
+        block_size(60, 90.0, 100) == 1 and block_size(0, 0.01, 100) == 1
+    )  # at least one; 0: one per task
     assert block_size(60, 0.0, 10**9) == 60_000_000
     assert block_size(60, 2.0, 7) == 7  # no more than remain
-    assert block_size(60, 2.0, 45) == 45 and block_size(60, 2.0, 46) == 30  # a tail of <= half a block joins
+    assert (
+        block_size(60, 2.0, 45) == 45 and block_size(60, 2.0, 46) == 30
+    )  # a tail of <= half a block joins
 
 
-def test_train_flow_saves_the_library_fit_and_publishes_its_convergence_table(prefect_api, stores, plain, cluster,
-                                                                                tmp_path, monkeypatch):
+def test_train_flow_saves_the_library_fit_and_publishes_its_convergence_table(
+    prefect_api, stores, plain, cluster, tmp_path, monkeypatch
+):
     from flows.train import train
 
     model_url = str(tmp_path / "model")
@@ -157,9 +201,17 @@ def test_train_flow_saves_the_library_fit_and_publishes_its_convergence_table(pr
     assert saved.get_params() == plain.model.get_params()
     seconds = result.pop("seconds_per_iteration")
     assert seconds > 0
-    assert result == {"model_url": model_url, "checkpoint_url": model_url + ".checkpoint", "n_iter": plain.model.n_iter_,
-                      "converged": True, "lower_bound": pytest.approx(plain.model.lower_bound_, rel=1e-10)}
-    assert zarr.open_group(model_url + ".checkpoint", mode="r").attrs["format"] == "diaggmm-dist-checkpoint"
+    assert result == {
+        "model_url": model_url,
+        "checkpoint_url": model_url + ".checkpoint",
+        "n_iter": plain.model.n_iter_,
+        "converged": True,
+        "lower_bound": pytest.approx(plain.model.lower_bound_, rel=1e-10),
+    }
+    assert (
+        zarr.open_group(model_url + ".checkpoint", mode="r").attrs["format"]
+        == "diaggmm-dist-checkpoint"
+    )
 
     # Blocks: one iteration to time it, then (iterations of a few ms, 60 s per task) all the rest in one task,
     # planned up to max_iter and ended by convergence; that block saves the model (no save-model task).
@@ -177,8 +229,12 @@ def test_train_flow_saves_the_library_fit_and_publishes_its_convergence_table(pr
 
     table = convergence_artifact(flow_run_id)
     assert [row["iteration"] for row in table] == list(range(1, n + 1))
-    np.testing.assert_allclose([row["lower_bound"] for row in table], plain.model.lower_bounds_, rtol=1e-10)
-    np.testing.assert_allclose([row["change"] for row in table[1:]], np.diff(plain.model.lower_bounds_), rtol=1e-8)
+    np.testing.assert_allclose(
+        [row["lower_bound"] for row in table], plain.model.lower_bounds_, rtol=1e-10
+    )
+    np.testing.assert_allclose(
+        [row["change"] for row in table[1:]], np.diff(plain.model.lower_bounds_), rtol=1e-8
+    )
     assert all(row["seconds"] > 0 for row in table) and table[0]["change"] is None
     assert seconds == pytest.approx(np.mean([row["seconds"] for row in table]))
 
@@ -189,37 +245,64 @@ def test_train_flow_saves_the_library_fit_and_publishes_its_convergence_table(pr
     assert line.task_run_id == next(run.id for run in runs if run.name == last_block)
 
 
-def test_seconds_per_task_zero_runs_one_task_per_iteration(prefect_api, stores, plain, cluster, tmp_path):
+def test_seconds_per_task_zero_runs_one_task_per_iteration(
+    prefect_api, stores, plain, cluster, tmp_path
+):
     from flows.train import train
 
     model_url = str(tmp_path / "model")
-    state = train(stores.train, K, model_url, scheduler_address=cluster, seconds_per_task=0, return_state=True, **FIT)
+    state = train(
+        stores.train,
+        K,
+        model_url,
+        scheduler_address=cluster,
+        seconds_per_task=0,
+        return_state=True,
+        **FIT,
+    )
     assert state.is_completed(), state
     assert_same_model(DiagGMM.load(model_url), plain.model)
     n = plain.model.n_iter_
-    assert em_blocks(completed_task_runs(state.state_details.flow_run_id, n + 1)) == [(i, i) for i in range(1, n + 1)]
+    assert em_blocks(completed_task_runs(state.state_details.flow_run_id, n + 1)) == [
+        (i, i) for i in range(1, n + 1)
+    ]
     table = convergence_artifact(state.state_details.flow_run_id)
     assert [row["iteration"] for row in table] == list(range(1, n + 1))
     assert all(row["seconds"] > 0 for row in table)
 
-    bad = train(stores.train, K, str(tmp_path / "other"), scheduler_address=cluster, seconds_per_task=-1,
-                return_state=True, **FIT)
+    bad = train(
+        stores.train,
+        K,
+        str(tmp_path / "other"),
+        scheduler_address=cluster,
+        seconds_per_task=-1,
+        return_state=True,
+        **FIT,
+    )
     assert bad.is_failed()
     with pytest.raises(ValueError, match="seconds_per_task must be a finite number >= 0"):
         bad.result()
     assert not (tmp_path / "other").exists() and not (tmp_path / "other.checkpoint").exists()
 
 
-def test_a_failed_iteration_is_retried_and_resumes_from_the_checkpoint(prefect_api, stores, plain, cluster, tmp_path,
-                                                                       monkeypatch):
+def test_a_failed_iteration_is_retried_and_resumes_from_the_checkpoint(
+    prefect_api, stores, plain, cluster, tmp_path, monkeypatch
+):
     from flows.train import train
 
     # The block 2..max_iter fails at its second pass (iteration 3), after iteration 2 was checkpointed.
     block = f"em-iterations-2-{FIT['max_iter']}"
     passes = data_passes(monkeypatch, fail_at=(block, 2))
     model_url, checkpoint_url = str(tmp_path / "model"), str(tmp_path / "run.checkpoint")
-    state = train(stores.train, K, model_url, checkpoint_url=checkpoint_url, scheduler_address=cluster,
-                  return_state=True, **FIT)
+    state = train(
+        stores.train,
+        K,
+        model_url,
+        checkpoint_url=checkpoint_url,
+        scheduler_address=cluster,
+        return_state=True,
+        **FIT,
+    )
     assert state.is_completed(), state
     assert_same_model(DiagGMM.load(model_url), plain.model)
     n = plain.model.n_iter_
@@ -238,10 +321,20 @@ def test_a_failed_iteration_is_retried_and_resumes_from_the_checkpoint(prefect_a
     # Run again: the checkpoint says the fit is done, so no iteration runs and save-model saves the same model.
     shutil.rmtree(model_url)
     passes_before = len(passes)
-    again = train(stores.train, K, model_url, checkpoint_url=checkpoint_url, scheduler_address=cluster,
-                  return_state=True, **FIT)
+    again = train(
+        stores.train,
+        K,
+        model_url,
+        checkpoint_url=checkpoint_url,
+        scheduler_address=cluster,
+        return_state=True,
+        **FIT,
+    )
     assert again.is_completed()
-    names = sorted(run.name.rsplit("-", 1)[0] for run in completed_task_runs(again.state_details.flow_run_id, 2))
+    names = sorted(
+        run.name.rsplit("-", 1)[0]
+        for run in completed_task_runs(again.state_details.flow_run_id, 2)
+    )
     assert names == ["initialise", "save-model"], names
     assert passes[passes_before:] == []  # no data pass
     assert_same_model(DiagGMM.load(model_url), plain.model)
@@ -250,8 +343,13 @@ def test_a_failed_iteration_is_retried_and_resumes_from_the_checkpoint(prefect_a
 def test_wrong_input_fails_the_flow_at_once_without_retries(prefect_api, stores, cluster, tmp_path):
     from flows.train import train
 
-    state = train(str(tmp_path / "missing.zarr/X"), K, str(tmp_path / "model"), scheduler_address=cluster,
-                  return_state=True)
+    state = train(
+        str(tmp_path / "missing.zarr/X"),
+        K,
+        str(tmp_path / "model"),
+        scheduler_address=cluster,
+        return_state=True,
+    )
     assert state.is_failed()
     with pytest.raises(FileNotFoundError, match="No Zarr array found"):
         state.result()
@@ -265,19 +363,30 @@ def test_wrong_input_fails_the_flow_at_once_without_retries(prefect_api, stores,
 def separated(stores):
     """A Zarr array of a well-separated 4-component mixture in 3-D."""
     weights, means, covariances = mixture_parameters(4, 3, seed=0, spread=8.0)
-    path = write_mixture_zarr(stores.root / "separated.zarr", 8000, weights, means, covariances, chunk_rows=2000,
-                              seed=0, dtype="float64")
+    path = write_mixture_zarr(
+        stores.root / "separated.zarr",
+        8000,
+        weights,
+        means,
+        covariances,
+        chunk_rows=2000,
+        seed=0,
+        dtype="float64",
+    )
     return f"{path}/X"
 
 
-def test_train_chooses_k_among_candidates_and_publishes_the_table_and_the_plot(prefect_api, separated, cluster,
-                                                                             tmp_path):
+def test_train_chooses_k_among_candidates_and_publishes_the_table_and_the_plot(
+    prefect_api, separated, cluster, tmp_path
+):
     from diaggmm_dist import select_n_components
     from flows.train import train
 
     candidates = [1, 2, 4, 6]
     model_url = str(tmp_path / "model")
-    state = train(separated, candidates, model_url, scheduler_address=cluster, return_state=True, **FIT)
+    state = train(
+        separated, candidates, model_url, scheduler_address=cluster, return_state=True, **FIT
+    )
     assert state.is_completed(), state
     result = state.result()
     assert result["n_components"] == 4 and result["criterion"] == "bic"
@@ -291,10 +400,14 @@ def test_train_chooses_k_among_candidates_and_publishes_the_table_and_the_plot(p
     table = result["table"]
     assert [row["n_components"] for row in table] == candidates
     assert [row["chosen"] for row in table] == [k == 4 for k in candidates]
-    np.testing.assert_allclose([row["bic"] for row in table], [row["bic"] for row in expected.table], rtol=1e-10)
+    np.testing.assert_allclose(
+        [row["bic"] for row in table], [row["bic"] for row in expected.table], rtol=1e-10
+    )
     assert min(table, key=lambda row: row["bic"])["n_components"] == 4
     assert all(row["heldout_log_likelihood"] is not None for row in table)
-    assert os.path.exists(model_url + ".checkpoint")  # every candidate's state, for a retry to resume
+    assert os.path.exists(
+        model_url + ".checkpoint"
+    )  # every candidate's state, for a retry to resume
 
     # the plot, next to the model
     png = model_url + ".bic.png"
@@ -305,15 +418,29 @@ def test_train_chooses_k_among_candidates_and_publishes_the_table_and_the_plot(p
     flow_run_id = state.state_details.flow_run_id
     names = sorted(run.name.rsplit("-", 1)[0] for run in completed_task_runs(flow_run_id, 2))
     assert names == ["plot-selection", "select-n-components"], names
-    found = {a.key: a for a in wait_for(lambda: artifacts(flow_run_id), lambda a: len(a) == 2,
-                                        what="the selection artifacts")}
+    found = {
+        a.key: a
+        for a in wait_for(
+            lambda: artifacts(flow_run_id), lambda a: len(a) == 2, what="the selection artifacts"
+        )
+    }
     assert set(found) == {"train-selection", "train-selection-summary"}
     rows = found["train-selection"].data
     rows = json.loads(rows) if isinstance(rows, str) else rows
     assert found["train-selection"].type == "table"
     assert [row["n_components"] for row in rows] == candidates
-    assert {"lower_bound", "log_likelihood", "bic", "aic", "heldout_log_likelihood", "n_iter", "converged"} <= set(rows[0])
-    np.testing.assert_allclose([row["bic"] for row in rows], [row["bic"] for row in table], rtol=1e-12)
+    assert {
+        "lower_bound",
+        "log_likelihood",
+        "bic",
+        "aic",
+        "heldout_log_likelihood",
+        "n_iter",
+        "converged",
+    } <= set(rows[0])
+    np.testing.assert_allclose(
+        [row["bic"] for row in rows], [row["bic"] for row in table], rtol=1e-12
+    )
     summary = found["train-selection-summary"]
     assert summary.type == "markdown"
     assert "K = 4" in summary.data and "| 4 **(chosen)** |" in summary.data and png in summary.data
@@ -321,8 +448,9 @@ def test_train_chooses_k_among_candidates_and_publishes_the_table_and_the_plot(p
     assert line.task_run_id is not None
 
 
-def test_without_matplotlib_the_choice_of_k_is_published_without_the_plot(prefect_api, separated, cluster, tmp_path,
-                                                                         monkeypatch):
+def test_without_matplotlib_the_choice_of_k_is_published_without_the_plot(
+    prefect_api, separated, cluster, tmp_path, monkeypatch
+):
     import flows.tasks
     from flows.train import train
 
@@ -336,22 +464,45 @@ def test_without_matplotlib_the_choice_of_k_is_published_without_the_plot(prefec
     assert sorted(os.listdir(tmp_path)) == ["model", "model.checkpoint"]  # no plot
     flow_run_id = state.state_details.flow_run_id
     run_logs(flow_run_id, "matplotlib is not installed")
-    found = {a.key: a for a in wait_for(lambda: artifacts(flow_run_id), lambda a: len(a) == 2,
-                                        what="the selection artifacts")}
+    found = {
+        a.key: a
+        for a in wait_for(
+            lambda: artifacts(flow_run_id), lambda a: len(a) == 2, what="the selection artifacts"
+        )
+    }
     assert "not written (matplotlib is not installed)" in found["train-selection-summary"].data
 
 
-@pytest.mark.parametrize("n_components, extra, error, message", [
-    ([], {}, ValueError, "n_components is an empty list"),
-    ([2, 0, 4], {}, ValueError, r"integers >= 1; got \[0\]"),
-    ([2, 4, 2], {}, ValueError, r"lists \[2\] more than once"),
-    ([2, 4], {"criterion": "loglik"}, ValueError, "criterion must be one of 'bic', 'aic', 'heldout'"),
-    (3, {"criterion": "BIC"}, ValueError, "criterion must be one of"),
-    ([2, 4], {"heldout_fraction": 1.0}, ValueError, r"heldout_fraction must be a number in \[0, 1\)"),
-    ([2, 4], {"criterion": "heldout", "heldout_fraction": 0}, ValueError, "needs held-out rows"),
-])
-def test_a_wrong_choice_of_k_is_refused_before_any_work(prefect_api, stores, tmp_path, n_components, extra, error,
-                                                         message):
+@pytest.mark.parametrize(
+    "n_components, extra, error, message",
+    [
+        ([], {}, ValueError, "n_components is an empty list"),
+        ([2, 0, 4], {}, ValueError, r"integers >= 1; got \[0\]"),
+        ([2, 4, 2], {}, ValueError, r"lists \[2\] more than once"),
+        (
+            [2, 4],
+            {"criterion": "loglik"},
+            ValueError,
+            "criterion must be one of 'bic', 'aic', 'heldout'",
+        ),
+        (3, {"criterion": "BIC"}, ValueError, "criterion must be one of"),
+        (
+            [2, 4],
+            {"heldout_fraction": 1.0},
+            ValueError,
+            r"heldout_fraction must be a number in \[0, 1\)",
+        ),
+        (
+            [2, 4],
+            {"criterion": "heldout", "heldout_fraction": 0},
+            ValueError,
+            "needs held-out rows",
+        ),
+    ],
+)
+def test_a_wrong_choice_of_k_is_refused_before_any_work(
+    prefect_api, stores, tmp_path, n_components, extra, error, message
+):
     from flows.train import train
 
     model_url = tmp_path / "model"
@@ -364,23 +515,40 @@ def test_a_wrong_choice_of_k_is_refused_before_any_work(prefect_api, stores, tmp
 
 
 # --------------------------------------------------------------------------------------- score
-def test_score_flow_writes_labels_responsibilities_and_log_likelihoods(prefect_api, stores, plain, cluster, tmp_path):
+def test_score_flow_writes_labels_responsibilities_and_log_likelihoods(
+    prefect_api, stores, plain, cluster, tmp_path
+):
     from flows.score import score
 
     X = zarr.open_array(stores.holdout, mode="r")[...]
     X[5, 2] = np.nan
-    source = zarr.create_array(str(tmp_path / "input.zarr"), shape=X.shape, chunks=(2500, X.shape[1]), dtype="float64")
+    source = zarr.create_array(
+        str(tmp_path / "input.zarr"), shape=X.shape, chunks=(2500, X.shape[1]), dtype="float64"
+    )
     source[...] = X
     out_url = str(tmp_path / "scores.zarr")
     summary = score(plain.url, str(tmp_path / "input.zarr"), out_url, scheduler_address=cluster)
-    assert summary["n_rows"] == X.shape[0] and summary["arrays"] == ["labels", "max_resp", "log_likelihood"]
+    assert summary["n_rows"] == X.shape[0] and summary["arrays"] == [
+        "labels",
+        "max_resp",
+        "log_likelihood",
+    ]
 
     group = zarr.open_group(out_url, mode="r")
-    labels, max_resp, log_likelihood = (group[name][...] for name in ("labels", "max_resp", "log_likelihood"))
-    assert (labels.dtype, max_resp.dtype, log_likelihood.dtype) == (np.int16, np.float32, np.float64)
+    labels, max_resp, log_likelihood = (
+        group[name][...] for name in ("labels", "max_resp", "log_likelihood")
+    )
+    assert (labels.dtype, max_resp.dtype, log_likelihood.dtype) == (
+        np.int16,
+        np.float32,
+        np.float64,
+    )
     for name in ("labels", "max_resp", "log_likelihood"):
         chunk = group[name].chunks[0]
-        assert chunk == summary["chunk_rows"] and chunk % 2500 == 0, (name, chunk)  # whole input chunks
+        assert chunk == summary["chunk_rows"] and chunk % 2500 == 0, (
+            name,
+            chunk,
+        )  # whole input chunks
     ok = np.isfinite(X).all(axis=1)
     assert labels[5] == -1 and np.isnan(log_likelihood[5]) and ok.sum() == X.shape[0] - 1
     model = plain.model
@@ -390,7 +558,9 @@ def test_score_flow_writes_labels_responsibilities_and_log_likelihoods(prefect_a
 
 
 # ------------------------------------------------------------------------------------- retrain
-def test_retrain_promotes_models_that_are_not_worse_and_warns_on_drift(prefect_api, stores, cluster, tmp_path):
+def test_retrain_promotes_models_that_are_not_worse_and_warns_on_drift(
+    prefect_api, stores, cluster, tmp_path
+):
     from flows.retrain import retrain
 
     root = str(tmp_path / "registry")
@@ -404,15 +574,25 @@ def test_retrain_promotes_models_that_are_not_worse_and_warns_on_drift(prefect_a
     version, model = registry.current()
     assert version == "v0001" and model.n_components == K
     meta = registry.metadata("v0001")
-    assert meta["data_url"] == stores.train and meta["holdout_url"] == stores.holdout and meta["parent"] is None
+    assert (
+        meta["data_url"] == stores.train
+        and meta["holdout_url"] == stores.holdout
+        and meta["parent"] is None
+    )
     assert meta["holdout_mean_log_likelihood"] == pytest.approx(first["new_score"], rel=1e-12)
-    assert meta["holdout_mean_log_likelihood"] == pytest.approx(model.score(stores.holdout), rel=1e-9)
+    assert meta["holdout_mean_log_likelihood"] == pytest.approx(
+        model.score(stores.holdout), rel=1e-9
+    )
 
     # 2. new data, same distribution: warm start from v0001; not worse on the holdout, so promoted
     state = retrain(root, stores.new, stores.holdout, margin=0.01, return_state=True, **common)
     second = state.result()
-    assert second["promoted"] == "v0002" and second["parent"] == "v0001" and second["drift"] is False
-    assert second["old_score"] == pytest.approx(first["new_score"], rel=1e-9)  # v0001 on the same holdout
+    assert (
+        second["promoted"] == "v0002" and second["parent"] == "v0001" and second["drift"] is False
+    )
+    assert second["old_score"] == pytest.approx(
+        first["new_score"], rel=1e-9
+    )  # v0001 on the same holdout
     assert second["new_score"] >= second["old_score"] - 0.01
     assert registry.versions() == ["v0001", "v0002"] and registry.current()[0] == "v0002"
     assert registry.metadata("v0002")["parent"] == "v0001"
@@ -420,7 +600,14 @@ def test_retrain_promotes_models_that_are_not_worse_and_warns_on_drift(prefect_a
 
     # 3. the world shifted: v0002 scores far below its promotion score (drift), and the model fitted
     #    on the newest (even more shifted) data is worse still, so it is not promoted
-    state = retrain(root, stores.shifted, stores.holdout_shifted, drift_threshold=0.5, return_state=True, **common)
+    state = retrain(
+        root,
+        stores.shifted,
+        stores.holdout_shifted,
+        drift_threshold=0.5,
+        return_state=True,
+        **common,
+    )
     third = state.result()
     assert third["drift"] is True and third["promoted"] is None and third["current"] == "v0002"
     assert third["new_score"] < third["old_score"]
@@ -428,24 +615,47 @@ def test_retrain_promotes_models_that_are_not_worse_and_warns_on_drift(prefect_a
     assert registry.versions() == ["v0001", "v0002"] and registry.current()[0] == "v0002"
     (warning,) = run_logs(state.state_details.flow_run_id, "DRIFT", min_level=logging.WARNING)
     assert "v0002" in warning.message and warning.level == logging.WARNING
-    decision = [a for a in wait_for(lambda: artifacts(state.state_details.flow_run_id), lambda a: len(a) == 2,
-                                    what="the retrain artifacts") if a.key == "retrain-decision"]
+    decision = [
+        a
+        for a in wait_for(
+            lambda: artifacts(state.state_details.flow_run_id),
+            lambda a: len(a) == 2,
+            what="the retrain artifacts",
+        )
+        if a.key == "retrain-decision"
+    ]
     assert len(decision) == 1
 
 
-def test_retrain_online_folds_new_partitions_into_the_current_model(prefect_api, stores, cluster, tmp_path):
+def test_retrain_online_folds_new_partitions_into_the_current_model(
+    prefect_api, stores, cluster, tmp_path
+):
     from flows.retrain import FROM_SCRATCH, retrain
 
-    more = write_mixture_zarr(tmp_path / "more.zarr", 20_000, *mixture_parameters(K, 4, seed=0, spread=1.5),
-                              chunk_rows=2500, seed=6, dtype="float64") + "/X"
+    more = (
+        write_mixture_zarr(
+            tmp_path / "more.zarr",
+            20_000,
+            *mixture_parameters(K, 4, seed=0, spread=1.5),
+            chunk_rows=2500,
+            seed=6,
+            dtype="float64",
+        )
+        + "/X"
+    )
     root = str(tmp_path / "registry")
     registry = ModelRegistry(root)
     common = dict(n_components=K, scheduler_address=cluster, mode="online")
 
     def assert_same_online_model(got, expected):
         for name in ("weights_", "means_", "covariances_", "running_statistics_", "running_shift_"):
-            np.testing.assert_allclose(getattr(got, name), getattr(expected, name), rtol=1e-10, err_msg=name)
-        assert (got.n_batches_seen_, got.n_samples_seen_) == (expected.n_batches_seen_, expected.n_samples_seen_)
+            np.testing.assert_allclose(
+                getattr(got, name), getattr(expected, name), rtol=1e-10, err_msg=name
+            )
+        assert (got.n_batches_seen_, got.n_samples_seen_) == (
+            expected.n_batches_seen_,
+            expected.n_samples_seen_,
+        )
 
     def fold_tasks(state, expected_runs):
         runs = completed_task_runs(state.state_details.flow_run_id, expected_runs)
@@ -455,17 +665,35 @@ def test_retrain_online_folds_new_partitions_into_the_current_model(prefect_api,
     # 1. empty registry: a new model initialised on the first partition, the second folded in after it
     state = retrain(root, [stores.train, stores.new], stores.holdout, return_state=True, **common)
     first = state.result()
-    assert (first["promoted"], first["mode"], first["n_batches_seen"], first["parent"]) == ("v0001", "online", 2, None)
+    assert (first["promoted"], first["mode"], first["n_batches_seen"], first["parent"]) == (
+        "v0001",
+        "online",
+        2,
+        None,
+    )
     expected = DiagGMM(K, **FROM_SCRATCH).partial_fit(stores.train).partial_fit(stores.new)
     version, model = registry.current()
     assert version == "v0001"
     assert_same_online_model(model, expected)
     meta = registry.metadata("v0001")
-    assert meta["mode"] == "online" and meta["data_urls"] == [stores.train, stores.new] and meta["data_url"] is None
-    assert meta["holdout_mean_log_likelihood"] == pytest.approx(model.score(stores.holdout), rel=1e-9)
+    assert (
+        meta["mode"] == "online"
+        and meta["data_urls"] == [stores.train, stores.new]
+        and meta["data_url"] is None
+    )
+    assert meta["holdout_mean_log_likelihood"] == pytest.approx(
+        model.score(stores.holdout), rel=1e-9
+    )
     assert fold_tasks(state, 5) == ["fold-partition-0", "fold-partition-1"]
-    table = [a for a in wait_for(lambda: artifacts(state.state_details.flow_run_id), lambda a: len(a) == 2,
-                                 what="the retrain artifacts") if a.key == "retrain-online"][0].data
+    table = [
+        a
+        for a in wait_for(
+            lambda: artifacts(state.state_details.flow_run_id),
+            lambda a: len(a) == 2,
+            what="the retrain artifacts",
+        )
+        if a.key == "retrain-online"
+    ][0].data
     table = json.loads(table) if isinstance(table, str) else table
     assert [row["n_batches_seen"] for row in table] == [1, 2] and table[0]["step_size"] == 1.0
 
@@ -480,9 +708,15 @@ def test_retrain_online_folds_new_partitions_into_the_current_model(prefect_api,
     run_logs(state.state_details.flow_run_id, "folding new data into the current model v0001")
 
     with pytest.raises(ValueError, match="mode='refit' fits one data set, got 2 data URLs"):
-        retrain(root, [stores.train, more], stores.holdout, n_components=K, scheduler_address=cluster)
-    with pytest.raises(ValueError, match=r"mode must be one of \('refit', 'online'\), got 'stream'"):
-        retrain(root, more, stores.holdout, n_components=K, scheduler_address=cluster, mode="stream")
+        retrain(
+            root, [stores.train, more], stores.holdout, n_components=K, scheduler_address=cluster
+        )
+    with pytest.raises(
+        ValueError, match=r"mode must be one of \('refit', 'online'\), got 'stream'"
+    ):
+        retrain(
+            root, more, stores.holdout, n_components=K, scheduler_address=cluster, mode="stream"
+        )
     assert registry.versions() == ["v0001", "v0002"]
 
 
@@ -491,18 +725,36 @@ def test_served_retrain_deployment_runs_on_request_and_promotes(prefect_api, sto
     from prefect.deployments import run_deployment
 
     root = str(tmp_path / "registry")
-    command = [sys.executable, "-c",
-               "from flows.retrain import retrain; retrain.serve(name='retrain-test', cron='0 3 * * 1')"]
+    command = [
+        sys.executable,
+        "-c",
+        "from flows.retrain import retrain; retrain.serve(name='retrain-test', cron='0 3 * * 1')",
+    ]
     log = tmp_path / "serve.log"
-    with background(command, env=prefect_api.env(PREFECT_RUNNER_POLL_FREQUENCY="1"), log=log) as process:
-        deployment = wait_for(lambda: read_deployment("retrain/retrain-test") if process.poll() is None else "exited",
-                              lambda d: d is not None, timeout=90, what="the served deployment")
+    with background(
+        command, env=prefect_api.env(PREFECT_RUNNER_POLL_FREQUENCY="1"), log=log
+    ) as process:
+        deployment = wait_for(
+            lambda: read_deployment("retrain/retrain-test") if process.poll() is None else "exited",
+            lambda d: d is not None,
+            timeout=90,
+            what="the served deployment",
+        )
         assert deployment != "exited", log.read_text()[-3000:]
         assert [s.schedule.cron for s in deployment.schedules] == ["0 3 * * 1"]
         # No scheduler address: the flow run starts its own LocalCluster.
-        flow_run = run_deployment(name="retrain/retrain-test", timeout=240, poll_interval=1,
-                                  parameters={"registry_url": root, "data_url": stores.train,
-                                              "holdout_url": stores.holdout, "n_components": K, "max_iter": 25})
+        flow_run = run_deployment(
+            name="retrain/retrain-test",
+            timeout=240,
+            poll_interval=1,
+            parameters={
+                "registry_url": root,
+                "data_url": stores.train,
+                "holdout_url": stores.holdout,
+                "n_components": K,
+                "max_iter": 25,
+            },
+        )
         assert flow_run.state.is_completed(), (flow_run.state, log.read_text()[-5000:])
         assert process.poll() is None  # still serving
     registry = ModelRegistry(root)
@@ -515,18 +767,28 @@ def test_served_retrain_deployment_runs_on_request_and_promotes(prefect_api, sto
 def test_train_flow_runs_without_a_prefect_server(prefect_server, stores, plain, tmp_path):
     model_url = str(tmp_path / "model")
     env = {k: v for k, v in prefect_server.env().items() if k != "PREFECT_API_URL"}
-    env.update(PREFECT_HOME=str(tmp_path / "ephemeral-home"), PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180")
+    env.update(
+        PREFECT_HOME=str(tmp_path / "ephemeral-home"),
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",
+    )
     script = textwrap.dedent(f"""
         import json
         from flows.train import train
         print("RESULT", json.dumps(train({stores.train!r}, {K}, {model_url!r}, max_iter=3, dtype="float64")))
     """)
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=240, start_new_session=True)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        start_new_session=True,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     assert "Starting temporary server" in done.stdout + done.stderr
     (line,) = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert json.loads(line[len("RESULT "):])["n_iter"] == 3
+    assert json.loads(line[len("RESULT ") :])["n_iter"] == 3
     expected = DiagGMM(K, **dict(FIT, max_iter=3)).fit(stores.train)
     assert_same_model(DiagGMM.load(model_url), expected)
 
@@ -539,10 +801,18 @@ def test_flows_load_from_their_entrypoints_outside_the_repository(tmp_path):
             flow = load_flow_from_entrypoint({str(REPO)!r} + f"/flows/{{name}}.py:{{name}}")
             print(flow.name)
     """)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "PYTHONPATH"}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "PYTHONPATH"
+    }
     env["PREFECT_HOME"] = str(tmp_path / "home")
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["train", "score", "retrain"]
 
@@ -552,10 +822,15 @@ def test_registry_validates_what_it_reads(tmp_path, plain):
     root = tmp_path / "registry"
     registry = ModelRegistry(str(root))
     assert registry.current() is None and registry.versions() == []
-    v1 = registry.promote(plain.model, {"data_url": "a.zarr/X", "holdout_mean_log_likelihood": -1.5})
+    v1 = registry.promote(
+        plain.model, {"data_url": "a.zarr/X", "holdout_mean_log_likelihood": -1.5}
+    )
     v2 = registry.promote(plain.model, {"data_url": "b.zarr/X", "note": "weekly"})
     assert (v1, v2) == ("v0001", "v0002") and registry.versions() == ["v0001", "v0002"]
-    assert registry.metadata("v0002")["parent"] == "v0001" and registry.metadata("v0002")["note"] == "weekly"
+    assert (
+        registry.metadata("v0002")["parent"] == "v0001"
+        and registry.metadata("v0002")["note"] == "weekly"
+    )
     assert_same_model(registry.current()[1], plain.model)
     assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no temporary files left
 
@@ -572,8 +847,9 @@ def test_registry_validates_what_it_reads(tmp_path, plain):
         registry.promote(plain.model, {"version": "v0100"})
     with pytest.raises(ValueError, match="finite number"):
         registry.promote(plain.model, {"holdout_mean_log_likelihood": float("nan")})
-    (root / "current.json").write_text(json.dumps({"format": "diaggmm-dist-registry", "format_version": 1,
-                                                   "current": "v0003"}))
+    (root / "current.json").write_text(
+        json.dumps({"format": "diaggmm-dist-registry", "format_version": 1, "current": "v0003"})
+    )
     with pytest.raises(RegistryError, match="points at 'v0003', which is not a committed version"):
         registry.current()
     (root / "current.json").write_text("{not json")
@@ -582,8 +858,12 @@ def test_registry_validates_what_it_reads(tmp_path, plain):
     registry.set_current("v0001")
     assert registry.current()[0] == "v0001"
     meta = json.loads((root / "v0002" / "registry.json").read_text())
-    (root / "v0002" / "registry.json").write_text(json.dumps(dict(meta, holdout_mean_log_likelihood="high")))
-    with pytest.raises(RegistryError, match="'holdout_mean_log_likelihood' should be a finite number"):
+    (root / "v0002" / "registry.json").write_text(
+        json.dumps(dict(meta, holdout_mean_log_likelihood="high"))
+    )
+    with pytest.raises(
+        RegistryError, match="'holdout_mean_log_likelihood' should be a finite number"
+    ):
         registry.metadata("v0002")
 
 

@@ -30,26 +30,34 @@ TOLERANCE = 0.005
 @pytest.fixture(scope="module")
 def coads_rows():
     if not COADS.exists():
-        pytest.skip("COADS climatology missing: `make test` installs it (apt-get install ferret-datasets)")
+        pytest.skip(
+            "COADS climatology missing: `make test` installs it (apt-get install ferret-datasets)"
+        )
     with xr.open_dataset(COADS, decode_times=False) as ds:  # TIME is a climatology: keep it numeric
         cube = ds[VARIABLES].to_dataarray("v").transpose(..., "v").values
     rows = cube.reshape(-1, len(VARIABLES)).astype(np.float64)
-    return rows[~np.isnan(rows).any(axis=1)][::3]  # every 3rd complete grid point x month: 33,079 rows
+    return rows[~np.isnan(rows).any(axis=1)][
+        ::3
+    ]  # every 3rd complete grid point x month: 33,079 rows
 
 
 def test_mean_lower_bound_over_seeds_is_no_worse_than_sklearns(coads_rows, monkeypatch):
     monkeypatch.setattr(initialization, "SAMPLE_ROWS", 3000)
     seeds, k = range(5), 16
     ours = [DiagGMM(k, random_state=seed).fit(coads_rows).lower_bound_ for seed in seeds]
-    theirs = [GaussianMixture(k, covariance_type="diag", random_state=seed).fit(coads_rows).lower_bound_
-              for seed in seeds]
+    theirs = [
+        GaussianMixture(k, covariance_type="diag", random_state=seed).fit(coads_rows).lower_bound_
+        for seed in seeds
+    ]
     assert np.mean(theirs) - np.mean(ours) <= TOLERANCE, (ours, theirs)
 
 
 def test_the_start_is_reproducible_from_the_seed(coads_rows, monkeypatch):
     # a resumed fit initialises again: the same seed must give the same start, bit for bit
     monkeypatch.setattr(initialization, "SAMPLE_ROWS", 3000)
-    first, second = (DiagGMM(16, random_state=3, max_iter=1, tol=0).fit(coads_rows) for _ in range(2))
+    first, second = (
+        DiagGMM(16, random_state=3, max_iter=1, tol=0).fit(coads_rows) for _ in range(2)
+    )
     for name in ("weights_", "means_", "covariances_"):
         np.testing.assert_array_equal(getattr(first, name), getattr(second, name))
     assert first.lower_bounds_ == second.lower_bounds_

@@ -22,16 +22,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import mixture_data
 
 import diaggmm_dist
-from conftest import mixture_data
 from diaggmm_dist import DiagGMM, engine
 from diaggmm_dist.io import lease
 from diaggmm_dist.io.checkpoint import CheckpointInUseError, CorruptCheckpointWarning
 
 #: 2 restarts, 12 iterations each: 13 data passes (one initialisation pass serves both
 #: restarts, then one pass per iteration), 13 checkpoint writes (one after each pass).
-SETTINGS = dict(n_components=3, random_state=4, tol=0.0, max_iter=12, n_init=2, init_params="random")
+SETTINGS = dict(
+    n_components=3, random_state=4, tol=0.0, max_iter=12, n_init=2, init_params="random"
+)
 PASSES = 13
 
 #: The child: fits, parks where ``stop`` says (writing ``marker``), waits for its SIGKILL.
@@ -114,19 +116,36 @@ def straight(data):
 def killed_child(stop, data_path, checkpoint, folder, **extra):
     """Run the child until it parks at ``stop``, SIGKILL it, reap it; return its pid."""
     marker = folder / "parked"
-    cfg = {"stop": list(stop), "data": str(data_path), "checkpoint": str(checkpoint), "marker": str(marker),
-           "settings": SETTINGS, **extra}
+    cfg = {
+        "stop": list(stop),
+        "data": str(data_path),
+        "checkpoint": str(checkpoint),
+        "marker": str(marker),
+        "settings": SETTINGS,
+        **extra,
+    }
     package_root = str(Path(diaggmm_dist.__file__).parents[1])  # this checkout, also in the child
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]))
-    child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(cfg)], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")])
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, json.dumps(cfg)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         while not marker.exists():
             if child.poll() is not None:
-                pytest.fail(f"the child ended (code {child.returncode}) before parking at {stop}:\n"
-                            f"{child.stderr.read()}")
+                pytest.fail(
+                    f"the child ended (code {child.returncode}) before parking at {stop}:\n"
+                    f"{child.stderr.read()}"
+                )
             time.sleep(0.02)
-        if "heartbeat" in extra:  # the heartbeat runs: the lease's renewal time moves while it is parked
+        if (
+            "heartbeat" in extra
+        ):  # the heartbeat runs: the lease's renewal time moves while it is parked
             first = lease_record(checkpoint)["renewed"]
             while lease_record(checkpoint)["renewed"] == first:
                 time.sleep(0.05)
@@ -151,7 +170,9 @@ def counted_resume(checkpoint, X, monkeypatch):
     calls, real = [], engine.pass_statistics
     monkeypatch.setattr(engine, "pass_statistics", lambda *a, **k: calls.append(1) or real(*a, **k))
     with warnings.catch_warnings():
-        warnings.simplefilter("error", CorruptCheckpointWarning)  # a kill never leaves a corrupt committed step
+        warnings.simplefilter(
+            "error", CorruptCheckpointWarning
+        )  # a kill never leaves a corrupt committed step
         resumed = DiagGMM(**SETTINGS).fit(X, checkpoint=str(checkpoint))
     monkeypatch.undo()
     return resumed, len(calls)
@@ -163,7 +184,11 @@ def assert_identical(got, expected):
         assert a.dtype == b.dtype == np.float64
         np.testing.assert_array_equal(a, b, err_msg=name)
     assert got.lower_bounds_per_init_ == expected.lower_bounds_per_init_
-    assert (got.n_iter_, got.converged_, got.best_init_) == (expected.n_iter_, expected.converged_, expected.best_init_)
+    assert (got.n_iter_, got.converged_, got.best_init_) == (
+        expected.n_iter_,
+        expected.converged_,
+        expected.best_init_,
+    )
 
 
 @pytest.mark.parametrize("n", range(1, PASSES + 1))
@@ -186,9 +211,15 @@ def test_sigkill_after_the_last_checkpoint(data, straight, tmp_path, monkeypatch
     assert_identical(resumed, straight)
 
 
-@pytest.mark.parametrize("write", [1, 2, PASSES])  # the first write (null pointer), the first after a commit, the last
-@pytest.mark.parametrize("phase", ["after the first array", "before the mark", "before the pointer"])
-def test_sigkill_inside_a_checkpoint_write(data, straight, tmp_path, monkeypatch, caplog, write, phase):
+@pytest.mark.parametrize(
+    "write", [1, 2, PASSES]
+)  # the first write (null pointer), the first after a commit, the last
+@pytest.mark.parametrize(
+    "phase", ["after the first array", "before the mark", "before the pointer"]
+)
+def test_sigkill_inside_a_checkpoint_write(
+    data, straight, tmp_path, monkeypatch, caplog, write, phase
+):
     X, path = data
     checkpoint = tmp_path / "ckpt.zarr"
     killed_child(("write", write, phase), path, checkpoint, tmp_path)
@@ -199,12 +230,16 @@ def test_sigkill_inside_a_checkpoint_write(data, straight, tmp_path, monkeypatch
         # the first step was complete when the pointer was still null: it is the run's initialisation, used
         assert passes == PASSES - 1
     else:
-        assert passes == PASSES - (write - 1)  # the step being written was not committed: its pass runs again
+        assert passes == PASSES - (
+            write - 1
+        )  # the step being written was not committed: its pass runs again
     if write > 1:  # a step newer than the pointer is removed, and said so
         assert f"removing step-{write - 1:08d}, written after the committed step" in caplog.text
 
 
-def test_sigkill_then_the_lease_expires_when_the_pid_cannot_be_checked(data, straight, tmp_path, monkeypatch):
+def test_sigkill_then_the_lease_expires_when_the_pid_cannot_be_checked(
+    data, straight, tmp_path, monkeypatch
+):
     """As on another host: the dead pid cannot be checked, so the lease holds until its heartbeat stops long enough."""
     X, path = data
     checkpoint = tmp_path / "ckpt.zarr"

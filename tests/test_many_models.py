@@ -1,10 +1,9 @@
 """Many models per data pass: restarts side by side (n_init) and the stacked statistics behind them."""
 
+import dask.array as da
 import numpy as np
 import pytest
-
 from conftest import Crash, crash_after, mixture_data
-import dask.array as da
 
 from diaggmm_dist import DiagGMM, engine, initialization, kernels, select_n_components
 from diaggmm_dist.io.checkpoint import CheckpointMismatchError
@@ -22,7 +21,9 @@ def _count_passes(monkeypatch, kinds=None):
 
     def counting(X, responsibilities, *args, **kwargs):
         kind = responsibilities[0]
-        served.append(len(responsibilities[2]) if kind == "random" else len(responsibilities[1].model_sizes))
+        served.append(
+            len(responsibilities[2]) if kind == "random" else len(responsibilities[1].model_sizes)
+        )
         if kinds is not None:
             kinds.append(kind)
         return real(X, responsibilities, *args, **kwargs)
@@ -53,23 +54,37 @@ def test_stacked_statistics_equal_each_model_on_its_own(sizes, with_weights):
     x = rng.standard_normal((5000, 5))
     x[::7, 2] = np.nan
     weights = rng.uniform(0, 2, 5000) if with_weights else None
-    models = [kernels.log_prob_coefficients(np.full(k, 1 / k), rng.standard_normal((k, 5)),
-                                            rng.uniform(0.5, 2, (k, 5)), np.zeros(5), np.float64) for k in sizes]
+    models = [
+        kernels.log_prob_coefficients(
+            np.full(k, 1 / k),
+            rng.standard_normal((k, 5)),
+            rng.uniform(0.5, 2, (k, 5)),
+            np.zeros(5),
+            np.float64,
+        )
+        for k in sizes
+    ]
     stacked = kernels.stack_coefficients(models)
     assert stacked.model_sizes == sizes
     for missing in ("marginalize", "drop", "error"):
-        together = kernels.chunk_statistics(np.nan_to_num(x) if missing == "error" else x, ("gaussian", stacked),
-                                            missing, weights)
+        together = kernels.chunk_statistics(
+            np.nan_to_num(x) if missing == "error" else x, ("gaussian", stacked), missing, weights
+        )
         assert together.shape[0] == kernels.n_stat_rows(sizes) == sum(sizes) + 3
         for model, block in zip(models, kernels.model_statistics(together, stacked.model_sizes)):
-            alone = kernels.chunk_statistics(np.nan_to_num(x) if missing == "error" else x, ("gaussian", model),
-                                             missing, weights)
+            alone = kernels.chunk_statistics(
+                np.nan_to_num(x) if missing == "error" else x, ("gaussian", model), missing, weights
+            )
             np.testing.assert_allclose(block, alone, rtol=1e-12, atol=1e-9)
 
 
 def test_models_with_different_shifts_cannot_be_stacked():
-    one = kernels.log_prob_coefficients(np.ones(1), np.zeros((1, 2)), np.ones((1, 2)), np.zeros(2), np.float64)
-    other = kernels.log_prob_coefficients(np.ones(1), np.zeros((1, 2)), np.ones((1, 2)), np.ones(2), np.float64)
+    one = kernels.log_prob_coefficients(
+        np.ones(1), np.zeros((1, 2)), np.ones((1, 2)), np.zeros(2), np.float64
+    )
+    other = kernels.log_prob_coefficients(
+        np.ones(1), np.zeros((1, 2)), np.ones((1, 2)), np.ones(2), np.float64
+    )
     with pytest.raises(ValueError, match="share the shift"):
         kernels.stack_coefficients([one, other])
 
@@ -89,7 +104,9 @@ def test_restarts_share_every_data_pass(data, monkeypatch):
 
 
 def test_kmeans_restarts_share_the_sample_and_the_lloyd_passes(data, monkeypatch):
-    monkeypatch.setattr(initialization, "SAMPLE_ROWS", 500)  # a sample smaller than the data: Lloyd moves
+    monkeypatch.setattr(
+        initialization, "SAMPLE_ROWS", 500
+    )  # a sample smaller than the data: Lloyd moves
     kinds = []
     served, taken = _count_passes(monkeypatch, kinds), _count_samples(monkeypatch)
     gmm = DiagGMM(5, n_init=4, init_params="kmeans", random_state=0, tol=0, max_iter=10).fit(data)
@@ -110,14 +127,16 @@ def test_every_restart_starts_from_centres_of_its_own(init_params):
     # restart would find the same centres, only in another order)
     X = da.from_array(np.random.default_rng(8).standard_normal((6000, 4)), chunks=(1000, 4))
     models = initialization.initial_parameters_of_models(
-        X, [5] * 4, init_params, np.random.RandomState(0), 1e-6, _DataPass(X, "float64"))
+        X, [5] * 4, init_params, np.random.RandomState(0), 1e-6, _DataPass(X, "float64")
+    )
     assert len(models) == 4 and all(means.shape == (5, 4) for _, means, _ in models)
     for i in range(4):
         for j in range(i):
             assert not np.allclose(np.sort(models[i][1], axis=0), np.sort(models[j][1], axis=0))
     # the first is the one-model initialisation with the same random numbers
-    alone = initialization.initial_parameters(X, 5, init_params, np.random.RandomState(0), 1e-6,
-                                              _DataPass(X, "float64"))
+    alone = initialization.initial_parameters(
+        X, 5, init_params, np.random.RandomState(0), 1e-6, _DataPass(X, "float64")
+    )
     for got, want in zip(models[0], alone):
         np.testing.assert_allclose(got, want, rtol=1e-12)
 
@@ -126,7 +145,9 @@ def test_every_restart_starts_from_centres_of_its_own(init_params):
 def test_the_first_restart_is_the_single_initialisation_fit(data, monkeypatch, init_params):
     monkeypatch.setattr(initialization, "SAMPLE_ROWS", 500)  # the sample's rows are drawn too
     single = DiagGMM(5, init_params=init_params, random_state=3, tol=0, max_iter=15).fit(data)
-    many = DiagGMM(5, n_init=3, init_params=init_params, random_state=3, tol=0, max_iter=15).fit(data)
+    many = DiagGMM(5, n_init=3, init_params=init_params, random_state=3, tol=0, max_iter=15).fit(
+        data
+    )
     # restart 0 draws the same random numbers (after the same sample), and its shifts are the
     # ones used: the same numbers up to the order of a few float additions inside the (larger)
     # matrix products
@@ -136,13 +157,17 @@ def test_the_first_restart_is_the_single_initialisation_fit(data, monkeypatch, i
     # only when the restarts' sums happened to round upwards (kmeans: restart 0 ties the
     # others and ends 1 ulp above the single fit).
     finals = [bounds[-1] for bounds in many.lower_bounds_per_init_]
-    assert many.best_init_ == int(np.argmax(finals)) and many.lower_bound_ == finals[many.best_init_]
+    assert (
+        many.best_init_ == int(np.argmax(finals)) and many.lower_bound_ == finals[many.best_init_]
+    )
     assert many.lower_bound_ >= single.lower_bound_ - 1e-12 * abs(single.lower_bound_)
 
 
 def test_restarts_that_converge_stop_costing_work(data, monkeypatch):
     served = _count_passes(monkeypatch)
-    gmm = DiagGMM(5, n_init=4, init_params="random", random_state=1, tol=1e-3, max_iter=300).fit(data)
+    gmm = DiagGMM(5, n_init=4, init_params="random", random_state=1, tol=1e-3, max_iter=300).fit(
+        data
+    )
     assert served[0] == 4  # one initialisation pass for all four
     em = served[1:]
     lengths = sorted(len(bounds) for bounds in gmm.lower_bounds_per_init_)
@@ -169,7 +194,9 @@ def separated():
 def test_bic_picks_the_true_number_of_components(separated, monkeypatch):
     kinds = []
     served, taken = _count_passes(monkeypatch, kinds), _count_samples(monkeypatch)
-    result = select_n_components(separated, [1, 2, 4, 6, 8], "bic", random_state=0, tol=1e-4, max_iter=200)
+    result = select_n_components(
+        separated, [1, 2, 4, 6, 8], "bic", random_state=0, tol=1e-4, max_iter=200
+    )
     assert result.best.n_components == 4
     assert [row["n_components"] for row in result.table] == [1, 2, 4, 6, 8]
     by_k = {row["n_components"]: row for row in result.table}
@@ -182,7 +209,7 @@ def test_bic_picks_the_true_number_of_components(separated, monkeypatch):
     init = served[: kinds.index("gaussian")]
     assert len(taken) == 1 and set(kinds[: len(init)]) == {"nearest"}
     assert init[0] == 5 and len(init) <= initialization.LLOYD_PASSES
-    em = [models for models in served[len(init):] if models > 1]
+    em = [models for models in served[len(init) :] if models > 1]
     assert em[0] == 5 and max(em) == 5
     assert len(served) < 5 * max(row["n_iter"] for row in result.table)
 
@@ -204,18 +231,23 @@ def test_selected_models_are_complete_estimators(separated):
     assert "(chosen)" in result.to_markdown()
 
 
-@pytest.mark.parametrize("candidates, criterion, extra, message", [
-    ([], "bic", {}, "candidates is empty"),
-    ([2, 0], "bic", {}, "integers >= 1"),
-    ([2, 2.5], "bic", {}, "integers >= 1"),
-    ([2, 2], "bic", {}, "repeated"),
-    ([2], "loglik", {}, "criterion must be one of"),
-    ([2], "heldout", {"heldout_fraction": 0}, "needs held-out rows"),
-    ([2], "bic", {"heldout_fraction": 1.5}, "heldout_fraction"),
-    ([2], "bic", {"n_init": 3}, "n_init must be 1"),
-    ([2], "bic", {"n_components": 3}, "sets n_components itself"),
-])
-def test_bad_selection_settings_are_refused_before_any_work(separated, candidates, criterion, extra, message):
+@pytest.mark.parametrize(
+    "candidates, criterion, extra, message",
+    [
+        ([], "bic", {}, "candidates is empty"),
+        ([2, 0], "bic", {}, "integers >= 1"),
+        ([2, 2.5], "bic", {}, "integers >= 1"),
+        ([2, 2], "bic", {}, "repeated"),
+        ([2], "loglik", {}, "criterion must be one of"),
+        ([2], "heldout", {"heldout_fraction": 0}, "needs held-out rows"),
+        ([2], "bic", {"heldout_fraction": 1.5}, "heldout_fraction"),
+        ([2], "bic", {"n_init": 3}, "n_init must be 1"),
+        ([2], "bic", {"n_components": 3}, "sets n_components itself"),
+    ],
+)
+def test_bad_selection_settings_are_refused_before_any_work(
+    separated, candidates, criterion, extra, message
+):
     with pytest.raises(ValueError, match=message):
         select_n_components(separated, candidates, criterion, **extra)
 
@@ -237,7 +269,9 @@ def test_a_selection_resumes_from_its_checkpoint(separated, tmp_path, monkeypatc
     assert resumed.table == straight.table
     for k in (2, 4):
         for name in ("weights_", "means_", "covariances_"):
-            np.testing.assert_array_equal(getattr(resumed.models[k], name), getattr(straight.models[k], name))
+            np.testing.assert_array_equal(
+                getattr(resumed.models[k], name), getattr(straight.models[k], name)
+            )
     # what was checkpointed is not done again
     assert len(whole) == 11 and len(served) == 11 - passes
     # another selection (other candidates) is refused rather than resumed

@@ -3,9 +3,9 @@
 import dask.array as da
 import numpy as np
 import pytest
+from conftest import mixture_data, start_values
 from sklearn.mixture import GaussianMixture
 
-from conftest import mixture_data, start_values
 from diaggmm_dist import DiagGMM
 
 EPS = np.finfo(np.float64).eps
@@ -28,11 +28,21 @@ def marginal_e_step(X, weights, means, variances):
     observed = ~np.isnan(X)
     values = np.where(observed, X, 0.0)
     used = observed.any(axis=1)
-    log_dens = np.stack([
-        np.log(weights[k]) + np.sum(observed * (-0.5 * np.log(2 * np.pi * variances[k])
-                                                - 0.5 * (values - means[k]) ** 2 / variances[k]), axis=1)
-        for k in range(weights.size)
-    ], axis=1)[used]
+    log_dens = np.stack(
+        [
+            np.log(weights[k])
+            + np.sum(
+                observed
+                * (
+                    -0.5 * np.log(2 * np.pi * variances[k])
+                    - 0.5 * (values - means[k]) ** 2 / variances[k]
+                ),
+                axis=1,
+            )
+            for k in range(weights.size)
+        ],
+        axis=1,
+    )[used]
     top = log_dens.max(axis=1, keepdims=True)
     log_norm = top[:, 0] + np.log(np.exp(log_dens - top).sum(axis=1))
     resp = np.exp(log_dens - log_norm[:, None])
@@ -46,9 +56,15 @@ def brute_force_marginal_em(X, weights, means, variances, reg_covar, n_iter):
         _, resp, m, x, log_norm = marginal_e_step(X, weights, means, variances)
         per_feature = resp.T @ m + 10 * EPS
         new_means = resp.T @ x / per_feature
-        new_vars = np.stack([
-            (resp[:, k] @ (m * (x - new_means[k]) ** 2)) / per_feature[k] for k in range(weights.size)
-        ]) + reg_covar
+        new_vars = (
+            np.stack(
+                [
+                    (resp[:, k] @ (m * (x - new_means[k]) ** 2)) / per_feature[k]
+                    for k in range(weights.size)
+                ]
+            )
+            + reg_covar
+        )
         mass = resp.sum(axis=0) + 10 * EPS
         weights, means, variances = mass / mass.sum(), new_means, new_vars
         history.append((weights, means, variances, log_norm.mean()))
@@ -61,8 +77,17 @@ def test_marginalize_equals_brute_force_exact_em(seed):
     holes = _with_gaps(X, 0.25, seed, empty_rows=[5, 17])
     w0, m0, p0 = start_values(X, 3, seed=seed)
     expected = brute_force_marginal_em(holes, w0, m0, 1 / p0, 1e-6, 8)
-    gmm = DiagGMM(3, weights_init=w0, means_init=m0, precisions_init=p0, tol=0, max_iter=1, warm_start=True,
-                  missing="marginalize", chunk_size=97)
+    gmm = DiagGMM(
+        3,
+        weights_init=w0,
+        means_init=m0,
+        precisions_init=p0,
+        tol=0,
+        max_iter=1,
+        warm_start=True,
+        missing="marginalize",
+        chunk_size=97,
+    )
     for weights, means, variances, lower_bound in expected:
         gmm.fit(holes)
         np.testing.assert_allclose(gmm.weights_, weights, rtol=1e-8)
@@ -90,8 +115,10 @@ def test_drop_equals_sklearn_on_the_complete_rows():
 
 def test_without_gaps_every_policy_gives_the_identical_model():
     X, _ = mixture_data(2000, 4, 3, seed=5)
-    fits = [DiagGMM(3, random_state=0, missing=policy, tol=0, max_iter=15).fit(X)
-            for policy in ("error", "drop", "marginalize")]
+    fits = [
+        DiagGMM(3, random_state=0, missing=policy, tol=0, max_iter=15).fit(X)
+        for policy in ("error", "drop", "marginalize")
+    ]
     for other in fits[1:]:
         for name in ("weights_", "means_", "covariances_"):
             np.testing.assert_array_equal(getattr(other, name), getattr(fits[0], name))
@@ -101,7 +128,9 @@ def test_without_gaps_every_policy_gives_the_identical_model():
 def test_marginalize_labels_only_fully_missing_rows_minus_one():
     X, _ = mixture_data(1000, 3, 2, seed=6)
     holes = _with_gaps(X, 0.3, 6, empty_rows=[0, 9])
-    gmm = DiagGMM(2, random_state=0, missing="marginalize").fit(da.from_array(holes, chunks=(300, 3)))
+    gmm = DiagGMM(2, random_state=0, missing="marginalize").fit(
+        da.from_array(holes, chunks=(300, 3))
+    )
     labels = gmm.predict(holes)
     empty = np.isnan(holes).all(axis=1)
     assert np.all(labels[empty] == -1) and np.all(labels[~empty] >= 0)
@@ -130,8 +159,10 @@ def test_integer_sample_weights_equal_repeated_rows():
     for name in ("weights_", "means_", "covariances_"):
         np.testing.assert_allclose(getattr(weighted, name), getattr(repeated, name), rtol=1e-10)
     np.testing.assert_allclose(weighted.lower_bounds_, repeated.lower_bounds_, rtol=1e-10)
-    lazy = DiagGMM(3, **settings).fit(da.from_array(X, chunks=(100, 3)),
-                                      sample_weight=da.from_array(counts.astype(float), chunks=70))
+    lazy = DiagGMM(3, **settings).fit(
+        da.from_array(X, chunks=(100, 3)),
+        sample_weight=da.from_array(counts.astype(float), chunks=70),
+    )
     np.testing.assert_allclose(lazy.means_, weighted.means_, rtol=1e-10)
 
 
@@ -142,7 +173,10 @@ def test_bad_sample_weights_are_refused():
     with pytest.raises(ValueError, match="1 negative, NaN or infinite"):
         DiagGMM(2).fit(X, sample_weight=np.r_[-1.0, np.ones(99)])
     with pytest.raises(ValueError, match="2 negative, NaN or infinite"):
-        DiagGMM(2).fit(da.from_array(X, chunks=50), sample_weight=da.from_array(np.r_[np.nan, -2, np.ones(98)], chunks=50))
+        DiagGMM(2).fit(
+            da.from_array(X, chunks=50),
+            sample_weight=da.from_array(np.r_[np.nan, -2, np.ones(98)], chunks=50),
+        )
 
 
 def test_all_missing_input_is_refused():

@@ -16,12 +16,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import zarr
-
 from conftest import mixture_data
+
 from diaggmm_dist import DiagGMM
 from diaggmm_dist.io import model_store
-from diaggmm_dist.io.model_store import (ARRAYS, MAX_METADATA_BYTES, ONLINE_ARRAYS, ModelStoreError,
-                                         UnverifiedModelWarning)
+from diaggmm_dist.io.model_store import (
+    ARRAYS,
+    MAX_METADATA_BYTES,
+    ONLINE_ARRAYS,
+    ModelStoreError,
+    UnverifiedModelWarning,
+)
 
 HARMLESS = None
 
@@ -38,7 +43,9 @@ DELETE = _Delete()
 def models():
     """A model fitted on a table (feature names, a data fingerprint) and one after partial_fit."""
     X, _ = mixture_data(600, 3, 2, seed=5)
-    table = pd.DataFrame(X + 50.0, columns=["red", "green", "blue"])  # off the origin: a non-zero running shift
+    table = pd.DataFrame(
+        X + 50.0, columns=["red", "green", "blue"]
+    )  # off the origin: a non-zero running shift
     fitted = DiagGMM(2, random_state=0).fit(table)
     online = DiagGMM(2, random_state=0).partial_fit(X[:300] + 50.0).partial_fit(X[300:] + 50.0)
     assert np.any(online.running_shift_ != 0)
@@ -64,6 +71,7 @@ def assert_identical(loaded, saved):
 # ------------------------------------------------------------------ tamperings
 def attr(key, value):
     """Set (or DELETE) attribute ``key`` of the root zarr.json; "params.tol" reaches into params."""
+
     def change(meta):
         target, *rest = key.split(".")
         holder = meta["attributes"]
@@ -73,6 +81,7 @@ def attr(key, value):
             del holder[target]
         else:
             holder[target] = value
+
     return edit_json("zarr.json", change)
 
 
@@ -82,12 +91,14 @@ def edit_json(relpath, change):
         meta = json.loads(file.read_text())
         change(meta)
         file.write_text(json.dumps(meta))
+
     return tamper
 
 
 def write_bytes(relpath, data):
     def tamper(path):
         (path / relpath).write_bytes(data(path / relpath) if callable(data) else data)
+
     return tamper
 
 
@@ -114,6 +125,7 @@ def symlink_to(target):
     def action(chunk, _):
         chunk.unlink()
         chunk.symlink_to(target)
+
     return action
 
 
@@ -125,6 +137,7 @@ def sparse_file(size):
     def action(file, _=None):
         with open(file, "r+b") as handle:
             handle.truncate(size)
+
     return action
 
 
@@ -143,6 +156,7 @@ def swap_arrays(a, b):
         (path / a).rename(path / "tmp")
         (path / b).rename(path / a)
         (path / "tmp").rename(path / b)
+
     return tamper
 
 
@@ -151,6 +165,7 @@ def chunk_from_another_model(name):
         other = DiagGMM(2, random_state=1, max_iter=3).fit(mixture_data(200, 3, 2, seed=9)[0])
         other.save(path.parent / "other.zarr")
         shutil.copy(chunk_of(path.parent / "other.zarr", name), chunk_of(path, name))
+
     return tamper
 
 
@@ -252,38 +267,92 @@ ONLINE_ATTRIBUTE_CASES = [
 
 ROOT_CASES = [
     ("zarr.json: not JSON", write_bytes("zarr.json", b"not json {"), "zarr.json"),
-    ("zarr.json: binary junk", write_bytes("zarr.json", np.random.default_rng(1).bytes(300)), "zarr.json"),
-    ("zarr.json: invalid UTF-8", write_bytes("zarr.json", b'{"attributes": "\xff\xfe\xfa"}'), "zarr.json"),
+    (
+        "zarr.json: binary junk",
+        write_bytes("zarr.json", np.random.default_rng(1).bytes(300)),
+        "zarr.json",
+    ),
+    (
+        "zarr.json: invalid UTF-8",
+        write_bytes("zarr.json", b'{"attributes": "\xff\xfe\xfa"}'),
+        "zarr.json",
+    ),
     ("zarr.json: empty", write_bytes("zarr.json", b""), "zarr.json"),
-    ("zarr.json: truncated", write_bytes("zarr.json", lambda f: f.read_bytes()[: len(f.read_bytes()) // 2]),
-     "zarr.json"),
+    (
+        "zarr.json: truncated",
+        write_bytes("zarr.json", lambda f: f.read_bytes()[: len(f.read_bytes()) // 2]),
+        "zarr.json",
+    ),
     ("zarr.json: a list", write_bytes("zarr.json", b"[1, 2]"), "zarr.json"),
     ("zarr.json: null", write_bytes("zarr.json", b"null"), "zarr.json"),
     ("zarr.json: nested 100,000 deep", nested_json, "zarr.json"),
     ("zarr.json: deleted", lambda p: (p / "zarr.json").unlink(), "zarr.json"),
     ("zarr.json: a directory", lambda p: into_directory(p / "zarr.json"), "zarr.json"),
-    ("zarr.json: symlink to /dev/zero", lambda p: symlink_to("/dev/zero")(p / "zarr.json", p), "zarr.json"),
+    (
+        "zarr.json: symlink to /dev/zero",
+        lambda p: symlink_to("/dev/zero")(p / "zarr.json", p),
+        "zarr.json",
+    ),
     ("zarr.json: a FIFO", lambda p: fifo(p / "zarr.json"), "zarr.json"),
-    ("zarr.json: sparse, over the bound", lambda p: sparse_file(MAX_METADATA_BYTES + 1)(p / "zarr.json"),
-     "zarr.json"),
-    ("zarr.json: attributes a list", edit_json("zarr.json", lambda m: m.update(attributes=[])), "'attributes'"),
-    ("zarr.json: attributes deleted", edit_json("zarr.json", lambda m: m.pop("attributes")), "'attributes'"),
-    ("zarr.json: node_type array", edit_json("zarr.json", lambda m: m.update(node_type="array")), "Zarr array"),
-    ("zarr.json: zarr_format 2", edit_json("zarr.json", lambda m: m.update(zarr_format=2)), "zarr_format"),
-    ("zarr.json: reformatted, keys reordered",
-     lambda p: (p / "zarr.json").write_text(json.dumps(json.loads((p / "zarr.json").read_text()), indent=7,
-                                                       sort_keys=True)), HARMLESS),
-    ("zarr.json: consolidated metadata added",
-     edit_json("zarr.json", lambda m: m.update(consolidated_metadata={"kind": "inline", "must_understand": False,
-                                                                      "metadata": {}})), HARMLESS),
+    (
+        "zarr.json: sparse, over the bound",
+        lambda p: sparse_file(MAX_METADATA_BYTES + 1)(p / "zarr.json"),
+        "zarr.json",
+    ),
+    (
+        "zarr.json: attributes a list",
+        edit_json("zarr.json", lambda m: m.update(attributes=[])),
+        "'attributes'",
+    ),
+    (
+        "zarr.json: attributes deleted",
+        edit_json("zarr.json", lambda m: m.pop("attributes")),
+        "'attributes'",
+    ),
+    (
+        "zarr.json: node_type array",
+        edit_json("zarr.json", lambda m: m.update(node_type="array")),
+        "Zarr array",
+    ),
+    (
+        "zarr.json: zarr_format 2",
+        edit_json("zarr.json", lambda m: m.update(zarr_format=2)),
+        "zarr_format",
+    ),
+    (
+        "zarr.json: reformatted, keys reordered",
+        lambda p: (p / "zarr.json").write_text(
+            json.dumps(json.loads((p / "zarr.json").read_text()), indent=7, sort_keys=True)
+        ),
+        HARMLESS,
+    ),
+    (
+        "zarr.json: consolidated metadata added",
+        edit_json(
+            "zarr.json",
+            lambda m: m.update(
+                consolidated_metadata={"kind": "inline", "must_understand": False, "metadata": {}}
+            ),
+        ),
+        HARMLESS,
+    ),
     ("nothing changed", nothing, HARMLESS),
     ("means and covariances swapped", swap_arrays("means", "covariances"), "'means'"),
     ("weights chunk from another model", chunk_from_another_model("weights"), "'weights'"),
     ("means chunk from another model", chunk_from_another_model("means"), "'means'"),
-    ("means chunk a symlink to covariances'", on_chunk("means", symlink_to_array("covariances")), "'means'"),
-    ("means chunk a symlink to a copy of itself",
-     on_chunk("means", lambda c, p: (shutil.copy(c, p.parent / "copy"), symlink_to(p.parent / "copy")(c, p))),
-     HARMLESS),
+    (
+        "means chunk a symlink to covariances'",
+        on_chunk("means", symlink_to_array("covariances")),
+        "'means'",
+    ),
+    (
+        "means chunk a symlink to a copy of itself",
+        on_chunk(
+            "means",
+            lambda c, p: (shutil.copy(c, p.parent / "copy"), symlink_to(p.parent / "copy")(c, p)),
+        ),
+        HARMLESS,
+    ),
 ]
 
 
@@ -294,8 +363,16 @@ def array_cases(name):
     return [
         (f"{name}: chunk deleted", on_chunk(name, lambda c, p: c.unlink()), field),
         (f"{name}: chunk empty", on_chunk(name, lambda c, p: c.write_bytes(b"")), field),
-        (f"{name}: chunk truncated", on_chunk(name, lambda c, p: c.write_bytes(c.read_bytes()[:-3])), field),
-        (f"{name}: chunk extended", on_chunk(name, lambda c, p: c.write_bytes(c.read_bytes() + b"\0" * 8)), field),
+        (
+            f"{name}: chunk truncated",
+            on_chunk(name, lambda c, p: c.write_bytes(c.read_bytes()[:-3])),
+            field,
+        ),
+        (
+            f"{name}: chunk extended",
+            on_chunk(name, lambda c, p: c.write_bytes(c.read_bytes() + b"\0" * 8)),
+            field,
+        ),
         (f"{name}: chunk random bytes", on_chunk(name, random_bytes), field),
         (f"{name}: one bit flipped", on_chunk(name, flip_bit), field),
         (f"{name}: chunk symlink to /dev/zero", on_chunk(name, symlink_to("/dev/zero")), field),
@@ -304,34 +381,99 @@ def array_cases(name):
         (f"{name}: chunk a directory", on_chunk(name, lambda c, p: into_directory(c)), field),
         (f"{name}: array deleted", lambda p: shutil.rmtree(p / name), field),
         (f"{name}: zarr.json deleted", lambda p: (p / meta).unlink(), field),
-        (f"{name}: zarr.json binary junk", write_bytes(meta, np.random.default_rng(2).bytes(200)), meta),
-        (f"{name}: fill_value 0", edit_json(meta, lambda m: m.update(fill_value=0.0)), "'fill_value'"),
-        (f"{name}: data_type float32", edit_json(meta, lambda m: m.update(data_type="float32")), "'data_type'"),
-        (f"{name}: data_type int64", edit_json(meta, lambda m: m.update(data_type="int64")), "'data_type'"),
-        (f"{name}: shape changed", edit_json(meta, lambda m: m.update(shape=[1] * len(m["shape"]))), "'shape'"),
-        (f"{name}: chunks of 1", edit_json(meta, lambda m: m["chunk_grid"]["configuration"].update(
-            chunk_shape=[1] * len(m["shape"]))), "'chunk_grid'"),
-        (f"{name}: zstd added", edit_json(meta, lambda m: m["codecs"].append(
-            {"name": "zstd", "configuration": {"level": 0, "checksum": False}})), "'codecs'"),
-        (f"{name}: big-endian", edit_json(meta, lambda m: m["codecs"][0]["configuration"].update(endian="big")), field),
-        (f"{name}: v2 chunk keys", edit_json(meta, lambda m: m.update(chunk_key_encoding={
-            "name": "v2", "configuration": {"separator": "."}})), field),
-        (f"{name}: a storage transformer", edit_json(meta, lambda m: m.update(
-            storage_transformers=[{"name": "x"}])), "'storage_transformers'"),
-        (f"{name}: its own attributes", edit_json(meta, lambda m: m.update(attributes={"note": 1})), HARMLESS),
+        (
+            f"{name}: zarr.json binary junk",
+            write_bytes(meta, np.random.default_rng(2).bytes(200)),
+            meta,
+        ),
+        (
+            f"{name}: fill_value 0",
+            edit_json(meta, lambda m: m.update(fill_value=0.0)),
+            "'fill_value'",
+        ),
+        (
+            f"{name}: data_type float32",
+            edit_json(meta, lambda m: m.update(data_type="float32")),
+            "'data_type'",
+        ),
+        (
+            f"{name}: data_type int64",
+            edit_json(meta, lambda m: m.update(data_type="int64")),
+            "'data_type'",
+        ),
+        (
+            f"{name}: shape changed",
+            edit_json(meta, lambda m: m.update(shape=[1] * len(m["shape"]))),
+            "'shape'",
+        ),
+        (
+            f"{name}: chunks of 1",
+            edit_json(
+                meta,
+                lambda m: m["chunk_grid"]["configuration"].update(
+                    chunk_shape=[1] * len(m["shape"])
+                ),
+            ),
+            "'chunk_grid'",
+        ),
+        (
+            f"{name}: zstd added",
+            edit_json(
+                meta,
+                lambda m: m["codecs"].append(
+                    {"name": "zstd", "configuration": {"level": 0, "checksum": False}}
+                ),
+            ),
+            "'codecs'",
+        ),
+        (
+            f"{name}: big-endian",
+            edit_json(meta, lambda m: m["codecs"][0]["configuration"].update(endian="big")),
+            field,
+        ),
+        (
+            f"{name}: v2 chunk keys",
+            edit_json(
+                meta,
+                lambda m: m.update(
+                    chunk_key_encoding={"name": "v2", "configuration": {"separator": "."}}
+                ),
+            ),
+            field,
+        ),
+        (
+            f"{name}: a storage transformer",
+            edit_json(meta, lambda m: m.update(storage_transformers=[{"name": "x"}])),
+            "'storage_transformers'",
+        ),
+        (
+            f"{name}: its own attributes",
+            edit_json(meta, lambda m: m.update(attributes={"note": 1})),
+            HARMLESS,
+        ),
     ]
 
 
 CASES = (
-    [pytest.param("fitted", attr(key, value), field, id=f"{key}={value!r}"[:60])
-     for key, value, field in ATTRIBUTE_CASES]
-    + [pytest.param("online", attr(key, value), field, id=f"online {key}={value!r}"[:60])
-       for key, value, field in ONLINE_ATTRIBUTE_CASES]
+    [
+        pytest.param("fitted", attr(key, value), field, id=f"{key}={value!r}"[:60])
+        for key, value, field in ATTRIBUTE_CASES
+    ]
+    + [
+        pytest.param("online", attr(key, value), field, id=f"online {key}={value!r}"[:60])
+        for key, value, field in ONLINE_ATTRIBUTE_CASES
+    ]
     + [pytest.param("fitted", tamper, field, id=name) for name, tamper, field in ROOT_CASES]
-    + [pytest.param("fitted", tamper, field, id=name)
-       for array in ("weights", "means", "covariances") for name, tamper, field in array_cases(array)]
-    + [pytest.param("online", tamper, field, id=name)
-       for array in ("running_statistics", "running_shift") for name, tamper, field in array_cases(array)]
+    + [
+        pytest.param("fitted", tamper, field, id=name)
+        for array in ("weights", "means", "covariances")
+        for name, tamper, field in array_cases(array)
+    ]
+    + [
+        pytest.param("online", tamper, field, id=name)
+        for array in ("running_statistics", "running_shift")
+        for name, tamper, field in array_cases(array)
+    ]
 )
 
 
@@ -340,8 +482,9 @@ def test_there_are_at_least_60_tamperings():
 
 
 @pytest.mark.parametrize("kind, tamper, field", CASES)
-def test_a_tampered_store_is_refused_with_the_field_named_or_loads_the_same_model(models, tmp_path, kind, tamper,
-                                                                                 field):
+def test_a_tampered_store_is_refused_with_the_field_named_or_loads_the_same_model(
+    models, tmp_path, kind, tamper, field
+):
     saved = models[kind]
     path = tmp_path / "model.zarr"
     saved.save(path)
@@ -365,12 +508,16 @@ def test_the_attributes_written_are_those_covered_by_the_checksum(models):
 def test_without_the_checksums_a_swap_would_load_a_different_model(models, tmp_path, monkeypatch):
     """Control: the checksum, not a value check, is what refuses swapped arrays of the same shape."""
     saved = models["fitted"]
-    assert np.all(saved.means_ > 0)  # (the data sit at +50): as variances, the means pass every value check
+    assert np.all(
+        saved.means_ > 0
+    )  # (the data sit at +50): as variances, the means pass every value check
     path = tmp_path / "model.zarr"
     saved.save(path)
     swap_arrays("means", "covariances")(path)
     monkeypatch.setattr(model_store, "_verify_checksums", lambda *args: None)
-    np.testing.assert_array_equal(DiagGMM.load(path).covariances_, saved.means_)  # silently another model
+    np.testing.assert_array_equal(
+        DiagGMM.load(path).covariances_, saved.means_
+    )  # silently another model
     monkeypatch.undo()
     with pytest.raises(ModelStoreError, match="array 'means' does not match its checksum"):
         DiagGMM.load(path)
@@ -410,16 +557,22 @@ def save_as_format_2(gmm, path):
     group = zarr.open_group(str(path), mode="w")
     for name in ARRAYS + (ONLINE_ARRAYS if attrs["online"] is not None else ()):
         value = np.asarray(getattr(gmm, name + "_"), dtype=np.float64)
-        group.create_array(name, shape=value.shape, dtype="float64", chunks=value.shape)[...] = value
+        group.create_array(name, shape=value.shape, dtype="float64", chunks=value.shape)[...] = (
+            value
+        )
     group.attrs.update(attrs)
 
 
 @pytest.mark.parametrize("kind", ["fitted", "online"])
-def test_a_format_2_store_loads_with_a_warning_and_saving_it_again_adds_the_checksums(models, tmp_path, kind):
+def test_a_format_2_store_loads_with_a_warning_and_saving_it_again_adds_the_checksums(
+    models, tmp_path, kind
+):
     old, new = tmp_path / "old.zarr", tmp_path / "new.zarr"
     save_as_format_2(models[kind], old)
     assert "checksums" not in json.loads((old / "zarr.json").read_text())["attributes"]
-    with pytest.warns(UnverifiedModelWarning, match=r"format version 2, written without checksums.*Save it again"):
+    with pytest.warns(
+        UnverifiedModelWarning, match=r"format version 2, written without checksums.*Save it again"
+    ):
         loaded = DiagGMM.load(old)
     assert_identical(loaded, models[kind])
     loaded.save(new)
@@ -447,19 +600,43 @@ def _zstd_of_zeros(n):
     return compress(bytes(n), 1)
 
 
-@pytest.mark.parametrize("name, tamper, field", [
-    ("weights chunk deleted", on_chunk("weights", lambda c, p: c.unlink()), "'weights' sums to 0"),
-    ("covariances chunk deleted", on_chunk("covariances", lambda c, p: c.unlink()), "'covariances' has 6 value(s) <= 0"),
-    ("means chunk truncated", on_chunk("means", lambda c, p: c.write_bytes(c.read_bytes()[:-4])), "'means'"),
-    ("means chunk a zstd bomb (100 kB of zeros)", on_chunk("means", lambda c, p: c.write_bytes(_zstd_of_zeros(10**5))),
-     "'means' does not decode to its 48 bytes"),
-    ("means chunk a zstd frame of 10 MB", on_chunk("means", lambda c, p: c.write_bytes(_zstd_of_zeros(10**7))),
-     "'means'"),
-    ("means chunk symlink to /dev/zero", on_chunk("means", symlink_to("/dev/zero")), "'means'"),
-    ("means codecs blosc", edit_json("means/zarr.json", lambda m: m["codecs"].__setitem__(1, {"name": "blosc"})),
-     "'codecs'"),
-    ("zarr.json binary junk", write_bytes("zarr.json", b"\x89PNG\r\n\x1a\n"), "zarr.json"),
-])
+@pytest.mark.parametrize(
+    "name, tamper, field",
+    [
+        (
+            "weights chunk deleted",
+            on_chunk("weights", lambda c, p: c.unlink()),
+            "'weights' sums to 0",
+        ),
+        (
+            "covariances chunk deleted",
+            on_chunk("covariances", lambda c, p: c.unlink()),
+            "'covariances' has 6 value(s) <= 0",
+        ),
+        (
+            "means chunk truncated",
+            on_chunk("means", lambda c, p: c.write_bytes(c.read_bytes()[:-4])),
+            "'means'",
+        ),
+        (
+            "means chunk a zstd bomb (100 kB of zeros)",
+            on_chunk("means", lambda c, p: c.write_bytes(_zstd_of_zeros(10**5))),
+            "'means' does not decode to its 48 bytes",
+        ),
+        (
+            "means chunk a zstd frame of 10 MB",
+            on_chunk("means", lambda c, p: c.write_bytes(_zstd_of_zeros(10**7))),
+            "'means'",
+        ),
+        ("means chunk symlink to /dev/zero", on_chunk("means", symlink_to("/dev/zero")), "'means'"),
+        (
+            "means codecs blosc",
+            edit_json("means/zarr.json", lambda m: m["codecs"].__setitem__(1, {"name": "blosc"})),
+            "'codecs'",
+        ),
+        ("zarr.json binary junk", write_bytes("zarr.json", b"\x89PNG\r\n\x1a\n"), "zarr.json"),
+    ],
+)
 def test_a_tampered_format_2_store_is_refused(models, tmp_path, name, tamper, field):
     path = tmp_path / "old.zarr"
     save_as_format_2(models["fitted"], path)
@@ -474,11 +651,15 @@ def test_a_tampered_format_2_store_is_refused(models, tmp_path, name, tamper, fi
 # ------------------------------------------------------------------ values checked beyond the checksums
 def forge(name, change):
     """Rewrite array ``name`` as ``change(values)`` with matching checksums: only the value checks can refuse it."""
+
     def tamper(path):
         values = np.asarray(zarr.open_array(str(path / name), mode="r")[...])
         changed = np.ascontiguousarray(change(values.copy()), dtype="<f8")
         chunk_of(path, name).write_bytes(changed.tobytes())
-        forge_attributes(lambda attrs: attrs["checksums"].update({name: model_store.array_checksum(changed)}))(path)
+        forge_attributes(
+            lambda attrs: attrs["checksums"].update({name: model_store.array_checksum(changed)})
+        )(path)
+
     return tamper
 
 
@@ -486,8 +667,11 @@ def forge_attributes(change):
     def tamper(path):
         meta = json.loads((path / "zarr.json").read_text())
         change(meta["attributes"])
-        meta["attributes"]["checksums"]["attributes"] = model_store.attributes_checksum(meta["attributes"])
+        meta["attributes"]["checksums"]["attributes"] = model_store.attributes_checksum(
+            meta["attributes"]
+        )
         (path / "zarr.json").write_text(json.dumps(meta))
+
     return tamper
 
 
@@ -495,6 +679,7 @@ def both(*tampers):
     def tamper(path):
         for each in tampers:
             each(path)
+
     return tamper
 
 
@@ -502,27 +687,69 @@ def _set(index, value):
     def change(values):
         values[index] = value
         return values
+
     return change
 
 
-@pytest.mark.parametrize("kind, tamper, message", [
-    ("fitted", forge("covariances", _set((0, 0), 0.0)), "'covariances' has 1 value(s) <= 0"),
-    ("fitted", forge("covariances", _set((0, 0), -2.0)), "'covariances' has 1 value(s) <= 0"),
-    ("fitted", forge("covariances", _set((0, 0), np.inf)), "'covariances' holds NaN or infinite"),
-    ("fitted", forge("covariances", _set((1, 2), 1e-320)), "'covariances' has 1 value(s) so small that their precisions"),
-    ("fitted", forge("means", _set((0, 1), np.nan)), "'means' holds NaN or infinite"),
-    ("fitted", forge("means", _set((0, 1), 1e200)), "'means' and 'covariances' give non-finite log-density"),
-    ("fitted", forge("weights", lambda w: w * 1.1), "'weights' sums to"),
-    ("fitted", forge("weights", lambda w: np.array([1.5, -0.5])), "'weights' has negative values"),
-    # fine in float64, but the precision 1e39 overflows the float32 a float32 model scores in
-    ("fitted", both(forge_attributes(lambda a: a.update(dtype="float32")),
-                    forge("covariances", _set((0, 0), 1e-39))), "non-finite log-density coefficients (products"),
-    ("online", forge("running_statistics", _set((2, 1), 2.0)), "'running_statistics' has a last row"),
-    ("online", forge("running_statistics", lambda s: s * [[2.0]] * [[1], [1], [0.5]]), "masses summing to"),
-    ("online", forge("running_statistics", _set((0, 1), 0.9)), "per-feature masses above"),
-    ("online", forge("running_statistics", _set((1, 8), -1.0)), "negative masses or second moments"),
-    ("online", forge("running_shift", _set(1, np.inf)), "'running_shift' holds NaN or infinite"),
-])
+@pytest.mark.parametrize(
+    "kind, tamper, message",
+    [
+        ("fitted", forge("covariances", _set((0, 0), 0.0)), "'covariances' has 1 value(s) <= 0"),
+        ("fitted", forge("covariances", _set((0, 0), -2.0)), "'covariances' has 1 value(s) <= 0"),
+        (
+            "fitted",
+            forge("covariances", _set((0, 0), np.inf)),
+            "'covariances' holds NaN or infinite",
+        ),
+        (
+            "fitted",
+            forge("covariances", _set((1, 2), 1e-320)),
+            "'covariances' has 1 value(s) so small that their precisions",
+        ),
+        ("fitted", forge("means", _set((0, 1), np.nan)), "'means' holds NaN or infinite"),
+        (
+            "fitted",
+            forge("means", _set((0, 1), 1e200)),
+            "'means' and 'covariances' give non-finite log-density",
+        ),
+        ("fitted", forge("weights", lambda w: w * 1.1), "'weights' sums to"),
+        (
+            "fitted",
+            forge("weights", lambda w: np.array([1.5, -0.5])),
+            "'weights' has negative values",
+        ),
+        # fine in float64, but the precision 1e39 overflows the float32 a float32 model scores in
+        (
+            "fitted",
+            both(
+                forge_attributes(lambda a: a.update(dtype="float32")),
+                forge("covariances", _set((0, 0), 1e-39)),
+            ),
+            "non-finite log-density coefficients (products",
+        ),
+        (
+            "online",
+            forge("running_statistics", _set((2, 1), 2.0)),
+            "'running_statistics' has a last row",
+        ),
+        (
+            "online",
+            forge("running_statistics", lambda s: s * [[2.0]] * [[1], [1], [0.5]]),
+            "masses summing to",
+        ),
+        ("online", forge("running_statistics", _set((0, 1), 0.9)), "per-feature masses above"),
+        (
+            "online",
+            forge("running_statistics", _set((1, 8), -1.0)),
+            "negative masses or second moments",
+        ),
+        (
+            "online",
+            forge("running_shift", _set(1, np.inf)),
+            "'running_shift' holds NaN or infinite",
+        ),
+    ],
+)
 def test_values_are_checked_even_when_the_checksums_match(models, tmp_path, kind, tamper, message):
     path = tmp_path / "model.zarr"
     models[kind].save(path)
@@ -537,4 +764,6 @@ def test_forged_checksums_are_accepted_so_the_value_checks_are_what_refuses(mode
     path = tmp_path / "model.zarr"
     models["fitted"].save(path)
     forge("covariances", lambda c: c * 2)(path)
-    np.testing.assert_array_equal(DiagGMM.load(path).covariances_, models["fitted"].covariances_ * 2)
+    np.testing.assert_array_equal(
+        DiagGMM.load(path).covariances_, models["fitted"].covariances_ * 2
+    )

@@ -7,8 +7,8 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
-
 from conftest import mixture_data, start_values
+
 from diaggmm_dist import DiagGMM, online
 from diaggmm_dist.io.model_store import ModelStoreError
 from diaggmm_dist.mstep import m_step
@@ -26,14 +26,22 @@ def stream(X, tmp_path, batch=BATCH):
             yield da.from_array(rows, chunks=(300, rows.shape[1]))
         else:
             path = str(tmp_path / f"part-{number}.zarr")
-            zarr.create_array(path, shape=rows.shape, chunks=(250, rows.shape[1]), dtype="f8")[...] = rows
+            zarr.create_array(path, shape=rows.shape, chunks=(250, rows.shape[1]), dtype="f8")[
+                ...
+            ] = rows
             yield path
 
 
 def same_model(a, b, rtol=1e-12):
     for name in ("weights_", "means_", "covariances_", "running_statistics_", "running_shift_"):
-        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=rtol, atol=0, err_msg=name)
-    assert (a.n_batches_seen_, a.n_samples_seen_, a.n_iter_) == (b.n_batches_seen_, b.n_samples_seen_, b.n_iter_)
+        np.testing.assert_allclose(
+            getattr(a, name), getattr(b, name), rtol=rtol, atol=0, err_msg=name
+        )
+    assert (a.n_batches_seen_, a.n_samples_seen_, a.n_iter_) == (
+        b.n_batches_seen_,
+        b.n_samples_seen_,
+        b.n_iter_,
+    )
 
 
 #: Held-out mean log-likelihood of the streamed model: within this fraction of the batch fit's.
@@ -94,8 +102,15 @@ def test_each_step_is_the_stepwise_em_update():
     # running statistics yet: they start as those its parameters imply).
     X, _ = mixture_data(3000, D, K, seed=6, offset=500.0)
     w0, m0, p0 = start_values(X, K, seed=2)
-    model = DiagGMM(K, weights_init=w0, means_init=m0, precisions_init=p0, max_iter=0, learning_decay=0.8,
-                    learning_offset=2.0).fit(X)
+    model = DiagGMM(
+        K,
+        weights_init=w0,
+        means_init=m0,
+        precisions_init=p0,
+        max_iter=0,
+        learning_decay=0.8,
+        learning_offset=2.0,
+    ).fit(X)
     reg = model.reg_covar
     n = model.weights_.copy()
     s1 = n[:, None] * model.means_
@@ -103,7 +118,9 @@ def test_each_step_is_the_stepwise_em_update():
     for t, rows in enumerate((slice(0, 1000), slice(1000, 2500), slice(2500, 3000))):
         eta = (t + 2.0) ** -0.8
         batch_n, batch_s1, batch_s2 = _statistics_per_row(model, X[rows])
-        n, s1, s2 = ((1 - eta) * a + eta * b for a, b in ((n, batch_n), (s1, batch_s1), (s2, batch_s2)))
+        n, s1, s2 = (
+            (1 - eta) * a + eta * b for a, b in ((n, batch_n), (s1, batch_s1), (s2, batch_s2))
+        )
         model.partial_fit(X[rows])
         means = s1 / n[:, None]
         np.testing.assert_allclose(model.weights_, n / n.sum(), rtol=1e-9)
@@ -122,7 +139,9 @@ def test_implied_statistics_give_back_the_parameters():
     X, _ = mixture_data(2000, D, K, seed=8, offset=100.0)
     model = DiagGMM(K, random_state=0).fit(X)
     shift = X.mean(axis=0)
-    stats = online.implied_statistics(model.weights_, model.means_, model.covariances_, model.reg_covar, shift)
+    stats = online.implied_statistics(
+        model.weights_, model.means_, model.covariances_, model.reg_covar, shift
+    )
     weights, means, covariances, _ = m_step(stats * 2000, model.reg_covar, shift)
     np.testing.assert_allclose(weights, model.weights_, rtol=1e-12)
     np.testing.assert_allclose(means, model.means_, rtol=1e-12)
@@ -133,17 +152,25 @@ def test_implied_statistics_give_back_the_parameters():
 def test_a_saved_model_continues_exactly_where_it_stopped(where, tmp_path):
     X, _ = mixture_data(6000, D, K, seed=9)
     batches = np.array_split(X, 6)
-    straight = DiagGMM(K, random_state=0, learning_decay=0.9, learning_offset=3.0, missing="marginalize")
+    straight = DiagGMM(
+        K, random_state=0, learning_decay=0.9, learning_offset=3.0, missing="marginalize"
+    )
     for part in batches:
         straight.partial_fit(part)
-    first = DiagGMM(K, random_state=0, learning_decay=0.9, learning_offset=3.0, missing="marginalize")
+    first = DiagGMM(
+        K, random_state=0, learning_decay=0.9, learning_offset=3.0, missing="marginalize"
+    )
     for part in batches[:3]:
         first.partial_fit(part)
     url = str(tmp_path / "model.zarr") if where == "local" else f"memory://online-{os.getpid()}"
     first.save(url)
     loaded = DiagGMM.load(url)
     same_model(loaded, first, rtol=0)
-    assert (loaded.learning_decay, loaded.learning_offset, loaded.missing) == (0.9, 3.0, "marginalize")
+    assert (loaded.learning_decay, loaded.learning_offset, loaded.missing) == (
+        0.9,
+        3.0,
+        "marginalize",
+    )
     for part in batches[3:]:
         loaded.partial_fit(part)
     same_model(loaded, straight, rtol=0)
@@ -160,7 +187,9 @@ def test_fit_then_partial_fit_then_fit(tmp_path):
     assert model.n_batches_seen_ == 1 and model.data_fingerprint_ is None
     # the first step from a fitted model moves it by learning_offset ** -learning_decay of the way
     assert 0 < np.abs(model.means_ - fitted_means).max() < 0.5
-    continued = DiagGMM.load(tmp_path / "fitted.zarr").partial_fit(X[3000:])  # a store without running statistics
+    continued = DiagGMM.load(tmp_path / "fitted.zarr").partial_fit(
+        X[3000:]
+    )  # a store without running statistics
     same_model(continued, model)
     model.fit(X)
     assert not hasattr(model, "running_statistics_") and not hasattr(model, "n_batches_seen_")
@@ -186,8 +215,16 @@ def test_marginalised_batches_are_the_brute_force_stepwise_em_update():
     X, _ = mixture_data(3000, D, K, seed=12, offset=100.0)
     holes = _with_gaps(X, 0.2, 12, empty_rows=[7, 1500, 2999])
     w0, m0, p0 = start_values(X, K, seed=3)
-    model = DiagGMM(K, weights_init=w0, means_init=m0, precisions_init=p0, max_iter=0, missing="marginalize",
-                    learning_decay=0.8, learning_offset=2.0).fit(holes)
+    model = DiagGMM(
+        K,
+        weights_init=w0,
+        means_init=m0,
+        precisions_init=p0,
+        max_iter=0,
+        missing="marginalize",
+        learning_decay=0.8,
+        learning_offset=2.0,
+    ).fit(holes)
     reg = model.reg_covar
     # running statistics implied by the fitted parameters: N_k = S0_kj = w_k, uncentred S1, S2
     n, s0 = model.weights_.copy(), np.repeat(model.weights_[:, None], D, axis=1)
@@ -196,10 +233,13 @@ def test_marginalised_batches_are_the_brute_force_stepwise_em_update():
     seen = 0
     for t, rows in enumerate((slice(0, 1000), slice(1000, 2200), slice(2200, 3000))):
         eta = (t + 2.0) ** -0.8
-        used, resp, observed, values, log_norm = marginal_e_step(holes[rows], model.weights_, model.means_,
-                                                                 model.covariances_)
+        used, resp, observed, values, log_norm = marginal_e_step(
+            holes[rows], model.weights_, model.means_, model.covariances_
+        )
         batch = (resp.sum(axis=0), resp.T @ observed, resp.T @ values, resp.T @ (values * values))
-        n, s0, s1, s2 = ((1 - eta) * old + eta * new / used.sum() for old, new in zip((n, s0, s1, s2), batch))
+        n, s0, s1, s2 = (
+            (1 - eta) * old + eta * new / used.sum() for old, new in zip((n, s0, s1, s2), batch)
+        )
         model.partial_fit(holes[rows])
         seen += int(used.sum())
         means = s1 / s0

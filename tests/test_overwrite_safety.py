@@ -26,17 +26,23 @@ def folder_of_other_files(tmp_path):
     folder = tmp_path / "documents"
     (folder / "sub").mkdir(parents=True)
     (folder / "notes.txt").write_text("keep me")
-    (folder / "sub" / "zarr.json").write_text("{}")  # a Zarr node inside does not make the folder one
+    (folder / "sub" / "zarr.json").write_text(
+        "{}"
+    )  # a Zarr node inside does not make the folder one
     return folder
 
 
 def files_under(folder):
-    return sorted((p.relative_to(folder).as_posix(), p.read_bytes()) for p in folder.rglob("*") if p.is_file())
+    return sorted(
+        (p.relative_to(folder).as_posix(), p.read_bytes()) for p in folder.rglob("*") if p.is_file()
+    )
 
 
 def test_save_with_overwrite_refuses_a_folder_of_other_files(rows, folder_of_other_files):
     before = files_under(folder_of_other_files)
-    with pytest.raises(NotAGroupError, match="not a Zarr store: refusing to replace it, even with overwrite"):
+    with pytest.raises(
+        NotAGroupError, match="not a Zarr store: refusing to replace it, even with overwrite"
+    ):
         DiagGMM(2, random_state=0).fit(rows).save(folder_of_other_files, overwrite=True)
     assert files_under(folder_of_other_files) == before
 
@@ -44,7 +50,9 @@ def test_save_with_overwrite_refuses_a_folder_of_other_files(rows, folder_of_oth
 def test_fit_with_overwrite_checkpoint_refuses_a_folder_of_other_files(rows, folder_of_other_files):
     before = files_under(folder_of_other_files)
     with pytest.raises(NotAGroupError, match="refusing to replace it, even with overwrite"):
-        DiagGMM(2, random_state=0).fit(rows, checkpoint=folder_of_other_files, overwrite_checkpoint=True)
+        DiagGMM(2, random_state=0).fit(
+            rows, checkpoint=folder_of_other_files, overwrite_checkpoint=True
+        )
     assert files_under(folder_of_other_files) == before
     assert not folder_of_other_files.with_name("documents.lease").exists()
 
@@ -73,11 +81,27 @@ def test_cli_fit_overwrite_refuses_a_folder_of_other_files(rows, folder_of_other
     data = tmp_path / "data.zarr"
     zarr.create_array(str(data), data=rows)
     before = files_under(folder_of_other_files)
-    diaggmm = shutil.which("diaggmm") or str(__import__("pathlib").Path(sys.executable).with_name("diaggmm"))
+    diaggmm = shutil.which("diaggmm") or str(
+        __import__("pathlib").Path(sys.executable).with_name("diaggmm")
+    )
     for option in ("--out", "--checkpoint"):
         out = ["--out", str(tmp_path / "m.zarr")] if option == "--checkpoint" else []
-        result = subprocess.run([diaggmm, "fit", str(data), "--k", "2", *out, option, str(folder_of_other_files),
-                                 "--overwrite"], capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            [
+                diaggmm,
+                "fit",
+                str(data),
+                "--k",
+                "2",
+                *out,
+                option,
+                str(folder_of_other_files),
+                "--overwrite",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert result.returncode == 2, result.stderr
         assert "refusing to replace it" in result.stderr
         assert "Traceback" not in result.stderr

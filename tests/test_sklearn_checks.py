@@ -71,15 +71,27 @@ def test_the_array_api_check_runs_where_it_can():
         "            ran += 1\n"
         "print(ran)\n"
     )
-    env = {**os.environ, "SCIPY_ARRAY_API": "1", "PYTHONPATH": os.pathsep.join(
-        [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
-    done = subprocess.run([sys.executable, "-c", code, *map(repr, CHECKED)], env=env, capture_output=True, text=True)
+    env = {
+        **os.environ,
+        "SCIPY_ARRAY_API": "1",
+        "PYTHONPATH": os.pathsep.join(
+            [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        ),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code, *map(repr, CHECKED)], env=env, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split()[-1] == str(len(CHECKED))
 
 
 # ------------------------------------------------------------------ sparse input
-SPARSE = [scipy.sparse.csr_matrix, scipy.sparse.csr_array, scipy.sparse.coo_array, scipy.sparse.csc_matrix]
+SPARSE = [
+    scipy.sparse.csr_matrix,
+    scipy.sparse.csr_array,
+    scipy.sparse.coo_array,
+    scipy.sparse.csc_matrix,
+]
 
 
 @pytest.mark.parametrize("container", SPARSE, ids=lambda c: c.__name__)
@@ -118,8 +130,11 @@ def test_object_array_holding_a_non_number_says_which_value():
     X = np.random.default_rng(1).standard_normal((60, 3)).astype(object)
     X[0, 0] = {"foo": "bar"}
     # scikit-learn's check looks for numpy's message ("argument must be a string or ... number")
-    with pytest.raises(TypeError, match=r"Expected numeric .* got dtype object holding a value that is not a "
-                                        r"number \(float\(\) argument must be a string or a (real )?number, not 'dict'\)"):
+    with pytest.raises(
+        TypeError,
+        match=r"Expected numeric .* got dtype object holding a value that is not a "
+        r"number \(float\(\) argument must be a string or a (real )?number, not 'dict'\)",
+    ):
         DiagGMM(2).fit(X)
 
 
@@ -128,23 +143,37 @@ def test_shape_errors_use_scikit_learn_wording_for_every_input(as_dask):
     def form(X):
         return da.from_array(X, chunks=(max(1, X.shape[0]),) + X.shape[1:]) if as_dask else X
 
-    with pytest.raises(ValueError, match=r"Found array with 0 feature\(s\) \(shape=\(12, 0\)\) while a minimum of 1 is required"):
+    with pytest.raises(
+        ValueError,
+        match=r"Found array with 0 feature\(s\) \(shape=\(12, 0\)\) while a minimum of 1 is required",
+    ):
         DiagGMM(1).fit(form(np.empty((12, 0))))
-    with pytest.raises(ValueError, match=r"Found array with 0 sample\(s\) \(shape=\(0, 3\)\) while a minimum of 1 is required"):
+    with pytest.raises(
+        ValueError,
+        match=r"Found array with 0 sample\(s\) \(shape=\(0, 3\)\) while a minimum of 1 is required",
+    ):
         DiagGMM(1).fit(form(np.empty((0, 3))))
     with pytest.raises(ValueError, match="Complex data not supported"):
         DiagGMM(1).fit(form(np.ones((10, 2)) + 1j))
     fitted = DiagGMM(1, random_state=0).fit(np.random.default_rng(0).uniform(size=(20, 3)))
-    with pytest.raises(ValueError, match="Expected 2D array, got 1D array instead.*Reshape your data"):
+    with pytest.raises(
+        ValueError, match="Expected 2D array, got 1D array instead.*Reshape your data"
+    ):
         fitted.predict(form(np.ones(3)))
-    with pytest.raises(ValueError, match=r"X has 1 features, but DiagGMM is expecting 3 features as input: give the 3"):
+    with pytest.raises(
+        ValueError,
+        match=r"X has 1 features, but DiagGMM is expecting 3 features as input: give the 3",
+    ):
         fitted.score(form(np.ones((5, 1))))
 
 
 @pytest.mark.parametrize("missing", ["error", "drop"])
 def test_all_zero_weights_say_weight_and_zero(missing):
     X = np.random.default_rng(0).standard_normal((30, 2))
-    with pytest.raises(ValueError, match=r"No row can be used: every (sample weight is zero|row has a sample weight of zero)"):
+    with pytest.raises(
+        ValueError,
+        match=r"No row can be used: every (sample weight is zero|row has a sample weight of zero)",
+    ):
         DiagGMM(2, missing=missing).fit(X, sample_weight=np.zeros(30))
 
 
@@ -156,7 +185,9 @@ def clusters(n_per=100, seed=0):
 
 def assert_same_model(a, b, rtol=1e-9):
     for name in ("weights_", "means_", "covariances_"):
-        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=rtol, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(
+            getattr(a, name), getattr(b, name), rtol=rtol, atol=1e-12, err_msg=name
+        )
     assert a.n_iter_ == b.n_iter_ and a.best_init_ == b.best_init_
     np.testing.assert_allclose(a.lower_bounds_, b.lower_bounds_, rtol=1e-12)
 
@@ -174,12 +205,20 @@ def test_integer_weights_equal_repeated_rows_including_the_initialisation(init_p
     Xw, ww = X[order], w[order].astype(float)
     Xr = np.repeat(X, w, axis=0)
     if as_dask:
-        Xw, ww, Xr = da.from_array(Xw, chunks=(70, 3)), da.from_array(ww, chunks=70), da.from_array(Xr, chunks=(90, 3))
-    settings = dict(init_params=init_params, n_init=3, random_state=0, tol=1e-8, max_iter=60, chunk_size=50)
+        Xw, ww, Xr = (
+            da.from_array(Xw, chunks=(70, 3)),
+            da.from_array(ww, chunks=70),
+            da.from_array(Xr, chunks=(90, 3)),
+        )
+    settings = dict(
+        init_params=init_params, n_init=3, random_state=0, tol=1e-8, max_iter=60, chunk_size=50
+    )
     weighted = DiagGMM(4, **settings).fit(Xw, sample_weight=ww)
     repeated = DiagGMM(4, **settings).fit(Xr)
     assert_same_model(weighted, repeated)
-    np.testing.assert_allclose(weighted.predict_proba(X), repeated.predict_proba(X), rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(
+        weighted.predict_proba(X), repeated.predict_proba(X), rtol=1e-7, atol=1e-12
+    )
 
 
 def test_the_initialisation_of_weighted_rows_equals_that_of_repeated_rows():
@@ -191,17 +230,29 @@ def test_the_initialisation_of_weighted_rows_equals_that_of_repeated_rows():
         for data, weights in ((X, w.astype(float)), (np.repeat(X, w, axis=0), None)):
             array = da.from_array(data, chunks=(25, 3))
             weights = None if weights is None else da.from_array(weights, chunks=25)
-            starts.append(initialization.initial_parameters(array, 5, init_params, np.random.RandomState(0), 1e-6,
-                                                            _DataPass(array, "float64", weights=weights)))
+            starts.append(
+                initialization.initial_parameters(
+                    array,
+                    5,
+                    init_params,
+                    np.random.RandomState(0),
+                    1e-6,
+                    _DataPass(array, "float64", weights=weights),
+                )
+            )
         for got, want in zip(*starts):
             np.testing.assert_allclose(got, want, rtol=1e-12, err_msg=init_params)
 
 
-@pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random_from_data", "random", "split"])
+@pytest.mark.parametrize(
+    "init_params", ["kmeans", "k-means++", "random_from_data", "random", "split"]
+)
 def test_weights_of_one_change_nothing(init_params):
     X = clusters()
     plain = DiagGMM(3, init_params=init_params, random_state=0, max_iter=10).fit(X)
-    ones = DiagGMM(3, init_params=init_params, random_state=0, max_iter=10).fit(X, sample_weight=np.ones(len(X)))
+    ones = DiagGMM(3, init_params=init_params, random_state=0, max_iter=10).fit(
+        X, sample_weight=np.ones(len(X))
+    )
     assert_same_model(plain, ones, rtol=1e-12)
 
 
@@ -215,7 +266,15 @@ def test_zero_weight_rows_take_no_part_in_a_sampled_initialisation(monkeypatch):
     array = da.from_array(X, chunks=(100, 3))
     for init_params in ("kmeans", "k-means++", "random_from_data"):
         centres, shift, _, _ = initialization._starting_centres(
-            array, [3, 3], init_params, np.random.RandomState(0), "error", None, 1e-6, da.from_array(w, chunks=100))
+            array,
+            [3, 3],
+            init_params,
+            np.random.RandomState(0),
+            "error",
+            None,
+            1e-6,
+            da.from_array(w, chunks=100),
+        )
         for means in centres:
             assert np.all(means < 20), (init_params, means)  # none on the zero-weight cluster
         assert np.all(shift < 20)
@@ -225,8 +284,12 @@ def test_a_bad_lazy_weight_is_refused_before_the_initialisation_uses_it():
     X = clusters()
     w = np.ones(len(X))
     w[[5, 250]] = [-1.0, np.nan]
-    with pytest.raises(ValueError, match=r"sample_weight holds 2 negative, NaN or infinite value\(s\)"):
-        DiagGMM(3, random_state=0).fit(da.from_array(X, chunks=(50, 3)), sample_weight=da.from_array(w, chunks=50))
+    with pytest.raises(
+        ValueError, match=r"sample_weight holds 2 negative, NaN or infinite value\(s\)"
+    ):
+        DiagGMM(3, random_state=0).fit(
+            da.from_array(X, chunks=(50, 3)), sample_weight=da.from_array(w, chunks=50)
+        )
 
 
 # -------------------------------------------------------------- covariance_type
@@ -237,15 +300,31 @@ def test_covariance_type_is_a_parameter_and_an_attribute():
     fitted = DiagGMM(2, covariance_type="diag", random_state=0).fit(X)
     assert fitted.covariance_type == "diag" and fitted.covariances_.shape == (2, 3)
     # code written for GaussianMixture reads it and branches on it
-    assert fitted.to_sklearn().covariance_type == DiagGMM.from_sklearn(fitted.to_sklearn()).covariance_type == "diag"
+    assert (
+        fitted.to_sklearn().covariance_type
+        == DiagGMM.from_sklearn(fitted.to_sklearn()).covariance_type
+        == "diag"
+    )
 
 
-@pytest.mark.parametrize("value, error", [("full", ValueError), ("spherical", ValueError), ("tied", ValueError),
-                                          ("Diag", ValueError), (None, TypeError), (2, TypeError)])
+@pytest.mark.parametrize(
+    "value, error",
+    [
+        ("full", ValueError),
+        ("spherical", ValueError),
+        ("tied", ValueError),
+        ("Diag", ValueError),
+        (None, TypeError),
+        (2, TypeError),
+    ],
+)
 def test_other_covariance_types_are_refused_at_fit(value, error):
     model = DiagGMM(2, covariance_type=value)  # scikit-learn validates parameters at fit, not here
-    with pytest.raises(error, match=r"DiagGMM: covariance_type must be 'diag': DiagGMM fits diagonal covariances "
-                                    r"only \(use sklearn.mixture.GaussianMixture"):
+    with pytest.raises(
+        error,
+        match=r"DiagGMM: covariance_type must be 'diag': DiagGMM fits diagonal covariances "
+        r"only \(use sklearn.mixture.GaussianMixture",
+    ):
         model.fit(clusters(30))
     with pytest.raises(error, match="covariance_type must be 'diag'"):
         DiagGMM(2).set_params(covariance_type=value).partial_fit(clusters(30))
@@ -268,7 +347,11 @@ def saturated():
 
 COLLAPSE = [
     dict(),  # k-means puts a centre on the repeated point: the initialisation collapses
-    dict(weights_init=[0.75, 0.25], means_init=[np.zeros(5), np.full(5, 9.0)], precisions_init=np.ones((2, 5))),
+    dict(
+        weights_init=[0.75, 0.25],
+        means_init=[np.zeros(5), np.full(5, 9.0)],
+        precisions_init=np.ones((2, 5)),
+    ),
 ]
 
 
@@ -279,9 +362,11 @@ def test_reg_covar_zero_on_a_collapsed_component_raises_as_scikit_learn_does(sta
     with pytest.raises(ValueError, match="ill-defined empirical covariance"):
         GaussianMixture(2, covariance_type="diag", reg_covar=0, random_state=0, **start).fit(X)
     # ... and so does DiagGMM (it returned a "converged" model scoring +38 nats per repeated row)
-    message = (ILL_DEFINED_COVARIANCE.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")
-               + r" With reg_covar=0, component\(s\) \[1\] collapsed onto too few distinct points: their variance "
-               r"of feature\(s\) \[0, 1, 2, 3, 4\] is zero .* Set reg_covar > 0")
+    message = (
+        ILL_DEFINED_COVARIANCE.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")
+        + r" With reg_covar=0, component\(s\) \[1\] collapsed onto too few distinct points: their variance "
+        r"of feature\(s\) \[0, 1, 2, 3, 4\] is zero .* Set reg_covar > 0"
+    )
     with pytest.raises(ValueError, match=message):
         DiagGMM(2, reg_covar=0, random_state=0, **start).fit(X)
     with pytest.raises(ValueError, match="ill-defined empirical covariance"):
@@ -291,14 +376,18 @@ def test_reg_covar_zero_on_a_collapsed_component_raises_as_scikit_learn_does(sta
 def test_reg_covar_zero_on_a_constant_feature_keeps_its_own_guidance():
     X = saturated()
     X[:, 2] = 3.0
-    with pytest.raises(ValueError, match=r"ill-defined empirical covariance.* Feature\(s\) \[2\] are constant"):
+    with pytest.raises(
+        ValueError, match=r"ill-defined empirical covariance.* Feature\(s\) \[2\] are constant"
+    ):
         DiagGMM(2, reg_covar=0, random_state=0).fit(X)
 
 
 def test_reg_covar_zero_on_well_spread_data_still_matches_scikit_learn():
     # the error is for collapsed components only: spread data fits as scikit-learn fits it
     X = clusters()
-    start = dict(weights_init=[1 / 3] * 3, means_init=X[[0, 150, 299]], precisions_init=np.ones((3, 3)))
+    start = dict(
+        weights_init=[1 / 3] * 3, means_init=X[[0, 150, 299]], precisions_init=np.ones((3, 3))
+    )
     ours = DiagGMM(3, reg_covar=0, tol=1e-6, **start).fit(X)
     ref = GaussianMixture(3, covariance_type="diag", reg_covar=0, tol=1e-6, **start).fit(X)
     np.testing.assert_allclose(ours.means_, ref.means_, rtol=1e-10)

@@ -4,8 +4,8 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import mixture_data
+
 from diaggmm_dist import DiagGMM, engine, splitting
 from diaggmm_dist.io.synthetic import mixture_parameters
 from diaggmm_dist.mstep import SPLIT_OFFSET, add_components_by_splitting
@@ -25,13 +25,19 @@ def test_split_reaches_a_lower_bound_at_least_as_good_as_kmeans_on_64_clusters()
     for seed in range(3):
         X = clusters(seed)
         for init in bounds:
-            bounds[init].append(DiagGMM(64, init_params=init, random_state=seed).fit(X).lower_bound_)
+            bounds[init].append(
+                DiagGMM(64, init_params=init, random_state=seed).fit(X).lower_bound_
+            )
     assert np.mean(bounds["split"]) >= np.mean(bounds["kmeans"]), bounds
     assert time.perf_counter() - start < 60
 
 
 def test_a_split_halves_the_weight_keeps_the_variances_and_moves_the_means_along_the_widest_feature():
-    weights, means, covariances = np.array([1.0]), np.array([[1.0, 2.0, 3.0]]), np.array([[1.0, 4.0, 2.0]])
+    weights, means, covariances = (
+        np.array([1.0]),
+        np.array([[1.0, 2.0, 3.0]]),
+        np.array([[1.0, 4.0, 2.0]]),
+    )
     weights, means, covariances = add_components_by_splitting(weights, means, covariances)
     np.testing.assert_array_equal(weights, [0.5, 0.5])
     np.testing.assert_array_equal(covariances, [[1.0, 4.0, 2.0]] * 2)
@@ -39,7 +45,11 @@ def test_a_split_halves_the_weight_keeps_the_variances_and_moves_the_means_along
     np.testing.assert_allclose(means, [[1.0, 2.0 - step, 3.0], [1.0, 2.0 + step, 3.0]])
     # Next, the component with the most weight x σ along its widest feature is split: here the
     # lighter but much wider one.
-    weights, means, covariances = np.array([0.6, 0.4]), np.zeros((2, 2)), np.array([[1.0, 1.0], [9.0, 1.0]])
+    weights, means, covariances = (
+        np.array([0.6, 0.4]),
+        np.zeros((2, 2)),
+        np.array([[1.0, 1.0], [9.0, 1.0]]),
+    )
     weights, _, covariances = add_components_by_splitting(weights, means, covariances)
     np.testing.assert_allclose(weights, [0.6, 0.2, 0.2])
     np.testing.assert_array_equal(covariances[2], [9.0, 1.0])
@@ -59,7 +69,9 @@ def test_split_grows_one_component_at_a_time_with_few_em_iterations(monkeypatch)
 
     def spy(data, responsibilities, *args, **kwargs):
         kind = responsibilities[0]
-        sizes.append(sum(responsibilities[2]) if kind == "random" else responsibilities[1].n_components)
+        sizes.append(
+            sum(responsibilities[2]) if kind == "random" else responsibilities[1].n_components
+        )
         return run_pass(data, responsibilities, *args, **kwargs)
 
     monkeypatch.setattr(engine, "pass_statistics", spy)
@@ -67,12 +79,16 @@ def test_split_grows_one_component_at_a_time_with_few_em_iterations(monkeypatch)
     assert gmm.means_.shape == (5, 3) and gmm.weights_.sum() == pytest.approx(1.0)
     assert sizes[:2] == [1, 1]  # the one-component fit
     counts = [sizes.count(k) for k in range(2, 6)]
-    assert sizes[2:] == sorted(sizes[2:]) and all(1 <= c <= splitting.SPLIT_EM_ITERATIONS for c in counts), sizes
+    assert sizes[2:] == sorted(sizes[2:]) and all(
+        1 <= c <= splitting.SPLIT_EM_ITERATIONS for c in counts
+    ), sizes
 
 
 def test_split_is_deterministic_and_chunking_independent():
     X, _ = mixture_data(4000, 3, 4, seed=3)
     first = DiagGMM(4, init_params="split", max_iter=3, tol=0, random_state=0).fit(X)
-    again = DiagGMM(4, init_params="split", max_iter=3, tol=0, random_state=1, chunk_size=123).fit(X)
+    again = DiagGMM(4, init_params="split", max_iter=3, tol=0, random_state=1, chunk_size=123).fit(
+        X
+    )
     for name in ("weights_", "means_", "covariances_"):
         np.testing.assert_allclose(getattr(first, name), getattr(again, name), rtol=1e-10)

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from conftest import Crash, crash_after, mixture_data
 from sklearn.mixture import GaussianMixture
 
-from conftest import Crash, crash_after, mixture_data
 from diaggmm_dist import DiagGMM, engine
 from diaggmm_dist.io.checkpoint import KEEP, CheckpointMismatchError, CorruptCheckpointWarning
 from diaggmm_dist.io.model_store import ModelStoreError
@@ -30,7 +30,11 @@ def fitted(data):
 def _identical(a, b):
     for name in ("weights_", "means_", "covariances_"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
-    assert a.lower_bounds_ == b.lower_bounds_ and a.n_iter_ == b.n_iter_ and a.converged_ == b.converged_
+    assert (
+        a.lower_bounds_ == b.lower_bounds_
+        and a.n_iter_ == b.n_iter_
+        and a.converged_ == b.converged_
+    )
 
 
 # ------------------------------------------------------------------ model store
@@ -52,10 +56,16 @@ def test_model_store_is_plain_data(fitted, tmp_path):
     path = tmp_path / "model.zarr"
     fitted.save(path)
     files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
-    assert all(f.endswith("zarr.json") or "/c/" in f for f in files)  # metadata JSON and raw chunks only
+    assert all(
+        f.endswith("zarr.json") or "/c/" in f for f in files
+    )  # metadata JSON and raw chunks only
     meta = json.loads((path / "zarr.json").read_text())
     attrs = meta["attributes"]
-    assert attrs["format"] == "diaggmm-dist-model" and attrs["n_components"] == 3 and attrs["n_features"] == 4
+    assert (
+        attrs["format"] == "diaggmm-dist-model"
+        and attrs["n_components"] == 3
+        and attrs["n_features"] == 4
+    )
     assert attrs["data_fingerprint"]["shape"] == [3000, 4]
     assert len(attrs["lower_bounds"]) == fitted.n_iter_
     assert not list(tmp_path.glob(".*partial"))  # nothing half-written left behind
@@ -68,14 +78,20 @@ def _tamper(path, change):
     meta_file.write_text(json.dumps(meta))
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda a: a.update(format="something-else"), "not a diaggmm-dist model"),
-    (lambda a: a.update(format_version=99), "zarr.json: attribute 'format_version' is 99"),
-    (lambda a: a.pop("n_iter"), "attribute 'n_iter' is missing"),
-    (lambda a: a.update(n_components=4), r"weights/zarr.json \(array 'weights'\): 'shape' must be \[4\]"),
-    (lambda a: a.update(reg_covar="big"), "zarr.json: attribute 'reg_covar' must be a number"),
-    (lambda a: a.update(params={"evil": "__import__('os')"}), "unknown keys"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda a: a.update(format="something-else"), "not a diaggmm-dist model"),
+        (lambda a: a.update(format_version=99), "zarr.json: attribute 'format_version' is 99"),
+        (lambda a: a.pop("n_iter"), "attribute 'n_iter' is missing"),
+        (
+            lambda a: a.update(n_components=4),
+            r"weights/zarr.json \(array 'weights'\): 'shape' must be \[4\]",
+        ),
+        (lambda a: a.update(reg_covar="big"), "zarr.json: attribute 'reg_covar' must be a number"),
+        (lambda a: a.update(params={"evil": "__import__('os')"}), "unknown keys"),
+    ],
+)
 def test_tampered_attributes_are_named(fitted, tmp_path, change, message):
     path = tmp_path / "model.zarr"
     fitted.save(path)
@@ -123,7 +139,9 @@ def test_sklearn_round_trip(fitted, data):
 
 
 # ------------------------------------------------------------------ checkpoints
-SETTINGS = dict(n_components=3, random_state=4, tol=1e-8, max_iter=12, n_init=2, init_params="random")
+SETTINGS = dict(
+    n_components=3, random_state=4, tol=1e-8, max_iter=12, n_init=2, init_params="random"
+)
 
 
 @pytest.mark.parametrize("passes", [0, 1, 2, 5, 12, 13, 100])
@@ -159,7 +177,9 @@ def test_resume_skips_the_work_already_done(data, tmp_path, monkeypatch):
     assert len(steps) == KEEP
 
 
-def test_an_older_checkpoint_with_fewer_restarts_initialised_is_completed(data, tmp_path, monkeypatch):
+def test_an_older_checkpoint_with_fewer_restarts_initialised_is_completed(
+    data, tmp_path, monkeypatch
+):
     from diaggmm_dist.io.checkpoint import Checkpoints
 
     # Older versions checkpointed after each restart's initialisation: stopped between two,
@@ -176,24 +196,33 @@ def test_an_older_checkpoint_with_fewer_restarts_initialised_is_completed(data, 
     # restarts). The uninterrupted run drew both restarts' in one stacked pass, whose larger
     # matrix product may add in another order: the same numbers up to rounding.
     kinds, real = [], engine.pass_statistics
-    monkeypatch.setattr(engine, "pass_statistics", lambda *a, **k: kinds.append(a[1][0]) or real(*a, **k))
+    monkeypatch.setattr(
+        engine, "pass_statistics", lambda *a, **k: kinds.append(a[1][0]) or real(*a, **k)
+    )
     resumed = DiagGMM(**SETTINGS).fit(data, checkpoint=url)
     assert kinds == ["random"] + ["gaussian"] * SETTINGS["max_iter"]
     for name in ("weights_", "means_", "covariances_"):
         np.testing.assert_allclose(getattr(resumed, name), getattr(straight, name), rtol=1e-10)
     assert resumed.n_iter_ == straight.n_iter_ and resumed.best_init_ == straight.best_init_
-    for got, want in zip(resumed.lower_bounds_per_init_, straight.lower_bounds_per_init_, strict=True):
+    for got, want in zip(
+        resumed.lower_bounds_per_init_, straight.lower_bounds_per_init_, strict=True
+    ):
         np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
 def test_checkpoint_of_another_run_is_refused(data, tmp_path):
     url = str(tmp_path / "ckpt.zarr")
     DiagGMM(3, random_state=0, max_iter=3).fit(data, checkpoint=url)
-    with pytest.raises(CheckpointMismatchError, match=r"n_components: checkpoint has 3, this run has 4.*overwrite_checkpoint=True"):
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"n_components: checkpoint has 3, this run has 4.*overwrite_checkpoint=True",
+    ):
         DiagGMM(4, random_state=0, max_iter=3).fit(data, checkpoint=url)
     with pytest.raises(CheckpointMismatchError, match=r"fingerprint\.shape"):
         DiagGMM(3, random_state=0, max_iter=3).fit(data[:2000], checkpoint=url)
-    fresh = DiagGMM(4, random_state=0, max_iter=3).fit(data, checkpoint=url, overwrite_checkpoint=True)
+    fresh = DiagGMM(4, random_state=0, max_iter=3).fit(
+        data, checkpoint=url, overwrite_checkpoint=True
+    )
     _identical(fresh, DiagGMM(4, random_state=0, max_iter=3).fit(data))
 
 
@@ -208,7 +237,9 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_one_before(data, tmp_path):
     latest = zarr.open_group(str(url), mode="r").attrs["latest"]
     chunk = next(p for p in (url / latest).rglob("*") if p.is_file() and p.name != "zarr.json")
     chunk.write_bytes(chunk.read_bytes()[:7])  # truncated
-    with pytest.warns(CorruptCheckpointWarning, match=f"{latest} .*unusable.*could not be read.*falling back"):
+    with pytest.warns(
+        CorruptCheckpointWarning, match=f"{latest} .*unusable.*could not be read.*falling back"
+    ):
         resumed = DiagGMM(**settings).fit(data, checkpoint=str(url))
     _identical(resumed, straight)
     # a step whose data never reached the disk is caught the same way
@@ -225,7 +256,9 @@ def test_a_checkpoint_of_another_format_version_is_refused(data, tmp_path):
     url = str(tmp_path / "ckpt.zarr")
     DiagGMM(3, random_state=0, max_iter=2).fit(data, checkpoint=url)
     zarr.open_group(url, mode="r+").attrs["format_version"] = FORMAT_VERSION - 1
-    with pytest.raises(CheckpointMismatchError, match=f"format version {FORMAT_VERSION - 1}.*overwrite_checkpoint"):
+    with pytest.raises(
+        CheckpointMismatchError, match=f"format version {FORMAT_VERSION - 1}.*overwrite_checkpoint"
+    ):
         DiagGMM(3, random_state=0, max_iter=2).fit(data, checkpoint=url)
     DiagGMM(3, random_state=0, max_iter=2).fit(data, checkpoint=url, overwrite_checkpoint=True)
 
@@ -241,7 +274,9 @@ def test_a_directory_that_is_not_a_checkpoint_is_never_deleted(data, tmp_path):
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "notes.txt").write_text("keep me")
-    with pytest.raises(CheckpointMismatchError, match="exists and is not a checkpoint: refusing to replace it"):
+    with pytest.raises(
+        CheckpointMismatchError, match="exists and is not a checkpoint: refusing to replace it"
+    ):
         DiagGMM(3, max_iter=2).fit(data, checkpoint=str(precious))
     assert (precious / "notes.txt").read_text() == "keep me"
     array_path = tmp_path / "array.zarr"
@@ -272,7 +307,9 @@ def test_on_iteration_reports_every_iteration_after_its_checkpoint(data, tmp_pat
     def on_iteration(summary):
         reported.append(summary)
         root = zarr.open_group(url, mode="r")
-        checkpointed.append(Checkpoints(url, root.attrs["identity"], lease=False).latest()[0].iteration)
+        checkpointed.append(
+            Checkpoints(url, root.attrs["identity"], lease=False).latest()[0].iteration
+        )
 
     DiagGMM(**dict(settings, max_iter=4)).fit(data, checkpoint=url, on_iteration=on_iteration)
     resumed = DiagGMM(**settings).fit(data, checkpoint=url, on_iteration=on_iteration)
@@ -280,6 +317,8 @@ def test_on_iteration_reports_every_iteration_after_its_checkpoint(data, tmp_pat
     n = straight.n_iter_
     assert [row["iteration"] for row in reported] == checkpointed == list(range(1, n + 1))
     assert [row["lower_bound"] for row in reported] == straight.lower_bounds_
-    np.testing.assert_array_equal([row["change"] for row in reported[1:]], np.diff(straight.lower_bounds_))
+    np.testing.assert_array_equal(
+        [row["change"] for row in reported[1:]], np.diff(straight.lower_bounds_)
+    )
     assert [row["converged"] for row in reported] == [False] * (n - 1) + [straight.converged_]
     assert all(row["seconds"] > 0 and row["restart"] == 0 for row in reported)

@@ -14,13 +14,12 @@ before rounding them to float32 (and the first pass of ``init_params="random"`` 
 
 from __future__ import annotations
 
+import dask.array as da
 import numpy as np
 import pytest
 import xarray as xr
 import zarr
 from zarr.codecs import BytesCodec
-
-import dask.array as da
 
 from diaggmm_dist import compiled, inputs, kernels
 from diaggmm_dist.mixture import DiagGMM
@@ -46,11 +45,17 @@ def _everything(model, X):
     """Every fitted parameter and every per-row result of ``model`` on ``X``, as numpy."""
     labels, max_resp, log_likelihood = model.score_rows(X)
     return {
-        "weights": model.weights_, "means": model.means_, "covariances": model.covariances_,
-        "lower_bounds": np.array(model.lower_bounds_), "n_iter": np.array(model.n_iter_),
-        "predict": _numpy(model.predict(X)), "predict_proba": _numpy(model.predict_proba(X)),
-        "score_samples": _numpy(model.score_samples(X)), "score": np.array(model.score(X)),
-        "score_rows.labels": _numpy(labels), "score_rows.max_resp": _numpy(max_resp),
+        "weights": model.weights_,
+        "means": model.means_,
+        "covariances": model.covariances_,
+        "lower_bounds": np.array(model.lower_bounds_),
+        "n_iter": np.array(model.n_iter_),
+        "predict": _numpy(model.predict(X)),
+        "predict_proba": _numpy(model.predict_proba(X)),
+        "score_samples": _numpy(model.score_samples(X)),
+        "score": np.array(model.score(X)),
+        "score_rows.labels": _numpy(labels),
+        "score_rows.max_resp": _numpy(max_resp),
         "score_rows.log_likelihood": _numpy(log_likelihood),
     }
 
@@ -81,10 +86,14 @@ def _zarr_v2_pair(X, tmp_path, itemsize):
     paths = []
     for order in "<>":
         path = str(tmp_path / f"v2{order == '>' and '-big' or ''}.zarr")
-        array = zarr.create_array(path, shape=X.shape, chunks=(CHUNK, 3), dtype=f"{order}f{itemsize}", zarr_format=2)
+        array = zarr.create_array(
+            path, shape=X.shape, chunks=(CHUNK, 3), dtype=f"{order}f{itemsize}", zarr_format=2
+        )
         array[:] = X
         paths.append(path)
-    assert zarr.open_array(paths[1], mode="r").dtype == np.dtype(f">f{itemsize}")  # really stored big-endian
+    assert zarr.open_array(paths[1], mode="r").dtype == np.dtype(
+        f">f{itemsize}"
+    )  # really stored big-endian
     return paths[0], paths[1], {}
 
 
@@ -92,8 +101,14 @@ def _zarr_v3_pair(X, tmp_path, itemsize):
     paths = []
     for endian in ("little", "big"):
         path = tmp_path / f"v3-{endian}.zarr"
-        array = zarr.create_array(str(path), shape=X.shape, chunks=(CHUNK, 3), dtype=f"f{itemsize}",
-                                  serializer=BytesCodec(endian=endian), compressors=None)
+        array = zarr.create_array(
+            str(path),
+            shape=X.shape,
+            chunks=(CHUNK, 3),
+            dtype=f"f{itemsize}",
+            serializer=BytesCodec(endian=endian),
+            compressors=None,
+        )
         array[:] = X
         paths.append(str(path))
     # really stored big-endian: the first chunk's file is the big-endian bytes of its values
@@ -103,15 +118,19 @@ def _zarr_v3_pair(X, tmp_path, itemsize):
 
 
 def _dataset(X, dtype):
-    return xr.Dataset({name: (("row",), X[:, j].astype(dtype)) for j, name in enumerate(FEATURES)},
-                      coords={"row": np.arange(len(X))})
+    return xr.Dataset(
+        {name: (("row",), X[:, j].astype(dtype)) for j, name in enumerate(FEATURES)},
+        coords={"row": np.arange(len(X))},
+    )
 
 
 def _netcdf_pair(X, tmp_path, itemsize):
     path = tmp_path / "classic.nc"
     _dataset(X, f"f{itemsize}").to_netcdf(path, format="NETCDF3_CLASSIC", engine="scipy")
     raw = path.read_bytes()
-    assert raw[:4] == b"CDF\x01" and X[:, 0].astype(f">f{itemsize}").tobytes() in raw  # big-endian on disk
+    assert (
+        raw[:4] == b"CDF\x01" and X[:, 0].astype(f">f{itemsize}").tobytes() in raw
+    )  # big-endian on disk
     # the file is read in one chunk (open_gridded: chunks={}); the native twin is chunked alike
     native = _dataset(X, f"<f{itemsize}").chunk({"row": -1})
     return native, str(path), {"features": FEATURES}
@@ -122,13 +141,24 @@ def _dataset_pair(X, tmp_path, itemsize):
 
 
 def _dataarray_pair(X, tmp_path, itemsize):
-    native, big = (xr.DataArray(X.astype(f"{order}f{itemsize}"), dims=("row", "feature"),
-                                coords={"feature": FEATURES}) for order in "<>")
+    native, big = (
+        xr.DataArray(
+            X.astype(f"{order}f{itemsize}"), dims=("row", "feature"), coords={"feature": FEATURES}
+        )
+        for order in "<>"
+    )
     return native, big, {}
 
 
-SOURCES = {"numpy": _numpy_pair, "dask": _dask_pair, "zarr_v2": _zarr_v2_pair, "zarr_v3": _zarr_v3_pair,
-           "netcdf_classic": _netcdf_pair, "xarray_dataset": _dataset_pair, "xarray_dataarray": _dataarray_pair}
+SOURCES = {
+    "numpy": _numpy_pair,
+    "dask": _dask_pair,
+    "zarr_v2": _zarr_v2_pair,
+    "zarr_v3": _zarr_v3_pair,
+    "netcdf_classic": _netcdf_pair,
+    "xarray_dataset": _dataset_pair,
+    "xarray_dataarray": _dataarray_pair,
+}
 #: Sources whose big-endian values reach the kernels as they are; zarr's bytes codec (v3),
 #: xarray's NetCDF reader and a Dataset's stacking of its variables give native order already.
 REACH_THE_KERNELS_BIG_ENDIAN = {"numpy", "dask", "zarr_v2", "xarray_dataarray"}
@@ -137,8 +167,9 @@ REACH_THE_KERNELS_BIG_ENDIAN = {"numpy", "dask", "zarr_v2", "xarray_dataarray"}
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("itemsize", [8, 4], ids=["f8", "f4"])
 @pytest.mark.parametrize("source", list(SOURCES))
-def test_big_endian_data_gives_the_results_of_the_same_values_in_native_order(clusters, tmp_path, source, itemsize,
-                                                                               dtype):
+def test_big_endian_data_gives_the_results_of_the_same_values_in_native_order(
+    clusters, tmp_path, source, itemsize, dtype
+):
     # Equal to the bit: each sub-block is converted to native order, then the same kernels
     # run on the same values in the same chunks (float64 and float32 compute alike).
     native, big, fit_args = SOURCES[source](clusters, tmp_path, itemsize)
@@ -156,10 +187,16 @@ def test_big_endian_with_missing_values_and_weights(clusters):
     X[:300:7, 1] = np.nan  # in the first two chunks only: the others take the compiled path
     weights = np.random.default_rng(3).uniform(0.5, 2.0, len(X))
     for missing in ("marginalize", "drop"):
-        native = DiagGMM(3, random_state=0, dtype="float32", chunk_size=CHUNK, missing=missing, max_iter=30)
-        big = DiagGMM(3, random_state=0, dtype="float32", chunk_size=CHUNK, missing=missing, max_iter=30)
+        native = DiagGMM(
+            3, random_state=0, dtype="float32", chunk_size=CHUNK, missing=missing, max_iter=30
+        )
+        big = DiagGMM(
+            3, random_state=0, dtype="float32", chunk_size=CHUNK, missing=missing, max_iter=30
+        )
         want = _everything(native.fit(X, sample_weight=weights), X)
-        got = _everything(big.fit(X.astype(">f8"), sample_weight=weights.astype(">f8")), X.astype(">f8"))
+        got = _everything(
+            big.fit(X.astype(">f8"), sample_weight=weights.astype(">f8")), X.astype(">f8")
+        )
         _assert_bit_identical(got, want)
 
 
@@ -176,12 +213,15 @@ def test_kernels_convert_big_endian_sub_blocks_and_leave_native_ones_alone(clust
     big = native.astype(">f8")
     converted = kernels.native_order(big)
     assert converted.dtype.isnative and np.array_equal(converted, native)
-    coef = kernels.log_prob_coefficients(np.full(3, 1 / 3), native[:3], np.ones((3, 3)), native.mean(axis=0),
-                                         np.float32)
+    coef = kernels.log_prob_coefficients(
+        np.full(3, 1 / 3), native[:3], np.ones((3, 3)), native.mean(axis=0), np.float32
+    )
     for responsibilities in (("gaussian", coef), ("random", coef.shift, (3,), (5,), np.float32)):
         rows = np.arange(len(big))
-        assert np.array_equal(kernels.chunk_statistics(big, responsibilities, rows=rows),
-                              kernels.chunk_statistics(native, responsibilities, rows=rows))
+        assert np.array_equal(
+            kernels.chunk_statistics(big, responsibilities, rows=rows),
+            kernels.chunk_statistics(native, responsibilities, rows=rows),
+        )
     assert np.array_equal(kernels.row_summary(big, coef), kernels.row_summary(native, coef))
     # numba's loops take native arrays only, and say so
     with pytest.raises(TypeError, match="native byte order"):
@@ -207,9 +247,11 @@ def overlapping():
 def _relative_differences(fits, spread):
     """(means, variances, lower bound) differences between two fits, relative to the spread (or the bound)."""
     single, double = fits
-    return (np.max(np.abs(single.means_ - double.means_) / spread),
-            np.max(np.abs(single.covariances_ - double.covariances_) / spread**2),
-            abs(single.lower_bound_ - double.lower_bound_) / abs(double.lower_bound_))
+    return (
+        np.max(np.abs(single.means_ - double.means_) / spread),
+        np.max(np.abs(single.covariances_ - double.covariances_) / spread**2),
+        abs(single.lower_bound_ - double.lower_bound_) / abs(double.lower_bound_),
+    )
 
 
 @pytest.mark.parametrize("offset", OFFSETS)
@@ -218,16 +260,27 @@ def test_float32_compute_far_from_the_origin_agrees_with_float64(overlapping, of
     spread = X0.std(axis=0)
     X = X0 + offset * spread
     # the same start and exactly ten iterations (tol=0) for both: only the compute dtype differs
-    start = dict(weights_init=np.full(3, 1 / 3), means_init=centres + offset * spread,
-                 precisions_init=np.ones((3, 4)) / SCALES**2, tol=0.0, max_iter=10)
+    start = dict(
+        weights_init=np.full(3, 1 / 3),
+        means_init=centres + offset * spread,
+        precisions_init=np.ones((3, 4)) / SCALES**2,
+        tol=0.0,
+        max_iter=10,
+    )
     fits = [DiagGMM(3, dtype=dtype, **start).fit(X) for dtype in ("float32", "float64")]
     means, variances, bound = _relative_differences(fits, spread)
     # measured 2e-7 to 7e-7 for all offsets (before the float64 shift: 0.55 of a standard
     # deviation in the means at 1e7, and no fit at all at 1e8)
-    assert means <= TOLERANCE and variances <= TOLERANCE and bound <= TOLERANCE, (means, variances, bound)
+    assert means <= TOLERANCE and variances <= TOLERANCE and bound <= TOLERANCE, (
+        means,
+        variances,
+        bound,
+    )
 
 
-@pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random", "random_from_data", "split"])
+@pytest.mark.parametrize(
+    "init_params", ["kmeans", "k-means++", "random", "random_from_data", "split"]
+)
 def test_every_initialisation_survives_an_offset_of_1e8_in_float32(overlapping, init_params):
     # The initialisation's first pass has no model to take a shift from: k-means takes its
     # sample's mean, "random" and "split" the first rows' mean (both float64).
@@ -237,7 +290,11 @@ def test_every_initialisation_survives_an_offset_of_1e8_in_float32(overlapping, 
     settings = dict(init_params=init_params, random_state=0, tol=0.0, max_iter=10)
     fits = [DiagGMM(3, dtype=dtype, **settings).fit(X) for dtype in ("float32", "float64")]
     means, variances, bound = _relative_differences(fits, spread)
-    assert means <= TOLERANCE and variances <= TOLERANCE and bound <= TOLERANCE, (means, variances, bound)
+    assert means <= TOLERANCE and variances <= TOLERANCE and bound <= TOLERANCE, (
+        means,
+        variances,
+        bound,
+    )
 
 
 @pytest.mark.parametrize("offset", [0.0, 1e3, 1e5, 1e6])
@@ -251,14 +308,27 @@ def test_float32_input_loses_only_its_own_rounding(overlapping, offset):
     spread = X0.std(axis=0)
     exact = X0 + offset * spread
     rounded = exact.astype(np.float32)
-    start = dict(weights_init=np.full(3, 1 / 3), means_init=centres + offset * spread,
-                 precisions_init=np.ones((3, 4)) / SCALES**2, tol=0.0, max_iter=10)
-    on_rounded = [DiagGMM(3, dtype="float32", **start).fit(rounded),
-                  DiagGMM(3, dtype="float64", **start).fit(rounded.astype(np.float64))]
+    start = dict(
+        weights_init=np.full(3, 1 / 3),
+        means_init=centres + offset * spread,
+        precisions_init=np.ones((3, 4)) / SCALES**2,
+        tol=0.0,
+        max_iter=10,
+    )
+    on_rounded = [
+        DiagGMM(3, dtype="float32", **start).fit(rounded),
+        DiagGMM(3, dtype="float64", **start).fit(rounded.astype(np.float64)),
+    ]
     means, variances, bound = _relative_differences(on_rounded, spread)
-    assert means <= TOLERANCE and variances <= TOLERANCE and bound <= TOLERANCE, (means, variances, bound)
+    assert means <= TOLERANCE and variances <= TOLERANCE and bound <= TOLERANCE, (
+        means,
+        variances,
+        bound,
+    )
     on_exact = DiagGMM(3, dtype="float64", **start).fit(exact)
-    rounding = np.abs(exact).max(axis=0) * 2.0**-24  # per value, at most: half a unit in the last place
+    rounding = (
+        np.abs(exact).max(axis=0) * 2.0**-24
+    )  # per value, at most: half a unit in the last place
     assert np.all(np.abs(on_rounded[1].means_ - on_exact.means_) <= rounding)
 
 
@@ -269,13 +339,20 @@ def test_float32_scoring_far_from_the_origin_agrees_with_float64(overlapping, of
     X0, centres = overlapping
     spread = X0.std(axis=0)
     X = X0 + offset * spread
-    start = dict(weights_init=np.full(3, 1 / 3), means_init=centres + offset * spread,
-                 precisions_init=np.ones((3, 4)) / SCALES**2, tol=0.0, max_iter=2)
+    start = dict(
+        weights_init=np.full(3, 1 / 3),
+        means_init=centres + offset * spread,
+        precisions_init=np.ones((3, 4)) / SCALES**2,
+        tol=0.0,
+        max_iter=2,
+    )
     double = DiagGMM(3, dtype="float64", **start).fit(X)
     single = DiagGMM.from_sklearn(double.to_sklearn(), dtype="float32")
     log_likelihood = double.score_samples(X)
     # measured at most 2.5e-6 nats per row, 6e-7 in the probabilities, for every offset
-    assert np.max(np.abs(single.score_samples(X) - log_likelihood)) <= TOLERANCE * np.max(np.abs(log_likelihood))
+    assert np.max(np.abs(single.score_samples(X) - log_likelihood)) <= TOLERANCE * np.max(
+        np.abs(log_likelihood)
+    )
     proba = double.predict_proba(X)
     assert np.max(np.abs(single.predict_proba(X) - proba)) <= TOLERANCE
     top_two = np.sort(proba, axis=1)[:, -2:]

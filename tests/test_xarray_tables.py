@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-
 from conftest import mixture_data
+
 from diaggmm_dist import DiagGMM
 
 
@@ -16,10 +16,16 @@ def cube():
     X, truth = mixture_data(4 * 30 * 40, 3, 3, seed=31)
     values = X.reshape(4, 30, 40, 3)
     data = xr.DataArray(
-        da.from_array(values, chunks=(1, 15, 20, 1)), dims=("time", "y", "x", "band"),
-        coords={"time": pd.date_range("2026-01-01", periods=4, freq="MS"), "y": np.linspace(50, 20, 30),
-                "x": np.linspace(-10, 30, 40), "band": ["red", "green", "nir"]},
-        attrs={"title": "test cube"}, name="reflectance",
+        da.from_array(values, chunks=(1, 15, 20, 1)),
+        dims=("time", "y", "x", "band"),
+        coords={
+            "time": pd.date_range("2026-01-01", periods=4, freq="MS"),
+            "y": np.linspace(50, 20, 30),
+            "x": np.linspace(-10, 30, 40),
+            "band": ["red", "green", "nir"],
+        },
+        attrs={"title": "test cube"},
+        name="reflectance",
     )
     return data, X, truth.reshape(4, 30, 40)
 
@@ -57,7 +63,9 @@ def test_dataset_variables_are_the_features(cube):
     data, X, _ = cube
     dataset = data.to_dataset(dim="band")
     dataset["label_text"] = ("time", ["a", "b", "c", "d"])
-    gmm = DiagGMM(3, random_state=0, tol=0, max_iter=5).fit(dataset, features=["red", "green", "nir"])
+    gmm = DiagGMM(3, random_state=0, tol=0, max_iter=5).fit(
+        dataset, features=["red", "green", "nir"]
+    )
     flat = DiagGMM(3, random_state=0, tol=0, max_iter=5).fit(X)
     np.testing.assert_allclose(gmm.means_, flat.means_, rtol=1e-10)
     assert gmm.predict(dataset).dims == ("time", "y", "x")
@@ -69,9 +77,16 @@ def test_dataset_variables_are_the_features(cube):
 
 def test_gridded_sample_weights(cube):
     data, X, _ = cube
-    area = xr.DataArray(np.cos(np.deg2rad(data.y.values))[None, :, None] * np.ones((4, 1, 40)), dims=("time", "y", "x"))
-    gmm = DiagGMM(3, random_state=0, tol=0, max_iter=5).fit(data, feature_dim="band", sample_weight=area)
-    flat = DiagGMM(3, random_state=0, tol=0, max_iter=5).fit(X, sample_weight=area.values.reshape(-1))
+    area = xr.DataArray(
+        np.cos(np.deg2rad(data.y.values))[None, :, None] * np.ones((4, 1, 40)),
+        dims=("time", "y", "x"),
+    )
+    gmm = DiagGMM(3, random_state=0, tol=0, max_iter=5).fit(
+        data, feature_dim="band", sample_weight=area
+    )
+    flat = DiagGMM(3, random_state=0, tol=0, max_iter=5).fit(
+        X, sample_weight=area.values.reshape(-1)
+    )
     np.testing.assert_allclose(gmm.means_, flat.means_, rtol=1e-10)
     with pytest.raises(ValueError, match="sample dims"):
         DiagGMM(3).fit(data, feature_dim="band", sample_weight=area.isel(time=0))
@@ -101,7 +116,9 @@ def test_tables_pandas_dask_and_parquet(tmp_path):
     numeric_only = DiagGMM(3, random_state=0, tol=0, max_iter=8).fit(frame.drop(columns="flag"))
     np.testing.assert_allclose(numeric_only.means_, reference.means_, rtol=1e-10)
     lazy = dd.from_pandas(frame[["a", "b", "c"]], npartitions=4)
-    np.testing.assert_allclose(DiagGMM(3, random_state=0, tol=0, max_iter=8).fit(lazy).means_, reference.means_, rtol=1e-10)
+    np.testing.assert_allclose(
+        DiagGMM(3, random_state=0, tol=0, max_iter=8).fit(lazy).means_, reference.means_, rtol=1e-10
+    )
     path = tmp_path / "table.parquet"
     frame[["a", "b", "c"]].to_parquet(path, row_group_size=700)
     from_parquet = DiagGMM(3, random_state=0, tol=0, max_iter=8).fit(str(path))
@@ -109,7 +126,9 @@ def test_tables_pandas_dask_and_parquet(tmp_path):
     labels = from_parquet.predict(str(path))
     assert labels.chunks[0] == (700, 700, 700, 700, 200)
     np.testing.assert_array_equal(labels.compute(), reference.predict(X))
-    with pytest.raises(ValueError, match=r"columns \['a'\] are not in the table; it has \['z', 'b', 'c'\]"):
+    with pytest.raises(
+        ValueError, match=r"columns \['a'\] are not in the table; it has \['z', 'b', 'c'\]"
+    ):
         from_pandas.predict(frame.rename(columns={"a": "z"})[["z", "b", "c"]])
     with pytest.raises(ValueError, match="features differ from those seen in fit"):
         numeric_only.predict(frame[["b", "a", "c"]])

@@ -19,21 +19,38 @@ def rows():
 
 
 def _array(path, rows, chunks=(1_000, 6), **kwargs):
-    array = zarr.create_array(str(path), shape=rows.shape, chunks=chunks, dtype=rows.dtype, **kwargs)
+    array = zarr.create_array(
+        str(path), shape=rows.shape, chunks=chunks, dtype=rows.dtype, **kwargs
+    )
     array[:] = rows
     return zarr.open_array(str(path), mode="r")
 
 
-@pytest.mark.parametrize("compressors", [DATA_COMPRESSORS, None, (BloscCodec(cname="zstd", shuffle="bitshuffle"),)],
-                         ids=["blosc-lz4", "raw", "blosc-zstd"])
+@pytest.mark.parametrize(
+    "compressors",
+    [DATA_COMPRESSORS, None, (BloscCodec(cname="zstd", shuffle="bitshuffle"),)],
+    ids=["blosc-lz4", "raw", "blosc-zstd"],
+)
 def test_whole_chunks_read_directly_equal_zarr(rows, tmp_path, compressors):
-    array = _array(tmp_path / "x.zarr", rows[:9_500], compressors=compressors)  # the last chunk is short
+    array = _array(
+        tmp_path / "x.zarr", rows[:9_500], compressors=compressors
+    )  # the last chunk is short
     direct = zarr_chunks.direct_rows(array)
     assert direct is not None
-    for selection in (np.s_[:, :], np.s_[0:2_000, :], np.s_[8_000:9_500, :], np.s_[3_000:4_000, 0:6]):
+    for selection in (
+        np.s_[:, :],
+        np.s_[0:2_000, :],
+        np.s_[8_000:9_500, :],
+        np.s_[3_000:4_000, 0:6],
+    ):
         assert np.array_equal(direct[selection], array[selection])
     # parts of chunks: the chunks read whole, then sliced, with zarr's answer
-    for selection in (np.s_[10:20, :], np.s_[0:1_000, 2:4], np.s_[0:2_000:2, :], np.s_[1_000:1_500, :]):
+    for selection in (
+        np.s_[10:20, :],
+        np.s_[0:1_000, 2:4],
+        np.s_[0:2_000:2, :],
+        np.s_[1_000:1_500, :],
+    ):
         assert np.array_equal(direct[selection], array[selection])
     # fancy indices go through zarr, with the same answer
     for selection in (np.s_[[3, 2_500, 9_000], :], np.s_[[3, 2_500], [0, 5]], np.s_[...]):
@@ -41,13 +58,25 @@ def test_whole_chunks_read_directly_equal_zarr(rows, tmp_path, compressors):
 
 
 @pytest.mark.parametrize("compressors", [DATA_COMPRESSORS, None], ids=["blosc-lz4", "raw"])
-def test_slices_and_integers_read_their_chunks_directly_as_zarr_reads_them(rows, tmp_path, compressors):
+def test_slices_and_integers_read_their_chunks_directly_as_zarr_reads_them(
+    rows, tmp_path, compressors
+):
     array = _array(tmp_path / "x.zarr", rows[:9_500], compressors=compressors)
     direct = zarr_chunks.direct_rows(array)
-    direct.array = types.SimpleNamespace(metadata=array.metadata)  # zarr would fail: every read is direct
+    direct.array = types.SimpleNamespace(
+        metadata=array.metadata
+    )  # zarr would fail: every read is direct
     bounds = [None, 0, 1, 999, 1_000, 4_321, 9_499, 9_500, 20_000, -1, -1_000, -9_500, -20_000]
     for start, stop, step in itertools.product(bounds, bounds, [None, 1, 3, 1_000]):
-        for columns in (slice(None), slice(1, 4), slice(None, None, 2), slice(5, 1), 0, -1, np.int64(3)):
+        for columns in (
+            slice(None),
+            slice(1, 4),
+            slice(None, None, 2),
+            slice(5, 1),
+            0,
+            -1,
+            np.int64(3),
+        ):
             key = (slice(start, stop, step), columns)
             if range(9_500)[key[0]]:  # (zarr reads no rows without reading a chunk)
                 assert np.array_equal(direct[key], array[key]), key
@@ -59,8 +88,14 @@ def test_slices_and_integers_read_their_chunks_directly_as_zarr_reads_them(rows,
 
 
 def test_a_chunk_never_written_reads_as_the_fill_value(rows, tmp_path):
-    array = zarr.create_array(str(tmp_path / "x.zarr"), shape=rows.shape, chunks=(1_000, 6), dtype=rows.dtype,
-                              compressors=DATA_COMPRESSORS, fill_value=-7.0)
+    array = zarr.create_array(
+        str(tmp_path / "x.zarr"),
+        shape=rows.shape,
+        chunks=(1_000, 6),
+        dtype=rows.dtype,
+        compressors=DATA_COMPRESSORS,
+        fill_value=-7.0,
+    )
     array[:3_000] = rows[:3_000]
     array = zarr.open_array(str(tmp_path / "x.zarr"), mode="r")
     read = zarr_chunks.direct_rows(array)[0:5_000, :]
@@ -71,22 +106,29 @@ def test_a_chunk_of_the_wrong_size_is_an_error_naming_it(rows, tmp_path):
     raw = _array(tmp_path / "raw.zarr", rows, compressors=None)
     chunk = tmp_path / "raw.zarr" / "c" / "2" / "0"
     chunk.write_bytes(chunk.read_bytes()[:-4])
-    with pytest.raises(zarr_chunks.CorruptChunkError,
-                       match=r"^Zarr chunk c/2/0 of .*raw\.zarr is corrupt: the file holds 23996 bytes, not the "
-                             r"24000 of a \(1000, 6\) float32 chunk stored raw; restore it from a copy or rewrite "
-                             r"the store\.$"):
+    with pytest.raises(
+        zarr_chunks.CorruptChunkError,
+        match=r"^Zarr chunk c/2/0 of .*raw\.zarr is corrupt: the file holds 23996 bytes, not the "
+        r"24000 of a \(1000, 6\) float32 chunk stored raw; restore it from a copy or rewrite "
+        r"the store\.$",
+    ):
         zarr_chunks.direct_rows(raw)[2_000:3_000, :]
     blosc = _array(tmp_path / "blosc.zarr", rows, compressors=DATA_COMPRESSORS)
     (tmp_path / "blosc.zarr" / "c" / "2" / "0").write_bytes(b"garbage!" * 300)
-    with pytest.raises(ValueError, match=r"c/2/0 of .*blosc\.zarr is corrupt: its Blosc header says it decodes to "
-                                         r"\d+ bytes, not the 24000 of a \(1000, 6\) float32 chunk"):
+    with pytest.raises(
+        ValueError,
+        match=r"c/2/0 of .*blosc\.zarr is corrupt: its Blosc header says it decodes to "
+        r"\d+ bytes, not the 24000 of a \(1000, 6\) float32 chunk",
+    ):
         zarr_chunks.direct_rows(blosc)[2_000:3_000, :]
     (tmp_path / "raw.zarr" / "c" / "3" / "0").write_bytes(b"\0" * (6_001 * 4))  # one value too many
     with pytest.raises(ValueError, match=r"c/3/0 of .* the file holds 24004 bytes, not the 24000"):
         zarr_chunks.direct_rows(raw)[3_000:4_000, :]
 
 
-@pytest.mark.parametrize("layout", ["zstd", "zarr v2", "column chunks", "sharded", "big-endian", "in memory", "1-D"])
+@pytest.mark.parametrize(
+    "layout", ["zstd", "zarr v2", "column chunks", "sharded", "big-endian", "in memory", "1-D"]
+)
 def test_other_layouts_are_left_to_zarr(rows, tmp_path, layout):
     path, kwargs = str(tmp_path / "x.zarr"), {}
     if layout == "zstd":
@@ -102,7 +144,9 @@ def test_other_layouts_are_left_to_zarr(rows, tmp_path, layout):
     elif layout == "in memory":
         path = zarr.storage.MemoryStore()
     data = rows[:, 0] if layout == "1-D" else rows
-    array = zarr.create_array(path, shape=data.shape, dtype=data.dtype, **{"chunks": (1_000,) + data.shape[1:], **kwargs})
+    array = zarr.create_array(
+        path, shape=data.shape, dtype=data.dtype, **{"chunks": (1_000,) + data.shape[1:], **kwargs}
+    )
     array[:] = data
     assert zarr_chunks.direct_rows(array) is None
     if data.ndim == 2:  # the engine still reads it, through zarr

@@ -31,7 +31,11 @@ ROWS, CHUNK_ROWS, N_FEATURES = 8_000, 1_000, 4
 LAYOUTS = {
     "zarr-v2-blosc": ({"zarr_format": 2, "compressors": numcodecs.Blosc()}, "local", "5.0"),
     "zarr-v3-zstd": ({"compressors": ZstdCodec()}, "local", "c/5/0"),
-    "zarr-v3-sharded-blosc": ({"shards": (2 * CHUNK_ROWS, N_FEATURES), "compressors": BloscCodec()}, "local", "c/2/0"),
+    "zarr-v3-sharded-blosc": (
+        {"shards": (2 * CHUNK_ROWS, N_FEATURES), "compressors": BloscCodec()},
+        "local",
+        "c/2/0",
+    ),
     "memory-zarr-v3-blosc": ({"compressors": BloscCodec()}, "memory", "c/5/0"),
 }
 
@@ -51,17 +55,30 @@ class Store:
         else:
             self.location = f"memory://{uuid.uuid4().hex}/data.zarr"
         self.values = _values() if values is None else values
-        array = zarr.create_array(self.location, shape=self.values.shape, chunks=(CHUNK_ROWS, N_FEATURES),
-                                  dtype=self.values.dtype, **settings)
+        array = zarr.create_array(
+            self.location,
+            shape=self.values.shape,
+            chunks=(CHUNK_ROWS, N_FEATURES),
+            dtype=self.values.dtype,
+            **settings,
+        )
         array[:] = self.values
         self.original = self.read()
 
     @property
     def _path(self):
-        return Path(self.location) / self.key if self.kind == "local" else f"{self.location}/{self.key}"
+        return (
+            Path(self.location) / self.key
+            if self.kind == "local"
+            else f"{self.location}/{self.key}"
+        )
 
     def read(self):
-        return self._path.read_bytes() if self.kind == "local" else fsspec.filesystem("memory").cat(self._path)
+        return (
+            self._path.read_bytes()
+            if self.kind == "local"
+            else fsspec.filesystem("memory").cat(self._path)
+        )
 
     def write(self, data):
         if self.kind == "local":
@@ -79,7 +96,9 @@ class Store:
         if self.kind == "local":
             assert err.store == self.location, str(err)
         else:  # fsspec's spelling of the URL: memory:///<name>/data.zarr
-            assert err.store.startswith("memory://") and err.store.endswith(self.location[len("memory://"):]), str(err)
+            assert err.store.startswith("memory://") and err.store.endswith(
+                self.location[len("memory://") :]
+            ), str(err)
         assert str(err).startswith(f"Zarr chunk {self.key} of {err.store} is corrupt: "), str(err)
         assert str(err).endswith("; restore it from a copy or rewrite the store."), str(err)
 
@@ -97,11 +116,19 @@ def _corruptions(frame, kind):
         yield "symlink to /dev/zero", None
 
 
-CASES = [(layout, what) for layout, (_, kind, _) in LAYOUTS.items() for what, _ in _corruptions(b"x" * 64, kind)]
+CASES = [
+    (layout, what)
+    for layout, (_, kind, _) in LAYOUTS.items()
+    for what, _ in _corruptions(b"x" * 64, kind)
+]
 
 
-@pytest.mark.parametrize(("layout", "what"), CASES, ids=[f"{layout}: {what}" for layout, what in CASES])
-def test_a_fit_on_a_corrupt_chunk_that_zarr_reads_raises_the_error_naming_it(tmp_path, layout, what):
+@pytest.mark.parametrize(
+    ("layout", "what"), CASES, ids=[f"{layout}: {what}" for layout, what in CASES]
+)
+def test_a_fit_on_a_corrupt_chunk_that_zarr_reads_raises_the_error_naming_it(
+    tmp_path, layout, what
+):
     store = Store(layout, tmp_path)
     data = dict(_corruptions(store.original, store.kind))[what]
     if data is None:
@@ -116,7 +143,9 @@ def test_a_fit_on_a_corrupt_chunk_that_zarr_reads_raises_the_error_naming_it(tmp
 def _fuzz(frame):
     """``(what, bytes, must_raise)``: cut at many lengths, grown, bytes flipped (sizes kept: may read)."""
     rng = np.random.default_rng(1)
-    for length in sorted({*range(40), *range(40, len(frame), max(1, len(frame) // 60)), len(frame) - 1}):
+    for length in sorted(
+        {*range(40), *range(40, len(frame), max(1, len(frame) // 60)), len(frame) - 1}
+    ):
         yield f"truncated to {length} bytes", frame[:length], True
     for extra in (b"\0", bytes(16), rng.bytes(300)):
         yield f"{len(extra)} bytes appended", frame + extra, True
@@ -140,17 +169,26 @@ def test_every_corrupt_chunk_reads_as_zarr_reads_it_or_is_refused(tmp_path, layo
             continue
         assert not must_raise, f"{what}: read without an error"
         # sizes kept, values garbled: what zarr itself decodes from those bytes, never other data
-        assert np.array_equal(values, zarr.open_array(store.location, mode="r")[:], equal_nan=True), what
+        assert np.array_equal(
+            values, zarr.open_array(store.location, mode="r")[:], equal_nan=True
+        ), what
         read.append(what)
-    assert len(refused) > 60 and all(what in refused for what in ("truncated to 0 bytes", "1 bytes appended"))
+    assert len(refused) > 60 and all(
+        what in refused for what in ("truncated to 0 bytes", "1 bytes appended")
+    )
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("values", ["compressible", "random bits"])
 def test_intact_stores_read_exactly_what_zarr_reads(tmp_path, layout, values):
     # random bits: frames at their largest (Blosc stores them as copies), NaN payloads included
-    rows = _values() if values == "compressible" else np.random.default_rng(3).integers(
-        0, 2**63, size=(ROWS, N_FEATURES), dtype=np.uint64).view(np.float64)
+    rows = (
+        _values()
+        if values == "compressible"
+        else np.random.default_rng(3)
+        .integers(0, 2**63, size=(ROWS, N_FEATURES), dtype=np.uint64)
+        .view(np.float64)
+    )
     store = Store(layout, tmp_path, rows)
     read = engine.as_row_chunked(store.location).compute()
     assert np.array_equal(read.view(np.uint64), rows.view(np.uint64))
@@ -165,10 +203,17 @@ def test_zarr_v3_blosc_frames_of_1_byte_values_are_read(tmp_path, where):
     if where == "local":
         store.location = str(tmp_path / "v3.zarr")
         store.kind = "local"
-        zarr.create_array(store.location, shape=store.values.shape, chunks=(CHUNK_ROWS, N_FEATURES),
-                          dtype="f8", compressors=BloscCodec(cname="lz4", shuffle="shuffle"))[:] = store.values
+        zarr.create_array(
+            store.location,
+            shape=store.values.shape,
+            chunks=(CHUNK_ROWS, N_FEATURES),
+            dtype="f8",
+            compressors=BloscCodec(cname="lz4", shuffle="shuffle"),
+        )[:] = store.values
     rows = np.ascontiguousarray(store.values[5 * CHUNK_ROWS : 6 * CHUNK_ROWS]).view(np.uint8)
-    frame = numcodecs.blosc.compress(rows, b"lz4", 5, numcodecs.blosc.SHUFFLE)  # typesize: the buffer's, 1
+    frame = numcodecs.blosc.compress(
+        rows, b"lz4", 5, numcodecs.blosc.SHUFFLE
+    )  # typesize: the buffer's, 1
     assert frame[2] & 0x01 and frame[3] == 1
     store.write(frame)
     assert np.array_equal(engine.as_row_chunked(store.location).compute(), store.values)
@@ -179,8 +224,14 @@ def test_a_zarr_v2_blosc_store_written_with_its_own_typesize_is_read(tmp_path):
     # does not keep the typesize: a valid store, not "a chunk of another array"
     path = str(tmp_path / "typesize4.zarr")
     rows = _values()
-    zarr.create_array(path, shape=rows.shape, chunks=(CHUNK_ROWS, N_FEATURES), dtype="f8", zarr_format=2,
-                      compressors=numcodecs.Blosc(typesize=4))[:] = rows
+    zarr.create_array(
+        path,
+        shape=rows.shape,
+        chunks=(CHUNK_ROWS, N_FEATURES),
+        dtype="f8",
+        zarr_format=2,
+        compressors=numcodecs.Blosc(typesize=4),
+    )[:] = rows
     assert (Path(path) / "5.0").read_bytes()[3] == 4
     assert np.array_equal(engine.as_row_chunked(path).compute(), rows)
 
@@ -204,10 +255,15 @@ def test_a_zarr_array_object_is_read_checked_and_left_as_it_was(tmp_path):
     store.assert_names_the_chunk(raised.value)
     # the caller's array and the arrays zarr opens afterwards keep zarr's own pipeline: nothing process-wide
     assert type(array.async_array.codec_pipeline) is BatchedCodecPipeline
-    assert type(zarr.open_array(store.location, mode="r").async_array.codec_pipeline) is BatchedCodecPipeline
+    assert (
+        type(zarr.open_array(store.location, mode="r").async_array.codec_pipeline)
+        is BatchedCodecPipeline
+    )
 
 
-def test_on_worker_processes_a_fit_reads_as_in_process_and_a_corrupt_chunk_reaches_the_client(local_cluster, tmp_path):
+def test_on_worker_processes_a_fit_reads_as_in_process_and_a_corrupt_chunk_reaches_the_client(
+    local_cluster, tmp_path
+):
     store = Store("zarr-v2-blosc", tmp_path)
     expected = DiagGMM(3, max_iter=5, random_state=0, tol=0).fit(store.location)
     with Client(local_cluster):
@@ -222,7 +278,9 @@ def test_on_worker_processes_a_fit_reads_as_in_process_and_a_corrupt_chunk_reach
 
 
 @pytest.mark.parametrize("kind", ["symlink to /dev/zero", "FIFO"])
-def test_a_local_chunk_that_is_not_a_regular_file_is_refused_unread_also_through_a_file_url(tmp_path, kind):
+def test_a_local_chunk_that_is_not_a_regular_file_is_refused_unread_also_through_a_file_url(
+    tmp_path, kind
+):
     # zarr 3.1 reads a file:// URL with fsspec's local file system, not its LocalStore (3.4 does): the same check
     store = Store("zarr-v2-blosc", tmp_path)
     if kind == "FIFO":  # no writer: opening it would wait for ever
@@ -232,4 +290,7 @@ def test_a_local_chunk_that_is_not_a_regular_file_is_refused_unread_also_through
         store.link_to("/dev/zero")
     with pytest.raises(CorruptChunkError, match="it is not a regular file") as raised:
         DiagGMM(3, max_iter=3, random_state=0).fit(f"file://{store.location}")
-    assert raised.value.key == store.key and raised.value.store in (f"file://{store.location}", store.location)
+    assert raised.value.key == store.key and raised.value.store in (
+        f"file://{store.location}",
+        store.location,
+    )

@@ -35,11 +35,19 @@ def arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", help="Zarr array path/URL readable from every compute node")
     parser.add_argument("--k", type=int, required=True, help="number of mixture components")
-    parser.add_argument("--out", required=True, help="model path/URL (shared filesystem or object store)")
-    parser.add_argument("--checkpoint", default=None, help="checkpoint path/URL, to resume a killed fit")
+    parser.add_argument(
+        "--out", required=True, help="model path/URL (shared filesystem or object store)"
+    )
+    parser.add_argument(
+        "--checkpoint", default=None, help="checkpoint path/URL, to resume a killed fit"
+    )
     parser.add_argument("--max-iter", type=int, default=100)
-    parser.add_argument("--via", choices=["cli", "flow"], default="cli",
-                        help="run `diaggmm fit` (cli) or the Prefect train flow (flow)")
+    parser.add_argument(
+        "--via",
+        choices=["cli", "flow"],
+        default="cli",
+        help="run `diaggmm fit` (cli) or the Prefect train flow (flow)",
+    )
     # SLURM job shape: one job = one node share running `processes` Dask workers.
     parser.add_argument("--jobs", type=int, default=2, help="number of SLURM worker jobs")
     parser.add_argument("--queue", default=None, help="SLURM partition (#SBATCH -p)")
@@ -48,14 +56,26 @@ def arguments(argv=None):
     parser.add_argument("--processes", type=int, default=2, help="Dask worker processes per job")
     parser.add_argument("--memory", default="32GB", help="memory per job")
     parser.add_argument("--walltime", default="04:00:00")
-    parser.add_argument("--interface", default=None,
-                        help="network interface the workers and scheduler talk over, e.g. ib0")
-    parser.add_argument("--local-directory", default=None,
-                        help="node-local scratch for worker spill files, e.g. '$TMPDIR'")
+    parser.add_argument(
+        "--interface",
+        default=None,
+        help="network interface the workers and scheduler talk over, e.g. ib0",
+    )
+    parser.add_argument(
+        "--local-directory",
+        default=None,
+        help="node-local scratch for worker spill files, e.g. '$TMPDIR'",
+    )
     parser.add_argument("--log-directory", default="slurm-logs")
-    parser.add_argument("--wait-timeout", type=float, default=3600,
-                        help="seconds to wait for the first worker to start (queue time)")
-    parser.add_argument("--dry-run", action="store_true", help="print the worker job script and exit")
+    parser.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=3600,
+        help="seconds to wait for the first worker to start (queue time)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the worker job script and exit"
+    )
     return parser.parse_args(argv)
 
 
@@ -78,12 +98,25 @@ def make_cluster(args):
 
 
 def fit_with_cli(args, scheduler_address):
-    command = ["diaggmm", "fit", args.data, "--k", str(args.k), "--out", args.out,
-               "--max-iter", str(args.max_iter), "--scheduler", scheduler_address]
+    command = [
+        "diaggmm",
+        "fit",
+        args.data,
+        "--k",
+        str(args.k),
+        "--out",
+        args.out,
+        "--max-iter",
+        str(args.max_iter),
+        "--scheduler",
+        scheduler_address,
+    ]
     if args.checkpoint:
         command += ["--checkpoint", args.checkpoint]
     # The console script lives next to this virtualenv's python.
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = dict(
+        os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    )
     subprocess.run(command, check=True, env=env)
 
 
@@ -91,8 +124,14 @@ def fit_with_flow(args, scheduler_address):
     from prefect.flows import load_flow_from_entrypoint
 
     train = load_flow_from_entrypoint(f"{REPO / 'flows' / 'train.py'}:train")
-    train(data_url=args.data, n_components=args.k, model_url=args.out, checkpoint_url=args.checkpoint,
-          max_iter=args.max_iter, scheduler_address=scheduler_address)
+    train(
+        data_url=args.data,
+        n_components=args.k,
+        model_url=args.out,
+        checkpoint_url=args.checkpoint,
+        max_iter=args.max_iter,
+        scheduler_address=scheduler_address,
+    )
 
 
 def main(argv=None):
@@ -105,8 +144,11 @@ def main(argv=None):
         from distributed import Client
 
         with Client(cluster) as client:
-            print(f"scheduler {cluster.scheduler_address}; waiting for workers "
-                  f"(dashboard: {cluster.dashboard_link})", flush=True)
+            print(
+                f"scheduler {cluster.scheduler_address}; waiting for workers "
+                f"(dashboard: {cluster.dashboard_link})",
+                flush=True,
+            )
             client.wait_for_workers(1, timeout=args.wait_timeout)
             # The fit itself is a separate client of the same scheduler.
             if args.via == "cli":

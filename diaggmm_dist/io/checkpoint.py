@@ -56,10 +56,26 @@ from zarr.errors import BaseZarrError
 from ..state import TrainingState
 from .lease import CheckpointInUseError, Lease, raise_if_in_use
 from .model_store import ModelStoreError, check_mixture, read_array
-from .zarr_groups import NotAGroupError, check_replaceable, is_local, local_path, open_group_or_none, remove_group
+from .zarr_groups import (
+    NotAGroupError,
+    check_replaceable,
+    is_local,
+    local_path,
+    open_group_or_none,
+    remove_group,
+)
 
-__all__ = ["Checkpoints", "check_checkpoint", "CheckpointError", "CheckpointInUseError", "CheckpointMismatchError",
-           "CorruptCheckpointWarning", "FORMAT", "FORMAT_VERSION", "KEEP"]
+__all__ = [
+    "Checkpoints",
+    "check_checkpoint",
+    "CheckpointError",
+    "CheckpointInUseError",
+    "CheckpointMismatchError",
+    "CorruptCheckpointWarning",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "KEEP",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +87,10 @@ KEEP = 3
 _STEP = re.compile(r"^step-(\d{8})$")
 _RESTART = re.compile(r"^restart-(\d+)$")
 #: What to do about a checkpoint that cannot be used.
-_REPLACE = ("pass overwrite_checkpoint=True (CLI: --overwrite) to start afresh, replacing it, or use another "
-            "checkpoint URL")
+_REPLACE = (
+    "pass overwrite_checkpoint=True (CLI: --overwrite) to start afresh, replacing it, or use another "
+    "checkpoint URL"
+)
 #: Errors that make one step unusable (not OSError: an I/O failure is not a corrupt step, and
 #: propagates so that the fit can be retried).
 _UNUSABLE = (ModelStoreError, BaseZarrError, KeyError, ValueError, TypeError)
@@ -106,8 +124,12 @@ def _differences(stored, wanted, prefix=""):
 
 
 def _is_int(value, low=0, high=None):
-    return (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
-            and (high is None or value <= high))
+    return (
+        isinstance(value, numbers.Integral)
+        and not isinstance(value, bool)
+        and value >= low
+        and (high is None or value <= high)
+    )
 
 
 def _is_number(value):
@@ -122,24 +144,34 @@ def _check_history(attrs, restart, offset, tol, where):
     """Raise ModelStoreError unless the counters of a restart's attributes are of the right types,
     and its iteration and convergence match its lower-bound history (``offset`` bounds before the
     first iteration; converged when the last change is below ``tol``)."""
-    for name, valid in (("restart", lambda v: v == restart and _is_int(v)), ("iteration", _is_int),
-                        ("n_reseeded", _is_int), ("finished", lambda v: isinstance(v, bool)),
-                        ("converged", lambda v: isinstance(v, bool))):
+    for name, valid in (
+        ("restart", lambda v: v == restart and _is_int(v)),
+        ("iteration", _is_int),
+        ("n_reseeded", _is_int),
+        ("finished", lambda v: isinstance(v, bool)),
+        ("converged", lambda v: isinstance(v, bool)),
+    ):
         if not valid(attrs.get(name)):
             raise ModelStoreError(f"{where}: attribute {name!r} is {attrs.get(name)!r}")
     bounds = attrs.get("lower_bounds")
     if not (isinstance(bounds, list) and all(_is_number(v) for v in bounds)):
         raise ModelStoreError(f"{where}: attribute 'lower_bounds' is not a list of finite numbers")
     if len(bounds) != attrs["iteration"] + offset:
-        raise ModelStoreError(f"{where}: iteration {attrs['iteration']} disagrees with its {len(bounds)} lower "
-                              f"bound(s) (expected {attrs['iteration'] + offset})")
+        raise ModelStoreError(
+            f"{where}: iteration {attrs['iteration']} disagrees with its {len(bounds)} lower "
+            f"bound(s) (expected {attrs['iteration'] + offset})"
+        )
     if attrs["converged"] and not attrs["finished"]:
         raise ModelStoreError(f"{where}: converged but not finished")
-    if _is_number(tol):  # converged exactly when the fit's own test says so (a flipped flag ends or extends the fit)
+    if _is_number(
+        tol
+    ):  # converged exactly when the fit's own test says so (a flipped flag ends or extends the fit)
         change = abs(bounds[-1] - bounds[-2]) if len(bounds) >= 2 else np.inf
         if attrs["converged"] != bool(change < tol):
-            raise ModelStoreError(f"{where}: attribute 'converged' is {attrs['converged']}, but its last lower-bound "
-                                  f"change is {change:.3e} (tol {tol})")
+            raise ModelStoreError(
+                f"{where}: attribute 'converged' is {attrs['converged']}, but its last lower-bound "
+                f"change is {change:.3e} (tol {tol})"
+            )
 
 
 def _store_of(url):
@@ -165,8 +197,10 @@ def _identity_problem(url, attrs, identity):
     if attrs.get("format") != FORMAT:
         return f"{url!r} exists and is not a diaggmm-dist checkpoint"
     if attrs.get("format_version") != FORMAT_VERSION:
-        return (f"The checkpoint at {url!r} has format version {attrs.get('format_version')!r}; this "
-                f"version of diaggmm-dist reads version {FORMAT_VERSION} only")
+        return (
+            f"The checkpoint at {url!r} has format version {attrs.get('format_version')!r}; this "
+            f"version of diaggmm-dist reads version {FORMAT_VERSION} only"
+        )
     if identity is not None and attrs.get("identity") != identity:
         stored = attrs.get("identity") if isinstance(attrs.get("identity"), dict) else {}
         return f"The checkpoint at {url!r} belongs to a different run ({'; '.join(_differences(stored, identity))})"
@@ -181,12 +215,31 @@ def _root_problem(url, identity=None, mode="r"):
         root = open_group_or_none(_store_of(url), mode=mode)
     except NotAGroupError as err:
         if err.kind == "files" and _list_steps(_store_of(url)):
-            return None, (f"The checkpoint at {url!r} has lost its root metadata (zarr.json), which says whose "
-                          "run its steps are"), CheckpointError
-        return None, err.describe("checkpoint") + ": refusing to replace it", CheckpointMismatchError
-    except (ValueError, TypeError) as err:  # JSONDecodeError is a ValueError; a non-object is a TypeError
-        return None, (f"The checkpoint at {url!r} has unreadable root metadata (zarr.json: {type(err).__name__}: "
-                      f"{err})"), CheckpointError
+            return (
+                None,
+                (
+                    f"The checkpoint at {url!r} has lost its root metadata (zarr.json), which says whose "
+                    "run its steps are"
+                ),
+                CheckpointError,
+            )
+        return (
+            None,
+            err.describe("checkpoint") + ": refusing to replace it",
+            CheckpointMismatchError,
+        )
+    except (
+        ValueError,
+        TypeError,
+    ) as err:  # JSONDecodeError is a ValueError; a non-object is a TypeError
+        return (
+            None,
+            (
+                f"The checkpoint at {url!r} has unreadable root metadata (zarr.json: {type(err).__name__}: "
+                f"{err})"
+            ),
+            CheckpointError,
+        )
     problem = None if root is None else _identity_problem(url, dict(root.attrs), identity)
     return root, problem, CheckpointMismatchError
 
@@ -277,15 +330,23 @@ class Checkpoints:
         if not overwrite:
             raise error(f"{problem}: {_REPLACE}.")
         check_replaceable(self.url)
-        logger.warning("Replacing the checkpoint at %s (overwrite_checkpoint=True): %s.", self.url, problem)
+        logger.warning(
+            "Replacing the checkpoint at %s (overwrite_checkpoint=True): %s.", self.url, problem
+        )
         return self._fresh_root()
 
     def _fresh_root(self):
         """Remove whatever is at the URL and create an empty checkpoint of this run."""
         remove_group(self._store)
         root = zarr.open_group(self._store, mode="w")
-        root.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, "identity": self.identity,
-                           "latest": None})
+        root.attrs.update(
+            {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "identity": self.identity,
+                "latest": None,
+            }
+        )
         self._names, self._unusable = [], set()
         return root
 
@@ -315,10 +376,14 @@ class Checkpoints:
             if steps:
                 self._warn(f"{problem}; taking the newest usable step.")
             return steps, bool(steps)
-        if pointer is None:  # a crash in the first write (or a pointer set to null): a complete step is this run's
+        if (
+            pointer is None
+        ):  # a crash in the first write (or a pointer set to null): a complete step is this run's
             return steps, False
         if pointer not in steps:
-            self._warn(f"{pointer}, the step its pointer names, is missing; taking the newest usable step before it.")
+            self._warn(
+                f"{pointer}, the step its pointer names, is missing; taking the newest usable step before it."
+            )
         return [name for name in steps if name <= pointer], True
 
     def _warn(self, message):
@@ -346,16 +411,23 @@ class Checkpoints:
                 self._unusable.add(name)
                 reasons.append(f"{name}: {err}")
                 following = candidates[position + 1] if position + 1 < len(candidates) else None
-                report(f"step {name} is unusable ({err}); "
-                       + (f"falling back to {following}." if following else "no older step."))
+                report(
+                    f"step {name} is unusable ({err}); "
+                    + (f"falling back to {following}." if following else "no older step.")
+                )
         if committed and reasons:
             if self._overwrite:
-                logger.warning("Replacing the checkpoint at %s (overwrite_checkpoint=True): none of its steps can be "
-                               "used.", self.url)
+                logger.warning(
+                    "Replacing the checkpoint at %s (overwrite_checkpoint=True): none of its steps can be "
+                    "used.",
+                    self.url,
+                )
                 self.root = self._fresh_root()
                 return None
-            raise CheckpointError(f"No step of the checkpoint at {self.url!r} can be used ({'; '.join(reasons)}): "
-                                  f"{_REPLACE}.")
+            raise CheckpointError(
+                f"No step of the checkpoint at {self.url!r} can be used ({'; '.join(reasons)}): "
+                f"{_REPLACE}."
+            )
         return None
 
     def _read(self, name):
@@ -363,17 +435,24 @@ class Checkpoints:
             group = self.root[name]
         except KeyError:
             raise ModelStoreError(f"checkpoint {name} is missing") from None
-        restarts = sorted((key for key in group.array_keys() if _RESTART.match(key)), key=lambda key: int(key[8:]))
+        restarts = sorted(
+            (key for key in group.array_keys() if _RESTART.match(key)), key=lambda key: int(key[8:])
+        )
         if [int(key[8:]) for key in restarts] != list(range(len(restarts))) or not restarts:
             raise ModelStoreError(f"checkpoint {name} holds the restarts {restarts}, not 0, 1, ...")
         marked = group.attrs.get("restarts")
         if not _is_int(marked, 1) or marked != len(restarts):
-            raise ModelStoreError(f"checkpoint {name} is incomplete: its mark 'restarts' is {marked!r}, and it holds "
-                                  f"{len(restarts)} restart(s)")
+            raise ModelStoreError(
+                f"checkpoint {name} is incomplete: its mark 'restarts' is {marked!r}, and it holds "
+                f"{len(restarts)} restart(s)"
+            )
         config = self.identity.get("config") or {}
         # a warm start's history begins with the lower bound of the model it started from
         offset = 1 if config.get("warm_start_from") is not None else 0
-        return [self._read_restart(group, f"{name}/{key}", key, offset, config.get("tol")) for key in restarts]
+        return [
+            self._read_restart(group, f"{name}/{key}", key, offset, config.get("tol"))
+            for key in restarts
+        ]
 
     @staticmethod
     def _read_restart(group, where, key, offset, tol):
@@ -385,24 +464,45 @@ class Checkpoints:
         k, d = shape
         planes = read_array(group, key, (3, k, d), where)
         weights = attrs.get("weights")
-        if not (isinstance(weights, list) and len(weights) == k and all(_is_number(v) for v in weights)):
+        if not (
+            isinstance(weights, list) and len(weights) == k and all(_is_number(v) for v in weights)
+        ):
             raise ModelStoreError(f"{where}: attribute 'weights' is not {k} finite numbers")
         weights = np.asarray(weights, dtype=np.float64)
         means, covariances, precisions = planes[0], planes[1], planes[2]
         check_mixture(weights, means, covariances, where)
         _check_history(attrs, int(key[8:]), offset, tol, where)
         rng = attrs.get("rng")
-        if not (isinstance(rng, dict) and isinstance(rng.get("keys"), list) and len(rng["keys"]) == 624
-                and all(_is_int(v, 0, 2**32 - 1) for v in rng["keys"]) and _is_int(rng.get("pos"), 0, 624)
-                and rng.get("has_gauss") in (0, 1) and _is_number(rng.get("cached_gaussian"))):
-            raise ModelStoreError(f"{where}: attribute 'rng' is not a MT19937 random generator state "
-                                  "(624 keys, pos, has_gauss, cached_gaussian)")
+        if not (
+            isinstance(rng, dict)
+            and isinstance(rng.get("keys"), list)
+            and len(rng["keys"]) == 624
+            and all(_is_int(v, 0, 2**32 - 1) for v in rng["keys"])
+            and _is_int(rng.get("pos"), 0, 624)
+            and rng.get("has_gauss") in (0, 1)
+            and _is_number(rng.get("cached_gaussian"))
+        ):
+            raise ModelStoreError(
+                f"{where}: attribute 'rng' is not a MT19937 random generator state "
+                "(624 keys, pos, has_gauss, cached_gaussian)"
+            )
         return TrainingState(
-            restart=attrs["restart"], iteration=attrs["iteration"], weights=weights, means=means,
-            covariances=covariances, precisions=precisions, lower_bounds=[float(v) for v in attrs["lower_bounds"]],
-            finished=attrs["finished"], converged=attrs["converged"],
-            random_state=("MT19937", np.asarray(rng["keys"], dtype=np.uint32), int(rng["pos"]), int(rng["has_gauss"]),
-                          float(rng["cached_gaussian"])),
+            restart=attrs["restart"],
+            iteration=attrs["iteration"],
+            weights=weights,
+            means=means,
+            covariances=covariances,
+            precisions=precisions,
+            lower_bounds=[float(v) for v in attrs["lower_bounds"]],
+            finished=attrs["finished"],
+            converged=attrs["converged"],
+            random_state=(
+                "MT19937",
+                np.asarray(rng["keys"], dtype=np.uint32),
+                int(rng["pos"]),
+                int(rng["has_gauss"]),
+                float(rng["cached_gaussian"]),
+            ),
             n_reseeded=attrs["n_reseeded"],
         )
 
@@ -417,17 +517,26 @@ class Checkpoints:
             This object holds no lease, or another fit took it over.
         """
         if self._lease is None:
-            raise CheckpointInUseError(f"The checkpoint at {self.url!r} was opened without its lease (lease=False): "
-                                       "it cannot be written.")
+            raise CheckpointInUseError(
+                f"The checkpoint at {self.url!r} was opened without its lease (lease=False): "
+                "it cannot be written."
+            )
         self._lease.verify()
         steps = self._remove_debris(self._steps())
         name = f"step-{_step_number(steps[0]) + 1 if steps else 0:08d}"
         group = self.root.create_group(name)
         for state in states:
-            planes = np.asarray([state.means, state.covariances, state.precisions], dtype=np.float64)
+            planes = np.asarray(
+                [state.means, state.covariances, state.precisions], dtype=np.float64
+            )
             # NaN fill: an array whose chunk never got written fails validation instead of reading zeros
-            group.create_array(f"restart-{state.restart}", data=planes, chunks=planes.shape, fill_value=np.nan,
-                               attributes=_attributes(state))
+            group.create_array(
+                f"restart-{state.restart}",
+                data=planes,
+                chunks=planes.shape,
+                fill_value=np.nan,
+                attributes=_attributes(state),
+            )
         group.attrs["restarts"] = len(states)  # the step is complete
         self.root.attrs["latest"] = name  # the commit point
         self._names = [name] + self._prune(steps)
@@ -438,8 +547,13 @@ class Checkpoints:
         if pointer is None or problem is not None:
             return steps  # nothing was committed, or the pointer is unreadable: every step is kept
         for debris in (name for name in steps if name > pointer):
-            logger.warning("Checkpoint %s: removing %s, written after the committed step %s and never committed "
-                           "(a crash between the two writes).", self.url, debris, pointer)
+            logger.warning(
+                "Checkpoint %s: removing %s, written after the committed step %s and never committed "
+                "(a crash between the two writes).",
+                self.url,
+                debris,
+                pointer,
+            )
             del self.root[debris]
         return [name for name in steps if name <= pointer]
 
@@ -458,11 +572,21 @@ class Checkpoints:
 def _attributes(state):
     """The JSON attributes of one restart's array: everything of ``state`` but the three planes."""
     _, keys, pos, has_gauss, cached = state.random_state
-    return _normalised({
-        "shape": list(np.shape(state.means)), "weights": [float(v) for v in state.weights],
-        "restart": state.restart, "iteration": state.iteration,
-        "lower_bounds": [float(v) for v in state.lower_bounds], "finished": bool(state.finished),
-        "converged": bool(state.converged), "n_reseeded": int(state.n_reseeded),
-        "rng": {"keys": np.asarray(keys, dtype=np.uint32).tolist(), "pos": int(pos),
-                "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-    })
+    return _normalised(
+        {
+            "shape": list(np.shape(state.means)),
+            "weights": [float(v) for v in state.weights],
+            "restart": state.restart,
+            "iteration": state.iteration,
+            "lower_bounds": [float(v) for v in state.lower_bounds],
+            "finished": bool(state.finished),
+            "converged": bool(state.converged),
+            "n_reseeded": int(state.n_reseeded),
+            "rng": {
+                "keys": np.asarray(keys, dtype=np.uint32).tolist(),
+                "pos": int(pos),
+                "has_gauss": int(has_gauss),
+                "cached_gaussian": float(cached),
+            },
+        }
+    )

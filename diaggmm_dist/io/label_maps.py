@@ -22,19 +22,29 @@ def label_map(model, data, *, probabilities=False):
 
     labels, max_resp, log_likelihood = model.score_rows(data)
     if not isinstance(labels, xr.DataArray):
-        raise TypeError("label_map needs xarray input (a DataArray or Dataset) to give the map its coordinates.")
+        raise TypeError(
+            "label_map needs xarray input (a DataArray or Dataset) to give the map its coordinates."
+        )
     k = model.n_components
-    labels.attrs = {"long_name": "mixture component", "valid_min": 0, "valid_max": k - 1,
-                    "flag_values": list(range(-1, k)),
-                    "flag_meanings": " ".join(["unlabelled"] + [f"component_{i}" for i in range(k)])}
+    labels.attrs = {
+        "long_name": "mixture component",
+        "valid_min": 0,
+        "valid_max": k - 1,
+        "flag_values": list(range(-1, k)),
+        "flag_meanings": " ".join(["unlabelled"] + [f"component_{i}" for i in range(k)]),
+    }
     max_resp.attrs = {"long_name": "responsibility of the chosen component", "units": "1"}
     log_likelihood.attrs = {"long_name": "log-likelihood of the pixel under the mixture"}
     variables = {"labels": labels, "max_resp": max_resp, "log_likelihood": log_likelihood}
     if probabilities:
         variables["responsibility"] = model.predict_proba(data).astype(np.float32)
     result = xr.Dataset(variables)
-    result.attrs = {"title": "diaggmm-dist label map", "n_components": k,
-                    "model_lower_bound": float(model.lower_bound_), "Conventions": "CF-1.8"}
+    result.attrs = {
+        "title": "diaggmm-dist label map",
+        "n_components": k,
+        "model_lower_bound": float(model.lower_bound_),
+        "Conventions": "CF-1.8",
+    }
     return result
 
 
@@ -45,5 +55,7 @@ def write_label_map(model, data, url, *, probabilities=False, overwrite=False):
     input's, so the write needs no rechunking and reads each input chunk once.
     """
     result = label_map(model, data, probabilities=probabilities)
-    write_atomically(url, lambda target: result.to_zarr(target, mode="w", consolidated=False), overwrite)
+    write_atomically(
+        url, lambda target: result.to_zarr(target, mode="w", consolidated=False), overwrite
+    )
     return os.fspath(url)

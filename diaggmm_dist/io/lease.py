@@ -95,12 +95,21 @@ def _when(epoch):
 def _valid_record(record):
     """True when ``record`` is a lease this module wrote (right keys, right types)."""
     numbers = ("since", "renewed", "expires_after")
-    return (isinstance(record, dict) and record.get("format") == FORMAT
-            and isinstance(record.get("token"), str) and isinstance(record.get("host"), str)
-            and isinstance(record.get("pid"), int) and not isinstance(record.get("pid"), bool)
-            and all(isinstance(record.get(key), (int, float)) and not isinstance(record.get(key), bool)
-                    and math.isfinite(record[key]) for key in numbers)
-            and record["expires_after"] > 0)
+    return (
+        isinstance(record, dict)
+        and record.get("format") == FORMAT
+        and isinstance(record.get("token"), str)
+        and isinstance(record.get("host"), str)
+        and isinstance(record.get("pid"), int)
+        and not isinstance(record.get("pid"), bool)
+        and all(
+            isinstance(record.get(key), (int, float))
+            and not isinstance(record.get(key), bool)
+            and math.isfinite(record[key])
+            for key in numbers
+        )
+        and record["expires_after"] > 0
+    )
 
 
 def abandoned_because(record, now=None):
@@ -123,10 +132,12 @@ def abandoned_because(record, now=None):
 def in_use_message(checkpoint_url, record, where):
     """'The checkpoint at ... is in use by <host>/<pid> since <time> ...': what and what to do."""
     age = time.time() - record["renewed"]
-    return (f"The checkpoint at {checkpoint_url!r} is in use by {record['host']}/{record['pid']} since "
-            f"{_when(record['since'])} (lease {where!r}, renewed {age:.0f} s ago): another fit is writing it. "
-            "Wait for that fit to end, or use another checkpoint URL. If that fit has died, its lease expires "
-            f"{record['expires_after']:.0f} s after its last renewal and the next fit takes over.")
+    return (
+        f"The checkpoint at {checkpoint_url!r} is in use by {record['host']}/{record['pid']} since "
+        f"{_when(record['since'])} (lease {where!r}, renewed {age:.0f} s ago): another fit is writing it. "
+        "Wait for that fit to end, or use another checkpoint URL. If that fit has died, its lease expires "
+        f"{record['expires_after']:.0f} s after its last renewal and the next fit takes over."
+    )
 
 
 def raise_if_in_use(url):
@@ -158,9 +169,16 @@ class Lease:
         self.fs, self.path = fsspec.core.url_to_fs(self.url)
         self.heartbeat, self.expires_after = float(heartbeat), float(expires_after)
         now = time.time()
-        self.record = {"format": FORMAT, "token": uuid.uuid4().hex, "host": socket.gethostname(),
-                       "pid": os.getpid(), "pid_namespace": _pid_namespace(), "since": now, "renewed": now,
-                       "expires_after": self.expires_after}
+        self.record = {
+            "format": FORMAT,
+            "token": uuid.uuid4().hex,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "pid_namespace": _pid_namespace(),
+            "since": now,
+            "renewed": now,
+            "expires_after": self.expires_after,
+        }
         self._lost = None  # the CheckpointInUseError to raise once another fit took the lease
         self._stop = threading.Event()
         self._thread = None
@@ -177,8 +195,11 @@ class Lease:
         CheckpointInUseError
             A live holder has it: the message names its host, pid and since when.
         """
-        lease = cls(url, HEARTBEAT_SECONDS if heartbeat is None else heartbeat,
-                    EXPIRY_SECONDS if expires_after is None else expires_after)
+        lease = cls(
+            url,
+            HEARTBEAT_SECONDS if heartbeat is None else heartbeat,
+            EXPIRY_SECONDS if expires_after is None else expires_after,
+        )
         lease._take()
         _HELD.add(lease.record["token"])
         lease._thread = threading.Thread(target=lease._beat, name=f"lease {lease.url}", daemon=True)
@@ -190,7 +211,10 @@ class Lease:
         """The lease file's record: None when there is none, ``{}`` when it is not JSON."""
         try:
             raw = self.fs.cat_file(self.path)
-        except (FileNotFoundError, NotADirectoryError):  # the write then says what is wrong with the folder
+        except (
+            FileNotFoundError,
+            NotADirectoryError,
+        ):  # the write then says what is wrong with the folder
             return None
         try:
             return json.loads(raw)
@@ -206,9 +230,13 @@ class Lease:
         try:
             return self._put(json.dumps(self.record).encode(), exclusive)
         except OSError as err:
-            cause = f"{err.strerror}: {err.filename!r}" if err.strerror and err.filename else str(err)
-            raise type(err)(f"Cannot write the lease {self.url!r} of the checkpoint at {self.checkpoint_url!r} "
-                            f"({cause}): the checkpoint's folder must be writable.") from err
+            cause = (
+                f"{err.strerror}: {err.filename!r}" if err.strerror and err.filename else str(err)
+            )
+            raise type(err)(
+                f"Cannot write the lease {self.url!r} of the checkpoint at {self.checkpoint_url!r} "
+                f"({cause}): the checkpoint's folder must be writable."
+            ) from err
 
     def _put(self, data, exclusive):
         if is_local(self.url):
@@ -230,7 +258,9 @@ class Lease:
         self.fs.makedirs(posixpath.dirname(self.path), exist_ok=True)
         if exclusive:
             try:
-                with self.fs.open(self.path, "xb") as file:  # one request on stores with conditional writes
+                with self.fs.open(
+                    self.path, "xb"
+                ) as file:  # one request on stores with conditional writes
                     file.write(data)
                 return True
             except FileExistsError:
@@ -243,20 +273,28 @@ class Lease:
 
     # ------------------------------------------------------------------ holding
     def _take(self):
-        for _ in range(3):  # a lease can appear or vanish between the read and the write: look again
+        for _ in range(
+            3
+        ):  # a lease can appear or vanish between the read and the write: look again
             record = self._read()
             if record is not None:
                 reason = abandoned_because(record)
                 if reason is None:
-                    raise CheckpointInUseError(in_use_message(self.checkpoint_url, record, self.url))
-                holder = f"{record.get('host')}/{record.get('pid')}" if isinstance(record, dict) else "?"
+                    raise CheckpointInUseError(
+                        in_use_message(self.checkpoint_url, record, self.url)
+                    )
+                holder = (
+                    f"{record.get('host')}/{record.get('pid')}" if isinstance(record, dict) else "?"
+                )
                 logger.warning("Taking over the lease %s of %s: %s.", self.url, holder, reason)
             if self._write(exclusive=record is None):
                 self.verify()
                 return
-        raise CheckpointInUseError(f"The checkpoint at {self.checkpoint_url!r} is being taken by other fits at this "
-                                   f"moment (its lease {self.url!r} keeps changing): wait for them, or use another "
-                                   "checkpoint URL.")
+        raise CheckpointInUseError(
+            f"The checkpoint at {self.checkpoint_url!r} is being taken by other fits at this "
+            f"moment (its lease {self.url!r} keeps changing): wait for them, or use another "
+            "checkpoint URL."
+        )
 
     def verify(self):
         """Check that this process still holds the lease (before writing a checkpoint).
@@ -269,20 +307,25 @@ class Lease:
         if self._lost is not None:
             raise self._lost
         record = self._read()
-        if record == self.record or (isinstance(record, dict) and record.get("token") == self.record["token"]):
+        if record == self.record or (
+            isinstance(record, dict) and record.get("token") == self.record["token"]
+        ):
             return
         if record is None:
             self._lost = CheckpointInUseError(
                 f"The lease {self.url!r} of this fit on the checkpoint at {self.checkpoint_url!r} was removed by "
-                "someone else: stopping rather than writing a checkpoint another fit may be writing.")
+                "someone else: stopping rather than writing a checkpoint another fit may be writing."
+            )
         elif _valid_record(record):
             self._lost = CheckpointInUseError(
                 in_use_message(self.checkpoint_url, record, self.url)
-                + " (This fit's own lease was taken over: it was not renewed in time.)")
+                + " (This fit's own lease was taken over: it was not renewed in time.)"
+            )
         else:
             self._lost = CheckpointInUseError(
                 f"The lease {self.url!r} of this fit on the checkpoint at {self.checkpoint_url!r} was overwritten "
-                "with something else: stopping rather than writing a checkpoint another fit may be writing.")
+                "with something else: stopping rather than writing a checkpoint another fit may be writing."
+            )
         raise self._lost
 
     def _renew(self):
@@ -310,4 +353,6 @@ class Lease:
             if isinstance(record, dict) and record.get("token") == self.record["token"]:
                 self.fs.rm_file(self.path)
         except Exception as err:  # noqa: BLE001 - a lease left behind expires by itself
-            logger.warning("Could not remove the lease %s (it expires by itself): %s", self.url, err)
+            logger.warning(
+                "Could not remove the lease %s (it expires by itself): %s", self.url, err
+            )

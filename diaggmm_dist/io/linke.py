@@ -27,7 +27,9 @@ def linke_source_path():
     try:
         import pvlib
     except ImportError as err:
-        raise ImportError("The turbidity demo needs pvlib: pip install 'diaggmm-dist[demo]'.") from err
+        raise ImportError(
+            "The turbidity demo needs pvlib: pip install 'diaggmm-dist[demo]'."
+        ) from err
     return os.path.join(os.path.dirname(pvlib.__file__), "data", "LinkeTurbidities.h5")
 
 
@@ -57,14 +59,26 @@ def convert_linke_turbidity(url, *, lat_slice=slice(None), lon_slice=slice(None)
         lat, lon = lat[lat_slice], lon[lon_slice]
         lat_index = np.arange(cube.shape[0])[lat_slice]
         lon_index = np.arange(cube.shape[1])[lon_slice]
-    lazy = da.from_array(_H5Cube(source, lat_index, lon_index), chunks=(CHUNK_LAT, CHUNK_LON, 12), lock=True)
-    data = xr.Dataset(
-        {"turbidity": (("lat", "lon", "month"), lazy,
-                       {"long_name": "Linke turbidity x 20", "source": "pvlib LinkeTurbidities.h5"})},
-        coords={"lat": ("lat", lat, {"units": "degrees_north"}), "lon": ("lon", lon, {"units": "degrees_east"}),
-                "month": ("month", np.arange(1, 13))},
+    lazy = da.from_array(
+        _H5Cube(source, lat_index, lon_index), chunks=(CHUNK_LAT, CHUNK_LON, 12), lock=True
     )
-    write_atomically(url, lambda target: data.to_zarr(target, mode="w", consolidated=False), overwrite)
+    data = xr.Dataset(
+        {
+            "turbidity": (
+                ("lat", "lon", "month"),
+                lazy,
+                {"long_name": "Linke turbidity x 20", "source": "pvlib LinkeTurbidities.h5"},
+            )
+        },
+        coords={
+            "lat": ("lat", lat, {"units": "degrees_north"}),
+            "lon": ("lon", lon, {"units": "degrees_east"}),
+            "month": ("month", np.arange(1, 13)),
+        },
+    )
+    write_atomically(
+        url, lambda target: data.to_zarr(target, mode="w", consolidated=False), overwrite
+    )
     return os.fspath(url)
 
 
@@ -83,6 +97,9 @@ class _H5Cube:
         lat_key, lon_key, month_key = key
         lats, lons = self.lat_index[lat_key], self.lon_index[lon_key]
         with h5py.File(self.path, "r") as handle:
-            block = handle["LinkeTurbidity"][lats[0] : lats[-1] + 1, lons[0] : lons[-1] + 1, month_key] \
-                if lats.size and lons.size else np.empty((lats.size, lons.size, 12), np.uint8)
+            block = (
+                handle["LinkeTurbidity"][lats[0] : lats[-1] + 1, lons[0] : lons[-1] + 1, month_key]
+                if lats.size and lons.size
+                else np.empty((lats.size, lons.size, 12), np.uint8)
+            )
         return block[np.ix_(lats - lats[0], lons - lons[0])] if lats.size and lons.size else block

@@ -112,7 +112,9 @@ class ModelRegistry:
     @staticmethod
     def _check_name(version):
         if not isinstance(version, str) or not _VERSION.match(version):
-            raise UnknownVersionError(f"{version!r} is not a version name (versions are named v0001, v0002, ...).")
+            raise UnknownVersionError(
+                f"{version!r} is not a version name (versions are named v0001, v0002, ...)."
+            )
 
     # ------------------------------------------------------------ raw files
     def _read_json(self, *parts):
@@ -189,33 +191,55 @@ class ModelRegistry:
             known = self.versions()
             raise UnknownVersionError(
                 f"No version {version!r} in the registry at {self.root!r}"
-                + (f" (it holds {known[0]} to {known[-1]})." if known else " (it holds no versions yet).")
+                + (
+                    f" (it holds {known[0]} to {known[-1]})."
+                    if known
+                    else " (it holds no versions yet)."
+                )
             )
         if not isinstance(document, dict):
-            raise RegistryError(f"{where} should hold a JSON object, found {type(document).__name__}.")
+            raise RegistryError(
+                f"{where} should hold a JSON object, found {type(document).__name__}."
+            )
         if document.get("format") != FORMAT:
-            raise RegistryError(f"{where} is not diaggmm-dist registry metadata (format is {document.get('format')!r}).")
+            raise RegistryError(
+                f"{where} is not diaggmm-dist registry metadata (format is {document.get('format')!r})."
+            )
         if document.get("format_version") != FORMAT_VERSION:
-            raise RegistryError(f"{where}: format_version {document.get('format_version')!r} is not supported "
-                                f"(this library reads {FORMAT_VERSION}).")
+            raise RegistryError(
+                f"{where}: format_version {document.get('format_version')!r} is not supported "
+                f"(this library reads {FORMAT_VERSION})."
+            )
         if document.get("version") != version:
-            raise RegistryError(f"{where}: field 'version' is {document.get('version')!r}, expected {version!r}.")
+            raise RegistryError(
+                f"{where}: field 'version' is {document.get('version')!r}, expected {version!r}."
+            )
         created = document.get("created")
         try:
             datetime.fromisoformat(created)
         except (TypeError, ValueError):
-            raise RegistryError(f"{where}: field 'created' should be an ISO 8601 time, found {created!r}.") from None
+            raise RegistryError(
+                f"{where}: field 'created' should be an ISO 8601 time, found {created!r}."
+            ) from None
         for key in ("data_url", "holdout_url"):
             if document.get(key) is not None and not isinstance(document[key], str):
-                raise RegistryError(f"{where}: field {key!r} should be a string or null, found {document[key]!r}.")
+                raise RegistryError(
+                    f"{where}: field {key!r} should be a string or null, found {document[key]!r}."
+                )
         score = document.get("holdout_mean_log_likelihood")
         if score is not None and not _is_finite_number(score):
-            raise RegistryError(f"{where}: field 'holdout_mean_log_likelihood' should be a finite number or null, "
-                                f"found {score!r}.")
+            raise RegistryError(
+                f"{where}: field 'holdout_mean_log_likelihood' should be a finite number or null, "
+                f"found {score!r}."
+            )
         parent = document.get("parent")
         if parent is not None and not (isinstance(parent, str) and _VERSION.match(parent)):
-            raise RegistryError(f"{where}: field 'parent' should be a version name or null, found {parent!r}.")
-        return {key: value for key, value in document.items() if key not in ("format", "format_version")}
+            raise RegistryError(
+                f"{where}: field 'parent' should be a version name or null, found {parent!r}."
+            )
+        return {
+            key: value for key, value in document.items() if key not in ("format", "format_version")
+        }
 
     def current_version(self) -> str | None:
         """The version the ``current`` pointer names, or None for an empty registry (validated)."""
@@ -226,13 +250,19 @@ class ModelRegistry:
         if not isinstance(document, dict) or document.get("format") != FORMAT:
             raise RegistryError(f"{where} is not a diaggmm-dist registry pointer.")
         if document.get("format_version") != FORMAT_VERSION:
-            raise RegistryError(f"{where}: format_version {document.get('format_version')!r} is not supported "
-                                f"(this library reads {FORMAT_VERSION}).")
+            raise RegistryError(
+                f"{where}: format_version {document.get('format_version')!r} is not supported "
+                f"(this library reads {FORMAT_VERSION})."
+            )
         version = document.get("current")
         if not (isinstance(version, str) and _VERSION.match(version)):
-            raise RegistryError(f"{where}: field 'current' should be a version name such as 'v0001', found {version!r}.")
+            raise RegistryError(
+                f"{where}: field 'current' should be a version name such as 'v0001', found {version!r}."
+            )
         if not self._committed(version):
-            raise RegistryError(f"{where} points at {version!r}, which is not a committed version of this registry.")
+            raise RegistryError(
+                f"{where} points at {version!r}, which is not a committed version of this registry."
+            )
         return version
 
     def current(self):
@@ -273,7 +303,9 @@ class ModelRegistry:
         score = metadata.get("holdout_mean_log_likelihood")
         if score is not None:
             if not _is_finite_number(score):
-                raise ValueError(f"holdout_mean_log_likelihood must be a finite number or None, got {score!r}.")
+                raise ValueError(
+                    f"holdout_mean_log_likelihood must be a finite number or None, got {score!r}."
+                )
             metadata["holdout_mean_log_likelihood"] = float(score)
         if "parent" not in metadata:
             metadata["parent"] = self.current_version()
@@ -298,16 +330,37 @@ class ModelRegistry:
             except FileExistsError:
                 number += 1
         else:
-            raise RegistryError(f"Could not find a free version number in {self.root!r}: is another process promoting?")
-        document = {"format": FORMAT, "format_version": FORMAT_VERSION, "version": version, "created": _now(),
-                    **metadata}
+            raise RegistryError(
+                f"Could not find a free version number in {self.root!r}: is another process promoting?"
+            )
+        document = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "version": version,
+            "created": _now(),
+            **metadata,
+        }
         self._write_json(document, version, METADATA)
-        self._write_json({"format": FORMAT, "format_version": FORMAT_VERSION, "current": version, "updated": _now()},
-                         POINTER)  # the commit point
+        self._write_json(
+            {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "current": version,
+                "updated": _now(),
+            },
+            POINTER,
+        )  # the commit point
         return version
 
     def set_current(self, version: str) -> None:
         """Point ``current`` at an existing version (a rollback)."""
         self.metadata(version)
-        self._write_json({"format": FORMAT, "format_version": FORMAT_VERSION, "current": version, "updated": _now()},
-                         POINTER)
+        self._write_json(
+            {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "current": version,
+                "updated": _now(),
+            },
+            POINTER,
+        )

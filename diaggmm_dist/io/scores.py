@@ -48,11 +48,24 @@ def write_scores(model, data, url, *, overwrite=False, chunk_size=None):
             fill = -1 if name == "labels" else np.nan
             # Blosc LZ4 (DATA_COMPRESSORS): measured on a 1M-row scoring, it encodes the labels
             # and log-likelihoods 15x faster than zarr's default zstd, for ~13% more bytes in all.
-            targets.append(group.create_array(name, shape=array.shape, dtype=array.dtype, chunks=(chunk_rows,),
-                                              fill_value=fill, compressors=DATA_COMPRESSORS))
+            targets.append(
+                group.create_array(
+                    name,
+                    shape=array.shape,
+                    dtype=array.dtype,
+                    chunks=(chunk_rows,),
+                    fill_value=fill,
+                    compressors=DATA_COMPRESSORS,
+                )
+            )
         engine.compute(da.store(arrays, targets, lock=False, compute=False))
-        group.attrs.update({"model_fingerprint": getattr(model, "data_fingerprint_", None),
-                            "n_rows": int(rows.shape[0]), "arrays": list(SCORE_ARRAYS)})
+        group.attrs.update(
+            {
+                "model_fingerprint": getattr(model, "data_fingerprint_", None),
+                "n_rows": int(rows.shape[0]),
+                "arrays": list(SCORE_ARRAYS),
+            }
+        )
 
     write_group_atomically(url, write, overwrite)
     return os.fspath(url)

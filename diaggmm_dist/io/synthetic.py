@@ -34,12 +34,23 @@ def mixture_parameters(n_components, n_features, seed=0, spread=8.0):
 def _chunk(block_id, rows, weights, means, covariances, seed, dtype):
     rng = np.random.default_rng([seed, block_id])
     labels = rng.choice(weights.size, size=rows, p=weights)
-    values = means[labels] + rng.standard_normal((rows, means.shape[1])) * np.sqrt(covariances[labels])
+    values = means[labels] + rng.standard_normal((rows, means.shape[1])) * np.sqrt(
+        covariances[labels]
+    )
     return np.column_stack([values, labels]).astype(dtype)
 
 
-def write_mixture_zarr(path, n_samples, weights, means, covariances, chunk_rows=None, seed=0, dtype="float32",
-                       compressors="default"):
+def write_mixture_zarr(
+    path,
+    n_samples,
+    weights,
+    means,
+    covariances,
+    chunk_rows=None,
+    seed=0,
+    dtype="float32",
+    compressors="default",
+):
     """Write ``n_samples`` rows of the mixture to a Zarr group at ``path``.
 
     ``chunk_rows`` (default: about 8 MiB of ``X`` per chunk, 65,536 rows for 32 float32
@@ -58,7 +69,9 @@ def write_mixture_zarr(path, n_samples, weights, means, covariances, chunk_rows=
         The path of the group.
     """
     path = Path(path)
-    weights, means, covariances = (np.asarray(v, dtype=np.float64) for v in (weights, means, covariances))
+    weights, means, covariances = (
+        np.asarray(v, dtype=np.float64) for v in (weights, means, covariances)
+    )
     n_features = means.shape[1]
     if chunk_rows is None:
         chunk_rows = data_chunk_rows(n_features, np.dtype(dtype).itemsize)
@@ -67,22 +80,39 @@ def write_mixture_zarr(path, n_samples, weights, means, covariances, chunk_rows=
     partial = path.with_name(path.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     group = zarr.open_group(str(partial), mode="w")
-    group.attrs.update({"weights": weights.tolist(), "means": means.tolist(),
-                        "covariances": covariances.tolist(), "seed": int(seed)})
-    x_store = group.create_array("X", shape=(n_samples, n_features), chunks=(chunk_rows, n_features), dtype=dtype,
-                                 compressors=compressors)
-    label_store = group.create_array("labels", shape=(n_samples,), chunks=(chunk_rows,), dtype="int16",
-                                     compressors=compressors)
+    group.attrs.update(
+        {
+            "weights": weights.tolist(),
+            "means": means.tolist(),
+            "covariances": covariances.tolist(),
+            "seed": int(seed),
+        }
+    )
+    x_store = group.create_array(
+        "X",
+        shape=(n_samples, n_features),
+        chunks=(chunk_rows, n_features),
+        dtype=dtype,
+        compressors=compressors,
+    )
+    label_store = group.create_array(
+        "labels", shape=(n_samples,), chunks=(chunk_rows,), dtype="int16", compressors=compressors
+    )
     sizes = [min(chunk_rows, n_samples - start) for start in range(0, n_samples, chunk_rows)]
     blocks = [
         da.from_delayed(
             _delayed_chunk(i, rows, weights, means, covariances, seed, np.dtype(dtype)),
-            shape=(rows, n_features + 1), dtype=dtype,
+            shape=(rows, n_features + 1),
+            dtype=dtype,
         )
         for i, rows in enumerate(sizes)
     ]
     table = da.concatenate(blocks)
-    da.store([table[:, :n_features], table[:, n_features].astype("int16")], [x_store, label_store], lock=False)
+    da.store(
+        [table[:, :n_features], table[:, n_features].astype("int16")],
+        [x_store, label_store],
+        lock=False,
+    )
     shutil.rmtree(path, ignore_errors=True)
     os.replace(partial, path)
     return str(path)

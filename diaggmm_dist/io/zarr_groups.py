@@ -49,7 +49,7 @@ def is_local(url) -> bool:
 
 def local_path(url) -> Path:
     text = os.fspath(url)
-    return Path(text[len("file://"):] if text.startswith("file://") else text)
+    return Path(text[len("file://") :] if text.startswith("file://") else text)
 
 
 class NotAGroupError(ValueError):
@@ -116,8 +116,12 @@ def check_replaceable(url):
 
     fs, path = fsspec.core.url_to_fs(str(local_path(url)) if is_local(url) else os.fspath(url))
     if fs.exists(path) and not _is_zarr_tree(fs, path):
-        raise NotAGroupError(url, "files", ": refusing to replace it, even with overwrite (only Zarr stores are "
-                                           "replaced); move it away or choose another path.")
+        raise NotAGroupError(
+            url,
+            "files",
+            ": refusing to replace it, even with overwrite (only Zarr stores are "
+            "replaced); move it away or choose another path.",
+        )
 
 
 def remove_group(url):
@@ -155,7 +159,9 @@ def write_atomically(url, write_to, overwrite):
         check_replaceable(url)
         exists = True
     if exists and not overwrite:
-        raise FileExistsError(f"{os.fspath(url)!r} already exists: pass overwrite=True to replace it.")
+        raise FileExistsError(
+            f"{os.fspath(url)!r} already exists: pass overwrite=True to replace it."
+        )
     if not is_local(url):
         if exists:
             remove_group(url)
