@@ -15,11 +15,12 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from . import engine, inputs, kernels, online
+from . import engine, inputs, kernels, online, parameters
 from .em import data_centre, e_step, e_step_models
 from .initialization import initial_parameters, initial_parameters_of_models
 from .kernels import split_statistics
 from .mstep import m_step
+from .parameters import MixtureParameters
 from .state import TrainingState
 from .validation import (
     bad_weights_error,
@@ -437,13 +438,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
 
     def _adopt(self, state, warm, samples, fingerprint, layout):
         """Take a finished training state as this estimator's fitted parameters."""
-        self.weights_, self.means_, self.covariances_ = (
-            state.weights,
-            state.means,
-            state.covariances,
-        )
-        self.precisions_ = 1.0 / self.covariances_
-        self.precisions_cholesky_ = np.sqrt(self.precisions_)
+        self._set_parameters(MixtureParameters(state.weights, state.means, state.covariances))
         self.converged_ = state.converged
         self.n_iter_ = state.iteration
         self.lower_bound_ = state.lower_bound
@@ -451,6 +446,16 @@ class DiagGMM(DensityMixin, BaseEstimator):
         self.n_features_in_ = samples.array.shape[-1]
         self.data_fingerprint_ = fingerprint
         self._set_input_layout(layout, samples)
+
+    def _set_parameters(self, params):
+        """Set the fitted parameters and their derived precisions: the one place that does."""
+        self.weights_, self.means_, self.covariances_ = (
+            params.weights,
+            params.means,
+            params.covariances,
+        )
+        self.precisions_ = params.precisions
+        self.precisions_cholesky_ = params.precisions_cholesky
 
     def _check_enough_samples(self, data):
         n_samples = engine.n_rows(data)
@@ -582,9 +587,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         )
         self.n_reseeded_ = getattr(self, "n_reseeded_", 0)
         self._note_reseeded(reseeded, f"Batch {t + 1}")
-        self.weights_, self.means_, self.covariances_ = weights, means, covariances
-        self.precisions_ = 1.0 / covariances
-        self.precisions_cholesky_ = np.sqrt(self.precisions_)
+        self._set_parameters(MixtureParameters(weights, means, covariances))
         self.running_statistics_, self.running_shift_ = running, shift
         self.n_batches_seen_ = t + 1
         self.n_samples_seen_ = getattr(self, "n_samples_seen_", 0) + int(scalars["rows"])
@@ -848,19 +851,15 @@ class DiagGMM(DensityMixin, BaseEstimator):
         (value,) = engine.compute(mean(log_norm))
         return float(value)
 
-    def _n_parameters(self):
-        n_components, n_features = self.means_.shape
-        return int(2 * n_components * n_features + n_components - 1)
-
     def bic(self, X):
         """Bayesian information criterion of the model on ``X`` (lower is better)."""
         n_samples = engine.n_rows(self._samples(X, **getattr(self, "input_layout_", {})).array)
-        return -2 * self.score(X) * n_samples + self._n_parameters() * np.log(n_samples)
+        return parameters.bic(self.score(X), n_samples, *self.means_.shape)
 
     def aic(self, X):
         """Akaike information criterion of the model on ``X`` (lower is better)."""
         n_samples = engine.n_rows(self._samples(X, **getattr(self, "input_layout_", {})).array)
-        return -2 * self.score(X) * n_samples + 2 * self._n_parameters()
+        return parameters.aic(self.score(X), n_samples, *self.means_.shape)
 
     # ------------------------------------------------------------ persistence
     def save(self, url, *, overwrite=False):
@@ -938,11 +937,13 @@ class DiagGMM(DensityMixin, BaseEstimator):
             )
         }
         model = cls(gm.n_components, **{**settings, **params})
-        model.weights_ = np.array(gm.weights_, dtype=np.float64)
-        model.means_ = np.array(gm.means_, dtype=np.float64)
-        model.covariances_ = np.array(gm.covariances_, dtype=np.float64)
-        model.precisions_ = 1.0 / model.covariances_
-        model.precisions_cholesky_ = np.sqrt(model.precisions_)
+        model._set_parameters(
+            MixtureParameters(
+                np.array(gm.weights_, dtype=np.float64),
+                np.array(gm.means_, dtype=np.float64),
+                np.array(gm.covariances_, dtype=np.float64),
+            )
+        )
         model.converged_, model.n_iter_ = bool(gm.converged_), int(gm.n_iter_)
         model.lower_bound_ = float(gm.lower_bound_)
         model.lower_bounds_ = list(getattr(gm, "lower_bounds_", [gm.lower_bound_]))

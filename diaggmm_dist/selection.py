@@ -12,14 +12,13 @@ held out of the fit to score the candidates on unseen data.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import dask.array as da
 import numpy as np
 from sklearn.utils import check_random_state
 
-from . import engine, inputs, kernels
+from . import engine, inputs, kernels, parameters
 from .em import e_step_models
 from .initialization import initial_parameters_of_models
 from .mixture import DiagGMM, _DataPass
@@ -87,10 +86,6 @@ def _split_weights(data, fraction, sample_weight):
     held = da.map_blocks(heldout_rows, engine.row_indices(data), fraction, dtype=bool)
     base = sample_weight if sample_weight is not None else da.ones(held.shape, chunks=held.chunks)
     return da.where(held, 0.0, base), da.where(held, base, 0.0)
-
-
-def _n_parameters(k, d):
-    return k * 2 * d + k - 1
 
 
 def select_n_components(
@@ -254,8 +249,8 @@ def select_n_components(
                 "n_components": k,
                 "lower_bound": state.lower_bound,
                 "log_likelihood": log_likelihood,
-                "bic": -2 * log_likelihood * n + _n_parameters(k, n_features) * math.log(n),
-                "aic": -2 * log_likelihood * n + 2 * _n_parameters(k, n_features),
+                "bic": parameters.bic(log_likelihood, n, k, n_features),
+                "aic": parameters.aic(log_likelihood, n, k, n_features),
                 "heldout_log_likelihood": None
                 if held is None or held["weight"] == 0
                 else held["objective"] / held["weight"],

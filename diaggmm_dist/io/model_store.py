@@ -46,6 +46,7 @@ import warnings
 
 import numpy as np
 
+from ..parameters import MixtureParameters
 from ..validation import check_settings, is_int
 from .zarr_groups import NotAGroupError, write_group_atomically
 
@@ -838,13 +839,9 @@ def load_model(url, cls=None):
 
 def _fitted(gmm, arrays, values):
     """``gmm`` with the checked arrays and attributes as its fitted state."""
-    gmm.weights_, gmm.means_, gmm.covariances_ = (
-        arrays["weights"],
-        arrays["means"],
-        arrays["covariances"],
+    gmm._set_parameters(
+        MixtureParameters(arrays["weights"], arrays["means"], arrays["covariances"])
     )
-    gmm.precisions_ = 1.0 / gmm.covariances_
-    gmm.precisions_cholesky_ = np.sqrt(gmm.precisions_)
     gmm.n_features_in_ = values["n_features"]
     gmm.n_iter_ = values["n_iter"]
     gmm.converged_ = values["converged"]
