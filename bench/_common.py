@@ -398,13 +398,13 @@ def codec_tag(compressors, chunk_rows):
 def mixture_store(rows, *, root=DATA, log=print, compressors="default"):
     """Path of the ``X`` array of a cached ``rows`` x 32 float32 mixture store, written if missing.
 
-    Written with :func:`diaggmm_dist.io.synthetic.write_mixture_zarr`'s default chunk rows and
+    Written with :func:`diaggmm_dist.datasets.synthetic.write_mixture_zarr`'s default chunk rows and
     ``compressors`` (its default codec unless given; None: uncompressed), chunk by chunk with
     bounded memory; the file name carries the codec and chunk rows so a change of the defaults
     never reuses an old store. Same seed -> same values.
     """
-    from diaggmm_dist.io import synthetic
-    from diaggmm_dist.io.zarr_groups import data_chunk_rows
+    from diaggmm_dist.datasets import synthetic
+    from diaggmm_dist.stores.zarr_groups import data_chunk_rows
 
     if isinstance(compressors, str) and compressors == "default":
         compressors = synthetic.DEFAULT_COMPRESSORS
@@ -423,7 +423,7 @@ def mixture_store(rows, *, root=DATA, log=print, compressors="default"):
 
 def start_values(seed=1):
     """The fixed initial parameters every timed fit starts from (K=16, D=32)."""
-    from diaggmm_dist.io.synthetic import mixture_parameters
+    from diaggmm_dist.datasets.synthetic import mixture_parameters
 
     rng = np.random.default_rng(seed)
     _, means, covariances = mixture_parameters(K, D, seed=0)

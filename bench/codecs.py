@@ -3,7 +3,7 @@
 The out-of-core EM pass reads every chunk of the store once per iteration; on a machine whose
 cores are busy with the E-step, the CPU time spent decompressing is added to every iteration.
 This script writes the same float32 mixture data (``--rows`` x 32, by
-:func:`diaggmm_dist.io.synthetic.write_mixture_zarr`) with each candidate zarr v3 codec and
+:func:`diaggmm_dist.datasets.synthetic.write_mixture_zarr`) with each candidate zarr v3 codec and
 each chunk length, and measures
 
 * bytes on disk of ``X`` and the ratio raw / stored;
@@ -164,7 +164,7 @@ def memory_reference(rows, threads, repeats):
     import numpy as np
 
     from diaggmm_dist import engine
-    from diaggmm_dist.io.synthetic import _chunk, mixture_parameters
+    from diaggmm_dist.datasets.synthetic import _chunk, mixture_parameters
 
     block = _chunk(0, 131_072, *mixture_parameters(K, D, seed=0), 0, np.dtype("float32"))[:, :D]
     data = np.tile(np.ascontiguousarray(block), (max(1, rows // block.shape[0]), 1))
@@ -233,7 +233,7 @@ def main(argv=None):
 
     import zarr
 
-    from diaggmm_dist.io import synthetic
+    from diaggmm_dist.datasets import synthetic
 
     info = _common.machine_info()
     codecs = candidate_codecs()

@@ -96,7 +96,7 @@ class CheckpointTimer:
     """Seconds of every ``Checkpoints.save`` inside the block."""
 
     def __enter__(self):
-        from diaggmm_dist.io.checkpoint import Checkpoints
+        from diaggmm_dist.stores.checkpoint import Checkpoints
 
         self.seconds, self._real = [], Checkpoints.save
         real, seconds = self._real, self.seconds
@@ -112,7 +112,7 @@ class CheckpointTimer:
         return self
 
     def __exit__(self, *exc):
-        from diaggmm_dist.io.checkpoint import Checkpoints
+        from diaggmm_dist.stores.checkpoint import Checkpoints
 
         Checkpoints.save = self._real
 

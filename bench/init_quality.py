@@ -13,7 +13,7 @@ Data (real, in memory, float64, rows holding a NaN dropped):
   variables (SST, AIRT, SPEH, WSPD, UWND, VWND, SLP). Fewer rows than the initialisation's
   sample (``initialization.SAMPLE_ROWS``): the k-means runs on all of them.
 * ``turbidity``: the turbidity demo's pixels (pvlib's Linke-turbidity climatology, see
-  ``diaggmm_dist/io/linke.py``), every ``--stride``-th latitude and longitude (4: 583,200
+  ``diaggmm_dist/datasets/linke.py``), every ``--stride``-th latitude and longitude (4: 583,200
   pixels) x 12 months. Several times the sample: the k-means runs on a sample, then on all
   rows in full-data Lloyd passes.
 
@@ -74,7 +74,7 @@ def turbidity_rows(stride):
     """Every ``stride``-th latitude and longitude of the Linke-turbidity cube, as (pixels, 12) float64."""
     import h5py
 
-    from diaggmm_dist.io.linke import linke_source_path
+    from diaggmm_dist.datasets.linke import linke_source_path
 
     with h5py.File(linke_source_path(), "r") as source:
         cube = source["LinkeTurbidity"][::stride, ::stride]

@@ -1,7 +1,7 @@
 """Out of core (issue 5, target 3): EM from a compressed Zarr store on disk vs in memory.
 
 For each ``--rows`` N (default 10M, 40M and 160M rows x 32 float32 features; the largest is
-~20 GB raw), a mixture store written by :func:`diaggmm_dist.io.synthetic.write_mixture_zarr`
+~20 GB raw), a mixture store written by :func:`diaggmm_dist.datasets.synthetic.write_mixture_zarr`
 with the project's default codec and chunk rows (written once, chunk by chunk with bounded
 memory, and reused from ``--store``) is fitted from disk (K=16, the same initial parameters,
 ``tol=0``, ``--iters`` timed iterations after one untimed first iteration), and compared with

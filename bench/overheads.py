@@ -85,7 +85,7 @@ def repeated_chunks(n_chunks, chunk_rows, seed=0, distinct=POOL):
     reads it, and the chunks are the graph's data, as for numpy input
     (:func:`diaggmm_dist.engine.in_memory_array`).
     """
-    from diaggmm_dist.io.synthetic import mixture_parameters
+    from diaggmm_dist.datasets.synthetic import mixture_parameters
 
     rng = np.random.default_rng(seed)
     weights, means, covariances = mixture_parameters(K, D, seed=0)

@@ -347,8 +347,8 @@ def plan_chunk_figures(repeats):
     from threadpoolctl import threadpool_limits
 
     from diaggmm_dist import engine, kernels
-    from diaggmm_dist.io import synthetic
-    from diaggmm_dist.io.zarr_groups import data_chunk_rows
+    from diaggmm_dist.datasets import synthetic
+    from diaggmm_dist.stores.zarr_groups import data_chunk_rows
 
     k, d = PLAN["components"], PLAN["features"]
     rows = engine.default_chunk_rows(d, 4)

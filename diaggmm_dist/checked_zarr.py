@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import stat
 from dataclasses import dataclass, replace
 from math import prod
 
@@ -42,6 +41,7 @@ from zarr.codecs.sharding import ShardingCodec
 from zarr.core.codec_pipeline import BatchedCodecPipeline
 from zarr.storage import FsspecStore, LocalStore
 
+from .bounded_files import FileTooLarge, NotARegularFile, regular_file_size
 from .zarr_chunks import CorruptChunkError, blosc_frame_problem
 
 #: Slack of the read bound over twice a chunk's decoded size: codecs' headers (Blosc's 16 bytes,
@@ -185,20 +185,18 @@ class _CheckedChunk:
     def _check_local_file(self, path, limit):
         """False when ``path`` does not exist; raise when it is not a regular file or is larger than ``limit``."""
         try:
-            status = os.stat(path)  # follows symlinks: a link to /dev/zero is a character device
+            regular_file_size(path, limit)
         except FileNotFoundError:
             return False
-        if not stat.S_ISREG(
-            status.st_mode
-        ):  # its size is not what a read takes: /dev/zero never ends
+        except NotARegularFile:  # its size is not what a read takes: /dev/zero never ends
             raise self.corrupt(
                 "it is not a regular file (a directory, device, FIFO or socket), so it was not read"
-            )
-        if status.st_size > limit:
+            ) from None
+        except FileTooLarge as err:
             raise self.corrupt(
-                f"it holds {status.st_size} bytes, more than the {limit} any codec writes for a "
+                f"it holds {err.size} bytes, more than the {limit} any codec writes for a "
                 f"{self._chunk_text()}, so it was not read"
-            )
+            ) from None
         return True
 
     def _check(self, stored, limit, byte_range):

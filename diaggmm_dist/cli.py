@@ -478,7 +478,7 @@ def _check_writable(url, what, in_place=False):
     exists and may be written is known to the object store only, at the cost of requests and
     credentials that a check should not spend.
     """
-    from .io.zarr_groups import is_local, local_path
+    from .stores.zarr_groups import is_local, local_path
 
     text = os.fspath(url)
     if not is_local(text):
@@ -530,7 +530,7 @@ def _location(url):
     Local paths are resolved (relative or absolute, symbolic links, ``..``, a trailing
     slash); None when an fsspec URL cannot be parsed (opening it reports that).
     """
-    from .io.zarr_groups import is_local, local_path
+    from .stores.zarr_groups import is_local, local_path
 
     text = os.fspath(url)
     if is_local(text):
@@ -587,7 +587,7 @@ def _open_data(url, chunk_size):
 
 def _check_output(url, overwrite, what):
     """Refuse an output path that holds something else, or an existing store without --overwrite."""
-    from .io.zarr_groups import NotAGroupError, open_group_or_none
+    from .stores.zarr_groups import NotAGroupError, open_group_or_none
 
     try:
         exists = open_group_or_none(url) is not None
@@ -679,7 +679,7 @@ def _fit(args, console):
     if args.checkpoint is not None:
         # Refused by the library too (a live fit holding it; without --overwrite, something that is
         # not a checkpoint of this format), but here before a cluster starts.
-        from .io.checkpoint import check_checkpoint
+        from .stores.checkpoint import check_checkpoint
 
         check_checkpoint(args.checkpoint, overwrite=args.overwrite)
 
@@ -754,7 +754,7 @@ def _predict(args, console):
     import numpy as np
 
     from .engine import compute
-    from .io.scores import write_scores
+    from .outputs.scores import write_scores
 
     _check_apart([("--out", args.out)], [("model", args.model), ("data", args.data)])
     _check_writable(args.out, "scores")
@@ -795,7 +795,7 @@ def _predict(args, console):
 def _model_summary(url, model):
     import numpy as np
 
-    from .io.zarr_groups import open_group_or_none
+    from .stores.zarr_groups import open_group_or_none
 
     group = open_group_or_none(url)
     attrs = dict(group.attrs) if group is not None else {}
@@ -1003,8 +1003,8 @@ def _error_text(err):
 def _known_error(err):
     """Errors whose message is meant for the user as it stands."""
     from .cluster import SchedulerUnreachableError
-    from .io.checkpoint import CheckpointMismatchError
-    from .io.model_store import ModelStoreError
+    from .stores.checkpoint import CheckpointMismatchError
+    from .stores.model_store import ModelStoreError
 
     return isinstance(
         err,

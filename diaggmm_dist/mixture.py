@@ -15,7 +15,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from . import engine, inputs, kernels, online, parameters
+from . import engine, inputs, kernels, online, parameters, persistence
 from .em import data_centre, e_step, e_step_models
 from .initialization import initial_parameters, initial_parameters_of_models
 from .kernels import split_statistics
@@ -345,9 +345,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         fingerprint = engine.fingerprint(data)
         store = None
         if checkpoint is not None:
-            from .io.checkpoint import (
-                Checkpoints,
-            )  # call-time import: io sits below the model layer
+            from .stores.checkpoint import Checkpoints
 
             identity = {"config": self._checkpoint_config(inits, warm), "fingerprint": fingerprint}
             store = Checkpoints(checkpoint, identity, overwrite=overwrite_checkpoint)
@@ -865,19 +863,15 @@ class DiagGMM(DensityMixin, BaseEstimator):
     def save(self, url, *, overwrite=False):
         """Write the fitted model to a Zarr group (local path or fsspec URL); data only, no pickle.
 
-        See :mod:`diaggmm_dist.io.model_store` for the layout. An existing store is refused
+        See :mod:`diaggmm_dist.stores.model_store` for the layout. An existing store is refused
         unless ``overwrite``; on local disks the new store replaces the old one atomically.
         """
-        from .io.model_store import save_model
-
-        save_model(self, url, overwrite=overwrite)
+        persistence.save_model(self, url, overwrite=overwrite)
 
     @classmethod
     def load(cls, url):
         """Read a model written by :meth:`save`, validating every field (never runs code)."""
-        from .io.model_store import load_model
-
-        return load_model(url, cls)
+        return persistence.load_model(cls, url)
 
     def to_sklearn(self):
         """An equivalent fitted ``sklearn.mixture.GaussianMixture(covariance_type="diag")``."""

@@ -176,7 +176,7 @@ def select_n_components(
     fingerprint = engine.fingerprint(data)
     store = None
     if checkpoint is not None:
-        from .io.checkpoint import Checkpoints  # call-time import: io sits below the model layer
+        from .stores.checkpoint import Checkpoints
 
         config = {
             **template._checkpoint_config((None, None, None), False),

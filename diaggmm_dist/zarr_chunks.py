@@ -9,7 +9,7 @@ CPU through zarr, 7-8 ms when the file is read and Blosc decodes it into the des
 kernel takes ~27 ms on such a chunk. (``bench/out_of_core.py`` times a reading-only pass both
 ways at each N.)
 
-The direct path covers the layout the project writes (:mod:`diaggmm_dist.io.zarr_groups`) and
+The direct path covers the layout the project writes (:mod:`diaggmm_dist.stores.zarr_groups`) and
 that most stores of row-major feature tables have: Zarr format 3, a local store, a regular
 chunk grid whose chunks span every column, the ``bytes`` codec in this machine's byte order,
 then at most one Blosc codec. For anything else :func:`direct_rows` returns None and zarr
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 import struct
 import sys
 import threading
@@ -40,6 +39,8 @@ from pathlib import Path
 
 import numcodecs.blosc
 import numpy as np
+
+from .bounded_files import FileTooLarge, NotARegularFile, regular_file_size
 
 #: Alignment of the buffer a chunk's file is read into. The kernel copies the file from
 #: the page cache (whole pages) into it; on this project's AMD VM a destination that starts
@@ -257,23 +258,25 @@ class DirectRows:
 
     def _file_size(self, fd, key):
         """The size of the open chunk file ``fd``, checked against what the chunk's codec can write."""
-        status = os.fstat(fd)
-        if not stat.S_ISREG(
-            status.st_mode
-        ):  # its size is not what a read takes: /dev/zero never ends
+        limit = self.max_file_bytes if self.blosc else self.chunk_bytes
+        try:
+            size = regular_file_size(fd, limit)
+        except NotARegularFile:  # its size is not what a read takes: /dev/zero never ends
             raise self._corrupt(
                 key,
                 "it is not a regular file (a directory, device, FIFO or socket), "
                 "so it was not read",
-            )
-        size = status.st_size
+            ) from None
+        except FileTooLarge as err:
+            size = err.size
         if self.blosc:
             if size < _BLOSC_HEADER.size:
                 raise self._corrupt(
                     key,
                     "the file is empty"
                     if size == 0
-                    else f"the file holds {size} bytes, fewer than a Blosc header's {_BLOSC_HEADER.size}",
+                    else f"the file holds {size} bytes, fewer than a Blosc header's "
+                    f"{_BLOSC_HEADER.size}",
                 )
             if size > self.max_file_bytes:
                 raise self._corrupt(

@@ -50,9 +50,9 @@ def main(argv=None):
     import xarray as xr
 
     from diaggmm_dist import DiagGMM
+    from diaggmm_dist.datasets.linke import convert_linke_turbidity
     from diaggmm_dist.inputs import open_gridded
-    from diaggmm_dist.io.label_maps import write_label_map
-    from diaggmm_dist.io.linke import convert_linke_turbidity
+    from diaggmm_dist.outputs.label_maps import write_label_map
     from diaggmm_dist.plots import plot_convergence, plot_label_map
 
     args = _arguments(argv)

@@ -7,7 +7,7 @@ Meant to run on a schedule (deploy/prefect.yaml: Mondays 03:00), or served direc
 
 A run
 
-1. reads the registry's current model (:class:`diaggmm_dist.io.registry.ModelRegistry`);
+1. reads the registry's current model (:class:`diaggmm_dist.stores.registry.ModelRegistry`);
 2. ``mode="refit"``: fits a new model on ``data_url``: warm-started from the current model (same
    number of components), or from scratch when there is none (or ``n_components`` changed), in
    blocks of EM iterations (one task per block of about ``seconds_per_task``) with a checkpoint
@@ -47,10 +47,11 @@ MODES = ("refit", "online")
 @task(name="read-current", **TASK_OPTIONS)
 def read_current(registry_url: str) -> dict | None:
     """The registry's current version: name, URL, number of components, held-out score at promotion."""
-    from diaggmm_dist.io.registry import ModelRegistry
+    from diaggmm_dist import DiagGMM
+    from diaggmm_dist.stores.registry import ModelRegistry
 
     registry = ModelRegistry(registry_url)
-    current = registry.current()
+    current = registry.current(DiagGMM.load)
     if current is None:
         return None
     version, model = current
@@ -79,7 +80,7 @@ def holdout_score(
 def promote(registry_url: str, model_url: str, metadata: dict) -> str:
     """Store the model at ``model_url`` as the registry's new current version; return its name."""
     from diaggmm_dist import DiagGMM
-    from diaggmm_dist.io.registry import ModelRegistry
+    from diaggmm_dist.stores.registry import ModelRegistry
 
     return ModelRegistry(registry_url).promote(DiagGMM.load(model_url), metadata)
 
@@ -231,7 +232,7 @@ def retrain(
         and ``n_batches_seen`` (the batches the online model has folded in; None for a refit).
     """
     from diaggmm_dist.cluster import dask_client
-    from diaggmm_dist.io.registry import ModelRegistry
+    from diaggmm_dist.stores.registry import ModelRegistry
 
     logger = get_run_logger()
     partitions = _partitions(data_url, mode)

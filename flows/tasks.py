@@ -2,7 +2,7 @@
 
 Every task takes paths and small settings only and returns a small dict; no data array ever
 crosses a task boundary. The training state lives in the library's checkpoint
-(:class:`diaggmm_dist.io.checkpoint.Checkpoints`), which is the source of truth for where a
+(:class:`diaggmm_dist.stores.checkpoint.Checkpoints`), which is the source of truth for where a
 run is. A task therefore needs no result from the previous one beyond an iteration number:
 
 * ``initialise`` runs ``DiagGMM(max_iter=0).fit(data, checkpoint=...)``: the initialisation,

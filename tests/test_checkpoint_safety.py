@@ -22,8 +22,8 @@ from conftest import mixture_data
 
 import diaggmm_dist
 from diaggmm_dist import DiagGMM, engine
-from diaggmm_dist.io import lease
-from diaggmm_dist.io.checkpoint import (
+from diaggmm_dist.stores import lease
+from diaggmm_dist.stores.checkpoint import (
     KEEP,
     CheckpointError,
     CheckpointInUseError,

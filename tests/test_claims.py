@@ -157,7 +157,7 @@ def test_a_fit_is_the_same_to_the_bit_whatever_thread_or_worker_ran_what(local_c
 def test_a_thread_reads_every_chunk_file_into_one_reused_buffer(tmp_path, monkeypatch):
     # Blosc chunks that compress to very different sizes (ones, then noise; not zeros: a chunk
     # of the fill value is never written), read small, large, small, large, small
-    from diaggmm_dist.io.zarr_groups import DATA_COMPRESSORS
+    from diaggmm_dist.stores.zarr_groups import DATA_COMPRESSORS
 
     values = np.ones((3_000, 8), dtype=np.float32)
     values[1_000:2_000] = np.random.default_rng(1).standard_normal((1_000, 8))

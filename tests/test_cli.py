@@ -22,7 +22,7 @@ import zarr
 
 from diaggmm_dist import DiagGMM
 from diaggmm_dist.cli import build_parser, main
-from diaggmm_dist.io.synthetic import mixture_parameters, write_mixture_zarr
+from diaggmm_dist.datasets.synthetic import mixture_parameters, write_mixture_zarr
 
 DIAGGMM = Path(sys.executable).parent / "diaggmm"
 ITERATION_LINE = re.compile(r"^iteration\s+(\d+)\s+lower bound", re.M)

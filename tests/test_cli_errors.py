@@ -19,7 +19,7 @@ import zarr
 from test_cli import _free_port, assert_one_line_error, finish, kill_group, start_cli
 
 from diaggmm_dist import DiagGMM
-from diaggmm_dist.io.synthetic import mixture_parameters, write_mixture_zarr
+from diaggmm_dist.datasets.synthetic import mixture_parameters, write_mixture_zarr
 
 pytestmark = pytest.mark.timeout(420)
 

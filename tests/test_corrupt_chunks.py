@@ -1,7 +1,7 @@
 """Corrupt chunk files never become data: the direct reader either gives what zarr gives for the
 same bytes, or raises :class:`~diaggmm_dist.zarr_chunks.CorruptChunkError` naming the chunk.
 
-The stores are written by the project's own writer (:func:`~diaggmm_dist.io.synthetic.write_mixture_zarr`).
+The stores are written by the project's own writer (:func:`~diaggmm_dist.datasets.synthetic.write_mixture_zarr`).
 """
 
 import os
@@ -17,7 +17,7 @@ from distributed import Client
 from zarr.codecs import BloscCodec
 
 from diaggmm_dist import DiagGMM
-from diaggmm_dist.io.synthetic import mixture_parameters, write_mixture_zarr
+from diaggmm_dist.datasets.synthetic import mixture_parameters, write_mixture_zarr
 from diaggmm_dist.zarr_chunks import CorruptChunkError, direct_rows
 
 #: The Blosc header: version, versionlz, flags, typesize (bytes), nbytes, blocksize, cbytes (int32).

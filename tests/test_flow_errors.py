@@ -15,7 +15,7 @@ import zarr
 from prefect_harness import REPO, prefect_api, prefect_server, task_runs, wait_for  # noqa: F401
 
 from diaggmm_dist import DiagGMM
-from diaggmm_dist.io.synthetic import mixture_parameters, write_mixture_zarr
+from diaggmm_dist.datasets.synthetic import mixture_parameters, write_mixture_zarr
 
 if str(REPO) not in sys.path:  # `flows` is a package at the repository root
     sys.path.insert(0, str(REPO))
@@ -153,8 +153,8 @@ def test_only_errors_a_retry_may_cure_are_transient(local_cluster):
     from distributed.comm.core import CommClosedError
 
     from diaggmm_dist.cluster import SchedulerUnreachableError
-    from diaggmm_dist.io.checkpoint import CheckpointMismatchError
-    from diaggmm_dist.io.model_store import ModelStoreError
+    from diaggmm_dist.stores.checkpoint import CheckpointMismatchError
+    from diaggmm_dist.stores.model_store import ModelStoreError
     from flows.tasks import CheckpointDidNotAdvance, is_transient
 
     transient = [

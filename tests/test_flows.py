@@ -32,8 +32,8 @@ from prefect_harness import (
 )
 
 from diaggmm_dist import DiagGMM
-from diaggmm_dist.io.registry import ModelRegistry, RegistryError, UnknownVersionError
-from diaggmm_dist.io.synthetic import mixture_parameters, write_mixture_zarr
+from diaggmm_dist.datasets.synthetic import mixture_parameters, write_mixture_zarr
+from diaggmm_dist.stores.registry import ModelRegistry, RegistryError, UnknownVersionError
 
 if str(REPO) not in sys.path:  # `flows` is a package at the repository root
     sys.path.insert(0, str(REPO))
@@ -571,7 +571,7 @@ def test_retrain_promotes_models_that_are_not_worse_and_warns_on_drift(
     first = retrain(root, stores.train, stores.holdout, **common)
     assert first["promoted"] == first["current"] == "v0001" and first["parent"] is None
     assert first["old_score"] is None and first["drift"] is False
-    version, model = registry.current()
+    version, model = registry.current(DiagGMM.load)
     assert version == "v0001" and model.n_components == K
     meta = registry.metadata("v0001")
     assert (
@@ -594,7 +594,9 @@ def test_retrain_promotes_models_that_are_not_worse_and_warns_on_drift(
         first["new_score"], rel=1e-9
     )  # v0001 on the same holdout
     assert second["new_score"] >= second["old_score"] - 0.01
-    assert registry.versions() == ["v0001", "v0002"] and registry.current()[0] == "v0002"
+    assert (
+        registry.versions() == ["v0001", "v0002"] and registry.current(DiagGMM.load)[0] == "v0002"
+    )
     assert registry.metadata("v0002")["parent"] == "v0001"
     run_logs(state.state_details.flow_run_id, "warm-starting from the current model v0001")
 
@@ -612,7 +614,9 @@ def test_retrain_promotes_models_that_are_not_worse_and_warns_on_drift(
     assert third["drift"] is True and third["promoted"] is None and third["current"] == "v0002"
     assert third["new_score"] < third["old_score"]
     assert second["new_score"] - third["old_score"] > 0.5
-    assert registry.versions() == ["v0001", "v0002"] and registry.current()[0] == "v0002"
+    assert (
+        registry.versions() == ["v0001", "v0002"] and registry.current(DiagGMM.load)[0] == "v0002"
+    )
     (warning,) = run_logs(state.state_details.flow_run_id, "DRIFT", min_level=logging.WARNING)
     assert "v0002" in warning.message and warning.level == logging.WARNING
     decision = [
@@ -672,7 +676,7 @@ def test_retrain_online_folds_new_partitions_into_the_current_model(
         None,
     )
     expected = DiagGMM(K, **FROM_SCRATCH).partial_fit(stores.train).partial_fit(stores.new)
-    version, model = registry.current()
+    version, model = registry.current(DiagGMM.load)
     assert version == "v0001"
     assert_same_online_model(model, expected)
     meta = registry.metadata("v0001")
@@ -702,7 +706,7 @@ def test_retrain_online_folds_new_partitions_into_the_current_model(
     second = state.result()
     assert (second["promoted"], second["parent"], second["n_batches_seen"]) == ("v0002", "v0001", 3)
     assert second["new_score"] >= second["old_score"] - 0.01
-    assert_same_online_model(registry.current()[1], expected.partial_fit(more))
+    assert_same_online_model(registry.current(DiagGMM.load)[1], expected.partial_fit(more))
     assert fold_tasks(state, 5) == ["fold-partition-0"]
     assert registry.metadata("v0002")["data_urls"] == [more]
     run_logs(state.state_details.flow_run_id, "folding new data into the current model v0001")
@@ -758,7 +762,7 @@ def test_served_retrain_deployment_runs_on_request_and_promotes(prefect_api, sto
         assert flow_run.state.is_completed(), (flow_run.state, log.read_text()[-5000:])
         assert process.poll() is None  # still serving
     registry = ModelRegistry(root)
-    version, model = registry.current()
+    version, model = registry.current(DiagGMM.load)
     assert version == "v0001" and registry.versions() == ["v0001"] and model.n_components == K
     assert registry.metadata(version)["data_url"] == stores.train
 
@@ -821,7 +825,7 @@ def test_flows_load_from_their_entrypoints_outside_the_repository(tmp_path):
 def test_registry_validates_what_it_reads(tmp_path, plain):
     root = tmp_path / "registry"
     registry = ModelRegistry(str(root))
-    assert registry.current() is None and registry.versions() == []
+    assert registry.current(DiagGMM.load) is None and registry.versions() == []
     v1 = registry.promote(
         plain.model, {"data_url": "a.zarr/X", "holdout_mean_log_likelihood": -1.5}
     )
@@ -831,12 +835,14 @@ def test_registry_validates_what_it_reads(tmp_path, plain):
         registry.metadata("v0002")["parent"] == "v0001"
         and registry.metadata("v0002")["note"] == "weekly"
     )
-    assert_same_model(registry.current()[1], plain.model)
+    assert_same_model(registry.current(DiagGMM.load)[1], plain.model)
     assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no temporary files left
 
     # an interrupted promotion (model written, metadata not) is not a version, and its number is not reused
     plain.model.save(str(root / "v0003"))
-    assert registry.versions() == ["v0001", "v0002"] and registry.current()[0] == "v0002"
+    assert (
+        registry.versions() == ["v0001", "v0002"] and registry.current(DiagGMM.load)[0] == "v0002"
+    )
     assert registry.promote(plain.model, {}) == "v0004"
 
     with pytest.raises(UnknownVersionError, match="No version 'v0009'.*v0001 to v0004"):
@@ -851,12 +857,12 @@ def test_registry_validates_what_it_reads(tmp_path, plain):
         json.dumps({"format": "diaggmm-dist-registry", "format_version": 1, "current": "v0003"})
     )
     with pytest.raises(RegistryError, match="points at 'v0003', which is not a committed version"):
-        registry.current()
+        registry.current(DiagGMM.load)
     (root / "current.json").write_text("{not json")
     with pytest.raises(RegistryError, match="current.json is not valid JSON"):
-        registry.current()
+        registry.current(DiagGMM.load)
     registry.set_current("v0001")
-    assert registry.current()[0] == "v0001"
+    assert registry.current(DiagGMM.load)[0] == "v0001"
     meta = json.loads((root / "v0002" / "registry.json").read_text())
     (root / "v0002" / "registry.json").write_text(
         json.dumps(dict(meta, holdout_mean_log_likelihood="high"))
@@ -870,7 +876,7 @@ def test_registry_validates_what_it_reads(tmp_path, plain):
 def test_registry_works_on_fsspec_urls(plain):
     registry = ModelRegistry(f"memory://registry-{os.getpid()}")
     assert registry.promote(plain.model, {"data_url": "x"}) == "v0001"
-    version, model = registry.current()
+    version, model = registry.current(DiagGMM.load)
     assert version == "v0001" and registry.versions() == ["v0001"]
     assert_same_model(model, plain.model)
 
@@ -878,7 +884,7 @@ def test_registry_works_on_fsspec_urls(plain):
 def test_train_flow_on_a_gridded_store_keeps_the_layout(prefect_api, tmp_path):
     import xarray as xr
 
-    from diaggmm_dist.io.linke import convert_linke_turbidity
+    from diaggmm_dist.datasets.linke import convert_linke_turbidity
     from flows.train import train
 
     pytest.importorskip("pvlib")

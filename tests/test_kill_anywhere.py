@@ -26,8 +26,8 @@ from conftest import mixture_data
 
 import diaggmm_dist
 from diaggmm_dist import DiagGMM, engine
-from diaggmm_dist.io import lease
-from diaggmm_dist.io.checkpoint import CheckpointInUseError, CorruptCheckpointWarning
+from diaggmm_dist.stores import lease
+from diaggmm_dist.stores.checkpoint import CheckpointInUseError, CorruptCheckpointWarning
 
 #: 2 restarts, 12 iterations each: 13 data passes (one initialisation pass serves both
 #: restarts, then one pass per iteration), 13 checkpoint writes (one after each pass).
@@ -43,7 +43,7 @@ import numpy as np
 import zarr
 from zarr.core.attributes import Attributes
 from diaggmm_dist import DiagGMM, engine
-from diaggmm_dist.io import checkpoint, lease
+from diaggmm_dist.stores import checkpoint, lease
 
 cfg = json.loads(sys.argv[1])
 kind, number, phase = cfg["stop"] + [None] * (3 - len(cfg["stop"]))
@@ -223,7 +223,7 @@ def test_sigkill_inside_a_checkpoint_write(
     X, path = data
     checkpoint = tmp_path / "ckpt.zarr"
     killed_child(("write", write, phase), path, checkpoint, tmp_path)
-    with caplog.at_level(logging.WARNING, logger="diaggmm_dist.io.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="diaggmm_dist.stores.checkpoint"):
         resumed, passes = counted_resume(checkpoint, X, monkeypatch)
     assert_identical(resumed, straight)
     if write == 1 and phase == "before the pointer":

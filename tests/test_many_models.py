@@ -6,8 +6,8 @@ import pytest
 from conftest import Crash, crash_after, mixture_data
 
 from diaggmm_dist import DiagGMM, engine, initialization, kernels, select_n_components
-from diaggmm_dist.io.checkpoint import CheckpointMismatchError
 from diaggmm_dist.mixture import _DataPass
+from diaggmm_dist.stores.checkpoint import CheckpointMismatchError
 
 
 @pytest.fixture(scope="module")

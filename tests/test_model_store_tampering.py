@@ -19,14 +19,11 @@ import zarr
 from conftest import mixture_data
 
 from diaggmm_dist import DiagGMM
-from diaggmm_dist.io import model_store
-from diaggmm_dist.io.model_store import (
-    ARRAYS,
-    MAX_METADATA_BYTES,
-    ONLINE_ARRAYS,
-    ModelStoreError,
-    UnverifiedModelWarning,
-)
+from diaggmm_dist.persistence import record_of
+from diaggmm_dist.stores import model_record, model_store
+from diaggmm_dist.stores.model_files import MAX_METADATA_BYTES
+from diaggmm_dist.stores.model_record import ARRAYS, ONLINE_ARRAYS
+from diaggmm_dist.stores.model_store import ModelStoreError, UnverifiedModelWarning
 
 HARMLESS = None
 
@@ -502,7 +499,9 @@ def test_a_tampered_store_is_refused_with_the_field_named_or_loads_the_same_mode
 
 def test_the_attributes_written_are_those_covered_by_the_checksum(models):
     for model in models.values():
-        assert set(model_store.model_attributes(model)) == set(model_store.MODEL_ATTRIBUTES)
+        assert set(model_record.model_attributes(record_of(model))) == set(
+            model_record.MODEL_ATTRIBUTES
+        )
 
 
 def test_without_the_checksums_a_swap_would_load_a_different_model(models, tmp_path, monkeypatch):
@@ -551,7 +550,7 @@ def test_stores_on_fsspec_urls_are_checked_the_same_way(models):
 # ------------------------------------------------------------------ stores of format version 2
 def save_as_format_2(gmm, path):
     """What the format-2 writer did: zarr's default codecs (zstd) and fill value (0), no checksums."""
-    attrs = model_store.model_attributes(gmm)
+    attrs = model_record.model_attributes(record_of(gmm))
     attrs["format_version"] = 2
     attrs["params"].pop("covariance_type", None)
     group = zarr.open_group(str(path), mode="w")
@@ -657,7 +656,7 @@ def forge(name, change):
         changed = np.ascontiguousarray(change(values.copy()), dtype="<f8")
         chunk_of(path, name).write_bytes(changed.tobytes())
         forge_attributes(
-            lambda attrs: attrs["checksums"].update({name: model_store.array_checksum(changed)})
+            lambda attrs: attrs["checksums"].update({name: model_record.array_checksum(changed)})
         )(path)
 
     return tamper
@@ -667,7 +666,7 @@ def forge_attributes(change):
     def tamper(path):
         meta = json.loads((path / "zarr.json").read_text())
         change(meta["attributes"])
-        meta["attributes"]["checksums"]["attributes"] = model_store.attributes_checksum(
+        meta["attributes"]["checksums"]["attributes"] = model_record.attributes_checksum(
             meta["attributes"]
         )
         (path / "zarr.json").write_text(json.dumps(meta))

@@ -10,8 +10,8 @@ import zarr
 from conftest import mixture_data, start_values
 
 from diaggmm_dist import DiagGMM, online
-from diaggmm_dist.io.model_store import ModelStoreError
 from diaggmm_dist.mstep import m_step
+from diaggmm_dist.stores.model_store import ModelStoreError
 
 K, D, BATCH = 3, 4, 1000
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from diaggmm_dist import DiagGMM
-from diaggmm_dist.io.zarr_groups import NotAGroupError
+from diaggmm_dist.stores.zarr_groups import NotAGroupError
 
 
 @pytest.fixture(scope="module")

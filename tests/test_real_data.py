@@ -7,7 +7,7 @@ import pytest
 import xarray as xr
 
 from diaggmm_dist import DiagGMM
-from diaggmm_dist.io.label_maps import write_label_map
+from diaggmm_dist.outputs.label_maps import write_label_map
 
 COADS = Path("/usr/share/ferret-vis/data/coads_climatology.cdf")
 VARIABLES = ["SST", "AIRT", "SPEH", "WSPD", "UWND", "VWND", "SLP"]
@@ -68,7 +68,7 @@ def test_turbidity_subset_conversion_fit_and_maps(tmp_path):
     pytest.importorskip("pvlib", reason="the demo extra (pvlib) is installed by `make test`")
     import zarr
 
-    from diaggmm_dist.io.linke import convert_linke_turbidity, linke_source_path
+    from diaggmm_dist.datasets.linke import convert_linke_turbidity, linke_source_path
     from diaggmm_dist.plots import plot_convergence, plot_label_map
 
     url = tmp_path / "linke.zarr"

@@ -7,7 +7,7 @@ import pytest
 from conftest import mixture_data
 
 from diaggmm_dist import DiagGMM, engine, splitting
-from diaggmm_dist.io.synthetic import mixture_parameters
+from diaggmm_dist.datasets.synthetic import mixture_parameters
 from diaggmm_dist.mstep import SPLIT_OFFSET, add_components_by_splitting
 
 

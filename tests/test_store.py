@@ -12,8 +12,8 @@ from conftest import Crash, crash_after, mixture_data
 from sklearn.mixture import GaussianMixture
 
 from diaggmm_dist import DiagGMM, engine
-from diaggmm_dist.io.checkpoint import KEEP, CheckpointMismatchError, CorruptCheckpointWarning
-from diaggmm_dist.io.model_store import ModelStoreError
+from diaggmm_dist.stores.checkpoint import KEEP, CheckpointMismatchError, CorruptCheckpointWarning
+from diaggmm_dist.stores.model_store import ModelStoreError
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +180,7 @@ def test_resume_skips_the_work_already_done(data, tmp_path, monkeypatch):
 def test_an_older_checkpoint_with_fewer_restarts_initialised_is_completed(
     data, tmp_path, monkeypatch
 ):
-    from diaggmm_dist.io.checkpoint import Checkpoints
+    from diaggmm_dist.stores.checkpoint import Checkpoints
 
     # Older versions checkpointed after each restart's initialisation: stopped between two,
     # a run left fewer restarts than n_init, and the random state after the last one. Here
@@ -251,7 +251,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_one_before(data, tmp_path):
 
 
 def test_a_checkpoint_of_another_format_version_is_refused(data, tmp_path):
-    from diaggmm_dist.io.checkpoint import FORMAT_VERSION
+    from diaggmm_dist.stores.checkpoint import FORMAT_VERSION
 
     url = str(tmp_path / "ckpt.zarr")
     DiagGMM(3, random_state=0, max_iter=2).fit(data, checkpoint=url)
@@ -297,7 +297,7 @@ def test_a_larger_max_iter_continues_a_finished_checkpoint(data, tmp_path):
 
 
 def test_on_iteration_reports_every_iteration_after_its_checkpoint(data, tmp_path):
-    from diaggmm_dist.io.checkpoint import Checkpoints
+    from diaggmm_dist.stores.checkpoint import Checkpoints
 
     url = str(tmp_path / "ckpt.zarr")
     settings = dict(n_components=3, random_state=2, tol=1e-8, max_iter=30)

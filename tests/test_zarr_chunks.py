@@ -10,7 +10,7 @@ import zarr
 from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
 
 from diaggmm_dist import engine, zarr_chunks
-from diaggmm_dist.io.zarr_groups import DATA_COMPRESSORS
+from diaggmm_dist.stores.zarr_groups import DATA_COMPRESSORS
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ of such a crash: it is not listed, and its number is never reused.
 The registry assumes one writer at a time (the retrain deployment runs with a concurrency
 limit of 1); readers can run at any time. Every read is validated: a pointer, a metadata file
 or a model that is not what the registry writes is refused with a :class:`RegistryError` (or
-:class:`~diaggmm_dist.io.model_store.ModelStoreError` for the model) saying which file and
+:class:`~diaggmm_dist.stores.model_store.ModelStoreError` for the model) saying which file and
 which field is at fault. Nothing here reads or writes a pickle.
 """
 
@@ -32,6 +32,7 @@ import os
 import re
 import uuid
 from datetime import datetime, timezone
+from typing import Any, Callable
 
 from .zarr_groups import is_local, local_path
 
@@ -73,7 +74,7 @@ class ModelRegistry:
     --------
     >>> registry = ModelRegistry("models/registry")
     >>> version = registry.promote(gmm, {"data_url": "features.zarr/X", "holdout_mean_log_likelihood": -4.2})
-    >>> version, model = registry.current()
+    >>> version, model = registry.current(DiagGMM.load)
     >>> registry.metadata(version)["parent"]
     """
 
@@ -265,22 +266,34 @@ class ModelRegistry:
             )
         return version
 
-    def current(self):
+    def current(self, loader: Callable[[str], Any]):
         """``(version, model)`` for the current version, or None when nothing was promoted yet.
 
-        The model is read with :meth:`DiagGMM.load`, which validates every field.
+        Parameters
+        ----------
+        loader : callable
+            Reads a model from its URL, e.g. ``DiagGMM.load`` (which validates every field):
+            the registry stores models, it does not build them.
+
+        Returns
+        -------
+        tuple of (str, object) or None
         """
         version = self.current_version()
         if version is None:
             return None
-        return version, self.load(version)
+        return version, self.load(version, loader)
 
-    def load(self, version: str):
-        """The model of ``version`` (a fitted ``DiagGMM``)."""
-        from ..mixture import DiagGMM
+    def load(self, version: str, loader: Callable[[str], Any]):
+        """The model of ``version``, read by ``loader`` (e.g. ``DiagGMM.load``) from its URL.
 
+        Raises
+        ------
+        UnknownVersionError
+            ``version`` is not a committed version.
+        """
         self.metadata(version)  # refuses unknown or uncommitted versions with a clear error
-        return DiagGMM.load(self.url(version))
+        return loader(self.url(version))
 
     # ---------------------------------------------------------------- writing
     def promote(self, model, metadata=None) -> str:

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from .zarr_groups import open_group_or_none, write_atomically
+from ..stores.zarr_groups import open_group_or_none, write_atomically
 
 #: Rows of latitude per chunk, and columns of longitude per chunk (12 months per chunk).
 #: The store keeps zarr's default codec (zstd), not the Blosc LZ4 of the float data the

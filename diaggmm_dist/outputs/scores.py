@@ -8,7 +8,7 @@ import dask.array as da
 import numpy as np
 
 from .. import engine
-from .zarr_groups import DATA_COMPRESSORS, write_group_atomically
+from ..stores.zarr_groups import DATA_COMPRESSORS, write_group_atomically
 
 SCORE_ARRAYS = ("labels", "max_resp", "log_likelihood")
 

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from .zarr_groups import write_atomically
+from ..stores.zarr_groups import write_atomically
 
 
 def label_map(model, data, *, probabilities=False):

@@ -40,22 +40,24 @@ One fit at a time writes a checkpoint: the constructor takes its lease
 
 from __future__ import annotations
 
-import json
 import logging
-import numbers
 import os
-import re
 import warnings
 import weakref
 
-import fsspec
-import numpy as np
 import zarr
 from zarr.errors import BaseZarrError
 
-from ..state import TrainingState
+from .checkpoint_steps import (
+    STEP_NAME,
+    list_steps,
+    normalised,
+    read_step,
+    step_number,
+    write_step,
+)
 from .lease import CheckpointInUseError, Lease, raise_if_in_use
-from .model_store import ModelStoreError, check_mixture, read_array
+from .model_checks import ModelStoreError
 from .zarr_groups import (
     NotAGroupError,
     check_replaceable,
@@ -84,8 +86,6 @@ FORMAT = "diaggmm-dist-checkpoint"
 FORMAT_VERSION = 4
 #: Complete checkpoints kept (the newest ones).
 KEEP = 3
-_STEP = re.compile(r"^step-(\d{8})$")
-_RESTART = re.compile(r"^restart-(\d+)$")
 #: What to do about a checkpoint that cannot be used.
 _REPLACE = (
     "pass overwrite_checkpoint=True (CLI: --overwrite) to start afresh, replacing it, or use another "
@@ -108,10 +108,6 @@ class CorruptCheckpointWarning(UserWarning):
     """The newest checkpoint could not be used; an older one was."""
 
 
-def _normalised(value):
-    return json.loads(json.dumps(value))
-
-
 def _differences(stored, wanted, prefix=""):
     out = []
     for key in sorted(set(stored) | set(wanted)):
@@ -123,72 +119,10 @@ def _differences(stored, wanted, prefix=""):
     return out
 
 
-def _is_int(value, low=0, high=None):
-    return (
-        isinstance(value, numbers.Integral)
-        and not isinstance(value, bool)
-        and value >= low
-        and (high is None or value <= high)
-    )
-
-
-def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
-
-
-def _step_number(name):
-    return int(_STEP.match(name).group(1))
-
-
-def _check_history(attrs, restart, offset, tol, where):
-    """Raise ModelStoreError unless the counters of a restart's attributes are of the right types,
-    and its iteration and convergence match its lower-bound history (``offset`` bounds before the
-    first iteration; converged when the last change is below ``tol``)."""
-    for name, valid in (
-        ("restart", lambda v: v == restart and _is_int(v)),
-        ("iteration", _is_int),
-        ("n_reseeded", _is_int),
-        ("finished", lambda v: isinstance(v, bool)),
-        ("converged", lambda v: isinstance(v, bool)),
-    ):
-        if not valid(attrs.get(name)):
-            raise ModelStoreError(f"{where}: attribute {name!r} is {attrs.get(name)!r}")
-    bounds = attrs.get("lower_bounds")
-    if not (isinstance(bounds, list) and all(_is_number(v) for v in bounds)):
-        raise ModelStoreError(f"{where}: attribute 'lower_bounds' is not a list of finite numbers")
-    if len(bounds) != attrs["iteration"] + offset:
-        raise ModelStoreError(
-            f"{where}: iteration {attrs['iteration']} disagrees with its {len(bounds)} lower "
-            f"bound(s) (expected {attrs['iteration'] + offset})"
-        )
-    if attrs["converged"] and not attrs["finished"]:
-        raise ModelStoreError(f"{where}: converged but not finished")
-    if _is_number(
-        tol
-    ):  # converged exactly when the fit's own test says so (a flipped flag ends or extends the fit)
-        change = abs(bounds[-1] - bounds[-2]) if len(bounds) >= 2 else np.inf
-        if attrs["converged"] != bool(change < tol):
-            raise ModelStoreError(
-                f"{where}: attribute 'converged' is {attrs['converged']}, but its last lower-bound "
-                f"change is {change:.3e} (tol {tol})"
-            )
-
-
 def _store_of(url):
     """What Zarr opens for ``url``: a path for local URLs (zarr writes a file:// URL through
     fsspec without creating its folders), the URL itself otherwise."""
     return os.fspath(local_path(url)) if is_local(url) else os.fspath(url)
-
-
-def _list_steps(store):
-    """Names of the steps in ``store``, newest first, from a listing (not Zarr's: one step with
-    unreadable metadata must not hide the others)."""
-    fs, path = fsspec.core.url_to_fs(store)
-    try:
-        names = [entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False)]
-    except FileNotFoundError:
-        return []
-    return sorted((name for name in names if _STEP.match(name)), reverse=True)
 
 
 def _identity_problem(url, attrs, identity):
@@ -214,7 +148,7 @@ def _root_problem(url, identity=None, mode="r"):
     try:
         root = open_group_or_none(_store_of(url), mode=mode)
     except NotAGroupError as err:
-        if err.kind == "files" and _list_steps(_store_of(url)):
+        if err.kind == "files" and list_steps(_store_of(url)):
             return (
                 None,
                 (
@@ -299,7 +233,7 @@ class Checkpoints:
     def __init__(self, url, identity, overwrite=False, lease=True):
         self.url = os.fspath(url)
         self._store = _store_of(self.url)
-        self.identity = _normalised(identity)
+        self.identity = normalised(identity)
         self._overwrite = overwrite
         self._names = None  # the step names, newest first, once listed
         self._unusable = set()  # steps found unusable by latest(): not counted as kept
@@ -354,7 +288,7 @@ class Checkpoints:
     def _steps(self):
         """Names of the steps in the store, newest first (listed once, then kept up to date)."""
         if self._names is None:
-            self._names = _list_steps(self._store)
+            self._names = list_steps(self._store)
         return list(self._names)
 
     def _pointer(self):
@@ -364,7 +298,7 @@ class Checkpoints:
         if "latest" not in attrs:
             return None, "the root has no 'latest' pointer"
         pointer = attrs["latest"]
-        if pointer is None or (isinstance(pointer, str) and _STEP.match(pointer)):
+        if pointer is None or (isinstance(pointer, str) and STEP_NAME.match(pointer)):
             return pointer, None
         return None, f"the root's 'latest' pointer is {pointer!r}, not a step name"
 
@@ -406,7 +340,7 @@ class Checkpoints:
         reasons = []
         for position, name in enumerate(candidates):
             try:
-                return self._read(name)
+                return read_step(self.root, name, self.identity)
             except _UNUSABLE as err:
                 self._unusable.add(name)
                 reasons.append(f"{name}: {err}")
@@ -430,83 +364,6 @@ class Checkpoints:
             )
         return None
 
-    def _read(self, name):
-        try:
-            group = self.root[name]
-        except KeyError:
-            raise ModelStoreError(f"checkpoint {name} is missing") from None
-        restarts = sorted(
-            (key for key in group.array_keys() if _RESTART.match(key)), key=lambda key: int(key[8:])
-        )
-        if [int(key[8:]) for key in restarts] != list(range(len(restarts))) or not restarts:
-            raise ModelStoreError(f"checkpoint {name} holds the restarts {restarts}, not 0, 1, ...")
-        marked = group.attrs.get("restarts")
-        if not _is_int(marked, 1) or marked != len(restarts):
-            raise ModelStoreError(
-                f"checkpoint {name} is incomplete: its mark 'restarts' is {marked!r}, and it holds "
-                f"{len(restarts)} restart(s)"
-            )
-        config = self.identity.get("config") or {}
-        # a warm start's history begins with the lower bound of the model it started from
-        offset = 1 if config.get("warm_start_from") is not None else 0
-        return [
-            self._read_restart(group, f"{name}/{key}", key, offset, config.get("tol"))
-            for key in restarts
-        ]
-
-    @staticmethod
-    def _read_restart(group, where, key, offset, tol):
-        where = f"checkpoint {where}"
-        attrs = dict(group[key].attrs)
-        shape = attrs.get("shape")
-        if not (isinstance(shape, list) and len(shape) == 2 and all(_is_int(v, 1) for v in shape)):
-            raise ModelStoreError(f"{where}: attribute 'shape' is {shape!r}, not [K, D]")
-        k, d = shape
-        planes = read_array(group, key, (3, k, d), where)
-        weights = attrs.get("weights")
-        if not (
-            isinstance(weights, list) and len(weights) == k and all(_is_number(v) for v in weights)
-        ):
-            raise ModelStoreError(f"{where}: attribute 'weights' is not {k} finite numbers")
-        weights = np.asarray(weights, dtype=np.float64)
-        means, covariances, precisions = planes[0], planes[1], planes[2]
-        check_mixture(weights, means, covariances, where)
-        _check_history(attrs, int(key[8:]), offset, tol, where)
-        rng = attrs.get("rng")
-        if not (
-            isinstance(rng, dict)
-            and isinstance(rng.get("keys"), list)
-            and len(rng["keys"]) == 624
-            and all(_is_int(v, 0, 2**32 - 1) for v in rng["keys"])
-            and _is_int(rng.get("pos"), 0, 624)
-            and rng.get("has_gauss") in (0, 1)
-            and _is_number(rng.get("cached_gaussian"))
-        ):
-            raise ModelStoreError(
-                f"{where}: attribute 'rng' is not a MT19937 random generator state "
-                "(624 keys, pos, has_gauss, cached_gaussian)"
-            )
-        return TrainingState(
-            restart=attrs["restart"],
-            iteration=attrs["iteration"],
-            weights=weights,
-            means=means,
-            covariances=covariances,
-            precisions=precisions,
-            lower_bounds=[float(v) for v in attrs["lower_bounds"]],
-            finished=attrs["finished"],
-            converged=attrs["converged"],
-            random_state=(
-                "MT19937",
-                np.asarray(rng["keys"], dtype=np.uint32),
-                int(rng["pos"]),
-                int(rng["has_gauss"]),
-                float(rng["cached_gaussian"]),
-            ),
-            n_reseeded=attrs["n_reseeded"],
-        )
-
-    # ----------------------------------------------------------------- writing
     def save(self, states):
         """Write ``states`` (one :class:`TrainingState` per restart) as a new checkpoint, then
         move the pointer to it, then prune.
@@ -523,21 +380,8 @@ class Checkpoints:
             )
         self._lease.verify()
         steps = self._remove_debris(self._steps())
-        name = f"step-{_step_number(steps[0]) + 1 if steps else 0:08d}"
-        group = self.root.create_group(name)
-        for state in states:
-            planes = np.asarray(
-                [state.means, state.covariances, state.precisions], dtype=np.float64
-            )
-            # NaN fill: an array whose chunk never got written fails validation instead of reading zeros
-            group.create_array(
-                f"restart-{state.restart}",
-                data=planes,
-                chunks=planes.shape,
-                fill_value=np.nan,
-                attributes=_attributes(state),
-            )
-        group.attrs["restarts"] = len(states)  # the step is complete
+        name = f"step-{step_number(steps[0]) + 1 if steps else 0:08d}"
+        write_step(self.root, name, states)
         self.root.attrs["latest"] = name  # the commit point
         self._names = [name] + self._prune(steps)
 
@@ -569,24 +413,3 @@ class Checkpoints:
         return [name for name in steps if name >= oldest_kept]
 
 
-def _attributes(state):
-    """The JSON attributes of one restart's array: everything of ``state`` but the three planes."""
-    _, keys, pos, has_gauss, cached = state.random_state
-    return _normalised(
-        {
-            "shape": list(np.shape(state.means)),
-            "weights": [float(v) for v in state.weights],
-            "restart": state.restart,
-            "iteration": state.iteration,
-            "lower_bounds": [float(v) for v in state.lower_bounds],
-            "finished": bool(state.finished),
-            "converged": bool(state.converged),
-            "n_reseeded": int(state.n_reseeded),
-            "rng": {
-                "keys": np.asarray(keys, dtype=np.uint32).tolist(),
-                "pos": int(pos),
-                "has_gauss": int(has_gauss),
-                "cached_gaussian": float(cached),
-            },
-        }
-    )

@@ -15,10 +15,10 @@ import dask.array as da
 import numpy as np
 import zarr
 
-from .zarr_groups import DATA_COMPRESSORS, data_chunk_rows
+from ..stores.zarr_groups import DATA_COMPRESSORS, data_chunk_rows
 
 #: Codec of the written data: the project's codec for large arrays (why: see
-#: :data:`~diaggmm_dist.io.zarr_groups.DATA_COMPRESSORS`).
+#: :data:`~diaggmm_dist.stores.zarr_groups.DATA_COMPRESSORS`).
 DEFAULT_COMPRESSORS = DATA_COMPRESSORS
 
 
@@ -54,7 +54,7 @@ def write_mixture_zarr(
     """Write ``n_samples`` rows of the mixture to a Zarr group at ``path``.
 
     ``chunk_rows`` (default: about 8 MiB of ``X`` per chunk, 65,536 rows for 32 float32
-    features, see :func:`~diaggmm_dist.io.zarr_groups.data_chunk_rows`) and ``compressors``
+    features, see :func:`~diaggmm_dist.stores.zarr_groups.data_chunk_rows`) and ``compressors``
     (default :data:`DEFAULT_COMPRESSORS`, Blosc LZ4 with byte shuffle; ``None`` for no
     compression, or a list of zarr v3 codecs) set how ``X`` and ``labels`` are stored.
 

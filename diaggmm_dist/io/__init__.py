@@ -1,1 +1,0 @@
-"""Data adapters and stores: Zarr (and later xarray, Parquet, the model store)."""

@@ -1,0 +1,6 @@
+"""What the library persists: models, checkpoints, the model registry, and the Zarr helpers they share.
+
+Nothing here imports the model layer (:mod:`diaggmm_dist.mixture` and above): a model store
+reads and writes a :class:`~diaggmm_dist.stores.model_record.ModelRecord`, and the estimator
+converts (:mod:`diaggmm_dist.persistence`).
+"""

@@ -1,0 +1,234 @@
+"""One step of a training checkpoint: a group of per-restart arrays, written and validated.
+
+A step ``step-NNNNNNNN`` holds one float64 array ``restart-<i>`` of shape (3, K, D) per
+restart (means, covariances and precisions), its attributes holding the rest of the restart's
+:class:`~diaggmm_dist.state.TrainingState`; the step's attribute ``restarts``, written last,
+marks it complete. :mod:`.checkpoint` decides which step to read or write.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import re
+
+import fsspec
+import numpy as np
+
+from ..state import TrainingState
+from .model_checks import ModelStoreError, check_mixture, read_array
+
+__all__ = ["STEP_NAME", "list_steps", "normalised", "read_step", "step_number", "write_step"]
+
+#: Names of steps; their number orders them.
+STEP_NAME = re.compile(r"^step-(\d{8})$")
+_RESTART = re.compile(r"^restart-(\d+)$")
+
+
+def normalised(value):
+    """``value`` as it reads back from JSON (tuples become lists, numpy scalars numbers)."""
+    return json.loads(json.dumps(value))
+
+
+def _is_int(value, low=0, high=None):
+    return (
+        isinstance(value, numbers.Integral)
+        and not isinstance(value, bool)
+        and value >= low
+        and (high is None or value <= high)
+    )
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def step_number(name: str) -> int:
+    """The number of the step ``name`` (``"step-00000007"`` -> 7)."""
+    return int(STEP_NAME.match(name).group(1))
+
+
+def list_steps(store: str) -> list[str]:
+    """Names of the steps in ``store``, newest first, from a listing (not Zarr's: one step with
+    unreadable metadata must not hide the others)."""
+    fs, path = fsspec.core.url_to_fs(store)
+    try:
+        names = [entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False)]
+    except FileNotFoundError:
+        return []
+    return sorted((name for name in names if STEP_NAME.match(name)), reverse=True)
+
+
+def _check_history(attrs, restart, offset, tol, where):
+    """Raise ModelStoreError unless the counters of a restart's attributes are of the right types,
+    and its iteration and convergence match its lower-bound history (``offset`` bounds before the
+    first iteration; converged when the last change is below ``tol``)."""
+    for name, valid in (
+        ("restart", lambda v: v == restart and _is_int(v)),
+        ("iteration", _is_int),
+        ("n_reseeded", _is_int),
+        ("finished", lambda v: isinstance(v, bool)),
+        ("converged", lambda v: isinstance(v, bool)),
+    ):
+        if not valid(attrs.get(name)):
+            raise ModelStoreError(f"{where}: attribute {name!r} is {attrs.get(name)!r}")
+    bounds = attrs.get("lower_bounds")
+    if not (isinstance(bounds, list) and all(_is_number(v) for v in bounds)):
+        raise ModelStoreError(f"{where}: attribute 'lower_bounds' is not a list of finite numbers")
+    if len(bounds) != attrs["iteration"] + offset:
+        raise ModelStoreError(
+            f"{where}: iteration {attrs['iteration']} disagrees with its {len(bounds)} lower "
+            f"bound(s) (expected {attrs['iteration'] + offset})"
+        )
+    if attrs["converged"] and not attrs["finished"]:
+        raise ModelStoreError(f"{where}: converged but not finished")
+    if _is_number(
+        tol
+    ):  # converged exactly when the fit's own test says so (a flipped flag ends or extends the fit)
+        change = abs(bounds[-1] - bounds[-2]) if len(bounds) >= 2 else np.inf
+        if attrs["converged"] != bool(change < tol):
+            raise ModelStoreError(
+                f"{where}: attribute 'converged' is {attrs['converged']}, but its last lower-bound "
+                f"change is {change:.3e} (tol {tol})"
+            )
+
+
+
+
+def read_step(root, name: str, identity: dict) -> list[TrainingState]:
+    """The training states of step ``name`` of the checkpoint group ``root`` (one per restart).
+
+    Parameters
+    ----------
+    root : zarr.Group
+        The checkpoint's root group.
+    name : str
+        The step.
+    identity : dict
+        The run's identity: its ``config`` says the tolerance and whether it warm-started.
+
+    Returns
+    -------
+    list of TrainingState
+
+    Raises
+    ------
+    ModelStoreError
+        The step is missing, incomplete, or a restart in it is not valid.
+    """
+    try:
+        group = root[name]
+    except KeyError:
+        raise ModelStoreError(f"checkpoint {name} is missing") from None
+    restarts = sorted(
+        (key for key in group.array_keys() if _RESTART.match(key)), key=lambda key: int(key[8:])
+    )
+    if [int(key[8:]) for key in restarts] != list(range(len(restarts))) or not restarts:
+        raise ModelStoreError(f"checkpoint {name} holds the restarts {restarts}, not 0, 1, ...")
+    marked = group.attrs.get("restarts")
+    if not _is_int(marked, 1) or marked != len(restarts):
+        raise ModelStoreError(
+            f"checkpoint {name} is incomplete: its mark 'restarts' is {marked!r}, and it holds "
+            f"{len(restarts)} restart(s)"
+        )
+    config = identity.get("config") or {}
+    # a warm start's history begins with the lower bound of the model it started from
+    offset = 1 if config.get("warm_start_from") is not None else 0
+    return [
+        _read_restart(group, f"{name}/{key}", key, offset, config.get("tol")) for key in restarts
+    ]
+
+
+def _read_restart(group, where, key, offset, tol):
+        where = f"checkpoint {where}"
+        attrs = dict(group[key].attrs)
+        shape = attrs.get("shape")
+        if not (isinstance(shape, list) and len(shape) == 2 and all(_is_int(v, 1) for v in shape)):
+            raise ModelStoreError(f"{where}: attribute 'shape' is {shape!r}, not [K, D]")
+        k, d = shape
+        planes = read_array(group, key, (3, k, d), where)
+        weights = attrs.get("weights")
+        if not (
+            isinstance(weights, list) and len(weights) == k and all(_is_number(v) for v in weights)
+        ):
+            raise ModelStoreError(f"{where}: attribute 'weights' is not {k} finite numbers")
+        weights = np.asarray(weights, dtype=np.float64)
+        means, covariances, precisions = planes[0], planes[1], planes[2]
+        check_mixture(weights, means, covariances, where)
+        _check_history(attrs, int(key[8:]), offset, tol, where)
+        rng = attrs.get("rng")
+        if not (
+            isinstance(rng, dict)
+            and isinstance(rng.get("keys"), list)
+            and len(rng["keys"]) == 624
+            and all(_is_int(v, 0, 2**32 - 1) for v in rng["keys"])
+            and _is_int(rng.get("pos"), 0, 624)
+            and rng.get("has_gauss") in (0, 1)
+            and _is_number(rng.get("cached_gaussian"))
+        ):
+            raise ModelStoreError(
+                f"{where}: attribute 'rng' is not a MT19937 random generator state "
+                "(624 keys, pos, has_gauss, cached_gaussian)"
+            )
+        return TrainingState(
+            restart=attrs["restart"],
+            iteration=attrs["iteration"],
+            weights=weights,
+            means=means,
+            covariances=covariances,
+            precisions=precisions,
+            lower_bounds=[float(v) for v in attrs["lower_bounds"]],
+            finished=attrs["finished"],
+            converged=attrs["converged"],
+            random_state=(
+                "MT19937",
+                np.asarray(rng["keys"], dtype=np.uint32),
+                int(rng["pos"]),
+                int(rng["has_gauss"]),
+                float(rng["cached_gaussian"]),
+            ),
+            n_reseeded=attrs["n_reseeded"],
+        )
+
+    # ----------------------------------------------------------------- writing
+
+def write_step(root, name: str, states) -> None:
+    """Write ``states`` (one :class:`TrainingState` per restart) as the step ``name`` of ``root``.
+
+    The step's mark ``restarts`` is written last: a step without it is incomplete.
+    """
+    group = root.create_group(name)
+    for state in states:
+        planes = np.asarray([state.means, state.covariances, state.precisions], dtype=np.float64)
+        # NaN fill: an array whose chunk never got written fails validation, not reads as zeros
+        group.create_array(
+            f"restart-{state.restart}",
+            data=planes,
+            chunks=planes.shape,
+            fill_value=np.nan,
+            attributes=_attributes(state),
+        )
+    group.attrs["restarts"] = len(states)  # the step is complete
+
+
+def _attributes(state):
+    """The JSON attributes of one restart's array: everything of ``state`` but the three planes."""
+    _, keys, pos, has_gauss, cached = state.random_state
+    return normalised(
+        {
+            "shape": list(np.shape(state.means)),
+            "weights": [float(v) for v in state.weights],
+            "restart": state.restart,
+            "iteration": state.iteration,
+            "lower_bounds": [float(v) for v in state.lower_bounds],
+            "finished": bool(state.finished),
+            "converged": bool(state.converged),
+            "n_reseeded": int(state.n_reseeded),
+            "rng": {
+                "keys": np.asarray(keys, dtype=np.uint32).tolist(),
+                "pos": int(pos),
+                "has_gauss": int(has_gauss),
+                "cached_gaussian": float(cached),
+            },
+        }
+    )

@@ -1,0 +1,233 @@
+"""The files of a model store, each read whole with a size bound, and its arrays read from them.
+
+The checked bytes are also what zarr decodes (from an in-memory store): zarr never opens a file
+of the store itself, so it cannot read more than was checked. A chunk must hold exactly its
+array's bytes; a symlink to a device or a huge file is refused before it is read
+(:mod:`diaggmm_dist.bounded_files`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import fsspec
+import numpy as np
+import zarr
+from zarr.core.buffer import default_buffer_prototype
+from zarr.storage import MemoryStore
+
+from ..bounded_files import FileTooLarge, NotARegularFile, read_bounded
+from .model_checks import ModelStoreError, check_values, shorten
+from .model_record import CHECKED_VERSION
+
+#: Bound on a metadata file (zarr.json). The largest legitimate one lists one lower bound per
+#: EM iteration (~20 bytes each) and the feature names: a million iterations take ~25 MB.
+MAX_METADATA_BYTES = 64 * 2**20
+#: Bound on the bytes a legacy zstd chunk adds to its array's: ZSTD_COMPRESSBOUND is
+#: n + n/256 + 64 at most, plus an 18-byte frame header and a 4-byte checksum.
+ZSTD_OVERHEAD = 128
+
+
+class StoreFiles:
+    """The files of the store at ``url`` (local path or fsspec URL), each read whole with a bound.
+
+    Parameters
+    ----------
+    url : str or os.PathLike
+        The store.
+    where : str
+        The model, as errors name it.
+    """
+
+    def __init__(self, url, where: str):
+        self.url, self.where = os.fspath(url), where
+        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        self.read_keys = {}  # key -> bytes, for zarr
+
+    def _path(self, key):
+        return f"{self.root.rstrip('/')}/{key}"
+
+    def read(self, key: str, limit: int, what: str) -> bytes | None:
+        """The bytes of ``key`` (None if absent); refused if not a regular file or over ``limit``.
+
+        Raises
+        ------
+        ModelStoreError
+            Not a regular file, more than ``limit`` bytes, or unreadable.
+        """
+        try:
+            data = read_bounded(self._path(key), limit, self.fs)
+        except FileNotFoundError:
+            return None
+        except NotARegularFile as err:
+            kind = (
+                "a directory"
+                if err.kind == "directory"
+                else "not a regular file (a device, pipe or socket?)"
+            )
+            raise ModelStoreError(
+                f"{self.where}: {key} is {kind}: refusing to read it as {what}."
+            ) from None
+        except FileTooLarge as err:
+            if err.size is None:  # it grew while it was read
+                raise ModelStoreError(
+                    f"{self.where}: {key} holds more than the {limit} bytes {what} can take."
+                ) from None
+            raise ModelStoreError(
+                f"{self.where}: {key} holds {err.size} bytes, more than the {limit} {what} can "
+                "take: refusing to read it."
+            ) from None
+        except OSError as err:  # a symlink loop, a permission error
+            raise ModelStoreError(f"{self.where}: {key} cannot be read ({err}).") from err
+        self.read_keys[key] = data
+        return data
+
+    def json(self, key: str, what: str) -> dict | None:
+        """The parsed JSON object of ``key`` (None if absent).
+
+        Raises
+        ------
+        ModelStoreError
+            Not a readable JSON object.
+        """
+        raw = self.read(key, MAX_METADATA_BYTES, what)
+        if raw is None:
+            return None
+        try:
+            meta = json.loads(raw)
+        except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError
+            raise ModelStoreError(
+                f"{self.where}: {key} is not valid JSON ({type(err).__name__}: "
+                f"{shorten(str(err))})."
+            ) from None
+        if not isinstance(meta, dict):
+            raise ModelStoreError(
+                f"{self.where}: {key} must hold a JSON object, found {type(meta).__name__}."
+            )
+        return meta
+
+    def holds_anything(self) -> bool:
+        """True when something (a file, or a non-empty directory) is at the store's root."""
+        try:
+            return self.fs.isfile(self.root) or bool(self.fs.ls(self.root, detail=False))
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+
+    def zarr_array(self, name: str) -> zarr.Array:
+        """The Zarr array ``name`` over the bytes read so far (an in-memory store)."""
+        buffer = default_buffer_prototype().buffer
+        store = MemoryStore(
+            {
+                key: buffer.from_bytes(data)
+                for key, data in self.read_keys.items()
+                if key.startswith(name + "/")
+            },
+            read_only=True,
+        )
+        return zarr.open_array(store, path=name, mode="r", zarr_format=3)
+
+
+def _array_metadata_problem(meta, shape, version):
+    """What is wrong with an array's zarr.json for a model array of ``shape`` (None if nothing)."""
+    codecs = meta.get("codecs")
+    names = (
+        [c.get("name") if isinstance(c, dict) else c for c in codecs]
+        if isinstance(codecs, list)
+        else None
+    )
+    allowed = [["bytes"]] if version >= CHECKED_VERSION else [["bytes", "zstd"], ["bytes"]]
+    grid = meta.get("chunk_grid")
+    checks = [
+        ("node_type", meta.get("node_type") == "array", "'array'"),
+        ("zarr_format", meta.get("zarr_format") == 3, "3"),
+        (
+            "shape",
+            meta.get("shape") == list(shape),
+            f"{list(shape)} (n_components and n_features in zarr.json)",
+        ),
+        ("data_type", meta.get("data_type") == "float64", "'float64'"),
+        (
+            "chunk_grid",
+            isinstance(grid, dict)
+            and grid.get("name") == "regular"
+            and isinstance(grid.get("configuration"), dict)
+            and grid["configuration"].get("chunk_shape") == list(shape),
+            f"one regular chunk of shape {list(shape)}",
+        ),
+        ("codecs", names in allowed, " or ".join(str(a) for a in allowed)),
+        ("storage_transformers", meta.get("storage_transformers", []) == [], "[]"),
+    ]
+    if version >= CHECKED_VERSION:
+        checks.append(("fill_value", meta.get("fill_value") == "NaN", "'NaN'"))
+    for field, ok, expected in checks:
+        if not ok:
+            return f"{field!r} must be {expected}, found {shorten(repr(meta.get(field)), 80)}"
+    return None
+
+
+def _check_zstd_size(chunk, nbytes, where, key, name):
+    """Decode a legacy zstd chunk into ``nbytes`` at most: a larger frame is refused unallocated."""
+    from numcodecs.zstd import decompress
+
+    try:
+        decompress(chunk, np.empty(nbytes, dtype=np.uint8))
+    except Exception as err:  # the codec's own errors: too large, corrupt
+        raise ModelStoreError(
+            f"{where}: chunk {key} of array {name!r} does not decode to its {nbytes} bytes "
+            f"({type(err).__name__}: {shorten(str(err))})."
+        ) from None
+
+
+def read_model_array(files: StoreFiles, name: str, shape: tuple, version: int) -> np.ndarray:
+    """Array ``name`` of the store (float64, ``shape``, finite), read from bounded files.
+
+    Raises
+    ------
+    ModelStoreError
+        Its metadata or its chunk is not what the model store writes, or its values are not
+        finite.
+    """
+    where = files.where
+    meta_key = f"{name}/zarr.json"
+    meta = files.json(meta_key, "an array's metadata")
+    if meta is None:
+        raise ModelStoreError(f"{where}: array {name!r} is missing ({meta_key} not found).")
+    problem = _array_metadata_problem(meta, shape, version)
+    if problem:
+        raise ModelStoreError(f"{where}: {meta_key} (array {name!r}): {problem}.")
+    try:
+        array = files.zarr_array(name)
+        chunk_key = f"{name}/{array.metadata.encode_chunk_key((0,) * len(shape))}"
+    except Exception as err:  # zarr's own parsing of the metadata
+        raise ModelStoreError(
+            f"{where}: {meta_key} (array {name!r}) is not valid Zarr metadata "
+            f"({type(err).__name__}: {shorten(str(err))})."
+        ) from None
+    nbytes = 8 * math.prod(shape)
+    compressed = version < CHECKED_VERSION and len(meta["codecs"]) > 1
+    chunk = files.read(
+        chunk_key,
+        nbytes + (ZSTD_OVERHEAD + nbytes // 256 if compressed else 0),
+        f"the chunk of array {name!r} (shape {list(shape)})",
+    )
+    if chunk is None and version >= CHECKED_VERSION:
+        raise ModelStoreError(f"{where}: array {name!r} has lost its chunk {chunk_key}.")
+    if chunk is not None and not compressed and len(chunk) != nbytes:
+        raise ModelStoreError(
+            f"{where}: chunk {chunk_key} of array {name!r} holds {len(chunk)} bytes, expected "
+            f"{nbytes} ({math.prod(shape)} float64 values): truncated or replaced."
+        )
+    if chunk is not None and compressed:
+        _check_zstd_size(chunk, nbytes, where, chunk_key, name)
+    # (a legacy store may lack a chunk: zarr skipped writing chunks equal to the fill value 0)
+    try:
+        value = np.asarray(files.zarr_array(name)[...], dtype=np.float64)
+    except Exception as err:  # a corrupt chunk fails in the codec
+        raise ModelStoreError(
+            f"{where}: array {name!r} could not be read from {chunk_key} "
+            f"({type(err).__name__}: {shorten(str(err))})."
+        ) from None
+    check_values(value, name, shape, where)
+    return value

@@ -1,0 +1,278 @@
+"""The model file: a Zarr v3 group of float64 arrays and JSON attributes, never a pickle.
+
+:func:`write_record` writes a :class:`~.model_record.ModelRecord` and :func:`read_record`
+reads one back, validated; neither knows the estimator (``DiagGMM.save``/``load`` convert,
+:mod:`diaggmm_dist.persistence`).
+
+Layout (``FORMAT_VERSION`` 3)::
+
+    model.zarr/
+        weights             (K,)     float64
+        means               (K, D)   float64
+        covariances         (K, D)   float64
+        running_statistics  (K + 1, max(3D + 1, 6)) float64   only after partial_fit: the
+        running_shift       (D,)     float64                  state of stepwise EM
+        zarr.json      attributes: format, format_version, n_components, n_features,
+                       feature_names, dtype, reg_covar, params, n_iter, converged,
+                       lower_bound, lower_bounds, n_reseeded, data_fingerprint, input_layout
+                       (how features were taken from gridded or tabular input), online
+                       ({"n_batches_seen", "n_samples_seen"} after partial_fit, else null),
+                       library_version, checksums
+
+Each array is one uncompressed chunk (raw little-endian float64, ``K * D * 8`` bytes: model
+parameters are tiny and do not compress) with a NaN fill value, so a deleted chunk never reads
+as zeros. ``checksums`` holds the SHA-256 of every array's values (:func:`~.model_record.array_checksum`)
+and of the other attributes (:func:`~.model_record.attributes_checksum`): a swapped, replaced, bit-rotted or
+hand-edited array or attribute is refused at load.
+
+Loading reads data only. Every file is read whole with a size bound (a chunk must hold exactly
+its array's bytes; a symlink to a device or a huge file is refused before it is read), and
+every field is checked: JSON types, the settings by the constructor's own
+:func:`~diaggmm_dist.validation.check_settings`, shapes, finiteness, variances whose
+precisions and log-density coefficients are finite in the model's dtype, weights on the
+simplex, the running statistics' invariants, then the checksums. Anything else is a
+:class:`~.model_checks.ModelStoreError` naming the file and the field.
+
+Stores of format versions 1 and 2 (no checksums; arrays zstd-compressed with a fill value of
+0) still load, with an :class:`UnverifiedModelWarning`: re-save them to add the checksums.
+Version 1 stores (no ``online``, fewer ``params``) are read as models without running
+statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from typing import Any, Mapping
+
+from ..kernels import n_stat_columns
+from ..parameters import MixtureParameters
+from ..validation import is_int
+from .model_checks import (
+    ModelStoreError,
+    check_mixture,
+    check_running_statistics,
+    check_scores_finite,
+    shorten,
+    show,
+)
+from .model_files import StoreFiles, read_model_array
+from .model_record import (
+    ATTRIBUTES,
+    CHECKED_VERSION,
+    FORMAT,
+    SUPPORTED_VERSIONS,
+    ModelRecord,
+    OnlineState,
+    array_checksum,
+    attributes_checksum,
+    checked_attribute,
+    checked_settings,
+    is_name_list,
+    model_attributes,
+)
+from .zarr_groups import NotAGroupError, write_group_atomically
+
+__all__ = ["ModelStoreError", "UnverifiedModelWarning", "read_record", "write_record"]
+
+
+class UnverifiedModelWarning(UserWarning):
+    """A model store of an older format (no checksums) was loaded: its arrays could not be verified."""
+
+
+# ---------------------------------------------------------------------------- writing
+def write_record(record: ModelRecord, url, overwrite: bool = False) -> None:
+    """Write ``record`` to the Zarr group at ``url`` (local path or fsspec URL).
+
+    Parameters
+    ----------
+    record : ModelRecord
+    url : str or os.PathLike
+    overwrite : bool
+        Replace an existing store (atomically on local disks).
+
+    Raises
+    ------
+    FileExistsError
+        A store is at ``url`` and ``overwrite`` is False.
+    """
+    attrs = json.loads(json.dumps(model_attributes(record)))  # as it reads back (tuples: lists)
+    arrays = record.arrays()
+    attrs["checksums"] = {name: array_checksum(value) for name, value in arrays.items()}
+    attrs["checksums"]["attributes"] = attributes_checksum(attrs)
+
+    def write(group):
+        for name, value in arrays.items():
+            # One raw chunk: its size is known exactly, and nothing is decompressed at load.
+            group.create_array(
+                name,
+                shape=value.shape,
+                dtype="float64",
+                chunks=value.shape,
+                fill_value=float("nan"),
+                compressors=None,
+                config={"write_empty_chunks": True},
+            )[...] = value
+        group.attrs.update(attrs)  # last: a store with attributes is complete
+
+    write_group_atomically(url, write, overwrite)
+
+
+# ---------------------------------------------------------------------------- reading
+def _root_attributes(files, where):
+    """The attributes of the root zarr.json, after checking that it is a model group."""
+    meta = files.json("zarr.json", "a model's metadata")
+    if meta is None:
+        if files.holds_anything():
+            raise ModelStoreError(
+                NotAGroupError(files.url, "files").describe("diaggmm-dist model")
+                + " (a Zarr group written by save): it has no zarr.json."
+            )
+        raise FileNotFoundError(f"No model found at {files.url!r}: check the path or URL.")
+    if meta.get("node_type") == "array":
+        raise ModelStoreError(
+            NotAGroupError(files.url, "array").describe("diaggmm-dist model") + "."
+        )
+    if meta.get("zarr_format") != 3 or meta.get("node_type") != "group":
+        raise ModelStoreError(
+            f"{where}: zarr.json is not the metadata of a Zarr v3 group (zarr_format "
+            f"{shorten(repr(meta.get('zarr_format')), 40)}, node_type "
+            f"{shorten(repr(meta.get('node_type')), 40)})."
+        )
+    attrs = meta.get("attributes")
+    if not isinstance(attrs, dict):
+        raise ModelStoreError(
+            f"{where}, zarr.json: 'attributes' must be a JSON object, found {show(attrs)}."
+        )
+    if attrs.get("format") != FORMAT:
+        raise ModelStoreError(
+            f"{where} is not a diaggmm-dist model (zarr.json: attribute 'format' is "
+            f"{shorten(repr(attrs.get('format')), 80)})."
+        )
+    version = attrs.get("format_version")
+    if not (is_int(version) and version in SUPPORTED_VERSIONS):
+        raise ModelStoreError(
+            f"{where}, zarr.json: attribute 'format_version' is {shorten(repr(version), 40)}; "
+            f"this library reads the versions {list(SUPPORTED_VERSIONS)} (a newer diaggmm-dist "
+            "may read it)."
+        )
+    return attrs
+
+
+def _verify_checksums(attrs, arrays, where):
+    checksums = attrs.get("checksums")
+    if checksums is None:
+        raise ModelStoreError(f"{where}, zarr.json: attribute 'checksums' is missing.")
+    expected_keys = set(arrays) | {"attributes"}
+    if not (
+        isinstance(checksums, dict)
+        and set(checksums) == expected_keys
+        and all(isinstance(v, str) for v in checksums.values())
+    ):
+        raise ModelStoreError(
+            f"{where}, zarr.json: attribute 'checksums' must map {sorted(expected_keys)} to "
+            f"strings, found {show(checksums)}."
+        )
+    for name, value in arrays.items():
+        if checksums[name] != array_checksum(value):
+            raise ModelStoreError(
+                f"{where}: array {name!r} does not match its checksum in zarr.json: the array "
+                "was replaced, swapped or corrupted. Restore the model from a copy or re-fit it."
+            )
+    if checksums["attributes"] != attributes_checksum(attrs):
+        raise ModelStoreError(
+            f"{where}: the attributes in zarr.json do not match their checksum ('checksums' -> "
+            "'attributes'): they were edited or corrupted. Restore the model from a copy, or "
+            "load the original and save it again."
+        )
+
+
+def read_record(url, defaults: Mapping[str, Any], owner: str = "DiagGMM") -> ModelRecord:
+    """Read and validate the model at ``url``.
+
+    Parameters
+    ----------
+    url : str or os.PathLike
+        Local path or fsspec URL of the store.
+    defaults : mapping
+        The estimator's constructor parameters and their defaults: the settings are checked by
+        its rules (:func:`~.model_record.checked_settings`).
+    owner : str
+        The estimator's class name, as an invalid setting's error names it.
+
+    Returns
+    -------
+    ModelRecord
+
+    Raises
+    ------
+    FileNotFoundError
+        Nothing is stored at ``url``.
+    ModelStoreError
+        The store is not a valid model; the message names the file and the field.
+
+    Warns
+    -----
+    UnverifiedModelWarning
+        The store is of format version 1 or 2, written without checksums.
+    """
+    where = f"model {os.fspath(url)!r}"
+    files = StoreFiles(url, where)
+    attrs = _root_attributes(files, where)
+    version = attrs["format_version"]
+    values = {name: checked_attribute(attrs, name, where) for name in ATTRIBUTES}
+    settings = checked_settings(attrs, version, defaults, owner, where)
+    k, d = attrs["n_components"], values["n_features"]
+    names = attrs.get("feature_names")
+    if names is not None and not (
+        is_name_list(names, d) and all(isinstance(n, str) for n in names)
+    ):
+        raise ModelStoreError(
+            f"{where}, zarr.json: attribute 'feature_names' must be null or n_features ({d}) "
+            f"strings, found {show(names)}."
+        )
+
+    online = values["online"]
+    shapes = {"weights": (k,), "means": (k, d), "covariances": (k, d)}
+    if online is not None:
+        shapes.update(running_statistics=(k + 1, n_stat_columns(d)), running_shift=(d,))
+    arrays = {
+        name: read_model_array(files, name, shape, version) for name, shape in shapes.items()
+    }
+    check_mixture(arrays["weights"], arrays["means"], arrays["covariances"], where)
+    check_scores_finite(
+        arrays["weights"], arrays["means"], arrays["covariances"], settings["dtype"], where
+    )
+    if online is not None:
+        check_running_statistics(arrays["running_statistics"], k, d, where)
+    if version >= CHECKED_VERSION:
+        _verify_checksums(attrs, arrays, where)
+    else:
+        warnings.warn(
+            f"{where} is of format version {version}, written without checksums: its arrays "
+            "could not be verified against corruption. Save it again "
+            "(DiagGMM.load(url).save(new_url)) to add them.",
+            UnverifiedModelWarning,
+            stacklevel=4,
+        )
+    return ModelRecord(
+        settings=settings,
+        parameters=MixtureParameters(arrays["weights"], arrays["means"], arrays["covariances"]),
+        n_iter=values["n_iter"],
+        converged=values["converged"],
+        lower_bound=float(values["lower_bound"]),
+        lower_bounds=[float(v) for v in values["lower_bounds"]],
+        n_reseeded=values["n_reseeded"],
+        feature_names=names,
+        data_fingerprint=values["data_fingerprint"],
+        input_layout=values["input_layout"],
+        online=None
+        if online is None
+        else OnlineState(
+            arrays["running_statistics"],
+            arrays["running_shift"],
+            online["n_batches_seen"],
+            online["n_samples_seen"],
+        ),
+    )
