@@ -1,4 +1,4 @@
-"""Files read with a size bound: a regular file no larger than its reader can take, or refused unread.
+"""Files read with a size bound: a regular file no larger than its reader takes, or refused unread.
 
 The library's three readers of stored bytes use it: the direct chunk reader
 (:mod:`diaggmm_dist.zarr_chunks`), the checks on zarr's own read path

@@ -1,4 +1,4 @@
-"""zarr's own read path, with every chunk checked before it is decoded and every decoding error naming its chunk.
+"""zarr's own read path, each chunk checked before it is decoded, each decoding error naming it.
 
 The direct reader (:mod:`diaggmm_dist.zarr_chunks`) covers local Zarr v3 Blosc or raw arrays.
 zarr reads every other array the library is given: Zarr v2 stores, other codecs (Zstd, gzip),
@@ -17,10 +17,12 @@ how chunks are fetched and decoded), subclassed so that each chunk is
   ships writes more). A local chunk (a path or a ``file://`` URL) that is not a regular file (a
   symlink to ``/dev/zero``, a FIFO, a directory) or is larger than that is refused before it is
   opened; from any other store no more than one byte past the bound is read;
-* checked, when it is stored as a Blosc frame, by :func:`~diaggmm_dist.zarr_chunks.blosc_frame_problem`
-  (the direct reader's check) before Blosc decodes it;
+* checked, when it is stored as a Blosc frame, by
+  :func:`~diaggmm_dist.zarr_chunks.blosc_frame_problem` (the direct reader's check) before Blosc
+  decodes it;
 * named in any error decoding it: :class:`~diaggmm_dist.zarr_chunks.CorruptChunkError`. An error
-  of the store itself (I/O, network) reaches the caller as it was raised, so that a retry may cure it.
+  of the store itself (I/O, network) reaches the caller as it was raised, so that a retry may
+  cure it.
 
 A codec replaced in zarr's and numcodecs' registries (``zarr.config`` ``codecs.blosc``,
 ``numcodecs.register_codec``) would check Blosc frames in every array of the process, but a codec
@@ -50,7 +52,9 @@ _BOUND_SLACK = 64 * 1024
 
 
 def checked_array(array):
-    """``array`` (a :class:`zarr.Array`), read through :class:`CheckedCodecPipeline`: same metadata and store.
+    """``array`` (a :class:`zarr.Array`) read through :class:`CheckedCodecPipeline`.
+
+    Same metadata and store.
 
     Parameters
     ----------
@@ -70,7 +74,7 @@ def checked_array(array):
 
 
 class _CheckedAsyncArray(zarr.AsyncArray):
-    """An AsyncArray whose chunks are read through :class:`CheckedCodecPipeline` (the rest is zarr's)."""
+    """An AsyncArray whose chunks are read through :class:`CheckedCodecPipeline` (rest: zarr's)."""
 
     def __init__(self, metadata, store_path, config=None):
         super().__init__(metadata, store_path, config)
@@ -84,7 +88,7 @@ class _CheckedAsyncArray(zarr.AsyncArray):
 
 @dataclass(frozen=True)
 class CheckedCodecPipeline(BatchedCodecPipeline):
-    """zarr's default codec pipeline, each chunk read with a bound and checked; a decoding error names the chunk.
+    """zarr's default codec pipeline, each chunk read with a bound, checked, named in errors.
 
     Built by :func:`checked_array` with ``batch_size=1``: each batch zarr decodes is one chunk,
     so an error decoding it is that chunk's.
@@ -115,8 +119,8 @@ class CheckedCodecPipeline(BatchedCodecPipeline):
             raise chunk.corrupt(f"zarr could not decode it ({type(err).__name__}: {err})") from err
 
     def blosc_frame(self, spec):
-        """``(nbytes, typesize)`` that a stored chunk's Blosc frame must have (None where the codecs do not
-        say), or None when chunks are not stored as Blosc frames."""
+        """``(nbytes, typesize)`` that a stored chunk's Blosc frame must have (None where the codecs
+        do not say), or None when chunks are not stored as Blosc frames."""
         codec, decoded = self.array_bytes_codec, _decoded_bytes(spec)
         if self.bytes_bytes_codecs and isinstance(
             self.bytes_bytes_codecs[-1], BloscCodec
@@ -131,13 +135,14 @@ class CheckedCodecPipeline(BatchedCodecPipeline):
             codec, "compressor", None
         )  # Zarr v2: zarr's V2Codec(filters, compressor)
         if getattr(compressor, "codec_id", None) == "blosc":
-            # no typesize: numcodecs' Blosc(typesize=...) writes its own, and Zarr v2 metadata does not keep it
+            # no typesize: numcodecs' Blosc(typesize=...) writes its own, and Zarr v2 metadata does
+            # not keep it
             return (None if getattr(codec, "filters", None) else decoded), None
         return None
 
     def max_stored_bytes(self, spec):
-        """The most bytes a chunk (a shard, for a sharded array) may hold: a local file holding more is refused
-        unread, and no more than one byte past it is read from any other store."""
+        """The most bytes a chunk (a shard, for a sharded array) may hold: a local file holding more
+        is refused unread, and no more than one byte past it is read from any other store."""
         bound = 2 * _decoded_bytes(spec) + _BOUND_SLACK
         if isinstance(
             self.array_bytes_codec, ShardingCodec
@@ -167,8 +172,8 @@ class _CheckedChunk:
             ):  # a whole chunk is read up to one byte past the bound, whatever the store holds
                 request = RangeByteRequest(0, limit + 1) if byte_range is None else byte_range
             elif await asyncio.to_thread(self._check_local_file, local, limit):
-                # a regular file within the bound: read as zarr reads it (a ranged read of a local file
-                # took 1.2-2 ms more per 4 MiB chunk than zarr's whole-file read, 0.3 ms)
+                # a regular file within the bound: read whole, as zarr reads it (a ranged read of a
+                # local file is slower: see bench/FINDINGS.md, "checked_zarr: whole-file reads")
                 request = byte_range
             else:
                 return None  # no such file: the chunk was never written, it reads as the fill value
@@ -183,7 +188,7 @@ class _CheckedChunk:
         return data
 
     def _check_local_file(self, path, limit):
-        """False when ``path`` does not exist; raise when it is not a regular file or is larger than ``limit``."""
+        """False when ``path`` does not exist; raise when not a regular file or over ``limit``."""
         try:
             regular_file_size(path, limit)
         except FileNotFoundError:
@@ -200,7 +205,10 @@ class _CheckedChunk:
         return True
 
     def _check(self, stored, limit, byte_range):
-        """Raise if the bytes read cannot be what zarr asked for: a chunk (``byte_range`` None) or a part of a shard."""
+        """Raise if the bytes read cannot be what zarr asked for.
+
+        That is a chunk (``byte_range`` None) or a part of a shard.
+        """
         if byte_range is not None:  # a shard's index, or an inner chunk that its index locates
             wanted = _requested_length(byte_range)
             if wanted is not None and len(stored) < wanted:
@@ -227,7 +235,7 @@ class _CheckedChunk:
         return f"{tuple(self.spec.shape)} {self.spec.dtype.to_native_dtype()} chunk"
 
     def corrupt(self, what):
-        """A :class:`CorruptChunkError` naming this chunk (its key within the array) and the array."""
+        """A :class:`CorruptChunkError` naming this chunk (its key in the array) and the array."""
         key, prefix = self.store_path.path, self.pipeline.array_path
         if prefix and key.startswith(prefix + "/"):
             key = key[len(prefix) + 1 :]
@@ -258,7 +266,7 @@ def _location(store_path):
 
 
 def _local_file(store_path):
-    """The local file a key of a local store (a path, or a ``file://`` URL) is read from, else None."""
+    """The local file a key of a local store (a path or a ``file://`` URL) is read from, or None."""
     store = store_path.store
     if isinstance(store, LocalStore):
         return os.path.join(str(store.root), store_path.path)

@@ -1,4 +1,4 @@
-"""A fitted ``DiagGMM`` as a model store's record, and back: what ``save`` writes and ``load`` gives.
+"""A fitted ``DiagGMM`` as a model store's record and back: what ``save`` writes, ``load`` gives.
 
 The model store (:mod:`diaggmm_dist.stores.model_store`) knows records only; this module, in
 the model layer, is where an estimator's attributes meet the record's fields.

@@ -3,11 +3,9 @@
 Every EM iteration reads every chunk of the data once, on the cores that also run the E-step,
 so the CPU time of a read counts as much as the kernel's. zarr (3.1) decodes each chunk into a
 buffer of its own, then copies it into the array it returns, through its event loop and
-thread pool. Measured on this project's 2-core VM, one 16 MiB chunk (131,072 rows x 32
-float32, two Blosc-LZ4 Zarr chunks, page cache warm, the workers' malloc settings): 16 ms of
-CPU through zarr, 7-8 ms when the file is read and Blosc decodes it into the destination; the
-kernel takes ~27 ms on such a chunk. (``bench/out_of_core.py`` times a reading-only pass both
-ways at each N.)
+thread pool; reading the file and letting Blosc decode it into the destination takes about
+half that CPU (see bench/FINDINGS.md, "zarr_chunks: the direct read";
+``bench/out_of_core.py`` times a reading-only pass both ways at each N).
 
 The direct path covers the layout the project writes (:mod:`diaggmm_dist.stores.zarr_groups`) and
 that most stores of row-major feature tables have: Zarr format 3, a local store, a regular
@@ -42,22 +40,20 @@ import numpy as np
 
 from .bounded_files import FileTooLarge, NotARegularFile, regular_file_size
 
-#: Alignment of the buffer a chunk's file is read into. The kernel copies the file from
-#: the page cache (whole pages) into it; on this project's AMD VM a destination that starts
-#: 8-24 bytes past a page boundary made that copy 3.5-4x slower (store-to-load "4K aliasing"
-#: between the page-aligned source and the destination), whereas a page-aligned one reads
-#: 8 MiB in ~0.9 ms.
+#: Alignment of the buffer a chunk's file is read into: a destination a few bytes past a page
+#: boundary makes the kernel's copy from the page cache several times slower ("4K aliasing";
+#: see bench/FINDINGS.md, "zarr_chunks._READ_ALIGNMENT").
 _READ_ALIGNMENT = 4096
 
 _thread_buffers = threading.local()
 
 
 def _aligned_buffer(size):
-    """The first ``size`` bytes (uint8) of this thread's page-aligned scratch buffer, grown as needed.
+    """The first ``size`` bytes (uint8) of this thread's page-aligned scratch buffer (grown).
 
     Reused for every chunk file the thread reads: a fresh buffer per read page-faults its
     pages in again wherever freed memory goes back to the system at once (distributed's
-    workers by default: ~5.5 ms per 8 MiB file there, against ~0.9 ms into this buffer).
+    workers by default; see bench/FINDINGS.md, "zarr_chunks._aligned_buffer").
     """
     buffer = getattr(_thread_buffers, "read", None)
     if buffer is None or buffer.size < size:
@@ -68,7 +64,7 @@ def _aligned_buffer(size):
 
 
 class CorruptChunkError(ValueError):
-    """A chunk file that cannot hold the chunk it stands for (its size, or its Blosc header, disagrees).
+    """A chunk file that cannot hold its chunk (its size or its Blosc header disagrees).
 
     The message is one sentence: which chunk of which array, what is wrong, what to do.
 
@@ -108,7 +104,7 @@ _BLOSC_SHUFFLE, _BLOSC_MEMCPYED, _BLOSC_BITSHUFFLE = 0x01, 0x02, 0x04
 
 
 def blosc_frame_problem(frame, nbytes=None, typesize=None, chunk_text="chunk"):
-    """What is wrong with a stored Blosc ``frame`` (bytes-like), or None: checked before Blosc decodes it.
+    """What is wrong with a stored Blosc ``frame`` (bytes-like), or None: checked before decoding.
 
     c-blosc trusts the frame's header: told nothing of the buffer's length, it reads as many bytes
     as the header's ``cbytes`` says, past the end of a short frame (wrong values, no error), and
@@ -141,19 +137,22 @@ def blosc_frame_problem(frame, nbytes=None, typesize=None, chunk_text="chunk"):
         _BLOSC_HEADER.unpack_from(frame)
     )
     if nbytes is not None and frame_nbytes != nbytes:
-        return f"its Blosc header says it decodes to {frame_nbytes} bytes, not the {nbytes} of a {chunk_text}"
+        return (
+            f"its Blosc header says it decodes to {frame_nbytes} bytes, not the {nbytes} of a "
+            f"{chunk_text}"
+        )
     if cbytes != size:
         return (
             f"its Blosc header says the frame is {cbytes} bytes long, but the chunk holds {size} "
             f"(truncated or overwritten)"
         )
     shuffled = flags & (_BLOSC_SHUFFLE | _BLOSC_BITSHUFFLE) and not flags & _BLOSC_MEMCPYED
-    # typesize 1: numcodecs < 0.16 wrote every Zarr v3 Blosc frame so (numcodecs #713); Blosc decodes a
-    # frame with its own typesize, so it is the chunk's bytes all the same
+    # typesize 1: numcodecs < 0.16 wrote every Zarr v3 Blosc frame so (numcodecs #713); Blosc
+    # decodes a frame with its own typesize, so it is the chunk's bytes all the same
     if shuffled and typesize is not None and frame_typesize not in (typesize, 1):
         return (
-            f"its Blosc header says its values are {frame_typesize}-byte, but the array's Blosc codec has "
-            f"typesize {typesize} (a chunk of another array?)"
+            f"its Blosc header says its values are {frame_typesize}-byte, but the array's Blosc "
+            f"codec has typesize {typesize} (a chunk of another array?)"
         )
     return None
 
@@ -185,7 +184,8 @@ class DirectRows:
         self.fill_value = self.dtype.type(array.metadata.fill_value)
         self.chunk_bytes = self.chunk_rows * self.shape[1] * self.dtype.itemsize
         # the largest file the codec writes for a chunk: Blosc stores what it cannot shrink as a
-        # copy behind its header (c-blosc: compression into nbytes + BLOSC_MAX_OVERHEAD, 16, never fails)
+        # copy behind its header (c-blosc: compression into nbytes + BLOSC_MAX_OVERHEAD, 16, never
+        # fails)
         self.max_file_bytes = self.chunk_bytes + (numcodecs.blosc.MAX_OVERHEAD if blosc else 0)
 
     def __dask_tokenize__(self):
@@ -223,7 +223,7 @@ class DirectRows:
         return out
 
     def _read_chunk(self, index, dest):
-        """Decode chunk ``index`` (along the rows) into ``dest`` (its rows; fewer for the last chunk).
+        """Decode chunk ``index`` (along the rows) into ``dest`` (its rows; fewer for the last one).
 
         Every byte of ``dest`` is written, or an error is raised.
         """
@@ -257,7 +257,7 @@ class DirectRows:
             dest[...] = values[: dest.shape[0]]
 
     def _file_size(self, fd, key):
-        """The size of the open chunk file ``fd``, checked against what the chunk's codec can write."""
+        """The size of the open chunk file ``fd``, checked against what the chunk's codec writes."""
         limit = self.max_file_bytes if self.blosc else self.chunk_bytes
         try:
             size = regular_file_size(fd, limit)
@@ -293,7 +293,8 @@ class DirectRows:
         return size
 
     def _read_exactly(self, file, view, key):
-        """Fill ``view`` from ``file``; a file that ends sooner (shrunk since its size was read) is corrupt."""
+        """Fill ``view`` from ``file``; a file that ends sooner (shrunk since its size was read) is
+        corrupt."""
         size = 0
         while size < len(view) and (count := file.readinto(view[size:])):
             size += count
@@ -301,7 +302,7 @@ class DirectRows:
             raise self._corrupt(key, f"the file ended after {size} of its {len(view)} bytes")
 
     def _check_blosc_header(self, frame, key):
-        """Check that the Blosc ``frame``'s header describes this chunk and the frame's own length."""
+        """Check that the Blosc ``frame``'s header describes this chunk and the frame's length."""
         problem = blosc_frame_problem(frame, self.chunk_bytes, self.typesize, self._chunk_text())
         if problem:
             raise self._corrupt(key, problem)
@@ -314,7 +315,10 @@ class DirectRows:
 
 
 def _whole_chunk_rows(key, shape, chunk_rows):
-    """``(start, stop)`` when ``key`` selects every column of whole chunks of rows (the last may be short), else None."""
+    """``(start, stop)`` when ``key`` selects every column of whole chunks of rows, else None.
+
+    (The last chunk may be short.)
+    """
     if not isinstance(key, tuple) or len(key) != 2 or not all(isinstance(k, slice) for k in key):
         return None
     (start, stop, step), columns = key[0].indices(shape[0]), key[1].indices(shape[1])

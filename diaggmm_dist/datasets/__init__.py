@@ -1,1 +1,1 @@
-"""Data sets written to Zarr: synthetic mixture rows with a known answer, and pvlib's Linke turbidity."""
+"""Data sets written to Zarr: synthetic mixture rows with a known answer, pvlib's turbidity."""

@@ -16,9 +16,9 @@ from ..stores.zarr_groups import open_group_or_none, write_atomically
 
 #: Rows of latitude per chunk, and columns of longitude per chunk (12 months per chunk).
 #: The store keeps zarr's default codec (zstd), not the Blosc LZ4 of the float data the
-#: project writes (``zarr_groups.DATA_COMPRESSORS``): on this smooth uint8 climatology zstd
-#: stores 6.6x smaller against LZ4's 2.8x, and decoding the whole cube costs ~0.13 s against
-#: ~0.05 s, a few % of one ~2.4 s EM iteration of the demo.
+#: project writes (``zarr_groups.DATA_COMPRESSORS``): this smooth uint8 climatology stores
+#: much smaller in zstd, for a decode cost that is a few % of an EM iteration of the demo
+#: (see bench/FINDINGS.md, "datasets.linke.CHUNK_LAT").
 CHUNK_LAT, CHUNK_LON = 270, 540
 
 

@@ -46,8 +46,8 @@ def write_scores(model, data, url, *, overwrite=False, chunk_size=None):
         targets = []
         for name, array in zip(SCORE_ARRAYS, arrays):
             fill = -1 if name == "labels" else np.nan
-            # Blosc LZ4 (DATA_COMPRESSORS): measured on a 1M-row scoring, it encodes the labels
-            # and log-likelihoods 15x faster than zarr's default zstd, for ~13% more bytes in all.
+            # Blosc LZ4 (DATA_COMPRESSORS): encodes scores much faster than zarr's default zstd,
+            # for a few more bytes (see bench/FINDINGS.md, "zarr_groups.DATA_COMPRESSORS")
             targets.append(
                 group.create_array(
                     name,

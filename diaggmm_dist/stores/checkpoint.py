@@ -88,8 +88,8 @@ FORMAT_VERSION = 4
 KEEP = 3
 #: What to do about a checkpoint that cannot be used.
 _REPLACE = (
-    "pass overwrite_checkpoint=True (CLI: --overwrite) to start afresh, replacing it, or use another "
-    "checkpoint URL"
+    "pass overwrite_checkpoint=True (CLI: --overwrite) to start afresh, replacing it, or use "
+    "another checkpoint URL"
 )
 #: Errors that make one step unusable (not OSError: an I/O failure is not a corrupt step, and
 #: propagates so that the fit can be retried).
@@ -137,7 +137,8 @@ def _identity_problem(url, attrs, identity):
         )
     if identity is not None and attrs.get("identity") != identity:
         stored = attrs.get("identity") if isinstance(attrs.get("identity"), dict) else {}
-        return f"The checkpoint at {url!r} belongs to a different run ({'; '.join(_differences(stored, identity))})"
+        differences = "; ".join(_differences(stored, identity))
+        return f"The checkpoint at {url!r} belongs to a different run ({differences})"
     return None
 
 
@@ -152,8 +153,8 @@ def _root_problem(url, identity=None, mode="r"):
             return (
                 None,
                 (
-                    f"The checkpoint at {url!r} has lost its root metadata (zarr.json), which says whose "
-                    "run its steps are"
+                    f"The checkpoint at {url!r} has lost its root metadata (zarr.json), which says "
+                    "whose run its steps are"
                 ),
                 CheckpointError,
             )
@@ -169,8 +170,8 @@ def _root_problem(url, identity=None, mode="r"):
         return (
             None,
             (
-                f"The checkpoint at {url!r} has unreadable root metadata (zarr.json: {type(err).__name__}: "
-                f"{err})"
+                f"The checkpoint at {url!r} has unreadable root metadata (zarr.json: "
+                f"{type(err).__name__}: {err})"
             ),
             CheckpointError,
         )
@@ -179,11 +180,14 @@ def _root_problem(url, identity=None, mode="r"):
 
 
 def check_checkpoint(url, overwrite=False):
-    """Refuse now what a fit on the checkpoint at ``url`` would refuse before its first pass (reads only).
+    """Refuse now what a fit on the checkpoint at ``url`` would refuse before its first pass.
+
+    Reads only.
 
     For a command line to call before it starts a cluster: a live fit holding the checkpoint,
     and, without ``overwrite``, something at ``url`` that is not a readable checkpoint of this
-    format (with it, something that is not a Zarr store, which is never replaced). (Whether it holds this run is checked by the fit: that needs the data's fingerprint.)
+    format (with it, something that is not a Zarr store, which is never replaced). (Whether it
+    holds this run is checked by the fit: that needs the data's fingerprint.)
 
     Raises
     ------
@@ -257,7 +261,7 @@ class Checkpoints:
         self.close()
 
     def _open_root(self, overwrite):
-        """The checkpoint's root group, created (or replaced, with ``overwrite``) when it is not this run's."""
+        """The checkpoint's root group, created (replaced, with ``overwrite``) unless this run's."""
         root, problem, error = _root_problem(self.url, self.identity, mode="r+")
         if problem is None:
             return root if root is not None else self._fresh_root()
@@ -316,7 +320,8 @@ class Checkpoints:
             return steps, False
         if pointer not in steps:
             self._warn(
-                f"{pointer}, the step its pointer names, is missing; taking the newest usable step before it."
+                f"{pointer}, the step its pointer names, is missing; taking the newest usable step "
+                "before it."
             )
         return [name for name in steps if name <= pointer], True
 
@@ -327,7 +332,7 @@ class Checkpoints:
         logger.warning("Checkpoint %s: %s", self.url, message)
 
     def latest(self):
-        """The newest usable list of :class:`TrainingState` (one per restart), or None for a fresh run.
+        """The newest usable list of :class:`TrainingState` (one per restart); None: a fresh run.
 
         Raises
         ------
@@ -335,7 +340,7 @@ class Checkpoints:
             Steps were committed but none can be used.
         """
         candidates, committed = self._candidates()
-        # before the first commit, an unusable step is debris of a crash in the first write: logged only
+        # before the first commit, an unusable step is debris of a crash in the first write: logged
         report = self._warn if committed else self._log
         reasons = []
         for position, name in enumerate(candidates):
@@ -352,8 +357,8 @@ class Checkpoints:
         if committed and reasons:
             if self._overwrite:
                 logger.warning(
-                    "Replacing the checkpoint at %s (overwrite_checkpoint=True): none of its steps can be "
-                    "used.",
+                    "Replacing the checkpoint at %s (overwrite_checkpoint=True): none of its steps "
+                    "can be used.",
                     self.url,
                 )
                 self.root = self._fresh_root()
@@ -386,14 +391,14 @@ class Checkpoints:
         self._names = [name] + self._prune(steps)
 
     def _remove_debris(self, steps):
-        """Remove the steps newer than a valid pointer (written, never committed); the remaining steps."""
+        """Remove the steps newer than a valid pointer (never committed); return the others."""
         pointer, problem = self._pointer()
         if pointer is None or problem is not None:
             return steps  # nothing was committed, or the pointer is unreadable: every step is kept
         for debris in (name for name in steps if name > pointer):
             logger.warning(
-                "Checkpoint %s: removing %s, written after the committed step %s and never committed "
-                "(a crash between the two writes).",
+                "Checkpoint %s: removing %s, written after the committed step %s and never "
+                "committed (a crash between the two writes).",
                 self.url,
                 debris,
                 pointer,
@@ -411,5 +416,3 @@ class Checkpoints:
         for old in (name for name in steps if name < oldest_kept):
             del self.root[old]
         return [name for name in steps if name >= oldest_kept]
-
-

@@ -93,8 +93,6 @@ def _check_history(attrs, restart, offset, tol, where):
             )
 
 
-
-
 def read_step(root, name: str, identity: dict) -> list[TrainingState]:
     """The training states of step ``name`` of the checkpoint group ``root`` (one per restart).
 
@@ -140,57 +138,56 @@ def read_step(root, name: str, identity: dict) -> list[TrainingState]:
 
 
 def _read_restart(group, where, key, offset, tol):
-        where = f"checkpoint {where}"
-        attrs = dict(group[key].attrs)
-        shape = attrs.get("shape")
-        if not (isinstance(shape, list) and len(shape) == 2 and all(_is_int(v, 1) for v in shape)):
-            raise ModelStoreError(f"{where}: attribute 'shape' is {shape!r}, not [K, D]")
-        k, d = shape
-        planes = read_array(group, key, (3, k, d), where)
-        weights = attrs.get("weights")
-        if not (
-            isinstance(weights, list) and len(weights) == k and all(_is_number(v) for v in weights)
-        ):
-            raise ModelStoreError(f"{where}: attribute 'weights' is not {k} finite numbers")
-        weights = np.asarray(weights, dtype=np.float64)
-        means, covariances, precisions = planes[0], planes[1], planes[2]
-        check_mixture(weights, means, covariances, where)
-        _check_history(attrs, int(key[8:]), offset, tol, where)
-        rng = attrs.get("rng")
-        if not (
-            isinstance(rng, dict)
-            and isinstance(rng.get("keys"), list)
-            and len(rng["keys"]) == 624
-            and all(_is_int(v, 0, 2**32 - 1) for v in rng["keys"])
-            and _is_int(rng.get("pos"), 0, 624)
-            and rng.get("has_gauss") in (0, 1)
-            and _is_number(rng.get("cached_gaussian"))
-        ):
-            raise ModelStoreError(
-                f"{where}: attribute 'rng' is not a MT19937 random generator state "
-                "(624 keys, pos, has_gauss, cached_gaussian)"
-            )
-        return TrainingState(
-            restart=attrs["restart"],
-            iteration=attrs["iteration"],
-            weights=weights,
-            means=means,
-            covariances=covariances,
-            precisions=precisions,
-            lower_bounds=[float(v) for v in attrs["lower_bounds"]],
-            finished=attrs["finished"],
-            converged=attrs["converged"],
-            random_state=(
-                "MT19937",
-                np.asarray(rng["keys"], dtype=np.uint32),
-                int(rng["pos"]),
-                int(rng["has_gauss"]),
-                float(rng["cached_gaussian"]),
-            ),
-            n_reseeded=attrs["n_reseeded"],
+    where = f"checkpoint {where}"
+    attrs = dict(group[key].attrs)
+    shape = attrs.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 2 and all(_is_int(v, 1) for v in shape)):
+        raise ModelStoreError(f"{where}: attribute 'shape' is {shape!r}, not [K, D]")
+    k, d = shape
+    planes = read_array(group, key, (3, k, d), where)
+    weights = attrs.get("weights")
+    if not (
+        isinstance(weights, list) and len(weights) == k and all(_is_number(v) for v in weights)
+    ):
+        raise ModelStoreError(f"{where}: attribute 'weights' is not {k} finite numbers")
+    weights = np.asarray(weights, dtype=np.float64)
+    means, covariances, precisions = planes[0], planes[1], planes[2]
+    check_mixture(weights, means, covariances, where)
+    _check_history(attrs, int(key[8:]), offset, tol, where)
+    rng = attrs.get("rng")
+    if not (
+        isinstance(rng, dict)
+        and isinstance(rng.get("keys"), list)
+        and len(rng["keys"]) == 624
+        and all(_is_int(v, 0, 2**32 - 1) for v in rng["keys"])
+        and _is_int(rng.get("pos"), 0, 624)
+        and rng.get("has_gauss") in (0, 1)
+        and _is_number(rng.get("cached_gaussian"))
+    ):
+        raise ModelStoreError(
+            f"{where}: attribute 'rng' is not a MT19937 random generator state "
+            "(624 keys, pos, has_gauss, cached_gaussian)"
         )
+    return TrainingState(
+        restart=attrs["restart"],
+        iteration=attrs["iteration"],
+        weights=weights,
+        means=means,
+        covariances=covariances,
+        precisions=precisions,
+        lower_bounds=[float(v) for v in attrs["lower_bounds"]],
+        finished=attrs["finished"],
+        converged=attrs["converged"],
+        random_state=(
+            "MT19937",
+            np.asarray(rng["keys"], dtype=np.uint32),
+            int(rng["pos"]),
+            int(rng["has_gauss"]),
+            float(rng["cached_gaussian"]),
+        ),
+        n_reseeded=attrs["n_reseeded"],
+    )
 
-    # ----------------------------------------------------------------- writing
 
 def write_step(root, name: str, states) -> None:
     """Write ``states`` (one :class:`TrainingState` per restart) as the step ``name`` of ``root``.

@@ -52,7 +52,7 @@ _HELD = set()
 
 
 class CheckpointInUseError(OSError):
-    """Another live fit holds the checkpoint's lease (an OSError, like EBUSY: it ends when that fit ends).
+    """Another live fit holds the checkpoint's lease (an OSError like EBUSY: ends with that fit).
 
     Not a ``ValueError``: nothing is wrong with the input, and a retry after the holder ends (or
     dies and its lease expires) succeeds.
@@ -73,7 +73,7 @@ def _pid_namespace():
 
 
 def _process_ended(pid):
-    """True when no process ``pid`` runs on this host (or it is a zombie, dead but not yet reaped)."""
+    """True when no process ``pid`` runs on this host (or it is a zombie: dead, not yet reaped)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -113,7 +113,7 @@ def _valid_record(record):
 
 
 def abandoned_because(record, now=None):
-    """Why the lease ``record`` no longer holds (a phrase), or None while its holder may be alive."""
+    """Why the lease ``record`` no longer holds (a phrase); None while its holder may be alive."""
     if not _valid_record(record):
         return "the lease file is not a lease this library wrote"
     now = time.time() if now is None else now
@@ -134,14 +134,18 @@ def in_use_message(checkpoint_url, record, where):
     age = time.time() - record["renewed"]
     return (
         f"The checkpoint at {checkpoint_url!r} is in use by {record['host']}/{record['pid']} since "
-        f"{_when(record['since'])} (lease {where!r}, renewed {age:.0f} s ago): another fit is writing it. "
-        "Wait for that fit to end, or use another checkpoint URL. If that fit has died, its lease expires "
-        f"{record['expires_after']:.0f} s after its last renewal and the next fit takes over."
+        f"{_when(record['since'])} (lease {where!r}, renewed {age:.0f} s ago): another fit is "
+        "writing it. Wait for that fit to end, or use another checkpoint URL. If that fit has "
+        f"died, its lease expires {record['expires_after']:.0f} s after its last renewal and the "
+        "next fit takes over."
     )
 
 
 def raise_if_in_use(url):
-    """Raise :class:`CheckpointInUseError` if a live fit holds the lease of the checkpoint at ``url`` (reads only)."""
+    """Raise :class:`CheckpointInUseError` if a live fit holds the lease of the checkpoint ``url``.
+
+    Reads only.
+    """
     reader = Lease(url, HEARTBEAT_SECONDS, EXPIRY_SECONDS)
     record = reader._read()
     if record is not None and abandoned_because(record) is None:
@@ -313,8 +317,9 @@ class Lease:
             return
         if record is None:
             self._lost = CheckpointInUseError(
-                f"The lease {self.url!r} of this fit on the checkpoint at {self.checkpoint_url!r} was removed by "
-                "someone else: stopping rather than writing a checkpoint another fit may be writing."
+                f"The lease {self.url!r} of this fit on the checkpoint at "
+                f"{self.checkpoint_url!r} was removed by someone else: stopping rather than "
+                "writing a checkpoint another fit may be writing."
             )
         elif _valid_record(record):
             self._lost = CheckpointInUseError(
@@ -323,8 +328,9 @@ class Lease:
             )
         else:
             self._lost = CheckpointInUseError(
-                f"The lease {self.url!r} of this fit on the checkpoint at {self.checkpoint_url!r} was overwritten "
-                "with something else: stopping rather than writing a checkpoint another fit may be writing."
+                f"The lease {self.url!r} of this fit on the checkpoint at "
+                f"{self.checkpoint_url!r} was overwritten with something else: stopping rather "
+                "than writing a checkpoint another fit may be writing."
             )
         raise self._lost
 

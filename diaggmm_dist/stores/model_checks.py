@@ -28,7 +28,7 @@ __all__ = [
 
 
 class ModelStoreError(ValueError):
-    """A model store that is not a valid diaggmm-dist model (names the file and the field at fault)."""
+    """A store that is not a valid diaggmm-dist model (names the file and the field at fault)."""
 
 
 def shorten(text, limit: int = 120) -> str:

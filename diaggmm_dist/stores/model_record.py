@@ -1,4 +1,4 @@
-"""What a model store holds: a :class:`ModelRecord`, its JSON attributes, their checks and checksums.
+"""What a model store holds: a :class:`ModelRecord`, its JSON attributes, their checks, checksums.
 
 The record is data only (arrays and JSON values), with no estimator in it: the model store
 writes and reads records (:mod:`.model_store`), and :mod:`diaggmm_dist.persistence` converts a
@@ -122,7 +122,7 @@ class ModelRecord:
 
 # ---------------------------------------------------------------------------- checksums
 def array_checksum(value) -> str:
-    """``"sha256:<hex>"`` of an array's float64 values: little-endian C-order bytes, dtype, shape."""
+    """``"sha256:<hex>"`` of an array's float64 values: little-endian C-order bytes, its shape."""
     value = np.ascontiguousarray(value, dtype="<f8")
     digest = hashlib.sha256(f"{value.dtype.str}{list(value.shape)}".encode())
     digest.update(value.tobytes())
@@ -280,8 +280,7 @@ ATTRIBUTES = {
     ),
     "input_layout": (
         _is_layout,
-        "be null or an object mapping feature_dim (a string) and features/columns (lists of "
-        "names)",
+        "be null or an object mapping feature_dim (a string) and features/columns (lists of names)",
         None,
     ),
     "online": (

@@ -21,9 +21,10 @@ Layout (``FORMAT_VERSION`` 3)::
 
 Each array is one uncompressed chunk (raw little-endian float64, ``K * D * 8`` bytes: model
 parameters are tiny and do not compress) with a NaN fill value, so a deleted chunk never reads
-as zeros. ``checksums`` holds the SHA-256 of every array's values (:func:`~.model_record.array_checksum`)
-and of the other attributes (:func:`~.model_record.attributes_checksum`): a swapped, replaced, bit-rotted or
-hand-edited array or attribute is refused at load.
+as zeros. ``checksums`` holds the SHA-256 of every array's values
+(:func:`~.model_record.array_checksum`) and of the other attributes
+(:func:`~.model_record.attributes_checksum`): a swapped, replaced, bit-rotted or hand-edited
+array or attribute is refused at load.
 
 Loading reads data only. Every file is read whole with a size bound (a chunk must hold exactly
 its array's bytes; a symlink to a device or a huge file is refused before it is read), and
@@ -78,7 +79,7 @@ __all__ = ["ModelStoreError", "UnverifiedModelWarning", "read_record", "write_re
 
 
 class UnverifiedModelWarning(UserWarning):
-    """A model store of an older format (no checksums) was loaded: its arrays could not be verified."""
+    """A model store of an older format (no checksums) was loaded: its arrays were not verified."""
 
 
 # ---------------------------------------------------------------------------- writing
@@ -237,9 +238,7 @@ def read_record(url, defaults: Mapping[str, Any], owner: str = "DiagGMM") -> Mod
     shapes = {"weights": (k,), "means": (k, d), "covariances": (k, d)}
     if online is not None:
         shapes.update(running_statistics=(k + 1, n_stat_columns(d)), running_shift=(d,))
-    arrays = {
-        name: read_model_array(files, name, shape, version) for name, shape in shapes.items()
-    }
+    arrays = {name: read_model_array(files, name, shape, version) for name, shape in shapes.items()}
     check_mixture(arrays["weights"], arrays["means"], arrays["covariances"], where)
     check_scores_finite(
         arrays["weights"], arrays["means"], arrays["covariances"], settings["dtype"], where

@@ -3,7 +3,8 @@
 Layout::
 
     registry/
-        current.json           the pointer: {"format", "format_version", "current": "v0002", "updated"}
+        current.json           the pointer: {"format", "format_version", "current": "v0002",
+                               "updated"}
         v0001/                 a model written with DiagGMM.save (a Zarr group) ...
             registry.json      ... and its registry metadata: version, created, data_url,
                                holdout_url, holdout_mean_log_likelihood, parent (+ extra keys)
@@ -73,7 +74,9 @@ class ModelRegistry:
     Examples
     --------
     >>> registry = ModelRegistry("models/registry")
-    >>> version = registry.promote(gmm, {"data_url": "features.zarr/X", "holdout_mean_log_likelihood": -4.2})
+    >>> version = registry.promote(
+    ...     gmm, {"data_url": "features.zarr/X", "holdout_mean_log_likelihood": -4.2}
+    ... )
     >>> version, model = registry.current(DiagGMM.load)
     >>> registry.metadata(version)["parent"]
     """
@@ -102,7 +105,7 @@ class ModelRegistry:
         return f"{self.root}/{version}"
 
     def scratch_url(self, name: str) -> str:
-        """A path or URL under ``root/work/`` for a flow's temporary stores (never listed as a version)."""
+        """A path or URL under ``root/work/`` for a flow's temporary stores (never a version)."""
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
             raise ValueError(f"Scratch names are letters, digits, '.', '_' and '-', got {name!r}.")
         return f"{self.root}/{SCRATCH}/{name}"
@@ -136,7 +139,7 @@ class ModelRegistry:
             raise RegistryError(f"{where} is not valid JSON ({err}).") from err
 
     def _write_json(self, document, *parts):
-        """Write ``document`` at ``parts``: os.replace of a temporary file locally, one PUT elsewhere."""
+        """Write ``document`` at ``parts``: os.replace of a temporary file locally, else one PUT."""
         data = (json.dumps(document, indent=1, sort_keys=True, allow_nan=False) + "\n").encode()
         path = self._path(*parts)
         if not self._local:
@@ -174,7 +177,7 @@ class ModelRegistry:
         return os.path.isfile(path) if self._local else self._fs.isfile(path)
 
     def versions(self) -> list[str]:
-        """Committed versions, oldest first (directories left by an interrupted promotion are skipped)."""
+        """Committed versions, oldest first (folders of an interrupted promotion are skipped)."""
         names = [version_name(n) for n in self._numbers()]
         return [name for name in names if self._committed(name)]
 
@@ -204,7 +207,8 @@ class ModelRegistry:
             )
         if document.get("format") != FORMAT:
             raise RegistryError(
-                f"{where} is not diaggmm-dist registry metadata (format is {document.get('format')!r})."
+                f"{where} is not diaggmm-dist registry metadata (format is "
+                f"{document.get('format')!r})."
             )
         if document.get("format_version") != FORMAT_VERSION:
             raise RegistryError(
@@ -258,7 +262,8 @@ class ModelRegistry:
         version = document.get("current")
         if not (isinstance(version, str) and _VERSION.match(version)):
             raise RegistryError(
-                f"{where}: field 'current' should be a version name such as 'v0001', found {version!r}."
+                f"{where}: field 'current' should be a version name such as 'v0001', found "
+                f"{version!r}."
             )
         if not self._committed(version):
             raise RegistryError(
@@ -344,7 +349,8 @@ class ModelRegistry:
                 number += 1
         else:
             raise RegistryError(
-                f"Could not find a free version number in {self.root!r}: is another process promoting?"
+                f"Could not find a free version number in {self.root!r}: is another process "
+                "promoting?"
             )
         document = {
             "format": FORMAT,

@@ -15,25 +15,18 @@ from zarr.errors import ContainsArrayError, GroupNotFoundError
 #: Codec of the large arrays the project writes (synthetic feature data, per-row scores):
 #: Blosc LZ4, clevel 5, byte shuffle (zarr v2's old default). An out-of-core EM iteration
 #: decodes every chunk once, on the cores that also run the E-step, so decode speed is what
-#: counts. Measured by ``bench/codecs.py`` (4.2M x 32 float32 mixture rows, 65,536-row chunks,
-#: read into numpy on 2 dask threads, page cache warm; a shared 2-core VM): 14.2 M rows/s
-#: (median 10.7) against 8.7 (5.8) for zarr 3's default, zstd level 0, with a ratio of 1.112
-#: against 1.090; one core decodes ~3.5-4.5 GB/s against ~0.9. No compression reads at 22 M
-#: rows/s but saves nothing; random float32 mantissas hardly compress with any codec (the best
-#: tried, LZ4HC, reached 1.138). For per-row scores LZ4 encodes 6-15x faster than zstd for
-#: ~13% more bytes. (Those reads went through zarr. Since then the engine decodes Blosc chunks
-#: straight into the pass's arrays, :mod:`diaggmm_dist.zarr_chunks`, which halves the CPU of a
-#: read; zstd still goes through zarr.)
+#: counts: LZ4 decodes several times faster than zarr 3's default zstd for about the same
+#: ratio (see bench/FINDINGS.md, "zarr_groups.DATA_COMPRESSORS").
 DATA_COMPRESSORS = (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),)
 
-#: Target bytes of one chunk of those arrays. 8 MiB chunks read fastest in that study (16 MiB
-#: about as fast); at 32 MiB (262,144 rows x 32 float32) every decode allocates beyond glibc's
-#: mmap threshold and pays fresh page faults: LZ4 decodes 3x slower, whole reads ~2x slower.
+#: Target bytes of one chunk of those arrays: 8 MiB chunks read fastest; much larger ones
+#: allocate beyond glibc's mmap threshold at every decode (see bench/FINDINGS.md,
+#: "zarr_groups.DATA_CHUNK_BYTES").
 DATA_CHUNK_BYTES = 8 * 2**20
 
 
 def data_chunk_rows(n_features, itemsize):
-    """Rows per chunk of a written (n, n_features) array: about ``DATA_CHUNK_BYTES``, a multiple of 4096.
+    """Rows per chunk of a written (n, n_features) array: ~``DATA_CHUNK_BYTES``, a multiple of 4096.
 
     (For 32 float32 features: 65,536 rows; the engine reads two of them per dask chunk.)
     """
