@@ -1,6 +1,6 @@
 """diaggmm-dist: distributed, out-of-core EM for Gaussian mixtures with diagonal covariances."""
 
-from ._version import __version__
+from ._version import __version__ as __version__
 from .mixture import DiagGMM, ReseededComponentWarning
 from .selection import ComponentSelection, select_n_components
 

@@ -5,7 +5,8 @@
 
 The output group holds ``labels`` (int16, -1 for rows that cannot be scored: NaN or inf),
 ``max_resp`` (float32) and ``log_likelihood`` (float64), chunked like the input's dask row
-chunks (whole Zarr chunks), from one read of the data (:func:`diaggmm_dist.outputs.scores.write_scores`).
+chunks (whole Zarr chunks), from one read of the data
+(:func:`diaggmm_dist.outputs.scores.write_scores`).
 """
 
 from __future__ import annotations
