@@ -14,7 +14,18 @@ from __future__ import annotations
 import os
 import stat
 
-__all__ = ["FileTooLarge", "NotARegularFile", "RefusedFile", "read_bounded", "regular_file_size"]
+__all__ = [
+    "NOT_REGULAR",
+    "FileTooLarge",
+    "NotARegularFile",
+    "RefusedFile",
+    "read_bounded",
+    "regular_file_size",
+]
+
+#: How a chunk reader words a :class:`NotARegularFile`: its size is not what a read takes
+#: (``/dev/zero`` never ends).
+NOT_REGULAR = "it is not a regular file (a directory, device, FIFO or socket), so it was not read"
 
 
 class RefusedFile(ValueError):

@@ -43,7 +43,7 @@ from zarr.codecs.sharding import ShardingCodec
 from zarr.core.codec_pipeline import BatchedCodecPipeline
 from zarr.storage import FsspecStore, LocalStore
 
-from .bounded_files import FileTooLarge, NotARegularFile, regular_file_size
+from .bounded_files import NOT_REGULAR, FileTooLarge, NotARegularFile, regular_file_size
 from .zarr_chunks import CorruptChunkError, blosc_frame_problem
 
 #: Slack of the read bound over twice a chunk's decoded size: codecs' headers (Blosc's 16 bytes,
@@ -193,10 +193,8 @@ class _CheckedChunk:
             regular_file_size(path, limit)
         except FileNotFoundError:
             return False
-        except NotARegularFile:  # its size is not what a read takes: /dev/zero never ends
-            raise self.corrupt(
-                "it is not a regular file (a directory, device, FIFO or socket), so it was not read"
-            ) from None
+        except NotARegularFile:
+            raise self.corrupt(NOT_REGULAR) from None
         except FileTooLarge as err:
             raise self.corrupt(
                 f"it holds {err.size} bytes, more than the {limit} any codec writes for a "

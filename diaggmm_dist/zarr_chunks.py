@@ -38,7 +38,7 @@ from pathlib import Path
 import numcodecs.blosc
 import numpy as np
 
-from .bounded_files import FileTooLarge, NotARegularFile, regular_file_size
+from .bounded_files import NOT_REGULAR, FileTooLarge, NotARegularFile, regular_file_size
 
 #: Alignment of the buffer a chunk's file is read into: a destination a few bytes past a page
 #: boundary makes the kernel's copy from the page cache several times slower ("4K aliasing";
@@ -85,9 +85,8 @@ class CorruptChunkError(ValueError):
             f"or rewrite the store."
         )
 
-    def __reduce__(
-        self,
-    ):  # pickled with its three fields (dask's workers send errors to the client)
+    # pickled with its three fields (dask's workers send errors to the client)
+    def __reduce__(self):
         return type(self), (self.key, self.store, self.what)
 
 
@@ -261,12 +260,8 @@ class DirectRows:
         limit = self.max_file_bytes if self.blosc else self.chunk_bytes
         try:
             size = regular_file_size(fd, limit)
-        except NotARegularFile:  # its size is not what a read takes: /dev/zero never ends
-            raise self._corrupt(
-                key,
-                "it is not a regular file (a directory, device, FIFO or socket), "
-                "so it was not read",
-            ) from None
+        except NotARegularFile:
+            raise self._corrupt(key, NOT_REGULAR) from None
         except FileTooLarge as err:
             size = err.size
         if self.blosc:
@@ -315,10 +310,8 @@ class DirectRows:
 
 
 def _whole_chunk_rows(key, shape, chunk_rows):
-    """``(start, stop)`` when ``key`` selects every column of whole chunks of rows, else None.
-
-    (The last chunk may be short.)
-    """
+    """``(start, stop)`` when ``key`` selects every column of whole chunks of rows (the last may
+    be short), else None."""
     if not isinstance(key, tuple) or len(key) != 2 or not all(isinstance(k, slice) for k in key):
         return None
     (start, stop, step), columns = key[0].indices(shape[0]), key[1].indices(shape[1])

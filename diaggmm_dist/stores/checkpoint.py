@@ -23,13 +23,11 @@ step newer than the pointer is debris of such a crash: it is removed (with a log
 before the next step is written. The ``KEEP`` newest usable steps are kept; no other step is
 ever deleted except by ``overwrite``.
 
-On resume every step is validated (readable metadata, the completion mark, finite arrays of
-the right shapes, attributes of the right types, an iteration and a ``converged`` flag that
-match its lower-bound history); one that fails is skipped with a
-:class:`CorruptCheckpointWarning`, falling back to the one before it. A pointer that is missing
-or not a step name is warned about the same way, and the newest usable step is taken. A null
-pointer (a crash during the first write) takes the newest complete step, if any, quietly. When
-steps were committed but none is usable, or the root's metadata cannot be read,
+On resume every step is validated (:func:`~.checkpoint_steps.read_step`); one that fails is
+skipped with a :class:`CorruptCheckpointWarning`, falling back to the one before it. A pointer
+that is missing or not a step name is warned about the same way, and the newest usable step is
+taken. A null pointer (a crash during the first write) takes the newest complete step, if any,
+quietly. When steps were committed but none is usable, or the root's metadata cannot be read,
 :class:`CheckpointError` names the checkpoint and how to start afresh
 (``overwrite_checkpoint=True``, which always does).
 
@@ -48,14 +46,7 @@ import weakref
 import zarr
 from zarr.errors import BaseZarrError
 
-from .checkpoint_steps import (
-    STEP_NAME,
-    list_steps,
-    normalised,
-    read_step,
-    step_number,
-    write_step,
-)
+from .checkpoint_steps import STEP_NAME, list_steps, normalised, read_step, step_number, write_step
 from .lease import CheckpointInUseError, Lease, raise_if_in_use
 from .model_checks import ModelStoreError
 from .zarr_groups import (
@@ -150,31 +141,20 @@ def _root_problem(url, identity=None, mode="r"):
         root = open_group_or_none(_store_of(url), mode=mode)
     except NotAGroupError as err:
         if err.kind == "files" and list_steps(_store_of(url)):
-            return (
-                None,
-                (
-                    f"The checkpoint at {url!r} has lost its root metadata (zarr.json), which says "
-                    "whose run its steps are"
-                ),
-                CheckpointError,
+            lost = (
+                f"The checkpoint at {url!r} has lost its root metadata (zarr.json), which says "
+                "whose run its steps are"
             )
-        return (
-            None,
-            err.describe("checkpoint") + ": refusing to replace it",
-            CheckpointMismatchError,
+            return None, lost, CheckpointError
+        refused = err.describe("checkpoint") + ": refusing to replace it"
+        return None, refused, CheckpointMismatchError
+    # JSONDecodeError is a ValueError; a non-object is a TypeError
+    except (ValueError, TypeError) as err:
+        unreadable = (
+            f"The checkpoint at {url!r} has unreadable root metadata (zarr.json: "
+            f"{type(err).__name__}: {err})"
         )
-    except (
-        ValueError,
-        TypeError,
-    ) as err:  # JSONDecodeError is a ValueError; a non-object is a TypeError
-        return (
-            None,
-            (
-                f"The checkpoint at {url!r} has unreadable root metadata (zarr.json: "
-                f"{type(err).__name__}: {err})"
-            ),
-            CheckpointError,
-        )
+        return None, unreadable, CheckpointError
     problem = None if root is None else _identity_problem(url, dict(root.attrs), identity)
     return root, problem, CheckpointMismatchError
 

@@ -4,6 +4,10 @@ A step ``step-NNNNNNNN`` holds one float64 array ``restart-<i>`` of shape (3, K,
 restart (means, covariances and precisions), its attributes holding the rest of the restart's
 :class:`~diaggmm_dist.state.TrainingState`; the step's attribute ``restarts``, written last,
 marks it complete. :mod:`.checkpoint` decides which step to read or write.
+
+A step is valid with readable metadata, the completion mark, finite arrays of the right shapes,
+attributes of the right types, and an iteration and a ``converged`` flag that match its
+lower-bound history.
 """
 
 from __future__ import annotations

@@ -347,11 +347,7 @@ def _checked_params(params, version, where):
 
 
 def checked_settings(
-    attrs: Mapping[str, Any],
-    version: int,
-    defaults: Mapping[str, Any],
-    owner: str,
-    where: str,
+    attrs: Mapping, version: int, defaults: Mapping, owner: str, where: str
 ) -> dict:
     """The stored constructor settings, checked by the constructor's own rules.
 
