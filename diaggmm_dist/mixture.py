@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import os
 import time
 import warnings
 
@@ -860,17 +861,54 @@ class DiagGMM(DensityMixin, BaseEstimator):
         return parameters.aic(self.score(X), n_samples, *self.means_.shape)
 
     # ------------------------------------------------------------ persistence
-    def save(self, url, *, overwrite=False):
+    def save(self, url: str | os.PathLike, *, overwrite: bool = False) -> None:
         """Write the fitted model to a Zarr group (local path or fsspec URL); data only, no pickle.
 
-        See :mod:`diaggmm_dist.stores.model_store` for the layout. An existing store is refused
-        unless ``overwrite``; on local disks the new store replaces the old one atomically.
+        See :mod:`diaggmm_dist.stores.model_store` for the layout.
+
+        Parameters
+        ----------
+        url : str or os.PathLike
+            Local path or fsspec URL of the group to write.
+        overwrite : bool, default=False
+            Replace an existing store (on local disks the new store replaces the old one
+            atomically); without it an existing store is refused.
+
+        Raises
+        ------
+        FileExistsError
+            A store exists at ``url`` and ``overwrite`` is False.
+        sklearn.exceptions.NotFittedError
+            The model is not fitted.
         """
         persistence.save_model(self, url, overwrite=overwrite)
 
     @classmethod
-    def load(cls, url):
-        """Read a model written by :meth:`save`, validating every field (never runs code)."""
+    def load(cls, url: str | os.PathLike) -> DiagGMM:
+        """Read a model written by :meth:`save`, validating every field (never runs code).
+
+        Parameters
+        ----------
+        url : str or os.PathLike
+            Local path or fsspec URL of the model store.
+
+        Returns
+        -------
+        DiagGMM
+            The fitted model, of class ``cls``.
+
+        Raises
+        ------
+        FileNotFoundError
+            Nothing is stored at ``url``.
+        ModelStoreError
+            The store is not a valid model; the message names the file and the field.
+
+        Warns
+        -----
+        UnverifiedModelWarning
+            The store is of format version 1 or 2, written without checksums.
+        """
         return persistence.load_model(cls, url)
 
     def to_sklearn(self):

@@ -94,7 +94,9 @@ def donors(tmp_path_factory):
 
 
 def _blosc_corruptions(frame, rng):
-    """``(what, bytes, must_raise)`` for a chunk's Blosc frame: cut, grown, garbled, new headers."""
+    """``(what, bytes, must_raise)`` for the Blosc frame of a chunk: cut, grown, garbled, edited
+    headers.
+    """
     size = len(frame)
     yield "empty", b"", True
     for length in [*range(1, 400), *range(400, size, max(1, size // 97)), size - 1]:
@@ -132,7 +134,9 @@ def _blosc_corruptions(frame, rng):
 
 
 def _edited_header_fields(header, size):
-    """``(field, value)`` edits of a Blosc header: each field to 0, 1, neighbours, extremes..."""
+    """``(field, value)`` edits of a Blosc header: each field to 0, 1, its neighbours, extremes and
+    others.
+    """
     for index, field in enumerate(FIELDS):
         old = header[index]
         if index < 4:  # one byte each
@@ -173,7 +177,9 @@ def _edited_header_fields(header, size):
 
 
 def _raw_corruptions(values, rng):
-    """``(what, bytes, must_raise)`` for a raw chunk: cut, grown, or other bytes of its size."""
+    """``(what, bytes, must_raise)`` for a raw chunk: cut, grown, or other bytes of the same
+    size.
+    """
     size = len(values)
     yield "empty", b"", True
     for length in [*range(1, 400), *range(400, size, max(1, size // 97)), size - 1]:

@@ -1,4 +1,5 @@
-"""Corrupt chunks never become data on zarr's own read path either (``checked_zarr.py``).
+"""Corrupt chunks never become data on zarr's own read path either
+(:mod:`diaggmm_dist.checked_zarr`).
 
 The direct reader covers local Zarr v3 Blosc or raw arrays; zarr reads every other array: Zarr v2
 stores, other codecs, sharded arrays, fsspec URLs. There a truncated Blosc frame used to decode to
@@ -141,7 +142,9 @@ def test_a_fit_on_a_corrupt_chunk_that_zarr_reads_raises_the_error_naming_it(
 
 
 def _fuzz(frame):
-    """``(what, bytes, must_raise)``: cut at many lengths, grown, bytes flipped (sizes kept)."""
+    """``(what, bytes, must_raise)``: cut at many lengths, grown, bytes flipped (sizes kept: may
+    read).
+    """
     rng = np.random.default_rng(1)
     for length in sorted(
         {*range(40), *range(40, len(frame), max(1, len(frame) // 60)), len(frame) - 1}
