@@ -350,9 +350,24 @@ def _observed_mask(xb, missing, count_nonfinite):
     return ~nan, n_nan, n_inf
 
 
-def chunk_statistics(
-    x, responsibilities, missing="error", weights=None, count_nonfinite=False, rows=None
-):
+def pass_models(pass_spec) -> tuple[bool, tuple]:
+    """Whether a pass draws random responsibilities, and the sizes of the models it serves.
+
+    Parameters
+    ----------
+    pass_spec : tuple
+        What a pass computes (see :func:`chunk_statistics`).
+
+    Returns
+    -------
+    random : bool
+    model_sizes : tuple of int
+    """
+    random = pass_spec[0] == "random"
+    return random, tuple(pass_spec[2]) if random else pass_spec[1].model_sizes
+
+
+def chunk_statistics(x, pass_spec, missing="error", weights=None, count_nonfinite=False, rows=None):
     """Sufficient statistics of one block of rows.
 
     Parameters
@@ -360,8 +375,8 @@ def chunk_statistics(
     x : ndarray of shape (n, D)
         Any real dtype, either byte order; converted to the compute dtype one sub-block at a
         time, after the shift is subtracted in the wider precision (see the module docstring).
-    responsibilities : tuple
-        ``("gaussian", coef)`` (the E-step), ``("nearest", coef)`` (hard assignment to the
+    pass_spec : tuple
+        What the pass computes, a tag and its parameters: ``("gaussian", coef)`` (the E-step), ``("nearest", coef)`` (hard assignment to the
         nearest centre; ``coef`` from :func:`distance_coefficients`) or
         ``("random", shift, sizes, seeds, dtype)`` (uniform random responsibilities of models
         with ``sizes`` components, each from its own seed, stacked as
@@ -385,12 +400,12 @@ def chunk_statistics(
         for Gaussian responsibilities, Σ w·distance² for nearest ones), the total weight
         and number of the rows used, the NaN and infinite values, and the bad weights.
     """
-    kind = responsibilities[0]
+    kind = pass_spec[0]
     if kind == "random":
-        shift, sizes, seeds, *dtype = responsibilities[1:]
+        shift, sizes, seeds, *dtype = pass_spec[1:]
         k, dtype = sum(sizes), np.dtype(dtype[0] if dtype else shift.dtype)
     else:
-        coef = responsibilities[1]
+        coef = pass_spec[1]
         shift, k, sizes, dtype = coef.shift, coef.n_components, coef.model_sizes, coef.dtype
     models = [slice(end - size, end) for size, end in zip(sizes, np.cumsum(sizes))]
     n, d = x.shape
