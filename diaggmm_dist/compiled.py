@@ -53,7 +53,7 @@ UNDERFLOW = {np.dtype(np.float32): float(_UNDERFLOW32), np.dtype(np.float64): _U
 
 
 def _jit(function, fastmath=frozenset({"contract"})):
-    """numba's njit for these loops: no GIL, checks off, and the machine code cached on disk where possible."""
+    """numba's njit for these loops: no GIL, checks off, machine code cached on disk if possible."""
     # By default only "contract" (fused multiply-add): reassociation would undo the rounding
     # by adding and subtracting 1.5 * 2^mantissa bits, and the two-part reduction by ln 2.
     options = dict(nogil=True, fastmath=set(fastmath), error_model="numpy", boundscheck=False)
@@ -67,7 +67,7 @@ def _jit(function, fastmath=frozenset({"contract"})):
 
 @intrinsic
 def _float_from_bits(typingctx, bits):
-    """The float of ``bits``' width whose bit pattern is the integer ``bits`` (a reinterpretation)."""
+    """The float of ``bits``' width whose bit pattern is the integer ``bits`` (reinterpreted)."""
     float_type = {32: types.float32, 64: types.float64}[bits.bitwidth]
 
     def codegen(context, builder, signature, args):
@@ -131,7 +131,7 @@ def _exp_for(x):  # pragma: no cover (compiled)
 
 @_jit
 def _stack_rows(x, shift, rows):  # pragma: no cover (compiled)
-    """rows[i] <- [x_i − shift | (x_i − shift)²], row by row (each rounded to the buffer's dtype)."""
+    """rows[i] <- [x_i − shift | (x_i − shift)²], row by row, rounded to the buffer's dtype."""
     n, d = x.shape
     for i in range(n):
         row, out = x[i], rows[i]
@@ -174,7 +174,9 @@ def _check(name, *arrays):
 
 
 def stacked_rows(x, shift, rows):
-    """:func:`diaggmm_dist.kernels.stacked_rows` without a mask, in one call: the same numbers as numpy's two passes.
+    """:func:`diaggmm_dist.kernels.stacked_rows` without a mask, in one call.
+
+    The same numbers as numpy's two passes.
 
     ``x`` (n, D) and ``rows`` (n, 2D) C-contiguous float32 or float64 in native byte order
     (``x`` may have the other precision). The shift is taken in float64 and the difference
@@ -194,7 +196,10 @@ def _jit_sum(function):
 
 @_jit_sum
 def _log_norm_sum(total, top, scale):  # pragma: no cover (compiled)
-    """In place: total[i] <- log(total[i]) + top[i] (log p(x_i)), scale[i] <- 1 / total[i]; Σ_i log p(x_i) (float64)."""
+    """In place: total[i] <- log(total[i]) + top[i] (log p(x_i)), scale[i] <- 1 / total[i].
+
+    Returns Σ_i log p(x_i) (float64).
+    """
     acc = 0.0
     for i in range(total.shape[0]):
         t = total[i]
@@ -220,7 +225,10 @@ def _scaled_sum(row, scale):  # pragma: no cover (compiled)
 def _normalise(
     scores, offset, ends, log_norm, mass, log_norm_sum, top, other
 ):  # pragma: no cover (compiled)
-    """The normalisation of each model's rows ``scores[ends[g-1]:ends[g]]`` (module docstring), in place."""
+    """The normalisation of each model's rows ``scores[ends[g-1]:ends[g]]``, in place.
+
+    See the module docstring.
+    """
     n = scores.shape[1]
     begin = 0
     for g in range(ends.shape[0]):
@@ -288,7 +296,7 @@ def _exp_values(values):  # pragma: no cover (compiled)
 
 
 def exp(values, dtype):
-    """exp of ``values`` in ``dtype`` by the compiled loop (what the tests check against exact values)."""
+    """exp of ``values`` in ``dtype`` by the compiled loop (tests check it against exact values)."""
     values = np.array(values, dtype=dtype, ndmin=1)
     out = values.ravel().copy()
     _exp_values(out)

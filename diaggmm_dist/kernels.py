@@ -1,8 +1,9 @@
 """Per-chunk numpy kernels: one block of rows in, a tiny block of statistics out.
 
 This module knows numpy (and, for the elementwise passes of the E-step,
-:mod:`~diaggmm_dist.compiled`'s loops) only: no dask, no I/O, no logging, so every function here can be
-tested on its own and runs unchanged on a thread, a worker process or a remote machine.
+:mod:`~diaggmm_dist.compiled`'s loops) only: no dask, no I/O, no logging, so every function
+here can be tested on its own and runs unchanged on a thread, a worker process or a remote
+machine.
 
 The E-step of a block is matrix products. With P = 1/σ² and x_c = x − shift,
 
@@ -49,7 +50,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-#: Rows per sub-block: x_c, x_c² (SUB_ROWS × D) and responsibilities (K × SUB_ROWS) stay in cache.
+#: Rows per sub-block: x_c, x_c² (SUB_ROWS × D) and responsibilities (K × SUB_ROWS) stay in
+#: cache.
 SUB_ROWS = 8192
 
 LOG_2PI = float(np.log(2.0 * np.pi))
@@ -133,7 +135,7 @@ def model_statistics(stats, model_sizes):
 
 
 def split_statistics(stats):
-    """``(N_k, S0, S1, S2, scalars)`` views of one model's statistics block; ``scalars`` is a dict."""
+    """``(N_k, S0, S1, S2, scalars)`` views of one model's statistics block (scalars: a dict)."""
     k = stats.shape[0] - 1
     d = (stats.shape[1] - 1) // 3
     scalars = dict(zip(SCALARS, stats[k, : len(SCALARS)].tolist()))
@@ -154,7 +156,8 @@ def _coefficients(shift, square, linear, feature, log_weight, dtype):
         feature,
         log_weight[:, None],
     )
-    # the shift stays float64: rounded to a float32 compute dtype it would not be the one the M-step adds back
+    # the shift stays float64: rounded to a float32 compute dtype it would not be the one the
+    # M-step adds back
     return Coefficients(
         np.ascontiguousarray(shift, dtype=np.float64),
         *(np.ascontiguousarray(v, dtype=dtype) for v in values),
@@ -229,7 +232,7 @@ def stacked_rows(x, shift, out, observed=None):
 
 
 def native_order(x):
-    """``x`` in this machine's byte order: itself, or a copy when it is stored the other way (big-endian).
+    """``x`` in this machine's byte order: itself, or a copy when stored the other way (big-endian).
 
     Called on a sub-block (or a block of rows to score), so that the copy is of data that is
     read anyway; numba's compiled loops take native arrays only.
@@ -238,7 +241,7 @@ def native_order(x):
 
 
 def _compiled_for(*arrays):
-    """:mod:`diaggmm_dist.compiled` when all ``arrays`` are C-contiguous float32 or float64 in native order, else None.
+    """:mod:`diaggmm_dist.compiled` if all ``arrays`` are C-contiguous native float32/64, else None.
 
     The compiled loops give the numbers of the numpy code they replace (the normalisation:
     to within its exponential's accuracy); anything else takes the numpy code. numba is
@@ -258,7 +261,7 @@ _compiled = None  # the compiled module, once imported
 
 
 def component_log_scores(rows, coef, observed=None, out=None):
-    """Log scores (K, n) of stacked rows (:func:`stacked_rows`) but a per-component constant, and that constant.
+    """Log scores (K, n) of stacked rows (:func:`stacked_rows`) but a per-component constant.
 
     Returns ``(scores, offset)``: the log scores are ``scores + offset``. The constant (K, 1)
     is left for :func:`normalise_log_scores` to add on its way, which saves a pass over the
@@ -302,7 +305,7 @@ def normalise_log_scores(scores, offset=None, model_sizes=None):
 
 
 def nearest_one_hot(distances):
-    """One-hot responsibilities (K, n) of the nearest centre, in place; return the distances to it."""
+    """One-hot responsibilities (K, n) of the nearest centre, in place; returns the distances."""
     nearest = distances.argmin(axis=0)
     columns = np.arange(distances.shape[1])
     best = distances[nearest, columns]
@@ -376,8 +379,9 @@ def chunk_statistics(x, pass_spec, missing="error", weights=None, count_nonfinit
         Any real dtype, either byte order; converted to the compute dtype one sub-block at a
         time, after the shift is subtracted in the wider precision (see the module docstring).
     pass_spec : tuple
-        What the pass computes, a tag and its parameters: ``("gaussian", coef)`` (the E-step), ``("nearest", coef)`` (hard assignment to the
-        nearest centre; ``coef`` from :func:`distance_coefficients`) or
+        What the pass computes, a tag and its parameters: ``("gaussian", coef)`` (the
+        E-step), ``("nearest", coef)`` (hard assignment to the nearest centre; ``coef`` from
+        :func:`distance_coefficients`) or
         ``("random", shift, sizes, seeds, dtype)`` (uniform random responsibilities of models
         with ``sizes`` components, each from its own seed, stacked as
         :func:`stack_coefficients` stacks models; without ``dtype``, the shift's). The compute
@@ -395,7 +399,8 @@ def chunk_statistics(x, pass_spec, missing="error", weights=None, count_nonfinit
     -------
     stats : ndarray of shape (K + 1, n_stat_columns(D)), float64
         For stacked coefficients (:func:`stack_coefficients`), one such block per model, one
-        under the other (:func:`model_statistics` splits them). Row k is ``[N_k, S0_k, S1_k, S2_k]`` with S0 = Σ r·m (per feature), S1 = Σ r·m·x_c,
+        under the other (:func:`model_statistics` splits them). Row k is
+        ``[N_k, S0_k, S1_k, S2_k]`` with S0 = Σ r·m (per feature), S1 = Σ r·m·x_c,
         S2 = Σ r·m·x_c². The last row holds :data:`SCALARS`: the objective (Σ w log p(x_i)
         for Gaussian responsibilities, Σ w·distance² for nearest ones), the total weight
         and number of the rows used, the NaN and infinite values, and the bad weights.

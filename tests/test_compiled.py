@@ -10,7 +10,7 @@ from diaggmm_dist import compiled, kernels
 
 
 def _ulps(values, exact):
-    """Error of ``values`` in units in the last place of the value nearest ``exact`` in their dtype."""
+    """Error of ``values`` in ulps of the value nearest ``exact`` in their dtype."""
     return np.abs(values.astype(exact.dtype) - exact) / np.spacing(
         exact.astype(values.dtype)
     ).astype(exact.dtype)
@@ -184,8 +184,10 @@ def test_without_a_writable_cache_directory_the_loops_compile_in_the_process(tmp
         "from diaggmm_dist import compiled\n"
         "scores = np.log(np.array([[1.0, 3.0], [3.0, 1.0]], dtype=np.float32))\n"
         "log_norm, _, _ = compiled.normalise_log_scores(scores, np.zeros((2, 1)), np.array([2]))\n"
-        "assert np.allclose(scores, [[0.25, 0.75], [0.75, 0.25]]) and np.allclose(log_norm, np.log(4)), scores\n"
-        "assert type(compiled._normalise._cache).__name__ == 'NullCache'  # compiled here, not cached\n"
+        "assert np.allclose(scores, [[0.25, 0.75], [0.75, 0.25]])"
+        " and np.allclose(log_norm, np.log(4)), scores\n"
+        "assert type(compiled._normalise._cache).__name__ == 'NullCache'"
+        "  # compiled here, not cached\n"
         "print('ok')\n"
     )
     result = subprocess.run(

@@ -1,4 +1,4 @@
-"""The dask layer's statistics pass: local threads run the chunk tasks themselves, clusters use dask."""
+"""The engine's statistics pass: local threads run the chunk tasks themselves, clusters dask."""
 
 import threading
 
@@ -138,7 +138,8 @@ def test_a_cluster_pass_runs_groups_of_chunks_under_keys_of_its_own(rows, coeffi
     built = statistics_graph(X, "error", None, False, coefficients.model_sizes)
     parameters = PassParameters(("gaussian", coefficients), False)
     assert SPLIT_EVERY == 8  # the counts below rest on it
-    # 1 thread: 25 groups of 8 chunks and one of 4, each adding itself up, then a tree of 4 + 1 additions
+    # 1 thread: 25 groups of 8 chunks and one of 4, each adding itself up, then a tree of 4 + 1
+    # additions
     assert cluster.group_sizes(204, 1) == [8] * 25 + [4]
     one = cluster.cluster_graph(built, parameters, n_threads=1)
     tasks = [key for key, node in one.graph.items() if not isinstance(node, DataNode)]
@@ -170,7 +171,7 @@ def test_a_cluster_pass_runs_groups_of_chunks_under_keys_of_its_own(rows, coeffi
 
 
 def _assert_row_order(cluster_pass):
-    """The scheduler takes the groups in row order (the smallest last), each sum once its inputs are done."""
+    """The scheduler takes the groups in row order (smallest last), each sum once its inputs are."""
     graph, priority = cluster_pass.graph, cluster_pass.priority
     groups = [key for key in graph if "chunks" in str(key)]
     assert [priority[key] for key in groups] == sorted(

@@ -24,7 +24,7 @@ def active_client():
 
 
 def group_sizes(n_chunks: int, n_threads: int) -> list[int]:
-    """Chunks per cluster task, in row order: :data:`SPLIT_EVERY` first, halving toward 1 at the end.
+    """Chunks per cluster task, in row order: :data:`SPLIT_EVERY`, halving toward 1 at the end.
 
     Every task costs the client, the scheduler and the worker CPU time, on the cores the
     chunks need (see bench/FINDINGS.md, "engine.group_sizes"), so tasks take

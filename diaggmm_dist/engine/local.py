@@ -35,7 +35,7 @@ def local_threads() -> int:
 
 
 def _evaluate(graph, key, values):
-    """The value of ``key``: its task run on its dependencies (data and parameters in ``values``)."""
+    """The value of ``key``: its task run on its dependencies (data, parameters: ``values``)."""
     node = graph[key]
     return node(
         {
