@@ -27,7 +27,7 @@ def group_sizes(n_chunks: int, n_threads: int) -> list[int]:
     """Chunks per cluster task, in row order: :data:`SPLIT_EVERY`, halving toward 1 at the end.
 
     Every task costs the client, the scheduler and the worker CPU time, on the cores the
-    chunks need (see bench/FINDINGS.md, "engine.group_sizes"), so tasks take
+    chunks need (see bench/FINDINGS.md, "engine.cluster.group_sizes"), so tasks take
     :data:`SPLIT_EVERY` chunks. But a worker that has finished waits for the others' last
     tasks at the end of every pass, so once fewer than ``size`` chunks per thread are left
     the size halves: the pass ends on single chunks.
@@ -144,7 +144,7 @@ def row_order_priorities(graph: dict, group_keys: list) -> dict:
     """Priorities that run the groups of chunks in row order, each sum once its inputs are done.
 
     Left to ``dask.order``, a pass ended on a group of 4 chunks, where :func:`group_sizes`
-    means it to end on single chunks (see bench/FINDINGS.md, "engine.group_sizes").
+    means it to end on single chunks (bench/FINDINGS.md, "engine.cluster.row_order_priorities").
     """
     last = {key: index for index, key in enumerate(group_keys)}  # the last group a task waits for
     tasks = [key for key, node in graph.items() if not dask_compat.is_data(node)]
