@@ -807,7 +807,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         return samples.wrap(self._map(samples, "labels"), "labels")
 
     def predict_proba(self, X):
-        """Posterior probability of every component for every row, shape (n_samples, n_components)."""
+        """Posterior probability of every component for every row, (n_samples, n_components)."""
         samples = self._prediction_samples(X)
         return samples.wrap(self._map(samples, "proba"), "proba", self.n_components)
 
