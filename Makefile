@@ -23,7 +23,10 @@ run: $(STAMP)
 	home=$${PREFECT_HOME:-$(CURDIR)/runs/.prefect}; mkdir -p "$$home" && \
 		PREFECT_HOME="$$home" PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=180 $(PY) -m flows.demo $(ARGS)
 
+# Lint and format checks (ruff, 100 columns) run before the suite: style fails fast.
 test: $(STAMP) test-data
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q tests
 
 # Real data the tests read: the COADS climatology from Debian's ferret-datasets (root only;

@@ -89,7 +89,8 @@ def machine_info():
 
 
 class HostLoad:
-    """CPU the rest of the machine used while a benchmark ran, from ``/proc/stat`` and ``getrusage``.
+    """CPU the rest of the machine used while a benchmark ran, from ``/proc/stat`` and
+    ``getrusage``.
 
     On a shared VM the figures move with whatever else runs (other processes, the host taking
     the CPUs: "steal"). Started before a benchmark's process and stopped after it has been
@@ -106,7 +107,9 @@ class HostLoad:
         self.ours = _rusage_seconds()
 
     def stop(self):
-        """``{"seconds", "outside_core_seconds", "outside_share", "steal_core_seconds", "steal_share"}`` (None off Linux)."""
+        """``{"seconds", "outside_core_seconds", "outside_share", "steal_core_seconds",
+        "steal_share"}`` (None off Linux).
+        """
         ticks, wall = _cpu_ticks(), time.perf_counter() - self.started
         if ticks is None or self.ticks is None or wall <= 0:
             return None
@@ -124,7 +127,9 @@ class HostLoad:
 
 
 def _cpu_ticks():
-    """The machine's busy and stolen CPU time in clock ticks since boot (``/proc/stat``), or None."""
+    """The machine's busy and stolen CPU time in clock ticks since boot (``/proc/stat``), or
+    None.
+    """
     try:
         fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     except (OSError, ValueError, IndexError):
@@ -166,9 +171,10 @@ def machine_line(info):
     )
     return (
         f"{info['date']}, {info['cpu_model']}, {info['logical_cpus']} logical CPUs "
-        f"({info['usable_cpus']} usable), {info['ram_gib']} GiB RAM, Python {info['python']}, {versions}; "
-        f"load average at start {', '.join(f'{v:.2f}' for v in info['load_average_at_start'] or [])} "
-        f"(a shared machine: others may be running benchmarks at the same time)"
+        f"({info['usable_cpus']} usable), {info['ram_gib']} GiB RAM, Python {info['python']}, "
+        f"{versions}; load average at start "
+        f"{', '.join(f'{v:.2f}' for v in info['load_average_at_start'] or [])} (a shared machine: "
+        "others may be running benchmarks at the same time)"
     )
 
 
@@ -237,7 +243,9 @@ def cached_fraction(path):
 
 
 def evict_from_page_cache(path):
-    """Ask the kernel to drop the cached pages of the files under ``path`` (``POSIX_FADV_DONTNEED``; no root needed)."""
+    """Ask the kernel to drop the cached pages of the files under ``path`` (``POSIX_FADV_DONTNEED``;
+    no root needed).
+    """
     for file in _files(path):
         fd = os.open(file, os.O_RDONLY)
         try:
@@ -247,7 +255,9 @@ def evict_from_page_cache(path):
 
 
 def read_into_page_cache(path, block=1 << 24):
-    """Read every file under ``path`` once, in order, so that the page cache holds it; returns the seconds taken."""
+    """Read every file under ``path`` once, in order, so that the page cache holds it; returns the
+    seconds taken.
+    """
     buffer = bytearray(block)
     start = time.perf_counter()
     for file in _files(path):

@@ -13,12 +13,12 @@ each chunk length, and measures
 * read+decode throughput in rows/s of the whole store into numpy: ``X`` opened the way the
   fit opens it (:func:`diaggmm_dist.inputs.as_row_chunked`, whole Zarr chunks grouped into
   dask chunks of about ``default_chunk_rows`` rows; Blosc and uncompressed stores thus take
-  the library's direct read, :mod:`diaggmm_dist.zarr_chunks`, other codecs go through zarr) and reduced with a trivial ``sum`` on
-  dask's threaded scheduler with ``--threads`` (2) threads, with the store in the page cache
-  ("warm"). All stores are written first; then ``--rounds`` rounds go over all of them (order
-  rotated), each store read ``--repeats`` times in a fresh process per round, so that the
-  slow spells of a shared machine fall on every codec alike; best and median are reported.
-  With ``--cold`` (root only), one more read per store after dropping the page cache;
+  the library's direct read, :mod:`diaggmm_dist.zarr_chunks`, other codecs go through zarr) and
+  reduced with a trivial ``sum`` on dask's threaded scheduler with ``--threads`` (2) threads, with
+  the store in the page cache ("warm"). All stores are written first; then ``--rounds`` rounds go
+  over all of them (order rotated), each store read ``--repeats`` times in a fresh process per
+  round, so that the slow spells of a shared machine fall on every codec alike; best and median are
+  reported. With ``--cold`` (root only), one more read per store after dropping the page cache;
 * for a few codecs (``--config-codecs``), the same read under other zarr settings
   (``threading.max_workers``, ``async.concurrency``, ``codec_pipeline.batch_size``), each in a
   fresh process since zarr creates its thread pool once per process.
@@ -138,7 +138,9 @@ def read_in_subprocess(path, threads, repeats, config=None, cold=False):
 
 
 def decode_rate(path, codec_json, repeats=10):
-    """Single-threaded decode of the store's first chunk (numcodecs, as zarr calls it): bytes/s of output."""
+    """Single-threaded decode of the store's first chunk (numcodecs, as zarr calls it): bytes/s of
+    output.
+    """
     import numcodecs
     import numpy as np
 
@@ -271,7 +273,8 @@ def main(argv=None):
                 path / "X", rows_out[-1]["codec_json"]
             )
             print(
-                f"wrote {name} / {chunk_rows}: ratio {rows_out[-1]['ratio']:.3f}, {write_seconds:.1f} s",
+                f"wrote {name} / {chunk_rows}: ratio {rows_out[-1]['ratio']:.3f}, "
+                f"{write_seconds:.1f} s",
                 flush=True,
             )
 
@@ -313,7 +316,8 @@ def main(argv=None):
     for row in rows_out:
         print(
             f"{row['codec']:32s} {row['chunk_rows']:>7d}  ratio {row['ratio']:.3f}  warm best "
-            f"{row['warm']['best_rows_per_s'] / 1e6:6.1f} M rows/s  median {row['warm']['median_rows_per_s'] / 1e6:6.1f}"
+            f"{row['warm']['best_rows_per_s'] / 1e6:6.1f} M rows/s  median "
+            f"{row['warm']['median_rows_per_s'] / 1e6:6.1f}"
             + (f"  cold {row['cold_rows_per_s'] / 1e6:6.1f}" if row.get("cold_rows_per_s") else ""),
             flush=True,
         )
@@ -350,20 +354,23 @@ def render(result):
     lines = [
         f"Machine: {_common.machine_line(result['machine'])}",
         "",
-        f"{result['rows']:,} x {result['features']} float32 rows, read+decode of the whole store into numpy "
-        f"with a sum on dask's threaded scheduler, {result['threads']} threads, page cache warm; "
-        f"best (median) of {result['rounds']} rounds x {result['repeats']} reads, rounds interleaved over all stores. In memory (no decode): "
+        f"{result['rows']:,} x {result['features']} float32 rows, read+decode of the whole store "
+        f"into numpy with a sum on dask's threaded scheduler, {result['threads']} threads, page "
+        f"cache warm; best (median) of {result['rounds']} rounds x {result['repeats']} reads, "
+        "rounds interleaved over all stores. In memory (no decode): "
         f"{result['memory_reference']['best_rows_per_s'] / 1e6:.1f} M rows/s.",
         "",
-        "| codec | chunk rows | MiB on disk | ratio | write s | decode GB/s, 1 thread | read M rows/s best (median) |"
+        "| codec | chunk rows | MiB on disk | ratio | write s | decode GB/s, 1 thread | read M "
+        "rows/s best (median) |"
         + (" cold M rows/s |" if any("cold_seconds" in r for r in result["results"]) else ""),
         "|---|---:|---:|---:|---:|---:|---:|"
         + ("---:|" if any("cold_seconds" in r for r in result["results"]) else ""),
     ]
     for r in result["results"]:
         line = (
-            f"| {r['codec']} | {r['chunk_rows']:,} | {r['bytes_on_disk'] / 2**20:,.0f} | {r['ratio']:.3f} | "
-            f"{r['write_seconds']:.1f} | {r['decode_bytes_per_s_1_thread'] / 1e9:.2f} | "
+            f"| {r['codec']} | {r['chunk_rows']:,} | {r['bytes_on_disk'] / 2**20:,.0f} | "
+            f"{r['ratio']:.3f} | {r['write_seconds']:.1f} | "
+            f"{r['decode_bytes_per_s_1_thread'] / 1e9:.2f} | "
             f"{r['warm']['best_rows_per_s'] / 1e6:.1f} "
             f"({r['warm']['median_rows_per_s'] / 1e6:.1f}) |"
         )

@@ -1,4 +1,5 @@
-"""Prefect overhead: the ``train`` flow against the plain library fit, per EM iteration (issue 5, target 4).
+"""Prefect overhead: the ``train`` flow against the plain library fit, per EM iteration (issue 5,
+target 4).
 
 One run, on the same Zarr store on disk (``--rows`` × 32 float32, K=16; written once and cached
 under ``bench/results/data/``, the same store as ``bench/out_of_core.py``) and the same dask
@@ -75,7 +76,9 @@ SETTINGS = {
 
 
 def prefect_environment(home):
-    """Prefect state under ``home``; a temporary server unless PREFECT_API_URL is set. Before importing prefect."""
+    """Prefect state under ``home``; a temporary server unless PREFECT_API_URL is set. Before
+    importing prefect.
+    """
     os.environ["PREFECT_HOME"] = str(home)
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -145,7 +148,9 @@ def flow_task_runs(flow_run_id):
 
 
 def _plain_run(data_url, checkpoint, iters):
-    """The plain library fit resuming ``checkpoint`` at iteration 0: seconds, its passes' seconds, the model."""
+    """The plain library fit resuming ``checkpoint`` at iteration 0: seconds, its passes' seconds,
+    the model.
+    """
     from diaggmm_dist import DiagGMM
 
     rows = []
@@ -165,7 +170,9 @@ def _plain_run(data_url, checkpoint, iters):
 
 
 def _flow_run(data_url, checkpoint, iters, model_url, scheduler_address, seconds_per_task):
-    """The train flow on the same initialised checkpoint: seconds, its passes' seconds, its task runs."""
+    """The train flow on the same initialised checkpoint: seconds, its passes' seconds, its task
+    runs.
+    """
     from flows.train import train
 
     tick = time.perf_counter()
@@ -217,7 +224,9 @@ def _line(lengths, values):
 
 
 def measure(args, data_url, init_checkpoint, work):
-    """Plain fit and flow at two run lengths, alternating, on one LocalCluster; fixed and per-iteration costs."""
+    """Plain fit and flow at two run lengths, alternating, on one LocalCluster; fixed and
+    per-iteration costs.
+    """
     from distributed import Client
 
     from diaggmm_dist import DiagGMM
@@ -231,8 +240,9 @@ def measure(args, data_url, init_checkpoint, work):
 
     runs = {}
     with local_cluster(2) as cluster, Client(cluster):  # the LocalCluster the library starts
-        # Not timed: warms the workers and the page cache, starts Prefect's temporary server and pays
-        # the first train flow run's one-off costs (0.6 s more outside the passes than later runs).
+        # Not timed: warms the workers and the page cache, starts Prefect's temporary server and
+        # pays the first train flow run's one-off costs (0.6 s more outside the passes than later
+        # runs).
         _flow_run(
             data_url,
             checkpoints["warm"],
@@ -289,11 +299,12 @@ def measure(args, data_url, init_checkpoint, work):
         "runs": runs,
         "plain_seconds_per_iteration": plain_per_iteration,
         "plain_marginal_seconds_per_iteration": plain_slope,
-        # The target: the flow's extra cost per iteration, the slope of (flow − plain) over the run length,
-        # in % of the plain fit's cost per iteration. Taken with each run's own EM pass times out: the
-        # passes are the library's own in both, and their spread on a shared machine (±10 % from one
-        # pass to the next) would swamp a 3 % target. Whether the flow slows the passes themselves is
-        # the pass time ratio below; the slope with the passes in is reported too.
+        # The target: the flow's extra cost per iteration, the slope of (flow − plain) over the run
+        # length, in % of the plain fit's cost per iteration. Taken with each run's own EM pass
+        # times out: the passes are the library's own in both, and their spread on a shared machine
+        # (±10 % from one pass to the next) would swamp a 3 % target. Whether the flow slows the
+        # passes themselves is the pass time ratio below; the slope with the passes in is reported
+        # too.
         "per_iteration_overhead_seconds": outside_slope,
         "per_iteration_overhead_percent": 100 * outside_slope / plain_slope,
         "per_iteration_overhead_with_passes_seconds": extra_slope,
@@ -360,33 +371,42 @@ def render(report):
     long_passes = runs[f"plain-{long}"]["pass_seconds"]
     return "\n".join(
         [
-            f"\n{report['rows']:,} rows x 32, K=16, float32, runs of {short} and {long} iterations from the same "
-            f"initialisation, plain fit and train flow alternating ({info['usable_cpus']} CPUs, {info['cpu_model']}, "
-            f"{report['date']})\n",
-            "| run | iterations | s | s in EM passes | CPU s: this process / workers / other processes (Prefect's server) |",
+            f"\n{report['rows']:,} rows x 32, K=16, float32, runs of {short} and {long} iterations "
+            "from the same initialisation, plain fit and train flow alternating "
+            f"({info['usable_cpus']} CPUs, {info['cpu_model']}, {report['date']})\n",
+            "| run | iterations | s | s in EM passes | CPU s: this process / workers / other "
+            "processes (Prefect's server) |",
             "|---|---:|---:|---:|---:|",
             *rows,
             "",
-            f"per-iteration overhead of the flow outside its EM passes (slope of flow - plain over the run length, "
-            f"each run's own pass times taken out): {report['per_iteration_overhead_seconds'] * 1000:+.0f} ms, "
+            "per-iteration overhead of the flow outside its EM passes (slope of flow - plain over "
+            "the run length, each run's own pass times taken out): "
+            f"{report['per_iteration_overhead_seconds'] * 1000:+.0f} ms, "
             f"{report['per_iteration_overhead_percent']:+.2f} % of the plain fit's "
-            f"{report['plain_marginal_seconds_per_iteration']:.2f} s per iteration "
-            f"(target < {report['target_percent']:g} %: {verdict(report['per_iteration_overhead_percent'])})",
-            f"  the flow's EM passes took {report['pass_time_ratio']:.3f}x the plain fit's (all runs); the slope with "
-            f"the passes in: {report['per_iteration_overhead_with_passes_seconds'] * 1000:+.0f} ms, "
-            f"{report['per_iteration_overhead_with_passes_percent']:+.2f} %; spread of the plain fit's passes in the "
-            f"{long}-iteration run: {min(long_passes):.2f} to {max(long_passes):.2f} s",
-            f"  CPU the flow adds per iteration (slope): this process {extra_cpu['this process'] * 1000:+.0f} ms, the workers "
+            f"{report['plain_marginal_seconds_per_iteration']:.2f} s per iteration (target < "
+            f"{report['target_percent']:g} %: {verdict(report['per_iteration_overhead_percent'])})",
+            f"  the flow's EM passes took {report['pass_time_ratio']:.3f}x the plain fit's (all "
+            "runs); the slope with the passes in: "
+            f"{report['per_iteration_overhead_with_passes_seconds'] * 1000:+.0f} ms, "
+            f"{report['per_iteration_overhead_with_passes_percent']:+.2f} %; spread of the plain "
+            f"fit's passes in the {long}-iteration run: {min(long_passes):.2f} to "
+            f"{max(long_passes):.2f} s",
+            "  CPU the flow adds per iteration (slope): this process "
+            f"{extra_cpu['this process'] * 1000:+.0f} ms, the workers "
             f"{extra_cpu['workers'] * 1000:+.0f} ms, other processes (Prefect's server) "
-            f"{extra_cpu['other processes'] * 1000:+.0f} ms, on a machine whose 2 cores the 2 workers keep busy",
+            f"{extra_cpu['other processes'] * 1000:+.0f} ms, on a machine whose 2 cores the 2 "
+            "workers keep busy",
             f"fixed cost of the flow per run: {report['fixed_overhead_seconds']:.2f} s "
-            f"({report['fixed_overhead_outside_passes_seconds']:.2f} s with the pass times taken out)",
-            f"whole {long}-iteration run: flow {report['overhead_percent']:+.2f} % over the plain fit "
-            f"({report['overhead_outside_passes_percent']:+.2f} % outside the EM passes); outside Prefect's flow run "
-            f"{report['outside_flow_run_seconds']:.2f} s; in the em-iterations tasks beyond their iterations "
+            f"({report['fixed_overhead_outside_passes_seconds']:.2f} s with the pass times taken "
+            "out)",
+            f"whole {long}-iteration run: flow {report['overhead_percent']:+.2f} % over the plain "
+            f"fit ({report['overhead_outside_passes_percent']:+.2f} % outside the EM passes); "
+            f"outside Prefect's flow run {report['outside_flow_run_seconds']:.2f} s; in the "
+            "em-iterations tasks beyond their iterations "
             f"{report['em_tasks_beyond_iterations_seconds']:.2f} s",
-            f"checkpoint write: {report['checkpoint_write_seconds_per_iteration'] * 1000:.1f} ms per iteration, "
-            f"{report['checkpoint_write_percent_of_iteration']:.2f} % of the plain fit's iteration",
+            f"checkpoint write: {report['checkpoint_write_seconds_per_iteration'] * 1000:.1f} ms "
+            f"per iteration, {report['checkpoint_write_percent_of_iteration']:.2f} % of the plain "
+            "fit's iteration",
             f"flow task runs ({long} iterations, seconds_per_task={report['seconds_per_task']:g}): "
             + ", ".join(
                 f"{t['name']} {t['seconds']:.2f} s" for t in runs[f"flow-{long}"]["task_runs"]
@@ -406,7 +426,8 @@ def main(argv=None):
         "--short-iters",
         type=int,
         default=2,
-        help="iterations of the short run (at least 2: the flow then runs as many tasks as in the long run)",
+        help="iterations of the short run (at least 2: the flow then runs as many tasks as in the "
+        "long run)",
     )
     parser.add_argument(
         "--seconds-per-task",
@@ -423,7 +444,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not 2 <= args.short_iters < args.iters:
         parser.error(
-            f"--short-iters must be at least 2 and below --iters ({args.iters}), got {args.short_iters}."
+            f"--short-iters must be at least 2 and below --iters ({args.iters}), got "
+            f"{args.short_iters}."
         )
     home = Path(tempfile.mkdtemp(prefix="flow-overhead-"))
     prefect_environment(home / "prefect")

@@ -27,9 +27,10 @@ do not depend on this project's code, so they are cached under
 and scikit-learn's version; ``--no-cache`` refits them). Its wall time comes from the run
 that computed it.
 
-    python bench/init_quality.py                     # 40-90 min the first time (scikit-learn), ~5 min cached
-    python bench/init_quality.py --quick             # 3 seeds, K 4 and 8, a coarser turbidity grid
-    python bench/init_quality.py --candidates 1 --out init_quality_one_run.json   # as before issue 19
+    python bench/init_quality.py            # 40-90 min the first time (scikit-learn), ~5 min cached
+    python bench/init_quality.py --quick    # 3 seeds, K 4 and 8, a coarser turbidity grid
+    # as before issue 19: one initialization candidate
+    python bench/init_quality.py --candidates 1 --out init_quality_one_run.json
 """
 
 from __future__ import annotations
@@ -71,7 +72,9 @@ def coads_rows():
 
 
 def turbidity_rows(stride):
-    """Every ``stride``-th latitude and longitude of the Linke-turbidity cube, as (pixels, 12) float64."""
+    """Every ``stride``-th latitude and longitude of the Linke-turbidity cube, as (pixels, 12)
+    float64.
+    """
     import h5py
 
     from diaggmm_dist.io.linke import linke_source_path
@@ -157,9 +160,9 @@ def compare(name, X, k, seeds, settings, cache):
         theirs.append(cache[key])
         ours.append(fit_ours(X, k, seed, settings))
         print(
-            f"{name} K={k} seed {seed}: ours {ours[-1]['lower_bound']:.5f} ({ours[-1]['lloyd_passes']} Lloyd "
-            f"passes, {ours[-1]['n_iter']} iterations), scikit-learn {theirs[-1]['lower_bound']:.5f} "
-            f"({theirs[-1]['n_iter']} iterations)",
+            f"{name} K={k} seed {seed}: ours {ours[-1]['lower_bound']:.5f} "
+            f"({ours[-1]['lloyd_passes']} Lloyd passes, {ours[-1]['n_iter']} iterations), "
+            f"scikit-learn {theirs[-1]['lower_bound']:.5f} ({theirs[-1]['n_iter']} iterations)",
             flush=True,
         )
     mean_ours = statistics.fmean(fit["lower_bound"] for fit in ours)
@@ -208,27 +211,29 @@ def markdown(result):
     lines = [
         f"Machine: {machine_line(result['machine'])}",
         "",
-        f"DiagGMM() (init_params='kmeans': a sample of at most {result['sample_rows']:,} rows; on larger "
-        f"data the best of {result['kmeans_candidates']} k-means runs on it, judged by EM on "
-        f"{result['candidate_rows']:,} of its rows; then at most {result['lloyd_passes_cap']} full-data "
-        "Lloyd passes) vs GaussianMixture(covariance_type='diag'), "
-        f"tol={settings['tol']}, max_iter={settings['max_iter']}, reg_covar={settings['reg_covar']}, "
-        f"seeds {result['seeds'][0]}..{result['seeds'][-1]}; gap = scikit-learn's mean minus ours "
-        "(nats per row; positive: ours worse). Init passes: full-data Lloyd passes, plus 1 for the "
-        "sample read (all rows when the data is smaller than the sample; mean over seeds, and the most).",
+        f"DiagGMM() (init_params='kmeans': a sample of at most {result['sample_rows']:,} rows; on "
+        f"larger data the best of {result['kmeans_candidates']} k-means runs on it, judged by EM "
+        f"on {result['candidate_rows']:,} of its rows; then at most {result['lloyd_passes_cap']} "
+        "full-data Lloyd passes) vs GaussianMixture(covariance_type='diag'), "
+        f"tol={settings['tol']}, max_iter={settings['max_iter']}, "
+        f"reg_covar={settings['reg_covar']}, seeds {result['seeds'][0]}..{result['seeds'][-1]}; "
+        "gap = scikit-learn's mean minus ours (nats per row; positive: ours worse). Init passes: "
+        "full-data Lloyd passes, plus 1 for the sample read (all rows when the data is smaller "
+        "than the sample; mean over seeds, and the most).",
         "",
         "| data | rows x features | K | ours mean | scikit-learn mean | gap | init passes (max) "
-        "| s before EM / whole fit, ours | EM iterations ours / sklearn | time ours / sklearn | verdict |",
+        "| s before EM / whole fit, ours | EM iterations ours / sklearn | time ours / sklearn | "
+        "verdict |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in result["rows"]:
         lines.append(
-            f"| {row['data']} | {row['rows']:,} x {row['features']} | {row['k']} | {row['ours_mean']:.5f} "
-            f"| {row['sklearn_mean']:.5f} | {row['gap']:+.4f} | {row['init_passes_mean']:.1f} "
-            f"({row['init_passes_max']}) | {row['ours_init_seconds_mean']:.2f} / {row['ours_seconds_mean']:.2f} "
-            f"| {row['ours_iterations_mean']:.0f} / "
-            f"{row['sklearn_iterations_mean']:.0f} | {row['time_ratio']:.2f} | "
-            f"{verdict(row['passed'])} (<= {TARGET}) |"
+            f"| {row['data']} | {row['rows']:,} x {row['features']} | {row['k']} | "
+            f"{row['ours_mean']:.5f} | {row['sklearn_mean']:.5f} | {row['gap']:+.4f} | "
+            f"{row['init_passes_mean']:.1f} ({row['init_passes_max']}) | "
+            f"{row['ours_init_seconds_mean']:.2f} / {row['ours_seconds_mean']:.2f} | "
+            f"{row['ours_iterations_mean']:.0f} / {row['sklearn_iterations_mean']:.0f} | "
+            f"{row['time_ratio']:.2f} | {verdict(row['passed'])} (<= {TARGET}) |"
         )
     lines += [f"* {note}" for note in result["notes"]]
     return "\n".join(lines)

@@ -98,7 +98,9 @@ def in_memory(path, iters):
 
 
 def no_overlap_ratio(stored_one, memory):
-    """R=8's ratio to R=1 if the extra models cost their arithmetic, overlapping nothing (module docstring)."""
+    """R=8's ratio to R=1 if the extra models cost their arithmetic, overlapping nothing (module
+    docstring).
+    """
     one, added = (
         stored_one["seconds_per_iteration"],
         (memory["r8"]["seconds_per_iteration"] - memory["r1"]["seconds_per_iteration"]),
@@ -146,10 +148,11 @@ def main(argv=None):
     memory = in_memory(path, args.iters)
     result["memory"] = memory
     lines += [
-        f"| memory (the store's rows as numpy) | n_init=1 | {memory['r1']['seconds_per_iteration']:.3f} "
-        "| 1.00 | | |",
+        "| memory (the store's rows as numpy) | n_init=1 | "
+        f"{memory['r1']['seconds_per_iteration']:.3f} | 1.00 | | |",
         f"| memory (the store's rows as numpy) | n_init=8 (side by side) "
-        f"| {memory['r8']['seconds_per_iteration']:.3f} | {memory['ratio']:.2f} | | arithmetic alone |",
+        f"| {memory['r8']['seconds_per_iteration']:.3f} | {memory['ratio']:.2f} | | arithmetic "
+        "alone |",
     ]
     cold_ok = drop_page_cache()
     for cache in ("warm", "cold") if cold_ok else ("warm",):
@@ -167,17 +170,19 @@ def main(argv=None):
         reads = "page cache" if cache == "warm" else "disk (page cache dropped before every pass)"
         lines += [
             f"| {reads} | n_init=1 | {one['seconds_per_iteration']:.3f} | 1.00 | | |",
-            f"| {reads} | n_init=8 (side by side) | {eight['seconds_per_iteration']:.3f} | {ratio:.2f} "
-            f"| <= {TARGET} | {verdict(ratio <= TARGET)} |",
-            f"| {reads} | estimate: R=1 + the arithmetic R=8 adds, no overlap | | {estimate:.2f} | | |",
+            f"| {reads} | n_init=8 (side by side) | {eight['seconds_per_iteration']:.3f} | "
+            f"{ratio:.2f} | <= {TARGET} | {verdict(ratio <= TARGET)} |",
+            f"| {reads} | estimate: R=1 + the arithmetic R=8 adds, no overlap | | {estimate:.2f} | "
+            "| |",
         ]
     result.update(target=TARGET, selection=selection(path, args.iters))
     sel = result["selection"]
     lines += [
         "",
-        f"select_n_components({CANDIDATES}) whole call {sel['all_seconds']:.1f} s vs the same call with "
-        f"[16] only {sel['k16_seconds']:.1f} s ({sel['all_seconds'] / sel['k16_seconds']:.2f}x; initialisation "
-        "included, one per candidate).",
+        f"select_n_components({CANDIDATES}) whole call {sel['all_seconds']:.1f} s vs the same call "
+        f"with [16] only {sel['k16_seconds']:.1f} s "
+        f"({sel['all_seconds'] / sel['k16_seconds']:.2f}x; initialisation included, one per "
+        "candidate).",
     ]
     result["markdown"] = "\n".join(lines)
     out = write_json("many_models.json", result)

@@ -23,9 +23,9 @@ in-memory fits, the fits at smaller N) came on top and grew from one N to the ne
 
 Figures: seconds per iteration (median of the timed iterations, from the library's own
 per-iteration log records), seconds per million rows per iteration, the ratio disk / memory
-per row (target <= 1.3x at 160M), and the peak resident memory (summed PSS) of the whole process tree (this process,
-the nannies and the workers, sampled every 0.1 s; target < 2 GiB and flat in N). The verdict
-takes the better of the two schedulers; the JSON keeps both.
+per row (target <= 1.3x at 160M), and the peak resident memory (summed PSS) of the whole process
+tree (this process, the nannies and the workers, sampled every 0.1 s; target < 2 GiB and flat in N).
+The verdict takes the better of the two schedulers; the JSON keeps both.
 
 What the machine allows. Reading is CPU work on the same two cores as the EM. For each N:
 
@@ -54,10 +54,11 @@ file (its seconds are reported: the disk's speed when it was not cached); at the
 stores are evicted again, leaving the page cache to the scripts that run next. Without that, a
 store of ~80% of RAM competes with the ones read before it, and the kernel keeps evicting
 the pages the next pass needs first (a 160M fit started with 91% of the store cached ran
-at 1.72x where one started with it all cached ran at 1.27-1.37x). The report gives, for every run, the store's
-size against RAM and the fraction of its bytes in the page cache as each timed iteration
-starts (``fincore``; the table shows the least). With ``--cold`` (root), every iteration is also run after dropping the page
-cache (``echo 1 > /proc/sys/vm/drop_caches`` before each pass), so that it reads the disk.
+at 1.72x where one started with it all cached ran at 1.27-1.37x). The report gives, for every run,
+the store's size against RAM and the fraction of its bytes in the page cache as each timed iteration
+starts (``fincore``; the table shows the least). With ``--cold`` (root), every iteration is also run
+after dropping the page cache (``echo 1 > /proc/sys/vm/drop_caches`` before each pass), so that it
+reads the disk.
 
     python bench/out_of_core.py                              # 10M, 40M, 160M (long: ~1-2 h)
     python bench/out_of_core.py --rows 2000000 --iters 2     # smoke run
@@ -91,7 +92,8 @@ RSS_TARGET = 2 * 2**30
 
 
 def disk_run(path, iters, scheduler, drop_cache=False):
-    """One disk fit on ``scheduler`` ("threads" or "cluster"), run in a fresh process (:func:`disk_fit`).
+    """One disk fit on ``scheduler`` ("threads" or "cluster"), run in a fresh process
+    (:func:`disk_fit`).
 
     A fresh process, so that its peak memory is the fit's own, not what the runs before it
     (the in-memory fits, the fits at smaller N) left in this process's malloc heaps.
@@ -115,7 +117,9 @@ def disk_run(path, iters, scheduler, drop_cache=False):
 
 
 def disk_fit(path, iters, scheduler, drop_cache=False):
-    """The disk fit of :func:`disk_run`, in this process, with the page cache state as each timed iteration starts."""
+    """The disk fit of :func:`disk_run`, in this process, with the page cache state as each timed
+    iteration starts.
+    """
     probe = functools.partial(_common.cached_fraction, path)
     if scheduler == "cluster":
         from distributed import Client
@@ -138,7 +142,8 @@ def disk_fit(path, iters, scheduler, drop_cache=False):
 
 
 def fit_chunks(path):
-    """The store at ``path`` as the fit reads it: the ``zarr.Array``, the library's reader and the fit's chunks.
+    """The store at ``path`` as the fit reads it: the ``zarr.Array``, the library's reader and the
+    fit's chunks.
 
     The chunks are row slices of :func:`diaggmm_dist.inputs.as_row_chunked`'s dask chunks; the
     reader is the direct read of :mod:`diaggmm_dist.zarr_chunks` where the layout allows it,
@@ -156,7 +161,8 @@ def fit_chunks(path):
 
 
 def read_run(path, repeats=2):
-    """Best seconds of a pass that only reads and decodes the store (module docstring), per million rows too.
+    """Best seconds of a pass that only reads and decodes the store (module docstring), per million
+    rows too.
 
     The fit's chunks (:func:`diaggmm_dist.inputs.as_row_chunked`), each read and dropped, on a
     thread per core taking the next chunk as the fit's local passes do (so no dask
@@ -183,7 +189,9 @@ def read_run(path, repeats=2):
 
 
 def kernel_alone_run(path, rounds):
-    """The kernel alone reading the store at ``path`` vs on rows in memory (module docstring): s per 1M rows, ratios."""
+    """The kernel alone reading the store at ``path`` vs on rows in memory (module docstring): s per
+    1M rows, ratios.
+    """
     from dask.system import CPU_COUNT
 
     array, reader, slices = fit_chunks(path)
@@ -194,12 +202,11 @@ def kernel_alone_run(path, rounds):
     repeats = max(1, round(disk_rows / memory.shape[0]))
     chunks = [memory[start : start + step] for start in range(0, memory.shape[0], step)] * repeats
     start_values = _common.start_values()
+    memory_rows = repeats * memory.shape[0]
 
     def memory_pass():
-        return per_million(
-            _common.kernel_pass_seconds(chunks, *start_values, CPU_COUNT),
-            repeats * memory.shape[0],  # noqa: F821 - closure over the names above (ruff false positive)
-        )
+        seconds = _common.kernel_pass_seconds(chunks, *start_values, CPU_COUNT)
+        return per_million(seconds, memory_rows)
 
     def disk_pass(selections=slices):
         seconds = _common.kernel_pass_seconds(
@@ -214,7 +221,8 @@ def kernel_alone_run(path, rounds):
         disk_seconds.append(disk_pass())
         memory_seconds.append(memory_pass())
     paired = [d / statistics.mean(memory_seconds[i : i + 2]) for i, d in enumerate(disk_seconds)]
-    del memory, chunks
+    chunks.clear()  # the closure above keeps the list: empty it so that the rows can go
+    del memory
     gc.collect()
     return {
         "disk_rows": disk_rows,
@@ -240,7 +248,9 @@ def memory_run(path, iters):
 
 
 def evict_other_stores(path, root):
-    """Evict every store under ``root`` but the one of array ``path`` from the page cache (module docstring)."""
+    """Evict every store under ``root`` but the one of array ``path`` from the page cache (module
+    docstring).
+    """
     for other in Path(root).iterdir():
         if other.is_dir() and other.resolve() != path.parent.resolve():
             _common.evict_from_page_cache(other)
@@ -318,9 +328,10 @@ def main(argv=None):
         entry["warming_read_seconds"] = _common.read_into_page_cache(path)
         entry["cached_after_warming"] = _common.cached_fraction(path)
         print(
-            f"  other stores evicted from the page cache; this one read once in {entry['warming_read_seconds']:.1f} s "
-            f"(cached before {fmt_fraction(entry['cached_before_warming'])}, "
-            f"after {fmt_fraction(entry['cached_after_warming'])})",
+            "  other stores evicted from the page cache; this one read once in "
+            f"{entry['warming_read_seconds']:.1f} s (cached before "
+            f"{fmt_fraction(entry['cached_before_warming'])}, after "
+            f"{fmt_fraction(entry['cached_after_warming'])})",
             flush=True,
         )
         # the in-memory reference before the first disk fit and after each one: the VM's speed
@@ -345,10 +356,11 @@ def main(argv=None):
                 ]
                 run["memory_seconds_per_million_rows"] = statistics.mean(around)
                 print(
-                    f"  {scheduler}{' cold' if cold else ''}: {run['seconds_per_iteration']:.2f} s/iter, "
-                    f"{run['seconds_per_million_rows']:.3f} s per 1M rows, peak resident {run['peak_rss_bytes'] / 2**30:.2f} GiB, "
-                    f"in page cache at the timed iterations' start >= {fmt_fraction(run['cached_fraction_min'])}; "
-                    f"in memory 1M after it: {entry['memory_runs'][-1]['seconds_per_iteration']:.3f} s/iter",
+                    f"  {scheduler}{' cold' if cold else ''}: {run['seconds_per_iteration']:.2f} "
+                    f"s/iter, {run['seconds_per_million_rows']:.3f} s per 1M rows, peak resident "
+                    f"{run['peak_rss_bytes'] / 2**30:.2f} GiB, in page cache at the timed "
+                    f"iterations' start >= {fmt_fraction(run['cached_fraction_min'])}; in memory "
+                    f"1M after it: {entry['memory_runs'][-1]['seconds_per_iteration']:.3f} s/iter",
                     flush=True,
                 )
         entry["read"] = read_run(path)
@@ -443,11 +455,14 @@ def verdict(result):
 
 
 def _kernel_alone_line(run):
-    """The kernel alone in words: seconds per 1M rows reading the store and in memory (medians), and the ratio."""
+    """The kernel alone in words: seconds per 1M rows reading the store and in memory (medians), and
+    the ratio.
+    """
     return (
-        f"{statistics.median(run['disk_seconds_per_million_rows']):.4f} s per 1M rows reading the store, "
-        f"{statistics.median(run['memory_seconds_per_million_rows']):.4f} in memory: "
-        f"{run['disk_over_memory']:.2f}x (paired: {', '.join(f'{r:.2f}' for r in run['disk_over_memory_paired'])})"
+        f"{statistics.median(run['disk_seconds_per_million_rows']):.4f} s per 1M rows reading the "
+        f"store, {statistics.median(run['memory_seconds_per_million_rows']):.4f} in memory: "
+        f"{run['disk_over_memory']:.2f}x (paired: "
+        f"{', '.join(f'{r:.2f}' for r in run['disk_over_memory_paired'])})"
     )
 
 
@@ -475,8 +490,8 @@ def render(result):
         f"{describe_codec(first['codec'])}, {first['zarr_chunk_rows']:,} rows per Zarr chunk; "
         f"{result['timed_iterations']} timed iterations (median) after one untimed. "
         f"In-memory reference: the first {result['memory_rows']:,} rows as numpy, dask threads, "
-        f"measured before each N's first disk fit and after each one; each disk fit is compared with the "
-        f"mean of the two around it (in brackets: against the fastest reference of that N)."
+        "measured before each N's first disk fit and after each one; each disk fit is compared "
+        "with the mean of the two around it (in brackets: against the fastest reference of that N)."
     )
     lines += [
         "",
@@ -517,8 +532,10 @@ def render(result):
             f = e["kernel_alone"]
             lines.append(
                 f"| | | the kernel alone, each chunk read from the store (in brackets: "
-                f"on the in-memory rows) | | | {statistics.median(f['disk_seconds_per_million_rows']):.3f} "
-                f"({statistics.median(f['memory_seconds_per_million_rows']):.3f}) | {f['disk_over_memory']:.2f} | |"
+                "on the in-memory rows) | | | "
+                f"{statistics.median(f['disk_seconds_per_million_rows']):.3f} "
+                f"({statistics.median(f['memory_seconds_per_million_rows']):.3f}) | "
+                f"{f['disk_over_memory']:.2f} | |"
             )
     v = result.get("verdict")
     if v:
@@ -526,24 +543,24 @@ def render(result):
             "",
             "| target (issue 5, #3) | measured | result |",
             "|---|---:|---|",
-            f"| per-row time at {v['rows']:,} rows within {RATIO_TARGET}x of in memory (better scheduler: "
-            f"{v['scheduler']}) | {v['disk_over_memory']:.2f}x"
+            f"| per-row time at {v['rows']:,} rows within {RATIO_TARGET}x of in memory (better "
+            f"scheduler: {v['scheduler']}) | {v['disk_over_memory']:.2f}x"
             + (
                 f" (against the fastest reference {v['disk_over_fastest_memory']:.2f}x)"
                 if v.get("disk_over_fastest_memory")
                 else ""
             )
             + (
-                f" (the kernel alone, reading the store vs in memory: {v['kernel_alone']:.2f}x; from an "
-                f"uncompressed store {v['uncompressed_kernel_alone']:.2f}x)"
+                f" (the kernel alone, reading the store vs in memory: {v['kernel_alone']:.2f}x; "
+                f"from an uncompressed store {v['uncompressed_kernel_alone']:.2f}x)"
                 if v.get("kernel_alone") and v.get("uncompressed_kernel_alone")
                 else ""
             )
             + f" | {_common.verdict(v['ratio_pass'])} |",
-            f"| peak resident memory (PSS) of the process tree < 2 GiB ({v['scheduler']}) | {v['peak_rss_bytes'] / 2**30:.2f} GiB | "
-            f"{_common.verdict(v['rss_pass'])} |",
-            f"| peak resident memory flat in N (max / min over N < 1.25) | {v['rss_max_over_min_across_n']:.2f} | "
-            f"{_common.verdict(v['rss_flat'])} |",
+            f"| peak resident memory (PSS) of the process tree < 2 GiB ({v['scheduler']}) | "
+            f"{v['peak_rss_bytes'] / 2**30:.2f} GiB | {_common.verdict(v['rss_pass'])} |",
+            "| peak resident memory flat in N (max / min over N < 1.25) | "
+            f"{v['rss_max_over_min_across_n']:.2f} | {_common.verdict(v['rss_flat'])} |",
         ]
         raw = result.get("uncompressed_kernel_alone")
         if raw:
@@ -563,9 +580,10 @@ def render(result):
         largest = max(result["runs"], key=lambda e: e["rows"])
         lines += [
             "",
-            f"Page cache: the {largest['rows']:,}-row store is {largest['bytes_on_disk'] / 2**30:.1f} GiB on "
-            f"a {result['machine']['ram_gib']} GiB machine; {fmt_fraction(held)} of it was in the page cache "
-            "as the warm timed iterations started (the least of them), so those iterations read "
+            f"Page cache: the {largest['rows']:,}-row store is "
+            f"{largest['bytes_on_disk'] / 2**30:.1f} GiB on a {result['machine']['ram_gib']} GiB "
+            f"machine; {fmt_fraction(held)} of it was in the page cache as the warm timed "
+            "iterations started (the least of them), so those iterations read "
             + (
                 "mostly from memory, not from the disk."
                 if held is not None and held > 0.9

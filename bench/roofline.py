@@ -1,4 +1,5 @@
-"""This machine's bound for one diagonal-GMM EM iteration (the yardstick the performance targets use).
+"""This machine's bound for one diagonal-GMM EM iteration (the yardstick the performance targets
+use).
 
 A copy of the shared yardstick ``/work/shared/bench/roofline.py`` kept in the repository so that a
 fresh clone can run ``bench/run.py`` on its own; ``bench/run.py`` prefers the shared file when it
@@ -6,9 +7,10 @@ exists and falls back to this one. Keep the two measuring the same thing: the on
 is the optional ``threads`` argument (default: every core, as in the shared file), which
 ``bench/run.py`` uses to probe how many cores the machine really gives a process.
 
-Measures only the unavoidable arithmetic of one iteration, float32, on warm cache-sized chunks with every
-core busy and one BLAS thread per worker thread: the E-step product [x², x] @ A (N x 2D by 2D x K), the N*K
-exponentials, and the M-step product rᵀ @ [x, x²]. No dask, no I/O, no log-sum-exp bookkeeping.
+Measures only the unavoidable arithmetic of one iteration, float32, on warm cache-sized chunks with
+every core busy and one BLAS thread per worker thread: the E-step product [x², x] @ A (N x 2D by 2D
+x K), the N*K exponentials, and the M-step product rᵀ @ [x, x²]. No dask, no I/O, no log-sum-exp
+bookkeeping.
 
     python roofline.py 1000000 32 16      # N D K -> prints seconds per iteration (best of 3)
 """

@@ -65,8 +65,8 @@ Roofline
     the median of those paired ratios ("paired" in the report). The VM's speed drifts by
     15-30% over minutes, so the run's best bound (often from a fast spell before or after the
     fits) against the best fit measured the drift as much as the code: 54% and 74% in two
-    suite runs of the same code an hour apart. The repository copy is also run with one thread to report the
-    effective parallelism the machine gave (all-core speed-up of the bound's arithmetic).
+    suite runs of the same code an hour apart. The repository copy is also run with one thread to
+    report the effective parallelism the machine gave (all-core speed-up of the bound's arithmetic).
 
 Plain kernel
     Right after the bound, the library's per-chunk kernel (``kernels.chunk_statistics``) runs on
@@ -130,7 +130,9 @@ def _load_module(name, path):
 
 # ----------------------------------------------------------------------------- data
 def make_data(n, d, k, seed):
-    """``n`` rows from a random mixture of ``k`` diagonal Gaussians in ``d`` dimensions (float64)."""
+    """``n`` rows from a random mixture of ``k`` diagonal Gaussians in ``d`` dimensions
+    (float64).
+    """
     rng = np.random.default_rng(seed)
     weights = rng.dirichlet(np.full(k, 5.0))
     means = rng.normal(0.0, 2.0, size=(k, d))
@@ -145,7 +147,9 @@ def make_data(n, d, k, seed):
 
 
 def initial_parameters(X, k, seed):
-    """The shared start: uniform weights, ``k`` distinct data rows as means, the data's precisions."""
+    """The shared start: uniform weights, ``k`` distinct data rows as means, the data's
+    precisions.
+    """
     rng = np.random.default_rng(seed + 1)
     rows = np.sort(rng.choice(X.shape[0], size=k, replace=False))
     weights = np.full(k, 1.0 / k)
@@ -218,7 +222,9 @@ def time_estimators(cases, iters, repeats, after_fit=None):
 
 
 def plain_kernel_seconds(X32, weights, means, precisions, chunk_rows, threads, repeats=5):
-    """Best seconds of one statistics pass of the library's kernel alone (module docstring, "Plain kernel")."""
+    """Best seconds of one statistics pass of the library's kernel alone (module docstring, "Plain
+    kernel").
+    """
     chunks = [X32[start : start + chunk_rows] for start in range(0, X32.shape[0], chunk_rows)]
     _common.kernel_pass_seconds(chunks, weights, means, precisions, threads)  # warm-up
     return min(
@@ -267,41 +273,47 @@ def render_markdown(report):
     lines = [
         f"# DiagGMM vs scikit-learn: per-iteration EM time ({report['timestamp']})",
         "",
-        f"N={cfg['n']:,}  D={cfg['d']}  K={cfg['k']}  iterations={cfg['iters']}  repeats={cfg['repeats']}  "
-        f"seed={cfg['seed']}  DiagGMM chunk_size={cfg['chunk_size'] or 'default (~16 MiB)'} "
-        f"({cfg['diaggmm_chunks']['float64']} chunk(s) in float64, {cfg['diaggmm_chunks']['float32']} in float32)",
+        f"N={cfg['n']:,}  D={cfg['d']}  K={cfg['k']}  iterations={cfg['iters']}  "
+        f"repeats={cfg['repeats']}  seed={cfg['seed']}  DiagGMM "
+        f"chunk_size={cfg['chunk_size'] or 'default (~16 MiB)'} "
+        f"({cfg['diaggmm_chunks']['float64']} chunk(s) in float64, "
+        f"{cfg['diaggmm_chunks']['float32']} in float32)",
         "",
         f"Machine: {machine['cpu_model']}, {machine['logical_cpus']} logical CPUs "
-        f"({machine['usable_cpus']} usable, {machine['physical_cores']} physical cores), {machine['ram_gib']} GiB RAM; "
-        f"Python {machine['python']}; numpy {v['numpy']}, dask {v['dask']}, distributed {v['distributed']}, "
-        f"zarr {v['zarr']}, scikit-learn {v['scikit-learn']}; "
+        f"({machine['usable_cpus']} usable, {machine['physical_cores']} physical cores), "
+        f"{machine['ram_gib']} GiB RAM; Python {machine['python']}; numpy {v['numpy']}, dask "
+        f"{v['dask']}, distributed {v['distributed']}, zarr {v['zarr']}, scikit-learn "
+        f"{v['scikit-learn']}; "
         + ", ".join(
             f"{b['internal_api']} {b['version']} ({b['architecture']}, {b['num_threads']} threads)"
             for b in machine["blas"]
         ),
         "",
-        "| implementation | s / iteration | marginal s / iter | fixed s / fit | speed-up vs sklearn | target | verdict "
-        "| final lower bound | rel. diff vs sklearn (max over the fit) | bound / ours |",
+        "| implementation | s / iteration | marginal s / iter | fixed s / fit | speed-up vs "
+        "sklearn | target | verdict | final lower bound | rel. diff vs sklearn (max over the fit) "
+        "| bound / ours |",
         "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for row in report["rows"]:
         lines.append(
-            f"| {row['label']} | {_fmt_s(row['s_per_iter'])} | {_fmt_s(row['marginal_s_per_iter'])} "
-            f"| {_fmt_s(row['fixed_s_per_fit'])} | {row['speedup']:.2f}x "
-            f"| {_fmt_target(row['target'])} "
+            f"| {row['label']} | {_fmt_s(row['s_per_iter'])} | "
+            f"{_fmt_s(row['marginal_s_per_iter'])} | {_fmt_s(row['fixed_s_per_fit'])} | "
+            f"{row['speedup']:.2f}x | {_fmt_target(row['target'])} "
             f"| {row['verdict']} | {row['lower_bound']:.10g} | {_fmt_lb_diff(row)} "
-            f"| {'—' if row['bound_over_ours'] is None else format(row['bound_over_ours'], '.2f')} |"
+            f"| {'—' if row['bound_over_ours'] is None else format(row['bound_over_ours'], '.2f')} "
+            "|"
         )
     lines += [
         "",
         f"Roofline bound for one iteration ({roof['source']}): **{roof['bound_s']:.4f} s** "
         f"(before the fits {roof['before_s']:.4f} s, after {roof['after_s']:.4f} s; best of each). "
-        f"Parallelism probe, same arithmetic after the fits: {roof['one_thread_s']:.4f} s on 1 thread vs "
-        f"{roof['all_threads_s']:.4f} s on all, so the machine gave {roof['effective_parallelism']:.2f}x "
-        f"from {machine['usable_cpus']} CPUs "
+        f"Parallelism probe, same arithmetic after the fits: {roof['one_thread_s']:.4f} s on 1 "
+        f"thread vs {roof['all_threads_s']:.4f} s on all, so the machine gave "
+        f"{roof['effective_parallelism']:.2f}x from {machine['usable_cpus']} CPUs "
         f"({roof['ideal_parallelism']:.2f}x possible).",
         "",
-        "DiagGMM float32 against the bound measured right after each of its fits (the verdict of target 2): "
+        "DiagGMM float32 against the bound measured right after each of its fits (the verdict of "
+        "target 2): "
         + ", ".join(
             f"{bound_r / (fit_r / cfg['iters']):.0%}"
             for bound_r, fit_r in zip(float32_row["paired_bound_s"], float32_row["t_iters_s"])
@@ -310,15 +322,17 @@ def render_markdown(report):
         + ", ".join(f"{b:.4f}" for b in float32_row["paired_bound_s"])
         + " s).",
         "",
-        f"Plain kernel (the library's per-chunk kernel on DiagGMM float32's chunks, a thread per CPU, no dask, "
-        f"no M-step): {roof['plain_kernel_s']:.4f} s per pass, {roof['plain_kernel_of_bound']:.0%} of the bound; "
-        f"DiagGMM float32's iteration takes {roof['diaggmm_float32_over_plain_kernel']:.2f}x that.",
+        "Plain kernel (the library's per-chunk kernel on DiagGMM float32's chunks, a thread per "
+        f"CPU, no dask, no M-step): {roof['plain_kernel_s']:.4f} s per pass, "
+        f"{roof['plain_kernel_of_bound']:.0%} of the bound; DiagGMM float32's iteration takes "
+        f"{roof['diaggmm_float32_over_plain_kernel']:.2f}x that.",
         "",
         "s / iteration = timed warm-start fit / n_iter_ (includes per-fit work); marginal = "
         "(fit(iters) - fit(1)) / (iters - 1); fixed = fit(1) - marginal. Verdict: float32 needs "
-        f">= {FLOAT32_TARGET:.0f}x, float64 >= {FLOAT64_TARGET:.0f}x; float32 at >= {ROOFLINE_TARGET:.0%} of the bound "
-        "(bound / ours). "
-        f"Lower bounds: float64 expected <= {FLOAT64_LB_TOL:.0e}, float32 <= {FLOAT32_LB_TOL:.0e} relative.",
+        f">= {FLOAT32_TARGET:.0f}x, float64 >= {FLOAT64_TARGET:.0f}x; float32 at >= "
+        f"{ROOFLINE_TARGET:.0%} of the bound (bound / ours). "
+        f"Lower bounds: float64 expected <= {FLOAT64_LB_TOL:.0e}, float32 <= {FLOAT32_LB_TOL:.0e} "
+        "relative.",
     ]
     for note in report["notes"]:
         lines.append(f"\n> {note}")
@@ -510,16 +524,16 @@ def main(argv=None):
     effective = one_thread / all_threads
     if effective < 0.75 * ideal:
         notes.append(
-            f"The roofline arithmetic ran only {effective:.2f}x faster on {threads} threads than on 1 "
-            f"({ideal:.2f}x possible): the machine did not give this process all its CPUs (shared or "
-            "oversubscribed host), so multi-threaded timings (DiagGMM, the bound) are pessimistic and noisy "
-            "here; rerun, or raise --repeats."
+            f"The roofline arithmetic ran only {effective:.2f}x faster on {threads} threads than "
+            f"on 1 ({ideal:.2f}x possible): the machine did not give this process all its CPUs "
+            "(shared or oversubscribed host), so multi-threaded timings (DiagGMM, the bound) are "
+            "pessimistic and noisy here; rerun, or raise --repeats."
         )
     if args.quick:
         notes.append(
             f"Smoke run (--quick): at this size DiagGMM gets {chunks['float64']} (float64) and "
-            f"{chunks['float32']} (float32) chunk(s), i.e. at most that many threads busy, and its fixed "
-            "per-fit and per-iteration costs weigh more; the targets apply to the full size."
+            f"{chunks['float32']} (float32) chunk(s), i.e. at most that many threads busy, and its "
+            "fixed per-fit and per-iteration costs weigh more; the targets apply to the full size."
         )
 
     report = {

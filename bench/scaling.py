@@ -15,12 +15,13 @@ of each can pair a fast spell with a slow one; the best-against-best ratio is re
 
 Part 1b, what the machine allows: the same work without dask, in plain processes. Each
 process opens the store, reads its share of ``--ceiling-chunks`` dask-sized chunks (16 MiB,
-131,072 rows, read as the fit reads them: :mod:`diaggmm_dist.zarr_chunks`) and computes their statistics with the library's kernel, one BLAS thread, after
-a barrier; 1 process reads all of them, 2 processes half each (alternate chunks), started
-with the library's worker malloc settings. The speed-up t(1) / max t(2) is this machine's
-ceiling for target 5 (no scheduler, no client, no task overhead: only two cores sharing
-memory bandwidth and caches, and whatever else the host runs), alternated ``--repeats`` + 1 times,
-reported like the fits: the median of the paired ratios, and best against best.
+131,072 rows, read as the fit reads them: :mod:`diaggmm_dist.zarr_chunks`) and computes their
+statistics with the library's kernel, one BLAS thread, after a barrier; 1 process reads all of them,
+2 processes half each (alternate chunks), started with the library's worker malloc settings. The
+speed-up t(1) / max t(2) is this machine's ceiling for target 5 (no scheduler, no client, no task
+overhead: only two cores sharing memory bandwidth and caches, and whatever else the host runs),
+alternated ``--repeats`` + 1 times, reported like the fits: the median of the paired ratios, and
+best against best.
 
 Part 2, per-chunk figures (the inputs of the worked estimate):
 
@@ -93,7 +94,8 @@ def _worker_read(path, repeats=40):
 
 
 def malloc_check(path):
-    """One chunk read in a worker of a plain LocalCluster (distributed's malloc settings) and of the library's.
+    """One chunk read in a worker of a plain LocalCluster (distributed's malloc settings) and of the
+    library's.
 
     distributed's nannies set ``MALLOC_TRIM_THRESHOLD_=65536`` in this process's environment
     too, and existing variables win over the configuration: the variables are cleared between
@@ -151,7 +153,9 @@ def speedup(path, iters, repeats):
 
 
 def _share_of_chunks(path, starts, rows, barrier, seconds):
-    """One process of :func:`process_ceiling`: read and compute its chunks after the barrier; report the seconds."""
+    """One process of :func:`process_ceiling`: read and compute its chunks after the barrier; report
+    the seconds.
+    """
     import numpy as np
     import zarr
     from threadpoolctl import threadpool_limits
@@ -177,7 +181,9 @@ def _share_of_chunks(path, starts, rows, barrier, seconds):
 
 
 def process_ceiling(path, n_chunks, repeats):
-    """Speed-up of 2 plain processes over 1 doing the fit's per-chunk work (module docstring, part 1b)."""
+    """Speed-up of 2 plain processes over 1 doing the fit's per-chunk work (module docstring, part
+    1b).
+    """
     import multiprocessing
 
     from diaggmm_dist.cluster import worker_malloc_environ
@@ -520,19 +526,20 @@ def render(result):
     lines = [
         f"Machine: {_common.machine_line(result['machine'])}",
         "",
-        f"Fit: {result['rows']:,} x 32 float32 rows from the cached Zarr store, K=16, fixed start, tol=0, "
-        f"{result['timed_iterations']} timed iterations (median) after one untimed; LocalCluster of single-threaded "
-        f"worker processes, {result['repeats']} alternated repeats; speed-up: the median of each repeat's 1-worker "
-        "time over its 2-worker time (s / iter: the best of each).",
+        f"Fit: {result['rows']:,} x 32 float32 rows from the cached Zarr store, K=16, fixed start, "
+        f"tol=0, {result['timed_iterations']} timed iterations (median) after one untimed; "
+        f"LocalCluster of single-threaded worker processes, {result['repeats']} alternated "
+        "repeats; speed-up: the median of each repeat's 1-worker time over its 2-worker time (s / "
+        "iter: the best of each).",
         "",
         "| target (issue 5, #5) | 1 worker s / iter | 2 workers s / iter | speed-up | result |",
         "|---|---:|---:|---:|---|",
-        f"| 2 workers >= {SPEEDUP_TARGET}x faster than 1 | {best['1']:.3f} | {best['2']:.3f} | {s['speedup']:.2f}x | "
-        f"{_common.verdict(s['speedup'] >= SPEEDUP_TARGET)} |",
+        f"| 2 workers >= {SPEEDUP_TARGET}x faster than 1 | {best['1']:.3f} | {best['2']:.3f} | "
+        f"{s['speedup']:.2f}x | {_common.verdict(s['speedup'] >= SPEEDUP_TARGET)} |",
         "",
-        f"(speed-up per repeat: {', '.join(f'{v:.2f}x' for v in s['speedup_per_repeat'])}; best against best "
-        f"{s['speedup_best']:.2f}x; on a 2-core machine the scheduler and client share the two cores with the "
-        "two workers.)",
+        f"(speed-up per repeat: {', '.join(f'{v:.2f}x' for v in s['speedup_per_repeat'])}; best "
+        f"against best {s['speedup_best']:.2f}x; on a 2-core machine the scheduler and client "
+        "share the two cores with the two workers.)",
         "",
     ]
     ceiling = result.get("ceiling")
@@ -542,14 +549,15 @@ def render(result):
         }  # chunks per second
         fitted = {n: t["chunks"] / best[n] for n in ("1", "2")}
         lines += [
-            f"What the machine allows: the same per-chunk work (read from the store and the kernel) in plain "
-            f"processes, no dask, {ceiling['chunks']} chunks of {ceiling['chunk_rows']:,} rows: 2 processes "
-            f"{ceiling['speedup']:.2f}x faster than 1 (median of the repeats; per repeat "
-            f"{', '.join(f'{v:.2f}x' for v in ceiling['speedup_per_repeat'])}; best "
-            f"{min(ceiling['seconds']['1']):.2f} s vs {min(ceiling['seconds']['2']):.2f} s). In chunks per "
-            f"second, the fit on 1 worker ran at {fitted['1'] / plain['1']:.0%} of 1 plain process and on 2 "
-            f"workers at {fitted['2'] / plain['2']:.0%} of 2 plain processes (the fit's iterations also hold "
-            "the M-step and the scheduling between passes).",
+            "What the machine allows: the same per-chunk work (read from the store and the kernel) "
+            f"in plain processes, no dask, {ceiling['chunks']} chunks of {ceiling['chunk_rows']:,} "
+            f"rows: 2 processes {ceiling['speedup']:.2f}x faster than 1 (median of the repeats; "
+            f"per repeat {', '.join(f'{v:.2f}x' for v in ceiling['speedup_per_repeat'])}; best "
+            f"{min(ceiling['seconds']['1']):.2f} s vs {min(ceiling['seconds']['2']):.2f} s). In "
+            f"chunks per second, the fit on 1 worker ran at {fitted['1'] / plain['1']:.0%} of 1 "
+            f"plain process and on 2 workers at {fitted['2'] / plain['2']:.0%} of 2 plain "
+            "processes (the fit's iterations also hold the M-step and the scheduling between "
+            "passes).",
             "",
         ]
     lines += [
@@ -557,63 +565,74 @@ def render(result):
         "",
         "| figure | value |",
         "|---|---:|",
-        f"| tasks per iteration, {t['chunks']} chunks (measured, task stream) | {t['tasks_per_iteration']:,} |",
-        f"| of which tree reduction: measured / expected for {t['chunks']} blocks, fan-in {result['split_every']} | "
-        f"{t['reduction_tasks_measured']:,} / {t['reduction_tasks']:,} |",
-        f"| chunk tasks per chunk (groups of up to 8 chunks); constant tasks per pass | {t['tasks_per_chunk']:.2f}; "
-        f"{t['constant_tasks']} |",
-        f"| scheduler CPU per task (trivial tasks, LocalCluster of 2; slope over {sch['points'][0]['tasks']:,} -> "
-        f"{sch['points'][-1]['tasks']:,} tasks) | {sch['scheduler_cpu_seconds_per_task'] * 1e3:.3f} ms |",
-        f"| wall time per task, same passes (this busy 2-core machine) | {sch['seconds_per_task'] * 1e3:.3f} ms |",
-        f"| kernel per chunk, K={c['components']}, D={c['features']}, {c['chunk_rows']:,} rows float32, 1 thread, best of "
-        f"{len(c['kernel_seconds_all'])} (median {statistics.median(c['kernel_seconds_all']):.3f} s) | "
-        f"{c['kernel_seconds']:.3f} s |",
-        f"| read+decode per chunk (default codec, from memory), best of {len(c['read_decode_seconds_all'])} | "
-        f"{c['read_decode_seconds']:.4f} s |",
+        f"| tasks per iteration, {t['chunks']} chunks (measured, task stream) | "
+        f"{t['tasks_per_iteration']:,} |",
+        f"| of which tree reduction: measured / expected for {t['chunks']} blocks, fan-in "
+        f"{result['split_every']} | {t['reduction_tasks_measured']:,} / {t['reduction_tasks']:,} |",
+        "| chunk tasks per chunk (groups of up to 8 chunks); constant tasks per pass | "
+        f"{t['tasks_per_chunk']:.2f}; {t['constant_tasks']} |",
+        "| scheduler CPU per task (trivial tasks, LocalCluster of 2; slope over "
+        f"{sch['points'][0]['tasks']:,} -> {sch['points'][-1]['tasks']:,} tasks) | "
+        f"{sch['scheduler_cpu_seconds_per_task'] * 1e3:.3f} ms |",
+        "| wall time per task, same passes (this busy 2-core machine) | "
+        f"{sch['seconds_per_task'] * 1e3:.3f} ms |",
+        f"| kernel per chunk, K={c['components']}, D={c['features']}, {c['chunk_rows']:,} rows "
+        f"float32, 1 thread, best of {len(c['kernel_seconds_all'])} (median "
+        f"{statistics.median(c['kernel_seconds_all']):.3f} s) | {c['kernel_seconds']:.3f} s |",
+        "| read+decode per chunk (default codec, from memory), best of "
+        f"{len(c['read_decode_seconds_all'])} | {c['read_decode_seconds']:.4f} s |",
         f"| compression ratio of that chunk | {c['compression_ratio']:.3f} |",
         f"| statistics block ({c['stat_block_shape'][0]} x {c['stat_block_shape'][1]} float64) | "
         f"{c['stat_block_bytes']:,} bytes |",
     ]
     reads = result["worker_chunk_read_seconds"]
     lines += [
-        f"| worker reading one 16 MiB chunk, best of 40: distributed's malloc settings / the library's "
-        f"LocalCluster | {reads['distributed defaults'] * 1e3:.1f} ms / {reads['library LocalCluster'] * 1e3:.1f} ms |"
+        "| worker reading one 16 MiB chunk, best of 40: distributed's malloc settings / the "
+        f"library's LocalCluster | {reads['distributed defaults'] * 1e3:.1f} ms / "
+        f"{reads['library LocalCluster'] * 1e3:.1f} ms |"
     ]
     names = ", ".join(f"{k} {v}" for k, v in t["tasks_per_iteration_by_name"].items())
     lines += ["", f"Tasks of one iteration by name: {names}."]
     lines += [
         "",
-        f"Worked estimate: one EM iteration of 1 TB (float32, {e['rows']:,} rows x {c['features']}), "
-        f"K={c['components']}, {e['chunks']:,} chunks of {c['chunk_rows']:,} rows:",
+        f"Worked estimate: one EM iteration of 1 TB (float32, {e['rows']:,} rows x "
+        f"{c['features']}), K={c['components']}, {e['chunks']:,} chunks of {c['chunk_rows']:,} "
+        "rows:",
         "",
-        f"* compute: {e['chunks']:,} chunks x ({c['kernel_seconds']:.3f} s kernel + {c['read_decode_seconds']:.4f} s "
-        f"read+decode) = {e['core_seconds']:,.0f} core-seconds per iteration, spread over the workers;",
-        f"* scheduler: {e['chunk_tasks']:,} tasks of {e['chunks_per_task']} chunks (fewer at the end of a pass) + {e['reduction_tasks']:,} "
-        f"reduction tasks + {t['constant_tasks']} = {e['tasks_per_iteration']:,} tasks; at "
-        f"{sch['scheduler_cpu_seconds_per_task'] * 1e3:.3f} ms of scheduler CPU each "
-        f"that is {e['scheduler_seconds']:,.0f} s of scheduler time per iteration, paid serially in one process "
-        "(overlapping with the compute);",
+        f"* compute: {e['chunks']:,} chunks x ({c['kernel_seconds']:.3f} s kernel + "
+        f"{c['read_decode_seconds']:.4f} s read+decode) = {e['core_seconds']:,.0f} core-seconds "
+        "per iteration, spread over the workers;",
+        f"* scheduler: {e['chunk_tasks']:,} tasks of {e['chunks_per_task']} chunks (fewer at the "
+        f"end of a pass) + {e['reduction_tasks']:,} reduction tasks + {t['constant_tasks']} = "
+        f"{e['tasks_per_iteration']:,} tasks; at {sch['scheduler_cpu_seconds_per_task'] * 1e3:.3f} "
+        f"ms of scheduler CPU each that is {e['scheduler_seconds']:,.0f} s of scheduler time per "
+        "iteration, paid serially in one process (overlapping with the compute);",
         f"* network: {e['blocks_sent']:,} blocks of "
-        f"{c['stat_block_bytes']:,} bytes sent up the tree; at most {e['network_bytes_upper_bound'] / 1e9:,.1f} GB cross the "
-        "network per iteration (every block once; blocks reduced on the worker that made them do not);",
-        f"* storage: {e['storage_bytes'] / 1e9:,.0f} GB read per iteration at the default codec's ratio.",
+        f"{c['stat_block_bytes']:,} bytes sent up the tree; at most "
+        f"{e['network_bytes_upper_bound'] / 1e9:,.1f} GB cross the network per iteration (every "
+        "block once; blocks reduced on the worker that made them do not);",
+        f"* storage: {e['storage_bytes'] / 1e9:,.0f} GB read per iteration at the default codec's "
+        "ratio.",
         "",
-        "| workers | chunks / worker | compute s / iter | scheduler s / iter | estimate s / iter | bound by | "
-        "network per worker | storage read per worker |",
+        "| workers | chunks / worker | compute s / iter | scheduler s / iter | estimate s / iter | "
+        "bound by | network per worker | storage read per worker |",
         "|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for workers, w in e["workers"].items():
         lines.append(
-            f"| {workers} | {w['chunks_per_worker']:,} | {w['compute_seconds']:,.1f} | {w['scheduler_seconds']:,.1f} | "
-            f"{w['estimate_seconds']:,.1f} | {w['bound_by']} | {w['network_bytes_per_worker'] / 1e6:,.0f} MB | "
+            f"| {workers} | {w['chunks_per_worker']:,} | {w['compute_seconds']:,.1f} | "
+            f"{w['scheduler_seconds']:,.1f} | {w['estimate_seconds']:,.1f} | {w['bound_by']} | "
+            f"{w['network_bytes_per_worker'] / 1e6:,.0f} MB | "
             f"{w['storage_bytes_per_worker'] / 1e9:,.1f} GB |"
         )
     big = e["larger_chunks"]
     lines += [
         "",
-        f"With chunks {CHUNK_FACTOR}x larger (`chunk_size={big['chunk_rows']:,}`, {big['chunk_rows'] * c['features'] * 4 / 2**20:.0f} MiB): "
-        f"{big['chunks']:,} chunks, {big['tasks_per_iteration']:,} tasks, {big['scheduler_seconds']:,.0f} s of scheduler "
-        f"time, at most {big['network_bytes_upper_bound'] / 1e9:,.1f} GB over the network; estimate "
+        f"With chunks {CHUNK_FACTOR}x larger (`chunk_size={big['chunk_rows']:,}`, "
+        f"{big['chunk_rows'] * c['features'] * 4 / 2**20:.0f} MiB): {big['chunks']:,} chunks, "
+        f"{big['tasks_per_iteration']:,} tasks, {big['scheduler_seconds']:,.0f} s of scheduler "
+        f"time, at most {big['network_bytes_upper_bound'] / 1e9:,.1f} GB over the network; "
+        "estimate "
         + ", ".join(
             f"{w} workers {v['estimate_seconds']:,.1f} s" for w, v in big["workers"].items()
         )
@@ -621,10 +640,11 @@ def render(result):
     ]
     lines += [
         "",
-        "Assumptions: each worker is one single-threaded process as fast as one core of this machine; "
-        "storage delivers the chunks as fast as they are decoded (else add storage bytes per worker / its "
-        "bandwidth); the scheduler's CPU per task as measured here on trivial tasks (real tasks carry a little more "
-        "metadata); the tree reduction adds a few round trips of latency, not counted.",
+        "Assumptions: each worker is one single-threaded process as fast as one core of this "
+        "machine; storage delivers the chunks as fast as they are decoded (else add storage bytes "
+        "per worker / its bandwidth); the scheduler's CPU per task as measured here on trivial "
+        "tasks (real tasks carry a little more metadata); the tree reduction adds a few round "
+        "trips of latency, not counted.",
     ]
     return "\n".join(lines)
 

@@ -83,7 +83,9 @@ def _row(issue, target, measured, threshold, passed, source):
 
 
 def target_rows(results):
-    """One row per target of issues 5, 6 and 19, from the scripts' JSON (missing ones: not measured)."""
+    """One row per target of issues 5, 6 and 19, from the scripts' JSON (missing ones: not
+    measured).
+    """
     rows = []
     speed = results.get("speed.json")
     if speed:
@@ -93,7 +95,8 @@ def target_rows(results):
             rows.append(
                 _row(
                     5,
-                    f"1. DiagGMM {dtype} vs scikit-learn, per iteration (N={speed['config']['n']:,})",
+                    f"1. DiagGMM {dtype} vs scikit-learn, per iteration "
+                    f"(N={speed['config']['n']:,})",
                     f"{row['speedup']:.2f}x",
                     f">= {row['target']:.0f}x",
                     row["met_target"],
@@ -116,9 +119,10 @@ def target_rows(results):
             _row(
                 5,
                 "2. DiagGMM float32 as a fraction of the machine's bound (bound s / our s)",
-                f"{row['paired_bound_over_ours']:.0%} (median over repeats, the bound measured right after "
-                f"each fit; the run's best bound against the best fit: {row['bound_over_ours']:.0%}; "
-                f"the library's kernel alone, no dask: {speed['roofline']['plain_kernel_of_bound']:.0%})",
+                f"{row['paired_bound_over_ours']:.0%} (median over repeats, the bound measured "
+                "right after each fit; the run's best bound against the best fit: "
+                f"{row['bound_over_ours']:.0%}; the library's kernel alone, no dask: "
+                f"{speed['roofline']['plain_kernel_of_bound']:.0%})",
                 f">= {row['roofline_target']:.0%}",
                 row["met_roofline_target"],
                 "run.py",
@@ -131,7 +135,8 @@ def target_rows(results):
                 rows.append(
                     _row(
                         5,
-                        f"4. time outside chunk compute, {run['chunks']:,} chunks of {run['chunk_rows']:,} rows",
+                        f"4. time outside chunk compute, {run['chunks']:,} chunks of "
+                        f"{run['chunk_rows']:,} rows",
                         f"{run['outside_fraction']:.1%}",
                         "< 5%",
                         run["outside_fraction"] < 0.05,
@@ -149,9 +154,10 @@ def target_rows(results):
                 f"4. train flow overhead per iteration vs the plain fit (N={flow['rows']:,}; slope "
                 f"over runs of {flow['short_iterations']} and {flow['iterations']} iterations)",
                 f"{flow['per_iteration_overhead_percent']:+.2f}% outside the EM passes (passes "
-                f"{flow['pass_time_ratio']:.3f}x the plain fit's; CPU added per iteration outside the "
-                f"workers {(extra_cpu['this process'] + extra_cpu['other processes']) * 1000:+.0f} ms); fixed "
-                f"{flow['fixed_overhead_seconds']:.1f} s per run",
+                f"{flow['pass_time_ratio']:.3f}x the plain fit's; CPU added per iteration outside "
+                "the workers "
+                f"{(extra_cpu['this process'] + extra_cpu['other processes']) * 1000:+.0f} ms); "
+                f"fixed {flow['fixed_overhead_seconds']:.1f} s per run",
                 f"< {flow['target_percent']:g}%",
                 flow["per_iteration_overhead_percent"] < flow["target_percent"],
                 "flow_overhead.py",
@@ -172,7 +178,8 @@ def target_rows(results):
                         f"(N={many['rows']:,})",
                         f"{many[cache]['ratio']:.2f}x"
                         + (
-                            f" (R=1 plus the arithmetic R=8 adds in memory: {many[cache]['no_overlap_estimate']:.2f}x)"
+                            " (R=1 plus the arithmetic R=8 adds in memory: "
+                            f"{many[cache]['no_overlap_estimate']:.2f}x)"
                             if "no_overlap_estimate" in many[cache]
                             else ""
                         ),
@@ -185,16 +192,19 @@ def target_rows(results):
 
 
 def init_quality_rows(result):
-    """One row per data set and K of ``init_quality.py``: the mean lower bound's gap to scikit-learn's."""
+    """One row per data set and K of ``init_quality.py``: the mean lower bound's gap to
+    scikit-learn's.
+    """
     rows = []
     for row in (result or {}).get("rows", []):
         rows.append(
             _row(
                 19,
                 f"§4 default init, mean final lower bound over {len(row['seeds'])} seeds vs "
-                f"scikit-learn's, {row['data']} ({row['rows']:,} x {row['features']}), K={row['k']}",
-                f"{row['gap']:+.4f} nats/row (positive: ours worse; init {row['init_passes_mean']:.1f} "
-                "data passes)",
+                f"scikit-learn's, {row['data']} ({row['rows']:,} x {row['features']}), "
+                f"K={row['k']}",
+                f"{row['gap']:+.4f} nats/row (positive: ours worse; init "
+                f"{row['init_passes_mean']:.1f} data passes)",
                 f"<= {result['target']}",
                 row["passed"],
                 "init_quality.py",
@@ -212,7 +222,8 @@ def out_of_core_rows(result):
         _row(
             5,
             f"3. per-row iteration time, compressed Zarr on disk vs in memory at 1M ({n})",
-            f"{verdict['disk_over_memory']:.2f}x (against the in-memory fits right before and after it"
+            f"{verdict['disk_over_memory']:.2f}x (against the in-memory fits right before and "
+            "after it"
             + (
                 f"; against the fastest of them {verdict['disk_over_fastest_memory']:.2f}x"
                 if verdict.get("disk_over_fastest_memory")
@@ -220,8 +231,9 @@ def out_of_core_rows(result):
             )
             + ")"
             + (
-                f" (the kernel alone, reading the store vs in memory: {verdict['kernel_alone']:.2f}x;"
-                f" from an uncompressed store {verdict['uncompressed_kernel_alone']:.2f}x)"
+                " (the kernel alone, reading the store vs in memory: "
+                f"{verdict['kernel_alone']:.2f}x; from an uncompressed store "
+                f"{verdict['uncompressed_kernel_alone']:.2f}x)"
                 if verdict.get("kernel_alone") and verdict.get("uncompressed_kernel_alone")
                 else ""
             ),
@@ -231,8 +243,10 @@ def out_of_core_rows(result):
         ),
         _row(
             5,
-            f"3. peak resident memory (PSS) of the process tree ({verdict['scheduler']}), and its spread over N",
-            f"{verdict['peak_rss_bytes'] / 2**30:.2f} GiB, max/min {verdict['rss_max_over_min_across_n']:.2f}",
+            f"3. peak resident memory (PSS) of the process tree ({verdict['scheduler']}), and its "
+            "spread over N",
+            f"{verdict['peak_rss_bytes'] / 2**30:.2f} GiB, max/min "
+            f"{verdict['rss_max_over_min_across_n']:.2f}",
             "< 2 GiB, flat",
             verdict["rss_pass"] and verdict["rss_flat"],
             "out_of_core.py",
@@ -273,8 +287,9 @@ def host_load_text(status):
     if not load:
         return "CPU outside it not measured"
     return (
-        f"outside it {load['outside_core_seconds']:.1f} core-s ({load['outside_share']:.0%} of the CPUs), "
-        f"steal {load['steal_core_seconds']:.1f} core-s ({load['steal_share']:.0%}) over {load['seconds']:.0f} s"
+        f"outside it {load['outside_core_seconds']:.1f} core-s ({load['outside_share']:.0%} of the "
+        f"CPUs), steal {load['steal_core_seconds']:.1f} core-s ({load['steal_share']:.0%}) over "
+        f"{load['seconds']:.0f} s"
     )
 
 
@@ -291,8 +306,8 @@ def render(report, folder=RESULTS):
     ]
     for row in report["targets"]:
         lines.append(
-            f"| {row['issue']} | {row['target']} | {row['measured']} | {row['threshold']} | {row['verdict']} "
-            f"| `bench/{row['source']}` |"
+            f"| {row['issue']} | {row['target']} | {row['measured']} | {row['threshold']} | "
+            f"{row['verdict']} | `bench/{row['source']}` |"
         )
     for script, status in report["scripts"].items():
         if status.get("rerun") is False:
@@ -302,8 +317,8 @@ def render(report, folder=RESULTS):
             )
         if status["returncode"] != 0:
             lines.append(
-                f"\n> `bench/{script}` failed (exit {status['returncode']}): its targets are not measured; "
-                f"see bench/results/{script}.log"
+                f"\n> `bench/{script}` failed (exit {status['returncode']}): its targets are not "
+                f"measured; see bench/results/{script}.log"
             )
     loads = [
         f"* `bench/{script}`: {host_load_text(status)}"
@@ -313,9 +328,9 @@ def render(report, folder=RESULTS):
     if loads:
         lines += [
             "",
-            "CPU used outside each benchmark while it ran (other processes and kernel threads, from "
-            "`/proc/stat` less the benchmark's own processes; steal: the host keeping the VM's CPUs). "
-            "A large share here means that script's figures are pessimistic:",
+            "CPU used outside each benchmark while it ran (other processes and kernel threads, "
+            "from `/proc/stat` less the benchmark's own processes; steal: the host keeping the "
+            "VM's CPUs). A large share here means that script's figures are pessimistic:",
             "",
             *loads,
         ]
@@ -340,7 +355,8 @@ def main(argv=None):
         "--only",
         nargs="+",
         metavar="SCRIPT",
-        help="rerun only these scripts (e.g. run.py); the others' latest results are reported as they are",
+        help="rerun only these scripts (e.g. run.py); the others' latest results are reported as "
+        "they are",
     )
     parser.add_argument(
         "--report",
@@ -381,7 +397,9 @@ def _outputs():
 
 
 def _run(args):
-    """Run the scripts ``args`` asks for; the suite's report (every script's results and the targets)."""
+    """Run the scripts ``args`` asks for; the suite's report (every script's results and the
+    targets).
+    """
     started = time.perf_counter()
     info = machine_info()
     statuses, results = {}, {}
@@ -412,7 +430,8 @@ def _run(args):
             "host_load": host.stop(),
         }
         print(
-            f"suite: {script} exit {code} in {statuses[script]['seconds']:.0f} s; {host_load_text(statuses[script])}",
+            f"suite: {script} exit {code} in {statuses[script]['seconds']:.0f} s; "
+            f"{host_load_text(statuses[script])}",
             flush=True,
         )
         if code == 0 and (RESULTS / output).exists():

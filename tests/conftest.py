@@ -39,7 +39,9 @@ class Crash(BaseException):
 
 
 def crash_after(monkeypatch, passes):
-    """Make every data pass after the first ``passes`` raise :class:`Crash`; returns the pass counter."""
+    """Make every data pass after the first ``passes`` raise :class:`Crash`; returns the pass
+    counter.
+    """
     from diaggmm_dist import engine
 
     real, count = engine.pass_statistics, [0]

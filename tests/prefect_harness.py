@@ -7,7 +7,8 @@ PREFECT_API_URL (and a PREFECT_HOME of its own) in ``os.environ``, refreshes Pre
 settings in case Prefect was imported earlier in the session, and restores both afterwards, so
 that no other test module sees a Prefect server.
 
-Import the fixtures into a test module (``from prefect_harness import prefect_server, prefect_api``).
+Import the fixtures into a test module (``from prefect_harness import prefect_server,
+prefect_api``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def free_port() -> int:
 
 
 def stop_process_group(process, grace=20):
-    """SIGTERM the process group of ``process`` (started with start_new_session=True), then SIGKILL."""
+    """SIGTERM the process group of ``process`` (started with start_new_session=True), then
+    SIGKILL.
+    """
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
@@ -176,7 +179,9 @@ def flush_logs():
 
 
 def wait_for(read, done, timeout=30.0, interval=0.25, what="the Prefect server"):
-    """Call ``read()`` until ``done(value)``; return the value (fail with the last one on timeout)."""
+    """Call ``read()`` until ``done(value)``; return the value (fail with the last one on
+    timeout).
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = read()

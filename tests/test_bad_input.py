@@ -54,8 +54,8 @@ def no_data_pass(monkeypatch):
 def nonfinite_message(count):
     # scikit-learn's wording first ("Input X contains NaN"), then the count and what to do
     return (
-        rf"Input X contains NaN or infinity: {count} value\(s\) are not finite\. "
-        r"DiagGMM needs finite data"
+        rf"Input X contains NaN or infinity: {count} value\(s\) are not finite\. DiagGMM needs "
+        r"finite data"
     )
 
 
@@ -166,8 +166,8 @@ def test_predict_on_numpy_with_nan_is_refused(fitted, no_data_pass, method):
 def test_1d_input_is_refused_with_reshape_hint(fitted, no_data_pass):
     with pytest.raises(
         ValueError,
-        match=r"Expected 2D array, got 1D array instead \(shape \(40,\)\)\. "
-        r"Reshape your data .*reshape\(-1, 1\)",
+        match=r"Expected 2D array, got 1D array instead \(shape \(40,\)\)\. Reshape your data "
+        r".*reshape\(-1, 1\)",
     ):
         DiagGMM(K).fit(make_data()[:, 0])
     with pytest.raises(ValueError, match="Expected 2D array.*Reshape your data"):
@@ -181,8 +181,8 @@ def test_3d_input_is_refused(no_data_pass, as_dask):
         X = da.from_array(X, chunks=(5, 4, N_FEATURES))
     with pytest.raises(
         ValueError,
-        match=r"Expected 2D array, got 3D array instead \(shape \(10, 4, 3\)\)\. "
-        r"Flatten the sample dimensions",
+        match=r"Expected 2D array, got 3D array instead \(shape \(10, 4, 3\)\)\. Flatten the "
+        r"sample dimensions",
     ):
         DiagGMM(K).fit(X)
 
@@ -301,8 +301,8 @@ def test_dask_array_with_unknown_chunk_sizes(fitted, no_data_pass):
 def test_non_numeric_data_is_refused(no_data_pass, X):
     with pytest.raises(
         TypeError,
-        match=r"Expected numeric \(integer or float\) data, got dtype "
-        r".*convert the features to numbers",
+        match=r"Expected numeric \(integer or float\) data, got dtype .*convert the features to "
+        r"numbers",
     ):
         DiagGMM(1).fit(X)
 
@@ -351,8 +351,8 @@ def test_boolean_data_is_refused_as_non_numeric(no_data_pass):
         (
             dict(init_params="kmeans++"),
             ValueError,
-            r"init_params must be one of \('kmeans', 'k-means\+\+', 'random', "
-            r"'random_from_data', 'split'\), got 'kmeans\+\+'",
+            r"init_params must be one of \('kmeans', 'k-means\+\+', 'random', 'random_from_data', "
+            r"'split'\), got 'kmeans\+\+'",
         ),
         (dict(init_params=None), TypeError, "init_params must be one of .* got None"),
         (
@@ -437,8 +437,8 @@ def test_dtype_spellings_are_accepted(dtype, monkeypatch):
         (
             dict(means_init=np.zeros((3, 3))),
             ValueError,
-            r"means_init must have shape \(2, 3\) \(n_components, n_features\) for this data, "
-            r"got \(3, 3\)",
+            r"means_init must have shape \(2, 3\) \(n_components, n_features\) for this data, got "
+            r"\(3, 3\)",
         ),
         (
             dict(means_init=np.zeros((2, 2))),
@@ -549,8 +549,8 @@ def test_zarr_group_object_names_the_arrays_inside(no_data_pass, tmp_path):
     group.create_array("train", shape=(10, N_FEATURES), dtype="f8")
     with pytest.raises(
         ValueError,
-        match=r"Got a Zarr group .*, not an array\. It holds the arrays \['train'\]; "
-        r"pass e\.g\. group\['train'\]",
+        match=r"Got a Zarr group .*, not an array\. It holds the arrays \['train'\]; pass e\.g\. "
+        r"group\['train'\]",
     ):
         DiagGMM(K).fit(group)
 

@@ -365,7 +365,8 @@ def test_a_null_pointer_resumes_from_the_newest_complete_step_and_deletes_nothin
         states = store.latest()
         assert [s.iteration for s in states] == [5, 5]
         store.save(states)
-    # nothing deleted, the unusable step 6 included: the new step is numbered after it, and it ages out
+    # nothing deleted, the unusable step 6 included: the new step is numbered after it, and it ages
+    # out
     assert sorted(p.name for p in stopped.iterdir() if p.is_dir()) == [
         OLDEST,
         OLDER,
@@ -526,7 +527,9 @@ def on_iteration(summary):
         open(cfg["parked"], "w").close()
         while not os.path.exists(cfg["go"]):
             time.sleep(0.02)
-DiagGMM(**cfg["settings"]).fit(np.load(cfg["data"]), checkpoint=cfg["checkpoint"], on_iteration=on_iteration)
+DiagGMM(**cfg["settings"]).fit(
+    np.load(cfg["data"]), checkpoint=cfg["checkpoint"], on_iteration=on_iteration
+)
 """
 
 
@@ -562,7 +565,8 @@ def test_a_second_fit_on_a_checkpoint_in_use_fails_at_once(
             time.sleep(0.02)
         files = snapshot(tmp_path / "ckpt.zarr")
         pattern = (
-            rf"The checkpoint at '{re.escape(url)}' is in use by {re.escape(socket.gethostname())}/{holder.pid} "
+            rf"The checkpoint at '{re.escape(url)}' is in use by "
+            rf"{re.escape(socket.gethostname())}/{holder.pid} "
             r"since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC .*"
             r"Wait for that fit to end, or use another checkpoint URL"
         )
@@ -712,7 +716,8 @@ def test_the_lease_of_an_ended_process_on_this_host_is_taken_over_at_once(
     assert_identical(model, straight)
     assert passes == FROM[NEWEST]
     assert f"its process {ended.pid} has ended" in caplog.text
-    # the same lease as seen from another pid namespace (a container): the pid cannot be checked there
+    # the same lease as seen from another pid namespace (a container): the pid cannot be checked
+    # there
     write_lease(stopped, pid=ended.pid, pid_namespace="pid:[1]")
     with pytest.raises(CheckpointInUseError, match=f"/{ended.pid} since"):
         DiagGMM(**SETTINGS).fit(X, checkpoint=str(stopped))

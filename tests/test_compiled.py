@@ -10,7 +10,9 @@ from diaggmm_dist import compiled, kernels
 
 
 def _ulps(values, exact):
-    """Error of ``values`` in ulps of the value nearest ``exact`` in their dtype."""
+    """Error of ``values`` in units in the last place of the value nearest ``exact`` in their
+    dtype.
+    """
     return np.abs(values.astype(exact.dtype) - exact) / np.spacing(
         exact.astype(values.dtype)
     ).astype(exact.dtype)

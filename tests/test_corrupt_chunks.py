@@ -1,7 +1,8 @@
 """Corrupt chunk files never become data: the direct reader either gives what zarr gives for the
 same bytes, or raises :class:`~diaggmm_dist.zarr_chunks.CorruptChunkError` naming the chunk.
 
-The stores are written by the project's own writer (:func:`~diaggmm_dist.io.synthetic.write_mixture_zarr`).
+The stores are written by the project's own writer
+(:func:`~diaggmm_dist.io.synthetic.write_mixture_zarr`).
 """
 
 import os
@@ -93,7 +94,9 @@ def donors(tmp_path_factory):
 
 
 def _blosc_corruptions(frame, rng):
-    """``(what, bytes, must_raise)`` for the Blosc frame of a chunk: cut, grown, garbled, edited headers."""
+    """``(what, bytes, must_raise)`` for the Blosc frame of a chunk: cut, grown, garbled, edited
+    headers.
+    """
     size = len(frame)
     yield "empty", b"", True
     for length in [*range(1, 400), *range(400, size, max(1, size // 97)), size - 1]:
@@ -108,8 +111,9 @@ def _blosc_corruptions(frame, rng):
         edited = HEADER.pack(
             *(value if name == field else old for name, old in zip(FIELDS, header))
         )
-        # another size is refused outright; another shape of values with shuffling too, but for 1-byte
-        # values: numcodecs < 0.16 wrote every Zarr v3 Blosc frame so (they read, as zarr reads them)
+        # another size is refused outright; another shape of values with shuffling too, but for
+        # 1-byte values: numcodecs < 0.16 wrote every Zarr v3 Blosc frame so (they read, as zarr
+        # reads them)
         must = field in ("nbytes", "cbytes") or (
             field == "typesize" and value != 1 and header[2] & 0x05 and not header[2] & 0x02
         )
@@ -130,7 +134,9 @@ def _blosc_corruptions(frame, rng):
 
 
 def _edited_header_fields(header, size):
-    """``(field, value)`` edits of a Blosc header: each field to 0, 1, its neighbours, extremes and others."""
+    """``(field, value)`` edits of a Blosc header: each field to 0, 1, its neighbours, extremes and
+    others.
+    """
     for index, field in enumerate(FIELDS):
         old = header[index]
         if index < 4:  # one byte each
@@ -171,7 +177,9 @@ def _edited_header_fields(header, size):
 
 
 def _raw_corruptions(values, rng):
-    """``(what, bytes, must_raise)`` for a raw chunk: cut, grown, or other bytes of the same size."""
+    """``(what, bytes, must_raise)`` for a raw chunk: cut, grown, or other bytes of the same
+    size.
+    """
     size = len(values)
     yield "empty", b"", True
     for length in [*range(1, 400), *range(400, size, max(1, size // 97)), size - 1]:
@@ -190,8 +198,8 @@ def _raw_corruptions(values, rng):
 
 
 def _check_every_read(array_dir, chunk, contents, read_from):
-    """Write each of ``contents`` as ``chunk``; read rows ``read_from:`` (the chunk before it first),
-    and a strided slice of some rows and columns of ``chunk``.
+    """Write each of ``contents`` as ``chunk``; read rows ``read_from:`` (the chunk before it
+    first), and a strided slice of some rows and columns of ``chunk``.
 
     Each read raises :class:`CorruptChunkError` naming the chunk (always where ``must_raise``),
     or equals zarr's own read of the same files. Returns the cases that read, and those refused.

@@ -1,4 +1,6 @@
-"""The engine's statistics pass: local threads run the chunk tasks themselves, clusters dask."""
+"""The dask layer's statistics pass: local threads run the chunk tasks themselves, clusters use
+dask.
+"""
 
 import threading
 
@@ -171,7 +173,9 @@ def test_a_cluster_pass_runs_groups_of_chunks_under_keys_of_its_own(rows, coeffi
 
 
 def _assert_row_order(cluster_pass):
-    """The scheduler takes the groups in row order (smallest last), each sum once its inputs are."""
+    """The scheduler takes the groups in row order (the smallest last), each sum once its inputs are
+    done.
+    """
     graph, priority = cluster_pass.graph, cluster_pass.priority
     groups = [key for key in graph if "chunks" in str(key)]
     assert [priority[key] for key in groups] == sorted(

@@ -1,4 +1,6 @@
-"""Given the same start, every EM iterate equals scikit-learn's GaussianMixture(covariance_type="diag")."""
+"""Given the same start, every EM iterate equals scikit-learn's
+GaussianMixture(covariance_type="diag").
+"""
 
 import dask.array as da
 import numpy as np

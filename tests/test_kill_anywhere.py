@@ -1,4 +1,5 @@
-"""Killed at any instant: a fit in a child process is SIGKILLed, and the resumed fit is the uninterrupted one.
+"""Killed at any instant: a fit in a child process is SIGKILLed, and the resumed fit is the
+uninterrupted one.
 
 The child (:data:`CHILD`) runs ``DiagGMM.fit`` on a checkpoint and parks itself at one chosen
 point: at the start of data pass ``n`` (every pass of the fit: the initialisation's and the 12
@@ -83,7 +84,8 @@ zarr.Group.create_array = create_array
 
 real_setitem = Attributes.__setitem__
 def setitem(self, key, value):
-    if writing() and (phase, key) in (("before the mark", "restarts"), ("before the pointer", "latest")):
+    stops = (("before the mark", "restarts"), ("before the pointer", "latest"))
+    if writing() and (phase, key) in stops:
         park(f"write {number}, before {key!r}")
     return real_setitem(self, key, value)
 Attributes.__setitem__ = setitem
@@ -227,7 +229,8 @@ def test_sigkill_inside_a_checkpoint_write(
         resumed, passes = counted_resume(checkpoint, X, monkeypatch)
     assert_identical(resumed, straight)
     if write == 1 and phase == "before the pointer":
-        # the first step was complete when the pointer was still null: it is the run's initialisation, used
+        # the first step was complete when the pointer was still null: it is the run's
+        # initialisation, used
         assert passes == PASSES - 1
     else:
         assert passes == PASSES - (
@@ -240,7 +243,9 @@ def test_sigkill_inside_a_checkpoint_write(
 def test_sigkill_then_the_lease_expires_when_the_pid_cannot_be_checked(
     data, straight, tmp_path, monkeypatch
 ):
-    """As on another host: the dead pid cannot be checked, so the lease holds until its heartbeat stops long enough."""
+    """As on another host: the dead pid cannot be checked, so the lease holds until its heartbeat
+    stops long enough.
+    """
     X, path = data
     checkpoint = tmp_path / "ckpt.zarr"
     pid = killed_child(("pass", 6), path, checkpoint, tmp_path, heartbeat=0.2, expires_after=10.0)

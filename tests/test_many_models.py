@@ -1,4 +1,6 @@
-"""Many models per data pass: restarts side by side (n_init) and the stacked statistics behind them."""
+"""Many models per data pass: restarts side by side (n_init) and the stacked statistics behind
+them.
+"""
 
 import dask.array as da
 import numpy as np
@@ -33,7 +35,9 @@ def _count_passes(monkeypatch, kinds=None):
 
 
 def _count_samples(monkeypatch):
-    """Record the rows of every ``engine.take_rows`` read bigger than the fingerprint's (16 rows)."""
+    """Record the rows of every ``engine.take_rows`` read bigger than the fingerprint's (16
+    rows).
+    """
     real, taken = engine.take_rows, []
 
     def counting(X, rows):
@@ -254,7 +258,8 @@ def test_bad_selection_settings_are_refused_before_any_work(
 
 @pytest.mark.parametrize("passes", [0, 3, 9])
 def test_a_selection_resumes_from_its_checkpoint(separated, tmp_path, monkeypatch, passes):
-    # one initialisation pass, 8 EM passes (tol=0), then 2 passes scoring the fitted and held-out rows
+    # one initialisation pass, 8 EM passes (tol=0), then 2 passes scoring the fitted and held-out
+    # rows
     settings = dict(random_state=2, tol=0, max_iter=8)
     whole = _count_passes(monkeypatch)
     straight = select_n_components(separated, [2, 4], "bic", **settings)

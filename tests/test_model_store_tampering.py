@@ -1,4 +1,5 @@
-"""Tampered model stores: every change is refused with the field named, or loads the identical model.
+"""Tampered model stores: every change is refused with the field named, or loads the identical
+model.
 
 Each case saves a real model (a Zarr v3 group on disk), changes one thing in it (an
 attribute, an array's metadata, a chunk file, zarr.json itself), and loads it. The load must
@@ -506,7 +507,9 @@ def test_the_attributes_written_are_those_covered_by_the_checksum(models):
 
 
 def test_without_the_checksums_a_swap_would_load_a_different_model(models, tmp_path, monkeypatch):
-    """Control: the checksum, not a value check, is what refuses swapped arrays of the same shape."""
+    """Control: the checksum, not a value check, is what refuses swapped arrays of the same
+    shape.
+    """
     saved = models["fitted"]
     assert np.all(
         saved.means_ > 0
@@ -550,7 +553,9 @@ def test_stores_on_fsspec_urls_are_checked_the_same_way(models):
 
 # ------------------------------------------------------------------ stores of format version 2
 def save_as_format_2(gmm, path):
-    """What the format-2 writer did: zarr's default codecs (zstd) and fill value (0), no checksums."""
+    """What the format-2 writer did: zarr's default codecs (zstd) and fill value (0), no
+    checksums.
+    """
     attrs = model_store.model_attributes(gmm)
     attrs["format_version"] = 2
     attrs["params"].pop("covariance_type", None)
@@ -583,7 +588,9 @@ def test_a_format_2_store_loads_with_a_warning_and_saving_it_again_adds_the_chec
 
 
 def test_a_format_2_store_without_the_chunk_zarr_skipped_loads(tmp_path):
-    """zarr does not write a chunk equal to the fill value: a zero running shift had no chunk file."""
+    """zarr does not write a chunk equal to the fill value: a zero running shift had no chunk
+    file.
+    """
     X, _ = mixture_data(600, 3, 2, seed=6)
     online = DiagGMM(2, random_state=0).partial_fit(X - X.mean(axis=0))
     assert np.all(online.running_shift_ == 0)
@@ -648,9 +655,11 @@ def test_a_tampered_format_2_store_is_refused(models, tmp_path, name, tamper, fi
     assert field in str(caught.value), str(caught.value)
 
 
-# ------------------------------------------------------------------ values checked beyond the checksums
+# -------------------------------------------------------------- values checked beyond the checksums
 def forge(name, change):
-    """Rewrite array ``name`` as ``change(values)`` with matching checksums: only the value checks can refuse it."""
+    """Rewrite array ``name`` as ``change(values)`` with matching checksums: only the value
+    checks can refuse it.
+    """
 
     def tamper(path):
         values = np.asarray(zarr.open_array(str(path / name), mode="r")[...])
@@ -760,7 +769,9 @@ def test_values_are_checked_even_when_the_checksums_match(models, tmp_path, kind
 
 
 def test_forged_checksums_are_accepted_so_the_value_checks_are_what_refuses(models, tmp_path):
-    """Control of the test above: a forged change that keeps a valid mixture loads (the forgery works)."""
+    """Control of the test above: a forged change that keeps a valid mixture loads (the forgery
+    works).
+    """
     path = tmp_path / "model.zarr"
     models["fitted"].save(path)
     forge("covariances", lambda c: c * 2)(path)

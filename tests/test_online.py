@@ -55,7 +55,9 @@ SEEDS = [0, 2, 3]
 
 
 def _heldout_gap(seed, tmp_path):
-    """Relative held-out gap (batch − streamed) / |batch| after streaming 20 batches of 1,000 rows."""
+    """Relative held-out gap (batch − streamed) / |batch| after streaming 20 batches of 1,000
+    rows.
+    """
     X, _ = mixture_data(24_000, D, K, seed=seed)
     train, holdout = X[:20_000], X[20_000:]
     batch = DiagGMM(K, random_state=0).fit(train)
@@ -92,7 +94,9 @@ def test_the_first_batch_is_one_em_iteration_from_the_initialisation():
 
 
 def _statistics_per_row(model, X):
-    """Numpy oracle: N, Σ r x, Σ r x² per row of ``X`` under ``model`` (scikit-learn's responsibilities)."""
+    """Numpy oracle: N, Σ r x, Σ r x² per row of ``X`` under ``model`` (scikit-learn's
+    responsibilities).
+    """
     resp = model.to_sklearn().predict_proba(X)
     return resp.mean(axis=0), resp.T @ X / X.shape[0], resp.T @ (X * X) / X.shape[0]
 

@@ -1,4 +1,6 @@
-"""Real gridded data with real gaps: the COADS surface-marine climatology (Debian ferret-datasets)."""
+"""Real gridded data with real gaps: the COADS surface-marine climatology (Debian
+ferret-datasets).
+"""
 
 from pathlib import Path
 

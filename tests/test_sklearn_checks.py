@@ -1,4 +1,5 @@
-"""scikit-learn compatibility, verified by scikit-learn: its estimator checks, and what they stand for.
+"""scikit-learn compatibility, verified by scikit-learn: its estimator checks, and what they stand
+for.
 
 ``parametrize_with_checks`` runs every check the installed scikit-learn has for this estimator
 (48 in 1.9), none marked as an expected failure, on five instances: the default
@@ -99,7 +100,10 @@ def test_sparse_input_is_refused_as_sparse(container):
     X = np.random.default_rng(0).uniform(size=(40, 3))
     X[X < 0.6] = 0
     sparse = container(X)
-    message = rf"Sparse data \({container.__name__}\) is not supported: DiagGMM reads dense rows\. .*toarray\(\)"
+    message = (
+        rf"Sparse data \({container.__name__}\) is not supported: DiagGMM reads dense rows\. "
+        r".*toarray\(\)"
+    )
     with pytest.raises(TypeError, match=message):
         DiagGMM(2).fit(sparse)
     with pytest.raises(TypeError, match=message):
@@ -145,7 +149,8 @@ def test_shape_errors_use_scikit_learn_wording_for_every_input(as_dask):
 
     with pytest.raises(
         ValueError,
-        match=r"Found array with 0 feature\(s\) \(shape=\(12, 0\)\) while a minimum of 1 is required",
+        match=r"Found array with 0 feature\(s\) \(shape=\(12, 0\)\) while a minimum of 1 is "
+        r"required",
     ):
         DiagGMM(1).fit(form(np.empty((12, 0))))
     with pytest.raises(
@@ -364,7 +369,8 @@ def test_reg_covar_zero_on_a_collapsed_component_raises_as_scikit_learn_does(sta
     # ... and so does DiagGMM (it returned a "converged" model scoring +38 nats per repeated row)
     message = (
         ILL_DEFINED_COVARIANCE.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")
-        + r" With reg_covar=0, component\(s\) \[1\] collapsed onto too few distinct points: their variance "
+        + r" With reg_covar=0, component\(s\) \[1\] collapsed onto too few distinct points: their "
+        r"variance "
         r"of feature\(s\) \[0, 1, 2, 3, 4\] is zero .* Set reg_covar > 0"
     )
     with pytest.raises(ValueError, match=message):

@@ -32,7 +32,7 @@ def test_split_reaches_a_lower_bound_at_least_as_good_as_kmeans_on_64_clusters()
     assert time.perf_counter() - start < 60
 
 
-def test_a_split_halves_the_weight_keeps_the_variances_and_moves_the_means_along_the_widest_feature():
+def test_a_split_halves_the_weight_keeps_the_variances_and_moves_the_means_on_the_widest_feature():
     weights, means, covariances = (
         np.array([1.0]),
         np.array([[1.0, 2.0, 3.0]]),

@@ -238,9 +238,8 @@ SCALES = np.array([1.0, 3.0, 0.5, 2.0])
 
 @pytest.fixture(scope="module")
 def overlapping():
-    """Three overlapping clusters (EM needs many iterations), features of different scales.
-
-    Returns the data and their centres.
+    """Three overlapping clusters (EM needs many iterations), features of different scales; and
+    their centres.
     """
     rng = np.random.default_rng(7)
     centres = rng.normal(scale=1.5, size=(3, 4))
@@ -249,9 +248,8 @@ def overlapping():
 
 
 def _relative_differences(fits, spread):
-    """(means, variances, lower bound) differences between two fits.
-
-    Relative to the spread (or the bound).
+    """(means, variances, lower bound) differences between two fits, relative to the spread (or the
+    bound).
     """
     single, double = fits
     return (
@@ -309,8 +307,8 @@ def test_float32_input_loses_only_its_own_rounding(overlapping, offset):
     # float32 data holds each value x to within half a unit in the last place, at most
     # |x| * 2**-24: at an offset of c standard deviations, c * 6e-8 of the spread. The fit on
     # it moves the means by at most that (measured 1% to 3% of it up to c = 1e5: the roundings
-    # average out). Computing on it in float32 adds nothing beyond: it agrees with float64
-    # compute on the same values.
+    # average out). Computing on it in float32 adds nothing beyond: it agrees with float64 compute
+    # on the same values.
     X0, centres = overlapping
     spread = X0.std(axis=0)
     exact = X0 + offset * spread

@@ -1,4 +1,6 @@
-"""The direct read of whole chunks of rows gives what zarr gives, and only where the layout allows it."""
+"""The direct read of whole chunks of rows gives what zarr gives, and only where the layout allows
+it.
+"""
 
 import itertools
 import types

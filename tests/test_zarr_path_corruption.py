@@ -1,4 +1,5 @@
-"""Corrupt chunks never become data on zarr's own read path either (:mod:`diaggmm_dist.checked_zarr`).
+"""Corrupt chunks never become data on zarr's own read path either
+(:mod:`diaggmm_dist.checked_zarr`).
 
 The direct reader covers local Zarr v3 Blosc or raw arrays; zarr reads every other array: Zarr v2
 stores, other codecs, sharded arrays, fsspec URLs. There a truncated Blosc frame used to decode to
@@ -141,7 +142,9 @@ def test_a_fit_on_a_corrupt_chunk_that_zarr_reads_raises_the_error_naming_it(
 
 
 def _fuzz(frame):
-    """``(what, bytes, must_raise)``: cut at many lengths, grown, bytes flipped (sizes kept: may read)."""
+    """``(what, bytes, must_raise)``: cut at many lengths, grown, bytes flipped (sizes kept: may
+    read).
+    """
     rng = np.random.default_rng(1)
     for length in sorted(
         {*range(40), *range(40, len(frame), max(1, len(frame) // 60)), len(frame) - 1}
@@ -253,7 +256,8 @@ def test_a_zarr_array_object_is_read_checked_and_left_as_it_was(tmp_path):
     with pytest.raises(CorruptChunkError) as raised:
         DiagGMM(3, max_iter=3, random_state=0).fit(array)
     store.assert_names_the_chunk(raised.value)
-    # the caller's array and the arrays zarr opens afterwards keep zarr's own pipeline: nothing process-wide
+    # the caller's array and the arrays zarr opens afterwards keep zarr's own pipeline: nothing
+    # process-wide
     assert type(array.async_array.codec_pipeline) is BatchedCodecPipeline
     assert (
         type(zarr.open_array(store.location, mode="r").async_array.codec_pipeline)
@@ -281,7 +285,8 @@ def test_on_worker_processes_a_fit_reads_as_in_process_and_a_corrupt_chunk_reach
 def test_a_local_chunk_that_is_not_a_regular_file_is_refused_unread_also_through_a_file_url(
     tmp_path, kind
 ):
-    # zarr 3.1 reads a file:// URL with fsspec's local file system, not its LocalStore (3.4 does): the same check
+    # zarr 3.1 reads a file:// URL with fsspec's local file system, not its LocalStore (3.4 does):
+    # the same check
     store = Store("zarr-v2-blosc", tmp_path)
     if kind == "FIFO":  # no writer: opening it would wait for ever
         Path(store.location, store.key).unlink()
