@@ -1,25 +1,19 @@
 """The E-step's elementwise passes, compiled with numba: stacking the centred rows and their
 squares, and the normalisation (log-sum-exp over components) with the sums the M-step needs.
 
-Per 8,192-row sub-block (K=16, D=32, one thread on the 2-core reference machine), the
-two matrix products take ~0.3 ms (E-step) and ~0.25–0.28 ms (M-step) in float32 with
-OpenBLAS; what surrounds them were numpy passes over the (n, D) rows and the (K, n)
-scores, each reading and writing memory again, and each a numpy call that takes and
-gives back the GIL. With two threads, those handovers cost: the old kernel of ~25 numpy
-calls per sub-block ran at 1.5–1.65× on two threads against 1.9–2.0× in two processes.
-Here each is one compiled call:
+Around the two matrix products of a sub-block, numpy's passes over the (n, D) rows and the
+(K, n) scores each read and write memory again, and each takes and gives back the GIL: two
+threads lost much of their parallelism to those handovers (see bench/FINDINGS.md,
+"compiled"). Here each is one compiled call:
 
 * :func:`stacked_rows`: ``[x − shift | (x − shift)²]``, the difference taken in float64
   (the shift's precision) and rounded to the buffer's dtype, exactly as numpy's two passes
-  round them (0.07-0.10 ms against 0.18-0.20 ms in float32);
+  round them;
 * :func:`normalise_log_scores`: per model, one loop per component row adds the products'
   constant and keeps the row maximum, one more does the exponential and the running sum,
   one the log of the sums (and Σ_i log p(x_i) in float64) and one the scaling (and each
-  component's Σ_i r_ik in float64). The exponentials are vectorised by the compiler; numpy's
-  ``exp`` costs about 2.3 ns per float32 value and 9 ns per float64 value there (AVX2;
-  float64 is a scalar libm call). The whole of it takes ~0.155 ms for a 16 × 8,192 float32
-  block, against ~0.19 ms for the previous compiled loops with numpy's max, log and sums,
-  and ~0.4 ms for numpy alone.
+  component's Σ_i r_ik in float64). The exponentials are vectorised by the compiler (numpy's
+  float64 ``exp`` is a scalar libm call).
 
 The exponentials are Cephes' ``expf`` and ``exp``: x = m ln 2 + r with |r| ≤ ½ ln 2 (ln 2
 split in two parts so that m ln 2 is exact), exp(r) by a degree-6 polynomial (float32) or
@@ -148,10 +142,8 @@ def _stack_rows_in_two_passes(x, shift, rows):  # pragma: no cover (compiled)
     """:func:`_stack_rows` as two passes over the rows: the differences, then the squares.
 
     For a float32 buffer and the float64 shift the compiler vectorises these two loops but
-    not the one-pass loop: per 8,192 x 16 sub-block (best of 1,500 calls, one thread) 0.025
-    ms from float32 rows and 0.031 ms from float64 rows, against 0.060 ms for both in one
-    pass (and 0.020 / 0.061 ms for the one pass with a float32 shift). For a float64 buffer
-    the one pass is faster (0.032 against 0.047 ms): the squares re-read twice the memory.
+    not the one-pass loop; for a float64 buffer the one pass is faster, as the squares would
+    re-read twice the memory (see bench/FINDINGS.md, "compiled._stack_rows_in_two_passes").
     """
     n, d = x.shape
     for i in range(n):
