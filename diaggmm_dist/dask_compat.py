@@ -67,12 +67,12 @@ def is_data(node) -> bool:
     return isinstance(node, DataNode)
 
 
-def fused_task(tasks: list, key):
+def fused_task(tasks: list, key: object) -> object:
     """One task under ``key`` that runs ``tasks`` (a chunk's own tasks, any order)."""
     return Task.fuse(*tasks, key=key)
 
 
-def named_graph(graph: dict, name: str):
+def named_graph(graph: dict, name: str) -> object:
     """``graph`` as the expression ``Client.get`` submits, named ``name`` (not hashed).
 
     ``Client.get`` otherwise names a dict graph by a deterministic hash of every task and

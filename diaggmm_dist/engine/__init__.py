@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 
-def compute(*collections):
+def compute(*collections) -> tuple:
     """``dask.compute`` on the active client, or on threads with single-threaded BLAS.
 
     Parameters
@@ -60,8 +60,13 @@ def compute(*collections):
 
 
 def pass_statistics(
-    X, pass_spec, missing="error", weights=None, count_nonfinite=False, graphs=None
-):
+    X: da.Array,
+    pass_spec: tuple,
+    missing: str = "error",
+    weights: da.Array | None = None,
+    count_nonfinite: bool = False,
+    graphs: dict | None = None,
+) -> np.ndarray:
     """One pass over ``X``: per-chunk statistics, added up.
 
     Parameters
@@ -112,7 +117,7 @@ def pass_statistics(
     return local.run_pass(built, parameters)
 
 
-def take_rows(X, rows) -> np.ndarray:
+def take_rows(X: da.Array, rows) -> np.ndarray:
     """The samples with flat indices ``rows`` (sorted) as numpy; reads only their chunks.
 
     Parameters
@@ -133,7 +138,7 @@ def take_rows(X, rows) -> np.ndarray:
     return out
 
 
-def fingerprint(X, n_samples: int = 16, n_chunks: int = 4) -> dict:
+def fingerprint(X: da.Array, n_samples: int = 16, n_chunks: int = 4) -> dict:
     """A cheap identity of the data: shape, dtype, chunking and a checksum of sampled rows.
 
     The rows are spread over at most ``n_chunks`` blocks along the first axis (first, last
@@ -182,7 +187,7 @@ def fingerprint(X, n_samples: int = 16, n_chunks: int = 4) -> dict:
     }
 
 
-def count_nonfinite(X) -> int:
+def count_nonfinite(X: da.Array) -> int:
     """Number of NaN and infinite values in ``X`` (one pass)."""
     if np.dtype(X.dtype).kind != "f":
         return 0

@@ -69,7 +69,7 @@ def first_level_windows(sizes: list[int]) -> list[list[int]]:
     return list(windows.values())
 
 
-def group_statistics(tasks, keys, add_up, *values):
+def group_statistics(tasks: list, keys: list, add_up: bool, *values) -> np.ndarray:
     """The statistics of a group of chunk tasks, given the values of ``keys`` (their inputs).
 
     Added up when ``add_up`` (a group alone in its window of the tree's first level, see
@@ -163,7 +163,9 @@ def _submitted(graph):
     return dask_compat.named_graph(graph, uuid.uuid4().hex)
 
 
-def run_pass(client, built: StatisticsGraph, parameters, X, missing, weights, random, sizes):
+def run_pass(
+    client, built: StatisticsGraph, parameters, X, missing, weights, random, sizes
+) -> np.ndarray:
     """A statistics pass on ``client``'s cluster.
 
     Fused chunk tasks run in groups (:func:`cluster_graph`) under the library's priorities;

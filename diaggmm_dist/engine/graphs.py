@@ -21,18 +21,18 @@ from ..dask_compat import Task, TaskRef
 SPLIT_EVERY = 8
 
 
-def sample_index(X) -> tuple[str, str]:
+def sample_index(X: da.Array) -> tuple[str, str]:
     """Blockwise index letters: one per sample axis, then the feature axis."""
     letters = "abcdefghijklmnopqrstuvw"[: X.ndim - 1]
     return letters, letters + "z"
 
 
-def n_rows(X) -> int:
+def n_rows(X: da.Array) -> int:
     """Number of samples (rows): all axes but the last, the features."""
     return int(np.prod(X.shape[:-1]))
 
 
-def row_indices(X) -> da.Array:
+def row_indices(X: da.Array) -> da.Array:
     """Global (flattened) row index of every sample, lazily, chunked like X's sample axes."""
     return (
         da.arange(n_rows(X), chunks=max(X.chunks[0]) if X.ndim == 2 else "auto")
@@ -41,7 +41,7 @@ def row_indices(X) -> da.Array:
     )
 
 
-def one_block(x):
+def one_block(x: list) -> np.ndarray:
     """The feature axis is one chunk: blockwise hands its blocks over as a one-element list.
 
     (Taking that element, rather than letting blockwise concatenate the list, saves a copy
@@ -115,7 +115,9 @@ def _statistics_blocks(X, missing, weights, random, model_sizes, parameter_key):
     )
 
 
-def statistics_graph(X, missing, weights, random, model_sizes) -> StatisticsGraph:
+def statistics_graph(
+    X: da.Array, missing: str, weights: da.Array | None, random: bool, model_sizes: tuple
+) -> StatisticsGraph:
     """Build the graph of a pass: read each chunk, its statistics, their sum.
 
     The per-pass parameters are the value of one key, filled in at every run. Each chunk's
@@ -161,7 +163,7 @@ def _fused_chunks(graph, chunk_keys, parameter_key):
     return {key: dask_compat.fused_task(tasks, key) for key, tasks in zip(chunk_keys, own_tasks)}
 
 
-def summed_blocks(*blocks):
+def summed_blocks(*blocks: np.ndarray) -> np.ndarray:
     """The sum of statistics blocks, in order, pairwise along a contiguous axis.
 
     Each argument is one block (any leading unit axes dropped) or a stack of blocks along a
@@ -172,7 +174,7 @@ def summed_blocks(*blocks):
     return np.stack(flat, axis=-1).sum(axis=-1)
 
 
-def add_tree_sum(graph, additions, name):
+def add_tree_sum(graph: dict, additions: list, name: str):
     """Add to ``graph`` the tasks of a tree sum; return the key of its root.
 
     ``additions`` is the tree's first level, in order: each is a list of keys whose blocks
@@ -203,7 +205,7 @@ def _block_rows(x, row_function, n_columns, args):
     return out.reshape(x.shape[:-1] + (() if n_columns is None else (n_columns,)))
 
 
-def map_rows(X, func, *args, n_columns: int | None = None, dtype) -> da.Array:
+def map_rows(X: da.Array, func, *args, n_columns: int | None = None, dtype) -> da.Array:
     """Lazily apply ``func(rows, *args)`` to every chunk's rows (flattened to (n, D)).
 
     Parameters

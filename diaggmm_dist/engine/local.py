@@ -10,6 +10,7 @@ import functools
 import threading
 
 import dask
+import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from .. import dask_compat
@@ -45,7 +46,7 @@ def _evaluate(graph, key, values):
     )
 
 
-def local_statistics(built: StatisticsGraph, parameters, n_threads: int):
+def local_statistics(built: StatisticsGraph, parameters, n_threads: int) -> np.ndarray:
     """Run a pass's chunk tasks on ``n_threads`` threads and add up their statistics.
 
     Each thread takes the next chunk in row order until none is left, so the scheduling cost
@@ -98,7 +99,7 @@ def local_statistics(built: StatisticsGraph, parameters, n_threads: int):
     return summed_blocks(*results)
 
 
-def run_pass(built: StatisticsGraph, parameters):
+def run_pass(built: StatisticsGraph, parameters) -> np.ndarray:
     """A statistics pass on local threads: the chunk tasks on ours, else dask's scheduler.
 
     Parameters

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import dask.array as da
 import numpy as np
 
 from ..validation import dense_numeric
@@ -57,7 +58,7 @@ def as_samples(
     return Samples(array, in_memory=in_memory, values=np.asarray(X) if in_memory else None)
 
 
-def sample_values(values, samples: Samples, name: str):
+def sample_values(values, samples: Samples, name: str) -> da.Array:
     """Per-sample values (weights) aligned with ``samples``: DataArray, dask or numpy.
 
     Parameters

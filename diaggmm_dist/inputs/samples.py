@@ -36,7 +36,7 @@ class Samples:
         """Number of features (the last axis)."""
         return self.array.shape[-1]
 
-    def wrap(self, result, kind, n_components=None):
+    def wrap(self, result, kind: str, n_components: int | None = None):
         """Give a per-row ``result`` back as numpy, dask or xarray, like the input."""
         if self.in_memory:
             (result,) = engine.compute(result)

@@ -20,7 +20,9 @@ class Normalised(NamedTuple):
     log_norm_sum: np.ndarray  # (R,): Σ_i log p(x_i) of each model, float64
 
 
-def stacked_rows(x, shift, out, observed=None):
+def stacked_rows(
+    x: np.ndarray, shift: np.ndarray, out: np.ndarray, observed: np.ndarray | None = None
+) -> np.ndarray:
     """The rows ``[x − shift | (x − shift)²]`` (n, 2D), written into ``out`` in its dtype.
 
     The difference is taken in the wider of x's and the shift's precision (float64 for a
@@ -45,7 +47,7 @@ def stacked_rows(x, shift, out, observed=None):
     return out
 
 
-def native_order(x):
+def native_order(x: np.ndarray) -> np.ndarray:
     """``x`` in this machine's byte order: itself, or a copy when stored the other way (big-endian).
 
     Called on a sub-block (or a block of rows to score), so that the copy is of data that is
@@ -74,7 +76,9 @@ def _compiled_for(*arrays):
 _compiled = None  # the compiled module, once imported
 
 
-def component_log_scores(rows, coef, observed=None, out=None):
+def component_log_scores(
+    rows: np.ndarray, coef, observed: np.ndarray | None = None, out: np.ndarray | None = None
+) -> tuple:
     """Log scores (K, n) of stacked rows (:func:`stacked_rows`) but a per-component constant.
 
     Returns ``(scores, offset)``: the log scores are ``scores + offset``. The constant (K, 1)
@@ -90,7 +94,9 @@ def component_log_scores(rows, coef, observed=None, out=None):
     return scores, None
 
 
-def normalise_log_scores(scores, offset=None, model_sizes=None):
+def normalise_log_scores(
+    scores: np.ndarray, offset: np.ndarray | None = None, model_sizes: tuple | None = None
+) -> Normalised:
     """Turn log scores (K, n), plus ``offset`` (K, 1), into responsibilities in place (log-sum-exp).
 
     ``model_sizes``: the components of each stacked model (:func:`stack_coefficients`), each
@@ -118,7 +124,7 @@ def normalise_log_scores(scores, offset=None, model_sizes=None):
     )
 
 
-def nearest_one_hot(distances):
+def nearest_one_hot(distances: np.ndarray) -> np.ndarray:
     """One-hot responsibilities (K, n) of the nearest centre, in place; returns the distances."""
     nearest = distances.argmin(axis=0)
     columns = np.arange(distances.shape[1])
@@ -128,7 +134,7 @@ def nearest_one_hot(distances):
     return best
 
 
-def splitmix64(values):
+def splitmix64(values: np.ndarray | np.uint64) -> np.ndarray | np.uint64:
     """The splitmix64 finaliser: a well-mixed 64-bit hash of every value (vectorised, wrapping)."""
     with np.errstate(over="ignore"):
         z = values + np.uint64(0x9E3779B97F4A7C15)
@@ -137,7 +143,7 @@ def splitmix64(values):
         return z ^ (z >> np.uint64(31))
 
 
-def random_responsibilities(rows, n_components, seed, dtype):
+def random_responsibilities(rows, n_components: int, seed: int, dtype) -> np.ndarray:
     """Uniform random responsibilities (K, n) for the given global row indices, columns normalised.
 
     Each value is a hash of (seed, row, component), so a row gets the same numbers whatever

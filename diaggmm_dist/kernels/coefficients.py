@@ -27,21 +27,21 @@ class Coefficients(NamedTuple):
     groups: tuple = ()  # components of each stacked model (see stack_coefficients); () is one model
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype:
         """The compute dtype."""
         return self.products.dtype
 
     @property
-    def n_components(self):
+    def n_components(self) -> int:
         return self.offset.shape[0]
 
     @property
-    def model_sizes(self):
+    def model_sizes(self) -> tuple:
         """Components of each model whose coefficients are stacked here."""
         return self.groups or (self.n_components,)
 
 
-def stack_coefficients(models):
+def stack_coefficients(models: list) -> Coefficients:
     """Coefficients of several models (same shift and compute dtype) stacked along the components.
 
     One pass then computes every model's statistics: the products are one matrix product
@@ -73,7 +73,7 @@ def _coefficients(shift, square, linear, feature, log_weight, dtype):
     )
 
 
-def log_prob_coefficients(weights, means, precisions, shift, dtype):
+def log_prob_coefficients(weights, means, precisions, shift, dtype) -> Coefficients:
     """Coefficients whose products give ``log w_k + log N(x | μ_k, σ_k)`` for every component.
 
     Parameters
@@ -101,7 +101,7 @@ def log_prob_coefficients(weights, means, precisions, shift, dtype):
     return _coefficients(shift, -0.5 * precisions, centred * precisions, feature, log_w, dtype)
 
 
-def distance_coefficients(centers, shift, dtype):
+def distance_coefficients(centers, shift, dtype) -> Coefficients:
     """Coefficients whose products give the squared distance of each row to each centre."""
     centers, shift = np.asarray(centers, dtype=np.float64), np.asarray(shift, dtype=np.float64)
     centred = centers - shift

@@ -25,7 +25,7 @@ def _responsibilities(x, coef, missing):
     return scores, normalise_log_scores(scores, offset).log_norm[0], usable
 
 
-def row_summary(x, coef, missing="error"):
+def row_summary(x: np.ndarray, coef, missing: str = "error") -> np.ndarray:
     """Per row: ``[label, max responsibility, log p(x_i)]`` as float64 (n, 3).
 
     Rows that cannot be scored (non-finite values; with ``"drop"`` any NaN; with
@@ -41,12 +41,12 @@ def row_summary(x, coef, missing="error"):
     return out
 
 
-def row_labels(x, coef, missing="error"):
+def row_labels(x: np.ndarray, coef, missing: str = "error") -> np.ndarray:
     """Most probable component of every row (int64); -1 where the row cannot be scored."""
     return row_summary(x, coef, missing)[:, 0].astype(np.int64)
 
 
-def row_responsibilities(x, coef, missing="error"):
+def row_responsibilities(x: np.ndarray, coef, missing: str = "error") -> np.ndarray:
     """Posterior probabilities of the components for every row, shape (n, K); NaN where unscored."""
     with np.errstate(invalid="ignore", over="ignore"):
         scores, _, usable = _responsibilities(x, coef, missing)
@@ -55,6 +55,6 @@ def row_responsibilities(x, coef, missing="error"):
     return np.ascontiguousarray(scores.T)
 
 
-def row_log_likelihood(x, coef, missing="error"):
+def row_log_likelihood(x: np.ndarray, coef, missing: str = "error") -> np.ndarray:
     """``log p(x_i)`` of every row (over its observed features), float64; NaN where unscored."""
     return row_summary(x, coef, missing)[:, 2]

@@ -25,18 +25,18 @@ def n_stat_columns(n_features: int) -> int:
     return max(3 * n_features + 1, len(SCALARS))
 
 
-def n_stat_rows(model_sizes):
+def n_stat_rows(model_sizes: tuple) -> int:
     """Rows of the statistics block of stacked models: each model's K rows and its scalars row."""
     return sum(k + 1 for k in model_sizes)
 
 
-def model_statistics(stats, model_sizes):
+def model_statistics(stats: np.ndarray, model_sizes: tuple) -> list:
     """The statistics block of each stacked model (views), in order."""
     ends = np.cumsum([k + 1 for k in model_sizes])
     return [stats[end - k - 1 : end] for k, end in zip(model_sizes, ends)]
 
 
-def split_statistics(stats):
+def split_statistics(stats: np.ndarray) -> tuple:
     """``(N_k, S0, S1, S2, scalars)`` views of one model's statistics block (scalars: a dict)."""
     k = stats.shape[0] - 1
     d = (stats.shape[1] - 1) // 3
@@ -79,7 +79,14 @@ def pass_models(pass_spec) -> tuple[bool, tuple]:
     return random, tuple(pass_spec[2]) if random else pass_spec[1].model_sizes
 
 
-def chunk_statistics(x, pass_spec, missing="error", weights=None, count_nonfinite=False, rows=None):
+def chunk_statistics(
+    x: np.ndarray,
+    pass_spec: tuple,
+    missing: str = "error",
+    weights: np.ndarray | None = None,
+    count_nonfinite: bool = False,
+    rows: np.ndarray | None = None,
+) -> np.ndarray:
     """Sufficient statistics of one block of rows.
 
     Parameters
