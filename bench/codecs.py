@@ -11,7 +11,7 @@ each chunk length, and measures
 * single-threaded decode speed of one chunk (numcodecs, as zarr calls it; best of 10, in
   this process: the least noisy figure on a busy machine);
 * read+decode throughput in rows/s of the whole store into numpy: ``X`` opened the way the
-  fit opens it (:func:`diaggmm_dist.engine.as_row_chunked`, whole Zarr chunks grouped into
+  fit opens it (:func:`diaggmm_dist.inputs.as_row_chunked`, whole Zarr chunks grouped into
   dask chunks of about ``default_chunk_rows`` rows; Blosc and uncompressed stores thus take
   the library's direct read, :mod:`diaggmm_dist.zarr_chunks`, other codecs go through zarr) and
   reduced with a trivial ``sum`` on dask's threaded scheduler with ``--threads`` (2) threads, with
@@ -98,9 +98,9 @@ def read_once(path, threads, repeats, config, cold=False):
     import zarr
 
     zarr.config.set(config)
-    from diaggmm_dist import engine
+    from diaggmm_dist import inputs
 
-    X = engine.as_row_chunked(str(path))
+    X = inputs.as_row_chunked(str(path))
 
     def timed(array):
         start = time.perf_counter()
@@ -165,12 +165,12 @@ def memory_reference(rows, threads, repeats):
     import dask.array as da
     import numpy as np
 
-    from diaggmm_dist import engine
+    from diaggmm_dist import inputs
     from diaggmm_dist.datasets.synthetic import _chunk, mixture_parameters
 
     block = _chunk(0, 131_072, *mixture_parameters(K, D, seed=0), 0, np.dtype("float32"))[:, :D]
     data = np.tile(np.ascontiguousarray(block), (max(1, rows // block.shape[0]), 1))
-    X = da.from_array(data, chunks=(engine.default_chunk_rows(D, 4), D), name=False)
+    X = da.from_array(data, chunks=(inputs.default_chunk_rows(D, 4), D), name=False)
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()

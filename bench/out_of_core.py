@@ -145,15 +145,15 @@ def fit_chunks(path):
     """The store at ``path`` as the fit reads it: the ``zarr.Array``, the library's reader and the
     fit's chunks.
 
-    The chunks are row slices of :func:`diaggmm_dist.engine.as_row_chunked`'s dask chunks; the
+    The chunks are row slices of :func:`diaggmm_dist.inputs.as_row_chunked`'s dask chunks; the
     reader is the direct read of :mod:`diaggmm_dist.zarr_chunks` where the layout allows it,
     else the array.
     """
     import zarr
 
-    from diaggmm_dist import engine, zarr_chunks
+    from diaggmm_dist import inputs, zarr_chunks
 
-    X = engine.as_row_chunked(str(path))
+    X = inputs.as_row_chunked(str(path))
     array = zarr.open_array(str(path), mode="r")
     bounds = np.cumsum((0,) + X.chunks[0])
     slices = [np.s_[a:b, :] for a, b in zip(bounds[:-1], bounds[1:])]
@@ -164,7 +164,7 @@ def read_run(path, repeats=2):
     """Best seconds of a pass that only reads and decodes the store (module docstring), per million
     rows too.
 
-    The fit's chunks (:func:`diaggmm_dist.engine.as_row_chunked`), each read and dropped, on a
+    The fit's chunks (:func:`diaggmm_dist.inputs.as_row_chunked`), each read and dropped, on a
     thread per core taking the next chunk as the fit's local passes do (so no dask
     scheduling: with dask's threaded scheduler, 77 tasks that each return a stand-in
     array cost ~0.16 s of wall time per pass here, which the earlier measure counted as

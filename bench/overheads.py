@@ -41,7 +41,7 @@ import dask.array as da  # noqa: E402
 from _common import D, K, machine_info, machine_line, start_values, verdict, write_json  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 
-from diaggmm_dist import DiagGMM, engine, kernels  # noqa: E402
+from diaggmm_dist import DiagGMM, inputs, kernels  # noqa: E402
 
 TARGET = 0.05
 #: Distinct random chunks the 1,000 chunks cycle through.
@@ -85,7 +85,7 @@ def repeated_chunks(n_chunks, chunk_rows, seed=0, distinct=POOL):
     The blocks (``distinct`` x chunk_rows x 32 float32: 512 MiB at the default size) are far
     larger than the CPU caches, so every chunk is read from memory as a real in-memory fit
     reads it, and the chunks are the graph's data, as for numpy input
-    (:func:`diaggmm_dist.engine.in_memory_array`).
+    (:func:`diaggmm_dist.inputs.in_memory_array`).
     """
     from diaggmm_dist.datasets.synthetic import mixture_parameters
 
@@ -193,7 +193,7 @@ def main(argv=None):
     )
     parser.add_argument("--iters", type=int, default=4)
     args = parser.parse_args(argv)
-    default_rows = engine.default_chunk_rows(D, 4)
+    default_rows = inputs.default_chunk_rows(D, 4)
     result = {
         "machine": machine_info(),
         "target": f"outside chunk compute < {TARGET:.0%} per iteration",

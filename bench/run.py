@@ -105,7 +105,7 @@ import _common  # noqa: E402
 from _common import machine_info  # noqa: E402
 
 from diaggmm_dist import DiagGMM  # noqa: E402
-from diaggmm_dist.engine import default_chunk_rows  # noqa: E402
+from diaggmm_dist.inputs import default_chunk_rows  # noqa: E402
 
 SHARED_ROOFLINE = ROOT.parent / "shared" / "bench" / "roofline.py"
 LOCAL_ROOFLINE = ROOT / "bench" / "roofline.py"

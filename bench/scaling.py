@@ -31,7 +31,7 @@ Part 2, per-chunk figures (the inputs of the worked estimate):
 * the scheduler's cost per task: a pass over many tiny chunks (``da.ones(n, chunks=1).sum``,
   no real work) at two sizes on the 2-worker cluster; the slope is seconds per task;
 * kernel seconds per chunk for K=64, D=64, float32 at the library's default chunk rows
-  (:func:`diaggmm_dist.engine.default_chunk_rows`), one thread, one BLAS thread (best of
+  (:func:`diaggmm_dist.inputs.default_chunk_rows`), one thread, one BLAS thread (best of
   ``--kernel-repeats``: a core not shared with others; the median is printed too);
 * read+decode seconds of such a chunk (its Zarr chunks, in memory) stored with the project's
   default codec and chunk size, one thread, and the compression ratio
@@ -187,7 +187,7 @@ def process_ceiling(path, n_chunks, repeats):
     import multiprocessing
 
     from diaggmm_dist.cluster import worker_malloc_environ
-    from diaggmm_dist.engine import default_chunk_rows
+    from diaggmm_dist.inputs import default_chunk_rows
 
     context = multiprocessing.get_context("spawn")
     rows = default_chunk_rows(_common.D, 4)  # the fit's dask chunks of these float32 stores
@@ -225,7 +225,7 @@ def process_ceiling(path, n_chunks, repeats):
 
 #: Task names of the tree sum: the library's own, and dask's (graphs whose chunks share tasks).
 REDUCTION_NAMES = ("diaggmm-pass-sum", "sum")
-#: Task names of the library's groups of chunks on a cluster (engine._cluster_graph).
+#: Task names of the library's groups of chunks on a cluster (engine.cluster.cluster_graph).
 CHUNK_NAMES = ("diaggmm-pass-chunks",)
 
 
@@ -277,17 +277,19 @@ def pass_shape(n_chunks, workers):
     """The library's pass over ``n_chunks`` chunks on ``workers`` single-threaded workers.
 
     Chunks per task (the most common size), chunk tasks, tree-sum tasks and statistics blocks
-    sent, from the library's own rules (``engine.group_sizes``, ``engine.first_level_windows``,
-    ``engine._add_tree_sum``) on placeholder keys. A chunk task sends one block when it adds
-    its chunks up (a group alone in its window of the tree's first level), else one per chunk;
-    every task of the tree sends one (the root's goes to the client).
+    sent, from the library's own rules (``engine.cluster.group_sizes``,
+    ``engine.cluster.first_level_windows``, ``engine.graphs.add_tree_sum``) on placeholder
+    keys. A chunk task sends one block when it adds its chunks up (a group alone in its window
+    of the tree's first level), else one per chunk; every task of the tree sends one (the
+    root's goes to the client).
     """
-    from diaggmm_dist import engine
+    from diaggmm_dist.engine.cluster import first_level_windows, group_sizes
+    from diaggmm_dist.engine.graphs import add_tree_sum
 
-    sizes = engine.group_sizes(n_chunks, workers)
-    windows, tree = engine.first_level_windows(sizes), {}
+    sizes = group_sizes(n_chunks, workers)
+    windows, tree = first_level_windows(sizes), {}
     keys = [("chunks", i) for i in range(len(sizes))]
-    engine._add_tree_sum(
+    add_tree_sum(
         tree, [keys[w[0]] if len(w) == 1 else [keys[i] for i in w] for w in windows], "sum"
     )
     sent = sum(1 if len(w) == 1 else sum(sizes[i] for i in w) for w in windows) + len(tree)
@@ -352,12 +354,12 @@ def plan_chunk_figures(repeats):
     import zarr
     from threadpoolctl import threadpool_limits
 
-    from diaggmm_dist import engine, kernels
+    from diaggmm_dist import inputs, kernels
     from diaggmm_dist.datasets import synthetic
     from diaggmm_dist.stores.zarr_groups import data_chunk_rows
 
     k, d = PLAN["components"], PLAN["features"]
-    rows = engine.default_chunk_rows(d, 4)
+    rows = inputs.default_chunk_rows(d, 4)
     weights, means, covariances = synthetic.mixture_parameters(k, d, seed=0)
     x = np.ascontiguousarray(
         synthetic._chunk(0, rows, weights, means, covariances, 0, np.dtype("float32"))[:, :d]
@@ -503,9 +505,9 @@ def main(argv=None):
 
 
 def _common_chunks(path):
-    from diaggmm_dist import engine
+    from diaggmm_dist import inputs
 
-    return engine.as_row_chunked(str(path)).chunks[0]
+    return inputs.as_row_chunked(str(path)).chunks[0]
 
 
 def _gib(value):

@@ -21,7 +21,7 @@ import numpy as np
 import zarr
 from dask.system import CPU_COUNT
 
-from diaggmm_dist import checked_zarr, engine
+from diaggmm_dist import checked_zarr, inputs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402 - the bench's shared helpers, beside this script
@@ -62,7 +62,7 @@ def main():
     path = args.store / f"v2-blosc-{args.rows}x{args.features}-{args.chunk_rows}.zarr"
     plain = write_store(path, args.rows, args.features, args.chunk_rows)
     readers = {"zarr": plain, "checked": checked_zarr.checked_array(plain)}
-    dask_chunks = engine.as_row_chunked(str(path)).chunks[0]
+    dask_chunks = inputs.as_row_chunked(str(path)).chunks[0]
     bounds = np.cumsum((0,) + dask_chunks)
     slices = [np.s_[a:b, :] for a, b in itertools.pairwise(bounds)]
     assert np.array_equal(readers["zarr"][:], readers["checked"][:])

@@ -580,7 +580,7 @@ def _check_apart(outputs, inputs):
 
 def _open_data(url, chunk_size):
     """The data as a lazy row-chunked dask array; reads Zarr metadata only."""
-    from .engine import as_row_chunked
+    from .inputs import as_row_chunked
 
     return as_row_chunked(os.fspath(url), chunk_size)
 

@@ -1,25 +1,19 @@
 """The E-step's elementwise passes, compiled with numba: stacking the centred rows and their
 squares, and the normalisation (log-sum-exp over components) with the sums the M-step needs.
 
-Per 8,192-row sub-block (K=16, D=32, one thread on the 2-core reference machine), the
-two matrix products take ~0.3 ms (E-step) and ~0.25–0.28 ms (M-step) in float32 with
-OpenBLAS; what surrounds them were numpy passes over the (n, D) rows and the (K, n)
-scores, each reading and writing memory again, and each a numpy call that takes and
-gives back the GIL. With two threads, those handovers cost: the old kernel of ~25 numpy
-calls per sub-block ran at 1.5–1.65× on two threads against 1.9–2.0× in two processes.
-Here each is one compiled call:
+Around the two matrix products of a sub-block, numpy's passes over the (n, D) rows and the
+(K, n) scores each read and write memory again, and each takes and gives back the GIL: two
+threads lost much of their parallelism to those handovers (see bench/FINDINGS.md,
+"compiled"). Here each is one compiled call:
 
 * :func:`stacked_rows`: ``[x − shift | (x − shift)²]``, the difference taken in float64
   (the shift's precision) and rounded to the buffer's dtype, exactly as numpy's two passes
-  round them (0.07-0.10 ms against 0.18-0.20 ms in float32);
+  round them;
 * :func:`normalise_log_scores`: per model, one loop per component row adds the products'
   constant and keeps the row maximum, one more does the exponential and the running sum,
   one the log of the sums (and Σ_i log p(x_i) in float64) and one the scaling (and each
-  component's Σ_i r_ik in float64). The exponentials are vectorised by the compiler; numpy's
-  ``exp`` costs about 2.3 ns per float32 value and 9 ns per float64 value there (AVX2;
-  float64 is a scalar libm call). The whole of it takes ~0.155 ms for a 16 × 8,192 float32
-  block, against ~0.19 ms for the previous compiled loops with numpy's max, log and sums,
-  and ~0.4 ms for numpy alone.
+  component's Σ_i r_ik in float64). The exponentials are vectorised by the compiler (numpy's
+  float64 ``exp`` is a scalar libm call).
 
 The exponentials are Cephes' ``expf`` and ``exp``: x = m ln 2 + r with |r| ≤ ½ ln 2 (ln 2
 split in two parts so that m ln 2 is exact), exp(r) by a degree-6 polynomial (float32) or
@@ -53,7 +47,7 @@ UNDERFLOW = {np.dtype(np.float32): float(_UNDERFLOW32), np.dtype(np.float64): _U
 
 
 def _jit(function, fastmath=frozenset({"contract"})):
-    """numba's njit for these loops: no GIL, checks off, and the machine code cached on disk where possible."""
+    """numba's njit for these loops: no GIL, checks off, machine code cached on disk if possible."""
     # By default only "contract" (fused multiply-add): reassociation would undo the rounding
     # by adding and subtracting 1.5 * 2^mantissa bits, and the two-part reduction by ln 2.
     options = dict(nogil=True, fastmath=set(fastmath), error_model="numpy", boundscheck=False)
@@ -67,7 +61,7 @@ def _jit(function, fastmath=frozenset({"contract"})):
 
 @intrinsic
 def _float_from_bits(typingctx, bits):
-    """The float of ``bits``' width whose bit pattern is the integer ``bits`` (a reinterpretation)."""
+    """The float of ``bits``' width whose bit pattern is the integer ``bits`` (reinterpreted)."""
     float_type = {32: types.float32, 64: types.float64}[bits.bitwidth]
 
     def codegen(context, builder, signature, args):
@@ -131,7 +125,7 @@ def _exp_for(x):  # pragma: no cover (compiled)
 
 @_jit
 def _stack_rows(x, shift, rows):  # pragma: no cover (compiled)
-    """rows[i] <- [x_i − shift | (x_i − shift)²], row by row (each rounded to the buffer's dtype)."""
+    """rows[i] <- [x_i − shift | (x_i − shift)²], row by row, rounded to the buffer's dtype."""
     n, d = x.shape
     for i in range(n):
         row, out = x[i], rows[i]
@@ -148,10 +142,8 @@ def _stack_rows_in_two_passes(x, shift, rows):  # pragma: no cover (compiled)
     """:func:`_stack_rows` as two passes over the rows: the differences, then the squares.
 
     For a float32 buffer and the float64 shift the compiler vectorises these two loops but
-    not the one-pass loop: per 8,192 x 16 sub-block (best of 1,500 calls, one thread) 0.025
-    ms from float32 rows and 0.031 ms from float64 rows, against 0.060 ms for both in one
-    pass (and 0.020 / 0.061 ms for the one pass with a float32 shift). For a float64 buffer
-    the one pass is faster (0.032 against 0.047 ms): the squares re-read twice the memory.
+    not the one-pass loop; for a float64 buffer the one pass is faster, as the squares would
+    re-read twice the memory (see bench/FINDINGS.md, "compiled._stack_rows_in_two_passes").
     """
     n, d = x.shape
     for i in range(n):
@@ -174,7 +166,9 @@ def _check(name, *arrays):
 
 
 def stacked_rows(x, shift, rows):
-    """:func:`diaggmm_dist.kernels.stacked_rows` without a mask, in one call: the same numbers as numpy's two passes.
+    """:func:`diaggmm_dist.kernels.stacked_rows` without a mask, in one call.
+
+    The same numbers as numpy's two passes.
 
     ``x`` (n, D) and ``rows`` (n, 2D) C-contiguous float32 or float64 in native byte order
     (``x`` may have the other precision). The shift is taken in float64 and the difference
@@ -194,7 +188,10 @@ def _jit_sum(function):
 
 @_jit_sum
 def _log_norm_sum(total, top, scale):  # pragma: no cover (compiled)
-    """In place: total[i] <- log(total[i]) + top[i] (log p(x_i)), scale[i] <- 1 / total[i]; Σ_i log p(x_i) (float64)."""
+    """In place: total[i] <- log(total[i]) + top[i] (log p(x_i)), scale[i] <- 1 / total[i].
+
+    Returns Σ_i log p(x_i) (float64).
+    """
     acc = 0.0
     for i in range(total.shape[0]):
         t = total[i]
@@ -220,7 +217,10 @@ def _scaled_sum(row, scale):  # pragma: no cover (compiled)
 def _normalise(
     scores, offset, ends, log_norm, mass, log_norm_sum, top, other
 ):  # pragma: no cover (compiled)
-    """The normalisation of each model's rows ``scores[ends[g-1]:ends[g]]`` (module docstring), in place."""
+    """The normalisation of each model's rows ``scores[ends[g-1]:ends[g]]``, in place.
+
+    See the module docstring.
+    """
     n = scores.shape[1]
     begin = 0
     for g in range(ends.shape[0]):
@@ -288,7 +288,7 @@ def _exp_values(values):  # pragma: no cover (compiled)
 
 
 def exp(values, dtype):
-    """exp of ``values`` in ``dtype`` by the compiled loop (what the tests check against exact values)."""
+    """exp of ``values`` in ``dtype`` by the compiled loop (tests check it against exact values)."""
     values = np.array(values, dtype=dtype, ndmin=1)
     out = values.ravel().copy()
     _exp_values(out)

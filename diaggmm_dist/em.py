@@ -66,7 +66,7 @@ def e_step_models(data_pass, models):
     Parameters
     ----------
     data_pass : callable
-        ``data_pass(responsibilities)`` runs one pass and returns the summed statistics; it
+        ``data_pass(pass_spec)`` runs one pass and returns the summed statistics; it
         has a ``dtype`` attribute (the compute dtype).
     models : list of (weights, means, precisions)
         Shapes (K,), (K, D), (K, D); K may differ between models.

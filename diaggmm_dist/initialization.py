@@ -200,7 +200,7 @@ def initial_parameters_of_models(
         Drawn from for the shared sample first, then by every model in turn.
     reg_covar : float
     data_pass : callable
-        ``data_pass(responsibilities)`` runs one pass and returns the summed
+        ``data_pass(pass_spec)`` runs one pass and returns the summed
         statistics; it has ``dtype`` (the compute dtype), ``resolution`` (its epsilon) and
         ``missing`` (the missing-value policy) attributes.
     weights_init, means_init, precisions_init : ndarray or None
@@ -438,8 +438,8 @@ def _sample_em_lower_bounds(sample, centres, reg_covar, sample_weight=None):
     the sample (their coefficients stacked). A set whose M-step fails gets ``-inf``.
     """
 
-    def sample_pass(responsibilities):
-        return kernels.chunk_statistics(sample, responsibilities, weights=sample_weight)
+    def sample_pass(pass_spec):
+        return kernels.chunk_statistics(sample, pass_spec, weights=sample_weight)
 
     sample_pass.dtype = np.dtype(np.float64)  # the compute dtype e_step_models reads
     shift = np.average(sample, axis=0, weights=sample_weight)

@@ -53,10 +53,10 @@ class _DataPass:
         self.checked = checked
         self.graphs = {}  # the pass's task graphs, built once for the whole fit
 
-    def __call__(self, responsibilities):
+    def __call__(self, pass_spec):
         stats = engine.pass_statistics(
             self.X,
-            responsibilities,
+            pass_spec,
             self.missing,
             self.weights,
             count_nonfinite=not self.checked,
@@ -479,9 +479,13 @@ class DiagGMM(DensityMixin, BaseEstimator):
         return _DataPass(samples.array, self.dtype, self.missing, weights, checked)
 
     def _set_input_layout(self, layout, samples):
-        self.input_layout_ = layout
-        if samples.feature_names is not None:
-            self.feature_names_in_ = np.asarray(samples.feature_names, dtype=object)
+        """Keep the input layout ``layout`` (a dict or an InputLayout) and the feature names."""
+        if not isinstance(layout, inputs.InputLayout):
+            layout = inputs.InputLayout.from_dict(layout)
+        fitted = layout.fitted(samples)
+        self.input_layout_ = fitted.to_dict()  # the persisted form
+        if fitted.feature_names is not None:
+            self.feature_names_in_ = np.asarray(fitted.feature_names, dtype=object)
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
 
@@ -738,47 +742,42 @@ class DiagGMM(DensityMixin, BaseEstimator):
         """:func:`inputs.as_samples` of ``X``, in this estimator's ``chunk_size``."""
         return inputs.as_samples(X, self.chunk_size, **layout)
 
+    def _input_layout(self):
+        """The fitted :class:`~diaggmm_dist.inputs.InputLayout` (from the fitted attributes)."""
+        return inputs.InputLayout.of(self)
+
     def _check_n_features(self, n_features):
-        if n_features != self.n_features_in_:
-            raise ValueError(  # scikit-learn's wording first: its estimator checks look for it
-                f"X has {n_features} features, but {type(self).__name__} is expecting {self.n_features_in_} "
-                f"features as input: give the {self.n_features_in_} features the model was fitted on."
-            )
+        inputs.check_n_features(n_features, self.n_features_in_, type(self).__name__)
 
     def _check_features(self, samples):
         """The same number of features as the model, and the same names when both have names."""
-        self._check_n_features(samples.array.shape[-1])
-        known = getattr(self, "feature_names_in_", None)
-        if (
-            known is not None
-            and samples.feature_names is not None
-            and list(known) != list(samples.feature_names)
-        ):
-            raise ValueError(
-                f"The features differ from those seen in fit: got {list(samples.feature_names)}, "
-                f"fitted on {list(known)}."
-            )
+        self._input_layout().check(samples, type(self).__name__)
 
-    def _map(self, X, kind):
-        """Per-row results of kind ``"labels"``, ``"proba"``, ``"log_norm"`` or ``"summary"``.
-
-        Returns the lazy result and the :class:`~diaggmm_dist.inputs.Samples` that shapes it.
-        """
+    def _prediction_samples(self, X):
+        """``X`` read once with the fitted input layout, its features and values checked."""
         check_is_fitted(self, "means_")
-        samples = self._samples(X, **getattr(self, "input_layout_", {}))
-        data = samples.array
-        self._check_features(samples)
+        layout = self._input_layout()
+        samples = layout.samples(X, self.chunk_size)
+        layout.check(samples, type(self).__name__)
         if samples.values is not None:
             _check_in_memory(samples.values, self.missing)
+        return samples
+
+    def _map(self, samples, kind):
+        """Lazy per-row results of kind ``"labels"``, ``"proba"``, ``"log_norm"`` or ``"summary"``.
+
+        ``samples`` come from :meth:`_prediction_samples` (and shape the result).
+        """
+        data = samples.array
         dtype = np.dtype(self.dtype)
         shift = data_centre(self.weights_, self.means_, self.precisions_)
         coef = kernels.log_prob_coefficients(
             self.weights_, self.means_, self.precisions_, shift, dtype
         )
         if kind == "labels":
-            result = engine.map_rows(data, kernels.row_labels, coef, self.missing, dtype=np.int64)
-        elif kind == "proba":
-            result = engine.map_rows(
+            return engine.map_rows(data, kernels.row_labels, coef, self.missing, dtype=np.int64)
+        if kind == "proba":
+            return engine.map_rows(
                 data,
                 kernels.row_responsibilities,
                 coef,
@@ -786,15 +785,13 @@ class DiagGMM(DensityMixin, BaseEstimator):
                 n_columns=self.n_components,
                 dtype=dtype,
             )
-        elif kind == "summary":
-            result = engine.map_rows(
+        if kind == "summary":
+            return engine.map_rows(
                 data, kernels.row_summary, coef, self.missing, n_columns=3, dtype=np.float64
             )
-        else:
-            result = engine.map_rows(
-                data, kernels.row_log_likelihood, coef, self.missing, dtype=np.float64
-            )
-        return result, samples
+        return engine.map_rows(
+            data, kernels.row_log_likelihood, coef, self.missing, dtype=np.float64
+        )
 
     def predict(self, X):
         """Component label of every row (the most probable component).
@@ -805,18 +802,18 @@ class DiagGMM(DensityMixin, BaseEstimator):
             Numpy for in-memory input; a lazy dask array chunked like the input otherwise.
             For lazy input, rows holding NaN or infinite values get the label -1.
         """
-        result, samples = self._map(X, "labels")
-        return samples.wrap(result, "labels")
+        samples = self._prediction_samples(X)
+        return samples.wrap(self._map(samples, "labels"), "labels")
 
     def predict_proba(self, X):
-        """Posterior probability of every component for every row, shape (n_samples, n_components)."""
-        result, samples = self._map(X, "proba")
-        return samples.wrap(result, "proba", self.n_components)
+        """Posterior probability of every component for every row, (n_samples, n_components)."""
+        samples = self._prediction_samples(X)
+        return samples.wrap(self._map(samples, "proba"), "proba", self.n_components)
 
     def score_samples(self, X):
         """Log-likelihood ``log p(x)`` of every row, shape (n_samples,), float64."""
-        result, samples = self._map(X, "log_norm")
-        return samples.wrap(result, "log_norm")
+        samples = self._prediction_samples(X)
+        return samples.wrap(self._map(samples, "log_norm"), "log_norm")
 
     def score_rows(self, X):
         """Labels, maximum responsibility and log-likelihood of every row, from one pass.
@@ -829,7 +826,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
             Numpy for in-memory input; lazy dask arrays chunked like the input otherwise
             (the three share one read of each chunk when computed or stored together).
         """
-        summary, samples = self._map(X, "summary")
+        samples = self._prediction_samples(X)
+        summary = self._map(samples, "summary")
         if samples.in_memory:
             (summary,) = engine.compute(summary)
             return summary[:, 0].astype(np.int16), summary[:, 1].astype(np.float32), summary[:, 2]
@@ -840,25 +838,32 @@ class DiagGMM(DensityMixin, BaseEstimator):
             samples.wrap(summary[..., 2], "log_norm"),
         )
 
+    def _mean_log_likelihood(self, samples):
+        """Mean log-likelihood per row of ``samples`` (rows that cannot be scored left out)."""
+        mean = da.mean if self.missing == "error" else da.nanmean
+        (value,) = engine.compute(mean(self._map(samples, "log_norm")))
+        return float(value)
+
     def score(self, X, y=None):
         """Mean log-likelihood per row (a float; computed even for lazy input).
 
         With a missing-value policy, rows that cannot be scored are left out of the mean.
         """
-        log_norm, _ = self._map(X, "log_norm")
-        mean = da.mean if self.missing == "error" else da.nanmean
-        (value,) = engine.compute(mean(log_norm))
-        return float(value)
+        return self._mean_log_likelihood(self._prediction_samples(X))
 
     def bic(self, X):
         """Bayesian information criterion of the model on ``X`` (lower is better)."""
-        n_samples = engine.n_rows(self._samples(X, **getattr(self, "input_layout_", {})).array)
-        return parameters.bic(self.score(X), n_samples, *self.means_.shape)
+        samples = self._prediction_samples(X)
+        return parameters.bic(
+            self._mean_log_likelihood(samples), samples.n_rows, *self.means_.shape
+        )
 
     def aic(self, X):
         """Akaike information criterion of the model on ``X`` (lower is better)."""
-        n_samples = engine.n_rows(self._samples(X, **getattr(self, "input_layout_", {})).array)
-        return parameters.aic(self.score(X), n_samples, *self.means_.shape)
+        samples = self._prediction_samples(X)
+        return parameters.aic(
+            self._mean_log_likelihood(samples), samples.n_rows, *self.means_.shape
+        )
 
     # ------------------------------------------------------------ persistence
     def save(self, url: str | os.PathLike, *, overwrite: bool = False) -> None:

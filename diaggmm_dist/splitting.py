@@ -56,7 +56,7 @@ def split_initial_parameters(data_pass, n_components, n_features, reg_covar, tol
     Parameters
     ----------
     data_pass : callable
-        ``data_pass(responsibilities)`` runs one pass and returns the summed statistics
+        ``data_pass(pass_spec)`` runs one pass and returns the summed statistics
         (see :func:`diaggmm_dist.initialization.initial_parameters_of_models`).
     n_components : int
     n_features : int

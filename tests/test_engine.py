@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 import zarr
 
-from diaggmm_dist import engine, kernels
+from diaggmm_dist import engine, inputs, kernels
+from diaggmm_dist.dask_compat import DataNode
+from diaggmm_dist.engine import cluster
+from diaggmm_dist.engine.graphs import SPLIT_EVERY, PassParameters, statistics_graph
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +56,8 @@ def test_local_passes_run_every_chunk_without_dask_scheduler(
     expected = kernels.chunk_statistics(rows, ("gaussian", coefficients))
     _no_dask_scheduler(monkeypatch)
     for X in (
-        engine.as_row_chunked(rows, chunk_size=4096),
-        engine.as_row_chunked(_store(rows, tmp_path / "x.zarr", 5000), chunk_size=10_000),
+        inputs.as_row_chunked(rows, chunk_size=4096),
+        inputs.as_row_chunked(_store(rows, tmp_path / "x.zarr", 5000), chunk_size=10_000),
     ):
         graphs = {}
         with dask.config.set(num_workers=1):
@@ -103,26 +106,26 @@ def test_an_error_in_a_chunk_reaches_the_caller_and_stops_the_threads(rows, coef
 
 
 def test_numpy_input_is_chunked_without_a_copy(rows):
-    X = engine.as_row_chunked(rows, chunk_size=4096)
+    X = inputs.as_row_chunked(rows, chunk_size=4096)
     chunks = [value for value in dict(X.__dask_graph__()).values() if isinstance(value, np.ndarray)]
     assert len(chunks) == X.numblocks[0] and all(np.shares_memory(chunk, rows) for chunk in chunks)
     assert np.array_equal(X.compute(), rows)
     # input that is not C-contiguous is copied once, into rows the kernels can read directly
     fortran = np.asfortranarray(rows)
-    assert np.array_equal(engine.as_row_chunked(fortran, chunk_size=4096).compute(), rows)
+    assert np.array_equal(inputs.as_row_chunked(fortran, chunk_size=4096).compute(), rows)
 
 
 def test_each_chunk_is_one_task_that_reads_it(rows, coefficients, tmp_path):
     # what a cluster runs: no read task whose 16 MiB result waits in a worker's memory
-    X = engine.as_row_chunked(_store(rows, tmp_path / "x.zarr", 2000), chunk_size=2000)
-    built = engine._statistics_graph(X, "error", None, False, coefficients.model_sizes)
-    tasks = [key for key, node in built.graph.items() if not isinstance(node, engine._DataNode)]
+    X = inputs.as_row_chunked(_store(rows, tmp_path / "x.zarr", 2000), chunk_size=2000)
+    built = statistics_graph(X, "error", None, False, coefficients.model_sizes)
+    tasks = [key for key, node in built.graph.items() if not isinstance(node, DataNode)]
     n_chunks = X.numblocks[0]  # 25: a tree of 4 + 1 additions above them
     assert len(built.chunk_keys) == n_chunks and len(tasks) == n_chunks + 4 + 1
     stats = dask.get(
         {
             **built.graph,
-            built.parameter_key: engine._PassParameters(("gaussian", coefficients), False),
+            built.parameter_key: PassParameters(("gaussian", coefficients), False),
         },
         built.result_key,
     )
@@ -131,17 +134,17 @@ def test_each_chunk_is_one_task_that_reads_it(rows, coefficients, tmp_path):
 
 
 def test_a_cluster_pass_runs_groups_of_chunks_under_keys_of_its_own(rows, coefficients, tmp_path):
-    X = engine.as_row_chunked(
+    X = inputs.as_row_chunked(
         _store(rows, tmp_path / "x.zarr", 246), chunk_size=246
     )  # 204 chunks, the last short
-    built = engine._statistics_graph(X, "error", None, False, coefficients.model_sizes)
-    parameters = engine._PassParameters(("gaussian", coefficients), False)
-    assert engine.SPLIT_EVERY == 8  # the counts below rest on it
+    built = statistics_graph(X, "error", None, False, coefficients.model_sizes)
+    parameters = PassParameters(("gaussian", coefficients), False)
+    assert SPLIT_EVERY == 8  # the counts below rest on it
     # 1 thread: 25 groups of 8 chunks and one of 4, each adding itself up, then a tree of 4 + 1
     # additions
-    assert engine.group_sizes(204, 1) == [8] * 25 + [4]
-    one = engine._cluster_graph(built, parameters, n_threads=1)
-    tasks = [key for key, node in one.graph.items() if not isinstance(node, engine._DataNode)]
+    assert cluster.group_sizes(204, 1) == [8] * 25 + [4]
+    one = cluster.cluster_graph(built, parameters, n_threads=1)
+    tasks = [key for key, node in one.graph.items() if not isinstance(node, DataNode)]
     assert len(tasks) == 26 + 4 + 1
     stats = dask.get(one.graph, one.result_key)
     expected = kernels.chunk_statistics(rows, ("gaussian", coefficients))
@@ -150,22 +153,22 @@ def test_a_cluster_pass_runs_groups_of_chunks_under_keys_of_its_own(rows, coeffi
     # chunks; the tree adds up the same blocks in the same order, so the sum is the very same
     # whatever the number of workers (losing one changes nothing)
     for n_threads in (2, 4, 8, 32, 300):
-        sizes = engine.group_sizes(204, n_threads)
+        sizes = cluster.group_sizes(204, n_threads)
         assert (
             sum(sizes) == 204
             and sizes == sorted(sizes, reverse=True)
             and set(sizes) <= {1, 2, 4, 8}
         )
         assert sizes[-1] == 1 and sizes.count(8) == max(0, (204 - 8 * n_threads) // 8 + 1)
-        windows = engine.first_level_windows(sizes)
+        windows = cluster.first_level_windows(sizes)
         assert [sum(sizes[i] for i in window) for window in windows] == [8] * 25 + [4]
-        grouped = engine._cluster_graph(built, parameters, n_threads=n_threads)
-        n_tasks = sum(not isinstance(node, engine._DataNode) for node in grouped.graph.values())
+        grouped = cluster.cluster_graph(built, parameters, n_threads=n_threads)
+        n_tasks = sum(not isinstance(node, DataNode) for node in grouped.graph.values())
         assert n_tasks == len(sizes) + sum(len(window) > 1 for window in windows) + 4 + 1
         assert np.array_equal(dask.get(grouped.graph, grouped.result_key), stats)
         _assert_row_order(grouped)
     # the next pass shares no key with this one (the scheduler keeps results by key)
-    again = engine._cluster_graph(built, parameters, n_threads=1)
+    again = cluster.cluster_graph(built, parameters, n_threads=1)
     assert not set(again.graph) & set(one.graph)
 
 

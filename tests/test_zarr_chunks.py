@@ -11,7 +11,7 @@ import pytest
 import zarr
 from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
 
-from diaggmm_dist import engine, zarr_chunks
+from diaggmm_dist import inputs, zarr_chunks
 from diaggmm_dist.stores.zarr_groups import DATA_COMPRESSORS
 
 
@@ -152,17 +152,17 @@ def test_other_layouts_are_left_to_zarr(rows, tmp_path, layout):
     array[:] = data
     assert zarr_chunks.direct_rows(array) is None
     if data.ndim == 2:  # the engine still reads it, through zarr
-        assert np.array_equal(engine.as_row_chunked(array, chunk_size=2_000).compute(), rows)
+        assert np.array_equal(inputs.as_row_chunked(array, chunk_size=2_000).compute(), rows)
 
 
 def test_the_engine_reads_the_project_layout_directly(rows, tmp_path):
     array = _array(tmp_path / "x.zarr", rows, compressors=DATA_COMPRESSORS)
-    X = engine.as_row_chunked(str(tmp_path / "x.zarr"), chunk_size=2_000)
+    X = inputs.as_row_chunked(str(tmp_path / "x.zarr"), chunk_size=2_000)
     values = [getattr(node, "value", node) for node in dict(X.__dask_graph__()).values()]
     assert any(isinstance(value, zarr_chunks.DirectRows) for value in values)
     assert np.array_equal(X.compute(), array[:])
     # the name is stable for the same array (graph caches and checkpoints rely on it)
-    assert engine.as_row_chunked(str(tmp_path / "x.zarr"), chunk_size=2_000).name == X.name
+    assert inputs.as_row_chunked(str(tmp_path / "x.zarr"), chunk_size=2_000).name == X.name
     with dask.config.set(scheduler="sync"):
         assert np.array_equal(X[[3, 4_321, 9_999]].compute(), rows[[3, 4_321, 9_999]])
 

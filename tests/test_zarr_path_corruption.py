@@ -22,7 +22,7 @@ from distributed import Client
 from zarr.codecs import BloscCodec, ZstdCodec
 from zarr.core.codec_pipeline import BatchedCodecPipeline
 
-from diaggmm_dist import DiagGMM, engine
+from diaggmm_dist import DiagGMM, inputs
 from diaggmm_dist.zarr_chunks import CorruptChunkError
 
 ROWS, CHUNK_ROWS, N_FEATURES = 8_000, 1_000, 4
@@ -165,7 +165,7 @@ def test_every_corrupt_chunk_reads_as_zarr_reads_it_or_is_refused(tmp_path, layo
     for what, data, must_raise in _fuzz(store.original):
         store.write(data)
         try:
-            values = engine.as_row_chunked(store.location).compute()  # the read a fit does
+            values = inputs.as_row_chunked(store.location).compute()  # the read a fit does
         except CorruptChunkError as err:
             store.assert_names_the_chunk(err)
             refused.append(what)
@@ -193,7 +193,7 @@ def test_intact_stores_read_exactly_what_zarr_reads(tmp_path, layout, values):
         .view(np.float64)
     )
     store = Store(layout, tmp_path, rows)
-    read = engine.as_row_chunked(store.location).compute()
+    read = inputs.as_row_chunked(store.location).compute()
     assert np.array_equal(read.view(np.uint64), rows.view(np.uint64))
 
 
@@ -219,7 +219,7 @@ def test_zarr_v3_blosc_frames_of_1_byte_values_are_read(tmp_path, where):
     )  # typesize: the buffer's, 1
     assert frame[2] & 0x01 and frame[3] == 1
     store.write(frame)
-    assert np.array_equal(engine.as_row_chunked(store.location).compute(), store.values)
+    assert np.array_equal(inputs.as_row_chunked(store.location).compute(), store.values)
 
 
 def test_a_zarr_v2_blosc_store_written_with_its_own_typesize_is_read(tmp_path):
@@ -236,7 +236,7 @@ def test_a_zarr_v2_blosc_store_written_with_its_own_typesize_is_read(tmp_path):
         compressors=numcodecs.Blosc(typesize=4),
     )[:] = rows
     assert (Path(path) / "5.0").read_bytes()[3] == 4
-    assert np.array_equal(engine.as_row_chunked(path).compute(), rows)
+    assert np.array_equal(inputs.as_row_chunked(path).compute(), rows)
 
 
 def test_an_error_of_the_file_system_is_not_called_a_corrupt_chunk(tmp_path):

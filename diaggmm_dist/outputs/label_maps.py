@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from ..inputs import InputLayout
 from ..stores.zarr_groups import write_atomically
 
 
@@ -13,14 +14,16 @@ def label_map(model, data, *, probabilities=False):
     """An ``xarray.Dataset`` of labels, maximum responsibility and log-likelihood (lazy).
 
     ``data`` is what the model was fitted on (a DataArray with the same feature dim, or a
-    Dataset with the same variables); the result has its sample dimensions, coordinates and
-    chunks. ``labels`` is int16 with -1 where no label could be given; CF attributes
-    (``flag_values``, ``flag_meanings``, ``valid_min``/``valid_max``) describe it, and no
-    ``_FillValue`` is set so that reading it back keeps the integers.
+    Dataset with the same variables), read once with the model's fitted input layout; the
+    result has its sample dimensions, coordinates and chunks. ``labels`` is int16 with -1
+    where no label could be given; CF attributes (``flag_values``, ``flag_meanings``,
+    ``valid_min``/``valid_max``) describe it, and no ``_FillValue`` is set so that reading it
+    back keeps the integers.
     """
     import xarray as xr
 
-    labels, max_resp, log_likelihood = model.score_rows(data)
+    samples = InputLayout.of(model).samples(data, model.chunk_size)  # read once for both
+    labels, max_resp, log_likelihood = model.score_rows(samples)
     if not isinstance(labels, xr.DataArray):
         raise TypeError(
             "label_map needs xarray input (a DataArray or Dataset) to give the map its coordinates."
@@ -37,7 +40,7 @@ def label_map(model, data, *, probabilities=False):
     log_likelihood.attrs = {"long_name": "log-likelihood of the pixel under the mixture"}
     variables = {"labels": labels, "max_resp": max_resp, "log_likelihood": log_likelihood}
     if probabilities:
-        variables["responsibility"] = model.predict_proba(data).astype(np.float32)
+        variables["responsibility"] = model.predict_proba(samples).astype(np.float32)
     result = xr.Dataset(variables)
     result.attrs = {
         "title": "diaggmm-dist label map",

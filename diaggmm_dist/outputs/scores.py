@@ -7,7 +7,7 @@ import os
 import dask.array as da
 import numpy as np
 
-from .. import engine
+from .. import engine, inputs
 from ..stores.zarr_groups import DATA_COMPRESSORS, write_group_atomically
 
 SCORE_ARRAYS = ("labels", "max_resp", "log_likelihood")
@@ -36,7 +36,7 @@ def write_scores(model, data, url, *, overwrite=False, chunk_size=None):
     str
         ``url``.
     """
-    rows = engine.as_row_chunked(data, chunk_size or model.chunk_size)
+    rows = inputs.as_row_chunked(data, chunk_size or model.chunk_size)
     if len(set(rows.chunks[0][:-1])) > 1:  # Zarr chunks must be regular
         rows = rows.rechunk({0: max(rows.chunks[0])})
     arrays = [da.asarray(a) for a in model.score_rows(rows)]

@@ -1,0 +1,188 @@
+"""The cluster runner: a pass on the active ``distributed.Client``, its sum a tree of tasks."""
+
+from __future__ import annotations
+
+import uuid
+from typing import NamedTuple
+
+import dask
+import numpy as np
+
+from .. import dask_compat
+from ..dask_compat import DataNode, Task, TaskRef
+from .graphs import SPLIT_EVERY, StatisticsGraph, add_tree_sum, statistics_graph, summed_blocks
+
+
+def active_client():
+    """The active ``distributed.Client``, or None (also when distributed is not installed)."""
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def group_sizes(n_chunks: int, n_threads: int) -> list[int]:
+    """Chunks per cluster task, in row order: :data:`SPLIT_EVERY`, halving toward 1 at the end.
+
+    Every task costs the client, the scheduler and the worker CPU time, on the cores the
+    chunks need (see bench/FINDINGS.md, "engine.cluster.group_sizes"), so tasks take
+    :data:`SPLIT_EVERY` chunks. But a worker that has finished waits for the others' last
+    tasks at the end of every pass, so once fewer than ``size`` chunks per thread are left
+    the size halves: the pass ends on single chunks.
+
+    Sizes are powers of two that divide :data:`SPLIT_EVERY` and never grow, so no group
+    straddles a multiple of :data:`SPLIT_EVERY` chunks: groups line up with the tree's first
+    level (:func:`first_level_windows`), and the sum is the same to the bit whatever the
+    number of workers (one that dies mid-fit changes nothing).
+
+    Parameters
+    ----------
+    n_chunks : int
+    n_threads : int
+        Threads of the cluster's workers, in all.
+
+    Returns
+    -------
+    list of int
+    """
+    sizes, size, left, threads = [], SPLIT_EVERY, n_chunks, max(1, n_threads)
+    while left:
+        while size > 1 and left < size * threads:
+            size //= 2
+        sizes.append(size)
+        left -= size
+    return sizes
+
+
+def first_level_windows(sizes: list[int]) -> list[list[int]]:
+    """Indices of the groups of :func:`group_sizes` in each addition of the tree's first level.
+
+    An addition covers :data:`SPLIT_EVERY` consecutive chunks (fewer at the end). A group
+    alone in its window adds its chunks up itself; the others hand their blocks over stacked.
+    """
+    windows, start = {}, 0
+    for index, size in enumerate(sizes):
+        windows.setdefault(start // SPLIT_EVERY, []).append(index)
+        start += size
+    return list(windows.values())
+
+
+def group_statistics(tasks: list, keys: list, add_up: bool, *values) -> np.ndarray:
+    """The statistics of a group of chunk tasks, given the values of ``keys`` (their inputs).
+
+    Added up when ``add_up`` (a group alone in its window of the tree's first level, see
+    :func:`first_level_windows`); otherwise stacked, in order, for the first level to add up
+    with the other groups' blocks, as it would add single chunks'.
+    """
+    known = dict(zip(keys, values))
+    blocks = [task({dep: known[dep] for dep in task.dependencies}) for task in tasks]
+    return (
+        summed_blocks(*blocks)
+        if add_up
+        else np.stack([block.reshape(block.shape[-2:]) for block in blocks])
+    )
+
+
+class ClusterPass(NamedTuple):
+    graph: dict
+    result_key: object
+    #: Scheduler priority of every key (higher runs first), see :func:`row_order_priorities`.
+    priority: dict
+
+
+def cluster_graph(built: StatisticsGraph, parameters, n_threads: int) -> ClusterPass:
+    """This pass's graph for a distributed scheduler, from the fit's cached one.
+
+    The scheduler keeps results by key, so every pass needs keys of its own; renaming every
+    chunk task would cost the client time per chunk and pass. Instead each task of this
+    graph runs a group of the cached chunk tasks, handed over as data, with their inputs
+    (the parameters and the stored data) under this pass's keys: the client builds, and the
+    scheduler tracks, one task per group (:func:`group_sizes`) plus the tree sum above them.
+    No group straddles a multiple of :data:`SPLIT_EVERY` chunks, where the tree's first
+    level starts its additions.
+    """
+    token = uuid.uuid4().hex
+    stored = [
+        key
+        for key, node in built.graph.items()
+        if dask_compat.is_data(node) and key != built.parameter_key
+    ]
+    renamed = {key: f"diaggmm-pass-data-{token}-{i}" for i, key in enumerate(stored)}
+    graph = {renamed[key]: DataNode(renamed[key], built.graph[key].value) for key in stored}
+    renamed[built.parameter_key] = f"diaggmm-pass-parameters-{token}"
+    graph[renamed[built.parameter_key]] = DataNode(renamed[built.parameter_key], parameters)
+    sizes = group_sizes(len(built.chunk_keys), n_threads)
+    windows = first_level_windows(sizes)
+    alone = {window[0] for window in windows if len(window) == 1}
+    keys, start = [], 0
+    for index, size in enumerate(sizes):
+        tasks = [built.graph[key] for key in built.chunk_keys[start : start + size]]
+        inputs = sorted({dep for task in tasks for dep in task.dependencies}, key=str)
+        key = (f"diaggmm-pass-chunks-{token}", index)
+        # inputs that are neither stored data nor the parameters are results already on the
+        # cluster (a persisted array): they keep their keys
+        graph[key] = Task(
+            key,
+            group_statistics,
+            DataNode(None, tasks),
+            DataNode(None, inputs),
+            index in alone,
+            *(TaskRef(renamed.get(dep, dep)) for dep in inputs),
+        )
+        keys.append(key)
+        start += size
+    additions = [
+        keys[window[0]] if len(window) == 1 else [keys[i] for i in window] for window in windows
+    ]
+    result_key = add_tree_sum(graph, additions, f"diaggmm-pass-sum-{token}")
+    return ClusterPass(graph, result_key, row_order_priorities(graph, keys))
+
+
+def row_order_priorities(graph: dict, group_keys: list) -> dict:
+    """Priorities that run the groups of chunks in row order, each sum once its inputs are done.
+
+    Left to ``dask.order``, a pass ended on a group of 4 chunks, where :func:`group_sizes`
+    means it to end on single chunks (bench/FINDINGS.md, "engine.cluster.row_order_priorities").
+    """
+    last = {key: index for index, key in enumerate(group_keys)}  # the last group a task waits for
+    tasks = [key for key, node in graph.items() if not dask_compat.is_data(node)]
+    for key in tasks:  # the groups, then the tree level by level: inputs come first
+        if key not in last:
+            last[key] = max(last[dep] for dep in graph[key].dependencies)
+    ranked = sorted(tasks, key=last.__getitem__)  # stable: a sum right after the group it waits for
+    return {
+        **dict.fromkeys(graph, 0),
+        **{key: len(ranked) - rank for rank, key in enumerate(ranked)},
+    }
+
+
+def _submitted(graph):
+    # a random name: hashing the graph on every pass costs the client CPU (bench/FINDINGS.md)
+    return dask_compat.named_graph(graph, uuid.uuid4().hex)
+
+
+def run_pass(
+    client, built: StatisticsGraph, parameters, X, missing, weights, random, sizes
+) -> np.ndarray:
+    """A statistics pass on ``client``'s cluster.
+
+    Fused chunk tasks run in groups (:func:`cluster_graph`) under the library's priorities;
+    a graph whose chunks share tasks runs dask's own structure, rebuilt with keys of its
+    own (a new parameter key) for this pass.
+
+    Returns
+    -------
+    ndarray
+        The summed statistics.
+    """
+    if built.chunk_keys:
+        cluster_pass = cluster_graph(built, parameters, sum(client.nthreads().values()))
+        # a callable annotation is called with each key (on the scheduler)
+        with dask.annotate(priority=cluster_pass.priority.get):
+            return client.get(_submitted(cluster_pass.graph), cluster_pass.result_key)
+    fresh = statistics_graph(X, missing, weights, random, sizes)
+    return client.get(
+        _submitted({**fresh.graph, fresh.parameter_key: parameters}), fresh.result_key
+    )

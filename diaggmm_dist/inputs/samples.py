@@ -1,0 +1,66 @@
+"""What the engine reads, and how results go back to the input's form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import dask.array as da
+import numpy as np
+
+from .. import engine
+
+
+def is_xarray(X) -> bool:
+    """True for xarray objects (checked by module, so xarray is never imported for it)."""
+    return type(X).__module__.startswith("xarray.")
+
+
+@dataclass
+class Samples:
+    """Data ready for the engine, and what is needed to shape results like the input."""
+
+    array: da.Array  # samples along all axes but the last; features along the last, one chunk
+    in_memory: bool  # results come back as numpy
+    values: np.ndarray | None = None  # the in-memory rows, for checks before any work
+    feature_names: list | None = None
+    template: object = None  # the xarray object whose sample coordinates results carry
+    sample_dims: tuple = field(default=())
+
+    @property
+    def n_rows(self) -> int:
+        """Number of samples (every axis but the features')."""
+        return engine.n_rows(self.array)
+
+    @property
+    def n_features(self) -> int:
+        """Number of features (the last axis)."""
+        return self.array.shape[-1]
+
+    def wrap(self, result, kind: str, n_components: int | None = None):
+        """Give a per-row ``result`` back as numpy, dask or xarray, like the input."""
+        if self.in_memory:
+            (result,) = engine.compute(result)
+            return result
+        if self.template is None:
+            return result
+        import xarray as xr
+
+        coords = {
+            name: coord
+            for name, coord in self.template.coords.items()
+            if set(coord.dims) <= set(self.sample_dims)
+        }
+        dims = self.sample_dims + (("component",) if kind == "proba" else ())
+        if kind == "proba":
+            coords["component"] = np.arange(n_components)
+        names = {
+            "labels": "labels",
+            "proba": "responsibility",
+            "log_norm": "log_likelihood",
+            "max_resp": "max_resp",
+        }
+        if kind == "labels":
+            result = result.astype(np.int16)
+        out = xr.DataArray(result, dims=dims, coords=coords, name=names[kind])
+        out.attrs.update(getattr(self.template, "attrs", {}))
+        return out

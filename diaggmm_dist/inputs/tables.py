@@ -1,0 +1,129 @@
+"""Tables (pandas or dask DataFrames, Parquet) as row-chunked engine arrays of numeric columns."""
+
+from __future__ import annotations
+
+import os
+
+import dask.array as da
+import numpy as np
+
+from .. import engine
+from .arrays import as_row_chunked
+from .samples import Samples, is_xarray
+
+
+def is_dataframe(X) -> bool:
+    """True for pandas and dask DataFrames (anything with columns and dtypes, not xarray)."""
+    return hasattr(X, "columns") and hasattr(X, "dtypes") and not is_xarray(X)
+
+
+def looks_like_parquet(path: str | os.PathLike) -> bool:
+    """True for a ``.parquet``/``.pq`` name, or a local directory holding such files."""
+    text = os.fspath(path).rstrip("/")
+    if text.endswith((".parquet", ".pq")):
+        return True
+    if "://" not in text and os.path.isdir(text):
+        return any(name.endswith((".parquet", ".pq")) for name in os.listdir(text))
+    return False
+
+
+def _is_numeric(dtype):
+    try:
+        return np.dtype(dtype).kind in "iuf"
+    except TypeError:  # pandas extension dtypes (strings, categories)
+        return False
+
+
+def _numeric_columns(dtypes, columns):
+    if columns is None:
+        return [name for name, dtype in dtypes.items() if _is_numeric(dtype)]
+    missing = [c for c in columns if c not in dtypes.index]
+    if missing:
+        raise ValueError(f"columns {missing} are not in the table; it has {list(dtypes.index)}.")
+    bad = [c for c in columns if not _is_numeric(dtypes[c])]
+    if bad:
+        raise TypeError(
+            f"columns {bad} are not numeric ({[str(dtypes[c]) for c in bad]}): choose numeric "
+            "columns."
+        )
+    return list(columns)
+
+
+def from_table(X, chunk_size=None, columns=None) -> Samples:
+    """A DataFrame or Parquet path as :class:`Samples` of its numeric (or the given) columns.
+
+    Raises
+    ------
+    ValueError
+        Unknown columns; Parquet data without rows.
+    TypeError
+        Non-numeric columns named, or no numeric column.
+    """
+    if isinstance(X, (str, os.PathLike)):
+        return _from_parquet(os.fspath(X), columns)
+    names = _numeric_columns(X.dtypes, columns)
+    if not names:
+        raise TypeError("The table has no numeric columns: pass columns=[...] naming numeric ones.")
+    if hasattr(X, "to_dask_array"):  # a dask DataFrame: lengths need one cheap pass of row counts
+        lengths = tuple(int(n) for n in engine.compute(X.map_partitions(len))[0])
+        array = X[names].to_dask_array(lengths=lengths)
+        return Samples(
+            as_row_chunked(array), in_memory=False, feature_names=[str(n) for n in names]
+        )
+    values = X[names].to_numpy()
+    array = as_row_chunked(values, chunk_size)
+    return Samples(array, in_memory=True, values=values, feature_names=[str(n) for n in names])
+
+
+def _from_parquet(url, columns):
+    """A Parquet file or directory as a row-chunked dask array, one chunk per row group.
+
+    Row counts come from the Parquet footers, so no data is read to size the chunks.
+    """
+    import dask
+    import pandas as pd
+    import pyarrow.dataset as pads
+
+    dataset = pads.dataset(url, format="parquet")
+    dtypes = pd.Series(
+        {
+            field.name: (
+                np.dtype(field.type.to_pandas_dtype())
+                if _arrow_is_numeric(field.type)
+                else np.dtype(object)
+            )
+            for field in dataset.schema
+        }
+    )
+    names = _numeric_columns(dtypes, columns)
+    if not names:
+        raise TypeError(f"The Parquet data at {url!r} has no numeric columns: pass columns=[...].")
+    dtype = np.result_type(*[dtypes[n] for n in names])
+    blocks = []
+    for fragment in dataset.get_fragments():
+        for group in fragment.split_by_row_group():
+            rows = sum(info.num_rows for info in group.row_groups)  # from the footer: no data read
+            if rows:
+                blocks.append(
+                    da.from_delayed(
+                        dask.delayed(_read_row_group)(group, names, dtype),
+                        shape=(rows, len(names)),
+                        dtype=dtype,
+                    )
+                )
+    if not blocks:
+        raise ValueError(f"The Parquet data at {url!r} has no rows.")
+    return Samples(da.concatenate(blocks), in_memory=False, feature_names=names)
+
+
+def _arrow_is_numeric(arrow_type):
+    import pyarrow.types as pat
+
+    return pat.is_integer(arrow_type) or pat.is_floating(arrow_type)
+
+
+def _read_row_group(fragment, names, dtype):
+    table = fragment.to_table(columns=names)
+    return np.column_stack(
+        [table.column(n).to_numpy(zero_copy_only=False).astype(dtype) for n in names]
+    )
