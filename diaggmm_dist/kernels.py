@@ -54,8 +54,6 @@ SUB_ROWS = 8192
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
-MISSING = ("error", "drop", "marginalize")
-
 #: The scalars carried in the last row of a statistics block.
 SCALARS = ("objective", "weight", "rows", "nan", "inf", "bad_weights")
 
