@@ -42,9 +42,7 @@ def check_criterion(criterion: str) -> str:
         ``criterion`` is not one of :data:`CRITERIA`.
     """
     if not (isinstance(criterion, str) and criterion in CRITERIA):
-        raise ValueError(
-            f"criterion must be one of {_choice_list(CRITERIA)}, got {criterion!r}."
-        )
+        raise ValueError(f"criterion must be one of {_choice_list(CRITERIA)}, got {criterion!r}.")
     return criterion
 
 
@@ -159,14 +157,15 @@ def check_selection(
 def _is_real(value):
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         return False
-    try:  # a Python int beyond float64 is not a usable number (np.isfinite refuses it with a TypeError)
+    # a Python int beyond float64 is not a usable number (np.isfinite refuses it: TypeError)
+    try:
         return bool(np.isfinite(float(value)))
     except OverflowError:
         return False
 
 
 def _dtype_name(value):
-    """``"float32"`` for "float32", ``np.float32`` or ``np.dtype("float32")``; None if not a dtype."""
+    """``"float32"`` for "float32", ``np.float32`` or ``np.dtype("float32")``; else None."""
     if value is None:  # np.dtype(None) would be float64
         return None
     try:
@@ -182,8 +181,8 @@ def check_settings(est):
         (
             "covariance_type",
             isinstance(est.covariance_type, str) and est.covariance_type in COVARIANCE_TYPES,
-            "'diag': DiagGMM fits diagonal covariances only (use sklearn.mixture.GaussianMixture for "
-            "'full', 'tied' or 'spherical')",
+            "'diag': DiagGMM fits diagonal covariances only (use "
+            "sklearn.mixture.GaussianMixture for 'full', 'tied' or 'spherical')",
         ),
         ("tol", _is_real(est.tol) and est.tol >= 0, "a finite number >= 0"),
         (
@@ -209,7 +208,8 @@ def check_settings(est):
         (
             "learning_decay",
             _is_real(est.learning_decay) and 0.5 < est.learning_decay <= 1,
-            "a number in (0.5, 1] (so that the step sizes of partial_fit sum to infinity and their squares do not)",
+            "a number in (0.5, 1] (so that the step sizes of partial_fit sum to infinity and "
+            "their squares do not)",
         ),
         (
             "learning_offset",
@@ -254,7 +254,8 @@ def check_initial_parameters(weights_init, means_init, precisions_init, n_compon
         weights = _as_float_array(weights_init, "weights_init", (n_components,))
         if np.any(weights < 0) or np.any(weights > 1):
             raise ValueError(
-                f"weights_init must lie in [0, 1], got min {weights.min():.6g} and max {weights.max():.6g}."
+                f"weights_init must lie in [0, 1], got min {weights.min():.6g} and "
+                f"max {weights.max():.6g}."
             )
         if not np.isclose(weights.sum(), 1.0, rtol=0, atol=1e-6):
             raise ValueError(f"weights_init must sum to 1, got {weights.sum():.8f}.")
@@ -264,8 +265,8 @@ def check_initial_parameters(weights_init, means_init, precisions_init, n_compon
         precisions = _as_float_array(precisions_init, "precisions_init", (n_components, n_features))
         if np.any(precisions <= 0):
             raise ValueError(
-                f"precisions_init must be positive (they are inverse variances); {int(np.sum(precisions <= 0))} "
-                "value(s) are <= 0."
+                "precisions_init must be positive (they are inverse variances); "
+                f"{int(np.sum(precisions <= 0))} value(s) are <= 0."
             )
     return weights, means, precisions
 
@@ -292,7 +293,8 @@ def nonfinite_error(count, where="X", allow_missing=True):
 def bad_weights_error(count):
     """The error for ``count`` negative, NaN or infinite sample weights."""
     return ValueError(
-        f"sample_weight holds {count} negative, NaN or infinite value(s): weights must be finite and >= 0."
+        f"sample_weight holds {count} negative, NaN or infinite value(s): weights must be "
+        "finite and >= 0."
     )
 
 
@@ -311,8 +313,9 @@ def dense_numeric(X):
     """
     if scipy.sparse.issparse(X):
         raise TypeError(
-            f"Sparse data ({type(X).__name__}) is not supported: DiagGMM reads dense rows. Convert it with "
-            "X.toarray() if it fits in memory, or write it densely to a Zarr or dask array."
+            f"Sparse data ({type(X).__name__}) is not supported: DiagGMM reads dense rows. "
+            "Convert it with X.toarray() if it fits in memory, or write it densely to a Zarr or "
+            "dask array."
         )
     if isinstance(X, (list, tuple)):
         X = np.asarray(X)
@@ -321,7 +324,7 @@ def dense_numeric(X):
             return X.astype(np.float64)
         except (TypeError, ValueError) as err:
             raise TypeError(
-                f"Expected numeric (integer or float) data, got dtype object holding a value that is not a number "
-                f"({err}): convert the features to numbers first."
+                "Expected numeric (integer or float) data, got dtype object holding a value that "
+                f"is not a number ({err}): convert the features to numbers first."
             ) from err
     return X
