@@ -782,9 +782,9 @@ def test_the_errors_reach_the_cli_and_the_flows_as_what_they_are():
         exits.known_error(busy) and exits.error_exit_code(busy) == exits.EXIT_RUNTIME
     )  # not "bad input"
     assert exits.error_exit_code(CheckpointError("x")) == exits.EXIT_USAGE
-    flows_tasks = pytest.importorskip("flows.tasks")
-    assert flows_tasks.is_transient(busy)  # retried: the holder may end or its lease expire
-    assert not flows_tasks.is_transient(CheckpointError("x"))
+    flows_runtime = pytest.importorskip("flows.runtime")
+    assert flows_runtime.is_transient(busy)  # retried: the holder may end or its lease expire
+    assert not flows_runtime.is_transient(CheckpointError("x"))
 
 
 def test_a_lease_that_cannot_be_written_is_an_error_naming_it(X, tmp_path):
