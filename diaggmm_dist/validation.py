@@ -15,7 +15,19 @@ MISSING = ("error", "drop", "marginalize")
 CRITERIA = ("bic", "aic", "heldout")
 
 
-def is_int(value):
+def is_int(value) -> bool:
+    """Whether ``value`` is an integer (Python's or numpy's), booleans excluded.
+
+    Parameters
+    ----------
+    value : object
+        Anything.
+
+    Returns
+    -------
+    bool
+        True for ``3`` or ``np.int64(3)``; False for ``True``, ``3.0`` or ``"3"``.
+    """
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -40,6 +52,11 @@ def check_criterion(criterion: str) -> str:
     ------
     ValueError
         ``criterion`` is not one of :data:`CRITERIA`.
+
+    Examples
+    --------
+    >>> check_criterion("bic")
+    'bic'
     """
     if not (isinstance(criterion, str) and criterion in CRITERIA):
         raise ValueError(f"criterion must be one of {_choice_list(CRITERIA)}, got {criterion!r}.")
@@ -65,6 +82,11 @@ def check_heldout_fraction(heldout_fraction: float, name: str = "heldout_fractio
     ------
     ValueError
         ``heldout_fraction`` is not a number (booleans are not), or lies outside [0, 1).
+
+    Examples
+    --------
+    >>> check_heldout_fraction(0.1)
+    0.1
     """
     if not (
         isinstance(heldout_fraction, (int, float))
@@ -96,6 +118,11 @@ def check_candidates(candidates, name: str = "candidates") -> list[int]:
         ``candidates`` is not iterable.
     ValueError
         It is empty, holds a value that is not an integer >= 1, or repeats a value.
+
+    Examples
+    --------
+    >>> check_candidates((2, 4, 8))
+    [2, 4, 8]
     """
     try:
         values = list(candidates)
@@ -143,6 +170,11 @@ def check_selection(
     TypeError, ValueError
         As the three checks; ``ValueError`` also for ``criterion="heldout"`` without
         held-out rows.
+
+    Examples
+    --------
+    >>> check_selection([2, 4], "heldout", 0.1)
+    [2, 4]
     """
     values = check_candidates(candidates, name)
     check_criterion(criterion)
@@ -174,8 +206,21 @@ def _dtype_name(value):
         return None
 
 
-def check_settings(est):
-    """Raise ``TypeError``/``ValueError`` for an out-of-range constructor parameter of ``est``."""
+def check_settings(est) -> None:
+    """Refuse an out-of-range constructor parameter of ``est`` before any work.
+
+    Parameters
+    ----------
+    est : DiagGMM
+        The estimator whose settings are checked.
+
+    Raises
+    ------
+    TypeError
+        ``init_params`` or ``covariance_type`` is not a string.
+    ValueError
+        Any other setting out of range; the message names it and what it must be.
+    """
     checks = [
         ("n_components", is_int(est.n_components) and est.n_components >= 1, "an integer >= 1"),
         (
@@ -248,7 +293,29 @@ def _as_float_array(value, name, shape):
 
 
 def check_initial_parameters(weights_init, means_init, precisions_init, n_components, n_features):
-    """Validated float64 copies of the user's initial parameters (``None`` stays ``None``)."""
+    """Validated float64 copies of the user's initial parameters (``None`` stays ``None``).
+
+    Parameters
+    ----------
+    weights_init, means_init, precisions_init : array-like or None
+        The estimator's ``weights_init`` (n_components,), ``means_init`` and
+        ``precisions_init`` (n_components, n_features).
+    n_components, n_features : int
+        The shapes they must have.
+
+    Returns
+    -------
+    tuple of (ndarray or None)
+        The weights, means and precisions.
+
+    Raises
+    ------
+    TypeError
+        A value that is not a numeric array.
+    ValueError
+        A wrong shape, a NaN or infinite value, weights outside [0, 1] or not summing to 1,
+        precisions <= 0.
+    """
     weights = means = precisions = None
     if weights_init is not None:
         weights = _as_float_array(weights_init, "weights_init", (n_components,))
@@ -275,8 +342,21 @@ def nonfinite_error(count, where="X", allow_missing=True):
     """The error for NaN or infinite values in the data (``count`` of them).
 
     It starts as scikit-learn's does ("Input X contains NaN"; "infinity"), then says what
-    to do here. ``allow_missing=False``: some values are infinite, which no missing-value
-    policy accepts.
+    to do here.
+
+    Parameters
+    ----------
+    count : int
+        How many values are not finite.
+    where : str, default="X"
+        The input's name.
+    allow_missing : bool, default=True
+        False: some values are infinite, which no missing-value policy accepts.
+
+    Returns
+    -------
+    ValueError
+        The error, to raise.
     """
     hint = (
         "drop or impute those rows, or let DiagGMM handle NaN: missing='marginalize' (exact "
@@ -291,7 +371,18 @@ def nonfinite_error(count, where="X", allow_missing=True):
 
 
 def bad_weights_error(count):
-    """The error for ``count`` negative, NaN or infinite sample weights."""
+    """The error for ``count`` negative, NaN or infinite sample weights.
+
+    Parameters
+    ----------
+    count : int
+        How many weights are bad.
+
+    Returns
+    -------
+    ValueError
+        The error, to raise.
+    """
     return ValueError(
         f"sample_weight holds {count} negative, NaN or infinite value(s): weights must be "
         "finite and >= 0."
@@ -304,6 +395,16 @@ def dense_numeric(X):
     As scikit-learn's ``check_array`` does, an object array whose values are numbers (or
     strings of numbers) is converted; one holding anything else is a ``TypeError`` that
     quotes numpy's own message.
+
+    Parameters
+    ----------
+    X : array-like
+        The input.
+
+    Returns
+    -------
+    object
+        ``X``, or an ndarray for a list, a tuple or an object array.
 
     Raises
     ------

@@ -25,6 +25,7 @@ from prefect_harness import (
     background,
     flush_logs,
     logs,
+    prefect_api,  # noqa: F401
     prefect_server,  # noqa: F401
     read_deployment,
     task_runs,
