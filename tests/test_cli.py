@@ -535,7 +535,9 @@ def test_fit_chooses_k_among_candidates_in_the_same_passes(small_data, tmp_path)
 
 
 def test_models_side_by_side_are_named_on_every_line(small_data, tmp_path):
-    """Candidates of --k and restarts of --n-init share each pass: one line per model and pass, named."""
+    """Candidates of --k and restarts of --n-init share each pass.
+
+    One line per model and pass, named."""
     settings = ("--tol", "0", "--max-iter", "3", "--seed", "1", "--chunk-size", "30000")
     candidates = run_cli("fit", small_data, "--k", "2,3", *settings, "--out", tmp_path / "k.zarr")
     restarts = run_cli(

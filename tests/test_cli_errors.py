@@ -47,7 +47,8 @@ def run_all(commands, timeout=120):
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
-    """A clean store, a copy with chunk ``BAD_CHUNK`` garbled, a model fitted to the clean one, a file."""
+    """A clean store, a copy with chunk ``BAD_CHUNK`` garbled, a model fitted to the clean one,
+    a file."""
     root = tmp_path_factory.mktemp("cli-errors")
     params = mixture_parameters(K, 4, seed=0, spread=1.5)
     for name in ("clean.zarr", "corrupt.zarr"):
@@ -77,11 +78,12 @@ def snapshot(folder):
     return {path: path.read_bytes() for path in sorted(Path(folder).rglob("*")) if path.is_file()}
 
 
-# ------------------------------------------------------------- 1. unwritable outputs, before any work
+# --------------------------------------------------------- 1. unwritable outputs, before any work
 def unwritable_commands(root, scheduler):
     """Commands with a fault in an output and everywhere else: the data is missing (fit: opening it
     fails) or corrupt (predict), the model missing (loading it fails) and the scheduler unreachable
-    (connecting fails), so the output's error comes first only if it is checked before all of that."""
+    (connecting fails), so the output's error comes first only if it is checked before all of
+    that."""
     missing_data, missing_model = root / "no-data.zarr" / "X", root / "no-model.zarr"
     corrupt, under_file = root / "corrupt.zarr" / "X", root / "a-file" / "m.zarr"
     fit = ["fit", missing_data, "--k", str(K), "--scheduler", scheduler]
@@ -139,7 +141,7 @@ def test_unwritable_outputs_are_refused_before_any_work(stores):
     assert not list(Path("/proc").glob(".diaggmm-write-test-*"))
 
 
-# ------------------------------------------------------ 2. an output that is an input, even with --overwrite
+# --------------------------------------------- 2. an output that is an input, even with --overwrite
 def overlapping_commands(root, scheduler):
     model, data, group = root / "model.zarr", root / "clean.zarr" / "X", root / "clean.zarr"
     relative = os.path.relpath(model)
@@ -193,7 +195,7 @@ def test_predict_writes_beside_its_inputs(stores, tmp_path):
     assert zarr.open_array(str(stores / "clean.zarr" / "X"), mode="r").shape == (ROWS, 4)
 
 
-# -------------------------------------------------------------------- 3. an error raised on a dask worker
+# -------------------------------------------------------------- 3. an error raised on a dask worker
 def test_a_corrupt_chunk_read_on_a_worker_is_one_line(stores, tmp_path):
     corrupt = stores / "corrupt.zarr" / "X"
     chunk = f"Zarr chunk c/{BAD_CHUNK}/0 of {corrupt} is corrupt"
@@ -206,7 +208,8 @@ def test_a_corrupt_chunk_read_on_a_worker_is_one_line(stores, tmp_path):
     )
     for name, result in results.items():
         result = without_load_warnings(result)
-        # the library's reader raises a ValueError: bad input (exit 2), its message names the store and the chunk
+        # the library's reader raises a ValueError: bad input (exit 2), its message names the
+        # store and the chunk
         assert_one_line_error(result, 2, chunk)
         assert "Compute Failed" not in result.stderr and "distributed." not in result.stderr, name
     assert not (tmp_path / "m.zarr").exists() and not (tmp_path / "s.zarr").exists()
@@ -229,8 +232,9 @@ def test_debug_shows_the_worker_traceback(stores, tmp_path):
 
 
 def test_a_codec_error_on_a_worker_is_one_line(tmp_path):
-    """A store that zarr decodes itself (Zstd): the codec's error, on a worker, names the chunk and the
-    store (the library reads zarr's path through :mod:`diaggmm_dist.checked_zarr`): bad input, exit 2."""
+    """A store that zarr decodes itself (Zstd): the codec's error, on a worker, names the chunk and
+    the store (the library reads zarr's path through :mod:`diaggmm_dist.checked_zarr`): bad input,
+    exit 2."""
     values = np.random.default_rng(0).normal(size=(ROWS, 4))
     store = zarr.create_array(
         str(tmp_path / "zstd.zarr"),
@@ -247,7 +251,8 @@ def test_a_codec_error_on_a_worker_is_one_line(tmp_path):
     assert_one_line_error(
         without_load_warnings(result),
         2,
-        f"Zarr chunk c/{BAD_CHUNK}/0 of {tmp_path / 'zstd.zarr'} is corrupt: zarr could not decode it",
+        f"Zarr chunk c/{BAD_CHUNK}/0 of {tmp_path / 'zstd.zarr'} is corrupt: "
+        "zarr could not decode it",
         "Zstd decompression error",
         "restore it from a copy or rewrite the store",
     )
@@ -255,7 +260,7 @@ def test_a_codec_error_on_a_worker_is_one_line(tmp_path):
     assert not (tmp_path / "m.zarr").exists()
 
 
-# --------------------------------------------- 4. distributed's wrappings of a worker's error, undone
+# ------------------------------------------- 4. distributed's wrappings of a worker's error, undone
 def test_error_text_undoes_distributed_wrappings(local_cluster):
     from distributed import Client
 

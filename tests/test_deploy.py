@@ -195,7 +195,8 @@ def diaggmm_invocations(path):
             if not _is_diaggmm(token) or (i > 0 and tokens[i - 1].startswith("-")):
                 continue
             if token.endswith(","):
-                continue  # an element of a list ([diaggmm, scheduled]); argv lists are checked structurally
+                # an element of a list ([diaggmm, scheduled]); argv lists are checked structurally
+                continue
             sub = tokens[i + 1].strip(_WRAP + "`")
             if not _SUBCOMMAND.fullmatch(sub):
                 continue
@@ -457,7 +458,7 @@ def test_no_deployment_pins_the_scheduler_address():
         assert "scheduler_address" not in (deployment.get("parameters") or {}), name
 
 
-# =========================================================================== tests: diaggmm commands
+# ========================================================================== tests: diaggmm commands
 
 
 def test_the_scanners_see_the_diaggmm_commands():
@@ -504,7 +505,8 @@ def test_every_diaggmm_subcommand_and_option_in_deploy_exists():
 def test_diaggmm_is_a_console_script_of_the_project():
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"].get("scripts", {})
     assert scripts.get("diaggmm") == "diaggmm_dist.cli:main", (
-        'pyproject.toml [project.scripts] must define diaggmm = "diaggmm_dist.cli:main": the image\'s CMD '
+        'pyproject.toml [project.scripts] must define diaggmm = "diaggmm_dist.cli:main": '
+        "the image's CMD "
         f"and the deploy examples run `diaggmm` (have {scripts})"
     )
 
@@ -521,7 +523,8 @@ def test_every_command_names_an_installed_executable():
         if exe == "diaggmm":
             if "diaggmm" not in scripts:
                 problems.append(
-                    f"{where} runs `diaggmm`, which pyproject.toml [project.scripts] does not install"
+                    f"{where} runs `diaggmm`, which pyproject.toml [project.scripts] does not "
+                    "install"
                 )
         elif exe != "/bin/sh" and not (VENV_BIN / exe).exists():
             problems.append(f"{where} runs `{exe}`, which is not in {VENV_BIN}")

@@ -186,7 +186,8 @@ def test_only_errors_a_retry_may_cure_are_transient(local_cluster):
 
 
 def test_a_worker_error_arrives_in_the_flow_as_it_was_raised(local_cluster):
-    """What the retry condition sees of an error raised on a dask worker: its own type and message."""
+    """What the retry condition sees of an error raised on a dask worker: its own type and
+    message."""
     from distributed import Client
 
     from flows.runtime import is_transient

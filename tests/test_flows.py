@@ -47,7 +47,8 @@ FIT = dict(tol=1e-4, max_iter=60, dtype="float64", random_state=0, init_params="
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
-    """Zarr arrays of one 3-component mixture in 4-D (overlapping: ~11 EM iterations), and shifted copies."""
+    """Zarr arrays of one 3-component mixture in 4-D (overlapping: ~11 EM iterations), and shifted
+    copies."""
     root = tmp_path_factory.mktemp("flow-data")
     weights, means, covariances = mixture_parameters(K, 4, seed=0, spread=1.5)
 
@@ -96,7 +97,8 @@ def assert_same_model(a, b):
 
 
 def completed_task_runs(flow_run_id, expected):
-    """Names of the flow run's task runs once ``expected`` of them are recorded (they arrive as events)."""
+    """Names of the flow run's task runs once ``expected`` of them are recorded (they arrive as
+    events)."""
     runs = wait_for(
         lambda: task_runs(flow_run_id),
         lambda r: len(r) >= expected and all(t.state_type for t in r),
@@ -214,8 +216,9 @@ def test_train_flow_saves_the_library_fit_and_publishes_its_convergence_table(
         == "diaggmm-dist-checkpoint"
     )
 
-    # Blocks: one iteration to time it, then (iterations of a few ms, 60 s per task) all the rest in one task,
-    # planned up to max_iter and ended by convergence; that block saves the model (no save-model task).
+    # Blocks: one iteration to time it, then (iterations of a few ms, 60 s per task) all the rest
+    # in one task, planned up to max_iter and ended by convergence; that block saves the model (no
+    # save-model task).
     flow_run_id = state.state_details.flow_run_id
     n = plain.model.n_iter_
     runs = completed_task_runs(flow_run_id, 3)
@@ -291,7 +294,8 @@ def test_a_failed_iteration_is_retried_and_resumes_from_the_checkpoint(
 ):
     from flows.train import train
 
-    # The block 2..max_iter fails at its second pass (iteration 3), after iteration 2 was checkpointed.
+    # The block 2..max_iter fails at its second pass (iteration 3), after iteration 2 was
+    # checkpointed.
     block = f"em-iterations-2-{FIT['max_iter']}"
     passes = data_passes(monkeypatch, fail_at=(block, 2))
     model_url, checkpoint_url = str(tmp_path / "model"), str(tmp_path / "run.checkpoint")
@@ -319,7 +323,8 @@ def test_a_failed_iteration_is_retried_and_resumes_from_the_checkpoint(
     assert [row["iteration"] for row in table] == list(range(1, n + 1))
     assert all(row["seconds"] > 0 for row in table)
 
-    # Run again: the checkpoint says the fit is done, so no iteration runs and save-model saves the same model.
+    # Run again: the checkpoint says the fit is done, so no iteration runs and save-model saves the
+    # same model.
     shutil.rmtree(model_url)
     passes_before = len(passes)
     again = train(
@@ -663,7 +668,8 @@ def test_retrain_online_folds_new_partitions_into_the_current_model(
         assert all(run.state_type.value == "COMPLETED" for run in runs)
         return sorted(run.name for run in runs if run.name.startswith("fold-partition"))
 
-    # 1. empty registry: a new model initialised on the first partition, the second folded in after it
+    # 1. empty registry: a new model initialised on the first partition, the second folded in
+    # after it
     state = retrain(root, [stores.train, stores.new], stores.holdout, return_state=True, **common)
     first = state.result()
     assert (first["promoted"], first["mode"], first["n_batches_seen"], first["parent"]) == (
@@ -775,7 +781,8 @@ def test_train_flow_runs_without_a_prefect_server(prefect_server, stores, plain,
     script = textwrap.dedent(f"""
         import json
         from flows.train import train
-        print("RESULT", json.dumps(train({stores.train!r}, {K}, {model_url!r}, max_iter=3, dtype="float64")))
+        result = train({stores.train!r}, {K}, {model_url!r}, max_iter=3, dtype="float64")
+        print("RESULT", json.dumps(result))
     """)
     done = subprocess.run(
         [sys.executable, "-c", script],
@@ -795,7 +802,8 @@ def test_train_flow_runs_without_a_prefect_server(prefect_server, stores, plain,
 
 
 def test_flows_load_from_their_entrypoints_outside_the_repository(tmp_path):
-    """As deploy/slurm does: load_flow_from_entrypoint with an absolute path, another working directory."""
+    """As deploy/slurm does: load_flow_from_entrypoint with an absolute path, another working
+    directory."""
     script = textwrap.dedent(f"""
         from prefect.flows import load_flow_from_entrypoint
         for name in ("train", "score", "retrain"):
@@ -835,7 +843,8 @@ def test_registry_validates_what_it_reads(tmp_path, plain):
     assert_same_model(registry.current()[1], plain.model)
     assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no temporary files left
 
-    # an interrupted promotion (model written, metadata not) is not a version, and its number is not reused
+    # an interrupted promotion (model written, metadata not) is not a version, and its number is
+    # not reused
     plain.model.save(str(root / "v0003"))
     assert registry.versions() == ["v0001", "v0002"] and registry.current()[0] == "v0002"
     assert registry.promote(plain.model, {}) == "v0004"
