@@ -178,7 +178,7 @@ class IterationPrinter(logging.Handler):
         return line
 
 
-def model_labels(candidates, n_init):
+def model_labels(candidates: list[int], n_init: int) -> dict[int, str] | None:
     """Names of the models one fit runs side by side, by restart index; None for a single model.
 
     :func:`~diaggmm_dist.selection.select_n_components` gives the candidate at position ``i``
@@ -221,5 +221,6 @@ class library_output:
         warnings.showwarning = self.saved[2]
 
 
-def one_line(text):
+def one_line(text) -> str:
+    """``text`` (anything ``str`` takes) on one line, its runs of whitespace made one space."""
     return " ".join(str(text).split())

@@ -9,8 +9,20 @@ from .console import one_line
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 
-def error_exit_code(err):
-    """2 for bad usage or input, 1 for runtime failures."""
+def error_exit_code(err: BaseException) -> int:
+    """The exit code of a command that failed with ``err``.
+
+    Parameters
+    ----------
+    err : BaseException
+        What the command raised.
+
+    Returns
+    -------
+    int
+        :data:`EXIT_USAGE` (2) for bad usage or input, :data:`EXIT_RUNTIME` (1) for runtime
+        failures (an unreachable scheduler included).
+    """
     from ..cluster import SchedulerUnreachableError
 
     if isinstance(err, SchedulerUnreachableError):
@@ -36,13 +48,23 @@ def error_exit_code(err):
 LONG_ERROR = "Long error message"
 
 
-def error_text(err):
+def error_text(err: BaseException) -> tuple[str, str]:
     """``(type name, one-line message)`` of an error, as raised where it happened.
 
     An exception raised on a dask worker reaches the client as it was raised, except in two
     wrappings of distributed's, undone here: a message longer than
     ``distributed.admin.max-error-length`` comes as ``type(e)("Long error message", message)``,
     and an exception that cannot be unpickled as ``Exception(repr(e))``.
+
+    Parameters
+    ----------
+    err : BaseException
+        What the command raised (here or on a dask worker).
+
+    Returns
+    -------
+    tuple of (str, str)
+        The error's type name and its message on one line.
     """
     import ast
     import re
@@ -63,8 +85,20 @@ def error_text(err):
     return name, one_line(err) or name
 
 
-def known_error(err):
-    """Errors whose message is meant for the user as it stands."""
+def known_error(err: BaseException) -> bool:
+    """Whether ``err``'s message is meant for the user as it stands.
+
+    Parameters
+    ----------
+    err : BaseException
+        What the command raised.
+
+    Returns
+    -------
+    bool
+        True for the library's and the command's own errors (bad input, unusable outputs, I/O,
+        an unreachable scheduler); False for the rest, printed with their type and a hint.
+    """
     from ..cluster import SchedulerUnreachableError
     from ..io.checkpoint import CheckpointMismatchError
     from ..io.model_store import ModelStoreError
