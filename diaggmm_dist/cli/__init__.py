@@ -56,6 +56,13 @@ def _raise_terminated(signum, frame):
     raise _Terminated()
 
 
+def _say_stopped(args, console, how):
+    """One line on stderr: the command was ``how`` (terminated, interrupted), and how to resume."""
+    resumable = getattr(args, "checkpoint", None)
+    hint = " (rerun the same command to resume from the checkpoint)" if resumable else ""
+    console.print(f"{PROG}: {how}{hint}", stream=console.err)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``diaggmm`` command (the console script's entry point).
 
@@ -82,27 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args, console)
     except _Terminated:
-        hint = (
-            " (rerun the same command to resume from the checkpoint)"
-            if getattr(args, "checkpoint", None)
-            else ""
-        )
-        console.print(f"{PROG}: terminated{hint}", stream=console.err)
+        _say_stopped(args, console, "terminated")
         return EXIT_TERMINATED
-    except (
-        BrokenPipeError
-    ):  # e.g. `diaggmm info MODEL | head -1`: the reader left; nothing to report
+    # e.g. `diaggmm info MODEL | head -1`: the reader left; nothing to report
+    except BrokenPipeError:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at interpreter exit
         return EXIT_RUNTIME
     except KeyboardInterrupt:
         if args.debug:
             traceback.print_exc()
-        hint = (
-            " (rerun the same command to resume from the checkpoint)"
-            if getattr(args, "checkpoint", None)
-            else ""
-        )
-        console.print(f"{PROG}: interrupted{hint}", stream=console.err)
+        _say_stopped(args, console, "interrupted")
         return EXIT_INTERRUPTED
     except Exception as err:  # every failure becomes one line; --debug shows where it came from
         if args.debug:
