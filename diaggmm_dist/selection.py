@@ -25,6 +25,7 @@ from .mixture import DiagGMM, _DataPass
 from .state import TrainingState
 from .validation import check_selection, check_settings
 
+
 class ComponentSelection(NamedTuple):
     """What :func:`select_n_components` returns."""
 
