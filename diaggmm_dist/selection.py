@@ -23,9 +23,7 @@ from .em import e_step_models
 from .initialization import initial_parameters_of_models
 from .mixture import DiagGMM, _DataPass
 from .state import TrainingState
-from .validation import check_settings, is_int
-
-CRITERIA = ("bic", "aic", "heldout")
+from .validation import check_selection, check_settings
 
 
 class ComponentSelection(NamedTuple):
@@ -54,23 +52,6 @@ class ComponentSelection(NamedTuple):
 
 def _text(value):
     return "—" if value is None else f"{value:.6g}"
-
-
-def _check_candidates(candidates):
-    try:
-        values = list(candidates)
-    except TypeError:
-        raise TypeError(f"candidates must be a list of integers, got {candidates!r}.") from None
-    if not values:
-        raise ValueError(
-            "candidates is empty: give at least one number of components, e.g. [2, 4, 8]."
-        )
-    bad = [value for value in values if not is_int(value) or value < 1]
-    if bad:
-        raise ValueError(f"candidates must be integers >= 1; got {bad}.")
-    if len(set(values)) != len(values):
-        raise ValueError(f"candidates has repeated values: {values}.")
-    return [int(value) for value in values]
 
 
 def heldout_rows(rows, fraction, seed=0):
@@ -136,16 +117,15 @@ def select_n_components(
         parameters), ``bic``, ``aic`` (on the fitted rows, as ``DiagGMM.bic``),
         ``heldout_log_likelihood`` (mean per held-out row; None without held-out rows),
         ``n_iter`` and ``converged``; ``best``, the model picked; ``models``, all of them by K.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Before any work, for candidates, criterion or ``heldout_fraction`` out of range (see
+        :func:`~diaggmm_dist.validation.check_selection`), a setting this function sets
+        itself, ``n_init`` other than 1, or an out-of-range estimator setting.
     """
-    candidates = _check_candidates(candidates)
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
-    if not (isinstance(heldout_fraction, (int, float)) and 0 <= heldout_fraction < 1):
-        raise ValueError(f"heldout_fraction must be a number in [0, 1), got {heldout_fraction!r}.")
-    if criterion == "heldout" and heldout_fraction == 0:
-        raise ValueError(
-            "criterion='heldout' needs held-out rows: give heldout_fraction > 0 (e.g. 0.1)."
-        )
+    candidates = check_selection(candidates, criterion, heldout_fraction)
     for name in ("n_components", "weights_init", "means_init", "precisions_init", "warm_start"):
         if name in settings:
             raise ValueError(f"select_n_components sets {name} itself: do not pass it.")

@@ -34,7 +34,7 @@ class DroppedRecordsFilter(logging.Filter):
 
 
 class QuietWorkerLogs(WorkerPlugin):
-    """A worker plugin that installs :class:`DroppedRecordsFilter` on every worker, restarted ones too.
+    """A worker plugin: :class:`DroppedRecordsFilter` on every worker, restarted ones too.
 
     Register it with ``client.register_plugin(QuietWorkerLogs())``, only on a cluster whose
     scheduler runs in the caller's process and whose workers write to the caller's terminal.

@@ -2,8 +2,9 @@
 
 Converts pvlib's 2160 × 4320 × 12 turbidity climatology (9.3 million pixels, 12 monthly
 bands; the ``demo`` extra) once to a chunked Zarr store, runs the ``train`` flow on it (a
-LocalCluster, EM in blocks of checkpointed iterations, one task per block), writes the model and the label map to
-Zarr, saves a PNG map of the regimes and a PNG convergence plot, and prints a summary.
+LocalCluster, EM in blocks of checkpointed iterations, one task per block), writes the model
+and the label map to Zarr, saves a PNG map of the regimes and a PNG convergence plot, and
+prints a summary.
 
     python -m flows.demo [--k 8] [--out runs/demo]
     python -m flows.demo --data my.zarr --feature-dim band      # your own gridded Zarr/NetCDF
@@ -21,10 +22,7 @@ from pathlib import Path
 # per-iteration lines; its warnings and errors still show. Read when distributed is imported.
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
-try:
-    from flows.train import train
-except ModuleNotFoundError:  # run by file path
-    from train import train
+from .train import train
 
 
 def _arguments(argv=None):
@@ -67,7 +65,8 @@ def main(argv=None):
         convert_linke_turbidity(data_url)
         if fresh:
             print(
-                f"converted pvlib's Linke turbidity climatology to {data_url} in {time.perf_counter() - start:.1f} s"
+                f"converted pvlib's Linke turbidity climatology to {data_url} in "
+                f"{time.perf_counter() - start:.1f} s"
             )
         feature_dim = "month"
     else:
@@ -115,7 +114,8 @@ def main(argv=None):
     per_iteration = result["seconds_per_iteration"]
     print(f"data      {data_url}: {size}")
     print(
-        f"model     K={model.n_components}, {model.n_iter_} EM iterations, converged={model.converged_}, "
+        f"model     K={model.n_components}, {model.n_iter_} EM iterations, "
+        f"converged={model.converged_}, "
         f"final mean log-likelihood {model.lower_bound_:.5f}"
     )
     print(

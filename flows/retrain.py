@@ -28,12 +28,9 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-try:
-    from flows.tasks import SECONDS_PER_TASK, TASK_OPTIONS, fit_in_blocks, on_scheduler
-except (
-    ModuleNotFoundError
-):  # loaded by file path (a Prefect entrypoint) with the repository root not on sys.path
-    from tasks import SECONDS_PER_TASK, TASK_OPTIONS, fit_in_blocks, on_scheduler
+from .runtime import TASK_OPTIONS, on_scheduler
+from .specs import FitSpec
+from .tasks import SECONDS_PER_TASK, fit_in_blocks
 
 #: Settings of a model trained from scratch by retrain (a warm start keeps the current model's).
 FROM_SCRATCH = {"tol": 1e-3, "init_params": "kmeans", "dtype": "float32", "random_state": 0}
@@ -46,7 +43,7 @@ MODES = ("refit", "online")
 
 @task(name="read-current", **TASK_OPTIONS)
 def read_current(registry_url: str) -> dict | None:
-    """The registry's current version: name, URL, number of components, held-out score at promotion."""
+    """The registry's current version: name, URL, components, held-out score at promotion."""
     from diaggmm_dist import DiagGMM
     from diaggmm_dist.stores.registry import ModelRegistry
 
@@ -94,8 +91,10 @@ def fold_partition(
     settings: dict,
     scheduler_address: str | None = None,
 ) -> dict:
-    """One step of stepwise EM: the model at ``source_url`` (or, when None, a new ``DiagGMM(**settings)``
-    initialised on this partition) updated with ``data_url`` by ``partial_fit``, saved at ``target_url``.
+    """One step of stepwise EM: a model updated with ``data_url`` by ``partial_fit``.
+
+    The model at ``source_url`` (or, when None, a new ``DiagGMM(**settings)`` initialised on
+    this partition) is updated and saved at ``target_url``.
 
     The source is never modified, so a retry repeats exactly the same step.
     """
@@ -140,7 +139,7 @@ def online_step_size(model) -> float:
 
 
 def fold_partitions(registry, partitions, current_url, settings, scheduler_address):
-    """Fold ``partitions`` one after the other into the model at ``current_url`` (None: a new model).
+    """Fold ``partitions`` one after the other into the model at ``current_url`` (None: new).
 
     Returns the URL of the last model and the table of steps (also published as an artifact).
     """
@@ -280,15 +279,18 @@ def retrain(
                 "n_batches_seen": steps[-1]["n_batches_seen"],
             }
         else:
-            fit, _ = fit_in_blocks(
-                partitions[0],
-                checkpoint_url,
-                candidate_url,
-                settings,
-                max_iter,
-                address,
-                seconds_per_task=seconds_per_task,
+            spec = FitSpec(
+                data_url=partitions[0],
+                checkpoint_url=checkpoint_url,
+                model_url=candidate_url,
+                settings=settings,
+                max_iter=max_iter,
                 warm_start_from=warm_from,
+                scheduler_address=address,
+            )
+            fit, _ = fit_in_blocks(
+                spec,
+                seconds_per_task=seconds_per_task,
                 overwrite_checkpoint=True,
                 artifact_key="retrain-convergence",
             )
@@ -303,8 +305,9 @@ def retrain(
         drift = drop > drift_threshold
         if drift:
             logger.warning(
-                "DRIFT: the current model %s scores %.4f per row on the held-out data %s, %.4f below its %.4f at "
-                "promotion (drift_threshold %.4f): the data may have changed.",
+                "DRIFT: the current model %s scores %.4f per row on the held-out data %s, "
+                "%.4f below its %.4f at promotion (drift_threshold %.4f): the data may have "
+                "changed.",
                 current["version"],
                 old_score,
                 holdout_url,
@@ -319,7 +322,7 @@ def retrain(
             registry_url,
             candidate_url,
             {
-                # online: the model summarises all the partitions ever folded in; these are this run's
+                # online: the model summarises every partition ever folded in; these are this run's
                 "data_url": partitions[0] if mode == "refit" else None,
                 "data_urls": partitions,
                 "mode": mode,
@@ -339,8 +342,8 @@ def retrain(
         )
     else:
         logger.info(
-            "kept %s: the new model scores %.4f on the held-out data, below the current %.4f by more "
-            "than margin %.4f",
+            "kept %s: the new model scores %.4f on the held-out data, below the current %.4f by "
+            "more than margin %.4f",
             current["version"],
             new_score,
             old_score,

@@ -13,19 +13,17 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
-try:
-    from flows.tasks import TASK_OPTIONS, on_scheduler
-except (
-    ModuleNotFoundError
-):  # loaded by file path (a Prefect entrypoint) with the repository root not on sys.path
-    from tasks import TASK_OPTIONS, on_scheduler
+from .runtime import TASK_OPTIONS, on_scheduler
 
 
 @task(name="write-scores", **TASK_OPTIONS)
 def write_scores(
     model_url: str, data_url: str, out_url: str, scheduler_address: str | None = None
 ) -> dict:
-    """Score ``data_url`` with the model at ``model_url`` into the Zarr group ``out_url`` (replaced)."""
+    """Score ``data_url`` with the model at ``model_url`` into the Zarr group ``out_url``.
+
+    An existing group at ``out_url`` is replaced.
+    """
     import zarr
 
     from diaggmm_dist import DiagGMM

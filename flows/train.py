@@ -18,73 +18,62 @@ iteration, so a retried task resumes after the last iteration done.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from prefect import flow, get_run_logger
 
-try:
-    from flows.tasks import (
-        SECONDS_PER_TASK,
-        default_checkpoint_url,
-        fit_in_blocks,
-        plot_selection,
-        publish_selection,
-        select_components,
-        selection_plot_url,
+from .select_k import plot_selection, publish_selection, select_components, selection_plot_url
+from .specs import ChoiceOfK, FitSpec
+from .tasks import SECONDS_PER_TASK, default_checkpoint_url, fit_in_blocks
+
+
+def check_choice(n_components, criterion: str, heldout_fraction: float) -> list[int] | None:
+    """Refuse a wrong choice of K before any work.
+
+    Parameters
+    ----------
+    n_components : int or list of int
+        The flow's ``n_components``: one number, or candidates.
+    criterion, heldout_fraction
+        As the flow's (checked even for one K).
+
+    Returns
+    -------
+    list of int or None
+        The candidates, or None for one K (a list of one is that number; the library checks
+        it, as before).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`diaggmm_dist.validation.check_selection`.
+    """
+    # the library is imported when a flow runs, not when its module loads (as every flow does)
+    from diaggmm_dist.validation import (
+        check_candidates,
+        check_criterion,
+        check_heldout_fraction,
+        check_selection,
+        is_int,
     )
-except (
-    ModuleNotFoundError
-):  # loaded by file path (a Prefect entrypoint) with the repository root not on sys.path
-    from tasks import (
-        SECONDS_PER_TASK,
-        default_checkpoint_url,
-        fit_in_blocks,
-        plot_selection,
-        publish_selection,
-        select_components,
-        selection_plot_url,
-    )
 
-CRITERIA = ("bic", "aic", "heldout")
-
-
-def check_choice(n_components, criterion, heldout_fraction):
-    """Refuse a wrong choice of K before any work; the candidates as a list, or None for one K."""
-    from diaggmm_dist.validation import is_int
-
-    if criterion not in CRITERIA:
-        raise ValueError(
-            f"criterion must be one of {', '.join(map(repr, CRITERIA))}, got {criterion!r}."
-        )
-    if not (
-        isinstance(heldout_fraction, (int, float))
-        and not isinstance(heldout_fraction, bool)
-        and 0 <= heldout_fraction < 1
-    ):
-        raise ValueError(f"heldout_fraction must be a number in [0, 1), got {heldout_fraction!r}.")
+    check_criterion(criterion)
+    check_heldout_fraction(heldout_fraction)
     if is_int(n_components):
-        return None  # one K: the library checks it, as before
+        return None
     if not isinstance(n_components, (list, tuple)):
         raise TypeError(
             f"n_components must be an integer or a list of integers, got {n_components!r}."
         )
-    candidates = list(n_components)
-    if not candidates:
+    if not n_components:  # the flow's own wording: it also takes one number
         raise ValueError(
             "n_components is an empty list: give one number of components or several "
             "candidates, e.g. [2, 4, 8]."
         )
-    bad = [value for value in candidates if not is_int(value) or value < 1]
-    if bad:
-        raise ValueError(f"n_components candidates must be integers >= 1; got {bad}.")
-    repeated = sorted({value for value in candidates if candidates.count(value) > 1})
-    if repeated:
-        raise ValueError(f"n_components lists {repeated} more than once: give each candidate once.")
+    candidates = check_candidates(n_components, name="n_components")
     if len(candidates) == 1:
         return None
-    if criterion == "heldout" and heldout_fraction == 0:
-        raise ValueError(
-            "criterion='heldout' needs held-out rows: give heldout_fraction > 0 (e.g. 0.1)."
-        )
-    return candidates
+    return check_selection(candidates, criterion, heldout_fraction, name="n_components")
 
 
 @flow(name="train")
@@ -164,48 +153,36 @@ def train(
     layout = {
         key: value for key, value in (("feature_dim", feature_dim), ("features", features)) if value
     }
-    checkpoint_url = checkpoint_url or default_checkpoint_url(model_url)
+    spec = FitSpec(
+        data_url=data_url,
+        checkpoint_url=checkpoint_url or default_checkpoint_url(model_url),
+        model_url=model_url,
+        settings={
+            "tol": tol,
+            "init_params": init_params,
+            "dtype": dtype,
+            "random_state": random_state,
+        },
+        max_iter=max_iter,
+        layout=layout or None,
+    )
     if candidates is not None:
-        return _choose(
-            data_url,
-            candidates,
-            model_url,
-            checkpoint_url,
-            criterion,
-            heldout_fraction,
-            max_iter,
-            layout or None,
-            scheduler_address,
-            {"tol": tol, "init_params": init_params, "dtype": dtype, "random_state": random_state},
-            logger,
-        )
-    settings = {
-        "n_components": n_components,
-        "tol": tol,
-        "init_params": init_params,
-        "dtype": dtype,
-        "random_state": random_state,
-    }
+        return _choose(spec, ChoiceOfK(candidates, criterion, heldout_fraction), logger)
+    spec = replace(spec, settings={"n_components": n_components, **spec.settings})
     with dask_client(scheduler_address) as client:
         address = client.scheduler.address
         logger.info(
             "fitting %d components to %s on the dask scheduler %s", n_components, data_url, address
         )
         summary, table = fit_in_blocks(
-            data_url,
-            checkpoint_url,
-            model_url,
-            settings,
-            max_iter,
-            address,
+            replace(spec, scheduler_address=address),
             seconds_per_task=seconds_per_task,
             artifact_key="train-convergence",
-            layout=layout or None,
         )
     timed = [row["seconds"] for row in table if row["seconds"] is not None]
     return {
         "model_url": summary["model_url"],
-        "checkpoint_url": checkpoint_url,
+        "checkpoint_url": spec.checkpoint_url,
         "n_iter": summary["n_iter"],
         "converged": summary["converged"],
         "lower_bound": summary["lower_bound"],
@@ -213,52 +190,32 @@ def train(
     }
 
 
-def _choose(
-    data_url,
-    candidates,
-    model_url,
-    checkpoint_url,
-    criterion,
-    heldout_fraction,
-    max_iter,
-    layout,
-    scheduler_address,
-    settings,
-    logger,
-):
+def _choose(spec: FitSpec, choice: ChoiceOfK, logger) -> dict:
     """Several candidates: one ``select-n-components`` task, the plot, the artifacts."""
     from diaggmm_dist.cluster import dask_client
 
-    with dask_client(scheduler_address) as client:
+    with dask_client(spec.scheduler_address) as client:
         address = client.scheduler.address
         logger.info(
             "choosing among K = %s by %s on %s, on the dask scheduler %s",
-            ", ".join(map(str, candidates)),
-            criterion,
-            data_url,
+            ", ".join(map(str, choice.candidates)),
+            choice.criterion,
+            spec.data_url,
             address,
         )
-        selection = select_components(
-            data_url,
-            candidates,
-            model_url,
-            settings,
-            max_iter,
-            criterion,
-            heldout_fraction,
-            scheduler_address=address,
-            layout=layout,
-            checkpoint_url=checkpoint_url,
-        )
+        selection = select_components(replace(spec, scheduler_address=address), choice)
     plot_url = plot_selection(
-        selection["table"], selection["n_components"], criterion, selection_plot_url(model_url)
+        selection["table"],
+        selection["n_components"],
+        choice.criterion,
+        selection_plot_url(spec.model_url),
     )
-    publish_selection(selection, data_url, selection["model_url"], plot_url)
+    publish_selection(selection, spec.data_url, selection["model_url"], plot_url)
     return {
         "model_url": selection["model_url"],
-        "checkpoint_url": checkpoint_url,
+        "checkpoint_url": spec.checkpoint_url,
         "n_components": selection["n_components"],
-        "criterion": criterion,
+        "criterion": choice.criterion,
         "n_iter": selection["n_iter"],
         "converged": selection["converged"],
         "lower_bound": selection["lower_bound"],

@@ -779,17 +779,17 @@ def test_the_heartbeat_renews_the_lease(tmp_path):
 
 
 def test_the_errors_reach_the_cli_and_the_flows_as_what_they_are():
-    from diaggmm_dist import cli
+    from diaggmm_dist.cli import exits
 
     busy = CheckpointInUseError("The checkpoint at 'x' is in use by h/1 since ...")
     assert str(busy).startswith("The checkpoint at 'x'")
     assert (
-        cli._known_error(busy) and cli._error_exit_code(busy) == cli.EXIT_RUNTIME
+        exits.known_error(busy) and exits.error_exit_code(busy) == exits.EXIT_RUNTIME
     )  # not "bad input"
-    assert cli._error_exit_code(CheckpointError("x")) == cli.EXIT_USAGE
-    flows_tasks = pytest.importorskip("flows.tasks")
-    assert flows_tasks.is_transient(busy)  # retried: the holder may end or its lease expire
-    assert not flows_tasks.is_transient(CheckpointError("x"))
+    assert exits.error_exit_code(CheckpointError("x")) == exits.EXIT_USAGE
+    flows_runtime = pytest.importorskip("flows.runtime")
+    assert flows_runtime.is_transient(busy)  # retried: the holder may end or its lease expire
+    assert not flows_runtime.is_transient(CheckpointError("x"))
 
 
 def test_a_lease_that_cannot_be_written_is_an_error_naming_it(X, tmp_path):

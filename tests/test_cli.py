@@ -663,11 +663,11 @@ def test_progress_bar_and_iteration_lines_share_the_terminal():
     import io
     import logging
 
-    from diaggmm_dist.cli import _Console, _library_output, _PassBar
+    from diaggmm_dist.cli.console import Console, PassBar, library_output
 
     out, err = io.StringIO(), io.StringIO()
-    console = _Console(out, err)
-    with _library_output(console, quiet=False) as printer, _PassBar(console, 4):
+    console = Console(out, err)
+    with library_output(console, quiet=False) as printer, PassBar(console, 4):
         logging.getLogger("diaggmm_dist").info(
             "iteration", extra={"iteration": 3, "lower_bound": -1.5, "change": 0.25, "seconds": 0.5}
         )
@@ -688,11 +688,11 @@ def test_side_by_side_records_become_named_lines(quiet):
     import io
     import logging
 
-    from diaggmm_dist.cli import _Console, _library_output, _model_labels
+    from diaggmm_dist.cli.console import Console, library_output, model_labels
 
     out, err = io.StringIO(), io.StringIO()
-    labels = _model_labels([2, 16], 1)
-    with _library_output(_Console(out, err), quiet=quiet, labels=labels) as printer:
+    labels = model_labels([2, 16], 1)
+    with library_output(Console(out, err), quiet=quiet, labels=labels) as printer:
         for iteration, restarts in (
             (4, (0, 1)),
             (5, (1,)),
@@ -718,6 +718,6 @@ def test_side_by_side_records_become_named_lines(quiet):
     assert out.getvalue() == ("" if quiet else expected) and err.getvalue() == ""
     assert printer.iterations_run == {0: 1, 1: 2} and printer.first_iteration == 4
     assert (
-        _model_labels([4], 3) == {0: "init 1/3", 1: "init 2/3", 2: "init 3/3"}
-        and _model_labels([4], 1) is None
+        model_labels([4], 3) == {0: "init 1/3", 1: "init 2/3", 2: "init 3/3"}
+        and model_labels([4], 1) is None
     )

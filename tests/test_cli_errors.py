@@ -267,7 +267,7 @@ def test_a_codec_error_on_a_worker_is_one_line(tmp_path):
 def test_error_text_undoes_distributed_wrappings(local_cluster):
     from distributed import Client
 
-    from diaggmm_dist.cli import _error_text
+    from diaggmm_dist.cli.exits import error_text
 
     class ChunkError(ValueError):
         """Holds an open file: it cannot be pickled, so distributed sends its repr instead."""
@@ -295,16 +295,16 @@ def test_error_text_undoes_distributed_wrappings(local_cluster):
         "ChunkError("
     )
     # as the command line shows them
-    assert _error_text(errors["plain"]) == ("ValueError", "chunk c/5/0 is corrupt")
-    name, message = _error_text(errors["long"])
+    assert error_text(errors["plain"]) == ("ValueError", "chunk c/5/0 is corrupt")
+    name, message = error_text(errors["long"])
     assert (
         name == "ValueError"
         and message.startswith("chunk c/5/0 xxx")
         and "Long error message" not in message
     )
-    assert _error_text(errors["unpicklable"]) == (
+    assert error_text(errors["unpicklable"]) == (
         "ChunkError",
         "Zarr chunk c/5/0 of data.zarr is corrupt",
     )
     # a plain Exception whose message only looks like a call is left as it is
-    assert _error_text(Exception("print(x)")) == ("Exception", "print(x)")
+    assert error_text(Exception("print(x)")) == ("Exception", "print(x)")

@@ -8,7 +8,7 @@ the CLI's parser has; every command's executable is installed (``diaggmm`` as a 
 of pyproject.toml) and every ``dask``/``prefect`` flag is one the installed tool lists; the
 files agree with each other (image name, work pool, scheduler address, code directory).
 
-The CLI (diaggmm_dist/cli.py) and the flows (flows/) are imported inside the tests that need
+The CLI (diaggmm_dist/cli/) and the flows (flows/) are imported inside the tests that need
 them, so until they exist those tests fail with a message saying so, and the rest still run.
 """
 

@@ -155,7 +155,8 @@ def test_only_errors_a_retry_may_cure_are_transient(local_cluster):
     from diaggmm_dist.cluster import SchedulerUnreachableError
     from diaggmm_dist.stores.checkpoint import CheckpointMismatchError
     from diaggmm_dist.stores.model_store import ModelStoreError
-    from flows.tasks import CheckpointDidNotAdvance, is_transient
+    from flows.runtime import is_transient
+    from flows.tasks import CheckpointDidNotAdvance
 
     transient = [
         OSError("EIO"),
@@ -190,7 +191,7 @@ def test_a_worker_error_arrives_in_the_flow_as_it_was_raised(local_cluster):
     """
     from distributed import Client
 
-    from flows.tasks import is_transient
+    from flows.runtime import is_transient
 
     def read_chunk(kind):
         raise {"value": ValueError, "os": ConnectionResetError}[kind](

@@ -459,10 +459,10 @@ def test_train_chooses_k_among_candidates_and_publishes_the_table_and_the_plot(
 def test_without_matplotlib_the_choice_of_k_is_published_without_the_plot(
     prefect_api, separated, cluster, tmp_path, monkeypatch
 ):
-    import flows.tasks
+    import flows.select_k
     from flows.train import train
 
-    monkeypatch.setattr(flows.tasks, "_has_matplotlib", lambda: False)
+    monkeypatch.setattr(flows.select_k, "_has_matplotlib", lambda: False)
     model_url = str(tmp_path / "model")
     state = train(separated, [4, 2], model_url, scheduler_address=cluster, return_state=True, **FIT)
     assert state.is_completed(), state

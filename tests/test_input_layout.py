@@ -8,7 +8,7 @@ import xarray as xr
 
 from diaggmm_dist import DiagGMM, inputs
 from diaggmm_dist.inputs import InputLayout, layout
-from diaggmm_dist.io.label_maps import label_map
+from diaggmm_dist.outputs.label_maps import label_map
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,113 @@
+"""``diaggmm``: fit, score and inspect diagonal Gaussian mixtures from the command line.
+
+    diaggmm fit DATA --k K --out MODEL [--checkpoint URL] [--overwrite] [--scheduler ADDRESS] ...
+    diaggmm predict MODEL DATA --out SCORES [--scheduler ADDRESS] [--overwrite]
+    diaggmm info MODEL [--json]
+
+DATA is a Zarr array (local path or fsspec URL). Work runs on the dask scheduler at
+``--scheduler``, else at ``$DASK_SCHEDULER_ADDRESS``, else on a LocalCluster started for the
+command. The CLI owns argument parsing (:mod:`.parser`), console output (:mod:`.console`),
+the checks of inputs and outputs (:mod:`.checks`), the commands (:mod:`.commands`) and exit
+codes (:mod:`.exits`) only; the maths, the stores and the checkpoints are the library's.
+
+Exit codes: 0 success; 1 runtime failure (unreachable scheduler, I/O, numerical failure); 2 bad
+usage or bad input (missing data, a corrupt chunk (``CorruptChunkError``), not a model, an
+output that exists, cannot be written or is an input, mismatching checkpoint, out-of-range
+settings); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM). Errors are one line,
+``diaggmm: error: <message>``, on stderr, also those raised on a dask worker; ``--debug``
+adds the traceback (and the worker's own report).
+
+The outputs (``fit --out``, ``--checkpoint``, ``predict --out``) are checked before any work:
+that they can be written, and that none is, holds or lies inside an input or another output.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import traceback
+
+from .commands import COMMANDS
+from .console import PROG, Console
+from .exits import (
+    EXIT_INTERRUPTED,
+    EXIT_RUNTIME,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    error_exit_code,
+    error_text,
+    known_error,
+)
+from .parser import build_parser
+
+__all__ = ["build_parser", "main"]
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived (a batch scheduler cancelling the job, ``kill``): unwind so clusters close.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` on the way swallows it.
+    """
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
+def _say_stopped(args, console, how):
+    """One line on stderr: the command was ``how`` (terminated, interrupted), and how to resume."""
+    resumable = getattr(args, "checkpoint", None)
+    hint = " (rerun the same command to resume from the checkpoint)" if resumable else ""
+    console.print(f"{PROG}: {how}{hint}", stream=console.err)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``diaggmm`` command (the console script's entry point).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after the program name; by default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit code (:mod:`diaggmm_dist.cli.exits`): 0 success, 1 runtime failure, 2 bad
+        usage or input, 130 interrupted, 143 terminated. Errors are printed, not raised.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse: --help, --version, usage errors (code 2)
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    console = Console(quiet=args.quiet)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return COMMANDS[args.command](args, console)
+    except _Terminated:
+        _say_stopped(args, console, "terminated")
+        return EXIT_TERMINATED
+    # e.g. `diaggmm info MODEL | head -1`: the reader left; nothing to report
+    except BrokenPipeError:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at interpreter exit
+        return EXIT_RUNTIME
+    except KeyboardInterrupt:
+        if args.debug:
+            traceback.print_exc()
+        _say_stopped(args, console, "interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as err:  # every failure becomes one line; --debug shows where it came from
+        if args.debug:
+            traceback.print_exc()
+        name, message = error_text(err)
+        if not known_error(err):
+            message = f"{name}: {message} (rerun with --debug for the traceback)"
+        console.print(f"{PROG}: error: {message}", stream=console.err)
+        return error_exit_code(err)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,154 @@
+"""Checks of the command's inputs and outputs, made before any work starts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .console import one_line
+
+
+class UnusableOutputError(Exception):
+    """An output location the command cannot or must not write; refused before any work (exit 2)."""
+
+
+def check_writable(url, what, in_place=False):
+    """Refuse an output location that cannot be written, before any work: one line naming it.
+
+    Local paths: the store is written under its parent folder (the model as a sibling that is
+    renamed into place; missing folders are created, as the library does), so the nearest
+    existing ancestor of the parent must be a folder in which a file can be created. That is
+    tried for real (a file created and removed): permission bits do not bind root, a read-only
+    or special file system (``/proc``, ``/sys``) refuses regardless. ``in_place``: the store,
+    when it exists, is written inside (a checkpoint), so a file is tried there too.
+    fsspec URLs: only that the protocol is known and its package installed; whether a bucket
+    exists and may be written is known to the object store only, at the cost of requests and
+    credentials that a check should not spend.
+    """
+    from ..stores.zarr_groups import is_local, local_path
+
+    text = os.fspath(url)
+    if not is_local(text):
+        import fsspec
+
+        try:
+            fsspec.core.url_to_fs(text)
+        except (ValueError, ImportError) as err:  # unknown protocol, or its package missing
+            raise UnusableOutputError(
+                f"cannot write the {what} to {text!r}: {one_line(err)}"
+            ) from None
+        return
+    target = Path(os.path.realpath(local_path(text)))
+    if target.exists() and not target.is_dir():
+        raise UnusableOutputError(
+            f"cannot write the {what} to {text!r}: it is a file, not a Zarr store; "
+            "choose another path."
+        )
+    folder = target.parent
+    while not folder.exists():  # missing folders are created; the one that exists must take them
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UnusableOutputError(
+            f"cannot write the {what} to {text!r}: {str(folder)!r} is a file, not a folder."
+        )
+    _try_creating_a_file(folder, text, what)
+    if in_place and target.is_dir():
+        _try_creating_a_file(target, text, what)
+
+
+def _try_creating_a_file(folder, url, what):
+    import tempfile
+
+    try:
+        handle, name = tempfile.mkstemp(prefix=".diaggmm-write-test-", dir=folder)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise UnusableOutputError(
+            f"cannot write the {what} to {url!r}: no file can be created in the folder "
+            f"{str(folder)!r} ({reason})."
+        ) from None
+    os.close(handle)
+    os.unlink(name)
+
+
+def _location(url):
+    """A comparable form of a store location: the protocol and the parts of its absolute path.
+
+    Local paths are resolved (relative or absolute, symbolic links, ``..``, a trailing
+    slash); None when an fsspec URL cannot be parsed (opening it reports that).
+    """
+    from ..stores.zarr_groups import is_local, local_path
+
+    text = os.fspath(url)
+    if is_local(text):
+        return ("file", Path(os.path.realpath(local_path(text))).parts)
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(text)
+    except (ValueError, ImportError):
+        return None
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return (protocol, tuple(part for part in path.split("/") if part))
+
+
+def check_apart(outputs, inputs):
+    """Refuse an output that is, holds or lies inside an input, whatever ``--overwrite`` says.
+
+    ``outputs``, ``inputs``: ``(name, url)`` pairs, e.g. ``("--out", "scores.zarr")``,
+    ``("model", "model.zarr")``. Writing an output replaces what is at its path (with
+    ``--overwrite``), so an input at or under it would be deleted, and one around it changed.
+    Every output is also checked against the outputs after it.
+    """
+    outputs = [(name, url) for name, url in outputs if url is not None]
+    for position, (name, url) in enumerate(outputs):
+        out = _location(url)
+        for other, other_url in [*outputs[position + 1 :], *inputs]:
+            place = _location(other_url)
+            if out is None or place is None or out[0] != place[0]:
+                continue
+            if out == place:
+                problem = f"is the {other} {os.fspath(other_url)!r}: writing there would replace it"
+            elif place[1][: len(out[1])] == out[1]:
+                problem = (
+                    f"holds the {other} {os.fspath(other_url)!r}: writing there would delete it"
+                )
+            elif out[1][: len(place[1])] == place[1]:
+                problem = (
+                    f"is inside the {other} {os.fspath(other_url)!r}: writing there would change it"
+                )
+            else:
+                continue
+            raise UnusableOutputError(
+                f"{name} {os.fspath(url)!r} {problem} (refused even with --overwrite); "
+                "choose another path."
+            )
+
+
+def open_data(url, chunk_size):
+    """The data as a lazy row-chunked dask array; reads Zarr metadata only."""
+    from ..inputs import as_row_chunked
+
+    return as_row_chunked(os.fspath(url), chunk_size)
+
+
+def check_output(url, overwrite, what):
+    """Refuse an output path that holds something else, or an existing store without --overwrite."""
+    from ..stores.zarr_groups import NotAGroupError, open_group_or_none
+
+    try:
+        exists = open_group_or_none(url) is not None
+    except NotAGroupError as err:
+        raise FileExistsError(
+            err.describe(what) + ": refusing to replace it; choose another output path."
+        ) from None
+    if exists and not overwrite:
+        raise FileExistsError(
+            f"{url!r} already exists: pass --overwrite to replace it, or choose another path."
+        )
+
+
+def load_model(url):
+    from ..mixture import DiagGMM
+
+    return DiagGMM.load(url)

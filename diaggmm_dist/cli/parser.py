@@ -1,0 +1,225 @@
+"""The ``diaggmm`` argument parser: sub-commands, options and their types."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from ..validation import CRITERIA, DTYPES, INIT_PARAMS, check_candidates
+from .console import PROG
+
+
+def _int_at_least(minimum):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _component_counts(text):
+    """``--k``: one number of components, or a comma-separated list of candidates (``2,4,8``)."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer or a list like 2,4,8, got {text!r}"
+        ) from None
+    try:
+        return check_candidates(values, name="--k")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _common_options(defaults):
+    """Options accepted both before and after the sub-command (``diaggmm --debug fit ...``)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    default = {} if defaults else {"default": argparse.SUPPRESS}
+    parent.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of errors",
+        **({"default": False} if defaults else default),
+    )
+    parent.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="no per-iteration lines and no progress bar (the summary and errors still print)",
+        **({"default": False} if defaults else default),
+    )
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``diaggmm`` argument parser.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        With the sub-commands ``fit``, ``predict`` and ``info``; the choices of ``--init``,
+        ``--criterion`` and ``--dtype`` are the library's (:mod:`diaggmm_dist.validation`).
+    """
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        parents=[_common_options(True)],
+        description="Distributed, out-of-core EM for Gaussian mixtures with diagonal covariances "
+        "(Dask + Zarr).",
+        epilog="Exit codes: 0 ok, 1 runtime failure, 2 bad usage or input, 130 interrupted, "
+        "143 terminated.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = _common_options(False)
+    scheduler_help = (
+        "dask scheduler address, e.g. tcp://host:8786 (default: $DASK_SCHEDULER_ADDRESS, "
+        "else a LocalCluster started for this command)"
+    )
+
+    fit = commands.add_parser(
+        "fit",
+        parents=[common],
+        help="fit a mixture to a Zarr array and save the model",
+        description="Fit a diagonal Gaussian mixture with EM to the Zarr array DATA and save it "
+        "to MODEL. "
+        "With --checkpoint, the training state is written after every iteration and a rerun "
+        "of the same command resumes it, ending with exactly the uninterrupted model.",
+    )
+    fit.add_argument(
+        "data", metavar="DATA", help="Zarr array (path or fsspec URL), rows x features"
+    )
+    fit.add_argument(
+        "--k",
+        "--n-components",
+        dest="k",
+        type=_component_counts,
+        required=True,
+        help="number of mixture components, or candidates to choose from in the same data "
+        "passes, e.g. 2,4,8,16,32 (see --criterion)",
+    )
+    fit.add_argument(
+        "--criterion",
+        choices=CRITERIA,
+        default="bic",
+        help="with several --k: how the model saved is chosen (default: bic)",
+    )
+    fit.add_argument(
+        "--heldout-fraction",
+        type=_non_negative_float,
+        default=0.1,
+        help="with several --k: share of the rows held out and scored (default: 0.1)",
+    )
+    fit.add_argument(
+        "--out", required=True, metavar="MODEL", help="where to save the model (a Zarr group)"
+    )
+    fit.add_argument(
+        "--checkpoint",
+        metavar="URL",
+        help="Zarr group for training checkpoints; resumed when it holds this run",
+    )
+    fit.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing MODEL, and start afresh if the checkpoint holds another run",
+    )
+    fit.add_argument("--scheduler", metavar="ADDRESS", help=scheduler_help)
+    fit.add_argument(
+        "--init",
+        choices=INIT_PARAMS,
+        default="kmeans",
+        help="initialisation (default: kmeans); split grows the mixture from one component by "
+        "splitting the heaviest, with up to 5 EM passes after each split: robust for large K, "
+        "more passes",
+    )
+    fit.add_argument(
+        "--tol",
+        type=_non_negative_float,
+        default=1e-3,
+        help="stop when the lower bound changes by less than this (default: 1e-3)",
+    )
+    fit.add_argument(
+        "--max-iter",
+        type=_int_at_least(0),
+        default=100,
+        help="EM iterations at most, per initialisation (default: 100)",
+    )
+    fit.add_argument(
+        "--reg-covar",
+        type=_non_negative_float,
+        default=1e-6,
+        help="added to every variance (default: 1e-6)",
+    )
+    fit.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float64",
+        help="compute precision of the per-chunk products (default: float64)",
+    )
+    fit.add_argument(
+        "--seed", type=int, default=0, help="random seed of the initialisation (default: 0)"
+    )
+    fit.add_argument(
+        "--chunk-size",
+        type=_int_at_least(1),
+        metavar="ROWS",
+        help="rows per dask chunk (whole Zarr chunks are grouped; default: about 16 MiB)",
+    )
+    fit.add_argument(
+        "--n-init",
+        type=_int_at_least(1),
+        default=1,
+        help="initialisations; the best is kept (default: 1)",
+    )
+
+    predict = commands.add_parser(
+        "predict",
+        parents=[common],
+        help="write per-row labels and scores of a model to Zarr",
+        description="Score every row of DATA with the model at MODEL and write the Zarr group "
+        "SCORES with "
+        "arrays labels (int16, -1 for rows with NaN/inf), max_resp (float32) and "
+        "log_likelihood (float64), chunked like DATA.",
+    )
+    predict.add_argument("model", metavar="MODEL", help="model written by `diaggmm fit`")
+    predict.add_argument(
+        "data", metavar="DATA", help="Zarr array (path or fsspec URL) with the model's features"
+    )
+    predict.add_argument("--out", required=True, metavar="SCORES", help="Zarr group to write")
+    predict.add_argument(
+        "--overwrite", action="store_true", help="replace an existing SCORES group"
+    )
+    predict.add_argument("--scheduler", metavar="ADDRESS", help=scheduler_help)
+    predict.add_argument(
+        "--chunk-size",
+        type=_int_at_least(1),
+        metavar="ROWS",
+        help="rows per dask chunk (default: the model's, else about 16 MiB)",
+    )
+
+    info = commands.add_parser(
+        "info",
+        parents=[common],
+        help="describe a saved model",
+        description="Print the attributes of the model at MODEL.",
+    )
+    info.add_argument("model", metavar="MODEL", help="model written by `diaggmm fit`")
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    return parser
