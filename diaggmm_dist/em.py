@@ -13,9 +13,10 @@ import numpy as np
 from . import engine, kernels
 from .kernels import split_statistics
 from .mstep import m_step
+from .parameters import MixtureParameters
 
 
-def data_centre(weights, means, precisions):
+def data_center(weights, means, precisions):
     """The shift used in the kernels: the mixture's overall mean ``Σ_k w_k μ_k`` where it matters.
 
     The shift keeps x² and S2/N − μ² free of cancellation when the data sit far from the
@@ -25,14 +26,15 @@ def data_centre(weights, means, precisions):
     """
     weights = np.asarray(weights, dtype=np.float64) / np.sum(weights)
     means = np.asarray(means, dtype=np.float64)
-    centre = weights @ means
-    spread = (
-        weights @ (1.0 / np.asarray(precisions, dtype=np.float64) + means * means) - centre * centre
-    )
-    return np.where(centre * centre <= spread, 0.0, centre)
+    covariances = MixtureParameters.from_precisions(
+        weights, means, np.asarray(precisions, dtype=np.float64)
+    ).covariances
+    center = weights @ means
+    spread = weights @ (covariances + means * means) - center * center
+    return np.where(center * center <= spread, 0.0, center)
 
 
-def first_rows_centre(X, n_rows=16):
+def first_rows_center(X, n_rows=16):
     """A point near the data before any pass: the mean of the finite values of its first rows.
 
     The shift of the passes that come before any model is known (random responsibilities,
@@ -56,8 +58,8 @@ def first_rows_centre(X, n_rows=16):
     )
     finite = np.isfinite(rows)
     with np.errstate(over="ignore"):
-        centre = np.where(finite, rows, 0.0).sum(axis=0) / np.maximum(finite.sum(axis=0), 1)
-    return np.where(np.isfinite(centre), centre, 0.0)
+        center = np.where(finite, rows, 0.0).sum(axis=0) / np.maximum(finite.sum(axis=0), 1)
+    return np.where(np.isfinite(center), center, 0.0)
 
 
 def e_step_models(data_pass, models):
@@ -85,7 +87,7 @@ def e_step_models(data_pass, models):
     FloatingPointError
         A log-likelihood is not finite.
     """
-    shift = data_centre(*models[0])
+    shift = data_center(*models[0])
     coefficients = kernels.stack_coefficients(
         [
             kernels.log_prob_coefficients(weights, means, precisions, shift, data_pass.dtype)
@@ -112,18 +114,29 @@ def e_step(data_pass, weights, means, precisions):
     return blocks[0], shift, lower_bounds[0]
 
 
-def em_step(data_pass, weights, means, precisions, reg_covar):
+def em_step(data_pass, parameters, reg_covar):
     """One EM iteration (one data pass) from the given parameters.
+
+    Parameters
+    ----------
+    data_pass : callable
+        As in :func:`e_step_models`; also has a ``resolution`` attribute (its epsilon).
+    parameters : MixtureParameters
+        The parameters the E-step uses (their precisions).
+    reg_covar : float
+        Added to every variance by the M-step.
 
     Returns
     -------
     lower_bound : float
         Mean log-likelihood of the parameters given (before the M-step, as scikit-learn).
-    weights, means, covariances : ndarray
+    parameters : MixtureParameters
         The M-step's parameters.
     n_reseeded : int
         Collapsed components re-seeded by the M-step.
     """
-    stats, shift, lower_bound = e_step(data_pass, weights, means, precisions)
+    stats, shift, lower_bound = e_step(
+        data_pass, parameters.weights, parameters.means, parameters.precisions
+    )
     weights, means, covariances, reseeded = m_step(stats, reg_covar, shift, data_pass.resolution)
-    return lower_bound, weights, means, covariances, reseeded
+    return lower_bound, MixtureParameters(weights, means, covariances), reseeded

@@ -16,7 +16,7 @@ condition under which stepwise EM converges to a stationary point of the likelih
 stream's distribution.
 
 Statistics are of data shifted by a per-feature offset (see
-:func:`diaggmm_dist.em.data_centre`); :func:`shift_statistics` re-expresses ``s`` about the
+:func:`diaggmm_dist.em.data_center`); :func:`shift_statistics` re-expresses ``s`` about the
 offset of each new batch, so the offsets may move with the model.
 """
 

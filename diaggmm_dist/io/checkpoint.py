@@ -487,7 +487,7 @@ class Checkpoints:
                 "(624 keys, pos, has_gauss, cached_gaussian)"
             )
         return TrainingState(
-            restart=attrs["restart"],
+            index=attrs["restart"],
             iteration=attrs["iteration"],
             weights=weights,
             means=means,
@@ -531,7 +531,7 @@ class Checkpoints:
             )
             # NaN fill: an array whose chunk never got written fails validation instead of reading zeros
             group.create_array(
-                f"restart-{state.restart}",
+                f"restart-{state.index}",
                 data=planes,
                 chunks=planes.shape,
                 fill_value=np.nan,
@@ -576,7 +576,7 @@ def _attributes(state):
         {
             "shape": list(np.shape(state.means)),
             "weights": [float(v) for v in state.weights],
-            "restart": state.restart,
+            "restart": state.index,
             "iteration": state.iteration,
             "lower_bounds": [float(v) for v in state.lower_bounds],
             "finished": bool(state.finished),

@@ -271,12 +271,12 @@ def check_scores_finite(weights, means, covariances, dtype, where):
     These are the numbers predict and score compute with (:func:`kernels.log_prob_coefficients`);
     a component of weight 0 has a log-weight of -inf by design (it is never chosen).
     """
-    from ..em import data_centre
+    from ..em import data_center
     from ..kernels import log_prob_coefficients
 
     precisions = 1.0 / covariances
     with np.errstate(over="ignore", invalid="ignore"):
-        shift = data_centre(weights, means, precisions)
+        shift = data_center(weights, means, precisions)
         coef = log_prob_coefficients(weights, means, precisions, shift, np.dtype(dtype))
     live = np.asarray(weights) > 0
     parts = {
