@@ -438,11 +438,20 @@ class EMRun:
 
         Raises
         ------
+        ValueError
+            ``identity`` has another ``tol`` or ``reg_covar`` than ``settings``.
         CheckpointMismatchError, CheckpointInUseError, CheckpointError
             As :class:`~diaggmm_dist.io.checkpoint.Checkpoints` raises them.
         """
         store = None
         if checkpoint is not None:
+            config = identity.get("config", {})
+            if config.get("tol") != settings.tol or config.get("reg_covar") != settings.reg_covar:
+                raise ValueError(
+                    f"The checkpoint identity's tol and reg_covar ({config.get('tol')}, "
+                    f"{config.get('reg_covar')}) are not the run's ({settings.tol}, "
+                    f"{settings.reg_covar}): build both from the same parameters."
+                )
             store = Checkpoints(checkpoint, identity, overwrite=overwrite)
         run = cls(data_pass, settings, store=store, on_iteration=on_iteration)
         try:
