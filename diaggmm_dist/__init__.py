@@ -1,6 +1,7 @@
 """diaggmm-dist: distributed, out-of-core EM for Gaussian mixtures with diagonal covariances."""
 
-from .mixture import DiagGMM, ReseededComponentWarning
+from .fitting import ReseededComponentWarning
+from .mixture import DiagGMM
 from .selection import ComponentSelection, select_n_components
 
 __all__ = ["ComponentSelection", "DiagGMM", "ReseededComponentWarning", "select_n_components"]

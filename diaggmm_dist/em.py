@@ -63,7 +63,7 @@ def first_rows_center(X, n_rows=16):
 
 
 def e_step_models(data_pass, models):
-    """One pass of Gaussian responsibilities under several models at once (their coefficients stacked).
+    """One pass of Gaussian responsibilities under several models at once (coefficients stacked).
 
     Parameters
     ----------

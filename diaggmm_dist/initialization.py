@@ -115,7 +115,8 @@ def sample_rows(X, n_rows, random_state, missing="error", weights=None):
     column_means = np.nanmean(sample, axis=0)
     if np.isnan(column_means).any():
         raise ValueError(
-            "Some features have no observed value in the initialisation sample; drop those features."
+            "Some features have no observed value in the initialisation sample; drop those "
+            "features."
         )
     return np.where(np.isnan(sample), column_means, sample), sample_weight
 
@@ -277,7 +278,7 @@ def initial_parameters(
 def _parameters_from_shared_passes(
     X, sizes, init_params, random_state, reg_covar, data_pass, means_init
 ):
-    """Weights, means and precisions of every model: the M-step of hard or random responsibilities."""
+    """Every model's weights, means and precisions: the M-step of hard or random assignments."""
     if means_init is None and init_params == "random":
         blocks, shift = _random_statistics(data_pass, sizes, random_state, first_rows_center(X))
     else:

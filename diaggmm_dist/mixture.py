@@ -18,7 +18,6 @@ from .fitting import (
     DataPass,
     EMRun,
     EMSettings,
-    ReseededComponentWarning,
     check_in_memory,
     checkpoint_identity,
     online_step,
@@ -28,7 +27,7 @@ from .parameters import MixtureParameters
 from .state import TrainingState
 from .validation import check_initial_parameters, check_settings, is_int
 
-__all__ = ["DiagGMM", "ReseededComponentWarning"]
+__all__ = ["DiagGMM"]
 
 #: The fitted state of stepwise EM (:meth:`DiagGMM.partial_fit`); ``fit`` starts without it.
 ONLINE_STATE = ("running_statistics_", "running_shift_", "n_batches_seen_", "n_samples_seen_")
@@ -703,7 +702,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
 
     @classmethod
     def from_sklearn(cls, gm, **params):
-        """A ``DiagGMM`` from a fitted diagonal ``GaussianMixture`` (extra ``params``: e.g. ``dtype``)."""
+        """A ``DiagGMM`` from a fitted diagonal ``GaussianMixture`` (``params``: e.g. ``dtype``)."""
         if getattr(gm, "covariance_type", None) != "diag":
             raise ValueError(
                 f"Only covariance_type='diag' mixtures can become a DiagGMM, got "

@@ -39,13 +39,15 @@ class ComponentSelection(NamedTuple):
     def to_markdown(self):
         """The table as Markdown, the chosen K marked."""
         lines = [
-            "| K | lower bound | log-likelihood | BIC | AIC | held-out log-likelihood | iterations | converged |",
+            "| K | lower bound | log-likelihood | BIC | AIC | held-out log-likelihood "
+            "| iterations | converged |",
             "|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for row in self.table:
             mark = " **(chosen)**" if row["n_components"] == self.best.n_components else ""
             lines.append(
-                f"| {row['n_components']}{mark} | {row['lower_bound']:.6g} | {row['log_likelihood']:.6g} "
+                f"| {row['n_components']}{mark} | {row['lower_bound']:.6g} "
+                f"| {row['log_likelihood']:.6g} "
                 f"| {row['bic']:.6g} | {row['aic']:.6g} | {_text(row['heldout_log_likelihood'])} "
                 f"| {row['n_iter']} | {row['converged']} |"
             )
@@ -74,7 +76,7 @@ def _check_candidates(candidates):
 
 
 def heldout_rows(rows, fraction, seed=0):
-    """True for the rows (global indices) held out: a fixed ``fraction`` picked by a hash of the index."""
+    """True for the rows (global indices) held out: a ``fraction`` picked by a hash of the index."""
     bits = kernels.splitmix64(
         np.asarray(rows, dtype=np.uint64) ^ kernels.splitmix64(np.uint64(seed))
     )
@@ -82,7 +84,7 @@ def heldout_rows(rows, fraction, seed=0):
 
 
 def _split_weights(data, fraction, sample_weight):
-    """Per-sample weights of the rows fitted and of the rows held out (lazy, chunked like ``data``)."""
+    """Per-sample weights of the rows fitted and of those held out (lazy, chunked like ``data``)."""
     held = da.map_blocks(heldout_rows, engine.row_indices(data), fraction, dtype=bool)
     base = sample_weight if sample_weight is not None else da.ones(held.shape, chunks=held.chunks)
     return da.where(held, 0.0, base), da.where(held, base, 0.0)

@@ -42,9 +42,7 @@ def _run(X, sizes, settings, checkpoint=None, until=None, on_iteration=None, ide
     identity = identity or checkpoint_identity(
         DiagGMM(max(sizes), tol=settings.tol).get_params(), engine.fingerprint(X), sizes=list(sizes)
     )
-    with EMRun.open(
-        data_pass, settings, checkpoint, identity, on_iteration=on_iteration
-    ) as run:
+    with EMRun.open(data_pass, settings, checkpoint, identity, on_iteration=on_iteration) as run:
         initial_models, random_state = _initial_models(X, sizes, data_pass)
         run.initialize(len(sizes), initial_models, random_state)
         run.run(until)
