@@ -1,9 +1,9 @@
-"""One EM step on chunked data: the E-step pass, its mean log-likelihood, the M-step.
+"""The E-step on chunked data: one pass under one or several models, their mean log-likelihoods.
 
-Shared by the estimator's EM loop (:meth:`diaggmm_dist.mixture.DiagGMM.fit`), the growth of
-the mixture by splitting (:mod:`diaggmm_dist.splitting`) and stepwise EM
-(:meth:`~diaggmm_dist.mixture.DiagGMM.partial_fit`), so all three compute the E-step the
-same way.
+Shared by the EM driver (:class:`diaggmm_dist.fitting.EMRun`: ``fit``, splitting,
+``select_n_components``), stepwise EM (:func:`diaggmm_dist.fitting.online_step`) and the
+initialization's in-memory EM, so all compute the E-step the same way; and the data's
+center, the shift the kernels subtract.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import numpy as np
 
 from . import engine, kernels
 from .kernels import split_statistics
-from .mstep import m_step
 from .parameters import MixtureParameters
 
 
@@ -112,31 +111,3 @@ def e_step(data_pass, weights, means, precisions):
     """:func:`e_step_models` for one model: ``(stats, shift, lower_bound)``."""
     blocks, shift, lower_bounds = e_step_models(data_pass, [(weights, means, precisions)])
     return blocks[0], shift, lower_bounds[0]
-
-
-def em_step(data_pass, parameters, reg_covar):
-    """One EM iteration (one data pass) from the given parameters.
-
-    Parameters
-    ----------
-    data_pass : callable
-        As in :func:`e_step_models`; also has a ``resolution`` attribute (its epsilon).
-    parameters : MixtureParameters
-        The parameters the E-step uses (their precisions).
-    reg_covar : float
-        Added to every variance by the M-step.
-
-    Returns
-    -------
-    lower_bound : float
-        Mean log-likelihood of the parameters given (before the M-step, as scikit-learn).
-    parameters : MixtureParameters
-        The M-step's parameters.
-    n_reseeded : int
-        Collapsed components re-seeded by the M-step.
-    """
-    stats, shift, lower_bound = e_step(
-        data_pass, parameters.weights, parameters.means, parameters.precisions
-    )
-    weights, means, covariances, reseeded = m_step(stats, reg_covar, shift, data_pass.resolution)
-    return lower_bound, MixtureParameters(weights, means, covariances), reseeded

@@ -655,7 +655,7 @@ class EMRun:
                     f"\t time lapse {now - start:.5f}s\t ll change {summaries[0]['change']:.5f}",
                 )
                 start = now
-        if self.settings.max_iter > 0:
+        if self.settings.max_iter > 0 and self.finished:  # a paused run has no verdict yet
             for state in self.states:
                 verdict = "converged" if state.converged else "did not converge"
                 self._print(

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .em import em_step
 from .fitting import EMRun, EMSettings
 from .mstep import add_components_by_splitting, m_step
 from .parameters import MixtureParameters
@@ -46,7 +45,15 @@ def one_component(data_pass, n_features, reg_covar, center=None):
     # With one component every row's "random" responsibility is exactly 1.
     stats = data_pass(("random", center, (1,), (0,), data_pass.dtype))
     first = MixtureParameters(*m_step(stats, reg_covar, center, data_pass.resolution)[:3])
-    return em_step(data_pass, first, reg_covar)[1]
+    return _em(data_pass, first, EMSettings(reg_covar=reg_covar, max_iter=1))
+
+
+def _em(data_pass, parameters, settings):
+    """EM from ``parameters`` with the fit's own driver, quiet (no log, progress or warning)."""
+    run = EMRun(data_pass, settings, report=False)
+    run.initialize(1, lambda _: [(parameters.weights, parameters.means, parameters.precisions)])
+    (state,) = run.run()
+    return state.parameters
 
 
 def split_initial_parameters(data_pass, n_components, n_features, reg_covar, tol, center=None):
@@ -72,16 +79,10 @@ def split_initial_parameters(data_pass, n_components, n_features, reg_covar, tol
     precisions : ndarray of shape (n_components, n_features)
     """
     parameters = one_component(data_pass, n_features, reg_covar, center)
-    # EM between splits: the fit's own driver, quiet (no log, progress or re-seeding warning)
     settings = EMSettings(tol=tol, reg_covar=reg_covar, max_iter=SPLIT_EM_ITERATIONS)
     while parameters.n_components < n_components:
-        split = MixtureParameters(
-            *add_components_by_splitting(
-                parameters.weights, parameters.means, parameters.covariances
-            )
+        split = add_components_by_splitting(
+            parameters.weights, parameters.means, parameters.covariances
         )
-        run = EMRun(data_pass, settings, report=False)
-        run.initialize(1, lambda _: [(split.weights, split.means, split.precisions)])
-        (state,) = run.run()
-        parameters = state.parameters
+        parameters = _em(data_pass, MixtureParameters(*split), settings)
     return parameters.weights, parameters.means, parameters.precisions
