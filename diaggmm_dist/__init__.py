@@ -1,7 +1,7 @@
 """diaggmm-dist: distributed, out-of-core EM for Gaussian mixtures with diagonal covariances."""
 
-from .fitting import ReseededComponentWarning
 from .mixture import DiagGMM
+from .mstep import ReseededComponentWarning
 from .selection import ComponentSelection, select_n_components
 
 __all__ = ["ComponentSelection", "DiagGMM", "ReseededComponentWarning", "select_n_components"]

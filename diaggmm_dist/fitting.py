@@ -1,7 +1,6 @@
-"""One resumable EM driver: the data pass of a fit, and EM of one or many models side by side.
+"""One resumable EM driver: EM of one or many models side by side, checkpointed.
 
-:class:`DataPass` reads the fit's data once per call (checking its values on the first) and
-returns the summed statistics of the responsibilities it is given. :class:`EMRun` holds the
+:class:`EMRun` reads the data through a :class:`~diaggmm_dist.data_pass.DataPass` and holds the
 training states of one or many models (the restarts of ``n_init``, the candidates of
 :func:`~diaggmm_dist.selection.select_n_components`, the one model of the EM between two
 splits) and steps them side by side: every iteration is one data pass for all the models
@@ -16,7 +15,8 @@ a checkpoint's identity, and :meth:`EMRun.run` stops at ``until`` when given. A 
 to N, saved, opened again and run to its end gives the states of an uninterrupted run, bit
 for bit (``tests/test_fitting.py``).
 
-:func:`online_step` is the step of stepwise EM (:meth:`DiagGMM.partial_fit`).
+The step of stepwise EM (:meth:`DiagGMM.partial_fit`) is
+:func:`diaggmm_dist.online.online_step`.
 """
 
 from __future__ import annotations
@@ -24,226 +24,19 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-from . import engine, inputs, online
-from .em import e_step, e_step_models
+from .em import e_step_models
 from .io.checkpoint import Checkpoints
-from .kernels import split_statistics
-from .mstep import m_step
+from .mstep import m_step, warn_reseeded
 from .parameters import MixtureParameters
 from .state import TrainingState
-from .validation import bad_weights_error, nonfinite_error
 
 logger = logging.getLogger("diaggmm_dist")
-
-#: A model's starting weights, means and precisions, shapes (K,), (K, D), (K, D).
-StartingParameters = tuple
-
-
-class ReseededComponentWarning(UserWarning):
-    """A component lost all its mass and was re-seeded by splitting the heaviest one."""
-
-
-def warn_reseeded(reseeded: int, when: str) -> None:
-    """Warn about components the M-step re-seeded.
-
-    Parameters
-    ----------
-    reseeded : int
-        How many; nothing is said for 0.
-    when : str
-        Where in the fit, e.g. ``"Iteration 3"``.
-    """
-    if reseeded:
-        warnings.warn(
-            f"{when}: {reseeded} component(s) lost all their mass and were re-seeded "
-            "by splitting the heaviest component.",
-            ReseededComponentWarning,
-        )
-
-
-def raise_for_bad_values(
-    n_nan: int,
-    n_inf: int,
-    bad_weights: int,
-    usable_rows: int,
-    missing: str,
-    weighted: bool = False,
-) -> None:
-    """Refuse data whose values the missing-value policy does not allow, or with no usable row.
-
-    Parameters
-    ----------
-    n_nan, n_inf : int
-        NaN and infinite values counted in the data.
-    bad_weights : int
-        Sample weights that are negative or not finite.
-    usable_rows : int
-        Rows with a positive weight that the policy can use.
-    missing : {"error", "drop", "marginalize"}
-        The missing-value policy.
-    weighted : bool
-        Whether sample weights were given.
-
-    Raises
-    ------
-    ValueError
-        Infinite values, NaN under ``missing="error"``, bad weights, or no usable row.
-    """
-    if n_inf or (missing == "error" and n_nan):
-        raise nonfinite_error(
-            n_nan + n_inf if missing == "error" else n_inf, allow_missing=not n_inf
-        )
-    if bad_weights:
-        raise bad_weights_error(bad_weights)
-    if usable_rows == 0:
-        if weighted and missing == "error":  # (NaN were refused above)
-            raise ValueError(
-                "No row can be used: every sample weight is zero. Give some rows a weight > 0."
-            )
-        raise ValueError(
-            "No row can be used: every row has "
-            + ("a sample weight of zero or missing values" if weighted else "missing values")
-            + (
-                " (missing='drop' skips rows with any NaN; try missing='marginalize')."
-                if missing == "drop"
-                else "."
-            )
-        )
-
-
-def check_in_memory(X: Any, missing: str, sample_weight: Any = None) -> None:
-    """The first pass's checks (:func:`raise_for_bad_values`), done up front for in-memory data.
-
-    Parameters
-    ----------
-    X : array-like of shape (n_samples, n_features)
-        The rows.
-    missing : {"error", "drop", "marginalize"}
-        The missing-value policy.
-    sample_weight : array-like of shape (n_samples,), optional
-        The rows' weights.
-
-    Raises
-    ------
-    ValueError
-        As :func:`raise_for_bad_values`.
-    """
-    array = np.asarray(X)
-    n_nan = n_inf = 0
-    usable = np.ones(array.shape[0], dtype=bool)
-    if array.dtype.kind == "f":
-        nan = np.isnan(array)
-        n_nan = int(np.count_nonzero(nan))
-        n_inf = int(array.size - n_nan - np.count_nonzero(np.isfinite(array)))
-        if n_nan and missing != "error":
-            usable = ~nan.all(axis=1) if missing == "marginalize" else ~nan.any(axis=1)
-    bad_weights = 0
-    if sample_weight is not None:
-        w = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
-        bad_weights = int(np.count_nonzero(~(np.isfinite(w) & (w >= 0))))
-        usable = usable & (w > 0)
-    raise_for_bad_values(
-        n_nan, n_inf, bad_weights, int(np.count_nonzero(usable)), missing, sample_weight is not None
-    )
-
-
-class DataPass:
-    """One pass of statistics over a fit's data; the first pass also checks the values.
-
-    Parameters
-    ----------
-    X : dask.array.Array
-        Row-chunked data: samples along every axis but the last, features along the last.
-    dtype : {"float64", "float32"} or numpy.dtype
-        Compute dtype of the per-chunk products.
-    missing : {"error", "drop", "marginalize"}, default="error"
-        The missing-value policy.
-    weights : dask.array.Array, optional
-        Sample weights, chunked like ``X``'s sample axes.
-    checked : bool, default=False
-        The values were checked already (:func:`check_in_memory`): no pass counts them.
-
-    Attributes
-    ----------
-    dtype : numpy.dtype
-    resolution : float
-        Machine epsilon of ``dtype`` (the M-step's test for a constant feature).
-    """
-
-    def __init__(self, X, dtype, missing="error", weights=None, checked=False):
-        self.X = X
-        self.dtype = np.dtype(dtype)
-        self.resolution = float(np.finfo(self.dtype).eps)
-        self.missing = missing
-        self.weights = weights
-        self.checked = checked
-        self.graphs = {}  # the pass's task graphs, built once for the whole fit
-
-    @classmethod
-    def of_samples(
-        cls, samples: inputs.Samples, dtype: Any, missing: str, sample_weight: Any = None
-    ) -> DataPass:
-        """The data pass of a fit of ``samples``: in-memory data is checked up front.
-
-        Parameters
-        ----------
-        samples : inputs.Samples
-            The converted input.
-        dtype, missing
-            As in the class.
-        sample_weight : array-like, dask array or DataArray, optional
-            Aligned with the samples (:func:`diaggmm_dist.inputs.sample_values`).
-
-        Returns
-        -------
-        DataPass
-
-        Raises
-        ------
-        ValueError
-            In-memory data or weights that :func:`check_in_memory` refuses.
-        """
-        weights = (
-            None
-            if sample_weight is None
-            else inputs.sample_values(sample_weight, samples, "sample_weight")
-        )
-        checked = samples.values is not None and (
-            sample_weight is None or isinstance(sample_weight, np.ndarray)
-        )
-        if checked:
-            check_in_memory(samples.values, missing, sample_weight)
-        return cls(samples.array, dtype, missing, weights, checked)
-
-    def __call__(self, responsibilities):
-        """The statistics of one pass with ``responsibilities`` (see :mod:`diaggmm_dist.engine`)."""
-        stats = engine.pass_statistics(
-            self.X,
-            responsibilities,
-            self.missing,
-            self.weights,
-            count_nonfinite=not self.checked,
-            graphs=self.graphs,
-        )
-        if not self.checked:
-            scalars = split_statistics(stats)[-1]
-            raise_for_bad_values(
-                int(scalars["nan"]),
-                int(scalars["inf"]),
-                int(scalars["bad_weights"]),
-                int(scalars["rows"]),
-                self.missing,
-                self.weights is not None,
-            )
-            self.checked = True
-        return stats
 
 
 @dataclass(frozen=True)
@@ -422,7 +215,9 @@ class EMRun:
 
         Parameters
         ----------
-        data_pass, settings, on_iteration
+        data_pass : DataPass
+            The fit's data.
+        settings : EMSettings
             As in the class.
         checkpoint : str or os.PathLike, optional
             Zarr group (local path or fsspec URL) of the run's checkpoints; its lease is
@@ -431,6 +226,8 @@ class EMRun:
             :func:`checkpoint_identity` of the run (needed with ``checkpoint``).
         overwrite : bool, default=False
             Start afresh when ``checkpoint`` holds another run (otherwise refused).
+        on_iteration : callable, optional
+            As in the class.
 
         Returns
         -------
@@ -549,6 +346,7 @@ class EMRun:
         Returns
         -------
         list of int
+            Positions in :attr:`states`, in order.
         """
         limit = self._limit(until)
         return [
@@ -666,7 +464,10 @@ class EMRun:
     def _stepped(self, state, stats, shift, lower_bound):
         """The state after one EM iteration of ``state``, given its statistics of the pass."""
         n_iter = state.iteration + 1
-        parameters, reseeded = _m_step(stats, self.settings.reg_covar, shift, self.data_pass)
+        weights, means, covariances, reseeded = m_step(
+            stats, self.settings.reg_covar, shift, self.data_pass.resolution
+        )
+        parameters = MixtureParameters(weights, means, covariances)
         if self.report:
             warn_reseeded(reseeded, f"Iteration {n_iter}")
         converged = bool(abs(lower_bound - state.lower_bound) < self.settings.tol)
@@ -688,66 +489,3 @@ class EMRun:
         verbose = self.settings.verbose
         if self.report and verbose >= level:
             print(message + (detail if verbose >= 2 else ""))
-
-
-def _m_step(stats, reg_covar, shift, data_pass):
-    weights, means, covariances, reseeded = m_step(stats, reg_covar, shift, data_pass.resolution)
-    return MixtureParameters(weights, means, covariances), reseeded
-
-
-class OnlineStep(NamedTuple):
-    """What one step of stepwise EM (:func:`online_step`) gives."""
-
-    parameters: MixtureParameters  # the M-step of the new running statistics
-    running: np.ndarray  # the running statistics per unit weight, of data shifted by ``shift``
-    shift: np.ndarray
-    lower_bound: float  # the batch's mean log-likelihood under the parameters before the step
-    rows: int  # the batch's rows that were used
-    n_reseeded: int
-
-
-def online_step(
-    data_pass: Callable,
-    start: StartingParameters,
-    running: np.ndarray | None,
-    running_shift: np.ndarray | None,
-    t: int,
-    *,
-    reg_covar: float,
-    learning_decay: float,
-    learning_offset: float,
-) -> OnlineStep:
-    """Fold one batch into running statistics: one E-step pass, then the M-step of the fold.
-
-    Parameters
-    ----------
-    data_pass : DataPass
-        The batch.
-    start : tuple of ndarray
-        ``(weights, means, precisions)`` of the model before the step.
-    running, running_shift : ndarray or None
-        The running statistics per unit weight and their shift (None: take the batch's
-        whole), see :func:`diaggmm_dist.online.fold`.
-    t : int
-        Batches folded in before this one.
-    reg_covar, learning_decay, learning_offset : float
-        As in ``DiagGMM``.
-
-    Returns
-    -------
-    OnlineStep
-
-    Raises
-    ------
-    FloatingPointError
-        The batch's log-likelihood is not finite.
-    """
-    stats, shift, lower_bound = e_step(data_pass, *start)
-    scalars = split_statistics(stats)[-1]
-    eta = online.step_size(t, learning_decay, learning_offset)
-    running = online.fold(running, running_shift, stats, shift, eta)
-    # Scaled to the batch's weight, the M-step's safety rails (a component re-seeded below
-    # 0.001 rows of mass) mean what they mean in a fit of this batch.
-    parameters, reseeded = _m_step(running * scalars["weight"], reg_covar, shift, data_pass)
-    warn_reseeded(reseeded, f"Batch {t + 1}")
-    return OnlineStep(parameters, running, shift, lower_bound, int(scalars["rows"]), reseeded)

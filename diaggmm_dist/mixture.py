@@ -13,15 +13,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from . import engine, inputs, kernels, online, parameters
+from .data_pass import DataPass, check_in_memory
 from .em import data_center
-from .fitting import (
-    DataPass,
-    EMRun,
-    EMSettings,
-    check_in_memory,
-    checkpoint_identity,
-    online_step,
-)
+from .fitting import EMRun, EMSettings, checkpoint_identity
 from .initialization import initial_parameters, initial_parameters_of_models
 from .parameters import MixtureParameters
 from .state import TrainingState
@@ -358,6 +352,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         Returns
         -------
         self : DiagGMM
+            The fitted estimator.
         """
         self._set_parameters(state.parameters)
         self.converged_ = state.converged
@@ -488,7 +483,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
             )
             running = running_shift = None
         t = getattr(self, "n_batches_seen_", 0)
-        step = online_step(
+        step = online.online_step(
             data_pass,
             model,
             running,

@@ -24,6 +24,8 @@ that never change a well-posed fit:
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .kernels import split_statistics
@@ -41,6 +43,28 @@ ILL_DEFINED_COVARIANCE = (
     "covariance (for instance caused by singleton or collapsed samples). Try to decrease the "
     "number of components, increase reg_covar, or scale the input data."
 )
+
+
+class ReseededComponentWarning(UserWarning):
+    """A component lost all its mass and was re-seeded by splitting the heaviest one."""
+
+
+def warn_reseeded(reseeded: int, when: str) -> None:
+    """Warn about components the M-step re-seeded.
+
+    Parameters
+    ----------
+    reseeded : int
+        How many; nothing is said for 0.
+    when : str
+        Where in the fit, e.g. ``"Iteration 3"``.
+    """
+    if reseeded:
+        warnings.warn(
+            f"{when}: {reseeded} component(s) lost all their mass and were re-seeded "
+            "by splitting the heaviest component.",
+            ReseededComponentWarning,
+        )
 
 
 def m_step(stats, reg_covar, shift, resolution=EPS):

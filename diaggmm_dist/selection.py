@@ -19,8 +19,9 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from . import engine, inputs, kernels, parameters
+from .data_pass import DataPass
 from .em import e_step_models
-from .fitting import DataPass, EMRun, EMSettings, checkpoint_identity
+from .fitting import EMRun, EMSettings, checkpoint_identity
 from .initialization import initial_parameters_of_models
 from .mixture import DiagGMM
 from .validation import check_settings, is_int

@@ -1,4 +1,4 @@
-"""The EM driver's public API (:mod:`diaggmm_dist.fitting`): data pass, EMRun, checkpoints."""
+"""The EM driver's public API (:mod:`diaggmm_dist.fitting`, :mod:`diaggmm_dist.data_pass`)."""
 
 import warnings
 
@@ -8,13 +8,8 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 
 from diaggmm_dist import DiagGMM, engine
-from diaggmm_dist.fitting import (
-    DataPass,
-    EMRun,
-    EMSettings,
-    check_in_memory,
-    checkpoint_identity,
-)
+from diaggmm_dist.data_pass import DataPass, check_in_memory
+from diaggmm_dist.fitting import EMRun, EMSettings, checkpoint_identity
 from diaggmm_dist.initialization import initial_parameters_of_models
 
 

@@ -6,8 +6,8 @@ import pytest
 from conftest import Crash, crash_after, mixture_data
 
 from diaggmm_dist import DiagGMM, engine, initialization, kernels, select_n_components
+from diaggmm_dist.data_pass import DataPass
 from diaggmm_dist.io.checkpoint import CheckpointMismatchError
-from diaggmm_dist.fitting import DataPass
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from diaggmm_dist import DiagGMM, initialization
-from diaggmm_dist.fitting import DataPass
+from diaggmm_dist.data_pass import DataPass
 from diaggmm_dist.mstep import ILL_DEFINED_COVARIANCE
 
 REPO = Path(__file__).resolve().parents[1]
