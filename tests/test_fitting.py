@@ -5,6 +5,7 @@ import warnings
 import dask.array as da
 import numpy as np
 import pytest
+import zarr
 from sklearn.exceptions import ConvergenceWarning
 
 from diaggmm_dist import DiagGMM, engine
@@ -158,3 +159,13 @@ def test_check_in_memory_refuses_what_the_first_pass_refuses():
     with pytest.raises(ValueError, match="every sample weight is zero"):
         check_in_memory(np.ones((2, 2)), "error", np.zeros(2))
     check_in_memory(np.array([[0.0, np.nan], [1.0, 2.0]]), "drop")
+
+
+def test_the_checkpoint_format_keeps_its_restart_names(X, tmp_path):
+    # TrainingState.index is stored as before: arrays "restart-<i>" with attribute "restart"
+    url = tmp_path / "names.zarr"
+    _run(X, [2, 3], EMSettings(tol=1e-3, max_iter=2), checkpoint=url)
+    root = zarr.open_group(str(url), mode="r")
+    step = root[root.attrs["latest"]]
+    assert sorted(step.array_keys()) == ["restart-0", "restart-1"]
+    assert [step[f"restart-{i}"].attrs["restart"] for i in (0, 1)] == [0, 1]
