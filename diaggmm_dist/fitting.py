@@ -236,12 +236,14 @@ class EMRun:
         Raises
         ------
         ValueError
-            ``identity`` has another ``tol`` or ``reg_covar`` than ``settings``.
+            ``identity`` is missing, or has another ``tol`` or ``reg_covar`` than ``settings``.
         CheckpointMismatchError, CheckpointInUseError, CheckpointError
             As :class:`~diaggmm_dist.io.checkpoint.Checkpoints` raises them.
         """
         store = None
         if checkpoint is not None:
+            if identity is None:
+                raise ValueError("A checkpointed run needs its identity (checkpoint_identity).")
             config = identity.get("config", {})
             if config.get("tol") != settings.tol or config.get("reg_covar") != settings.reg_covar:
                 raise ValueError(

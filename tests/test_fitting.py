@@ -1,5 +1,6 @@
 """The EM driver's public API (:mod:`diaggmm_dist.fitting`, :mod:`diaggmm_dist.data_pass`)."""
 
+import copy
 import warnings
 
 import dask.array as da
@@ -169,3 +170,22 @@ def test_the_checkpoint_format_keeps_its_restart_names(X, tmp_path):
     step = root[root.attrs["latest"]]
     assert sorted(step.array_keys()) == ["restart-0", "restart-1"]
     assert [step[f"restart-{i}"].attrs["restart"] for i in (0, 1)] == [0, 1]
+
+
+def test_a_warm_start_in_blocks_equals_one_warm_fit(X, tmp_path):
+    with pytest.warns(ConvergenceWarning):
+        start = DiagGMM(3, tol=0.0, max_iter=2, random_state=1).fit(X)
+
+    def warm():
+        return copy.deepcopy(start).set_params(warm_start=True, max_iter=9)
+
+    with pytest.warns(ConvergenceWarning):
+        whole = warm().fit(X)
+    url = tmp_path / "warm.zarr"
+    paused = warm().fit(X, checkpoint=url, until=4)
+    assert paused.n_iter_ == 4 and len(paused.lower_bounds_) == 4
+    with pytest.warns(ConvergenceWarning):
+        rest = warm().fit(X, checkpoint=url)
+    assert rest.lower_bounds_ == whole.lower_bounds_
+    np.testing.assert_array_equal(rest.means_, whole.means_)
+    np.testing.assert_array_equal(rest.covariances_, whole.covariances_)
