@@ -253,8 +253,18 @@ class DiagGMM(DensityMixin, BaseEstimator):
         Returns
         -------
         self : DiagGMM
+
+        Raises
+        ------
+        ValueError
+            Bad settings, initial parameters or data (see :mod:`diaggmm_dist.validation`), or
+            ``until`` is not an integer >= 0.
+        CheckpointMismatchError
+            ``checkpoint`` holds another run (without ``overwrite_checkpoint``).
         """
         check_settings(self)
+        if until is not None and not (is_int(until) and until >= 0):
+            raise ValueError(f"until must be an integer >= 0 or None, got {until!r}.")
         samples = self._samples(X, feature_dim=feature_dim, features=features, columns=columns)
         data = samples.array
         n_features = data.shape[-1]

@@ -189,3 +189,9 @@ def test_a_warm_start_in_blocks_equals_one_warm_fit(X, tmp_path):
     assert rest.lower_bounds_ == whole.lower_bounds_
     np.testing.assert_array_equal(rest.means_, whole.means_)
     np.testing.assert_array_equal(rest.covariances_, whole.covariances_)
+
+
+@pytest.mark.parametrize("until", [-1, 2.5, "3"])
+def test_fit_refuses_a_bad_until(X, until):
+    with pytest.raises(ValueError, match="until must be"):
+        DiagGMM(2).fit(X, until=until)
