@@ -535,10 +535,10 @@ def kernel_pass_seconds(chunks, weights, means, precisions, threads, load=None):
     from threadpoolctl import threadpool_limits
 
     from diaggmm_dist import kernels
-    from diaggmm_dist.em import data_centre
+    from diaggmm_dist.em import data_center
 
     coef = kernels.log_prob_coefficients(
-        weights, means, precisions, data_centre(weights, means, precisions), np.float32
+        weights, means, precisions, data_center(weights, means, precisions), np.float32
     )
     load = load or (lambda chunk: chunk)
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(threads) as pool:

@@ -161,13 +161,13 @@ def _share_of_chunks(path, starts, rows, barrier, seconds):
     from threadpoolctl import threadpool_limits
 
     from diaggmm_dist import kernels, zarr_chunks
-    from diaggmm_dist.em import data_centre
+    from diaggmm_dist.em import data_center
 
     weights, means, precisions = _common.start_values()
     array = zarr.open_array(path, mode="r")
     array = zarr_chunks.direct_rows(array) or array  # read as the fit reads it
     coef = kernels.log_prob_coefficients(
-        weights, means, precisions, data_centre(weights, means, precisions), np.float32
+        weights, means, precisions, data_center(weights, means, precisions), np.float32
     )
     with threadpool_limits(1):
         kernels.chunk_statistics(

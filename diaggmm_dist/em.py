@@ -1,9 +1,9 @@
-"""One EM step on chunked data: the E-step pass, its mean log-likelihood, the M-step.
+"""The E-step on chunked data: one pass under one or several models, their mean log-likelihoods.
 
-Shared by the estimator's EM loop (:meth:`diaggmm_dist.mixture.DiagGMM.fit`), the growth of
-the mixture by splitting (:mod:`diaggmm_dist.splitting`) and stepwise EM
-(:meth:`~diaggmm_dist.mixture.DiagGMM.partial_fit`), so all three compute the E-step the
-same way.
+Shared by the EM driver (:class:`diaggmm_dist.fitting.EMRun`: ``fit``, splitting,
+``select_n_components``), stepwise EM (:func:`diaggmm_dist.fitting.online_step`) and the
+initialization's in-memory EM, so all compute the E-step the same way; and the data's
+center, the shift the kernels subtract.
 """
 
 from __future__ import annotations
@@ -12,27 +12,42 @@ import numpy as np
 
 from . import engine, kernels
 from .kernels import split_statistics
-from .mstep import m_step
+from .parameters import MixtureParameters
 
 
-def data_centre(weights, means, precisions):
+def data_center(weights: np.ndarray, means: np.ndarray, precisions: np.ndarray) -> np.ndarray:
     """The shift used in the kernels: the mixture's overall mean ``Σ_k w_k μ_k`` where it matters.
 
     The shift keeps x² and S2/N − μ² free of cancellation when the data sit far from the
     origin. For a feature whose mean is within one standard deviation (of the mixture) of
     zero, at most one bit is lost without it, so the shift is 0 there. It is float64 and the
     kernels subtract it before rounding to the compute dtype (see :mod:`diaggmm_dist.kernels`).
+
+    Parameters
+    ----------
+    weights : ndarray of shape (K,)
+        Mixing weights (normalized here).
+    means : ndarray of shape (K, D)
+        Component means.
+    precisions : ndarray of shape (K, D)
+        Inverse variances.
+
+    Returns
+    -------
+    ndarray of shape (D,), float64
+        The mixture's mean, 0 for the features where it is within one standard deviation of 0.
     """
     weights = np.asarray(weights, dtype=np.float64) / np.sum(weights)
     means = np.asarray(means, dtype=np.float64)
-    centre = weights @ means
-    spread = (
-        weights @ (1.0 / np.asarray(precisions, dtype=np.float64) + means * means) - centre * centre
-    )
-    return np.where(centre * centre <= spread, 0.0, centre)
+    covariances = MixtureParameters.from_precisions(
+        weights, means, np.asarray(precisions, dtype=np.float64)
+    ).covariances
+    center = weights @ means
+    spread = weights @ (covariances + means * means) - center * center
+    return np.where(center * center <= spread, 0.0, center)
 
 
-def first_rows_centre(X, n_rows=16):
+def first_rows_center(X, n_rows=16):
     """A point near the data before any pass: the mean of the finite values of its first rows.
 
     The shift of the passes that come before any model is known (random responsibilities,
@@ -56,12 +71,12 @@ def first_rows_centre(X, n_rows=16):
     )
     finite = np.isfinite(rows)
     with np.errstate(over="ignore"):
-        centre = np.where(finite, rows, 0.0).sum(axis=0) / np.maximum(finite.sum(axis=0), 1)
-    return np.where(np.isfinite(centre), centre, 0.0)
+        center = np.where(finite, rows, 0.0).sum(axis=0) / np.maximum(finite.sum(axis=0), 1)
+    return np.where(np.isfinite(center), center, 0.0)
 
 
 def e_step_models(data_pass, models):
-    """One pass of Gaussian responsibilities under several models at once (their coefficients stacked).
+    """One pass of Gaussian responsibilities under several models at once (coefficients stacked).
 
     Parameters
     ----------
@@ -85,7 +100,7 @@ def e_step_models(data_pass, models):
     FloatingPointError
         A log-likelihood is not finite.
     """
-    shift = data_centre(*models[0])
+    shift = data_center(*models[0])
     coefficients = kernels.stack_coefficients(
         [
             kernels.log_prob_coefficients(weights, means, precisions, shift, data_pass.dtype)
@@ -110,20 +125,3 @@ def e_step(data_pass, weights, means, precisions):
     """:func:`e_step_models` for one model: ``(stats, shift, lower_bound)``."""
     blocks, shift, lower_bounds = e_step_models(data_pass, [(weights, means, precisions)])
     return blocks[0], shift, lower_bounds[0]
-
-
-def em_step(data_pass, weights, means, precisions, reg_covar):
-    """One EM iteration (one data pass) from the given parameters.
-
-    Returns
-    -------
-    lower_bound : float
-        Mean log-likelihood of the parameters given (before the M-step, as scikit-learn).
-    weights, means, covariances : ndarray
-        The M-step's parameters.
-    n_reseeded : int
-        Collapsed components re-seeded by the M-step.
-    """
-    stats, shift, lower_bound = e_step(data_pass, weights, means, precisions)
-    weights, means, covariances, reseeded = m_step(stats, reg_covar, shift, data_pass.resolution)
-    return lower_bound, weights, means, covariances, reseeded

@@ -4,14 +4,14 @@ Every strategy but ``"split"`` ends the same way: full-data passes of hard (or r
 responsibilities through the engine, and the M-step of :mod:`diaggmm_dist.mstep` on the
 statistics of the last one, which gives weights, means and variances consistent with the
 data (scikit-learn does the same from its initial responsibilities). What differs is where
-the centres come from:
+the centers come from:
 
 ``"kmeans"``
     k-means (scikit-learn's ``KMeans``, k-means++ seeding) on a uniform random sample of at
     most ``SAMPLE_ROWS`` rows, then up to ``LLOYD_PASSES`` full-data Lloyd passes. When the
     data has more rows than the sample, ``KMEANS_CANDIDATES`` k-means runs are made on the
     sample and the one from which EM on the sample climbs highest is kept
-    (:func:`_kmeans_centres`: in memory, no data pass); when the sample is all the data, one
+    (:func:`_kmeans_centers`: in memory, no data pass); when the sample is all the data, one
     run: scikit-learn's own initialisation, draw for draw.
 ``"k-means++"``
     k-means++ seeds drawn from the same bounded sample, then one full-data pass.
@@ -30,7 +30,7 @@ Several models (the restarts of ``n_init``, the candidates of
 :func:`initial_parameters_of_models`, because reading the data is the cost and a few more
 models in a pass are nearly free. For ``"kmeans"``, ``"k-means++"`` and
 ``"random_from_data"`` one sample serves every model (each model then draws its own random
-numbers on it, in order), and every Lloyd pass serves all the models whose centres still
+numbers on it, in order), and every Lloyd pass serves all the models whose centers still
 move (their coefficients stacked as EM stacks them,
 :func:`~diaggmm_dist.kernels.stack_coefficients`): R restarts cost one sample read and at
 most ``LLOYD_PASSES`` passes, not R times that. Given ``means_init``, one pass serves all.
@@ -62,9 +62,10 @@ import numpy as np
 from sklearn.cluster import KMeans, kmeans_plusplus
 
 from . import engine, kernels
-from .em import data_centre, e_step_models, first_rows_centre  # noqa: F401 - data_centre re-exported: it lived here
+from .em import e_step_models, first_rows_center
 from .kernels import split_statistics
 from .mstep import m_step
+from .parameters import MixtureParameters
 from .splitting import split_initial_parameters
 from .validation import bad_weights_error, nonfinite_error
 
@@ -72,7 +73,7 @@ from .validation import bad_weights_error, nonfinite_error
 SAMPLE_ROWS = 100_000
 #: Full-data Lloyd passes after k-means on the sample, at most.
 LLOYD_PASSES = 3
-#: Lloyd stops when the centres move less than this times the mean feature variance.
+#: Lloyd stops when the centers move less than this times the mean feature variance.
 LLOYD_TOL = 1e-4
 #: k-means runs on a sample that is a part of the data, of which the best is kept.
 KMEANS_CANDIDATES = 10
@@ -114,7 +115,8 @@ def sample_rows(X, n_rows, random_state, missing="error", weights=None):
     column_means = np.nanmean(sample, axis=0)
     if np.isnan(column_means).any():
         raise ValueError(
-            "Some features have no observed value in the initialisation sample; drop those features."
+            "Some features have no observed value in the initialisation sample; drop those "
+            "features."
         )
     return np.where(np.isnan(sample), column_means, sample), sample_weight
 
@@ -219,9 +221,9 @@ def initial_parameters_of_models(
         return [(weights_init, means_init, precisions_init) for _ in sizes]
     if means_init is None and init_params == "split":
         # its own EM loop per model: nothing to share
-        centre = first_rows_centre(X)
+        center = first_rows_center(X)
         models = [
-            split_initial_parameters(data_pass, k, X.shape[-1], reg_covar, tol, centre)
+            split_initial_parameters(data_pass, k, X.shape[-1], reg_covar, tol, center)
             for k in sizes
         ]
     else:
@@ -276,11 +278,11 @@ def initial_parameters(
 def _parameters_from_shared_passes(
     X, sizes, init_params, random_state, reg_covar, data_pass, means_init
 ):
-    """Weights, means and precisions of every model: the M-step of hard or random responsibilities."""
+    """Every model's weights, means and precisions: the M-step of hard or random assignments."""
     if means_init is None and init_params == "random":
-        blocks, shift = _random_statistics(data_pass, sizes, random_state, first_rows_centre(X))
+        blocks, shift = _random_statistics(data_pass, sizes, random_state, first_rows_center(X))
     else:
-        centres, shift, passes, tol = _starting_centres(
+        centers, shift, passes, tol = _starting_centers(
             X,
             sizes,
             init_params,
@@ -290,11 +292,11 @@ def _parameters_from_shared_passes(
             reg_covar,
             getattr(data_pass, "weights", None),
         )
-        blocks = _lloyd_statistics(data_pass, centres, shift, passes, tol)
+        blocks = _lloyd_statistics(data_pass, centers, shift, passes, tol)
     models = []
     for stats in blocks:
         weights, means, covariances, _ = m_step(stats, reg_covar, shift, data_pass.resolution)
-        models.append((weights, means, 1.0 / covariances))
+        models.append((weights, means, MixtureParameters(weights, means, covariances).precisions))
     return models
 
 
@@ -303,17 +305,17 @@ def _random_statistics(data_pass, sizes, random_state, shift):
 
     Each model draws its seed from ``random_state`` in order, so a model's responsibilities
     are the same whether it is initialised alone or with others. ``shift``: a point near the
-    data (:func:`~diaggmm_dist.em.first_rows_centre`).
+    data (:func:`~diaggmm_dist.em.first_rows_center`).
     """
     seeds = tuple(int(random_state.randint(np.iinfo(np.int32).max)) for _ in sizes)
     stats = data_pass(("random", shift, tuple(sizes), seeds, data_pass.dtype))
     return kernels.model_statistics(stats, sizes), shift
 
 
-def _starting_centres(
+def _starting_centers(
     X, sizes, init_params, random_state, missing, means_init, reg_covar, weights=None
 ):
-    """Every model's starting centres, the shift, and the Lloyd passes and tolerance.
+    """Every model's starting centers, the shift, and the Lloyd passes and tolerance.
 
     One sample serves all the models; they draw their random numbers from ``random_state``
     one after the other, in order, after the sample's. The shift (any point near the data
@@ -333,8 +335,8 @@ def _starting_centres(
         # uniform draws as numpy makes them without p (other numbers than with a uniform p)
         equal = np.all(sample_weight == sample_weight[0])
         probabilities = None if equal else sample_weight / sample_weight.sum()
-        centres = [
-            _few_rows_centres(sample, k)
+        centers = [
+            _few_rows_centers(sample, k)
             if sample.shape[0] < k
             else sample[
                 np.sort(
@@ -345,8 +347,8 @@ def _starting_centres(
         ]
         passes, tol = 1, 0.0
     elif init_params == "k-means++":
-        centres = [
-            _few_rows_centres(sample, k)
+        centers = [
+            _few_rows_centers(sample, k)
             if sample.shape[0] < k
             else kmeans_plusplus(sample, k, sample_weight=sample_weight, random_state=random_state)[
                 0
@@ -357,31 +359,31 @@ def _starting_centres(
     else:
         # data that fits in the sample gets scikit-learn's initialisation, draw for draw
         candidates = KMEANS_CANDIDATES if engine.n_rows(X) > SAMPLE_ROWS else 1
-        centres = [
-            _few_rows_centres(sample, k)
+        centers = [
+            _few_rows_centers(sample, k)
             if sample.shape[0] < k
-            else _kmeans_centres(sample, k, random_state, candidates, reg_covar, sample_weight)
+            else _kmeans_centers(sample, k, random_state, candidates, reg_covar, sample_weight)
             for k in sizes
         ]
         mean = np.average(sample, axis=0, weights=sample_weight)
         variance = np.average((sample - mean) ** 2, axis=0, weights=sample_weight)
         passes, tol = LLOYD_PASSES, LLOYD_TOL * float(np.mean(variance))
-    return centres, np.average(sample, axis=0, weights=sample_weight), passes, tol
+    return centers, np.average(sample, axis=0, weights=sample_weight), passes, tol
 
 
-def _few_rows_centres(sample, k):
-    """``k`` centres from fewer than ``k`` distinct rows: each row, then the rows again.
+def _few_rows_centers(sample, k):
+    """``k`` centers from fewer than ``k`` distinct rows: each row, then the rows again.
 
-    The repeated centres get no rows in the first Lloyd pass; the M-step re-seeds those
+    The repeated centers get no rows in the first Lloyd pass; the M-step re-seeds those
     empty components by splitting the heaviest (:func:`diaggmm_dist.mstep.split_heaviest`).
     """
     return np.resize(sample, (k, sample.shape[1]))
 
 
-def _kmeans_centres(
+def _kmeans_centers(
     sample, n_components, random_state, candidates=1, reg_covar=1e-6, sample_weight=None
 ):
-    """k-means centres of ``sample``: of ``candidates`` runs, the one whose mixture fits it best.
+    """k-means centers of ``sample``: of ``candidates`` runs, the one whose mixture fits it best.
 
     Each run is scikit-learn's ``KMeans(n_init=1)`` (k-means++ seeding, then Lloyd to its
     tolerance), with its own draws from ``random_state``, one run after the other. The run
@@ -428,11 +430,11 @@ def _kmeans_centres(
     return runs[int(np.argmax(bounds))]
 
 
-def _sample_em_lower_bounds(sample, centres, reg_covar, sample_weight=None):
-    """Mean log-likelihood of ``sample`` that EM reaches from each set of ``centres``, in memory.
+def _sample_em_lower_bounds(sample, centers, reg_covar, sample_weight=None):
+    """Mean log-likelihood of ``sample`` that EM reaches from each set of ``centers``, in memory.
 
     Each set starts as the initialisation starts on all rows: the M-step of the rows' hard
-    assignment to their nearest centre. EM then runs on the sample, with the fit's kernels,
+    assignment to their nearest center. EM then runs on the sample, with the fit's kernels,
     E-step and M-step, until its lower bound changes by less than ``CANDIDATE_EM_TOL``, at
     most ``CANDIDATE_EM_ITERATIONS`` iterations. The sets still running share each pass over
     the sample (their coefficients stacked). A set whose M-step fails gets ``-inf``.
@@ -444,10 +446,10 @@ def _sample_em_lower_bounds(sample, centres, reg_covar, sample_weight=None):
     sample_pass.dtype = np.dtype(np.float64)  # the compute dtype e_step_models reads
     shift = np.average(sample, axis=0, weights=sample_weight)
     nearest = kernels.stack_coefficients(
-        [kernels.distance_coefficients(c, shift, np.float64) for c in centres]
+        [kernels.distance_coefficients(c, shift, np.float64) for c in centers]
     )
     blocks = kernels.model_statistics(sample_pass(("nearest", nearest)), nearest.model_sizes)
-    bounds, running = np.full(len(centres), -np.inf), _distinct_partitions(blocks)
+    bounds, running = np.full(len(centers), -np.inf), _distinct_partitions(blocks)
     blocks = [blocks[i] for i in running]
     for _ in range(CANDIDATE_EM_ITERATIONS + 1):  # the last E-step scores the last M-step
         models, stepped = [], []
@@ -459,7 +461,9 @@ def _sample_em_lower_bounds(sample, centres, reg_covar, sample_weight=None):
                 # start to keep (the fit checks the data itself, on all rows)
                 bounds[i] = -np.inf
                 continue
-            models.append((weights, means, 1.0 / covariances))
+            models.append(
+                (weights, means, MixtureParameters(weights, means, covariances).precisions)
+            )
             stepped.append(i)
         running = stepped
         if not running:
@@ -479,7 +483,7 @@ def _sample_em_lower_bounds(sample, centres, reg_covar, sample_weight=None):
 def _distinct_partitions(blocks):
     """Indices of the statistics blocks of distinct hard partitions (the first of each).
 
-    k-means runs often end on one partition (in another order of the centres): the same
+    k-means runs often end on one partition (in another order of the centers): the same
     rows then add up to the same masses, whatever the order.
     """
     seen, kept = set(), []
@@ -491,29 +495,29 @@ def _distinct_partitions(blocks):
     return kept
 
 
-def _lloyd_statistics(data_pass, centres, shift, passes, tol):
+def _lloyd_statistics(data_pass, centers, shift, passes, tol):
     """Hard-assignment statistics of every model after up to ``passes`` full-data Lloyd passes.
 
     The models still moving share each pass: their distance coefficients are stacked, so a
-    pass reads the data once for all of them. A model whose centres moved by at most ``tol``
+    pass reads the data once for all of them. A model whose centers moved by at most ``tol``
     (squared distance, summed) drops out and keeps the statistics of its last pass.
     """
-    centres, blocks = list(centres), [None] * len(centres)
-    moving = list(range(len(centres)))
+    centers, blocks = list(centers), [None] * len(centers)
+    moving = list(range(len(centers)))
     for _ in range(passes):
         coefficients = kernels.stack_coefficients(
-            [kernels.distance_coefficients(centres[i], shift, data_pass.dtype) for i in moving]
+            [kernels.distance_coefficients(centers[i], shift, data_pass.dtype) for i in moving]
         )
         stats = data_pass(("nearest", coefficients))
         still_moving = []
         for i, block in zip(moving, kernels.model_statistics(stats, coefficients.model_sizes)):
             _, observed, s1, _, _ = split_statistics(block)
             updated = np.where(
-                observed > 0, s1 / np.where(observed > 0, observed, 1) + shift, centres[i]
+                observed > 0, s1 / np.where(observed > 0, observed, 1) + shift, centers[i]
             )
-            if float(np.sum((updated - centres[i]) ** 2)) > tol:
+            if float(np.sum((updated - centers[i]) ** 2)) > tol:
                 still_moving.append(i)
-            blocks[i], centres[i] = block, updated
+            blocks[i], centers[i] = block, updated
         moving = still_moving
         if not moving:
             break

@@ -1,12 +1,9 @@
-"""``DiagGMM``: the scikit-learn-style estimator; the EM loop, convergence and restarts."""
+"""``DiagGMM``: the scikit-learn-style estimator over the EM driver of :mod:`.fitting`."""
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import logging
 import os
-import time
 import warnings
 
 import dask.array as da
@@ -17,96 +14,18 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from . import engine, inputs, kernels, online, parameters, persistence
-from .em import data_centre, e_step, e_step_models
+from .data_pass import DataPass, check_in_memory
+from .em import data_center
+from .fitting import EMRun, EMSettings, checkpoint_identity
 from .initialization import initial_parameters, initial_parameters_of_models
-from .kernels import split_statistics
-from .mstep import m_step
 from .parameters import MixtureParameters
 from .state import TrainingState
-from .validation import (
-    bad_weights_error,
-    check_initial_parameters,
-    check_settings,
-    is_int,
-    nonfinite_error,
-)
+from .validation import check_initial_parameters, check_settings, is_int
 
-logger = logging.getLogger("diaggmm_dist")
+__all__ = ["DiagGMM"]
 
 #: The fitted state of stepwise EM (:meth:`DiagGMM.partial_fit`); ``fit`` starts without it.
 ONLINE_STATE = ("running_statistics_", "running_shift_", "n_batches_seen_", "n_samples_seen_")
-
-
-class ReseededComponentWarning(UserWarning):
-    """A component lost all its mass and was re-seeded by splitting the heaviest one."""
-
-
-class _DataPass:
-    """One pass of statistics over the fit's data; the first pass also checks the values."""
-
-    def __init__(self, X, dtype, missing="error", weights=None, checked=False):
-        self.X = X
-        self.dtype = np.dtype(dtype)
-        self.resolution = float(np.finfo(self.dtype).eps)
-        self.missing = missing
-        self.weights = weights
-        self.checked = checked
-        self.graphs = {}  # the pass's task graphs, built once for the whole fit
-
-    def __call__(self, pass_spec):
-        stats = engine.pass_statistics(
-            self.X,
-            pass_spec,
-            self.missing,
-            self.weights,
-            count_nonfinite=not self.checked,
-            graphs=self.graphs,
-        )
-        if not self.checked:
-            scalars = split_statistics(stats)[-1]
-            _raise_for_bad_values(
-                int(scalars["nan"]),
-                int(scalars["inf"]),
-                int(scalars["bad_weights"]),
-                int(scalars["rows"]),
-                self.missing,
-                self.weights is not None,
-            )
-            self.checked = True
-        return stats
-
-
-def _warn_reseeded(reseeded, when):
-    """Warn about components the M-step re-seeded (``when``: e.g. "Iteration 3")."""
-    if reseeded:
-        warnings.warn(
-            f"{when}: {reseeded} component(s) lost all their mass and were re-seeded "
-            "by splitting the heaviest component.",
-            ReseededComponentWarning,
-        )
-
-
-def _raise_for_bad_values(n_nan, n_inf, bad_weights, usable_rows, missing, weighted=False):
-    if n_inf or (missing == "error" and n_nan):
-        raise nonfinite_error(
-            n_nan + n_inf if missing == "error" else n_inf, allow_missing=not n_inf
-        )
-    if bad_weights:
-        raise bad_weights_error(bad_weights)
-    if usable_rows == 0:
-        if weighted and missing == "error":  # (NaN were refused above)
-            raise ValueError(
-                "No row can be used: every sample weight is zero. Give some rows a weight > 0."
-            )
-        raise ValueError(
-            "No row can be used: every row has "
-            + ("a sample weight of zero or missing values" if weighted else "missing values")
-            + (
-                " (missing='drop' skips rows with any NaN; try missing='marginalize')."
-                if missing == "drop"
-                else "."
-            )
-        )
 
 
 class DiagGMM(DensityMixin, BaseEstimator):
@@ -285,8 +204,9 @@ class DiagGMM(DensityMixin, BaseEstimator):
         checkpoint=None,
         overwrite_checkpoint=False,
         on_iteration=None,
+        until=None,
     ):
-        """Estimate the parameters with EM.
+        """Estimate the parameters with EM (the driver of :mod:`diaggmm_dist.fitting`).
 
         Parameters
         ----------
@@ -325,12 +245,27 @@ class DiagGMM(DensityMixin, BaseEstimator):
             ``restart``, ``iteration``, ``lower_bound``, ``change``, ``converged`` and
             ``seconds`` (the iteration's time, checkpoint write included). An exception it
             raises ends the fit (the checkpoint already holds that iteration).
+        until : int, optional
+            Pause after this iteration (at most ``max_iter``): the estimator then holds the
+            model at iteration ``until`` (no ``ConvergenceWarning`` unless EM ended), and a
+            later fit on the same ``checkpoint`` continues up to ``max_iter`` and ends exactly
+            as an uninterrupted fit. For running a long fit in blocks.
 
         Returns
         -------
         self : DiagGMM
+
+        Raises
+        ------
+        ValueError
+            Bad settings, initial parameters or data (see :mod:`diaggmm_dist.validation`), or
+            ``until`` is not an integer >= 0.
+        CheckpointMismatchError
+            ``checkpoint`` holds another run (without ``overwrite_checkpoint``).
         """
         check_settings(self)
+        if until is not None and not (is_int(until) and until >= 0):
+            raise ValueError(f"until must be an integer >= 0 or None, got {until!r}.")
         samples = self._samples(X, feature_dim=feature_dim, features=features, columns=columns)
         data = samples.array
         n_features = data.shape[-1]
@@ -341,93 +276,55 @@ class DiagGMM(DensityMixin, BaseEstimator):
         warm = self.warm_start and hasattr(self, "converged_")
         if warm:
             self._check_n_features(n_features)
-        data_pass = self._data_pass(samples, sample_weight)
+        data_pass = DataPass.of_samples(samples, self.dtype, self.missing, sample_weight)
         random_state = check_random_state(self.random_state)
         fingerprint = engine.fingerprint(data)
-        store = None
-        if checkpoint is not None:
-            from .stores.checkpoint import Checkpoints
-
-            identity = {"config": self._checkpoint_config(inits, warm), "fingerprint": fingerprint}
-            store = Checkpoints(checkpoint, identity, overwrite=overwrite_checkpoint)
-        try:
-            states = store.latest() if store is not None else None
-            if states:
-                logger.info(
-                    "resuming from checkpoint: %d restart(s) after iteration %d",
-                    len(states),
-                    max(state.iteration for state in states),
-                    extra={
-                        "resumed_iteration": max(state.iteration for state in states),
-                        "restarts": len(states),
-                    },
+        start = self._parameters() if warm else None
+        identity = checkpoint_identity(
+            self.get_params(), fingerprint, inits=inits, warm_start_from=start
+        )
+        with EMRun.open(
+            data_pass,
+            EMSettings.of(self),
+            checkpoint,
+            identity,
+            overwrite=overwrite_checkpoint,
+            on_iteration=on_iteration,
+        ) as run:
+            if warm:
+                run.initialize(
+                    1,
+                    lambda _: [(self.weights_, self.means_, self.precisions_)],
+                    random_state,
+                    lower_bounds=[self.lower_bound_],
                 )
-                random_state.set_state(states[-1].random_state)
-            # Every restart is initialised first, all together (their data passes shared); then EM
-            # runs them side by side: one pass per iteration serves every restart not stopped yet.
-            # One checkpoint holds them all. (A checkpoint of an older version, written between
-            # two restarts' initialisations, holds fewer: the others are initialised here, from
-            # its random state.)
-            states = list(states or [])
-            restarts = range(len(states), 1 if warm else self.n_init)
-            if restarts:
-                self._print(1, f"Initialization {', '.join(str(restart) for restart in restarts)}")
-                if warm:
-                    models, lower_bounds = (
-                        [(self.weights_, self.means_, self.precisions_)],
-                        [self.lower_bound_],
-                    )
-                else:
-                    models = initial_parameters_of_models(
+            else:
+                run.initialize(
+                    self.n_init,
+                    lambda indices: initial_parameters_of_models(
                         data,
-                        [self.n_components] * len(restarts),
+                        [self.n_components] * len(indices),
                         self.init_params,
                         random_state,
                         self.reg_covar,
                         data_pass,
                         *inits,
                         tol=self.tol,
-                    )
-                    lower_bounds = []
-                states += [
-                    TrainingState(
-                        restart,
-                        0,
-                        weights,
-                        means,
-                        1.0 / precisions,
-                        precisions,
-                        list(lower_bounds),
-                        self.max_iter == 0,
-                        False,
-                        random_state.get_state(),
-                    )
-                    for restart, (weights, means, precisions) in zip(restarts, models)
-                ]
-                if store is not None:
-                    store.save(states)
-            states = self._run_em(data_pass, states, store, on_iteration)
-        finally:
-            if store is not None:
-                store.close()  # releases the checkpoint's lease, also on errors
+                    ),
+                    random_state,
+                )
+            run.run(until)
         self.lower_bounds_per_init_ = [
-            list(state.lower_bounds[1:] if warm else state.lower_bounds) for state in states
+            list(state.lower_bounds[1:] if warm else state.lower_bounds) for state in run.states
         ]
-        # the first best, as scikit-learn keeps it
-        best = max(states, key=lambda state: (state.lower_bound, -state.restart))
-        self.best_init_ = best.restart
-        self.n_reseeded_ = sum(state.n_reseeded for state in states)
-        self._adopt(
-            best,
-            warm,
-            samples,
-            fingerprint,
-            {"feature_dim": feature_dim, "features": features, "columns": columns},
-        )
+        self.best_init_ = run.best.index
+        self.n_reseeded_ = sum(state.n_reseeded for state in run.states)
+        layout = {"feature_dim": feature_dim, "features": features, "columns": columns}
+        self.adopt_state(run.best, samples, layout, fingerprint, warm=warm)
         for name in ONLINE_STATE:  # the parameters no longer come from these statistics
             if hasattr(self, name):
                 delattr(self, name)
-        if not self.converged_ and self.max_iter > 0:
+        if not self.converged_ and self.max_iter > 0 and run.finished:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init parameters, "
                 "or increase max_iter, tol, or check for degenerate data.",
@@ -435,9 +332,40 @@ class DiagGMM(DensityMixin, BaseEstimator):
             )
         return self
 
-    def _adopt(self, state, warm, samples, fingerprint, layout):
-        """Take a finished training state as this estimator's fitted parameters."""
-        self._set_parameters(MixtureParameters(state.weights, state.means, state.covariances))
+    def adopt_state(
+        self,
+        state: TrainingState,
+        samples: inputs.Samples,
+        layout: dict,
+        fingerprint,
+        *,
+        warm: bool = False,
+    ) -> DiagGMM:
+        """Take a training state of :class:`~diaggmm_dist.fitting.EMRun` as the fitted model.
+
+        Sets the parameters, ``converged_``, ``n_iter_``, ``lower_bound_``,
+        ``lower_bounds_``, ``n_features_in_``, ``data_fingerprint_`` and the input layout
+        (used by :meth:`fit` and :func:`~diaggmm_dist.selection.select_n_components`).
+
+        Parameters
+        ----------
+        state : TrainingState
+            The model's state.
+        samples : inputs.Samples
+            The data it was fitted on.
+        layout : dict
+            ``feature_dim``, ``features`` and ``columns`` as given to the fit.
+        fingerprint : JSON-able
+            The data's fingerprint.
+        warm : bool, default=False
+            The state's history begins with the lower bound of a warm start (left out).
+
+        Returns
+        -------
+        self : DiagGMM
+            The fitted estimator.
+        """
+        self._set_parameters(state.parameters)
         self.converged_ = state.converged
         self.n_iter_ = state.iteration
         self.lower_bound_ = state.lower_bound
@@ -445,6 +373,11 @@ class DiagGMM(DensityMixin, BaseEstimator):
         self.n_features_in_ = samples.array.shape[-1]
         self.data_fingerprint_ = fingerprint
         self._set_input_layout(layout, samples)
+        return self
+
+    def _parameters(self):
+        """The fitted parameters as one record."""
+        return MixtureParameters(self.weights_, self.means_, self.covariances_)
 
     def _set_parameters(self, params):
         """Set the fitted parameters and their derived precisions: the one place that does."""
@@ -463,20 +396,6 @@ class DiagGMM(DensityMixin, BaseEstimator):
                 f"n_components={self.n_components} is larger than the number of samples "
                 f"({n_samples}): use at most {n_samples} components."
             )
-
-    def _data_pass(self, samples, sample_weight):
-        """The data pass of a fit: weights aligned with the samples, in-memory data checked up front."""
-        weights = (
-            None
-            if sample_weight is None
-            else inputs.sample_values(sample_weight, samples, "sample_weight")
-        )
-        checked = samples.values is not None and (
-            sample_weight is None or isinstance(sample_weight, np.ndarray)
-        )
-        if checked:
-            _check_in_memory(samples.values, self.missing, sample_weight)
-        return _DataPass(samples.array, self.dtype, self.missing, weights, checked)
 
     def _set_input_layout(self, layout, samples):
         """Keep the input layout ``layout`` (a dict or an InputLayout) and the feature names."""
@@ -554,20 +473,20 @@ class DiagGMM(DensityMixin, BaseEstimator):
                 self.n_components,
                 data.shape[-1],
             )
-        data_pass = self._data_pass(samples, sample_weight)
+        data_pass = DataPass.of_samples(samples, self.dtype, self.missing, sample_weight)
         if fitted:
-            weights, means, precisions = self.weights_, self.means_, self.precisions_
+            model = (self.weights_, self.means_, self.precisions_)
             running = getattr(self, "running_statistics_", None)
             if running is None:
-                running_shift = data_centre(weights, means, precisions)
+                running_shift = data_center(*model)
                 running = online.implied_statistics(
-                    weights, means, self.covariances_, self.reg_covar, running_shift
+                    self.weights_, self.means_, self.covariances_, self.reg_covar, running_shift
                 )
             else:
                 running_shift = self.running_shift_
         else:
             self._print(1, "Initialization on the first batch")
-            weights, means, precisions = initial_parameters(
+            model = initial_parameters(
                 data,
                 self.n_components,
                 self.init_params,
@@ -578,156 +497,32 @@ class DiagGMM(DensityMixin, BaseEstimator):
                 tol=self.tol,
             )
             running = running_shift = None
-        stats, shift, lower_bound = e_step(data_pass, weights, means, precisions)
-        scalars = split_statistics(stats)[-1]
         t = getattr(self, "n_batches_seen_", 0)
-        eta = online.step_size(t, self.learning_decay, self.learning_offset)
-        running = online.fold(running, running_shift, stats, shift, eta)
-        # Scaled to the batch's weight, the M-step's safety rails (a component re-seeded below
-        # 0.001 rows of mass) mean what they mean in a fit of this batch.
-        weights, means, covariances, reseeded = m_step(
-            running * scalars["weight"], self.reg_covar, shift, data_pass.resolution
+        step = online.online_step(
+            data_pass,
+            model,
+            running,
+            running_shift,
+            t,
+            reg_covar=self.reg_covar,
+            learning_decay=self.learning_decay,
+            learning_offset=self.learning_offset,
         )
-        self.n_reseeded_ = getattr(self, "n_reseeded_", 0)
-        self._note_reseeded(reseeded, f"Batch {t + 1}")
-        self._set_parameters(MixtureParameters(weights, means, covariances))
-        self.running_statistics_, self.running_shift_ = running, shift
+        self.n_reseeded_ = getattr(self, "n_reseeded_", 0) + step.n_reseeded
+        self._set_parameters(step.parameters)
+        self.running_statistics_, self.running_shift_ = step.running, step.shift
         self.n_batches_seen_ = t + 1
-        self.n_samples_seen_ = getattr(self, "n_samples_seen_", 0) + int(scalars["rows"])
+        self.n_samples_seen_ = getattr(self, "n_samples_seen_", 0) + step.rows
         self.n_iter_ = getattr(self, "n_iter_", 0) + 1
-        self.lower_bound_ = lower_bound
-        self.lower_bounds_ = list(getattr(self, "lower_bounds_", [])) + [lower_bound]
+        self.lower_bound_ = step.lower_bound
+        self.lower_bounds_ = list(getattr(self, "lower_bounds_", [])) + [step.lower_bound]
         self.converged_ = False
         self.n_features_in_ = data.shape[-1]
         self.data_fingerprint_ = None  # a stream of batches, not one data set
         if not fitted:
             self._set_input_layout(layout, samples)
-        self._print(1, f"Batch {t + 1}: mean log-likelihood {lower_bound:.5f}")
+        self._print(1, f"Batch {t + 1}: mean log-likelihood {step.lower_bound:.5f}")
         return self
-
-    def _checkpoint_config(self, inits, warm):
-        """The settings a checkpoint must share with this run to be resumed (JSON)."""
-
-        def digest(array):
-            return (
-                None
-                if array is None
-                else hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
-            )
-
-        seed = self.random_state
-        return {
-            "n_components": int(self.n_components),
-            "tol": float(self.tol),
-            "reg_covar": float(self.reg_covar),
-            "n_init": int(self.n_init),
-            "init_params": self.init_params,
-            "dtype": str(np.dtype(self.dtype)),
-            "missing": self.missing,
-            "random_state": int(seed)
-            if isinstance(seed, (int, np.integer))
-            else (None if seed is None else "instance"),
-            "inits": [digest(a) for a in inits],
-            "warm_start_from": digest(
-                np.concatenate([self.means_.ravel(), self.covariances_.ravel()])
-            )
-            if warm
-            else None,
-        }
-
-    def _running(self, state):
-        # max_iter is not part of the checkpoint identity: a restart that stopped only because
-        # it reached a smaller max_iter continues up to this run's max_iter.
-        return not state.converged and state.iteration < self.max_iter
-
-    def _run_em(self, data_pass, states, store=None, on_iteration=None):
-        """EM iterations of every restart until each converges or reaches ``max_iter``.
-
-        The restarts still running share each data pass: their coefficients are stacked, so a
-        pass costs one read of the data and one matrix product per chunk for all of them;
-        a restart that has stopped costs nothing more. After every iteration the states go
-        to ``store`` (if any) before the next pass, then each running restart's summary to
-        ``on_iteration`` (if any). Returns the final list of :class:`TrainingState`.
-        """
-        states = list(states)
-        start = time.perf_counter()
-        while True:
-            running = [state for state in states if self._running(state)]
-            if not running:
-                break
-            tick = time.perf_counter()
-            blocks, shift, lower_bounds = e_step_models(
-                data_pass, [(state.weights, state.means, state.precisions) for state in running]
-            )
-            summaries = []
-            for state, block, lower_bound in zip(running, blocks, lower_bounds):
-                new = self._em_step(state, block, shift, lower_bound, data_pass.resolution)
-                states[states.index(state)] = new
-                summaries.append(
-                    {
-                        "iteration": new.iteration,
-                        "lower_bound": new.lower_bound,
-                        "change": new.lower_bound - state.lower_bound,
-                        "converged": new.converged,
-                        "restart": new.restart,
-                    }
-                )
-            if store is not None:
-                store.save(states)
-            seconds = time.perf_counter() - tick
-            for summary in summaries:
-                summary["seconds"] = seconds
-                logger.info(
-                    "iteration %d lower bound %.8f change %.3e %.3fs",
-                    summary["iteration"],
-                    summary["lower_bound"],
-                    summary["change"],
-                    seconds,
-                    extra=summary,
-                )
-                if on_iteration is not None:
-                    on_iteration(dict(summary))
-            n_iter = summaries[0]["iteration"]
-            if n_iter % self.verbose_interval == 0:
-                now = time.perf_counter()
-                self._print(
-                    1,
-                    f"  Iteration {n_iter}",
-                    f"\t time lapse {now - start:.5f}s\t ll change {summaries[0]['change']:.5f}",
-                )
-                start = now
-        if self.max_iter > 0:
-            for state in states:
-                verdict = "converged" if state.converged else "did not converge"
-                self._print(
-                    1, f"Initialization {verdict}.", f" lower bound {state.lower_bound:.5f}."
-                )
-        return states
-
-    def _em_step(self, state, stats, shift, lower_bound, resolution):
-        """The state after one EM iteration of ``state``, given its statistics of the data pass."""
-        n_iter = state.iteration + 1
-        weights, means, covariances, reseeded = m_step(stats, self.reg_covar, shift, resolution)
-        _warn_reseeded(reseeded, f"Iteration {n_iter}")
-        converged = bool(abs(lower_bound - state.lower_bound) < self.tol)
-        return TrainingState(
-            state.restart,
-            n_iter,
-            weights,
-            means,
-            covariances,
-            1.0 / covariances,
-            state.lower_bounds + [lower_bound],
-            converged or n_iter == self.max_iter,
-            converged,
-            state.random_state,
-            state.n_reseeded + reseeded,
-        )
-
-    def _note_reseeded(self, reseeded, when):
-        """Count and warn about components the M-step re-seeded (``when``: e.g. "Iteration 3")."""
-        self.n_reseeded_ += reseeded
-        _warn_reseeded(reseeded, when)
 
     def _print(self, level, message, detail=""):
         if self.verbose >= level:
@@ -760,7 +555,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         samples = layout.samples(X, self.chunk_size)
         layout.check(samples, type(self).__name__)
         if samples.values is not None:
-            _check_in_memory(samples.values, self.missing)
+            check_in_memory(samples.values, self.missing)
         return samples
 
     def _map(self, samples, kind):
@@ -770,7 +565,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         """
         data = samples.array
         dtype = np.dtype(self.dtype)
-        shift = data_centre(self.weights_, self.means_, self.precisions_)
+        shift = data_center(self.weights_, self.means_, self.precisions_)
         coef = kernels.log_prob_coefficients(
             self.weights_, self.means_, self.precisions_, shift, dtype
         )
@@ -951,7 +746,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
 
     @classmethod
     def from_sklearn(cls, gm, **params):
-        """A ``DiagGMM`` from a fitted diagonal ``GaussianMixture`` (extra ``params``: e.g. ``dtype``)."""
+        """A ``DiagGMM`` from a fitted diagonal ``GaussianMixture`` (``params``: e.g. ``dtype``)."""
         if getattr(gm, "covariance_type", None) != "diag":
             raise ValueError(
                 f"Only covariance_type='diag' mixtures can become a DiagGMM, got "
@@ -1010,24 +805,3 @@ class DiagGMM(DensityMixin, BaseEstimator):
         )
         y = np.concatenate([np.full(count, k, dtype=int) for k, count in enumerate(counts)])
         return X, y
-
-
-def _check_in_memory(X, missing, sample_weight=None):
-    """The first pass's checks, done up front for in-memory data."""
-    array = np.asarray(X)
-    n_nan = n_inf = 0
-    usable = np.ones(array.shape[0], dtype=bool)
-    if array.dtype.kind == "f":
-        nan = np.isnan(array)
-        n_nan = int(np.count_nonzero(nan))
-        n_inf = int(array.size - n_nan - np.count_nonzero(np.isfinite(array)))
-        if n_nan and missing != "error":
-            usable = ~nan.all(axis=1) if missing == "marginalize" else ~nan.any(axis=1)
-    bad_weights = 0
-    if sample_weight is not None:
-        w = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
-        bad_weights = int(np.count_nonzero(~(np.isfinite(w) & (w >= 0))))
-        usable = usable & (w > 0)
-    _raise_for_bad_values(
-        n_nan, n_inf, bad_weights, int(np.count_nonzero(usable)), missing, sample_weight is not None
-    )

@@ -3,7 +3,7 @@
 Given the (K + 1, 3D + 1) block of :func:`diaggmm_dist.kernels.chunk_statistics` summed over
 all chunks, this is scikit-learn's diagonal M-step:
 
-    n_k = N_k + 10 ε,   w_k = n_k / Σ n_k,   μ_k = S1_k / n_k,   σ²_k = S2_k / n_k − μ_k² + reg_covar
+    n_k = N_k + 10 ε,  w_k = n_k / Σ n_k,  μ_k = S1_k / n_k,  σ²_k = S2_k / n_k − μ_k² + reg_covar
 
 where, with missing values marginalised, the per-feature mass S0_kj = Σ r·m takes the place of
 n_k in μ and σ² (without missing values every S0_kj is exactly N_k), and with four additions
@@ -24,6 +24,8 @@ that never change a well-posed fit:
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .kernels import split_statistics
@@ -37,10 +39,32 @@ VARIANCE_FLOOR = 1e-9
 SPLIT_OFFSET = 0.2
 #: scikit-learn's own message when a fit with reg_covar=0 meets a zero variance.
 ILL_DEFINED_COVARIANCE = (
-    "Fitting the mixture model failed because some components have ill-defined empirical covariance (for "
-    "instance caused by singleton or collapsed samples). Try to decrease the number of components, increase "
-    "reg_covar, or scale the input data."
+    "Fitting the mixture model failed because some components have ill-defined empirical "
+    "covariance (for instance caused by singleton or collapsed samples). Try to decrease the "
+    "number of components, increase reg_covar, or scale the input data."
 )
+
+
+class ReseededComponentWarning(UserWarning):
+    """A component lost all its mass and was re-seeded by splitting the heaviest one."""
+
+
+def warn_reseeded(reseeded: int, when: str) -> None:
+    """Warn about components the M-step re-seeded.
+
+    Parameters
+    ----------
+    reseeded : int
+        How many; nothing is said for 0.
+    when : str
+        Where in the fit, e.g. ``"Iteration 3"``.
+    """
+    if reseeded:
+        warnings.warn(
+            f"{when}: {reseeded} component(s) lost all their mass and were re-seeded "
+            "by splitting the heaviest component.",
+            ReseededComponentWarning,
+        )
 
 
 def m_step(stats, reg_covar, shift, resolution=EPS):
@@ -120,9 +144,10 @@ def _raise_for_zero_variances(covariances, floor, mass, overall_mean, overall_va
     if constant.any() or not np.all(overall_variance > 0):
         features = np.flatnonzero(constant | ~(overall_variance > 0)).tolist()
         raise ValueError(
-            f"{ILL_DEFINED_COVARIANCE} Feature(s) {features} are constant over the whole data set (at the "
-            "compute dtype's resolution), so with reg_covar=0 their variances are zero: set reg_covar > 0 (the "
-            "default is 1e-6), drop those features, or use dtype='float64'."
+            f"{ILL_DEFINED_COVARIANCE} Feature(s) {features} are constant over the whole data "
+            "set (at the compute dtype's resolution), so with reg_covar=0 their variances are "
+            "zero: set reg_covar > 0 (the default is 1e-6), drop those features, or use "
+            "dtype='float64'."
         )
     # Components below MIN_COMPONENT_MASS are re-seeded by splitting, whatever their variances.
     zero = (covariances <= floor) & (mass >= MIN_COMPONENT_MASS)[:, None]
@@ -132,9 +157,10 @@ def _raise_for_zero_variances(covariances, floor, mass, overall_mean, overall_va
             np.flatnonzero(zero.any(axis=0)).tolist(),
         )
         raise ValueError(
-            f"{ILL_DEFINED_COVARIANCE} With reg_covar=0, component(s) {components} collapsed onto too few distinct "
-            f"points: their variance of feature(s) {features} is zero (at most {VARIANCE_FLOOR:g} of the feature's "
-            "variance). Set reg_covar > 0 (the default is 1e-6), or use fewer components."
+            f"{ILL_DEFINED_COVARIANCE} With reg_covar=0, component(s) {components} collapsed "
+            f"onto too few distinct points: their variance of feature(s) {features} is zero (at "
+            f"most {VARIANCE_FLOOR:g} of the feature's variance). Set reg_covar > 0 (the default "
+            "is 1e-6), or use fewer components."
         )
 
 

@@ -19,10 +19,11 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from . import engine, inputs, kernels, parameters
+from .data_pass import DataPass
 from .em import e_step_models
+from .fitting import EMRun, EMSettings, checkpoint_identity
 from .initialization import initial_parameters_of_models
-from .mixture import DiagGMM, _DataPass
-from .state import TrainingState
+from .mixture import DiagGMM
 from .validation import check_selection, check_settings
 
 
@@ -37,13 +38,15 @@ class ComponentSelection(NamedTuple):
     def to_markdown(self):
         """The table as Markdown, the chosen K marked."""
         lines = [
-            "| K | lower bound | log-likelihood | BIC | AIC | held-out log-likelihood | iterations | converged |",
+            "| K | lower bound | log-likelihood | BIC | AIC | held-out log-likelihood "
+            "| iterations | converged |",
             "|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for row in self.table:
             mark = " **(chosen)**" if row["n_components"] == self.best.n_components else ""
             lines.append(
-                f"| {row['n_components']}{mark} | {row['lower_bound']:.6g} | {row['log_likelihood']:.6g} "
+                f"| {row['n_components']}{mark} | {row['lower_bound']:.6g} "
+                f"| {row['log_likelihood']:.6g} "
                 f"| {row['bic']:.6g} | {row['aic']:.6g} | {_text(row['heldout_log_likelihood'])} "
                 f"| {row['n_iter']} | {row['converged']} |"
             )
@@ -55,7 +58,7 @@ def _text(value):
 
 
 def heldout_rows(rows, fraction, seed=0):
-    """True for the rows (global indices) held out: a fixed ``fraction`` picked by a hash of the index."""
+    """True for the rows (global indices) held out: a ``fraction`` picked by a hash of the index."""
     bits = kernels.splitmix64(
         np.asarray(rows, dtype=np.uint64) ^ kernels.splitmix64(np.uint64(seed))
     )
@@ -63,7 +66,7 @@ def heldout_rows(rows, fraction, seed=0):
 
 
 def _split_weights(data, fraction, sample_weight):
-    """Per-sample weights of the rows fitted and of the rows held out (lazy, chunked like ``data``)."""
+    """Per-sample weights of the rows fitted and of those held out (lazy, chunked like ``data``)."""
     held = da.map_blocks(heldout_rows, engine.row_indices(data), fraction, dtype=bool)
     base = sample_weight if sample_weight is not None else da.ones(held.shape, chunks=held.chunks)
     return da.where(held, 0.0, base), da.where(held, base, 0.0)
@@ -152,56 +155,32 @@ def select_n_components(
     fit_weights, held_weights = (
         _split_weights(data, heldout_fraction, weights) if heldout_fraction else (weights, None)
     )
-    fit_pass = _DataPass(data, template.dtype, template.missing, fit_weights)
+    fit_pass = DataPass(data, template.dtype, template.missing, fit_weights)
     fingerprint = engine.fingerprint(data)
-    store = None
-    if checkpoint is not None:
-        from .stores.checkpoint import Checkpoints
-
-        config = {
-            **template._checkpoint_config((None, None, None), False),
-            "candidates": candidates,
-            "heldout_fraction": float(heldout_fraction),
-        }
-        store = Checkpoints(
-            checkpoint,
-            {"config": config, "fingerprint": fingerprint},
-            overwrite=overwrite_checkpoint,
-        )
-    try:
-        states = store.latest() if store is not None else None
-        if not states:
-            random_state = check_random_state(template.random_state)
-            models = initial_parameters_of_models(
+    identity = checkpoint_identity(
+        template.get_params(),
+        fingerprint,
+        candidates=candidates,
+        heldout_fraction=float(heldout_fraction),
+    )
+    random_state = check_random_state(template.random_state)
+    with EMRun.open(
+        fit_pass, EMSettings.of(template), checkpoint, identity, overwrite=overwrite_checkpoint
+    ) as run:
+        run.initialize(
+            len(candidates),
+            lambda indices: initial_parameters_of_models(
                 data,
-                candidates,
+                [candidates[index] for index in indices],
                 template.init_params,
                 random_state,
                 template.reg_covar,
                 fit_pass,
                 tol=template.tol,
-            )
-            states = [
-                TrainingState(
-                    index,
-                    0,
-                    w,
-                    m,
-                    1.0 / p,
-                    p,
-                    [],
-                    template.max_iter == 0,
-                    False,
-                    random_state.get_state(),
-                )
-                for index, (w, m, p) in enumerate(models)
-            ]
-            if store is not None:
-                store.save(states)
-        states = template._run_em(fit_pass, states, store)
-    finally:
-        if store is not None:
-            store.close()  # releases the checkpoint's lease, also on errors
+            ),
+            random_state,
+        )
+        states = run.run()
 
     # every candidate's log-likelihood at its final parameters, on the fitted and the held-out rows
     final = [(state.weights, state.means, state.precisions) for state in states]
@@ -209,15 +188,14 @@ def select_n_components(
     for name, pass_weights in (("fit", fit_weights), ("heldout", held_weights)):
         if name == "heldout" and pass_weights is None:
             continue
-        held_pass = _DataPass(data, template.dtype, template.missing, pass_weights, checked=True)
+        held_pass = DataPass(data, template.dtype, template.missing, pass_weights, checked=True)
         blocks, _, _ = e_step_models(held_pass, final)
         scores[name] = [kernels.split_statistics(block)[-1] for block in blocks]
 
     layout = {"feature_dim": feature_dim, "features": features, "columns": columns}
     table, models = [], {}
     for index, (k, state) in enumerate(zip(candidates, states)):
-        model = DiagGMM(k, **settings)
-        model._adopt(state, False, samples, fingerprint, layout)
+        model = DiagGMM(k, **settings).adopt_state(state, samples, layout, fingerprint)
         model.n_reseeded_ = state.n_reseeded
         models[k] = model
         fitted = scores["fit"][index]

@@ -27,30 +27,36 @@ from __future__ import annotations
 
 import numpy as np
 
-from .em import em_step
+from .fitting import EMRun, EMSettings
 from .mstep import add_components_by_splitting, m_step
+from .parameters import MixtureParameters
 
 #: EM iterations between two splits, at most (fewer when the lower bound changes by < tol).
 SPLIT_EM_ITERATIONS = 5
 
 
-def one_component(data_pass, n_features, reg_covar, centre=None):
-    """Weights, means and covariances of the one-component fit of the data (two passes).
+def one_component(data_pass, n_features, reg_covar, center=None):
+    """The one-component fit of the data (two passes), as :class:`MixtureParameters`.
 
-    ``centre``: the first pass's shift, a point near the data
-    (:func:`~diaggmm_dist.em.first_rows_centre`); default the origin.
+    ``center``: the first pass's shift, a point near the data
+    (:func:`~diaggmm_dist.em.first_rows_center`); default the origin.
     """
-    centre = np.zeros(n_features) if centre is None else centre
+    center = np.zeros(n_features) if center is None else center
     # With one component every row's "random" responsibility is exactly 1.
-    stats = data_pass(("random", centre, (1,), (0,), data_pass.dtype))
-    weights, means, covariances, _ = m_step(stats, reg_covar, centre, data_pass.resolution)
-    _, weights, means, covariances, _ = em_step(
-        data_pass, weights, means, 1.0 / covariances, reg_covar
-    )
-    return weights, means, covariances
+    stats = data_pass(("random", center, (1,), (0,), data_pass.dtype))
+    first = MixtureParameters(*m_step(stats, reg_covar, center, data_pass.resolution)[:3])
+    return _em(data_pass, first, EMSettings(reg_covar=reg_covar, max_iter=1))
 
 
-def split_initial_parameters(data_pass, n_components, n_features, reg_covar, tol, centre=None):
+def _em(data_pass, parameters, settings):
+    """EM from ``parameters`` with the fit's own driver, quiet (no log, progress or warning)."""
+    run = EMRun(data_pass, settings, report=False)
+    run.initialize(1, lambda _: [(parameters.weights, parameters.means, parameters.precisions)])
+    (state,) = run.run()
+    return state.parameters
+
+
+def split_initial_parameters(data_pass, n_components, n_features, reg_covar, tol, center=None):
     """Starting parameters grown from one component by splitting the heaviest.
 
     Parameters
@@ -63,7 +69,7 @@ def split_initial_parameters(data_pass, n_components, n_features, reg_covar, tol
     reg_covar : float
     tol : float
         EM between two splits stops when the lower bound changes by less than this.
-    centre : ndarray of shape (n_features,), optional
+    center : ndarray of shape (n_features,), optional
         The first pass's shift (see :func:`one_component`).
 
     Returns
@@ -72,15 +78,11 @@ def split_initial_parameters(data_pass, n_components, n_features, reg_covar, tol
     means : ndarray of shape (n_components, n_features)
     precisions : ndarray of shape (n_components, n_features)
     """
-    weights, means, covariances = one_component(data_pass, n_features, reg_covar, centre)
-    while weights.shape[0] < n_components:
-        weights, means, covariances = add_components_by_splitting(weights, means, covariances)
-        lower_bound = -np.inf
-        for _ in range(SPLIT_EM_ITERATIONS):
-            previous = lower_bound
-            lower_bound, weights, means, covariances, _ = em_step(
-                data_pass, weights, means, 1.0 / covariances, reg_covar
-            )
-            if abs(lower_bound - previous) < tol:
-                break
-    return weights, means, 1.0 / covariances
+    parameters = one_component(data_pass, n_features, reg_covar, center)
+    settings = EMSettings(tol=tol, reg_covar=reg_covar, max_iter=SPLIT_EM_ITERATIONS)
+    while parameters.n_components < n_components:
+        split = add_components_by_splitting(
+            parameters.weights, parameters.means, parameters.covariances
+        )
+        parameters = _em(data_pass, MixtureParameters(*split), settings)
+    return parameters.weights, parameters.means, parameters.precisions

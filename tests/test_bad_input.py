@@ -571,7 +571,7 @@ def test_reg_covar_zero_with_constant_feature(init_params, as_dask):
         DiagGMM(K, reg_covar=0, init_params=init_params, random_state=0).fit(X)
 
 
-@pytest.mark.filterwarnings("ignore::diaggmm_dist.mixture.ReseededComponentWarning")
+@pytest.mark.filterwarnings("ignore::diaggmm_dist.mstep.ReseededComponentWarning")
 def test_reg_covar_zero_with_constant_feature_float32():
     X = make_data()
     X[:, 1] = 0.1  # not exact in float32

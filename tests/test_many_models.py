@@ -8,7 +8,7 @@ import pytest
 from conftest import Crash, crash_after, mixture_data
 
 from diaggmm_dist import DiagGMM, engine, initialization, kernels, select_n_components
-from diaggmm_dist.mixture import _DataPass
+from diaggmm_dist.data_pass import DataPass
 from diaggmm_dist.stores.checkpoint import CheckpointMismatchError
 
 
@@ -131,7 +131,7 @@ def test_every_restart_starts_from_centres_of_its_own(init_params):
     # restart would find the same centres, only in another order)
     X = da.from_array(np.random.default_rng(8).standard_normal((6000, 4)), chunks=(1000, 4))
     models = initialization.initial_parameters_of_models(
-        X, [5] * 4, init_params, np.random.RandomState(0), 1e-6, _DataPass(X, "float64")
+        X, [5] * 4, init_params, np.random.RandomState(0), 1e-6, DataPass(X, "float64")
     )
     assert len(models) == 4 and all(means.shape == (5, 4) for _, means, _ in models)
     for i in range(4):
@@ -139,7 +139,7 @@ def test_every_restart_starts_from_centres_of_its_own(init_params):
             assert not np.allclose(np.sort(models[i][1], axis=0), np.sort(models[j][1], axis=0))
     # the first is the one-model initialisation with the same random numbers
     alone = initialization.initial_parameters(
-        X, 5, init_params, np.random.RandomState(0), 1e-6, _DataPass(X, "float64")
+        X, 5, init_params, np.random.RandomState(0), 1e-6, DataPass(X, "float64")
     )
     for got, want in zip(models[0], alone):
         np.testing.assert_allclose(got, want, rtol=1e-12)

@@ -25,7 +25,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from diaggmm_dist import DiagGMM, initialization
-from diaggmm_dist.mixture import _DataPass
+from diaggmm_dist.data_pass import DataPass
 from diaggmm_dist.mstep import ILL_DEFINED_COVARIANCE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -242,7 +242,7 @@ def test_the_initialisation_of_weighted_rows_equals_that_of_repeated_rows():
                     init_params,
                     np.random.RandomState(0),
                     1e-6,
-                    _DataPass(array, "float64", weights=weights),
+                    DataPass(array, "float64", weights=weights),
                 )
             )
         for got, want in zip(*starts):
@@ -270,7 +270,7 @@ def test_zero_weight_rows_take_no_part_in_a_sampled_initialisation(monkeypatch):
     w = np.r_[np.ones(600), np.zeros(300)]
     array = da.from_array(X, chunks=(100, 3))
     for init_params in ("kmeans", "k-means++", "random_from_data"):
-        centres, shift, _, _ = initialization._starting_centres(
+        centers, shift, _, _ = initialization._starting_centers(
             array,
             [3, 3],
             init_params,
@@ -280,7 +280,7 @@ def test_zero_weight_rows_take_no_part_in_a_sampled_initialisation(monkeypatch):
             1e-6,
             da.from_array(w, chunks=100),
         )
-        for means in centres:
+        for means in centers:
             assert np.all(means < 20), (init_params, means)  # none on the zero-weight cluster
         assert np.all(shift < 20)
 

@@ -173,7 +173,7 @@ def _read_restart(group, where, key, offset, tol):
             "(624 keys, pos, has_gauss, cached_gaussian)"
         )
     return TrainingState(
-        restart=attrs["restart"],
+        index=attrs["restart"],
         iteration=attrs["iteration"],
         weights=weights,
         means=means,
@@ -203,7 +203,7 @@ def write_step(root, name: str, states) -> None:
         planes = np.asarray([state.means, state.covariances, state.precisions], dtype=np.float64)
         # NaN fill: an array whose chunk never got written fails validation, not reads as zeros
         group.create_array(
-            f"restart-{state.restart}",
+            f"restart-{state.index}",
             data=planes,
             chunks=planes.shape,
             fill_value=np.nan,
@@ -219,7 +219,7 @@ def _attributes(state):
         {
             "shape": list(np.shape(state.means)),
             "weights": [float(v) for v in state.weights],
-            "restart": state.restart,
+            "restart": state.index,
             "iteration": state.iteration,
             "lower_bounds": [float(v) for v in state.lower_bounds],
             "finished": bool(state.finished),

@@ -10,7 +10,7 @@ import numbers
 
 import numpy as np
 
-from ..em import data_centre
+from ..em import data_center
 from ..kernels import log_prob_coefficients
 from ..online import WEIGHT_COLUMN
 
@@ -118,7 +118,7 @@ def check_scores_finite(weights, means, covariances, dtype, where: str) -> None:
     """
     precisions = 1.0 / covariances
     with np.errstate(over="ignore", invalid="ignore"):
-        shift = data_centre(weights, means, precisions)
+        shift = data_center(weights, means, precisions)
         coef = log_prob_coefficients(weights, means, precisions, shift, np.dtype(dtype))
     live = np.asarray(weights) > 0
     parts = {

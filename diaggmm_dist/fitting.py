@@ -1,0 +1,493 @@
+"""One resumable EM driver: EM of one or many models side by side, checkpointed.
+
+:class:`EMRun` reads the data through a :class:`~diaggmm_dist.data_pass.DataPass` and holds the
+training states of one or many models (the restarts of ``n_init``, the candidates of
+:func:`~diaggmm_dist.selection.select_n_components`, the one model of the EM between two
+splits) and steps them side by side: every iteration is one data pass for all the models
+still running. It initializes the models it does not hold yet, saves every state to a
+checkpoint (:class:`~diaggmm_dist.stores.checkpoint.Checkpoints`) before the next pass, reports
+each iteration to a callback and to the ``diaggmm_dist`` logger, and resumes from the
+checkpoint where it stopped. :func:`checkpoint_identity` is the one definition of which
+settings a checkpoint must share with a run to be resumed.
+
+Continuing a checkpointed run up to iteration N is a feature: ``max_iter`` is not part of
+a checkpoint's identity, and :meth:`EMRun.run` stops at ``until`` when given. A run stepped
+to N, saved, opened again and run to its end gives the states of an uninterrupted run, bit
+for bit (``tests/test_fitting.py``).
+
+The step of stepwise EM (:meth:`DiagGMM.partial_fit`) is
+:func:`diaggmm_dist.online.online_step`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .em import e_step_models
+from .mstep import m_step, warn_reseeded
+from .parameters import MixtureParameters
+from .state import TrainingState
+from .stores.checkpoint import Checkpoints
+
+logger = logging.getLogger("diaggmm_dist")
+
+
+@dataclass(frozen=True)
+class EMSettings:
+    """The settings of EM itself (a :class:`~diaggmm_dist.mixture.DiagGMM`'s of that name).
+
+    Parameters
+    ----------
+    tol : float
+        A model has converged when its lower bound changes by less than this.
+    reg_covar : float
+        Added to every variance.
+    max_iter : int
+        EM iterations of each model, at most; a state is ``finished`` when it gets there.
+    verbose, verbose_interval : int
+        Progress printed (see ``DiagGMM``); 0 prints nothing.
+    """
+
+    tol: float = 1e-3
+    reg_covar: float = 1e-6
+    max_iter: int = 100
+    verbose: int = 0
+    verbose_interval: int = 10
+
+    @classmethod
+    def of(cls, estimator: Any) -> EMSettings:
+        """The EM settings of an estimator with ``get_params`` (a ``DiagGMM``).
+
+        Parameters
+        ----------
+        estimator : DiagGMM
+            Any object whose ``get_params()`` holds the fields.
+
+        Returns
+        -------
+        EMSettings
+        """
+        params = estimator.get_params()
+        return cls(**{name: params[name] for name in cls.__dataclass_fields__})
+
+
+def _digest(array):
+    if array is None:
+        return None
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def checkpoint_identity(
+    params: Mapping[str, Any],
+    fingerprint: Any,
+    *,
+    inits: Sequence[Any] = (None, None, None),
+    warm_start_from: MixtureParameters | None = None,
+    **extra: Any,
+) -> dict:
+    """What a checkpoint must share with a run to be resumed by it (JSON-able).
+
+    ``max_iter`` is not part of it: a run continues a checkpoint that stopped at a smaller
+    ``max_iter`` (or at :meth:`EMRun.run`'s ``until``) up to its own.
+
+    Parameters
+    ----------
+    params : mapping
+        The estimator's parameters (``DiagGMM.get_params()``): ``n_components``, ``tol``,
+        ``reg_covar``, ``n_init``, ``init_params``, ``dtype``, ``missing`` and
+        ``random_state`` are used.
+    fingerprint : JSON-able
+        The data's fingerprint (:func:`diaggmm_dist.engine.fingerprint`).
+    inits : sequence of ndarray or None
+        The validated ``weights_init``, ``means_init`` and ``precisions_init``.
+    warm_start_from : MixtureParameters, optional
+        The parameters a warm start begins from.
+    **extra
+        More settings of the run (``select_n_components``: ``candidates`` and
+        ``heldout_fraction``).
+
+    Returns
+    -------
+    dict
+        ``{"config": {...}, "fingerprint": fingerprint}``.
+    """
+    seed = params["random_state"]
+    config = {
+        "n_components": int(params["n_components"]),
+        "tol": float(params["tol"]),
+        "reg_covar": float(params["reg_covar"]),
+        "n_init": int(params["n_init"]),
+        "init_params": params["init_params"],
+        "dtype": str(np.dtype(params["dtype"])),
+        "missing": params["missing"],
+        "random_state": int(seed)
+        if isinstance(seed, (int, np.integer))
+        else (None if seed is None else "instance"),
+        "inits": [_digest(a) for a in inits],
+        "warm_start_from": None
+        if warm_start_from is None
+        else _digest(
+            np.concatenate([warm_start_from.means.ravel(), warm_start_from.covariances.ravel()])
+        ),
+        **extra,
+    }
+    return {"config": config, "fingerprint": fingerprint}
+
+
+class EMRun:
+    """EM of one or many models side by side, resumable from a checkpoint.
+
+    The models still running share each data pass: their coefficients are stacked, so an
+    iteration costs one read of the data and one matrix product per chunk for all of them;
+    a model that has stopped costs nothing more. After every iteration the states go to
+    ``store`` (if any) before the next pass, then each stepped model's summary to the logger
+    and to ``on_iteration``.
+
+    Parameters
+    ----------
+    data_pass : DataPass
+        The fit's data (any callable with ``dtype`` and ``resolution`` attributes).
+    settings : EMSettings
+        Convergence threshold, regularization, ``max_iter`` and verbosity.
+    store : Checkpoints, optional
+        Where every state is saved; :meth:`close` releases it. :meth:`open` makes one.
+    on_iteration : callable, optional
+        Called after every iteration (after its checkpoint is written) with one dict per
+        model stepped: ``restart`` (the model's index), ``iteration``, ``lower_bound``,
+        ``change``, ``converged`` and ``seconds`` (the iteration's time, checkpoint write
+        included). An exception it raises ends the run (the checkpoint already holds that
+        iteration).
+    report : bool, default=True
+        Log every iteration, print progress and warn about re-seeded components; False for
+        the EM inside an initialization (:mod:`diaggmm_dist.splitting`).
+
+    Attributes
+    ----------
+    states : list of TrainingState
+        One per model, in order (``states[i].index == i``).
+
+    Examples
+    --------
+    Continue a checkpointed run up to iteration 5, then later to its end::
+
+        with EMRun.open(data_pass, settings, url, identity) as run:
+            run.initialize(n_models, initial_models, random_state)
+            run.run(until=5)
+        with EMRun.open(data_pass, settings, url, identity) as run:
+            run.run()  # resumes after iteration 5: the states of an uninterrupted run
+    """
+
+    def __init__(
+        self,
+        data_pass: Callable,
+        settings: EMSettings,
+        *,
+        store: Checkpoints | None = None,
+        on_iteration: Callable[[dict], Any] | None = None,
+        report: bool = True,
+    ):
+        self.data_pass = data_pass
+        self.settings = settings
+        self.store = store
+        self.on_iteration = on_iteration
+        self.report = report
+        self.states: list[TrainingState] = []
+
+    @classmethod
+    def open(
+        cls,
+        data_pass: Callable,
+        settings: EMSettings,
+        checkpoint: Any = None,
+        identity: dict | None = None,
+        *,
+        overwrite: bool = False,
+        on_iteration: Callable[[dict], Any] | None = None,
+    ) -> EMRun:
+        """A run that saves to ``checkpoint`` and holds the states it has (none if fresh).
+
+        Parameters
+        ----------
+        data_pass : DataPass
+            The fit's data.
+        settings : EMSettings
+            As in the class.
+        checkpoint : str or os.PathLike, optional
+            Zarr group (local path or fsspec URL) of the run's checkpoints; its lease is
+            taken until :meth:`close`. None: a run without checkpoints.
+        identity : dict, optional
+            :func:`checkpoint_identity` of the run (needed with ``checkpoint``).
+        overwrite : bool, default=False
+            Start afresh when ``checkpoint`` holds another run (otherwise refused).
+        on_iteration : callable, optional
+            As in the class.
+
+        Returns
+        -------
+        EMRun
+
+        Raises
+        ------
+        ValueError
+            ``identity`` is missing, or has another ``tol`` or ``reg_covar`` than ``settings``.
+        CheckpointMismatchError, CheckpointInUseError, CheckpointError
+            As :class:`~diaggmm_dist.stores.checkpoint.Checkpoints` raises them.
+        """
+        store = None
+        if checkpoint is not None:
+            if identity is None:
+                raise ValueError("A checkpointed run needs its identity (checkpoint_identity).")
+            config = identity.get("config", {})
+            if config.get("tol") != settings.tol or config.get("reg_covar") != settings.reg_covar:
+                raise ValueError(
+                    f"The checkpoint identity's tol and reg_covar ({config.get('tol')}, "
+                    f"{config.get('reg_covar')}) are not the run's ({settings.tol}, "
+                    f"{settings.reg_covar}): build both from the same parameters."
+                )
+            store = Checkpoints(checkpoint, identity, overwrite=overwrite)
+        run = cls(data_pass, settings, store=store, on_iteration=on_iteration)
+        try:
+            run._resume()
+        except BaseException:
+            run.close()
+            raise
+        return run
+
+    def _resume(self):
+        states = self.store.latest() if self.store is not None else None
+        if states:
+            resumed = max(state.iteration for state in states)
+            logger.info(
+                "resuming from checkpoint: %d restart(s) after iteration %d",
+                len(states),
+                resumed,
+                extra={"resumed_iteration": resumed, "restarts": len(states)},
+            )
+            self.states = list(states)
+
+    def close(self) -> None:
+        """Release the checkpoint's lease (idempotent; also on errors with ``with``)."""
+        if self.store is not None:
+            self.store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def initialize(
+        self,
+        n_models: int,
+        initial_models: Callable[[range], list],
+        random_state: np.random.RandomState | None = None,
+        *,
+        lower_bounds: Sequence[float] = (),
+    ) -> None:
+        """Start the models ``0 .. n_models - 1`` that the run does not hold yet, and save them.
+
+        All of them are initialized together (their data passes shared), then checkpointed.
+        A resumed run holds them all already: nothing is done. (A checkpoint of an older
+        version, written between two restarts' initializations, holds fewer: the others are
+        initialized from its random state.)
+
+        Parameters
+        ----------
+        n_models : int
+            How many models the run has.
+        initial_models : callable
+            ``initial_models(indices)``: the starting ``(weights, means, precisions)`` of the
+            models of ``indices`` (a range), in order.
+        random_state : numpy.random.RandomState, optional
+            The generator ``initial_models`` draws from: set to the checkpoint's state
+            first when resuming; its state afterwards is saved with every model.
+        lower_bounds : sequence of float
+            The history every new model starts with (a warm start's lower bound).
+        """
+        if self.states and random_state is not None:
+            random_state.set_state(self.states[-1].random_state)
+        indices = range(len(self.states), n_models)
+        if not indices:
+            return
+        self._print(1, f"Initialization {', '.join(str(index) for index in indices)}")
+        models = initial_models(indices)
+        rng = None if random_state is None else random_state.get_state()
+        self.states += [
+            TrainingState.initial(
+                index,
+                weights,
+                means,
+                precisions,
+                lower_bounds=list(lower_bounds),
+                finished=self.settings.max_iter == 0,
+                random_state=rng,
+            )
+            for index, (weights, means, precisions) in zip(indices, models)
+        ]
+        if self.store is not None:
+            self.store.save(self.states)
+
+    def _limit(self, until):
+        return self.settings.max_iter if until is None else min(until, self.settings.max_iter)
+
+    def running(self, until: int | None = None) -> list[int]:
+        """Indices of the models that have neither converged nor reached ``until``.
+
+        Parameters
+        ----------
+        until : int, optional
+            An iteration at most ``max_iter`` (default ``max_iter``).
+
+        Returns
+        -------
+        list of int
+            Positions in :attr:`states`, in order.
+        """
+        limit = self._limit(until)
+        return [
+            i
+            for i, state in enumerate(self.states)
+            if not state.converged and state.iteration < limit
+        ]
+
+    @property
+    def finished(self) -> bool:
+        """Every model has converged or reached ``max_iter``."""
+        return not self.running()
+
+    @property
+    def best(self) -> TrainingState:
+        """The state of the highest lower bound (the first of them, as scikit-learn keeps it)."""
+        return max(self.states, key=lambda state: (state.lower_bound, -state.index))
+
+    def step(self, until: int | None = None) -> list[dict]:
+        """One EM iteration (one data pass) of every model still running; save and report it.
+
+        Parameters
+        ----------
+        until : int, optional
+            Models at this iteration are not stepped (default ``max_iter``).
+
+        Returns
+        -------
+        list of dict
+            The summary of every model stepped (as given to ``on_iteration``); empty when
+            none was running.
+
+        Raises
+        ------
+        FloatingPointError
+            A log-likelihood is not finite.
+        """
+        running = self.running(until)
+        if not running:
+            return []
+        tick = time.perf_counter()
+        blocks, shift, lower_bounds = e_step_models(
+            self.data_pass,
+            [
+                (self.states[i].weights, self.states[i].means, self.states[i].precisions)
+                for i in running
+            ],
+        )
+        summaries = []
+        for i, block, lower_bound in zip(running, blocks, lower_bounds):
+            state = self.states[i]
+            new = self.states[i] = self._stepped(state, block, shift, lower_bound)
+            summaries.append(
+                {
+                    "iteration": new.iteration,
+                    "lower_bound": new.lower_bound,
+                    "change": new.lower_bound - state.lower_bound,
+                    "converged": new.converged,
+                    "restart": new.index,
+                }
+            )
+        if self.store is not None:
+            self.store.save(self.states)
+        seconds = time.perf_counter() - tick
+        for summary in summaries:
+            summary["seconds"] = seconds
+            if self.report:
+                logger.info(
+                    "iteration %d lower bound %.8f change %.3e %.3fs",
+                    summary["iteration"],
+                    summary["lower_bound"],
+                    summary["change"],
+                    seconds,
+                    extra=summary,
+                )
+            if self.on_iteration is not None:
+                self.on_iteration(dict(summary))
+        return summaries
+
+    def run(self, until: int | None = None) -> list[TrainingState]:
+        """Step until every model has converged or reached ``until`` (default ``max_iter``).
+
+        ``until`` below ``max_iter`` pauses the run: a later run opened on the same
+        checkpoint continues it, and ends exactly as an uninterrupted one.
+
+        Parameters
+        ----------
+        until : int, optional
+            The last iteration to run now (capped at ``max_iter``).
+
+        Returns
+        -------
+        list of TrainingState
+            :attr:`states`.
+        """
+        start = time.perf_counter()
+        while summaries := self.step(until):
+            n_iter = summaries[0]["iteration"]
+            if n_iter % self.settings.verbose_interval == 0:
+                now = time.perf_counter()
+                self._print(
+                    1,
+                    f"  Iteration {n_iter}",
+                    f"\t time lapse {now - start:.5f}s\t ll change {summaries[0]['change']:.5f}",
+                )
+                start = now
+        if self.settings.max_iter > 0 and self.finished:  # a paused run has no verdict yet
+            for state in self.states:
+                verdict = "converged" if state.converged else "did not converge"
+                self._print(
+                    1, f"Initialization {verdict}.", f" lower bound {state.lower_bound:.5f}."
+                )
+        return self.states
+
+    def _stepped(self, state, stats, shift, lower_bound):
+        """The state after one EM iteration of ``state``, given its statistics of the pass."""
+        n_iter = state.iteration + 1
+        weights, means, covariances, reseeded = m_step(
+            stats, self.settings.reg_covar, shift, self.data_pass.resolution
+        )
+        parameters = MixtureParameters(weights, means, covariances)
+        if self.report:
+            warn_reseeded(reseeded, f"Iteration {n_iter}")
+        converged = bool(abs(lower_bound - state.lower_bound) < self.settings.tol)
+        return TrainingState(
+            state.index,
+            n_iter,
+            parameters.weights,
+            parameters.means,
+            parameters.covariances,
+            parameters.precisions,
+            state.lower_bounds + [lower_bound],
+            converged or n_iter == self.settings.max_iter,
+            converged,
+            state.random_state,
+            state.n_reseeded + reseeded,
+        )
+
+    def _print(self, level, message, detail=""):
+        verbose = self.settings.verbose
+        if self.report and verbose >= level:
+            print(message + (detail if verbose >= 2 else ""))
