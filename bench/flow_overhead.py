@@ -6,7 +6,7 @@ under ``bench/results/data/``, the same store as ``bench/out_of_core.py``) and t
 LocalCluster (2 single-threaded worker processes, as the library starts it:
 :func:`diaggmm_dist.cluster.local_cluster`):
 
-1. untimed: the flow's initialisation (``init_params="kmeans"``, ``random_state=0``, ``tol=0``,
+1. untimed: the flow's initialization (``init_params="kmeans"``, ``random_state=0``, ``tol=0``,
    ``dtype="float32"``) into a checkpoint at iteration 0 (made afresh each run: the checkpoint
    format may change between versions), copied to fresh checkpoints; a 1-iteration train flow
    run that warms the workers and the page cache, starts Prefect's temporary server
@@ -14,10 +14,10 @@ LocalCluster (2 single-threaded worker processes, as the library starts it:
    ``PREFECT_API_URL`` to use a running server instead) and pays the first flow run's one-off
    costs;
 2. timed, for a short run (``--short-iters``, 2) and then a long one (``--iters``, 20), each from
-   a copy of the initialised checkpoint:
+   a copy of the initialized checkpoint:
    (a) ``DiagGMM(...).fit(store, checkpoint=copy)`` with ``max_iter`` the run length: it resumes
        at iteration 0 and runs the iterations, writing a checkpoint after each;
-   (b) the ``train`` flow with the same settings: its ``initialise`` task finds the initialised
+   (b) the ``train`` flow with the same settings: its ``initialize`` task finds the initialized
        checkpoint, its ``em-iterations-*`` tasks run the iterations and the last of them saves
        the model; everything Prefect does (flow run, task runs, logs, the convergence artifact)
        is inside the timing.
@@ -85,13 +85,13 @@ def prefect_environment(home):
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
 
-def initialised_checkpoint(data_url, path):
-    """The flow's initialisation (iteration 0) in a new checkpoint at ``path``."""
+def initialized_checkpoint(data_url, path):
+    """The flow's initialization (iteration 0) in a new checkpoint at ``path``."""
     from diaggmm_dist import DiagGMM
 
     start = time.perf_counter()
     DiagGMM(**SETTINGS, max_iter=0).fit(data_url, checkpoint=str(path))
-    print(f"initialised {path} in {time.perf_counter() - start:.1f} s", flush=True)
+    print(f"initialized {path} in {time.perf_counter() - start:.1f} s", flush=True)
     return path
 
 
@@ -170,7 +170,7 @@ def _plain_run(data_url, checkpoint, iters):
 
 
 def _flow_run(data_url, checkpoint, iters, model_url, scheduler_address, seconds_per_task):
-    """The train flow on the same initialised checkpoint: seconds, its passes' seconds, its task
+    """The train flow on the same initialized checkpoint: seconds, its passes' seconds, its task
     runs.
     """
     from flows.train import train
@@ -372,7 +372,7 @@ def render(report):
     return "\n".join(
         [
             f"\n{report['rows']:,} rows x 32, K=16, float32, runs of {short} and {long} iterations "
-            "from the same initialisation, plain fit and train flow alternating "
+            "from the same initialization, plain fit and train flow alternating "
             f"({info['usable_cpus']} CPUs, {info['cpu_model']}, {report['date']})\n",
             "| run | iterations | s | s in EM passes | CPU s: this process / workers / other "
             "processes (Prefect's server) |",
@@ -458,7 +458,7 @@ def main(argv=None):
         args.seconds_per_task = SECONDS_PER_TASK
     try:
         data_url = str(mixture_store(args.rows, root=args.store))
-        init = initialised_checkpoint(data_url, home / "init.checkpoint")
+        init = initialized_checkpoint(data_url, home / "init.checkpoint")
         report = measure(args, data_url, init, home)
     finally:
         shutil.rmtree(home, ignore_errors=True)

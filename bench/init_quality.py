@@ -1,4 +1,4 @@
-"""Issue 19 §4: the default initialisation against scikit-learn's, on real data with many rows.
+"""Issue 19 §4: the default initialization against scikit-learn's, on real data with many rows.
 
 For each data set and each K, fits ``DiagGMM(K)`` (``init_params="kmeans"``, float64) and
 ``GaussianMixture(K, covariance_type="diag")`` (its own ``KMeans(n_init=1)`` on all the
@@ -10,14 +10,14 @@ Data (real, in memory, float64, rows holding a NaN dropped):
 
 * ``coads``: the COADS surface-marine climatology (Debian ``ferret-datasets``): rows are
   the grid points x months with every variable observed (99,235), features its seven
-  variables (SST, AIRT, SPEH, WSPD, UWND, VWND, SLP). Fewer rows than the initialisation's
+  variables (SST, AIRT, SPEH, WSPD, UWND, VWND, SLP). Fewer rows than the initialization's
   sample (``initialization.SAMPLE_ROWS``): the k-means runs on all of them.
 * ``turbidity``: the turbidity demo's pixels (pvlib's Linke-turbidity climatology, see
   ``diaggmm_dist/datasets/linke.py``), every ``--stride``-th latitude and longitude (4: 583,200
   pixels) x 12 months. Several times the sample: the k-means runs on a sample, then on all
   rows in full-data Lloyd passes.
 
-Also reported, per data set and K: the data passes our initialisation took (its full-data
+Also reported, per data set and K: the data passes our initialization took (its full-data
 Lloyd passes, plus the sample read, which touches nearly every chunk when the sample is
 large), our seconds before the first EM pass (the checks, the sample, the k-means runs and
 their judging on the sample in memory, the Lloyd passes) against our whole fit's, EM
@@ -110,7 +110,7 @@ def fit_sklearn(X, k, seed, settings):
 
 
 def fit_ours(X, k, seed, settings):
-    """Our fit, with the data passes its initialisation took (those before the first EM pass)
+    """Our fit, with the data passes its initialization took (those before the first EM pass)
     and the seconds before the first EM pass (checks, sample, k-means, Lloyd passes)."""
     kinds, sample_reads, first_em = [], [], []
     real_pass, real_take = engine.pass_statistics, engine.take_rows
@@ -255,12 +255,12 @@ def main(argv=None):
         help="refit scikit-learn rather than reuse its cached fits",
     )
     what_if = parser.add_argument_group(
-        "what if: the initialisation with other settings than the library's"
+        "what if: the initialization with other settings than the library's"
     )
     what_if.add_argument(
         "--candidates",
         type=int,
-        help="k-means runs on the sample (1: the initialisation before issue 19)",
+        help="k-means runs on the sample (1: the initialization before issue 19)",
     )
     what_if.add_argument("--lloyd-passes", type=int, help="full-data Lloyd passes, at most")
     what_if.add_argument("--sample-rows", type=int, help="rows of the k-means sample")
@@ -285,7 +285,7 @@ def main(argv=None):
         "seeds": list(range(args.seeds)),
         "sample_rows": initialization.SAMPLE_ROWS,
         "lloyd_passes_cap": initialization.LLOYD_PASSES,
-        # getattr: the script also measures the initialisation before these existed
+        # getattr: the script also measures the initialization before these existed
         "kmeans_candidates": getattr(initialization, "KMEANS_CANDIDATES", 1),
         "candidate_rows": getattr(initialization, "CANDIDATE_ROWS", 0),
         "target": TARGET,

@@ -181,7 +181,7 @@ def main(argv=None):
         "",
         f"select_n_components({CANDIDATES}) whole call {sel['all_seconds']:.1f} s vs the same call "
         f"with [16] only {sel['k16_seconds']:.1f} s "
-        f"({sel['all_seconds'] / sel['k16_seconds']:.2f}x; initialisation included, one per "
+        f"({sel['all_seconds'] / sel['k16_seconds']:.2f}x; initialization included, one per "
         "candidate).",
     ]
     result["markdown"] = "\n".join(lines)

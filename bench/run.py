@@ -22,14 +22,14 @@ Data
     component. ``tol=0`` so every fit runs exactly ``max_iter`` iterations.
 
 How an iteration is timed (the same protocol for all three estimators)
-    scikit-learn runs its initialisation (a KMeans on the whole data) even when
+    scikit-learn runs its initialization (a KMeans on the whole data) even when
     ``weights_init``, ``means_init`` and ``precisions_init`` are all given; its ``max_iter=0``
     path cannot be used to skip it either (with ``precisions_init`` given it raises
     AttributeError on ``covariances_`` in scikit-learn 1.9). With ``warm_start=True`` and a
     fitted estimator, ``BaseMixture.fit_predict`` sets ``do_init = False`` and goes straight to
     the EM loop from the current parameters (see ``sklearn/mixture/_base.py``); DiagGMM's
     ``warm_start`` does the same, and with all three inits given it never reads the data to
-    initialise anyway. So, for each estimator and each of ``--repeats`` repeats, a fresh
+    initialize anyway. So, for each estimator and each of ``--repeats`` repeats, a fresh
     estimator does:
 
     1. ``fit`` with ``max_iter=1, warm_start=True`` (untimed: scikit-learn's KMeans happens here;
@@ -190,7 +190,7 @@ def time_estimators(cases, iters, repeats, after_fit=None):
             estimator.set_params(max_iter=1, warm_start=True)
             run["setup_fit_s"].append(
                 _timed_fit(estimator, X)
-            )  # scikit-learn's initialisation runs here
+            )  # scikit-learn's initialization runs here
             run["t_1_s"].append(_timed_fit(estimator, X))
             estimator.set_params(max_iter=iters)
             run["t_iters_s"].append(_timed_fit(estimator, X))

@@ -11,7 +11,7 @@ timings are its own):
                        cluster cost estimate
 ``flow_overhead.py``   the Prefect train flow against the plain library fit
 ``many_models.py``     n_init=8 vs 1 per iteration from a Zarr store (issue 6)
-``init_quality.py``    the default initialisation's mean final lower bound over 10 seeds
+``init_quality.py``    the default initialization's mean final lower bound over 10 seeds
                        vs scikit-learn's, on COADS and the turbidity pixels (issue 19)
 =====================  ==================================================================
 

@@ -40,11 +40,11 @@ def write_store(path, rows, features, chunk_rows):
         compressors=numcodecs.Blosc("lz4", 5, numcodecs.Blosc.SHUFFLE),
     )
     rng = np.random.default_rng(0)
-    centres = rng.normal(scale=5, size=(8, features))
+    centers = rng.normal(scale=5, size=(8, features))
     for start in range(0, rows, chunk_rows):
         n = min(chunk_rows, rows - start)
         array[start : start + n] = (
-            centres[rng.integers(0, 8, n)] + rng.normal(size=(n, features))
+            centers[rng.integers(0, 8, n)] + rng.normal(size=(n, features))
         ).astype("f4")
     return array
 

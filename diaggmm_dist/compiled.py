@@ -1,5 +1,5 @@
-"""The E-step's elementwise passes, compiled with numba: stacking the centred rows and their
-squares, and the normalisation (log-sum-exp over components) with the sums the M-step needs.
+"""The E-step's elementwise passes, compiled with numba: stacking the centered rows and their
+squares, and the normalization (log-sum-exp over components) with the sums the M-step needs.
 
 Around the two matrix products of a sub-block, numpy's passes over the (n, D) rows and the
 (K, n) scores each read and write memory again, and each takes and gives back the GIL: two
@@ -9,7 +9,7 @@ threads lost much of their parallelism to those handovers (see bench/FINDINGS.md
 * :func:`stacked_rows`: ``[x − shift | (x − shift)²]``, the difference taken in float64
   (the shift's precision) and rounded to the buffer's dtype, exactly as numpy's two passes
   round them;
-* :func:`normalise_log_scores`: per model, one loop per component row adds the products'
+* :func:`normalize_log_scores`: per model, one loop per component row adds the products'
   constant and keeps the row maximum, one more does the exponential and the running sum,
   one the log of the sums (and Σ_i log p(x_i) in float64) and one the scaling (and each
   component's Σ_i r_ik in float64). The exponentials are vectorised by the compiler (numpy's
@@ -187,7 +187,7 @@ def _jit_sum(function):
 
 
 @_jit_sum
-def _log_norm_sum(total, top, scale):  # pragma: no cover (compiled)
+def _log_likelihood_sum(total, top, scale):  # pragma: no cover (compiled)
     """In place: total[i] <- log(total[i]) + top[i] (log p(x_i)), scale[i] <- 1 / total[i].
 
     Returns Σ_i log p(x_i) (float64).
@@ -214,10 +214,10 @@ def _scaled_sum(row, scale):  # pragma: no cover (compiled)
 
 
 @_jit
-def _normalise(
-    scores, offset, ends, log_norm, mass, log_norm_sum, top, other
+def _normalize(
+    scores, offset, ends, log_likelihood, mass, log_likelihood_sum, top, other
 ):  # pragma: no cover (compiled)
-    """The normalisation of each model's rows ``scores[ends[g-1]:ends[g]]``, in place.
+    """The normalization of each model's rows ``scores[ends[g-1]:ends[g]]``, in place.
 
     See the module docstring.
     """
@@ -240,7 +240,7 @@ def _normalise(
                 current = src[i]
                 dst[i] = value if value > current else current
             src, dst = dst, src
-        total = log_norm[g]
+        total = log_likelihood[g]
         for i in range(n):
             total[i] = 0
         for k in range(begin, end):
@@ -249,7 +249,7 @@ def _normalise(
                 value = _exp(row[i] - src[i])
                 row[i] = value
                 total[i] += value
-        log_norm_sum[g] = _log_norm_sum(total, src, dst)
+        log_likelihood_sum[g] = _log_likelihood_sum(total, src, dst)
         for k in range(begin, end):
             mass[k] = _scaled_sum(
                 scores[k], dst
@@ -257,28 +257,29 @@ def _normalise(
         begin = end
 
 
-def normalise_log_scores(scores, offset, ends):
-    """:func:`diaggmm_dist.kernels.normalise_log_scores` for C-contiguous float32 or float64 scores.
+def normalize_log_scores(scores, offset, ends):
+    """:func:`diaggmm_dist.kernels.normalize_log_scores` for C-contiguous float32 or float64 scores.
 
     ``offset`` (K, 1) in any float dtype; ``ends`` (int64): where each model's rows end. Returns
-    ``(log_norm, mass, log_norm_sum)`` as the fields of :class:`diaggmm_dist.kernels.Normalised`.
+    ``(log_likelihood, mass, log_likelihood_sum)``, the fields of
+    :class:`diaggmm_dist.kernels.Normalized`.
     """
-    _check("normalise_log_scores", scores)
+    _check("normalize_log_scores", scores)
     n = scores.shape[1]
-    normalised = (
+    normalized = (
         np.empty((len(ends), n), scores.dtype),
         np.empty(scores.shape[0]),
         np.empty(len(ends)),
     )
-    _normalise(
+    _normalize(
         scores,
         offset.astype(scores.dtype, copy=False).ravel(),
         ends,
-        *normalised,
+        *normalized,
         np.empty(n, scores.dtype),
         np.empty(n, scores.dtype),
     )
-    return normalised
+    return normalized
 
 
 @_jit

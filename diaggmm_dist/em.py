@@ -112,7 +112,7 @@ def e_step_models(data_pass, models):
     lower_bounds = []
     for block in blocks:
         scalars = split_statistics(block)[-1]
-        lower_bounds.append(scalars["objective"] / scalars["weight"])
+        lower_bounds.append(scalars["log_likelihood"] / scalars["weight"])
         if not np.isfinite(lower_bounds[-1]):
             raise FloatingPointError(
                 "The log-likelihood is not finite: the data hold values too large for the compute "

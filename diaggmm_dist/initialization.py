@@ -1,4 +1,4 @@
-"""Scalable initialisation: starting parameters without ever materialising the data.
+"""Scalable initialization: starting parameters without ever materialising the data.
 
 Every strategy but ``"split"`` ends the same way: full-data passes of hard (or random)
 responsibilities through the engine, and the M-step of :mod:`diaggmm_dist.mstep` on the
@@ -12,7 +12,7 @@ the centers come from:
     data has more rows than the sample, ``KMEANS_CANDIDATES`` k-means runs are made on the
     sample and the one from which EM on the sample climbs highest is kept
     (:func:`_kmeans_centers`: in memory, no data pass); when the sample is all the data, one
-    run: scikit-learn's own initialisation, draw for draw.
+    run: scikit-learn's own initialization, draw for draw.
 ``"k-means++"``
     k-means++ seeds drawn from the same bounded sample, then one full-data pass.
 ``"random_from_data"``
@@ -26,7 +26,7 @@ the centers come from:
     no randomness, and many more passes than the others).
 
 Several models (the restarts of ``n_init``, the candidates of
-:func:`~diaggmm_dist.selection.select_n_components`) are initialised together by
+:func:`~diaggmm_dist.selection.select_n_components`) are initialized together by
 :func:`initial_parameters_of_models`, because reading the data is the cost and a few more
 models in a pass are nearly free. For ``"kmeans"``, ``"k-means++"`` and
 ``"random_from_data"`` one sample serves every model (each model then draws its own random
@@ -115,7 +115,7 @@ def sample_rows(X, n_rows, random_state, missing="error", weights=None):
     column_means = np.nanmean(sample, axis=0)
     if np.isnan(column_means).any():
         raise ValueError(
-            "Some features have no observed value in the initialisation sample; drop those "
+            "Some features have no observed value in the initialization sample; drop those "
             "features."
         )
     return np.where(np.isnan(sample), column_means, sample), sample_weight
@@ -304,7 +304,7 @@ def _random_statistics(data_pass, sizes, random_state, shift):
     """Statistics of every model's random responsibilities, all from one pass, and the shift.
 
     Each model draws its seed from ``random_state`` in order, so a model's responsibilities
-    are the same whether it is initialised alone or with others. ``shift``: a point near the
+    are the same whether it is initialized alone or with others. ``shift``: a point near the
     data (:func:`~diaggmm_dist.em.first_rows_center`).
     """
     seeds = tuple(int(random_state.randint(np.iinfo(np.int32).max)) for _ in sizes)
@@ -320,7 +320,7 @@ def _starting_centers(
     One sample serves all the models; they draw their random numbers from ``random_state``
     one after the other, in order, after the sample's. The shift (any point near the data
     will do) is the sample's weighted mean: the same whether one model or many are
-    initialised, so that a restart gets the same numbers either way. The draws are on the
+    initialized, so that a restart gets the same numbers either way. The draws are on the
     sample's distinct rows, weighted (:func:`distinct_weighted_rows`).
     """
     if means_init is not None:
@@ -357,7 +357,7 @@ def _starting_centers(
         ]
         passes, tol = 1, 0.0
     else:
-        # data that fits in the sample gets scikit-learn's initialisation, draw for draw
+        # data that fits in the sample gets scikit-learn's initialization, draw for draw
         candidates = KMEANS_CANDIDATES if engine.n_rows(X) > SAMPLE_ROWS else 1
         centers = [
             _few_rows_centers(sample, k)
@@ -405,7 +405,7 @@ def _kmeans_centers(
     n_components : int
     random_state : numpy.random.RandomState
     candidates : int
-        k-means runs; 1 is scikit-learn's initialisation of ``GaussianMixture``, draw for draw.
+        k-means runs; 1 is scikit-learn's initialization of ``GaussianMixture``, draw for draw.
     reg_covar : float
         Added to the variances of the candidates' mixtures.
     sample_weight : ndarray of shape (n,), optional
@@ -433,7 +433,7 @@ def _kmeans_centers(
 def _sample_em_lower_bounds(sample, centers, reg_covar, sample_weight=None):
     """Mean log-likelihood of ``sample`` that EM reaches from each set of ``centers``, in memory.
 
-    Each set starts as the initialisation starts on all rows: the M-step of the rows' hard
+    Each set starts as the initialization starts on all rows: the M-step of the rows' hard
     assignment to their nearest center. EM then runs on the sample, with the fit's kernels,
     E-step and M-step, until its lower bound changes by less than ``CANDIDATE_EM_TOL``, at
     most ``CANDIDATE_EM_ITERATIONS`` iterations. The sets still running share each pass over

@@ -52,8 +52,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
     max_iter : int, default=100
         Number of EM iterations to perform, at most.
     n_init : int, default=1
-        Number of initialisations; the one with the highest lower bound is kept. They are
-        initialised together, then run side by side: every data pass serves all those that
+        Number of initializations; the one with the highest lower bound is kept. They are
+        initialized together, then run side by side: every data pass serves all those that
         need it (one read of each chunk and one stacked matrix product). With
         ``init_params="kmeans"``, ``"k-means++"`` or ``"random_from_data"`` all restarts
         share one sample of the data and each Lloyd pass (the k-means of each restart
@@ -70,11 +70,11 @@ class DiagGMM(DensityMixin, BaseEstimator):
     precisions_init : array-like of shape (n_components, n_features), default=None
         User-provided initial parameters (precisions are inverse variances).
     random_state : int, RandomState instance or None, default=None
-        Seed of the initialisation (and of :meth:`sample`).
+        Seed of the initialization (and of :meth:`sample`).
     warm_start : bool, default=False
         If true, ``fit`` starts from the previous fit's parameters (and ``n_init`` is 1).
     verbose : int, default=0
-        1 prints the initialisation and every ``verbose_interval`` iterations; 2 adds
+        1 prints the initialization and every ``verbose_interval`` iterations; 2 adds
         timings and the change of the lower bound.
     verbose_interval : int, default=10
         Iterations between progress lines.
@@ -108,21 +108,21 @@ class DiagGMM(DensityMixin, BaseEstimator):
     precisions_cholesky_ : ndarray of shape (n_components, n_features)
     converged_ : bool
     n_iter_ : int
-        EM iterations of the best initialisation (:meth:`partial_fit` adds one per batch).
+        EM iterations of the best initialization (:meth:`partial_fit` adds one per batch).
     lower_bound_ : float
-        Mean log-likelihood per sample of the best initialisation at its last iteration
+        Mean log-likelihood per sample of the best initialization at its last iteration
         (of the parameters before the last M-step, as in scikit-learn). After
         :meth:`partial_fit`: the last batch's, under the parameters before its step.
     lower_bounds_ : list of float
-        The lower bound of every iteration of the best initialisation (and of every batch
+        The lower bound of every iteration of the best initialization (and of every batch
         given to :meth:`partial_fit` since).
     n_features_in_ : int
     n_reseeded_ : int
         Components re-seeded (split from the heaviest) because they lost all their mass.
     lower_bounds_per_init_ : list of list of float
-        ``lower_bounds_`` of every initialisation (restart), in order.
+        ``lower_bounds_`` of every initialization (restart), in order.
     best_init_ : int
-        Which initialisation gave the fitted parameters (the first with the best lower bound).
+        Which initialization gave the fitted parameters (the first with the best lower bound).
     running_statistics_ : ndarray of shape (n_components + 1, n_stat_columns(n_features))
         :meth:`partial_fit` only: the running sufficient statistics per unit of sample
         weight, of data shifted by ``running_shift_`` (layout of
@@ -220,7 +220,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         y : ignored
         sample_weight : array-like, dask array or DataArray, optional
             Non-negative weight of every sample (weighted EM); integer weights give the model
-            of the data with rows repeated, the initialisation included when the data has at
+            of the data with rows repeated, the initialization included when the data has at
             most :data:`~diaggmm_dist.initialization.SAMPLE_ROWS` rows (except
             ``init_params="random"``, equal in expectation only; see
             :mod:`diaggmm_dist.initialization`). Chunked like ``X`` if lazy.
@@ -232,7 +232,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
             Table input: the columns to use.
         checkpoint : str or os.PathLike, optional
             Zarr group (local path or fsspec URL) where the training state is written after
-            the initialisation and after every iteration. If it already holds a run with the
+            the initialization and after every iteration. If it already holds a run with the
             same settings and data, the fit resumes after its last complete iteration and
             ends with exactly the model an uninterrupted run gives. ``max_iter`` is not part
             of the settings compared: a run that stopped at a smaller ``max_iter`` (and did
@@ -422,7 +422,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         with ``t`` the number of batches folded in before this one (``n_batches_seen_``), and
         sets the parameters to the M-step of ``s``. Earlier batches are never read again.
 
-        The first call on an unfitted model initialises the parameters on its batch with
+        The first call on an unfitted model initializes the parameters on its batch with
         ``init_params`` (or ``weights_init``/``means_init``/``precisions_init``; ``n_init``
         is not used) and takes the batch's statistics whole, so it gives the model of
         ``fit(batch)`` with ``max_iter=1``. A model fitted by :meth:`fit`, loaded from a store
@@ -559,7 +559,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         return samples
 
     def _map(self, samples, kind):
-        """Lazy per-row results of kind ``"labels"``, ``"proba"``, ``"log_norm"`` or ``"summary"``.
+        """Lazy per-row results of a kind: labels, proba, log_likelihood or summary.
 
         ``samples`` come from :meth:`_prediction_samples` (and shape the result).
         """
@@ -608,7 +608,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
     def score_samples(self, X):
         """Log-likelihood ``log p(x)`` of every row, shape (n_samples,), float64."""
         samples = self._prediction_samples(X)
-        return samples.wrap(self._map(samples, "log_norm"), "log_norm")
+        return samples.wrap(self._map(samples, "log_likelihood"), "log_likelihood")
 
     def score_rows(self, X):
         """Labels, maximum responsibility and log-likelihood of every row, from one pass.
@@ -630,13 +630,13 @@ class DiagGMM(DensityMixin, BaseEstimator):
         return (
             labels,
             samples.wrap(summary[..., 1].astype(np.float32), "max_resp"),
-            samples.wrap(summary[..., 2], "log_norm"),
+            samples.wrap(summary[..., 2], "log_likelihood"),
         )
 
     def _mean_log_likelihood(self, samples):
         """Mean log-likelihood per row of ``samples`` (rows that cannot be scored left out)."""
         mean = da.mean if self.missing == "error" else da.nanmean
-        (value,) = engine.compute(mean(self._map(samples, "log_norm")))
+        (value,) = engine.compute(mean(self._map(samples, "log_likelihood")))
         return float(value)
 
     def score(self, X, y=None):

@@ -5,7 +5,7 @@ all chunks, this is scikit-learn's diagonal M-step:
 
     n_k = N_k + 10 ε,  w_k = n_k / Σ n_k,  μ_k = S1_k / n_k,  σ²_k = S2_k / n_k − μ_k² + reg_covar
 
-where, with missing values marginalised, the per-feature mass S0_kj = Σ r·m takes the place of
+where, with missing values marginalized, the per-feature mass S0_kj = Σ r·m takes the place of
 n_k in μ and σ² (without missing values every S0_kj is exactly N_k), and with four additions
 that never change a well-posed fit:
 
@@ -107,15 +107,15 @@ def m_step(stats, reg_covar, shift, resolution=EPS):
     nk = mass + 10 * EPS
     # Per-feature masses: Σ r·m. Without missing values every column equals N_k exactly.
     denominators = observed + 10 * EPS
-    centred_means = s1 / denominators
-    covariances = np.maximum(s2 / denominators - centred_means**2, 0.0) + reg_covar
+    centered_means = s1 / denominators
+    covariances = np.maximum(s2 / denominators - centered_means**2, 0.0) + reg_covar
     n_observed = observed.sum(axis=0)
     overall_mean = s1.sum(axis=0) / n_observed
     overall_variance = np.maximum(s2.sum(axis=0) / n_observed - overall_mean**2, 0.0)
     # A live component that saw no value of a feature takes the feature's overall moments.
     unseen = (observed < MIN_COMPONENT_MASS) & (mass >= MIN_COMPONENT_MASS)[:, None]
     if unseen.any():
-        centred_means = np.where(unseen, overall_mean, centred_means)
+        centered_means = np.where(unseen, overall_mean, centered_means)
         covariances = np.where(unseen, overall_variance + reg_covar, covariances)
     floor = VARIANCE_FLOOR * overall_variance
     if reg_covar == 0:
@@ -124,7 +124,7 @@ def m_step(stats, reg_covar, shift, resolution=EPS):
         )
     covariances = np.maximum(covariances, floor)
     weights = nk / nk.sum()
-    means = centred_means + shift
+    means = centered_means + shift
     # The masses add up to the number of rows (>= K), so at least one component is alive.
     collapsed = mass < MIN_COMPONENT_MASS
     if collapsed.any():

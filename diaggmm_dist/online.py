@@ -83,13 +83,13 @@ def implied_statistics(weights, means, covariances, reg_covar, shift):
         np.asarray(v, dtype=np.float64) for v in (weights, means, covariances)
     )
     k, d = means.shape
-    centred = means - shift
+    centered = means - shift
     stats = np.zeros((k + 1, n_stat_columns(d)))
     stats[:k, 0] = weights
     stats[:k, 1 : d + 1] = weights[:, None]
-    stats[:k, d + 1 : 2 * d + 1] = weights[:, None] * centred
+    stats[:k, d + 1 : 2 * d + 1] = weights[:, None] * centered
     stats[:k, 2 * d + 1 : 3 * d + 1] = weights[:, None] * (
-        np.maximum(covariances - reg_covar, 0.0) + centred**2
+        np.maximum(covariances - reg_covar, 0.0) + centered**2
     )
     return _with_unit_weight(stats)
 

@@ -1,7 +1,7 @@
 """Choosing the number of components: every candidate K fitted through the same data passes.
 
 Reading the data is the cost of an out-of-core fit; a few more models in each pass are
-nearly free. :func:`select_n_components` initialises one model per candidate, all in the
+nearly free. :func:`select_n_components` initializes one model per candidate, all in the
 same passes (one sample and shared Lloyd passes for ``"kmeans"``, see
 :func:`~diaggmm_dist.initialization.initial_parameters_of_models`), then runs EM on all of
 them side by side (their coefficients stacked, as restarts are in :meth:`DiagGMM.fit`), so
@@ -103,7 +103,7 @@ def select_n_components(
         As in :meth:`DiagGMM.fit`.
     checkpoint : str or os.PathLike, optional
         Zarr group for training checkpoints, as in :meth:`DiagGMM.fit`: every candidate's state
-        is saved after the initialisation and after every iteration, and a rerun with the same
+        is saved after the initialization and after every iteration, and a rerun with the same
         data and settings (candidates and ``heldout_fraction`` included) resumes it and ends
         with exactly the uninterrupted result.
     overwrite_checkpoint : bool, default=False
@@ -134,7 +134,7 @@ def select_n_components(
             raise ValueError(f"select_n_components sets {name} itself: do not pass it.")
     if settings.get("n_init", 1) != 1:
         raise ValueError(
-            "select_n_components fits one initialisation per candidate: n_init must be 1."
+            "select_n_components fits one initialization per candidate: n_init must be 1."
         )
     template = DiagGMM(max(candidates), **settings)
     check_settings(template)
@@ -200,7 +200,7 @@ def select_n_components(
         models[k] = model
         fitted = scores["fit"][index]
         n = fitted["weight"]
-        log_likelihood = fitted["objective"] / n
+        log_likelihood = fitted["log_likelihood"] / n
         held = scores["heldout"][index] if "heldout" in scores else None
         table.append(
             {
@@ -211,7 +211,7 @@ def select_n_components(
                 "aic": parameters.aic(log_likelihood, n, k, n_features),
                 "heldout_log_likelihood": None
                 if held is None or held["weight"] == 0
-                else held["objective"] / held["weight"],
+                else held["log_likelihood"] / held["weight"],
                 "n_iter": state.iteration,
                 "converged": state.converged,
             }

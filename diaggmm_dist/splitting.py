@@ -15,12 +15,12 @@ have unequal sizes, the heaviest by weight is often a large component sitting on
 cluster while a lighter one straddles two; splitting the former wastes the new component
 and EM rarely recovers. Measured on 64 well-separated clusters with weights varying 3×
 (20,000 rows, D = 8, 3 seeds), splitting by weight ended 0.01–0.13 nats per row *below*
-k-means initialisation, and by weight × σ 0.12–0.15 above it.
+k-means initialization, and by weight × σ 0.12–0.15 above it.
 
 Cost: one data pass per EM iteration, so at most 2 + (n_components − 1) ×
 ``SPLIT_EM_ITERATIONS`` passes before the estimator's own EM starts (for K = 64 and the
 default 5, at most 317; EM between splits usually stops earlier at ``tol``). The k-means
-initialisation needs at most ``LLOYD_PASSES`` + 1.
+initialization needs at most ``LLOYD_PASSES`` + 1.
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ def fold_partition(
 ) -> dict:
     """One step of stepwise EM: a model updated with ``data_url`` by ``partial_fit``.
 
-    The model at ``source_url`` (or, when None, a new ``DiagGMM(**settings)`` initialised on
+    The model at ``source_url`` (or, when None, a new ``DiagGMM(**settings)`` initialized on
     this partition) is updated and saved at ``target_url``.
 
     The source is never modified, so a retry repeats exactly the same step.

@@ -5,7 +5,7 @@ crosses a task boundary. The training state lives in the library's checkpoint
 (:class:`diaggmm_dist.stores.checkpoint.Checkpoints`), which is the source of truth for where a
 run is. A task therefore needs no result from the previous one beyond an iteration number:
 
-* ``initialise`` runs ``DiagGMM(max_iter=0).fit(data, checkpoint=...)``: the initialisation,
+* ``initialize`` runs ``DiagGMM(max_iter=0).fit(data, checkpoint=...)``: the initialization,
   checkpointed (or, when the checkpoint already holds this run, nothing: it reports where the
   run is, so a re-run flow continues instead of starting again);
 * ``em-iterations-{first}-{last}`` runs ``DiagGMM(max_iter=last).fit(data, checkpoint=...)``:
@@ -92,7 +92,7 @@ def fitted(spec: FitSpec, max_iter: int, *, on_iteration=None, overwrite_checkpo
     spec : FitSpec
         The data, checkpoint, settings and warm start.
     max_iter : int
-        Iterations at most (0: the initialisation only).
+        Iterations at most (0: the initialization only).
     on_iteration : callable, optional
         Called with each iteration's summary (``DiagGMM.fit``'s ``on_iteration``).
     overwrite_checkpoint : bool, default=False
@@ -145,9 +145,9 @@ def _position(gmm, seconds):
     }
 
 
-@task(name="initialise", **TASK_OPTIONS)
-def initialise(spec: FitSpec, overwrite_checkpoint: bool = False) -> dict:
-    """Initialise the mixture (no EM iteration) into the checkpoint; report where the run is.
+@task(name="initialize", **TASK_OPTIONS)
+def initialize(spec: FitSpec, overwrite_checkpoint: bool = False) -> dict:
+    """Initialize the mixture (no EM iteration) into the checkpoint; report where the run is.
 
     Parameters
     ----------
@@ -177,7 +177,7 @@ def initialise(spec: FitSpec, overwrite_checkpoint: bool = False) -> dict:
         start = (
             f"warm start from {spec.warm_start_from}"
             if spec.warm_start_from
-            else f"{gmm.init_params!r} initialisation"
+            else f"{gmm.init_params!r} initialization"
         )
         logger.info(
             "%s of %d components done in %.2f s", start, gmm.n_components, position["seconds"]
@@ -348,7 +348,7 @@ def fit_in_blocks(
     overwrite_checkpoint: bool = False,
     artifact_key: str = "train-convergence",
 ) -> tuple[dict, list[dict]]:
-    """The EM loop of a flow: ``initialise``, ``em-iterations-1-1``, ``em-iterations-2-{last}``, ...
+    """The EM loop of a flow: ``initialize``, ``em-iterations-1-1``, ``em-iterations-2-{last}``, ...
 
     Call it inside a flow, within the flow's ``dask_client``. The first block is one iteration;
     each following block has as many iterations as fit in ``seconds_per_task`` at the mean
@@ -386,7 +386,7 @@ def fit_in_blocks(
         raise ValueError(
             f"seconds_per_task must be a finite number >= 0, got {seconds_per_task!r}."
         )
-    position = initialise(spec, overwrite_checkpoint=overwrite_checkpoint)
+    position = initialize(spec, overwrite_checkpoint=overwrite_checkpoint)
     seconds, per_iteration, summary = {}, None, None
     while not position["converged"] and position["iteration"] < spec.max_iter:
         first = position["iteration"] + 1

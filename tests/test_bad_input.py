@@ -451,7 +451,7 @@ def test_dtype_spellings_are_accepted(dtype, monkeypatch):
             r"means_init holds 1 NaN or infinite value\(s\)",
         ),
         (
-            dict(means_init="centres"),
+            dict(means_init="centers"),
             TypeError,
             r"means_init must be a numeric array of shape \(2, 3\), got str",
         ),

@@ -39,7 +39,7 @@ SETTINGS = dict(
 #: stopped after 6 iterations: steps 4, 5 and 6 (iterations 4 to 6) are kept
 PARTIAL = dict(SETTINGS, max_iter=6)
 NEWEST, OLDER, OLDEST = "step-00000006", "step-00000005", "step-00000004"
-#: data passes of a resume from step 6, 5, 4, and of a fresh fit (initialisation + 10 iterations)
+#: data passes of a resume from step 6, 5, 4, and of a fresh fit (initialization + 10 iterations)
 FROM = {NEWEST: 4, OLDER: 5, OLDEST: 6, None: 11}
 
 

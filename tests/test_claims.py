@@ -218,8 +218,8 @@ def cube(tmp_path_factory):
     root = tmp_path_factory.mktemp("gridded")
     rng = np.random.default_rng(4)
     regime = rng.integers(0, 3, (4, 30, 40))
-    centres = np.array([[0.1, 0.3, 0.5], [0.4, 0.2, 0.1], [0.2, 0.6, 0.3]])
-    values = (centres[regime] + 0.03 * rng.standard_normal((4, 30, 40, 3))).astype(np.float32)
+    centers = np.array([[0.1, 0.3, 0.5], [0.4, 0.2, 0.1], [0.2, 0.6, 0.3]])
+    values = (centers[regime] + 0.03 * rng.standard_normal((4, 30, 40, 3))).astype(np.float32)
     data = xr.DataArray(
         values,
         dims=("time", "y", "x", "band"),

@@ -310,7 +310,7 @@ def test_fit_info_predict(reference_fit, small_data, cli_address, tmp_path, caps
     assert error.startswith("diaggmm: error: ") and "already exists" in error and "\n" not in error
 
 
-def test_fit_with_split_initialisation(small_data, cli_address, tmp_path):
+def test_fit_with_split_initialization(small_data, cli_address, tmp_path):
     model = tmp_path / "split.zarr"
     settings = [
         "--k",
@@ -545,8 +545,8 @@ def test_models_side_by_side_are_named_on_every_line(small_data, tmp_path):
     )
     for result in (candidates, restarts):
         assert_ok(result)
-        # the models are interleaved, not one after the other: no "next initialisation" between them
-        assert "next initialisation" not in result.stdout and not iterations(result.stdout), (
+        # the models are interleaved, not one after the other: no "next initialization" between them
+        assert "next initialization" not in result.stdout and not iterations(result.stdout), (
             result.stdout
         )
 

@@ -49,25 +49,25 @@ def test_exp_special_values(dtype):
 
 
 def _reference(scores, offset, sizes):
-    """The same normalisation in numpy, float64, model by model."""
+    """The same normalization in numpy, float64, model by model."""
     scores = scores.astype(np.float64) + offset
-    responsibilities, log_norm = [], []
+    responsibilities, log_likelihood = [], []
     for model in np.split(scores, np.cumsum(sizes)[:-1]):
         top = model.max(axis=0)
         exp = np.exp(model - top)
         total = exp.sum(axis=0)
         responsibilities.append(exp / total)
-        log_norm.append(top + np.log(total))
-    return np.concatenate(responsibilities), np.array(log_norm)
+        log_likelihood.append(top + np.log(total))
+    return np.concatenate(responsibilities), np.array(log_likelihood)
 
 
 def _numpy_path(scores, offset=None, sizes=None):
-    """kernels.normalise_log_scores on a copy laid out so that it takes its numpy code."""
+    """kernels.normalize_log_scores on a copy laid out so that it takes its numpy code."""
     copy = np.repeat(scores, 2, axis=1)[:, ::2]  # every other column: a strided view
     assert not copy.flags.c_contiguous
     with np.errstate(invalid="ignore"):  # NaN and -inf - -inf, as in the kernels' callers
-        normalised = kernels.normalise_log_scores(copy, offset, sizes)
-    return copy, normalised
+        normalized = kernels.normalize_log_scores(copy, offset, sizes)
+    return copy, normalized
 
 
 TOLERANCE = {np.float32: 1e-6, np.float64: 1e-14}
@@ -77,31 +77,31 @@ TOLERANCE = {np.float32: 1e-6, np.float64: 1e-14}
 @pytest.mark.parametrize(
     ("sizes", "n"), [((16,), 8192), ((5, 5, 5), 1000), ((2, 7, 3), 300), ((1,), 7), ((64,), 1)]
 )
-def test_normalise_matches_numpy(sizes, n, dtype):
+def test_normalize_matches_numpy(sizes, n, dtype):
     rng = np.random.default_rng(1)
     scores = (rng.normal(-40, 25, (sum(sizes), n))).astype(dtype)
     offset = rng.normal(0, 10, (sum(sizes), 1)).astype(dtype)
     expected, expected_log = _reference(scores, offset, sizes)
-    numpy_scores, numpy_normalised = _numpy_path(scores, offset, sizes)
-    log_norm, mass, log_norm_sum = kernels.normalise_log_scores(
+    numpy_scores, numpy_normalized = _numpy_path(scores, offset, sizes)
+    log_likelihood, mass, log_likelihood_sum = kernels.normalize_log_scores(
         scores, offset, sizes
     )  # contiguous: compiled
-    assert log_norm.shape == (len(sizes), n) and log_norm.dtype == dtype
-    assert mass.dtype == log_norm_sum.dtype == np.float64
+    assert log_likelihood.shape == (len(sizes), n) and log_likelihood.dtype == dtype
+    assert mass.dtype == log_likelihood_sum.dtype == np.float64
     tol = TOLERANCE[dtype]
-    for got, got_log in ((scores, log_norm), (numpy_scores, numpy_normalised.log_norm)):
+    for got, got_log in ((scores, log_likelihood), (numpy_scores, numpy_normalized.log_likelihood)):
         np.testing.assert_allclose(got, expected, rtol=0, atol=tol)
         np.testing.assert_allclose(got_log, expected_log, rtol=tol, atol=10 * tol)
     for model in np.split(scores, np.cumsum(sizes)[:-1]):
         np.testing.assert_allclose(model.sum(axis=0), 1.0, rtol=0, atol=tol)
     # the sums it returns are the sums of what it wrote, in float64, by either path
-    for normalised in (numpy_normalised, (log_norm, mass, log_norm_sum)):
-        np.testing.assert_allclose(normalised[1], expected.sum(axis=1), rtol=10 * tol, atol=tol)
-        np.testing.assert_allclose(normalised[2], expected_log.sum(axis=1), rtol=tol)
+    for normalized in (numpy_normalized, (log_likelihood, mass, log_likelihood_sum)):
+        np.testing.assert_allclose(normalized[1], expected.sum(axis=1), rtol=10 * tol, atol=tol)
+        np.testing.assert_allclose(normalized[2], expected_log.sum(axis=1), rtol=tol)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_normalise_keeps_numpys_meaning_of_nan_and_minus_infinity(dtype):
+def test_normalize_keeps_numpys_meaning_of_nan_and_minus_infinity(dtype):
     scores = np.array(
         [
             [0.0, -1.0, np.nan, -np.inf, np.inf],
@@ -110,17 +110,19 @@ def test_normalise_keeps_numpys_meaning_of_nan_and_minus_infinity(dtype):
         ],
         dtype=dtype,
     )
-    numpy_scores, numpy_normalised = _numpy_path(scores)
-    log_norm = kernels.normalise_log_scores(scores).log_norm[0]
+    numpy_scores, numpy_normalized = _numpy_path(scores)
+    log_likelihood = kernels.normalize_log_scores(scores).log_likelihood[0]
     # A zero-weight component (log weight -inf) gets exactly 0; NaN, or +inf, spoils its row
     # only; a row where every component is -inf is NaN, as numpy makes it.
     assert scores[1, 0] == 0.0 and scores[2, 1] == 0.0
     np.testing.assert_array_equal(np.isnan(scores), np.isnan(numpy_scores))
-    np.testing.assert_array_equal(np.isnan(log_norm), np.isnan(numpy_normalised.log_norm[0]))
+    np.testing.assert_array_equal(
+        np.isnan(log_likelihood), np.isnan(numpy_normalized.log_likelihood[0])
+    )
     assert np.isnan(scores[:, 2:]).all() and not np.isnan(scores[:, :2]).any()
     np.testing.assert_allclose(scores[:, :2], numpy_scores[:, :2], rtol=TOLERANCE[dtype])
     np.testing.assert_allclose(
-        log_norm[:2], numpy_normalised.log_norm[0, :2], rtol=TOLERANCE[dtype]
+        log_likelihood[:2], numpy_normalized.log_likelihood[0, :2], rtol=TOLERANCE[dtype]
     )
 
 
@@ -128,8 +130,12 @@ def test_normalise_keeps_numpys_meaning_of_nan_and_minus_infinity(dtype):
 def test_a_minus_infinite_offset_is_a_component_that_gets_nothing(dtype):
     scores = np.random.default_rng(2).normal(-10, 5, (4, 300)).astype(dtype)
     offset = np.array([[0.0], [-np.inf], [1.0], [-np.inf]], dtype)
-    log_norm, mass, _ = kernels.normalise_log_scores(scores, offset)
-    assert (scores[[1, 3]] == 0).all() and (mass[[1, 3]] == 0).all() and np.isfinite(log_norm).all()
+    log_likelihood, mass, _ = kernels.normalize_log_scores(scores, offset)
+    assert (
+        (scores[[1, 3]] == 0).all()
+        and (mass[[1, 3]] == 0).all()
+        and np.isfinite(log_likelihood).all()
+    )
 
 
 @pytest.mark.parametrize(
@@ -145,9 +151,9 @@ def test_stacked_rows_in_one_pass_are_numpys_two_passes_to_the_bit(data, compute
     rng = np.random.default_rng(4)
     x = (rng.normal(3, 1e3, (1_000, 7)) * rng.choice([1e-3, 1, 1e3], (1_000, 7))).astype(data)
     shift = rng.normal(3, 10, 7).astype(compute)
-    centred = np.empty(x.shape, compute)
-    np.subtract(x, shift, out=centred, casting="unsafe")
-    expected = np.concatenate([centred, centred * centred], axis=1)
+    centered = np.empty(x.shape, compute)
+    np.subtract(x, shift, out=centered, casting="unsafe")
+    expected = np.concatenate([centered, centered * centered], axis=1)
     out = np.full((1_000, 14), np.nan, compute)
     for got in (compiled.stacked_rows(x, shift, out), kernels.stacked_rows(x, shift, out)):
         assert got.dtype == compute and np.array_equal(got, expected)
@@ -185,10 +191,11 @@ def test_without_a_writable_cache_directory_the_loops_compile_in_the_process(tmp
         "import numpy as np\n"
         "from diaggmm_dist import compiled\n"
         "scores = np.log(np.array([[1.0, 3.0], [3.0, 1.0]], dtype=np.float32))\n"
-        "log_norm, _, _ = compiled.normalise_log_scores(scores, np.zeros((2, 1)), np.array([2]))\n"
+        "log_likelihood, _, _ = compiled.normalize_log_scores(\n"
+        "    scores, np.zeros((2, 1)), np.array([2]))\n"
         "assert np.allclose(scores, [[0.25, 0.75], [0.75, 0.25]])"
-        " and np.allclose(log_norm, np.log(4)), scores\n"
-        "assert type(compiled._normalise._cache).__name__ == 'NullCache'"
+        " and np.allclose(log_likelihood, np.log(4)), scores\n"
+        "assert type(compiled._normalize._cache).__name__ == 'NullCache'"
         "  # compiled here, not cached\n"
         "print('ok')\n"
     )

@@ -297,7 +297,7 @@ def test_an_empty_chunk_file_is_refused_not_read_as_the_previous_chunk(tmp_path)
         direct[0:2_000, :]
 
 
-def test_a_frame_of_a_smaller_chunk_is_refused_not_padded_with_uninitialised_rows(tmp_path):
+def test_a_frame_of_a_smaller_chunk_is_refused_not_padded_with_uninitialized_rows(tmp_path):
     # A frame that decodes to fewer bytes than the chunk once filled only the first rows of the
     # destination (np.empty): the rest were whatever memory held.
     array_dir = _write(tmp_path / "data.zarr", 1_000)

@@ -1,4 +1,4 @@
-"""The estimator's API and behaviour: inputs, outputs, initialisation, safety rails."""
+"""The estimator's API and behavior: inputs, outputs, initialization, safety rails."""
 
 import threading
 
@@ -238,7 +238,7 @@ def test_verbose_prints_progress(blobs, capsys):
     assert "Initialization 0" in out and "Iteration 3" in out and "ll change" in out
 
 
-def test_restarts_with_max_iter_zero_keep_the_first_initialisation(blobs):
+def test_restarts_with_max_iter_zero_keep_the_first_initialization(blobs):
     X, _ = blobs
     first = DiagGMM(3, random_state=0, max_iter=0).fit(X)
     several = DiagGMM(3, random_state=0, max_iter=0, n_init=3).fit(X)

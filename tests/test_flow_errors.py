@@ -117,9 +117,9 @@ def test_train_on_a_corrupt_store_fails_at_the_first_attempt(
     error, match = ERRORS[store]
     with pytest.raises(error, match=match):
         state.result()
-    # The initialisation reads every chunk: it fails, once, and no other task runs.
+    # The initialization reads every chunk: it fails, once, and no other task runs.
     (run,) = finished_task_runs(state, 1)
-    assert run.name.startswith("initialise") and run.state_type.value == "FAILED"
+    assert run.name.startswith("initialize") and run.state_type.value == "FAILED"
     assert run.run_count == 1, f"{run.name} ran {run.run_count} times"
     assert not (tmp_path / "model").exists()
 

@@ -227,7 +227,7 @@ def test_train_flow_saves_the_library_fit_and_publishes_its_convergence_table(
     names = sorted(run.name for run in runs)
     last_block = f"em-iterations-2-{FIT['max_iter']}"
     assert em_blocks(runs) == [(1, 1), (2, FIT["max_iter"])], names
-    assert sum(name.startswith("initialise") for name in names) == 1
+    assert sum(name.startswith("initialize") for name in names) == 1
     assert len(runs) == 3 and all(run.state_type.value == "COMPLETED" for run in runs), names
     # One data pass per iteration: a block resumes the checkpoint without repeating any pass.
     em_passes = [name for name, _ in passes if name and name.startswith("em-iterations-")]
@@ -343,7 +343,7 @@ def test_a_failed_iteration_is_retried_and_resumes_from_the_checkpoint(
         run.name.rsplit("-", 1)[0]
         for run in completed_task_runs(again.state_details.flow_run_id, 2)
     )
-    assert names == ["initialise", "save-model"], names
+    assert names == ["initialize", "save-model"], names
     assert passes[passes_before:] == []  # no data pass
     assert_same_model(DiagGMM.load(model_url), plain.model)
 
@@ -361,8 +361,8 @@ def test_wrong_input_fails_the_flow_at_once_without_retries(prefect_api, stores,
     assert state.is_failed()
     with pytest.raises(FileNotFoundError, match="No Zarr array found"):
         state.result()
-    (initialise,) = completed_task_runs(state.state_details.flow_run_id, 1)
-    assert initialise.name.startswith("initialise") and initialise.run_count == 1
+    (initialize,) = completed_task_runs(state.state_details.flow_run_id, 1)
+    assert initialize.name.startswith("initialize") and initialize.run_count == 1
     assert not (tmp_path / "model").exists()
 
 
@@ -674,7 +674,7 @@ def test_retrain_online_folds_new_partitions_into_the_current_model(
         assert all(run.state_type.value == "COMPLETED" for run in runs)
         return sorted(run.name for run in runs if run.name.startswith("fold-partition"))
 
-    # 1. empty registry: a new model initialised on the first partition, the second folded in after
+    # 1. empty registry: a new model initialized on the first partition, the second folded in after
     # it
     state = retrain(root, [stores.train, stores.new], stores.holdout, return_state=True, **common)
     first = state.result()

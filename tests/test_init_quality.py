@@ -1,4 +1,4 @@
-"""The default k-means initialisation, on data larger than its sample, is as good as scikit-learn's.
+"""The default k-means initialization, on data larger than its sample, is as good as scikit-learn's.
 
 scikit-learn's ``GaussianMixture`` runs k-means on all the rows; ours runs it on a sample
 (``initialization.SAMPLE_ROWS``) and then in full-data Lloyd passes. On real data the
@@ -8,7 +8,7 @@ Here the sample is made small (3,000 rows of 33,079) so that a small real data s
 "many rows" for it, as 583,200 turbidity pixels are for the default 100,000.
 
 Control: with ``KMEANS_CANDIDATES = 1`` (one k-means run on the sample, then at most three
-Lloyd passes: the initialisation before the fix) the mean test fails (0.034 nats per row
+Lloyd passes: the initialization before the fix) the mean test fails (0.034 nats per row
 worse than scikit-learn's; with the fix 0.039 better).
 """
 
@@ -53,7 +53,7 @@ def test_mean_lower_bound_over_seeds_is_no_worse_than_sklearns(coads_rows, monke
 
 
 def test_the_start_is_reproducible_from_the_seed(coads_rows, monkeypatch):
-    # a resumed fit initialises again: the same seed must give the same start, bit for bit
+    # a resumed fit initializes again: the same seed must give the same start, bit for bit
     monkeypatch.setattr(initialization, "SAMPLE_ROWS", 3000)
     first, second = (
         DiagGMM(16, random_state=3, max_iter=1, tol=0).fit(coads_rows) for _ in range(2)

@@ -2,7 +2,7 @@
 uninterrupted one.
 
 The child (:data:`CHILD`) runs ``DiagGMM.fit`` on a checkpoint and parks itself at one chosen
-point: at the start of data pass ``n`` (every pass of the fit: the initialisation's and the 12
+point: at the start of data pass ``n`` (every pass of the fit: the initialization's and the 12
 iterations'), inside a checkpoint write (after its first array, before the step's completion
 mark, before the pointer), or after the last iteration. There it writes a marker file and
 sleeps; the parent kills it with a real SIGKILL (no ``finally``, no ``atexit``, the lease's
@@ -30,7 +30,7 @@ from diaggmm_dist import DiagGMM, engine
 from diaggmm_dist.stores import lease
 from diaggmm_dist.stores.checkpoint import CheckpointInUseError, CorruptCheckpointWarning
 
-#: 2 restarts, 12 iterations each: 13 data passes (one initialisation pass serves both
+#: 2 restarts, 12 iterations each: 13 data passes (one initialization pass serves both
 #: restarts, then one pass per iteration), 13 checkpoint writes (one after each pass).
 SETTINGS = dict(
     n_components=3, random_state=4, tol=0.0, max_iter=12, n_init=2, init_params="random"
@@ -230,7 +230,7 @@ def test_sigkill_inside_a_checkpoint_write(
     assert_identical(resumed, straight)
     if write == 1 and phase == "before the pointer":
         # the first step was complete when the pointer was still null: it is the run's
-        # initialisation, used
+        # initialization, used
         assert passes == PASSES - 1
     else:
         assert passes == PASSES - (

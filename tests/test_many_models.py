@@ -49,7 +49,7 @@ def _count_samples(monkeypatch):
     return taken
 
 
-# Every stacked model is normalised in the same compiled call; without weights, each
+# Every stacked model is normalized in the same compiled call; without weights, each
 # component's Σ r and each model's Σ log p come from that call too.
 @pytest.mark.parametrize("with_weights", [True, False])
 @pytest.mark.parametrize("sizes", [(2, 3, 5), (4, 4, 4)])
@@ -115,7 +115,7 @@ def test_kmeans_restarts_share_the_sample_and_the_lloyd_passes(data, monkeypatch
     served, taken = _count_passes(monkeypatch, kinds), _count_samples(monkeypatch)
     gmm = DiagGMM(5, n_init=4, init_params="kmeans", random_state=0, tol=0, max_iter=10).fit(data)
     # one sample read, then at most LLOYD_PASSES passes, the first for all four restarts,
-    # each later one for those whose centres still move; then 10 EM passes for all four
+    # each later one for those whose centers still move; then 10 EM passes for all four
     assert taken == [500]
     init = served[:-10]
     assert set(kinds[: len(init)]) == {"nearest"} and served[-10:] == [4] * 10
@@ -126,9 +126,9 @@ def test_kmeans_restarts_share_the_sample_and_the_lloyd_passes(data, monkeypatch
 
 
 @pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random_from_data", "random"])
-def test_every_restart_starts_from_centres_of_its_own(init_params):
+def test_every_restart_starts_from_centers_of_its_own(init_params):
     # one blob and no clusters: k-means has many local optima (on separated clusters every
-    # restart would find the same centres, only in another order)
+    # restart would find the same centers, only in another order)
     X = da.from_array(np.random.default_rng(8).standard_normal((6000, 4)), chunks=(1000, 4))
     models = initialization.initial_parameters_of_models(
         X, [5] * 4, init_params, np.random.RandomState(0), 1e-6, DataPass(X, "float64")
@@ -137,7 +137,7 @@ def test_every_restart_starts_from_centres_of_its_own(init_params):
     for i in range(4):
         for j in range(i):
             assert not np.allclose(np.sort(models[i][1], axis=0), np.sort(models[j][1], axis=0))
-    # the first is the one-model initialisation with the same random numbers
+    # the first is the one-model initialization with the same random numbers
     alone = initialization.initial_parameters(
         X, 5, init_params, np.random.RandomState(0), 1e-6, DataPass(X, "float64")
     )
@@ -146,7 +146,7 @@ def test_every_restart_starts_from_centres_of_its_own(init_params):
 
 
 @pytest.mark.parametrize("init_params", ["kmeans", "random"])
-def test_the_first_restart_is_the_single_initialisation_fit(data, monkeypatch, init_params):
+def test_the_first_restart_is_the_single_initialization_fit(data, monkeypatch, init_params):
     monkeypatch.setattr(initialization, "SAMPLE_ROWS", 500)  # the sample's rows are drawn too
     single = DiagGMM(5, init_params=init_params, random_state=3, tol=0, max_iter=15).fit(data)
     many = DiagGMM(5, n_init=3, init_params=init_params, random_state=3, tol=0, max_iter=15).fit(
@@ -172,7 +172,7 @@ def test_restarts_that_converge_stop_costing_work(data, monkeypatch):
     gmm = DiagGMM(5, n_init=4, init_params="random", random_state=1, tol=1e-3, max_iter=300).fit(
         data
     )
-    assert served[0] == 4  # one initialisation pass for all four
+    assert served[0] == 4  # one initialization pass for all four
     em = served[1:]
     lengths = sorted(len(bounds) for bounds in gmm.lower_bounds_per_init_)
     assert lengths[0] < lengths[-1]  # they converge at different iterations
@@ -190,9 +190,9 @@ def test_n_init_below_one_is_refused(data):
 def separated():
     """Four well separated components in 3-D."""
     rng = np.random.default_rng(5)
-    centres = np.array([[0, 0, 0], [12, 0, 0], [0, 12, 0], [0, 0, 12]], dtype=float)
+    centers = np.array([[0, 0, 0], [12, 0, 0], [0, 12, 0], [0, 0, 12]], dtype=float)
     labels = rng.integers(0, 4, 8000)
-    return centres[labels] + rng.standard_normal((8000, 3)) * rng.uniform(0.7, 1.3, (4, 3))[labels]
+    return centers[labels] + rng.standard_normal((8000, 3)) * rng.uniform(0.7, 1.3, (4, 3))[labels]
 
 
 def test_bic_picks_the_true_number_of_components(separated, monkeypatch):
@@ -208,7 +208,7 @@ def test_bic_picks_the_true_number_of_components(separated, monkeypatch):
     # the held-out rows agree: 4 is far better than 2, and more components gain almost nothing
     assert by_k[4]["heldout_log_likelihood"] > by_k[2]["heldout_log_likelihood"] + 0.5
     assert abs(by_k[8]["heldout_log_likelihood"] - by_k[4]["heldout_log_likelihood"]) < 0.05
-    # every candidate was initialised from one sample and in the same Lloyd passes, the first
+    # every candidate was initialized from one sample and in the same Lloyd passes, the first
     # for all five; then the EM passes served every candidate still running, all five at first
     init = served[: kinds.index("gaussian")]
     assert len(taken) == 1 and set(kinds[: len(init)]) == {"nearest"}
@@ -258,7 +258,7 @@ def test_bad_selection_settings_are_refused_before_any_work(
 
 @pytest.mark.parametrize("passes", [0, 3, 9])
 def test_a_selection_resumes_from_its_checkpoint(separated, tmp_path, monkeypatch, passes):
-    # one initialisation pass, 8 EM passes (tol=0), then 2 passes scoring the fitted and held-out
+    # one initialization pass, 8 EM passes (tol=0), then 2 passes scoring the fitted and held-out
     # rows
     settings = dict(random_state=2, tol=0, max_iter=8)
     whole = _count_passes(monkeypatch)

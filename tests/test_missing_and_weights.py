@@ -44,16 +44,16 @@ def marginal_e_step(X, weights, means, variances):
         axis=1,
     )[used]
     top = log_dens.max(axis=1, keepdims=True)
-    log_norm = top[:, 0] + np.log(np.exp(log_dens - top).sum(axis=1))
-    resp = np.exp(log_dens - log_norm[:, None])
-    return used, resp, observed[used].astype(float), values[used], log_norm
+    log_likelihood = top[:, 0] + np.log(np.exp(log_dens - top).sum(axis=1))
+    resp = np.exp(log_dens - log_likelihood[:, None])
+    return used, resp, observed[used].astype(float), values[used], log_likelihood
 
 
 def brute_force_marginal_em(X, weights, means, variances, reg_covar, n_iter):
     """Exact EM for a diagonal mixture where each row's likelihood is over its observed features."""
     history = []
     for _ in range(n_iter):
-        _, resp, m, x, log_norm = marginal_e_step(X, weights, means, variances)
+        _, resp, m, x, log_likelihood = marginal_e_step(X, weights, means, variances)
         per_feature = resp.T @ m + 10 * EPS
         new_means = resp.T @ x / per_feature
         new_vars = (
@@ -67,7 +67,7 @@ def brute_force_marginal_em(X, weights, means, variances, reg_covar, n_iter):
         )
         mass = resp.sum(axis=0) + 10 * EPS
         weights, means, variances = mass / mass.sum(), new_means, new_vars
-        history.append((weights, means, variances, log_norm.mean()))
+        history.append((weights, means, variances, log_likelihood.mean()))
     return history
 
 

@@ -83,7 +83,7 @@ def test_an_update_that_forgets_its_history_fails_the_held_out_bound(tmp_path, m
     assert min(gaps) > HELDOUT_GAP, gaps
 
 
-def test_the_first_batch_is_one_em_iteration_from_the_initialisation():
+def test_the_first_batch_is_one_em_iteration_from_the_initialization():
     X, _ = mixture_data(2000, D, K, seed=4)
     first = DiagGMM(K, random_state=3).partial_fit(X)
     fitted = DiagGMM(K, random_state=3, max_iter=1).fit(X)
@@ -209,7 +209,7 @@ def test_integer_weights_count_as_repeated_rows():
         np.testing.assert_allclose(getattr(weighted, name), getattr(repeated, name), rtol=1e-10)
 
 
-def test_marginalised_batches_are_the_brute_force_stepwise_em_update():
+def test_marginalized_batches_are_the_brute_force_stepwise_em_update():
     # The oracle: each batch's responsibilities by brute force over each row's observed
     # features (test_missing_and_weights), its per-feature masked statistics per unit weight,
     # folded into the running ones with the step size, and the M-step on those. Far from the
@@ -230,14 +230,14 @@ def test_marginalised_batches_are_the_brute_force_stepwise_em_update():
         learning_offset=2.0,
     ).fit(holes)
     reg = model.reg_covar
-    # running statistics implied by the fitted parameters: N_k = S0_kj = w_k, uncentred S1, S2
+    # running statistics implied by the fitted parameters: N_k = S0_kj = w_k, uncentered S1, S2
     n, s0 = model.weights_.copy(), np.repeat(model.weights_[:, None], D, axis=1)
     s1 = n[:, None] * model.means_
     s2 = n[:, None] * (model.covariances_ - reg + model.means_**2)
     seen = 0
     for t, rows in enumerate((slice(0, 1000), slice(1000, 2200), slice(2200, 3000))):
         eta = (t + 2.0) ** -0.8
-        used, resp, observed, values, log_norm = marginal_e_step(
+        used, resp, observed, values, log_likelihood = marginal_e_step(
             holes[rows], model.weights_, model.means_, model.covariances_
         )
         batch = (resp.sum(axis=0), resp.T @ observed, resp.T @ values, resp.T @ (values * values))
@@ -252,7 +252,7 @@ def test_marginalised_batches_are_the_brute_force_stepwise_em_update():
         np.testing.assert_allclose(model.weights_, n / n.sum(), rtol=1e-13)
         np.testing.assert_allclose(model.means_, means, rtol=1e-13)
         np.testing.assert_allclose(model.covariances_, s2 / s0 - means**2 + reg, rtol=1e-10)
-        np.testing.assert_allclose(model.lower_bound_, log_norm.mean(), rtol=1e-13)
+        np.testing.assert_allclose(model.lower_bound_, log_likelihood.mean(), rtol=1e-13)
         assert model.n_batches_seen_ == t + 1 and model.n_samples_seen_ == seen
 
 

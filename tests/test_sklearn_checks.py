@@ -3,13 +3,13 @@ for.
 
 ``parametrize_with_checks`` runs every check the installed scikit-learn has for this estimator
 (48 in 1.9), none marked as an expected failure, on five instances: the default
-initialisation, the three others whose weighted fit equals the fit of the repeated rows
+initialization, the three others whose weighted fit equals the fit of the repeated rows
 (see :mod:`diaggmm_dist.initialization`; ``init_params="random"`` draws per row index, so a
 weighted row and its repeated copies get different random responsibilities: equal in
 expectation only, and it is not among them), and missing="marginalize", whose tags allow
 NaN. The tests after it pin what the checks only
 sample: the error wording for every form of input, sparse input, weights in the
-initialisation, ``covariance_type``, and ``reg_covar=0`` on collapsed components.
+initialization, ``covariance_type``, and ``reg_covar=0`` on collapsed components.
 """
 
 import os
@@ -182,10 +182,10 @@ def test_all_zero_weights_say_weight_and_zero(missing):
         DiagGMM(2, missing=missing).fit(X, sample_weight=np.zeros(30))
 
 
-# ------------------------------------------------------- weights in the initialisation
+# ------------------------------------------------------- weights in the initialization
 def clusters(n_per=100, seed=0):
     rng = np.random.default_rng(seed)
-    return np.vstack([rng.normal(centre, 1.0, (n_per, 3)) for centre in (0.0, 4.0, 8.0)])
+    return np.vstack([rng.normal(center, 1.0, (n_per, 3)) for center in (0.0, 4.0, 8.0)])
 
 
 def assert_same_model(a, b, rtol=1e-9):
@@ -199,10 +199,10 @@ def assert_same_model(a, b, rtol=1e-9):
 
 @pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random_from_data", "split"])
 @pytest.mark.parametrize("as_dask", [False, True], ids=["numpy", "dask"])
-def test_integer_weights_equal_repeated_rows_including_the_initialisation(init_params, as_dask):
+def test_integer_weights_equal_repeated_rows_including_the_initialization(init_params, as_dask):
     # as scikit-learn's check_sample_weight_equivalence: the weighted rows shuffled, the
     # repeated ones not; several restarts and chunkings that differ, so that every draw of
-    # the initialisation must be a function of the weighted rows alone
+    # the initialization must be a function of the weighted rows alone
     X = clusters()
     rng = np.random.default_rng(1)
     w = rng.integers(0, 4, X.shape[0])
@@ -226,7 +226,7 @@ def test_integer_weights_equal_repeated_rows_including_the_initialisation(init_p
     )
 
 
-def test_the_initialisation_of_weighted_rows_equals_that_of_repeated_rows():
+def test_the_initialization_of_weighted_rows_equals_that_of_repeated_rows():
     # the starting parameters themselves, not only the fit they lead to
     X = clusters(40)
     w = np.random.default_rng(2).integers(0, 4, X.shape[0])
@@ -261,9 +261,9 @@ def test_weights_of_one_change_nothing(init_params):
     assert_same_model(plain, ones, rtol=1e-12)
 
 
-def test_zero_weight_rows_take_no_part_in_a_sampled_initialisation(monkeypatch):
+def test_zero_weight_rows_take_no_part_in_a_sampled_initialization(monkeypatch):
     # more rows than the sample: the sample is drawn by row, then weighted. Rows of weight 0
-    # (here a far-away cluster) must not become starting centres.
+    # (here a far-away cluster) must not become starting centers.
     monkeypatch.setattr(initialization, "SAMPLE_ROWS", 120)
     rng = np.random.default_rng(3)
     X = np.vstack([clusters(200), rng.normal(50.0, 1.0, (300, 3))])
@@ -285,7 +285,7 @@ def test_zero_weight_rows_take_no_part_in_a_sampled_initialisation(monkeypatch):
         assert np.all(shift < 20)
 
 
-def test_a_bad_lazy_weight_is_refused_before_the_initialisation_uses_it():
+def test_a_bad_lazy_weight_is_refused_before_the_initialization_uses_it():
     X = clusters()
     w = np.ones(len(X))
     w[[5, 250]] = [-1.0, np.nan]
@@ -351,7 +351,7 @@ def saturated():
 
 
 COLLAPSE = [
-    dict(),  # k-means puts a centre on the repeated point: the initialisation collapses
+    dict(),  # k-means puts a center on the repeated point: the initialization collapses
     dict(
         weights_init=[0.75, 0.25],
         means_init=[np.zeros(5), np.full(5, 9.0)],

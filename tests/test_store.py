@@ -177,12 +177,12 @@ def test_resume_skips_the_work_already_done(data, tmp_path, monkeypatch):
     assert len(steps) == KEEP
 
 
-def test_an_older_checkpoint_with_fewer_restarts_initialised_is_completed(
+def test_an_older_checkpoint_with_fewer_restarts_initialized_is_completed(
     data, tmp_path, monkeypatch
 ):
     from diaggmm_dist.stores.checkpoint import Checkpoints
 
-    # Older versions checkpointed after each restart's initialisation: stopped between two,
+    # Older versions checkpointed after each restart's initialization: stopped between two,
     # a run left fewer restarts than n_init, and the random state after the last one. Here
     # restart 0 alone, as the n_init=1 run leaves it.
     straight = DiagGMM(**SETTINGS).fit(data)
@@ -191,7 +191,7 @@ def test_an_older_checkpoint_with_fewer_restarts_initialised_is_completed(
     DiagGMM(**dict(SETTINGS, max_iter=0)).fit(data, checkpoint=url)
     first = Checkpoints(single, zarr.open_group(single, mode="r").attrs["identity"]).latest()
     Checkpoints(url, zarr.open_group(url, mode="r").attrs["identity"]).save(first)
-    # the missing restart is initialised from that random state (one pass, restart 0 is kept),
+    # the missing restart is initialized from that random state (one pass, restart 0 is kept),
     # with the random responsibilities of the uninterrupted run (no sample shared between
     # restarts). The uninterrupted run drew both restarts' in one stacked pass, whose larger
     # matrix product may add in another order: the same numbers up to rounding.

@@ -32,8 +32,8 @@ FEATURES = ["a", "b", "c"]
 def clusters():
     """Three clusters in three features, float64."""
     rng = np.random.default_rng(19)
-    centres = np.array([[0.0, 0.0, 0.0], [4.0, -3.0, 1.0], [-2.0, 5.0, 6.0]])
-    return rng.normal(size=(N_ROWS, 3)) * [1.0, 0.5, 2.0] + centres[rng.integers(3, size=N_ROWS)]
+    centers = np.array([[0.0, 0.0, 0.0], [4.0, -3.0, 1.0], [-2.0, 5.0, 6.0]])
+    return rng.normal(size=(N_ROWS, 3)) * [1.0, 0.5, 2.0] + centers[rng.integers(3, size=N_ROWS)]
 
 
 def _numpy(value):
@@ -239,12 +239,12 @@ SCALES = np.array([1.0, 3.0, 0.5, 2.0])
 @pytest.fixture(scope="module")
 def overlapping():
     """Three overlapping clusters (EM needs many iterations), features of different scales; and
-    their centres.
+    their centers.
     """
     rng = np.random.default_rng(7)
-    centres = rng.normal(scale=1.5, size=(3, 4))
-    X = (rng.normal(size=(20_000, 4)) + centres[rng.integers(3, size=20_000)]) * SCALES
-    return X, centres * SCALES
+    centers = rng.normal(scale=1.5, size=(3, 4))
+    X = (rng.normal(size=(20_000, 4)) + centers[rng.integers(3, size=20_000)]) * SCALES
+    return X, centers * SCALES
 
 
 def _relative_differences(fits, spread):
@@ -261,13 +261,13 @@ def _relative_differences(fits, spread):
 
 @pytest.mark.parametrize("offset", OFFSETS)
 def test_float32_compute_far_from_the_origin_agrees_with_float64(overlapping, offset):
-    X0, centres = overlapping
+    X0, centers = overlapping
     spread = X0.std(axis=0)
     X = X0 + offset * spread
     # the same start and exactly ten iterations (tol=0) for both: only the compute dtype differs
     start = dict(
         weights_init=np.full(3, 1 / 3),
-        means_init=centres + offset * spread,
+        means_init=centers + offset * spread,
         precisions_init=np.ones((3, 4)) / SCALES**2,
         tol=0.0,
         max_iter=10,
@@ -286,8 +286,8 @@ def test_float32_compute_far_from_the_origin_agrees_with_float64(overlapping, of
 @pytest.mark.parametrize(
     "init_params", ["kmeans", "k-means++", "random", "random_from_data", "split"]
 )
-def test_every_initialisation_survives_an_offset_of_1e8_in_float32(overlapping, init_params):
-    # The initialisation's first pass has no model to take a shift from: k-means takes its
+def test_every_initialization_survives_an_offset_of_1e8_in_float32(overlapping, init_params):
+    # The initialization's first pass has no model to take a shift from: k-means takes its
     # sample's mean, "random" and "split" the first rows' mean (both float64).
     X0, _ = overlapping
     spread = X0.std(axis=0)
@@ -309,13 +309,13 @@ def test_float32_input_loses_only_its_own_rounding(overlapping, offset):
     # it moves the means by at most that (measured 1% to 3% of it up to c = 1e5: the roundings
     # average out). Computing on it in float32 adds nothing beyond: it agrees with float64 compute
     # on the same values.
-    X0, centres = overlapping
+    X0, centers = overlapping
     spread = X0.std(axis=0)
     exact = X0 + offset * spread
     rounded = exact.astype(np.float32)
     start = dict(
         weights_init=np.full(3, 1 / 3),
-        means_init=centres + offset * spread,
+        means_init=centers + offset * spread,
         precisions_init=np.ones((3, 4)) / SCALES**2,
         tol=0.0,
         max_iter=10,
@@ -341,12 +341,12 @@ def test_float32_input_loses_only_its_own_rounding(overlapping, offset):
 def test_float32_scoring_far_from_the_origin_agrees_with_float64(overlapping, offset):
     # One model, scored in both precisions (before the float64 shift, a model of this data was
     # 0.96 nats per row off at 1e7 and 50 at 1e8, with 7,433 of 20,000 labels changed).
-    X0, centres = overlapping
+    X0, centers = overlapping
     spread = X0.std(axis=0)
     X = X0 + offset * spread
     start = dict(
         weights_init=np.full(3, 1 / 3),
-        means_init=centres + offset * spread,
+        means_init=centers + offset * spread,
         precisions_init=np.ones((3, 4)) / SCALES**2,
         tol=0.0,
         max_iter=2,

@@ -89,7 +89,7 @@ def fit(args: argparse.Namespace, console: Console) -> int:
     if len(candidates) > 1:
         if args.n_init != 1:
             raise ValueError(
-                "--n-init must be 1 with several --k (one initialisation per candidate)."
+                "--n-init must be 1 with several --k (one initialization per candidate)."
             )
         check_heldout_fraction(args.heldout_fraction, name="--heldout-fraction")
     gmm = DiagGMM(
@@ -148,7 +148,7 @@ def fit(args: argparse.Namespace, console: Console) -> int:
         note = f", resumed after iteration {printer.first_iteration - 1}"
     elif args.checkpoint is not None and printer.first_iteration is None and args.max_iter > 0:
         note = ", taken from the finished run in the checkpoint"
-    # The counts are the kept initialisation's, like n_iter_ (the others shared its passes).
+    # The counts are the kept initialization's, like n_iter_ (the others shared its passes).
     kept = f", kept {labels[gmm.best_init_]}" if labels else ""
     console.print(
         f"done: K={args.k}, {gmm.n_iter_} iterations "

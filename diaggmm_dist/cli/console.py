@@ -93,7 +93,7 @@ class PassBar:
             f"{self.label} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {self.done}/{self.total}"
         )
         if self.lower_bound is None:
-            text += "  initialising"
+            text += "  initializing"
         else:
             named = "" if self.model is None else f"  {self.model}"
             text += f"{named}  lower bound {self.lower_bound:.6f}  delta {_signed(self.change)}"

@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--init",
         choices=INIT_PARAMS,
         default="kmeans",
-        help="initialisation (default: kmeans); split grows the mixture from one component by "
+        help="initialization (default: kmeans); split grows the mixture from one component by "
         "splitting the heaviest, with up to 5 EM passes after each split: robust for large K, "
         "more passes",
     )
@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-iter",
         type=_int_at_least(0),
         default=100,
-        help="EM iterations at most, per initialisation (default: 100)",
+        help="EM iterations at most, per initialization (default: 100)",
     )
     fit.add_argument(
         "--reg-covar",
@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="compute precision of the per-chunk products (default: float64)",
     )
     fit.add_argument(
-        "--seed", type=int, default=0, help="random seed of the initialisation (default: 0)"
+        "--seed", type=int, default=0, help="random seed of the initialization (default: 0)"
     )
     fit.add_argument(
         "--chunk-size",
@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--n-init",
         type=_int_at_least(1),
         default=1,
-        help="initialisations; the best is kept (default: 1)",
+        help="initializations; the best is kept (default: 1)",
     )
 
     predict = commands.add_parser(

@@ -34,7 +34,7 @@ def linke_source_path():
 
 
 def linke_grid(n_lat=2160, n_lon=4320):
-    """Cell-centre latitudes (90 → −90) and longitudes (−180 → 180) of the climatology."""
+    """Cell-center latitudes (90 → −90) and longitudes (−180 → 180) of the climatology."""
     lat = 90 - (np.arange(n_lat) + 0.5) * 180 / n_lat
     lon = -180 + (np.arange(n_lon) + 0.5) * 360 / n_lon
     return lat, lon

@@ -56,7 +56,7 @@ class Samples:
         names = {
             "labels": "labels",
             "proba": "responsibility",
-            "log_norm": "log_likelihood",
+            "log_likelihood": "log_likelihood",
             "max_resp": "max_resp",
         }
         if kind == "labels":

@@ -13,7 +13,7 @@ The E-step of a block is matrix products. With P = 1/σ² and x_c = x − shift,
 so one (K × 2D) matrix, the "linear" one μ_c P beside the "square" one −½ P, times the
 stacked rows [x_c | x_c²] gives every component's log-density at once, and one product of
 the responsibilities with the same rows gives the sufficient statistics r x_c and r x_c²
-(with Σ_i r_ik from the normalisation). Results
+(with Σ_i r_ik from the normalization). Results
 are laid out components × rows (K × n): the log-sum-exp reductions over components then
 run across long contiguous rows instead of along rows of length K. The shift is a
 fixed per-feature offset near the data mean: it changes nothing mathematically but keeps
@@ -45,11 +45,11 @@ without gaps gives bit-identical results under every policy. Rows with no observ
 
 from .blocks import (
     SUB_ROWS,
-    Normalised,
+    Normalized,
     component_log_scores,
     native_order,
     nearest_one_hot,
-    normalise_log_scores,
+    normalize_log_scores,
     random_responsibilities,
     splitmix64,
     stacked_rows,
@@ -63,7 +63,6 @@ from .coefficients import (
 )
 from .rows import row_labels, row_log_likelihood, row_responsibilities, row_summary
 from .statistics import (
-    MISSING,
     SCALARS,
     chunk_statistics,
     model_statistics,
@@ -75,11 +74,10 @@ from .statistics import (
 
 __all__ = [
     "LOG_2PI",
-    "MISSING",
     "SCALARS",
     "SUB_ROWS",
     "Coefficients",
-    "Normalised",
+    "Normalized",
     "chunk_statistics",
     "component_log_scores",
     "distance_coefficients",
@@ -89,7 +87,7 @@ __all__ = [
     "n_stat_rows",
     "native_order",
     "nearest_one_hot",
-    "normalise_log_scores",
+    "normalize_log_scores",
     "pass_models",
     "random_responsibilities",
     "row_labels",

@@ -1,4 +1,4 @@
-"""Operations on one sub-block of rows: stacking, log scores, their normalisation, hashing."""
+"""Operations on one sub-block of rows: stacking, log scores, their normalization, hashing."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import numpy as np
 SUB_ROWS = 8192
 
 
-class Normalised(NamedTuple):
-    """What :func:`normalise_log_scores` returns besides the responsibilities (written in place)."""
+class Normalized(NamedTuple):
+    """What :func:`normalize_log_scores` returns besides the responsibilities (written in place)."""
 
-    log_norm: np.ndarray  # (R, n): log p(x_i) under each model, in the scores' dtype
+    log_likelihood: np.ndarray  # (R, n): log p(x_i) under each model, in the scores' dtype
     mass: np.ndarray  # (K,): Σ_i r_ik of each component, float64
-    log_norm_sum: np.ndarray  # (R,): Σ_i log p(x_i) of each model, float64
+    log_likelihood_sum: np.ndarray  # (R,): Σ_i log p(x_i) of each model, float64
 
 
 def stacked_rows(
@@ -36,14 +36,14 @@ def stacked_rows(
     """
     if observed is None and (compiled := _compiled_for(x, out)):
         return compiled.stacked_rows(x, shift, out)
-    centred = out[:, : x.shape[1]]
+    centered = out[:, : x.shape[1]]
     np.subtract(
         x if observed is None else np.where(observed, x, shift),
         shift,
-        out=centred,
+        out=centered,
         casting="unsafe",
     )
-    np.multiply(centred, centred, out=out[:, x.shape[1] :])
+    np.multiply(centered, centered, out=out[:, x.shape[1] :])
     return out
 
 
@@ -59,7 +59,7 @@ def native_order(x: np.ndarray) -> np.ndarray:
 def _compiled_for(*arrays):
     """:mod:`diaggmm_dist.compiled` if all ``arrays`` are C-contiguous native float32/64, else None.
 
-    The compiled loops give the numbers of the numpy code they replace (the normalisation:
+    The compiled loops give the numbers of the numpy code they replace (the normalization:
     to within its exponential's accuracy); anything else takes the numpy code. numba is
     imported here, on the first pass, not with the package.
     """
@@ -82,7 +82,7 @@ def component_log_scores(
     """Log scores (K, n) of stacked rows (:func:`stacked_rows`) but a per-component constant.
 
     Returns ``(scores, offset)``: the log scores are ``scores + offset``. The constant (K, 1)
-    is left for :func:`normalise_log_scores` to add on its way, which saves a pass over the
+    is left for :func:`normalize_log_scores` to add on its way, which saves a pass over the
     scores. With an observation mask the constant differs from row to row: it is added here,
     over each row's observed features only, and ``offset`` is None.
     """
@@ -94,13 +94,13 @@ def component_log_scores(
     return scores, None
 
 
-def normalise_log_scores(
+def normalize_log_scores(
     scores: np.ndarray, offset: np.ndarray | None = None, model_sizes: tuple | None = None
-) -> Normalised:
+) -> Normalized:
     """Turn log scores (K, n), plus ``offset`` (K, 1), into responsibilities in place (log-sum-exp).
 
     ``model_sizes``: the components of each stacked model (:func:`stack_coefficients`), each
-    normalised on its own; None is one model. Returns a :class:`Normalised`:
+    normalized on its own; None is one model. Returns a :class:`Normalized`:
     ``log p(x_i)`` under each model (R, n), and in float64 each component's Σ_i r_ik (K,)
     and each model's Σ_i log p(x_i) (R,). C-contiguous float32 and float64 scores go through
     :mod:`diaggmm_dist.compiled` (one compiled call, with a faster exponential); the numpy
@@ -109,23 +109,25 @@ def normalise_log_scores(
     ends = np.fromiter(accumulate(model_sizes or (scores.shape[0],)), np.int64)
     offset = np.zeros((scores.shape[0], 1), scores.dtype) if offset is None else offset
     if compiled := _compiled_for(scores):
-        return Normalised(*compiled.normalise_log_scores(scores, offset, ends))
+        return Normalized(*compiled.normalize_log_scores(scores, offset, ends))
     scores += offset
-    log_norm = np.empty((len(ends), scores.shape[1]), scores.dtype)
-    for model, out in zip(np.split(scores, ends[:-1]), log_norm):
+    log_likelihood = np.empty((len(ends), scores.shape[1]), scores.dtype)
+    for model, out in zip(np.split(scores, ends[:-1]), log_likelihood):
         top = model.max(axis=0)
         model -= top
         np.exp(model, out=model)
         total = model.sum(axis=0)
         model *= np.reciprocal(total)  # one division per row, not one per row and component
         np.add(top, np.log(total), out=out)
-    return Normalised(
-        log_norm, scores.sum(axis=1, dtype=np.float64), log_norm.sum(axis=1, dtype=np.float64)
+    return Normalized(
+        log_likelihood,
+        scores.sum(axis=1, dtype=np.float64),
+        log_likelihood.sum(axis=1, dtype=np.float64),
     )
 
 
 def nearest_one_hot(distances: np.ndarray) -> np.ndarray:
-    """One-hot responsibilities (K, n) of the nearest centre, in place; returns the distances."""
+    """One-hot responsibilities (K, n) of the nearest center, in place; returns the distances."""
     nearest = distances.argmin(axis=0)
     columns = np.arange(distances.shape[1])
     best = distances[nearest, columns]
@@ -144,7 +146,7 @@ def splitmix64(values: np.ndarray | np.uint64) -> np.ndarray | np.uint64:
 
 
 def random_responsibilities(rows, n_components: int, seed: int, dtype) -> np.ndarray:
-    """Uniform random responsibilities (K, n) for the given global row indices, columns normalised.
+    """Uniform random responsibilities (K, n) for the given global row indices, columns normalized.
 
     Each value is a hash of (seed, row, component), so a row gets the same numbers whatever
     block or sub-block it falls in, and whatever the shape of the array it comes from.

@@ -10,7 +10,7 @@ LOG_2PI = float(np.log(2.0 * np.pi))
 
 
 class Coefficients(NamedTuple):
-    """Per-component log-score coefficients for rows centred by ``shift``.
+    """Per-component log-score coefficients for rows centered by ``shift``.
 
     ``shift`` is float64 whatever the compute dtype (the dtype of the other fields, :attr:`dtype`).
 
@@ -94,22 +94,22 @@ def log_prob_coefficients(weights, means, precisions, shift, dtype) -> Coefficie
     weights, means, precisions, shift = (
         np.asarray(v, dtype=np.float64) for v in (weights, means, precisions, shift)
     )
-    centred = means - shift
+    centered = means - shift
     with np.errstate(divide="ignore"):  # a zero weight is a component that is never chosen
         log_w = np.log(weights)
-    feature = -0.5 * (LOG_2PI + centred * centred * precisions - np.log(precisions))
-    return _coefficients(shift, -0.5 * precisions, centred * precisions, feature, log_w, dtype)
+    feature = -0.5 * (LOG_2PI + centered * centered * precisions - np.log(precisions))
+    return _coefficients(shift, -0.5 * precisions, centered * precisions, feature, log_w, dtype)
 
 
 def distance_coefficients(centers, shift, dtype) -> Coefficients:
-    """Coefficients whose products give the squared distance of each row to each centre."""
+    """Coefficients whose products give the squared distance of each row to each center."""
     centers, shift = np.asarray(centers, dtype=np.float64), np.asarray(shift, dtype=np.float64)
-    centred = centers - shift
+    centered = centers - shift
     return _coefficients(
         shift,
-        np.ones_like(centred),
-        -2.0 * centred,
-        centred * centred,
-        np.zeros(centred.shape[0]),
+        np.ones_like(centered),
+        -2.0 * centered,
+        centered * centered,
+        np.zeros(centered.shape[0]),
         dtype,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .blocks import component_log_scores, native_order, normalise_log_scores, stacked_rows
+from .blocks import component_log_scores, native_order, normalize_log_scores, stacked_rows
 
 
 def _responsibilities(x, coef, missing):
@@ -22,7 +22,7 @@ def _responsibilities(x, coef, missing):
     else:
         usable, mask = observed.any(axis=1), observed.astype(dtype)
     scores, offset = component_log_scores(stacked_rows(x, coef.shift, buffer, observed), coef, mask)
-    return scores, normalise_log_scores(scores, offset).log_norm[0], usable
+    return scores, normalize_log_scores(scores, offset).log_likelihood[0], usable
 
 
 def row_summary(x: np.ndarray, coef, missing: str = "error") -> np.ndarray:
@@ -32,12 +32,14 @@ def row_summary(x: np.ndarray, coef, missing: str = "error") -> np.ndarray:
     ``"marginalize"`` no observed feature) get label -1 and NaN.
     """
     with np.errstate(invalid="ignore", over="ignore"):
-        scores, log_norm, usable = _responsibilities(x, coef, missing)
-        finite = np.isfinite(log_norm) if usable is None else np.isfinite(log_norm) & usable
+        scores, log_likelihood, usable = _responsibilities(x, coef, missing)
+        finite = (
+            np.isfinite(log_likelihood) if usable is None else np.isfinite(log_likelihood) & usable
+        )
         out = np.empty((x.shape[0], 3))
         out[:, 0] = np.where(finite, scores.argmax(axis=0), -1)
         out[:, 1] = np.where(finite, scores.max(axis=0), np.nan)
-        out[:, 2] = np.where(finite, log_norm, np.nan)
+        out[:, 2] = np.where(finite, log_likelihood, np.nan)
     return out
 
 

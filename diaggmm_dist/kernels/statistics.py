@@ -9,15 +9,13 @@ from .blocks import (
     component_log_scores,
     native_order,
     nearest_one_hot,
-    normalise_log_scores,
+    normalize_log_scores,
     random_responsibilities,
     stacked_rows,
 )
 
-MISSING = ("error", "drop", "marginalize")
-
 #: The scalars carried in the last row of a statistics block.
-SCALARS = ("objective", "weight", "rows", "nan", "inf", "bad_weights")
+SCALARS = ("log_likelihood", "weight", "rows", "nan", "inf", "bad_weights")
 
 
 def n_stat_columns(n_features: int) -> int:
@@ -96,7 +94,7 @@ def chunk_statistics(
         time, after the shift is subtracted in the wider precision (see the module docstring).
     pass_spec : tuple
         What the pass computes, a tag and its parameters: ``("gaussian", coef)`` (the
-        E-step), ``("nearest", coef)`` (hard assignment to the nearest centre; ``coef`` from
+        E-step), ``("nearest", coef)`` (hard assignment to the nearest center; ``coef`` from
         :func:`distance_coefficients`) or
         ``("random", shift, sizes, seeds, dtype)`` (uniform random responsibilities of models
         with ``sizes`` components, each from its own seed, stacked as
@@ -117,7 +115,7 @@ def chunk_statistics(
         For stacked coefficients (:func:`stack_coefficients`), one such block per model, one
         under the other (:func:`model_statistics` splits them). Row k is
         ``[N_k, S0_k, S1_k, S2_k]`` with S0 = Σ r·m (per feature), S1 = Σ r·m·x_c,
-        S2 = Σ r·m·x_c². The last row holds :data:`SCALARS`: the objective (Σ w log p(x_i)
+        S2 = Σ r·m·x_c². The last row holds :data:`SCALARS`: the log_likelihood (Σ w log p(x_i)
         for Gaussian responsibilities, Σ w·distance² for nearest ones), the total weight
         and number of the rows used, the NaN and infinite values, and the bad weights.
     """
@@ -135,7 +133,7 @@ def chunk_statistics(
     score_buffer = np.empty(k * size, dtype)  # (K, m) views of it stay contiguous for any m
     mass = np.zeros(k)
     s0, s12 = np.zeros((k, d)), np.zeros((k, 2 * d))
-    objective = np.zeros(len(models))
+    log_likelihood = np.zeros(len(models))
     weight_used = rows_used = 0.0
     n_nan = n_inf = bad_weights = 0
     if weights is not None and count_nonfinite:
@@ -153,7 +151,7 @@ def chunk_statistics(
             else:
                 used = observed.all(axis=1) if missing == "drop" else observed.any(axis=1)
                 mask = observed.astype(dtype) if missing == "marginalize" else None
-            sub_mass = sub_objective = row_objective = None
+            sub_mass = sub_log_likelihood = row_log_likelihood = None
             if kind == "random":
                 resp = np.concatenate(
                     [
@@ -169,13 +167,13 @@ def chunk_statistics(
                     out=score_buffer[: k * m].reshape(k, m),
                 )
                 if kind == "gaussian":
-                    row_objective, sub_mass, sub_objective = normalise_log_scores(
+                    row_log_likelihood, sub_mass, sub_log_likelihood = normalize_log_scores(
                         resp, offset, sizes
                     )
                 else:
                     if offset is not None:
                         resp += offset
-                    row_objective = np.array(
+                    row_log_likelihood = np.array(
                         [nearest_one_hot(resp[model]) for model in models]
                     )  # (models, m)
             row_weight = None if weights is None else weights[start : start + m].astype(dtype)
@@ -188,16 +186,16 @@ def chunk_statistics(
                 rows_used += float(
                     np.count_nonzero(row_weight > 0) if used is None else np.count_nonzero(used)
                 )
-                if row_objective is not None:
-                    counted = np.where(row_weight > 0, row_objective, 0).astype(np.float64)
-                    objective += counted @ row_weight.astype(np.float64)
+                if row_log_likelihood is not None:
+                    counted = np.where(row_weight > 0, row_log_likelihood, 0).astype(np.float64)
+                    log_likelihood += counted @ row_weight.astype(np.float64)
             else:
                 weight_used += m
                 rows_used += m
-                if sub_objective is not None:
-                    objective += sub_objective
-                elif row_objective is not None:
-                    objective += row_objective.sum(axis=1, dtype=np.float64)
+                if sub_log_likelihood is not None:
+                    log_likelihood += sub_log_likelihood
+                elif row_log_likelihood is not None:
+                    log_likelihood += row_log_likelihood.sum(axis=1, dtype=np.float64)
             if sub_mass is None:
                 sub_mass = resp.sum(axis=1)
             mass += sub_mass
@@ -207,12 +205,14 @@ def chunk_statistics(
                 s0 += sub_mass[:, None]
             s12 += resp @ stacked
     stats = np.zeros((n_stat_rows(sizes), n_stat_columns(d)))
-    for model, block, model_objective in zip(models, model_statistics(stats, sizes), objective):
+    for model, block, model_log_likelihood in zip(
+        models, model_statistics(stats, sizes), log_likelihood
+    ):
         size = model.stop - model.start
         block[:size, 0] = mass[model]
         block[:size, 1 : d + 1], block[:size, d + 1 : 3 * d + 1] = s0[model], s12[model]
         block[size, : len(SCALARS)] = (
-            model_objective,
+            model_log_likelihood,
             weight_used,
             rows_used,
             n_nan,

@@ -11,7 +11,7 @@ Layout::
             restart-1      (3, K, D): means, covariances and precisions; its attributes hold
             ...            the rest: weights, restart, iteration, lower_bounds, finished,
                            converged, n_reseeded, rng (the random generator's state after the
-                           initialisation)
+                           initialization)
     checkpoint.zarr.lease  while a fit runs: who holds the checkpoint (:mod:`.lease`)
 
 One array per restart, its attributes written with its metadata, is a few small writes: the
@@ -46,7 +46,7 @@ import weakref
 import zarr
 from zarr.errors import BaseZarrError
 
-from .checkpoint_steps import STEP_NAME, list_steps, normalised, read_step, step_number, write_step
+from .checkpoint_steps import STEP_NAME, list_steps, normalized, read_step, step_number, write_step
 from .lease import CheckpointInUseError, Lease, raise_if_in_use
 from .model_checks import ModelStoreError
 from .zarr_groups import (
@@ -217,7 +217,7 @@ class Checkpoints:
     def __init__(self, url, identity, overwrite=False, lease=True):
         self.url = os.fspath(url)
         self._store = _store_of(self.url)
-        self.identity = normalised(identity)
+        self.identity = normalized(identity)
         self._overwrite = overwrite
         self._names = None  # the step names, newest first, once listed
         self._unusable = set()  # steps found unusable by latest(): not counted as kept

@@ -22,14 +22,14 @@ import numpy as np
 from ..state import TrainingState
 from .model_checks import ModelStoreError, check_mixture, read_array
 
-__all__ = ["STEP_NAME", "list_steps", "normalised", "read_step", "step_number", "write_step"]
+__all__ = ["STEP_NAME", "list_steps", "normalized", "read_step", "step_number", "write_step"]
 
 #: Names of steps; their number orders them.
 STEP_NAME = re.compile(r"^step-(\d{8})$")
 _RESTART = re.compile(r"^restart-(\d+)$")
 
 
-def normalised(value):
+def normalized(value):
     """``value`` as it reads back from JSON (tuples become lists, numpy scalars numbers)."""
     return json.loads(json.dumps(value))
 
@@ -215,7 +215,7 @@ def write_step(root, name: str, states) -> None:
 def _attributes(state):
     """The JSON attributes of one restart's array: everything of ``state`` but the three planes."""
     _, keys, pos, has_gauss, cached = state.random_state
-    return normalised(
+    return normalized(
         {
             "shape": list(np.shape(state.means)),
             "weights": [float(v) for v in state.weights],
