@@ -131,9 +131,8 @@ class CheckedCodecPipeline(BatchedCodecPipeline):
                 and all(isinstance(c, TransposeCodec) for c in self.array_array_codecs)
             )
             return (decoded, self.bytes_bytes_codecs[-1].typesize) if plain else (None, None)
-        compressor = getattr(
-            codec, "compressor", None
-        )  # Zarr v2: zarr's V2Codec(filters, compressor)
+        # Zarr v2: zarr's V2Codec(filters, compressor)
+        compressor = getattr(codec, "compressor", None)
         if getattr(compressor, "codec_id", None) == "blosc":
             # no typesize: numcodecs' Blosc(typesize=...) writes its own, and Zarr v2 metadata does
             # not keep it

@@ -81,9 +81,8 @@ def _exp_for(x):  # pragma: no cover (compiled)
     if x == types.float32:
 
         def exp32(x):
-            m = (x * _F32(1.4426950408889634) + _F32(12582912.0)) - _F32(
-                12582912.0
-            )  # round(x / ln 2)
+            # round(x / ln 2)
+            m = (x * _F32(1.4426950408889634) + _F32(12582912.0)) - _F32(12582912.0)
             r = (x - m * _F32(0.693359375)) - m * _F32(-2.12194440e-4)
             p = _F32(1.9875691500e-4) * r + _F32(1.3981999507e-3)
             p = ((p * r + _F32(8.3334519073e-3)) * r + _F32(4.1665795894e-2)) * r + _F32(
@@ -91,9 +90,8 @@ def _exp_for(x):  # pragma: no cover (compiled)
             )
             p = (p * r + _F32(5.0000001201e-1)) * r * r + r + _F32(1.0)
             power = _float_from_bits(np.int32((np.int32(m) + np.int32(127)) << np.int32(23)))  # 2^m
-            return (
-                _F32(0) if x < _UNDERFLOW32 else p * power
-            )  # the test is False for NaN: NaN stays
+            # the test is False for NaN: NaN stays
+            return _F32(0) if x < _UNDERFLOW32 else p * power
 
         return exp32
     if x == types.float64:
@@ -112,12 +110,10 @@ def _exp_for(x):  # pragma: no cover (compiled)
                 (3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
                 + 2.27265548208155028766e-1
             ) * rr + 2.00000000000000000009e0
-            power = _float_from_bits(
-                np.int64((np.int64(m) + np.int64(1023)) << np.int64(52))
-            )  # 2^m
-            return (
-                0.0 if x < _UNDERFLOW64 else (1.0 + 2.0 * (p / (q - p))) * power
-            )  # NaN stays, as above
+            # 2^m
+            power = _float_from_bits(np.int64((np.int64(m) + np.int64(1023)) << np.int64(52)))
+            # NaN stays, as above
+            return 0.0 if x < _UNDERFLOW64 else (1.0 + 2.0 * (p / (q - p))) * power
 
         return exp64
     return None
@@ -130,9 +126,8 @@ def _stack_rows(x, shift, rows):  # pragma: no cover (compiled)
     for i in range(n):
         row, out = x[i], rows[i]
         for j in range(d):
-            out[j] = (
-                row[j] - shift[j]
-            )  # in float64 (the shift's), then stored in the buffer's precision
+            # in float64 (the shift's), then stored in the buffer's precision
+            out[j] = row[j] - shift[j]
         for j in range(d):
             out[d + j] = out[j] * out[j]
 
@@ -149,9 +144,8 @@ def _stack_rows_in_two_passes(x, shift, rows):  # pragma: no cover (compiled)
     for i in range(n):
         row, out = x[i], rows[i]
         for j in range(d):
-            out[j] = (
-                row[j] - shift[j]
-            )  # in float64 (the shift's), then stored in the buffer's precision
+            # in float64 (the shift's), then stored in the buffer's precision
+            out[j] = row[j] - shift[j]
     for i in range(n):
         out = rows[i]
         for j in range(d):
@@ -251,9 +245,8 @@ def _normalize(
                 total[i] += value
         log_likelihood_sum[g] = _log_likelihood_sum(total, src, dst)
         for k in range(begin, end):
-            mass[k] = _scaled_sum(
-                scores[k], dst
-            )  # one division per row, not one per row and component
+            # one division per row, not one per row and component
+            mass[k] = _scaled_sum(scores[k], dst)
         begin = end
 
 

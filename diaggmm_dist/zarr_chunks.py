@@ -208,9 +208,8 @@ class DirectRows:
         start, stop, within = around
         chunks = self._read_rows(start, stop)
         part = chunks[within]
-        return (
-            part if np.size(part) == chunks.size else part.copy()
-        )  # a view would keep every chunk alive
+        # a view would keep every chunk alive
+        return part if np.size(part) == chunks.size else part.copy()
 
     def _read_rows(self, start, stop):
         """Rows ``start:stop`` (whole chunks of rows; the last may be short) as a new array."""

@@ -31,9 +31,8 @@ def write_scores(
 
     model = DiagGMM.load(model_url)
     with on_scheduler(scheduler_address):
-        scores.write_scores(
-            model, data_url, out_url, overwrite=True
-        )  # a retry or re-run rewrites it whole
+        # a retry or re-run rewrites it whole
+        scores.write_scores(model, data_url, out_url, overwrite=True)
     group = zarr.open_group(out_url, mode="r")
     return {
         "out_url": str(out_url),
