@@ -16,7 +16,8 @@ from sklearn.utils.validation import check_is_fitted
 from . import engine, inputs, kernels, online, parameters, persistence
 from .data_pass import DataPass, check_in_memory
 from .em import data_center
-from .fitting import EMRun, EMSettings, checkpoint_identity
+from .em_settings import EMSettings, checkpoint_identity
+from .fitting import EMRun
 from .initialization import initial_parameters, initial_parameters_of_models
 from .parameters import MixtureParameters
 from .state import TrainingState
