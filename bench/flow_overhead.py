@@ -452,7 +452,7 @@ def main(argv=None):
     from sklearn.exceptions import ConvergenceWarning
 
     warnings.simplefilter("ignore", ConvergenceWarning)
-    from flows.tasks import SECONDS_PER_TASK
+    from flows.blocks import SECONDS_PER_TASK
 
     if args.seconds_per_task is None:
         args.seconds_per_task = SECONDS_PER_TASK

@@ -11,7 +11,7 @@ Data (real, in memory, float64, rows holding a NaN dropped):
 * ``coads``: the COADS surface-marine climatology (Debian ``ferret-datasets``): rows are
   the grid points x months with every variable observed (99,235), features its seven
   variables (SST, AIRT, SPEH, WSPD, UWND, VWND, SLP). Fewer rows than the initialization's
-  sample (``initialization.SAMPLE_ROWS``): the k-means runs on all of them.
+  sample (``seeding.SAMPLE_ROWS``): the k-means runs on all of them.
 * ``turbidity``: the turbidity demo's pixels (pvlib's Linke-turbidity climatology, see
   ``diaggmm_dist/datasets/linke.py``), every ``--stride``-th latitude and longitude (4: 583,200
   pixels) x 12 months. Several times the sample: the k-means runs on a sample, then on all
@@ -52,7 +52,7 @@ from _common import DATA, machine_info, machine_line, verdict, write_json  # noq
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.mixture import GaussianMixture  # noqa: E402
 
-from diaggmm_dist import DiagGMM, engine, initialization  # noqa: E402
+from diaggmm_dist import DiagGMM, engine, seeding  # noqa: E402
 
 #: Nats per row ours may be worse than scikit-learn's, on the mean over seeds.
 TARGET = 0.005
@@ -274,7 +274,7 @@ def main(argv=None):
         ("SAMPLE_ROWS", args.sample_rows),
     ):
         if value is not None:
-            setattr(initialization, name, value)
+            setattr(seeding, name, value)
     warnings.simplefilter("ignore", ConvergenceWarning)
     settings = {"tol": 1e-3, "max_iter": 100, "reg_covar": 1e-6}
     cache = _load_cache(not args.no_cache)
@@ -283,11 +283,11 @@ def main(argv=None):
         "machine": machine_info(),
         "settings": settings,
         "seeds": list(range(args.seeds)),
-        "sample_rows": initialization.SAMPLE_ROWS,
-        "lloyd_passes_cap": initialization.LLOYD_PASSES,
+        "sample_rows": seeding.SAMPLE_ROWS,
+        "lloyd_passes_cap": seeding.LLOYD_PASSES,
         # getattr: the script also measures the initialization before these existed
-        "kmeans_candidates": getattr(initialization, "KMEANS_CANDIDATES", 1),
-        "candidate_rows": getattr(initialization, "CANDIDATE_ROWS", 0),
+        "kmeans_candidates": getattr(seeding, "KMEANS_CANDIDATES", 1),
+        "candidate_rows": getattr(seeding, "CANDIDATE_ROWS", 0),
         "target": TARGET,
         "notes": notes,
         "rows": [],

@@ -16,7 +16,8 @@ from sklearn.utils.validation import check_is_fitted
 from . import engine, inputs, kernels, online, parameters, persistence
 from .data_pass import DataPass, check_in_memory
 from .em import data_center
-from .fitting import EMRun, EMSettings, checkpoint_identity
+from .em_settings import EMSettings, checkpoint_identity
+from .fitting import EMRun
 from .initialization import initial_parameters, initial_parameters_of_models
 from .parameters import MixtureParameters
 from .state import TrainingState
@@ -221,7 +222,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         sample_weight : array-like, dask array or DataArray, optional
             Non-negative weight of every sample (weighted EM); integer weights give the model
             of the data with rows repeated, the initialization included when the data has at
-            most :data:`~diaggmm_dist.initialization.SAMPLE_ROWS` rows (except
+            most :data:`~diaggmm_dist.seeding.SAMPLE_ROWS` rows (except
             ``init_params="random"``, equal in expectation only; see
             :mod:`diaggmm_dist.initialization`). Chunked like ``X`` if lazy.
         feature_dim : str, optional

@@ -21,7 +21,8 @@ from sklearn.utils import check_random_state
 from . import engine, inputs, kernels, parameters
 from .data_pass import DataPass
 from .em import e_step_models
-from .fitting import EMRun, EMSettings, checkpoint_identity
+from .em_settings import EMSettings, checkpoint_identity
+from .fitting import EMRun
 from .initialization import initial_parameters_of_models
 from .mixture import DiagGMM
 from .validation import check_selection, check_settings

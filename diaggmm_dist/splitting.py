@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fitting import EMRun, EMSettings
+from .em_settings import EMSettings
+from .fitting import EMRun
 from .mstep import add_components_by_splitting, m_step
 from .parameters import MixtureParameters
 

@@ -28,9 +28,9 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
+from .blocks import SECONDS_PER_TASK, fit_in_blocks
 from .runtime import TASK_OPTIONS, on_scheduler
 from .specs import FitSpec
-from .tasks import SECONDS_PER_TASK, fit_in_blocks
 
 #: Settings of a model trained from scratch by retrain (a warm start keeps the current model's).
 FROM_SCRATCH = {"tol": 1e-3, "init_params": "kmeans", "dtype": "float32", "random_state": 0}

@@ -38,7 +38,7 @@ def is_transient(error: BaseException) -> bool:
     distributed's ``KilledWorker``. Everything else fails the same way again and is not retried:
     wrong input or settings (``ValueError``, ``TypeError``: a corrupt chunk, a checkpoint of
     another run, out-of-range settings; raised on a dask worker, they arrive as they were
-    raised), numerical failures, library defects (``flows.tasks.CheckpointDidNotAdvance``).
+    raised), numerical failures, library defects.
 
     Parameters
     ----------

@@ -5,14 +5,14 @@ crosses a task boundary. The training state lives in the library's checkpoint
 (:class:`diaggmm_dist.stores.checkpoint.Checkpoints`), which is the source of truth for where a
 run is. A task therefore needs no result from the previous one beyond an iteration number:
 
-* ``initialize`` runs ``DiagGMM(max_iter=0).fit(data, checkpoint=...)``: the initialization,
-  checkpointed (or, when the checkpoint already holds this run, nothing: it reports where the
-  run is, so a re-run flow continues instead of starting again);
-* ``em-iterations-{first}-{last}`` runs ``DiagGMM(max_iter=last).fit(data, checkpoint=...)``:
-  it resumes from the checkpoint (``max_iter`` is not part of a checkpoint's identity) and runs
-  the iterations still missing up to ``last`` (fewer if EM converges) in one fit; the library
-  checkpoints every one of them and reports each through ``fit(on_iteration=...)``, which the
-  task logs and returns as one row per iteration. A retry after a failure resumes the same way,
+* ``initialize`` runs ``DiagGMM(max_iter=max_iter).fit(data, checkpoint=..., until=0)``: the
+  initialization, checkpointed (or, when the checkpoint already holds this run, nothing: it
+  reports where the run is, so a re-run flow continues instead of starting again);
+* ``em-iterations-{first}-{last}`` runs the same fit with ``until=last``: it resumes from the
+  checkpoint and runs the iterations still missing up to ``last`` (fewer if EM converges) in
+  one fit, then pauses (:class:`diaggmm_dist.fitting.EMRun`); the library checkpoints every one
+  of them and reports each through ``fit(on_iteration=...)``, which the task logs and returns
+  as one row per iteration. A retry after a failure resumes the same way,
   so it repeats at most the interrupted pass, and the result is bit for bit the one of an
   uninterrupted fit. The block that ends the fit (convergence or the flow's ``max_iter``) also
   saves the model;
@@ -20,15 +20,9 @@ run is. A task therefore needs no result from the previous one beyond an iterati
   finished, so no data pass happens) and saves the model: only when no block ended the fit
   (a re-run of a finished fit, or ``max_iter=0``).
 
-Why blocks: the cost of a task beyond its EM passes (Prefect's task run, and the fit's set-up:
-opening the data, its fingerprint, which reads a few chunks, reading the checkpoint) is a few
-hundred milliseconds, a large share of an iteration of about a second.
-:func:`fit_in_blocks` sizes the blocks so that a task lasts about ``seconds_per_task`` (from
-the iterations timed so far; the first block is one iteration, to time it), which amortises
-that cost while a retry still repeats at most one iteration.
-
 Every task takes a :class:`~flows.specs.FitSpec` (paths, settings, the scheduler's address)
-and returns a small dict. Retries and the dask scheduler: :mod:`flows.runtime`.
+and returns a small dict. Retries and the dask scheduler: :mod:`flows.runtime`; the loop over
+the blocks: :func:`flows.blocks.fit_in_blocks`.
 """
 
 from __future__ import annotations
@@ -39,21 +33,10 @@ import time
 import warnings
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_table_artifact
 
 from .runtime import RETRIES, TASK_OPTIONS, is_transient, on_scheduler
 from .specs import FitSpec
 from .timings import AttemptRows
-
-#: Default target duration of one ``em-iterations`` task, in seconds.
-SECONDS_PER_TASK = 60.0
-
-
-class CheckpointDidNotAdvance(RuntimeError):
-    """The library did not continue the checkpoint to the block's last iteration.
-
-    A library defect: not retried.
-    """
 
 
 def default_checkpoint_url(model_url: str) -> str:
@@ -81,18 +64,22 @@ def _estimator(settings, max_iter, warm_start_from):
     return DiagGMM.load(warm_start_from).set_params(**settings, max_iter=max_iter, warm_start=True)
 
 
-def fitted(spec: FitSpec, max_iter: int, *, on_iteration=None, overwrite_checkpoint=False):
-    """The spec's fit run up to ``max_iter`` through its checkpoint: the one place a task fits.
+def fitted(
+    spec: FitSpec, until: int | None = None, *, on_iteration=None, overwrite_checkpoint=False
+):
+    """The spec's fit run up to iteration ``until`` through its checkpoint: where a task fits.
 
-    It resumes the checkpoint when it holds this run (``max_iter`` is not part of a
-    checkpoint's identity) and runs the iterations still missing, checkpointing every one.
+    The fit has the spec's ``max_iter``; it resumes the checkpoint when it holds this run, runs
+    the iterations still missing up to ``until`` (checkpointing every one) and pauses there
+    (``DiagGMM.fit``'s ``until``): a later call continues it bit for bit.
 
     Parameters
     ----------
     spec : FitSpec
-        The data, checkpoint, settings and warm start.
-    max_iter : int
-        Iterations at most (0: the initialization only).
+        The data, checkpoint, settings, ``max_iter`` and warm start.
+    until : int, optional
+        The iteration to pause after (0: the initialization only); None: run to the end
+        (convergence or ``spec.max_iter``).
     on_iteration : callable, optional
         Called with each iteration's summary (``DiagGMM.fit``'s ``on_iteration``).
     overwrite_checkpoint : bool, default=False
@@ -103,18 +90,19 @@ def fitted(spec: FitSpec, max_iter: int, *, on_iteration=None, overwrite_checkpo
     DiagGMM
         The fitted estimator.
     """
-    gmm = _estimator(spec.settings, max_iter, spec.warm_start_from)
+    gmm = _estimator(spec.settings, spec.max_iter, spec.warm_start_from)
     return gmm.fit(
         spec.data_url,
         **spec.fit_options,
         overwrite_checkpoint=overwrite_checkpoint,
         on_iteration=on_iteration,
+        until=until,
     )
 
 
 @contextlib.contextmanager
 def quiet_convergence():
-    """Silence the library's ConvergenceWarning: a fit stopped at max_iter=i is not done yet.
+    """Silence the library's ConvergenceWarning: :func:`save_fit` logs it instead.
 
     Yields
     ------
@@ -216,11 +204,6 @@ def em_iterations(spec: FitSpec, first: int, last: int) -> dict:
         attempt of this task run did, in order (a retry resumes after the iterations a failed
         attempt checkpointed, whose rows are kept: :class:`~flows.timings.AttemptRows`); and
         ``model``: :func:`save_fit`'s summary when the fit ended here, else None.
-
-    Raises
-    ------
-    CheckpointDidNotAdvance
-        The checkpoint stayed below ``last`` without converging (a library defect).
     """
     from prefect.context import TaskRunContext
 
@@ -246,14 +229,6 @@ def em_iterations(spec: FitSpec, first: int, last: int) -> dict:
         with on_scheduler(spec.scheduler_address), quiet_convergence():
             gmm = fitted(spec, last, on_iteration=report)
         position = _position(gmm, time.perf_counter() - tick)
-        if position["iteration"] < last and not position["converged"]:
-            raise CheckpointDidNotAdvance(
-                f"The checkpoint at {spec.checkpoint_url!r} stayed at iteration "
-                f"{position['iteration']} although iterations up to {last} were asked for: this "
-                "diaggmm_dist does not continue a checkpoint that an earlier call finished at a "
-                "smaller max_iter (DiagGMM.fit must resume when the checkpoint has not converged "
-                "and its iteration is below max_iter)."
-            )
         finished = position["converged"] or position["iteration"] >= spec.max_iter
         position["model"] = (
             save_fit(gmm, spec.model_url, spec.max_iter, logger) if finished else None
@@ -283,7 +258,7 @@ def save_model(spec: FitSpec) -> dict:
     """
     logger = get_run_logger()
     with on_scheduler(spec.scheduler_address), quiet_convergence():
-        gmm = fitted(spec, spec.max_iter)
+        gmm = fitted(spec)
     return save_fit(gmm, spec.model_url, spec.max_iter, logger)
 
 
@@ -310,104 +285,3 @@ def save_fit(gmm, model_url: str, max_iter: int, logger) -> dict:
         "lower_bound": finite_or_none(gmm.lower_bound_),
         "lower_bounds": [float(v) for v in gmm.lower_bounds_],
     }
-
-
-def convergence_table(lower_bounds, seconds):
-    """Rows of the convergence artifact: every iteration of the fit, with this run's timings."""
-    rows, previous = [], None
-    for number, bound in enumerate(lower_bounds, start=1):
-        rows.append(
-            {
-                "iteration": number,
-                "lower_bound": bound,
-                "change": None if previous is None else bound - previous,
-                "seconds": seconds.get(number),
-            }
-        )
-        previous = bound
-    return rows
-
-
-def block_size(seconds_per_task, seconds_per_iteration, remaining):
-    """Iterations in the next ``em-iterations`` task: enough to last about ``seconds_per_task``.
-
-    One while no iteration has been timed (the first block times one), at least one, at most
-    ``remaining``; a tail of at most half a block left after this one is taken into it rather
-    than given a short task of its own (a task then lasts up to 1.5 × ``seconds_per_task``).
-    """
-    if seconds_per_iteration is None or seconds_per_task <= 0:
-        return 1
-    size = max(1, int(seconds_per_task / max(seconds_per_iteration, 1e-6)))
-    return remaining if remaining - size <= size / 2 else size
-
-
-def fit_in_blocks(
-    spec: FitSpec,
-    *,
-    seconds_per_task: float = SECONDS_PER_TASK,
-    overwrite_checkpoint: bool = False,
-    artifact_key: str = "train-convergence",
-) -> tuple[dict, list[dict]]:
-    """The EM loop of a flow: ``initialize``, ``em-iterations-1-1``, ``em-iterations-2-{last}``, ...
-
-    Call it inside a flow, within the flow's ``dask_client``. The first block is one iteration;
-    each following block has as many iterations as fit in ``seconds_per_task`` at the mean
-    iteration time of the block before (0: one iteration per task; see :func:`block_size`).
-    Stops on convergence or at ``spec.max_iter``; the block that ends the fit saves the model
-    (``save-model`` does when no block did). Publishes the convergence table (one row per
-    iteration) as a Prefect table artifact.
-
-    Parameters
-    ----------
-    spec : FitSpec
-        The fit.
-    seconds_per_task : float, default=SECONDS_PER_TASK
-        About how long one ``em-iterations`` task should run.
-    overwrite_checkpoint : bool, default=False
-        Start afresh when the checkpoint holds another run.
-    artifact_key : str, default="train-convergence"
-        The key of the convergence table artifact.
-
-    Returns
-    -------
-    tuple of (dict, list of dict)
-        The saved model's summary (:func:`save_fit`) and the convergence table.
-
-    Raises
-    ------
-    ValueError
-        ``seconds_per_task`` is not a finite number >= 0 (before any task runs).
-    """
-    if not (
-        isinstance(seconds_per_task, (int, float))
-        and math.isfinite(seconds_per_task)
-        and seconds_per_task >= 0
-    ):
-        raise ValueError(
-            f"seconds_per_task must be a finite number >= 0, got {seconds_per_task!r}."
-        )
-    position = initialize(spec, overwrite_checkpoint=overwrite_checkpoint)
-    seconds, per_iteration, summary = {}, None, None
-    while not position["converged"] and position["iteration"] < spec.max_iter:
-        first = position["iteration"] + 1
-        last = first - 1 + block_size(seconds_per_task, per_iteration, spec.max_iter - first + 1)
-        position = em_iterations(spec, first, last)
-        timed = [row["seconds"] for row in position["iterations"]]
-        seconds.update((row["iteration"], row["seconds"]) for row in position["iterations"])
-        if timed:
-            per_iteration = sum(timed) / len(timed)
-        summary = position["model"]
-    if summary is None:
-        summary = save_model(spec)
-    table = convergence_table(summary["lower_bounds"], seconds)
-    verdict = "converged" if summary["converged"] else "did not converge"
-    create_table_artifact(
-        table=table or [{"iteration": 0, "lower_bound": None, "change": None, "seconds": None}],
-        key=artifact_key,
-        description=(
-            f"EM on `{spec.data_url}` → `{spec.model_url}`: {summary['n_iter']} iterations, "
-            f"{verdict}. Seconds are empty for iterations done by an earlier run (resumed from "
-            "the checkpoint)."
-        ),
-    )
-    return summary, table

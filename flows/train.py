@@ -3,7 +3,7 @@
 EM runs in blocks of iterations, one task per block (``em-iterations-1-1``, ``em-iterations-2-31``,
 ...), sized so that a task lasts about ``seconds_per_task``; every iteration is checkpointed to
 Zarr, so a block retried after a transient failure resumes after the last iteration done. The
-convergence table artifact has one row per iteration. See flows/tasks.py.
+convergence table artifact has one row per iteration. See flows/blocks.py and flows/tasks.py.
 
 With several candidate numbers of components (``n_components=[2, 4, 8]``), one task
 (``select-n-components``) fits them all through the same data passes
@@ -22,9 +22,10 @@ from dataclasses import replace
 
 from prefect import flow, get_run_logger
 
+from .blocks import SECONDS_PER_TASK, fit_in_blocks
 from .select_k import plot_selection, publish_selection, select_components, selection_plot_url
 from .specs import ChoiceOfK, FitSpec
-from .tasks import SECONDS_PER_TASK, default_checkpoint_url, fit_in_blocks
+from .tasks import default_checkpoint_url
 
 
 def check_choice(n_components, criterion: str, heldout_fraction: float) -> list[int] | None:

@@ -32,10 +32,7 @@ ABOVE_LIBRARY = ("flows", "prefect")
 MAX_MODULE_LINES = 400
 #: Modules allowed over MAX_MODULE_LINES, {path: reason}; an entry that no longer applies fails.
 OVERSIZE_ALLOWED = {
-    "diaggmm_dist/cli.py": "1027 lines: to split in issue 20",
-    "diaggmm_dist/mixture.py": "996 lines: to split in issue 20",
-    "flows/tasks.py": "615 lines: to split in issue 20",
-    "diaggmm_dist/initialization.py": "520 lines: to split in issue 20",
+    "diaggmm_dist/mixture.py": "the public estimator: 330 of its 808 lines are numpydoc docstrings",
 }
 
 

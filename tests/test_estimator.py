@@ -11,7 +11,7 @@ from conftest import mixture_data, start_values
 from sklearn.base import clone
 from sklearn.mixture import GaussianMixture
 
-from diaggmm_dist import DiagGMM, ReseededComponentWarning, engine, initialization
+from diaggmm_dist import DiagGMM, ReseededComponentWarning, engine, seeding
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_kmeans_init_reads_a_bounded_sample_and_few_passes(blobs, monkeypatch):
     X, _ = blobs
     taken, passes = [], []
     take, run_pass = engine.take_rows, engine.pass_statistics
-    monkeypatch.setattr(initialization, "SAMPLE_ROWS", 500)
+    monkeypatch.setattr(seeding, "SAMPLE_ROWS", 500)
     monkeypatch.setattr(
         engine, "take_rows", lambda data, rows: taken.append(len(rows)) or take(data, rows)
     )
@@ -128,7 +128,7 @@ def test_kmeans_init_reads_a_bounded_sample_and_few_passes(blobs, monkeypatch):
     assert (
         sorted(taken)[-1] == 500 and sum(taken) <= 500 + 16
     )  # the sample, and the fingerprint's rows
-    assert 1 <= passes.count("nearest") <= initialization.LLOYD_PASSES
+    assert 1 <= passes.count("nearest") <= seeding.LLOYD_PASSES
     assert passes.count("gaussian") == 4
 
 

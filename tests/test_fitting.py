@@ -11,7 +11,8 @@ from sklearn.exceptions import ConvergenceWarning
 
 from diaggmm_dist import DiagGMM, engine
 from diaggmm_dist.data_pass import DataPass, check_in_memory
-from diaggmm_dist.fitting import EMRun, EMSettings, checkpoint_identity
+from diaggmm_dist.em_settings import EMSettings, checkpoint_identity
+from diaggmm_dist.fitting import EMRun
 from diaggmm_dist.initialization import initial_parameters_of_models
 
 

@@ -78,3 +78,34 @@ def test_rows_outside_a_task_run_are_this_call_s_only():
     rows.add({"iteration": 1, "lower_bound": -1.0, "change": None, "seconds": 0.1})
     assert rows.between(1, 1) == [rows.rows[1]] and AttemptRows(None).rows == {}
     rows.forget()
+
+
+def test_a_block_pauses_the_fit_unfinished_and_the_next_block_continues_it(tmp_path):
+    # The train flow's blocks (no Prefect needed): every fit has the flow's max_iter and pauses
+    # at its block's last iteration (DiagGMM.fit's until); the next block resumes from there.
+    import numpy as np
+
+    from diaggmm_dist import DiagGMM
+    from diaggmm_dist.datasets.synthetic import mixture_parameters, write_mixture_zarr
+    from flows.tasks import fitted, quiet_convergence
+
+    weights, means, covariances = mixture_parameters(3, 4, seed=0, spread=1.5)
+    path = write_mixture_zarr(
+        tmp_path / "x.zarr", 4000, weights, means, covariances, chunk_rows=1000, seed=1
+    )
+    settings = {"n_components": 3, "tol": 0.0, "random_state": 0, "dtype": "float64"}
+    spec = FitSpec(f"{path}/X", str(tmp_path / "m.checkpoint"), str(tmp_path / "m"), settings, 6)
+    seen = []
+    with quiet_convergence():
+        start = fitted(spec, 0)
+        assert (start.n_iter_, start.converged_, start.max_iter) == (0, False, 6)
+        block = fitted(spec, 2, on_iteration=seen.append)
+        assert (block.n_iter_, block.converged_) == (2, False)  # paused: not finished
+        assert fitted(spec, 2, on_iteration=seen.append).n_iter_ == 2  # nothing left to run
+        rest = fitted(spec, 6, on_iteration=seen.append)
+        whole = DiagGMM(**settings, max_iter=6).fit(f"{path}/X")
+    assert [summary["iteration"] for summary in seen] == [1, 2, 3, 4, 5, 6]
+    assert (rest.n_iter_, rest.converged_) == (6, False)
+    np.testing.assert_array_equal(rest.lower_bounds_, whole.lower_bounds_)  # bit for bit
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_array_equal(getattr(rest, name), getattr(whole, name), err_msg=name)

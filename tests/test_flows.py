@@ -175,7 +175,7 @@ def convergence_artifact(flow_run_id, key="train-convergence"):
 
 
 def test_em_block_size_fills_the_time_per_task():
-    from flows.tasks import block_size
+    from flows.blocks import block_size
 
     assert block_size(60, None, 100) == 1  # nothing timed yet: one iteration, to time it
     assert block_size(60, 2.0, 100) == 30 and block_size(60, 0.7, 1000) == 85

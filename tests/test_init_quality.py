@@ -1,7 +1,7 @@
 """The default k-means initialization, on data larger than its sample, is as good as scikit-learn's.
 
 scikit-learn's ``GaussianMixture`` runs k-means on all the rows; ours runs it on a sample
-(``initialization.SAMPLE_ROWS``) and then in full-data Lloyd passes. On real data the
+(``seeding.SAMPLE_ROWS``) and then in full-data Lloyd passes. On real data the
 optimum EM ends in depends on which partition k-means lands on, and a sampled k-means
 followed by three Lloyd passes ended worse on average (issue 19 §4, ``bench/init_quality.py``).
 Here the sample is made small (3,000 rows of 33,079) so that a small real data set is
@@ -19,7 +19,7 @@ import pytest
 import xarray as xr
 from sklearn.mixture import GaussianMixture
 
-from diaggmm_dist import DiagGMM, initialization
+from diaggmm_dist import DiagGMM, seeding
 
 COADS = Path("/usr/share/ferret-vis/data/coads_climatology.cdf")
 VARIABLES = ["SST", "AIRT", "SPEH", "WSPD", "UWND", "VWND", "SLP"]
@@ -42,7 +42,7 @@ def coads_rows():
 
 
 def test_mean_lower_bound_over_seeds_is_no_worse_than_sklearns(coads_rows, monkeypatch):
-    monkeypatch.setattr(initialization, "SAMPLE_ROWS", 3000)
+    monkeypatch.setattr(seeding, "SAMPLE_ROWS", 3000)
     seeds, k = range(5), 16
     ours = [DiagGMM(k, random_state=seed).fit(coads_rows).lower_bound_ for seed in seeds]
     theirs = [
@@ -54,7 +54,7 @@ def test_mean_lower_bound_over_seeds_is_no_worse_than_sklearns(coads_rows, monke
 
 def test_the_start_is_reproducible_from_the_seed(coads_rows, monkeypatch):
     # a resumed fit initializes again: the same seed must give the same start, bit for bit
-    monkeypatch.setattr(initialization, "SAMPLE_ROWS", 3000)
+    monkeypatch.setattr(seeding, "SAMPLE_ROWS", 3000)
     first, second = (
         DiagGMM(16, random_state=3, max_iter=1, tol=0).fit(coads_rows) for _ in range(2)
     )

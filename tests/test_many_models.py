@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import Crash, crash_after, mixture_data
 
-from diaggmm_dist import DiagGMM, engine, initialization, kernels, select_n_components
+from diaggmm_dist import DiagGMM, engine, initialization, kernels, seeding, select_n_components
 from diaggmm_dist.data_pass import DataPass
 from diaggmm_dist.stores.checkpoint import CheckpointMismatchError
 
@@ -108,9 +108,7 @@ def test_restarts_share_every_data_pass(data, monkeypatch):
 
 
 def test_kmeans_restarts_share_the_sample_and_the_lloyd_passes(data, monkeypatch):
-    monkeypatch.setattr(
-        initialization, "SAMPLE_ROWS", 500
-    )  # a sample smaller than the data: Lloyd moves
+    monkeypatch.setattr(seeding, "SAMPLE_ROWS", 500)  # a sample smaller than the data: Lloyd moves
     kinds = []
     served, taken = _count_passes(monkeypatch, kinds), _count_samples(monkeypatch)
     gmm = DiagGMM(5, n_init=4, init_params="kmeans", random_state=0, tol=0, max_iter=10).fit(data)
@@ -119,7 +117,7 @@ def test_kmeans_restarts_share_the_sample_and_the_lloyd_passes(data, monkeypatch
     assert taken == [500]
     init = served[:-10]
     assert set(kinds[: len(init)]) == {"nearest"} and served[-10:] == [4] * 10
-    assert 1 <= len(init) <= initialization.LLOYD_PASSES
+    assert 1 <= len(init) <= seeding.LLOYD_PASSES
     assert init[0] == 4 and init == sorted(init, reverse=True)
     finals = [bounds[-1] for bounds in gmm.lower_bounds_per_init_]
     assert gmm.best_init_ == int(np.argmax(finals)) and gmm.lower_bound_ == max(finals)
@@ -147,7 +145,7 @@ def test_every_restart_starts_from_centers_of_its_own(init_params):
 
 @pytest.mark.parametrize("init_params", ["kmeans", "random"])
 def test_the_first_restart_is_the_single_initialization_fit(data, monkeypatch, init_params):
-    monkeypatch.setattr(initialization, "SAMPLE_ROWS", 500)  # the sample's rows are drawn too
+    monkeypatch.setattr(seeding, "SAMPLE_ROWS", 500)  # the sample's rows are drawn too
     single = DiagGMM(5, init_params=init_params, random_state=3, tol=0, max_iter=15).fit(data)
     many = DiagGMM(5, n_init=3, init_params=init_params, random_state=3, tol=0, max_iter=15).fit(
         data
@@ -212,7 +210,7 @@ def test_bic_picks_the_true_number_of_components(separated, monkeypatch):
     # for all five; then the EM passes served every candidate still running, all five at first
     init = served[: kinds.index("gaussian")]
     assert len(taken) == 1 and set(kinds[: len(init)]) == {"nearest"}
-    assert init[0] == 5 and len(init) <= initialization.LLOYD_PASSES
+    assert init[0] == 5 and len(init) <= seeding.LLOYD_PASSES
     em = [models for models in served[len(init) :] if models > 1]
     assert em[0] == 5 and max(em) == 5
     assert len(served) < 5 * max(row["n_iter"] for row in result.table)

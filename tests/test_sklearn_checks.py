@@ -24,7 +24,7 @@ import scipy.sparse
 from sklearn.mixture import GaussianMixture
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from diaggmm_dist import DiagGMM, initialization
+from diaggmm_dist import DiagGMM, initialization, seeding
 from diaggmm_dist.data_pass import DataPass
 from diaggmm_dist.mstep import ILL_DEFINED_COVARIANCE
 
@@ -264,13 +264,13 @@ def test_weights_of_one_change_nothing(init_params):
 def test_zero_weight_rows_take_no_part_in_a_sampled_initialization(monkeypatch):
     # more rows than the sample: the sample is drawn by row, then weighted. Rows of weight 0
     # (here a far-away cluster) must not become starting centers.
-    monkeypatch.setattr(initialization, "SAMPLE_ROWS", 120)
+    monkeypatch.setattr(seeding, "SAMPLE_ROWS", 120)
     rng = np.random.default_rng(3)
     X = np.vstack([clusters(200), rng.normal(50.0, 1.0, (300, 3))])
     w = np.r_[np.ones(600), np.zeros(300)]
     array = da.from_array(X, chunks=(100, 3))
     for init_params in ("kmeans", "k-means++", "random_from_data"):
-        centers, shift, _, _ = initialization._starting_centers(
+        centers, shift, _, _ = seeding.starting_centers(
             array,
             [3, 3],
             init_params,
@@ -411,7 +411,7 @@ def test_the_weighted_sample_is_canonical_exactly_when_it_must_be():
     # distinct rows of weight 1 keep their order (unweighted data samples as it always did),
     # also when their first values tie
     for data in (X, np.column_stack([np.round(X[:, 0]), X[:, 1:]])):
-        rows, weights = initialization.distinct_weighted_rows(data, ones)
+        rows, weights = seeding.distinct_weighted_rows(data, ones)
         np.testing.assert_array_equal(rows, data)
         np.testing.assert_array_equal(weights, ones)
     # identical rows, or weights other than 1: sorted distinct rows with summed weights,
@@ -423,7 +423,7 @@ def test_the_weighted_sample_is_canonical_exactly_when_it_must_be():
         (X, np.r_[np.full(5, 2.0), ones[5:]]),
         (np.vstack([X, X[7:9]]), np.r_[np.full(5, 2.0), ones[5:], 0.0, 0.0]),
     ]
-    results = [initialization.distinct_weighted_rows(data, w) for data, w in spellings]
+    results = [seeding.distinct_weighted_rows(data, w) for data, w in spellings]
     for rows, weights in results:
         np.testing.assert_array_equal(rows, results[0][0])
         np.testing.assert_array_equal(weights, results[0][1])
@@ -434,6 +434,6 @@ def test_the_weighted_sample_is_canonical_exactly_when_it_must_be():
 def test_sample_weights_are_read_by_flat_row_index():
     # the sample's weights are read with the rows' flat indices, for N-D sample axes too
     w = da.from_array(np.arange(24.0).reshape(4, 6), chunks=(2, 3))
-    assert initialization._weights_of_rows(w, np.array([0, 7, 23])).tolist() == [0.0, 7.0, 23.0]
+    assert seeding._weights_of_rows(w, np.array([0, 7, 23])).tolist() == [0.0, 7.0, 23.0]
     flat = da.from_array(np.arange(24.0), chunks=5)
-    assert initialization._weights_of_rows(flat, np.array([0, 7, 23])).tolist() == [0.0, 7.0, 23.0]
+    assert seeding._weights_of_rows(flat, np.array([0, 7, 23])).tolist() == [0.0, 7.0, 23.0]
