@@ -535,7 +535,7 @@ def kernel_pass_seconds(chunks, weights, means, precisions, threads, load=None):
     from threadpoolctl import threadpool_limits
 
     from diaggmm_dist import kernels
-    from diaggmm_dist.em import data_center
+    from diaggmm_dist.kernels import data_center
 
     coef = kernels.log_prob_coefficients(
         weights, means, precisions, data_center(weights, means, precisions), np.float32

@@ -161,7 +161,7 @@ def _share_of_chunks(path, starts, rows, barrier, seconds):
     from threadpoolctl import threadpool_limits
 
     from diaggmm_dist import kernels, zarr_chunks
-    from diaggmm_dist.em import data_center
+    from diaggmm_dist.kernels import data_center
 
     weights, means, precisions = _common.start_values()
     array = zarr.open_array(path, mode="r")

@@ -1,9 +1,9 @@
 """The E-step on chunked data: one pass under one or several models, their mean log-likelihoods.
 
 Shared by the EM driver (:class:`diaggmm_dist.fitting.EMRun`: ``fit``, splitting,
-``select_n_components``), stepwise EM (:func:`diaggmm_dist.fitting.online_step`) and the
-initialization's in-memory EM, so all compute the E-step the same way; and the data's
-center, the shift the kernels subtract.
+``select_n_components``), stepwise EM (:func:`diaggmm_dist.stepwise.online_step`) and the
+initialization's in-memory EM, so all compute the E-step the same way; and a center of the
+data before any model is known.
 """
 
 from __future__ import annotations
@@ -11,40 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import engine, kernels
-from .kernels import split_statistics
-from .parameters import MixtureParameters
-
-
-def data_center(weights: np.ndarray, means: np.ndarray, precisions: np.ndarray) -> np.ndarray:
-    """The shift used in the kernels: the mixture's overall mean ``Σ_k w_k μ_k`` where it matters.
-
-    The shift keeps x² and S2/N − μ² free of cancellation when the data sit far from the
-    origin. For a feature whose mean is within one standard deviation (of the mixture) of
-    zero, at most one bit is lost without it, so the shift is 0 there. It is float64 and the
-    kernels subtract it before rounding to the compute dtype (see :mod:`diaggmm_dist.kernels`).
-
-    Parameters
-    ----------
-    weights : ndarray of shape (K,)
-        Mixing weights (normalized here).
-    means : ndarray of shape (K, D)
-        Component means.
-    precisions : ndarray of shape (K, D)
-        Inverse variances.
-
-    Returns
-    -------
-    ndarray of shape (D,), float64
-        The mixture's mean, 0 for the features where it is within one standard deviation of 0.
-    """
-    weights = np.asarray(weights, dtype=np.float64) / np.sum(weights)
-    means = np.asarray(means, dtype=np.float64)
-    covariances = MixtureParameters.from_precisions(
-        weights, means, np.asarray(precisions, dtype=np.float64)
-    ).covariances
-    center = weights @ means
-    spread = weights @ (covariances + means * means) - center * center
-    return np.where(center * center <= spread, 0.0, center)
+from .kernels import data_center, split_statistics
 
 
 def first_rows_center(X, n_rows=16):

@@ -16,7 +16,7 @@ to N, saved, opened again and run to its end gives the states of an uninterrupte
 for bit (``tests/test_fitting.py``).
 
 The step of stepwise EM (:meth:`DiagGMM.partial_fit`) is
-:func:`diaggmm_dist.online.online_step`.
+:func:`diaggmm_dist.stepwise.online_step`.
 """
 
 from __future__ import annotations

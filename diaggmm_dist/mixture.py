@@ -13,9 +13,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from . import engine, inputs, kernels, online, parameters, persistence
+from . import engine, inputs, kernels, online, parameters, persistence, stepwise
 from .data_pass import DataPass, check_in_memory
-from .em import data_center
 from .em_settings import EMSettings, checkpoint_identity
 from .fitting import EMRun
 from .initialization import initial_parameters, initial_parameters_of_models
@@ -479,7 +478,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
             model = (self.weights_, self.means_, self.precisions_)
             running = getattr(self, "running_statistics_", None)
             if running is None:
-                running_shift = data_center(*model)
+                running_shift = kernels.data_center(*model)
                 running = online.implied_statistics(
                     self.weights_, self.means_, self.covariances_, self.reg_covar, running_shift
                 )
@@ -499,7 +498,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
             )
             running = running_shift = None
         t = getattr(self, "n_batches_seen_", 0)
-        step = online.online_step(
+        step = stepwise.online_step(
             data_pass,
             model,
             running,
@@ -566,7 +565,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         """
         data = samples.array
         dtype = np.dtype(self.dtype)
-        shift = data_center(self.weights_, self.means_, self.precisions_)
+        shift = kernels.data_center(self.weights_, self.means_, self.precisions_)
         coef = kernels.log_prob_coefficients(
             self.weights_, self.means_, self.precisions_, shift, dtype
         )

@@ -57,6 +57,7 @@ from .blocks import (
 from .coefficients import (
     LOG_2PI,
     Coefficients,
+    data_center,
     distance_coefficients,
     log_prob_coefficients,
     stack_coefficients,
@@ -77,6 +78,7 @@ __all__ = [
     "SCALARS",
     "SUB_ROWS",
     "Coefficients",
+    "data_center",
     "Normalized",
     "chunk_statistics",
     "component_log_scores",

@@ -6,6 +6,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..parameters import MixtureParameters
+
 LOG_2PI = float(np.log(2.0 * np.pi))
 
 
@@ -113,3 +115,35 @@ def distance_coefficients(centers, shift, dtype) -> Coefficients:
         np.zeros(centered.shape[0]),
         dtype,
     )
+
+
+def data_center(weights: np.ndarray, means: np.ndarray, precisions: np.ndarray) -> np.ndarray:
+    """The shift used in the kernels: the mixture's overall mean ``Σ_k w_k μ_k`` where it matters.
+
+    The shift keeps x² and S2/N − μ² free of cancellation when the data sit far from the
+    origin. For a feature whose mean is within one standard deviation (of the mixture) of
+    zero, at most one bit is lost without it, so the shift is 0 there. It is float64 and the
+    kernels subtract it before rounding to the compute dtype (see :mod:`diaggmm_dist.kernels`).
+
+    Parameters
+    ----------
+    weights : ndarray of shape (K,)
+        Mixing weights (normalized here).
+    means : ndarray of shape (K, D)
+        Component means.
+    precisions : ndarray of shape (K, D)
+        Inverse variances.
+
+    Returns
+    -------
+    ndarray of shape (D,), float64
+        The mixture's mean, 0 for the features where it is within one standard deviation of 0.
+    """
+    weights = np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    means = np.asarray(means, dtype=np.float64)
+    covariances = MixtureParameters.from_precisions(
+        weights, means, np.asarray(precisions, dtype=np.float64)
+    ).covariances
+    center = weights @ means
+    spread = weights @ (covariances + means * means) - center * center
+    return np.where(center * center <= spread, 0.0, center)

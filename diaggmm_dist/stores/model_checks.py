@@ -10,8 +10,7 @@ import numbers
 
 import numpy as np
 
-from ..em import data_center
-from ..kernels import log_prob_coefficients
+from ..kernels import data_center, log_prob_coefficients
 from ..online import WEIGHT_COLUMN
 
 __all__ = [
