@@ -149,7 +149,7 @@ def measure(n_chunks, chunk_rows, iters):
         "iterations": rows,
         "fit_seconds": fit_seconds,
         # the first iteration also builds the pass's graph (once per fit): reported, and
-        # amortised over the fit in "fit_outside_fraction"
+        # amortized over the fit in "fit_outside_fraction"
         "outside_fraction": statistics.median(r["outside_fraction"] for r in steady),
         "fit_outside_fraction": 1 - sum(r["chunk_compute_seconds"] for r in rows) / fit_seconds,
         "seconds_per_iteration": statistics.median(r["wall_seconds"] for r in steady),

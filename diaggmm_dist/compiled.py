@@ -12,7 +12,7 @@ threads lost much of their parallelism to those handovers (see bench/FINDINGS.md
 * :func:`normalize_log_scores`: per model, one loop per component row adds the products'
   constant and keeps the row maximum, one more does the exponential and the running sum,
   one the log of the sums (and Σ_i log p(x_i) in float64) and one the scaling (and each
-  component's Σ_i r_ik in float64). The exponentials are vectorised by the compiler (numpy's
+  component's Σ_i r_ik in float64). The exponentials are vectorized by the compiler (numpy's
   float64 ``exp`` is a scalar libm call).
 
 The exponentials are Cephes' ``expf`` and ``exp``: x = m ln 2 + r with |r| ≤ ½ ln 2 (ln 2
@@ -136,7 +136,7 @@ def _stack_rows(x, shift, rows):  # pragma: no cover (compiled)
 def _stack_rows_in_two_passes(x, shift, rows):  # pragma: no cover (compiled)
     """:func:`_stack_rows` as two passes over the rows: the differences, then the squares.
 
-    For a float32 buffer and the float64 shift the compiler vectorises these two loops but
+    For a float32 buffer and the float64 shift the compiler vectorizes these two loops but
     not the one-pass loop; for a float64 buffer the one pass is faster, as the squares would
     re-read twice the memory (see bench/FINDINGS.md, "compiled._stack_rows_in_two_passes").
     """
@@ -176,7 +176,7 @@ def stacked_rows(x, shift, rows):
 
 
 def _jit_sum(function):
-    """:func:`_jit` that may also reorder the additions of a sum (so that the sum is vectorised)."""
+    """:func:`_jit` that may also reorder the additions of a sum (so that the sum is vectorized)."""
     return _jit(function, fastmath={"contract", "reassoc"})
 
 

@@ -1,4 +1,4 @@
-"""Scalable initialization: starting parameters without ever materialising the data.
+"""Scalable initialization: starting parameters without ever materializing the data.
 
 Every strategy but ``"split"`` ends the same way: full-data passes of hard (or random)
 responsibilities through the engine, and the M-step of :mod:`diaggmm_dist.mstep` on the

@@ -4,7 +4,7 @@ Why blocks: the cost of a task beyond its EM passes (Prefect's task run, and the
 opening the data, its fingerprint, which reads a few chunks, reading the checkpoint) is a few
 hundred milliseconds, a large share of an iteration of about a second.
 :func:`fit_in_blocks` sizes the blocks so that a task lasts about ``seconds_per_task`` (from
-the iterations timed so far; the first block is one iteration, to time it), which amortises
+the iterations timed so far; the first block is one iteration, to time it), which amortizes
 that cost while a retry still repeats at most one iteration.
 
 The tasks: :mod:`flows.tasks`.

@@ -322,7 +322,7 @@ def retrain(
             registry_url,
             candidate_url,
             {
-                # online: the model summarises every partition ever folded in; these are this run's
+                # online: the model summarizes every partition ever folded in; these are this run's
                 "data_url": partitions[0] if mode == "refit" else None,
                 "data_urls": partitions,
                 "mode": mode,

@@ -124,7 +124,7 @@ def train(
     seconds_per_task : float
         About how long one ``em-iterations`` task should run: its number of iterations is
         this over the mean iteration time so far (the first task runs one iteration, to time
-        it). Longer tasks amortise Prefect's cost per task; a failure still repeats at most
+        it). Longer tasks amortize Prefect's cost per task; a failure still repeats at most
         one iteration. 0: one task per iteration. Not used with several candidates (one task).
     criterion : {"bic", "aic", "heldout"}
         With several candidates: keep the lowest BIC or AIC on the fitted rows, or the

@@ -134,7 +134,7 @@ def _blosc_corruptions(frame, rng):
 
 
 def _edited_header_fields(header, size):
-    """``(field, value)`` edits of a Blosc header: each field to 0, 1, its neighbours, extremes and
+    """``(field, value)`` edits of a Blosc header: each field to 0, 1, its neighbors, extremes and
     others.
     """
     for index, field in enumerate(FIELDS):

@@ -137,7 +137,7 @@ def nearest_one_hot(distances: np.ndarray) -> np.ndarray:
 
 
 def splitmix64(values: np.ndarray | np.uint64) -> np.ndarray | np.uint64:
-    """The splitmix64 finaliser: a well-mixed 64-bit hash of every value (vectorised, wrapping)."""
+    """The splitmix64 finaliser: a well-mixed 64-bit hash of every value (vectorized, wrapping)."""
     with np.errstate(over="ignore"):
         z = values + np.uint64(0x9E3779B97F4A7C15)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
