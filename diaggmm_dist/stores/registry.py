@@ -360,26 +360,20 @@ class ModelRegistry:
             **metadata,
         }
         self._write_json(document, version, METADATA)
-        self._write_json(
-            {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "current": version,
-                "updated": _now(),
-            },
-            POINTER,
-        )  # the commit point
+        self._point_at(version)  # the commit point
         return version
 
     def set_current(self, version: str) -> None:
         """Point ``current`` at an existing version (a rollback)."""
         self.metadata(version)
-        self._write_json(
-            {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "current": version,
-                "updated": _now(),
-            },
-            POINTER,
-        )
+        self._point_at(version)
+
+    def _point_at(self, version: str) -> None:
+        """Write the pointer that makes ``version`` current."""
+        pointer = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "current": version,
+            "updated": _now(),
+        }
+        self._write_json(pointer, POINTER)
