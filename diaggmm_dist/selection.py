@@ -207,8 +207,10 @@ def select_n_components(
                 "n_components": k,
                 "lower_bound": state.lower_bound,
                 "log_likelihood": log_likelihood,
-                "bic": parameters.bic(log_likelihood, n, k, n_features),
-                "aic": parameters.aic(log_likelihood, n, k, n_features),
+                **{
+                    name: parameters.information_criterion(name, log_likelihood, n, k, n_features)
+                    for name in ("bic", "aic")
+                },
                 "heldout_log_likelihood": None
                 if held is None or held["weight"] == 0
                 else held["log_likelihood"] / held["weight"],

@@ -1,0 +1,50 @@
+"""The Examples of the public API run as doctests: what the docstrings show is what the code does."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import warnings
+
+import pytest
+
+#: Modules whose docstrings hold the Examples of the public names (tests/test_architecture.py).
+MODULES = (
+    "diaggmm_dist.mixture",
+    "diaggmm_dist.selection",
+    "diaggmm_dist.mstep",
+    "diaggmm_dist.parameters",
+    "diaggmm_dist.fitting",
+    "diaggmm_dist.data_pass",
+)
+
+
+def _examples(module):
+    """The doctests of ``module``'s docstrings that hold at least one example."""
+    finder = doctest.DocTestFinder()
+    tests = finder.find(importlib.import_module(module))
+    return [test for test in tests if test.examples]
+
+
+@pytest.mark.parametrize(
+    "test",
+    [
+        pytest.param(test, id=test.name)
+        for module in MODULES
+        for test in sorted(_examples(module), key=lambda t: t.name)
+    ],
+)
+def test_docstring_example(test):
+    runner = doctest.DocTestRunner(
+        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False
+    )
+    report = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a tiny example may not converge: not what it shows
+        runner.run(test, out=report.append)
+    assert runner.failures == 0, "".join(report)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_module_has_examples(module):
+    assert _examples(module), f"{module}: no docstring examples found"
