@@ -888,8 +888,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
         Returns
         -------
         float
-            ``-2 * score(X) * n_samples + n_parameters * log(n_samples)``, as ``GaussianMixture.bic``
-            (:func:`diaggmm_dist.parameters.information_criterion`).
+            ``-2 * score(X) * n_samples + n_parameters * log(n_samples)``, as
+            ``GaussianMixture.bic`` (:func:`diaggmm_dist.parameters.information_criterion`).
 
         Raises
         ------

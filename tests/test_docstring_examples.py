@@ -1,4 +1,4 @@
-"""The Examples of the public API run as doctests: what the docstrings show is what the code does."""
+"""The Examples of the public API run as doctests: the docstrings show what the code does."""
 
 from __future__ import annotations
 
