@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -53,6 +54,12 @@ class EMSettings:
         EM iterations of each model, at most; a state is ``finished`` when it gets there.
     verbose, verbose_interval : int
         Progress printed (see ``DiagGMM``); 0 prints nothing.
+
+    Examples
+    --------
+    >>> from diaggmm_dist import DiagGMM
+    >>> EMSettings.of(DiagGMM(3, tol=1e-4, max_iter=50))
+    EMSettings(tol=0.0001, reg_covar=1e-06, max_iter=50, verbose=0, verbose_interval=10)
     """
 
     tol: float = 1e-3
@@ -117,6 +124,13 @@ def checkpoint_identity(
     -------
     dict
         ``{"config": {...}, "fingerprint": fingerprint}``.
+
+    Examples
+    --------
+    >>> from diaggmm_dist import DiagGMM
+    >>> identity = checkpoint_identity(DiagGMM(2, random_state=0).get_params(), {"rows": 100})
+    >>> identity["config"]["n_components"], "max_iter" in identity["config"]
+    (2, False)
     """
     seed = params["random_state"]
     config = {
@@ -175,13 +189,34 @@ class EMRun:
 
     Examples
     --------
-    Continue a checkpointed run up to iteration 5, then later to its end::
+    Two models side by side, from given starting parameters:
 
-        with EMRun.open(data_pass, settings, url, identity) as run:
-            run.initialize(n_models, initial_models, random_state)
-            run.run(until=5)
-        with EMRun.open(data_pass, settings, url, identity) as run:
-            run.run()  # resumes after iteration 5: the states of an uninterrupted run
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from diaggmm_dist.data_pass import DataPass
+    >>> X = da.from_array(np.random.default_rng(0).normal(size=(100, 2)), chunks=50)
+    >>> means = np.array([[-1.0, 0.0], [1.0, 0.0]])
+    >>> def initial_models(indices):
+    ...     return [(np.full(2, 0.5), means * (i + 1), np.ones((2, 2))) for i in indices]
+    >>> run = EMRun(DataPass(X, "float64"), EMSettings(max_iter=20))
+    >>> run.initialize(2, initial_models)
+    >>> [state.index for state in run.run()], run.finished
+    ([0, 1], True)
+
+    A checkpointed run paused after iteration 2, then continued to its end, ends with the
+    states of the uninterrupted run:
+
+    >>> import tempfile
+    >>> from diaggmm_dist import DiagGMM
+    >>> url = tempfile.mkdtemp() + "/run.zarr"
+    >>> identity = checkpoint_identity(DiagGMM(2).get_params(), {"rows": 100})
+    >>> with EMRun.open(DataPass(X, "float64"), run.settings, url, identity) as paused:
+    ...     paused.initialize(2, initial_models, np.random.RandomState(0))
+    ...     _ = paused.run(until=2)
+    >>> with EMRun.open(DataPass(X, "float64"), run.settings, url, identity) as resumed:
+    ...     states = resumed.run()
+    >>> all(np.array_equal(a.means, b.means) for a, b in zip(states, run.states))
+    True
     """
 
     def __init__(
@@ -205,7 +240,7 @@ class EMRun:
         cls,
         data_pass: Callable,
         settings: EMSettings,
-        checkpoint: Any = None,
+        checkpoint: str | os.PathLike | None = None,
         identity: dict | None = None,
         *,
         overwrite: bool = False,
@@ -307,7 +342,8 @@ class EMRun:
             models of ``indices`` (a range), in order.
         random_state : numpy.random.RandomState, optional
             The generator ``initial_models`` draws from: set to the checkpoint's state
-            first when resuming; its state afterwards is saved with every model.
+            first when resuming; its state afterwards is saved with every model (needed
+            when the run has a checkpoint).
         lower_bounds : sequence of float
             The history every new model starts with (a warm start's lower bound).
         """
