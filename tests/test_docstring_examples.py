@@ -7,16 +7,10 @@ import importlib
 import warnings
 
 import pytest
+from test_architecture import _resolve, top_level_names
 
-#: Modules whose docstrings hold the Examples of the public names (tests/test_architecture.py).
-MODULES = (
-    "diaggmm_dist.mixture",
-    "diaggmm_dist.selection",
-    "diaggmm_dist.mstep",
-    "diaggmm_dist.parameters",
-    "diaggmm_dist.fitting",
-    "diaggmm_dist.data_pass",
-)
+#: The modules that define the public names (``tests/test_architecture.py``): their examples.
+MODULES = sorted({_resolve(name).__module__ for name in top_level_names()})
 
 
 def _examples(module):
@@ -45,6 +39,7 @@ def test_docstring_example(test):
     assert runner.failures == 0, "".join(report)
 
 
-@pytest.mark.parametrize("module", MODULES)
-def test_every_module_has_examples(module):
-    assert _examples(module), f"{module}: no docstring examples found"
+def test_the_public_modules_are_run():
+    assert {"diaggmm_dist.mixture", "diaggmm_dist.selection", "diaggmm_dist.mstep"} <= set(MODULES)
+    for module in MODULES:
+        assert _examples(module), f"{module}: no docstring examples found"
