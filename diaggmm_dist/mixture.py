@@ -620,6 +620,11 @@ class DiagGMM(DensityMixin, BaseEstimator):
         labels : ndarray, dask array or DataArray of shape (n_samples,)
             As :meth:`predict` gives them.
 
+        Raises
+        ------
+        ValueError
+            As :meth:`fit`.
+
         Examples
         --------
         >>> import numpy as np
