@@ -8,13 +8,17 @@ instead (:func:`check_in_memory`), before any pass.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from . import engine, inputs
 from .kernels import split_statistics
 from .validation import bad_weights_error, nonfinite_error
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 
 def raise_for_bad_values(
@@ -37,13 +41,21 @@ def raise_for_bad_values(
         Rows with a positive weight that the policy can use.
     missing : {"error", "drop", "marginalize"}
         The missing-value policy.
-    weighted : bool
+    weighted : bool, default=False
         Whether sample weights were given.
 
     Raises
     ------
     ValueError
         Infinite values, NaN under ``missing="error"``, bad weights, or no usable row.
+
+    Examples
+    --------
+    >>> raise_for_bad_values(2, 0, 0, 10, "drop")  # NaN that missing="drop" skips
+    >>> raise_for_bad_values(0, 0, 0, 0, "error", weighted=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: No row can be used: every sample weight is zero. Give some rows a weight > 0.
     """
     if n_inf or (missing == "error" and n_nan):
         raise nonfinite_error(
@@ -83,6 +95,16 @@ def check_in_memory(X: Any, missing: str, sample_weight: Any = None) -> None:
     ------
     ValueError
         As :func:`raise_for_bad_values`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[0.0, 1.0], [np.nan, 2.0]])
+    >>> check_in_memory(X, "marginalize")
+    >>> check_in_memory(X, "error")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: ...
     """
     array = np.asarray(X)
     n_nan = n_inf = 0
@@ -122,11 +144,34 @@ class DataPass:
     Attributes
     ----------
     dtype : numpy.dtype
+        Compute dtype of the per-chunk products.
     resolution : float
         Machine epsilon of ``dtype`` (the M-step's test for a constant feature).
+
+    Examples
+    --------
+    One pass with the responsibilities of one model (see :mod:`diaggmm_dist.engine`),
+    as :func:`diaggmm_dist.em.e_step_models` makes them:
+
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from diaggmm_dist.em import e_step_models
+    >>> X = da.from_array(np.arange(12.0).reshape(6, 2), chunks=3)
+    >>> data_pass = DataPass(X, "float64")
+    >>> model = (np.full(2, 0.5), np.array([[0.0, 1.0], [10.0, 11.0]]), np.ones((2, 2)))
+    >>> blocks, shift, lower_bounds = e_step_models(data_pass, [model])
+    >>> data_pass.checked, len(lower_bounds)
+    (True, 1)
     """
 
-    def __init__(self, X, dtype, missing="error", weights=None, checked=False):
+    def __init__(
+        self,
+        X: da.Array,
+        dtype: DTypeLike,
+        missing: str = "error",
+        weights: da.Array | None = None,
+        checked: bool = False,
+    ) -> None:
         self.X = X
         self.dtype = np.dtype(dtype)
         self.resolution = float(np.finfo(self.dtype).eps)
@@ -137,7 +182,7 @@ class DataPass:
 
     @classmethod
     def of_samples(
-        cls, samples: inputs.Samples, dtype: Any, missing: str, sample_weight: Any = None
+        cls, samples: inputs.Samples, dtype: DTypeLike, missing: str, sample_weight: Any = None
     ) -> DataPass:
         """The data pass of a fit of ``samples``: in-memory data is checked up front.
 

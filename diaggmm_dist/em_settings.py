@@ -31,6 +31,12 @@ class EMSettings:
         EM iterations of each model, at most; a state is ``finished`` when it gets there.
     verbose, verbose_interval : int
         Progress printed (see ``DiagGMM``); 0 prints nothing.
+
+    Examples
+    --------
+    >>> from diaggmm_dist import DiagGMM
+    >>> EMSettings.of(DiagGMM(3, tol=1e-4, max_iter=50))
+    EMSettings(tol=0.0001, reg_covar=1e-06, max_iter=50, verbose=0, verbose_interval=10)
     """
 
     tol: float = 1e-3
@@ -95,6 +101,13 @@ def checkpoint_identity(
     -------
     dict
         ``{"config": {...}, "fingerprint": fingerprint}``.
+
+    Examples
+    --------
+    >>> from diaggmm_dist import DiagGMM
+    >>> identity = checkpoint_identity(DiagGMM(2, random_state=0).get_params(), {"rows": 100})
+    >>> identity["config"]["n_components"], "max_iter" in identity["config"]
+    (2, False)
     """
     seed = params["random_state"]
     config = {

@@ -1,27 +1,21 @@
 """One resumable EM driver: EM of one or many models side by side, checkpointed.
 
-:class:`EMRun` reads the data through a :class:`~diaggmm_dist.data_pass.DataPass` and holds the
-training states of one or many models (the restarts of ``n_init``, the candidates of
-:func:`~diaggmm_dist.selection.select_n_components`, the one model of the EM between two
-splits) and steps them side by side: every iteration is one data pass for all the models
-still running. It initializes the models it does not hold yet, saves every state to a
-checkpoint (:class:`~diaggmm_dist.stores.checkpoint.Checkpoints`) before the next pass, reports
-each iteration to a callback and to the ``diaggmm_dist`` logger, and resumes from the
-checkpoint where it stopped. :func:`checkpoint_identity` is the one definition of which
-settings a checkpoint must share with a run to be resumed.
-
-Continuing a checkpointed run up to iteration N is a feature: ``max_iter`` is not part of
-a checkpoint's identity, and :meth:`EMRun.run` stops at ``until`` when given. A run stepped
-to N, saved, opened again and run to its end gives the states of an uninterrupted run, bit
-for bit (``tests/test_fitting.py``).
-
-The step of stepwise EM (:meth:`DiagGMM.partial_fit`) is
-:func:`diaggmm_dist.stepwise.online_step`.
+:class:`EMRun` holds the training states of one or many models (the restarts of ``n_init``,
+the candidates of :func:`~diaggmm_dist.selection.select_n_components`, the one model of the
+EM between two splits) and steps them side by side: every iteration is one data pass
+(:class:`~diaggmm_dist.data_pass.DataPass`) for all the models still running. It initializes
+the models it does not hold yet, saves every state to a checkpoint before the next pass,
+reports each iteration to a callback and the ``diaggmm_dist`` logger, and resumes from the
+checkpoint where it stopped (:func:`~diaggmm_dist.em_settings.checkpoint_identity` says
+which checkpoints it may resume). ``max_iter`` is not part of that identity and
+:meth:`EMRun.run` stops at ``until`` when given: a run stepped to N, saved, opened again and
+run to its end gives the states of an uninterrupted run, bit for bit.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -72,13 +66,27 @@ class EMRun:
 
     Examples
     --------
-    Continue a checkpointed run up to iteration 5, then later to its end::
+    Two models side by side, checkpointed, paused after iteration 2 and continued later:
 
-        with EMRun.open(data_pass, settings, url, identity) as run:
-            run.initialize(n_models, initial_models, random_state)
-            run.run(until=5)
-        with EMRun.open(data_pass, settings, url, identity) as run:
-            run.run()  # resumes after iteration 5: the states of an uninterrupted run
+    >>> import tempfile
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> from diaggmm_dist import DiagGMM
+    >>> from diaggmm_dist.data_pass import DataPass
+    >>> from diaggmm_dist.em_settings import checkpoint_identity
+    >>> X = da.from_array(np.random.default_rng(0).normal(size=(100, 2)), chunks=50)
+    >>> means = np.array([[-1.0, 0.0], [1.0, 0.0]])
+    >>> def initial_models(indices):
+    ...     return [(np.full(2, 0.5), means * (i + 1), np.ones((2, 2))) for i in indices]
+    >>> url, settings = tempfile.mkdtemp() + "/run.zarr", EMSettings(max_iter=20)
+    >>> identity = checkpoint_identity(DiagGMM(2).get_params(), {"rows": 100})
+    >>> with EMRun.open(DataPass(X, "float64"), settings, url, identity) as run:
+    ...     run.initialize(2, initial_models, np.random.RandomState(0))
+    ...     paused = run.run(until=2)
+    >>> with EMRun.open(DataPass(X, "float64"), settings, url, identity) as run:
+    ...     states = run.run()
+    >>> [state.iteration for state in paused], [state.index for state in states], run.finished
+    ([2, 2], [0, 1], True)
     """
 
     def __init__(
@@ -102,7 +110,7 @@ class EMRun:
         cls,
         data_pass: Callable,
         settings: EMSettings,
-        checkpoint: Any = None,
+        checkpoint: str | os.PathLike | None = None,
         identity: dict | None = None,
         *,
         overwrite: bool = False,
@@ -204,7 +212,8 @@ class EMRun:
             models of ``indices`` (a range), in order.
         random_state : numpy.random.RandomState, optional
             The generator ``initial_models`` draws from: set to the checkpoint's state
-            first when resuming; its state afterwards is saved with every model.
+            first when resuming; its state afterwards is saved with every model (needed
+            when the run has a checkpoint).
         lower_bounds : sequence of float
             The history every new model starts with (a warm start's lower bound).
         """

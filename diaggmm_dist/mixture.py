@@ -5,9 +5,12 @@ from __future__ import annotations
 import copy
 import os
 import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
@@ -21,6 +24,30 @@ from .initialization import initial_parameters, initial_parameters_of_models
 from .parameters import MixtureParameters
 from .state import TrainingState
 from .validation import check_initial_parameters, check_settings, is_int
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    import pandas as pd
+    import xarray as xr
+    import zarr
+    from sklearn.mixture import GaussianMixture
+
+    #: What ``fit``, ``predict`` and the others read (see :func:`diaggmm_dist.inputs.as_samples`).
+    Data: TypeAlias = (
+        ArrayLike
+        | da.Array
+        | zarr.Array
+        | str
+        | os.PathLike
+        | xr.DataArray
+        | xr.Dataset
+        | pd.DataFrame
+    )
+    #: A per-row result, in the form of the input: numpy, dask or xarray.
+    PerRow: TypeAlias = np.ndarray | da.Array | xr.DataArray
+    #: Sample weights, aligned with the rows of the data.
+    Weights: TypeAlias = ArrayLike | da.Array | xr.DataArray
 
 __all__ = ["DiagGMM"]
 
@@ -81,15 +108,15 @@ class DiagGMM(DensityMixin, BaseEstimator):
     dtype : {"float64", "float32"}, default="float64"
         Compute precision of the per-chunk products. Accumulation is float64 either way;
         float32 is about twice as fast and agrees with float64 to about 1e-5.
+    chunk_size : int, default=None
+        Rows per chunk for numpy input; by default chunks of about 16 MiB. Zarr chunks are
+        grouped whole into dask chunks of about this many rows. Dask input keeps its chunks.
     missing : {"error", "drop", "marginalize"}, default="error"
         What NaN values mean. ``"error"``: data with NaN is refused. ``"drop"``: rows with any
         NaN are skipped in fitting and get the label -1. ``"marginalize"``: each row uses its
         observed features only; its likelihood over them is exact with diagonal covariances
         (no imputation), and only rows with no observed value get -1. Without NaN all three
         give identical models. Infinite values are always refused.
-    chunk_size : int, default=None
-        Rows per chunk for numpy input; by default chunks of about 16 MiB. Zarr chunks are
-        grouped whole into dask chunks of about this many rows. Dask input keeps its chunks.
     learning_decay : float, default=0.7
         :meth:`partial_fit` only: batch number ``t`` (from 0) is folded in with the step
         size ``min(1, (t + learning_offset) ** -learning_decay)``. Must be in (0.5, 1]: the
@@ -140,31 +167,44 @@ class DiagGMM(DensityMixin, BaseEstimator):
     variances clipped at zero before ``reg_covar`` and floored at 1e-9 of the feature's
     variance, and collapsed components re-seeded by splitting the heaviest one (with a
     ``ReseededComponentWarning``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diaggmm_dist import DiagGMM
+    >>> X = np.array([[0.0, 0.1], [0.2, 0.0], [0.1, 0.3], [5.0, 5.1], [5.2, 4.9], [4.9, 5.0]])
+    >>> gmm = DiagGMM(2, random_state=0).fit(X)
+    >>> gmm.means_.shape
+    (2, 2)
+    >>> gmm.weights_
+    array([0.5, 0.5])
+    >>> gmm.converged_
+    True
     """
 
     def __init__(
         self,
-        n_components=1,
+        n_components: int = 1,
         *,
-        covariance_type="diag",
-        tol=1e-3,
-        reg_covar=1e-6,
-        max_iter=100,
-        n_init=1,
-        init_params="kmeans",
-        weights_init=None,
-        means_init=None,
-        precisions_init=None,
-        random_state=None,
-        warm_start=False,
-        verbose=0,
-        verbose_interval=10,
-        dtype="float64",
-        chunk_size=None,
-        missing="error",
-        learning_decay=0.7,
-        learning_offset=10.0,
-    ):
+        covariance_type: str = "diag",
+        tol: float = 1e-3,
+        reg_covar: float = 1e-6,
+        max_iter: int = 100,
+        n_init: int = 1,
+        init_params: str = "kmeans",
+        weights_init: ArrayLike | None = None,
+        means_init: ArrayLike | None = None,
+        precisions_init: ArrayLike | None = None,
+        random_state: int | np.random.RandomState | None = None,
+        warm_start: bool = False,
+        verbose: int = 0,
+        verbose_interval: int = 10,
+        dtype: str | np.dtype = "float64",
+        chunk_size: int | None = None,
+        missing: str = "error",
+        learning_decay: float = 0.7,
+        learning_offset: float = 10.0,
+    ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.tol = tol
@@ -194,18 +234,18 @@ class DiagGMM(DensityMixin, BaseEstimator):
     # ------------------------------------------------------------------ fitting
     def fit(
         self,
-        X,
-        y=None,
+        X: Data,
+        y: None = None,
         *,
-        sample_weight=None,
-        feature_dim=None,
-        features=None,
-        columns=None,
-        checkpoint=None,
-        overwrite_checkpoint=False,
-        on_iteration=None,
-        until=None,
-    ):
+        sample_weight: Weights | None = None,
+        feature_dim: str | None = None,
+        features: list[str] | None = None,
+        columns: list[str] | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        overwrite_checkpoint: bool = False,
+        on_iteration: Callable[[dict], object] | None = None,
+        until: int | None = None,
+    ) -> DiagGMM:
         """Estimate the parameters with EM (the driver of :mod:`diaggmm_dist.fitting`).
 
         Parameters
@@ -217,7 +257,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
             ``Dataset`` (its variables, or ``features``, are the features), lazily from
             ``xr.open_zarr``; a pandas or dask DataFrame, or a Parquet path (numeric
             columns, or ``columns``).
-        y : ignored
+        y : None
+            Ignored (scikit-learn's API).
         sample_weight : array-like, dask array or DataArray, optional
             Non-negative weight of every sample (weighted EM); integer weights give the model
             of the data with rows repeated, the initialization included when the data has at
@@ -254,6 +295,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         Returns
         -------
         self : DiagGMM
+            The fitted estimator.
 
         Raises
         ------
@@ -262,6 +304,23 @@ class DiagGMM(DensityMixin, BaseEstimator):
             ``until`` is not an integer >= 0.
         CheckpointMismatchError
             ``checkpoint`` holds another run (without ``overwrite_checkpoint``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> X = np.array([[0.0, 0.1], [0.2, 0.0], [0.1, 0.3], [5.0, 5.1], [5.2, 4.9], [4.9, 5.0]])
+        >>> gmm = DiagGMM(2, random_state=0).fit(X)
+        >>> gmm.n_iter_, gmm.lower_bounds_ == gmm.lower_bounds_per_init_[gmm.best_init_]
+        (2, True)
+
+        A long fit in blocks of iterations, resumed from its checkpoint:
+
+        >>> import tempfile
+        >>> url = tempfile.mkdtemp() + "/run.zarr"
+        >>> paused = DiagGMM(2, random_state=0).fit(X, checkpoint=url, until=1)
+        >>> resumed = DiagGMM(2, random_state=0).fit(X, checkpoint=url)
+        >>> np.array_equal(resumed.means_, gmm.means_)
+        True
         """
         check_settings(self)
         if until is not None and not (is_int(until) and until >= 0):
@@ -337,7 +396,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         state: TrainingState,
         samples: inputs.Samples,
         layout: dict,
-        fingerprint,
+        fingerprint: dict | None,
         *,
         warm: bool = False,
     ) -> DiagGMM:
@@ -355,8 +414,9 @@ class DiagGMM(DensityMixin, BaseEstimator):
             The data it was fitted on.
         layout : dict
             ``feature_dim``, ``features`` and ``columns`` as given to the fit.
-        fingerprint : JSON-able
-            The data's fingerprint.
+        fingerprint : dict or None
+            The data's fingerprint (:func:`diaggmm_dist.engine.fingerprint`); None for a
+            stream of batches.
         warm : bool, default=False
             The state's history begins with the lower bound of a warm start (left out).
 
@@ -409,8 +469,15 @@ class DiagGMM(DensityMixin, BaseEstimator):
             del self.feature_names_in_
 
     def partial_fit(
-        self, X, y=None, sample_weight=None, *, feature_dim=None, features=None, columns=None
-    ):
+        self,
+        X: Data,
+        y: None = None,
+        sample_weight: Weights | None = None,
+        *,
+        feature_dim: str | None = None,
+        features: list[str] | None = None,
+        columns: list[str] | None = None,
+    ) -> DiagGMM:
         """Fold one batch of rows into the model with one step of stepwise (online) EM.
 
         The model keeps running sufficient statistics ``s`` per unit of sample weight (see
@@ -437,7 +504,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
         X : array-like, dask array, zarr.Array, str, xarray object or table
             A batch of rows, in any form :meth:`fit` takes, with the model's features. The
             first batch needs at least ``n_components`` rows.
-        y : ignored
+        y : None
+            Ignored (scikit-learn's API).
         sample_weight : array-like, dask array or DataArray, optional
             Non-negative weight of every row of the batch. A batch counts as one step
             whatever its total weight; within it, rows count by their weights.
@@ -447,6 +515,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         Returns
         -------
         self : DiagGMM
+            The estimator, one batch further.
 
         Raises
         ------
@@ -454,6 +523,14 @@ class DiagGMM(DensityMixin, BaseEstimator):
             The batch has a different number of features than the model (or other feature
             names), or its rows cannot be used (see :meth:`fit`); ``learning_decay`` is not
             in (0.5, 1] or ``learning_offset`` is negative.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> X = np.array([[0.0, 0.1], [0.2, 0.0], [0.1, 0.3], [5.0, 5.1], [5.2, 4.9], [4.9, 5.0]])
+        >>> gmm = DiagGMM(2, random_state=0).partial_fit(X[::2]).partial_fit(X[1::2])
+        >>> gmm.n_batches_seen_, gmm.n_samples_seen_
+        (2, 6)
         """
         check_settings(self)
         fitted = hasattr(self, "means_")
@@ -528,8 +605,34 @@ class DiagGMM(DensityMixin, BaseEstimator):
         if self.verbose >= level:
             print(message + (detail if self.verbose >= 2 else ""))
 
-    def fit_predict(self, X, y=None):
-        """Fit, then return the component label of every row (see :meth:`predict`)."""
+    def fit_predict(self, X: Data, y: None = None) -> PerRow:
+        """Fit, then return the component label of every row (see :meth:`predict`).
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array, str, xarray object or table
+            Rows of features, in any form :meth:`fit` takes.
+        y : None
+            Ignored (scikit-learn's API).
+
+        Returns
+        -------
+        labels : ndarray, dask array or DataArray of shape (n_samples,)
+            As :meth:`predict` gives them.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`fit`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> X = np.array([[0.0, 0.1], [0.2, 0.0], [0.1, 0.3], [5.0, 5.1], [5.2, 4.9], [4.9, 5.0]])
+        >>> labels = DiagGMM(2, random_state=0).fit_predict(X)
+        >>> bool(labels[0] == labels[1] == labels[2] != labels[3] == labels[4] == labels[5])
+        True
+        """
         return self.fit(X).predict(X)
 
     # --------------------------------------------------------------- prediction
@@ -588,38 +691,143 @@ class DiagGMM(DensityMixin, BaseEstimator):
             data, kernels.row_log_likelihood, coef, self.missing, dtype=np.float64
         )
 
-    def predict(self, X):
+    def predict(self, X: Data) -> PerRow:
         """Component label of every row (the most probable component).
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array, str, xarray object or table
+            Rows with the model's features, in any form :meth:`fit` takes (read with the
+            fitted input layout).
 
         Returns
         -------
-        labels : ndarray or dask array of shape (n_samples,), int64
-            Numpy for in-memory input; a lazy dask array chunked like the input otherwise.
-            For lazy input, rows holding NaN or infinite values get the label -1.
+        labels : ndarray, dask array or DataArray of shape (n_samples,), int64
+            Numpy for in-memory input; a lazy dask array chunked like the input otherwise
+            (a DataArray over the sample dims for xarray input). Rows that cannot be scored
+            (NaN under a missing-value policy; NaN or infinite values in lazy input) get -1.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            The model is not fitted.
+        ValueError
+            ``X`` has other features than the model, or in-memory values the missing-value
+            policy refuses.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> X = np.array([[0.0, 0.1], [0.2, 0.0], [0.1, 0.3], [5.0, 5.1], [5.2, 4.9], [4.9, 5.0]])
+        >>> gmm = DiagGMM(2, random_state=0).fit(X)
+        >>> labels = gmm.predict(X)
+        >>> labels.shape, bool(labels[0] == labels[2] != labels[3])
+        ((6,), True)
         """
         samples = self._prediction_samples(X)
         return samples.wrap(self._map(samples, "labels"), "labels")
 
-    def predict_proba(self, X):
-        """Posterior probability of every component for every row, (n_samples, n_components)."""
-        samples = self._prediction_samples(X)
-        return samples.wrap(self._map(samples, "proba"), "proba", self.n_components)
+    def predict_proba(self, X: Data) -> PerRow:
+        """Posterior probability of every component for every row (the responsibilities).
 
-    def score_samples(self, X):
-        """Log-likelihood ``log p(x)`` of every row, shape (n_samples,), float64."""
-        samples = self._prediction_samples(X)
-        return samples.wrap(self._map(samples, "log_likelihood"), "log_likelihood")
-
-    def score_rows(self, X):
-        """Labels, maximum responsibility and log-likelihood of every row, from one pass.
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array, str, xarray object or table
+            Rows with the model's features, in any form :meth:`fit` takes (read with the
+            fitted input layout).
 
         Returns
         -------
-        labels : (n_samples,) int16, -1 where the row could not be scored (NaN or inf)
-        max_resp : (n_samples,) float32, the responsibility of the chosen component
-        log_likelihood : (n_samples,) float64, ``log p(x)`` (NaN where not scored)
-            Numpy for in-memory input; lazy dask arrays chunked like the input otherwise
-            (the three share one read of each chunk when computed or stored together).
+        proba : ndarray, dask array or DataArray of shape (n_samples, n_components)
+            In the model's ``dtype``; each row sums to one. Numpy, dask or xarray as
+            :meth:`predict` gives its labels.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            The model is not fitted.
+        ValueError
+            As :meth:`predict`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> X = np.array([[0.0, 0.1], [0.2, 0.0], [0.1, 0.3], [5.0, 5.1], [5.2, 4.9], [4.9, 5.0]])
+        >>> proba = DiagGMM(2, random_state=0).fit(X).predict_proba(X)
+        >>> proba.shape, np.allclose(proba.sum(axis=1), 1.0)
+        ((6, 2), True)
+        """
+        samples = self._prediction_samples(X)
+        return samples.wrap(self._map(samples, "proba"), "proba", self.n_components)
+
+    def score_samples(self, X: Data) -> PerRow:
+        """Log-likelihood ``log p(x)`` of every row.
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array, str, xarray object or table
+            Rows with the model's features, in any form :meth:`fit` takes (read with the
+            fitted input layout).
+
+        Returns
+        -------
+        log_likelihood : ndarray, dask array or DataArray of shape (n_samples,), float64
+            NaN where a row cannot be scored. Numpy, dask or xarray as :meth:`predict` gives
+            its labels.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            The model is not fitted.
+        ValueError
+            As :meth:`predict`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> X = np.array([[0.0, 0.1], [0.2, 0.0], [0.1, 0.3], [5.0, 5.1], [5.2, 4.9], [4.9, 5.0]])
+        >>> gmm = DiagGMM(2, random_state=0).fit(X)
+        >>> bool(np.isclose(gmm.score_samples(X).mean(), gmm.score(X)))
+        True
+        """
+        samples = self._prediction_samples(X)
+        return samples.wrap(self._map(samples, "log_likelihood"), "log_likelihood")
+
+    def score_rows(self, X: Data) -> tuple[PerRow, PerRow, PerRow]:
+        """Labels, maximum responsibility and log-likelihood of every row, from one pass.
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array, str, xarray object or table
+            Rows with the model's features, in any form :meth:`fit` takes (read with the
+            fitted input layout).
+
+        Returns
+        -------
+        labels : ndarray, dask array or DataArray of shape (n_samples,), int16
+            -1 where the row could not be scored (NaN or inf).
+        max_resp : ndarray, dask array or DataArray of shape (n_samples,), float32
+            The responsibility of the chosen component.
+        log_likelihood : ndarray, dask array or DataArray of shape (n_samples,), float64
+            ``log p(x)`` (NaN where not scored). All three are numpy for in-memory input;
+            lazy dask arrays chunked like the input otherwise (they share one read of each
+            chunk when computed or stored together).
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            The model is not fitted.
+        ValueError
+            As :meth:`predict`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> X = np.array([[0.0, 0.1], [0.2, 0.0], [0.1, 0.3], [5.0, 5.1], [5.2, 4.9], [4.9, 5.0]])
+        >>> gmm = DiagGMM(2, random_state=0).fit(X)
+        >>> labels, max_resp, log_likelihood = gmm.score_rows(X)
+        >>> labels.dtype, max_resp.dtype, np.allclose(log_likelihood, gmm.score_samples(X))
+        (dtype('int16'), dtype('float32'), True)
         """
         samples = self._prediction_samples(X)
         summary = self._map(samples, "summary")
@@ -639,25 +847,108 @@ class DiagGMM(DensityMixin, BaseEstimator):
         (value,) = engine.compute(mean(self._map(samples, "log_likelihood")))
         return float(value)
 
-    def score(self, X, y=None):
-        """Mean log-likelihood per row (a float; computed even for lazy input).
+    def score(self, X: Data, y: None = None) -> float:
+        """Mean log-likelihood per row (computed even for lazy input).
 
-        With a missing-value policy, rows that cannot be scored are left out of the mean.
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array, str, xarray object or table
+            Rows with the model's features, in any form :meth:`fit` takes (read with the
+            fitted input layout).
+        y : None
+            Ignored (scikit-learn's API).
+
+        Returns
+        -------
+        float
+            The mean of :meth:`score_samples`; with a missing-value policy, rows that cannot
+            be scored are left out of the mean.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            The model is not fitted.
+        ValueError
+            As :meth:`predict`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> X = np.array([[0.0, 0.1], [0.2, 0.0], [0.1, 0.3], [5.0, 5.1], [5.2, 4.9], [4.9, 5.0]])
+        >>> gmm = DiagGMM(2, random_state=0).fit(X)
+        >>> bool(gmm.score(X) >= gmm.lower_bound_)
+        True
         """
         return self._mean_log_likelihood(self._prediction_samples(X))
 
-    def bic(self, X):
-        """Bayesian information criterion of the model on ``X`` (lower is better)."""
-        samples = self._prediction_samples(X)
-        return parameters.bic(
-            self._mean_log_likelihood(samples), samples.n_rows, *self.means_.shape
-        )
+    def bic(self, X: Data) -> float:
+        """Bayesian information criterion of the model on ``X`` (lower is better).
 
-    def aic(self, X):
-        """Akaike information criterion of the model on ``X`` (lower is better)."""
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array, str, xarray object or table
+            Rows with the model's features, in any form :meth:`fit` takes (read with the
+            fitted input layout).
+
+        Returns
+        -------
+        float
+            ``-2 * score(X) * n_samples + n_parameters * log(n_samples)``, as
+            ``GaussianMixture.bic`` (:func:`diaggmm_dist.parameters.information_criterion`).
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            The model is not fitted.
+        ValueError
+            As :meth:`predict`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> X = np.array([[0.0, 0.1], [0.2, 0.0], [0.1, 0.3], [5.0, 5.1], [5.2, 4.9], [4.9, 5.0]])
+        >>> one, two = (DiagGMM(k, random_state=0).fit(X) for k in (1, 2))
+        >>> bool(two.bic(X) < one.bic(X))
+        True
+        """
+        return self._information_criterion("bic", X)
+
+    def aic(self, X: Data) -> float:
+        """Akaike information criterion of the model on ``X`` (lower is better).
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array, str, xarray object or table
+            Rows with the model's features, in any form :meth:`fit` takes (read with the
+            fitted input layout).
+
+        Returns
+        -------
+        float
+            ``-2 * score(X) * n_samples + 2 * n_parameters``, as ``GaussianMixture.aic``
+            (:func:`diaggmm_dist.parameters.information_criterion`).
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            The model is not fitted.
+        ValueError
+            As :meth:`predict`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> X = np.array([[0.0, 0.1], [0.2, 0.0], [0.1, 0.3], [5.0, 5.1], [5.2, 4.9], [4.9, 5.0]])
+        >>> gmm = DiagGMM(2, random_state=0).fit(X)
+        >>> bool(np.isclose(gmm.aic(X), gmm.to_sklearn().aic(X)))  # scikit-learn's formula
+        True
+        """
+        return self._information_criterion("aic", X)
+
+    def _information_criterion(self, criterion, X):
         samples = self._prediction_samples(X)
-        return parameters.aic(
-            self._mean_log_likelihood(samples), samples.n_rows, *self.means_.shape
+        return parameters.information_criterion(
+            criterion, self._mean_log_likelihood(samples), samples.n_rows, *self.means_.shape
         )
 
     # ------------------------------------------------------------ persistence
@@ -680,6 +971,16 @@ class DiagGMM(DensityMixin, BaseEstimator):
             A store exists at ``url`` and ``overwrite`` is False.
         sklearn.exceptions.NotFittedError
             The model is not fitted.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> X = np.array([[0.0, 0.1], [0.2, 0.0], [0.1, 0.3], [5.0, 5.1], [5.2, 4.9], [4.9, 5.0]])
+        >>> import tempfile
+        >>> url = tempfile.mkdtemp() + "/model.zarr"
+        >>> DiagGMM(2, random_state=0).fit(X).save(url)
+        >>> DiagGMM.load(url).means_.shape
+        (2, 2)
         """
         persistence.save_model(self, url, overwrite=overwrite)
 
@@ -708,11 +1009,44 @@ class DiagGMM(DensityMixin, BaseEstimator):
         -----
         UnverifiedModelWarning
             The store is of format version 1 or 2, written without checksums.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> X = np.array([[0.0, 0.1], [0.2, 0.0], [0.1, 0.3], [5.0, 5.1], [5.2, 4.9], [4.9, 5.0]])
+        >>> import tempfile
+        >>> url = tempfile.mkdtemp() + "/model.zarr"
+        >>> gmm = DiagGMM(2, random_state=0).fit(X)
+        >>> gmm.save(url)
+        >>> loaded = DiagGMM.load(url)
+        >>> np.array_equal(loaded.predict(X), gmm.predict(X))
+        True
         """
         return persistence.load_model(cls, url)
 
-    def to_sklearn(self):
-        """An equivalent fitted ``sklearn.mixture.GaussianMixture(covariance_type="diag")``."""
+    def to_sklearn(self) -> GaussianMixture:
+        """An equivalent fitted ``sklearn.mixture.GaussianMixture(covariance_type="diag")``.
+
+        Returns
+        -------
+        sklearn.mixture.GaussianMixture
+            With this model's settings and copies of its fitted attributes: it predicts and
+            scores as this model does (in float64).
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            The model is not fitted.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> X = np.array([[0.0, 0.1], [0.2, 0.0], [0.1, 0.3], [5.0, 5.1], [5.2, 4.9], [4.9, 5.0]])
+        >>> gmm = DiagGMM(2, random_state=0).fit(X)
+        >>> gm = gmm.to_sklearn()
+        >>> type(gm).__name__, bool(np.allclose(gm.score_samples(X), gmm.score_samples(X)))
+        ('GaussianMixture', True)
+        """
         from sklearn.mixture import GaussianMixture
 
         check_is_fitted(self, "means_")
@@ -745,8 +1079,40 @@ class DiagGMM(DensityMixin, BaseEstimator):
         return gm
 
     @classmethod
-    def from_sklearn(cls, gm, **params):
-        """A ``DiagGMM`` from a fitted diagonal ``GaussianMixture`` (``params``: e.g. ``dtype``)."""
+    def from_sklearn(cls, gm: GaussianMixture, **params: Any) -> DiagGMM:
+        """A ``DiagGMM`` from a fitted diagonal ``GaussianMixture``.
+
+        Parameters
+        ----------
+        gm : sklearn.mixture.GaussianMixture
+            Fitted, with ``covariance_type="diag"``; its settings and fitted attributes are
+            copied.
+        **params
+            Settings of the new model that ``GaussianMixture`` does not have, or that replace
+            its own (``dtype``, ``chunk_size``, ``missing``, ...).
+
+        Returns
+        -------
+        DiagGMM
+            The fitted model, of class ``cls``.
+
+        Raises
+        ------
+        ValueError
+            ``gm`` is not a diagonal mixture.
+        sklearn.exceptions.NotFittedError
+            ``gm`` is not fitted.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> X = np.array([[0.0, 0.1], [0.2, 0.0], [0.1, 0.3], [5.0, 5.1], [5.2, 4.9], [4.9, 5.0]])
+        >>> from sklearn.mixture import GaussianMixture
+        >>> gm = GaussianMixture(2, covariance_type="diag", random_state=0).fit(X)
+        >>> gmm = DiagGMM.from_sklearn(gm, chunk_size=4)
+        >>> gmm.chunk_size, bool(np.array_equal(gmm.predict(X), gm.predict(X)))
+        (4, True)
+        """
         if getattr(gm, "covariance_type", None) != "diag":
             raise ValueError(
                 f"Only covariance_type='diag' mixtures can become a DiagGMM, got "
@@ -783,14 +1149,37 @@ class DiagGMM(DensityMixin, BaseEstimator):
         model.n_reseeded_ = 0
         return model
 
-    def sample(self, n_samples=1):
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``n_samples`` rows from the fitted mixture (as scikit-learn does).
+
+        The rows come grouped by component, in order, drawn from ``random_state``.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of rows to draw.
 
         Returns
         -------
         X : ndarray of shape (n_samples, n_features)
+            The rows.
         y : ndarray of shape (n_samples,)
             The component of each row.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            The model is not fitted.
+        ValueError
+            ``n_samples`` is not an integer >= 1.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> X = np.array([[0.0, 0.1], [0.2, 0.0], [0.1, 0.3], [5.0, 5.1], [5.2, 4.9], [4.9, 5.0]])
+        >>> rows, components = DiagGMM(2, random_state=0).fit(X).sample(4)
+        >>> rows.shape, components.shape
+        ((4, 2), (4,))
         """
         check_is_fitted(self, "means_")
         if not (is_int(n_samples) and n_samples >= 1):

@@ -46,7 +46,26 @@ ILL_DEFINED_COVARIANCE = (
 
 
 class ReseededComponentWarning(UserWarning):
-    """A component lost all its mass and was re-seeded by splitting the heaviest one."""
+    """A component lost all its mass and was re-seeded by splitting the heaviest one.
+
+    Raised (as a warning) by the M-step of :meth:`DiagGMM.fit`, :meth:`DiagGMM.partial_fit`
+    and :func:`~diaggmm_dist.selection.select_n_components`; the fitted model counts the
+    components re-seeded in ``n_reseeded_``.
+
+    Examples
+    --------
+    Turn it into an error, for a fit that must not re-seed (here raised by hand):
+
+    >>> import warnings
+    >>> from diaggmm_dist import ReseededComponentWarning
+    >>> from diaggmm_dist.mstep import warn_reseeded
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("error", ReseededComponentWarning)
+    ...     warn_reseeded(1, "Iteration 3")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    diaggmm_dist.mstep.ReseededComponentWarning: Iteration 3: 1 component(s) lost all ...
+    """
 
 
 def warn_reseeded(reseeded: int, when: str) -> None:

@@ -2,8 +2,8 @@
 
 :class:`MixtureParameters` is the one record of weights, means and covariances; precisions
 and their Cholesky factors (square roots, for diagonal covariances) are derived from it,
-always the same way. :func:`n_parameters`, :func:`bic` and :func:`aic` are the one place for
-the information criteria (scikit-learn's ``GaussianMixture.bic``/``aic`` formulas).
+always the same way. :func:`n_parameters` and :func:`information_criterion` are the one place
+for the information criteria (scikit-learn's ``GaussianMixture.bic``/``aic`` formulas).
 """
 
 from __future__ import annotations
@@ -101,11 +101,24 @@ def n_parameters(n_components: int, n_features: int) -> int:
     return int(2 * n_components * n_features + n_components - 1)
 
 
-def bic(mean_log_likelihood: float, n_samples: float, n_components: int, n_features: int) -> float:
-    """Bayesian information criterion (lower is better), as ``GaussianMixture.bic``.
+#: The information criteria, {name: the penalty per free parameter, given n_samples}.
+CRITERIA = {"bic": np.log, "aic": lambda n_samples: 2.0}
+
+
+def information_criterion(
+    criterion: str,
+    mean_log_likelihood: float,
+    n_samples: float,
+    n_components: int,
+    n_features: int,
+) -> float:
+    """BIC or AIC of a diagonal mixture (lower is better), as ``GaussianMixture.bic``/``aic``.
 
     Parameters
     ----------
+    criterion : {"bic", "aic"}
+        Bayesian (``n_parameters * log(n_samples)`` as penalty) or Akaike
+        (``2 * n_parameters``) information criterion.
     mean_log_likelihood : float
         Mean log-likelihood per sample.
     n_samples : float
@@ -116,29 +129,23 @@ def bic(mean_log_likelihood: float, n_samples: float, n_components: int, n_featu
     Returns
     -------
     float
-        ``-2 * mean_log_likelihood * n_samples + n_parameters * log(n_samples)``.
+        ``-2 * mean_log_likelihood * n_samples`` plus the criterion's penalty.
+
+    Raises
+    ------
+    ValueError
+        ``criterion`` is neither ``"bic"`` nor ``"aic"``.
+
+    Examples
+    --------
+    >>> information_criterion("aic", -1.5, 100, 2, 3)
+    326.0
+    >>> round(information_criterion("bic", -1.5, 100, 2, 3), 3)
+    359.867
     """
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {sorted(CRITERIA)}, got {criterion!r}.")
+    penalty = CRITERIA[criterion](n_samples)
     return float(
-        -2 * mean_log_likelihood * n_samples
-        + n_parameters(n_components, n_features) * np.log(n_samples)
+        -2 * mean_log_likelihood * n_samples + n_parameters(n_components, n_features) * penalty
     )
-
-
-def aic(mean_log_likelihood: float, n_samples: float, n_components: int, n_features: int) -> float:
-    """Akaike information criterion (lower is better), as ``GaussianMixture.aic``.
-
-    Parameters
-    ----------
-    mean_log_likelihood : float
-        Mean log-likelihood per sample.
-    n_samples : float
-        Number (or total weight) of samples.
-    n_components, n_features : int
-        Size of the mixture.
-
-    Returns
-    -------
-    float
-        ``-2 * mean_log_likelihood * n_samples + 2 * n_parameters``.
-    """
-    return float(-2 * mean_log_likelihood * n_samples + 2 * n_parameters(n_components, n_features))

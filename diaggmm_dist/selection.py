@@ -12,7 +12,9 @@ held out of the fit to score the candidates on unseen data.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import dask.array as da
 import numpy as np
@@ -27,17 +29,65 @@ from .initialization import initial_parameters_of_models
 from .mixture import DiagGMM
 from .validation import check_selection, check_settings
 
+if TYPE_CHECKING:
+    from .mixture import Data, Weights
+
 
 class ComponentSelection(NamedTuple):
-    """What :func:`select_n_components` returns."""
+    """What :func:`select_n_components` returns: every candidate's scores and fitted model.
 
-    table: list  # one dict per candidate, in the order given
-    best: DiagGMM  # the model the criterion picks
-    models: dict  # every candidate's fitted model, by K
+    Parameters
+    ----------
+    table : list of dict
+        One row per candidate, in the order given: ``n_components``, ``lower_bound``,
+        ``log_likelihood``, ``bic``, ``aic``, ``heldout_log_likelihood``, ``n_iter`` and
+        ``converged`` (see :func:`select_n_components`).
+    best : DiagGMM
+        The model the criterion picks.
+    models : dict of int to DiagGMM
+        Every candidate's fitted model, by number of components.
+    criterion : {"bic", "aic", "heldout"}
+        The criterion that picked ``best``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diaggmm_dist import select_n_components
+    >>> X = np.random.default_rng(0).normal(size=(200, 2))
+    >>> X[100:] += 6.0
+    >>> selection = select_n_components(X, [1, 2, 3], random_state=0)
+    >>> selection.best.n_components, sorted(selection.models)
+    (2, [1, 2, 3])
+    >>> [row["n_components"] for row in selection.table]
+    [1, 2, 3]
+    """
+
+    table: list[dict[str, Any]]
+    best: DiagGMM
+    models: dict[int, DiagGMM]
     criterion: str
 
-    def to_markdown(self):
-        """The table as Markdown, the chosen K marked."""
+    def to_markdown(self) -> str:
+        """The table as Markdown, the chosen K marked.
+
+        Returns
+        -------
+        str
+            A header and one line per candidate: K, lower bound, log-likelihood, BIC, AIC,
+            held-out log-likelihood (``—`` without held-out rows), iterations, converged.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> X = np.random.default_rng(0).normal(size=(200, 2))
+        >>> X[100:] += 6.0
+        >>> selection = select_n_components(X, [1, 2], random_state=0)
+        >>> print(selection.to_markdown())  # doctest: +ELLIPSIS
+        | K | lower bound | log-likelihood | BIC | AIC | held-out log-likelihood | iterations | ...
+        |---:|---:|---:|---:|---:|---:|---:|---|
+        | 1 | ... | ... | ... | ... | ... | ... | True |
+        | 2 **(chosen)** | ... | ... | ... | ... | ... | ... | True |
+        """
         lines = [
             "| K | lower bound | log-likelihood | BIC | AIC | held-out log-likelihood "
             "| iterations | converged |",
@@ -74,25 +124,26 @@ def _split_weights(data, fraction, sample_weight):
 
 
 def select_n_components(
-    X,
-    candidates=(2, 4, 8, 16, 32),
-    criterion="bic",
+    X: Data,
+    candidates: Sequence[int] = (2, 4, 8, 16, 32),
+    criterion: str = "bic",
     *,
-    heldout_fraction=0.1,
-    sample_weight=None,
-    feature_dim=None,
-    features=None,
-    columns=None,
-    checkpoint=None,
-    overwrite_checkpoint=False,
-    **settings,
-):
+    heldout_fraction: float = 0.1,
+    sample_weight: Weights | None = None,
+    feature_dim: str | None = None,
+    features: list[str] | None = None,
+    columns: list[str] | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    overwrite_checkpoint: bool = False,
+    **settings: Any,
+) -> ComponentSelection:
     """Fit a mixture for every candidate number of components in the same data passes, and pick one.
 
     Parameters
     ----------
-    X : any input :meth:`DiagGMM.fit` takes
-    candidates : list of int, default=(2, 4, 8, 16, 32)
+    X : array-like, dask array, zarr.Array, str, xarray object or table
+        Rows of features, in any form :meth:`DiagGMM.fit` takes.
+    candidates : sequence of int, default=(2, 4, 8, 16, 32)
         Numbers of components to try (each >= 1, no repeats).
     criterion : {"bic", "aic", "heldout"}, default="bic"
         Pick the lowest BIC or AIC on the fitted rows, or the highest mean log-likelihood on
@@ -128,6 +179,17 @@ def select_n_components(
         Before any work, for candidates, criterion or ``heldout_fraction`` out of range (see
         :func:`~diaggmm_dist.validation.check_selection`), a setting this function sets
         itself, ``n_init`` other than 1, or an out-of-range estimator setting.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).normal(size=(200, 2))
+    >>> X[100:] += 6.0
+    >>> selection = select_n_components(X, [1, 2, 3], criterion="bic", random_state=0)
+    >>> selection.best.n_components
+    2
+    >>> selection.best.predict(X[:3]).shape
+    (3,)
     """
     candidates = check_selection(candidates, criterion, heldout_fraction)
     for name in ("n_components", "weights_init", "means_init", "precisions_init", "warm_start"):
@@ -208,8 +270,10 @@ def select_n_components(
                 "n_components": k,
                 "lower_bound": state.lower_bound,
                 "log_likelihood": log_likelihood,
-                "bic": parameters.bic(log_likelihood, n, k, n_features),
-                "aic": parameters.aic(log_likelihood, n, k, n_features),
+                **{
+                    name: parameters.information_criterion(name, log_likelihood, n, k, n_features)
+                    for name in ("bic", "aic")
+                },
                 "heldout_log_likelihood": None
                 if held is None or held["weight"] == 0
                 else held["log_likelihood"] / held["weight"],

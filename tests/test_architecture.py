@@ -315,7 +315,7 @@ def test_the_size_allowlist_is_current():
 DOCSTRING_CHECKS = frozenset(
     {"GL08", "SS01", "SS02", "SS03", "SS04", "SS06", "PR01", "PR02", "PR03", "RT01"}
 )
-#: Checked on the top-level names only (classes and functions of ``__all__``).
+#: Checked on the top-level names only (the classes and functions, not their methods).
 EXAMPLE_CHECKS = frozenset({"EX01"})
 
 #: Methods the public API must keep (they are found by walking the classes; this pins them).
@@ -339,49 +339,20 @@ REQUIRED_METHODS = {
     },
 }
 
-#: Names that fail a DOCSTRING_CHECKS code today (strict xfail: remove a name once it passes).
-EXPECTED_DOCSTRING_FAILURES = {
-    "diaggmm_dist.ComponentSelection",
-    "diaggmm_dist.ComponentSelection.to_markdown",
-    "diaggmm_dist.DiagGMM",  # PR03: missing and chunk_size documented in the other order
-    "diaggmm_dist.DiagGMM.aic",
-    "diaggmm_dist.DiagGMM.bic",
-    "diaggmm_dist.DiagGMM.fit_predict",
-    "diaggmm_dist.DiagGMM.from_sklearn",
-    "diaggmm_dist.DiagGMM.predict",
-    "diaggmm_dist.DiagGMM.predict_proba",
-    "diaggmm_dist.DiagGMM.sample",
-    "diaggmm_dist.DiagGMM.score",
-    "diaggmm_dist.DiagGMM.score_rows",
-    "diaggmm_dist.DiagGMM.score_samples",
-    "diaggmm_dist.DiagGMM.to_sklearn",
-}
-#: Top-level names without an Examples section today.
-EXPECTED_EXAMPLE_FAILURES = {
-    "diaggmm_dist.ComponentSelection",
-    "diaggmm_dist.DiagGMM",
-    "diaggmm_dist.ReseededComponentWarning",
-    "diaggmm_dist.select_n_components",
-}
-#: Names with a parameter or the return value not annotated today.
-EXPECTED_UNTYPED = {
-    "diaggmm_dist.ComponentSelection.to_markdown",
-    "diaggmm_dist.DiagGMM",
-    "diaggmm_dist.DiagGMM.aic",
-    "diaggmm_dist.DiagGMM.bic",
-    "diaggmm_dist.DiagGMM.fit",
-    "diaggmm_dist.DiagGMM.fit_predict",
-    "diaggmm_dist.DiagGMM.from_sklearn",
-    "diaggmm_dist.DiagGMM.partial_fit",
-    "diaggmm_dist.DiagGMM.predict",
-    "diaggmm_dist.DiagGMM.predict_proba",
-    "diaggmm_dist.DiagGMM.sample",
-    "diaggmm_dist.DiagGMM.score",
-    "diaggmm_dist.DiagGMM.score_rows",
-    "diaggmm_dist.DiagGMM.score_samples",
-    "diaggmm_dist.DiagGMM.to_sklearn",
-    "diaggmm_dist.select_n_components",
-}
+#: Public names of the library's layers below the estimators, checked as ``__all__`` is: the
+#: EM driver, the data pass and the parameter record that other modules (and users extending
+#: the library) build on.
+LIBRARY_API = (
+    "diaggmm_dist.fitting.EMRun",
+    "diaggmm_dist.em_settings.EMSettings",
+    "diaggmm_dist.em_settings.checkpoint_identity",
+    "diaggmm_dist.data_pass.DataPass",
+    "diaggmm_dist.data_pass.check_in_memory",
+    "diaggmm_dist.data_pass.raise_for_bad_values",
+    "diaggmm_dist.parameters.MixtureParameters",
+    "diaggmm_dist.parameters.n_parameters",
+    "diaggmm_dist.parameters.information_criterion",
+)
 
 
 def _own(obj):
@@ -390,35 +361,40 @@ def _own(obj):
     return inspect.isfunction(function) and function.__module__.startswith("diaggmm_dist")
 
 
-def public_names():
-    """The names of ``diaggmm_dist.__all__`` and the public methods the library defines on them."""
+def top_level_names():
+    """The classes and functions checked: ``diaggmm_dist.__all__`` and :data:`LIBRARY_API`."""
     package = importlib.import_module("diaggmm_dist")
+    return [f"diaggmm_dist.{top}" for top in sorted(package.__all__)] + list(LIBRARY_API)
+
+
+def public_names():
+    """The :func:`top_level_names` and the public methods the library defines on them."""
     names = []
-    for top in sorted(package.__all__):
-        names.append(f"diaggmm_dist.{top}")
-        obj = getattr(package, top)
+    for top in top_level_names():
+        names.append(top)
+        obj = _resolve(top)
         if not inspect.isclass(obj):
             continue
         for attribute in sorted(dir(obj)):
             if attribute.startswith("_"):
                 continue
             if _own(inspect.getattr_static(obj, attribute)):
-                names.append(f"diaggmm_dist.{top}.{attribute}")
+                names.append(f"{top}.{attribute}")
     return names
 
 
-def _cases(expected, *, top_level_only=False):
-    """The public names as test cases, those in ``expected`` marked as strict xfails."""
-    names = [n for n in public_names() if not top_level_only or n.count(".") == 1]
-    xfail = pytest.mark.xfail(strict=True, reason="docstring or type hints to fix (issue 20)")
-    return [pytest.param(n, marks=xfail) if n in expected else n for n in names]
-
-
 def _resolve(name):
-    obj = importlib.import_module("diaggmm_dist")
-    for part in name.split(".")[1:]:
-        obj = getattr(obj, part)
-    return obj
+    """The object named ``name``: the longest importable module, then attributes."""
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for part in parts[cut:]:
+            obj = getattr(obj, part)
+        return obj
+    raise ImportError(name)
 
 
 def test_public_names_include_the_documented_api():
@@ -430,29 +406,27 @@ def test_public_names_include_the_documented_api():
     assert "diaggmm_dist.ComponentSelection" in names
 
 
-def test_expected_failures_name_public_names():
-    # a stale entry (renamed or removed name) would hide nothing and should go
-    names = set(public_names())
-    for expected in (EXPECTED_DOCSTRING_FAILURES, EXPECTED_EXAMPLE_FAILURES, EXPECTED_UNTYPED):
-        assert expected <= names, sorted(expected - names)
-
-
 def _docstring_errors(name, codes):
     from numpydoc.validate import validate
 
     return [f"{code}: {message}" for code, message in validate(name)["errors"] if code in codes]
 
 
-@pytest.mark.parametrize("name", _cases(EXPECTED_DOCSTRING_FAILURES))
+@pytest.mark.parametrize("name", public_names())
 def test_public_docstring(name):
     errors = _docstring_errors(name, DOCSTRING_CHECKS)
     assert not errors, f"{name}:\n" + "\n".join(errors)
 
 
-@pytest.mark.parametrize("name", _cases(EXPECTED_EXAMPLE_FAILURES, top_level_only=True))
+@pytest.mark.parametrize("name", top_level_names())
 def test_public_docstring_has_examples(name):
     errors = _docstring_errors(name, EXAMPLE_CHECKS)
     assert not errors, f"{name}:\n" + "\n".join(errors)
+    # real examples, run by tests/test_docstring_examples.py, not a literal block
+    from numpydoc.docscrape import NumpyDocString
+
+    examples = NumpyDocString(inspect.getdoc(_resolve(name)))["Examples"]
+    assert any(line.lstrip().startswith(">>>") for line in examples), f"{name}: no doctest"
 
 
 def unannotated(obj):
@@ -475,7 +449,7 @@ def unannotated(obj):
     return missing
 
 
-@pytest.mark.parametrize("name", _cases(EXPECTED_UNTYPED))
+@pytest.mark.parametrize("name", public_names())
 def test_public_type_hints(name):
     missing = unannotated(_resolve(name))
     assert not missing, f"{name} has no type hint for: {missing}"
