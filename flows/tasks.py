@@ -236,6 +236,8 @@ def em_iterations(spec: FitSpec, first: int, last: int) -> dict:
     except BaseException as error:
         if context is None or not is_transient(error) or context.task_run.run_count > RETRIES:
             rows.forget()  # no attempt follows
+        else:
+            rows.keep()
         raise
     rows.forget()
     position["iterations"] = rows.between(first, last)

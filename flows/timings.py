@@ -1,10 +1,11 @@
 """Per-iteration rows of one ``em-iterations`` task run, kept across its attempts.
 
 A retry resumes after the iterations a failed attempt checkpointed; their rows (lower bound,
-change and time) are still reported, so every attempt of a task run adds its rows to a small
-JSON file named by the task run's id, in the local temporary folder (the attempts of one task
-run run in one process), removed when the task run ends. A row is a display record: a file
-that cannot be written or read loses timings, never the fit.
+change and time) are still reported. An attempt keeps its rows in memory; one that fails with a
+retry to follow writes them, once, to a small JSON file named by the task run's id in the local
+temporary folder (the attempts of one task run run in one process), and the task run removes
+it when it ends. A row is a display record: a file that cannot be written or read loses
+timings, never the fit.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ class AttemptRows:
             The row; its ``iteration`` is its key.
         """
         self.rows[int(row["iteration"])] = row
+
+    def keep(self) -> None:
+        """Write the rows for the next attempt of this task run (a failed attempt's last act)."""
         if self.path is None:
             return
         try:  # written whole and renamed into place: a reader never sees half a file

@@ -65,6 +65,8 @@ def test_rows_are_kept_across_attempts_of_one_task_run_and_forgotten_after(tmp_p
     first = AttemptRows("run-a")
     first.add({"iteration": 2, "lower_bound": -1.0, "change": 0.5, "seconds": 0.1})
     first.add({"iteration": 3, "lower_bound": -0.9, "change": 0.1, "seconds": 0.2})
+    assert AttemptRows("run-a").rows == {}  # in memory until the attempt fails
+    first.keep()
     retry = AttemptRows("run-a")  # the next attempt of the same task run
     retry.add({"iteration": 4, "lower_bound": -0.8, "change": 0.1, "seconds": 0.3})
     assert [row["iteration"] for row in retry.between(3, 4)] == [3, 4]
