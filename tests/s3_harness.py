@@ -30,6 +30,19 @@ KEY, SECRET, REGION = "testing", "testing", "us-east-1"
 #: Variables that would point a client at an endpoint without options: kept out of the tests.
 ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 _bucket_numbers = itertools.count()
+#: ``python -m moto.server`` that also ends when the test process dies unannounced (SIGKILL,
+#: ``os._exit`` from a timeout): it then has a new parent, and no finally block ran.
+SERVER_MAIN = """
+import os, sys, threading, time
+from moto.server import main
+parent = os.getppid()
+def orphaned():
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+threading.Thread(target=orphaned, daemon=True).start()
+main(sys.argv[1:])
+"""
 
 
 def storage_options_for(endpoint_url: str) -> dict:
@@ -85,7 +98,7 @@ def running_s3_service(folder: Path, timeout: float = 60.0) -> Iterator[S3Servic
     env = {k: v for k, v in os.environ.items() if k not in ENDPOINT_VARIABLES}
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-c", SERVER_MAIN, "-H", "127.0.0.1", "-p", str(port)],
             cwd=folder,
             env=env,
             stdout=out,

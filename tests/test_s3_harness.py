@@ -6,10 +6,14 @@ fsspec explicitly, never through the environment. Timings are lower bounds only.
 
 import contextlib
 import os
+import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from pathlib import Path
 
 import dask.array as da
 import fsspec
@@ -166,3 +170,43 @@ def test_the_server_and_the_proxy_are_gone_after_the_harness(tmp_path):
         for url in (service.endpoint_url, service.server_url):
             with pytest.raises(urllib.error.URLError):
                 urllib.request.urlopen(url + "/", timeout=5)
+
+
+#: A test process that starts the harness and dies by SIGKILL: no finally block runs in it.
+KILLED_SESSION = """
+import os, signal, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from s3_harness import running_s3_service
+with running_s3_service(Path(sys.argv[2])) as service:
+    print(service.process.pid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _alive(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"  # a zombie has ended; only its parent's bookkeeping is left
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_the_server_ends_when_the_test_process_is_killed(tmp_path):
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_SESSION, str(Path(__file__).parent), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    pid = int(killed.stdout.split()[0])
+    try:
+        deadline = time.monotonic() + 60  # a liveness bound, not a timing claim
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(pid), "moto's server outlived the test process that started it"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
