@@ -82,6 +82,24 @@ class S3Bucket:
         """``s3://<bucket>/<key>``."""
         return f"s3://{self.name}/{key}".rstrip("/")
 
+    def log_path(self, key: str) -> str:
+        """The path of ``key`` as the proxy logs it: ``/<bucket>/<key>``."""
+        return f"/{self.name}/{key}"
+
+    def filesystem(self):
+        """A new s3fs file system with the options (none of fsspec's cached instances)."""
+        import fsspec
+
+        return fsspec.filesystem("s3", skip_instance_cache=True, **self.storage_options)
+
+    def zarr_store(self, key: str, read_only: bool = False):
+        """zarr's ``FsspecStore`` at ``key``, opened with the options."""
+        from zarr.storage import FsspecStore
+
+        return FsspecStore.from_url(
+            self.url(key), storage_options=self.storage_options, read_only=read_only
+        )
+
 
 def _tail(path: Path, lines: int = 40) -> str:
     try:

@@ -16,11 +16,9 @@ from collections import Counter
 from pathlib import Path
 
 import dask.array as da
-import fsspec
 import numpy as np
 import pytest
 import zarr
-import zarr.storage
 from conftest import mixture_data
 from s3_harness import ENDPOINT_VARIABLES, running_s3_service, s3, s3_service  # noqa: F401
 
@@ -31,9 +29,7 @@ MiB = 1024 * 1024
 
 def s3_array(s3, key, data=None, mode="w", **kwargs):
     """A Zarr v3 array at ``s3://<bucket>/<key>`` opened through fsspec with the options."""
-    store = zarr.storage.FsspecStore.from_url(
-        s3.url(key), storage_options=s3.storage_options, read_only=mode == "r"
-    )
+    store = s3.zarr_store(key, read_only=mode == "r")
     if mode == "r":
         return zarr.open_array(store, mode="r")
     array = zarr.open_array(store, mode=mode, shape=data.shape, dtype=data.dtype, **kwargs)
@@ -41,13 +37,8 @@ def s3_array(s3, key, data=None, mode="w", **kwargs):
     return array
 
 
-def s3_files(s3):
-    # a new instance: none of fsspec's cached file systems (or their listings) is reused
-    return fsspec.filesystem("s3", skip_instance_cache=True, **s3.storage_options)
-
-
 def chunk_paths(s3, key, n_chunks):
-    return {f"/{s3.name}/{key}/c/{i}/0" for i in range(n_chunks)}
+    return {s3.log_path(f"{key}/c/{i}/0") for i in range(n_chunks)}
 
 
 def test_the_endpoint_travels_in_the_options_not_the_environment(s3):
@@ -60,25 +51,25 @@ def test_a_zarr_array_round_trips_through_the_proxy(s3):
     X = np.random.default_rng(0).normal(size=(1000, 4))
     s3_array(s3, "x.zarr", X, chunks=(250, 4))
     writes = {r.path for r in s3.proxy.requests("PUT") if r.status == 200}
-    assert writes == {f"/{s3.name}/x.zarr/zarr.json"} | chunk_paths(s3, "x.zarr", 4)
+    assert writes == {s3.log_path("x.zarr/zarr.json")} | chunk_paths(s3, "x.zarr", 4)
     s3.proxy.clear()
 
     np.testing.assert_array_equal(s3_array(s3, "x.zarr", mode="r")[:], X)
     reads = {r.path for r in s3.proxy.requests("GET") if r.status == 200}
-    assert {f"/{s3.name}/x.zarr/zarr.json"} | chunk_paths(s3, "x.zarr", 4) <= reads
+    assert {s3.log_path("x.zarr/zarr.json")} | chunk_paths(s3, "x.zarr", 4) <= reads
     # the log's bytes are the bodies: the chunks sent up came back down
     chunks = chunk_paths(s3, "x.zarr", 4)
     down = sum(r.bytes for r in s3.proxy.requests("GET") if r.path in chunks)
-    assert down == s3_files(s3).du(s3.url("x.zarr/c"))
+    assert down == s3.filesystem().du(s3.url("x.zarr/c"))
 
 
 def test_a_ranged_get_keeps_its_range_header_and_gets_206(s3):
-    fs = s3_files(s3)
+    fs = s3.filesystem()
     blob = bytes(range(256)) * 64
     fs.pipe_file(s3.url("blob"), blob)
     s3.proxy.clear()
     assert fs.cat_file(s3.url("blob"), start=100, end=1100) == blob[100:1100]
-    (ranged,) = [r for r in s3.proxy.requests("GET") if r.path == f"/{s3.name}/blob"]
+    (ranged,) = [r for r in s3.proxy.requests("GET") if r.path == s3.log_path("blob")]
     assert ranged.range == "bytes=100-1099"
     assert ranged.status == 206 and ranged.bytes == 1000
 
@@ -91,7 +82,7 @@ def _timed_reads(fs, path, n):
 
 
 def test_the_injected_latency_adds_to_every_request(s3):
-    fs = s3_files(s3)
+    fs = s3.filesystem()
     fs.pipe_file(s3.url("small"), b"x" * 100)
     n = 5
     _timed_reads(fs, s3.url("small"), n)
@@ -106,7 +97,7 @@ def test_the_injected_latency_adds_to_every_request(s3):
 
 
 def test_the_bandwidth_cap_is_shared_by_every_connection(s3):
-    fs = s3_files(s3)
+    fs = s3.filesystem()
     payload = np.random.default_rng(1).bytes(4 * MiB)
     fs.pipe({s3.url("big"): payload, s3.url("half-a"): payload[: 2 * MiB]})
     fs.pipe_file(s3.url("half-b"), payload[2 * MiB :])
@@ -129,7 +120,7 @@ def test_the_bandwidth_cap_is_shared_by_every_connection(s3):
 
 
 def test_reset_restores_no_latency_no_cap_and_an_empty_log(s3):
-    s3_files(s3).pipe_file(s3.url("a"), b"a")
+    s3.filesystem().pipe_file(s3.url("a"), b"a")
     s3.proxy.latency, s3.proxy.bandwidth = 0.5, 1000
     assert s3.proxy.log
     s3.proxy.reset()
