@@ -5,12 +5,14 @@ fsspec explicitly, never through the environment. Timings are lower bounds only.
 """
 
 import contextlib
+import http.client
 import os
 import signal
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -54,7 +56,9 @@ def test_a_zarr_array_round_trips_through_the_proxy(s3):
     assert writes == {s3.log_path("x.zarr/zarr.json")} | chunk_paths(s3, "x.zarr", 4)
     s3.proxy.clear()
 
-    np.testing.assert_array_equal(s3_array(s3, "x.zarr", mode="r")[:], X)
+    array = s3_array(s3, "x.zarr", mode="r")
+    assert array.metadata.zarr_format == 3
+    np.testing.assert_array_equal(array[:], X)
     reads = {r.path for r in s3.proxy.requests("GET") if r.status == 200}
     assert {s3.log_path("x.zarr/zarr.json")} | chunk_paths(s3, "x.zarr", 4) <= reads
     # the log's bytes are the bodies: the chunks sent up came back down
@@ -72,6 +76,42 @@ def test_a_ranged_get_keeps_its_range_header_and_gets_206(s3):
     (ranged,) = [r for r in s3.proxy.requests("GET") if r.path == s3.log_path("blob")]
     assert ranged.range == "bytes=100-1099"
     assert ranged.status == 206 and ranged.bytes == 1000
+
+
+def _raw_get(url, path, headers):
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def test_headers_pass_through_both_ways_unchanged(s3, s3_service):
+    fs = s3.filesystem()
+    fs.pipe_file(s3.url("blob"), bytes(range(256)) * 16)
+    # a presigned URL: the signature travels in the query, which must pass through too
+    signed = urllib.parse.urlsplit(fs.url(s3.url("blob")))
+    target = f"{signed.path}?{signed.query}"
+    asked = {"Range": "bytes=5-14", "If-Match": fs.info(s3.url("blob"))["ETag"]}
+    direct = _raw_get(s3_service.server_url, target, asked)
+    s3.proxy.clear()
+    proxied = _raw_get(s3.endpoint_url, target, asked)
+    assert proxied[0] == direct[0] == 206 and proxied[2] == direct[2] == bytes(range(5, 15))
+    # every response header comes back as the server sent it, but those that differ by request
+    # (its date and id) or belong to the connection
+    varying = {"date", "x-amzn-requestid", "connection"}
+    assert {k: v for k, v in proxied[1].items() if k.lower() not in varying} == {
+        k: v for k, v in direct[1].items() if k.lower() not in varying
+    }
+    assert proxied[1]["content-range"] == "bytes 5-14/4096"
+    (logged,) = s3.proxy.requests("GET", "blob")
+    assert (logged.range, logged.status, logged.bytes) == ("bytes=5-14", 206, 10)
+    assert logged.query == signed.query
+    # a request header reaches the server: a precondition that fails there fails here
+    assert _raw_get(s3.endpoint_url, target, {"If-Match": '"other"'})[0] == 412
 
 
 def _timed_reads(fs, path, n):
