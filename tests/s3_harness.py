@@ -1,7 +1,7 @@
 """A real S3-compatible server for the object-storage tests: moto's, behind the project's proxy.
 
-``s3_service`` (session) starts ``python -m moto.server`` on a free 127.0.0.1 port, waits for
-it to answer, puts an :class:`s3_proxy.S3Proxy` (request log, latency, bandwidth cap) in front
+``s3_service`` (session) starts moto's server in a subprocess on a free 127.0.0.1 port, waits
+for it to answer, puts an :class:`s3_proxy.S3Proxy` (request log, latency, bandwidth cap) in front
 and stops both at the end. ``s3`` (per test) gives an :class:`S3Bucket`: a fresh bucket, the
 proxy's endpoint, the s3fs ``storage_options`` and the proxy, reset; the endpoint is never put
 in ``os.environ``. Import the fixtures (``from s3_harness import s3, s3_service``).

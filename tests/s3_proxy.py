@@ -40,8 +40,10 @@ class LoggedRequest:
     """One request as the proxy saw it."""
 
     method: str
+    #: as the client sent it (percent-encoded), without the query
     path: str
     query: str
+    #: the Range header, if any
     range: str | None
     status: int
     #: body bytes sent back to the client
