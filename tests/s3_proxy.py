@@ -50,6 +50,10 @@ class LoggedRequest:
     bytes: int
     #: body bytes the client sent
     bytes_in: int
+    #: ``time.monotonic()`` when the request arrived (before the injected latency) and when
+    #: its response was about to end
+    started: float = 0.0
+    finished: float = 0.0
 
 
 class TokenBucket:
@@ -194,6 +198,7 @@ class _ForwardingHandler(BaseHTTPRequestHandler):
 
     def _forward(self):
         proxy = self.proxy
+        started = time.monotonic()
         if proxy.latency > 0:
             time.sleep(proxy.latency)
         path, _, query = self.path.partition("?")
@@ -210,6 +215,8 @@ class _ForwardingHandler(BaseHTTPRequestHandler):
                     status=status,
                     bytes=sent,
                     bytes_in=bytes_in,
+                    started=started,
+                    finished=time.monotonic(),
                 )
             )
 

@@ -156,6 +156,7 @@ def test_the_bandwidth_cap_is_shared_by_every_connection(s3):
     assert b"".join(halves[key] for key in sorted(halves)) == payload
     gets = [r for r in s3.proxy.requests("GET") if r.path.endswith(("/half-a", "/half-b"))]
     assert len(gets) == 2 and sum(r.bytes for r in gets) == 4 * MiB
+    assert max(r.started for r in gets) < min(r.finished for r in gets), "not concurrent"
     assert both >= 0.45  # the cap is on the sum of both connections, not on each
 
 
