@@ -125,7 +125,7 @@ def test_the_injected_latency_adds_to_every_request(s3):
     fs = s3.filesystem()
     fs.pipe_file(s3.url("small"), b"x" * 100)
     n = 5
-    _timed_reads(fs, s3.url("small"), n)
+    _timed_reads(fs, s3.url("small"), n)  # without latency: connections open, clients warm
     s3.proxy.clear()
     s3.proxy.latency = 0.1
     slow = _timed_reads(fs, s3.url("small"), n)
@@ -174,15 +174,15 @@ def test_a_fit_from_a_dask_array_on_s3_is_the_numpy_fit_and_reads_every_chunk(s3
     X, _ = mixture_data(4000, 3, 3, seed=5)
     s3_array(s3, "rows.zarr", X, chunks=(500, 3))
     chunks = chunk_paths(s3, "rows.zarr", 8)
-    reads = {}
+    reads, models = {}, {}
     for max_iter in (2, 5):
         s3.proxy.clear()
         lazy = da.from_zarr(s3_array(s3, "rows.zarr", mode="r"))
-        model = DiagGMM(3, random_state=0, tol=0, max_iter=max_iter).fit(lazy)
+        models[max_iter] = DiagGMM(3, random_state=0, tol=0, max_iter=max_iter).fit(lazy)
         reads[max_iter] = Counter(r.path for r in s3.proxy.requests("GET") if r.path in chunks)
     reference = DiagGMM(3, random_state=0, tol=0, max_iter=5).fit(X)
     for name in ("weights_", "means_", "covariances_"):
-        np.testing.assert_allclose(getattr(model, name), getattr(reference, name), rtol=1e-10)
+        np.testing.assert_allclose(getattr(models[5], name), getattr(reference, name), rtol=1e-10)
     assert set(reads[5]) == chunks
     # each EM iteration reads every chunk once (the initialization reads some of them more)
     assert {path: reads[5][path] - reads[2][path] for path in chunks} == dict.fromkeys(chunks, 3)
