@@ -18,6 +18,7 @@ LAYERS = {
         "_version",
         "bounded_files",
         "dask_compat",
+        "locations",
     ),
     "kernels": ("kernels", "compiled", "mstep", "online"),
     "readers": ("zarr_chunks", "checked_zarr"),
