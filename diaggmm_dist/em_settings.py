@@ -2,18 +2,21 @@
 
 :class:`EMSettings` holds the settings of EM itself (those :class:`~diaggmm_dist.fitting.EMRun`
 reads); :func:`checkpoint_identity` is the one definition of which settings a checkpoint must
-share with a run to be resumed.
+share with a run to be resumed; :func:`store_location` is where a checkpoint (or a model)
+lives, as the stores take it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .locations import Location, StorageOptions, location
 from .parameters import MixtureParameters
 
 
@@ -130,3 +133,35 @@ def checkpoint_identity(
         **extra,
     }
     return {"config": config, "fingerprint": fingerprint}
+
+
+def store_location(
+    where: str | os.PathLike | Location | Any | None,
+    storage_options: StorageOptions | None = None,
+) -> str | Location | None:
+    """``where`` as the stores take it: its Location, or the bare path or URL without options.
+
+    Parameters
+    ----------
+    where : str, os.PathLike, Location, zarr store or None
+        A checkpoint's or a model's place.
+    storage_options : dict, optional
+        fsspec options for a path or URL (refused with a store object or a Location).
+
+    Returns
+    -------
+    str, Location or None
+        None for None; the path or URL itself when it needs no options; else the
+        :func:`~diaggmm_dist.locations.location` of ``where``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`~diaggmm_dist.locations.location`.
+    """
+    if where is None:
+        return None
+    place = location(where, storage_options)
+    if place.store is None and not place.storage_options:
+        return place.url
+    return place

@@ -24,6 +24,7 @@ import numpy as np
 
 from .em import e_step_models
 from .em_settings import EMSettings
+from .locations import Location
 from .mstep import m_step, warn_reseeded
 from .parameters import MixtureParameters
 from .state import TrainingState
@@ -110,7 +111,7 @@ class EMRun:
         cls,
         data_pass: Callable,
         settings: EMSettings,
-        checkpoint: str | os.PathLike | None = None,
+        checkpoint: str | os.PathLike | Location | Any | None = None,
         identity: dict | None = None,
         *,
         overwrite: bool = False,
@@ -124,9 +125,9 @@ class EMRun:
             The fit's data.
         settings : EMSettings
             As in the class.
-        checkpoint : str or os.PathLike, optional
-            Zarr group (local path or fsspec URL) of the run's checkpoints; its lease is
-            taken until :meth:`close`. None: a run without checkpoints.
+        checkpoint : str, os.PathLike, Location or zarr store, optional
+            Zarr group (path, fsspec URL, Location with its options, or store object) of the
+            run's checkpoints; its lease is taken until :meth:`close`. None: no checkpoints.
         identity : dict, optional
             :func:`checkpoint_identity` of the run (needed with ``checkpoint``).
         overwrite : bool, default=False

@@ -18,9 +18,10 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import engine, inputs, kernels, online, parameters, persistence, stepwise
 from .data_pass import DataPass, check_in_memory
-from .em_settings import EMSettings, checkpoint_identity
+from .em_settings import EMSettings, checkpoint_identity, store_location
 from .fitting import EMRun
 from .initialization import initial_parameters, initial_parameters_of_models
+from .locations import Location, StorageOptions, checked_storage_options
 from .parameters import MixtureParameters
 from .state import TrainingState
 from .validation import check_initial_parameters, check_settings, is_int
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     import xarray as xr
     import zarr
     from sklearn.mixture import GaussianMixture
+    from zarr.abc.store import Store
 
     #: What ``fit``, ``predict`` and the others read (see :func:`diaggmm_dist.inputs.as_samples`).
     Data: TypeAlias = (
@@ -48,11 +50,25 @@ if TYPE_CHECKING:
     PerRow: TypeAlias = np.ndarray | da.Array | xr.DataArray
     #: Sample weights, aligned with the rows of the data.
     Weights: TypeAlias = ArrayLike | da.Array | xr.DataArray
+    #: Where a store lives: a path or URL (with ``storage_options``), a Location or a Zarr store.
+    Where: TypeAlias = str | os.PathLike | Location | Store
 
 __all__ = ["DiagGMM"]
 
 #: The fitted state of stepwise EM (:meth:`DiagGMM.partial_fit`); ``fit`` starts without it.
 ONLINE_STATE = ("running_statistics_", "running_shift_", "n_batches_seen_", "n_samples_seen_")
+
+
+def _checked_options(storage_options, method):
+    """``storage_options`` checked once (a plain dict), or None; refused before any work."""
+    if storage_options is None:
+        return None
+    return checked_storage_options(storage_options, f"DiagGMM.{method}")
+
+
+def _data_options(storage_options):
+    """The keyword that gives :func:`inputs.as_samples` the call's options (none without)."""
+    return {} if storage_options is None else {"storage_options": storage_options}
 
 
 class DiagGMM(DensityMixin, BaseEstimator):
@@ -241,10 +257,11 @@ class DiagGMM(DensityMixin, BaseEstimator):
         feature_dim: str | None = None,
         features: list[str] | None = None,
         columns: list[str] | None = None,
-        checkpoint: str | os.PathLike | None = None,
+        checkpoint: Where | None = None,
         overwrite_checkpoint: bool = False,
         on_iteration: Callable[[dict], object] | None = None,
         until: int | None = None,
+        storage_options: StorageOptions | None = None,
     ) -> DiagGMM:
         """Estimate the parameters with EM (the driver of :mod:`diaggmm_dist.fitting`).
 
@@ -271,8 +288,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
             Dataset input: the variables to use.
         columns : list of str, optional
             Table input: the columns to use.
-        checkpoint : str or os.PathLike, optional
-            Zarr group (local path or fsspec URL) where the training state is written after
+        checkpoint : str, os.PathLike, Location or zarr store, optional
+            Zarr group (local path, fsspec URL or store) where the training state is written after
             the initialization and after every iteration. If it already holds a run with the
             same settings and data, the fit resumes after its last complete iteration and
             ends with exactly the model an uninterrupted run gives. ``max_iter`` is not part
@@ -291,6 +308,12 @@ class DiagGMM(DensityMixin, BaseEstimator):
             model at iteration ``until`` (no ``ConvergenceWarning`` unless EM ended), and a
             later fit on the same ``checkpoint`` continues up to ``max_iter`` and ends exactly
             as an uninterrupted fit. For running a long fit in blocks.
+        storage_options : dict, optional
+            fsspec options (endpoint, credentials, ...) for every URL of this call: ``X``
+            (when it is a path or URL) and ``checkpoint``. For other options per URL, pass Zarr
+            store objects (or :class:`~diaggmm_dist.locations.Location` objects) instead. The
+            options are plain data that travel with the tasks to the workers (README, "Data in
+            object storage").
 
         Returns
         -------
@@ -325,7 +348,11 @@ class DiagGMM(DensityMixin, BaseEstimator):
         check_settings(self)
         if until is not None and not (is_int(until) and until >= 0):
             raise ValueError(f"until must be an integer >= 0 or None, got {until!r}.")
-        samples = self._samples(X, feature_dim=feature_dim, features=features, columns=columns)
+        storage_options = _checked_options(storage_options, "fit")
+        checkpoint = store_location(checkpoint, storage_options)
+        samples = self._samples(
+            X, storage_options, feature_dim=feature_dim, features=features, columns=columns
+        )
         data = samples.array
         n_features = data.shape[-1]
         self._check_enough_samples(data)
@@ -477,6 +504,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         feature_dim: str | None = None,
         features: list[str] | None = None,
         columns: list[str] | None = None,
+        storage_options: StorageOptions | None = None,
     ) -> DiagGMM:
         """Fold one batch of rows into the model with one step of stepwise (online) EM.
 
@@ -511,6 +539,11 @@ class DiagGMM(DensityMixin, BaseEstimator):
             whatever its total weight; within it, rows count by their weights.
         feature_dim, features, columns : optional
             As in :meth:`fit`; by default the layout of the previous fit or batch.
+        storage_options : dict, optional
+            fsspec options (endpoint, credentials, ...) for ``X`` when it is a path or URL.
+            For other options per URL, pass Zarr store objects (or
+            :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
+            data that travel with the tasks to the workers (README, "Data in object storage").
 
         Returns
         -------
@@ -533,11 +566,12 @@ class DiagGMM(DensityMixin, BaseEstimator):
         (2, 6)
         """
         check_settings(self)
+        storage_options = _checked_options(storage_options, "partial_fit")
         fitted = hasattr(self, "means_")
         layout = {"feature_dim": feature_dim, "features": features, "columns": columns}
         if fitted and not any(value is not None for value in layout.values()):
             layout = getattr(self, "input_layout_", layout)
-        samples = self._samples(X, **layout)
+        samples = self._samples(X, storage_options, **layout)
         data = samples.array
         if fitted:
             self._check_features(samples)
@@ -605,7 +639,9 @@ class DiagGMM(DensityMixin, BaseEstimator):
         if self.verbose >= level:
             print(message + (detail if self.verbose >= 2 else ""))
 
-    def fit_predict(self, X: Data, y: None = None) -> PerRow:
+    def fit_predict(
+        self, X: Data, y: None = None, *, storage_options: StorageOptions | None = None
+    ) -> PerRow:
         """Fit, then return the component label of every row (see :meth:`predict`).
 
         Parameters
@@ -614,6 +650,11 @@ class DiagGMM(DensityMixin, BaseEstimator):
             Rows of features, in any form :meth:`fit` takes.
         y : None
             Ignored (scikit-learn's API).
+        storage_options : dict, optional
+            fsspec options (endpoint, credentials, ...) for ``X`` when it is a path or URL.
+            For other options per URL, pass Zarr store objects (or
+            :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
+            data that travel with the tasks to the workers (README, "Data in object storage").
 
         Returns
         -------
@@ -633,12 +674,16 @@ class DiagGMM(DensityMixin, BaseEstimator):
         >>> bool(labels[0] == labels[1] == labels[2] != labels[3] == labels[4] == labels[5])
         True
         """
-        return self.fit(X).predict(X)
+        return self.fit(X, storage_options=storage_options).predict(
+            X, storage_options=storage_options
+        )
 
     # --------------------------------------------------------------- prediction
-    def _samples(self, X, **layout):
+    def _samples(self, X, storage_options=None, **layout):
         """:func:`inputs.as_samples` of ``X``, in this estimator's ``chunk_size``."""
-        return inputs.as_samples(X, self.chunk_size, **layout)
+        if isinstance(X, inputs.Samples):
+            return X
+        return inputs.as_samples(X, self.chunk_size, **_data_options(storage_options), **layout)
 
     def _input_layout(self):
         """The fitted :class:`~diaggmm_dist.inputs.InputLayout` (from the fitted attributes)."""
@@ -651,11 +696,15 @@ class DiagGMM(DensityMixin, BaseEstimator):
         """The same number of features as the model, and the same names when both have names."""
         self._input_layout().check(samples, type(self).__name__)
 
-    def _prediction_samples(self, X):
+    def _prediction_samples(self, X, storage_options=None, method="predict"):
         """``X`` read once with the fitted input layout, its features and values checked."""
         check_is_fitted(self, "means_")
+        storage_options = _checked_options(storage_options, method)
         layout = self._input_layout()
-        samples = layout.samples(X, self.chunk_size)
+        if storage_options is None:
+            samples = layout.samples(X, self.chunk_size)
+        else:
+            samples = self._samples(X, storage_options, **layout.to_dict())
         layout.check(samples, type(self).__name__)
         if samples.values is not None:
             check_in_memory(samples.values, self.missing)
@@ -691,7 +740,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
             data, kernels.row_log_likelihood, coef, self.missing, dtype=np.float64
         )
 
-    def predict(self, X: Data) -> PerRow:
+    def predict(self, X: Data, *, storage_options: StorageOptions | None = None) -> PerRow:
         """Component label of every row (the most probable component).
 
         Parameters
@@ -699,6 +748,11 @@ class DiagGMM(DensityMixin, BaseEstimator):
         X : array-like, dask array, zarr.Array, str, xarray object or table
             Rows with the model's features, in any form :meth:`fit` takes (read with the
             fitted input layout).
+        storage_options : dict, optional
+            fsspec options (endpoint, credentials, ...) for ``X`` when it is a path or URL.
+            For other options per URL, pass Zarr store objects (or
+            :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
+            data that travel with the tasks to the workers (README, "Data in object storage").
 
         Returns
         -------
@@ -724,10 +778,10 @@ class DiagGMM(DensityMixin, BaseEstimator):
         >>> labels.shape, bool(labels[0] == labels[2] != labels[3])
         ((6,), True)
         """
-        samples = self._prediction_samples(X)
+        samples = self._prediction_samples(X, storage_options, "predict")
         return samples.wrap(self._map(samples, "labels"), "labels")
 
-    def predict_proba(self, X: Data) -> PerRow:
+    def predict_proba(self, X: Data, *, storage_options: StorageOptions | None = None) -> PerRow:
         """Posterior probability of every component for every row (the responsibilities).
 
         Parameters
@@ -735,6 +789,11 @@ class DiagGMM(DensityMixin, BaseEstimator):
         X : array-like, dask array, zarr.Array, str, xarray object or table
             Rows with the model's features, in any form :meth:`fit` takes (read with the
             fitted input layout).
+        storage_options : dict, optional
+            fsspec options (endpoint, credentials, ...) for ``X`` when it is a path or URL.
+            For other options per URL, pass Zarr store objects (or
+            :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
+            data that travel with the tasks to the workers (README, "Data in object storage").
 
         Returns
         -------
@@ -757,10 +816,10 @@ class DiagGMM(DensityMixin, BaseEstimator):
         >>> proba.shape, np.allclose(proba.sum(axis=1), 1.0)
         ((6, 2), True)
         """
-        samples = self._prediction_samples(X)
+        samples = self._prediction_samples(X, storage_options, "predict_proba")
         return samples.wrap(self._map(samples, "proba"), "proba", self.n_components)
 
-    def score_samples(self, X: Data) -> PerRow:
+    def score_samples(self, X: Data, *, storage_options: StorageOptions | None = None) -> PerRow:
         """Log-likelihood ``log p(x)`` of every row.
 
         Parameters
@@ -768,6 +827,11 @@ class DiagGMM(DensityMixin, BaseEstimator):
         X : array-like, dask array, zarr.Array, str, xarray object or table
             Rows with the model's features, in any form :meth:`fit` takes (read with the
             fitted input layout).
+        storage_options : dict, optional
+            fsspec options (endpoint, credentials, ...) for ``X`` when it is a path or URL.
+            For other options per URL, pass Zarr store objects (or
+            :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
+            data that travel with the tasks to the workers (README, "Data in object storage").
 
         Returns
         -------
@@ -790,10 +854,12 @@ class DiagGMM(DensityMixin, BaseEstimator):
         >>> bool(np.isclose(gmm.score_samples(X).mean(), gmm.score(X)))
         True
         """
-        samples = self._prediction_samples(X)
+        samples = self._prediction_samples(X, storage_options, "score_samples")
         return samples.wrap(self._map(samples, "log_likelihood"), "log_likelihood")
 
-    def score_rows(self, X: Data) -> tuple[PerRow, PerRow, PerRow]:
+    def score_rows(
+        self, X: Data, *, storage_options: StorageOptions | None = None
+    ) -> tuple[PerRow, PerRow, PerRow]:
         """Labels, maximum responsibility and log-likelihood of every row, from one pass.
 
         Parameters
@@ -801,6 +867,11 @@ class DiagGMM(DensityMixin, BaseEstimator):
         X : array-like, dask array, zarr.Array, str, xarray object or table
             Rows with the model's features, in any form :meth:`fit` takes (read with the
             fitted input layout).
+        storage_options : dict, optional
+            fsspec options (endpoint, credentials, ...) for ``X`` when it is a path or URL.
+            For other options per URL, pass Zarr store objects (or
+            :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
+            data that travel with the tasks to the workers (README, "Data in object storage").
 
         Returns
         -------
@@ -829,7 +900,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         >>> labels.dtype, max_resp.dtype, np.allclose(log_likelihood, gmm.score_samples(X))
         (dtype('int16'), dtype('float32'), True)
         """
-        samples = self._prediction_samples(X)
+        samples = self._prediction_samples(X, storage_options, "score_rows")
         summary = self._map(samples, "summary")
         if samples.in_memory:
             (summary,) = engine.compute(summary)
@@ -847,7 +918,9 @@ class DiagGMM(DensityMixin, BaseEstimator):
         (value,) = engine.compute(mean(self._map(samples, "log_likelihood")))
         return float(value)
 
-    def score(self, X: Data, y: None = None) -> float:
+    def score(
+        self, X: Data, y: None = None, *, storage_options: StorageOptions | None = None
+    ) -> float:
         """Mean log-likelihood per row (computed even for lazy input).
 
         Parameters
@@ -857,6 +930,11 @@ class DiagGMM(DensityMixin, BaseEstimator):
             fitted input layout).
         y : None
             Ignored (scikit-learn's API).
+        storage_options : dict, optional
+            fsspec options (endpoint, credentials, ...) for ``X`` when it is a path or URL.
+            For other options per URL, pass Zarr store objects (or
+            :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
+            data that travel with the tasks to the workers (README, "Data in object storage").
 
         Returns
         -------
@@ -879,9 +957,9 @@ class DiagGMM(DensityMixin, BaseEstimator):
         >>> bool(gmm.score(X) >= gmm.lower_bound_)
         True
         """
-        return self._mean_log_likelihood(self._prediction_samples(X))
+        return self._mean_log_likelihood(self._prediction_samples(X, storage_options, "score"))
 
-    def bic(self, X: Data) -> float:
+    def bic(self, X: Data, *, storage_options: StorageOptions | None = None) -> float:
         """Bayesian information criterion of the model on ``X`` (lower is better).
 
         Parameters
@@ -889,6 +967,11 @@ class DiagGMM(DensityMixin, BaseEstimator):
         X : array-like, dask array, zarr.Array, str, xarray object or table
             Rows with the model's features, in any form :meth:`fit` takes (read with the
             fitted input layout).
+        storage_options : dict, optional
+            fsspec options (endpoint, credentials, ...) for ``X`` when it is a path or URL.
+            For other options per URL, pass Zarr store objects (or
+            :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
+            data that travel with the tasks to the workers (README, "Data in object storage").
 
         Returns
         -------
@@ -911,9 +994,9 @@ class DiagGMM(DensityMixin, BaseEstimator):
         >>> bool(two.bic(X) < one.bic(X))
         True
         """
-        return self._information_criterion("bic", X)
+        return self._information_criterion("bic", X, storage_options)
 
-    def aic(self, X: Data) -> float:
+    def aic(self, X: Data, *, storage_options: StorageOptions | None = None) -> float:
         """Akaike information criterion of the model on ``X`` (lower is better).
 
         Parameters
@@ -921,6 +1004,11 @@ class DiagGMM(DensityMixin, BaseEstimator):
         X : array-like, dask array, zarr.Array, str, xarray object or table
             Rows with the model's features, in any form :meth:`fit` takes (read with the
             fitted input layout).
+        storage_options : dict, optional
+            fsspec options (endpoint, credentials, ...) for ``X`` when it is a path or URL.
+            For other options per URL, pass Zarr store objects (or
+            :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
+            data that travel with the tasks to the workers (README, "Data in object storage").
 
         Returns
         -------
@@ -943,27 +1031,36 @@ class DiagGMM(DensityMixin, BaseEstimator):
         >>> bool(np.isclose(gmm.aic(X), gmm.to_sklearn().aic(X)))  # scikit-learn's formula
         True
         """
-        return self._information_criterion("aic", X)
+        return self._information_criterion("aic", X, storage_options)
 
-    def _information_criterion(self, criterion, X):
-        samples = self._prediction_samples(X)
+    def _information_criterion(self, criterion, X, storage_options):
+        samples = self._prediction_samples(X, storage_options, criterion)
         return parameters.information_criterion(
             criterion, self._mean_log_likelihood(samples), samples.n_rows, *self.means_.shape
         )
 
     # ------------------------------------------------------------ persistence
-    def save(self, url: str | os.PathLike, *, overwrite: bool = False) -> None:
+    def save(
+        self,
+        url: Where,
+        *,
+        overwrite: bool = False,
+        storage_options: StorageOptions | None = None,
+    ) -> None:
         """Write the fitted model to a Zarr group (local path or fsspec URL); data only, no pickle.
 
         See :mod:`diaggmm_dist.stores.model_store` for the layout.
 
         Parameters
         ----------
-        url : str or os.PathLike
-            Local path or fsspec URL of the group to write.
+        url : str, os.PathLike, Location or zarr store
+            Local path or fsspec URL of the group to write, or a Zarr store object.
         overwrite : bool, default=False
             Replace an existing store (on local disks the new store replaces the old one
             atomically); without it an existing store is refused.
+        storage_options : dict, optional
+            fsspec options (endpoint, credentials, ...) for ``url`` (a path or URL); a Zarr
+            store object or a :class:`~diaggmm_dist.locations.Location` carries its own.
 
         Raises
         ------
@@ -982,16 +1079,20 @@ class DiagGMM(DensityMixin, BaseEstimator):
         >>> DiagGMM.load(url).means_.shape
         (2, 2)
         """
-        persistence.save_model(self, url, overwrite=overwrite)
+        where = store_location(url, _checked_options(storage_options, "save"))
+        persistence.save_model(self, where, overwrite=overwrite)
 
     @classmethod
-    def load(cls, url: str | os.PathLike) -> DiagGMM:
+    def load(cls, url: Where, storage_options: StorageOptions | None = None) -> DiagGMM:
         """Read a model written by :meth:`save`, validating every field (never runs code).
 
         Parameters
         ----------
-        url : str or os.PathLike
-            Local path or fsspec URL of the model store.
+        url : str, os.PathLike, Location or zarr store
+            Local path or fsspec URL of the model store, or a Zarr store object.
+        storage_options : dict, optional
+            fsspec options (endpoint, credentials, ...) for ``url`` (a path or URL); a Zarr
+            store object or a :class:`~diaggmm_dist.locations.Location` carries its own.
 
         Returns
         -------
@@ -1022,7 +1123,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
         >>> np.array_equal(loaded.predict(X), gmm.predict(X))
         True
         """
-        return persistence.load_model(cls, url)
+        where = store_location(url, _checked_options(storage_options, "load"))
+        return persistence.load_model(cls, where)
 
     def to_sklearn(self) -> GaussianMixture:
         """An equivalent fitted ``sklearn.mixture.GaussianMixture(covariance_type="diag")``.

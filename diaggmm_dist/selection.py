@@ -23,13 +23,16 @@ from sklearn.utils import check_random_state
 from . import engine, inputs, kernels, parameters
 from .data_pass import DataPass
 from .em import e_step_models
-from .em_settings import EMSettings, checkpoint_identity
+from .em_settings import EMSettings, checkpoint_identity, store_location
 from .fitting import EMRun
 from .initialization import initial_parameters_of_models
+from .locations import Location, StorageOptions, checked_storage_options
 from .mixture import DiagGMM
 from .validation import check_selection, check_settings
 
 if TYPE_CHECKING:
+    from zarr.abc.store import Store
+
     from .mixture import Data, Weights
 
 
@@ -133,8 +136,9 @@ def select_n_components(
     feature_dim: str | None = None,
     features: list[str] | None = None,
     columns: list[str] | None = None,
-    checkpoint: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | Location | Store | None = None,
     overwrite_checkpoint: bool = False,
+    storage_options: StorageOptions | None = None,
     **settings: Any,
 ) -> ComponentSelection:
     """Fit a mixture for every candidate number of components in the same data passes, and pick one.
@@ -153,13 +157,18 @@ def select_n_components(
         row (no held-out column; ``criterion="heldout"`` then refused).
     sample_weight, feature_dim, features, columns
         As in :meth:`DiagGMM.fit`.
-    checkpoint : str or os.PathLike, optional
+    checkpoint : str, os.PathLike, Location or zarr store, optional
         Zarr group for training checkpoints, as in :meth:`DiagGMM.fit`: every candidate's state
         is saved after the initialization and after every iteration, and a rerun with the same
         data and settings (candidates and ``heldout_fraction`` included) resumes it and ends
         with exactly the uninterrupted result.
     overwrite_checkpoint : bool, default=False
         Start afresh when ``checkpoint`` holds another run (else that is refused).
+    storage_options : dict, optional
+        fsspec options (endpoint, credentials, ...) for every URL of this call: ``X`` (when it
+        is a path or URL) and ``checkpoint``, as in :meth:`DiagGMM.fit`. For other options
+        per URL, pass Zarr store objects (or :class:`~diaggmm_dist.locations.Location`
+        objects) instead.
     **settings
         Any other :class:`DiagGMM` parameter (``tol``, ``max_iter``, ``init_params``,
         ``dtype``, ``random_state``, ...), shared by all candidates. ``n_init`` must be 1.
@@ -201,8 +210,16 @@ def select_n_components(
         )
     template = DiagGMM(max(candidates), **settings)
     check_settings(template)
+    if storage_options is not None:
+        storage_options = checked_storage_options(storage_options, "select_n_components")
+    checkpoint = store_location(checkpoint, storage_options)
     samples = inputs.as_samples(
-        X, template.chunk_size, feature_dim=feature_dim, features=features, columns=columns
+        X,
+        template.chunk_size,
+        feature_dim=feature_dim,
+        features=features,
+        columns=columns,
+        **({} if storage_options is None else {"storage_options": storage_options}),
     )
     data = samples.array
     n_samples, n_features = engine.n_rows(data), data.shape[-1]

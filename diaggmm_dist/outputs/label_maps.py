@@ -3,26 +3,56 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
-from ..inputs import InputLayout
-from ..stores.zarr_groups import write_atomically
+from ..inputs import InputLayout, as_samples
+from ..locations import Location, StorageOptions, location
+from .scores import write_output
 
 
-def label_map(model, data, *, probabilities=False):
+def label_map(
+    model: Any,
+    data: Any,
+    *,
+    probabilities: bool = False,
+    storage_options: StorageOptions | None = None,
+):
     """An ``xarray.Dataset`` of labels, maximum responsibility and log-likelihood (lazy).
 
     ``data`` is what the model was fitted on (a DataArray with the same feature dim, or a
-    Dataset with the same variables), read once with the model's fitted input layout; the
-    result has its sample dimensions, coordinates and chunks. ``labels`` is int16 with -1
-    where no label could be given; CF attributes (``flag_values``, ``flag_meanings``,
-    ``valid_min``/``valid_max``) describe it, and no ``_FillValue`` is set so that reading it
-    back keeps the integers.
+    Dataset with the same variables, or the path or URL of a gridded store), read once with
+    the model's fitted input layout; the result has its sample dimensions, coordinates and
+    chunks. ``labels`` is int16 with -1 where no label could be given; CF attributes
+    (``flag_values``, ``flag_meanings``, ``valid_min``/``valid_max``) describe it, and no
+    ``_FillValue`` is set so that reading it back keeps the integers.
+
+    Parameters
+    ----------
+    model : DiagGMM
+        A fitted model.
+    data : xarray.DataArray, xarray.Dataset, str or Location
+        The gridded data.
+    probabilities : bool, default=False
+        Add ``responsibility``: every component's (float32).
+    storage_options : dict, optional
+        fsspec options for ``data`` when it is a path or URL.
+
+    Returns
+    -------
+    xarray.Dataset
+        Lazy: ``labels``, ``max_resp``, ``log_likelihood`` (and ``responsibility``).
     """
     import xarray as xr
 
-    samples = InputLayout.of(model).samples(data, model.chunk_size)  # read once for both
+    layout = InputLayout.of(model)
+    if storage_options is None:
+        samples = layout.samples(data, model.chunk_size)  # read once for both
+    else:
+        samples = as_samples(
+            data, model.chunk_size, storage_options=dict(storage_options), **layout.to_dict()
+        )
     labels, max_resp, log_likelihood = model.score_rows(samples)
     if not isinstance(labels, xr.DataArray):
         raise TypeError(
@@ -51,14 +81,49 @@ def label_map(model, data, *, probabilities=False):
     return result
 
 
-def write_label_map(model, data, url, *, probabilities=False, overwrite=False):
+def write_label_map(
+    model: Any,
+    data: Any,
+    url: str | os.PathLike | Location | Any,
+    *,
+    probabilities: bool = False,
+    overwrite: bool = False,
+    storage_options: StorageOptions | None = None,
+) -> str:
     """Write :func:`label_map` to a Zarr store at ``url`` (atomically on local disks).
 
     ``xr.open_zarr(url)`` gives it back with the input's coordinates. The chunks are the
     input's, so the write needs no rechunking and reads each input chunk once.
+
+    Parameters
+    ----------
+    model : DiagGMM
+        A fitted model.
+    data : xarray.DataArray, xarray.Dataset, str or Location
+        The gridded data (see :func:`label_map`).
+    url : str, os.PathLike, Location or zarr store
+        Where to write: a local path, an fsspec URL, or a store object.
+    probabilities : bool, default=False
+        Add every component's responsibility.
+    overwrite : bool, default=False
+        Replace an existing store.
+    storage_options : dict, optional
+        fsspec options for every URL of the call: ``data`` (when it is a path or URL) and
+        ``url``. Store objects and Locations carry their own.
+
+    Returns
+    -------
+    str
+        The output's URL (its path, or the store's URL).
+
+    Raises
+    ------
+    FileExistsError
+        A store exists at ``url`` and ``overwrite`` is False.
     """
-    result = label_map(model, data, probabilities=probabilities)
-    write_atomically(
-        url, lambda target: result.to_zarr(target, mode="w", consolidated=False), overwrite
+    where = location(url, storage_options)
+    result = label_map(model, data, probabilities=probabilities, storage_options=storage_options)
+    write_output(
+        where, lambda store: result.to_zarr(store, mode="w", consolidated=False), overwrite
     )
-    return os.fspath(url)
+    return where.url

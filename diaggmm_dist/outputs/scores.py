@@ -1,19 +1,111 @@
-"""Per-row scores of a model written to Zarr, lazily and chunk-aligned with the input."""
+"""Per-row scores of a model written to Zarr, lazily and chunk-aligned with the input.
+
+Outputs go to a local path, an fsspec URL with storage options, or a Zarr store object
+(:func:`~diaggmm_dist.locations.location`); :func:`write_output` is how both writers put a
+new group there.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 import dask.array as da
 import numpy as np
 
 from .. import engine, inputs
-from ..stores.zarr_groups import DATA_COMPRESSORS, write_group_atomically
+from ..locations import Location, StorageOptions, location
+from ..stores.zarr_groups import (
+    DATA_COMPRESSORS,
+    ZARR_METADATA,
+    NotAGroupError,
+    write_atomically,
+)
 
 SCORE_ARRAYS = ("labels", "max_resp", "log_likelihood")
 
 
-def write_scores(model, data, url, *, overwrite=False, chunk_size=None):
+def _holds_only_zarr(fs, path) -> bool:
+    """Whether the directory ``path`` is a Zarr node, or holds nothing but Zarr nodes."""
+    if not fs.isdir(path):
+        return False
+    entries = fs.ls(path, detail=False)
+    names = {entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries}
+    if names & set(ZARR_METADATA):
+        return True
+    return bool(entries) and all(_holds_only_zarr(fs, entry) for entry in entries)
+
+
+def _exists_remotely(where: Location, overwrite: bool) -> bool:
+    """Whether a Zarr group is at ``where`` (not local); refuse an array, or other files."""
+    import zarr
+    from zarr.errors import ContainsArrayError, GroupNotFoundError
+
+    try:
+        zarr.open_group(where.zarr_store(read_only=True), mode="r")
+        exists = True
+    except ContainsArrayError:
+        raise NotAGroupError(where.url, "array") from None
+    except (GroupNotFoundError, FileNotFoundError):
+        exists = False
+    try:
+        fs, path = where.filesystem()
+    except TypeError:  # a store object without a file system: zarr's own view is all there is
+        return exists
+    if overwrite and fs.exists(path) and not _holds_only_zarr(fs, path):
+        raise NotAGroupError(
+            where.url,
+            "files",
+            ": refusing to replace it, even with overwrite (only Zarr stores are replaced); "
+            "move it away or choose another path.",
+        )
+    return exists or fs.exists(path)
+
+
+def write_output(where: Location, write_to: Callable[[Any], None], overwrite: bool) -> None:
+    """Create a Zarr group at ``where`` with ``write_to(store)``; atomically on local disks.
+
+    Parameters
+    ----------
+    where : Location
+        The output's place: a local path (written under a temporary sibling and renamed into
+        place), an fsspec URL with its options, or a store object (both written in place,
+        ``write_to`` writing what marks the group complete last).
+    write_to : callable
+        Called with the Zarr store to fill (created with ``mode="w"``).
+    overwrite : bool
+        Replace an existing group; without it an existing one is refused.
+
+    Raises
+    ------
+    FileExistsError
+        A group exists at ``where`` and ``overwrite`` is False.
+    NotAGroupError
+        A Zarr array, or files that are not a Zarr store, are at ``where``.
+    """
+    if where.is_local:
+        # the writer gets the temporary sibling (as a path, or as stores hand it over)
+        write_atomically(
+            os.fspath(where.local_path),
+            lambda target: write_to(location(target).zarr_store()),
+            overwrite,
+        )
+        return
+    if _exists_remotely(where, overwrite) and not overwrite:
+        raise FileExistsError(f"{where.url!r} already exists: pass overwrite=True to replace it.")
+    write_to(where.zarr_store())
+
+
+def write_scores(
+    model: Any,
+    data: Any,
+    url: str | os.PathLike | Location | Any,
+    *,
+    overwrite: bool = False,
+    chunk_size: int | None = None,
+    storage_options: StorageOptions | None = None,
+) -> str:
     """Write ``labels`` (int16, -1 where unscored), ``max_resp`` and ``log_likelihood`` to ``url``.
 
     One read of the data: the three arrays come from one per-chunk kernel and are stored in
@@ -24,25 +116,35 @@ def write_scores(model, data, url, *, overwrite=False, chunk_size=None):
     ----------
     model : DiagGMM
         A fitted model.
-    data : array-like, dask array, zarr.Array or str
+    data : array-like, dask array, zarr.Array, str or Location
         The rows to score (a string is a Zarr array path or URL).
-    url : str or os.PathLike
-        Zarr group to create.
+    url : str, os.PathLike, Location or zarr store
+        Zarr group to create: a local path, an fsspec URL, or a store object.
     overwrite : bool
         Replace an existing group.
+    chunk_size : int, optional
+        Rows per dask chunk of in-memory or Zarr input (default: the model's).
+    storage_options : dict, optional
+        fsspec options for every URL of the call: ``data`` (when it is a path or URL) and
+        ``url``. Store objects and Locations carry their own.
 
     Returns
     -------
     str
-        ``url``.
+        The output's URL (its path, or the store's URL).
     """
-    rows = inputs.as_row_chunked(data, chunk_size or model.chunk_size)
+    where = location(url, storage_options)
+    extra = {} if storage_options is None else {"storage_options": dict(storage_options)}
+    rows = inputs.as_row_chunked(data, chunk_size or model.chunk_size, **extra)
     if len(set(rows.chunks[0][:-1])) > 1:  # Zarr chunks must be regular
         rows = rows.rechunk({0: max(rows.chunks[0])})
     arrays = [da.asarray(a) for a in model.score_rows(rows)]
     chunk_rows = rows.chunks[0][0]
 
-    def write(group):
+    def write(store):
+        import zarr
+
+        group = zarr.open_group(store, mode="w")
         targets = []
         for name, array in zip(SCORE_ARRAYS, arrays):
             fill = -1 if name == "labels" else np.nan
@@ -59,7 +161,7 @@ def write_scores(model, data, url, *, overwrite=False, chunk_size=None):
                 )
             )
         engine.compute(da.store(arrays, targets, lock=False, compute=False))
-        group.attrs.update(
+        group.attrs.update(  # last: marks the group complete
             {
                 "model_fingerprint": getattr(model, "data_fingerprint_", None),
                 "n_rows": int(rows.shape[0]),
@@ -67,5 +169,5 @@ def write_scores(model, data, url, *, overwrite=False, chunk_size=None):
             }
         )
 
-    write_group_atomically(url, write, overwrite)
-    return os.fspath(url)
+    write_output(where, write, overwrite)
+    return where.url
