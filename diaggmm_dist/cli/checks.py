@@ -12,7 +12,7 @@ class UnusableOutputError(Exception):
     """An output location the command cannot or must not write; refused before any work (exit 2)."""
 
 
-def check_writable(url, what, in_place=False):
+def check_writable(url, what, in_place=False, storage_options=None):
     """Refuse an output location that cannot be written, before any work: one line naming it.
 
     Local paths: the store is written under its parent folder (the model as a sibling that is
@@ -21,9 +21,9 @@ def check_writable(url, what, in_place=False):
     tried for real (a file created and removed): permission bits do not bind root, a read-only
     or special file system (``/proc``, ``/sys``) refuses regardless. ``in_place``: the store,
     when it exists, is written inside (a checkpoint), so a file is tried there too.
-    fsspec URLs: only that the protocol is known and its package installed; whether a bucket
-    exists and may be written is known to the object store only, at the cost of requests and
-    credentials that a check should not spend.
+    fsspec URLs: only that the protocol is known, its package installed and the storage options
+    accepted by its file system; whether a bucket exists and may be written is known to the
+    object store only, at the cost of requests and credentials that a check should not spend.
     """
     from ..stores.zarr_groups import is_local, local_path
 
@@ -32,10 +32,15 @@ def check_writable(url, what, in_place=False):
         import fsspec
 
         try:
-            fsspec.core.url_to_fs(text)
+            fsspec.core.url_to_fs(text, **(storage_options or {}))
         except (ValueError, ImportError) as err:  # unknown protocol, or its package missing
             raise UnusableOutputError(
                 f"cannot write the {what} to {text!r}: {one_line(err)}"
+            ) from None
+        except TypeError as err:  # an option its file system does not take (named, no value)
+            raise UnusableOutputError(
+                f"cannot write the {what} to {text!r}: the storage options do not suit its "
+                f"file system ({one_line(err)})"
             ) from None
         return
     target = Path(os.path.realpath(local_path(text)))
@@ -71,7 +76,7 @@ def _try_creating_a_file(folder, url, what):
     os.unlink(name)
 
 
-def _location(url):
+def _location(url, storage_options=None):
     """A comparable form of a store location: the protocol and the parts of its absolute path.
 
     Local paths are resolved (relative or absolute, symbolic links, ``..``, a trailing
@@ -85,26 +90,27 @@ def _location(url):
     import fsspec
 
     try:
-        fs, path = fsspec.core.url_to_fs(text)
-    except (ValueError, ImportError):
+        fs, path = fsspec.core.url_to_fs(text, **(storage_options or {}))
+    except (ValueError, ImportError, TypeError):
         return None
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     return (protocol, tuple(part for part in path.split("/") if part))
 
 
-def check_apart(outputs, inputs):
+def check_apart(outputs, inputs, storage_options=None):
     """Refuse an output that is, holds or lies inside an input, whatever ``--overwrite`` says.
 
     ``outputs``, ``inputs``: ``(name, url)`` pairs, e.g. ``("--out", "scores.zarr")``,
     ``("model", "model.zarr")``. Writing an output replaces what is at its path (with
     ``--overwrite``), so an input at or under it would be deleted, and one around it changed.
-    Every output is also checked against the outputs after it.
+    Every output is also checked against the outputs after it. ``storage_options``: the
+    command's, for every URL.
     """
     outputs = [(name, url) for name, url in outputs if url is not None]
     for position, (name, url) in enumerate(outputs):
-        out = _location(url)
+        out = _location(url, storage_options)
         for other, other_url in [*outputs[position + 1 :], *inputs]:
-            place = _location(other_url)
+            place = _location(other_url, storage_options)
             if out is None or place is None or out[0] != place[0]:
                 continue
             if out == place:
@@ -125,19 +131,22 @@ def check_apart(outputs, inputs):
             )
 
 
-def open_data(url, chunk_size):
+def open_data(url, chunk_size, storage_options=None):
     """The data as a lazy row-chunked dask array; reads Zarr metadata only."""
     from ..inputs import as_row_chunked
 
-    return as_row_chunked(os.fspath(url), chunk_size)
+    extra = {} if storage_options is None else {"storage_options": storage_options}
+    return as_row_chunked(os.fspath(url), chunk_size, **extra)
 
 
-def check_output(url, overwrite, what):
+def check_output(url, overwrite, what, storage_options=None):
     """Refuse an output path that holds something else, or an existing store without --overwrite."""
-    from ..stores.zarr_groups import NotAGroupError, open_group_or_none
+    from ..locations import location
+    from ..outputs.targets import group_exists
+    from ..stores.zarr_groups import NotAGroupError
 
     try:
-        exists = open_group_or_none(url) is not None
+        exists = group_exists(location(url, storage_options))
     except NotAGroupError as err:
         raise FileExistsError(
             err.describe(what) + ": refusing to replace it; choose another output path."
@@ -148,7 +157,8 @@ def check_output(url, overwrite, what):
         )
 
 
-def load_model(url):
+def load_model(url, storage_options=None):
+    """The model saved at ``url`` (opened with the command's storage options)."""
     from ..mixture import DiagGMM
 
-    return DiagGMM.load(url)
+    return DiagGMM.load(url, storage_options=storage_options)

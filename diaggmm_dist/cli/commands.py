@@ -22,6 +22,7 @@ from .checks import (
 )
 from .console import Console, PassBar, library_output, model_labels
 from .exits import EXIT_OK
+from .options import command_storage_options
 
 
 @contextlib.contextmanager
@@ -79,12 +80,15 @@ def fit(args: argparse.Namespace, console: Console) -> int:
     from ..mixture import DiagGMM
     from ..validation import check_settings
 
+    options = command_storage_options(args)
     # Outputs are checked before anything is read or started; apart first: the write test needs no
     # file created inside an input.
-    check_apart([("--out", args.out), ("--checkpoint", args.checkpoint)], [("data", args.data)])
-    check_writable(args.out, "model")
+    check_apart(
+        [("--out", args.out), ("--checkpoint", args.checkpoint)], [("data", args.data)], options
+    )
+    check_writable(args.out, "model", storage_options=options)
     if args.checkpoint is not None:
-        check_writable(args.checkpoint, "checkpoint", in_place=True)
+        check_writable(args.checkpoint, "checkpoint", in_place=True, storage_options=options)
     candidates, args.k = args.k, max(args.k)
     if len(candidates) > 1:
         if args.n_init != 1:
@@ -105,20 +109,21 @@ def fit(args: argparse.Namespace, console: Console) -> int:
     )
     check_settings(gmm)
     # Everything that can be refused is refused before a cluster starts or a pass runs.
-    data = open_data(args.data, args.chunk_size)
+    data = open_data(args.data, args.chunk_size, options)
     n_rows, n_features = data.shape
     if args.k > n_rows:
         raise ValueError(
             f"--k {args.k} is larger than the number of rows of {args.data!r} ({n_rows}): "
             f"use at most {n_rows} components."
         )
-    check_output(args.out, args.overwrite, "model")
+    check_output(args.out, args.overwrite, "model", options)
     if args.checkpoint is not None:
         # Refused by the library too (a live fit holding it; without --overwrite, something that is
         # not a checkpoint of this format), but here before a cluster starts.
+        from ..em_settings import store_location
         from ..stores.checkpoint import check_checkpoint
 
-        check_checkpoint(args.checkpoint, overwrite=args.overwrite)
+        check_checkpoint(store_location(args.checkpoint, options), overwrite=args.overwrite)
 
     start = time.monotonic()
     labels = model_labels(candidates, args.n_init)
@@ -133,15 +138,18 @@ def fit(args: argparse.Namespace, console: Console) -> int:
             show_bar = not args.quiet and console.err.isatty()
             bar = PassBar(console, args.max_iter) if show_bar else None
             if len(candidates) > 1:
-                return select(args, candidates, gmm, console, start)
+                return select(args, candidates, gmm, console, start, options)
+            fit_options = dict(
+                checkpoint=args.checkpoint,
+                overwrite_checkpoint=args.overwrite,
+                storage_options=options,
+            )
             if bar is not None:
                 with bar:
-                    gmm.fit(
-                        args.data, checkpoint=args.checkpoint, overwrite_checkpoint=args.overwrite
-                    )
+                    gmm.fit(args.data, **fit_options)
             else:
-                gmm.fit(args.data, checkpoint=args.checkpoint, overwrite_checkpoint=args.overwrite)
-        gmm.save(args.out, overwrite=args.overwrite)
+                gmm.fit(args.data, **fit_options)
+        gmm.save(args.out, overwrite=args.overwrite, storage_options=options)
     seconds = time.monotonic() - start
     note = ""
     if args.checkpoint is not None and printer.first_iteration not in (None, 1):
@@ -160,7 +168,7 @@ def fit(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
-def select(args, candidates, template, console, start):
+def select(args, candidates, template, console, start, options=None):
     """``fit --k 2,4,8``: every candidate through the same passes; the chosen one is saved.
 
     Returns
@@ -183,9 +191,10 @@ def select(args, candidates, template, console, start):
         heldout_fraction=args.heldout_fraction,
         checkpoint=args.checkpoint,
         overwrite_checkpoint=args.overwrite,
+        storage_options=options,
         **settings,
     )
-    result.best.save(args.out, overwrite=args.overwrite)
+    result.best.save(args.out, overwrite=args.overwrite, storage_options=options)
     console.print(result.to_markdown())
     console.print(
         f"done: chose K={result.best.n_components} of {', '.join(map(str, candidates))} by "
@@ -216,20 +225,23 @@ def predict(args: argparse.Namespace, console: Console) -> int:
     """
     import dask.array as da
     import numpy as np
+    import zarr
 
     from ..engine import compute
+    from ..locations import location
     from ..outputs.scores import write_scores
 
-    check_apart([("--out", args.out)], [("model", args.model), ("data", args.data)])
-    check_writable(args.out, "scores")
-    model = load_model(args.model)
-    data = open_data(args.data, args.chunk_size or model.chunk_size)
+    options = command_storage_options(args)
+    check_apart([("--out", args.out)], [("model", args.model), ("data", args.data)], options)
+    check_writable(args.out, "scores", storage_options=options)
+    model = load_model(args.model, options)
+    data = open_data(args.data, args.chunk_size or model.chunk_size, options)
     if data.shape[1] != model.n_features_in_:
         raise ValueError(
             f"{args.data!r} has {data.shape[1]} features, but the model at {args.model!r} was "
             f"fitted with {model.n_features_in_}."
         )
-    check_output(args.out, args.overwrite, "scores group")
+    check_output(args.out, args.overwrite, "scores group", options)
     start = time.monotonic()
     with library_output(console, args.quiet), _dask_client(args) as client:
         if not args.quiet:
@@ -238,9 +250,15 @@ def predict(args: argparse.Namespace, console: Console) -> int:
                 f"model {args.model}, scheduler {client.scheduler.address}"
             )
         write_scores(
-            model, args.data, args.out, overwrite=args.overwrite, chunk_size=args.chunk_size
+            model,
+            args.data,
+            args.out,
+            overwrite=args.overwrite,
+            chunk_size=args.chunk_size,
+            storage_options=options,
         )
-        labels = da.from_zarr(os.fspath(args.out), component="labels")
+        written = location(args.out, options).zarr_store(read_only=True)
+        labels = da.from_zarr(zarr.open_array(written, path="labels", mode="r"))
         (counts,) = compute(
             da.bincount(labels.astype(np.int64) + 1, minlength=model.n_components + 1)
         )
@@ -257,8 +275,10 @@ def predict(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
-def model_summary(url, model) -> dict:
+def model_summary(url, model, storage_options=None) -> dict:
     """What ``info`` shows of the model ``model`` saved at ``url``, as JSON-able values.
+
+    ``storage_options``: the command's, to read the store's attributes.
 
     Returns
     -------
@@ -267,11 +287,12 @@ def model_summary(url, model) -> dict:
         data fingerprint and weights.
     """
     import numpy as np
+    import zarr
 
-    from ..stores.zarr_groups import open_group_or_none
+    from ..locations import location
 
-    group = open_group_or_none(url)
-    attrs = dict(group.attrs) if group is not None else {}
+    group = zarr.open_group(location(url, storage_options).zarr_store(read_only=True), mode="r")
+    attrs = dict(group.attrs)
     weights = np.asarray(model.weights_)
     return {
         "model": os.fspath(url),
@@ -324,8 +345,9 @@ def info(args: argparse.Namespace, console: Console) -> int:
     ModelStoreError, FileNotFoundError
         Nothing, or not a model, at ``args.model``.
     """
-    model = load_model(args.model)
-    info = model_summary(args.model, model)
+    options = command_storage_options(args)
+    model = load_model(args.model, options)
+    info = model_summary(args.model, model, options)
     if args.json:
         console.print(json.dumps(info, indent=2))
         return EXIT_OK

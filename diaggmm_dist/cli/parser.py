@@ -7,6 +7,7 @@ import math
 
 from ..validation import CRITERIA, DTYPES, INIT_PARAMS, check_candidates
 from .console import PROG
+from .options import add_storage_options
 
 
 def _int_at_least(minimum):
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="initializations; the best is kept (default: 1)",
     )
+    add_storage_options(fit)
 
     predict = commands.add_parser(
         "predict",
@@ -213,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ROWS",
         help="rows per dask chunk (default: the model's, else about 16 MiB)",
     )
+    add_storage_options(predict)
 
     info = commands.add_parser(
         "info",
@@ -222,4 +225,5 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.add_argument("model", metavar="MODEL", help="model written by `diaggmm fit`")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_storage_options(info)
     return parser
