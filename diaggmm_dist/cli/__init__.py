@@ -6,12 +6,12 @@
     diaggmm info MODEL [--json]
 
 DATA is a Zarr array (local path or fsspec URL). ``--storage-option KEY=VALUE`` (repeatable)
-and ``--storage-options FILE.json`` give the fsspec options of every URL of the command
-(:mod:`.options`). Work runs on the dask scheduler at
-``--scheduler``, else at ``$DASK_SCHEDULER_ADDRESS``, else on a LocalCluster started for the
-command. The CLI owns argument parsing (:mod:`.parser`), console output (:mod:`.console`),
-the checks of inputs and outputs (:mod:`.checks`), storage options (:mod:`.options`), the commands (:mod:`.commands`) and exit
-codes (:mod:`.exits`) only; the maths, the stores and the checkpoints are the library's.
+and ``--storage-options FILE.json`` give the fsspec options of every URL of the command. Work
+runs on the dask scheduler at ``--scheduler``, else at ``$DASK_SCHEDULER_ADDRESS``, else on a
+LocalCluster started for the command. The CLI owns argument parsing (:mod:`.parser`), console
+output (:mod:`.console`), the checks of inputs and outputs (:mod:`.checks`), storage options
+(:mod:`.options`), the commands (:mod:`.commands`) and exit codes (:mod:`.exits`) only; the
+maths, the stores and the checkpoints are the library's.
 
 Exit codes: 0 success; 1 runtime failure (unreachable scheduler, I/O, numerical failure); 2 bad
 usage or bad input (missing data, a corrupt chunk (``CorruptChunkError``), not a model, an
