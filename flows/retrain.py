@@ -29,7 +29,14 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from .blocks import SECONDS_PER_TASK, fit_in_blocks
-from .runtime import TASK_OPTIONS, on_scheduler
+from .runtime import (
+    TASK_OPTIONS,
+    flow_storage_options,
+    load_model,
+    on_scheduler,
+    open_registry,
+    url_of,
+)
 from .specs import FitSpec
 
 #: Settings of a model trained from scratch by retrain (a warm start keeps the current model's).
@@ -42,20 +49,17 @@ MODES = ("refit", "online")
 
 
 @task(name="read-current", **TASK_OPTIONS)
-def read_current(registry_url: str) -> dict | None:
+def read_current(registry_url: str, storage_options: dict | None = None) -> dict | None:
     """The registry's current version: name, URL, components, held-out score at promotion."""
-    from diaggmm_dist import DiagGMM
-    from diaggmm_dist.stores.registry import ModelRegistry
-
-    registry = ModelRegistry(registry_url)
-    current = registry.current(DiagGMM.load)
+    registry = open_registry(registry_url, storage_options)
+    current = registry.current(lambda where: load_model(where, storage_options))
     if current is None:
         return None
     version, model = current
     metadata = registry.metadata(version)
     return {
         "version": version,
-        "url": registry.url(version),
+        "url": url_of(registry.url(version)),
         "n_components": int(model.n_components),
         "promoted_score": metadata.get("holdout_mean_log_likelihood"),
     }
@@ -63,23 +67,25 @@ def read_current(registry_url: str) -> dict | None:
 
 @task(name="holdout-score", task_run_name="holdout-score-{which}", **TASK_OPTIONS)
 def holdout_score(
-    model_url: str, holdout_url: str, which: str, scheduler_address: str | None = None
+    model_url: str,
+    holdout_url: str,
+    which: str,
+    scheduler_address: str | None = None,
+    storage_options: dict | None = None,
 ) -> float:
     """Mean log-likelihood per held-out row under the model at ``model_url`` (one data pass)."""
-    from diaggmm_dist import DiagGMM
-
-    model = DiagGMM.load(model_url)
+    model = load_model(model_url, storage_options)
     with on_scheduler(scheduler_address):
-        return float(model.score(holdout_url))
+        return float(model.score(holdout_url, storage_options=storage_options))
 
 
 @task(name="promote", **TASK_OPTIONS)
-def promote(registry_url: str, model_url: str, metadata: dict) -> str:
+def promote(
+    registry_url: str, model_url: str, metadata: dict, storage_options: dict | None = None
+) -> str:
     """Store the model at ``model_url`` as the registry's new current version; return its name."""
-    from diaggmm_dist import DiagGMM
-    from diaggmm_dist.stores.registry import ModelRegistry
-
-    return ModelRegistry(registry_url).promote(DiagGMM.load(model_url), metadata)
+    registry = open_registry(registry_url, storage_options)
+    return registry.promote(load_model(model_url, storage_options), metadata)
 
 
 @task(name="fold-partition", task_run_name="fold-partition-{number}", **TASK_OPTIONS)
@@ -90,6 +96,7 @@ def fold_partition(
     number: int,
     settings: dict,
     scheduler_address: str | None = None,
+    storage_options: dict | None = None,
 ) -> dict:
     """One step of stepwise EM: a model updated with ``data_url`` by ``partial_fit``.
 
@@ -104,12 +111,12 @@ def fold_partition(
     model = (
         DiagGMM(**settings)
         if source_url is None
-        else DiagGMM.load(source_url).set_params(**settings)
+        else load_model(source_url, storage_options).set_params(**settings)
     )
     step = None if source_url is None else online_step_size(model)
     with on_scheduler(scheduler_address):
-        model.partial_fit(data_url)
-    model.save(target_url, overwrite=True)
+        model.partial_fit(data_url, storage_options=storage_options)
+    model.save(target_url, overwrite=True, storage_options=storage_options)
     logger.info(
         "partition %d (%s) folded in%s: mean log-likelihood %.6f before the step, %d batches seen",
         number,
@@ -138,7 +145,9 @@ def online_step_size(model) -> float:
     )
 
 
-def fold_partitions(registry, partitions, current_url, settings, scheduler_address):
+def fold_partitions(
+    registry, partitions, current_url, settings, scheduler_address, storage_options=None
+):
     """Fold ``partitions`` one after the other into the model at ``current_url`` (None: new).
 
     Returns the URL of the last model and the table of steps (also published as an artifact).
@@ -146,8 +155,12 @@ def fold_partitions(registry, partitions, current_url, settings, scheduler_addre
     source = current_url
     steps = []
     for number, data_url in enumerate(partitions):
-        target = registry.scratch_url(FOLDED.format(number=number))
-        steps.append(fold_partition(source, data_url, target, number, settings, scheduler_address))
+        target = url_of(registry.scratch_url(FOLDED.format(number=number)))
+        steps.append(
+            fold_partition(
+                source, data_url, target, number, settings, scheduler_address, storage_options
+            )
+        )
         source = target
     create_table_artifact(
         table=steps,
@@ -187,6 +200,8 @@ def retrain(
     learning_decay: float | None = None,
     learning_offset: float | None = None,
     seconds_per_task: float = SECONDS_PER_TASK,
+    storage_options: dict | None = None,
+    storage_options_block: str | None = None,
 ) -> dict:
     """Update the model with ``data_url`` (refit warm-started, or online); promote it if it scores
     on ``holdout_url`` no worse than the current one (less ``margin``); warn on drift.
@@ -222,6 +237,10 @@ def retrain(
     seconds_per_task : float
         About how long one ``em-iterations`` task should run (as in ``train``; 0: one task per
         iteration).
+    storage_options, storage_options_block : optional
+        fsspec options for every URL of the run (registry, data, held-out data), and the name
+        of a Prefect ``Secret`` block holding more (credentials), as in ``train``; they reach
+        every task and, in the library's dask graphs, the workers.
 
     Returns
     -------
@@ -231,16 +250,16 @@ def retrain(
         and ``n_batches_seen`` (the batches the online model has folded in; None for a refit).
     """
     from diaggmm_dist.cluster import dask_client
-    from diaggmm_dist.stores.registry import ModelRegistry
 
     logger = get_run_logger()
     partitions = _partitions(data_url, mode)
-    registry = ModelRegistry(registry_url)
+    options = flow_storage_options(storage_options, storage_options_block)
+    registry = open_registry(registry_url, options)
     checkpoint_url, candidate_url = (
-        registry.scratch_url(CHECKPOINT),
-        registry.scratch_url(CANDIDATE),
+        url_of(registry.scratch_url(CHECKPOINT)),
+        url_of(registry.scratch_url(CANDIDATE)),
     )
-    current = read_current(registry_url)
+    current = read_current(registry_url, options)
     warm_from = None
     if current is None:
         logger.info(
@@ -271,7 +290,7 @@ def retrain(
         address = client.scheduler.address
         if mode == "online":
             candidate_url, steps = fold_partitions(
-                registry, partitions, warm_from, settings, address
+                registry, partitions, warm_from, settings, address, options
             )
             fit = {
                 "n_iter": steps[-1]["n_iter"],
@@ -287,6 +306,7 @@ def retrain(
                 max_iter=max_iter,
                 warm_start_from=warm_from,
                 scheduler_address=address,
+                storage_options=options,
             )
             fit, _ = fit_in_blocks(
                 spec,
@@ -294,9 +314,11 @@ def retrain(
                 overwrite_checkpoint=True,
                 artifact_key="retrain-convergence",
             )
-        new_score = holdout_score(candidate_url, holdout_url, "candidate", address)
+        new_score = holdout_score(candidate_url, holdout_url, "candidate", address, options)
         old_score = (
-            holdout_score(current["url"], holdout_url, "current", address) if current else None
+            holdout_score(current["url"], holdout_url, "current", address, options)
+            if current
+            else None
         )
 
     drift = False
@@ -333,6 +355,7 @@ def retrain(
                 "converged": fit["converged"],
                 "n_batches_seen": fit.get("n_batches_seen"),
             },
+            options,
         )
         logger.info(
             "promoted %s: held-out score %.4f%s",

@@ -113,3 +113,112 @@ def on_scheduler(address: str | None):
         return
     with dask_client(address) as client:  # `with` makes it the current client of this context
         yield client
+
+
+def _deep_merged(base: dict, over: dict) -> dict:
+    """``over`` on top of ``base``; nested dicts merged key by key."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def flow_storage_options(
+    storage_options: dict | None, storage_options_block: str | None
+) -> dict | None:
+    """A flow's storage options: the Secret block's, then the ``storage_options`` parameter's.
+
+    The block is read here, in the flow run, so that credentials live in a Prefect ``Secret``
+    block (shown masked) rather than in the flow run's parameters, which the Prefect server
+    stores and shows to anyone who can read the deployment's runs. Non-secret options (an
+    endpoint, a region) can come as the parameter; its values go over the block's, nested
+    dicts merged key by key.
+
+    Parameters
+    ----------
+    storage_options : dict or None
+        The flow's ``storage_options`` parameter: fsspec options for every URL of the run.
+    storage_options_block : str or None
+        The name of a Prefect ``Secret`` block whose value is a JSON object of fsspec options,
+        e.g. ``{"key": ..., "secret": ..., "client_kwargs": {"endpoint_url": ...}}``.
+
+    Returns
+    -------
+    dict or None
+        None when neither is given. The options travel to the tasks and, inside the library's
+        task graphs, to the dask workers (see the README, "Data in object storage").
+
+    Raises
+    ------
+    ValueError
+        The block's value is not a JSON object, or the options are not plain data (the
+        messages never show a value).
+    TypeError
+        ``storage_options`` is not a dict.
+    """
+    from diaggmm_dist.locations import checked_storage_options
+
+    options = {}
+    if storage_options_block:
+        from prefect.blocks.system import Secret
+
+        value = Secret.load(storage_options_block).get()
+        if not isinstance(value, dict):
+            raise ValueError(
+                f"The Secret block {storage_options_block!r} must hold a JSON object of fsspec "
+                f"options, not a {type(value).__name__}."
+            )
+        options = checked_storage_options(value, f"the Secret block {storage_options_block!r}")
+    if storage_options is not None:
+        options = _deep_merged(options, checked_storage_options(storage_options, "the flow"))
+    elif not storage_options_block:
+        return None
+    return options
+
+
+def url_of(where) -> str:
+    """The URL of a registry's place (a str, or a Location): what tasks pass around.
+
+    Parameters
+    ----------
+    where : str or Location
+
+    Returns
+    -------
+    str
+    """
+    return str(getattr(where, "url", where))
+
+
+def load_model(where, storage_options: dict | None = None):
+    """``DiagGMM.load`` of a path or URL with the run's options (a Location has its own).
+
+    Parameters
+    ----------
+    where : str or Location
+        A model store.
+    storage_options : dict, optional
+        The run's fsspec options.
+
+    Returns
+    -------
+    DiagGMM
+    """
+    from diaggmm_dist import DiagGMM
+    from diaggmm_dist.locations import Location
+
+    if isinstance(where, Location):
+        return DiagGMM.load(where)
+    return DiagGMM.load(where, storage_options=storage_options)
+
+
+def open_registry(registry_url: str, storage_options: dict | None = None):
+    """The :class:`~diaggmm_dist.stores.registry.ModelRegistry` at ``registry_url``, opened with
+    the run's storage options."""
+    from diaggmm_dist.em_settings import store_location
+    from diaggmm_dist.stores.registry import ModelRegistry
+
+    return ModelRegistry(store_location(registry_url, storage_options))

@@ -2,6 +2,8 @@
 
     from flows.score import score
     score("models/features-k16", "features.zarr/X", "scores/features.zarr")
+    score("s3://bucket/models/k16", "s3://bucket/features.zarr/X", "s3://bucket/scores.zarr",
+          storage_options_block="feature-store-credentials")
 
 The output group holds ``labels`` (int16, -1 for rows that cannot be scored: NaN or inf),
 ``max_resp`` (float32) and ``log_likelihood`` (float64), chunked like the input's dask row
@@ -13,27 +15,34 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
-from .runtime import TASK_OPTIONS, on_scheduler
+from .runtime import TASK_OPTIONS, flow_storage_options, load_model, on_scheduler
 
 
 @task(name="write-scores", **TASK_OPTIONS)
 def write_scores(
-    model_url: str, data_url: str, out_url: str, scheduler_address: str | None = None
+    model_url: str,
+    data_url: str,
+    out_url: str,
+    scheduler_address: str | None = None,
+    storage_options: dict | None = None,
 ) -> dict:
     """Score ``data_url`` with the model at ``model_url`` into the Zarr group ``out_url``.
 
-    An existing group at ``out_url`` is replaced.
+    An existing group at ``out_url`` is replaced. ``storage_options``: for every URL.
     """
     import zarr
 
-    from diaggmm_dist import DiagGMM
+    from diaggmm_dist.locations import location
     from diaggmm_dist.outputs import scores
 
-    model = DiagGMM.load(model_url)
+    model = load_model(model_url, storage_options)
     with on_scheduler(scheduler_address):
         # a retry or re-run rewrites it whole
-        scores.write_scores(model, data_url, out_url, overwrite=True)
-    group = zarr.open_group(out_url, mode="r")
+        scores.write_scores(
+            model, data_url, out_url, overwrite=True, storage_options=storage_options
+        )
+    store = location(out_url, storage_options).zarr_store(read_only=True)
+    group = zarr.open_group(store, mode="r")
     return {
         "out_url": str(out_url),
         "n_rows": int(group.attrs["n_rows"]),
@@ -44,7 +53,12 @@ def write_scores(
 
 @flow(name="score")
 def score(
-    model_url: str, data_url: str, out_url: str, scheduler_address: str | None = None
+    model_url: str,
+    data_url: str,
+    out_url: str,
+    scheduler_address: str | None = None,
+    storage_options: dict | None = None,
+    storage_options_block: str | None = None,
 ) -> dict:
     """Write per-row ``labels``, ``max_resp`` and ``log_likelihood`` of ``data_url`` to ``out_url``.
 
@@ -58,12 +72,29 @@ def score(
         Zarr group to write; replaced if it exists.
     scheduler_address : str, optional
         Dask scheduler; by default ``$DASK_SCHEDULER_ADDRESS``, else a LocalCluster for this run.
+    storage_options : dict, optional
+        fsspec options for every URL of the run (model, data, output) (endpoint,
+        region, ...). They are stored with the flow run's parameters: put credentials in a
+        Prefect ``Secret`` block instead (``storage_options_block``), or give the workers
+        their own (environment variables, instance roles). The options travel with the
+        tasks, and inside the library's dask graphs to the workers, where whoever can read
+        the dask scheduler can see them; on shared clusters prefer roles on the workers.
+    storage_options_block : str, optional
+        Name of a Prefect ``Secret`` block whose value is a JSON object of fsspec options
+        (e.g. ``{"key": ..., "secret": ...}``), read in the flow run and merged under
+        ``storage_options`` (whose values win).
+
+    Returns
+    -------
+    dict
+        ``out_url``, ``n_rows``, ``arrays`` and ``chunk_rows`` of the written group.
     """
     from diaggmm_dist.cluster import dask_client
 
     logger = get_run_logger()
+    options = flow_storage_options(storage_options, storage_options_block)
     with dask_client(scheduler_address) as client:
-        summary = write_scores(model_url, data_url, out_url, client.scheduler.address)
+        summary = write_scores(model_url, data_url, out_url, client.scheduler.address, options)
     logger.info(
         "scored %d rows of %s with %s into %s (chunks of %d rows)",
         summary["n_rows"],

@@ -95,7 +95,7 @@ def select_components(spec: FitSpec, choice: ChoiceOfK) -> dict:
             ", chosen" if row["chosen"] else "",
         )
     logger.info("chose K=%d by %s in %.2f s", chosen, choice.criterion, seconds)
-    summary = save_fit(result.best, spec.model_url, spec.max_iter, logger)
+    summary = save_fit(result.best, spec.model_url, spec.max_iter, logger, spec.storage_options)
     return dict(
         summary,
         n_components=chosen,
@@ -113,8 +113,14 @@ def _has_matplotlib():
 
 
 @task(name="plot-selection", **TASK_OPTIONS)
-def plot_selection(table: list[dict], chosen: int, criterion: str, png_url: str) -> str | None:
-    """Write the BIC-vs-K figure to ``png_url`` (local path or fsspec URL).
+def plot_selection(
+    table: list[dict],
+    chosen: int,
+    criterion: str,
+    png_url: str,
+    storage_options: dict | None = None,
+) -> str | None:
+    """Write the BIC-vs-K figure to ``png_url`` (local path or fsspec URL, with its options).
 
     Returns
     -------
@@ -128,11 +134,11 @@ def plot_selection(table: list[dict], chosen: int, criterion: str, png_url: str)
             "written."
         )
         return None
-    import fsspec
-
+    from diaggmm_dist.locations import location
     from diaggmm_dist.plots import plot_selection as draw
 
-    with fsspec.open(png_url, "wb") as out:
+    fs, path = location(png_url, storage_options).filesystem()
+    with fs.open(path, "wb") as out:
         draw(
             table,
             out,

@@ -35,6 +35,9 @@ class FitSpec:
         A saved model whose parameters start the fit (scikit-learn's ``warm_start``).
     scheduler_address : str, optional
         The dask scheduler the tasks run on (the flow's client's); None: dask's local threads.
+    storage_options : dict, optional
+        fsspec options for every URL of the fit (data, checkpoint, model, warm start). They
+        travel with the tasks and, in the library's task graphs, to the dask workers.
     """
 
     data_url: str
@@ -45,11 +48,28 @@ class FitSpec:
     layout: dict | None = None
     warm_start_from: str | None = None
     scheduler_address: str | None = None
+    storage_options: dict | None = None
+
+    def __repr__(self) -> str:
+        # the options may hold credentials: a repr (in a log line, an error) shows their keys only
+        options = (
+            ""
+            if self.storage_options is None
+            else f", storage_options=<{len(self.storage_options)} keys>"
+        )
+        return (
+            f"FitSpec(data_url={self.data_url!r}, checkpoint_url={self.checkpoint_url!r}, "
+            f"model_url={self.model_url!r}, max_iter={self.max_iter!r}{options})"
+        )
 
     @property
     def fit_options(self) -> dict:
-        """Keyword arguments of ``DiagGMM.fit`` for this spec's data layout and checkpoint."""
-        return {**(self.layout or {}), "checkpoint": self.checkpoint_url}
+        """Keyword arguments of ``DiagGMM.fit`` for this spec's data layout and checkpoint (and
+        its storage options, when it has any)."""
+        options = {**(self.layout or {}), "checkpoint": self.checkpoint_url}
+        if self.storage_options is not None:
+            options["storage_options"] = self.storage_options
+        return options
 
 
 @dataclass(frozen=True)

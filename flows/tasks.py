@@ -34,7 +34,7 @@ import warnings
 
 from prefect import get_run_logger, task
 
-from .runtime import RETRIES, TASK_OPTIONS, is_transient, on_scheduler
+from .runtime import RETRIES, TASK_OPTIONS, is_transient, load_model, on_scheduler
 from .specs import FitSpec
 from .timings import AttemptRows
 
@@ -55,13 +55,15 @@ def default_checkpoint_url(model_url: str) -> str:
     return f"{str(model_url).rstrip('/')}.checkpoint"
 
 
-def _estimator(settings, max_iter, warm_start_from):
+def _estimator(settings, max_iter, warm_start_from, storage_options=None):
     from diaggmm_dist import DiagGMM
 
     if warm_start_from is None:
         return DiagGMM(**settings, max_iter=max_iter)
     # The loaded model's parameters are the starting point (scikit-learn's warm_start).
-    return DiagGMM.load(warm_start_from).set_params(**settings, max_iter=max_iter, warm_start=True)
+    return load_model(warm_start_from, storage_options).set_params(
+        **settings, max_iter=max_iter, warm_start=True
+    )
 
 
 def fitted(
@@ -90,7 +92,7 @@ def fitted(
     DiagGMM
         The fitted estimator.
     """
-    gmm = _estimator(spec.settings, spec.max_iter, spec.warm_start_from)
+    gmm = _estimator(spec.settings, spec.max_iter, spec.warm_start_from, spec.storage_options)
     return gmm.fit(
         spec.data_url,
         **spec.fit_options,
@@ -231,7 +233,9 @@ def em_iterations(spec: FitSpec, first: int, last: int) -> dict:
         position = _position(gmm, time.perf_counter() - tick)
         finished = position["converged"] or position["iteration"] >= spec.max_iter
         position["model"] = (
-            save_fit(gmm, spec.model_url, spec.max_iter, logger) if finished else None
+            save_fit(gmm, spec.model_url, spec.max_iter, logger, spec.storage_options)
+            if finished
+            else None
         )
     except BaseException as error:
         if context is None or not is_transient(error) or context.task_run.run_count > RETRIES:
@@ -261,11 +265,11 @@ def save_model(spec: FitSpec) -> dict:
     logger = get_run_logger()
     with on_scheduler(spec.scheduler_address), quiet_convergence():
         gmm = fitted(spec)
-    return save_fit(gmm, spec.model_url, spec.max_iter, logger)
+    return save_fit(gmm, spec.model_url, spec.max_iter, logger, spec.storage_options)
 
 
-def save_fit(gmm, model_url: str, max_iter: int, logger) -> dict:
-    """Save the finished fit ``gmm`` at ``model_url``; its summary.
+def save_fit(gmm, model_url: str, max_iter: int, logger, storage_options=None) -> dict:
+    """Save the finished fit ``gmm`` at ``model_url`` (with ``storage_options``); its summary.
 
     A re-run writes the same model, so an existing one is replaced.
     """
@@ -273,7 +277,7 @@ def save_fit(gmm, model_url: str, max_iter: int, logger) -> dict:
         logger.warning("EM did not converge in %d iterations (tol=%g).", gmm.n_iter_, gmm.tol)
     # The stored model has the flow's max_iter and starts afresh when fitted again.
     gmm.set_params(max_iter=max_iter, warm_start=False)
-    gmm.save(model_url, overwrite=True)
+    gmm.save(model_url, overwrite=True, storage_options=storage_options)
     logger.info(
         "model saved to %s (%d iterations, lower bound %.8f)",
         model_url,

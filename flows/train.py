@@ -14,6 +14,9 @@ iteration, so a retried task resumes after the last iteration done.
     from flows.train import train
     train("features.zarr/X", 16, "models/features-k16", scheduler_address="tcp://scheduler:8786")
     train("features.zarr/X", [4, 8, 16, 32], "models/features", criterion="bic")
+    train("s3://bucket/features.zarr/X", 16, "s3://bucket/models/k16",
+          storage_options={"client_kwargs": {"endpoint_url": "http://minio:9000"}},
+          storage_options_block="feature-store-credentials")
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dataclasses import replace
 from prefect import flow, get_run_logger
 
 from .blocks import SECONDS_PER_TASK, fit_in_blocks
+from .runtime import flow_storage_options
 from .select_k import plot_selection, publish_selection, select_components, selection_plot_url
 from .specs import ChoiceOfK, FitSpec
 from .tasks import default_checkpoint_url
@@ -94,6 +98,8 @@ def train(
     seconds_per_task: float = SECONDS_PER_TASK,
     criterion: str = "bic",
     heldout_fraction: float = 0.1,
+    storage_options: dict | None = None,
+    storage_options_block: str | None = None,
 ) -> dict:
     """Fit ``DiagGMM`` to the data at ``data_url`` and save it at ``model_url``.
 
@@ -132,6 +138,17 @@ def train(
     heldout_fraction : float
         With several candidates: share of the rows, in [0, 1), held out of the fit and scored
         (picked by a hash of the row index); 0 fits every row (then no ``"heldout"``).
+    storage_options : dict, optional
+        fsspec options for every URL of the run (data, model, checkpoint, the BIC plot) (endpoint,
+        region, ...). They are stored with the flow run's parameters: put credentials in a
+        Prefect ``Secret`` block instead (``storage_options_block``), or give the workers
+        their own (environment variables, instance roles). The options travel with the
+        tasks, and inside the library's dask graphs to the workers, where whoever can read
+        the dask scheduler can see them; on shared clusters prefer roles on the workers.
+    storage_options_block : str, optional
+        Name of a Prefect ``Secret`` block whose value is a JSON object of fsspec options
+        (e.g. ``{"key": ..., "secret": ...}``), read in the flow run and merged under
+        ``storage_options`` (whose values win).
 
     Returns
     -------
@@ -151,6 +168,7 @@ def train(
     if candidates is None and isinstance(n_components, (list, tuple)):
         (n_components,) = n_components  # a list of one is that number
     logger = get_run_logger()
+    options = flow_storage_options(storage_options, storage_options_block)
     layout = {
         key: value for key, value in (("feature_dim", feature_dim), ("features", features)) if value
     }
@@ -166,6 +184,7 @@ def train(
         },
         max_iter=max_iter,
         layout=layout or None,
+        storage_options=options,
     )
     if candidates is not None:
         return _choose(spec, ChoiceOfK(candidates, criterion, heldout_fraction), logger)
@@ -210,6 +229,7 @@ def _choose(spec: FitSpec, choice: ChoiceOfK, logger) -> dict:
         selection["n_components"],
         choice.criterion,
         selection_plot_url(spec.model_url),
+        spec.storage_options,
     )
     publish_selection(selection, spec.data_url, selection["model_url"], plot_url)
     return {
