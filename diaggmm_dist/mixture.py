@@ -66,9 +66,12 @@ def _checked_options(storage_options, method):
     return checked_storage_options(storage_options, f"DiagGMM.{method}")
 
 
-def _data_options(storage_options):
-    """The keyword that gives :func:`inputs.as_samples` the call's options (none without)."""
-    return {} if storage_options is None else {"storage_options": storage_options}
+def _data_options(X, storage_options):
+    """The keyword that gives :func:`inputs.as_samples` the call's options, for a path or URL
+    (other inputs are in memory, or carry their own: a Location, a zarr array)."""
+    if storage_options is None or not isinstance(X, (str, os.PathLike)):
+        return {}
+    return {"storage_options": storage_options}
 
 
 class DiagGMM(DensityMixin, BaseEstimator):
@@ -683,7 +686,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         """:func:`inputs.as_samples` of ``X``, in this estimator's ``chunk_size``."""
         if isinstance(X, inputs.Samples):
             return X
-        return inputs.as_samples(X, self.chunk_size, **_data_options(storage_options), **layout)
+        return inputs.as_samples(X, self.chunk_size, **_data_options(X, storage_options), **layout)
 
     def _input_layout(self):
         """The fitted :class:`~diaggmm_dist.inputs.InputLayout` (from the fitted attributes)."""

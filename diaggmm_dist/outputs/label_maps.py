@@ -47,7 +47,7 @@ def label_map(
     import xarray as xr
 
     layout = InputLayout.of(model)
-    if storage_options is None:
+    if storage_options is None or not isinstance(data, (str, os.PathLike)):
         samples = layout.samples(data, model.chunk_size)  # read once for both
     else:
         samples = as_samples(

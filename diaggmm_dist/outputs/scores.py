@@ -53,7 +53,8 @@ def write_scores(
         The output's URL (its path, or the store's URL).
     """
     where = location(url, storage_options)
-    extra = {} if storage_options is None else {"storage_options": dict(storage_options)}
+    named = storage_options is not None and isinstance(data, (str, os.PathLike))
+    extra = {"storage_options": dict(storage_options)} if named else {}
     rows = inputs.as_row_chunked(data, chunk_size or model.chunk_size, **extra)
     if len(set(rows.chunks[0][:-1])) > 1:  # Zarr chunks must be regular
         rows = rows.rechunk({0: max(rows.chunks[0])})
