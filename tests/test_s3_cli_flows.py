@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import zarr
 from conftest import mixture_data
-from prefect_harness import REPO, prefect_api, prefect_server  # noqa: F401
+from prefect_harness import REPO, prefect_api, prefect_server, task_runs  # noqa: F401
 from s3_harness import ENDPOINT_VARIABLES, s3, s3_service  # noqa: F401
 
 from diaggmm_dist import DiagGMM
@@ -237,6 +237,10 @@ def test_train_and_retrain_flows_on_s3_with_options_and_a_secret_block(
         parameters = client.read_flow_run(state.state_details.flow_run_id).parameters
     assert parameters["storage_options"] == endpoint  # the block's credentials are not stored
     assert "secret" not in json.dumps(parameters)
+    assert options["secret"] not in json.dumps(parameters)
+    runs = task_runs(state.state_details.flow_run_id)
+    assert {"read-current", "initialize", "promote"} <= {run.name for run in runs}
+    assert not any(options["secret"] in run.model_dump_json() for run in runs)
 
     from diaggmm_dist.stores.registry import ModelRegistry
 
