@@ -239,7 +239,8 @@ def test_train_and_retrain_flows_on_s3_with_options_and_a_secret_block(
     assert parameters["storage_options"] == endpoint  # the block's credentials are not stored
     assert "secret" not in json.dumps(parameters)
     runs = task_runs(state.state_details.flow_run_id)
-    assert {"read-current", "initialize", "promote"} <= {run.name for run in runs}
+    for task in ("read-current", "initialize", "em-iterations", "holdout-score", "promote"):
+        assert any(run.name.startswith(task) for run in runs), (task, [r.name for r in runs])
     assert not any(credentials["secret"] in run.model_dump_json() for run in runs)
 
     from diaggmm_dist.stores.registry import ModelRegistry
