@@ -42,6 +42,8 @@ if TYPE_CHECKING:
         | zarr.Array
         | str
         | os.PathLike
+        | Location
+        | Store
         | xr.DataArray
         | xr.Dataset
         | pd.DataFrame
@@ -272,11 +274,12 @@ class DiagGMM(DensityMixin, BaseEstimator):
         ----------
         X : array-like, dask array, zarr.Array, str, xarray object or table
             Rows of features: numpy or dask arrays of shape (n_samples, n_features); a
-            ``zarr.Array`` or a path/URL to one (opened lazily); an ``xarray.DataArray``
-            (``feature_dim`` names the features, every other dim is a sample dim) or
-            ``Dataset`` (its variables, or ``features``, are the features), lazily from
-            ``xr.open_zarr``; a pandas or dask DataFrame, or a Parquet path (numeric
-            columns, or ``columns``).
+            ``zarr.Array`` or where one lives (opened lazily): a path or URL (opened with
+            ``storage_options``), a :class:`~diaggmm_dist.locations.Location` or a Zarr
+            store object; an ``xarray.DataArray`` (``feature_dim`` names the features, every
+            other dim is a sample dim) or ``Dataset`` (its variables, or ``features``, are the
+            features), lazily from ``xr.open_zarr``; a pandas or dask DataFrame, or a Parquet
+            path (numeric columns, or ``columns``).
         y : None
             Ignored (scikit-learn's API).
         sample_weight : array-like, dask array or DataArray, optional
