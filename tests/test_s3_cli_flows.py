@@ -185,13 +185,14 @@ def test_cli_fit_and_predict_on_s3_with_storage_options(s3, rows, tmp_path, loca
     assert json.loads(output.out)["n_iter"] == local.n_iter_
 
 
-def test_train_and_retrain_flows_on_s3_with_options_and_a_secret_block(
+def test_train_score_and_retrain_flows_on_s3_with_options_and_a_secret_block(
     prefect_api, s3, rows, tmp_path, local_cluster
 ):
     from prefect.blocks.system import Secret
     from prefect.client.orchestration import get_client
 
     from flows.retrain import retrain
+    from flows.score import score
     from flows.train import train
 
     options = s3.storage_options
@@ -219,6 +220,18 @@ def test_train_and_retrain_flows_on_s3_with_options_and_a_secret_block(
     credentials = {"key": "AKIA-FLOW-TEST", "secret": "flow-secret-DO-NOT-STORE"}
     Secret(value=credentials).save("s3-test-credentials", overwrite=True)
     endpoint = {"client_kwargs": dict(options["client_kwargs"])}
+    summary = score(
+        s3.url("models/k3"),
+        data,
+        s3.url("scores.zarr"),
+        scheduler_address=local_cluster.scheduler_address,
+        storage_options=endpoint,
+        storage_options_block="s3-test-credentials",
+    )
+    assert summary["n_rows"] == len(rows)
+    labels = zarr.open_group(s3.zarr_store("scores.zarr", read_only=True), mode="r")["labels"]
+    np.testing.assert_array_equal(labels[:], local.predict(rows))
+
     state = retrain(
         s3.url("registry"),
         data,
