@@ -39,23 +39,24 @@ One fit at a time writes a checkpoint: the constructor takes its lease
 from __future__ import annotations
 
 import logging
-import os
+import shutil
 import warnings
 import weakref
 
 import zarr
 from zarr.errors import BaseZarrError
 
-from .checkpoint_steps import STEP_NAME, list_steps, normalized, read_step, step_number, write_step
+from ..locations import location
+from .checkpoint_steps import STEP_NAME, list_steps, normalized, read_step, step_files, step_number
 from .lease import CheckpointInUseError, Lease, raise_if_in_use
 from .model_checks import ModelStoreError
 from .zarr_groups import (
     NotAGroupError,
     check_replaceable,
-    is_local,
-    local_path,
-    open_group_or_none,
+    put_keys,
     remove_group,
+    rendered,
+    root_node,
 )
 
 __all__ = [
@@ -110,12 +111,6 @@ def _differences(stored, wanted, prefix=""):
     return out
 
 
-def _store_of(url):
-    """What Zarr opens for ``url``: a path for local URLs (zarr writes a file:// URL through
-    fsspec without creating its folders), the URL itself otherwise."""
-    return os.fspath(local_path(url)) if is_local(url) else os.fspath(url)
-
-
 def _identity_problem(url, attrs, identity):
     """Why the root attributes ``attrs`` are not the checkpoint of the run ``identity`` (None:
     of any run of this format), or None."""
@@ -133,14 +128,17 @@ def _identity_problem(url, attrs, identity):
     return None
 
 
-def _root_problem(url, identity=None, mode="r"):
-    """``(root, problem, error)``: the root group at ``url`` (None when nothing is there), why it
-    cannot be the checkpoint of the run ``identity`` (None when it can), and the error class to
-    raise for that problem."""
+def _root_problem(where, identity=None):
+    """``(attrs, problem, error)``: the root attributes of the checkpoint at ``where`` (None when
+    nothing is there), why it cannot be the checkpoint of the run ``identity`` (None when it
+    can), and the error class to raise for that problem. One GET of the root's zarr.json on
+    object stores (and one listing when it is absent)."""
+    url = where.url
     try:
-        root = open_group_or_none(_store_of(url), mode=mode)
+        kind, meta = root_node(where)
     except NotAGroupError as err:
-        if err.kind == "files" and list_steps(_store_of(url)):
+        fs, path = where.filesystem()
+        if err.kind == "files" and list_steps(fs, path):
             lost = (
                 f"The checkpoint at {url!r} has lost its root metadata (zarr.json), which says "
                 "whose run its steps are"
@@ -155,12 +153,27 @@ def _root_problem(url, identity=None, mode="r"):
             f"{type(err).__name__}: {err})"
         )
         return None, unreadable, CheckpointError
-    problem = None if root is None else _identity_problem(url, dict(root.attrs), identity)
-    return root, problem, CheckpointMismatchError
+    if kind is None:
+        return None, None, CheckpointMismatchError
+    if kind == "array":
+        return (
+            None,
+            NotAGroupError(url, "array").describe("checkpoint") + ": refusing to replace it",
+            CheckpointMismatchError,
+        )
+    attrs = meta.get("attributes", {}) if meta is not None else {}
+    if not isinstance(attrs, dict):
+        return (
+            None,
+            f"The checkpoint at {url!r} has unreadable root metadata (zarr.json: its "
+            "attributes are not an object)",
+            CheckpointError,
+        )
+    return attrs, _identity_problem(url, attrs, identity), CheckpointMismatchError
 
 
-def check_checkpoint(url, overwrite=False):
-    """Refuse now what a fit on the checkpoint at ``url`` would refuse before its first pass.
+def check_checkpoint(where, overwrite=False):
+    """Refuse now what a fit on the checkpoint at ``where`` would refuse before its first pass.
 
     Reads only.
 
@@ -174,11 +187,12 @@ def check_checkpoint(url, overwrite=False):
     CheckpointInUseError, CheckpointMismatchError, CheckpointError
         As :class:`Checkpoints` would.
     """
-    raise_if_in_use(url)
+    where = location(where)
+    raise_if_in_use(where)
     if overwrite:
-        check_replaceable(url)
+        check_replaceable(where)
         return
-    _, problem, error = _root_problem(os.fspath(url))
+    _, problem, error = _root_problem(where)
     if problem is not None:
         raise error(f"{problem}: {_REPLACE}.")
 
@@ -192,8 +206,9 @@ class Checkpoints:
 
     Parameters
     ----------
-    url : str or os.PathLike
-        Local path or fsspec URL of the checkpoint group.
+    where : str, os.PathLike or Location
+        Local path or fsspec URL of the checkpoint group, or its Location (with storage
+        options, or a local or fsspec Zarr store object: the checkpoint needs a file system).
     identity : dict
         JSON-able configuration and data fingerprint of the run; a store holding another
         identity is refused unless ``overwrite``.
@@ -214,17 +229,22 @@ class Checkpoints:
         The root's metadata cannot be read.
     """
 
-    def __init__(self, url, identity, overwrite=False, lease=True):
-        self.url = os.fspath(url)
-        self._store = _store_of(self.url)
+    def __init__(self, where, identity, overwrite=False, lease=True):
+        self.location = location(where)
+        self.url = self.location.url
+        # opened once for the whole run: every step is written through them
+        self._fs, self._path = self.location.filesystem()
+        self._store = self.location.zarr_store()
+        self._attrs = None  # the root's attributes, as read or last written
+        self._root = None
         self.identity = normalized(identity)
         self._overwrite = overwrite
         self._names = None  # the step names, newest first, once listed
         self._unusable = set()  # steps found unusable by latest(): not counted as kept
-        self._lease = Lease.acquire(self.url) if lease else None
+        self._lease = Lease.acquire(self.location) if lease else None
         self._release = weakref.finalize(self, self._lease.release) if lease else None
         try:
-            self.root = self._open_root(overwrite)
+            self._open_root(overwrite)
         except BaseException:
             self.close()
             raise
@@ -240,24 +260,38 @@ class Checkpoints:
     def __exit__(self, *exc):
         self.close()
 
+    @property
+    def root(self):
+        """The checkpoint's root group (read only), for reading steps."""
+        if self._root is None:
+            self._root = zarr.open_group(
+                self.location.zarr_store(read_only=True), mode="r", zarr_format=3
+            )
+        return self._root
+
     def _open_root(self, overwrite):
-        """The checkpoint's root group, created (replaced, with ``overwrite``) unless this run's."""
-        root, problem, error = _root_problem(self.url, self.identity, mode="r+")
+        """Read the root's attributes, or create the root (replace it, with ``overwrite``)
+        unless it is this run's."""
+        attrs, problem, error = _root_problem(self.location, self.identity)
         if problem is None:
-            return root if root is not None else self._fresh_root()
+            if attrs is None:
+                self._fresh_root()
+            else:
+                self._attrs = attrs
+            return
         if not overwrite:
             raise error(f"{problem}: {_REPLACE}.")
-        check_replaceable(self.url)
+        check_replaceable(self.location)
         logger.warning(
             "Replacing the checkpoint at %s (overwrite_checkpoint=True): %s.", self.url, problem
         )
-        return self._fresh_root()
+        self._fresh_root()
 
     def _fresh_root(self):
-        """Remove whatever is at the URL and create an empty checkpoint of this run."""
-        remove_group(self._store)
-        root = zarr.open_group(self._store, mode="w")
-        root.attrs.update(
+        """Remove whatever is at the location and create an empty checkpoint of this run."""
+        remove_group(self.location)
+        self._root = None
+        self._write_root(
             {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
@@ -266,19 +300,23 @@ class Checkpoints:
             }
         )
         self._names, self._unusable = [], set()
-        return root
+
+    def _write_root(self, attrs):
+        """Write the root's zarr.json with ``attrs`` (one PUT), and keep them."""
+        put_keys(self._store, rendered(lambda group: None, attrs))
+        self._attrs = dict(attrs)
 
     # ----------------------------------------------------------------- reading
     def _steps(self):
         """Names of the steps in the store, newest first (listed once, then kept up to date)."""
         if self._names is None:
-            self._names = list_steps(self._store)
+            self._names = list_steps(self._fs, self._path)
         return list(self._names)
 
     def _pointer(self):
         """``(name, problem)``: the step the root's pointer names (None before the first commit),
         and why the pointer is unusable (None when it is fine)."""
-        attrs = zarr.open_group(self._store, mode="r").attrs
+        attrs = self._attrs  # read once, then as this object wrote it
         if "latest" not in attrs:
             return None, "the root has no 'latest' pointer"
         pointer = attrs["latest"]
@@ -341,7 +379,7 @@ class Checkpoints:
                     "can be used.",
                     self.url,
                 )
-                self.root = self._fresh_root()
+                self._fresh_root()
                 return None
             raise CheckpointError(
                 f"No step of the checkpoint at {self.url!r} can be used ({'; '.join(reasons)}): "
@@ -363,11 +401,15 @@ class Checkpoints:
                 f"The checkpoint at {self.url!r} was opened without its lease (lease=False): "
                 "it cannot be written."
             )
-        self._lease.verify()
+        self._lease.verify()  # one GET
         steps = self._remove_debris(self._steps())
         name = f"step-{step_number(steps[0]) + 1 if steps else 0:08d}"
-        write_step(self.root, name, states)
-        self.root.attrs["latest"] = name  # the commit point
+        files = step_files(name, states)
+        mark = f"{name}/zarr.json"
+        complete = {mark: files.pop(mark)}
+        put_keys(self._store, files)  # the arrays, side by side
+        put_keys(self._store, complete)  # then the step's mark
+        self._write_root(dict(self._attrs, latest=name))  # the commit point
         self._names = [name] + self._prune(steps)
 
     def _remove_debris(self, steps):
@@ -375,15 +417,16 @@ class Checkpoints:
         pointer, problem = self._pointer()
         if pointer is None or problem is not None:
             return steps  # nothing was committed, or the pointer is unreadable: every step is kept
-        for debris in (name for name in steps if name > pointer):
+        debris = [name for name in steps if name > pointer]
+        for name in debris:
             logger.warning(
                 "Checkpoint %s: removing %s, written after the committed step %s and never "
                 "committed (a crash between the two writes).",
                 self.url,
-                debris,
+                name,
                 pointer,
             )
-            del self.root[debris]
+        self._delete_steps(debris)
         return [name for name in steps if name <= pointer]
 
     def _prune(self, steps):
@@ -393,6 +436,23 @@ class Checkpoints:
         if len(usable) < KEEP:
             return steps
         oldest_kept = usable[KEEP - 2]
-        for old in (name for name in steps if name < oldest_kept):
-            del self.root[old]
+        self._delete_steps([name for name in steps if name < oldest_kept])
         return [name for name in steps if name >= oldest_kept]
+
+    def _delete_steps(self, names):
+        """Delete the steps ``names``: on object stores one listing and one bulk delete."""
+        if not names:
+            return
+        self._root = None  # zarr's view of the root may hold them
+        if self.location.is_local:
+            for name in names:
+                shutil.rmtree(self.location.local_path / name, ignore_errors=True)
+            return
+        root = self._path.rstrip("/")
+        doomed = [
+            path
+            for path in self._fs.find(root, withdirs=True)
+            if path[len(root) + 1 :].split("/", 1)[0] in names
+        ]
+        if doomed:
+            self._fs.rm(sorted(doomed, reverse=True))

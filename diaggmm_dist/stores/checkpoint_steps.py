@@ -16,13 +16,13 @@ import json
 import numbers
 import re
 
-import fsspec
 import numpy as np
 
 from ..state import TrainingState
 from .model_checks import ModelStoreError, check_mixture, read_array
+from .zarr_groups import rendered
 
-__all__ = ["STEP_NAME", "list_steps", "normalized", "read_step", "step_number", "write_step"]
+__all__ = ["STEP_NAME", "list_steps", "normalized", "read_step", "step_files", "step_number"]
 
 #: Names of steps; their number orders them.
 STEP_NAME = re.compile(r"^step-(\d{8})$")
@@ -52,13 +52,16 @@ def step_number(name: str) -> int:
     return int(STEP_NAME.match(name).group(1))
 
 
-def list_steps(store: str) -> list[str]:
-    """Names of the steps in ``store``, newest first, from a listing (not Zarr's: one step with
-    unreadable metadata must not hide the others)."""
-    fs, path = fsspec.core.url_to_fs(store)
+def list_steps(fs, path: str) -> list[str]:
+    """Names of the steps under ``path`` on the file system ``fs``, newest first, from one
+    listing (not Zarr's: one step with unreadable metadata must not hide the others)."""
     try:
-        names = [entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False)]
-    except FileNotFoundError:
+        # refreshed: another process (the fit this one resumes) wrote the steps
+        names = [
+            entry.rstrip("/").rsplit("/", 1)[-1]
+            for entry in fs.ls(path, detail=False, refresh=True)
+        ]
+    except (FileNotFoundError, NotADirectoryError):
         return []
     return sorted((name for name in names if STEP_NAME.match(name)), reverse=True)
 
@@ -193,23 +196,30 @@ def _read_restart(group, where, key, offset, tol):
     )
 
 
-def write_step(root, name: str, states) -> None:
-    """Write ``states`` (one :class:`TrainingState` per restart) as the step ``name`` of ``root``.
+def step_files(name: str, states) -> dict[str, bytes]:
+    """The files of the step ``name`` holding ``states`` (one :class:`TrainingState` per
+    restart): keys under the checkpoint's root and their bytes, rendered in memory.
 
-    The step's mark ``restarts`` is written last: a step without it is incomplete.
+    Written in place in any order but the step's ``zarr.json`` last: it holds the mark
+    ``restarts``, and a step without it is incomplete.
     """
-    group = root.create_group(name)
-    for state in states:
-        planes = np.asarray([state.means, state.covariances, state.precisions], dtype=np.float64)
-        # NaN fill: an array whose chunk never got written fails validation, not reads as zeros
-        group.create_array(
-            f"restart-{state.index}",
-            data=planes,
-            chunks=planes.shape,
-            fill_value=np.nan,
-            attributes=_attributes(state),
-        )
-    group.attrs["restarts"] = len(states)  # the step is complete
+
+    def write(group):
+        for state in states:
+            planes = np.asarray(
+                [state.means, state.covariances, state.precisions], dtype=np.float64
+            )
+            # NaN fill: an array whose chunk never got written fails validation, not reads as 0
+            group.create_array(
+                f"restart-{state.index}",
+                data=planes,
+                chunks=planes.shape,
+                fill_value=np.nan,
+                attributes=_attributes(state),
+            )
+
+    files = rendered(write, {"restarts": len(states)})  # the step is complete
+    return {f"{name}/{key}": data for key, data in files.items()}
 
 
 def _attributes(state):

@@ -35,7 +35,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from .zarr_groups import is_local, local_path
+from ..locations import Location, StorageOptions, location
 
 FORMAT = "diaggmm-dist-registry"
 FORMAT_VERSION = 1
@@ -71,6 +71,15 @@ def _is_finite_number(value) -> bool:
 class ModelRegistry:
     """Versioned models under ``root`` (a local path or an fsspec URL such as ``s3://bucket/models``).
 
+    Parameters
+    ----------
+    root : str, os.PathLike or Location
+        The registry's folder: a local path, an fsspec URL, or a Location (a URL with its
+        options, or a local or fsspec Zarr store object).
+    storage_options : dict, optional
+        fsspec options for ``root`` (endpoint, credentials); they reach every model the
+        registry saves and loads.
+
     Examples
     --------
     >>> registry = ModelRegistry("models/registry")
@@ -81,18 +90,17 @@ class ModelRegistry:
     >>> registry.metadata(version)["parent"]
     """
 
-    def __init__(self, root):
-        text = os.fspath(root)
-        if not text:
+    def __init__(self, root, storage_options: StorageOptions | None = None):
+        where = location(root, storage_options)
+        if not where.url:
             raise ValueError("The registry root must be a non-empty path or URL.")
-        self.root = text.rstrip("/") or "/"
-        self._local = is_local(self.root)
+        self.root = where.url.rstrip("/") or "/"
+        self.location = Location(self.root, where.storage_options) if where.store is None else where
+        self._local = self.location.is_local
+        self._fs, self._base = self.location.filesystem()
         if self._local:
-            self._fs, self._base = None, str(local_path(self.root))
+            self._fs, self._base = None, str(self.location.local_path)
         else:
-            import fsspec
-
-            self._fs, self._base = fsspec.core.url_to_fs(self.root)
             self._base = self._base.rstrip("/")
 
     def __repr__(self):
@@ -103,6 +111,23 @@ class ModelRegistry:
         """Where ``version``'s model lives (a path or URL that ``DiagGMM.load`` opens)."""
         self._check_name(version)
         return f"{self.root}/{version}"
+
+    def model_location(self, version: str) -> Location:
+        """Where ``version``'s model lives, with the registry's storage options."""
+        self._check_name(version)
+        return self.location.joined(f"/{version}")
+
+    def _model_where(self, version):
+        """What ``save`` and ``load`` take for ``version``: its URL, or its Location when the
+        registry has options (or a store object) that must travel with it."""
+        if self.location.storage_options or self.location.store is not None:
+            return self.model_location(version)
+        return self.url(version)
+
+    def scratch_location(self, name: str) -> Location:
+        """:meth:`scratch_url` with the registry's storage options."""
+        self.scratch_url(name)  # checks the name
+        return self.location.joined(f"/{SCRATCH}/{name}")
 
     def scratch_url(self, name: str) -> str:
         """A path or URL under ``root/work/`` for a flow's temporary stores (never a version)."""
@@ -277,8 +302,9 @@ class ModelRegistry:
         Parameters
         ----------
         loader : callable
-            Reads a model from its URL, e.g. ``DiagGMM.load`` (which validates every field):
-            the registry stores models, it does not build them.
+            Reads a model from its URL (its Location when the registry has storage options),
+            e.g. ``DiagGMM.load``, which validates every field: the registry stores models, it
+            does not build them.
 
         Returns
         -------
@@ -298,7 +324,7 @@ class ModelRegistry:
             ``version`` is not a committed version.
         """
         self.metadata(version)  # refuses unknown or uncommitted versions with a clear error
-        return loader(self.url(version))
+        return loader(self._model_where(version))
 
     # ---------------------------------------------------------------- writing
     def promote(self, model, metadata=None) -> str:
@@ -343,7 +369,7 @@ class ModelRegistry:
         for _ in range(5):  # another writer may take a number between the listing and the write
             version = version_name(number)
             try:
-                model.save(self.url(version))
+                model.save(self._model_where(version))
                 break
             except FileExistsError:
                 number += 1
