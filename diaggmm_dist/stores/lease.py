@@ -214,7 +214,7 @@ class Lease:
     def _read(self):
         """The lease file's record: None when there is none, ``{}`` when it is not JSON."""
         try:
-            raw = self.fs.cat_file(self.path)
+            raw = self._cat()
         except (
             FileNotFoundError,
             NotADirectoryError,
@@ -224,6 +224,15 @@ class Lease:
             return json.loads(raw)
         except ValueError:  # empty, truncated or binary: not a lease this library wrote
             return {}
+
+    def _cat(self):
+        """The lease file's bytes: one GET on object stores."""
+        try:  # a range from 0: s3fs sends no HEAD first, as it does for a whole-file read
+            return self.fs.cat_file(self.path, start=0)
+        except (FileNotFoundError, NotADirectoryError):
+            raise
+        except OSError:  # an empty object has no byte 0 (HTTP 416)
+            return self.fs.cat_file(self.path)
 
     def _write(self, exclusive):
         """Write this lease's record; with ``exclusive``, only if no lease file exists.

@@ -54,10 +54,15 @@ class NotAGroupError(ValueError):
 
 def _get(store, key: str) -> bytes | None:
     """The bytes of ``key`` in the Zarr ``store`` (None when absent): one GET on object stores."""
+    from zarr.abc.store import OffsetByteRequest
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
 
-    found = sync(store.get(key, default_buffer_prototype()))
+    prototype = default_buffer_prototype()
+    try:  # a range from 0: s3fs sends no HEAD first, as it does for a whole-file read
+        found = sync(store.get(key, prototype, OffsetByteRequest(0)))
+    except OSError:  # an empty object has no byte 0 (HTTP 416)
+        found = sync(store.get(key, prototype))
     return None if found is None else found.to_bytes()
 
 
@@ -130,12 +135,7 @@ def root_node(where) -> tuple[str | None, dict | None]:
         if not isinstance(meta, dict):
             raise TypeError(f"zarr.json holds a {type(meta).__name__}, not a JSON object")
         return ("array" if meta.get("node_type") == "array" else "group"), meta
-    from zarr.core.sync import sync
-
-    async def names():
-        return [name async for name in store.list_dir("")]
-
-    entries = set(sync(names()))
+    entries = _top_names(where, store)
     if not entries:
         return None, None
     if ".zarray" in entries:
@@ -143,6 +143,24 @@ def root_node(where) -> tuple[str | None, dict | None]:
     if ".zgroup" in entries:
         return "group", None
     raise NotAGroupError(where.url, "files")
+
+
+def _top_names(where: Location, store) -> set:
+    """Names at the top of the store: one directory listing (s3fs adds one when it is empty)."""
+    try:
+        fs, path = where.filesystem()
+    except TypeError:  # a store object without a file system: zarr's listing
+        from zarr.core.sync import sync
+
+        async def names():
+            return {name async for name in store.list_dir("")}
+
+        return sync(names())
+    try:
+        found = fs.ls(path, detail=False, refresh=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+    return {entry.rstrip("/").rsplit("/", 1)[-1] for entry in found}
 
 
 def open_group_or_none(where, mode: str = "r"):
