@@ -14,14 +14,18 @@ Layout::
                            initialization)
     checkpoint.zarr.lease  while a fit runs: who holds the checkpoint (:mod:`.lease`)
 
-One array per restart, its attributes written with its metadata, is a few small writes: the
-checkpoint of every iteration costs milliseconds, not tens of them. A checkpoint is written
-as a new ``step-*`` group; only then is the root's ``latest`` pointer rewritten (one small
-write, atomic on local disks where Zarr writes files by rename, and a single PUT on object
-stores). A crash at any instant therefore leaves the previous pointer and its step intact. A
-step newer than the pointer is debris of such a crash: it is removed (with a logged warning)
-before the next step is written. The ``KEEP`` newest usable steps are kept; no other step is
-ever deleted except by ``overwrite``.
+A checkpoint is written as a new ``step-*`` group, rendered in memory and written one file
+each (its arrays side by side, then its zarr.json, which marks it complete); only then is the
+root's ``latest`` pointer rewritten (one small write, atomic on local disks where Zarr writes
+files by rename, and a single PUT on object stores). A crash at any instant therefore leaves
+the previous pointer and its step intact. A step newer than the pointer is debris of such a
+crash: it is removed (with a logged warning) before the next step is written. The ``KEEP``
+newest usable steps are kept; no other step is ever deleted except by ``overwrite``.
+
+The file system and store are opened once per run, and the root's attributes are read once
+and then kept as written: on an object store a step of one restart costs one GET (the lease's
+check) and four PUTs, plus one listing and one bulk delete when an old step is retired; two
+PUTs more per further restart. Nothing just written is read back.
 
 On resume every step is validated (:func:`~.checkpoint_steps.read_step`); one that fails is
 skipped with a :class:`CorruptCheckpointWarning`, falling back to the one before it. A pointer
@@ -39,7 +43,6 @@ One fit at a time writes a checkpoint: the constructor takes its lease
 from __future__ import annotations
 
 import logging
-import shutil
 import warnings
 import weakref
 
@@ -47,16 +50,25 @@ import zarr
 from zarr.errors import BaseZarrError
 
 from ..locations import location
-from .checkpoint_steps import STEP_NAME, list_steps, normalized, read_step, step_files, step_number
+from .checkpoint_steps import (
+    FORMAT,
+    FORMAT_VERSION,
+    STEP_NAME,
+    delete_steps,
+    list_steps,
+    normalized,
+    read_root,
+    read_step,
+    step_files,
+    step_number,
+)
 from .lease import CheckpointInUseError, Lease, raise_if_in_use
 from .model_checks import ModelStoreError
 from .zarr_groups import (
-    NotAGroupError,
     check_replaceable,
     put_keys,
     remove_group,
     rendered,
-    root_node,
 )
 
 __all__ = [
@@ -73,9 +85,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "diaggmm-dist-checkpoint"
-#: 4: steps carry the completion mark ``restarts``.
-FORMAT_VERSION = 4
 #: Complete checkpoints kept (the newest ones).
 KEEP = 3
 #: What to do about a checkpoint that cannot be used.
@@ -100,76 +109,11 @@ class CorruptCheckpointWarning(UserWarning):
     """The newest checkpoint could not be used; an older one was."""
 
 
-def _differences(stored, wanted, prefix=""):
-    out = []
-    for key in sorted(set(stored) | set(wanted)):
-        a, b = stored.get(key), wanted.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: checkpoint has {a!r}, this run has {b!r}")
-    return out
-
-
-def _identity_problem(url, attrs, identity):
-    """Why the root attributes ``attrs`` are not the checkpoint of the run ``identity`` (None:
-    of any run of this format), or None."""
-    if attrs.get("format") != FORMAT:
-        return f"{url!r} exists and is not a diaggmm-dist checkpoint"
-    if attrs.get("format_version") != FORMAT_VERSION:
-        return (
-            f"The checkpoint at {url!r} has format version {attrs.get('format_version')!r}; this "
-            f"version of diaggmm-dist reads version {FORMAT_VERSION} only"
-        )
-    if identity is not None and attrs.get("identity") != identity:
-        stored = attrs.get("identity") if isinstance(attrs.get("identity"), dict) else {}
-        differences = "; ".join(_differences(stored, identity))
-        return f"The checkpoint at {url!r} belongs to a different run ({differences})"
-    return None
-
-
 def _root_problem(where, identity=None):
-    """``(attrs, problem, error)``: the root attributes of the checkpoint at ``where`` (None when
-    nothing is there), why it cannot be the checkpoint of the run ``identity`` (None when it
-    can), and the error class to raise for that problem. One GET of the root's zarr.json on
-    object stores (and one listing when it is absent)."""
-    url = where.url
-    try:
-        kind, meta = root_node(where)
-    except NotAGroupError as err:
-        fs, path = where.filesystem()
-        if err.kind == "files" and list_steps(fs, path):
-            lost = (
-                f"The checkpoint at {url!r} has lost its root metadata (zarr.json), which says "
-                "whose run its steps are"
-            )
-            return None, lost, CheckpointError
-        refused = err.describe("checkpoint") + ": refusing to replace it"
-        return None, refused, CheckpointMismatchError
-    # JSONDecodeError is a ValueError; a non-object is a TypeError
-    except (ValueError, TypeError) as err:
-        unreadable = (
-            f"The checkpoint at {url!r} has unreadable root metadata (zarr.json: "
-            f"{type(err).__name__}: {err})"
-        )
-        return None, unreadable, CheckpointError
-    if kind is None:
-        return None, None, CheckpointMismatchError
-    if kind == "array":
-        return (
-            None,
-            NotAGroupError(url, "array").describe("checkpoint") + ": refusing to replace it",
-            CheckpointMismatchError,
-        )
-    attrs = meta.get("attributes", {}) if meta is not None else {}
-    if not isinstance(attrs, dict):
-        return (
-            None,
-            f"The checkpoint at {url!r} has unreadable root metadata (zarr.json: its "
-            "attributes are not an object)",
-            CheckpointError,
-        )
-    return attrs, _identity_problem(url, attrs, identity), CheckpointMismatchError
+    """``(attrs, problem, error)``: :func:`~.checkpoint_steps.read_root`, and the error class to
+    raise for the problem."""
+    attrs, problem, unreadable = read_root(where, identity)
+    return attrs, problem, CheckpointError if unreadable else CheckpointMismatchError
 
 
 def check_checkpoint(where, overwrite=False):
@@ -440,19 +384,5 @@ class Checkpoints:
         return [name for name in steps if name >= oldest_kept]
 
     def _delete_steps(self, names):
-        """Delete the steps ``names``: on object stores one listing and one bulk delete."""
-        if not names:
-            return
         self._root = None  # zarr's view of the root may hold them
-        if self.location.is_local:
-            for name in names:
-                shutil.rmtree(self.location.local_path / name, ignore_errors=True)
-            return
-        root = self._path.rstrip("/")
-        doomed = [
-            path
-            for path in self._fs.find(root, withdirs=True)
-            if path[len(root) + 1 :].split("/", 1)[0] in names
-        ]
-        if doomed:
-            self._fs.rm(sorted(doomed, reverse=True))
+        delete_steps(self.location, self._fs, self._path, names)

@@ -74,11 +74,9 @@ class ModelRegistry:
     Parameters
     ----------
     root : str, os.PathLike or Location
-        The registry's folder: a local path, an fsspec URL, or a Location (a URL with its
-        options, or a local or fsspec Zarr store object).
+        A local path, an fsspec URL, or a Location (or a local or fsspec Zarr store object).
     storage_options : dict, optional
-        fsspec options for ``root`` (endpoint, credentials); they reach every model the
-        registry saves and loads.
+        fsspec options for ``root``; they reach every model the registry saves and loads.
 
     Examples
     --------
@@ -98,10 +96,8 @@ class ModelRegistry:
         self.location = Location(self.root, where.storage_options) if where.store is None else where
         self._local = self.location.is_local
         self._fs, self._base = self.location.filesystem()
-        if self._local:
-            self._fs, self._base = None, str(self.location.local_path)
-        else:
-            self._base = self._base.rstrip("/")
+        self._base = str(self.location.local_path) if self._local else self._base.rstrip("/")
+        self._fs = None if self._local else self._fs
 
     def __repr__(self):
         return f"ModelRegistry({self.root!r})"
@@ -118,16 +114,14 @@ class ModelRegistry:
         return self.location.joined(f"/{version}")
 
     def _model_where(self, version):
-        """What ``save`` and ``load`` take for ``version``: its URL, or its Location when the
-        registry has options (or a store object) that must travel with it."""
+        """``version``'s URL, or its Location when options (or a store) must travel with it."""
         if self.location.storage_options or self.location.store is not None:
             return self.model_location(version)
         return self.url(version)
 
     def scratch_location(self, name: str) -> Location:
         """:meth:`scratch_url` with the registry's storage options."""
-        self.scratch_url(name)  # checks the name
-        return self.location.joined(f"/{SCRATCH}/{name}")
+        return self.location.joined(self.scratch_url(name)[len(self.root) :])
 
     def scratch_url(self, name: str) -> str:
         """A path or URL under ``root/work/`` for a flow's temporary stores (never a version)."""
