@@ -43,13 +43,14 @@ One fit at a time writes a checkpoint: the constructor takes its lease
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 import weakref
 
 import zarr
 from zarr.errors import BaseZarrError
 
-from ..locations import location
+from ..locations import Location, location
 from .checkpoint_steps import (
     FORMAT,
     FORMAT_VERSION,
@@ -116,7 +117,7 @@ def _root_problem(where, identity=None):
     return attrs, problem, CheckpointError if unreadable else CheckpointMismatchError
 
 
-def check_checkpoint(where, overwrite=False):
+def check_checkpoint(where: str | os.PathLike | Location, overwrite: bool = False) -> None:
     """Refuse now what a fit on the checkpoint at ``where`` would refuse before its first pass.
 
     Reads only.
@@ -173,7 +174,13 @@ class Checkpoints:
         The root's metadata cannot be read.
     """
 
-    def __init__(self, where, identity, overwrite=False, lease=True):
+    def __init__(
+        self,
+        where: str | os.PathLike | Location,
+        identity: dict,
+        overwrite: bool = False,
+        lease: bool = True,
+    ):
         self.location = location(where)
         self.url = self.location.url
         # opened once for the whole run: every step is written through them

@@ -34,7 +34,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-from ..locations import location
+from ..locations import Location, location
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class CheckpointInUseError(OSError):
     """
 
 
-def lease_url(where) -> str:
+def lease_url(where: str | os.PathLike | Location) -> str:
     """Where the lease of the checkpoint at ``where`` lives: ``<url>.lease``."""
     return location(where).joined(".lease").url
 
@@ -139,7 +139,7 @@ def in_use_message(checkpoint_url, record, where):
     )
 
 
-def raise_if_in_use(where):
+def raise_if_in_use(where: str | os.PathLike | Location) -> None:
     """Raise :class:`CheckpointInUseError` if a live fit holds the checkpoint ``where``'s lease.
 
     Reads only (one GET on object stores).

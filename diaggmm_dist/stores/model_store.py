@@ -43,11 +43,12 @@ statistics.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from typing import Any, Mapping
 
 from ..kernels import n_stat_columns
-from ..locations import location
+from ..locations import Location, location
 from ..parameters import MixtureParameters
 from ..validation import is_int
 from .model_checks import (
@@ -83,7 +84,9 @@ class UnverifiedModelWarning(UserWarning):
 
 
 # ---------------------------------------------------------------------------- writing
-def write_record(record: ModelRecord, where, overwrite: bool = False) -> None:
+def write_record(
+    record: ModelRecord, where: str | os.PathLike | Location, overwrite: bool = False
+) -> None:
     """Write ``record`` as a Zarr v3 group at ``where``.
 
     The group is rendered in memory, then written one file per key, its root ``zarr.json``
@@ -194,7 +197,9 @@ def _verify_checksums(attrs, arrays, where):
         )
 
 
-def read_record(where, defaults: Mapping[str, Any], owner: str = "DiagGMM") -> ModelRecord:
+def read_record(
+    where: str | os.PathLike | Location, defaults: Mapping[str, Any], owner: str = "DiagGMM"
+) -> ModelRecord:
     """Read and validate the model at ``where``.
 
     On object stores this costs one GET per file read (the root's and each array's zarr.json,

@@ -351,7 +351,7 @@ class ModelRegistry:
             self.metadata(metadata["parent"])  # must be a committed version
         for key in ("data_url", "holdout_url"):
             if metadata.get(key) is not None:
-                metadata[key] = os.fspath(metadata[key])
+                metadata[key] = location(metadata[key]).url  # never its options
             metadata.setdefault(key, None)
         try:
             json.dumps(metadata, allow_nan=False)

@@ -99,7 +99,7 @@ def rendered(write: Callable[[zarr.Group], None], attributes: Mapping | None = N
     return {key: value.to_bytes() for key, value in blobs.items()}
 
 
-def node_kind(where) -> str | None:
+def node_kind(where: str | os.PathLike | Location) -> str | None:
     """What the Zarr store at ``where`` holds at its root: "group", "array" or None (nothing).
 
     On object stores this costs one GET (the root's zarr.json), and one listing when it is
@@ -115,7 +115,7 @@ def node_kind(where) -> str | None:
     return root_node(where)[0]
 
 
-def root_node(where) -> tuple[str | None, dict | None]:
+def root_node(where: str | os.PathLike | Location) -> tuple[str | None, dict | None]:
     """``(kind, metadata)``: :func:`node_kind`, and the root's zarr.json (None for Zarr v2).
 
     Raises
@@ -163,7 +163,7 @@ def _top_names(where: Location, store) -> set:
     return {entry.rstrip("/").rsplit("/", 1)[-1] for entry in found}
 
 
-def open_group_or_none(where, mode: str = "r"):
+def open_group_or_none(where: str | os.PathLike | Location, mode: str = "r") -> zarr.Group | None:
     """The Zarr group at ``where`` (path, URL, Location or store), or None when nothing is there.
 
     Raises
@@ -205,7 +205,7 @@ def _is_zarr_tree(fs, path):
     return bool(entries) and all(_is_zarr_tree(fs, entry) for entry in entries)
 
 
-def check_replaceable(where):
+def check_replaceable(where: str | os.PathLike | Location) -> None:
     """Refuse to replace what is at ``where`` unless it is a Zarr store (or nothing).
 
     ``overwrite`` replaces models, checkpoints and scores, never a user's other files: a
@@ -232,7 +232,7 @@ def check_replaceable(where):
         )
 
 
-def remove_group(where):
+def remove_group(where: str | os.PathLike | Location) -> None:
     """Delete the Zarr store at ``where`` (local directory or fsspec prefix) if it exists.
 
     Raises
@@ -269,7 +269,9 @@ def _exists_for_writing(where: Location, overwrite: bool) -> bool:
     return exists
 
 
-def write_atomically(where, write_to: Callable, overwrite: bool) -> None:
+def write_atomically(
+    where: str | os.PathLike | Location, write_to: Callable, overwrite: bool
+) -> None:
     """Call ``write_to(store)`` to create a Zarr store, and put it at ``where`` in one step.
 
     On a local file system the store is written under a temporary sibling name and renamed
@@ -316,14 +318,18 @@ def write_atomically(where, write_to: Callable, overwrite: bool) -> None:
         shutil.rmtree(partial, ignore_errors=True)
 
 
-def write_group_atomically(where, write: Callable, overwrite: bool) -> None:
+def write_group_atomically(
+    where: str | os.PathLike | Location, write: Callable, overwrite: bool
+) -> None:
     """:func:`write_atomically` for a writer that fills a new Zarr v3 group: ``write(group)``."""
     write_atomically(
         where, lambda store: write(zarr.open_group(store, mode="w", zarr_format=3)), overwrite
     )
 
 
-def write_keys_atomically(where, blobs: Mapping[str, bytes], overwrite: bool) -> None:
+def write_keys_atomically(
+    where: str | os.PathLike | Location, blobs: Mapping[str, bytes], overwrite: bool
+) -> None:
     """Write a small store given as its keys and bytes (:func:`rendered`), atomically.
 
     On object stores: one PUT per key, the root's ``zarr.json`` last (it marks the store
