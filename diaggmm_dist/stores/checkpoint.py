@@ -24,8 +24,9 @@ newest usable steps are kept; no other step is ever deleted except by ``overwrit
 
 The file system and store are opened once per run, and the root's attributes are read once
 and then kept as written: on an object store a step of one restart costs one GET (the lease's
-check) and four PUTs, plus one listing and one bulk delete when an old step is retired; two
-PUTs more per further restart. Nothing just written is read back.
+check) and four PUTs, plus one bulk delete when an old step is retired (and one listing
+first if an earlier run wrote it); two PUTs more per further restart. Nothing just written
+is read back.
 
 On resume every step is validated (:func:`~.checkpoint_steps.read_step`); one that fails is
 skipped with a :class:`CorruptCheckpointWarning`, falling back to the one before it. A pointer
@@ -187,6 +188,7 @@ class Checkpoints:
         self._fs, self._path = self.location.filesystem()
         self._store = self.location.zarr_store()
         self._attrs = None  # the root's attributes, as read or last written
+        self._written = {}  # step name -> its files, for the steps this object wrote
         self._root = None
         self.identity = normalized(identity)
         self._overwrite = overwrite
@@ -250,7 +252,7 @@ class Checkpoints:
                 "latest": None,
             }
         )
-        self._names, self._unusable = [], set()
+        self._names, self._unusable, self._written = [], set(), {}
 
     def _write_root(self, attrs):
         """Write the root's zarr.json with ``attrs`` (one PUT), and keep them."""
@@ -360,6 +362,7 @@ class Checkpoints:
         complete = {mark: files.pop(mark)}
         put_keys(self._store, files)  # the arrays, side by side
         put_keys(self._store, complete)  # then the step's mark
+        self._written[name] = [*files, mark]
         self._write_root(dict(self._attrs, latest=name))  # the commit point
         self._names = [name] + self._prune(steps)
 
@@ -392,4 +395,6 @@ class Checkpoints:
 
     def _delete_steps(self, names):
         self._root = None  # zarr's view of the root may hold them
-        delete_steps(self.location, self._fs, self._path, names)
+        delete_steps(self.location, self._fs, self._path, names, self._written)
+        for name in names:
+            self._written.pop(name, None)

@@ -158,9 +158,12 @@ def read_root(where, identity: dict | None = None) -> tuple[dict | None, str | N
     return attrs, identity_problem(url, attrs, identity), False
 
 
-def delete_steps(where, fs, path: str, names) -> None:
-    """Delete the steps ``names`` of the checkpoint at ``where`` (on ``fs`` at ``path``): on
-    object stores one listing and one bulk delete."""
+def delete_steps(where, fs, path: str, names, written: dict) -> None:
+    """Delete the steps ``names`` of the checkpoint at ``where`` (on ``fs`` at ``path``).
+
+    On object stores one bulk delete: of the files ``written[name]`` lists (the keys of a step
+    this run wrote), and of those one listing finds for the other steps.
+    """
     if not names:
         return
     if where.is_local:
@@ -168,11 +171,14 @@ def delete_steps(where, fs, path: str, names) -> None:
             shutil.rmtree(where.local_path / name, ignore_errors=True)
         return
     root = path.rstrip("/")
-    doomed = [
-        entry
-        for entry in fs.find(root, withdirs=True)
-        if entry[len(root) + 1 :].split("/", 1)[0] in names
-    ]
+    doomed = [f"{root}/{key}" for name in names for key in written.get(name, ())]
+    unknown = {name for name in names if name not in written}
+    if unknown:
+        doomed += [
+            entry
+            for entry in fs.find(root, withdirs=True)
+            if entry[len(root) + 1 :].split("/", 1)[0] in unknown
+        ]
     if doomed:
         fs.rm(sorted(doomed, reverse=True))
 
