@@ -8,7 +8,7 @@ from typing import NamedTuple
 import dask
 import numpy as np
 
-from .. import dask_compat
+from .. import dask_compat, read_ahead
 from ..dask_compat import DataNode, Task, TaskRef
 from .graphs import SPLIT_EVERY, StatisticsGraph, add_tree_sum, statistics_graph, summed_blocks
 
@@ -75,9 +75,13 @@ def group_statistics(tasks: list, keys: list, add_up: bool, *values) -> np.ndarr
     Added up when ``add_up`` (a group alone in its window of the tree's first level, see
     :func:`first_level_windows`); otherwise stacked, in order, for the first level to add up
     with the other groups' blocks, as it would add single chunks'.
+
+    Arrays on object storage have the group's next chunks read while one is computed on, and
+    only the group's: the other groups' are other tasks' (:mod:`diaggmm_dist.read_ahead`).
     """
     known = dict(zip(keys, values))
-    blocks = [task({dep: known[dep] for dep in task.dependencies}) for task in tasks]
+    with read_ahead.window(len(tasks)):
+        blocks = [task({dep: known[dep] for dep in task.dependencies}) for task in tasks]
     return (
         summed_blocks(*blocks)
         if add_up

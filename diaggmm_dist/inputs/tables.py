@@ -8,6 +8,7 @@ import dask.array as da
 import numpy as np
 
 from .. import engine
+from ..locations import Location, location
 from .arrays import as_row_chunked
 from .samples import Samples, is_xarray
 
@@ -49,8 +50,11 @@ def _numeric_columns(dtypes, columns):
     return list(columns)
 
 
-def from_table(X, chunk_size=None, columns=None) -> Samples:
+def from_table(X, chunk_size=None, columns=None, storage_options=None) -> Samples:
     """A DataFrame or Parquet path as :class:`Samples` of its numeric (or the given) columns.
+
+    A Parquet path may be an fsspec URL (with ``storage_options``) or a Location: its file
+    system, with the options, travels with the tasks that read its row groups.
 
     Raises
     ------
@@ -59,8 +63,8 @@ def from_table(X, chunk_size=None, columns=None) -> Samples:
     TypeError
         Non-numeric columns named, or no numeric column.
     """
-    if isinstance(X, (str, os.PathLike)):
-        return _from_parquet(os.fspath(X), columns)
+    if isinstance(X, (str, os.PathLike, Location)):
+        return _from_parquet(location(X, storage_options), columns)
     names = _numeric_columns(X.dtypes, columns)
     if not names:
         raise TypeError("The table has no numeric columns: pass columns=[...] naming numeric ones.")
@@ -75,7 +79,7 @@ def from_table(X, chunk_size=None, columns=None) -> Samples:
     return Samples(array, in_memory=True, values=values, feature_names=[str(n) for n in names])
 
 
-def _from_parquet(url, columns):
+def _from_parquet(where, columns):
     """A Parquet file or directory as a row-chunked dask array, one chunk per row group.
 
     Row counts come from the Parquet footers, so no data is read to size the chunks.
@@ -84,7 +88,12 @@ def _from_parquet(url, columns):
     import pandas as pd
     import pyarrow.dataset as pads
 
-    dataset = pads.dataset(url, format="parquet")
+    url = where.url
+    if where.is_local:
+        dataset = pads.dataset(str(where.local_path), format="parquet")
+    else:  # pyarrow reads through the fsspec file system, which pickles with its options
+        fs, path = where.filesystem()
+        dataset = pads.dataset(path, format="parquet", filesystem=fs)
     dtypes = pd.Series(
         {
             field.name: (
