@@ -23,6 +23,34 @@ def active_client():
         return None
 
 
+def held_on_cluster(array):
+    """``array`` persisted on the active client's cluster when its chunks are numpy data.
+
+    An in-memory array (:func:`diaggmm_dist.inputs.in_memory_array`) has its chunks in its
+    graph, so every pass's graph would carry them to the scheduler and workers again. Persisted
+    once, the passes name them by key instead (:func:`cluster_graph` keeps those keys); they
+    are released when the returned array is dropped. Anything else, or no client: ``array``.
+
+    Parameters
+    ----------
+    array : dask.array.Array or None
+
+    Returns
+    -------
+    dask.array.Array or None
+    """
+    if array is None:
+        return None
+    client = active_client()
+    if client is None:
+        return array
+    nodes = dict(array.__dask_graph__()).values()
+    in_memory = all(
+        isinstance(node.value if dask_compat.is_data(node) else node, np.ndarray) for node in nodes
+    )
+    return client.persist(array) if nodes and in_memory else array
+
+
 def group_sizes(n_chunks: int, n_threads: int) -> list[int]:
     """Chunks per cluster task, in row order: :data:`SPLIT_EVERY`, halving toward 1 at the end.
 
