@@ -10,6 +10,7 @@ from collections import Counter
 
 import dask
 import numpy as np
+import pandas as pd
 import zarr
 from conftest import mixture_data
 from distributed import Client
@@ -18,7 +19,7 @@ from s3_harness import ENDPOINT_VARIABLES, s3, s3_service  # noqa: F401
 from diaggmm_dist import DiagGMM, read_ahead
 from diaggmm_dist.data_pass import DataPass
 from diaggmm_dist.em import e_step_models
-from diaggmm_dist.inputs import as_row_chunked
+from diaggmm_dist.inputs import as_row_chunked, as_samples
 from diaggmm_dist.locations import location
 
 LATENCY = 0.2
@@ -130,3 +131,20 @@ def test_on_a_cluster_reads_ahead_stay_in_each_task_and_the_fit_is_the_numpy_fit
     assert Counter(r.path for r in reads) == Counter(chunks)
     # 16 chunks in tasks of 8, 4, 2, 1, 1: within the first, reads overlapped
     assert most_in_flight(reads) >= read_ahead.DEPTH
+
+
+def test_parquet_row_groups_on_s3_are_read_ahead(s3):
+    rng = np.random.default_rng(8)
+    table = pd.DataFrame(rng.normal(size=(2000, 3)), columns=["u", "v", "w"])
+    with s3.filesystem().open(s3.url("t.parquet"), "wb") as out:
+        table.to_parquet(out, row_group_size=250)
+    samples = as_samples(s3.url("t.parquet"), storage_options=s3.storage_options)
+    assert samples.array.chunks[0] == (250,) * 8
+    expected = one_pass(as_row_chunked(table.to_numpy(), 250))
+    s3.proxy.latency = LATENCY
+    s3.proxy.clear()
+    with dask.config.set(num_workers=1):
+        np.testing.assert_array_equal(one_pass(samples.array), expected)
+    gets = s3.proxy.requests("GET", "t.parquet")
+    assert most_in_flight(gets) >= 2  # row groups read while another was computed on
+    assert read_ahead.pending() == 0

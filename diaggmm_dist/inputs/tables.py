@@ -7,7 +7,7 @@ import os
 import dask.array as da
 import numpy as np
 
-from .. import engine
+from .. import engine, read_ahead
 from ..locations import Location, location
 from .arrays import as_row_chunked
 from .samples import Samples, is_xarray
@@ -108,21 +108,62 @@ def _from_parquet(where, columns):
     if not names:
         raise TypeError(f"The Parquet data at {url!r} has no numeric columns: pass columns=[...].")
     dtype = np.result_type(*[dtypes[n] for n in names])
-    blocks = []
-    for fragment in dataset.get_fragments():
-        for group in fragment.split_by_row_group():
-            rows = sum(info.num_rows for info in group.row_groups)  # from the footer: no data read
-            if rows:
-                blocks.append(
-                    da.from_delayed(
-                        dask.delayed(_read_row_group)(group, names, dtype),
-                        shape=(rows, len(names)),
-                        dtype=dtype,
-                    )
-                )
-    if not blocks:
+    groups = [
+        (group, rows)
+        for fragment in dataset.get_fragments()
+        for group in fragment.split_by_row_group()
+        # row counts from the footer: no data read
+        if (rows := sum(info.num_rows for info in group.row_groups))
+    ]
+    if not groups:
         raise ValueError(f"The Parquet data at {url!r} has no rows.")
-    return Samples(da.concatenate(blocks), in_memory=False, feature_names=names)
+    counts = tuple(n for _, n in groups)
+    reader = RowGroups([group for group, _ in groups], names, dtype, counts)
+    token = dask.base.tokenize(url, names, str(dtype), counts)
+    if not where.is_local:  # object storage: the next row groups read while one is computed on
+        reader = read_ahead.ReadAhead(reader, counts, token)
+    array = da.from_array(
+        reader,
+        chunks=(counts, (len(names),)),
+        asarray=False,
+        fancy=False,
+        meta=np.empty((0, 0), dtype=dtype),
+        name=f"parquet-{token}",
+    )
+    return Samples(array, in_memory=False, feature_names=names)
+
+
+class RowGroups:
+    """The row groups of a Parquet data set as one 2-D array of columns, read by row groups.
+
+    Parameters
+    ----------
+    groups : list of pyarrow.dataset.ParquetFileFragment
+        One row group each, in row order.
+    names : list of str
+        The columns read, in order.
+    dtype : numpy.dtype
+        Of the array (every column cast to it).
+    row_counts : list of int
+        Rows of each group (from the footers).
+    """
+
+    def __init__(self, groups, names, dtype, row_counts):
+        self.groups, self.names, self.dtype = list(groups), list(names), np.dtype(dtype)
+        self.row_counts = tuple(int(n) for n in row_counts)
+        self.starts = np.cumsum((0,) + self.row_counts)
+        self.shape, self.ndim = (int(self.starts[-1]), len(self.names)), 2
+
+    def __getitem__(self, key):
+        rows, columns = (*key, slice(None))[:2] if isinstance(key, tuple) else (key, slice(None))
+        start, stop, step = rows.indices(self.shape[0])
+        first = int(np.searchsorted(self.starts, start, side="right")) - 1
+        last = max(first + 1, int(np.searchsorted(self.starts, stop, side="left")))
+        read = [_read_row_group(g, self.names, self.dtype) for g in self.groups[first:last]]
+        block = read[0] if len(read) == 1 else np.concatenate(read)
+        offset = int(self.starts[first])
+        part = block[start - offset : stop - offset : step, columns]
+        return part if part.size == block.size else part.copy()
 
 
 def _arrow_is_numeric(arrow_type):
