@@ -122,6 +122,12 @@ def test_on_a_cluster_reads_ahead_stay_in_each_task_and_the_fit_is_the_numpy_fit
         for name in ("weights_", "means_", "covariances_", "lower_bound_"):
             np.testing.assert_array_equal(getattr(remote, name), getattr(reference, name))
 
+        # Parquet row groups too: the file system, with its options, travels with the tasks
+        with s3.filesystem().open(s3.url("t.parquet"), "wb") as out:
+            pd.DataFrame(X).to_parquet(out, row_group_size=500)
+        table = as_samples(s3.url("t.parquet"), storage_options=s3.storage_options).array
+        np.testing.assert_array_equal(one_pass(table), one_pass(as_row_chunked(X, 500)))
+
         array = as_row_chunked(where, 500)
         s3.proxy.latency = LATENCY
         s3.proxy.clear()

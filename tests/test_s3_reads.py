@@ -136,14 +136,32 @@ def test_gridded_stores_on_s3_open_with_the_options(s3):
     np.testing.assert_array_equal(values, expected)
 
 
-def test_parquet_tables_on_s3_read_with_the_options(s3):
+def test_parquet_tables_on_s3_read_with_the_options_one_get_per_row_group(s3):
     rng = np.random.default_rng(6)
     table = pd.DataFrame(rng.normal(size=(1000, 3)), columns=["u", "v", "w"])
     table["name"] = "row"
-    with s3.filesystem().open(s3.url("t.parquet"), "wb") as out:
-        table.to_parquet(out, row_group_size=250)
-    samples = as_samples(s3.url("t.parquet"), storage_options=s3.storage_options)
-    assert samples.feature_names == ["u", "v", "w"]
-    assert samples.array.chunks[0] == (250,) * 4
-    (values,) = engine.compute(samples.array)
-    np.testing.assert_array_equal(values, table[["u", "v", "w"]].to_numpy())
+    fs = s3.filesystem()
+    for key, part in (
+        ("t.parquet", table),
+        ("d.parquet/a.parquet", table[:600]),
+        ("d.parquet/b.parquet", table[600:]),
+    ):
+        with fs.open(s3.url(key), "wb") as out:
+            part.to_parquet(out, row_group_size=250)
+    for key, groups, most in (
+        ("t.parquet", (250,) * 4, 2),
+        ("d.parquet", (250, 250, 100, 250, 150), 5),
+    ):
+        s3.proxy.clear()
+        samples = as_samples(s3.url(key), storage_options=s3.storage_options)
+        # the file's details (or a directory's, and its listing), each footer
+        assert len(s3.proxy.log) <= most
+        assert samples.feature_names == ["u", "v", "w"]
+        assert samples.array.chunks[0] == groups
+        s3.proxy.clear()
+        (values,) = engine.compute(samples.array)
+        np.testing.assert_array_equal(values, table[["u", "v", "w"]].to_numpy())
+        # each row group one ranged GET of its columns (footers read once, at the open)
+        gets = s3.proxy.requests("GET")
+        assert len(s3.proxy.log) == len(gets) == len(groups)
+        assert all(r.range for r in gets)
