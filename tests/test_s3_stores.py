@@ -126,6 +126,8 @@ def test_the_registry_publishes_and_loads_through_its_options(s3, fitted, X):
     assert registry.model_location(first).url == registry.url(first) == s3.url("registry/v0001")
     # a store object as the root works too (its file system lists the versions)
     assert ModelRegistry(s3.zarr_store("registry")).current_version() == second
+    with pytest.raises(TypeError, match="no fsspec file system"):
+        ModelRegistry(MemoryStore())  # nothing to list its versions with
 
 
 @pytest.mark.parametrize("n_init", [1, 2])
