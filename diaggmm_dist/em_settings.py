@@ -3,7 +3,7 @@
 :class:`EMSettings` holds the settings of EM itself (those :class:`~diaggmm_dist.fitting.EMRun`
 reads); :func:`checkpoint_identity` is the one definition of which settings a checkpoint must
 share with a run to be resumed; :func:`store_location` is where a checkpoint (or a model)
-lives, as the stores take it.
+lives.
 """
 
 from __future__ import annotations
@@ -138,8 +138,8 @@ def checkpoint_identity(
 def store_location(
     where: str | os.PathLike | Location | Any | None,
     storage_options: StorageOptions | None = None,
-) -> str | Location | None:
-    """``where`` as the stores take it: its Location, or the bare path or URL without options.
+) -> Location | None:
+    """The :class:`~diaggmm_dist.locations.Location` of a checkpoint or a model (None stays None).
 
     Parameters
     ----------
@@ -150,18 +150,12 @@ def store_location(
 
     Returns
     -------
-    str, Location or None
-        None for None; the path or URL itself when it needs no options; else the
-        :func:`~diaggmm_dist.locations.location` of ``where``.
+    Location or None
+        What the stores open.
 
     Raises
     ------
     TypeError, ValueError
         As :func:`~diaggmm_dist.locations.location`.
     """
-    if where is None:
-        return None
-    place = location(where, storage_options)
-    if place.store is None and not place.storage_options:
-        return place.url
-    return place
+    return None if where is None else location(where, storage_options)

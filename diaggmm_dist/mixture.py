@@ -68,14 +68,6 @@ def _checked_options(storage_options, method):
     return checked_storage_options(storage_options, f"DiagGMM.{method}")
 
 
-def _data_options(X, storage_options):
-    """The keyword that gives :func:`inputs.as_samples` the call's options, for a path or URL
-    (other inputs are in memory, or carry their own: a Location, a zarr array)."""
-    if storage_options is None or not isinstance(X, (str, os.PathLike)):
-        return {}
-    return {"storage_options": storage_options}
-
-
 class DiagGMM(DensityMixin, BaseEstimator):
     """Gaussian mixture with diagonal covariances, fitted by EM over chunked (out-of-core) data.
 
@@ -689,7 +681,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         """:func:`inputs.as_samples` of ``X``, in this estimator's ``chunk_size``."""
         if isinstance(X, inputs.Samples):
             return X
-        return inputs.as_samples(X, self.chunk_size, **_data_options(X, storage_options), **layout)
+        return inputs.as_samples(X, self.chunk_size, storage_options=storage_options, **layout)
 
     def _input_layout(self):
         """The fitted :class:`~diaggmm_dist.inputs.InputLayout` (from the fitted attributes)."""
@@ -707,10 +699,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         check_is_fitted(self, "means_")
         storage_options = _checked_options(storage_options, method)
         layout = self._input_layout()
-        if storage_options is None:
-            samples = layout.samples(X, self.chunk_size)
-        else:
-            samples = self._samples(X, storage_options, **layout.to_dict())
+        samples = layout.samples(X, self.chunk_size, storage_options)
         layout.check(samples, type(self).__name__)
         if samples.values is not None:
             check_in_memory(samples.values, self.missing)

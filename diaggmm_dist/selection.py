@@ -219,7 +219,7 @@ def select_n_components(
         feature_dim=feature_dim,
         features=features,
         columns=columns,
-        **({} if storage_options is None else {"storage_options": storage_options}),
+        storage_options=storage_options,
     )
     data = samples.array
     n_samples, n_features = engine.n_rows(data), data.shape[-1]

@@ -348,10 +348,10 @@ def test_scores_go_to_a_url_with_options_or_to_a_store_object(place, data, model
     )
 
 
-def test_scores_refuse_to_replace_an_array_or_other_files(place, data, model):
+def test_scores_refuse_to_replace_an_array_without_overwrite_or_other_files(place, data, model):
     write_array(place("array.zarr"), data)
-    with pytest.raises(NotAGroupError, match="is a Zarr array"):
-        write_scores(model, data, place("array.zarr"), storage_options=OPTIONS, overwrite=True)
+    with pytest.raises(FileExistsError, match="already exists"):
+        write_scores(model, data, place("array.zarr"), storage_options=OPTIONS)
     NeedsOptions(must="pass").pipe(place("notes/readme.txt").removeprefix("needsopts://"), b"x")
     with pytest.raises(NotAGroupError, match="not a Zarr store"):
         write_scores(model, data, place("notes"), storage_options=OPTIONS, overwrite=True)

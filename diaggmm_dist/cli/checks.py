@@ -29,10 +29,8 @@ def check_writable(url, what, in_place=False, storage_options=None):
 
     text = os.fspath(url)
     if not is_local_url(text):
-        import fsspec
-
         try:
-            fsspec.core.url_to_fs(text, **(storage_options or {}))
+            location(text, storage_options).filesystem()
         except (ValueError, ImportError) as err:  # unknown protocol, or its package missing
             raise UnusableOutputError(
                 f"cannot write the {what} to {text!r}: {one_line(err)}"
@@ -87,10 +85,8 @@ def _location(url, storage_options=None):
     text = os.fspath(url)
     if is_local_url(text):
         return ("file", Path(os.path.realpath(location(text).local_path)).parts)
-    import fsspec
-
     try:
-        fs, path = fsspec.core.url_to_fs(text, **(storage_options or {}))
+        fs, path = location(text, storage_options).filesystem()
     except (ValueError, ImportError, TypeError):
         return None
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
@@ -135,18 +131,16 @@ def open_data(url, chunk_size, storage_options=None):
     """The data as a lazy row-chunked dask array; reads Zarr metadata only."""
     from ..inputs import as_row_chunked
 
-    extra = {} if storage_options is None else {"storage_options": storage_options}
-    return as_row_chunked(os.fspath(url), chunk_size, **extra)
+    return as_row_chunked(os.fspath(url), chunk_size, storage_options)
 
 
 def check_output(url, overwrite, what, storage_options=None):
     """Refuse an output path that holds something else, or an existing store without --overwrite."""
     from ..locations import location
-    from ..outputs.targets import group_exists
-    from ..stores.zarr_groups import NotAGroupError
+    from ..stores.zarr_groups import NotAGroupError, open_group_or_none
 
     try:
-        exists = group_exists(location(url, storage_options))
+        exists = open_group_or_none(location(url, storage_options)) is not None
     except NotAGroupError as err:
         raise FileExistsError(
             err.describe(what) + ": refusing to replace it; choose another output path."

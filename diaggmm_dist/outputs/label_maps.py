@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from ..inputs import InputLayout, as_samples
+from ..inputs import InputLayout
 from ..locations import Location, StorageOptions, location
-from .scores import write_output
+from ..stores.zarr_groups import write_atomically
 
 
 def label_map(
@@ -46,13 +46,8 @@ def label_map(
     """
     import xarray as xr
 
-    layout = InputLayout.of(model)
-    if storage_options is None or not isinstance(data, (str, os.PathLike)):
-        samples = layout.samples(data, model.chunk_size)  # read once for both
-    else:
-        samples = as_samples(
-            data, model.chunk_size, storage_options=dict(storage_options), **layout.to_dict()
-        )
+    # read once for both
+    samples = InputLayout.of(model).samples(data, model.chunk_size, storage_options)
     labels, max_resp, log_likelihood = model.score_rows(samples)
     if not isinstance(labels, xr.DataArray):
         raise TypeError(
@@ -123,7 +118,7 @@ def write_label_map(
     """
     where = location(url, storage_options)
     result = label_map(model, data, probabilities=probabilities, storage_options=storage_options)
-    write_output(
+    write_atomically(
         where, lambda store: result.to_zarr(store, mode="w", consolidated=False), overwrite
     )
     return where.url

@@ -10,8 +10,7 @@ import numpy as np
 
 from .. import engine, inputs
 from ..locations import Location, StorageOptions, location
-from ..stores.zarr_groups import DATA_COMPRESSORS
-from .targets import write_output
+from ..stores.zarr_groups import DATA_COMPRESSORS, write_group_atomically
 
 SCORE_ARRAYS = ("labels", "max_resp", "log_likelihood")
 
@@ -53,18 +52,13 @@ def write_scores(
         The output's URL (its path, or the store's URL).
     """
     where = location(url, storage_options)
-    named = storage_options is not None and isinstance(data, (str, os.PathLike))
-    extra = {"storage_options": dict(storage_options)} if named else {}
-    rows = inputs.as_row_chunked(data, chunk_size or model.chunk_size, **extra)
+    rows = inputs.as_row_chunked(data, chunk_size or model.chunk_size, storage_options)
     if len(set(rows.chunks[0][:-1])) > 1:  # Zarr chunks must be regular
         rows = rows.rechunk({0: max(rows.chunks[0])})
     arrays = [da.asarray(a) for a in model.score_rows(rows)]
     chunk_rows = rows.chunks[0][0]
 
-    def write(store):
-        import zarr
-
-        group = zarr.open_group(store, mode="w")
+    def write(group):
         targets = []
         for name, array in zip(SCORE_ARRAYS, arrays):
             fill = -1 if name == "labels" else np.nan
@@ -89,5 +83,5 @@ def write_scores(
             }
         )
 
-    write_output(where, write, overwrite)
+    write_group_atomically(where, write, overwrite)
     return where.url
