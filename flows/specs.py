@@ -51,7 +51,7 @@ class FitSpec:
     storage_options: dict | None = None
 
     def __repr__(self) -> str:
-        # the options may hold credentials: a repr (in a log line, an error) shows their keys only
+        # the options may hold credentials: a repr (a log line, an error) shows only their count
         options = (
             ""
             if self.storage_options is None
