@@ -131,7 +131,11 @@ def test_gridded_stores_on_s3_open_with_the_options(s3):
         s3.url("grid.zarr"), features=["a", "b"], storage_options=s3.storage_options
     )
     assert samples.sample_dims == ("y", "x")
+    s3.proxy.clear()
     (values,) = engine.compute(samples.array)
+    # one GET per chunk (2 variables, 2 chunks each), no HEAD
+    assert not s3.proxy.requests("HEAD")
+    assert len(s3.proxy.requests("GET", "/c/")) == 4
     expected = np.stack([data["a"].values, data["b"].values], axis=-1)
     np.testing.assert_array_equal(values, expected)
 
