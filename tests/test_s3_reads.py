@@ -108,7 +108,7 @@ def test_sharded_arrays_read_inner_chunks_with_ranged_requests(s3):
     assert sum(r.bytes for r in gets) < shard_bytes / 3
     assert sum(r.bytes for r in gets) >= 500 * 4 * 8
 
-    # dask chunks as large as shards read each shard whole, in one request
+    # dask chunks of whole shards (chunk_size a multiple of them) read each in one request
     whole = as_row_chunked(s3.url("sharded.zarr"), 2000, s3.storage_options)
     assert whole.chunks[0] == (2000, 2000)
     s3.proxy.clear()
