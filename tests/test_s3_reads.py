@@ -77,6 +77,13 @@ def test_a_chunk_costs_one_get_and_no_head(s3):
     assert chunks == sorted(s3.log_path(f"rows.zarr/c/{i}/0") for i in range(8))
     # one ranged GET per chunk, bounded: no HEAD for the size first
     assert all(r.range and r.range.startswith("bytes=0-") for r in log)
+    # a few rows read only their chunks (reads ahead are for the engine's passes only)
+    s3.proxy.clear()
+    np.testing.assert_array_equal(engine.take_rows(array, [0, 1999]), X[[0, 1999]])
+    assert sorted(r.path for r in s3.proxy.log) == [
+        s3.log_path("rows.zarr/c/0/0"),
+        s3.log_path("rows.zarr/c/7/0"),
+    ]
 
 
 def test_a_fit_from_the_url_is_the_fit_of_the_same_rows_in_memory(s3):
