@@ -44,7 +44,7 @@ from zarr.codecs.sharding import ShardingCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.codec_pipeline import BatchedCodecPipeline
 from zarr.core.sync import sync
-from zarr.storage import FsspecStore, LocalStore, StorePath
+from zarr.storage import FsspecStore, LocalStore, StorePath, WrapperStore
 
 from .bounded_files import NOT_REGULAR, FileTooLarge, NotARegularFile, regular_file_size
 from .zarr_chunks import CorruptChunkError, blosc_frame_problem
@@ -287,6 +287,32 @@ class _CheckedChunk:
         if prefix and key.startswith(prefix + "/"):
             key = key[len(prefix) + 1 :]
         return CorruptChunkError(key, self.pipeline.location, what)
+
+
+class WholeReadsInOneRequest(WrapperStore):
+    """A store whose reads of whole objects are one request each: ranged from byte 0.
+
+    zarr asks a store for a whole object with no range, and s3fs then sends a HEAD for the
+    object's size before its GET; a ``bytes=0-`` range is one GET. For the arrays zarr reads
+    with its own pipeline (xarray's, through :func:`~diaggmm_dist.inputs.open_gridded`).
+
+    Parameters
+    ----------
+    store : zarr.abc.store.Store
+    """
+
+    async def get(self, key, prototype, byte_range=None):
+        """The value of ``key`` (see :meth:`zarr.abc.store.Store.get`)."""
+        return await self._store.get(key, prototype, _whole(byte_range))
+
+    async def get_partial_values(self, prototype, key_ranges):
+        """The values of ``key_ranges`` (see :meth:`zarr.abc.store.Store.get_partial_values`)."""
+        wanted = [(key, _whole(byte_range)) for key, byte_range in key_ranges]
+        return await self._store.get_partial_values(prototype, wanted)
+
+
+def _whole(byte_range):
+    return OffsetByteRequest(0) if byte_range is None else byte_range
 
 
 def is_local(array) -> bool:
