@@ -22,7 +22,7 @@ from conftest import mixture_data
 
 import diaggmm_dist
 from diaggmm_dist import DiagGMM, engine
-from diaggmm_dist.stores import lease
+from diaggmm_dist.stores import checkpoint_steps, lease
 from diaggmm_dist.stores.checkpoint import (
     KEEP,
     CheckpointError,
@@ -439,6 +439,27 @@ def test_a_null_pointer_resumes_from_the_newest_complete_step_and_deletes_nothin
     assert_identical(model, straight)
     assert passes == FROM[OLDER] and warned == []  # not a corruption of anything committed: logged
     assert "step-00000006 is unusable" in caplog.text
+
+
+def test_planes_of_several_chunks_resume_bit_for_bit_and_a_lost_one_names_its_restart(
+    X, straight, tmp_path, monkeypatch
+):
+    # large models: the planes of a step span chunks of PLANE_CHUNK values (here 10 of 72)
+    monkeypatch.setattr(checkpoint_steps, "PLANE_CHUNK", 10)
+    url = tmp_path / "chunked.zarr"
+    DiagGMM(**PARTIAL).fit(X, checkpoint=str(url))
+    chunks = sorted(int(p.name) for p in (url / NEWEST / "planes" / "c").iterdir())
+    assert chunks == list(range(8))
+    model, passes, warned = resume(X, url, monkeypatch)
+    assert_identical(model, straight)
+    assert passes == FROM[NEWEST] and warned == []
+    # values 40-49 are restart 1's (restart 0 holds 0-35): a lost chunk is a NaN there
+    (url / "step-00000010" / "planes" / "c" / "4").unlink()
+    identity = zarr.open_group(str(url), mode="r").attrs["identity"]
+    with Checkpoints(url, identity, lease=False) as store:
+        with pytest.warns(CorruptCheckpointWarning, match="step-00000010/restart-1: .*holds NaN"):
+            states = store.latest()
+    assert [s.iteration for s in states] == [9, 9]
 
 
 def test_a_broken_pointer_never_deletes_the_steps(X, stopped, monkeypatch):
