@@ -13,7 +13,7 @@ import zarr
 from zarr.codecs import BloscCodec
 from zarr.errors import ContainsArrayError, GroupNotFoundError
 
-from ..locations import Location, location
+from ..locations import Location, location, storage_access_error
 
 #: Codec of the large arrays the project writes (synthetic feature data, per-row scores):
 #: Blosc LZ4, clevel 5, byte shuffle (zarr v2's old default). An out-of-core EM iteration
@@ -77,11 +77,17 @@ def cat_whole(fs, path: str) -> bytes:
         No such file.
     """
     try:
-        return fs.cat_file(path, start=0)
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        try:
+            return fs.cat_file(path, start=0)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError):
+            raise
+        except OSError:  # an empty object has no byte 0 (HTTP 416)
+            return fs.cat_file(path)
+    except Exception as err:
+        hint = storage_access_error(err, f"read {fs.unstrip_protocol(path)}")
+        if hint is not None:
+            raise hint from err
         raise
-    except OSError:  # an empty object has no byte 0 (HTTP 416)
-        return fs.cat_file(path)
 
 
 def put_keys(store, blobs: Mapping[str, bytes]) -> None:
