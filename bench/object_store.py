@@ -63,7 +63,9 @@ def open_remote(url, options):
     import zarr
     from zarr.storage import FsspecStore
 
-    return zarr.open_array(FsspecStore.from_url(url, storage_options=options, read_only=True), "r")
+    return zarr.open_array(
+        FsspecStore.from_url(url, storage_options=options, read_only=True), mode="r"
+    )
 
 
 def data_argument(url, options):
@@ -131,41 +133,31 @@ def timed_fit(data, iters, n_init=1, server=None, fit_kwargs=None, **kwargs):
     return out
 
 
-def _read_share(array, selections, threads):
+def _read_share(X, blocks, threads):
     from concurrent.futures import ThreadPoolExecutor
 
     start = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
-        for _ in pool.map(lambda s: array[s].shape, selections):
+        for _ in pool.map(lambda i: X.blocks[i].compute(scheduler="sync").shape, blocks):
             pass
     return time.perf_counter() - start
 
 
-def read_alone(client, url, options, row_chunks, threads):
-    """Seconds for the workers to read every dask chunk once, each its half on ``threads``
-    threads (no compute), the chunks dealt out in turn as the fit's tasks are.
+def read_alone(client, X, threads):
+    """Seconds for the workers to read every dask chunk of ``X`` once, each its half on
+    ``threads`` threads and nothing else, the chunks dealt out in turn.
+
+    ``X`` is the library's own dask array of the data (``as_row_chunked``): each chunk is read
+    as the fit's tasks read it (zarr, the library's checked reads, one ranged GET per chunk).
     """
     workers = sorted(client.scheduler_info()["workers"])
-    bounds, start = [], 0
-    for rows in row_chunks:
-        bounds.append(slice(start, start + rows))
-        start += rows
-    shares = [bounds[i :: len(workers)] for i in range(len(workers))]
-    array = client.scatter(open_remote(url, options), broadcast=True)
+    shares = [list(range(i, X.numblocks[0], len(workers))) for i in range(len(workers))]
     t0 = time.perf_counter()
     futures = [
-        client.submit(_read_share, array, share, threads, workers=[w], pure=False)
+        client.submit(_read_share, X, share, threads, workers=[w], pure=False)
         for w, share in zip(workers, shares)
     ]
     client.gather(futures)
-    return time.perf_counter() - t0
-
-
-def read_pass_dask(client, X):
-    """Seconds of a dask pass on the cluster that reads every chunk of ``X`` and keeps one row."""
-    touched = X.map_blocks(lambda b: b[:1], chunks=(1, X.shape[1]))
-    t0 = time.perf_counter()
-    client.compute(touched).result()
     return time.perf_counter() - t0
 
 
@@ -213,13 +205,16 @@ def main(argv=None):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=4_000_000)
-    parser.add_argument("--iters", type=int, default=4, help="timed iterations per fit")
-    parser.add_argument("--quick", action="store_true", help="1M rows, 2 timed iterations")
+    parser.add_argument("--iters", type=int, default=3, help="timed iterations per fit")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="rounds of every measurement, alternated"
+    )
+    parser.add_argument("--quick", action="store_true", help="1M rows, 2 timed iterations, 1 round")
     args = parser.parse_args(argv)
     if args.quick:
-        args.rows, args.iters = 1_000_000, 2
+        args.rows, args.iters, args.repeats = 1_000_000, 2, 1
     import zarr
-    from distributed import Client
+    from distributed import Client, wait
 
     from diaggmm_dist.cluster import local_cluster
     from diaggmm_dist.inputs.arrays import as_row_chunked
@@ -232,12 +227,14 @@ def main(argv=None):
         "machine": machine_info(),
         "rows": args.rows,
         "iters": args.iters,
+        "repeats": args.repeats,
         "chunks": n_chunks,
         "latency": LATENCY,
         "bandwidth": BANDWIDTH,
         "read_threads_per_worker": threads,
         "read_ahead": how,
         "targets": TARGETS,
+        "rounds": [],
     }
     with S3Server() as server, local_cluster(2) as cluster, Client(cluster) as client:
         options = server.storage_options
@@ -245,39 +242,35 @@ def main(argv=None):
         server.upload(local.parent, BUCKET, KEY)
         X, fit_kwargs = data_argument(url, options)
         result["data_argument"] = "url + storage_options" if isinstance(X, str) else "zarr.Array"
-        row_chunks = as_row_chunked(open_remote(url, options)).chunks[0]
-        result["dask_chunks"] = len(row_chunks)
-
-        print("(a, b) 50 ms per request, 400 MB/s ...", flush=True)
-        server.set_latency(LATENCY)
-        server.set_bandwidth(BANDWIDTH)
-        slow = result["slow"] = {}
-        slow["read_alone"] = [
-            read_alone(client, url, options, row_chunks, threads) for _ in range(2)
-        ]
-        slow["read_pass_dask"] = read_pass_dask(client, as_row_chunked(open_remote(url, options)))
-        slow["r1"] = timed_fit(X, args.iters, 1, server, fit_kwargs)
-        slow["r8"] = timed_fit(X, args.iters, 8, server, fit_kwargs)
-        server.set_latency(0)
-        server.set_bandwidth(None)
-        persisted = as_row_chunked(open_remote(url, options)).persist()
-        client.wait_for_workers(2)
-        from distributed import wait
-
+        library_array = as_row_chunked(open_remote(url, options))
+        result["dask_chunks"] = library_array.numblocks[0]
+        persisted = library_array.persist()
         wait(persisted)
-        memory = result["memory"] = {
-            "r1": timed_fit(persisted, args.iters, 1),
-            "r8": timed_fit(persisted, args.iters, 8),
-        }
-        del persisted
 
-        print("(c) no latency, no cap ...", flush=True)
-        fast = result["fast"] = {}
-        fast["read_alone"] = [
-            read_alone(client, url, options, row_chunks, threads) for _ in range(2)
-        ]
-        fast["r1"] = timed_fit(X, args.iters, 1, server, fit_kwargs)
-        fast["local"] = timed_fit(str(local), args.iters, 1)
+        def slow():
+            server.set_latency(LATENCY)
+            server.set_bandwidth(BANDWIDTH)
+
+        def fast():
+            server.set_latency(0)
+            server.set_bandwidth(None)
+
+        for round_ in range(args.repeats):
+            print(f"round {round_ + 1} of {args.repeats}: (a, b) 50 ms, 400 MB/s", flush=True)
+            row = {}
+            slow()
+            row["read_alone_slow"] = read_alone(client, library_array, threads)
+            row["slow_r1"] = timed_fit(X, args.iters, 1, server, fit_kwargs)
+            row["memory_r1"] = timed_fit(persisted, args.iters, 1)
+            row["slow_r8"] = timed_fit(X, args.iters, 8, server, fit_kwargs)
+            row["memory_r8"] = timed_fit(persisted, args.iters, 8)
+            print(f"round {round_ + 1} of {args.repeats}: (c) no latency, no cap", flush=True)
+            fast()
+            row["read_alone_fast"] = read_alone(client, library_array, threads)
+            row["fast_r1"] = timed_fit(X, args.iters, 1, server, fit_kwargs)
+            row["local_r1"] = timed_fit(str(local), args.iters, 1)
+            result["rounds"].append(row)
+        del persisted
 
         print("(d) a fit with a checkpoint on the server ...", flush=True)
         checkpoint = checkpoint_argument(f"s3://{BUCKET}/checkpoint.zarr", options)
@@ -298,54 +291,59 @@ def main(argv=None):
     return result
 
 
+def _seconds(row, name):
+    value = row[name]
+    return value if isinstance(value, float) else value["seconds_per_iteration"]
+
+
 def summarize(result, data_prefix, checkpoint_prefix):
-    """The ratios and verdicts of (a)-(d), from the measurements."""
-    slow, fast, memory = result["slow"], result["fast"], result["memory"]
-    per = {
-        "slow_r1": slow["r1"]["seconds_per_iteration"],
-        "slow_r8": slow["r8"]["seconds_per_iteration"],
-        "memory_r1": memory["r1"]["seconds_per_iteration"],
-        "memory_r8": memory["r8"]["seconds_per_iteration"],
-        "read_alone_slow": min(slow["read_alone"]),
-        "fast_r1": fast["r1"]["seconds_per_iteration"],
-        "local_r1": fast["local"]["seconds_per_iteration"],
-        "read_alone_fast": min(fast["read_alone"]),
-    }
-    bound = max(per["read_alone_slow"], per["memory_r1"])
-    ratios = {
-        "a": per["slow_r1"] / bound,
-        "b": per["slow_r8"] / per["slow_r1"],
-        "c": per["fast_r1"] / per["local_r1"],
-    }
-    iterations = len(fast["r1"]["iteration_seconds"])
+    """The ratios of (a)-(c) in each round, their medians and verdicts, and (d)'s counts."""
+    rounds = result["rounds"]
+    names = [k for k in rounds[0]]
+    per = {name: statistics.median(_seconds(row, name) for row in rounds) for name in names}
+    ratios_by_round = [
+        {
+            "a": _seconds(row, "slow_r1")
+            / max(_seconds(row, "read_alone_slow"), _seconds(row, "memory_r1")),
+            "b": _seconds(row, "slow_r8") / _seconds(row, "slow_r1"),
+            "c": _seconds(row, "fast_r1") / _seconds(row, "local_r1"),
+        }
+        for row in rounds
+    ]
+    ratios = {k: statistics.median(r[k] for r in ratios_by_round) for k in "abc"}
     requests = {
-        "slow_r1": request_counts(slow["r1"]["iteration_logs"], data_prefix),
-        "slow_r8": request_counts(slow["r8"]["iteration_logs"], data_prefix),
-        "fast_r1": request_counts(fast["r1"]["iteration_logs"], data_prefix),
+        name: request_counts(rounds[-1][name]["iteration_logs"], data_prefix)
+        for name in ("slow_r1", "slow_r8", "fast_r1")
     }
     if "checkpointed" in result:
         requests["checkpointed"] = request_counts(
             result["checkpointed"]["iteration_logs"], data_prefix, checkpoint_prefix
         )
-    stored = sum(r["bytes"] for log in fast["r1"]["iteration_logs"][1:] for r in log) / max(
+    last = rounds[-1]["fast_r1"]
+    iterations = len(last["iteration_seconds"])
+    stored = sum(r["bytes"] for log in last["iteration_logs"][1:] for r in log) / max(
         1, iterations - 1
     )
     result.update(
         per_iteration=per,
-        bound=bound,
+        ratios_by_round=ratios_by_round,
         ratios=ratios,
         passed={k: ratios[k] <= TARGETS[k] for k in ratios},
         requests=requests,
         bytes_per_iteration=stored,
-        server_cpu_per_iteration={k: v / iterations for k, v in fast["r1"]["server_cpu"].items()},
+        # over the whole fit (its first pass and initialization included) per iteration
+        server_cpu_per_iteration={k: v / iterations for k, v in last["server_cpu"].items()},
     )
-    for fit in (slow["r1"], slow["r8"], fast["r1"], result.get("checkpointed", {})):
-        fit.pop("iteration_logs", None)  # counted above; the JSON keeps the counts
+    for row in [*rounds, result]:
+        for fit in row.values():
+            if isinstance(fit, dict):
+                fit.pop("iteration_logs", None)  # counted above; the JSON keeps the counts
 
 
 def render(result):
     per, ratios, req = result["per_iteration"], result["ratios"], result["requests"]
     cpu = result["server_cpu_per_iteration"]
+    rounds = [" ".join(f"{k} {v:.2f}x" for k, v in r.items()) for r in result["ratios_by_round"]]
     lines = [
         f"Machine: {machine_line(result['machine'])}",
         "",
@@ -353,15 +351,16 @@ def render(result):
         f"8 MiB (Blosc LZ4; {result['bytes_per_iteration'] / 2**20:.0f} MiB stored), read as "
         f"{result['dask_chunks']} dask chunks; LocalCluster of 2 single-threaded workers; K={K}; "
         f"X given as {result['data_argument']}; {result['read_ahead']}; median of "
-        f"{result['iters']} iterations after the first.",
+        f"{result['iters']} iterations after the first, then of {result['repeats']} rounds "
+        "(ratios: median of each round's)."
+        + (f" (a)-(c) per round: {rounds}." if len(result["rounds"]) > 1 else ""),
         "",
         "| | s / iteration | |",
         "|---|---:|---|",
         f"| fit from S3, 50 ms + 400 MB/s, n_init=1 | {per['slow_r1']:.3f} | |",
         f"| fit from S3, 50 ms + 400 MB/s, n_init=8 | {per['slow_r8']:.3f} | |",
         f"| reading every chunk alone, {result['read_threads_per_worker']} reads per worker | "
-        f"{per['read_alone_slow']:.3f} | best of {len(result['slow']['read_alone'])} |",
-        f"| a dask pass reading every chunk, no compute | {result['slow']['read_pass_dask']:.3f} | |",
+        f"{per['read_alone_slow']:.3f} | |",
         f"| fit on the rows persisted in the workers, n_init=1 | {per['memory_r1']:.3f} | |",
         f"| fit on the rows persisted in the workers, n_init=8 | {per['memory_r8']:.3f} | |",
         f"| fit from S3, no latency, no cap, n_init=1 | {per['fast_r1']:.3f} | moto "
