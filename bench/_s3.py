@@ -149,3 +149,13 @@ def requests_by_kind(log: list[dict], chunk_prefix: str) -> dict:
         )
         counts[kind] = counts.get(kind, 0) + 1
     return counts
+
+
+def most_in_flight(log: list[dict]) -> int:
+    """The most requests the proxy held at once (from their start and end times)."""
+    events = sorted([(r["started"], 1) for r in log] + [(r["finished"], -1) for r in log])
+    level = peak = 0
+    for _, step in events:
+        level += step
+        peak = max(peak, level)
+    return peak

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a cl
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import K, machine_info, machine_line, mixture_store, verdict, write_json  # noqa: E402
-from _s3 import S3Server  # noqa: E402
+from _s3 import S3Server, most_in_flight  # noqa: E402
 
 BUCKET, KEY = "bench-data", "data.zarr"
 LATENCY, BANDWIDTH = 0.05, 400e6
@@ -188,6 +188,17 @@ def request_counts(logs, data_prefix, other_prefix=None):
                 if other_prefix
                 else [],
                 "all": len(log),
+                "most_in_flight": most_in_flight(log),
+                "get_seconds": [
+                    r["finished"] - r["started"]
+                    for r in log
+                    if r["method"] == "GET" and r["path"].startswith(data_prefix + "/c/")
+                ],
+                "get_bytes": sum(
+                    r["bytes"]
+                    for r in log
+                    if r["method"] == "GET" and r["path"].startswith(data_prefix + "/c/")
+                ),
             }
         )
     later = rows[1:] or rows
@@ -195,8 +206,17 @@ def request_counts(logs, data_prefix, other_prefix=None):
         "per_iteration": rows,
         "median": {
             k: statistics.median(row[k] for row in later)
-            for k in ("chunk_gets", "data_other", "checkpoint", "all")
+            for k in (
+                "chunk_gets",
+                "data_other",
+                "checkpoint",
+                "all",
+                "most_in_flight",
+                "get_bytes",
+            )
         },
+        # a chunk GET's time at the proxy, from its arrival to its last byte (latency included)
+        "get_seconds_median": statistics.median(t for row in later for t in row["get_seconds"]),
     }
 
 
@@ -324,7 +344,10 @@ def summarize(result, data_prefix, checkpoint_prefix):
     stored = sum(r["bytes"] for log in last["iteration_logs"][1:] for r in log) / max(
         1, iterations - 1
     )
+    network_bound = stored / result["bandwidth"]
     result.update(
+        network_bound=network_bound,
+        fit_over_network_bound=per["slow_r1"] / max(network_bound, per["memory_r1"]),
         per_iteration=per,
         ratios_by_round=ratios_by_round,
         ratios=ratios,
@@ -367,6 +390,8 @@ def render(result):
         f"{cpu['server']:.2f} s CPU, proxy {cpu['proxy']:.2f} s CPU per iteration |",
         f"| reading every chunk alone, no latency, no cap | {per['read_alone_fast']:.3f} | |",
         f"| fit from the local Zarr store | {per['local_r1']:.3f} | |",
+        f"| the stored bytes at 400 MB/s (the cap's bound) | {result['network_bound']:.3f} | fit "
+        f"n_init=1 over max(this, in memory): {result['fit_over_network_bound']:.2f}x |",
         "",
         "| target | measured | threshold | verdict |",
         "|---|---:|---:|---|",
@@ -380,14 +405,16 @@ def render(result):
         "(d) Requests per iteration (median after the first) from the proxy's log, against "
         f"{result['chunks']} chunks:",
         "",
-        "| fit | chunk GETs | other requests on the data | all requests |",
-        "|---|---:|---:|---:|",
+        "| fit | chunk GETs | other requests on the data | all requests | most in flight | "
+        "chunk GET, median s |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name in ("slow_r1", "slow_r8", "fast_r1", "checkpointed"):
         if name in req:
             m = req[name]["median"]
             lines.append(
-                f"| {name} | {m['chunk_gets']:.0f} | {m['data_other']:.0f} | {m['all']:.0f} |"
+                f"| {name} | {m['chunk_gets']:.0f} | {m['data_other']:.0f} | {m['all']:.0f} | "
+                f"{m['most_in_flight']:.0f} | {req[name]['get_seconds_median']:.3f} |"
             )
     if "checkpointed" in req:
         m = req["checkpointed"]["median"]

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 from _common import machine_info, machine_line, mixture_store, write_json  # noqa: E402
-from _s3 import S3Server  # noqa: E402
+from _s3 import S3Server, most_in_flight  # noqa: E402
 
 BUCKET, KEY = "clients", "data.zarr"
 GiB = 2**30
@@ -193,16 +193,6 @@ def measure(server, make_reader, n_chunks, repeats):
         "server_cpu_per_gib": median["server_cpu"] / gib,
         "requests_per_chunk": (median["chunk_gets"] + median["chunk_heads"]) / n_chunks,
     }
-
-
-def most_in_flight(log):
-    """The most requests the proxy held at once (from their start and end times)."""
-    events = sorted([(r["started"], 1) for r in log] + [(r["finished"], -1) for r in log])
-    level = peak = 0
-    for _, step in events:
-        level += step
-        peak = max(peak, level)
-    return peak
 
 
 def main(argv=None):
