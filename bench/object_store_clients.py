@@ -6,6 +6,8 @@ from the tests' S3-compatible server (moto behind the project's proxy, both in a
 ``bench/_s3.py``) by:
 
 * ``zarr FsspecStore (s3fs)``: ``zarr.storage.FsspecStore`` on s3fs, what the library uses;
+* ``zarr FsspecStore (s3fs, max_concurrency=1)``: the same with s3fs's option that drops the
+  HEAD it sends before each whole-object GET;
 * ``zarr ObjectStore (obstore)``: ``zarr.storage.ObjectStore`` on obstore's ``S3Store`` (Rust);
 * ``zarr FsspecStore (obstore.fsspec)``: zarr's fsspec store over obstore's fsspec file system;
 * ``dask threads, zarr FsspecStore (s3fs)``: the library's own read pattern, ``as_row_chunked``
@@ -19,7 +21,7 @@ process's CPU (``time.process_time``: this process holds no server), the moto se
 proxy's CPU (psutil), and the requests per chunk and others from the proxy's log. Medians over
 ``--repeats`` reads. Writes ``bench/results/object_store_clients.json``.
 
-    python bench/object_store_clients.py               # 2M rows (256 MiB), ~2 min
+    python bench/object_store_clients.py               # 2M rows (244 MiB), ~2 min
     python bench/object_store_clients.py --quick       # 500,000 rows
 """
 
@@ -44,14 +46,22 @@ GiB = 2**30
 LATENCIES = (0.0, 0.05)
 
 
-def s3fs_array(server):
+def s3fs_array(server, **options):
     import zarr
     from zarr.storage import FsspecStore
 
     store = FsspecStore.from_url(
-        f"s3://{BUCKET}/{KEY}/X", storage_options=server.storage_options, read_only=True
+        f"s3://{BUCKET}/{KEY}/X",
+        storage_options={**server.storage_options, **options},
+        read_only=True,
     )
     return zarr.open_array(store, mode="r")
+
+
+def s3fs_one_request_array(server):
+    # s3fs (2024.12+) asks an object's size (a HEAD) before a GET of a whole object, to split
+    # large ones into concurrent ranged GETs; max_concurrency=1 turns that off
+    return s3fs_array(server, max_concurrency=1)
 
 
 def obstore_s3(server):
@@ -144,6 +154,7 @@ def read_obstore_get(server, n_chunks):
 
 CLIENTS = {
     "zarr FsspecStore (s3fs)": read_zarr(s3fs_array),
+    "zarr FsspecStore (s3fs, max_concurrency=1)": read_zarr(s3fs_one_request_array),
     "zarr ObjectStore (obstore)": read_zarr(obstore_array),
     "zarr FsspecStore (obstore.fsspec)": read_zarr(obstore_fsspec_array),
     "dask threads, zarr FsspecStore (s3fs)": read_dask_threads,
