@@ -46,6 +46,16 @@ from _s3 import S3Server, most_in_flight  # noqa: E402
 BUCKET, KEY = "bench-data", "data.zarr"
 LATENCY, BANDWIDTH = 0.05, 400e6
 TARGETS = {"a": 1.2, "b": 1.5, "c": 1.3}
+#: The cluster plan's case: 1 TB of float32 rows per iteration, K=64, D=64 (as scaling.py's),
+#: nodes with 1 GB/s each and 8 single-threaded workers per node.
+PLAN = {
+    "bytes": 10**12,
+    "node_bandwidth": 1e9,
+    "workers_per_node": 8,
+    "workers": (32, 256),
+    "latencies": (0.05, 0.1),
+    "object_mib": (8, 64),
+}
 
 
 def read_ahead_concurrency():
@@ -136,16 +146,17 @@ def timed_fit(data, iters, n_init=1, server=None, fit_kwargs=None, **kwargs):
 def _read_share(X, blocks, threads):
     from concurrent.futures import ThreadPoolExecutor
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(threads) as pool:
         for _ in pool.map(lambda i: X.blocks[i].compute(scheduler="sync").shape, blocks):
             pass
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def read_alone(client, X, threads):
-    """Seconds for the workers to read every dask chunk of ``X`` once, each its half on
-    ``threads`` threads and nothing else, the chunks dealt out in turn.
+    """``(seconds, CPU seconds)`` for the workers to read every dask chunk of ``X`` once, each
+    its half on ``threads`` threads and nothing else, the chunks dealt out in turn (the CPU: the
+    worker processes', all their threads, while they read).
 
     ``X`` is the library's own dask array of the data (``as_row_chunked``): each chunk is read
     as the fit's tasks read it (zarr, the library's checked reads, one ranged GET per chunk).
@@ -157,8 +168,8 @@ def read_alone(client, X, threads):
         client.submit(_read_share, X, share, threads, workers=[w], pure=False)
         for w, share in zip(workers, shares)
     ]
-    client.gather(futures)
-    return time.perf_counter() - t0
+    shares = client.gather(futures)
+    return time.perf_counter() - t0, sum(cpu for _, cpu in shares)
 
 
 def request_counts(logs, data_prefix, other_prefix=None):
@@ -279,14 +290,16 @@ def main(argv=None):
             print(f"round {round_ + 1} of {args.repeats}: (a, b) 50 ms, 400 MB/s", flush=True)
             row = {}
             slow()
-            row["read_alone_slow"] = read_alone(client, library_array, threads)
+            row["read_alone_slow"], _ = read_alone(client, library_array, threads)
             row["slow_r1"] = timed_fit(X, args.iters, 1, server, fit_kwargs)
             row["memory_r1"] = timed_fit(persisted, args.iters, 1)
             row["slow_r8"] = timed_fit(X, args.iters, 8, server, fit_kwargs)
             row["memory_r8"] = timed_fit(persisted, args.iters, 8)
             print(f"round {round_ + 1} of {args.repeats}: (c) no latency, no cap", flush=True)
             fast()
-            row["read_alone_fast"] = read_alone(client, library_array, threads)
+            row["read_alone_fast"], row["read_alone_fast_cpu"] = read_alone(
+                client, library_array, threads
+            )
             row["fast_r1"] = timed_fit(X, args.iters, 1, server, fit_kwargs)
             row["local_r1"] = timed_fit(str(local), args.iters, 1)
             result["rounds"].append(row)
@@ -304,7 +317,11 @@ def main(argv=None):
             result["checkpoint_error"] = f"{type(err).__name__}: {err}"
 
     summarize(result, data_prefix, f"/{BUCKET}/checkpoint.zarr")
-    result["markdown"] = render(result)
+    from scaling import plan_chunk_figures
+
+    result["plan_chunk"] = plan_chunk_figures(7)
+    result["plan"] = cluster_plan(result)
+    result["markdown"] = render(result) + "\n\n" + render_plan(result)
     out = write_json("object_store.json", result)
     print(result["markdown"])
     print(f"\nwrote {out}")
@@ -361,6 +378,102 @@ def summarize(result, data_prefix, checkpoint_prefix):
         for fit in row.values():
             if isinstance(fit, dict):
                 fit.pop("iteration_logs", None)  # counted above; the JSON keeps the counts
+
+
+def cluster_plan(result):
+    """A 1 TB iteration on 32 and 256 workers from this run's per-request and per-byte costs.
+
+    Measured here: the kernel's seconds per 16 MiB chunk at K=64, D=64 (scaling.py's
+    ``plan_chunk_figures``, one thread), the workers' CPU per GiB read from the server (reading
+    alone, no latency), a chunk GET's time at the proxy with no latency (this server's time to
+    serve one) and the data's compression. Assumed: :data:`PLAN` (1 GB/s and 8 workers per node,
+    the latencies). Derived: the rest.
+    """
+    chunk = result["plan_chunk"]
+    fast = result["requests"]["fast_r1"]
+    stored_per_get = fast["median"]["get_bytes"] / fast["median"]["chunk_gets"]
+    serve_seconds = fast["get_seconds_median"]  # one GET, no injected latency
+    read_cpu_per_byte = (
+        result["per_iteration"]["read_alone_fast_cpu"] / result["bytes_per_iteration"]
+    )
+    ratio = chunk["compression_ratio"]
+    read_cpu_per_chunk = read_cpu_per_byte * chunk["chunk_bytes"] / ratio
+    core_rate = chunk["chunk_bytes"] / (chunk["kernel_seconds"] + read_cpu_per_chunk)
+    worker_bandwidth = PLAN["node_bandwidth"] / PLAN["workers_per_node"]
+    request_rate = stored_per_get / serve_seconds  # bytes/s of one request on this server
+    stored = PLAN["bytes"] / ratio
+    in_flight = {
+        f"{mib} MiB, {latency * 1000:.0f} ms": worker_bandwidth
+        * (latency + mib * 2**20 / ratio / request_rate)
+        / (mib * 2**20 / ratio)
+        for mib in PLAN["object_mib"]
+        for latency in PLAN["latencies"]
+    }
+    clusters = {}
+    for workers in PLAN["workers"]:
+        nodes = workers / PLAN["workers_per_node"]
+        network = stored / (nodes * PLAN["node_bandwidth"])
+        cpu = PLAN["bytes"] / (workers * core_rate)
+        clusters[str(workers)] = {
+            "nodes": nodes,
+            "network_seconds": network,
+            "cpu_seconds": cpu,
+            "iteration_seconds": max(network, cpu),
+            "bound_by": "network" if network >= cpu else "CPU",
+            "gets_per_second": {
+                f"{mib} MiB": PLAN["bytes"] / (mib * 2**20) / max(network, cpu)
+                for mib in PLAN["object_mib"]
+            },
+        }
+    return {
+        "assumed": PLAN,
+        "kernel_seconds_per_chunk": chunk["kernel_seconds"],
+        "chunk_bytes": chunk["chunk_bytes"],
+        "compression_ratio": ratio,
+        "read_cpu_seconds_per_gib_stored": read_cpu_per_byte * 2**30,
+        "read_cpu_seconds_per_chunk": read_cpu_per_chunk,
+        "core_bytes_per_second": core_rate,
+        "get_serve_seconds": serve_seconds,
+        "stored_bytes_per_get": stored_per_get,
+        "request_bytes_per_second": request_rate,
+        "worker_bandwidth": worker_bandwidth,
+        "in_flight_per_worker": in_flight,
+        "gets_per_iteration": {
+            f"{mib} MiB": PLAN["bytes"] / (mib * 2**20) for mib in PLAN["object_mib"]
+        },
+        "clusters": clusters,
+    }
+
+
+def render_plan(result):
+    p = result["plan"]
+    lines = [
+        "Cluster plan: 1 TB of float32 rows per iteration, K=64, D=64 (derived; the "
+        "measured inputs first):",
+        "",
+        f"* measured: kernel {p['kernel_seconds_per_chunk']:.3f} s per "
+        f"{p['chunk_bytes'] / 2**20:.0f} MiB chunk (1 thread); reading from the server "
+        f"{p['read_cpu_seconds_per_gib_stored']:.2f} worker CPU s per GiB stored "
+        f"({p['read_cpu_seconds_per_chunk']:.3f} s per chunk); compression "
+        f"{p['compression_ratio']:.2f}x; one chunk GET served in {p['get_serve_seconds']:.3f} s "
+        f"({p['stored_bytes_per_get'] / 2**20:.1f} MiB, "
+        f"{p['request_bytes_per_second'] / 1e6:.0f} MB/s per request) with no injected latency",
+        f"* one core reads and computes {p['core_bytes_per_second'] / 1e6:.0f} MB/s of rows; a "
+        f"worker's share of a 1 GB/s node with {p['assumed']['workers_per_node']} workers: "
+        f"{p['worker_bandwidth'] / 1e6:.0f} MB/s",
+        "* requests in flight per worker for that share: "
+        + ", ".join(f"{k}: {v:.1f}" for k, v in p["in_flight_per_worker"].items()),
+        "* GETs per iteration: "
+        + ", ".join(f"{k} objects: {v:,.0f}" for k, v in p["gets_per_iteration"].items()),
+    ]
+    for workers, c in p["clusters"].items():
+        lines.append(
+            f"* {workers} workers ({c['nodes']:.0f} nodes): network {c['network_seconds']:.0f} s, "
+            f"CPU {c['cpu_seconds']:.0f} s: ~{c['iteration_seconds']:.0f} s per iteration "
+            f"({c['bound_by']}-bound); GETs/s "
+            + ", ".join(f"{k}: {v:,.0f}" for k, v in c["gets_per_second"].items())
+        )
+    return "\n".join(lines)
 
 
 def render(result):
