@@ -32,16 +32,19 @@ never learns its chunk's key, nor bounds a read, and would change the process fo
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from dataclasses import dataclass, replace
 from math import prod
 
 import zarr
-from zarr.abc.store import RangeByteRequest, SuffixByteRequest
+from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.codecs import BloscCodec, BytesCodec, TransposeCodec
 from zarr.codecs.sharding import ShardingCodec
+from zarr.core.buffer import default_buffer_prototype
 from zarr.core.codec_pipeline import BatchedCodecPipeline
-from zarr.storage import FsspecStore, LocalStore
+from zarr.core.sync import sync
+from zarr.storage import FsspecStore, LocalStore, StorePath
 
 from .bounded_files import NOT_REGULAR, FileTooLarge, NotARegularFile, regular_file_size
 from .zarr_chunks import CorruptChunkError, blosc_frame_problem
@@ -71,6 +74,53 @@ def checked_array(array):
     return zarr.Array(
         _CheckedAsyncArray(async_array.metadata, async_array.store_path, async_array.config)
     )
+
+
+def open_checked_array(store):
+    """The Zarr array at the root of ``store``, read through :class:`CheckedCodecPipeline`.
+
+    Its metadata is read in one request for Zarr v3 and three for v2: ``zarr.json`` with one
+    ranged GET (a whole-object GET costs s3fs a HEAD first, and ``zarr.open`` probes ``.zarray``,
+    ``.zattrs`` and lists the prefix too); only when it is absent, ``.zarray`` and ``.zattrs``
+    side by side.
+
+    Parameters
+    ----------
+    store : zarr.abc.store.Store
+
+    Returns
+    -------
+    zarr.Array or None
+        None when the root of ``store`` is a Zarr group.
+
+    Raises
+    ------
+    FileNotFoundError
+        No Zarr metadata at the root of ``store``.
+    """
+    return sync(_open_checked_array(store))
+
+
+async def _open_checked_array(store):
+    root = StorePath(store, "")
+    whole = OffsetByteRequest(0)  # "bytes=0-": the object in one GET, no HEAD for its size
+    prototype = default_buffer_prototype()
+    stored = await (root / "zarr.json").get(prototype, whole)
+    if stored is not None:
+        metadata = json.loads(stored.to_bytes())
+        if not isinstance(metadata, dict) or metadata.get("node_type") != "array":
+            return None
+    else:
+        zarray, zattrs = await asyncio.gather(
+            (root / ".zarray").get(prototype, whole), (root / ".zattrs").get(prototype, whole)
+        )
+        if zarray is None:
+            if await (root / ".zgroup").get(prototype, whole) is not None:
+                return None
+            raise FileNotFoundError(f"No Zarr array metadata in {store}.")
+        metadata = json.loads(zarray.to_bytes())
+        metadata["attributes"] = json.loads(zattrs.to_bytes()) if zattrs is not None else {}
+    return zarr.Array(_CheckedAsyncArray(metadata, root))
 
 
 class _CheckedAsyncArray(zarr.AsyncArray):
@@ -237,6 +287,19 @@ class _CheckedChunk:
         if prefix and key.startswith(prefix + "/"):
             key = key[len(prefix) + 1 :]
         return CorruptChunkError(key, self.pipeline.location, what)
+
+
+def is_local(array) -> bool:
+    """True for a Zarr array in a local directory (a path, ``file://``) or in memory."""
+    from zarr.storage import MemoryStore
+
+    store_path = array.store_path
+    return isinstance(store_path.store, MemoryStore) or _local_file(store_path) is not None
+
+
+def array_url(array) -> str:
+    """A Zarr array's directory or URL, as messages name it."""
+    return _location(array.store_path)
 
 
 def _requested_length(byte_range):

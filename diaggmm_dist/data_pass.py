@@ -141,6 +141,12 @@ class DataPass:
     checked : bool, default=False
         The values were checked already (:func:`check_in_memory`): no pass counts them.
 
+    Notes
+    -----
+    With a ``distributed.Client`` active, in-memory data (and weights) are persisted on its
+    cluster once, here, and every pass names their chunks by key instead of carrying them in
+    its graph (:func:`~diaggmm_dist.engine.held_on_cluster`); they are released with the pass.
+
     Attributes
     ----------
     dtype : numpy.dtype
@@ -172,11 +178,11 @@ class DataPass:
         weights: da.Array | None = None,
         checked: bool = False,
     ) -> None:
-        self.X = X
+        self.X = engine.held_on_cluster(X)
         self.dtype = np.dtype(dtype)
         self.resolution = float(np.finfo(self.dtype).eps)
         self.missing = missing
-        self.weights = weights
+        self.weights = engine.held_on_cluster(weights)
         self.checked = checked
         self.graphs = {}  # the pass's task graphs, built once for the whole fit
 

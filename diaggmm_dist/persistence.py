@@ -114,30 +114,33 @@ def model_from_record(cls, record: ModelRecord):
     return gmm
 
 
-def save_model(gmm, url, *, overwrite: bool = False) -> None:
-    """Write the fitted ``gmm`` to the model store at ``url`` (see ``DiagGMM.save``).
+def save_model(gmm, where, *, overwrite: bool = False) -> None:
+    """Write the fitted ``gmm`` to the model store at ``where`` (see ``DiagGMM.save``).
 
     Parameters
     ----------
     gmm : DiagGMM
-    url : str or os.PathLike
+    where : str, os.PathLike, Location or zarr.abc.store.Store
+        A local path, an fsspec URL, a :class:`~diaggmm_dist.locations.Location` (a URL with
+        its storage options) or a Zarr store object.
     overwrite : bool
     """
-    write_record(record_of(gmm), url, overwrite=overwrite)
+    write_record(record_of(gmm), where, overwrite=overwrite)
 
 
-def load_model(cls, url):
-    """The fitted ``cls`` stored at ``url``, every field validated (see ``DiagGMM.load``).
+def load_model(cls, where):
+    """The fitted ``cls`` stored at ``where``, every field validated (see ``DiagGMM.load``).
 
     Parameters
     ----------
     cls : type
         The estimator class: its constructor's defaults complete an older store's settings,
         and its rules check them.
-    url : str or os.PathLike
+    where : str, os.PathLike, Location or zarr.abc.store.Store
+        As :func:`save_model` takes it.
 
     Returns
     -------
     DiagGMM
     """
-    return model_from_record(cls, read_record(url, cls().get_params(), cls.__name__))
+    return model_from_record(cls, read_record(where, cls().get_params(), cls.__name__))

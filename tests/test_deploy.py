@@ -593,6 +593,27 @@ def test_dockerfile_base_user_and_sources():
                 )
 
 
+def test_the_image_installs_the_object_storage_clients_as_extras():
+    """s3://, gs:// and az:// URLs work in the image: their extras exist and are installed."""
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    clients = {"s3": "s3fs", "gcs": "gcsfs", "azure": "adlfs"}
+    for extra, package in clients.items():
+        assert any(requirement.startswith(package) for requirement in extras.get(extra, ())), (
+            f"pyproject.toml has no [{extra}] extra with {package}"
+        )
+    installs = [
+        arguments
+        for keyword, arguments in dockerfile_instructions()
+        if keyword == "RUN" and "pip install" in arguments
+    ]
+    for extra in clients:
+        assert any(re.search(rf"\.\[[^\]]*\b{extra}\b[^\]]*\]", install) for install in installs), (
+            f"the Dockerfile does not install the [{extra}] extra: {installs}"
+        )
+
+
 def test_compose_builds_one_image_from_the_repository_root():
     services = compose_services()
     missing = COMPOSE_SERVICES - set(services)

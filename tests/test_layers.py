@@ -21,7 +21,7 @@ LAYERS = {
         "locations",
     ),
     "kernels": ("kernels", "compiled", "mstep", "online"),
-    "readers": ("zarr_chunks", "checked_zarr"),
+    "readers": ("zarr_chunks", "checked_zarr", "read_ahead"),
     "engine": ("engine",),
     "inputs": ("inputs",),
     "stores": ("stores", "datasets"),

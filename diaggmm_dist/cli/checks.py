@@ -25,10 +25,10 @@ def check_writable(url, what, in_place=False):
     exists and may be written is known to the object store only, at the cost of requests and
     credentials that a check should not spend.
     """
-    from ..stores.zarr_groups import is_local, local_path
+    from ..locations import is_local_url, location
 
     text = os.fspath(url)
-    if not is_local(text):
+    if not is_local_url(text):
         import fsspec
 
         try:
@@ -38,7 +38,7 @@ def check_writable(url, what, in_place=False):
                 f"cannot write the {what} to {text!r}: {one_line(err)}"
             ) from None
         return
-    target = Path(os.path.realpath(local_path(text)))
+    target = Path(os.path.realpath(location(text).local_path))
     if target.exists() and not target.is_dir():
         raise UnusableOutputError(
             f"cannot write the {what} to {text!r}: it is a file, not a Zarr store; "
@@ -77,11 +77,11 @@ def _location(url):
     Local paths are resolved (relative or absolute, symbolic links, ``..``, a trailing
     slash); None when an fsspec URL cannot be parsed (opening it reports that).
     """
-    from ..stores.zarr_groups import is_local, local_path
+    from ..locations import is_local_url, location
 
     text = os.fspath(url)
-    if is_local(text):
-        return ("file", Path(os.path.realpath(local_path(text))).parts)
+    if is_local_url(text):
+        return ("file", Path(os.path.realpath(location(text).local_path)).parts)
     import fsspec
 
     try:

@@ -26,6 +26,7 @@ import numpy as np
 
 from .. import kernels
 from . import cluster, local
+from .cluster import held_on_cluster
 from .graphs import SPLIT_EVERY, PassParameters, map_rows, n_rows, row_indices, statistics_graph
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "compute",
     "count_nonfinite",
     "fingerprint",
+    "held_on_cluster",
     "map_rows",
     "n_rows",
     "pass_statistics",

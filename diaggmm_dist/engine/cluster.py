@@ -8,7 +8,7 @@ from typing import NamedTuple
 import dask
 import numpy as np
 
-from .. import dask_compat
+from .. import dask_compat, read_ahead
 from ..dask_compat import DataNode, Task, TaskRef
 from .graphs import SPLIT_EVERY, StatisticsGraph, add_tree_sum, statistics_graph, summed_blocks
 
@@ -21,6 +21,34 @@ def active_client():
         return default_client()
     except (ImportError, ValueError):
         return None
+
+
+def held_on_cluster(array):
+    """``array`` persisted on the active client's cluster when its chunks are numpy data.
+
+    An in-memory array (:func:`diaggmm_dist.inputs.in_memory_array`) has its chunks in its
+    graph, so every pass's graph would carry them to the scheduler and workers again. Persisted
+    once, the passes name them by key instead (:func:`cluster_graph` keeps those keys); they
+    are released when the returned array is dropped. Anything else, or no client: ``array``.
+
+    Parameters
+    ----------
+    array : dask.array.Array or None
+
+    Returns
+    -------
+    dask.array.Array or None
+    """
+    if array is None:
+        return None
+    client = active_client()
+    if client is None:
+        return array
+    nodes = dict(array.__dask_graph__()).values()
+    in_memory = all(
+        isinstance(node.value if dask_compat.is_data(node) else node, np.ndarray) for node in nodes
+    )
+    return client.persist(array) if nodes and in_memory else array
 
 
 def group_sizes(n_chunks: int, n_threads: int) -> list[int]:
@@ -75,9 +103,13 @@ def group_statistics(tasks: list, keys: list, add_up: bool, *values) -> np.ndarr
     Added up when ``add_up`` (a group alone in its window of the tree's first level, see
     :func:`first_level_windows`); otherwise stacked, in order, for the first level to add up
     with the other groups' blocks, as it would add single chunks'.
+
+    Arrays on object storage have the group's next chunks read while one is computed on, and
+    only the group's: the other groups' are other tasks' (:mod:`diaggmm_dist.read_ahead`).
     """
     known = dict(zip(keys, values))
-    blocks = [task({dep: known[dep] for dep in task.dependencies}) for task in tasks]
+    with read_ahead.window(len(tasks)):
+        blocks = [task({dep: known[dep] for dep in task.dependencies}) for task in tasks]
     return (
         summed_blocks(*blocks)
         if add_up

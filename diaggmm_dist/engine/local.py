@@ -13,7 +13,7 @@ import dask
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from .. import dask_compat
+from .. import dask_compat, read_ahead
 from .graphs import StatisticsGraph, summed_blocks
 
 
@@ -51,7 +51,8 @@ def local_statistics(built: StatisticsGraph, parameters, n_threads: int) -> np.n
 
     Each thread takes the next chunk in row order until none is left, so the scheduling cost
     per chunk is one locked counter, and the sum runs once, in chunk order, whatever thread
-    computed which chunk: results are deterministic.
+    computed which chunk: results are deterministic. Arrays on object storage have their next
+    chunks read meanwhile (:mod:`diaggmm_dist.read_ahead`).
 
     Parameters
     ----------
@@ -71,17 +72,20 @@ def local_statistics(built: StatisticsGraph, parameters, n_threads: int) -> np.n
     keys = built.chunk_keys
     results = [None] * len(keys)
     next_index, lock, failures = iter(range(len(keys))), threading.Lock(), []
+    # chunks are taken in row order: the next ones of object storage are read meanwhile
+    window = read_ahead.Window()
 
     def work():
-        while not failures:
-            with lock:
-                index = next(next_index, None)
-            if index is None:
-                return
-            try:
-                results[index] = _evaluate(built.graph, keys[index], values)
-            except BaseException as err:  # re-raised in the calling thread
-                failures.append(err)
+        with read_ahead.reading_ahead(window):
+            while not failures:
+                with lock:
+                    index = next(next_index, None)
+                if index is None:
+                    return
+                try:
+                    results[index] = _evaluate(built.graph, keys[index], values)
+                except BaseException as err:  # re-raised in the calling thread
+                    failures.append(err)
 
     threads = [
         threading.Thread(target=work, name=f"diaggmm-pass-{i}", daemon=True)
@@ -94,6 +98,7 @@ def local_statistics(built: StatisticsGraph, parameters, n_threads: int) -> np.n
             thread.join()
     finally:
         failures.append(None)  # an interrupted caller stops the threads after their current chunk
+        window.close()
     if failures[0] is not None:
         raise failures[0]
     return summed_blocks(*results)

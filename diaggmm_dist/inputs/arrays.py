@@ -11,13 +11,15 @@ import itertools
 import math
 import os
 import uuid
+from typing import Any
 
 import dask
 import dask.array as da
 import numpy as np
 from dask.array.core import normalize_chunks
 
-from .. import checked_zarr, kernels, zarr_chunks
+from .. import checked_zarr, kernels, read_ahead, zarr_chunks
+from ..locations import Location, StorageOptions, location
 
 #: Target bytes per chunk when the input is not already chunked (numpy input).
 DEFAULT_CHUNK_BYTES = 16 * 2**20
@@ -42,8 +44,25 @@ def default_chunk_rows(n_features: int, itemsize: int) -> int:
     return max(kernels.SUB_ROWS, rows // kernels.SUB_ROWS * kernels.SUB_ROWS)
 
 
-def open_zarr_array(where: str | os.PathLike):
-    """The Zarr array at a local path or fsspec URL, opened read-only and lazily.
+def open_zarr_array(
+    where: str | os.PathLike | Location | Any, storage_options: StorageOptions | None = None
+):
+    """The Zarr array at a local path, fsspec URL, Location or Zarr store, opened read-only, lazily.
+
+    Its chunks are read through :func:`~diaggmm_dist.checked_zarr.checked_array` (each checked
+    before it is decoded); its metadata costs one request for Zarr v3, three for v2
+    (:func:`~diaggmm_dist.checked_zarr.open_checked_array`).
+
+    Parameters
+    ----------
+    where : str, os.PathLike, Location or zarr.abc.store.Store
+        Where the array is (see :func:`diaggmm_dist.locations.location`).
+    storage_options : dict, optional
+        fsspec options for a URL (endpoint, credentials, ...); they travel with the tasks.
+
+    Returns
+    -------
+    zarr.Array
 
     Raises
     ------
@@ -54,21 +73,23 @@ def open_zarr_array(where: str | os.PathLike):
     """
     import zarr
 
-    where = where if isinstance(where, str) else os.fspath(where)
+    where = location(where, storage_options)
+    store = where.zarr_store(read_only=True)
     try:
-        node = zarr.open(where, mode="r")
+        node = checked_zarr.open_checked_array(store)
     except FileNotFoundError as err:
         raise FileNotFoundError(
-            f"No Zarr array found at {where!r}: check the path or URL."
+            f"No Zarr array found at {where.url!r}: check the path or URL."
         ) from err
-    if not isinstance(node, zarr.Array):
-        names = sorted(getattr(node, "array_keys", lambda: [])())
+    if node is None:
+        group = zarr.open_group(store, mode="r")
+        names = sorted(group.array_keys())
         hint = (
-            f" It holds the arrays {names}; pass e.g. {where.rstrip('/') + '/' + names[0]!r}."
+            f" It holds the arrays {names}; pass e.g. {where.url.rstrip('/') + '/' + names[0]!r}."
             if names
             else ""
         )
-        raise ValueError(f"{where!r} is a Zarr group, not an array.{hint}")
+        raise ValueError(f"{where.url!r} is a Zarr group, not an array.{hint}")
     return node
 
 
@@ -82,17 +103,22 @@ def _zarr_group_error(group):
     return ValueError(f"Got a Zarr group ({group.store_path}), not an array.{hint}")
 
 
-def as_row_chunked(X, chunk_size: int | None = None) -> da.Array:
+def as_row_chunked(
+    X, chunk_size: int | None = None, storage_options: StorageOptions | None = None
+) -> da.Array:
     """Return ``X`` as a 2-D dask array chunked along rows only, without loading it.
 
     Parameters
     ----------
-    X : array-like, dask array, zarr.Array, str or os.PathLike
-        A string or path is opened as a Zarr array (local path or fsspec URL), lazily.
+    X : array-like, dask array, zarr.Array, str, os.PathLike, Location or zarr.abc.store.Store
+        A string, path, Location or store is opened as a Zarr array (local path or fsspec
+        URL), lazily (:func:`open_zarr_array`).
     chunk_size : int, optional
         Rows per chunk for numpy input (default: about ``DEFAULT_CHUNK_BYTES`` per chunk).
         A Zarr array's chunks are grouped whole into dask chunks of about this many rows
         (at least one Zarr chunk). Dask input keeps its own row chunks.
+    storage_options : dict, optional
+        fsspec options for a URL ``X`` (see :func:`open_zarr_array`).
 
     Returns
     -------
@@ -111,29 +137,28 @@ def as_row_chunked(X, chunk_size: int | None = None) -> da.Array:
     """
     import zarr
 
-    if isinstance(X, (str, os.PathLike)):
-        X = open_zarr_array(X)
+    if is_where(X):
+        X = open_zarr_array(X, storage_options)
     if isinstance(X, zarr.Group):
         raise _zarr_group_error(X)
     if isinstance(X, zarr.Array):
         check_shape_and_dtype(X.shape, X.dtype)
         # what zarr reads is checked chunk by chunk, its errors name the chunk
         X = checked_zarr.checked_array(X)
-        zarr_rows = X.chunks[0]
         target = chunk_size or default_chunk_rows(X.shape[1], X.dtype.itemsize)
-        rows = max(1, target // zarr_rows) * zarr_rows  # whole Zarr chunks: each is read once
+        # whole Zarr chunks (whole shards when they fit): each is read once, in one request
+        shard_rows = X.shards[0] if X.shards is not None else None
+        zarr_rows = shard_rows if shard_rows and shard_rows <= target else X.chunks[0]
+        rows = max(1, target // zarr_rows) * zarr_rows
         direct = zarr_chunks.direct_rows(X)
-        if direct is None:
+        if direct is not None:  # the same chunks, read without zarr's extra copy (zarr_chunks)
+            array = _from_reader(direct, rows, dask.base.tokenize(direct))
+        elif checked_zarr.is_local(X):
             array = da.from_zarr(X, chunks=(rows, X.shape[1]))
-        else:  # the same chunks, read without zarr's extra copy (see diaggmm_dist.zarr_chunks)
-            array = da.from_array(
-                direct,
-                chunks=(rows, X.shape[1]),
-                asarray=False,
-                fancy=False,
-                meta=np.empty((0, 0), dtype=direct.dtype),
-                name=f"from-zarr-{dask.base.tokenize(direct)}",
-            )
+        else:  # object storage: the next chunks read while one is computed on (read_ahead)
+            row_chunks = normalize_chunks((rows, X.shape[1]), X.shape)[0]
+            token = dask.base.tokenize(checked_zarr.array_url(X), X.metadata.to_dict(), row_chunks)
+            array = _from_reader(read_ahead.ReadAhead(X, row_chunks, token), rows, token)
     elif isinstance(X, da.Array):
         check_shape_and_dtype(X.shape, X.dtype)
         array = X
@@ -154,6 +179,18 @@ def as_row_chunked(X, chunk_size: int | None = None) -> da.Array:
     if array.numblocks[1] != 1:
         array = array.rechunk({1: -1})
     return array
+
+
+def _from_reader(reader, rows, token) -> da.Array:
+    """A dask array of ``reader`` (a 2-D reader of whole row chunks) in chunks of ``rows``."""
+    return da.from_array(
+        reader,
+        chunks=(rows, reader.shape[1]),
+        asarray=False,
+        fancy=False,
+        meta=np.empty((0, 0), dtype=reader.dtype),
+        name=f"from-zarr-{token}",
+    )
 
 
 def in_memory_array(values: np.ndarray, chunks) -> da.Array:
@@ -185,11 +222,18 @@ def in_memory_array(values: np.ndarray, chunks) -> da.Array:
     return da.Array(graph, name, chunks, meta=values[(slice(0, 0),) * values.ndim])
 
 
+def is_where(X) -> bool:
+    """True for where data lives (a path, URL, Location or Zarr store), not data itself."""
+    from zarr.abc.store import Store
+
+    return isinstance(X, (str, os.PathLike, Location, Store))
+
+
 def is_in_memory(X) -> bool:
     """True for in-memory input (numpy arrays, lists): results come back as numpy."""
     import zarr
 
-    return not isinstance(X, (da.Array, zarr.Array, str)) and not hasattr(X, "__fspath__")
+    return not isinstance(X, (da.Array, zarr.Array)) and not is_where(X)
 
 
 def check_shape_and_dtype(shape: tuple, dtype) -> None:

@@ -2,30 +2,36 @@
 
 from __future__ import annotations
 
-import os
-
 import dask.array as da
 import numpy as np
 
+from ..locations import StorageOptions, location
 from ..validation import dense_numeric
-from .arrays import aligned_samples, as_row_chunked, is_in_memory
+from .arrays import aligned_samples, as_row_chunked, is_in_memory, is_where
 from .gridded import from_xarray, open_gridded
 from .samples import Samples, is_xarray
 from .tables import from_table, is_dataframe, looks_like_parquet
 
 
 def as_samples(
-    X, chunk_size: int | None = None, *, feature_dim=None, features=None, columns=None
+    X,
+    chunk_size: int | None = None,
+    *,
+    feature_dim=None,
+    features=None,
+    columns=None,
+    storage_options: StorageOptions | None = None,
 ) -> Samples:
     """Turn user data into :class:`Samples` without loading it.
 
     Parameters
     ----------
-    X : array-like, dask array, zarr.Array, str, xarray.DataArray or Dataset, DataFrame
-        A string ending in ``.parquet`` (or naming a directory of Parquet files) is read as a
-        table; with ``feature_dim`` or ``features`` a string is a gridded store opened with
-        xarray (:func:`open_gridded`: Zarr group or NetCDF); any other string is a Zarr
-        array path or URL.
+    X : array-like, dask array, zarr.Array, xarray object, DataFrame, str, Location or Store
+        Data, or where it lives (a path, fsspec URL, Location or Zarr store). A string
+        ending in ``.parquet`` (or naming a directory of Parquet files) is read as a table;
+        with ``feature_dim`` or ``features`` a string is a gridded store opened with xarray
+        (:func:`open_gridded`: Zarr group or NetCDF); any other string is a Zarr array path
+        or URL.
     chunk_size : int, optional
         Rows per chunk for in-memory input (see :func:`as_row_chunked`).
     feature_dim : str, optional
@@ -35,6 +41,10 @@ def as_samples(
         For a Dataset: the variables to use as features (default: all data variables).
     columns : list of str, optional
         For tables: the columns to use (default: every numeric column).
+    storage_options : dict, optional
+        fsspec options (endpoint, credentials, ...) for a URL ``X``; they travel with the
+        tasks to the workers (:func:`diaggmm_dist.locations.location`). Data given in code
+        (arrays, tables, xarray objects) is read as it is.
 
     Returns
     -------
@@ -47,11 +57,15 @@ def as_samples(
         (:func:`~diaggmm_dist.validation.dense_numeric`).
     """
     X = dense_numeric(X)
-    if isinstance(X, (str, os.PathLike)) and (feature_dim is not None or features is not None):
-        X = open_gridded(X)
+    if is_where(X):
+        X = location(X, storage_options)
+        if feature_dim is not None or features is not None:
+            X = open_gridded(X)
+        elif looks_like_parquet(X.url):
+            return from_table(X, chunk_size, columns)
     if is_xarray(X):
         return from_xarray(X, chunk_size, feature_dim, features)
-    if is_dataframe(X) or (isinstance(X, (str, os.PathLike)) and looks_like_parquet(X)):
+    if is_dataframe(X):
         return from_table(X, chunk_size, columns)
     array = as_row_chunked(X, chunk_size)
     in_memory = is_in_memory(X)

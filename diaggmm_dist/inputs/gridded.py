@@ -7,10 +7,12 @@ rows inside the kernel), with the features moved to the last axis.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import dask.array as da
 import numpy as np
 
+from ..locations import Location, StorageOptions, location
 from .arrays import check_shape_and_dtype, default_chunk_rows, in_memory_array
 from .samples import Samples
 
@@ -90,7 +92,9 @@ def _dataset_features(X, features):
     return X[names].to_dataarray(dim="feature")
 
 
-def open_gridded(url: str | os.PathLike):
+def open_gridded(
+    url: str | os.PathLike | Location | Any, storage_options: StorageOptions | None = None
+):
     """A Zarr group or NetCDF file opened lazily as an ``xarray.Dataset``.
 
     A Dataset with one data variable becomes that DataArray (so ``feature_dim`` can name
@@ -99,9 +103,11 @@ def open_gridded(url: str | os.PathLike):
 
     Parameters
     ----------
-    url : str or os.PathLike
-        A local path or fsspec URL; names ending in ``.nc``, ``.nc4``, ``.cdf`` or
-        ``.netcdf`` are NetCDF, anything else a Zarr group.
+    url : str, os.PathLike, Location or zarr.abc.store.Store
+        A local path or fsspec URL (or a Zarr store); names ending in ``.nc``, ``.nc4``,
+        ``.cdf`` or ``.netcdf`` are NetCDF, anything else a Zarr group.
+    storage_options : dict, optional
+        fsspec options for a URL (:func:`diaggmm_dist.locations.location`).
 
     Returns
     -------
@@ -109,11 +115,16 @@ def open_gridded(url: str | os.PathLike):
     """
     import xarray as xr
 
-    text = os.fspath(url)
-    if text.rstrip("/").endswith((".nc", ".nc4", ".cdf", ".netcdf")):
-        data = xr.open_dataset(text, chunks={}, decode_times=False)
+    where = location(url, storage_options)
+    if where.store is None and where.url.rstrip("/").endswith((".nc", ".nc4", ".cdf", ".netcdf")):
+        if where.is_local:
+            data = xr.open_dataset(where.local_path, chunks={}, decode_times=False)
+        else:  # an fsspec file: its file system (and options) travel with the tasks
+            fs, path = where.filesystem()
+            data = xr.open_dataset(fs.open(path, "rb"), chunks={}, decode_times=False)
     else:
-        data = xr.open_zarr(text, consolidated=False, decode_times=False)
+        store = where.zarr_store(read_only=True)
+        data = xr.open_zarr(store, consolidated=False, decode_times=False)
     if len(data.data_vars) == 1:
         return data[next(iter(data.data_vars))]
     return data

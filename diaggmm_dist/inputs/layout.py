@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from ..locations import StorageOptions
 from .convert import as_samples
 from .samples import Samples
 
@@ -99,7 +100,9 @@ class InputLayout:
             sample_dims=tuple(samples.sample_dims),
         )
 
-    def samples(self, X, chunk_size: int | None = None) -> Samples:
+    def samples(
+        self, X, chunk_size: int | None = None, storage_options: StorageOptions | None = None
+    ) -> Samples:
         """``X`` read with this layout (:class:`Samples` are taken as they are).
 
         Parameters
@@ -107,6 +110,8 @@ class InputLayout:
         X : any input :func:`~diaggmm_dist.inputs.as_samples` takes, or Samples
         chunk_size : int, optional
             Rows per chunk for in-memory input.
+        storage_options : dict, optional
+            fsspec options for a URL ``X`` (:func:`~diaggmm_dist.inputs.as_samples`).
 
         Returns
         -------
@@ -114,7 +119,7 @@ class InputLayout:
         """
         if isinstance(X, Samples):
             return X
-        return as_samples(X, chunk_size, **self.to_dict())
+        return as_samples(X, chunk_size, **self.to_dict(), storage_options=storage_options)
 
     def check(self, samples: Samples, owner: str) -> None:
         """Refuse ``samples`` whose features differ from the fitted ones.

@@ -14,14 +14,19 @@ Layout::
                            initialization)
     checkpoint.zarr.lease  while a fit runs: who holds the checkpoint (:mod:`.lease`)
 
-One array per restart, its attributes written with its metadata, is a few small writes: the
-checkpoint of every iteration costs milliseconds, not tens of them. A checkpoint is written
-as a new ``step-*`` group; only then is the root's ``latest`` pointer rewritten (one small
-write, atomic on local disks where Zarr writes files by rename, and a single PUT on object
-stores). A crash at any instant therefore leaves the previous pointer and its step intact. A
-step newer than the pointer is debris of such a crash: it is removed (with a logged warning)
-before the next step is written. The ``KEEP`` newest usable steps are kept; no other step is
-ever deleted except by ``overwrite``.
+A checkpoint is written as a new ``step-*`` group, rendered in memory and written one file
+each (its arrays side by side, then its zarr.json, which marks it complete); only then is the
+root's ``latest`` pointer rewritten (one small write, atomic on local disks where Zarr writes
+files by rename, and a single PUT on object stores). A crash at any instant therefore leaves
+the previous pointer and its step intact. A step newer than the pointer is debris of such a
+crash: it is removed (with a logged warning) before the next step is written. The ``KEEP``
+newest usable steps are kept; no other step is ever deleted except by ``overwrite``.
+
+The file system and store are opened once per run, and the root's attributes are read once
+and then kept as written: on an object store a step of one restart costs one GET (the lease's
+check) and four PUTs, plus one bulk delete when an old step is retired (and one listing
+first if an earlier run wrote it); two PUTs more per further restart. Nothing just written
+is read back.
 
 On resume every step is validated (:func:`~.checkpoint_steps.read_step`); one that fails is
 skipped with a :class:`CorruptCheckpointWarning`, falling back to the one before it. A pointer
@@ -46,16 +51,26 @@ import weakref
 import zarr
 from zarr.errors import BaseZarrError
 
-from .checkpoint_steps import STEP_NAME, list_steps, normalized, read_step, step_number, write_step
+from ..locations import Location, location
+from .checkpoint_steps import (
+    FORMAT,
+    FORMAT_VERSION,
+    STEP_NAME,
+    delete_steps,
+    list_steps,
+    normalized,
+    read_root,
+    read_step,
+    step_files,
+    step_number,
+)
 from .lease import CheckpointInUseError, Lease, raise_if_in_use
 from .model_checks import ModelStoreError
 from .zarr_groups import (
-    NotAGroupError,
     check_replaceable,
-    is_local,
-    local_path,
-    open_group_or_none,
+    put_keys,
     remove_group,
+    rendered,
 )
 
 __all__ = [
@@ -72,9 +87,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "diaggmm-dist-checkpoint"
-#: 4: steps carry the completion mark ``restarts``.
-FORMAT_VERSION = 4
 #: Complete checkpoints kept (the newest ones).
 KEEP = 3
 #: What to do about a checkpoint that cannot be used.
@@ -99,68 +111,15 @@ class CorruptCheckpointWarning(UserWarning):
     """The newest checkpoint could not be used; an older one was."""
 
 
-def _differences(stored, wanted, prefix=""):
-    out = []
-    for key in sorted(set(stored) | set(wanted)):
-        a, b = stored.get(key), wanted.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: checkpoint has {a!r}, this run has {b!r}")
-    return out
+def _root_problem(where, identity=None):
+    """``(attrs, problem, error)``: :func:`~.checkpoint_steps.read_root`, and the error class to
+    raise for the problem."""
+    attrs, problem, unreadable = read_root(where, identity)
+    return attrs, problem, CheckpointError if unreadable else CheckpointMismatchError
 
 
-def _store_of(url):
-    """What Zarr opens for ``url``: a path for local URLs (zarr writes a file:// URL through
-    fsspec without creating its folders), the URL itself otherwise."""
-    return os.fspath(local_path(url)) if is_local(url) else os.fspath(url)
-
-
-def _identity_problem(url, attrs, identity):
-    """Why the root attributes ``attrs`` are not the checkpoint of the run ``identity`` (None:
-    of any run of this format), or None."""
-    if attrs.get("format") != FORMAT:
-        return f"{url!r} exists and is not a diaggmm-dist checkpoint"
-    if attrs.get("format_version") != FORMAT_VERSION:
-        return (
-            f"The checkpoint at {url!r} has format version {attrs.get('format_version')!r}; this "
-            f"version of diaggmm-dist reads version {FORMAT_VERSION} only"
-        )
-    if identity is not None and attrs.get("identity") != identity:
-        stored = attrs.get("identity") if isinstance(attrs.get("identity"), dict) else {}
-        differences = "; ".join(_differences(stored, identity))
-        return f"The checkpoint at {url!r} belongs to a different run ({differences})"
-    return None
-
-
-def _root_problem(url, identity=None, mode="r"):
-    """``(root, problem, error)``: the root group at ``url`` (None when nothing is there), why it
-    cannot be the checkpoint of the run ``identity`` (None when it can), and the error class to
-    raise for that problem."""
-    try:
-        root = open_group_or_none(_store_of(url), mode=mode)
-    except NotAGroupError as err:
-        if err.kind == "files" and list_steps(_store_of(url)):
-            lost = (
-                f"The checkpoint at {url!r} has lost its root metadata (zarr.json), which says "
-                "whose run its steps are"
-            )
-            return None, lost, CheckpointError
-        refused = err.describe("checkpoint") + ": refusing to replace it"
-        return None, refused, CheckpointMismatchError
-    # JSONDecodeError is a ValueError; a non-object is a TypeError
-    except (ValueError, TypeError) as err:
-        unreadable = (
-            f"The checkpoint at {url!r} has unreadable root metadata (zarr.json: "
-            f"{type(err).__name__}: {err})"
-        )
-        return None, unreadable, CheckpointError
-    problem = None if root is None else _identity_problem(url, dict(root.attrs), identity)
-    return root, problem, CheckpointMismatchError
-
-
-def check_checkpoint(url, overwrite=False):
-    """Refuse now what a fit on the checkpoint at ``url`` would refuse before its first pass.
+def check_checkpoint(where: str | os.PathLike | Location, overwrite: bool = False) -> None:
+    """Refuse now what a fit on the checkpoint at ``where`` would refuse before its first pass.
 
     Reads only.
 
@@ -174,11 +133,12 @@ def check_checkpoint(url, overwrite=False):
     CheckpointInUseError, CheckpointMismatchError, CheckpointError
         As :class:`Checkpoints` would.
     """
-    raise_if_in_use(url)
+    where = location(where)
+    raise_if_in_use(where)
     if overwrite:
-        check_replaceable(url)
+        check_replaceable(where)
         return
-    _, problem, error = _root_problem(os.fspath(url))
+    _, problem, error = _root_problem(where)
     if problem is not None:
         raise error(f"{problem}: {_REPLACE}.")
 
@@ -192,8 +152,9 @@ class Checkpoints:
 
     Parameters
     ----------
-    url : str or os.PathLike
-        Local path or fsspec URL of the checkpoint group.
+    where : str, os.PathLike or Location
+        Local path or fsspec URL of the checkpoint group, or its Location (with storage
+        options, or a local or fsspec Zarr store object: the checkpoint needs a file system).
     identity : dict
         JSON-able configuration and data fingerprint of the run; a store holding another
         identity is refused unless ``overwrite``.
@@ -214,17 +175,29 @@ class Checkpoints:
         The root's metadata cannot be read.
     """
 
-    def __init__(self, url, identity, overwrite=False, lease=True):
-        self.url = os.fspath(url)
-        self._store = _store_of(self.url)
+    def __init__(
+        self,
+        where: str | os.PathLike | Location,
+        identity: dict,
+        overwrite: bool = False,
+        lease: bool = True,
+    ):
+        self.location = location(where)
+        self.url = self.location.url
+        # opened once for the whole run: every step is written through them
+        self._fs, self._path = self.location.filesystem()
+        self._store = self.location.zarr_store()
+        self._attrs = None  # the root's attributes, as read or last written
+        self._written = {}  # step name -> its files, for the steps this object wrote
+        self._root = None
         self.identity = normalized(identity)
         self._overwrite = overwrite
         self._names = None  # the step names, newest first, once listed
         self._unusable = set()  # steps found unusable by latest(): not counted as kept
-        self._lease = Lease.acquire(self.url) if lease else None
+        self._lease = Lease.acquire(self.location) if lease else None
         self._release = weakref.finalize(self, self._lease.release) if lease else None
         try:
-            self.root = self._open_root(overwrite)
+            self._open_root(overwrite)
         except BaseException:
             self.close()
             raise
@@ -240,24 +213,38 @@ class Checkpoints:
     def __exit__(self, *exc):
         self.close()
 
+    @property
+    def root(self):
+        """The checkpoint's root group (read only), for reading steps."""
+        if self._root is None:
+            self._root = zarr.open_group(
+                self.location.zarr_store(read_only=True), mode="r", zarr_format=3
+            )
+        return self._root
+
     def _open_root(self, overwrite):
-        """The checkpoint's root group, created (replaced, with ``overwrite``) unless this run's."""
-        root, problem, error = _root_problem(self.url, self.identity, mode="r+")
+        """Read the root's attributes, or create the root (replace it, with ``overwrite``)
+        unless it is this run's."""
+        attrs, problem, error = _root_problem(self.location, self.identity)
         if problem is None:
-            return root if root is not None else self._fresh_root()
+            if attrs is None:
+                self._fresh_root()
+            else:
+                self._attrs = attrs
+            return
         if not overwrite:
             raise error(f"{problem}: {_REPLACE}.")
-        check_replaceable(self.url)
+        check_replaceable(self.location)
         logger.warning(
             "Replacing the checkpoint at %s (overwrite_checkpoint=True): %s.", self.url, problem
         )
-        return self._fresh_root()
+        self._fresh_root()
 
     def _fresh_root(self):
-        """Remove whatever is at the URL and create an empty checkpoint of this run."""
-        remove_group(self._store)
-        root = zarr.open_group(self._store, mode="w")
-        root.attrs.update(
+        """Remove whatever is at the location and create an empty checkpoint of this run."""
+        remove_group(self.location)
+        self._root = None
+        self._write_root(
             {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
@@ -265,20 +252,24 @@ class Checkpoints:
                 "latest": None,
             }
         )
-        self._names, self._unusable = [], set()
-        return root
+        self._names, self._unusable, self._written = [], set(), {}
+
+    def _write_root(self, attrs):
+        """Write the root's zarr.json with ``attrs`` (one PUT), and keep them."""
+        put_keys(self._store, rendered(lambda group: None, attrs))
+        self._attrs = dict(attrs)
 
     # ----------------------------------------------------------------- reading
     def _steps(self):
         """Names of the steps in the store, newest first (listed once, then kept up to date)."""
         if self._names is None:
-            self._names = list_steps(self._store)
+            self._names = list_steps(self._fs, self._path)
         return list(self._names)
 
     def _pointer(self):
         """``(name, problem)``: the step the root's pointer names (None before the first commit),
         and why the pointer is unusable (None when it is fine)."""
-        attrs = zarr.open_group(self._store, mode="r").attrs
+        attrs = self._attrs  # read once, then as this object wrote it
         if "latest" not in attrs:
             return None, "the root has no 'latest' pointer"
         pointer = attrs["latest"]
@@ -341,7 +332,7 @@ class Checkpoints:
                     "can be used.",
                     self.url,
                 )
-                self.root = self._fresh_root()
+                self._fresh_root()
                 return None
             raise CheckpointError(
                 f"No step of the checkpoint at {self.url!r} can be used ({'; '.join(reasons)}): "
@@ -363,11 +354,16 @@ class Checkpoints:
                 f"The checkpoint at {self.url!r} was opened without its lease (lease=False): "
                 "it cannot be written."
             )
-        self._lease.verify()
+        self._lease.verify()  # one GET
         steps = self._remove_debris(self._steps())
         name = f"step-{step_number(steps[0]) + 1 if steps else 0:08d}"
-        write_step(self.root, name, states)
-        self.root.attrs["latest"] = name  # the commit point
+        files = step_files(name, states)
+        mark = f"{name}/zarr.json"
+        complete = {mark: files.pop(mark)}
+        put_keys(self._store, files)  # the arrays, side by side
+        put_keys(self._store, complete)  # then the step's mark
+        self._written[name] = [*files, mark]
+        self._write_root(dict(self._attrs, latest=name))  # the commit point
         self._names = [name] + self._prune(steps)
 
     def _remove_debris(self, steps):
@@ -375,15 +371,16 @@ class Checkpoints:
         pointer, problem = self._pointer()
         if pointer is None or problem is not None:
             return steps  # nothing was committed, or the pointer is unreadable: every step is kept
-        for debris in (name for name in steps if name > pointer):
+        debris = [name for name in steps if name > pointer]
+        for name in debris:
             logger.warning(
                 "Checkpoint %s: removing %s, written after the committed step %s and never "
                 "committed (a crash between the two writes).",
                 self.url,
-                debris,
+                name,
                 pointer,
             )
-            del self.root[debris]
+        self._delete_steps(debris)
         return [name for name in steps if name <= pointer]
 
     def _prune(self, steps):
@@ -393,6 +390,11 @@ class Checkpoints:
         if len(usable) < KEEP:
             return steps
         oldest_kept = usable[KEEP - 2]
-        for old in (name for name in steps if name < oldest_kept):
-            del self.root[old]
+        self._delete_steps([name for name in steps if name < oldest_kept])
         return [name for name in steps if name >= oldest_kept]
+
+    def _delete_steps(self, names):
+        self._root = None  # zarr's view of the root may hold them
+        delete_steps(self.location, self._fs, self._path, names, self._written)
+        for name in names:
+            self._written.pop(name, None)

@@ -1,9 +1,12 @@
-"""One step of a training checkpoint: a group of per-restart arrays, written and validated.
+"""The files of a training checkpoint: its root's identity, and its steps, written, validated
+and retired.
 
 A step ``step-NNNNNNNN`` holds one float64 array ``restart-<i>`` of shape (3, K, D) per
 restart (means, covariances and precisions), its attributes holding the rest of the restart's
-:class:`~diaggmm_dist.state.TrainingState`; the step's attribute ``restarts``, written last,
-marks it complete. :mod:`.checkpoint` decides which step to read or write.
+:class:`~diaggmm_dist.state.TrainingState`; the step's attribute ``restarts`` (in its
+zarr.json, written last) marks it complete. A step is rendered in memory
+(:func:`step_files`) and written one PUT per file on object stores. :mod:`.checkpoint`
+decides which step to read or write.
 
 A step is valid with readable metadata, the completion mark, finite arrays of the right shapes,
 attributes of the right types, and an iteration and a ``converged`` flag that match its
@@ -15,15 +18,31 @@ from __future__ import annotations
 import json
 import numbers
 import re
+import shutil
 
-import fsspec
 import numpy as np
 
 from ..state import TrainingState
 from .model_checks import ModelStoreError, check_mixture, read_array
+from .zarr_groups import NotAGroupError, rendered, root_node
 
-__all__ = ["STEP_NAME", "list_steps", "normalized", "read_step", "step_number", "write_step"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "STEP_NAME",
+    "delete_steps",
+    "identity_problem",
+    "list_steps",
+    "normalized",
+    "read_root",
+    "read_step",
+    "step_files",
+    "step_number",
+]
 
+FORMAT = "diaggmm-dist-checkpoint"
+#: 4: steps carry the completion mark ``restarts``.
+FORMAT_VERSION = 4
 #: Names of steps; their number orders them.
 STEP_NAME = re.compile(r"^step-(\d{8})$")
 _RESTART = re.compile(r"^restart-(\d+)$")
@@ -52,15 +71,116 @@ def step_number(name: str) -> int:
     return int(STEP_NAME.match(name).group(1))
 
 
-def list_steps(store: str) -> list[str]:
-    """Names of the steps in ``store``, newest first, from a listing (not Zarr's: one step with
-    unreadable metadata must not hide the others)."""
-    fs, path = fsspec.core.url_to_fs(store)
+def list_steps(fs, path: str) -> list[str]:
+    """Names of the steps under ``path`` on the file system ``fs``, newest first, from one
+    listing (not Zarr's: one step with unreadable metadata must not hide the others)."""
     try:
-        names = [entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False)]
-    except FileNotFoundError:
+        # refreshed: another process (the fit this one resumes) wrote the steps
+        names = [
+            entry.rstrip("/").rsplit("/", 1)[-1]
+            for entry in fs.ls(path, detail=False, refresh=True)
+        ]
+    except (FileNotFoundError, NotADirectoryError):
         return []
     return sorted((name for name in names if STEP_NAME.match(name)), reverse=True)
+
+
+def _differences(stored, wanted, prefix=""):
+    out = []
+    for key in sorted(set(stored) | set(wanted)):
+        a, b = stored.get(key), wanted.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: checkpoint has {a!r}, this run has {b!r}")
+    return out
+
+
+def identity_problem(url: str, attrs: dict, identity: dict | None) -> str | None:
+    """Why the root attributes ``attrs`` are not the checkpoint of the run ``identity`` (None:
+    of any run of this format), or None."""
+    if attrs.get("format") != FORMAT:
+        return f"{url!r} exists and is not a diaggmm-dist checkpoint"
+    if attrs.get("format_version") != FORMAT_VERSION:
+        return (
+            f"The checkpoint at {url!r} has format version {attrs.get('format_version')!r}; this "
+            f"version of diaggmm-dist reads version {FORMAT_VERSION} only"
+        )
+    if identity is not None and attrs.get("identity") != identity:
+        stored = attrs.get("identity") if isinstance(attrs.get("identity"), dict) else {}
+        differences = "; ".join(_differences(stored, identity))
+        return f"The checkpoint at {url!r} belongs to a different run ({differences})"
+    return None
+
+
+def read_root(where, identity: dict | None = None) -> tuple[dict | None, str | None, bool]:
+    """``(attrs, problem, unreadable)``: the root attributes of the checkpoint at ``where`` (a
+    Location; None when nothing is there), why it cannot be the checkpoint of the run
+    ``identity`` (None when it can), and whether that is because the checkpoint cannot be read
+    (else it is another run's, or not a checkpoint). One GET of the root's zarr.json on object
+    stores (and one listing when it is absent)."""
+    url = where.url
+    try:
+        kind, meta = root_node(where)
+    except NotAGroupError as err:
+        fs, path = where.filesystem()
+        if err.kind == "files" and list_steps(fs, path):
+            lost = (
+                f"The checkpoint at {url!r} has lost its root metadata (zarr.json), which says "
+                "whose run its steps are"
+            )
+            return None, lost, True
+        refused = err.describe("checkpoint") + ": refusing to replace it"
+        return None, refused, False
+    # JSONDecodeError is a ValueError; a non-object is a TypeError
+    except (ValueError, TypeError) as err:
+        unreadable = (
+            f"The checkpoint at {url!r} has unreadable root metadata (zarr.json: "
+            f"{type(err).__name__}: {err})"
+        )
+        return None, unreadable, True
+    if kind is None:
+        return None, None, False
+    if kind == "array":
+        return (
+            None,
+            NotAGroupError(url, "array").describe("checkpoint") + ": refusing to replace it",
+            False,
+        )
+    attrs = meta.get("attributes", {}) if meta is not None else {}
+    if not isinstance(attrs, dict):
+        return (
+            None,
+            f"The checkpoint at {url!r} has unreadable root metadata (zarr.json: its "
+            "attributes are not an object)",
+            True,
+        )
+    return attrs, identity_problem(url, attrs, identity), False
+
+
+def delete_steps(where, fs, path: str, names, written: dict) -> None:
+    """Delete the steps ``names`` of the checkpoint at ``where`` (on ``fs`` at ``path``).
+
+    On object stores one bulk delete: of the files ``written[name]`` lists (the keys of a step
+    this run wrote), and of those one listing finds for the other steps.
+    """
+    if not names:
+        return
+    if where.is_local:
+        for name in names:
+            shutil.rmtree(where.local_path / name, ignore_errors=True)
+        return
+    root = path.rstrip("/")
+    doomed = [f"{root}/{key}" for name in names for key in written.get(name, ())]
+    unknown = {name for name in names if name not in written}
+    if unknown:
+        doomed += [
+            entry
+            for entry in fs.find(root, withdirs=True)
+            if entry[len(root) + 1 :].split("/", 1)[0] in unknown
+        ]
+    if doomed:
+        fs.rm(sorted(doomed, reverse=True))
 
 
 def _check_history(attrs, restart, offset, tol, where):
@@ -193,23 +313,30 @@ def _read_restart(group, where, key, offset, tol):
     )
 
 
-def write_step(root, name: str, states) -> None:
-    """Write ``states`` (one :class:`TrainingState` per restart) as the step ``name`` of ``root``.
+def step_files(name: str, states) -> dict[str, bytes]:
+    """The files of the step ``name`` holding ``states`` (one :class:`TrainingState` per
+    restart): keys under the checkpoint's root and their bytes, rendered in memory.
 
-    The step's mark ``restarts`` is written last: a step without it is incomplete.
+    Written in place in any order but the step's ``zarr.json`` last: it holds the mark
+    ``restarts``, and a step without it is incomplete.
     """
-    group = root.create_group(name)
-    for state in states:
-        planes = np.asarray([state.means, state.covariances, state.precisions], dtype=np.float64)
-        # NaN fill: an array whose chunk never got written fails validation, not reads as zeros
-        group.create_array(
-            f"restart-{state.index}",
-            data=planes,
-            chunks=planes.shape,
-            fill_value=np.nan,
-            attributes=_attributes(state),
-        )
-    group.attrs["restarts"] = len(states)  # the step is complete
+
+    def write(group):
+        for state in states:
+            planes = np.asarray(
+                [state.means, state.covariances, state.precisions], dtype=np.float64
+            )
+            # NaN fill: an array whose chunk never got written fails validation, not reads as 0
+            group.create_array(
+                f"restart-{state.index}",
+                data=planes,
+                chunks=planes.shape,
+                fill_value=np.nan,
+                attributes=_attributes(state),
+            )
+
+    files = rendered(write, {"restarts": len(states)})  # the step is complete
+    return {f"{name}/{key}": data for key, data in files.items()}
 
 
 def _attributes(state):

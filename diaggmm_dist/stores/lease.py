@@ -34,9 +34,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-import fsspec
-
-from .zarr_groups import is_local, local_path
+from ..locations import Location, location
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +57,9 @@ class CheckpointInUseError(OSError):
     """
 
 
-def lease_url(url):
-    """Where the lease of the checkpoint at ``url`` lives: ``<url>.lease``."""
-    return os.fspath(url).rstrip("/") + ".lease"
+def lease_url(where: str | os.PathLike | Location) -> str:
+    """Where the lease of the checkpoint at ``where`` lives: ``<url>.lease``."""
+    return location(where).joined(".lease").url
 
 
 def _pid_namespace():
@@ -141,12 +139,12 @@ def in_use_message(checkpoint_url, record, where):
     )
 
 
-def raise_if_in_use(url):
-    """Raise :class:`CheckpointInUseError` if a live fit holds the lease of the checkpoint ``url``.
+def raise_if_in_use(where: str | os.PathLike | Location) -> None:
+    """Raise :class:`CheckpointInUseError` if a live fit holds the checkpoint ``where``'s lease.
 
-    Reads only.
+    Reads only (one GET on object stores).
     """
-    reader = Lease(url, HEARTBEAT_SECONDS, EXPIRY_SECONDS)
+    reader = Lease(where, HEARTBEAT_SECONDS, EXPIRY_SECONDS)
     record = reader._read()
     if record is not None and abandoned_because(record) is None:
         raise CheckpointInUseError(in_use_message(reader.checkpoint_url, record, reader.url))
@@ -159,18 +157,20 @@ class Lease:
 
     Parameters
     ----------
-    url : str
-        Local path or fsspec URL of the checkpoint (the lease lives at ``<url>.lease``).
+    where : str, os.PathLike or Location
+        Local path or fsspec URL of the checkpoint (the lease lives at ``<url>.lease``), or
+        its Location (with storage options, or a local or fsspec store object).
     heartbeat : float
         Seconds between renewals.
     expires_after : float
         Seconds after the last renewal when others may take the lease over.
     """
 
-    def __init__(self, url, heartbeat, expires_after):
-        self.checkpoint_url = os.fspath(url)
-        self.url = lease_url(url)
-        self.fs, self.path = fsspec.core.url_to_fs(self.url)
+    def __init__(self, where, heartbeat, expires_after):
+        checkpoint = location(where)
+        self.location = checkpoint.joined(".lease")
+        self.checkpoint_url, self.url = checkpoint.url, self.location.url
+        self.fs, self.path = self.location.filesystem()
         self.heartbeat, self.expires_after = float(heartbeat), float(expires_after)
         now = time.time()
         self.record = {
@@ -188,8 +188,8 @@ class Lease:
         self._thread = None
 
     @classmethod
-    def acquire(cls, url, heartbeat=None, expires_after=None):
-        """Take the lease on the checkpoint at ``url`` and start renewing it.
+    def acquire(cls, where, heartbeat=None, expires_after=None):
+        """Take the lease on the checkpoint at ``where`` and start renewing it.
 
         ``heartbeat`` and ``expires_after`` default to :data:`HEARTBEAT_SECONDS` and
         :data:`EXPIRY_SECONDS` (read at call time, so tests can shorten them).
@@ -200,7 +200,7 @@ class Lease:
             A live holder has it: the message names its host, pid and since when.
         """
         lease = cls(
-            url,
+            where,
             HEARTBEAT_SECONDS if heartbeat is None else heartbeat,
             EXPIRY_SECONDS if expires_after is None else expires_after,
         )
@@ -214,7 +214,7 @@ class Lease:
     def _read(self):
         """The lease file's record: None when there is none, ``{}`` when it is not JSON."""
         try:
-            raw = self.fs.cat_file(self.path)
+            raw = self._cat()
         except (
             FileNotFoundError,
             NotADirectoryError,
@@ -224,6 +224,15 @@ class Lease:
             return json.loads(raw)
         except ValueError:  # empty, truncated or binary: not a lease this library wrote
             return {}
+
+    def _cat(self):
+        """The lease file's bytes: one GET on object stores."""
+        try:  # a range from 0: s3fs sends no HEAD first, as it does for a whole-file read
+            return self.fs.cat_file(self.path, start=0)
+        except (FileNotFoundError, NotADirectoryError):
+            raise
+        except OSError:  # an empty object has no byte 0 (HTTP 416)
+            return self.fs.cat_file(self.path)
 
     def _write(self, exclusive):
         """Write this lease's record; with ``exclusive``, only if no lease file exists.
@@ -243,9 +252,9 @@ class Lease:
             ) from err
 
     def _put(self, data, exclusive):
-        if is_local(self.url):
+        if self.location.is_local:
             # written aside and moved into place: a reader never sees half a record
-            target = local_path(self.url)
+            target = self.location.local_path
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
             partial.write_bytes(data)

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
-import fsspec
 import numpy as np
 import zarr
+from fsspec.implementations.local import LocalFileSystem
+from zarr.abc.store import RangeByteRequest
 from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
 from zarr.storage import MemoryStore
 
 from ..bounded_files import FileTooLarge, NotARegularFile, read_bounded
+from ..locations import location
 from .model_checks import ModelStoreError, check_values, shorten
 from .model_record import CHECKED_VERSION
 
@@ -31,23 +33,46 @@ ZSTD_OVERHEAD = 128
 
 
 class StoreFiles:
-    """The files of the store at ``url`` (local path or fsspec URL), each read whole with a bound.
+    """The files of the model store at ``where``, each read whole with a bound.
+
+    Local files are checked before they are read (a regular file within the bound:
+    :mod:`diaggmm_dist.bounded_files`). Elsewhere each file costs one GET of its first
+    ``limit + 1`` bytes at most, through the Zarr store (an fsspec URL with its options, or a
+    store object).
 
     Parameters
     ----------
-    url : str or os.PathLike
+    where : str, os.PathLike, Location or zarr.abc.store.Store
         The store.
-    where : str
+    description : str
         The model, as errors name it.
     """
 
-    def __init__(self, url, where: str):
-        self.url, self.where = os.fspath(url), where
-        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+    def __init__(self, where, description: str):
+        self.location = location(where)
+        self.url, self.where = self.location.url, description
+        if self.location.is_local:
+            self.fs, self.root = LocalFileSystem(), str(self.location.local_path)
+            self.store = None
+        else:
+            self.fs, self.root = None, None
+            self.store = self.location.zarr_store(read_only=True)
         self.read_keys = {}  # key -> bytes, for zarr
 
     def _path(self, key):
         return f"{self.root.rstrip('/')}/{key}"
+
+    def _read(self, key, limit):
+        if self.store is None:
+            return read_bounded(self._path(key), limit, self.fs)
+        found = sync(
+            self.store.get(key, default_buffer_prototype(), RangeByteRequest(0, limit + 1))
+        )
+        if found is None:
+            raise FileNotFoundError(key)
+        if len(found) > limit:
+            raise FileTooLarge(None, limit)
+        return found.to_bytes()
 
     def read(self, key: str, limit: int, what: str) -> bytes | None:
         """The bytes of ``key`` (None if absent); refused if not a regular file or over ``limit``.
@@ -58,7 +83,7 @@ class StoreFiles:
             Not a regular file, more than ``limit`` bytes, or unreadable.
         """
         try:
-            data = read_bounded(self._path(key), limit, self.fs)
+            data = self._read(key, limit)
         except FileNotFoundError:
             return None
         except NotARegularFile as err:
@@ -110,6 +135,14 @@ class StoreFiles:
 
     def holds_anything(self) -> bool:
         """True when something (a file, or a non-empty directory) is at the store's root."""
+        if self.store is not None:
+
+            async def first():
+                async for _ in self.store.list_prefix(""):
+                    return True
+                return False
+
+            return sync(first())
         try:
             return self.fs.isfile(self.root) or bool(self.fs.ls(self.root, detail=False))
         except (FileNotFoundError, NotADirectoryError):

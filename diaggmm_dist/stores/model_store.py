@@ -48,6 +48,7 @@ import warnings
 from typing import Any, Mapping
 
 from ..kernels import n_stat_columns
+from ..locations import Location, location
 from ..parameters import MixtureParameters
 from ..validation import is_int
 from .model_checks import (
@@ -73,7 +74,7 @@ from .model_record import (
     is_name_list,
     model_attributes,
 )
-from .zarr_groups import NotAGroupError, write_group_atomically
+from .zarr_groups import NotAGroupError, rendered, write_keys_atomically
 
 __all__ = ["ModelStoreError", "UnverifiedModelWarning", "read_record", "write_record"]
 
@@ -83,20 +84,28 @@ class UnverifiedModelWarning(UserWarning):
 
 
 # ---------------------------------------------------------------------------- writing
-def write_record(record: ModelRecord, url, overwrite: bool = False) -> None:
-    """Write ``record`` to the Zarr group at ``url`` (local path or fsspec URL).
+def write_record(
+    record: ModelRecord, where: str | os.PathLike | Location, overwrite: bool = False
+) -> None:
+    """Write ``record`` as a Zarr v3 group at ``where``.
+
+    The group is rendered in memory, then written one file per key, its root ``zarr.json``
+    (which holds the attributes) last: a store with attributes is complete. On object stores
+    that is one PUT per key after one existence check.
 
     Parameters
     ----------
     record : ModelRecord
-    url : str or os.PathLike
+    where : str, os.PathLike, Location or zarr.abc.store.Store
+        Local path, fsspec URL (options in a :class:`~diaggmm_dist.locations.Location`), or a
+        Zarr store object.
     overwrite : bool
         Replace an existing store (atomically on local disks).
 
     Raises
     ------
     FileExistsError
-        A store is at ``url`` and ``overwrite`` is False.
+        A store is at ``where`` and ``overwrite`` is False.
     """
     attrs = json.loads(json.dumps(model_attributes(record)))  # as it reads back (tuples: lists)
     arrays = record.arrays()
@@ -115,9 +124,8 @@ def write_record(record: ModelRecord, url, overwrite: bool = False) -> None:
                 compressors=None,
                 config={"write_empty_chunks": True},
             )[...] = value
-        group.attrs.update(attrs)  # last: a store with attributes is complete
 
-    write_group_atomically(url, write, overwrite)
+    write_keys_atomically(location(where), rendered(write, attrs), overwrite)
 
 
 # ---------------------------------------------------------------------------- reading
@@ -189,13 +197,19 @@ def _verify_checksums(attrs, arrays, where):
         )
 
 
-def read_record(url, defaults: Mapping[str, Any], owner: str = "DiagGMM") -> ModelRecord:
-    """Read and validate the model at ``url``.
+def read_record(
+    where: str | os.PathLike | Location, defaults: Mapping[str, Any], owner: str = "DiagGMM"
+) -> ModelRecord:
+    """Read and validate the model at ``where``.
+
+    On object stores this costs one GET per file read (the root's and each array's zarr.json,
+    and each array's chunk), nothing else.
 
     Parameters
     ----------
-    url : str or os.PathLike
-        Local path or fsspec URL of the store.
+    where : str, os.PathLike, Location or zarr.abc.store.Store
+        Local path, fsspec URL (options in a :class:`~diaggmm_dist.locations.Location`), or a
+        Zarr store object.
     defaults : mapping
         The estimator's constructor parameters and their defaults: the settings are checked by
         its rules (:func:`~.model_record.checked_settings`).
@@ -218,8 +232,9 @@ def read_record(url, defaults: Mapping[str, Any], owner: str = "DiagGMM") -> Mod
     UnverifiedModelWarning
         The store is of format version 1 or 2, written without checksums.
     """
-    where = f"model {os.fspath(url)!r}"
-    files = StoreFiles(url, where)
+    store = location(where)
+    where = f"model {store.url!r}"
+    files = StoreFiles(store, where)
     attrs = _root_attributes(files, where)
     version = attrs["format_version"]
     values = {name: checked_attribute(attrs, name, where) for name in ATTRIBUTES}

@@ -35,7 +35,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from .zarr_groups import is_local, local_path
+from ..locations import Location, StorageOptions, location
 
 FORMAT = "diaggmm-dist-registry"
 FORMAT_VERSION = 1
@@ -71,6 +71,13 @@ def _is_finite_number(value) -> bool:
 class ModelRegistry:
     """Versioned models under ``root`` (a local path or an fsspec URL such as ``s3://bucket/models``).
 
+    Parameters
+    ----------
+    root : str, os.PathLike or Location
+        A local path, an fsspec URL, or a Location (or a local or fsspec Zarr store object).
+    storage_options : dict, optional
+        fsspec options for ``root``; they reach every model the registry saves and loads.
+
     Examples
     --------
     >>> registry = ModelRegistry("models/registry")
@@ -81,19 +88,16 @@ class ModelRegistry:
     >>> registry.metadata(version)["parent"]
     """
 
-    def __init__(self, root):
-        text = os.fspath(root)
-        if not text:
+    def __init__(self, root, storage_options: StorageOptions | None = None):
+        where = location(root, storage_options)
+        if not where.url:
             raise ValueError("The registry root must be a non-empty path or URL.")
-        self.root = text.rstrip("/") or "/"
-        self._local = is_local(self.root)
-        if self._local:
-            self._fs, self._base = None, str(local_path(self.root))
-        else:
-            import fsspec
-
-            self._fs, self._base = fsspec.core.url_to_fs(self.root)
-            self._base = self._base.rstrip("/")
+        self.root = where.url.rstrip("/") or "/"
+        self.location = Location(self.root, where.storage_options) if where.store is None else where
+        self._local = self.location.is_local
+        self._fs, self._base = self.location.filesystem()
+        self._base = str(self.location.local_path) if self._local else self._base.rstrip("/")
+        self._fs = None if self._local else self._fs
 
     def __repr__(self):
         return f"ModelRegistry({self.root!r})"
@@ -103,6 +107,21 @@ class ModelRegistry:
         """Where ``version``'s model lives (a path or URL that ``DiagGMM.load`` opens)."""
         self._check_name(version)
         return f"{self.root}/{version}"
+
+    def model_location(self, version: str) -> Location:
+        """Where ``version``'s model lives, with the registry's storage options."""
+        self._check_name(version)
+        return self.location.joined(f"/{version}")
+
+    def _model_where(self, version):
+        """``version``'s URL, or its Location when options (or a store) must travel with it."""
+        if self.location.storage_options or self.location.store is not None:
+            return self.model_location(version)
+        return self.url(version)
+
+    def scratch_location(self, name: str) -> Location:
+        """:meth:`scratch_url` with the registry's storage options."""
+        return self.location.joined(self.scratch_url(name)[len(self.root) :])
 
     def scratch_url(self, name: str) -> str:
         """A path or URL under ``root/work/`` for a flow's temporary stores (never a version)."""
@@ -277,8 +296,9 @@ class ModelRegistry:
         Parameters
         ----------
         loader : callable
-            Reads a model from its URL, e.g. ``DiagGMM.load`` (which validates every field):
-            the registry stores models, it does not build them.
+            Reads a model from its URL (its Location when the registry has storage options),
+            e.g. ``DiagGMM.load``, which validates every field: the registry stores models, it
+            does not build them.
 
         Returns
         -------
@@ -298,7 +318,7 @@ class ModelRegistry:
             ``version`` is not a committed version.
         """
         self.metadata(version)  # refuses unknown or uncommitted versions with a clear error
-        return loader(self.url(version))
+        return loader(self._model_where(version))
 
     # ---------------------------------------------------------------- writing
     def promote(self, model, metadata=None) -> str:
@@ -331,7 +351,7 @@ class ModelRegistry:
             self.metadata(metadata["parent"])  # must be a committed version
         for key in ("data_url", "holdout_url"):
             if metadata.get(key) is not None:
-                metadata[key] = os.fspath(metadata[key])
+                metadata[key] = location(metadata[key]).url  # never its options
             metadata.setdefault(key, None)
         try:
             json.dumps(metadata, allow_nan=False)
@@ -343,7 +363,7 @@ class ModelRegistry:
         for _ in range(5):  # another writer may take a number between the listing and the write
             version = version_name(number)
             try:
-                model.save(self.url(version))
+                model.save(self._model_where(version))
                 break
             except FileExistsError:
                 number += 1

@@ -3,14 +3,17 @@ codec and chunk size of the large arrays the project writes (feature data, per-r
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
-from pathlib import Path
+from collections.abc import Callable, Mapping
 
 import zarr
 from zarr.codecs import BloscCodec
 from zarr.errors import ContainsArrayError, GroupNotFoundError
+
+from ..locations import Location, location
 
 #: Codec of the large arrays the project writes (synthetic feature data, per-row scores):
 #: Blosc LZ4, clevel 5, byte shuffle (zarr v2's old default). An out-of-core EM iteration
@@ -34,17 +37,6 @@ def data_chunk_rows(n_features, itemsize):
     return max(4096, rows // 4096 * 4096)
 
 
-def is_local(url) -> bool:
-    """True for a local path (plain or ``file://``), False for other fsspec URLs."""
-    text = os.fspath(url)
-    return "://" not in text or text.startswith("file://")
-
-
-def local_path(url) -> Path:
-    text = os.fspath(url)
-    return Path(text[len("file://") :] if text.startswith("file://") else text)
-
-
 class NotAGroupError(ValueError):
     """Something other than a Zarr group is at the URL: ``kind`` is "array" or "files"."""
 
@@ -60,21 +52,140 @@ class NotAGroupError(ValueError):
         return f"{self.url!r} exists and is not a {expected}"
 
 
-def open_group_or_none(url, mode="r"):
-    """The Zarr group at ``url``, or None when nothing is there.
+def _get(store, key: str) -> bytes | None:
+    """The bytes of ``key`` in the Zarr ``store`` (None when absent): one GET on object stores."""
+    from zarr.abc.store import OffsetByteRequest
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    prototype = default_buffer_prototype()
+    try:  # a range from 0: s3fs sends no HEAD first, as it does for a whole-file read
+        found = sync(store.get(key, prototype, OffsetByteRequest(0)))
+    except OSError:  # an empty object has no byte 0 (HTTP 416)
+        found = sync(store.get(key, prototype))
+    return None if found is None else found.to_bytes()
+
+
+def put_keys(store, blobs: Mapping[str, bytes]) -> None:
+    """Write ``blobs`` (key -> bytes) to the Zarr ``store`` concurrently: one PUT each.
+
+    Locally each file is written aside and moved into place (zarr's ``LocalStore``), so a
+    reader never sees half of one.
+    """
+    import asyncio
+
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    buffer = default_buffer_prototype().buffer
+
+    async def put_all():
+        await asyncio.gather(*(store.set(k, buffer.from_bytes(v)) for k, v in blobs.items()))
+
+    if blobs:
+        sync(put_all())
+
+
+def rendered(write: Callable[[zarr.Group], None], attributes: Mapping | None = None) -> dict:
+    """The keys and bytes of the Zarr v3 group ``write(group)`` fills, rendered in memory.
+
+    ``attributes`` are set when the group is created (its zarr.json is then written once).
+    """
+    from zarr.storage import MemoryStore
+
+    blobs = {}
+    memory = MemoryStore(blobs)
+    write(zarr.open_group(memory, mode="w", zarr_format=3, attributes=dict(attributes or {})))
+    return {key: value.to_bytes() for key, value in blobs.items()}
+
+
+def node_kind(where: str | os.PathLike | Location) -> str | None:
+    """What the Zarr store at ``where`` holds at its root: "group", "array" or None (nothing).
+
+    On object stores this costs one GET (the root's zarr.json), and one listing when it is
+    absent (a Zarr v2 node, or other files, may be there).
 
     Raises
     ------
     NotAGroupError
-        A Zarr array, or a directory that is not a Zarr store, is at ``url``.
+        Files that are not a Zarr store are at ``where`` (kind "files").
+    ValueError, TypeError
+        The root's zarr.json is not a JSON object.
     """
+    return root_node(where)[0]
+
+
+def root_node(where: str | os.PathLike | Location) -> tuple[str | None, dict | None]:
+    """``(kind, metadata)``: :func:`node_kind`, and the root's zarr.json (None for Zarr v2).
+
+    Raises
+    ------
+    NotAGroupError, ValueError, TypeError
+        As :func:`node_kind`.
+    """
+    where = location(where)
+    if where.is_local and not where.local_path.is_dir():
+        if where.local_path.exists():
+            raise NotAGroupError(where.url, "files")
+        return None, None
+    store = where.zarr_store(read_only=True)
+    raw = _get(store, "zarr.json")
+    if raw is not None:
+        meta = json.loads(raw)
+        if not isinstance(meta, dict):
+            raise TypeError(f"zarr.json holds a {type(meta).__name__}, not a JSON object")
+        return ("array" if meta.get("node_type") == "array" else "group"), meta
+    entries = _top_names(where, store)
+    if not entries:
+        return None, None
+    if ".zarray" in entries:
+        return "array", None
+    if ".zgroup" in entries:
+        return "group", None
+    raise NotAGroupError(where.url, "files")
+
+
+def _top_names(where: Location, store) -> set:
+    """Names at the top of the store: one directory listing (s3fs adds one when it is empty)."""
     try:
-        return zarr.open_group(os.fspath(url), mode=mode)
+        fs, path = where.filesystem()
+    except TypeError:  # a store object without a file system: zarr's listing
+        from zarr.core.sync import sync
+
+        async def names():
+            return {name async for name in store.list_dir("")}
+
+        return sync(names())
+    try:
+        found = fs.ls(path, detail=False, refresh=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+    return {entry.rstrip("/").rsplit("/", 1)[-1] for entry in found}
+
+
+def open_group_or_none(where: str | os.PathLike | Location, mode: str = "r") -> zarr.Group | None:
+    """The Zarr group at ``where`` (path, URL, Location or store), or None when nothing is there.
+
+    Raises
+    ------
+    NotAGroupError
+        A Zarr array, or files that are not a Zarr store, are at ``where``.
+    """
+    where = location(where)
+    try:
+        kind, meta = root_node(where)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if kind is None:
+        return None
+    if kind == "array":
+        raise NotAGroupError(where.url, "array")
+    store = where.zarr_store(read_only=mode == "r")
+    try:  # the format known: no probes for the other one's files
+        return zarr.open_group(store, mode=mode, zarr_format=2 if meta is None else 3)
     except ContainsArrayError:
-        raise NotAGroupError(url, "array") from None
-    except (GroupNotFoundError, FileNotFoundError):
-        if is_local(url) and local_path(url).exists() and any(local_path(url).iterdir()):
-            raise NotAGroupError(url, "files") from None
+        raise NotAGroupError(where.url, "array") from None
+    except GroupNotFoundError:
         return None
 
 
@@ -94,77 +205,108 @@ def _is_zarr_tree(fs, path):
     return bool(entries) and all(_is_zarr_tree(fs, entry) for entry in entries)
 
 
-def check_replaceable(url):
-    """Refuse to replace what is at ``url`` unless it is a Zarr store (or nothing).
+def check_replaceable(where: str | os.PathLike | Location) -> None:
+    """Refuse to replace what is at ``where`` unless it is a Zarr store (or nothing).
 
     ``overwrite`` replaces models, checkpoints and scores, never a user's other files: a
-    directory that is not a Zarr store (or a file) at the URL is refused even then.
+    directory that is not a Zarr store (or a file) at the location is refused even then.
+
+    Parameters
+    ----------
+    where : str, os.PathLike or Location
+        A location with a file system (a path, an fsspec URL, a local or fsspec store).
 
     Raises
     ------
     NotAGroupError
-        Something other than a Zarr store is at ``url``.
+        Something other than a Zarr store is at ``where``.
     """
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(str(local_path(url)) if is_local(url) else os.fspath(url))
+    where = location(where)
+    fs, path = where.filesystem()
     if fs.exists(path) and not _is_zarr_tree(fs, path):
         raise NotAGroupError(
-            url,
+            where.url,
             "files",
             ": refusing to replace it, even with overwrite (only Zarr stores are "
             "replaced); move it away or choose another path.",
         )
 
 
-def remove_group(url):
-    """Delete the Zarr store at ``url`` (local directory or fsspec prefix) if it exists.
+def remove_group(where: str | os.PathLike | Location) -> None:
+    """Delete the Zarr store at ``where`` (local directory or fsspec prefix) if it exists.
 
     Raises
     ------
     NotAGroupError
         What is there is not a Zarr store (:func:`check_replaceable`): nothing is deleted.
     """
-    check_replaceable(url)
-    if is_local(url):
-        shutil.rmtree(local_path(url), ignore_errors=True)
-        return
-    import fsspec
+    where = location(where)
+    if where.store is not None and not where.is_local and not hasattr(where.store, "fs"):
+        from zarr.core.sync import sync
 
-    fs, path = fsspec.core.url_to_fs(os.fspath(url))
+        sync(where.store.delete_dir(""))  # a store object without a file system (in memory)
+        return
+    check_replaceable(where)
+    if where.is_local:
+        shutil.rmtree(where.local_path, ignore_errors=True)
+        return
+    fs, path = where.filesystem()
     if fs.exists(path):
         fs.rm(path, recursive=True)
 
 
-def write_atomically(url, write_to, overwrite):
-    """Call ``write_to(target_url)`` to create a store, and put it at ``url`` in one step.
-
-    On a local file system the store is written under a temporary sibling name and renamed
-    into place, so a crash leaves either the old store or the new one, never half of one.
-    Other fsspec stores have no rename: the store is written in place, and ``write_to`` is
-    expected to write what marks it complete (its attributes) last.
-    """
+def _exists_for_writing(where: Location, overwrite: bool) -> bool:
+    """Whether a store is at ``where`` (refused without ``overwrite``; never other files)."""
     try:
-        exists = open_group_or_none(url) is not None
+        exists = node_kind(where) is not None
     except NotAGroupError:
         if not overwrite:
             raise
-        check_replaceable(url)
+        check_replaceable(where)
         exists = True
     if exists and not overwrite:
-        raise FileExistsError(
-            f"{os.fspath(url)!r} already exists: pass overwrite=True to replace it."
-        )
-    if not is_local(url):
+        raise FileExistsError(f"{where.url!r} already exists: pass overwrite=True to replace it.")
+    return exists
+
+
+def write_atomically(
+    where: str | os.PathLike | Location, write_to: Callable, overwrite: bool
+) -> None:
+    """Call ``write_to(store)`` to create a Zarr store, and put it at ``where`` in one step.
+
+    On a local file system the store is written under a temporary sibling name and renamed
+    into place, so a crash leaves either the old store or the new one, never half of one.
+    Elsewhere there is no rename: the store is written in place, and ``write_to`` is
+    expected to write what marks it complete (its attributes) last.
+
+    Parameters
+    ----------
+    where : str, os.PathLike, Location or zarr.abc.store.Store
+        Where the store goes.
+    write_to : callable
+        Called with the Zarr store (``zarr.abc.store.Store``) to write.
+    overwrite : bool
+        Replace a Zarr store that is there (never other files).
+
+    Raises
+    ------
+    FileExistsError
+        A store is there and ``overwrite`` is False.
+    NotAGroupError
+        Something other than a Zarr store is there.
+    """
+    where = location(where)
+    exists = _exists_for_writing(where, overwrite)
+    if not where.is_local:
         if exists:
-            remove_group(url)
-        write_to(os.fspath(url))
+            remove_group(where)
+        write_to(where.zarr_store())
         return
-    target = local_path(url)
+    target = where.local_path
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
     try:
-        write_to(str(partial))
+        write_to(location(partial).zarr_store())
         if exists:
             retired = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
             os.replace(target, retired)
@@ -176,6 +318,28 @@ def write_atomically(url, write_to, overwrite):
         shutil.rmtree(partial, ignore_errors=True)
 
 
-def write_group_atomically(url, write, overwrite):
-    """:func:`write_atomically` for a writer that fills a new Zarr group: ``write(group)``."""
-    write_atomically(url, lambda target: write(zarr.open_group(target, mode="w")), overwrite)
+def write_group_atomically(
+    where: str | os.PathLike | Location, write: Callable, overwrite: bool
+) -> None:
+    """:func:`write_atomically` for a writer that fills a new Zarr v3 group: ``write(group)``."""
+    write_atomically(
+        where, lambda store: write(zarr.open_group(store, mode="w", zarr_format=3)), overwrite
+    )
+
+
+def write_keys_atomically(
+    where: str | os.PathLike | Location, blobs: Mapping[str, bytes], overwrite: bool
+) -> None:
+    """Write a small store given as its keys and bytes (:func:`rendered`), atomically.
+
+    On object stores: one PUT per key, the root's ``zarr.json`` last (it marks the store
+    complete), after one existence check (:func:`node_kind`).
+    """
+    blobs = dict(blobs)
+    root = blobs.pop("zarr.json")
+
+    def write_to(store):
+        put_keys(store, blobs)
+        put_keys(store, {"zarr.json": root})
+
+    write_atomically(where, write_to, overwrite)
