@@ -290,15 +290,18 @@ def main(argv=None):
             print(f"round {round_ + 1} of {args.repeats}: (a, b) 50 ms, 400 MB/s", flush=True)
             row = {}
             slow()
-            row["read_alone_slow"], _ = read_alone(client, library_array, threads)
+            # the better of two: the first reads of new threads open their connections
+            row["read_alone_slow"] = min(
+                read_alone(client, library_array, threads)[0] for _ in range(2)
+            )
             row["slow_r1"] = timed_fit(X, args.iters, 1, server, fit_kwargs)
             row["memory_r1"] = timed_fit(persisted, args.iters, 1)
             row["slow_r8"] = timed_fit(X, args.iters, 8, server, fit_kwargs)
             row["memory_r8"] = timed_fit(persisted, args.iters, 8)
             print(f"round {round_ + 1} of {args.repeats}: (c) no latency, no cap", flush=True)
             fast()
-            row["read_alone_fast"], row["read_alone_fast_cpu"] = read_alone(
-                client, library_array, threads
+            row["read_alone_fast"], row["read_alone_fast_cpu"] = min(
+                read_alone(client, library_array, threads) for _ in range(2)
             )
             row["fast_r1"] = timed_fit(X, args.iters, 1, server, fit_kwargs)
             row["local_r1"] = timed_fit(str(local), args.iters, 1)
@@ -400,12 +403,12 @@ def cluster_plan(result):
     read_cpu_per_chunk = read_cpu_per_byte * chunk["chunk_bytes"] / ratio
     core_rate = chunk["chunk_bytes"] / (chunk["kernel_seconds"] + read_cpu_per_chunk)
     worker_bandwidth = PLAN["node_bandwidth"] / PLAN["workers_per_node"]
-    request_rate = stored_per_get / serve_seconds  # bytes/s of one request on this server
     stored = PLAN["bytes"] / ratio
+    # Little's law: a worker receiving b bytes/s in objects of s bytes, each waiting ``latency``
+    # before its bytes come at the worker's rate, has b * (latency + s / b) / s in flight
     in_flight = {
-        f"{mib} MiB, {latency * 1000:.0f} ms": worker_bandwidth
-        * (latency + mib * 2**20 / ratio / request_rate)
-        / (mib * 2**20 / ratio)
+        f"{mib} MiB, {latency * 1000:.0f} ms": worker_bandwidth * latency / (mib * 2**20 / ratio)
+        + 1
         for mib in PLAN["object_mib"]
         for latency in PLAN["latencies"]
     }
@@ -435,7 +438,6 @@ def cluster_plan(result):
         "core_bytes_per_second": core_rate,
         "get_serve_seconds": serve_seconds,
         "stored_bytes_per_get": stored_per_get,
-        "request_bytes_per_second": request_rate,
         "worker_bandwidth": worker_bandwidth,
         "in_flight_per_worker": in_flight,
         "gets_per_iteration": {
@@ -456,8 +458,8 @@ def render_plan(result):
         f"{p['read_cpu_seconds_per_gib_stored']:.2f} worker CPU s per GiB stored "
         f"({p['read_cpu_seconds_per_chunk']:.3f} s per chunk); compression "
         f"{p['compression_ratio']:.2f}x; one chunk GET served in {p['get_serve_seconds']:.3f} s "
-        f"({p['stored_bytes_per_get'] / 2**20:.1f} MiB, "
-        f"{p['request_bytes_per_second'] / 1e6:.0f} MB/s per request) with no injected latency",
+        f"({p['stored_bytes_per_get'] / 2**20:.1f} MiB) at the proxy, no injected latency, "
+        f"with the fit's reads in flight",
         f"* one core reads and computes {p['core_bytes_per_second'] / 1e6:.0f} MB/s of rows; a "
         f"worker's share of a 1 GB/s node with {p['assumed']['workers_per_node']} workers: "
         f"{p['worker_bandwidth'] / 1e6:.0f} MB/s",
