@@ -12,18 +12,21 @@ run:
 * **(a) overlap**, 50 ms per request and a 400 MB/s cap over all connections: the fit against
   max(reading every chunk alone at the library's concurrency, the same iteration on the rows
   persisted in the workers' memory). "Reading alone": each worker reads its half of the dask
-  chunks (as the fit's tasks read them, through zarr with the options) on ``1 + read-ahead
-  concurrency`` threads (:mod:`diaggmm_dist.read_ahead`'s, when the library has it; else 1).
-  Also shown: a dask pass that reads every chunk and computes nothing.
+  chunks (through the library's own dask array of the data, as the fit's tasks read them) on
+  ``1 + read-ahead concurrency`` threads (:mod:`diaggmm_dist.read_ahead`'s, when the library has
+  it; else 1), the better of two such reads. Also shown: the stored bytes' time at the cap.
 * **(b) restarts share the read**, same server settings: ``n_init=8`` against ``n_init=1``.
 * **(c) near local speed**, no latency and no cap: the fit against the same fit on the local Zarr
   store the data was copied from, with the moto server's and the proxy's CPU per iteration.
 * **(d) requests** from the proxy's log: per iteration (against the chunks of the array), and
   per checkpoint step of a fit with ``checkpoint=`` on the server.
 
+Then a 1 TB iteration on 32 and 256 workers, derived from this run's measured costs and the
+assumptions in :data:`PLAN` (:func:`cluster_plan`).
+
 Targets: (a) <= 1.2x, (b) <= 1.5x, (c) <= 1.3x. Writes ``bench/results/object_store.json``.
 
-    python bench/object_store.py             # 4M rows, 4 timed iterations per fit (~3 min)
+    python bench/object_store.py             # 4M rows, 2 rounds of 3 timed iterations (~4 min)
     python bench/object_store.py --quick     # 1M rows, 2 timed iterations
 """
 
