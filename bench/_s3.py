@@ -10,6 +10,7 @@ aggregate bandwidth cap, its request log.
 from __future__ import annotations
 
 import multiprocessing
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -159,3 +160,62 @@ def most_in_flight(log: list[dict]) -> int:
         level += step
         peak = max(peak, level)
     return peak
+
+
+def request_counts(logs, data_prefix, other_prefix=None):
+    """Per iteration: GETs of chunks under ``data_prefix``, HEADs there, and the requests under
+    ``other_prefix`` (a checkpoint's), medians over the iterations after the first.
+    """
+    rows = []
+    for log in logs:
+        rows.append(
+            {
+                "chunk_gets": sum(
+                    r["method"] == "GET" and r["path"].startswith(data_prefix + "/c/") for r in log
+                ),
+                "data_other": sum(
+                    r["path"].startswith(data_prefix)
+                    and not (r["method"] == "GET" and r["path"].startswith(data_prefix + "/c/"))
+                    for r in log
+                ),
+                "checkpoint": sum(r["path"].startswith(other_prefix) for r in log)
+                if other_prefix
+                else 0,
+                "checkpoint_methods": sorted(
+                    f"{r['method']} {r['path'][len(other_prefix) :]}"
+                    for r in log
+                    if r["path"].startswith(other_prefix)
+                )
+                if other_prefix
+                else [],
+                "all": len(log),
+                "most_in_flight": most_in_flight(log),
+                "get_seconds": [
+                    r["finished"] - r["started"]
+                    for r in log
+                    if r["method"] == "GET" and r["path"].startswith(data_prefix + "/c/")
+                ],
+                "get_bytes": sum(
+                    r["bytes"]
+                    for r in log
+                    if r["method"] == "GET" and r["path"].startswith(data_prefix + "/c/")
+                ),
+            }
+        )
+    later = rows[1:] or rows
+    return {
+        "per_iteration": rows,
+        "median": {
+            k: statistics.median(row[k] for row in later)
+            for k in (
+                "chunk_gets",
+                "data_other",
+                "checkpoint",
+                "all",
+                "most_in_flight",
+                "get_bytes",
+            )
+        },
+        # a chunk GET's time at the proxy, from its arrival to its last byte (latency included)
+        "get_seconds_median": statistics.median(t for row in later for t in row["get_seconds"]),
+    }

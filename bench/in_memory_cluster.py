@@ -50,9 +50,12 @@ def main():
     X = rng.normal(size=(args.rows, args.features)).astype(np.float32)
     model = (np.full(4, 0.25), rng.normal(size=(4, args.features)), np.ones((4, args.features)))
     times, blocks = {True: [], False: []}, {}
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster, Client(cluster):
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster),
+    ):
         for _ in range(args.rounds):
             for held in (True, False):
                 seconds, blocks[held] = timed_passes(X, model, args.passes, held)
