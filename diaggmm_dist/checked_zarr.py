@@ -44,9 +44,10 @@ from zarr.codecs.sharding import ShardingCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.codec_pipeline import BatchedCodecPipeline
 from zarr.core.sync import sync
-from zarr.storage import FsspecStore, LocalStore, StorePath
+from zarr.storage import FsspecStore, LocalStore, StorePath, WrapperStore
 
 from .bounded_files import NOT_REGULAR, FileTooLarge, NotARegularFile, regular_file_size
+from .locations import storage_access_error
 from .zarr_chunks import CorruptChunkError, blosc_frame_problem
 
 #: Slack of the read bound over twice a chunk's decoded size: codecs' headers (Blosc's 16 bytes,
@@ -98,7 +99,15 @@ def open_checked_array(store):
     FileNotFoundError
         No Zarr metadata at the root of ``store``.
     """
-    return sync(_open_checked_array(store))
+    try:
+        return sync(_open_checked_array(store))
+    except Exception as err:
+        hint = storage_access_error(
+            err, f"open the Zarr array at {_location(StorePath(store, ''))}"
+        )
+        if hint is not None:
+            raise hint from err
+        raise
 
 
 async def _open_checked_array(store):
@@ -164,6 +173,10 @@ class CheckedCodecPipeline(BatchedCodecPipeline):
             raise
         except Exception as err:
             if any(chunk.store_error is err for chunk, *_ in batch):
+                chunk = batch[0][0]
+                hint = storage_access_error(err, f"read {chunk.describe()}")
+                if hint is not None:
+                    raise hint from err
                 raise  # the store's own error (I/O, network), as it was: a retry may cure it
             chunk = batch[0][0]
             raise chunk.corrupt(f"zarr could not decode it ({type(err).__name__}: {err})") from err
@@ -281,12 +294,44 @@ class _CheckedChunk:
     def _chunk_text(self):
         return f"{tuple(self.spec.shape)} {self.spec.dtype.to_native_dtype()} chunk"
 
+    def key(self):
+        """This chunk's key in its array."""
+        key, prefix = self.store_path.path, self.pipeline.array_path
+        return key[len(prefix) + 1 :] if prefix and key.startswith(prefix + "/") else key
+
+    def describe(self):
+        """'chunk <key> of <array>', as errors name this chunk."""
+        return f"chunk {self.key()} of {self.pipeline.location}"
+
     def corrupt(self, what):
         """A :class:`CorruptChunkError` naming this chunk (its key in the array) and the array."""
-        key, prefix = self.store_path.path, self.pipeline.array_path
-        if prefix and key.startswith(prefix + "/"):
-            key = key[len(prefix) + 1 :]
-        return CorruptChunkError(key, self.pipeline.location, what)
+        return CorruptChunkError(self.key(), self.pipeline.location, what)
+
+
+class WholeReadsInOneRequest(WrapperStore):
+    """A store whose reads of whole objects are one request each: ranged from byte 0.
+
+    zarr asks a store for a whole object with no range, and s3fs then sends a HEAD for the
+    object's size before its GET; a ``bytes=0-`` range is one GET. For the arrays zarr reads
+    with its own pipeline (xarray's, through :func:`~diaggmm_dist.inputs.open_gridded`).
+
+    Parameters
+    ----------
+    store : zarr.abc.store.Store
+    """
+
+    async def get(self, key, prototype, byte_range=None):
+        """The value of ``key`` (see :meth:`zarr.abc.store.Store.get`)."""
+        return await self._store.get(key, prototype, _whole(byte_range))
+
+    async def get_partial_values(self, prototype, key_ranges):
+        """The values of ``key_ranges`` (see :meth:`zarr.abc.store.Store.get_partial_values`)."""
+        wanted = [(key, _whole(byte_range)) for key, byte_range in key_ranges]
+        return await self._store.get_partial_values(prototype, wanted)
+
+
+def _whole(byte_range):
+    return OffsetByteRequest(0) if byte_range is None else byte_range
 
 
 def is_local(array) -> bool:

@@ -23,6 +23,64 @@ StorageOptions = Mapping[str, Any]
 #: Option names whose values are secrets: shown as ``***`` in messages and reprs.
 SECRET_WORDS = ("key", "secret", "token", "password", "credential", "session", "sas")
 
+#: Errors (by class name, the clients being optional) that mean "no credentials, or no way to
+#: the endpoint": botocore's, aiohttp's, google-auth's and azure-core's.
+ACCESS_ERRORS = frozenset(
+    {
+        "NoCredentialsError",
+        "PartialCredentialsError",
+        "CredentialRetrievalError",
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ClientConnectorError",
+        "DefaultCredentialsError",
+        "ClientAuthenticationError",
+    }
+)
+
+
+class StorageAccessError(PermissionError):
+    """Object storage refused or could not be reached: the message says how options travel."""
+
+
+def _process_text() -> str:
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return "This process"
+    return f"Dask worker {worker.address}"
+
+
+def storage_access_error(err: BaseException, doing: str) -> StorageAccessError | None:
+    """A :class:`StorageAccessError` explaining ``err`` if it is a credentials or endpoint error.
+
+    Parameters
+    ----------
+    err : BaseException
+        What the storage client raised.
+    doing : str
+        What failed, e.g. ``"read chunk c/0/0 of s3://bucket/X"``.
+
+    Returns
+    -------
+    StorageAccessError or None
+        None for any other error (it is raised as it came).
+    """
+    names = {cls.__name__ for cls in type(err).__mro__}
+    if not (names & ACCESS_ERRORS or isinstance(err, PermissionError)):
+        return None
+    if isinstance(err, StorageAccessError):
+        return err
+    return StorageAccessError(
+        f"Could not {doing}: {type(err).__name__}: {err}. {_process_text()} opens object storage "
+        "with the storage options given to the library, which travel with the tasks, and with "
+        "its own environment (credentials, endpoint variables, instance role). Pass the "
+        "endpoint and credentials as storage_options (--storage-option on the command line), "
+        "or give every worker credentials of its own (README, 'Data in object storage')."
+    )
+
 
 def is_local_url(url: str | os.PathLike) -> bool:
     """True for a local path (plain or ``file://``), False for other fsspec URLs."""

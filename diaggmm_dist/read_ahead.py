@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -244,6 +245,17 @@ def _release(n):
     if n:
         with _lock:
             _pending -= n
+
+
+def _after_fork():
+    # a forked child has none of its parent's threads: new pools, nothing pending
+    global _lock, _pending
+    _lock, _pending = threading.Lock(), 0
+    _executors.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def _executor(concurrency) -> ThreadPoolExecutor:

@@ -22,7 +22,7 @@ from conftest import mixture_data
 
 import diaggmm_dist
 from diaggmm_dist import DiagGMM, engine
-from diaggmm_dist.stores import lease
+from diaggmm_dist.stores import checkpoint_steps, lease
 from diaggmm_dist.stores.checkpoint import (
     KEEP,
     CheckpointError,
@@ -106,15 +106,16 @@ def edit_json(path, change):
 
 
 def edit_restart(step, key, value, restart=0):
-    """Set (or with ``value`` None, delete) attribute ``key`` of one restart's array in ``step``."""
+    """Set (or with ``value`` None, delete) attribute ``key`` of one restart in ``step`` (its
+    entry in the step's mark ``restarts``)."""
 
     def change(meta):
         if value is None:
-            del meta["attributes"][key]
+            del meta["attributes"]["restarts"][restart][key]
         else:
-            meta["attributes"][key] = value
+            meta["attributes"]["restarts"][restart][key] = value
 
-    return lambda url: edit_json(url / step / f"restart-{restart}" / "zarr.json", change)
+    return lambda url: edit_json(url / step / "zarr.json", change)
 
 
 def set_pointer(value):
@@ -127,12 +128,25 @@ def set_pointer(value):
     return lambda url: edit_json(url / "zarr.json", change)
 
 
-def chunk_of(url, step, restart=0):
-    return next(
-        p
-        for p in (url / step / f"restart-{restart}").rglob("*")
-        if p.is_file() and p.name != "zarr.json"
+def chunk_of(url, step):
+    """The one chunk of the step's array ``planes`` (every restart's means, covariances and
+    precisions)."""
+    (chunk,) = (
+        p for p in (url / step / "planes").rglob("*") if p.is_file() and p.name != "zarr.json"
     )
+    return chunk
+
+
+def fill_planes(step, restart, value, plane=0):
+    """Set one value of ``restart``'s means (``plane`` 0) or covariances (1) in ``step`` to
+    ``value`` (rewriting the chunk)."""
+
+    def tamper(url):
+        planes = zarr.open_array(str(url / step / "planes"), mode="r+")
+        # K=3, D=4: each restart's 3 x 12 values, in order
+        planes[36 * restart + 12 * plane + 5] = value
+
+    return tamper
 
 
 DELETE = object()
@@ -170,16 +184,16 @@ FALLBACKS = [
         "step-00000006 is unusable",
     ),
     (
-        "garbage zarr.json of an array",
-        lambda u: (u / NEWEST / "restart-1" / "zarr.json").write_text("}"),
+        "garbage zarr.json of the array",
+        lambda u: (u / NEWEST / "planes" / "zarr.json").write_text("}"),
         OLDER,
         "step-00000006 is unusable",
     ),
     (
-        "an array deleted",
-        lambda u: shutil.rmtree(u / NEWEST / "restart-1"),
+        "the array deleted",
+        lambda u: shutil.rmtree(u / NEWEST / "planes"),
         OLDER,
-        r"incomplete.*1 restart",
+        "step-00000006: array 'planes' is missing",
     ),
     (
         "an array's chunk truncated",
@@ -187,7 +201,24 @@ FALLBACKS = [
         OLDER,
         "could not be read",
     ),
-    ("an array's chunk deleted", lambda u: chunk_of(u, NEWEST, 1).unlink(), OLDER, "holds NaN"),
+    (
+        "the array's chunk deleted",
+        lambda u: chunk_of(u, NEWEST).unlink(),
+        OLDER,
+        "step-00000006/restart-0: array 'planes' holds NaN",
+    ),
+    (
+        "a NaN in the second restart's planes",
+        fill_planes(NEWEST, 1, np.nan),
+        OLDER,
+        r"step-00000006/restart-1: array 'planes' holds NaN or infinite values \(1 of 36",
+    ),
+    (
+        "a negative variance in the second restart's planes",
+        fill_planes(NEWEST, 1, -1.0, plane=1),
+        OLDER,
+        "step-00000006/restart-1: array 'covariances' has 1 value",
+    ),
     (
         "an array's chunk of zeros",
         lambda u: chunk_of(u, NEWEST).write_bytes(bytes(chunk_of(u, NEWEST).stat().st_size)),
@@ -198,13 +229,43 @@ FALLBACKS = [
         "the completion mark missing (a crash before it)",
         lambda u: edit_json(u / NEWEST / "zarr.json", lambda m: m["attributes"].pop("restarts")),
         OLDER,
-        "incomplete: its mark 'restarts' is None",
+        "incomplete: its mark 'restarts' is None, not a list of restarts",
     ),
     (
         "the completion mark wrong",
         lambda u: edit_json(u / NEWEST / "zarr.json", lambda m: m["attributes"].update(restarts=3)),
         OLDER,
+        "incomplete: its mark 'restarts' is 3, not a list",
+    ),
+    (
+        "the completion mark an empty list",
+        lambda u: edit_json(
+            u / NEWEST / "zarr.json", lambda m: m["attributes"].update(restarts=[])
+        ),
+        OLDER,
         "incomplete",
+    ),
+    (
+        "a restart dropped from the mark",
+        lambda u: edit_json(u / NEWEST / "zarr.json", lambda m: m["attributes"]["restarts"].pop()),
+        OLDER,
+        r"step-00000006: array 'planes' has shape \(72,\), expected \(36,\)",
+    ),
+    (
+        "the restarts swapped in the mark",
+        lambda u: edit_json(
+            u / NEWEST / "zarr.json", lambda m: m["attributes"]["restarts"].reverse()
+        ),
+        OLDER,
+        "step-00000006/restart-0: attribute 'restart' is 1",
+    ),
+    (
+        "a restart's state not an object",
+        lambda u: edit_json(
+            u / NEWEST / "zarr.json", lambda m: m["attributes"]["restarts"].__setitem__(1, [1])
+        ),
+        OLDER,
+        "step-00000006/restart-1: its attributes are",
     ),
     (
         "an iteration that disagrees with its lower bounds",
@@ -378,6 +439,27 @@ def test_a_null_pointer_resumes_from_the_newest_complete_step_and_deletes_nothin
     assert_identical(model, straight)
     assert passes == FROM[OLDER] and warned == []  # not a corruption of anything committed: logged
     assert "step-00000006 is unusable" in caplog.text
+
+
+def test_planes_of_several_chunks_resume_bit_for_bit_and_a_lost_one_names_its_restart(
+    X, straight, tmp_path, monkeypatch
+):
+    # large models: the planes of a step span chunks of PLANE_CHUNK values (here 10 of 72)
+    monkeypatch.setattr(checkpoint_steps, "PLANE_CHUNK", 10)
+    url = tmp_path / "chunked.zarr"
+    DiagGMM(**PARTIAL).fit(X, checkpoint=str(url))
+    chunks = sorted(int(p.name) for p in (url / NEWEST / "planes" / "c").iterdir())
+    assert chunks == list(range(8))
+    model, passes, warned = resume(X, url, monkeypatch)
+    assert_identical(model, straight)
+    assert passes == FROM[NEWEST] and warned == []
+    # values 40-49 are restart 1's (restart 0 holds 0-35): a lost chunk is a NaN there
+    (url / "step-00000010" / "planes" / "c" / "4").unlink()
+    identity = zarr.open_group(str(url), mode="r").attrs["identity"]
+    with Checkpoints(url, identity, lease=False) as store:
+        with pytest.warns(CorruptCheckpointWarning, match="step-00000010/restart-1: .*holds NaN"):
+            states = store.latest()
+    assert [s.iteration for s in states] == [9, 9]
 
 
 def test_a_broken_pointer_never_deletes_the_steps(X, stopped, monkeypatch):

@@ -164,13 +164,17 @@ def test_check_in_memory_refuses_what_the_first_pass_refuses():
 
 
 def test_the_checkpoint_format_keeps_its_restart_names(X, tmp_path):
-    # TrainingState.index is stored as before: arrays "restart-<i>" with attribute "restart"
+    # TrainingState.index is stored as the attribute "restart" of each restart, in order; the
+    # restarts' planes (here of two shapes) share one array
     url = tmp_path / "names.zarr"
     _run(X, [2, 3], EMSettings(tol=1e-3, max_iter=2), checkpoint=url)
     root = zarr.open_group(str(url), mode="r")
     step = root[root.attrs["latest"]]
-    assert sorted(step.array_keys()) == ["restart-0", "restart-1"]
-    assert [step[f"restart-{i}"].attrs["restart"] for i in (0, 1)] == [0, 1]
+    assert sorted(step.array_keys()) == ["planes"]
+    restarts = step.attrs["restarts"]
+    assert [r["restart"] for r in restarts] == [0, 1]
+    assert [r["shape"] for r in restarts] == [[2, X.shape[1]], [3, X.shape[1]]]
+    assert step["planes"].shape == (3 * 5 * X.shape[1],)
 
 
 def test_a_warm_start_in_blocks_equals_one_warm_fit(X, tmp_path):

@@ -3,10 +3,11 @@ uninterrupted one.
 
 The child (:data:`CHILD`) runs ``DiagGMM.fit`` on a checkpoint and parks itself at one chosen
 point: at the start of data pass ``n`` (every pass of the fit: the initialization's and the 12
-iterations'), inside a checkpoint write (after its first array, before the step's completion
-mark, before the pointer), or after the last iteration. There it writes a marker file and
-sleeps; the parent kills it with a real SIGKILL (no ``finally``, no ``atexit``, the lease's
-heartbeat thread dies mid-beat) and resumes the fit in this process on the same checkpoint:
+iterations'), inside a checkpoint write (after its array's metadata, before its chunk; before
+the step's completion mark; before the pointer), or after the last iteration. There it writes
+a marker file and sleeps; the parent kills it with a real SIGKILL (no ``finally``, no
+``atexit``, the lease's heartbeat thread dies mid-beat) and resumes the fit in this process on
+the same checkpoint:
 it must take over the dead holder's lease without help, run only the passes not committed,
 and end with exactly (bit for bit, float64) the model of an uninterrupted fit.
 """
@@ -75,10 +76,10 @@ writing = lambda: kind == "write" and saves[0] == number
 
 real_put_keys = checkpoint.put_keys
 def put_keys(store, files):
-    # a step is written in three calls: its arrays, its mark (its zarr.json), the pointer
-    if writing() and phase == "after the first array" and any("/restart-1/" in k for k in files):
-        real_put_keys(store, {k: v for k, v in files.items() if "/restart-0/" in k})
-        park(f"write {number}, before restart-1")
+    # a step is written in three calls: its array's files, its mark (its zarr.json), the pointer
+    if writing() and phase == "inside the array" and any("/planes/" in k for k in files):
+        real_put_keys(store, {k: v for k, v in files.items() if k.endswith("/planes/zarr.json")})
+        park(f"write {number}, before the chunk of 'planes'")
     if writing() and phase == "before the mark" and any(k.count("/") == 1 for k in files):
         park(f"write {number}, before 'restarts'")
     if writing() and phase == "before the pointer" and "zarr.json" in files:
@@ -212,9 +213,7 @@ def test_sigkill_after_the_last_checkpoint(data, straight, tmp_path, monkeypatch
 @pytest.mark.parametrize(
     "write", [1, 2, PASSES]
 )  # the first write (null pointer), the first after a commit, the last
-@pytest.mark.parametrize(
-    "phase", ["after the first array", "before the mark", "before the pointer"]
-)
+@pytest.mark.parametrize("phase", ["inside the array", "before the mark", "before the pointer"])
 def test_sigkill_inside_a_checkpoint_write(
     data, straight, tmp_path, monkeypatch, caplog, write, phase
 ):

@@ -77,6 +77,13 @@ def test_a_chunk_costs_one_get_and_no_head(s3):
     assert chunks == sorted(s3.log_path(f"rows.zarr/c/{i}/0") for i in range(8))
     # one ranged GET per chunk, bounded: no HEAD for the size first
     assert all(r.range and r.range.startswith("bytes=0-") for r in log)
+    # a few rows read only their chunks (reads ahead are for the engine's passes only)
+    s3.proxy.clear()
+    np.testing.assert_array_equal(engine.take_rows(array, [0, 1999]), X[[0, 1999]])
+    assert sorted(r.path for r in s3.proxy.log) == [
+        s3.log_path("rows.zarr/c/0/0"),
+        s3.log_path("rows.zarr/c/7/0"),
+    ]
 
 
 def test_a_fit_from_the_url_is_the_fit_of_the_same_rows_in_memory(s3):
@@ -108,7 +115,7 @@ def test_sharded_arrays_read_inner_chunks_with_ranged_requests(s3):
     assert sum(r.bytes for r in gets) < shard_bytes / 3
     assert sum(r.bytes for r in gets) >= 500 * 4 * 8
 
-    # dask chunks as large as shards read each shard whole, in one request
+    # dask chunks of whole shards (chunk_size a multiple of them) read each in one request
     whole = as_row_chunked(s3.url("sharded.zarr"), 2000, s3.storage_options)
     assert whole.chunks[0] == (2000, 2000)
     s3.proxy.clear()
@@ -131,7 +138,11 @@ def test_gridded_stores_on_s3_open_with_the_options(s3):
         s3.url("grid.zarr"), features=["a", "b"], storage_options=s3.storage_options
     )
     assert samples.sample_dims == ("y", "x")
+    s3.proxy.clear()
     (values,) = engine.compute(samples.array)
+    # one GET per chunk (2 variables, 2 chunks each), no HEAD
+    assert not s3.proxy.requests("HEAD")
+    assert len(s3.proxy.requests("GET", "/c/")) == 4
     expected = np.stack([data["a"].values, data["b"].values], axis=-1)
     np.testing.assert_array_equal(values, expected)
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -250,17 +251,26 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_one_before(data, tmp_path):
     _identical(again, straight)
 
 
-def test_a_checkpoint_of_another_format_version_is_refused(data, tmp_path):
+@pytest.mark.parametrize("shift", [-1, 1])
+def test_a_checkpoint_of_another_format_version_is_refused(data, tmp_path, shift):
     from diaggmm_dist.stores.checkpoint import FORMAT_VERSION
 
     url = str(tmp_path / "ckpt.zarr")
     DiagGMM(3, random_state=0, max_iter=2).fit(data, checkpoint=url)
-    zarr.open_group(url, mode="r+").attrs["format_version"] = FORMAT_VERSION - 1
+    # e.g. a format 4 checkpoint (one array per restart) met by format 5 (one per step)
+    zarr.open_group(url, mode="r+").attrs["format_version"] = FORMAT_VERSION + shift
+    files = {p: p.read_bytes() for p in Path(url).rglob("*") if p.is_file()}
+    older = " \\(written by an older diaggmm-dist\\)" if shift < 0 else ""
     with pytest.raises(
-        CheckpointMismatchError, match=f"format version {FORMAT_VERSION - 1}.*overwrite_checkpoint"
+        CheckpointMismatchError,
+        match=f"The checkpoint at '{re.escape(url)}' has format version {FORMAT_VERSION + shift}"
+        f"{older}; this version of diaggmm-dist reads version {FORMAT_VERSION} only, and cannot "
+        "resume it: pass overwrite_checkpoint=True .* or use another checkpoint URL",
     ):
         DiagGMM(3, random_state=0, max_iter=2).fit(data, checkpoint=url)
+    assert {p: p.read_bytes() for p in Path(url).rglob("*") if p.is_file()} == files
     DiagGMM(3, random_state=0, max_iter=2).fit(data, checkpoint=url, overwrite_checkpoint=True)
+    assert zarr.open_group(url, mode="r").attrs["format_version"] == FORMAT_VERSION
 
 
 def test_checkpoints_work_on_fsspec_urls(data):

@@ -146,10 +146,8 @@ def as_row_chunked(
         # what zarr reads is checked chunk by chunk, its errors name the chunk
         X = checked_zarr.checked_array(X)
         target = chunk_size or default_chunk_rows(X.shape[1], X.dtype.itemsize)
-        # whole Zarr chunks (whole shards when they fit): each is read once, in one request
-        shard_rows = X.shards[0] if X.shards is not None else None
-        zarr_rows = shard_rows if shard_rows and shard_rows <= target else X.chunks[0]
-        rows = max(1, target // zarr_rows) * zarr_rows
+        zarr_rows = X.chunks[0]  # of a sharded array: its inner chunks, read with ranges
+        rows = max(1, target // zarr_rows) * zarr_rows  # whole Zarr chunks: each is read once
         direct = zarr_chunks.direct_rows(X)
         if direct is not None:  # the same chunks, read without zarr's extra copy (zarr_chunks)
             array = _from_reader(direct, rows, dask.base.tokenize(direct))

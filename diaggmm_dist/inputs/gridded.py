@@ -12,6 +12,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
+from .. import checked_zarr
 from ..locations import Location, StorageOptions, location
 from .arrays import check_shape_and_dtype, default_chunk_rows, in_memory_array
 from .samples import Samples
@@ -124,6 +125,8 @@ def open_gridded(
             data = xr.open_dataset(fs.open(path, "rb"), chunks={}, decode_times=False)
     else:
         store = where.zarr_store(read_only=True)
+        if not where.is_local:  # one GET per chunk, no HEAD before it
+            store = checked_zarr.WholeReadsInOneRequest(store)
         data = xr.open_zarr(store, consolidated=False, decode_times=False)
     if len(data.data_vars) == 1:
         return data[next(iter(data.data_vars))]

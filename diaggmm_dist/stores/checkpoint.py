@@ -5,28 +5,28 @@ Layout::
     checkpoint.zarr/
         zarr.json          attributes: format, format_version, identity (configuration and
                            data fingerprint), latest (the pointer: the newest committed step)
-        step-00000007/     one complete training state: a group with one array per restart
-            zarr.json      (restarts run side by side); its attribute ``restarts``, written
-            restart-0      last, says the step is complete. Each array is float64 of shape
-            restart-1      (3, K, D): means, covariances and precisions; its attributes hold
-            ...            the rest: weights, restart, iteration, lower_bounds, finished,
-                           converged, n_reseeded, rng (the random generator's state after the
-                           initialization)
+        step-00000007/     one complete training state of every restart (run side by side):
+            zarr.json      its attribute ``restarts``, written last, says the step is complete
+                           and holds each restart's weights, shape [K, D], restart, iteration,
+                           lower_bounds, finished, converged, n_reseeded and rng (the random
+                           generator's state after the initialization)
+            planes/        float64, flat: each restart's means, covariances and precisions
+                           (3 x K x D values), restart after restart
     checkpoint.zarr.lease  while a fit runs: who holds the checkpoint (:mod:`.lease`)
 
 A checkpoint is written as a new ``step-*`` group, rendered in memory and written one file
-each (its arrays side by side, then its zarr.json, which marks it complete); only then is the
-root's ``latest`` pointer rewritten (one small write, atomic on local disks where Zarr writes
+each (its array's files side by side, then its zarr.json, which marks it complete); only then
+is the root's ``latest`` pointer rewritten (one small write, atomic on local disks where Zarr writes
 files by rename, and a single PUT on object stores). A crash at any instant therefore leaves
 the previous pointer and its step intact. A step newer than the pointer is debris of such a
 crash: it is removed (with a logged warning) before the next step is written. The ``KEEP``
 newest usable steps are kept; no other step is ever deleted except by ``overwrite``.
 
 The file system and store are opened once per run, and the root's attributes are read once
-and then kept as written: on an object store a step of one restart costs one GET (the lease's
-check) and four PUTs, plus one bulk delete when an old step is retired (and one listing
-first if an earlier run wrote it); two PUTs more per further restart. Nothing just written
-is read back.
+and then kept as written: on an object store a step costs one GET (the lease's check) and
+four PUTs, whatever the number of restarts (one PUT more per 64 MiB of planes), plus one bulk
+delete when an old step is retired (and one listing first if an earlier run wrote it).
+Nothing just written is read back.
 
 On resume every step is validated (:func:`~.checkpoint_steps.read_step`); one that fails is
 skipped with a :class:`CorruptCheckpointWarning`, falling back to the one before it. A pointer
@@ -360,7 +360,7 @@ class Checkpoints:
         files = step_files(name, states)
         mark = f"{name}/zarr.json"
         complete = {mark: files.pop(mark)}
-        put_keys(self._store, files)  # the arrays, side by side
+        put_keys(self._store, files)  # the array's metadata and chunks, side by side
         put_keys(self._store, complete)  # then the step's mark
         self._written[name] = [*files, mark]
         self._write_root(dict(self._attrs, latest=name))  # the commit point

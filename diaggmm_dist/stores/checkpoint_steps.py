@@ -1,16 +1,17 @@
 """The files of a training checkpoint: its root's identity, and its steps, written, validated
 and retired.
 
-A step ``step-NNNNNNNN`` holds one float64 array ``restart-<i>`` of shape (3, K, D) per
-restart (means, covariances and precisions), its attributes holding the rest of the restart's
-:class:`~diaggmm_dist.state.TrainingState`; the step's attribute ``restarts`` (in its
-zarr.json, written last) marks it complete. A step is rendered in memory
-(:func:`step_files`) and written one PUT per file on object stores. :mod:`.checkpoint`
-decides which step to read or write.
+A step ``step-NNNNNNNN`` holds one flat float64 array ``planes``: every restart's means,
+covariances and precisions (3 x K x D values each, K and D its own), restart after restart.
+Its zarr.json's attribute ``restarts`` (written last, the step's completion mark) lists the
+rest of each restart's :class:`~diaggmm_dist.state.TrainingState` in order, its ``shape``
+[K, D] placing its planes. A step is rendered in memory (:func:`step_files`) and written one
+PUT per file on object stores: as many files however many restarts. :mod:`.checkpoint` decides
+which step to read or write.
 
-A step is valid with readable metadata, the completion mark, finite arrays of the right shapes,
-attributes of the right types, and an iteration and a ``converged`` flag that match its
-lower-bound history.
+A step is valid with readable metadata, the completion mark, finite planes of the right sizes,
+attributes of the right types, and for every restart an iteration and a ``converged`` flag that
+match its lower-bound history.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from __future__ import annotations
 import json
 import numbers
 import re
+import reprlib
 import shutil
 
 import numpy as np
 
 from ..state import TrainingState
-from .model_checks import ModelStoreError, check_mixture, read_array
+from .model_checks import ModelStoreError, check_mixture, check_values
 from .zarr_groups import NotAGroupError, rendered, root_node
 
 __all__ = [
@@ -41,11 +43,13 @@ __all__ = [
 ]
 
 FORMAT = "diaggmm-dist-checkpoint"
-#: 4: steps carry the completion mark ``restarts``.
-FORMAT_VERSION = 4
+#: 4: steps carry the completion mark ``restarts``. 5: one array ``planes`` per step (not
+#: per restart), the restarts' state in the step's attributes.
+FORMAT_VERSION = 5
 #: Names of steps; their number orders them.
 STEP_NAME = re.compile(r"^step-(\d{8})$")
-_RESTART = re.compile(r"^restart-(\d+)$")
+#: Values per chunk of ``planes`` (64 MiB): each chunk is one PUT below s3fs's multipart size.
+PLANE_CHUNK = 2**23
 
 
 def normalized(value):
@@ -101,10 +105,14 @@ def identity_problem(url: str, attrs: dict, identity: dict | None) -> str | None
     of any run of this format), or None."""
     if attrs.get("format") != FORMAT:
         return f"{url!r} exists and is not a diaggmm-dist checkpoint"
-    if attrs.get("format_version") != FORMAT_VERSION:
+    version = attrs.get("format_version")
+    if version != FORMAT_VERSION:
+        older = _is_int(version) and version < FORMAT_VERSION
         return (
-            f"The checkpoint at {url!r} has format version {attrs.get('format_version')!r}; this "
-            f"version of diaggmm-dist reads version {FORMAT_VERSION} only"
+            f"The checkpoint at {url!r} has format version {version!r}"
+            + (" (written by an older diaggmm-dist)" if older else "")
+            + f"; this version of diaggmm-dist reads version {FORMAT_VERSION} only, and cannot "
+            "resume it"
         )
     if identity is not None and attrs.get("identity") != identity:
         stored = attrs.get("identity") if isinstance(attrs.get("identity"), dict) else {}
@@ -206,9 +214,8 @@ def _check_history(attrs, restart, offset, tol, where):
         )
     if attrs["converged"] and not attrs["finished"]:
         raise ModelStoreError(f"{where}: converged but not finished")
-    if _is_number(
-        tol
-    ):  # converged exactly when the fit's own test says so (a flipped flag ends or extends the fit)
+    # converged exactly when the fit's own test says so (a flipped flag ends or extends the fit)
+    if _is_number(tol):
         change = abs(bounds[-1] - bounds[-2]) if len(bounds) >= 2 else np.inf
         if attrs["converged"] != bool(change < tol):
             raise ModelStoreError(
@@ -242,42 +249,66 @@ def read_step(root, name: str, identity: dict) -> list[TrainingState]:
         group = root[name]
     except KeyError:
         raise ModelStoreError(f"checkpoint {name} is missing") from None
-    restarts = sorted(
-        (key for key in group.array_keys() if _RESTART.match(key)), key=lambda key: int(key[8:])
-    )
-    if [int(key[8:]) for key in restarts] != list(range(len(restarts))) or not restarts:
-        raise ModelStoreError(f"checkpoint {name} holds the restarts {restarts}, not 0, 1, ...")
-    marked = group.attrs.get("restarts")
-    if not _is_int(marked, 1) or marked != len(restarts):
+    restarts = group.attrs.get("restarts")
+    if not (isinstance(restarts, list) and restarts):
         raise ModelStoreError(
-            f"checkpoint {name} is incomplete: its mark 'restarts' is {marked!r}, and it holds "
-            f"{len(restarts)} restart(s)"
+            f"checkpoint {name} is incomplete: its mark 'restarts' is "
+            f"{reprlib.repr(restarts)}, not a list of restarts"
         )
+    shapes = [_shape(attrs, f"checkpoint {name}/restart-{i}") for i, attrs in enumerate(restarts)]
+    ends = np.cumsum([3 * k * d for k, d in shapes]).tolist()
+    planes = _read_planes(group, ends[-1], f"checkpoint {name}")
     config = identity.get("config") or {}
     # a warm start's history begins with the lower bound of the model it started from
     offset = 1 if config.get("warm_start_from") is not None else 0
-    return [
-        _read_restart(group, f"{name}/{key}", key, offset, config.get("tol")) for key in restarts
-    ]
+    states = []
+    for i, ((k, d), end) in enumerate(zip(shapes, ends)):
+        own = planes[end - 3 * k * d : end].reshape(3, k, d)
+        where = f"checkpoint {name}/restart-{i}"
+        states.append(_read_restart(restarts[i], own, i, where, offset, config.get("tol")))
+    return states
 
 
-def _read_restart(group, where, key, offset, tol):
-    where = f"checkpoint {where}"
-    attrs = dict(group[key].attrs)
+def _shape(attrs, where):
+    """``(K, D)`` of one restart's attributes ``attrs`` (checked)."""
+    if not isinstance(attrs, dict):
+        raise ModelStoreError(f"{where}: its attributes are {reprlib.repr(attrs)}, not an object")
     shape = attrs.get("shape")
     if not (isinstance(shape, list) and len(shape) == 2 and all(_is_int(v, 1) for v in shape)):
         raise ModelStoreError(f"{where}: attribute 'shape' is {shape!r}, not [K, D]")
-    k, d = shape
-    planes = read_array(group, key, (3, k, d), where)
+    return shape[0], shape[1]
+
+
+def _read_planes(group, size, where):
+    """The step's array ``planes`` as float64, checked to hold ``size`` values (their
+    finiteness is checked restart by restart)."""
+    try:
+        value = np.asarray(group["planes"][...], dtype=np.float64)
+    except KeyError:
+        raise ModelStoreError(f"{where}: array 'planes' is missing.") from None
+    except Exception as err:  # a truncated or corrupt chunk fails in the codec
+        raise ModelStoreError(
+            f"{where}: array 'planes' could not be read ({type(err).__name__}: {err})."
+        ) from err
+    if value.shape != (size,):
+        raise ModelStoreError(
+            f"{where}: array 'planes' has shape {value.shape}, expected ({size},)."
+        )
+    return value
+
+
+def _read_restart(attrs, planes, restart, where, offset, tol):
+    k, d = planes.shape[1:]
+    check_values(planes, "planes", (3, k, d), where)
     weights = attrs.get("weights")
     if not (
         isinstance(weights, list) and len(weights) == k and all(_is_number(v) for v in weights)
     ):
         raise ModelStoreError(f"{where}: attribute 'weights' is not {k} finite numbers")
     weights = np.asarray(weights, dtype=np.float64)
-    means, covariances, precisions = planes[0], planes[1], planes[2]
+    means, covariances, precisions = planes[0].copy(), planes[1].copy(), planes[2].copy()
     check_mixture(weights, means, covariances, where)
-    _check_history(attrs, int(key[8:]), offset, tol, where)
+    _check_history(attrs, restart, offset, tol, where)
     rng = attrs.get("rng")
     if not (
         isinstance(rng, dict)
@@ -317,30 +348,35 @@ def step_files(name: str, states) -> dict[str, bytes]:
     """The files of the step ``name`` holding ``states`` (one :class:`TrainingState` per
     restart): keys under the checkpoint's root and their bytes, rendered in memory.
 
-    Written in place in any order but the step's ``zarr.json`` last: it holds the mark
-    ``restarts``, and a step without it is incomplete.
+    The same few files for any number of restarts: the array ``planes`` (its zarr.json and its
+    chunks, one for up to ``PLANE_CHUNK`` values) and the step's zarr.json. Written in place in
+    any order but the step's ``zarr.json`` last: it holds the mark ``restarts``, and a step
+    without it is incomplete.
     """
+    states = sorted(states, key=lambda state: state.index)  # restart i is the i-th
+    planes = np.concatenate(
+        [
+            np.asarray([s.means, s.covariances, s.precisions], dtype=np.float64).ravel()
+            for s in states
+        ]
+    )
 
     def write(group):
-        for state in states:
-            planes = np.asarray(
-                [state.means, state.covariances, state.precisions], dtype=np.float64
-            )
-            # NaN fill: an array whose chunk never got written fails validation, not reads as 0
-            group.create_array(
-                f"restart-{state.index}",
-                data=planes,
-                chunks=planes.shape,
-                fill_value=np.nan,
-                attributes=_attributes(state),
-            )
+        # NaN fill: a chunk never written fails validation, not reads as 0
+        group.create_array(
+            "planes",
+            data=planes,
+            chunks=(min(planes.size, PLANE_CHUNK),),
+            fill_value=np.nan,
+        )
 
-    files = rendered(write, {"restarts": len(states)})  # the step is complete
+    # the restarts' state: the step's completion mark
+    files = rendered(write, {"restarts": [_attributes(state) for state in states]})
     return {f"{name}/{key}": data for key, data in files.items()}
 
 
 def _attributes(state):
-    """The JSON attributes of one restart's array: everything of ``state`` but the three planes."""
+    """The JSON attributes of one restart: everything of ``state`` but the three planes."""
     _, keys, pos, has_gauss, cached = state.random_state
     return normalized(
         {

@@ -35,6 +35,7 @@ import uuid
 from datetime import datetime, timezone
 
 from ..locations import Location, location
+from .zarr_groups import cat_whole
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ class Lease:
     def _read(self):
         """The lease file's record: None when there is none, ``{}`` when it is not JSON."""
         try:
-            raw = self._cat()
+            raw = cat_whole(self.fs, self.path)
         except (
             FileNotFoundError,
             NotADirectoryError,
@@ -224,15 +225,6 @@ class Lease:
             return json.loads(raw)
         except ValueError:  # empty, truncated or binary: not a lease this library wrote
             return {}
-
-    def _cat(self):
-        """The lease file's bytes: one GET on object stores."""
-        try:  # a range from 0: s3fs sends no HEAD first, as it does for a whole-file read
-            return self.fs.cat_file(self.path, start=0)
-        except (FileNotFoundError, NotADirectoryError):
-            raise
-        except OSError:  # an empty object has no byte 0 (HTTP 416)
-            return self.fs.cat_file(self.path)
 
     def _write(self, exclusive):
         """Write this lease's record; with ``exclusive``, only if no lease file exists.

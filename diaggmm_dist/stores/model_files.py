@@ -20,7 +20,7 @@ from zarr.core.sync import sync
 from zarr.storage import MemoryStore
 
 from ..bounded_files import FileTooLarge, NotARegularFile, read_bounded
-from ..locations import location
+from ..locations import location, storage_access_error
 from .model_checks import ModelStoreError, check_values, shorten
 from .model_record import CHECKED_VERSION
 
@@ -104,7 +104,16 @@ class StoreFiles:
                 f"{self.where}: {key} holds {err.size} bytes, more than the {limit} {what} can "
                 "take: refusing to read it."
             ) from None
-        except OSError as err:  # a symlink loop, a permission error
+        except Exception as err:  # a symlink loop, a permission error, no credentials
+            hint = (
+                None
+                if self.location.is_local
+                else storage_access_error(err, f"read {key} of {self.where}")
+            )
+            if hint is not None:
+                raise hint from err
+            if not isinstance(err, OSError):
+                raise
             raise ModelStoreError(f"{self.where}: {key} cannot be read ({err}).") from err
         self.read_keys[key] = data
         return data

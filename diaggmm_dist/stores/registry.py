@@ -36,6 +36,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from ..locations import Location, StorageOptions, location
+from .zarr_groups import cat_whole
 
 FORMAT = "diaggmm-dist-registry"
 FORMAT_VERSION = 1
@@ -148,7 +149,7 @@ class ModelRegistry:
                 with open(path, "rb") as handle:
                     raw = handle.read()
             else:
-                raw = self._fs.cat_file(path)
+                raw = cat_whole(self._fs, path)
         except FileNotFoundError:
             return None
         where = f"{self.root}/{'/'.join(parts)}"

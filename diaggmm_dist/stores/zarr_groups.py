@@ -13,7 +13,7 @@ import zarr
 from zarr.codecs import BloscCodec
 from zarr.errors import ContainsArrayError, GroupNotFoundError
 
-from ..locations import Location, location
+from ..locations import Location, location, storage_access_error
 
 #: Codec of the large arrays the project writes (synthetic feature data, per-row scores):
 #: Blosc LZ4, clevel 5, byte shuffle (zarr v2's old default). An out-of-core EM iteration
@@ -64,6 +64,30 @@ def _get(store, key: str) -> bytes | None:
     except OSError:  # an empty object has no byte 0 (HTTP 416)
         found = sync(store.get(key, prototype))
     return None if found is None else found.to_bytes()
+
+
+def cat_whole(fs, path: str) -> bytes:
+    """The bytes of the file ``path`` on ``fs``: one GET on object stores.
+
+    Read as a range from byte 0: for a whole-file read s3fs sends a HEAD first (for its size).
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    """
+    try:
+        try:
+            return fs.cat_file(path, start=0)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError):
+            raise
+        except OSError:  # an empty object has no byte 0 (HTTP 416)
+            return fs.cat_file(path)
+    except Exception as err:
+        hint = storage_access_error(err, f"read {fs.unstrip_protocol(path)}")
+        if hint is not None:
+            raise hint from err
+        raise
 
 
 def put_keys(store, blobs: Mapping[str, bytes]) -> None:
