@@ -84,7 +84,13 @@ def data_argument(url, options):
 
 
 def checkpoint_argument(url, options):
-    """The checkpoint's location with the options (a :class:`Location` when the library has it)."""
+    """The checkpoint's URL when ``fit`` takes ``storage_options`` (they cover it too), else a
+    :class:`Location` with the options (None when the library has neither).
+    """
+    from diaggmm_dist import DiagGMM
+
+    if "storage_options" in inspect.signature(DiagGMM.fit).parameters:
+        return url
     try:
         from diaggmm_dist.locations import location
     except ImportError:
