@@ -38,7 +38,7 @@ test-data:
 		|| echo "note: could not install ferret-datasets: the COADS tests will be skipped"; \
 	else echo "note: apt-get install ferret-datasets to run the COADS tests"; fi; }
 
-# Every benchmark (20-25 min at the issues' sizes on the 2-core VM); bench/results/latest.{json,md}.
+# Every benchmark (25-30 min at the issues' sizes on the 2-core VM); bench/results/latest.{json,md}.
 # `make bench ARGS=--quick` checks the machinery in a few minutes.
 bench: $(STAMP)
 	$(PY) bench/suite.py $(ARGS)

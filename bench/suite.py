@@ -13,6 +13,10 @@ timings are its own):
 ``many_models.py``     n_init=8 vs 1 per iteration from a Zarr store (issue 6)
 ``init_quality.py``    the default initialization's mean final lower bound over 10 seeds
                        vs scikit-learn's, on COADS and the turbidity pixels (issue 19)
+``object_store.py``    fits reading from a local S3-compatible server: overlap of reads and
+                       compute, n_init=8 vs 1, vs a local store, requests (issue 21)
+``object_store_clients.py``  s3fs vs obstore reading the same Zarr array: requests, CPU
+                       per GiB, throughput (issue 21, item 5)
 =====================  ==================================================================
 
 then writes ``bench/results/latest.json`` (every script's own JSON, and one row per target:
@@ -68,6 +72,8 @@ SCRIPTS = [
     ),
     ("many_models.py", "many_models.json", [], ["--rows", "1000000", "--iters", "3"]),
     ("init_quality.py", "init_quality.json", [], ["--quick"]),
+    ("object_store.py", "object_store.json", [], ["--quick"]),
+    ("object_store_clients.py", "object_store_clients.json", [], ["--quick"]),
 ]
 
 
@@ -165,6 +171,7 @@ def target_rows(results):
         )
     rows += out_of_core_rows(results.get("out_of_core.json"))
     rows += init_quality_rows(results.get("init_quality.json"))
+    rows += object_store_rows(results.get("object_store.json"))
     rows += scaling_rows(results.get("scaling.json"))
     many = results.get("many_models.json")
     if many:
@@ -188,6 +195,66 @@ def target_rows(results):
                         "many_models.py",
                     )
                 )
+    return rows
+
+
+def object_store_rows(result):
+    """Issue 21's benchmark: targets (a)-(c) and the request counts of (d)."""
+    if not result or "ratios" not in result:
+        return []
+    ratios, passed, targets = result["ratios"], result["passed"], result["targets"]
+    n = f"N={result['rows']:,}, {result['chunks']} chunks"
+    rows = [
+        _row(
+            21,
+            f"(a) per iteration from S3 at 50 ms + 400 MB/s vs max(reading alone, in memory) ({n})",
+            f"{ratios['a']:.2f}x ({result['read_ahead']})",
+            f"<= {targets['a']}x",
+            passed["a"],
+            "object_store.py",
+        ),
+        _row(
+            21,
+            "(b) n_init=8 vs n_init=1 per iteration from S3 at 50 ms + 400 MB/s",
+            f"{ratios['b']:.2f}x",
+            f"<= {targets['b']}x",
+            passed["b"],
+            "object_store.py",
+        ),
+        _row(
+            21,
+            "(c) per iteration from S3 (no latency, no cap) vs the local Zarr store",
+            f"{ratios['c']:.2f}x",
+            f"<= {targets['c']}x",
+            passed["c"],
+            "object_store.py",
+        ),
+    ]
+    gets = result["requests"]["fast_r1"]["median"]["chunk_gets"]
+    all_requests = result["requests"]["fast_r1"]["median"]["all"]
+    rows.append(
+        _row(
+            21,
+            "(d) requests per iteration (chunk GETs / all) against the chunks read",
+            f"{gets:.0f} / {all_requests:.0f}",
+            f"= {result['chunks']}",
+            all_requests == result["chunks"],
+            "object_store.py",
+        )
+    )
+    checkpointed = result["requests"].get("checkpointed")
+    rows.append(
+        _row(
+            21,
+            "(d) requests per checkpoint step",
+            f"{checkpointed['median']['checkpoint']:.0f}"
+            if checkpointed
+            else f"not measured: {result.get('checkpoint_error')}",
+            "<= 8",
+            checkpointed["median"]["checkpoint"] <= 8 if checkpointed else None,
+            "object_store.py",
+        )
+    )
     return rows
 
 
