@@ -70,7 +70,7 @@ def test_workers_without_credentials_fail_with_the_hint_and_options_cure_it(s3, 
 
     X, url = _written(s3)
     with LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
     ) as cluster:
         # the workers started without credentials; the client has them from its environment
         no_credentials.setenv("AWS_ACCESS_KEY_ID", "testing")
