@@ -78,7 +78,7 @@ def storage_access_error(err: BaseException, doing: str) -> StorageAccessError |
         "with the storage options given to the library, which travel with the tasks, and with "
         "its own environment (credentials, endpoint variables, instance role). Pass the "
         "endpoint and credentials as storage_options (--storage-option on the command line), "
-        "or give every worker credentials of its own (README, 'Data in object storage')."
+        "or give every worker credentials of its own (docs/object-storage.md)."
     )
 
 

@@ -541,7 +541,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
             fsspec options (endpoint, credentials, ...) for ``X`` when it is a path or URL.
             For other options per URL, pass Zarr store objects (or
             :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
-            data that travel with the tasks to the workers (README, "Data in object storage").
+            data that travel with the tasks to the workers (docs/object-storage.md).
 
         Returns
         -------
@@ -652,7 +652,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
             fsspec options (endpoint, credentials, ...) for ``X`` when it is a path or URL.
             For other options per URL, pass Zarr store objects (or
             :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
-            data that travel with the tasks to the workers (README, "Data in object storage").
+            data that travel with the tasks to the workers (docs/object-storage.md).
 
         Returns
         -------
@@ -747,7 +747,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
             fsspec options (endpoint, credentials, ...) for ``X`` when it is a path or URL.
             For other options per URL, pass Zarr store objects (or
             :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
-            data that travel with the tasks to the workers (README, "Data in object storage").
+            data that travel with the tasks to the workers (docs/object-storage.md).
 
         Returns
         -------
@@ -788,7 +788,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
             fsspec options (endpoint, credentials, ...) for ``X`` when it is a path or URL.
             For other options per URL, pass Zarr store objects (or
             :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
-            data that travel with the tasks to the workers (README, "Data in object storage").
+            data that travel with the tasks to the workers (docs/object-storage.md).
 
         Returns
         -------
@@ -826,7 +826,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
             fsspec options (endpoint, credentials, ...) for ``X`` when it is a path or URL.
             For other options per URL, pass Zarr store objects (or
             :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
-            data that travel with the tasks to the workers (README, "Data in object storage").
+            data that travel with the tasks to the workers (docs/object-storage.md).
 
         Returns
         -------
@@ -866,7 +866,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
             fsspec options (endpoint, credentials, ...) for ``X`` when it is a path or URL.
             For other options per URL, pass Zarr store objects (or
             :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
-            data that travel with the tasks to the workers (README, "Data in object storage").
+            data that travel with the tasks to the workers (docs/object-storage.md).
 
         Returns
         -------
@@ -929,7 +929,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
             fsspec options (endpoint, credentials, ...) for ``X`` when it is a path or URL.
             For other options per URL, pass Zarr store objects (or
             :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
-            data that travel with the tasks to the workers (README, "Data in object storage").
+            data that travel with the tasks to the workers (docs/object-storage.md).
 
         Returns
         -------
@@ -966,7 +966,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
             fsspec options (endpoint, credentials, ...) for ``X`` when it is a path or URL.
             For other options per URL, pass Zarr store objects (or
             :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
-            data that travel with the tasks to the workers (README, "Data in object storage").
+            data that travel with the tasks to the workers (docs/object-storage.md).
 
         Returns
         -------
@@ -1003,7 +1003,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
             fsspec options (endpoint, credentials, ...) for ``X`` when it is a path or URL.
             For other options per URL, pass Zarr store objects (or
             :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
-            data that travel with the tasks to the workers (README, "Data in object storage").
+            data that travel with the tasks to the workers (docs/object-storage.md).
 
         Returns
         -------
