@@ -8,6 +8,8 @@
 - ``dask._expr.LLGExpr`` (dask >= 2025.4): the expression distributed's ``Client.get`` wraps
   a dict graph in; the engine names it itself (:func:`named_graph`).
 - ``dask.core.flatten`` and the ``dask.delayed.Delayed`` constructor.
+- ``distributed.get_worker().state.ready`` (distributed 2026.8): the worker's queue of tasks
+  ready to run, peeked by :func:`ready_tasks` to read the next task's chunks ahead.
 """
 
 from __future__ import annotations
@@ -84,3 +86,27 @@ def named_graph(graph: dict, name: str) -> object:
 def placeholder(key: str) -> Delayed:
     """A delayed value whose data, under ``key``, is filled in when the graph runs."""
     return Delayed(key, {key: None})
+
+
+def ready_tasks(n: int) -> list:
+    """The run specs (``Task``) of the next ``n`` tasks ready on this worker, else ``[]``.
+
+    Peeks ``distributed.get_worker().state.ready`` (a ``HeapSet`` of ``TaskState``) from the
+    task's thread, racing with the worker's event loop: any error (no worker, a changed API,
+    the set changing under the peek) gives ``[]``, as a hint must never fail a task.
+
+    Parameters
+    ----------
+    n : int
+
+    Returns
+    -------
+    list
+    """
+    try:
+        from distributed import get_worker
+
+        ready = get_worker().state.ready
+        return [ts.run_spec for ts in list(ready.peekn(n)) if ts.run_spec is not None]
+    except Exception:  # noqa: BLE001 - a hint only: nothing ready rather than a failed task
+        return []

@@ -45,6 +45,7 @@ _state = threading.local()  # the window of this thread, if any
 _lock = threading.Lock()
 _pending = 0  # chunks read ahead (or being read) and not yet taken, in this process
 _executors: dict[int, ThreadPoolExecutor] = {}
+_handed: dict = {}  # (token, index): the Future of a read ahead for a task still to run here
 
 
 def settings() -> tuple[int, int]:
@@ -158,12 +159,14 @@ class Window:
         """
         token = wrapper.token
         with self.lock:
-            future = self.ahead.pop((token, index), None)
+            future = self.ahead.pop((token, index), None) or _adopt(token, index)
             self.claimed.add((token, index))
             end = wrapper.n_chunks
             if self.n_chunks is not None:
                 end = min(end, self.first.setdefault(token, index) + self.n_chunks)
             for ahead in range(index + 1, min(end, index + 1 + wrapper.depth)):
+                if (token, ahead) in _handed:  # read ahead by the task before: taken later
+                    continue
                 if (token, ahead) not in self.claimed and _reserve(wrapper.depth):
                     self.claimed.add((token, ahead))
                     pool = _executor(wrapper.concurrency)
@@ -179,9 +182,7 @@ class Window:
         """Drop what was read ahead and not taken (reads under way are left to finish)."""
         with self.lock:
             dropped, self.ahead = list(self.ahead.values()), {}
-        for future in dropped:
-            future.cancel()
-        _release(len(dropped))
+        _drop(dropped)
 
 
 @contextlib.contextmanager
@@ -226,6 +227,58 @@ def window(n_chunks: int | None = None):
         opened.close()
 
 
+def hand_over(wrappers: list, indices: list[int], keep: frozenset = frozenset()) -> None:
+    """Read chunks ``indices`` of ``wrappers`` ahead for a task still to run in this process.
+
+    The reads are filed in a process-wide table that a later :class:`Window` takes them from
+    (a cluster worker's next task of the same pass, see :mod:`diaggmm_dist.engine.cluster`).
+    Each call replaces the table for these arrays: an entry not in ``indices`` (its task ran
+    elsewhere, or is no longer next) is dropped, so what a stolen task leaves is held until the
+    next hand-over at most. The reads count in the same per-process bound (``depth``).
+
+    Parameters
+    ----------
+    wrappers : list of ReadAhead
+    indices : list of int
+        Row chunks, most wanted first; those past an array's end are ignored.
+    keep : set of int, optional
+        Row chunks whose entries are kept, not started (the calling task's own).
+    """
+    dropped = []
+    with _lock:
+        tokens = {wrapper.token for wrapper in wrappers}
+        wanted = {(w.token, i) for w in wrappers for i in (*indices, *keep)}
+        for entry in [e for e in _handed if e[0] in tokens and e not in wanted]:
+            dropped.append(_handed.pop(entry))
+    _drop(dropped)
+    for index in indices:
+        for wrapper in wrappers:
+            entry = (wrapper.token, index)
+            if wrapper.depth < 1 or not 0 <= index < wrapper.n_chunks or entry in _handed:
+                continue
+            if not _reserve(wrapper.depth):
+                return
+            future = _executor(wrapper.concurrency).submit(wrapper.read_chunk, index)
+            with _lock:
+                _handed[entry] = future
+
+
+def handed_over() -> int:
+    """Chunks read ahead for a task still to run (:func:`hand_over`) and not yet taken."""
+    return len(_handed)
+
+
+def _adopt(token, index):
+    with _lock:
+        return _handed.pop((token, index), None)
+
+
+def _drop(futures):
+    for future in futures:
+        future.cancel()
+    _release(len(futures))
+
+
 def pending() -> int:
     """Chunks read ahead (or being read) and not yet taken, in this process."""
     return _pending
@@ -252,6 +305,7 @@ def _after_fork():
     global _lock, _pending
     _lock, _pending = threading.Lock(), 0
     _executors.clear()
+    _handed.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -273,6 +327,8 @@ __all__ = [
     "DEPTH",
     "ReadAhead",
     "Window",
+    "hand_over",
+    "handed_over",
     "pending",
     "reading_ahead",
     "settings",

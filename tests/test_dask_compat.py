@@ -103,3 +103,31 @@ def test_a_named_graph_runs_on_a_cluster_under_its_priorities():
         ) as client:
             with dask.annotate(priority={"diaggmm-test-y": 1, "diaggmm-test-x": 0}.get):
                 assert client.get(named, "diaggmm-test-y") == 7
+
+
+def test_a_worker_peeks_its_ready_tasks(local_cluster):
+    from distributed import Client
+
+    assert dask_compat.ready_tasks(2) == []  # not on a worker: nothing, no error
+
+    def peek_queued():
+        from distributed import get_worker
+
+        state = get_worker().state
+        with private_api("distributed Worker.state.ready (HeapSet of TaskState, run_spec)"):
+            assert hasattr(state.ready, "peekn")
+            return [type(spec).__name__ for spec in dask_compat.ready_tasks(4)]
+
+    with Client(local_cluster) as client:
+        assert all(names == [] for names in client.run(peek_queued).values())
+        # while one task runs on a single-threaded worker, the next waits in its ready queue
+        worker = next(iter(client.scheduler_info()["workers"]))
+        blocker = client.submit(
+            lambda: __import__("time").sleep(1) or dask_compat.ready_tasks(4),
+            workers=[worker],
+            pure=False,
+        )
+        waiting = client.submit(operator.add, 1, 2, workers=[worker], pure=False)
+        seen = blocker.result()
+        assert waiting.result() == 3
+    assert [spec.key for spec in seen] == [waiting.key]

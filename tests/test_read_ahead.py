@@ -19,6 +19,7 @@ from s3_harness import ENDPOINT_VARIABLES, s3, s3_service  # noqa: F401
 from diaggmm_dist import DiagGMM, read_ahead
 from diaggmm_dist.data_pass import DataPass
 from diaggmm_dist.em import e_step_models
+from diaggmm_dist.engine import cluster
 from diaggmm_dist.inputs import as_row_chunked, as_samples
 from diaggmm_dist.locations import location
 
@@ -154,3 +155,102 @@ def test_parquet_row_groups_on_s3_are_read_ahead(s3):
     gets = s3.proxy.requests("GET", "t.parquet")
     assert most_in_flight(gets) >= 2  # row groups read while another was computed on
     assert read_ahead.pending() == 0
+
+
+def early_starts(reads, chunks, sizes, runs):
+    """Group tasks whose first chunk was requested well before (a quarter of the latency) the
+    reads of the group that ran just before on the same worker had all finished (so while that
+    group was computing).
+
+    ``runs`` gives, for each worker, its group tasks in the order they ran.
+    """
+    group_of = [g for g, size in enumerate(sizes) for _ in range(size)]
+    first_read, last_finish = {}, {}
+    for read in reads:
+        index = chunks.index(read.path)
+        group = group_of[index]
+        last_finish[group] = max(last_finish.get(group, 0.0), read.finished)
+        if index == sum(sizes[:group]):
+            first_read[group] = read.started
+    return [
+        group
+        for groups in runs
+        for before, group in zip(groups, groups[1:])
+        if first_read[group] < last_finish[before] - LATENCY / 4
+    ]
+
+
+def without_hand_over():
+    """On a worker: group tasks read ahead only their own chunks (as before the hand-over)."""
+    cluster.original_read_next_group = cluster.read_next_group
+    cluster.read_next_group = lambda *args: None
+
+
+def with_hand_over():
+    """On a worker: undo :func:`without_hand_over`."""
+    cluster.read_next_group = getattr(cluster, "original_read_next_group", cluster.read_next_group)
+
+
+def test_on_a_cluster_the_next_group_task_is_read_while_a_group_computes(s3, local_cluster):
+    from distributed import get_task_stream
+
+    from diaggmm_dist.engine.cluster import group_sizes
+
+    X, _ = mixture_data(32 * 50, 3, 3, seed=6)
+    chunks = write_rows(s3, "next.zarr", X, 50)
+    array = as_row_chunked(location(s3.url("next.zarr"), s3.storage_options), 50)
+    sizes = group_sizes(len(chunks), 2)  # 8, 8, 8, 4, 2, 1, 1: several group tasks per worker
+    s3.proxy.latency = LATENCY
+    early = {}
+    with Client(local_cluster) as client:
+        expected = one_pass(as_row_chunked(X, 50))  # the same pass on the rows in memory
+        for hand_over in (False, True):
+            if not hand_over:  # the workers' group tasks read only their own chunks
+                client.run(without_hand_over)
+            s3.proxy.clear()
+            with get_task_stream(client) as stream:
+                blocks = one_pass(array)
+            client.run(with_hand_over)
+            pending = client.run(lambda: (read_ahead.pending(), read_ahead.handed_over()))
+            np.testing.assert_array_equal(blocks, expected)  # the same sums, to the bit
+            reads = [r for r in s3.proxy.requests("GET") if r.path in chunks]
+            assert Counter(r.path for r in reads) == Counter(chunks)  # each chunk once
+            assert set(pending.values()) == {(0, 0)}  # nothing left read ahead in the workers
+            groups = sorted(
+                (task["startstops"][-1]["start"], task["worker"], task["key"][1])
+                for task in stream.data
+                if str(task["key"][0]).startswith("diaggmm-pass-chunks-")
+            )
+            assert sorted(group for _, _, group in groups) == list(range(len(sizes)))
+            runs = [
+                [g for _, w, g in groups if w == worker] for worker in {w for _, w, _ in groups}
+            ]
+            early[hand_over] = early_starts(reads, chunks, sizes, runs)
+    assert early[False] == []  # each group task's reads began when it started
+    assert early[True], "no group task's first chunk was read while the one before it computed"
+
+
+def test_reads_handed_over_are_taken_once_or_dropped(s3):
+    X = np.random.default_rng(9).normal(size=(2000, 2))
+    chunks = write_rows(s3, "h.zarr", X, 250)
+    store = location(s3.url("h.zarr"), s3.storage_options).zarr_store()
+    wrapper = read_ahead.ReadAhead(zarr.open_array(store), (250,) * 8, "h.zarr", depth=4)
+    s3.proxy.clear()
+    read_ahead.hand_over([wrapper], [4, 5, 6, 7, 8])  # chunk 8 is past the end
+    assert (read_ahead.pending(), read_ahead.handed_over()) == (4, 4)
+    with read_ahead.window(4):  # a task of chunks 4..7 takes them: nothing read twice
+        for index in range(4, 8):
+            np.testing.assert_array_equal(
+                wrapper[index * 250 : index * 250 + 250, :], X[index * 250 :][:250]
+            )
+    assert (read_ahead.pending(), read_ahead.handed_over()) == (0, 0)
+    gets = [r.path for r in s3.proxy.requests("GET") if r.path in chunks]
+    assert Counter(gets) == Counter(chunks[4:])
+
+    # a task that ran elsewhere leaves its reads: the next hand-over drops them
+    read_ahead.hand_over([wrapper], [0, 1])
+    assert read_ahead.pending() == 2
+    read_ahead.hand_over([wrapper], [2], keep=frozenset({1}))  # 0 dropped, 1 kept, 2 started
+    assert (read_ahead.pending(), read_ahead.handed_over()) == (2, 2)
+    read_ahead.hand_over([wrapper], [])
+    assert (read_ahead.pending(), read_ahead.handed_over()) == (0, 0)

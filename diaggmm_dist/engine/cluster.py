@@ -97,24 +97,65 @@ def first_level_windows(sizes: list[int]) -> list[list[int]]:
     return list(windows.values())
 
 
-def group_statistics(tasks: list, keys: list, add_up: bool, *values) -> np.ndarray:
+def group_statistics(tasks: list, keys: list, add_up: bool, span: tuple, *values) -> np.ndarray:
     """The statistics of a group of chunk tasks, given the values of ``keys`` (their inputs).
 
     Added up when ``add_up`` (a group alone in its window of the tree's first level, see
     :func:`first_level_windows`); otherwise stacked, in order, for the first level to add up
     with the other groups' blocks, as it would add single chunks'.
 
-    Arrays on object storage have the group's next chunks read while one is computed on, and
-    only the group's: the other groups' are other tasks' (:mod:`diaggmm_dist.read_ahead`).
+    Arrays on object storage have the group's next chunks read while one is computed on
+    (:mod:`diaggmm_dist.read_ahead`); while its last ones are, the first chunks of the next
+    group task of the same pass waiting in this worker's ready queue (:func:`read_next_group`).
+    ``span`` is ``(pass token, first chunk, chunks)``.
     """
     known = dict(zip(keys, values))
+    wrappers = [value for value in values if isinstance(value, read_ahead.ReadAhead)]
+    blocks = []
     with read_ahead.window(len(tasks)):
-        blocks = [task({dep: known[dep] for dep in task.dependencies}) for task in tasks]
+        for position, task in enumerate(tasks):
+            if wrappers:
+                read_next_group(wrappers, span, position)
+            blocks.append(task({dep: known[dep] for dep in task.dependencies}))
     return (
         summed_blocks(*blocks)
         if add_up
         else np.stack([block.reshape(block.shape[-2:]) for block in blocks])
     )
+
+
+def read_next_group(wrappers: list, span: tuple, position: int) -> None:
+    """Hand over reads of the next ready group task's first chunks, near this group's end.
+
+    Only a task already in this worker's ready queue, of the same pass, is read for (a task
+    the scheduler later moves elsewhere wastes at most ``depth`` reads, dropped at the next
+    hand-over); the group's own chunks from ``position`` on are left to its window.
+
+    Parameters
+    ----------
+    wrappers : list of ReadAhead
+        The group's arrays on object storage.
+    span : tuple
+        ``(pass token, first chunk, chunks)`` of the running group.
+    position : int
+        The chunk of the group about to be computed on.
+    """
+    token, first, n_chunks = span
+    depth = max(wrapper.depth for wrapper in wrappers)
+    near_end = position >= n_chunks - depth
+    if position and not near_end:
+        return  # the group's own reads ahead use the whole depth until its last chunks
+    indices = []
+    for spec in dask_compat.ready_tasks(2):
+        args = getattr(spec, "args", ())
+        if getattr(spec, "func", None) is group_statistics and len(args) > 3:
+            next_token, next_first, next_n = getattr(args[3], "value", (None, 0, 0))
+            if next_token == token:
+                indices += range(next_first, next_first + min(depth, next_n))
+    own = range(first + position, first + n_chunks)
+    if not near_end:  # at the start of a long group: only drop what no task here will read
+        own, indices = [*own, *indices], []
+    read_ahead.hand_over(wrappers, indices, frozenset(own))
 
 
 class ClusterPass(NamedTuple):
@@ -161,6 +202,7 @@ def cluster_graph(built: StatisticsGraph, parameters, n_threads: int) -> Cluster
             DataNode(None, tasks),
             DataNode(None, inputs),
             index in alone,
+            DataNode(None, (token, start, size)),
             *(TaskRef(renamed.get(dep, dep)) for dep in inputs),
         )
         keys.append(key)
