@@ -110,16 +110,12 @@ def test_a_worker_peeks_its_ready_tasks(local_cluster):
 
     assert dask_compat.ready_tasks(2) == []  # not on a worker: nothing, no error
 
-    def peek_queued():
-        from distributed import get_worker
-
-        state = get_worker().state
+    def peek_queued(dask_worker):
         with private_api("distributed Worker.state.ready (HeapSet of TaskState, run_spec)"):
-            assert hasattr(state.ready, "peekn")
-            return [type(spec).__name__ for spec in dask_compat.ready_tasks(4)]
+            return list(dask_worker.state.ready.peekn(4))
 
     with Client(local_cluster) as client:
-        assert all(names == [] for names in client.run(peek_queued).values())
+        assert all(ready == [] for ready in client.run(peek_queued).values())
         # while one task runs on a single-threaded worker, the next waits in its ready queue
         worker = next(iter(client.scheduler_info()["workers"]))
         blocker = client.submit(
