@@ -13,9 +13,12 @@ Bounds:
 - at most ``depth`` chunks read ahead and not yet taken, per process, whatever the windows (a
   read that would pass the bound is not started: it is read when it is needed);
 - at most ``concurrency`` reads ahead at a time, per process (one thread each);
-- a window reads ahead only chunks it will read itself: on a cluster, only within its group, so
-  no worker reads a chunk that another reads; what a window has not taken when it closes is
-  dropped.
+- a window reads ahead only chunks it will read itself: on a cluster, only within its group;
+  what a window has not taken when it closes is dropped;
+- near its end, a cluster group task hands over reads of the first chunks of the next group
+  task already waiting in its worker's ready queue (:func:`hand_over`); a later window takes
+  them. If the scheduler moves that task to another worker, its reads (at most ``depth``) are
+  dropped at the next hand-over, the only case where a chunk is read twice in a pass.
 
 The values are those of a plain read: read-ahead changes when bytes arrive, never what is
 computed or in which order it is added up. The defaults (:data:`DEPTH`, :data:`CONCURRENCY`)
