@@ -98,8 +98,23 @@ def checkpoint_argument(url, options):
     return location(url, options)
 
 
+def workers_cpu_seconds():
+    """User + system CPU seconds so far of the current client's worker processes, together."""
+    from distributed import default_client
+
+    def own():
+        import psutil
+
+        times = psutil.Process().cpu_times()
+        return times.user + times.system
+
+    return sum(default_client().run(own).values())
+
+
 def timed_fit(data, iters, n_init=1, server=None, fit_kwargs=None, **kwargs):
-    """Fit ``iters`` + 1 iterations; per-iteration seconds, and the proxy's log per iteration."""
+    """Fit ``iters`` + 1 iterations: per-iteration seconds, the proxy's log per iteration, and
+    the CPU of the workers (and of the server) over the whole fit.
+    """
     from sklearn.exceptions import ConvergenceWarning
 
     from diaggmm_dist import DiagGMM
@@ -125,6 +140,7 @@ def timed_fit(data, iters, n_init=1, server=None, fit_kwargs=None, **kwargs):
         dtype="float32",
     )
     cpu0 = server.cpu_seconds() if server is not None else None
+    workers0 = workers_cpu_seconds()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         start = time.perf_counter()
@@ -136,6 +152,7 @@ def timed_fit(data, iters, n_init=1, server=None, fit_kwargs=None, **kwargs):
         "fit_seconds": total,
         "lower_bound": float(gmm.lower_bound_),
         "iteration_logs": logs,
+        "workers_cpu": workers_cpu_seconds() - workers0,
     }
     if server is not None:
         cpu1 = server.cpu_seconds()
@@ -209,6 +226,7 @@ def main(argv=None):
         "rounds": [],
     }
     with S3Server() as server, local_cluster(2) as cluster, Client(cluster) as client:
+        result["server_niceness"] = server.niceness
         options = server.storage_options
         server.create_bucket(BUCKET)
         server.upload(local.parent, BUCKET, KEY)
@@ -317,6 +335,9 @@ def summarize(result, data_prefix, checkpoint_prefix):
         bytes_per_iteration=stored,
         # over the whole fit (its first pass and initialization included) per iteration
         server_cpu_per_iteration={k: v / iterations for k, v in last["server_cpu"].items()},
+        workers_cpu_per_iteration={
+            name: rounds[-1][name]["workers_cpu"] / iterations for name in ("fast_r1", "local_r1")
+        },
     )
     for row in [*rounds, result]:
         for fit in row.values():
@@ -326,7 +347,7 @@ def summarize(result, data_prefix, checkpoint_prefix):
 
 def render(result):
     per, ratios, req = result["per_iteration"], result["ratios"], result["requests"]
-    cpu = result["server_cpu_per_iteration"]
+    cpu, workers = result["server_cpu_per_iteration"], result["workers_cpu_per_iteration"]
     rounds = [" ".join(f"{k} {v:.2f}x" for k, v in r.items()) for r in result["ratios_by_round"]]
     lines = [
         f"Machine: {machine_line(result['machine'])}",
@@ -336,7 +357,8 @@ def render(result):
         f"{result['dask_chunks']} dask chunks; LocalCluster of 2 single-threaded workers; K={K}; "
         f"X given as {result['data_argument']}; {result['read_ahead']}; median of "
         f"{result['iters']} iterations after the first, then of {result['repeats']} rounds "
-        "(ratios: median of each round's)."
+        f"(ratios: median of each round's). The server (moto and the proxy) ran at niceness "
+        f"{result['server_niceness']}, standing for a store elsewhere (see bench/_s3.py)."
         + (f" (a)-(c) per round: {rounds}." if len(result["rounds"]) > 1 else ""),
         "",
         "| | s / iteration | |",
@@ -348,9 +370,11 @@ def render(result):
         f"| fit on the rows persisted in the workers, n_init=1 | {per['memory_r1']:.3f} | |",
         f"| fit on the rows persisted in the workers, n_init=8 | {per['memory_r8']:.3f} | |",
         f"| fit from S3, no latency, no cap, n_init=1 | {per['fast_r1']:.3f} | moto "
-        f"{cpu['server']:.2f} s CPU, proxy {cpu['proxy']:.2f} s CPU per iteration |",
+        f"{cpu['server']:.2f} s CPU, proxy {cpu['proxy']:.2f} s CPU, workers "
+        f"{workers['fast_r1']:.2f} s CPU per iteration |",
         f"| reading every chunk alone, no latency, no cap | {per['read_alone_fast']:.3f} | |",
-        f"| fit from the local Zarr store | {per['local_r1']:.3f} | |",
+        f"| fit from the local Zarr store | {per['local_r1']:.3f} | workers "
+        f"{workers['local_r1']:.2f} s CPU per iteration |",
         f"| the stored bytes at 400 MB/s (the cap's bound) | {result['network_bound']:.3f} | fit "
         f"n_init=1 over max(this, in memory): {result['fit_over_network_bound']:.2f}x |",
         "",

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-#: Bytes forwarded per read and write: small enough for the bandwidth cap to be smooth.
-PIECE = 64 * 1024
+#: Bytes forwarded per read and write: a smooth cap (0.7 ms at 400 MB/s) at little CPU per byte.
+PIECE = 256 * 1024
 #: Headers that belong to one connection, not to the request (RFC 9110, section 7.6.1).
 HOP_BY_HOP = {
     "connection",
