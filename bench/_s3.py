@@ -8,7 +8,8 @@ aggregate bandwidth cap, its request log.
 
 The server and the proxy stand for a remote store and the network to it, whose speed does not
 depend on the reader's CPU. On a machine whose few cores they share with the fit, they run at
-a higher priority (:data:`SERVER_NICENESS`, where the user may raise priorities) so that the
+a higher priority than the reader (:data:`SERVER_NICENESS`, where the user may raise
+priorities) so that the
 fit's arithmetic does not slow the "network" below its cap; their CPU is still reported.
 """
 
@@ -26,7 +27,8 @@ TESTS = Path(__file__).resolve().parent.parent / "tests"
 #: The fields of a logged request, as :meth:`S3Server.log` gives them (tests/s3_proxy.py).
 FIELDS = ("method", "path", "query", "range", "status", "bytes", "bytes_in", "started", "finished")
 
-#: Niceness of the server's processes (its threads and moto inherit it); see bench/FINDINGS.md.
+#: Niceness added to the server's processes over the reader's (its threads and moto inherit it);
+#: see bench/FINDINGS.md.
 SERVER_NICENESS = -10
 
 
@@ -35,7 +37,7 @@ def _serve(conn, folder, niceness):
     from s3_harness import running_s3_service
 
     try:
-        os.setpriority(os.PRIO_PROCESS, 0, niceness)
+        os.nice(niceness)
     except PermissionError:
         pass  # reported: the parent reads the niceness the server runs at
     with running_s3_service(Path(folder)) as service:
@@ -70,12 +72,12 @@ class S3Server:
 
     Attributes (inside the block): ``endpoint_url`` (the proxy: what clients use),
     ``server_url`` (moto itself, for housekeeping), ``storage_options`` (s3fs options for the
-    proxy), ``moto_pid``, ``proxy_pid`` and ``niceness`` (what the server runs at).
+    proxy), ``moto_pid``, ``proxy_pid`` and ``niceness`` (the server's, as it runs).
 
     Parameters
     ----------
     niceness : int, default=SERVER_NICENESS
-        Asked for the server's processes; 0 runs them at the reader's priority.
+        Added to the server's processes' niceness; 0 runs them at the reader's priority.
     """
 
     def __init__(self, niceness: int = SERVER_NICENESS) -> None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import statistics
 import sys
 import time
@@ -226,7 +227,10 @@ def main(argv=None):
         "rounds": [],
     }
     with S3Server() as server, local_cluster(2) as cluster, Client(cluster) as client:
-        result["server_niceness"] = server.niceness
+        result["niceness"] = {
+            "reader": os.getpriority(os.PRIO_PROCESS, 0),
+            "server": server.niceness,
+        }
         options = server.storage_options
         server.create_bucket(BUCKET)
         server.upload(local.parent, BUCKET, KEY)
@@ -358,7 +362,8 @@ def render(result):
         f"X given as {result['data_argument']}; {result['read_ahead']}; median of "
         f"{result['iters']} iterations after the first, then of {result['repeats']} rounds "
         f"(ratios: median of each round's). The server (moto and the proxy) ran at niceness "
-        f"{result['server_niceness']}, standing for a store elsewhere (see bench/_s3.py)."
+        f"{result['niceness']['server']}, the fit at {result['niceness']['reader']}: the server "
+        "stands for a store elsewhere (see bench/_s3.py)."
         + (f" (a)-(c) per round: {rounds}." if len(result["rounds"]) > 1 else ""),
         "",
         "| | s / iteration | |",
