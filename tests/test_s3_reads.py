@@ -156,12 +156,16 @@ def test_parquet_tables_on_s3_read_with_the_options_one_get_per_row_group(s3):
         ("t.parquet", table),
         ("d.parquet/a.parquet", table[:600]),
         ("d.parquet/b.parquet", table[600:]),
+        ("spark-table/part-0.parquet", table[:600]),  # a directory named without a suffix
+        ("spark-table/part-1.parquet", table[600:]),
     ):
         with fs.open(s3.url(key), "wb") as out:
             part.to_parquet(out, row_group_size=250)
     for key, groups, most in (
         ("t.parquet", (250,) * 4, 2),
         ("d.parquet", (250, 250, 100, 250, 150), 5),
+        # the Zarr open (2 GETs) finds nothing, then one listing finds the files
+        ("spark-table", (250, 250, 100, 250, 150), 8),
     ):
         s3.proxy.clear()
         samples = as_samples(s3.url(key), storage_options=s3.storage_options)

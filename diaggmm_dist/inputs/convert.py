@@ -5,12 +5,12 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 
-from ..locations import StorageOptions, location
+from ..locations import Location, StorageOptions, location
 from ..validation import dense_numeric
 from .arrays import aligned_samples, as_row_chunked, is_in_memory, is_where
 from .gridded import from_xarray, open_gridded
 from .samples import Samples, is_xarray
-from .tables import from_table, is_dataframe, looks_like_parquet
+from .tables import from_table, holds_parquet_files, is_dataframe, looks_like_parquet
 
 
 def as_samples(
@@ -67,7 +67,18 @@ def as_samples(
         return from_xarray(X, chunk_size, feature_dim, features)
     if is_dataframe(X):
         return from_table(X, chunk_size, columns)
-    array = as_row_chunked(X, chunk_size)
+    try:
+        array = as_row_chunked(X, chunk_size)
+    except FileNotFoundError:
+        # a directory of Parquet files named without a suffix: one listing, only when no Zarr
+        if (
+            isinstance(X, Location)
+            and X.store is None
+            and not X.is_local
+            and holds_parquet_files(X)
+        ):
+            return from_table(X, chunk_size, columns)
+        raise
     in_memory = is_in_memory(X)
     return Samples(array, in_memory=in_memory, values=np.asarray(X) if in_memory else None)
 

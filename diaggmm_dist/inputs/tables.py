@@ -19,14 +19,30 @@ def is_dataframe(X) -> bool:
     return hasattr(X, "columns") and hasattr(X, "dtypes") and not is_xarray(X)
 
 
+#: The names of Parquet files and directories.
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
 def looks_like_parquet(path: str | os.PathLike) -> bool:
     """True for a ``.parquet``/``.pq`` name, or a local directory holding such files."""
     text = os.fspath(path).rstrip("/")
-    if text.endswith((".parquet", ".pq")):
+    if text.endswith(PARQUET_SUFFIXES):
         return True
     if "://" not in text and os.path.isdir(text):
-        return any(name.endswith((".parquet", ".pq")) for name in os.listdir(text))
+        return any(name.endswith(PARQUET_SUFFIXES) for name in os.listdir(text))
     return False
+
+
+def holds_parquet_files(where: Location) -> bool:
+    """True for a directory at ``where`` (an object-store prefix too) holding ``.parquet``/``.pq``
+    files, from one listing; what Spark and dask write under a name with no suffix.
+    """
+    fs, path = where.filesystem()
+    try:
+        names = fs.ls(path, detail=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return any(name.endswith(PARQUET_SUFFIXES) for name in names)
 
 
 def _is_numeric(dtype):
