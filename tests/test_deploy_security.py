@@ -45,12 +45,13 @@ README = DEPLOY / "README.md"
 IMAGE_EXTRAS = ("s3", "gcs", "azure")
 #: Oldest Kubernetes still commonly run, and the newest the validator knows.
 K8S_VERSIONS = ("1.29.0", "latest")
-FLOW_RUN_PLACEHOLDERS = {
-    '"{{ image }}"': "registry.example.org/diaggmm-dist:0.1.0",
-    '"{{ image_pull_policy }}"': "IfNotPresent",
-    '"{{ command }}"': '["prefect", "flow-run", "execute"]',
-    '"{{ env }}"': '[{"name": "PREFECT_API_URL", "value": "http://prefect-server:4200/api"}]',
-    '"{{ service_account_name }}"': "default",
+#: Job variables as a Prefect Kubernetes worker fills them in (env already as a list).
+FLOW_RUN_VALUES = {
+    "image": "registry.example.org/diaggmm-dist:0.1.0",
+    "image_pull_policy": "IfNotPresent",
+    "command": ["prefect", "flow-run", "execute"],
+    "env": [{"name": "PREFECT_API_URL", "value": "http://prefect-server:4200/api"}],
+    "service_account_name": "default",
 }
 
 
@@ -66,11 +67,13 @@ def daskcluster():
 
 
 def flow_run_pod_template():
-    text = (K8S / "flow-run-pod-template.yaml").read_text()
-    for placeholder, value in FLOW_RUN_PLACEHOLDERS.items():
-        assert placeholder in text, f"flow-run-pod-template.yaml has no {placeholder}"
-        text = text.replace(placeholder, value)
-    return yaml.safe_load(text)
+    """flow-run-pod-template.yaml with its placeholders filled by Prefect's own templating."""
+    from prefect.utilities.templating import apply_values, find_placeholders
+
+    template = load(K8S / "flow-run-pod-template.yaml")
+    names = {p.name for p in find_placeholders(template)}
+    assert names == set(FLOW_RUN_VALUES), names
+    return apply_values(template, FLOW_RUN_VALUES)
 
 
 def pod_specs():
@@ -582,7 +585,9 @@ def test_compose_dask_commands_run_a_mutual_tls_cluster(tmp_path):
         assert answered and first, first
         # A certificate from another CA: refused.
         other = tmp_path / "other-ca"
-        subprocess.run([sys.executable, str(MAKE_CERTS), str(other)], check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, str(MAKE_CERTS), str(other)], check=True, capture_output=True
+        )
         foreign = {
             k: v.replace(str(tls / "client"), str(other / "client")) for k, v in client_env.items()
         }
