@@ -451,6 +451,122 @@ def test_compose_containers_are_hardened():
         assert any(str(t).split(":")[0] == "/tmp" for t in service.get("tmpfs", [])), name
 
 
+def _readme_auth_recipe():
+    """The README's shell lines that write prefect-auth.env."""
+    text = README.read_text()
+    start = text.index("umask 077")
+    end = text.index("> prefect-auth.env", start) + len("> prefect-auth.env")
+    return text[start:end]
+
+
+def test_compose_prefect_server_environment_runs_an_authenticated_server(tmp_path):
+    """The compose prefect-server's command and environment, with the env file the README's
+    recipe writes, start a real Prefect server (on 127.0.0.1 and a free port here, the image's
+    /home/diaggmm moved to a temporary directory) that refuses callers without the string,
+    serves the UI from the writable static directory, and accepts the worker's settings."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    from prefect_harness import QUIET, _tail, free_port, stop_process_group
+
+    bin_dir = Path(sys.executable).parent
+    recipe = subprocess.run(
+        ["bash", "-euc", _readme_auth_recipe()],
+        cwd=tmp_path,
+        env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+    )
+    assert recipe.returncode == 0, recipe.stderr
+    env_file = tmp_path / "prefect-auth.env"
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+    assert set(values) == {"PREFECT_SERVER_API_AUTH_STRING", "PREFECT_API_AUTH_STRING"}
+    auth = values["PREFECT_API_AUTH_STRING"]
+    assert auth == values["PREFECT_SERVER_API_AUTH_STRING"] and len(auth) >= 32
+
+    home = tmp_path / "home"
+    service = compose()["services"]["prefect-server"]
+    port = free_port()
+    command = service["command"].replace("0.0.0.0", "127.0.0.1").replace("4200", str(port))
+    words = command.split()
+    environment = {
+        k: str(v).replace("/home/diaggmm", str(home)) for k, v in service["environment"].items()
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        environment, PREFECT_HOME=str(home / ".prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false"
+    )
+    env.update({k: v for k, v in values.items() if k.startswith("PREFECT_SERVER_")})
+    log = tmp_path / "server.log"
+    url = f"http://127.0.0.1:{port}/api"
+
+    def get(path, token=None):
+        request = urllib.request.Request(url + path)
+        if token is not None:
+            request.add_header(
+                "Authorization", "Basic " + base64.b64encode(token.encode()).decode()
+            )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [str(bin_dir / words[0]), *words[1:]],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        import time
+
+        for _ in range(900):
+            assert process.poll() is None, _tail(log)
+            try:
+                if get("/health") == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"the server did not start:\n{_tail(log)}", pytrace=False)
+        assert get("/admin/version") == 401
+        assert get("/admin/version", "wrong") == 401
+        assert get("/admin/version", auth) == 200
+        static = Path(environment["PREFECT_SERVER_UI_STATIC_DIRECTORY"])
+        assert static.is_relative_to(home / ".prefect"), static  # the prefect-home volume
+        assert any(static.rglob("index.html")), f"no UI under {static}"
+        # The compose worker's settings (URL moved) reach it through Prefect's own client.
+        worker = compose()["services"]["prefect-worker"]["environment"]
+        client_env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        client_env.update(QUIET, PREFECT_HOME=str(tmp_path / "client"))
+        client_env.update({k: str(v) for k, v in worker.items() if k.startswith("PREFECT_")})
+        client_env.update(PREFECT_API_URL=url, PREFECT_API_AUTH_STRING=auth)
+        script = (
+            "from prefect.client.orchestration import get_client\n"
+            "from prefect.client.schemas.actions import WorkPoolCreate\n"
+            "with get_client(sync_client=True) as c:\n"
+            "    pool = c.create_work_pool(WorkPoolCreate(name='diaggmm', type='process'))\n"
+            "    print('POOL', pool.name)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            env=client_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0 and "POOL diaggmm" in done.stdout, done.stderr[-3000:]
+    finally:
+        stop_process_group(process, grace=10)
+
+
 def _tls_mounts(service):
     return [
         v
