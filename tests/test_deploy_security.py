@@ -401,6 +401,44 @@ def published(environment):
     return out
 
 
+def compose_document(environment):
+    """The compose file as Compose reads it: variables interpolated, YAML merge keys resolved."""
+    return yaml.safe_load(interpolate(COMPOSE.read_text(), environment))
+
+
+def validate_compose(document):
+    import json
+
+    from compose_spec import PyCompose
+
+    # The compose-spec crate's parser (Rust): unknown keys, wrong types, bad enum values,
+    # invalid host addresses fail.
+    return PyCompose.from_json(json.dumps(document))
+
+
+@pytest.mark.parametrize("environment", [{}, {"DIAGGMM_PUBLISH_ADDRESS": "0.0.0.0"}], ids=str)
+def test_compose_file_passes_the_compose_specification(environment):
+    parsed = validate_compose(compose_document(environment))
+    assert set(parsed.service_names()) == set(compose()["services"])
+
+
+def test_the_compose_validator_rejects_broken_files():
+    # Guards the test above: a misspelt key, a wrong type, a bad condition and a bad address.
+    document = compose_document({})
+    breakages = [
+        lambda d: d["services"]["scheduler"].update(read_only="maybe"),
+        lambda d: d["services"]["scheduler"].update(cap_dorp=["ALL"]),
+        lambda d: d["services"]["scheduler"]["volumes"][0]["volume"].update(subpat="x"),
+        lambda d: d["services"]["scheduler"]["depends_on"]["certs"].update(condition="later"),
+        lambda d: d["services"]["prefect-server"].update(ports=["127.0.0.300:4200:4200"]),
+    ]
+    for breakage in breakages:
+        broken = copy.deepcopy(document)
+        breakage(broken)
+        with pytest.raises(ValueError):
+            validate_compose(broken)
+
+
 def test_compose_publishes_on_localhost_unless_the_operator_opts_out():
     ports = published({})
     assert {(n, c) for n, _, _, c in ports} == {("prefect-server", 4200), ("scheduler", 8787)}
