@@ -6,7 +6,12 @@ nothing here starts a container or applies a manifest. What is real:
 
 - the Kubernetes manifests are validated with ``kubernetes-validate`` (the Kubernetes OpenAPI
   schema, strict: unknown fields fail), the DaskCluster's pod specs and Service as a core Pod
-  and Service, the flow-run pod template as a Pod once Prefect's placeholders are filled;
+  and Service, the flow-run pod template as a Pod once Prefect's own templating has filled
+  its placeholders;
+- the compose file is parsed by ``compose-spec`` (the Compose Specification's Rust parser:
+  unknown keys, wrong types, bad values fail), after Compose's interpolation and merge keys;
+- the compose prefect-server's command and environment start a real ``prefect server`` with
+  the env file the README's recipe writes;
 - the compose file's ``dask scheduler`` and ``dask worker`` commands are run as they are
   (with the certificate paths and ports moved to a temporary directory and free ports), with
   certificates from deploy/docker/make_certs.py, and a client configured with the compose
