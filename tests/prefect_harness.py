@@ -2,10 +2,14 @@
 
 ``prefect_server`` (session scope) starts ``prefect server start`` on a free 127.0.0.1 port with
 its own PREFECT_HOME (a SQLite database under a temporary directory) and waits for
-``/api/health``. ``prefect_api`` (module scope) points this process at it: it sets
-PREFECT_API_URL (and a PREFECT_HOME of its own) in ``os.environ``, refreshes Prefect's global
-settings in case Prefect was imported earlier in the session, and restores both afterwards, so
-that no other test module sees a Prefect server.
+``/api/health``. The server is set up as deploy/ sets it up: it requires an auth string
+(PREFECT_SERVER_API_AUTH_STRING, random per session) on every API call but the health probes,
+and enforces CSRF tokens on state-changing calls (PREFECT_SERVER_CSRF_PROTECTION_ENABLED), so
+every flow test runs against an authenticated server. ``prefect_api`` (module scope) points
+this process at it: it sets PREFECT_API_URL, PREFECT_API_AUTH_STRING (and a PREFECT_HOME of its
+own) in ``os.environ``, refreshes Prefect's global settings in case Prefect was imported earlier
+in the session, and restores them afterwards, so that no other test module sees a Prefect
+server. ``PrefectServer.env()`` gives a subprocess the same three.
 
 Import the fixtures into a test module (``from prefect_harness import prefect_server,
 prefect_api``).
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -68,25 +73,52 @@ def _tail(path, lines=40):
 
 
 class PrefectServer:
-    def __init__(self, url, home, log):
+    def __init__(self, url, home, log, auth_string):
         self.url, self.home, self.log = url, home, log
+        # Not in repr(): a secret, even a per-session one, stays out of test reports.
+        self._auth_string = auth_string
+
+    def __repr__(self):
+        return f"PrefectServer(url={self.url!r}, home={str(self.home)!r})"
+
+    @property
+    def auth_string(self):
+        """The string the server requires (``PREFECT_API_AUTH_STRING`` of its clients)."""
+        return self._auth_string
+
+    def client_env(self):
+        """The settings a client of this server needs: API URL, auth string, PREFECT_HOME."""
+        return {
+            "PREFECT_API_URL": self.url,
+            "PREFECT_API_AUTH_STRING": self._auth_string,
+            "PREFECT_HOME": str(self.home / "client"),
+        }
 
     def env(self, **extra):
         """Environment for a subprocess that talks to this server (and nothing else)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
         env.pop("DASK_SCHEDULER_ADDRESS", None)
-        env.update(QUIET, PREFECT_API_URL=self.url, PREFECT_HOME=str(self.home / "client"), **extra)
+        env.update(QUIET, **self.client_env(), **extra)
         return env
 
 
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory):
-    """``prefect server start`` on 127.0.0.1:<free port>, SQLite under a temporary PREFECT_HOME."""
+    """``prefect server start`` on 127.0.0.1:<free port>, SQLite under a temporary PREFECT_HOME,
+    with an auth string and CSRF protection.
+    """
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
     log = home / "server.log"
+    auth_string = f"diaggmm-test:{secrets.token_urlsafe(24)}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(QUIET, PREFECT_HOME=str(home), PREFECT_SERVER_LOGGING_LEVEL="WARNING")
+    env.update(
+        QUIET,
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_LOGGING_LEVEL="WARNING",
+        PREFECT_SERVER_API_AUTH_STRING=auth_string,
+        PREFECT_SERVER_CSRF_PROTECTION_ENABLED="true",
+    )
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [
@@ -125,7 +157,7 @@ def prefect_server(tmp_path_factory):
                     f"prefect server did not answer on {url}/health:\n{_tail(log)}", pytrace=False
                 )
             time.sleep(0.5)
-        yield PrefectServer(url, home, log)
+        yield PrefectServer(url, home, log, auth_string)
     finally:
         stop_process_group(process)
 
@@ -133,11 +165,10 @@ def prefect_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def prefect_api(prefect_server):
     """This process talks to ``prefect_server`` for the duration of the module; restored after."""
-    names = ["PREFECT_API_URL", "PREFECT_HOME", *QUIET]
+    client = prefect_server.client_env()
+    names = [*client, *QUIET]
     saved = {name: os.environ.get(name) for name in names}
-    os.environ.update(
-        QUIET, PREFECT_API_URL=prefect_server.url, PREFECT_HOME=str(prefect_server.home / "client")
-    )
+    os.environ.update(QUIET, **client)
     _refresh_prefect_settings()
     try:
         yield prefect_server

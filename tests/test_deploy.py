@@ -338,6 +338,11 @@ def test_deploy_files_exist():
         WORKER_VALUES,
         SLURM,
         README,
+        DEPLOY / "docker" / "requirements.lock",
+        DEPLOY / "docker" / "make_certs.py",
+        DEPLOY / "kubernetes" / "networkpolicy.yaml",
+        DEPLOY / "kubernetes" / "flow-run-pod-template.yaml",
+        DEPLOY / "kubernetes" / "prefect-server-values.yaml",
     ):
         assert path.is_file(), f"{rel(path)} is missing"
     assert "land here with issue 3" not in README.read_text(), (
@@ -555,7 +560,10 @@ def test_dask_and_prefect_flags_exist_in_the_installed_tools():
 def test_dockerfile_base_user_and_sources():
     instructions = dockerfile_instructions()
     froms = [a for k, a in instructions if k == "FROM"]
-    assert froms and froms[0].split()[0] == "python:3.11-slim", froms
+    # Pinned to a Python patch release on a Debian release (optionally also by digest).
+    assert froms and re.fullmatch(
+        r"python:3\.11\.\d+-slim-(bookworm|trixie)(@sha256:[0-9a-f]{64})?", froms[0].split()[0]
+    ), froms
     users = [a for k, a in instructions if k == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0"), (
         "the image must run as a non-root user"
@@ -646,7 +654,9 @@ def test_compose_roles_and_flow_runner_environment():
     scheduler = commands["scheduler"]
     assert scheduler[:2] == ["dask", "scheduler"], scheduler
     port = scheduler[scheduler.index("--port") + 1] if "--port" in scheduler else "8786"
-    address = f"tcp://scheduler:{port}"
+    # TLS: the scheduler listens on tls:// only, and everything else dials tls://.
+    assert scheduler[scheduler.index("--protocol") + 1] == "tls", scheduler
+    address = f"tls://scheduler:{port}"
     for name in ("dask-worker-1", "dask-worker-2"):
         assert commands[name][:3] == ["dask", "worker", address], commands[name]
     env = env_dict(services["prefect-worker"].get("environment"))
@@ -710,7 +720,7 @@ def test_prefect_worker_values_point_at_the_daskcluster_scheduler():
     ports = manifest["spec"]["scheduler"].get("service", {}).get("ports", [])
     comm = next((p["port"] for p in ports if "comm" in p["name"]), 8786)
     # The operator names the scheduler Service `<DaskCluster name>-scheduler`.
-    address = f"tcp://{name}-scheduler.{namespace}.svc.cluster.local:{comm}"
+    address = f"tls://{name}-scheduler.{namespace}.svc.cluster.local:{comm}"
     env = {e["name"]: e.get("value") for e in values.get("extraEnvVars", [])}
     assert env.get("DASK_SCHEDULER_ADDRESS") == address, env
     assert address in README.read_text(), (
