@@ -14,19 +14,21 @@ connects back to it.
 **TLS with mutual authentication, always.** The scheduler listens on the cluster network,
 which the other users of the cluster reach too, and whoever can submit work to it runs code
 as you. So every connection (workers, this process, the fit) is ``tls://``, and the scheduler
-accepts only peers presenting a certificate of this run: ``distributed.Security.temporary()``
-makes a new self-signed key and certificate in memory for each run, and a client without them
-is refused. Worker jobs cannot receive the key through the job script, which other users can
-read (``scontrol show job -d``, the spool), so dask-jobqueue 0.9 writes it, the certificate
-and the CA to files of mode 0600 in ``shared_temp_directory`` and puts only their paths in the
-job script (``--tls-key PATH``). This script makes that directory private: a new directory
-of mode 0700 (``.diaggmm-tls-*``) under ``--credentials-directory`` (default: the current
-directory), which must be on the shared filesystem, removed when the run ends. The
-``diaggmm fit`` subprocess gets the client's copies there (mode 0600) through dask's own
-configuration variables (``DASK_DISTRIBUTED__COMM__TLS__CA_FILE``,
-``DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT`` and ``..._KEY``,
-``DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION``): paths, never key material, in its
-environment. The scheduler's dashboard listens on ``--dashboard-address`` (default
+accepts only peers presenting the certificate of this run: ``distributed.Security.temporary()``
+makes a new key and self-signed certificate for each run (also its CA), and a client without
+them is refused. The worker jobs read them from the shared filesystem, never from the job
+script, which other users can read (``scontrol show job``, the spool): the key, certificate
+and CA are written to files of mode 0600 in a new directory of mode 0700 (``.diaggmm-tls-*``)
+under ``--credentials-directory`` (default: the current directory; it must be on the shared
+filesystem), the job script holds only their paths (``--tls-key PATH``), and the directory
+is removed when the run ends (not if this process is killed with SIGKILL: remove it then).
+(dask-jobqueue 0.9 can write a temporary ``security`` to files itself, but in
+``shared_temp_directory``, the current directory by default, for as long as the cluster object
+lives; written here, the same files also serve the ``diaggmm fit`` subprocess.) That
+subprocess gets them through dask's own configuration variables
+(``DASK_DISTRIBUTED__COMM__TLS__CA_FILE``, ``DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT`` and
+``..._KEY``, ``DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION``): paths, never key material, in
+its environment. The scheduler's dashboard listens on ``--dashboard-address`` (default
 ``127.0.0.1:8787``: reach it with ``ssh -L 8787:localhost:8787 login-node``); the workers
 start none.
 
@@ -36,11 +38,11 @@ By default the fit is the ``diaggmm fit`` console script pointed at the cluster 
 PREFECT_API_URL (without it, Prefect uses a temporary local API). ``--dry-run`` prints the
 job script that would be submitted and exits, without submitting anything.
 
-Worker jobs that reach their walltime, or are cancelled (``scancel``), are killed: the fit
-goes on with the other workers (their tasks are computed again elsewhere, and the model is the
-same), but the cluster does not replace them. With ``--checkpoint``, a fit whose last worker
-or whose scheduler (this process) died is resumed from its last iteration by running the same
-command again, and ends with the model of an uninterrupted run.
+Worker jobs that reach their walltime, or are cancelled (``scancel``), end with their worker:
+the fit goes on with the other workers (the lost tasks are computed again there, and the
+model is the same), but no job is submitted to replace them. If every worker job has ended,
+the fit waits for workers: stop it (Ctrl-C) and, with ``--checkpoint``, run the same command
+again; it resumes from its last iteration and ends with the model of an uninterrupted run.
 """
 
 from __future__ import annotations
