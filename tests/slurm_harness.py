@@ -49,7 +49,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def _tail(path: Path, lines: int = 10) -> str:
     try:
         text = path.read_text(errors="replace").splitlines()[-lines:]
     except OSError:
@@ -98,7 +98,7 @@ class LocalSlurm:
         )
 
     def log_excerpt(self) -> str:
-        names = ("munged.log", "slurmctld.log", "slurmd.log")
+        names = ("munged.stdout", "slurmctld.log", "slurmd.log")  # munged -F logs to stderr
         return "\n".join(_tail(self.logs / name) for name in names)
 
     def start(self) -> None:
@@ -120,7 +120,6 @@ class LocalSlurm:
                 f"--socket={self.munge_socket}",
                 f"--pid-file={self.root / 'munge' / 'munged.pid'}",
                 f"--seed-file={self.root / 'munge' / 'munged.seed'}",
-                f"--log-file={self.logs / 'munged.log'}",
             ],
         )
         self._wait(self.munge_socket.exists, "munged to create its socket")
