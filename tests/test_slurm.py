@@ -271,37 +271,37 @@ def test_a_worker_job_cancelled_mid_fit_is_survived(slurm, data, local_model, tm
         with Client(address, security=security, timeout="30s") as client:
             client.wait_for_workers(2, timeout=120)
             jobs = client.run(os.getenv, "SLURM_JOB_ID")  # worker address -> job id
-            live.wait_until(
-                lambda: len(ITERATION_LINE.findall(live.output)) >= 2, "two iteration lines"
-            )
+            live.wait_until(lambda: ITERATION_LINE.search(live.output), "an iteration line")
 
             # The next pass is under way: cancel the job of a worker running chunk tasks of it
             # (their keys are (name, row block, column block) tuples).
-            def busy():
-                return [
-                    worker
-                    for worker, keys in client.processing().items()
-                    if worker in jobs and any(isinstance(key, tuple) for key in keys)
-                ]
-
-            live.wait_until(busy, "a worker running chunk tasks")
-            victim = busy()[0] if busy() else next(iter(jobs))
+            busy = []
+            live.wait_until(
+                lambda: (
+                    busy.extend(
+                        worker
+                        for worker, keys in client.processing().items()
+                        if worker in jobs and any(isinstance(key, tuple) for key in keys)
+                    )
+                    or busy
+                ),
+                "a worker running chunk tasks",
+            )
+            victim = busy[0]
             slurm.run("scancel", jobs[victim])
             done_at_cancel = len(ITERATION_LINE.findall(live.output))
-            # The scheduler loses the worker while the fit goes on.
-            live.wait_until(
-                lambda: victim not in client.scheduler_info()["workers"], "the worker to leave"
-            )
+            # The scheduler loses the worker (asked directly: ncores) while the fit goes on.
+            live.wait_until(lambda: victim not in client.ncores(), "the worker to leave")
+            done_at_loss = len(ITERATION_LINE.findall(live.output))
             assert "done:" not in live.output, "the fit ended before the worker left"
-            survivor = set(jobs) - {victim}
-            assert set(client.scheduler_info()["workers"]) == survivor
+            assert set(client.ncores()) == set(jobs) - {victim}
         code = live.wait()
     finally:
         if live.proc.poll() is None:
             live.proc.kill()
             live.wait()
     assert code == 0, live.output
-    assert done_at_cancel < MAX_ITER
+    assert done_at_cancel <= done_at_loss < MAX_ITER
     assert [int(n) for n in ITERATION_LINE.findall(live.output)] == list(range(1, MAX_ITER + 1))
     state = slurm.run("scontrol", "show", "job", jobs[victim]).stdout
     assert "JobState=CANCELLED" in state, state
