@@ -150,12 +150,21 @@ class LocalSlurm:
         command += [f"--name={name}"] if name else []
         return self.run(*command).stdout.split()
 
+    def jobs_left(self, name: str | None = None, timeout: float = 30) -> list[str]:
+        """Ids of the jobs (named ``name``) still there after waiting up to ``timeout`` s for
+        them to end (a cancelled job stays in the queue while it completes).
+        """
+        deadline = time.monotonic() + timeout
+        while (left := self.job_ids(name)) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        return left
+
     def stop(self) -> None:
         """Cancel every job, wait for them to end, then stop the daemons started here."""
         if "slurmctld" in self.processes and self.processes["slurmctld"].poll() is None:
             self.run("scancel", f"--partition={PARTITION}", check=False)
-            with contextlib.suppress(SlurmUnavailable, subprocess.SubprocessError):
-                self._wait(lambda: not self.job_ids(), "the jobs to end", timeout=30)
+            with contextlib.suppress(subprocess.SubprocessError):
+                self.jobs_left()
         for name in ("slurmd", "slurmctld", "munged"):
             process = self.processes.pop(name, None)
             if process is None or process.poll() is not None:

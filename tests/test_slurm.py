@@ -214,7 +214,8 @@ def test_workers_are_slurm_jobs_that_only_this_runs_credentials_reach(slurm, tmp
                 workers = client.scheduler_info()["workers"]
                 assert all(w.startswith("tls://127.0.0.1:") for w in workers), workers
                 job_ids = client.run(os.getenv, "SLURM_JOB_ID")
-                assert sorted(job_ids.values()) == slurm.job_ids("diaggmm-worker"), job_ids
+                assert len(job_ids) == 1, job_ids
+                assert set(job_ids.values()) <= set(slurm.job_ids("diaggmm-worker")), job_ids
 
                 refused(address.replace("tls://", "tcp://"), None, "over plain TCP")
                 other = Security.temporary()
@@ -248,7 +249,7 @@ def test_fit_on_slurm_workers_over_tls_matches_a_local_cluster(slurm, data, loca
     for log in logs:
         assert re.search(r"Registered to:\s+tls://127\.0\.0\.1:", log.read_text()), log
     assert not list(tmp_path.glob(".diaggmm-tls-*")), "the run's credentials outlived it"
-    assert not slurm.job_ids("diaggmm-worker"), "worker jobs outlived the run"
+    assert not slurm.jobs_left("diaggmm-worker"), "worker jobs outlived the run"
 
 
 def test_a_worker_job_cancelled_mid_fit_is_survived(slurm, data, local_model, tmp_path):
