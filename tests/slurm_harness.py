@@ -11,7 +11,9 @@ The tests are skipped, with the reason, when the machine cannot run it (not root
 installed, a daemon that does not start: the reason holds its log). With
 ``DIAGGMM_SLURM_REQUIRED=1`` in the environment (``make test-slurm`` sets it) they fail instead.
 
-Import the fixture into a test module (``from slurm_harness import slurm``).
+Import the fixture into a test module (``from slurm_harness import slurm``). To try
+deploy/slurm/jobqueue_cluster.py on one machine, ``python tests/slurm_harness.py`` (as root)
+starts the same cluster until Ctrl-C and prints the ``SLURM_CONF`` to export.
 """
 
 from __future__ import annotations
@@ -243,3 +245,29 @@ def slurm():
         else:
             os.environ["SLURM_CONF"] = previous
         shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    """Start the one-node cluster until Ctrl-C: to try deploy/slurm/jobqueue_cluster.py here."""
+    reason = why_unavailable()
+    if reason:
+        raise SystemExit(reason)
+    root = Path(tempfile.mkdtemp(prefix="diaggmm-slurm-"))
+    root.chmod(0o755)
+    cluster = LocalSlurm(root)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops it as Ctrl-C does
+    try:
+        cluster.start()
+        print(f"SLURM is up (node {cluster.host}, partition {PARTITION}); in another shell:")
+        print(f"    export SLURM_CONF={cluster.conf}")
+        print("Ctrl-C cancels every job and stops it.", flush=True)
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
