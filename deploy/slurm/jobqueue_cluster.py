@@ -119,13 +119,25 @@ def arguments(argv=None):
     parser.add_argument(
         "--dry-run", action="store_true", help="print the worker job script and exit"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not Path(args.credentials_directory).is_dir():
+        parser.error(
+            f"--credentials-directory {args.credentials_directory!r} is not a directory: give "
+            "an existing directory on the filesystem the compute nodes share"
+        )
+    if args.min_workers > args.jobs * args.processes:
+        parser.error(
+            f"--min-workers {args.min_workers} can never connect: --jobs {args.jobs} x "
+            f"--processes {args.processes} start {args.jobs * args.processes} workers"
+        )
+    return args
 
 
 @contextlib.contextmanager
 def private_directory(parent):
     """A new directory of mode 0700 under ``parent`` for the block, removed with its files."""
-    path = Path(tempfile.mkdtemp(prefix=".diaggmm-tls-", dir=parent))  # mkdtemp: mode 0700
+    # absolute: the job script names the files in it; mkdtemp: mode 0700
+    path = Path(tempfile.mkdtemp(prefix=".diaggmm-tls-", dir=Path(parent).resolve()))
     try:
         yield path
     finally:
