@@ -307,3 +307,17 @@ def test_a_worker_job_cancelled_mid_fit_is_survived(slurm, data, local_model, tm
     state = slurm.run("scontrol", "show", "job", jobs[victim]).stdout
     assert "JobState=CANCELLED" in state, state
     assert_same_model(DiagGMM.load(out), local_model)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--credentials-directory", "/nonexistent"], "is not a directory"),
+        (["--jobs", "1", "--processes", "1", "--min-workers", "2"], "can never connect"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_job(extra, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        load_script().arguments(["data", "--k", "2", "--out", "model", *extra])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
