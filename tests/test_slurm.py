@@ -181,7 +181,20 @@ def test_workers_are_slurm_jobs_that_only_this_runs_credentials_reach(slurm, tmp
     from distributed import Client, Security
 
     script = load_script()
-    args = script.arguments(["data", "--k", "1", "--out", "model", *JOB, "--interface", "lo"])
+    args = script.arguments(
+        [
+            "data",
+            "--k",
+            "1",
+            "--out",
+            "model",
+            *JOB,
+            "--interface",
+            "lo",
+            "--dashboard-address",
+            "127.0.0.1:0",
+        ]
+    )
     args.log_directory = str(tmp_path / "logs")
     with script.private_directory(tmp_path) as credentials:
         security, tls_config = script.write_credentials(Security.temporary(), credentials)
