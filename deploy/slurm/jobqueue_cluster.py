@@ -17,8 +17,9 @@ as you. So every connection (workers, this process, the fit) is ``tls://``, and 
 accepts only peers presenting the certificate of this run: ``distributed.Security.temporary()``
 makes a new key and self-signed certificate for each run (also its CA), and a client without
 them is refused. The worker jobs read them from the shared filesystem, never from the job
-script, which other users can read (``scontrol show job``, the spool): the key, certificate
-and CA are written to files of mode 0600 in a new directory of mode 0700 (``.diaggmm-tls-*``)
+script or their command line (the worker's arguments are in ``ps`` for every user of the
+node, the script is kept in SLURM's state directory): the key, certificate and
+CA are written to files of mode 0600 in a new directory of mode 0700 (``.diaggmm-tls-*``)
 under ``--credentials-directory`` (default: the current directory; it must be on the shared
 filesystem), the job script holds only their paths (``--tls-key PATH``), and the directory
 is removed when the run ends (not if this process is killed with SIGKILL: remove it then).
