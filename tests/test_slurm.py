@@ -308,7 +308,7 @@ def test_a_worker_job_cancelled_mid_fit_is_survived(slurm, data, local_model, tm
             live.wait_until(lambda: victim not in client.ncores(), "the worker to leave")
             done_at_loss = len(ITERATION_LINE.findall(live.output))
             assert "done:" not in live.output, "the fit ended before the worker left"
-            assert set(client.ncores()) == set(jobs) - {victim}
+            assert set(jobs) - {victim} <= set(client.ncores()), "the other worker left too"
         code = live.wait()
     finally:
         if live.proc.poll() is None:
