@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-data bench install clean
+.PHONY: run test test-data slurm-packages test-slurm bench install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ run: $(STAMP)
 		PREFECT_HOME="$$home" PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=180 $(PY) -m flows.demo $(ARGS)
 
 # Lint and format checks (ruff, 100 columns) run before the suite: style fails fast.
-test: $(STAMP) test-data
+test: $(STAMP) test-data slurm-packages
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q tests
@@ -37,6 +37,24 @@ test-data:
 		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends ferret-datasets >/dev/null; } \
 		|| echo "note: could not install ferret-datasets: the COADS tests will be skipped"; \
 	else echo "note: apt-get install ferret-datasets to run the COADS tests"; fi; }
+
+# SLURM for tests/test_slurm.py: Debian's slurmctld, slurmd and munge (root only; without them
+# those tests are skipped with a note). The tests start their own one-node cluster on 127.0.0.1
+# (tests/slurm_harness.py) and stop it; nothing system-wide is configured or started. apt's lists
+# are refreshed only if the install fails without (test-data may just have done it).
+SLURM_PACKAGES := slurmctld slurmd slurm-client munge
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
+slurm-packages:
+	@command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null \
+		&& command -v munged >/dev/null || { if [ "$$(id -u)" = 0 ]; then \
+		{ $(APT_INSTALL) $(SLURM_PACKAGES) >/dev/null 2>&1 \
+			|| { apt-get update -qq && $(APT_INSTALL) $(SLURM_PACKAGES) >/dev/null; }; } \
+		|| echo "note: could not install $(SLURM_PACKAGES): the SLURM tests will be skipped"; \
+	else echo "note: apt-get install $(SLURM_PACKAGES) (as root) to run the SLURM tests"; fi; }
+
+# The SLURM tests alone, where SLURM can run: here they fail, not skip, if it cannot start.
+test-slurm: $(STAMP) slurm-packages
+	DIAGGMM_SLURM_REQUIRED=1 $(PY) -m pytest -q tests/test_slurm.py
 
 # Every benchmark (25-30 min at the issues' sizes on the 2-core VM); bench/results/latest.{json,md}.
 # `make bench ARGS=--quick` checks the machinery in a few minutes.
