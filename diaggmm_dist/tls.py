@@ -270,7 +270,8 @@ def client_security(address: str, security=None):
         The scheduler's address.
     security : distributed.Security, TLSFiles, bool or None
         ``None``: dask's configuration (``distributed.comm.tls.*``); used when it names a CA
-        and a client certificate. A ``TLSFiles`` or ``Security``: those credentials (the
+        and a client certificate (or left to distributed's ``distributed.client.security-loader``
+        when one is configured). A ``TLSFiles`` or ``Security``: those credentials (the
         address must then be ``tls://``; one without a scheme gets it). ``False``: no TLS.
 
     Returns
@@ -296,6 +297,10 @@ def client_security(address: str, security=None):
             )
         return address, None
     if security is None or security is True:
+        import dask
+
+        if dask.config.get("distributed.client.security-loader", None):
+            return address, None  # distributed's Client calls the configured loader
         security, sources = config_credentials()
         if not (security.tls_ca_file and security.tls_client_cert):
             if kind == "tls":
