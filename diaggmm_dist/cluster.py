@@ -12,6 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from distributed import Security
+
+    from .tls import TLSFiles
 
 #: Seconds to wait for a scheduler before giving up with a clear error.
 CONNECT_TIMEOUT = 10
@@ -64,7 +70,11 @@ def worker_malloc_environ():
 
 
 def local_cluster(
-    n_workers: int | None = None, threads_per_worker: int = 1, *, security=True, **kwargs
+    n_workers: int | None = None,
+    threads_per_worker: int = 1,
+    *,
+    security: bool | Security | TLSFiles | None = True,
+    **kwargs,
 ):
     """A ``distributed.LocalCluster`` of worker processes with the library's settings.
 
@@ -138,7 +148,7 @@ def dask_client(
     n_workers: int | None = None,
     threads_per_worker: int = 1,
     timeout: float = CONNECT_TIMEOUT,
-    security=None,
+    security: bool | Security | TLSFiles | None = None,
 ):
     """A ``distributed.Client`` for the duration of the block.
 

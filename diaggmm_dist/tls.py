@@ -24,6 +24,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from distributed import Security
 
 #: File names of a credentials folder (CA, certificate, key), tried in order: the names dask's
 #: docs and certificate tools use, and those of a Kubernetes ``kubernetes.io/tls`` Secret.
@@ -110,7 +114,7 @@ class TLSFiles:
             f"{expected}; found {', '.join(found) if found else 'no .pem, .crt or .key file'}."
         )
 
-    def security(self, roles: tuple[str, ...] = ("client",)):
+    def security(self, roles: tuple[str, ...] = ("client",)) -> Security:
         """A ``distributed.Security`` that requires encryption, with these files for ``roles``.
 
         Parameters
@@ -169,7 +173,8 @@ def tls_files(
         )
     if folder is not None:
         files = TLSFiles.from_folder(folder, name=names[3])
-        check_credentials(files.security(), dict(zip(names[:3], _fields(files), strict=True)))
+        labels = (f"{names[3]}'s CA", f"{names[3]}'s certificate", f"{names[3]}'s key")
+        check_credentials(files.security(), dict(zip(labels, _fields(files), strict=True)))
         return files
     if not any(given):
         return None
@@ -188,7 +193,7 @@ def _fields(files: TLSFiles) -> tuple[str, str, str]:
     return files.ca_file, files.cert_file, files.key_file
 
 
-def check_credentials(security, sources: dict[str, str | None]) -> None:
+def check_credentials(security: Security, sources: dict[str, str | None]) -> None:
     """Refuse a client ``security`` whose files are missing, unreadable or do not fit together.
 
     Parameters
@@ -231,7 +236,7 @@ def check_credentials(security, sources: dict[str, str | None]) -> None:
         ) from None
 
 
-def config_credentials() -> tuple[object, dict[str, str | None]]:
+def config_credentials() -> tuple[Security, dict[str, str | None]]:
     """The client credentials of dask's configuration: a ``Security`` and where each came from.
 
     Returns
@@ -261,8 +266,10 @@ def scheme(address: str) -> str | None:
     return head.lower() if separator else None
 
 
-def client_security(address: str, security=None):
-    """The ``distributed.Security`` to connect to ``address`` with, checked; None: plain TCP.
+def client_security(
+    address: str, security: Security | TLSFiles | bool | None = None
+) -> tuple[str, Security | None]:
+    """The address to connect to and the ``distributed.Security`` to connect with, checked.
 
     Parameters
     ----------

@@ -83,7 +83,7 @@ TASK_OPTIONS = dict(
 
 #: The TLS credentials (``distributed.Security``) of the flows' open clients, by scheduler
 #: address: what a task that cannot see its flow's client connects with (in this process only).
-_FLOW_SECURITY: dict[str, object] = {}
+_FLOW_SECURITY: dict = {}
 
 
 @contextlib.contextmanager
@@ -114,7 +114,7 @@ def flow_client(scheduler_address: str | None, tls_directory: str | None = None)
     from diaggmm_dist.cluster import dask_client
     from diaggmm_dist.tls import tls_files
 
-    files = tls_files(folder=tls_directory, names=("", "", "", "tls_directory"))
+    files = tls_files(folder=tls_directory, names=("", "", "", "tls_directory"))  # a folder only
     with dask_client(scheduler_address, security=files) as client:
         address = client.scheduler.address
         if address.startswith("tls://"):
