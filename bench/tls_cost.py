@@ -29,7 +29,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
-    RESULTS,
     cpu_seconds_by_process,
     machine_info,
     machine_line,
@@ -136,8 +135,7 @@ def main(argv=None):
         },
         "same_lower_bound": len(bounds) == 1,
     }
-    (RESULTS / "quick").mkdir(parents=True, exist_ok=True)
-    write_json("quick/tls_cost.json" if args.quick else "tls_cost.json", result)
+    write_json("tls_cost.json", result)
     median = result["median_seconds_per_iteration"]
     start = result["median_start_seconds"]
     print(
