@@ -2,10 +2,13 @@
 
 The LocalCluster the library starts uses TLS with mutual authentication by default, with
 credentials made for it in memory (``distributed.Security.temporary()``): another user of the
-machine cannot run code in its workers. Its cost, measured (bench/tls_cost.py, see
-bench/FINDINGS.md): {TLS_COST}. ``security=False`` turns it off. A scheduler at an address
-is joined with TLS credentials given as files or a folder (:mod:`diaggmm_dist.tls`), or with
-dask's configuration.
+machine cannot run code in its workers. Its cost, measured by bench/tls_cost.py (see
+bench/FINDINGS.md): about 25 ms more per EM iteration on the 2-core VM (1.2-1.3x on a 1M-row
+fit of ~0.1 s per iteration, 5-10% more CPU), a cost per message rather than per row, so
+(estimated, not measured) a few percent of iterations that take seconds; ~0.1 s more to
+start. ``security=False`` turns it off. A scheduler at an address is joined with TLS
+credentials given as files or a folder (:mod:`diaggmm_dist.tls`), or with dask's
+configuration.
 """
 
 from __future__ import annotations
