@@ -281,16 +281,8 @@ def test_cli_fit_and_predict_on_a_tls_scheduler(tls_cluster, data, plain_fit, tm
     assert f"scheduler {tls_cluster.address}" in done.stdout
     assert_identical(DiagGMM.load(str(model)), plain_fit)
     # predict with dask's config from the environment only: no flag
-    env = dict(
-        tls_cluster.env,
-        **dict(
-            zip(
-                CONFIG_VARIABLES,
-                (str(tls_cluster.client / name) for name in ("ca.pem", "cert.pem", "key.pem")),
-                strict=True,
-            )
-        ),
-    )
+    files = (str(tls_cluster.client / name) for name in ("ca.pem", "cert.pem", "key.pem"))
+    env = dict(tls_cluster.env, **dict(zip(CONFIG_VARIABLES, files, strict=True)))
     done = subprocess.run(
         [str(BIN / "diaggmm"), "predict", str(model), data, "--out", str(tmp_path / "scores")]
         + ["--scheduler", tls_cluster.address, "--quiet"],
