@@ -17,6 +17,8 @@ timings are its own):
                        compute, n_init=8 vs 1, vs a local store, requests (issue 21)
 ``object_store_clients.py``  s3fs vs obstore reading the same Zarr array: requests, CPU
                        per GiB, throughput (issue 21, item 5)
+``tls_cost.py``        the library's LocalCluster with TLS (its default) vs without: per
+                       iteration, CPU, per tiny task, start (issue 22)
 =====================  ==================================================================
 
 then writes ``bench/results/latest.json`` (every script's own JSON, and one row per target:
@@ -74,6 +76,7 @@ SCRIPTS = [
     ("init_quality.py", "init_quality.json", [], ["--quick"]),
     ("object_store.py", "object_store.json", [], ["--quick"]),
     ("object_store_clients.py", "object_store_clients.json", [], ["--quick"]),
+    ("tls_cost.py", "tls_cost.json", [], ["--quick"]),
 ]
 
 

@@ -41,6 +41,11 @@ def _arguments(argv=None):
     parser.add_argument("--tol", type=float, default=1e-3)
     parser.add_argument("--out", default="runs/demo", help="folder for the outputs")
     parser.add_argument("--scheduler", help="dask scheduler address (default: a LocalCluster)")
+    parser.add_argument(
+        "--tls-dir",
+        help="for a tls:// scheduler: a folder holding ca.pem, cert.pem and key.pem (default: "
+        "dask's config distributed.comm.tls.*)",
+    )
     return parser.parse_args(argv)
 
 
@@ -84,6 +89,7 @@ def main(argv=None):
         dtype="float32",
         random_state=0,
         scheduler_address=args.scheduler,
+        tls_directory=args.tls_dir,
         feature_dim=feature_dim,
         features=features,
     )

@@ -202,6 +202,7 @@ def retrain(
     seconds_per_task: float = SECONDS_PER_TASK,
     storage_options: dict | None = None,
     storage_options_block: str | None = None,
+    tls_directory: str | None = None,
 ) -> dict:
     """Update the model with ``data_url`` (refit warm-started, or online); promote it if it scores
     on ``holdout_url`` no worse than the current one (less ``margin``); warn on drift.
@@ -241,6 +242,8 @@ def retrain(
         fsspec options for every URL of the run (registry, data, held-out data), and the name
         of a Prefect ``Secret`` block holding more (credentials), as in ``train``; they reach
         every task and, in the library's dask graphs, the workers.
+    tls_directory : str, optional
+        The folder of TLS credentials for a ``tls://`` scheduler, as in ``train``.
 
     Returns
     -------
@@ -249,7 +252,7 @@ def retrain(
         ``parent``, ``old_score``, ``new_score``, ``drift``, ``n_iter``, ``converged``, ``mode``,
         and ``n_batches_seen`` (the batches the online model has folded in; None for a refit).
     """
-    from diaggmm_dist.cluster import dask_client
+    from .runtime import flow_client
 
     logger = get_run_logger()
     partitions = _partitions(data_url, mode)
@@ -286,7 +289,7 @@ def retrain(
         steps = {"learning_decay": learning_decay, "learning_offset": learning_offset}
         settings.update({name: value for name, value in steps.items() if value is not None})
 
-    with dask_client(scheduler_address) as client:
+    with flow_client(scheduler_address, tls_directory) as client:
         address = client.scheduler.address
         if mode == "online":
             candidate_url, steps = fold_partitions(

@@ -4,7 +4,9 @@ Dask: a flow opens one client (:func:`diaggmm_dist.cluster.dask_client`) for its
 and hands the tasks its scheduler's address, a string. A task reuses the flow's client when it
 can see it (tasks called from the flow run in the flow's thread and process) and pins it as
 the current client for the block; if it cannot (another thread with another current client,
-another process), it connects to the address itself. See :func:`on_scheduler`.
+another process), it connects to the address itself, with the flow's TLS credentials when it
+runs in the flow's process (:func:`flow_client` keeps them there, in memory, by address; a
+task's parameters never hold them). See :func:`on_scheduler`.
 """
 
 from __future__ import annotations
@@ -79,12 +81,57 @@ TASK_OPTIONS = dict(
 )
 
 
+#: The TLS credentials (``distributed.Security``) of the flows' open clients, by scheduler
+#: address: what a task that cannot see its flow's client connects with (in this process only).
+_FLOW_SECURITY: dict = {}
+
+
+@contextlib.contextmanager
+def flow_client(scheduler_address: str | None, tls_directory: str | None = None):
+    """A flow's dask client for its whole run (:func:`diaggmm_dist.cluster.dask_client`).
+
+    Parameters
+    ----------
+    scheduler_address : str or None
+        The flow's ``scheduler_address``: by default ``$DASK_SCHEDULER_ADDRESS``, else a
+        LocalCluster for the run (with TLS and credentials made in memory).
+    tls_directory : str or None
+        The flow's ``tls_directory``: a folder holding the CA certificate and the client's
+        certificate and key (:meth:`diaggmm_dist.tls.TLSFiles.from_folder`); None: dask's
+        configuration (``distributed.comm.tls.*``), when a ``tls://`` scheduler needs them.
+
+    Yields
+    ------
+    distributed.Client
+        The client; its credentials are what :func:`on_scheduler` connects with.
+
+    Raises
+    ------
+    TLSCredentialsError
+        A ``tls://`` scheduler without credentials, or credentials that do not load, before
+        anything connects (a ValueError: the task is not retried).
+    """
+    from diaggmm_dist.cluster import dask_client
+    from diaggmm_dist.tls import tls_files
+
+    files = tls_files(folder=tls_directory, names=("", "", "", "tls_directory"))  # a folder only
+    with dask_client(scheduler_address, security=files) as client:
+        address = client.scheduler.address
+        if address.startswith("tls://"):
+            _FLOW_SECURITY[address] = client.security
+        try:
+            yield client
+        finally:
+            _FLOW_SECURITY.pop(address, None)
+
+
 @contextlib.contextmanager
 def on_scheduler(address: str | None):
     """Run the block's dask work on the scheduler at ``address`` (None: dask's local threads).
 
     The flow's own client is reused when this thread sees it as the current (or default)
-    client; otherwise a new connection is opened for the block and closed after it.
+    client; otherwise a new connection is opened for the block and closed after it, with the
+    flow's TLS credentials (:func:`flow_client`), else dask's configuration.
 
     Parameters
     ----------
@@ -111,7 +158,8 @@ def on_scheduler(address: str | None):
         with client.as_current():
             yield client
         return
-    with dask_client(address) as client:  # `with` makes it the current client of this context
+    security = _FLOW_SECURITY.get(address)  # None: dask's configuration
+    with dask_client(address, security=security) as client:  # `with`: the current client
         yield client
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
-from .runtime import TASK_OPTIONS, flow_storage_options, load_model, on_scheduler
+from .runtime import TASK_OPTIONS, flow_client, flow_storage_options, load_model, on_scheduler
 
 
 @task(name="write-scores", **TASK_OPTIONS)
@@ -59,6 +59,7 @@ def score(
     scheduler_address: str | None = None,
     storage_options: dict | None = None,
     storage_options_block: str | None = None,
+    tls_directory: str | None = None,
 ) -> dict:
     """Write per-row ``labels``, ``max_resp`` and ``log_likelihood`` of ``data_url`` to ``out_url``.
 
@@ -83,17 +84,19 @@ def score(
         Name of a Prefect ``Secret`` block whose value is a JSON object of fsspec options
         (e.g. ``{"key": ..., "secret": ...}``), read in the flow run and merged under
         ``storage_options`` (whose values win).
+    tls_directory : str, optional
+        For a ``tls://`` scheduler: a folder holding the CA certificate and the client's
+        certificate and key (as ``train``'s); by default dask's configuration
+        (``distributed.comm.tls.*``). A path only: the keys stay in the files.
 
     Returns
     -------
     dict
         ``out_url``, ``n_rows``, ``arrays`` and ``chunk_rows`` of the written group.
     """
-    from diaggmm_dist.cluster import dask_client
-
     logger = get_run_logger()
     options = flow_storage_options(storage_options, storage_options_block)
-    with dask_client(scheduler_address) as client:
+    with flow_client(scheduler_address, tls_directory) as client:
         summary = write_scores(model_url, data_url, out_url, client.scheduler.address, options)
     logger.info(
         "scored %d rows of %s with %s into %s (chunks of %d rows)",

@@ -26,7 +26,7 @@ from dataclasses import replace
 from prefect import flow, get_run_logger
 
 from .blocks import SECONDS_PER_TASK, fit_in_blocks
-from .runtime import flow_storage_options
+from .runtime import flow_client, flow_storage_options
 from .select_k import plot_selection, publish_selection, select_components, selection_plot_url
 from .specs import ChoiceOfK, FitSpec
 from .tasks import default_checkpoint_url
@@ -100,6 +100,7 @@ def train(
     heldout_fraction: float = 0.1,
     storage_options: dict | None = None,
     storage_options_block: str | None = None,
+    tls_directory: str | None = None,
 ) -> dict:
     """Fit ``DiagGMM`` to the data at ``data_url`` and save it at ``model_url``.
 
@@ -149,6 +150,13 @@ def train(
         Name of a Prefect ``Secret`` block whose value is a JSON object of fsspec options
         (e.g. ``{"key": ..., "secret": ...}``), read in the flow run and merged under
         ``storage_options`` (whose values win).
+    tls_directory : str, optional
+        For a ``tls://`` scheduler: a folder holding the CA certificate and the client's
+        certificate and key (``ca.pem``, ``cert.pem``, ``key.pem``, or a Kubernetes TLS
+        Secret's ``ca.crt``, ``tls.crt``, ``tls.key``), e.g. a mounted Secret; by default dask's
+        configuration (``distributed.comm.tls.ca-file``, ``.client.cert``, ``.client.key``, or
+        their ``DASK_DISTRIBUTED__COMM__TLS__...`` variables). A path only: the keys stay in
+        the files, never in the flow run's parameters.
 
     Returns
     -------
@@ -162,8 +170,6 @@ def train(
         ``converged``), ``plot_url`` (None without matplotlib) and ``seconds``. Artifacts:
         the table ``train-selection`` and the markdown ``train-selection-summary``.
     """
-    from diaggmm_dist.cluster import dask_client
-
     candidates = check_choice(n_components, criterion, heldout_fraction)
     if candidates is None and isinstance(n_components, (list, tuple)):
         (n_components,) = n_components  # a list of one is that number
@@ -187,9 +193,10 @@ def train(
         storage_options=options,
     )
     if candidates is not None:
-        return _choose(spec, ChoiceOfK(candidates, criterion, heldout_fraction), logger)
+        choice = ChoiceOfK(candidates, criterion, heldout_fraction)
+        return _choose(spec, choice, logger, scheduler_address, tls_directory)
     spec = replace(spec, settings={"n_components": n_components, **spec.settings})
-    with dask_client(scheduler_address) as client:
+    with flow_client(scheduler_address, tls_directory) as client:
         address = client.scheduler.address
         logger.info(
             "fitting %d components to %s on the dask scheduler %s", n_components, data_url, address
@@ -210,11 +217,9 @@ def train(
     }
 
 
-def _choose(spec: FitSpec, choice: ChoiceOfK, logger) -> dict:
+def _choose(spec: FitSpec, choice: ChoiceOfK, logger, scheduler_address, tls_directory) -> dict:
     """Several candidates: one ``select-n-components`` task, the plot, the artifacts."""
-    from diaggmm_dist.cluster import dask_client
-
-    with dask_client(spec.scheduler_address) as client:
+    with flow_client(scheduler_address, tls_directory) as client:
         address = client.scheduler.address
         logger.info(
             "choosing among K = %s by %s on %s, on the dask scheduler %s",

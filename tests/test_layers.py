@@ -38,7 +38,7 @@ LAYERS = {
         "persistence",
         "selection",
     ),
-    "applications": ("", "outputs", "plots", "cluster", "worker_logging", "cli"),
+    "applications": ("", "outputs", "plots", "cluster", "tls", "worker_logging", "cli"),
 }
 RANKS = list(LAYERS)
 

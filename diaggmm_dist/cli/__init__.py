@@ -2,13 +2,16 @@
 
     diaggmm fit DATA --k K --out MODEL [--checkpoint URL] [--overwrite] [--scheduler ADDRESS] ...
     diaggmm fit s3://bucket/X --k K --out s3://bucket/model --storage-option anon=false ...
+    diaggmm fit DATA --k K --out MODEL --scheduler tls://HOST:8786 --tls-dir DIR ...
     diaggmm predict MODEL DATA --out SCORES [--scheduler ADDRESS] [--overwrite]
     diaggmm info MODEL [--json]
 
 DATA is a Zarr array (local path or fsspec URL). ``--storage-option KEY=VALUE`` (repeatable)
 and ``--storage-options FILE.json`` give the fsspec options of every URL of the command. Work
 runs on the dask scheduler at ``--scheduler``, else at ``$DASK_SCHEDULER_ADDRESS``, else on a
-LocalCluster started for the command. The CLI owns argument parsing (:mod:`.parser`), console
+LocalCluster started for the command (with TLS). A ``tls://`` scheduler is joined with
+``--tls-ca``/``--tls-cert``/``--tls-key`` or ``--tls-dir``, else dask's config
+(:mod:`diaggmm_dist.tls`). The CLI owns argument parsing (:mod:`.parser`), console
 output (:mod:`.console`), the checks of inputs and outputs (:mod:`.checks`), storage options
 (:mod:`.options`), the commands (:mod:`.commands`) and exit codes (:mod:`.exits`) only; the
 maths, the stores and the checkpoints are the library's.

@@ -22,14 +22,13 @@ from .checks import (
 )
 from .console import Console, PassBar, library_output, model_labels
 from .exits import EXIT_OK
-from .options import command_storage_options
+from .options import command_security, command_storage_options
 
 
 @contextlib.contextmanager
 def _dask_client(args):
-    """The command's dask client (:func:`~diaggmm_dist.cluster.dask_client`).
-
-    Quiet about the failures it reports itself.
+    """The command's dask client (:func:`~diaggmm_dist.cluster.dask_client`), with its TLS
+    credentials (``args.security``); quiet about the failures it reports itself.
 
     A failure ends the command with one line, so what distributed logs about it in this
     terminal is left out unless ``--debug``: a worker's "Compute Failed" screenful (the workers
@@ -41,7 +40,7 @@ def _dask_client(args):
     logger = logging.getLogger("distributed")
     level = logger.level
     try:
-        with dask_client(args.scheduler) as client:
+        with dask_client(args.scheduler, security=args.security) as client:
             if client.cluster is not None and not args.debug:
                 from ..worker_logging import QuietWorkerLogs
 
@@ -80,6 +79,7 @@ def fit(args: argparse.Namespace, console: Console) -> int:
     from ..mixture import DiagGMM
     from ..validation import check_settings
 
+    args.security = command_security(args)  # before any work: files, tls:// address
     options = command_storage_options(args)
     # Outputs are checked before anything is read or started; apart first: the write test needs no
     # file created inside an input.
@@ -231,6 +231,7 @@ def predict(args: argparse.Namespace, console: Console) -> int:
     from ..locations import location
     from ..outputs.scores import write_scores
 
+    args.security = command_security(args)  # before any work: files, tls:// address
     options = command_storage_options(args)
     check_apart([("--out", args.out)], [("model", args.model), ("data", args.data)], options)
     check_writable(args.out, "scores", storage_options=options)

@@ -167,3 +167,74 @@ def command_storage_options(args: argparse.Namespace) -> dict | None:
     for path, value in given:
         _merged(options, path, value)
     return options
+
+
+#: The TLS options' names, in the order :func:`~diaggmm_dist.tls.tls_files` takes them.
+TLS_OPTIONS = ("--tls-ca", "--tls-cert", "--tls-key", "--tls-dir")
+
+
+def add_tls_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--tls-ca``, ``--tls-cert``, ``--tls-key`` and ``--tls-dir`` to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        A sub-command's parser that takes ``--scheduler``.
+    """
+    group = parser.add_argument_group(
+        "TLS (a tls:// scheduler)",
+        "the client's credentials: the three files, or a folder holding them; by default "
+        "dask's config (distributed.comm.tls.ca-file, .client.cert, .client.key). Without a "
+        "scheduler they secure the LocalCluster started for the command (else it has "
+        "credentials of its own, made in memory)",
+    )
+    group.add_argument("--tls-ca", metavar="FILE", help="the cluster's CA certificate (PEM)")
+    group.add_argument(
+        "--tls-cert", metavar="FILE", help="this client's certificate (PEM), signed by the CA"
+    )
+    group.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
+    group.add_argument(
+        "--tls-dir",
+        metavar="DIR",
+        help="a folder holding ca.pem, cert.pem and key.pem (or a Kubernetes TLS Secret's "
+        "ca.crt, tls.crt and tls.key)",
+    )
+
+
+def command_security(args: argparse.Namespace):
+    """The command's TLS credentials, checked before any work; None when none are given.
+
+    A ``tls://`` scheduler (``--scheduler`` or ``$DASK_SCHEDULER_ADDRESS``) is refused here
+    when no credentials reach it (neither given nor in dask's config).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments.
+
+    Returns
+    -------
+    TLSFiles or None
+
+    Raises
+    ------
+    TLSCredentialsError
+        Some of the three files but not all, files and a folder, a file missing or unreadable,
+        files that do not load together, or a tls:// scheduler without credentials (a
+        ValueError: exit code 2).
+    """
+    import os
+
+    from ..tls import client_security, tls_files
+
+    files = tls_files(
+        getattr(args, "tls_ca", None),
+        getattr(args, "tls_cert", None),
+        getattr(args, "tls_key", None),
+        getattr(args, "tls_dir", None),
+        names=TLS_OPTIONS,
+    )
+    address = getattr(args, "scheduler", None) or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if address:
+        client_security(address, files)
+    return files

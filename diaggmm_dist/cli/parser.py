@@ -7,7 +7,7 @@ import math
 
 from ..validation import CRITERIA, DTYPES, INIT_PARAMS, check_candidates
 from .console import PROG
-from .options import add_storage_options
+from .options import add_storage_options, add_tls_options
 
 
 def _int_at_least(minimum):
@@ -91,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = _common_options(False)
     scheduler_help = (
-        "dask scheduler address, e.g. tcp://host:8786 (default: $DASK_SCHEDULER_ADDRESS, "
-        "else a LocalCluster started for this command)"
+        "dask scheduler address, e.g. tcp://host:8786 or tls://host:8786 (default: "
+        "$DASK_SCHEDULER_ADDRESS, else a LocalCluster started for this command, with TLS)"
     )
 
     fit = commands.add_parser(
@@ -142,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace an existing MODEL, and start afresh if the checkpoint holds another run",
     )
     fit.add_argument("--scheduler", metavar="ADDRESS", help=scheduler_help)
+    add_tls_options(fit)
     fit.add_argument(
         "--init",
         choices=INIT_PARAMS,
@@ -209,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace an existing SCORES group"
     )
     predict.add_argument("--scheduler", metavar="ADDRESS", help=scheduler_help)
+    add_tls_options(predict)
     predict.add_argument(
         "--chunk-size",
         type=_int_at_least(1),
