@@ -29,6 +29,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from .blocks import SECONDS_PER_TASK, fit_in_blocks
+from .retention import check_retention, prune_registry
 from .runtime import (
     TASK_OPTIONS,
     flow_storage_options,
@@ -202,6 +203,8 @@ def retrain(
     seconds_per_task: float = SECONDS_PER_TASK,
     storage_options: dict | None = None,
     storage_options_block: str | None = None,
+    keep_versions: int | None = 10,
+    prune_work: bool = True,
 ) -> dict:
     """Update the model with ``data_url`` (refit warm-started, or online); promote it if it scores
     on ``holdout_url`` no worse than the current one (less ``margin``); warn on drift.
@@ -241,6 +244,9 @@ def retrain(
         fsspec options for every URL of the run (registry, data, held-out data), and the name
         of a Prefect ``Secret`` block holding more (credentials), as in ``train``; they reach
         every task and, in the library's dask graphs, the workers.
+    keep_versions, prune_work : int or None, bool
+        Retention when the run finishes (``pruned`` in the result, see flows/retention.py): keep
+        the newest ``keep_versions`` versions and the current one (None: all); delete the scratch.
 
     Returns
     -------
@@ -253,12 +259,11 @@ def retrain(
 
     logger = get_run_logger()
     partitions = _partitions(data_url, mode)
+    check_retention(keep_versions, prune_work)
     options = flow_storage_options(storage_options, storage_options_block)
     registry = open_registry(registry_url, options)
-    checkpoint_url, candidate_url = (
-        url_of(registry.scratch_url(CHECKPOINT)),
-        url_of(registry.scratch_url(CANDIDATE)),
-    )
+    checkpoint_url = url_of(registry.scratch_url(CHECKPOINT))
+    candidate_url = url_of(registry.scratch_url(CANDIDATE))
     current = read_current(registry_url, options)
     warm_from = None
     if current is None:
@@ -391,4 +396,5 @@ def retrain(
         description=f"Retrain ({mode}) of `{registry_url}` on `{', '.join(partitions)}`, "
         f"judged on `{holdout_url}`.",
     )
+    result["pruned"] = prune_registry(registry_url, keep_versions, prune_work, options)
     return result
