@@ -35,7 +35,7 @@ import diaggmm_dist
 from diaggmm_dist import DiagGMM
 from diaggmm_dist.datasets.synthetic import mixture_parameters, write_mixture_zarr
 from diaggmm_dist.stores.lease import CheckpointInUseError, Lease
-from diaggmm_dist.stores.registry import ModelRegistry, UnknownVersionError
+from diaggmm_dist.stores.registry import ModelRegistry, RegistryError, UnknownVersionError
 from diaggmm_dist.stores.retention import Retention
 from diaggmm_dist.stores.zarr_groups import NotAGroupError
 
@@ -124,6 +124,16 @@ def test_bad_retention_settings_are_refused_before_anything_is_deleted(tmp_path,
         with pytest.raises(ValueError, match="grace_seconds must be a finite number >= 0"):
             registry.prune(1, grace_seconds=grace)
     assert registry.versions() == ["v0001", "v0002", "v0003"]
+    # a pointer whose history is not what the registry writes: refused, nothing deleted
+    pointer = tmp_path / "registry" / "current.json"
+    document = json.loads(pointer.read_text())
+    for replaced in ("v0001", [{"version": "v0001", "until": "yesterday"}], [["v0001"]]):
+        pointer.write_text(json.dumps(dict(document, replaced=replaced)))
+        with pytest.raises(RegistryError, match="current.json: .*'replaced'"):
+            registry.prune(1, grace_seconds=0)
+    assert registry.versions() == ["v0001", "v0002", "v0003"]
+    registry.set_current("v0003")  # moving the pointer drops the records it cannot read
+    assert registry.prune(1, grace_seconds=0).removed == ["v0001", "v0002"]
     # an empty registry: nothing to do
     assert ModelRegistry(tmp_path / "empty").prune(1).removed == []
 

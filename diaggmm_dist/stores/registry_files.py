@@ -47,6 +47,16 @@ def now(timespec: str = "seconds") -> str:
     return datetime.now(timezone.utc).isoformat(timespec=timespec)
 
 
+def _entry(entry) -> bool:
+    """Whether ``entry`` is one of the pointer's ``replaced`` records (kept when it moves on)."""
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("version"), str)
+        and bool(VERSION.match(entry["version"]))
+        and isinstance(entry.get("until"), str)
+    )
+
+
 class RegistryFiles:
     """Raw file access under a registry's root (``_base``: a local path, or ``_fs``'s path)."""
 
@@ -150,11 +160,14 @@ class RegistryFiles:
         :data:`HISTORY`): a reader that read the pointer just before may still be loading them,
         and the retention policy keeps them for a grace period.
         """
-        old = self._read_json(POINTER)
+        try:
+            old = self._read_json(POINTER)
+        except RegistryError:  # a broken pointer is being replaced (a repair): no history
+            old = None
         replaced = []
         if isinstance(old, dict) and isinstance(old.get("current"), str):
             earlier = old.get("replaced")
-            earlier = earlier if isinstance(earlier, list) else []
+            earlier = [e for e in earlier if _entry(e)] if isinstance(earlier, list) else []
             replaced = [{"version": old["current"], "until": now("milliseconds")}, *earlier]
         pointer = {
             "format": FORMAT,
