@@ -30,11 +30,11 @@ drift warning (from the Prefect API's logs). At the end it checks that
   the mean, or below 1 MiB);
 * the reader never failed.
 
-    python bench/retrain_soak.py                  # 50 runs, one every 20 s: ~17 min
+    python bench/retrain_soak.py                  # 50 runs, one every 25 s: ~21 min
     python bench/retrain_soak.py --runs 5 --interval 15     # smoke run
 
 Writes ``bench/results/retrain_soak.json`` and prints a table. Not part of ``bench/suite.py``
-(it takes a quarter of an hour); see bench/README.md.
+(it takes 20 minutes); see bench/README.md.
 """
 
 from __future__ import annotations
@@ -249,7 +249,7 @@ def finished_logs(client, flow_run_id):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--interval", type=float, default=20.0, help="seconds between runs")
+    parser.add_argument("--interval", type=float, default=25.0, help="seconds between runs")
     parser.add_argument("--keep-versions", type=int, default=5)
     parser.add_argument("--shift-every", type=int, default=10)
     parser.add_argument("--bad-every", type=int, default=7)
@@ -330,6 +330,7 @@ def main(argv=None):
         data = Data(folder, args.shift)
         data.deliver(0, "same")  # the first partition and the held-out data
         data._write(data.holdout, 99_999, 0.0)
+        first_delivery = time.time()
         parameters = {
             "registry_url": registry_url,
             "data_url": f"{data.train}/X",
@@ -364,7 +365,7 @@ def main(argv=None):
         registry = ModelRegistry(registry_url)
         reader = Reader(registry_url)
         reader.start()
-        rows, seen, started, last_version = [], set(), time.monotonic(), None
+        rows, seen, started, delivered = [], set(), time.monotonic(), first_delivery
         with get_client(sync_client=True) as client:
             deployment = wait_until(
                 lambda: client.read_deployment_by_name("retrain/soak"),
@@ -395,35 +396,15 @@ def main(argv=None):
                 run = finished[0]
                 seen.add(run.id)
                 number = len(rows) + 1
-                # logs reach the server after the state: wait for the run's last line
-                messages = wait_until(
-                    lambda: finished_logs(client, run.id), f"the logs of run {len(rows) + 1}", 60
-                )
-                drift = any(level >= logging.WARNING and "DRIFT" in m for level, m in messages)
-                newest = registry.versions()[-1:] or [None]
-                promoted = newest[0] if newest[0] not in (None, last_version) else None
-                last_version = newest[0]
-                loads = None
-                if promoted is not None:  # a reader right after the run: the new version loads
-                    loads = registry.load(promoted, DiagGMM.load).n_components == K
-                kind = (
-                    "shift"
-                    if number % args.shift_every == 0
-                    else "bad"
-                    if number % args.bad_every == 0
-                    else "same"
-                )
-                data.deliver(number, kind)  # the next run's data
-                versions = registry.versions()
+                # measured at once, before the next run can start: what a finished run leaves
                 work = folder / "registry" / "work"
                 row = {
                     "run": number,
                     "state": run.state.type.value,
                     "seconds": (run.total_run_time.total_seconds() if run.total_run_time else None),
-                    "promoted": promoted,
-                    "promoted_loads": loads,
-                    "drift": drift,
-                    "versions": versions,
+                    "started": run.start_time.timestamp() if run.start_time else None,
+                    "data_delivered": delivered,
+                    "versions": registry.versions(),
                     "current": registry.current_version(),
                     "registry_bytes": disk_bytes(folder / "registry") - disk_bytes(work),
                     "work_bytes": disk_bytes(work),
@@ -432,8 +413,31 @@ def main(argv=None):
                     "rss_serve_mib": rss_mib(serve.pid),
                     "rss_scheduler_mib": rss_mib(scheduler.pid),
                     "rss_worker_mib": rss_mib(worker.pid),
-                    "next_data": kind,
                 }
+                kind = (
+                    "shift"
+                    if number % args.shift_every == 0
+                    else "bad"
+                    if number % args.bad_every == 0
+                    else "same"
+                )
+                data.deliver(number, kind)  # the next run's data
+                delivered, row["next_data"] = time.time(), kind
+                # logs reach the server after the state: wait for the run's last line
+                messages = wait_until(
+                    lambda: finished_logs(client, run.id), f"the logs of run {number}", 60
+                )
+                row["drift"] = any(
+                    level >= logging.WARNING and "DRIFT" in m for level, m in messages
+                )
+                promoted = next(  # the flow's "promoted v0007: held-out score ..."
+                    (m.split()[1].rstrip(":") for _, m in messages if m.startswith("promoted v")),
+                    None,
+                )
+                row["promoted"], row["promoted_loads"] = promoted, None
+                if promoted is not None:  # a reader after the run: the new version loads
+                    row["promoted_loads"] = registry.load(promoted, DiagGMM.load).n_components == K
+                drift, versions = row["drift"], row["versions"]
                 rows.append(row)
                 print(
                     f"{number:>3} {row['state']:<9} {row['seconds'] or 0:>5.1f} "
@@ -499,6 +503,10 @@ def verdict(rows, registry, reader, args, wall):
     grace = set(registry.recently_replaced(GRACE_SECONDS + 60))
     summary["versions_left"] = versions
     checks["every run completed"] = summary["failed_runs"] == 0
+    # each run read only data delivered before it started, never data replaced under it
+    checks["every run started after its data arrived"] = all(
+        row["started"] is not None and row["started"] > row["data_delivered"] for row in rows
+    )
     checks["every promoted version loaded after its run"] = all(
         row["promoted_loads"] for row in rows if row["promoted"]
     )
