@@ -231,19 +231,18 @@ def flow_runs(client, deployment_id):
     )
 
 
-def run_messages(client, flow_run_id):
+def run_logs(client, flow_run_id):
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    return [
-        (log.level, log.message)
-        for log in client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
-    ]
+    return client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
 
 
 def finished_logs(client, flow_run_id):
-    """The run's log lines once its last one (its final state) has reached the server."""
-    messages = run_messages(client, flow_run_id)
-    return messages if any(m.startswith("Finished in state") for _, m in messages) else None
+    """The flow run's own log lines ``(level, message)`` once its last one has reached the
+    server (its final state; the tasks' own "Finished in state" lines do not count)."""
+    logs = run_logs(client, flow_run_id)
+    own = [(log.level, log.message) for log in logs if log.task_run_id is None]
+    return own if any(m.startswith("Finished in state") for _, m in own) else None
 
 
 def main(argv=None):
@@ -506,6 +505,12 @@ def verdict(rows, registry, reader, args, wall):
     # each run read only data delivered before it started, never data replaced under it
     checks["every run started after its data arrived"] = all(
         row["started"] is not None and row["started"] > row["data_delivered"] for row in rows
+    )
+    # the logs' promotions are the registry's new versions, run by run
+    newest = [row["versions"][-1] if row["versions"] else None for row in rows]
+    checks["the logged promotions are the registry's new versions"] = all(
+        row["promoted"] == (newest[i] if newest[i] != (newest[i - 1] if i else None) else None)
+        for i, row in enumerate(rows)
     )
     checks["every promoted version loaded after its run"] = all(
         row["promoted_loads"] for row in rows if row["promoted"]
