@@ -29,6 +29,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from .blocks import SECONDS_PER_TASK, fit_in_blocks
+from .folding import fold_partitions
+from .retention import check_retention, prune_registry
 from .runtime import (
     TASK_OPTIONS,
     flow_storage_options,
@@ -43,8 +45,6 @@ from .specs import FitSpec
 FROM_SCRATCH = {"tol": 1e-3, "init_params": "kmeans", "dtype": "float32", "random_state": 0}
 CHECKPOINT = "retrain-checkpoint"
 CANDIDATE = "retrain-candidate"
-#: Scratch name of the model after folding in partition number i (mode="online").
-FOLDED = "retrain-online-{number}"
 MODES = ("refit", "online")
 
 
@@ -88,89 +88,6 @@ def promote(
     return registry.promote(load_model(model_url, storage_options), metadata)
 
 
-@task(name="fold-partition", task_run_name="fold-partition-{number}", **TASK_OPTIONS)
-def fold_partition(
-    source_url: str | None,
-    data_url: str,
-    target_url: str,
-    number: int,
-    settings: dict,
-    scheduler_address: str | None = None,
-    storage_options: dict | None = None,
-) -> dict:
-    """One step of stepwise EM: a model updated with ``data_url`` by ``partial_fit``.
-
-    The model at ``source_url`` (or, when None, a new ``DiagGMM(**settings)`` initialized on
-    this partition) is updated and saved at ``target_url``.
-
-    The source is never modified, so a retry repeats exactly the same step.
-    """
-    from diaggmm_dist import DiagGMM
-
-    logger = get_run_logger()
-    model = (
-        DiagGMM(**settings)
-        if source_url is None
-        else load_model(source_url, storage_options).set_params(**settings)
-    )
-    step = None if source_url is None else online_step_size(model)
-    with on_scheduler(scheduler_address):
-        model.partial_fit(data_url, storage_options=storage_options)
-    model.save(target_url, overwrite=True, storage_options=storage_options)
-    logger.info(
-        "partition %d (%s) folded in%s: mean log-likelihood %.6f before the step, %d batches seen",
-        number,
-        data_url,
-        "" if step is None else f" with step {step:.4f}",
-        model.lower_bound_,
-        model.n_batches_seen_,
-    )
-    return {
-        "partition": number,
-        "data_url": data_url,
-        "step_size": 1.0 if step is None else step,
-        "log_likelihood_before": float(model.lower_bound_),
-        "n_batches_seen": int(model.n_batches_seen_),
-        "n_samples_seen": int(model.n_samples_seen_),
-        "n_iter": int(model.n_iter_),
-    }
-
-
-def online_step_size(model) -> float:
-    """The step size of the model's next partial_fit (see diaggmm_dist.online.step_size)."""
-    from diaggmm_dist.online import step_size
-
-    return step_size(
-        getattr(model, "n_batches_seen_", 0), model.learning_decay, model.learning_offset
-    )
-
-
-def fold_partitions(
-    registry, partitions, current_url, settings, scheduler_address, storage_options=None
-):
-    """Fold ``partitions`` one after the other into the model at ``current_url`` (None: new).
-
-    Returns the URL of the last model and the table of steps (also published as an artifact).
-    """
-    source = current_url
-    steps = []
-    for number, data_url in enumerate(partitions):
-        target = url_of(registry.scratch_url(FOLDED.format(number=number)))
-        steps.append(
-            fold_partition(
-                source, data_url, target, number, settings, scheduler_address, storage_options
-            )
-        )
-        source = target
-    create_table_artifact(
-        table=steps,
-        key="retrain-online",
-        description=f"Stepwise EM: {len(partitions)} partition(s) folded into "
-        f"`{current_url or 'a new model'}`.",
-    )
-    return source, steps
-
-
 def _partitions(data_url, mode):
     """The list of data URLs of a run, checked against the mode."""
     if mode not in MODES:
@@ -203,6 +120,8 @@ def retrain(
     storage_options: dict | None = None,
     storage_options_block: str | None = None,
     tls_directory: str | None = None,
+    keep_versions: int | None = 10,
+    prune_work: bool = True,
 ) -> dict:
     """Update the model with ``data_url`` (refit warm-started, or online); promote it if it scores
     on ``holdout_url`` no worse than the current one (less ``margin``); warn on drift.
@@ -244,6 +163,9 @@ def retrain(
         every task and, in the library's dask graphs, the workers.
     tls_directory : str, optional
         The folder of TLS credentials for a ``tls://`` scheduler, as in ``train``.
+    keep_versions, prune_work : int or None, bool
+        Retention when the run finishes (``pruned`` in the result, see flows/retention.py): keep
+        the newest ``keep_versions`` versions and the current one (None: all); delete the scratch.
 
     Returns
     -------
@@ -256,12 +178,11 @@ def retrain(
 
     logger = get_run_logger()
     partitions = _partitions(data_url, mode)
+    check_retention(keep_versions, prune_work)
     options = flow_storage_options(storage_options, storage_options_block)
     registry = open_registry(registry_url, options)
-    checkpoint_url, candidate_url = (
-        url_of(registry.scratch_url(CHECKPOINT)),
-        url_of(registry.scratch_url(CANDIDATE)),
-    )
+    checkpoint_url = url_of(registry.scratch_url(CHECKPOINT))
+    candidate_url = url_of(registry.scratch_url(CANDIDATE))
     current = read_current(registry_url, options)
     warm_from = None
     if current is None:
@@ -394,4 +315,5 @@ def retrain(
         description=f"Retrain ({mode}) of `{registry_url}` on `{', '.join(partitions)}`, "
         f"judged on `{holdout_url}`.",
     )
+    result["pruned"] = prune_registry(registry_url, keep_versions, prune_work, options)
     return result

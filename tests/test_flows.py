@@ -697,7 +697,9 @@ def test_retrain_online_folds_new_partitions_into_the_current_model(
     assert meta["holdout_mean_log_likelihood"] == pytest.approx(
         model.score(stores.holdout), rel=1e-9
     )
-    assert fold_tasks(state, 5) == ["fold-partition-0", "fold-partition-1"]
+    assert fold_tasks(state, 6) == ["fold-partition-0", "fold-partition-1"]
+    assert first["pruned"]["work"] == ["retrain-online-0", "retrain-online-1"]  # retention
+    assert registry.scratch_names() == []
     table = [
         a
         for a in wait_for(
@@ -716,7 +718,7 @@ def test_retrain_online_folds_new_partitions_into_the_current_model(
     assert (second["promoted"], second["parent"], second["n_batches_seen"]) == ("v0002", "v0001", 3)
     assert second["new_score"] >= second["old_score"] - 0.01
     assert_same_online_model(registry.current(DiagGMM.load)[1], expected.partial_fit(more))
-    assert fold_tasks(state, 5) == ["fold-partition-0"]
+    assert fold_tasks(state, 6) == ["fold-partition-0"]
     assert registry.metadata("v0002")["data_urls"] == [more]
     run_logs(state.state_details.flow_run_id, "folding new data into the current model v0001")
 

@@ -4,7 +4,7 @@ Layout::
 
     registry/
         current.json           the pointer: {"format", "format_version", "current": "v0002",
-                               "updated"}
+                               "updated", "replaced": [{"version": "v0001", "until"}, ...]}
         v0001/                 a model written with DiagGMM.save (a Zarr group) ...
             registry.json      ... and its registry metadata: version, created, data_url,
                                holdout_url, holdout_mean_log_likelihood, parent (+ extra keys)
@@ -18,6 +18,10 @@ place with ``os.replace``; on an object store it is a single PUT. A crash at any
 the previous ``current`` intact; a version directory without its ``registry.json`` is debris
 of such a crash: it is not listed, and its number is never reused.
 
+Retention (:meth:`ModelRegistry.prune`, :mod:`.retention`) deletes all but the newest versions,
+the current one and those a reader may still be loading, each safely. The raw reads and
+writes: :mod:`.registry_files`.
+
 The registry assumes one writer at a time (the retrain deployment runs with a concurrency
 limit of 1); readers can run at any time. Every read is validated: a pointer, a metadata file
 or a model that is not what the registry writes is refused with a :class:`RegistryError` (or
@@ -29,47 +33,43 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable
 
 from ..locations import Location, StorageOptions, location
-from .zarr_groups import cat_whole
+from .registry_files import (
+    FORMAT,
+    FORMAT_VERSION,
+    METADATA,
+    POINTER,
+    RESERVED,
+    SCRATCH,
+    RegistryError,
+    UnknownVersionError,
+    version_name,
+)
+from .registry_files import VERSION as _VERSION
+from .registry_files import now as _now
+from .retention import Retention
 
-FORMAT = "diaggmm-dist-registry"
-FORMAT_VERSION = 1
-POINTER = "current.json"
-METADATA = "registry.json"
-SCRATCH = "work"
-#: Metadata keys the registry sets itself (callers cannot override them).
-RESERVED = ("format", "format_version", "version", "created")
-_VERSION = re.compile(r"^v(\d{4,})$")
-
-
-class RegistryError(ValueError):
-    """The registry (pointer, metadata or layout) is not what this module writes."""
-
-
-class UnknownVersionError(RegistryError, LookupError):
-    """No committed version of that name in the registry."""
-
-
-def version_name(number: int) -> str:
-    """``1`` -> ``"v0001"`` (four digits at least; ``v10000`` follows ``v9999``)."""
-    return f"v{int(number):04d}"
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "METADATA",
+    "POINTER",
+    "ModelRegistry",
+    "RegistryError",
+    "UnknownVersionError",
+    "version_name",
+]
 
 
 def _is_finite_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-class ModelRegistry:
+class ModelRegistry(Retention):
     """Versioned models under ``root`` (a local path or an fsspec URL such as ``s3://bucket/models``).
 
     Parameters
@@ -130,72 +130,7 @@ class ModelRegistry:
             raise ValueError(f"Scratch names are letters, digits, '.', '_' and '-', got {name!r}.")
         return f"{self.root}/{SCRATCH}/{name}"
 
-    def _path(self, *parts):
-        return os.path.join(self._base, *parts) if self._local else "/".join((self._base, *parts))
-
-    @staticmethod
-    def _check_name(version):
-        if not isinstance(version, str) or not _VERSION.match(version):
-            raise UnknownVersionError(
-                f"{version!r} is not a version name (versions are named v0001, v0002, ...)."
-            )
-
-    # ------------------------------------------------------------ raw files
-    def _read_json(self, *parts):
-        """The JSON document at ``parts`` under the root, or None when the file does not exist."""
-        path = self._path(*parts)
-        try:
-            if self._local:
-                with open(path, "rb") as handle:
-                    raw = handle.read()
-            else:
-                raw = cat_whole(self._fs, path)
-        except FileNotFoundError:
-            return None
-        where = f"{self.root}/{'/'.join(parts)}"
-        try:
-            return json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise RegistryError(f"{where} is not valid JSON ({err}).") from err
-
-    def _write_json(self, document, *parts):
-        """Write ``document`` at ``parts``: os.replace of a temporary file locally, else one PUT."""
-        data = (json.dumps(document, indent=1, sort_keys=True, allow_nan=False) + "\n").encode()
-        path = self._path(*parts)
-        if not self._local:
-            self._fs.pipe_file(path, data)
-            return
-        folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        partial = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.partial")
-        try:
-            with open(partial, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(partial, path)
-        finally:
-            if os.path.exists(partial):
-                os.remove(partial)
-
-    def _entries(self):
-        """Names directly under the root (empty when the root does not exist yet)."""
-        try:
-            if self._local:
-                return os.listdir(self._base)
-            return [p.rstrip("/").rsplit("/", 1)[-1] for p in self._fs.ls(self._base, detail=False)]
-        except FileNotFoundError:
-            return []
-
     # ---------------------------------------------------------------- reading
-    def _numbers(self):
-        """Numbers of every ``vNNNN`` entry, committed or not."""
-        return sorted(int(m.group(1)) for m in map(_VERSION.match, self._entries()) if m)
-
-    def _committed(self, version):
-        path = self._path(version, METADATA)
-        return os.path.isfile(path) if self._local else self._fs.isfile(path)
-
     def versions(self) -> list[str]:
         """Committed versions, oldest first (folders of an interrupted promotion are skipped)."""
         names = [version_name(n) for n in self._numbers()]
@@ -388,13 +323,3 @@ class ModelRegistry:
         """Point ``current`` at an existing version (a rollback)."""
         self.metadata(version)
         self._point_at(version)
-
-    def _point_at(self, version: str) -> None:
-        """Write the pointer that makes ``version`` current."""
-        pointer = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "current": version,
-            "updated": _now(),
-        }
-        self._write_json(pointer, POINTER)
