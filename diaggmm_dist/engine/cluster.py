@@ -129,7 +129,8 @@ def read_next_group(wrappers: list, span: tuple, position: int) -> None:
 
     Only a task already in this worker's ready queue, of the same pass, is read for (a task
     the scheduler later moves elsewhere wastes at most ``depth`` reads, dropped at the next
-    hand-over); the group's own chunks from ``position`` on are left to its window.
+    hand-over); the group's own chunks from ``position`` on are left to its window, and the
+    next task gets only the part of the depth that they do not need.
 
     Parameters
     ----------
@@ -155,7 +156,9 @@ def read_next_group(wrappers: list, span: tuple, position: int) -> None:
     own = range(first + position, first + n_chunks)
     if not near_end:  # at the start of a long group: only drop what no task here will read
         own, indices = [*own, *indices], []
-    read_ahead.hand_over(wrappers, indices, frozenset(own))
+    # the group's own next chunks come first: the next task gets only the depth they leave
+    room = depth - min(depth, n_chunks - position - 1)
+    read_ahead.hand_over(wrappers, indices[:room], frozenset(own))
 
 
 class ClusterPass(NamedTuple):
