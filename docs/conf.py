@@ -103,6 +103,8 @@ def _with_constants(text: str) -> str:
     """Each ``automodule`` directive followed by the ``autodata`` of its undocumented constants."""
 
     def sub(match: re.Match) -> str:
+        if ":no-members:" in match.group(0):
+            return match.group(0)
         extra = "".join(
             f"\n.. autodata:: {match.group(1)}.{c}\n" for c in _undocumented_data(match.group(1))
         )

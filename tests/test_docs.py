@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import os
 import re
 import runpy
@@ -143,3 +144,66 @@ def test_readme_quickstart_runs_as_written(tmp_path):
     assert lines[0].startswith("True "), lines  # converged
     assert lines[-1] == "K by BIC: 4", lines  # the mixture written has 4 components
     assert (tmp_path / "demo.zarr").is_dir()
+
+
+def _attributes(path: Path) -> dict:
+    """The attributes of a Zarr v3 node."""
+    return json.loads((path / "zarr.json").read_text()).get("attributes", {})
+
+
+def _table(page: str, heading: str) -> dict[str, str]:
+    """The first table under ``## heading`` of a docs page: array name to dtype."""
+    section = page.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return dict(re.findall(r"^\| `(\w+)` \| (\w+) \|", section, re.MULTILINE))
+
+
+def test_the_formats_page_names_what_the_stores_hold(tmp_path):
+    """Every file, array and attribute each store writes is named where the page describes it."""
+    import numpy as np
+    import xarray as xr
+
+    from diaggmm_dist import DiagGMM
+    from diaggmm_dist.outputs.label_maps import write_label_map
+    from diaggmm_dist.outputs.scores import write_scores
+    from diaggmm_dist.stores import checkpoint, model_store, registry
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 3))
+    gmm = DiagGMM(2, random_state=0, max_iter=2, tol=0).fit(X, checkpoint=tmp_path / "c.zarr")
+    gmm.save(tmp_path / "model.zarr")
+    write_scores(gmm, X, tmp_path / "scores.zarr")
+    dims = ("time", "y", "x", "band")
+    cube = xr.DataArray(rng.normal(size=(2, 5, 6, 3)), dims=dims)
+    cube = cube.assign_coords(time=[0, 1], y=np.arange(5), x=np.arange(6))
+    fitted = DiagGMM(2, random_state=0, max_iter=2, tol=0).fit(cube, feature_dim="band")
+    write_label_map(fitted, cube, tmp_path / "labels.zarr")
+    version = registry.ModelRegistry(tmp_path / "registry").promote(gmm)
+
+    def named(names, doc, where):
+        missing = sorted(name for name in names if not re.search(rf"\b{name}\b", doc))
+        assert not missing, f"{where} writes {missing}, not on the formats page"
+
+    model = tmp_path / "model.zarr"
+    named(_attributes(model), model_store.__doc__, "the model store")
+    named([p.name for p in model.iterdir() if p.is_dir()], model_store.__doc__, "the model store")
+    ckpt = tmp_path / "c.zarr"
+    named(_attributes(ckpt), checkpoint.__doc__, "a checkpoint")
+    step = sorted(ckpt.glob("step-*"))[-1]
+    named(_attributes(step)["restarts"][0], checkpoint.__doc__, "a checkpoint step")
+    named([p.name for p in step.iterdir() if p.is_dir()], checkpoint.__doc__, "a checkpoint step")
+    root = tmp_path / "registry"
+    named([p.name for p in root.iterdir() if p.is_file()], registry.__doc__, "the registry")
+    named(json.loads((root / "current.json").read_text()), registry.__doc__, "current.json")
+    named(json.loads((root / version / "registry.json").read_text()), registry.__doc__, version)
+
+    page = (DOCS / "formats.md").read_text()
+    for store, heading in (("scores.zarr", "Per-row scores"), ("labels.zarr", "Label maps")):
+        table = _table(page, heading)
+        section = page.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+        named(_attributes(tmp_path / store), section, store)
+        arrays = {
+            p.name: json.loads((p / "zarr.json").read_text())["data_type"]
+            for p in (tmp_path / store).iterdir()
+            if p.is_dir() and p.name not in dims
+        }
+        assert arrays == table, (store, arrays, table)
