@@ -22,10 +22,24 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.intersphinx",
+    "sphinx_gallery.gen_gallery",
 ]
 
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "examples", "auto_examples/*.ipynb"]
+
+# The gallery: docs/examples/plot_*.py run at every build (a failing example fails it), their
+# pages generated into docs/auto_examples (not committed).
+sphinx_gallery_conf = {
+    "examples_dirs": "examples",
+    "gallery_dirs": "auto_examples",
+    "filename_pattern": r"/plot_",
+    "run_stale_examples": True,  # every build runs them, even when a script is unchanged
+    "download_all_examples": False,
+    "show_memory": False,
+    "show_signature": False,
+    "matplotlib_animations": False,
+}
 root_doc = "index"
 
 # The included pages (ARCHITECTURE.md, deploy/, flows/) use GitHub-style heading anchors.

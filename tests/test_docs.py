@@ -1,7 +1,8 @@
 """The documentation site and the README: what `make docs` builds, and the quickstart.
 
 * The site (docs/, Sphinx with MyST Markdown and numpydoc) builds with warnings as errors, the
-  way `make docs` builds it, and holds every page of docs/ and the repository pages it shows.
+  way `make docs` builds it, and holds every page of docs/ and the repository pages it shows;
+  the gallery's examples (docs/examples/plot_*.py) run in that build.
 * Its API reference documents every public name of the modules it lists.
 * The README's quickstart runs as written in a fresh interpreter (every name it uses is
   defined in it), and is the quickstart page's; the README stays short and its links resolve.
@@ -84,6 +85,10 @@ def test_the_site_builds_and_holds_every_page(site):
     assert "Where each thing lives" in architecture
     assert "Docker" in (site / "deploy.html").read_text()
     assert 'href="how-it-works.html' in architecture
+    # the gallery's example ran in this build: its output and figure are on its page
+    example = (site / "auto_examples" / "plot_choose_k.html").read_text()
+    assert re.search(r"chosen K: 5\b", example)  # the mixture written has 5 components
+    assert (site / "_images" / "sphx_glr_plot_choose_k_001.png").stat().st_size > 1000
 
 
 def test_every_public_name_is_in_the_reference(site):
