@@ -57,9 +57,11 @@ def _public_names(module) -> list[str]:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    """The site built as `make docs` builds it (every page reread, warnings are errors)."""
+    """The site built as `make docs` builds it (every page reread, warnings are errors), with the
+    gallery's slow example (the turbidity regimes) shown but not run."""
     out = tmp_path_factory.mktemp("site")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # the quick gallery: only the examples of a few seconds run (docs/conf.py)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), DIAGGMM_DOCS_QUICK="1")
     command = [sys.executable, "-m", "sphinx", "-E", "-W", "--keep-going", "-q", "-b", "html"]
     command += ["-d", str(out / "doctrees"), str(DOCS), str(out / "html")]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
