@@ -6,9 +6,9 @@ pvlib's Linke-turbidity climatology (the data of the main job, ``make run``) giv
 12 monthly values of atmospheric turbidity. A mixture of 6 components fitted to the pixels of
 Europe and North Africa (810 x 1080 pixels from 67.5N to the equator, 45W to 45E; 12 features:
 the months) finds regimes of the seasonal cycle, each with its level and its summer peak. The
-cube is fitted as it is,
-``month`` its feature dimension and every other dimension a sample dimension, with nothing
-stacked or rechunked; the labels come back as a map with the cube's coordinates.
+cube is fitted as it is, ``month`` its feature dimension and every other dimension a sample
+dimension, with nothing stacked or rechunked; the labels come back as a map with the cube's
+coordinates.
 
 It needs the ``demo`` extra (pvlib ships the data) and runs in ``make docs``; the test build
 (``tests/test_docs.py``) skips it for time.
