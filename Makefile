@@ -4,14 +4,14 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-data slurm-packages test-slurm bench install clean
+.PHONY: run test docs test-data slurm-packages test-slurm bench install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,docs]"
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
@@ -28,6 +28,11 @@ test: $(STAMP) test-data slurm-packages
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q tests
+
+# The documentation site (Sphinx, MyST Markdown, numpydoc) into docs/_build/html, warnings as
+# errors; -E rereads every page, so a warning of an unchanged page is not hidden by the cache.
+docs: $(STAMP)
+	$(PY) -m sphinx -E -W --keep-going -q -b html docs docs/_build/html
 
 # Real data the tests read: the COADS climatology from Debian's ferret-datasets (root only;
 # without it those tests are skipped with a note).
@@ -62,4 +67,4 @@ bench: $(STAMP)
 	$(PY) bench/suite.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache docs/_build docs/auto_examples docs/sg_execution_times.rst
