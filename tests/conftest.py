@@ -1,7 +1,6 @@
 """Shared fixtures: data with known structure, real dask clusters, scikit-learn as the oracle."""
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prefect_harness import stop_process_group
 from sklearn.exceptions import ConvergenceWarning
 
 
@@ -134,13 +134,4 @@ def cli_cluster(tmp_path_factory):
             client.wait_for_workers(2, timeout=120)
         yield str(scheduler_file)
     finally:
-        for proc in (workers, scheduler):
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for proc in (workers, scheduler):
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_group(workers, scheduler, grace=30)

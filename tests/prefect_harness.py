@@ -47,22 +47,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def stop_process_group(process, grace=20):
-    """SIGTERM the process group of ``process`` (started with start_new_session=True), then
-    SIGKILL.
+def stop_process_group(*processes, grace=20):
+    """SIGTERM the process groups of ``processes`` (started with start_new_session=True), wait
+    up to ``grace`` seconds for each, then SIGKILL what is left of the groups.
     """
-    if process.poll() is None:
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
-        try:
+    for process in running:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
     # Children (flow-run processes, dask workers) may outlive the leader: finish the group.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=10)
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
 
 
 def _tail(path, lines=40):

@@ -15,7 +15,6 @@ and end with exactly (bit for bit, float64) the model of an uninterrupted fit.
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from children import sigkill_when
 from conftest import mixture_data
 
 import diaggmm_dist
@@ -134,28 +134,17 @@ def killed_child(stop, data_path, checkpoint, folder, **extra):
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        while not marker.exists():
-            if child.poll() is not None:
-                pytest.fail(
-                    f"the child ended (code {child.returncode}) before parking at {stop}:\n"
-                    f"{child.stderr.read()}"
-                )
-            time.sleep(0.02)
-        if (
-            "heartbeat" in extra
-        ):  # the heartbeat runs: the lease's renewal time moves while it is parked
+
+    def parked():
+        if not marker.exists():
+            return False
+        if "heartbeat" in extra:  # the heartbeat runs: the lease's renewal time moves while parked
             first = lease_record(checkpoint)["renewed"]
             while lease_record(checkpoint)["renewed"] == first:
                 time.sleep(0.05)
-        os.kill(child.pid, signal.SIGKILL)
-        assert child.wait() == -signal.SIGKILL
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        child.stdout.close()
-        child.stderr.close()
+        return True
+
+    sigkill_when(child, parked, f"parking at {stop}")
     assert lease_record(checkpoint)["pid"] == child.pid  # it died holding the lease
     return child.pid
 

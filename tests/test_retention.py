@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from children import sigkill_when
 from prefect_harness import (
     REPO,
     artifacts,
@@ -244,18 +245,7 @@ def test_a_prune_sigkilled_mid_deletion_leaves_a_loadable_registry(tmp_path, mod
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        while not marker.exists():
-            if child.poll() is not None:
-                pytest.fail(f"the child ended ({child.returncode}):\n{child.stderr.read()}")
-            time.sleep(0.02)
-        os.kill(child.pid, signal.SIGKILL)
-        assert child.wait() == -signal.SIGKILL
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        child.stderr.close()
+    sigkill_when(child, marker.exists, "parking mid-prune")
     # killed with v0001 gone and v0002 half deleted (uncommitted first: not listed)
     assert registry.versions() == ["v0003", "v0004", "v0005"]
     assert (root / "v0002").is_dir()

@@ -9,14 +9,13 @@ model saved with one PUT per file, and loaded with one GET per file.
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 
 import numpy as np
 import pytest
+from children import sigkill_when
 from conftest import mixture_data
 from s3_harness import ENDPOINT_VARIABLES, s3, s3_service  # noqa: F401
 from zarr.storage import MemoryStore
@@ -232,19 +231,9 @@ def test_a_fit_killed_mid_run_resumes_bit_for_bit_from_s3(s3, X, fitted, tmp_pat
         text=True,
     )
     fs = s3.filesystem()
-    try:
-        while (_pointer(fs, url) or "step-0") < "step-00000003":
-            if child.poll() is not None:
-                pytest.fail(f"the child ended ({child.returncode}):\n{child.stderr.read()}")
-            time.sleep(0.05)
-        os.kill(child.pid, signal.SIGKILL)
-        assert child.wait() == -signal.SIGKILL
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        child.stdout.close()
-        child.stderr.close()
+    sigkill_when(
+        child, lambda: (_pointer(fs, url) or "step-0") >= "step-00000003", "step 3", poll=0.05
+    )
     lease_record = json.loads(fs.cat_file(f"{url}.lease"))
     assert lease_record["pid"] == child.pid  # it died holding the lease
     committed = int(_pointer(fs, url)[5:])

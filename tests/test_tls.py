@@ -11,7 +11,6 @@ import datetime
 import ipaddress
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import zarr
-from prefect_harness import prefect_api, prefect_server  # noqa: F401, I001
+from prefect_harness import prefect_api, prefect_server, stop_process_group  # noqa: F401, I001
 from sklearn.exceptions import ConvergenceWarning
 
 from diaggmm_dist import DiagGMM
@@ -147,16 +146,7 @@ def tls_cluster(tmp_path_factory):
             address=address, client=cluster["client"], stranger=stranger["client"], env=env
         )
     finally:
-        for proc in (workers, scheduler):
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for proc in (workers, scheduler):
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_group(workers, scheduler, grace=30)
         for log in logs:
             log.close()
 
