@@ -752,8 +752,10 @@ class DiagGMM(DensityMixin, BaseEstimator):
         Returns
         -------
         labels : ndarray, dask array or DataArray of shape (n_samples,), int64
-            Numpy for in-memory input; a lazy dask array chunked like the input otherwise
-            (a DataArray over the sample dims for xarray input). Rows that cannot be scored
+            int64 for every input kind, as scikit-learn's (:meth:`score_rows` and the stored
+            outputs use int16). Numpy for in-memory input; a lazy dask array chunked like the
+            input otherwise (a DataArray over the sample dims for xarray input, with CF flag
+            attributes of its own). Rows that cannot be scored
             (NaN under a missing-value policy; NaN or infinite values in lazy input) get -1.
 
         Raises
@@ -774,7 +776,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         ((6,), True)
         """
         samples = self._prediction_samples(X, storage_options, "predict")
-        return samples.wrap(self._map(samples, "labels"), "labels")
+        return samples.wrap(self._map(samples, "labels"), "labels", self.n_components)
 
     def predict_proba(self, X: Data, *, storage_options: StorageOptions | None = None) -> PerRow:
         """Posterior probability of every component for every row (the responsibilities).
@@ -871,7 +873,9 @@ class DiagGMM(DensityMixin, BaseEstimator):
         Returns
         -------
         labels : ndarray, dask array or DataArray of shape (n_samples,), int16
-            -1 where the row could not be scored (NaN or inf).
+            -1 where the row could not be scored (NaN or inf). int16 for every input kind
+            (compact where it is stored: write_scores, label maps); :meth:`predict` gives
+            int64.
         max_resp : ndarray, dask array or DataArray of shape (n_samples,), float32
             The responsibility of the chosen component.
         log_likelihood : ndarray, dask array or DataArray of shape (n_samples,), float64
@@ -900,7 +904,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         if samples.in_memory:
             (summary,) = engine.compute(summary)
             return summary[:, 0].astype(np.int16), summary[:, 1].astype(np.float32), summary[:, 2]
-        labels = samples.wrap(summary[..., 0].astype(np.int16), "labels")
+        labels = samples.wrap(summary[..., 0].astype(np.int16), "labels", self.n_components)
         return (
             labels,
             samples.wrap(summary[..., 1].astype(np.float32), "max_resp"),
