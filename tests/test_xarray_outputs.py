@@ -146,3 +146,39 @@ def test_scores_on_object_storage_open_with_xarray(data, s3):  # noqa: F811
     ds = open_zarr(url, storage_options=s3.storage_options)
     np.testing.assert_array_equal(ds.labels.values, gmm.predict(X))
     assert ds.labels.attrs["flag_values"] == list(range(-1, K))
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        ({"name": "row"}, r"non-numeric columns \['name'\] \(\['(object|str|string)'\]\)"),
+        ({"flag": True}, r"non-numeric columns \['flag'\] \(\['bool'\]\)"),
+        ({"site": pd.Categorical(["a"] * 40)}, r"non-numeric columns \['site'\]"),
+        ({"id": np.arange(40)}, r"integer columns \['id'\] beside float ones"),
+    ],
+    ids=["string", "bool", "category", "integer id"],
+)
+def test_no_column_is_chosen_silently(extra, match, tmp_path):
+    import dask.dataframe as dd
+
+    X, _ = mixture_data(40, 2, 2, seed=3)
+    frame = pd.DataFrame(X, columns=["a", "b"]).assign(**extra)
+    for table in (frame, dd.from_pandas(frame, npartitions=2)):
+        with pytest.raises(TypeError, match=match + r".*columns=\[\.\.\.\]"):
+            DiagGMM(2).fit(table)
+    path = tmp_path / "table.parquet"
+    frame.to_parquet(path)
+    with pytest.raises(TypeError, match=r"columns=\[\.\.\.\]"):
+        DiagGMM(2).fit(str(path))
+    named = DiagGMM(2, random_state=0).fit(frame, columns=["a", "b"])
+    reference = DiagGMM(2, random_state=0).fit(X)
+    np.testing.assert_array_equal(named.means_, reference.means_)
+    # predict reuses the fitted columns: the extra column is not read
+    np.testing.assert_array_equal(named.predict(frame), reference.predict(X))
+
+
+def test_a_table_of_one_numeric_kind_needs_no_columns():
+    counts = pd.DataFrame({"a": [1, 2, 3, 9, 8, 7], "b": [0, 1, 0, 9, 9, 8]})
+    gmm = DiagGMM(2, random_state=0).fit(counts)
+    assert list(gmm.feature_names_in_) == ["a", "b"]
+    assert gmm.predict(counts).dtype == np.int64
