@@ -754,9 +754,10 @@ class DiagGMM(DensityMixin, BaseEstimator):
         labels : ndarray, dask array or DataArray of shape (n_samples,), int64
             int64 for every input kind, as scikit-learn's (:meth:`score_rows` and the stored
             outputs use int16). Numpy for in-memory input; a lazy dask array chunked like the
-            input otherwise (a DataArray over the sample dims for xarray input, with CF flag
-            attributes of its own). Rows that cannot be scored
-            (NaN under a missing-value policy; NaN or infinite values in lazy input) get -1.
+            input otherwise. xarray input gives a DataArray over its sample dims, with CF flag
+            attributes of its own: numpy-backed for a numpy-backed input, lazy for a dask one.
+            Rows that cannot be scored (NaN under a missing-value policy; NaN or infinite
+            values in lazy input) get -1.
 
         Raises
         ------
@@ -901,12 +902,10 @@ class DiagGMM(DensityMixin, BaseEstimator):
         """
         samples = self._prediction_samples(X, storage_options, "score_rows")
         summary = self._map(samples, "summary")
-        if samples.in_memory:
+        if samples.in_memory:  # one computation for the three
             (summary,) = engine.compute(summary)
-            return summary[:, 0].astype(np.int16), summary[:, 1].astype(np.float32), summary[:, 2]
-        labels = samples.wrap(summary[..., 0].astype(np.int16), "labels", self.n_components)
         return (
-            labels,
+            samples.wrap(summary[..., 0].astype(np.int16), "labels", self.n_components),
             samples.wrap(summary[..., 1].astype(np.float32), "max_resp"),
             samples.wrap(summary[..., 2], "log_likelihood"),
         )

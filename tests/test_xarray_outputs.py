@@ -182,3 +182,21 @@ def test_a_table_of_one_numeric_kind_needs_no_columns():
     gmm = DiagGMM(2, random_state=0).fit(counts)
     assert list(gmm.feature_names_in_) == ["a", "b"]
     assert gmm.predict(counts).dtype == np.int64
+
+
+def test_eager_xarray_in_gives_eager_results_out(data):
+    X, cube, gmm = data
+    assert isinstance(cube.data, np.ndarray)
+    labels = gmm.predict(cube)
+    assert isinstance(labels, xr.DataArray) and isinstance(labels.data, np.ndarray)
+    assert labels.dims == ("time", "y", "x") and labels.dtype == np.int64
+    xr.testing.assert_equal(labels.x, cube.x)
+    np.testing.assert_array_equal(labels.values.reshape(-1), gmm.predict(X))
+    proba = gmm.predict_proba(cube)
+    assert isinstance(proba.data, np.ndarray) and proba.dims[-1] == "component"
+    scores = gmm.score_rows(cube)
+    assert all(isinstance(s, xr.DataArray) and isinstance(s.data, np.ndarray) for s in scores)
+    assert scores[0].dtype == np.int16 and scores[0].attrs["flag_values"] == list(range(-1, K))
+    lazy = gmm.predict(cube.chunk({"time": 1}))
+    assert isinstance(lazy.data, da.Array)
+    np.testing.assert_array_equal(lazy.values, labels.values)

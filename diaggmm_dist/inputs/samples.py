@@ -20,7 +20,7 @@ class Samples:
     """Data ready for the engine, and what is needed to shape results like the input."""
 
     array: da.Array  # samples along all axes but the last; features along the last, one chunk
-    in_memory: bool  # results come back as numpy
+    in_memory: bool  # results come back as numpy (in a DataArray for numpy-backed xarray)
     values: np.ndarray | None = None  # the in-memory rows, for checks before any work
     feature_names: list | None = None
     template: object = None  # the xarray object whose sample coordinates results carry
@@ -39,11 +39,12 @@ class Samples:
     def wrap(self, result, kind: str, n_components: int | None = None):
         """Give a per-row ``result`` back as numpy, dask or xarray, like the input.
 
+        Eager input gives eager results: a numpy-backed DataArray gives a numpy-backed one.
+
         An xarray result gets its own attributes (:func:`result_attributes`), not the input's.
         """
-        if self.in_memory:
+        if self.in_memory and isinstance(result, da.Array):
             (result,) = engine.compute(result)
-            return result
         if self.template is None:
             return result
         import xarray as xr
