@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import warnings
 from collections.abc import Callable
@@ -694,11 +695,26 @@ class DiagGMM(DensityMixin, BaseEstimator):
         """The same number of features as the model, and the same names when both have names."""
         self._input_layout().check(samples, type(self).__name__)
 
-    def _prediction_samples(self, X, storage_options=None, method="predict"):
-        """``X`` read once with the fitted input layout, its features and values checked."""
+    def _prediction_samples(
+        self,
+        X,
+        storage_options=None,
+        method="predict",
+        feature_dim=None,
+        features=None,
+        columns=None,
+    ):
+        """``X`` read once with the fitted input layout, its features and values checked.
+
+        ``feature_dim``, ``features`` and ``columns``, when given, replace the fitted ones.
+        """
         check_is_fitted(self, "means_")
         storage_options = _checked_options(storage_options, method)
         layout = self._input_layout()
+        options = {"feature_dim": feature_dim, "features": features, "columns": columns}
+        given = {key: value for key, value in options.items() if value is not None}
+        if given:  # read as the caller says; still checked against the fitted features
+            layout = dataclasses.replace(layout, **given)
         samples = layout.samples(X, self.chunk_size, storage_options)
         layout.check(samples, type(self).__name__)
         if samples.values is not None:
@@ -735,7 +751,15 @@ class DiagGMM(DensityMixin, BaseEstimator):
             data, kernels.row_log_likelihood, coef, self.missing, dtype=np.float64
         )
 
-    def predict(self, X: Data, *, storage_options: StorageOptions | None = None) -> PerRow:
+    def predict(
+        self,
+        X: Data,
+        *,
+        storage_options: StorageOptions | None = None,
+        feature_dim: str | None = None,
+        features: list[str] | None = None,
+        columns: list[str] | None = None,
+    ) -> PerRow:
         """Component label of every row (the most probable component).
 
         Parameters
@@ -748,6 +772,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
             For other options per URL, pass Zarr store objects (or
             :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
             data that travel with the tasks to the workers (docs/object-storage.md).
+        feature_dim, features, columns : optional
+            How to read ``X``, as :meth:`fit` takes them; by default the fitted layout's.
 
         Returns
         -------
@@ -776,10 +802,20 @@ class DiagGMM(DensityMixin, BaseEstimator):
         >>> labels.shape, bool(labels[0] == labels[2] != labels[3])
         ((6,), True)
         """
-        samples = self._prediction_samples(X, storage_options, "predict")
+        samples = self._prediction_samples(
+            X, storage_options, "predict", feature_dim, features, columns
+        )
         return samples.wrap(self._map(samples, "labels"), "labels", self.n_components)
 
-    def predict_proba(self, X: Data, *, storage_options: StorageOptions | None = None) -> PerRow:
+    def predict_proba(
+        self,
+        X: Data,
+        *,
+        storage_options: StorageOptions | None = None,
+        feature_dim: str | None = None,
+        features: list[str] | None = None,
+        columns: list[str] | None = None,
+    ) -> PerRow:
         """Posterior probability of every component for every row (the responsibilities).
 
         Parameters
@@ -792,6 +828,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
             For other options per URL, pass Zarr store objects (or
             :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
             data that travel with the tasks to the workers (docs/object-storage.md).
+        feature_dim, features, columns : optional
+            How to read ``X``, as :meth:`fit` takes them; by default the fitted layout's.
 
         Returns
         -------
@@ -814,10 +852,20 @@ class DiagGMM(DensityMixin, BaseEstimator):
         >>> proba.shape, np.allclose(proba.sum(axis=1), 1.0)
         ((6, 2), True)
         """
-        samples = self._prediction_samples(X, storage_options, "predict_proba")
+        samples = self._prediction_samples(
+            X, storage_options, "predict_proba", feature_dim, features, columns
+        )
         return samples.wrap(self._map(samples, "proba"), "proba", self.n_components)
 
-    def score_samples(self, X: Data, *, storage_options: StorageOptions | None = None) -> PerRow:
+    def score_samples(
+        self,
+        X: Data,
+        *,
+        storage_options: StorageOptions | None = None,
+        feature_dim: str | None = None,
+        features: list[str] | None = None,
+        columns: list[str] | None = None,
+    ) -> PerRow:
         """Log-likelihood ``log p(x)`` of every row.
 
         Parameters
@@ -830,6 +878,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
             For other options per URL, pass Zarr store objects (or
             :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
             data that travel with the tasks to the workers (docs/object-storage.md).
+        feature_dim, features, columns : optional
+            How to read ``X``, as :meth:`fit` takes them; by default the fitted layout's.
 
         Returns
         -------
@@ -852,11 +902,19 @@ class DiagGMM(DensityMixin, BaseEstimator):
         >>> bool(np.isclose(gmm.score_samples(X).mean(), gmm.score(X)))
         True
         """
-        samples = self._prediction_samples(X, storage_options, "score_samples")
+        samples = self._prediction_samples(
+            X, storage_options, "score_samples", feature_dim, features, columns
+        )
         return samples.wrap(self._map(samples, "log_likelihood"), "log_likelihood")
 
     def score_rows(
-        self, X: Data, *, storage_options: StorageOptions | None = None
+        self,
+        X: Data,
+        *,
+        storage_options: StorageOptions | None = None,
+        feature_dim: str | None = None,
+        features: list[str] | None = None,
+        columns: list[str] | None = None,
     ) -> tuple[PerRow, PerRow, PerRow]:
         """Labels, maximum responsibility and log-likelihood of every row, from one pass.
 
@@ -870,6 +928,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
             For other options per URL, pass Zarr store objects (or
             :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
             data that travel with the tasks to the workers (docs/object-storage.md).
+        feature_dim, features, columns : optional
+            How to read ``X``, as :meth:`fit` takes them; by default the fitted layout's.
 
         Returns
         -------
@@ -900,7 +960,9 @@ class DiagGMM(DensityMixin, BaseEstimator):
         >>> labels.dtype, max_resp.dtype, np.allclose(log_likelihood, gmm.score_samples(X))
         (dtype('int16'), dtype('float32'), True)
         """
-        samples = self._prediction_samples(X, storage_options, "score_rows")
+        samples = self._prediction_samples(
+            X, storage_options, "score_rows", feature_dim, features, columns
+        )
         summary = self._map(samples, "summary")
         if samples.in_memory:  # one computation for the three
             (summary,) = engine.compute(summary)
@@ -917,7 +979,14 @@ class DiagGMM(DensityMixin, BaseEstimator):
         return float(value)
 
     def score(
-        self, X: Data, y: None = None, *, storage_options: StorageOptions | None = None
+        self,
+        X: Data,
+        y: None = None,
+        *,
+        storage_options: StorageOptions | None = None,
+        feature_dim: str | None = None,
+        features: list[str] | None = None,
+        columns: list[str] | None = None,
     ) -> float:
         """Mean log-likelihood per row (computed even for lazy input).
 
@@ -933,6 +1002,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
             For other options per URL, pass Zarr store objects (or
             :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
             data that travel with the tasks to the workers (docs/object-storage.md).
+        feature_dim, features, columns : optional
+            How to read ``X``, as :meth:`fit` takes them; by default the fitted layout's.
 
         Returns
         -------
@@ -955,9 +1026,20 @@ class DiagGMM(DensityMixin, BaseEstimator):
         >>> bool(gmm.score(X) >= gmm.lower_bound_)
         True
         """
-        return self._mean_log_likelihood(self._prediction_samples(X, storage_options, "score"))
+        samples = self._prediction_samples(
+            X, storage_options, "score", feature_dim=feature_dim, features=features, columns=columns
+        )
+        return self._mean_log_likelihood(samples)
 
-    def bic(self, X: Data, *, storage_options: StorageOptions | None = None) -> float:
+    def bic(
+        self,
+        X: Data,
+        *,
+        storage_options: StorageOptions | None = None,
+        feature_dim: str | None = None,
+        features: list[str] | None = None,
+        columns: list[str] | None = None,
+    ) -> float:
         """Bayesian information criterion of the model on ``X`` (lower is better).
 
         Parameters
@@ -970,6 +1052,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
             For other options per URL, pass Zarr store objects (or
             :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
             data that travel with the tasks to the workers (docs/object-storage.md).
+        feature_dim, features, columns : optional
+            How to read ``X``, as :meth:`fit` takes them; by default the fitted layout's.
 
         Returns
         -------
@@ -992,9 +1076,19 @@ class DiagGMM(DensityMixin, BaseEstimator):
         >>> bool(two.bic(X) < one.bic(X))
         True
         """
-        return self._information_criterion("bic", X, storage_options)
+        return self._information_criterion(
+            "bic", X, storage_options, feature_dim, features, columns
+        )
 
-    def aic(self, X: Data, *, storage_options: StorageOptions | None = None) -> float:
+    def aic(
+        self,
+        X: Data,
+        *,
+        storage_options: StorageOptions | None = None,
+        feature_dim: str | None = None,
+        features: list[str] | None = None,
+        columns: list[str] | None = None,
+    ) -> float:
         """Akaike information criterion of the model on ``X`` (lower is better).
 
         Parameters
@@ -1007,6 +1101,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
             For other options per URL, pass Zarr store objects (or
             :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
             data that travel with the tasks to the workers (docs/object-storage.md).
+        feature_dim, features, columns : optional
+            How to read ``X``, as :meth:`fit` takes them; by default the fitted layout's.
 
         Returns
         -------
@@ -1029,10 +1125,12 @@ class DiagGMM(DensityMixin, BaseEstimator):
         >>> bool(np.isclose(gmm.aic(X), gmm.to_sklearn().aic(X)))  # scikit-learn's formula
         True
         """
-        return self._information_criterion("aic", X, storage_options)
+        return self._information_criterion(
+            "aic", X, storage_options, feature_dim, features, columns
+        )
 
-    def _information_criterion(self, criterion, X, storage_options):
-        samples = self._prediction_samples(X, storage_options, criterion)
+    def _information_criterion(self, criterion, X, storage_options, *layout):
+        samples = self._prediction_samples(X, storage_options, criterion, *layout)
         return parameters.information_criterion(
             criterion, self._mean_log_likelihood(samples), samples.n_rows, *self.means_.shape
         )

@@ -200,3 +200,37 @@ def test_eager_xarray_in_gives_eager_results_out(data):
     lazy = gmm.predict(cube.chunk({"time": 1}))
     assert isinstance(lazy.data, da.Array)
     np.testing.assert_array_equal(lazy.values, labels.values)
+
+
+def test_predict_and_score_take_fits_layout_keywords(data):
+    X, cube, gmm = data
+    renamed = cube.rename(band="channel")  # another layout than the fitted one
+    expected = gmm.predict(cube)
+    np.testing.assert_array_equal(gmm.predict(renamed, feature_dim="channel"), expected)
+    np.testing.assert_array_equal(gmm.predict(cube, feature_dim="band"), expected)
+    np.testing.assert_allclose(
+        gmm.predict_proba(renamed, feature_dim="channel"), gmm.predict_proba(cube)
+    )
+    assert gmm.score(renamed, feature_dim="channel") == gmm.score(cube)
+    assert gmm.bic(renamed, feature_dim="channel") == gmm.bic(cube)
+    assert gmm.aic(renamed, feature_dim="channel") == gmm.aic(cube)
+    np.testing.assert_array_equal(
+        gmm.score_rows(renamed, feature_dim="channel")[0], gmm.score_rows(cube)[0]
+    )
+    with pytest.raises(ValueError, match="X has 12 features, but DiagGMM is expecting 3"):
+        gmm.predict(cube, feature_dim="x")  # still checked against the fitted features
+    dataset = cube.to_dataset(dim="band")
+    by_variables = DiagGMM(K, random_state=0).fit(dataset, features=["red", "green", "nir"])
+    extra = dataset.assign(other=dataset.red * 0)
+    np.testing.assert_array_equal(
+        by_variables.score_samples(extra, features=["red", "green", "nir"]),
+        by_variables.score_samples(dataset),
+    )
+    table = pd.DataFrame(X, columns=["a", "b", "c"])
+    fitted = DiagGMM(K, random_state=0).fit(table)
+    with_id = table.assign(id=np.arange(len(table)))
+    np.testing.assert_array_equal(
+        fitted.predict(with_id, columns=["a", "b", "c"]), fitted.predict(X)
+    )
+    with pytest.raises(TypeError, match=r"integer columns \['id'\]"):
+        fitted.predict(with_id)  # fitted without columns=: nothing is chosen silently
