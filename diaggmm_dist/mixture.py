@@ -272,7 +272,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
             store object; an ``xarray.DataArray`` (``feature_dim`` names the features, every
             other dim is a sample dim) or ``Dataset`` (its variables, or ``features``, are the
             features), lazily from ``xr.open_zarr``; a pandas or dask DataFrame, or a Parquet
-            path (numeric columns, or ``columns``).
+            path (every column when all are float or all integer; otherwise ``columns``).
         y : None
             Ignored (scikit-learn's API).
         sample_weight : array-like, dask array or DataArray, optional
@@ -286,7 +286,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
         features : list of str, optional
             Dataset input: the variables to use.
         columns : list of str, optional
-            Table input: the columns to use.
+            Table input: the columns to use. Needed when the table has a non-numeric column,
+            or integer columns beside float ones (nothing is chosen silently).
         checkpoint : str, os.PathLike, Location or zarr store, optional
             Zarr group (local path, fsspec URL or store) where the training state is written after
             the initialization and after every iteration. If it already holds a run with the
