@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import warnings
 from collections.abc import Callable
@@ -271,7 +272,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
             store object; an ``xarray.DataArray`` (``feature_dim`` names the features, every
             other dim is a sample dim) or ``Dataset`` (its variables, or ``features``, are the
             features), lazily from ``xr.open_zarr``; a pandas or dask DataFrame, or a Parquet
-            path (numeric columns, or ``columns``).
+            path (every column when all are float or all integer; otherwise ``columns``).
         y : None
             Ignored (scikit-learn's API).
         sample_weight : array-like, dask array or DataArray, optional
@@ -285,7 +286,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
         features : list of str, optional
             Dataset input: the variables to use.
         columns : list of str, optional
-            Table input: the columns to use.
+            Table input: the columns to use. Needed when the table has a non-numeric column,
+            or integer columns beside float ones (nothing is chosen silently).
         checkpoint : str, os.PathLike, Location or zarr store, optional
             Zarr group (local path, fsspec URL or store) where the training state is written after
             the initialization and after every iteration. If it already holds a run with the
@@ -694,11 +696,26 @@ class DiagGMM(DensityMixin, BaseEstimator):
         """The same number of features as the model, and the same names when both have names."""
         self._input_layout().check(samples, type(self).__name__)
 
-    def _prediction_samples(self, X, storage_options=None, method="predict"):
-        """``X`` read once with the fitted input layout, its features and values checked."""
+    def _prediction_samples(
+        self,
+        X,
+        storage_options=None,
+        method="predict",
+        feature_dim=None,
+        features=None,
+        columns=None,
+    ):
+        """``X`` read once with the fitted input layout, its features and values checked.
+
+        ``feature_dim``, ``features`` and ``columns``, when given, replace the fitted ones.
+        """
         check_is_fitted(self, "means_")
         storage_options = _checked_options(storage_options, method)
         layout = self._input_layout()
+        options = {"feature_dim": feature_dim, "features": features, "columns": columns}
+        given = {key: value for key, value in options.items() if value is not None}
+        if given:  # read as the caller says; still checked against the fitted features
+            layout = dataclasses.replace(layout, **given)
         samples = layout.samples(X, self.chunk_size, storage_options)
         layout.check(samples, type(self).__name__)
         if samples.values is not None:
@@ -735,7 +752,15 @@ class DiagGMM(DensityMixin, BaseEstimator):
             data, kernels.row_log_likelihood, coef, self.missing, dtype=np.float64
         )
 
-    def predict(self, X: Data, *, storage_options: StorageOptions | None = None) -> PerRow:
+    def predict(
+        self,
+        X: Data,
+        *,
+        storage_options: StorageOptions | None = None,
+        feature_dim: str | None = None,
+        features: list[str] | None = None,
+        columns: list[str] | None = None,
+    ) -> PerRow:
         """Component label of every row (the most probable component).
 
         Parameters
@@ -748,13 +773,18 @@ class DiagGMM(DensityMixin, BaseEstimator):
             For other options per URL, pass Zarr store objects (or
             :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
             data that travel with the tasks to the workers (docs/object-storage.md).
+        feature_dim, features, columns : optional
+            How to read ``X``, as :meth:`fit` takes them; by default the fitted layout's.
 
         Returns
         -------
         labels : ndarray, dask array or DataArray of shape (n_samples,), int64
-            Numpy for in-memory input; a lazy dask array chunked like the input otherwise
-            (a DataArray over the sample dims for xarray input). Rows that cannot be scored
-            (NaN under a missing-value policy; NaN or infinite values in lazy input) get -1.
+            int64 for every input kind, as scikit-learn's (:meth:`score_rows` and the stored
+            outputs use int16). Numpy for in-memory input; a lazy dask array chunked like the
+            input otherwise. xarray input gives a DataArray over its sample dims, with CF flag
+            attributes of its own: numpy-backed for a numpy-backed input, lazy for a dask one.
+            Rows that cannot be scored (NaN under a missing-value policy; NaN or infinite
+            values in lazy input) get -1.
 
         Raises
         ------
@@ -773,10 +803,20 @@ class DiagGMM(DensityMixin, BaseEstimator):
         >>> labels.shape, bool(labels[0] == labels[2] != labels[3])
         ((6,), True)
         """
-        samples = self._prediction_samples(X, storage_options, "predict")
-        return samples.wrap(self._map(samples, "labels"), "labels")
+        samples = self._prediction_samples(
+            X, storage_options, "predict", feature_dim, features, columns
+        )
+        return samples.wrap(self._map(samples, "labels"), "labels", self.n_components)
 
-    def predict_proba(self, X: Data, *, storage_options: StorageOptions | None = None) -> PerRow:
+    def predict_proba(
+        self,
+        X: Data,
+        *,
+        storage_options: StorageOptions | None = None,
+        feature_dim: str | None = None,
+        features: list[str] | None = None,
+        columns: list[str] | None = None,
+    ) -> PerRow:
         """Posterior probability of every component for every row (the responsibilities).
 
         Parameters
@@ -789,6 +829,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
             For other options per URL, pass Zarr store objects (or
             :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
             data that travel with the tasks to the workers (docs/object-storage.md).
+        feature_dim, features, columns : optional
+            How to read ``X``, as :meth:`fit` takes them; by default the fitted layout's.
 
         Returns
         -------
@@ -811,10 +853,20 @@ class DiagGMM(DensityMixin, BaseEstimator):
         >>> proba.shape, np.allclose(proba.sum(axis=1), 1.0)
         ((6, 2), True)
         """
-        samples = self._prediction_samples(X, storage_options, "predict_proba")
+        samples = self._prediction_samples(
+            X, storage_options, "predict_proba", feature_dim, features, columns
+        )
         return samples.wrap(self._map(samples, "proba"), "proba", self.n_components)
 
-    def score_samples(self, X: Data, *, storage_options: StorageOptions | None = None) -> PerRow:
+    def score_samples(
+        self,
+        X: Data,
+        *,
+        storage_options: StorageOptions | None = None,
+        feature_dim: str | None = None,
+        features: list[str] | None = None,
+        columns: list[str] | None = None,
+    ) -> PerRow:
         """Log-likelihood ``log p(x)`` of every row.
 
         Parameters
@@ -827,6 +879,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
             For other options per URL, pass Zarr store objects (or
             :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
             data that travel with the tasks to the workers (docs/object-storage.md).
+        feature_dim, features, columns : optional
+            How to read ``X``, as :meth:`fit` takes them; by default the fitted layout's.
 
         Returns
         -------
@@ -849,11 +903,19 @@ class DiagGMM(DensityMixin, BaseEstimator):
         >>> bool(np.isclose(gmm.score_samples(X).mean(), gmm.score(X)))
         True
         """
-        samples = self._prediction_samples(X, storage_options, "score_samples")
+        samples = self._prediction_samples(
+            X, storage_options, "score_samples", feature_dim, features, columns
+        )
         return samples.wrap(self._map(samples, "log_likelihood"), "log_likelihood")
 
     def score_rows(
-        self, X: Data, *, storage_options: StorageOptions | None = None
+        self,
+        X: Data,
+        *,
+        storage_options: StorageOptions | None = None,
+        feature_dim: str | None = None,
+        features: list[str] | None = None,
+        columns: list[str] | None = None,
     ) -> tuple[PerRow, PerRow, PerRow]:
         """Labels, maximum responsibility and log-likelihood of every row, from one pass.
 
@@ -867,11 +929,15 @@ class DiagGMM(DensityMixin, BaseEstimator):
             For other options per URL, pass Zarr store objects (or
             :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
             data that travel with the tasks to the workers (docs/object-storage.md).
+        feature_dim, features, columns : optional
+            How to read ``X``, as :meth:`fit` takes them; by default the fitted layout's.
 
         Returns
         -------
         labels : ndarray, dask array or DataArray of shape (n_samples,), int16
-            -1 where the row could not be scored (NaN or inf).
+            -1 where the row could not be scored (NaN or inf). int16 for every input kind
+            (compact where it is stored: write_scores, label maps); :meth:`predict` gives
+            int64.
         max_resp : ndarray, dask array or DataArray of shape (n_samples,), float32
             The responsibility of the chosen component.
         log_likelihood : ndarray, dask array or DataArray of shape (n_samples,), float64
@@ -895,14 +961,14 @@ class DiagGMM(DensityMixin, BaseEstimator):
         >>> labels.dtype, max_resp.dtype, np.allclose(log_likelihood, gmm.score_samples(X))
         (dtype('int16'), dtype('float32'), True)
         """
-        samples = self._prediction_samples(X, storage_options, "score_rows")
+        samples = self._prediction_samples(
+            X, storage_options, "score_rows", feature_dim, features, columns
+        )
         summary = self._map(samples, "summary")
-        if samples.in_memory:
+        if samples.in_memory:  # one computation for the three
             (summary,) = engine.compute(summary)
-            return summary[:, 0].astype(np.int16), summary[:, 1].astype(np.float32), summary[:, 2]
-        labels = samples.wrap(summary[..., 0].astype(np.int16), "labels")
         return (
-            labels,
+            samples.wrap(summary[..., 0].astype(np.int16), "labels", self.n_components),
             samples.wrap(summary[..., 1].astype(np.float32), "max_resp"),
             samples.wrap(summary[..., 2], "log_likelihood"),
         )
@@ -914,7 +980,14 @@ class DiagGMM(DensityMixin, BaseEstimator):
         return float(value)
 
     def score(
-        self, X: Data, y: None = None, *, storage_options: StorageOptions | None = None
+        self,
+        X: Data,
+        y: None = None,
+        *,
+        storage_options: StorageOptions | None = None,
+        feature_dim: str | None = None,
+        features: list[str] | None = None,
+        columns: list[str] | None = None,
     ) -> float:
         """Mean log-likelihood per row (computed even for lazy input).
 
@@ -930,6 +1003,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
             For other options per URL, pass Zarr store objects (or
             :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
             data that travel with the tasks to the workers (docs/object-storage.md).
+        feature_dim, features, columns : optional
+            How to read ``X``, as :meth:`fit` takes them; by default the fitted layout's.
 
         Returns
         -------
@@ -952,9 +1027,20 @@ class DiagGMM(DensityMixin, BaseEstimator):
         >>> bool(gmm.score(X) >= gmm.lower_bound_)
         True
         """
-        return self._mean_log_likelihood(self._prediction_samples(X, storage_options, "score"))
+        samples = self._prediction_samples(
+            X, storage_options, "score", feature_dim=feature_dim, features=features, columns=columns
+        )
+        return self._mean_log_likelihood(samples)
 
-    def bic(self, X: Data, *, storage_options: StorageOptions | None = None) -> float:
+    def bic(
+        self,
+        X: Data,
+        *,
+        storage_options: StorageOptions | None = None,
+        feature_dim: str | None = None,
+        features: list[str] | None = None,
+        columns: list[str] | None = None,
+    ) -> float:
         """Bayesian information criterion of the model on ``X`` (lower is better).
 
         Parameters
@@ -967,6 +1053,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
             For other options per URL, pass Zarr store objects (or
             :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
             data that travel with the tasks to the workers (docs/object-storage.md).
+        feature_dim, features, columns : optional
+            How to read ``X``, as :meth:`fit` takes them; by default the fitted layout's.
 
         Returns
         -------
@@ -989,9 +1077,19 @@ class DiagGMM(DensityMixin, BaseEstimator):
         >>> bool(two.bic(X) < one.bic(X))
         True
         """
-        return self._information_criterion("bic", X, storage_options)
+        return self._information_criterion(
+            "bic", X, storage_options, feature_dim, features, columns
+        )
 
-    def aic(self, X: Data, *, storage_options: StorageOptions | None = None) -> float:
+    def aic(
+        self,
+        X: Data,
+        *,
+        storage_options: StorageOptions | None = None,
+        feature_dim: str | None = None,
+        features: list[str] | None = None,
+        columns: list[str] | None = None,
+    ) -> float:
         """Akaike information criterion of the model on ``X`` (lower is better).
 
         Parameters
@@ -1004,6 +1102,8 @@ class DiagGMM(DensityMixin, BaseEstimator):
             For other options per URL, pass Zarr store objects (or
             :class:`~diaggmm_dist.locations.Location` objects) instead. The options are plain
             data that travel with the tasks to the workers (docs/object-storage.md).
+        feature_dim, features, columns : optional
+            How to read ``X``, as :meth:`fit` takes them; by default the fitted layout's.
 
         Returns
         -------
@@ -1026,10 +1126,12 @@ class DiagGMM(DensityMixin, BaseEstimator):
         >>> bool(np.isclose(gmm.aic(X), gmm.to_sklearn().aic(X)))  # scikit-learn's formula
         True
         """
-        return self._information_criterion("aic", X, storage_options)
+        return self._information_criterion(
+            "aic", X, storage_options, feature_dim, features, columns
+        )
 
-    def _information_criterion(self, criterion, X, storage_options):
-        samples = self._prediction_samples(X, storage_options, criterion)
+    def _information_criterion(self, criterion, X, storage_options, *layout):
+        samples = self._prediction_samples(X, storage_options, criterion, *layout)
         return parameters.information_criterion(
             criterion, self._mean_log_likelihood(samples), samples.n_rows, *self.means_.shape
         )

@@ -449,6 +449,16 @@ def array_cases(name):
             edit_json(meta, lambda m: m.update(attributes={"note": 1})),
             HARMLESS,
         ),
+        (
+            f"{name}: dimension names edited",
+            edit_json(meta, lambda m: m.update(dimension_names=["a"] * len(m["shape"]))),
+            "'dimension_names'",
+        ),
+        (
+            f"{name}: dimension names removed (as stores written before them)",
+            edit_json(meta, lambda m: m.pop("dimension_names")),
+            HARMLESS,
+        ),
     ]
 
 

@@ -31,7 +31,7 @@ def test_marginalized_fit_over_real_gaps_gives_a_label_map_on_the_grid(coads, tm
     gmm = DiagGMM(6, missing="marginalize", random_state=0, tol=1e-4).fit(coads, features=VARIABLES)
     assert gmm.converged_ and list(gmm.feature_names_in_) == VARIABLES
     labels = gmm.predict(coads)
-    assert labels.dims == ("TIME", "COADSY", "COADSX") and labels.dtype == np.int16
+    assert labels.dims == ("TIME", "COADSY", "COADSX") and labels.dtype == np.int64
     xr.testing.assert_equal(labels.COADSX, coads.COADSX)
     values = labels.values
     all_missing = coads[VARIABLES].to_dataarray("v").isnull().all("v").values

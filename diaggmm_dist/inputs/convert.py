@@ -40,7 +40,8 @@ def as_samples(
     features : list of str, optional
         For a Dataset: the variables to use as features (default: all data variables).
     columns : list of str, optional
-        For tables: the columns to use (default: every numeric column).
+        For tables: the columns to use (default: every column, when all are float or all
+        integer; any other table needs them).
     storage_options : dict, optional
         fsspec options (endpoint, credentials, ...) for a URL ``X``; they travel with the
         tasks to the workers (:func:`diaggmm_dist.locations.location`). Data given in code

@@ -49,7 +49,8 @@ def from_xarray(X, chunk_size=None, feature_dim=None, features=None) -> Samples:
         )
     ordered = X.transpose(*sample_dims, feature_dim)
     data = ordered.data
-    if not isinstance(data, da.Array):
+    in_memory = not isinstance(data, da.Array)  # eager in, eager out
+    if in_memory:
         data = in_memory_array(data, _default_chunks(ordered.shape, ordered.dtype, chunk_size))
     check_shape_and_dtype((int(np.prod(data.shape[:-1])), data.shape[-1]), data.dtype)
     if data.numblocks[-1] != 1:
@@ -59,7 +60,7 @@ def from_xarray(X, chunk_size=None, feature_dim=None, features=None) -> Samples:
         names = [str(v) for v in X[feature_dim].values]
     return Samples(
         data,
-        in_memory=False,
+        in_memory=in_memory,
         feature_names=names,
         template=ordered.isel({feature_dim: 0}, drop=True),
         sample_dims=sample_dims,

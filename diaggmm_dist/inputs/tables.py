@@ -53,8 +53,14 @@ def _is_numeric(dtype):
 
 
 def _numeric_columns(dtypes, columns):
+    """The feature columns: ``columns``, or every column when all are of one numeric kind.
+
+    Without ``columns`` nothing is chosen silently: a table with a non-numeric column (a
+    string, a category, a bool) or with integer columns beside float ones (an id or a label,
+    most often) is refused, naming the columns.
+    """
     if columns is None:
-        return [name for name, dtype in dtypes.items() if _is_numeric(dtype)]
+        return _all_columns(dtypes)
     missing = [c for c in columns if c not in dtypes.index]
     if missing:
         raise ValueError(f"columns {missing} are not in the table; it has {list(dtypes.index)}.")
@@ -65,6 +71,24 @@ def _numeric_columns(dtypes, columns):
             "columns."
         )
     return list(columns)
+
+
+def _all_columns(dtypes):
+    """Every column, when they are all float or all integer (see :func:`_numeric_columns`)."""
+    other = [name for name, dtype in dtypes.items() if not _is_numeric(dtype)]
+    if other:
+        kinds = [str(dtypes[name]) for name in other]
+        raise TypeError(
+            f"The table has non-numeric columns {other} ({kinds}): name the feature columns "
+            "with columns=[...] (no column is dropped silently)."
+        )
+    integers = [name for name, dtype in dtypes.items() if np.dtype(dtype).kind in "iu"]
+    if integers and len(integers) < len(dtypes):
+        raise TypeError(
+            f"The table has integer columns {integers} beside float ones: an integer column is "
+            "often an id or a label. Name the feature columns with columns=[...]."
+        )
+    return list(dtypes.index)
 
 
 def from_table(X, chunk_size=None, columns=None, storage_options=None) -> Samples:
@@ -78,7 +102,8 @@ def from_table(X, chunk_size=None, columns=None, storage_options=None) -> Sample
     ValueError
         Unknown columns; Parquet data without rows.
     TypeError
-        Non-numeric columns named, or no numeric column.
+        Non-numeric columns named, or no numeric column; without ``columns``, a non-numeric
+        column, or integer columns beside float ones (features are never chosen silently).
     """
     if isinstance(X, (str, os.PathLike, Location)):
         return _from_parquet(location(X, storage_options), columns)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..inputs import InputLayout
+from ..inputs.samples import result_attributes
 from ..locations import Location, StorageOptions, location
 from ..stores.zarr_groups import write_atomically
 
@@ -54,18 +55,11 @@ def label_map(
             "label_map needs xarray input (a DataArray or Dataset) to give the map its coordinates."
         )
     k = model.n_components
-    labels.attrs = {
-        "long_name": "mixture component",
-        "valid_min": 0,
-        "valid_max": k - 1,
-        "flag_values": list(range(-1, k)),
-        "flag_meanings": " ".join(["unlabelled"] + [f"component_{i}" for i in range(k)]),
-    }
-    max_resp.attrs = {"long_name": "responsibility of the chosen component", "units": "1"}
-    log_likelihood.attrs = {"long_name": "log-likelihood of the pixel under the mixture"}
+    labels.attrs = result_attributes("labels", k)
     variables = {"labels": labels, "max_resp": max_resp, "log_likelihood": log_likelihood}
     if probabilities:
         variables["responsibility"] = model.predict_proba(samples).astype(np.float32)
+        variables["responsibility"].attrs = result_attributes("proba")
     result = xr.Dataset(variables)
     result.attrs = {
         "title": "diaggmm-dist label map",

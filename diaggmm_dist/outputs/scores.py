@@ -9,10 +9,22 @@ import dask.array as da
 import numpy as np
 
 from .. import engine, inputs
+from ..inputs.samples import result_attributes
 from ..locations import Location, StorageOptions, location
 from ..stores.zarr_groups import DATA_COMPRESSORS, write_group_atomically
 
 SCORE_ARRAYS = ("labels", "max_resp", "log_likelihood")
+#: The one dimension of every score array, named for ``xr.open_zarr`` (Zarr v3 dimension_names).
+ROW_DIM = "row"
+
+
+def score_attributes(n_components: int) -> dict[str, dict]:
+    """Each score array's own attributes (CF), never the input's.
+
+    ``labels`` carries CF flag attributes, -1 meaning unlabelled; it is written with a Zarr
+    fill value of -1 but no ``_FillValue`` attribute, so xarray reads it back as integers.
+    """
+    return {name: result_attributes(name, n_components) for name in SCORE_ARRAYS}
 
 
 def write_scores(
@@ -57,6 +69,7 @@ def write_scores(
         rows = rows.rechunk({0: max(rows.chunks[0])})
     arrays = [da.asarray(a) for a in model.score_rows(rows)]
     chunk_rows = rows.chunks[0][0]
+    attributes = score_attributes(model.n_components)
 
     def write(group):
         targets = []
@@ -72,6 +85,8 @@ def write_scores(
                     chunks=(chunk_rows,),
                     fill_value=fill,
                     compressors=DATA_COMPRESSORS,
+                    dimension_names=(ROW_DIM,),  # what xr.open_zarr needs
+                    attributes=attributes[name],
                 )
             )
         engine.compute(da.store(arrays, targets, lock=False, compute=False))

@@ -30,6 +30,15 @@ MAX_METADATA_BYTES = 64 * 2**20
 #: Bound on the bytes a legacy zstd chunk adds to its array's: ZSTD_COMPRESSBOUND is
 #: n + n/256 + 64 at most, plus an 18-byte frame header and a 4-byte checksum.
 ZSTD_OVERHEAD = 128
+#: Each array's dimension names (Zarr v3 ``dimension_names``, which ``xr.open_zarr`` reads).
+#: Stores written before they were added have none, and load as before.
+DIMENSION_NAMES = {
+    "weights": ("component",),
+    "means": ("component", "feature"),
+    "covariances": ("component", "feature"),
+    "running_statistics": ("statistics_row", "statistics_column"),
+    "running_shift": ("feature",),
+}
 
 
 class StoreFiles:
@@ -171,7 +180,7 @@ class StoreFiles:
         return zarr.open_array(store, path=name, mode="r", zarr_format=3)
 
 
-def _array_metadata_problem(meta, shape, version):
+def _array_metadata_problem(meta, shape, version, name=None):
     """What is wrong with an array's zarr.json for a model array of ``shape`` (None if nothing)."""
     codecs = meta.get("codecs")
     names = (
@@ -203,6 +212,10 @@ def _array_metadata_problem(meta, shape, version):
     ]
     if version >= CHECKED_VERSION:
         checks.append(("fill_value", meta.get("fill_value") == "NaN", "'NaN'"))
+    if name in DIMENSION_NAMES:  # absent (older stores) or the names save writes
+        dims = meta.get("dimension_names")
+        expected = list(DIMENSION_NAMES[name])
+        checks.append(("dimension_names", dims is None or dims == expected, f"{expected}"))
     for field, ok, expected in checks:
         if not ok:
             return f"{field!r} must be {expected}, found {shorten(repr(meta.get(field)), 80)}"
@@ -236,7 +249,7 @@ def read_model_array(files: StoreFiles, name: str, shape: tuple, version: int) -
     meta = files.json(meta_key, "an array's metadata")
     if meta is None:
         raise ModelStoreError(f"{where}: array {name!r} is missing ({meta_key} not found).")
-    problem = _array_metadata_problem(meta, shape, version)
+    problem = _array_metadata_problem(meta, shape, version, name)
     if problem:
         raise ModelStoreError(f"{where}: {meta_key} (array {name!r}): {problem}.")
     try:

@@ -19,9 +19,11 @@ Layout (``FORMAT_VERSION`` 3)::
                        ({"n_batches_seen", "n_samples_seen"} after partial_fit, else null),
                        library_version, checksums
 
-Each array is one uncompressed chunk (raw little-endian float64, ``K * D * 8`` bytes: model
-parameters are tiny and do not compress) with a NaN fill value, so a deleted chunk never reads
-as zeros. ``checksums`` holds the SHA-256 of every array's values
+Each array names its dimensions (``dimension_names``: ``component``, ``feature``; stores
+written before they were added have none and load as before), so ``xr.open_zarr`` reads the
+store as a Dataset. Each array is one uncompressed chunk (raw little-endian float64,
+``K * D * 8`` bytes: model parameters are tiny and do not compress) with a NaN fill value, so a
+deleted chunk never reads as zeros. ``checksums`` holds the SHA-256 of every array's values
 (:func:`~.model_record.array_checksum`) and of the other attributes
 (:func:`~.model_record.attributes_checksum`): a swapped, replaced, bit-rotted or hand-edited
 array or attribute is refused at load.
@@ -59,7 +61,7 @@ from .model_checks import (
     shorten,
     show,
 )
-from .model_files import StoreFiles, read_model_array
+from .model_files import DIMENSION_NAMES, StoreFiles, read_model_array
 from .model_record import (
     ATTRIBUTES,
     CHECKED_VERSION,
@@ -123,6 +125,7 @@ def write_record(
                 fill_value=float("nan"),
                 compressors=None,
                 config={"write_empty_chunks": True},
+                dimension_names=DIMENSION_NAMES[name],  # what xr.open_zarr needs
             )[...] = value
 
     write_keys_atomically(location(where), rendered(write, attrs), overwrite)
