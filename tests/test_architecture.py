@@ -32,7 +32,7 @@ ABOVE_LIBRARY = ("flows", "prefect")
 MAX_MODULE_LINES = 400
 #: Modules allowed over MAX_MODULE_LINES, {path: reason}; an entry that no longer applies fails.
 OVERSIZE_ALLOWED = {
-    "diaggmm_dist/mixture.py": "the public estimator: 744 of its 1293 lines are docstrings",
+    "diaggmm_dist/mixture.py": "the public estimator: 767 of its 1395 lines are docstrings",
 }
 
 
