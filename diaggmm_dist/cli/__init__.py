@@ -69,6 +69,13 @@ def _say_stopped(args, console, how):
     console.print(f"{PROG}: {how}{hint}", stream=console.err)
 
 
+def _as_flags(message):
+    """The library's advice in the command's terms: ``missing='marginalize'`` is a flag here."""
+    for policy in ("drop", "marginalize"):
+        message = message.replace(f"missing='{policy}'", f"--missing {policy}")
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``diaggmm`` command (the console script's entry point).
 
@@ -110,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         name, message = error_text(err)
+        message = _as_flags(message)
         if not known_error(err):
             message = f"{name}: {message} (rerun with --debug for the traceback)"
         console.print(f"{PROG}: error: {message}", stream=console.err)

@@ -134,6 +134,51 @@ def open_data(url, chunk_size, storage_options=None):
     return as_row_chunked(os.fspath(url), chunk_size, storage_options)
 
 
+def layout_of(args) -> dict:
+    """The command's ``feature_dim``, ``features`` and ``columns`` (None when not given)."""
+    return {name: getattr(args, name, None) for name in ("feature_dim", "features", "columns")}
+
+
+def open_samples(url, chunk_size, layout, storage_options=None):
+    """The data as the library reads it (:func:`~diaggmm_dist.inputs.as_samples`): a Zarr
+    array, a gridded store with ``feature_dim``/``features``, a Parquet table; metadata only.
+    """
+    from ..inputs import as_samples
+
+    return as_samples(os.fspath(url), chunk_size, storage_options=storage_options, **layout)
+
+
+def open_weights(url, samples, layout, storage_options=None):
+    """``--sample-weight``: the weights, lazily, checked against the data's samples up front.
+
+    With ``feature_dim`` or ``features`` (gridded data) a store with one data variable opened
+    with xarray, whose dims must be the data's sample dims; otherwise a 1-D Zarr array with
+    one weight per row.
+    """
+    import dask.array as da
+
+    from ..inputs import open_gridded, open_zarr_array, sample_values
+
+    text = os.fspath(url)
+    if layout.get("feature_dim") is not None or layout.get("features") is not None:
+        weights = open_gridded(text, storage_options)
+        if not hasattr(weights, "dims") or hasattr(weights, "data_vars"):
+            raise ValueError(
+                f"--sample-weight {text!r} must hold one data variable (the weights), it has "
+                f"{len(weights.data_vars)}: {list(weights.data_vars)}."
+            )
+    else:
+        array = open_zarr_array(text, storage_options)
+        if array.ndim != 1:
+            raise ValueError(
+                f"--sample-weight {text!r} must be a 1-D Zarr array with one weight per row, "
+                f"it has shape {array.shape}."
+            )
+        weights = da.from_array(array, chunks=array.chunks)
+    sample_values(weights, samples, f"--sample-weight {text!r}")  # the shape, before any work
+    return weights
+
+
 def check_output(url, overwrite, what, storage_options=None):
     """Refuse an output path that holds something else, or an existing store without --overwrite."""
     from ..locations import location
