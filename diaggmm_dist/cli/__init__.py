@@ -35,7 +35,6 @@ import sys
 import threading
 import traceback
 
-from .commands import COMMANDS
 from .console import PROG, Console
 from .exits import (
     EXIT_INTERRUPTED,
@@ -95,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse: --help, --version, usage errors (code 2)
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    from .commands import COMMANDS  # here: --help and usage errors need no dask (startup.py)
+
     console = Console(quiet=args.quiet)
     previous = None
     if threading.current_thread() is threading.main_thread():

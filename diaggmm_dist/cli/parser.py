@@ -9,7 +9,6 @@ from ..validation import CRITERIA, DTYPES, INIT_PARAMS, MISSING, check_candidate
 from .console import PROG
 from .options import add_storage_options, add_tls_options
 
-
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
 
