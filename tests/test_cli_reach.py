@@ -185,3 +185,26 @@ def test_info_json_still_lists_the_missing_policy_free_settings(tmp_path, capsys
     DiagGMM(2, random_state=0).fit(X).save(tmp_path / "m.zarr")
     code, out, _ = run(["info", tmp_path / "m.zarr", "--json"], capsys)
     assert code == 0 and json.loads(out)["n_features"] == 2
+
+
+def test_choosing_k_takes_the_layout_and_the_weights(cube, tmp_path, capsys):
+    from diaggmm_dist import select_n_components
+
+    store, weights = cube / "cube.zarr", cube / "w.zarr"
+    fit = ["fit", store, "--k", "2,3", "--max-iter", "10", "--seed", "1", "--threads", "--quiet"]
+    extra = ["--feature-dim", "band", "--missing", "marginalize", "--sample-weight", weights]
+    code, out, err = run([*fit, *extra, "--out", tmp_path / "m.zarr"], capsys)
+    assert code == 0, err
+    result = select_n_components(
+        xr.open_zarr(store)["reflectance"],
+        [2, 3],
+        "bic",
+        feature_dim="band",
+        sample_weight=xr.open_zarr(weights)["w"],
+        max_iter=10,
+        random_state=1,
+        missing="marginalize",
+    )
+    saved = DiagGMM.load(tmp_path / "m.zarr")
+    assert saved.n_components == result.best.n_components
+    np.testing.assert_array_equal(saved.means_, result.best.means_)

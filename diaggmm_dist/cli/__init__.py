@@ -6,10 +6,18 @@
     diaggmm predict MODEL DATA --out SCORES [--scheduler ADDRESS] [--overwrite]
     diaggmm info MODEL [--json]
 
-DATA is a Zarr array (local path or fsspec URL). ``--storage-option KEY=VALUE`` (repeatable)
+    diaggmm fit cube.zarr --feature-dim band --missing marginalize --k K --out MODEL --threads
+    python -m diaggmm_dist ...       # the same command
+
+DATA is a Zarr array (local path or fsspec URL); with ``--feature-dim`` or ``--features`` a
+Zarr group (or NetCDF file) read with xarray, and a ``.parquet`` path a table (``--columns``).
+``--missing``, ``--sample-weight``, ``--init`` and ``--n-init`` are the library's settings of
+the same names. ``--storage-option KEY=VALUE`` (repeatable)
 and ``--storage-options FILE.json`` give the fsspec options of every URL of the command. Work
 runs on the dask scheduler at ``--scheduler``, else at ``$DASK_SCHEDULER_ADDRESS``, else on a
-LocalCluster started for the command (with TLS). A ``tls://`` scheduler is joined with
+LocalCluster started for the command (with TLS; its dashboard link is printed), or, with
+``--threads``, on this process's threads without a cluster. distributed's log lines show
+from ``--log-level`` up (default ERROR). A ``tls://`` scheduler is joined with
 ``--tls-ca``/``--tls-cert``/``--tls-key`` or ``--tls-dir``, else dask's config
 (:mod:`diaggmm_dist.tls`). The CLI owns argument parsing (:mod:`.parser`), console
 output (:mod:`.console`), the checks of inputs and outputs (:mod:`.checks`), storage options
