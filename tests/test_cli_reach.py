@@ -208,3 +208,22 @@ def test_choosing_k_takes_the_layout_and_the_weights(cube, tmp_path, capsys):
     saved = DiagGMM.load(tmp_path / "m.zarr")
     assert saved.n_components == result.best.n_components
     np.testing.assert_array_equal(saved.means_, result.best.means_)
+
+
+def test_a_cluster_started_for_the_command_is_quiet_and_shows_its_dashboard(cube, tmp_path):
+    """Without --scheduler or --threads: a LocalCluster, its dashboard link on the first line
+    (saying when bokeh is needed to draw it), and none of distributed's log lines unless
+    --log-level asks."""
+    import importlib.util
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("DASK_SCHEDULER_ADDRESS", None)
+    command = [sys.executable, "-m", "diaggmm_dist", "fit", str(cube / "cube.zarr"), "--k", "2"]
+    command += ["--feature-dim", "band", "--missing", "drop", "--out", str(tmp_path / "m.zarr")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    first = done.stdout.splitlines()[0]
+    assert first.startswith("fit: 480 rows x 3 features") and "scheduler tls://" in first
+    assert "dashboard http://127.0.0.1:" in first, first
+    assert ("install bokeh" in first) == (importlib.util.find_spec("bokeh") is None), first
+    assert "distributed." not in done.stderr, done.stderr

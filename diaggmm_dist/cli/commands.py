@@ -53,13 +53,19 @@ def _dask_client(args):
         with dask.config.set(scheduler="threads"):
             yield _LocalThreads()
         return
+    import distributed  # noqa: F401 - first: importing it sets its logger's level
+
     from ..cluster import dask_client
 
     logger = logging.getLogger("distributed")
     level = logger.level
-    logger.setLevel(args.log_level or ("WARNING" if args.debug else "ERROR"))
+    chosen = args.log_level or ("WARNING" if args.debug else "ERROR")
+    logger.setLevel(chosen)
     try:
         with dask_client(args.scheduler, security=args.security) as client:
+            if client.cluster is not None:  # its handlers show WARNING up while it runs
+                for handler in logger.handlers:
+                    handler.setLevel(min(handler.level, logging.getLevelName(chosen)))
             if client.cluster is not None and not args.debug:
                 from ..worker_logging import QuietWorkerLogs
 
@@ -76,12 +82,17 @@ def _dask_client(args):
 
 def _where(client) -> str:
     """Where the work runs, for the first line: the scheduler, and the dashboard of a cluster
-    started for the command (when distributed serves one: bokeh installed)."""
+    started for the command (distributed draws it with bokeh, else serves a page asking for it).
+    """
     text = f"scheduler {client.scheduler.address}"
     if client.cluster is not None:
+        import importlib.util
+
         link = getattr(client, "dashboard_link", None)
         if link:
             text += f", dashboard {link}"
+            if importlib.util.find_spec("bokeh") is None:
+                text += " (pip install bokeh to see it)"
     return text
 
 
