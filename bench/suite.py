@@ -17,6 +17,8 @@ timings are its own):
                        compute, n_init=8 vs 1, vs a local store, requests (issue 21)
 ``object_store_clients.py``  s3fs vs obstore reading the same Zarr array: requests, CPU
                        per GiB, throughput (issue 21, item 5)
+``startup.py``         ``diaggmm --help`` and a usage error, now and with the eager imports
+                       of before (issue 23)
 ``tls_cost.py``        the library's LocalCluster with TLS (its default) vs without: per
                        iteration, CPU, per tiny task, start (issue 22)
 =====================  ==================================================================
@@ -77,6 +79,7 @@ SCRIPTS = [
     ("object_store.py", "object_store.json", [], ["--quick"]),
     ("object_store_clients.py", "object_store_clients.json", [], ["--quick"]),
     ("tls_cost.py", "tls_cost.json", [], ["--quick"]),
+    ("startup.py", "startup.json", [], ["--quick"]),
 ]
 
 
@@ -176,6 +179,18 @@ def target_rows(results):
     rows += init_quality_rows(results.get("init_quality.json"))
     rows += object_store_rows(results.get("object_store.json"))
     rows += scaling_rows(results.get("scaling.json"))
+    startup = results.get("startup.json")
+    if startup:
+        rows.append(
+            _row(
+                23,
+                "1. `diaggmm --help` and a usage error, median wall seconds of a fresh process",
+                f"{startup['slowest_median_seconds']:.2f} s",
+                f"< {startup['target_seconds']} s",
+                startup["passed"],
+                "startup.py",
+            )
+        )
     many = results.get("many_models.json")
     if many:
         for cache in ("cold", "warm"):

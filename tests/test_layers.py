@@ -38,7 +38,16 @@ LAYERS = {
         "persistence",
         "selection",
     ),
-    "applications": ("", "outputs", "plots", "cluster", "tls", "worker_logging", "cli"),
+    "applications": (
+        "",
+        "__main__",
+        "outputs",
+        "plots",
+        "cluster",
+        "tls",
+        "worker_logging",
+        "cli",
+    ),
 }
 RANKS = list(LAYERS)
 

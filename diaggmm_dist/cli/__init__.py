@@ -6,10 +6,18 @@
     diaggmm predict MODEL DATA --out SCORES [--scheduler ADDRESS] [--overwrite]
     diaggmm info MODEL [--json]
 
-DATA is a Zarr array (local path or fsspec URL). ``--storage-option KEY=VALUE`` (repeatable)
+    diaggmm fit cube.zarr --feature-dim band --missing marginalize --k K --out MODEL --threads
+    python -m diaggmm_dist ...       # the same command
+
+DATA is a Zarr array (local path or fsspec URL); with ``--feature-dim`` or ``--features`` a
+Zarr group (or NetCDF file) read with xarray, and a ``.parquet`` path a table (``--columns``).
+``--missing``, ``--sample-weight``, ``--init`` and ``--n-init`` are the library's settings of
+the same names. ``--storage-option KEY=VALUE`` (repeatable)
 and ``--storage-options FILE.json`` give the fsspec options of every URL of the command. Work
 runs on the dask scheduler at ``--scheduler``, else at ``$DASK_SCHEDULER_ADDRESS``, else on a
-LocalCluster started for the command (with TLS). A ``tls://`` scheduler is joined with
+LocalCluster started for the command (with TLS; its dashboard link is printed), or, with
+``--threads``, on this process's threads without a cluster. distributed's log lines show
+from ``--log-level`` up (default ERROR). A ``tls://`` scheduler is joined with
 ``--tls-ca``/``--tls-cert``/``--tls-key`` or ``--tls-dir``, else dask's config
 (:mod:`diaggmm_dist.tls`). The CLI owns argument parsing (:mod:`.parser`), console
 output (:mod:`.console`), the checks of inputs and outputs (:mod:`.checks`), storage options
@@ -35,7 +43,6 @@ import sys
 import threading
 import traceback
 
-from .commands import COMMANDS
 from .console import PROG, Console
 from .exits import (
     EXIT_INTERRUPTED,
@@ -69,6 +76,13 @@ def _say_stopped(args, console, how):
     console.print(f"{PROG}: {how}{hint}", stream=console.err)
 
 
+def _as_flags(message):
+    """The library's advice in the command's terms: ``missing='marginalize'`` is a flag here."""
+    for policy in ("drop", "marginalize"):
+        message = message.replace(f"missing='{policy}'", f"--missing {policy}")
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``diaggmm`` command (the console script's entry point).
 
@@ -88,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse: --help, --version, usage errors (code 2)
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    from .commands import COMMANDS  # here: --help and usage errors need no dask (startup.py)
+
     console = Console(quiet=args.quiet)
     previous = None
     if threading.current_thread() is threading.main_thread():
@@ -110,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         name, message = error_text(err)
+        message = _as_flags(message)
         if not known_error(err):
             message = f"{name}: {message} (rerun with --debug for the traceback)"
         console.print(f"{PROG}: error: {message}", stream=console.err)

@@ -134,6 +134,72 @@ def open_data(url, chunk_size, storage_options=None):
     return as_row_chunked(os.fspath(url), chunk_size, storage_options)
 
 
+def layout_of(args) -> dict:
+    """The command's ``feature_dim``, ``features`` and ``columns`` (None when not given)."""
+    return {name: getattr(args, name, None) for name in ("feature_dim", "features", "columns")}
+
+
+def _xarray_could_read(err) -> bool:
+    """A refusal of a Zarr group, or of an array with more than two dimensions."""
+    text = str(err)
+    return "Zarr group" in text or ("Expected 2D array" in text and "2D array, got 1D" not in text)
+
+
+def open_samples(url, chunk_size, layout, storage_options=None):
+    """The data as the library reads it (:func:`~diaggmm_dist.inputs.as_samples`): a Zarr
+    array, a gridded store with ``feature_dim``/``features``, a Parquet table; metadata only.
+    """
+    from ..inputs import as_samples
+
+    try:
+        return as_samples(os.fspath(url), chunk_size, storage_options=storage_options, **layout)
+    except ValueError as err:
+        if any(value is not None for value in layout.values()) or not _xarray_could_read(err):
+            raise
+        # e.g. a store written by xarray: the library reads it, told where the features are
+        raise ValueError(
+            f"{one_line(err)} For a store written by xarray (dims like time, y, x, band), "
+            "give the group and --feature-dim DIM (or --features VAR,VAR) instead."
+        ) from None
+
+
+def open_weights(url, samples, layout, storage_options=None):
+    """``--sample-weight``: the weights, lazily, checked against the data's samples up front.
+
+    With ``feature_dim`` or ``features`` (gridded data) a store with one data variable opened
+    with xarray, whose dims must be the data's sample dims; otherwise a 1-D Zarr array with
+    one weight per row.
+    """
+    import dask.array as da
+
+    from ..inputs import open_gridded, open_zarr_array, sample_values
+
+    text = os.fspath(url)
+    if layout.get("feature_dim") is not None or layout.get("features") is not None:
+        try:
+            weights = open_gridded(text, storage_options)
+        except (KeyError, ValueError) as err:  # e.g. a Zarr group that xarray did not write
+            raise ValueError(
+                f"--sample-weight {text!r} cannot be read with xarray (the data's layout): "
+                f"{one_line(err)}"
+            ) from None
+        if not hasattr(weights, "dims") or hasattr(weights, "data_vars"):
+            raise ValueError(
+                f"--sample-weight {text!r} must hold one data variable (the weights), it has "
+                f"{len(weights.data_vars)}: {list(weights.data_vars)}."
+            )
+    else:
+        array = open_zarr_array(text, storage_options)
+        if array.ndim != 1:
+            raise ValueError(
+                f"--sample-weight {text!r} must be a 1-D Zarr array with one weight per row, "
+                f"it has shape {array.shape}."
+            )
+        weights = da.from_array(array, chunks=array.chunks)
+    sample_values(weights, samples, f"--sample-weight {text!r}")  # the shape, before any work
+    return weights
+
+
 def check_output(url, overwrite, what, storage_options=None):
     """Refuse an output path that holds something else, or an existing store without --overwrite."""
     from ..locations import location

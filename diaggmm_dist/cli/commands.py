@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
-import os
+import math
 import time
 
 from ..validation import check_heldout_fraction
@@ -17,12 +16,23 @@ from .checks import (
     check_apart,
     check_output,
     check_writable,
+    layout_of,
     load_model,
     open_data,
+    open_samples,
+    open_weights,
 )
 from .console import Console, PassBar, library_output, model_labels
 from .exits import EXIT_OK
+from .info import info
 from .options import command_security, command_storage_options
+
+
+class _LocalThreads:
+    """``--threads``: dask's threaded scheduler in this process; no cluster, no client."""
+
+    cluster = None
+    scheduler = argparse.Namespace(address="threads of this process (--threads)")
 
 
 @contextlib.contextmanager
@@ -30,17 +40,32 @@ def _dask_client(args):
     """The command's dask client (:func:`~diaggmm_dist.cluster.dask_client`), with its TLS
     credentials (``args.security``); quiet about the failures it reports itself.
 
-    A failure ends the command with one line, so what distributed logs about it in this
-    terminal is left out unless ``--debug``: a worker's "Compute Failed" screenful (the workers
-    of a LocalCluster started for the command write here) and the warnings of closing the
-    cluster while other tasks still run ("Worker process still alive ..., killing").
+    ``distributed``'s own log lines in this terminal are shown from ``--log-level`` up
+    (default ERROR): the warnings of closing a LocalCluster ("Worker process still alive ...,
+    killing") are not. A failure ends the command with one line, so what distributed logs
+    about it is left out unless ``--debug``: a worker's "Compute Failed" screenful (the
+    workers of a LocalCluster started for the command write here). With ``--threads`` no
+    cluster is started: the work runs on this process's threads.
     """
+    if getattr(args, "threads", False):
+        import dask
+
+        with dask.config.set(scheduler="threads"):
+            yield _LocalThreads()
+        return
+    import distributed  # noqa: F401 - first: importing it sets its logger's level
+
     from ..cluster import dask_client
 
     logger = logging.getLogger("distributed")
     level = logger.level
+    chosen = args.log_level or ("WARNING" if args.debug else "ERROR")
+    logger.setLevel(chosen)
     try:
         with dask_client(args.scheduler, security=args.security) as client:
+            if client.cluster is not None:  # its handlers show WARNING up while it runs
+                for handler in logger.handlers:
+                    handler.setLevel(min(handler.level, logging.getLevelName(chosen)))
             if client.cluster is not None and not args.debug:
                 from ..worker_logging import QuietWorkerLogs
 
@@ -53,6 +78,22 @@ def _dask_client(args):
                 raise
     finally:
         logger.setLevel(level)
+
+
+def _where(client) -> str:
+    """Where the work runs, for the first line: the scheduler, and the dashboard of a cluster
+    started for the command (distributed draws it with bokeh, else serves a page asking for it).
+    """
+    text = f"scheduler {client.scheduler.address}"
+    if client.cluster is not None:
+        import importlib.util
+
+        link = getattr(client, "dashboard_link", None)
+        if link:
+            text += f", dashboard {link}"
+            if importlib.util.find_spec("bokeh") is None:
+                text += " (pip install bokeh to see it)"
+    return text
 
 
 def fit(args: argparse.Namespace, console: Console) -> int:
@@ -83,8 +124,11 @@ def fit(args: argparse.Namespace, console: Console) -> int:
     options = command_storage_options(args)
     # Outputs are checked before anything is read or started; apart first: the write test needs no
     # file created inside an input.
+    inputs = [("data", args.data), ("--sample-weight", args.sample_weight)]
     check_apart(
-        [("--out", args.out), ("--checkpoint", args.checkpoint)], [("data", args.data)], options
+        [("--out", args.out), ("--checkpoint", args.checkpoint)],
+        [(name, url) for name, url in inputs if url is not None],
+        options,
     )
     check_writable(args.out, "model", storage_options=options)
     if args.checkpoint is not None:
@@ -103,14 +147,20 @@ def fit(args: argparse.Namespace, console: Console) -> int:
         max_iter=args.max_iter,
         n_init=args.n_init,
         init_params=args.init,
+        missing=args.missing,
         random_state=args.seed,
         dtype=args.dtype,
         chunk_size=args.chunk_size,
     )
     check_settings(gmm)
     # Everything that can be refused is refused before a cluster starts or a pass runs.
-    data = open_data(args.data, args.chunk_size, options)
-    n_rows, n_features = data.shape
+    layout = layout_of(args)
+    samples = open_samples(args.data, args.chunk_size, layout, options)
+    data = samples.array
+    n_rows, n_features, n_chunks = math.prod(data.shape[:-1]), data.shape[-1], data.npartitions
+    weights = None
+    if args.sample_weight is not None:
+        weights = open_weights(args.sample_weight, samples, layout, options)
     if args.k > n_rows:
         raise ValueError(
             f"--k {args.k} is larger than the number of rows of {args.data!r} ({n_rows}): "
@@ -133,16 +183,18 @@ def fit(args: argparse.Namespace, console: Console) -> int:
                 console.print(
                     f"fit: {n_rows:,} rows x {n_features} features from {args.data}, "
                     f"K={','.join(map(str, candidates))}, "
-                    f"{data.numblocks[0]} chunks, scheduler {client.scheduler.address}"
+                    f"{n_chunks} chunks, {_where(client)}"
                 )
             show_bar = not args.quiet and console.err.isatty()
             bar = PassBar(console, args.max_iter) if show_bar else None
             if len(candidates) > 1:
-                return select(args, candidates, gmm, console, start, options)
+                return select(args, candidates, gmm, console, start, options, weights)
             fit_options = dict(
+                sample_weight=weights,
                 checkpoint=args.checkpoint,
                 overwrite_checkpoint=args.overwrite,
                 storage_options=options,
+                **layout,
             )
             if bar is not None:
                 with bar:
@@ -168,7 +220,7 @@ def fit(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
-def select(args, candidates, template, console, start, options=None):
+def select(args, candidates, template, console, start, options=None, weights=None):
     """``fit --k 2,4,8``: every candidate through the same passes; the chosen one is saved.
 
     Returns
@@ -189,6 +241,8 @@ def select(args, candidates, template, console, start, options=None):
         candidates,
         args.criterion,
         heldout_fraction=args.heldout_fraction,
+        sample_weight=weights,
+        **layout_of(args),
         checkpoint=args.checkpoint,
         overwrite_checkpoint=args.overwrite,
         storage_options=options,
@@ -236,6 +290,8 @@ def predict(args: argparse.Namespace, console: Console) -> int:
     check_apart([("--out", args.out)], [("model", args.model), ("data", args.data)], options)
     check_writable(args.out, "scores", storage_options=options)
     model = load_model(args.model, options)
+    if args.missing is not None:  # e.g. score rows with NaN under a model fitted without any
+        model.set_params(missing=args.missing)
     data = open_data(args.data, args.chunk_size or model.chunk_size, options)
     if data.shape[1] != model.n_features_in_:
         raise ValueError(
@@ -248,7 +304,7 @@ def predict(args: argparse.Namespace, console: Console) -> int:
         if not args.quiet:
             console.print(
                 f"predict: {data.shape[0]:,} rows from {args.data} with the K={model.n_components} "
-                f"model {args.model}, scheduler {client.scheduler.address}"
+                f"model {args.model}, {_where(client)}"
             )
         write_scores(
             model,
@@ -273,127 +329,6 @@ def predict(args: argparse.Namespace, console: Console) -> int:
         f"{int(counts[0])} unscored (NaN/inf); "
         f"rows per component [{shown}]; labels, max_resp, log_likelihood written to {args.out}"
     )
-    return EXIT_OK
-
-
-def model_summary(url, model, storage_options=None) -> dict:
-    """What ``info`` shows of the model ``model`` saved at ``url``, as JSON-able values.
-
-    ``storage_options``: the command's, to read the store's attributes.
-
-    Returns
-    -------
-    dict
-        The store's format and library versions, the model's sizes, settings, fit results,
-        data fingerprint and weights.
-    """
-    import numpy as np
-    import zarr
-
-    from ..locations import location
-
-    group = zarr.open_group(location(url, storage_options).zarr_store(read_only=True), mode="r")
-    attrs = dict(group.attrs)
-    weights = np.asarray(model.weights_)
-    return {
-        "model": os.fspath(url),
-        "format_version": attrs.get("format_version"),
-        "library_version": attrs.get("library_version"),
-        "n_components": int(model.n_components),
-        "n_features": int(model.n_features_in_),
-        "dtype": str(np.dtype(model.dtype)),
-        "n_iter": int(model.n_iter_),
-        "converged": bool(model.converged_),
-        "lower_bound": float(model.lower_bound_),
-        "lower_bounds": [float(v) for v in model.lower_bounds_],
-        "reg_covar": float(model.reg_covar),
-        "tol": float(model.tol),
-        "max_iter": int(model.max_iter),
-        "n_init": int(model.n_init),
-        "init_params": model.init_params,
-        "random_state": model.random_state if isinstance(model.random_state, int) else None,
-        "n_reseeded": int(getattr(model, "n_reseeded_", 0)),
-        "feature_names": [str(n) for n in model.feature_names_in_]
-        if hasattr(model, "feature_names_in_")
-        else None,
-        "data_fingerprint": getattr(model, "data_fingerprint_", None),
-        "weights": [float(w) for w in weights],
-        "weights_summary": {
-            "min": float(weights.min()),
-            "median": float(np.median(weights)),
-            "max": float(weights.max()),
-        },
-    }
-
-
-def info(args: argparse.Namespace, console: Console) -> int:
-    """``diaggmm info``: print a saved model's attributes, as text or JSON.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        The parsed arguments of ``info``.
-    console : Console
-        Where the description goes.
-
-    Returns
-    -------
-    int
-        :data:`~diaggmm_dist.cli.exits.EXIT_OK`; failures are raised.
-
-    Raises
-    ------
-    ModelStoreError, FileNotFoundError
-        Nothing, or not a model, at ``args.model``.
-    """
-    options = command_storage_options(args)
-    model = load_model(args.model, options)
-    info = model_summary(args.model, model, options)
-    if args.json:
-        console.print(json.dumps(info, indent=2))
-        return EXIT_OK
-    fingerprint = info["data_fingerprint"]
-    if isinstance(fingerprint, dict):
-        shape = "x".join(str(v) for v in fingerprint.get("shape", []))
-        fingerprint = (
-            f"{shape} {fingerprint.get('dtype', '?')}, {fingerprint.get('row_chunks', '?')}, "
-            f"sample sha256 {str(fingerprint.get('sample_sha256', '?'))[:16]}"
-        )
-    weights = info["weights"]
-    summary = info["weights_summary"]
-    rows = [
-        ("model", info["model"]),
-        ("components (K)", info["n_components"]),
-        ("features (D)", info["n_features"]),
-        ("dtype", info["dtype"]),
-        ("iterations", info["n_iter"]),
-        ("converged", "yes" if info["converged"] else "no"),
-        ("lower bound", f"{info['lower_bound']:.8f}"),
-        (
-            "settings",
-            f"init={info['init_params']} tol={info['tol']:g} max_iter={info['max_iter']} "
-            f"n_init={info['n_init']} reg_covar={info['reg_covar']:g} seed={info['random_state']}",
-        ),
-        ("re-seeded", info["n_reseeded"]),
-        ("data fingerprint", fingerprint if fingerprint is not None else "none"),
-        (
-            "weights",
-            f"min {summary['min']:.4f}  median {summary['median']:.4f}  max {summary['max']:.4f}",
-        ),
-    ]
-    if len(weights) <= 16:
-        rows.append(("", "[" + ", ".join(f"{w:.4f}" for w in weights) + "]"))
-    if info["feature_names"]:
-        rows.append(("features", ", ".join(info["feature_names"])))
-    rows.append(
-        (
-            "format",
-            f"version {info['format_version']}, written by diaggmm-dist {info['library_version']}",
-        )
-    )
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        console.print(f"{name:<{width}}  {value}")
     return EXIT_OK
 
 

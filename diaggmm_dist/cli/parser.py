@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import math
 
-from ..validation import CRITERIA, DTYPES, INIT_PARAMS, check_candidates
+from ..validation import CRITERIA, DTYPES, INIT_PARAMS, MISSING, check_candidates
 from .console import PROG
 from .options import add_storage_options, add_tls_options
+
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
 
 def _int_at_least(minimum):
@@ -38,6 +40,55 @@ def _component_counts(text):
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _names(text):
+    """``--features``/``--columns``: a comma-separated list of names (``B02,B03,B04``)."""
+    names = [part.strip() for part in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected names separated by commas, got {text!r}")
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"a name is given twice in {text!r}")
+    return names
+
+
+def _missing_option(parser, default, default_text):
+    parser.add_argument(
+        "--missing",
+        choices=MISSING,
+        default=default,
+        help="NaN values: error refuses them, drop skips rows with any NaN, marginalize uses "
+        f"each row's observed features (default: {default_text})",
+    )
+
+
+def _layout_options(parser):
+    """``--feature-dim``, ``--features``, ``--columns``: how DATA is read (as the library's)."""
+    group = parser.add_argument_group(
+        "data layout",
+        "DATA is a 2-D Zarr array (rows x features) unless one of these is given: with "
+        "--feature-dim or --features it is a Zarr group (or NetCDF file) opened with xarray, "
+        "e.g. one written by xarray with dims (time, y, x, band); a path ending in .parquet "
+        "is a table",
+    )
+    group.add_argument(
+        "--feature-dim",
+        metavar="DIM",
+        help="the dimension holding the features (every other dimension is a sample "
+        "dimension), e.g. band",
+    )
+    group.add_argument(
+        "--features",
+        type=_names,
+        metavar="VAR,VAR",
+        help="the data variables of a Zarr group to use as features (default: all of them)",
+    )
+    group.add_argument(
+        "--columns",
+        type=_names,
+        metavar="COL,COL",
+        help="the columns of a Parquet table to use as features (default: every numeric one)",
+    )
+
+
 def _non_negative_float(text):
     try:
         value = float(text)
@@ -65,7 +116,27 @@ def _common_options(defaults):
         help="no per-iteration lines and no progress bar (the summary and errors still print)",
         **({"default": False} if defaults else default),
     )
+    parent.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        type=str.upper,
+        help="show distributed's log lines from this level up (default: ERROR; WARNING with "
+        "--debug)",
+        **({"default": None} if defaults else default),
+    )
     return parent
+
+
+def _cluster_options(parser, scheduler_help):
+    """``--scheduler`` or ``--threads``: where the work runs."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS", help=scheduler_help)
+    where.add_argument(
+        "--threads",
+        action="store_true",
+        help="run on this process's threads, without a cluster: quicker for data that one "
+        "machine reads in seconds (e.g. under a few million rows)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace an existing MODEL, and start afresh if the checkpoint holds another run",
     )
-    fit.add_argument("--scheduler", metavar="ADDRESS", help=scheduler_help)
+    _cluster_options(fit, scheduler_help)
     add_tls_options(fit)
     fit.add_argument(
         "--init",
@@ -190,6 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="initializations; the best is kept (default: 1)",
     )
+    _missing_option(fit, "error", "error")
+    fit.add_argument(
+        "--sample-weight",
+        metavar="WEIGHTS",
+        help="a Zarr array (path or URL) of one non-negative weight per row of DATA; with "
+        "--feature-dim or --features, a Zarr group (or NetCDF) with DATA's sample dimensions",
+    )
+    _layout_options(fit)
     add_storage_options(fit)
 
     predict = commands.add_parser(
@@ -209,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--overwrite", action="store_true", help="replace an existing SCORES group"
     )
-    predict.add_argument("--scheduler", metavar="ADDRESS", help=scheduler_help)
+    _cluster_options(predict, scheduler_help)
     add_tls_options(predict)
     predict.add_argument(
         "--chunk-size",
@@ -217,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ROWS",
         help="rows per dask chunk (default: the model's, else about 16 MiB)",
     )
+    _missing_option(predict, None, "the model's")
     add_storage_options(predict)
 
     info = commands.add_parser(

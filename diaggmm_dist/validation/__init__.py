@@ -16,8 +16,6 @@ from .choices import (
     check_selection,
     is_int,
 )
-from .data import bad_weights_error, dense_numeric, nonfinite_error
-from .settings import check_initial_parameters, check_settings
 
 __all__ = [
     "COVARIANCE_TYPES",
@@ -36,3 +34,23 @@ __all__ = [
     "is_int",
     "nonfinite_error",
 ]
+
+# The checks that need numpy and scipy are imported on first use (PEP 562): the CLI's parser
+# reads the choices above without them (bench/startup.py).
+_LAZY = {
+    "bad_weights_error": "data",
+    "dense_numeric": "data",
+    "nonfinite_error": "data",
+    "check_initial_parameters": "settings",
+    "check_settings": "settings",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
