@@ -367,7 +367,7 @@ def main(argv=None):
         rows, seen, started, delivered = [], set(), time.monotonic(), first_delivery
         with get_client(sync_client=True) as client:
             deployment = wait_until(
-                lambda: client.read_deployment_by_name("retrain/soak"),
+                lambda: client.read_deployment_by_name("diaggmm-retrain/soak"),
                 "the served deployment",
                 process=serve,
                 log=folder / "serve.log",

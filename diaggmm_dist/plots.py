@@ -1,31 +1,36 @@
-"""PNG figures of a fit: the map of regimes and the convergence curve (matplotlib, Agg)."""
+"""PNG figures of a fit: the map of regimes and the convergence curve (matplotlib).
+
+Figures are made with :class:`matplotlib.figure.Figure`, not pyplot: the user's backend and
+pyplot's open figures are left as they were (saving a PNG needs no backend).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 
-def _pyplot():
-    import matplotlib
+def _figure(figsize, dpi=110):
+    """A figure outside pyplot: no backend is chosen or changed, nothing to close."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize, dpi=dpi)
+    return fig, fig.subplots()
 
 
 def plot_label_map(labels, path, *, title="Mixture regimes", max_pixels=1200):
     """Save a categorical map of a 2-D ``labels`` DataArray (lat, lon) to ``path``; -1 is grey."""
-    plt = _pyplot()
+    import matplotlib
+
     step = max(1, int(np.ceil(max(labels.shape) / max_pixels)))
     small = labels[::step, ::step]
     values = np.asarray(small.values, dtype=float)
     values[values < 0] = np.nan
     k = int(np.nanmax(values)) + 1 if np.isfinite(values).any() else 1
-    cmap = plt.get_cmap("tab20" if k > 10 else "tab10", k).with_extremes(bad="0.8")
+    palette = matplotlib.colormaps["tab20" if k > 10 else "tab10"]
+    cmap = palette.resampled(k).with_extremes(bad="0.8")
     dims = small.dims
     x, y = small[dims[1]].values, small[dims[0]].values
-    fig, ax = plt.subplots(figsize=(10, 5.2), dpi=110)
+    fig, ax = _figure((10, 5.2))
     mesh = ax.pcolormesh(x, y, values, cmap=cmap, vmin=-0.5, vmax=k - 0.5, shading="auto")
     ax.set_xlabel(dims[1])
     ax.set_ylabel(dims[0])
@@ -33,14 +38,12 @@ def plot_label_map(labels, path, *, title="Mixture regimes", max_pixels=1200):
     fig.colorbar(mesh, ax=ax, ticks=range(k), label="component")
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
 def plot_convergence(lower_bounds, path, *, title="EM convergence"):
     """Save the lower bound (mean log-likelihood per sample) against the iteration."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    fig, ax = _figure((6, 4))
     ax.plot(np.arange(1, len(lower_bounds) + 1), lower_bounds, marker="o", markersize=3)
     ax.set_xlabel("iteration")
     ax.set_ylabel("mean log-likelihood per sample")
@@ -48,7 +51,6 @@ def plot_convergence(lower_bounds, path, *, title="EM convergence"):
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
@@ -60,14 +62,13 @@ def plot_selection(
     ``table`` is :func:`diaggmm_dist.select_n_components`'s (dicts with ``n_components``,
     ``bic``, ``aic``); ``path`` a file name or a binary file object.
     """
-    plt = _pyplot()
     rows = sorted(table, key=lambda row: row["n_components"])
     ks = [row["n_components"] for row in rows]
 
     def values(name):
         return [np.nan if row.get(name) is None else row[name] for row in rows]
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    fig, ax = _figure((6, 4))
     ax.plot(ks, values("bic"), marker="o", label="BIC")
     ax.plot(ks, values("aic"), marker="s", markersize=4, linestyle="--", label="AIC")
     if chosen is not None:
@@ -80,5 +81,4 @@ def plot_selection(
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, format="png")
-    plt.close(fig)
     return path

@@ -19,17 +19,22 @@ A run
    parameters imply);
 3. scores the held-out data with the current and the new model (mean log-likelihood per row);
 4. promotes the new model only if ``new >= current - margin``;
-5. logs a drift WARNING when the current model's held-out score fell by more than
-   ``drift_threshold`` since its promotion (the score at promotion is registry metadata).
+5. logs a drift WARNING, and emits the Prefect event ``diaggmm.model.drift`` (for automations),
+   when the current model's held-out score fell by more than ``drift_threshold`` since its
+   promotion (the score at promotion is registry metadata).
 """
 
-from __future__ import annotations
-
+# Annotations are evaluated (no `from __future__ import annotations`): pydantic validates the
+# parameters of a flow loaded by file path, whose module it cannot look up for string names.
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from prefect.events import emit_event
+from pydantic import Field
 
+from . import parameters as P
 from .blocks import SECONDS_PER_TASK, fit_in_blocks
 from .folding import fold_partitions
+from .parameters import DEFAULT_DTYPE, Mode
 from .retention import check_retention, prune_registry
 from .runtime import (
     TASK_OPTIONS,
@@ -42,7 +47,7 @@ from .runtime import (
 from .specs import FitSpec
 
 #: Settings of a model trained from scratch by retrain (a warm start keeps the current model's).
-FROM_SCRATCH = {"tol": 1e-3, "init_params": "kmeans", "dtype": "float32", "random_state": 0}
+FROM_SCRATCH = {"tol": 1e-3, "init_params": "kmeans", "dtype": DEFAULT_DTYPE, "random_state": 0}
 CHECKPOINT = "retrain-checkpoint"
 CANDIDATE = "retrain-candidate"
 MODES = ("refit", "online")
@@ -103,25 +108,68 @@ def _partitions(data_url, mode):
     return partitions
 
 
-@flow(name="retrain")
+def _emit_drift(registry_url, holdout_url, current, old_score, drop, threshold):
+    """The drift as a Prefect event (``diaggmm.model.drift``) that automations can act on.
+
+    The resource is the registry (``diaggmm.registry.<url>``); inside a flow run Prefect adds
+    the run, flow and deployment as related resources. Returns the event (None if the events
+    client is off).
+    """
+    return emit_event(
+        event="diaggmm.model.drift",
+        resource={
+            "prefect.resource.id": f"diaggmm.registry.{registry_url}",
+            "prefect.resource.name": str(registry_url),
+            "diaggmm.model.version": current["version"],
+        },
+        payload={
+            "version": current["version"],
+            "holdout_url": holdout_url,
+            "holdout_score": old_score,
+            "promoted_score": current["promoted_score"],
+            "drop": drop,
+            "drift_threshold": threshold,
+        },
+    )
+
+
+@flow(name="diaggmm-retrain")
 def retrain(
     registry_url: str,
     data_url: str | list[str],
     holdout_url: str,
-    n_components: int = 8,
-    margin: float = 0.0,
-    drift_threshold: float = 0.5,
-    max_iter: int = 100,
-    scheduler_address: str | None = None,
-    mode: str = "refit",
-    learning_decay: float | None = None,
-    learning_offset: float | None = None,
-    seconds_per_task: float = SECONDS_PER_TASK,
-    storage_options: dict | None = None,
-    storage_options_block: str | None = None,
-    tls_directory: str | None = None,
-    keep_versions: int | None = 10,
-    prune_work: bool = True,
+    n_components: int = Field(
+        8,
+        description="Components of a model trained from scratch (an empty registry, or a "
+        "current model with another number).",
+    ),
+    margin: float = Field(
+        0.0,
+        description="Promote the new model if new >= current - margin (mean log-likelihood "
+        "per held-out row).",
+    ),
+    drift_threshold: float = Field(
+        0.5,
+        description="Report drift (a warning and a diaggmm.model.drift event) when the current "
+        "model's held-out score is more than this below its score at promotion.",
+    ),
+    max_iter: int = Field(100, description=P.MAX_ITER + ' (mode="refit")'),
+    scheduler_address: str | None = Field(None, description=P.SCHEDULER_ADDRESS),
+    mode: Mode = Field("refit", description=P.MODE),
+    learning_decay: float | None = Field(
+        None, description='mode="online": the step-size decay; by default the current model\'s.'
+    ),
+    learning_offset: float | None = Field(
+        None, description='mode="online": the step-size offset; by default the current model\'s.'
+    ),
+    seconds_per_task: float = Field(SECONDS_PER_TASK, description=P.SECONDS_PER_TASK),
+    storage_options: dict | None = Field(None, description=P.STORAGE_OPTIONS),
+    storage_options_block: str | None = Field(None, description=P.STORAGE_OPTIONS_BLOCK),
+    tls_directory: str | None = Field(None, description=P.TLS_DIRECTORY),
+    keep_versions: int | None = Field(
+        10, description="Keep the newest this many versions and the current one (None: all)."
+    ),
+    prune_work: bool = Field(True, description="Delete the registry's scratch when done."),
 ) -> dict:
     """Update the model with ``data_url`` (refit warm-started, or online); promote it if it scores
     on ``holdout_url`` no worse than the current one (less ``margin``); warn on drift.
@@ -261,6 +309,7 @@ def retrain(
                 current["promoted_score"],
                 drift_threshold,
             )
+            _emit_drift(registry_url, holdout_url, current, old_score, drop, drift_threshold)
 
     promoted = None
     if current is None or new_score >= old_score - margin:

@@ -11,10 +11,12 @@ chunks (whole Zarr chunks), from one read of the data
 (:func:`diaggmm_dist.outputs.scores.write_scores`).
 """
 
-from __future__ import annotations
-
+# Annotations are evaluated (no `from __future__ import annotations`): pydantic validates the
+# parameters of a flow loaded by file path, whose module it cannot look up for string names.
 from prefect import flow, get_run_logger, task
+from pydantic import Field
 
+from . import parameters as P
 from .runtime import TASK_OPTIONS, flow_client, flow_storage_options, load_model, on_scheduler
 
 
@@ -51,15 +53,15 @@ def write_scores(
     }
 
 
-@flow(name="score")
+@flow(name="diaggmm-score")
 def score(
     model_url: str,
     data_url: str,
     out_url: str,
-    scheduler_address: str | None = None,
-    storage_options: dict | None = None,
-    storage_options_block: str | None = None,
-    tls_directory: str | None = None,
+    scheduler_address: str | None = Field(None, description=P.SCHEDULER_ADDRESS),
+    storage_options: dict | None = Field(None, description=P.STORAGE_OPTIONS),
+    storage_options_block: str | None = Field(None, description=P.STORAGE_OPTIONS_BLOCK),
+    tls_directory: str | None = Field(None, description=P.TLS_DIRECTORY),
 ) -> dict:
     """Write per-row ``labels``, ``max_resp`` and ``log_likelihood`` of ``data_url`` to ``out_url``.
 

@@ -19,13 +19,16 @@ iteration, so a retried task resumes after the last iteration done.
           storage_options_block="feature-store-credentials")
 """
 
-from __future__ import annotations
-
+# Annotations are evaluated (no `from __future__ import annotations`): pydantic validates the
+# parameters of a flow loaded by file path, whose module it cannot look up for string names.
 from dataclasses import replace
 
 from prefect import flow, get_run_logger
+from pydantic import Field
 
+from . import parameters as P
 from .blocks import SECONDS_PER_TASK, fit_in_blocks
+from .parameters import DEFAULT_DTYPE, Criterion, Dtype, InitParams
 from .runtime import flow_client, flow_storage_options
 from .select_k import plot_selection, publish_selection, select_components, selection_plot_url
 from .specs import ChoiceOfK, FitSpec
@@ -81,26 +84,37 @@ def check_choice(n_components, criterion: str, heldout_fraction: float) -> list[
     return check_selection(candidates, criterion, heldout_fraction, name="n_components")
 
 
-@flow(name="train")
+@flow(name="diaggmm-train")
 def train(
+    # required: plain (a Field default would hide them from inspect's required parameters)
     data_url: str,
     n_components: int | list[int],
     model_url: str,
-    checkpoint_url: str | None = None,
-    init_params: str = "kmeans",
-    tol: float = 1e-3,
-    max_iter: int = 100,
-    dtype: str = "float32",
-    random_state: int | None = 0,
-    scheduler_address: str | None = None,
-    feature_dim: str | None = None,
-    features: list[str] | None = None,
-    seconds_per_task: float = SECONDS_PER_TASK,
-    criterion: str = "bic",
-    heldout_fraction: float = 0.1,
-    storage_options: dict | None = None,
-    storage_options_block: str | None = None,
-    tls_directory: str | None = None,
+    checkpoint_url: str | None = Field(
+        None, description="The training checkpoint; by default <model_url>.checkpoint."
+    ),
+    init_params: InitParams = Field("kmeans", description=P.INIT_PARAMS),
+    tol: float = Field(1e-3, description=P.TOL),
+    max_iter: int = Field(100, description=P.MAX_ITER),
+    dtype: Dtype = Field(DEFAULT_DTYPE, description=P.DTYPE),
+    random_state: int | None = Field(0, description=P.RANDOM_STATE),
+    scheduler_address: str | None = Field(None, description=P.SCHEDULER_ADDRESS),
+    feature_dim: str | None = Field(
+        None, description="Gridded data: the dimension holding the features."
+    ),
+    features: list[str] | None = Field(
+        None, description="Gridded data: the variables that are the features."
+    ),
+    seconds_per_task: float = Field(SECONDS_PER_TASK, description=P.SECONDS_PER_TASK),
+    criterion: Criterion = Field("bic", description=P.CRITERION),
+    heldout_fraction: float = Field(
+        0.1,
+        description="With several candidates: share of the rows, in [0, 1), held out of the "
+        "fit and scored; 0 fits every row.",
+    ),
+    storage_options: dict | None = Field(None, description=P.STORAGE_OPTIONS),
+    storage_options_block: str | None = Field(None, description=P.STORAGE_OPTIONS_BLOCK),
+    tls_directory: str | None = Field(None, description=P.TLS_DIRECTORY),
 ) -> dict:
     """Fit ``DiagGMM`` to the data at ``data_url`` and save it at ``model_url``.
 
@@ -122,7 +136,8 @@ def train(
         data) is refused. With several candidates it holds all of them (a retry of the
         ``select-n-components`` task resumes it).
     init_params, tol, max_iter, dtype, random_state
-        As ``DiagGMM``'s.
+        As ``DiagGMM``'s, but ``dtype`` defaults to float32 (the library's default is float64):
+        half the bytes read and held on large stores (flows/parameters.py).
     scheduler_address : str, optional
         Dask scheduler; by default ``$DASK_SCHEDULER_ADDRESS``, else a LocalCluster for this run.
     feature_dim, features : optional

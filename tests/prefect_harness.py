@@ -260,6 +260,21 @@ def artifacts(flow_run_id):
         )
 
 
+def events(name, resource_id):
+    """The events called ``name`` about the resource ``resource_id`` the server recorded."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    with get_client(sync_client=True) as client:
+        return client.read_events(
+            EventFilter(
+                event=EventNameFilter(name=[name]),
+                resource=EventResourceFilter(id=[resource_id]),
+            ),
+            limit=50,  # the server's maximum (prefect 3.9.1's client defaults to 100: refused)
+        ).events
+
+
 def read_deployment(name):
     """The deployment called ``flow/deployment``, or None while it does not exist."""
     from prefect.client.orchestration import get_client

@@ -47,7 +47,7 @@ MAKE_CERTS = DEPLOY / "docker" / "make_certs.py"
 K8S = DEPLOY / "kubernetes"
 README = DEPLOY / "README.md"
 #: The image's extras (Dockerfile); the lock must cover the project with these.
-IMAGE_EXTRAS = ("s3", "gcs", "azure")
+IMAGE_EXTRAS = ("flows", "s3", "gcs", "azure")
 #: Oldest Kubernetes still commonly run, and the newest the validator knows.
 K8S_VERSIONS = ("1.29.0", "latest")
 #: Job variables as a Prefect Kubernetes worker fills them in (env already as a list).

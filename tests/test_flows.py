@@ -19,10 +19,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import zarr
+from prefect.exceptions import ParameterTypeError
 from prefect_harness import (
     REPO,
     artifacts,
     background,
+    events,
     flush_logs,
     logs,
     prefect_api,  # noqa: F401
@@ -487,13 +489,14 @@ def test_without_matplotlib_the_choice_of_k_is_published_without_the_plot(
         ([], {}, ValueError, "n_components is an empty list"),
         ([2, 0, 4], {}, ValueError, r"integers >= 1; got \[0\]"),
         ([2, 4, 2], {}, ValueError, r"lists \[2\] more than once"),
+        # a Literal parameter: Prefect refuses the run before the flow starts
         (
             [2, 4],
             {"criterion": "loglik"},
-            ValueError,
-            "criterion must be one of 'bic', 'aic', 'heldout'",
+            ParameterTypeError,
+            "criterion: Input should be 'bic', 'aic' or 'heldout'",
         ),
-        (3, {"criterion": "BIC"}, ValueError, "criterion must be one of"),
+        (3, {"criterion": "BIC"}, ParameterTypeError, "criterion: Input should be 'bic'"),
         (
             [2, 4],
             {"heldout_fraction": 1.0},
@@ -627,6 +630,19 @@ def test_retrain_promotes_models_that_are_not_worse_and_warns_on_drift(
     )
     (warning,) = run_logs(state.state_details.flow_run_id, "DRIFT", min_level=logging.WARNING)
     assert "v0002" in warning.message and warning.level == logging.WARNING
+    # the drift is also an event, recorded by the server, for automations to act on
+    (event,) = wait_for(
+        lambda: events("diaggmm.model.drift", f"diaggmm.registry.{root}"),
+        lambda found: len(found) == 1,
+        what="the drift event",
+    )
+    assert event.payload["version"] == "v0002" and event.payload["drift_threshold"] == 0.5
+    assert event.payload["holdout_score"] == pytest.approx(third["old_score"], rel=1e-12)
+    assert event.payload["drop"] > 0.5 and event.payload["holdout_url"] == stores.holdout_shifted
+    assert str(state.state_details.flow_run_id) in {
+        r.id.removeprefix("prefect.flow-run.") for r in event.related
+    }
+    assert events("diaggmm.model.drift", f"diaggmm.registry.{root}-none") == []
     decision = [
         a
         for a in wait_for(
@@ -726,9 +742,7 @@ def test_retrain_online_folds_new_partitions_into_the_current_model(
         retrain(
             root, [stores.train, more], stores.holdout, n_components=K, scheduler_address=cluster
         )
-    with pytest.raises(
-        ValueError, match=r"mode must be one of \('refit', 'online'\), got 'stream'"
-    ):
+    with pytest.raises(ParameterTypeError, match="mode: Input should be 'refit' or 'online'"):
         retrain(
             root, more, stores.holdout, n_components=K, scheduler_address=cluster, mode="stream"
         )
@@ -750,7 +764,11 @@ def test_served_retrain_deployment_runs_on_request_and_promotes(prefect_api, sto
         command, env=prefect_api.env(PREFECT_RUNNER_POLL_FREQUENCY="1"), log=log
     ) as process:
         deployment = wait_for(
-            lambda: read_deployment("retrain/retrain-test") if process.poll() is None else "exited",
+            lambda: (
+                read_deployment("diaggmm-retrain/retrain-test")
+                if process.poll() is None
+                else "exited"
+            ),
             lambda d: d is not None,
             timeout=90,
             what="the served deployment",
@@ -759,7 +777,7 @@ def test_served_retrain_deployment_runs_on_request_and_promotes(prefect_api, sto
         assert [s.schedule.cron for s in deployment.schedules] == ["0 3 * * 1"]
         # No scheduler address: the flow run starts its own LocalCluster.
         flow_run = run_deployment(
-            name="retrain/retrain-test",
+            name="diaggmm-retrain/retrain-test",
             timeout=240,
             poll_interval=1,
             parameters={
@@ -832,7 +850,7 @@ def test_flows_load_from_their_entrypoints_outside_the_repository(tmp_path):
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == ["train", "score", "retrain"]
+    assert done.stdout.split() == ["diaggmm-train", "diaggmm-score", "diaggmm-retrain"]
 
 
 # ------------------------------------------------------------------------------------ registry
