@@ -898,6 +898,6 @@ def test_lock_is_closed_under_the_dependencies_of_what_it_pins():
             else:
                 queue.append((dependency, frozenset(requirement.extras)))
     assert not problems, "\n".join(problems)
-    # Most of the lock is installed here at the same version (the test extra installs the
-    # core stack); what is not (gcsfs, adlfs, ...) is checked by pip at image build time.
-    assert {"prefect", "dask", "distributed", "numpy", "zarr"} <= checked, sorted(unchecked)
+    # Only what is installed here at the locked version can be checked (a fresh install may
+    # resolve newer releases than the lock); the rest is checked by pip at image build time.
+    assert len(checked) >= 10, f"only {sorted(checked)} checked; not: {sorted(unchecked)}"

@@ -37,7 +37,7 @@ MAX_ITER = 40
 # repeated iteration, or a pass that missed a chunk, would change the model. 6 chunks.
 FIT = ["--k", "3", "--tol", "0", "--max-iter", str(MAX_ITER), "--chunk-size", "4000"]
 # Each SLURM job: one CPU of the node's two, one Dask worker with one thread.
-JOB = ["--cores", "1", "--processes", "1", "--memory", "512MB", "--walltime", "00:10:00"]
+JOB = ["--cores", "1", "--processes", "1", "--memory", "1GB", "--walltime", "00:10:00"]
 
 
 def load_script():
