@@ -1,6 +1,7 @@
 """diaggmm-dist: distributed, out-of-core EM for Gaussian mixtures with diagonal covariances."""
 
 from ._version import __version__ as __version__
+from .lazy_names import lazy_attributes
 
 __all__ = ["ComponentSelection", "DiagGMM", "ReseededComponentWarning", "select_n_components"]
 
@@ -13,16 +14,4 @@ _LAZY = {
     "select_n_components": "selection",
 }
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

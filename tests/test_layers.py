@@ -19,6 +19,7 @@ LAYERS = {
         "bounded_files",
         "dask_compat",
         "locations",
+        "lazy_names",
     ),
     "kernels": ("kernels", "compiled", "mstep", "online"),
     "readers": ("zarr_chunks", "checked_zarr", "read_ahead"),

@@ -4,6 +4,7 @@ The library's one source of the choices (:mod:`.choices`) and of the checks: set
 initial parameters (:mod:`.settings`), the data and sample weights (:mod:`.data`).
 """
 
+from ..lazy_names import lazy_attributes
 from .choices import (
     COVARIANCE_TYPES,
     CRITERIA,
@@ -45,12 +46,4 @@ _LAZY = {
     "check_settings": "settings",
 }
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
