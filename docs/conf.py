@@ -1,6 +1,7 @@
 """Sphinx configuration of the documentation site (`make docs`, tests/test_docs.py)."""
 
 import importlib
+import inspect
 import os
 import re
 import sys
@@ -27,6 +28,9 @@ extensions = [
 
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "examples", "auto_examples/*.ipynb"]
+# The autosummary stubs' templates (docs/_templates/autosummary: a class with its own methods,
+# a Prefect flow as a function)
+templates_path = ["_templates"]
 
 # The gallery: docs/examples/plot_*.py run at every build (a failing example fails it), their
 # pages generated into docs/auto_examples (not committed).
@@ -56,8 +60,21 @@ numpydoc_class_members_toctree = False
 # Offline build: no inventories fetched (intersphinx_mapping left empty on purpose).
 intersphinx_mapping: dict = {}
 
-html_theme = "alabaster"
+# The theme of the PyData projects these users read (NumPy, xarray, dask, scikit-learn)
+html_theme = "pydata_sphinx_theme"
 html_title = f"diaggmm-dist {release}"
+html_theme_options = {
+    "navbar_align": "left",
+    "header_links_before_dropdown": 6,
+    "show_toc_level": 2,
+    "navigation_with_keys": False,
+    # no "edit this page" or "show source": the site is built from a checkout, not a hosted repo
+    "secondary_sidebar_items": ["page-toc"],
+    "footer_start": ["copyright"],
+    "footer_end": ["sphinx-version", "theme-version"],
+}
+html_show_sourcelink = False
+copyright = "the diaggmm-dist authors (BSD-3-Clause)"
 
 # ---------------------------------------------------------------- pages outside docs/
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,15 +98,23 @@ def _rewrite_links(text: str, source: str) -> str:
     link to a file that does not exist is left alone, so the build warns about it.
     """
 
+    # where the page of ``source`` is in the site, for links relative to it
+    here = os.path.dirname(
+        source[len("docs/") :] if source.startswith("docs/") else _site_page.get(source, "")
+    )
+
     def sub(match: re.Match) -> str:
         label, target, anchor = match.group(1), match.group(2), match.group(3) or ""
         if not target or "://" in target or target.startswith("mailto:"):
             return match.group(0)
         path = os.path.normpath(os.path.join(os.path.dirname(source), target))
+        page = None
         if path.startswith("docs/") and path.endswith(".md"):
-            return f"[{label}]({path[len('docs/') :]}{anchor})"
-        if path in _site_page:
-            return f"[{label}]({_site_page[path]}{anchor})"
+            page = path[len("docs/") :]
+        elif path in _site_page:
+            page = _site_page[path]
+        if page is not None:
+            return f"[{label}]({os.path.relpath(page, here or '.')}{anchor})"
         if os.path.exists(os.path.join(ROOT, path)):
             return f"`{path}`" if label.strip("`") == path else f"{label} (`{path}`)"
         return match.group(0)
@@ -145,6 +170,25 @@ def _skip_member(app, what, name, obj, skip, options):
     return None
 
 
+def _flow_signature(app, what, name, obj, options, signature, return_annotation):
+    """A Prefect flow's signature with its parameters' defaults, not their pydantic ``Field``s."""
+    from pydantic.fields import FieldInfo
+
+    if not (type(obj).__module__.startswith("prefect.") and callable(getattr(obj, "fn", None))):
+        return None
+    parameters = [
+        parameter.replace(
+            annotation=inspect.Parameter.empty,
+            default=parameter.default.default
+            if isinstance(parameter.default, FieldInfo)
+            else parameter.default,
+        )
+        for parameter in inspect.signature(obj.fn).parameters.values()
+    ]
+    return str(inspect.Signature(parameters)), None
+
+
 def setup(app):
     app.connect("source-read", _source_read)
     app.connect("autodoc-skip-member", _skip_member)
+    app.connect("autodoc-process-signature", _flow_signature)

@@ -34,7 +34,7 @@ from pydantic import Field
 from . import parameters as P
 from .blocks import SECONDS_PER_TASK, fit_in_blocks
 from .folding import fold_partitions
-from .parameters import DEFAULT_DTYPE, Mode
+from .parameters import DEFAULT_DTYPE, Mode, parameter_help
 from .retention import check_retention, prune_registry
 from .runtime import (
     TASK_OPTIONS,
@@ -45,6 +45,8 @@ from .runtime import (
     url_of,
 )
 from .specs import FitSpec
+
+__all__ = ["retrain"]
 
 #: Settings of a model trained from scratch by retrain (a warm start keeps the current model's).
 FROM_SCRATCH = {"tol": 1e-3, "init_params": "kmeans", "dtype": DEFAULT_DTYPE, "random_state": 0}
@@ -133,6 +135,13 @@ def _emit_drift(registry_url, holdout_url, current, old_score, drop, threshold):
     )
 
 
+# the docstring's Parameters section is made of the help texts (flows/parameters.py)
+@parameter_help(
+    registry_url="Root of the model registry (local path or fsspec URL).",
+    data_url='Zarr arrays of the newest training data: one for ``mode="refit"``; one or more '
+    'new partitions, folded in in order, for ``mode="online"``.',
+    holdout_url="Zarr array of the held-out data to compare models on.",
+)
 @flow(name="diaggmm-retrain")
 def retrain(
     registry_url: str,
@@ -150,70 +159,40 @@ def retrain(
     ),
     drift_threshold: float = Field(
         0.5,
-        description="Report drift (a warning and a diaggmm.model.drift event) when the current "
-        "model's held-out score is more than this below its score at promotion.",
+        description="Report drift (a warning and a ``diaggmm.model.drift`` event) when the "
+        "current model's held-out score is more than this below its score at promotion.",
     ),
-    max_iter: int = Field(100, description=P.MAX_ITER + ' (mode="refit")'),
+    max_iter: int = Field(100, description=P.MAX_ITER + ' Used by ``mode="refit"``.'),
     scheduler_address: str | None = Field(None, description=P.SCHEDULER_ADDRESS),
     mode: Mode = Field("refit", description=P.MODE),
     learning_decay: float | None = Field(
-        None, description='mode="online": the step-size decay; by default the current model\'s.'
+        None,
+        description='``mode="online"``: the step-size decay (see ``DiagGMM``); by default the '
+        "current model's (the library's default for a new model).",
     ),
     learning_offset: float | None = Field(
-        None, description='mode="online": the step-size offset; by default the current model\'s.'
+        None,
+        description='``mode="online"``: the step-size offset (see ``DiagGMM``); by default the '
+        "current model's (the library's default for a new model).",
     ),
-    seconds_per_task: float = Field(SECONDS_PER_TASK, description=P.SECONDS_PER_TASK),
+    seconds_per_task: float = Field(
+        SECONDS_PER_TASK, description=P.SECONDS_PER_TASK + ' Used by ``mode="refit"``.'
+    ),
     storage_options: dict | None = Field(None, description=P.STORAGE_OPTIONS),
     storage_options_block: str | None = Field(None, description=P.STORAGE_OPTIONS_BLOCK),
     tls_directory: str | None = Field(None, description=P.TLS_DIRECTORY),
     keep_versions: int | None = Field(
-        10, description="Keep the newest this many versions and the current one (None: all)."
+        10,
+        description="Retention when the run finishes (``pruned`` in the result, see "
+        "flows/retention.py): keep the newest this many versions and the current one (None: "
+        "all).",
     ),
-    prune_work: bool = Field(True, description="Delete the registry's scratch when done."),
+    prune_work: bool = Field(
+        True, description="Retention: delete the registry's scratch when the run finishes."
+    ),
 ) -> dict:
     """Update the model with ``data_url`` (refit warm-started, or online); promote it if it scores
     on ``holdout_url`` no worse than the current one (less ``margin``); warn on drift.
-
-    Parameters
-    ----------
-    registry_url : str
-        Root of the model registry (local path or fsspec URL).
-    data_url : str or list of str
-        Zarr arrays of the newest training data: one for ``mode="refit"``; one or more new
-        partitions, folded in in order, for ``mode="online"``.
-    holdout_url : str
-        Zarr array of the held-out data to compare models on.
-    n_components : int
-        Components of a model trained from scratch (when the registry is empty, or holds a
-        model with another number of components).
-    margin : float
-        The new model is promoted if ``new >= current - margin`` (mean log-likelihood per row).
-    drift_threshold : float
-        Log a drift warning when the current model's held-out score is more than this below
-        its score at promotion.
-    max_iter : int
-        EM iterations at most (``mode="refit"``).
-    scheduler_address : str, optional
-        Dask scheduler; by default ``$DASK_SCHEDULER_ADDRESS``, else a LocalCluster for this run.
-    mode : {"refit", "online"}
-        ``"refit"``: EM on ``data_url`` from the current model's parameters (or from scratch).
-        ``"online"``: one ``partial_fit`` per partition of ``data_url``, each read once; the
-        data of earlier runs is never read again.
-    learning_decay, learning_offset : float, optional
-        ``mode="online"``: the step-size schedule (see ``DiagGMM``); by default the current
-        model's (the library's defaults for a new model).
-    seconds_per_task : float
-        About how long one ``em-iterations`` task should run (as in ``train``; 0: one task per
-        iteration).
-    storage_options, storage_options_block : optional
-        fsspec options for every URL of the run (registry, data, held-out data), and the name
-        of a Prefect ``Secret`` block holding more (credentials), as in ``train``; they reach
-        every task and, in the library's dask graphs, the workers.
-    tls_directory : str, optional
-        The folder of TLS credentials for a ``tls://`` scheduler, as in ``train``.
-    keep_versions, prune_work : int or None, bool
-        Retention when the run finishes (``pruned`` in the result, see flows/retention.py): keep
-        the newest ``keep_versions`` versions and the current one (None: all); delete the scratch.
 
     Returns
     -------

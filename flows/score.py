@@ -17,7 +17,10 @@ from prefect import flow, get_run_logger, task
 from pydantic import Field
 
 from . import parameters as P
+from .parameters import parameter_help
 from .runtime import TASK_OPTIONS, flow_client, flow_storage_options, load_model, on_scheduler
+
+__all__ = ["score"]
 
 
 @task(name="write-scores", **TASK_OPTIONS)
@@ -53,6 +56,13 @@ def write_scores(
     }
 
 
+# the docstring's Parameters section is made of the help texts (flows/parameters.py)
+@parameter_help(
+    model_url="A model written by ``DiagGMM.save`` (or a registry version, e.g. "
+    "``registry/v0003``).",
+    data_url="Zarr array to score (local path or fsspec URL).",
+    out_url="Zarr group to write; replaced if it exists.",
+)
 @flow(name="diaggmm-score")
 def score(
     model_url: str,
@@ -64,32 +74,6 @@ def score(
     tls_directory: str | None = Field(None, description=P.TLS_DIRECTORY),
 ) -> dict:
     """Write per-row ``labels``, ``max_resp`` and ``log_likelihood`` of ``data_url`` to ``out_url``.
-
-    Parameters
-    ----------
-    model_url : str
-        A model written by ``DiagGMM.save`` (or a registry version, e.g. ``registry/v0003``).
-    data_url : str
-        Zarr array to score (local path or fsspec URL).
-    out_url : str
-        Zarr group to write; replaced if it exists.
-    scheduler_address : str, optional
-        Dask scheduler; by default ``$DASK_SCHEDULER_ADDRESS``, else a LocalCluster for this run.
-    storage_options : dict, optional
-        fsspec options for every URL of the run (model, data, output) (endpoint,
-        region, ...). They are stored with the flow run's parameters: put credentials in a
-        Prefect ``Secret`` block instead (``storage_options_block``), or give the workers
-        their own (environment variables, instance roles). The options travel with the
-        tasks, and inside the library's dask graphs to the workers, where whoever can read
-        the dask scheduler can see them; on shared clusters prefer roles on the workers.
-    storage_options_block : str, optional
-        Name of a Prefect ``Secret`` block whose value is a JSON object of fsspec options
-        (e.g. ``{"key": ..., "secret": ...}``), read in the flow run and merged under
-        ``storage_options`` (whose values win).
-    tls_directory : str, optional
-        For a ``tls://`` scheduler: a folder holding the CA certificate and the client's
-        certificate and key (as ``train``'s); by default dask's configuration
-        (``distributed.comm.tls.*``). A path only: the keys stay in the files.
 
     Returns
     -------

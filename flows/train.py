@@ -28,11 +28,13 @@ from pydantic import Field
 
 from . import parameters as P
 from .blocks import SECONDS_PER_TASK, fit_in_blocks
-from .parameters import DEFAULT_DTYPE, Criterion, Dtype, InitParams
+from .parameters import DEFAULT_DTYPE, Criterion, Dtype, InitParams, parameter_help
 from .runtime import flow_client, flow_storage_options
 from .select_k import plot_selection, publish_selection, select_components, selection_plot_url
 from .specs import ChoiceOfK, FitSpec
 from .tasks import default_checkpoint_url
+
+__all__ = ["train"]
 
 
 def check_choice(n_components, criterion: str, heldout_fraction: float) -> list[int] | None:
@@ -84,14 +86,28 @@ def check_choice(n_components, criterion: str, heldout_fraction: float) -> list[
     return check_selection(candidates, criterion, heldout_fraction, name="n_components")
 
 
+# the docstring's Parameters section is made of the help texts (flows/parameters.py)
+@parameter_help(
+    data_url="Zarr array (local path or fsspec URL), e.g. ``/data/features.zarr/X``; a Parquet "
+    "table; or, with ``feature_dim``/``features``, a gridded Zarr group or NetCDF file.",
+    n_components="The number of components; or several candidates (each >= 1, no repeats), "
+    "all fitted through the same data passes, of which ``criterion`` picks the one saved (a "
+    "list of one is that one number).",
+    model_url="Where the model is written (``DiagGMM.save``; replaced if it exists). With "
+    "several candidates, the BIC-vs-K plot is written next to it, at ``<model_url>.bic.png``.",
+)
 @flow(name="diaggmm-train")
 def train(
-    # required: plain (a Field default would hide them from inspect's required parameters)
+    # required: plain (a Field default would be the value of a call that leaves them out)
     data_url: str,
     n_components: int | list[int],
     model_url: str,
     checkpoint_url: str | None = Field(
-        None, description="The training checkpoint; by default <model_url>.checkpoint."
+        None,
+        description="The training checkpoint; by default ``<model_url>.checkpoint``. A run "
+        "that finds its own checkpoint there continues from it; a checkpoint of another run "
+        "(other settings or data) is refused. With several candidates it holds all of them (a "
+        "retry of the ``select-n-components`` task resumes it).",
     ),
     init_params: InitParams = Field("kmeans", description=P.INIT_PARAMS),
     tol: float = Field(1e-3, description=P.TOL),
@@ -100,78 +116,28 @@ def train(
     random_state: int | None = Field(0, description=P.RANDOM_STATE),
     scheduler_address: str | None = Field(None, description=P.SCHEDULER_ADDRESS),
     feature_dim: str | None = Field(
-        None, description="Gridded data: the dimension holding the features."
+        None,
+        description="Gridded data: the dimension holding the features (a store with one variable).",
     ),
     features: list[str] | None = Field(
         None, description="Gridded data: the variables that are the features."
     ),
-    seconds_per_task: float = Field(SECONDS_PER_TASK, description=P.SECONDS_PER_TASK),
+    seconds_per_task: float = Field(
+        SECONDS_PER_TASK,
+        description=P.SECONDS_PER_TASK + " Not used with several candidates (one task).",
+    ),
     criterion: Criterion = Field("bic", description=P.CRITERION),
     heldout_fraction: float = Field(
         0.1,
         description="With several candidates: share of the rows, in [0, 1), held out of the "
-        "fit and scored; 0 fits every row.",
+        "fit and scored (picked by a hash of the row index); 0 fits every row (then no "
+        "``heldout``).",
     ),
     storage_options: dict | None = Field(None, description=P.STORAGE_OPTIONS),
     storage_options_block: str | None = Field(None, description=P.STORAGE_OPTIONS_BLOCK),
     tls_directory: str | None = Field(None, description=P.TLS_DIRECTORY),
 ) -> dict:
     """Fit ``DiagGMM`` to the data at ``data_url`` and save it at ``model_url``.
-
-    Parameters
-    ----------
-    data_url : str
-        Zarr array (local path or fsspec URL), e.g. ``/data/features.zarr/X``; a Parquet table;
-        or, with ``feature_dim``/``features``, a gridded Zarr group or NetCDF file.
-    n_components : int or list of int
-        The number of components; or several candidates (each >= 1, no repeats), all fitted
-        through the same data passes, of which ``criterion`` picks the one saved (a list of
-        one is that one number).
-    model_url : str
-        Where the model is written (``DiagGMM.save``; replaced if it exists). With several
-        candidates, the BIC-vs-K plot is written next to it, at ``<model_url>.bic.png``.
-    checkpoint_url : str, optional
-        The training checkpoint; by default ``<model_url>.checkpoint``. A run that finds its own
-        checkpoint there continues from it; a checkpoint of another run (other settings or
-        data) is refused. With several candidates it holds all of them (a retry of the
-        ``select-n-components`` task resumes it).
-    init_params, tol, max_iter, dtype, random_state
-        As ``DiagGMM``'s, but ``dtype`` defaults to float32 (the library's default is float64):
-        half the bytes read and held on large stores (flows/parameters.py).
-    scheduler_address : str, optional
-        Dask scheduler; by default ``$DASK_SCHEDULER_ADDRESS``, else a LocalCluster for this run.
-    feature_dim, features : optional
-        Gridded data: the dimension holding the features (a store with one variable), or the
-        variables that are the features.
-    seconds_per_task : float
-        About how long one ``em-iterations`` task should run: its number of iterations is
-        this over the mean iteration time so far (the first task runs one iteration, to time
-        it). Longer tasks amortize Prefect's cost per task; a failure still repeats at most
-        one iteration. 0: one task per iteration. Not used with several candidates (one task).
-    criterion : {"bic", "aic", "heldout"}
-        With several candidates: keep the lowest BIC or AIC on the fitted rows, or the
-        highest mean log-likelihood on the held-out rows.
-    heldout_fraction : float
-        With several candidates: share of the rows, in [0, 1), held out of the fit and scored
-        (picked by a hash of the row index); 0 fits every row (then no ``"heldout"``).
-    storage_options : dict, optional
-        fsspec options for every URL of the run (data, model, checkpoint, the BIC plot) (endpoint,
-        region, ...). They are stored with the flow run's parameters: put credentials in a
-        Prefect ``Secret`` block instead (``storage_options_block``), or give the workers
-        their own (environment variables, instance roles). The options travel with the
-        tasks, and inside the library's dask graphs to the workers, where whoever can read
-        the dask scheduler can see them; on shared clusters prefer roles on the workers.
-    storage_options_block : str, optional
-        Name of a Prefect ``Secret`` block whose value is a JSON object of fsspec options
-        (e.g. ``{"key": ..., "secret": ...}``), read in the flow run and merged under
-        ``storage_options`` (whose values win).
-    tls_directory : str, optional
-        For a ``tls://`` scheduler: a folder holding the CA certificate and the client's
-        certificate and key (``ca.pem``, ``cert.pem``, ``key.pem``, or a Kubernetes TLS
-        Secret's ``ca.crt``, ``tls.crt``, ``tls.key``), e.g. a mounted Secret; by default dask's
-        configuration (``distributed.comm.tls.ca-file``, ``.client.cert``, ``.client.key``, or
-        their ``DASK_DISTRIBUTED__COMM__TLS__...`` variables). A path only: the keys stay in
-        the files, never in the flow run's parameters.
 
     Returns
     -------

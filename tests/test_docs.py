@@ -3,7 +3,9 @@
 * The site (docs/, Sphinx with MyST Markdown and numpydoc) builds with warnings as errors, the
   way `make docs` builds it, and holds every page of docs/ and the repository pages it shows;
   the gallery's examples (docs/examples/plot_*.py) run in that build.
-* Its API reference documents every public name of the modules it lists.
+* Its API reference (pydata-sphinx-theme) has one page per group of names (docs/api/), each
+  listing its names with a page per name, and documents every public name of the modules it
+  lists.
 * The README's quickstart runs as written in a fresh interpreter (every name it uses is
   defined in it), and is the quickstart page's; the README stays short and its links resolve.
 """
@@ -24,7 +26,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-REFERENCE_PAGES = ("api.md", "internals.md")
+#: The API reference's groups (docs/api/<group>.md), and the internals page.
+API_GROUPS = (
+    "estimator",
+    "model-selection",
+    "outputs",
+    "stores",
+    "clusters",
+    "datasets",
+    "plots",
+    "flows",
+    "cli",
+)
+REFERENCE_PAGES = (*(f"api/{group}.md" for group in API_GROUPS), "api/index.md", "internals.md")
+#: A module's names listed in a group: ``.. currentmodule:: X`` and the autosummary under it.
+_CURRENT = re.compile(
+    r"^\.\. currentmodule:: (\S+)\n(.*?)(?=^\.\. currentmodule::|\Z)", re.M | re.S
+)
+_AUTOSUMMARY = re.compile(r"^\.\. autosummary::\n(?:   :.*\n)*\n((?:   \S.*\n)+)", re.M)
 
 
 def _python_block(path: Path) -> str:
@@ -35,11 +54,21 @@ def _python_block(path: Path) -> str:
 
 
 def _documented_modules() -> list[str]:
-    """The modules the reference pages document (their ``automodule`` directives)."""
+    """The modules the reference pages document (``automodule`` and ``currentmodule``)."""
     names = []
     for page in REFERENCE_PAGES:
-        names += re.findall(r"^\.\. automodule:: (\S+)", (DOCS / page).read_text(), re.MULTILINE)
-    return names
+        text = (DOCS / page).read_text()
+        names += re.findall(r"^\.\. (?:auto|current)module:: (\S+)", text, re.MULTILINE)
+    return list(dict.fromkeys(names))
+
+
+def _listed(group: str) -> dict[str, list[str]]:
+    """The names a group page lists in its autosummary tables, by module."""
+    listed: dict[str, list[str]] = {}
+    for module, body in _CURRENT.findall((DOCS / "api" / f"{group}.md").read_text()):
+        for table in _AUTOSUMMARY.findall(body):
+            listed.setdefault(module, []).extend(line.strip() for line in table.splitlines())
+    return listed
 
 
 def _public_names(module) -> list[str]:
@@ -78,8 +107,9 @@ def test_make_docs_builds_the_site_with_warnings_as_errors():
 
 
 def test_the_site_builds_and_holds_every_page(site):
-    pages = {path.stem for path in DOCS.glob("*.md")}
-    assert {"index", "quickstart", "usage", "object-storage", "api"} <= pages
+    pages = {str(path.relative_to(DOCS).with_suffix("")) for path in DOCS.glob("*.md")}
+    pages |= {str(path.relative_to(DOCS).with_suffix("")) for path in DOCS.glob("api/*.md")}
+    assert {"index", "quickstart", "usage", "object-storage", "api/index", "api/flows"} <= pages
     missing = sorted(page for page in pages if not (site / f"{page}.html").is_file())
     assert not missing, missing
     # the repository pages are shown with their own text, and their links rewritten
@@ -93,11 +123,39 @@ def test_the_site_builds_and_holds_every_page(site):
     assert (site / "_images" / "sphx_glr_plot_choose_k_001.png").stat().st_size > 1000
 
 
+def test_the_reference_is_grouped_with_a_page_per_name(site):
+    """The theme these users know; an index of the groups, and per group its names, each with
+    a page of its own (an autosummary stub) linked from the group's page."""
+    index = (site / "index.html").read_text()
+    assert "pydata-sphinx-theme.css" in index, "not the PyData theme"
+    overview = (site / "api" / "index.html").read_text()
+    for group in API_GROUPS:
+        assert f'href="{group}.html"' in overview, f"the API index does not link to {group}"
+        page = (site / "api" / f"{group}.html").read_text()
+        listed = _listed(group)
+        assert listed, f"the group {group} lists no names"
+        for module, names in listed.items():
+            for name in names:
+                stub = f"generated/{module}.{name}.html"
+                assert f'href="{stub}' in page, f"{group} does not link to {stub}"
+                assert f'id="{module}.{name}"' in (site / "api" / stub).read_text(), stub
+    # a flow's page: its signature shows defaults, not pydantic Fields
+    train = (site / "api" / "generated" / "flows.train.train.html").read_text()
+    assert "FieldInfo" not in train and "tls_directory" in train
+
+
 def test_every_public_name_is_in_the_reference(site):
-    html = "".join((site / page.replace(".md", ".html")).read_text() for page in REFERENCE_PAGES)
+    pages = [site / "internals.html", *sorted((site / "api").rglob("*.html"))]
+    html = "".join(page.read_text() for page in pages)
     modules = _documented_modules()
     for name in ("diaggmm_dist", "diaggmm_dist.outputs.scores", "diaggmm_dist.stores.registry"):
         assert name in modules
+    for name in ("diaggmm_dist.tls", "flows.train", "flows.score", "flows.retrain"):
+        assert name in modules
+    listed = {}
+    for group in API_GROUPS:
+        for module, names in _listed(group).items():
+            listed.setdefault(module, set()).update(names)
     missing = []
     for name in modules:
         module = importlib.import_module(name)
@@ -108,6 +166,8 @@ def test_every_public_name_is_in_the_reference(site):
             ids = {f'id="{name}.{public}"', f'id="{origin}.{public}"'}
             if not any(found in html for found in ids):
                 missing.append(f"{name}.{public}")
+            elif name in listed and public not in listed[name]:
+                missing.append(f"{name}.{public} (not in its group's list)")
     assert not missing, missing
     for method in ("fit", "predict", "score_rows", "partial_fit", "save"):
         assert f'id="diaggmm_dist.DiagGMM.{method}"' in html
@@ -121,6 +181,11 @@ def test_links_to_repository_files_become_site_pages_or_paths():
         "[the map](architecture.md#layers), `bench/FINDINGS.md`"
     )
     assert rewrite("[usage](docs/usage.md)", "ARCHITECTURE.md") == "[usage](usage.md)"
+    # a page below docs/ (the API groups) links relative to its own folder
+    assert rewrite("[f](../formats.md#checkpoint)", "docs/api/stores.md") == (
+        "[f](../formats.md#checkpoint)"
+    )
+    assert rewrite("[d](../../deploy/README.md)", "docs/api/flows.md") == "[d](../deploy.md)"
     assert rewrite("[x](https://example.org/a.md)", "ARCHITECTURE.md").endswith("a.md)")
     # a broken link is left for the build to warn about (and so to fail)
     assert rewrite("[gone](no/such/file.md)", "ARCHITECTURE.md") == "[gone](no/such/file.md)"
