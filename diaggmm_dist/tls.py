@@ -22,7 +22,7 @@ name files and settings, never their content.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,6 +39,9 @@ CONFIG_KEYS = (
     "distributed.comm.tls.client.cert",
     "distributed.comm.tls.client.key",
 )
+
+#: The roles of files that serve a whole cluster (a run's temporary credentials, a LocalCluster's).
+ALL_ROLES = ("client", "scheduler", "worker")
 
 #: How to give credentials, for the messages.
 HOW_TO_GIVE = (
@@ -135,6 +138,59 @@ class TLSFiles:
             files[f"tls_{role}_key"] = self.key_file
         return Security(require_encryption=True, **files)
 
+    def dask_config(self) -> dict[str, str | bool]:
+        """dask's configuration of a client with these credentials, encryption required.
+
+        With it (``dask.config.set``, dask's YAML) a client joins a ``tls://`` scheduler with no
+        flag or argument. Paths only, never key material.
+
+        Returns
+        -------
+        dict
+            ``distributed.comm.require-encryption``, and :data:`CONFIG_KEYS` to the paths.
+        """
+        paths = dict(zip(CONFIG_KEYS, astuple(self), strict=True))
+        return {"distributed.comm.require-encryption": True, **paths}
+
+    def environment(self) -> dict[str, str]:
+        """:meth:`dask_config` as dask's environment variables, for a subprocess.
+
+        Returns
+        -------
+        dict
+            ``DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION``, ``..._TLS__CA_FILE`` and the others.
+        """
+        return {
+            "DASK_" + key.upper().replace(".", "__").replace("-", "_"): str(value)
+            for key, value in self.dask_config().items()
+        }
+
+
+def credentials_folder(folder: str | os.PathLike, *, name: str = "tls_directory") -> TLSFiles:
+    """The credentials in ``folder`` (:meth:`TLSFiles.from_folder`), checked before any use.
+
+    Parameters
+    ----------
+    folder : str or path
+        A folder holding them under the names of :data:`FOLDER_LAYOUTS`.
+    name : str, default="tls_directory"
+        How the folder was given, for the messages (``--tls-dir``).
+
+    Returns
+    -------
+    TLSFiles
+        Files that load together (to dask: its ``security``, ``dask_config``, ``environment``).
+
+    Raises
+    ------
+    TLSCredentialsError
+        Not a folder, no complete set of names in it, or files that do not load together.
+    """
+    files = TLSFiles.from_folder(folder, name=name)
+    labels = (f"{name}'s CA", f"{name}'s certificate", f"{name}'s key")
+    check_credentials(files.security(), dict(zip(labels, astuple(files), strict=True)))
+    return files
+
 
 def tls_files(
     ca_file: str | None = None,
@@ -151,7 +207,7 @@ def tls_files(
     ca_file, cert_file, key_file : str, optional
         The three files: all or none of them.
     folder : str, optional
-        A folder holding them (:meth:`TLSFiles.from_folder`), instead of the files.
+        A folder holding them (:func:`credentials_folder`), instead of the files.
     names : tuple of str
         How the four were given, for the messages (``("--tls-ca", "--tls-cert", "--tls-key",
         "--tls-dir")`` for the CLI).
@@ -172,10 +228,7 @@ def tls_files(
             f"give either {names[3]} or {names[0]}, {names[1]} and {names[2]}, not both."
         )
     if folder is not None:
-        files = TLSFiles.from_folder(folder, name=names[3])
-        labels = (f"{names[3]}'s CA", f"{names[3]}'s certificate", f"{names[3]}'s key")
-        check_credentials(files.security(), dict(zip(labels, _fields(files), strict=True)))
-        return files
+        return credentials_folder(folder, name=names[3])
     if not any(given):
         return None
     if not all(given):
@@ -185,12 +238,8 @@ def tls_files(
             f"{names[2]} (or {names[3]})."
         )
     files = TLSFiles(os.fspath(ca_file), os.fspath(cert_file), os.fspath(key_file))
-    check_credentials(files.security(), dict(zip(names[:3], _fields(files), strict=True)))
+    check_credentials(files.security(), dict(zip(names[:3], astuple(files), strict=True)))
     return files
-
-
-def _fields(files: TLSFiles) -> tuple[str, str, str]:
-    return files.ca_file, files.cert_file, files.key_file
 
 
 def check_credentials(security: Security, sources: dict[str, str | None]) -> None:
@@ -321,7 +370,7 @@ def client_security(
         return address, security
     if isinstance(security, TLSFiles):
         labels = ("ca_file", "cert_file", "key_file")
-        sources = dict(zip(labels, _fields(security), strict=True))
+        sources = dict(zip(labels, astuple(security), strict=True))
         security = security.security()
     elif isinstance(security, Security):
         sources = {

@@ -97,7 +97,7 @@ def flow_client(scheduler_address: str | None, tls_directory: str | None = None)
         LocalCluster for the run (with TLS and credentials made in memory).
     tls_directory : str or None
         The flow's ``tls_directory``: a folder holding the CA certificate and the client's
-        certificate and key (:meth:`diaggmm_dist.tls.TLSFiles.from_folder`); None: dask's
+        certificate and key (:func:`diaggmm_dist.tls.credentials_folder`); None: dask's
         configuration (``distributed.comm.tls.*``), when a ``tls://`` scheduler needs them.
 
     Yields
@@ -112,9 +112,9 @@ def flow_client(scheduler_address: str | None, tls_directory: str | None = None)
         anything connects (a ValueError: the task is not retried).
     """
     from diaggmm_dist.cluster import dask_client
-    from diaggmm_dist.tls import tls_files
+    from diaggmm_dist.tls import credentials_folder
 
-    files = tls_files(folder=tls_directory, names=("", "", "", "tls_directory"))  # a folder only
+    files = None if tls_directory is None else credentials_folder(tls_directory)
     with dask_client(scheduler_address, security=files) as client:
         address = client.scheduler.address
         if address.startswith("tls://"):

@@ -23,6 +23,7 @@ from slurm_harness import slurm  # noqa: F401
 
 from diaggmm_dist import DiagGMM
 from diaggmm_dist.datasets.synthetic import mixture_parameters, write_mixture_zarr
+from diaggmm_dist.tls import ALL_ROLES
 
 pytest.importorskip("dask_jobqueue", reason="dask-jobqueue is in the test extra")
 
@@ -197,15 +198,18 @@ def test_workers_are_slurm_jobs_that_only_this_runs_credentials_reach(slurm, tmp
     )
     args.log_directory = str(tmp_path / "logs")
     with script.private_directory(tmp_path) as credentials:
-        security, tls_config = script.write_credentials(Security.temporary(), credentials)
+        written = script.write_credentials(Security.temporary(), credentials)
+        security = written.security(ALL_ROLES)  # as main() starts the cluster
+        tls_config = written.dask_config()
         assert credentials.stat().st_mode & 0o777 == 0o700
         files = sorted(credentials.iterdir())
         assert [f.name for f in files] == ["ca.pem", "cert.pem", "key.pem"]
         assert {f.stat().st_mode & 0o777 for f in files} == {0o600}
         key = credentials / "key.pem"
         assert "PRIVATE KEY" in key.read_text()
+        assert written.key_file == str(key)
         # what `diaggmm fit` gets: dask's own variables naming the files
-        environment = script.config_environment(tls_config)
+        environment = written.environment()
         assert environment["DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY"] == str(key)
         from_environment = dask.config.collect_env(environment)
         for name, value in tls_config.items():

@@ -29,7 +29,7 @@ from diaggmm_dist import DiagGMM
 from diaggmm_dist.cli import main
 from diaggmm_dist.cluster import SchedulerUnreachableError, dask_client
 from diaggmm_dist.datasets.synthetic import mixture_parameters, write_mixture_zarr
-from diaggmm_dist.tls import TLSCredentialsError, TLSFiles
+from diaggmm_dist.tls import TLSCredentialsError, TLSFiles, credentials_folder
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `flows` is a package at the repository root
@@ -233,6 +233,48 @@ def test_dask_config_credentials_need_no_flag(tls_cluster, data, plain_fit):
     with dask.config.set(config), dask_client(tls_cluster.address) as client:
         assert client.scheduler.address == tls_cluster.address
         assert_identical(DiagGMM(**FIT).fit(data), plain_fit)
+
+
+def test_a_folders_credentials_as_dask_config_and_environment_join_the_cluster(
+    tls_cluster, tmp_path
+):
+    """diaggmm_dist.tls's one helper for dask's TLS settings (used by the flows and by
+    deploy/slurm): a checked folder, its config, its environment for a subprocess."""
+    import dask
+
+    files = credentials_folder(tls_cluster.client)
+    assert files == TLSFiles.from_folder(tls_cluster.client)
+    config = files.dask_config()
+    assert config["distributed.comm.require-encryption"] is True
+    assert config["distributed.comm.tls.client.key"] == str(tls_cluster.client / "key.pem")
+    # the environment says the same to dask
+    from_environment = dask.config.collect_env(files.environment())
+    for key, value in config.items():
+        assert dask.config.get(key, config=from_environment) == value, key
+    with dask.config.set(config), dask_client(tls_cluster.address) as client:
+        assert client.submit(sum, [1, 2], pure=False).result() == 3
+    # distributed's own Client, in a subprocess with nothing but the environment
+    code = "import sys; from distributed import Client\n"
+    code += "with Client(sys.argv[1], timeout='30s') as c: print(c.submit(sum, [1, 2]).result())"
+    env = dict(tls_cluster.env, **files.environment())
+    done = subprocess.run(
+        [sys.executable, "-c", code, tls_cluster.address],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "3"), done.stderr[-3000:]
+    assert "BEGIN" not in repr(files) + repr(config)  # paths, never key material
+    # a folder of files that do not fit together is refused, naming the folder as given
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for name, folder in (("ca.pem", tls_cluster.client), ("cert.pem", tls_cluster.stranger)):
+        (mixed / name).write_bytes((folder / name).read_bytes())
+    (mixed / "key.pem").write_bytes((tls_cluster.client / "key.pem").read_bytes())
+    with pytest.raises(TLSCredentialsError, match="--tls-dir's CA .* do not load") as err:
+        credentials_folder(mixed, name="--tls-dir")
+    assert "BEGIN" not in str(err.value)
 
 
 def test_the_library_local_cluster_uses_tls_by_default_and_fits_the_same(data, plain_fit):

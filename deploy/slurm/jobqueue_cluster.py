@@ -25,13 +25,15 @@ filesystem), the job script holds only their paths (``--tls-key PATH``), and the
 is removed when the run ends (not if this process is killed with SIGKILL: remove it then).
 (dask-jobqueue 0.9 can write a temporary ``security`` to files itself, but in
 ``shared_temp_directory``, the current directory by default, for as long as the cluster object
-lives; written here, the same files also serve the ``diaggmm fit`` subprocess.) That
+lives; written here, the same files also serve the fit.) They are read back and checked,
+and handed to dask, by the library's TLS helpers (:mod:`diaggmm_dist.tls`:
+``credentials_folder``, ``TLSFiles.security``, ``TLSFiles.environment``): the ``diaggmm fit``
 subprocess gets them through dask's own configuration variables
 (``DASK_DISTRIBUTED__COMM__TLS__CA_FILE``, ``DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT`` and
 ``..._KEY``, ``DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION``): paths, never key material, in
-its environment. The scheduler's dashboard listens on ``--dashboard-address`` (default
-``127.0.0.1:8787``: reach it with ``ssh -L 8787:localhost:8787 login-node``); the workers
-start none.
+its environment; the train flow gets the folder as its ``tls_directory``. The scheduler's
+dashboard listens on ``--dashboard-address`` (default ``127.0.0.1:8787``: reach it with
+``ssh -L 8787:localhost:8787 login-node``); the workers start none.
 
 By default the fit is the ``diaggmm fit`` console script pointed at the cluster with
 ``--scheduler``; ``--via flow`` calls the Prefect ``train`` flow (flows/train.py) with
@@ -154,47 +156,24 @@ def write_private(path, text):
 
 
 def write_credentials(security, directory):
-    """Write the key, certificate and CA of ``security`` (a ``Security.temporary()``) to files
-    of mode 0600 in ``directory``; a ``Security`` naming those files, and its dask configuration
-    for a client of the same run.
+    """Write the key, certificate and CA of ``security`` (a ``Security.temporary()``) to
+    ``ca.pem``, ``cert.pem`` and ``key.pem``, of mode 0600, in ``directory``.
 
     Returns
     -------
-    distributed.Security
-        The same credentials for every role, as paths (what the job script and scheduler get).
-    dict
-        ``distributed.comm.*`` keys for a client: the paths and ``require-encryption``.
+    diaggmm_dist.tls.TLSFiles
+        The files, read back and checked (:func:`diaggmm_dist.tls.credentials_folder`): their
+        ``security(ALL_ROLES)`` is the scheduler's and the workers' (paths in the job script),
+        their ``environment()`` the ``diaggmm fit`` subprocess's, and the folder is the train
+        flow's ``tls_directory``.
     """
-    from distributed import Security
+    from diaggmm_dist.tls import FOLDER_LAYOUTS, credentials_folder
 
     # temporary() makes one key and one self-signed certificate, also the CA, for every role
     tls = security.get_tls_config_for_role("client")
-    ca = write_private(directory / "ca.pem", tls["ca_file"])
-    cert = write_private(directory / "cert.pem", tls["cert"])
-    key = write_private(directory / "key.pem", tls["key"])
-    on_files = Security(
-        require_encryption=True,
-        tls_ca_file=ca,
-        tls_client_cert=cert,
-        tls_client_key=key,
-        tls_scheduler_cert=cert,
-        tls_scheduler_key=key,
-        tls_worker_cert=cert,
-        tls_worker_key=key,
-    )
-    config = {
-        "distributed.comm.require-encryption": True,
-        "distributed.comm.tls.ca-file": ca,
-        "distributed.comm.tls.client.cert": cert,
-        "distributed.comm.tls.client.key": key,
-    }
-    return on_files, config
-
-
-def config_environment(config):
-    """The environment variables that set the dask configuration ``config`` in a subprocess."""
-    names = {key: "DASK_" + key.upper().replace(".", "__").replace("-", "_") for key in config}
-    return {names[key]: str(value) for key, value in config.items()}
+    for name, text in zip(FOLDER_LAYOUTS[0], (tls["ca_file"], tls["cert"], tls["key"])):
+        write_private(directory / name, text)
+    return credentials_folder(directory, name="the run's credentials directory")
 
 
 def make_cluster(args, security):
@@ -220,7 +199,7 @@ def make_cluster(args, security):
     )
 
 
-def fit_with_cli(args, scheduler_address, tls_config):
+def fit_with_cli(args, scheduler_address, files):
     command = [
         "diaggmm",
         "fit",
@@ -242,35 +221,37 @@ def fit_with_cli(args, scheduler_address, tls_config):
         command += ["--chunk-size", str(args.chunk_size)]
     # The console script lives next to this virtualenv's python.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = dict(os.environ, PATH=path, **config_environment(tls_config))
+    # dask's own variables naming the files: paths, never key material, in its environment
+    env = dict(os.environ, PATH=path, **files.environment())
     subprocess.run(command, check=True, env=env)
 
 
-def fit_with_flow(args, scheduler_address, tls_config):
-    import dask
+def fit_with_flow(args, scheduler_address, files):
     from prefect.flows import load_flow_from_entrypoint
 
     train = load_flow_from_entrypoint(f"{REPO / 'flows' / 'train.py'}:train")
-    with dask.config.set(tls_config):  # the flow's client reads its TLS settings from here
-        train(
-            data_url=args.data,
-            n_components=args.k,
-            model_url=args.out,
-            checkpoint_url=args.checkpoint,
-            max_iter=args.max_iter,
-            tol=args.tol,
-            scheduler_address=scheduler_address,
-        )
+    train(
+        data_url=args.data,
+        n_components=args.k,
+        model_url=args.out,
+        checkpoint_url=args.checkpoint,
+        max_iter=args.max_iter,
+        tol=args.tol,
+        scheduler_address=scheduler_address,
+        tls_directory=str(Path(files.ca_file).parent),  # the folder the files were written to
+    )
 
 
 def main(argv=None):
     args = arguments(argv)
     from distributed import Client, Security
 
+    from diaggmm_dist.tls import ALL_ROLES
+
     with private_directory(args.credentials_directory) as credentials:
         # a new key and certificate for this run only
-        security, tls_config = write_credentials(Security.temporary(), credentials)
-        with make_cluster(args, security) as cluster:
+        files = write_credentials(Security.temporary(), credentials)
+        with make_cluster(args, files.security(ALL_ROLES)) as cluster:
             if args.dry_run:
                 print(cluster.job_script())
                 return 0
@@ -280,9 +261,9 @@ def main(argv=None):
                 client.wait_for_workers(args.min_workers, timeout=args.wait_timeout)
                 # The fit itself is a separate client of the same scheduler.
                 if args.via == "cli":
-                    fit_with_cli(args, cluster.scheduler_address, tls_config)
+                    fit_with_cli(args, cluster.scheduler_address, files)
                 else:
-                    fit_with_flow(args, cluster.scheduler_address, tls_config)
+                    fit_with_flow(args, cluster.scheduler_address, files)
     return 0
 
 
