@@ -138,6 +138,8 @@ def _entry(parameter: inspect.Parameter, default, text: str) -> str:
 def _with_section(doc: str, section: str) -> str:
     """``doc`` (a numpydoc docstring without Parameters) with ``section`` before its Returns."""
     doc = inspect.cleandoc(doc or "")
+    if f"\n{section}\n" in doc:
+        return doc + "\n"  # made from the same help (a copy of the flow: with_options)
     if "\nParameters\n----------\n" in doc:
         raise TypeError("the docstring has its own Parameters section: the help is generated")
     head, returns, tail = doc.partition("\nReturns\n-------\n")
@@ -152,6 +154,8 @@ def parameter_help(**required: str):
     ``Returns``), and the flow object a signature in which every parameter has its ``Field``,
     so that Prefect's parameter schema (``flow.parameters``, and deployments' schemas) carries
     every description. Calls of the flow are unchanged (Prefect binds them to the function).
+    A copy made by ``flow.with_options(...)`` keeps the docstring and the ``Field``s' help, not
+    the required parameters' (apply ``parameter_help`` to the copy too).
 
     Parameters
     ----------

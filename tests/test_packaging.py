@@ -317,6 +317,12 @@ def test_parameter_help_refuses_a_parameter_without_help():
     assert described.parameters.properties["data_url"]["description"] == "Data."
     assert described.parameters.required == ["data_url"]
     assert "data_url : str\n    Data.\nk : int, default=2\n    Components." in described.__doc__
+    # a copy (with_options) given the same help again: the same docstring and schema
+    copy = parameter_help(data_url="Data.")(described.with_options(name="y"))
+    assert copy.__doc__ == described.__doc__
+    assert copy.parameters == described.parameters
+    with pytest.raises(TypeError, match="its own Parameters section"):
+        parameter_help(data_url="Other.")(described.with_options(name="z"))
 
 
 def test_the_flows_dtype_default_is_documented():
