@@ -1,22 +1,24 @@
-"""Deployments of the flows on the session's real Prefect server refuse bad parameters.
+"""The shipped deployments of the flows, on the session's real Prefect server, refuse bad
+parameters.
 
-The server is tests/prefect_harness.py's (auth string and CSRF, as deploy/ runs it). The train
-and retrain flows are deployed to it (``flow.to_deployment(...).apply()``, into a process work
-pool that no worker polls: nothing runs), then flow runs are asked for, as ``prefect deployment
+The server is tests/prefect_harness.py's (auth string and CSRF, as deploy/ runs it). The
+deployments are made as deploy/README.md makes them, ``prefect deploy --prefect-file
+deploy/prefect.yaml --all`` from the repository root, into the process work pool ``diaggmm``
+that no worker polls here: nothing runs. Then flow runs are asked for, as ``prefect deployment
 run`` and the UI ask for them: a wrong ``criterion``, ``dtype`` or ``mode``, a missing required
-parameter and a wrong type are refused by the server, with a message that names the parameter;
-a good parameter set is accepted (the run is created, Scheduled). The deployments, their runs
-and the pool are deleted after.
+parameter and a wrong type are refused by the server (Prefect 3 deployments enforce their
+parameter schema), with a message that names the parameter; a good parameter set is accepted
+(the run is created, Scheduled). The deployments, their runs and the pool are deleted after.
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
-from prefect_harness import prefect_api, prefect_server  # noqa: F401
+from prefect_harness import prefect_api, prefect_server, read_deployment  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `flows` is a package at the repository root
@@ -26,26 +28,43 @@ pytestmark = pytest.mark.timeout(300)
 
 GOOD_TRAIN = {"data_url": "/data/features.zarr/X", "n_components": [2, 4], "model_url": "/m/k"}
 GOOD_RETRAIN = {"registry_url": "/r", "data_url": "/data/new.zarr/X", "holdout_url": "/h.zarr/X"}
+#: The deployments of deploy/prefect.yaml, by flow.
+DEPLOYMENTS = {"diaggmm-train": "train", "diaggmm-score": "score", "diaggmm-retrain": "retrain"}
+POOL = "diaggmm"  # deploy/prefect.yaml's
 
 
 @pytest.fixture(scope="module")
 def deployed(prefect_api):
-    """The train and retrain flows deployed into a new process work pool; removed after."""
+    """deploy/prefect.yaml's deployments on the server, by flow name; removed after."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.exceptions import ObjectNotFound
 
-    from flows.retrain import retrain
-    from flows.train import train
-
-    pool = f"diaggmm-test-{uuid.uuid4().hex[:8]}"
     with get_client(sync_client=True) as client:
-        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        try:
+            client.read_work_pool(POOL)
+            made_pool = False
+        except ObjectNotFound:
+            client.create_work_pool(WorkPoolCreate(name=POOL, type="process"))
+            made_pool = True
     ids = {}
     try:
-        for flow in (train, retrain):
-            deployment = flow.to_deployment(name="refusal-test", work_pool_name=pool)
-            ids[flow.name] = deployment.apply()
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "prefect"), "deploy"]
+            + ["--prefect-file", "deploy/prefect.yaml", "--all"],
+            cwd=REPO,
+            env=prefect_api.env(),
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        for flow, name in DEPLOYMENTS.items():
+            deployment = read_deployment(f"{flow}/{name}")
+            if deployment is not None:
+                ids[flow] = deployment.id
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert set(ids) == set(DEPLOYMENTS), done.stdout[-3000:]
         yield ids
     finally:
         with get_client(sync_client=True) as client:
@@ -54,7 +73,8 @@ def deployed(prefect_api):
                 for run in client.read_flow_runs(deployment_filter=runs):
                     client.delete_flow_run(run.id)
                 client.delete_deployment(deployment_id)
-            client.delete_work_pool(pool)
+            if made_pool:
+                client.delete_work_pool(POOL)
 
 
 def refusal(deployment_id, parameters) -> tuple[int, str]:
@@ -69,21 +89,26 @@ def refusal(deployment_id, parameters) -> tuple[int, str]:
     return response.status_code, response.json()["detail"]
 
 
-def test_the_deployments_enforce_the_flows_schema_with_its_help(deployed):
+@pytest.mark.parametrize("flow", sorted(DEPLOYMENTS))
+def test_the_deployments_enforce_the_flows_schema_with_its_help(deployed, flow):
+    import importlib
+
     from prefect.client.orchestration import get_client
 
-    from flows.train import train
-
     with get_client(sync_client=True) as client:
-        deployment = client.read_deployment(deployed["diaggmm-train"])
+        deployment = client.read_deployment(deployed[flow])
     assert deployment.enforce_parameter_schema is True
+    assert deployment.work_pool_name == POOL
     schema = deployment.parameter_openapi_schema
-    expected = train.parameters.model_dump_for_openapi()
-    assert schema["properties"] == expected["properties"]
-    # what the UI shows: the choices, and the help of every parameter (required ones too)
-    assert schema["properties"]["criterion"]["enum"] == ["bic", "aic", "heldout"]
-    assert schema["required"] == ["data_url", "n_components", "model_url"]
+    name = flow.removeprefix("diaggmm-")
+    expected = getattr(importlib.import_module(f"flows.{name}"), name).parameters
+    assert schema["properties"] == expected.model_dump_for_openapi()["properties"]
+    assert schema["required"] == expected.required
+    # what the UI shows: the help of every parameter (required ones too), the choices
     assert all(p.get("description") for p in schema["properties"].values()), schema
+    if flow == "diaggmm-train":
+        assert schema["properties"]["criterion"]["enum"] == ["bic", "aic", "heldout"]
+        assert schema["required"] == ["data_url", "n_components", "model_url"]
 
 
 @pytest.mark.parametrize(
@@ -110,7 +135,7 @@ def test_good_parameters_are_accepted_and_the_run_is_scheduled(deployed):
 
     for flow, good in (("diaggmm-train", GOOD_TRAIN), ("diaggmm-retrain", GOOD_RETRAIN)):
         run = run_deployment(
-            f"{flow}/refusal-test",
+            f"{flow}/{DEPLOYMENTS[flow]}",
             parameters={**good, **({"criterion": "aic"} if flow == "diaggmm-train" else {})},
             timeout=0,  # no worker polls the pool: the run waits, Scheduled
         )
@@ -122,5 +147,5 @@ def test_good_parameters_are_accepted_and_the_run_is_scheduled(deployed):
 
     with pytest.raises(PrefectHTTPStatusError, match="409"):
         run_deployment(
-            "diaggmm-retrain/refusal-test", parameters={**GOOD_RETRAIN, "mode": "x"}, timeout=0
+            "diaggmm-retrain/retrain", parameters={**GOOD_RETRAIN, "mode": "x"}, timeout=0
         )
