@@ -67,4 +67,4 @@ bench: $(STAMP)
 	$(PY) bench/suite.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache docs/_build docs/auto_examples docs/sg_execution_times.rst
+	rm -rf $(VENV) runs .pytest_cache docs/_build docs/auto_examples docs/sg_execution_times.rst docs/api/generated
