@@ -10,7 +10,8 @@ import numpy as np
 from ..inputs import InputLayout
 from ..inputs.samples import result_attributes
 from ..locations import Location, StorageOptions, location
-from ..stores.zarr_groups import write_atomically
+from ..stores.zarr_groups import consolidate_metadata, write_atomically
+from .written import NOT_WRITTEN, NOT_WRITTEN_COMMENT
 
 
 def label_map(
@@ -27,7 +28,8 @@ def label_map(
     the model's fitted input layout; the result has its sample dimensions, coordinates and
     chunks. ``labels`` is int16 with -1 where no label could be given; CF attributes
     (``flag_values``, ``flag_meanings``, ``valid_min``/``valid_max``) describe it, and no
-    ``_FillValue`` is set so that reading it back keeps the integers.
+    ``_FillValue`` is set so that reading it back keeps the integers. Its ``comment`` says what
+    -2 means in a written store (:data:`~.written.NOT_WRITTEN`: a chunk never written).
 
     Parameters
     ----------
@@ -55,7 +57,7 @@ def label_map(
             "label_map needs xarray input (a DataArray or Dataset) to give the map its coordinates."
         )
     k = model.n_components
-    labels.attrs = result_attributes("labels", k)
+    labels.attrs = {**result_attributes("labels", k), "comment": NOT_WRITTEN_COMMENT}
     variables = {"labels": labels, "max_resp": max_resp, "log_likelihood": log_likelihood}
     if probabilities:
         variables["responsibility"] = model.predict_proba(samples).astype(np.float32)
@@ -81,8 +83,11 @@ def write_label_map(
 ) -> str:
     """Write :func:`label_map` to a Zarr store at ``url`` (atomically on local disks).
 
-    ``xr.open_zarr(url)`` gives it back with the input's coordinates. The chunks are the
-    input's, so the write needs no rechunking and reads each input chunk once.
+    ``xr.open_zarr(url)`` gives it back with the input's coordinates (its metadata is
+    consolidated). The chunks are the input's, so the write needs no rechunking and reads each
+    input chunk once. Every chunk is written, and ``labels`` has the Zarr fill value -2
+    (:data:`~.written.NOT_WRITTEN`): a chunk never written reads as -2, never as a component,
+    and :func:`~.written.open_output` refuses the store.
 
     Parameters
     ----------
@@ -112,7 +117,13 @@ def write_label_map(
     """
     where = location(url, storage_options)
     result = label_map(model, data, probabilities=probabilities, storage_options=storage_options)
-    write_atomically(
-        where, lambda store: result.to_zarr(store, mode="w", consolidated=False), overwrite
-    )
+    # the Zarr fill value, not _FillValue: xarray would decode the labels to floats with NaN
+    result["labels"].encoding["fill_value"] = NOT_WRITTEN
+
+    def write_to(store):
+        # every chunk stored, even one equal to a fill value: an absent chunk was lost
+        result.to_zarr(store, mode="w", consolidated=False, write_empty_chunks=True)
+        consolidate_metadata(store)  # last: after the arrays and attributes
+
+    write_atomically(where, write_to, overwrite)
     return where.url

@@ -12,6 +12,7 @@ from .. import engine, inputs
 from ..inputs.samples import result_attributes
 from ..locations import Location, StorageOptions, location
 from ..stores.zarr_groups import DATA_COMPRESSORS, write_group_atomically
+from .written import NOT_WRITTEN, NOT_WRITTEN_COMMENT
 
 SCORE_ARRAYS = ("labels", "max_resp", "log_likelihood")
 #: The one dimension of every score array, named for ``xr.open_zarr`` (Zarr v3 dimension_names).
@@ -21,10 +22,13 @@ ROW_DIM = "row"
 def score_attributes(n_components: int) -> dict[str, dict]:
     """Each score array's own attributes (CF), never the input's.
 
-    ``labels`` carries CF flag attributes, -1 meaning unlabelled; it is written with a Zarr
-    fill value of -1 but no ``_FillValue`` attribute, so xarray reads it back as integers.
+    ``labels`` carries CF flag attributes, -1 meaning unlabelled, and a ``comment`` on
+    :data:`~.written.NOT_WRITTEN`: it is written with that Zarr fill value (-2, no flag) but no
+    ``_FillValue`` attribute, so xarray reads it back as integers.
     """
-    return {name: result_attributes(name, n_components) for name in SCORE_ARRAYS}
+    attributes = {name: result_attributes(name, n_components) for name in SCORE_ARRAYS}
+    attributes["labels"]["comment"] = NOT_WRITTEN_COMMENT
+    return attributes
 
 
 def write_scores(
@@ -37,6 +41,9 @@ def write_scores(
     storage_options: StorageOptions | None = None,
 ) -> str:
     """Write ``labels`` (int16, -1 where unscored), ``max_resp`` and ``log_likelihood`` to ``url``.
+
+    Every chunk is written, and a chunk never written reads as labels -2
+    (:data:`~.written.NOT_WRITTEN`): :func:`~.written.open_output` refuses such a store.
 
     One read of the data: the three arrays come from one per-chunk kernel and are stored in
     one ``dask.array.store``. Output chunks follow the input's row chunks, so no rechunking
@@ -74,7 +81,8 @@ def write_scores(
     def write(group):
         targets = []
         for name, array in zip(SCORE_ARRAYS, arrays):
-            fill = -1 if name == "labels" else np.nan
+            # -2, no label: a lost chunk is never read as a component or as "unscored"
+            fill = NOT_WRITTEN if name == "labels" else np.nan
             # Blosc LZ4 (DATA_COMPRESSORS): encodes scores much faster than zarr's default zstd,
             # for a few more bytes (see bench/FINDINGS.md, "zarr_groups.DATA_COMPRESSORS")
             targets.append(
@@ -85,6 +93,8 @@ def write_scores(
                     chunks=(chunk_rows,),
                     fill_value=fill,
                     compressors=DATA_COMPRESSORS,
+                    # every chunk stored, even all-NaN ones: an absent chunk was lost
+                    config={"write_empty_chunks": True},
                     dimension_names=(ROW_DIM,),  # what xr.open_zarr needs
                     attributes=attributes[name],
                 )
