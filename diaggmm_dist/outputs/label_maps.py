@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from ..inputs import InputLayout
 from ..inputs.samples import result_attributes
 from ..locations import Location, StorageOptions, location
 from ..stores.zarr_groups import consolidate_metadata, write_atomically
+from .scores import model_samples
 from .written import NOT_WRITTEN, NOT_WRITTEN_COMMENT
 
 
@@ -19,15 +19,18 @@ def label_map(
     data: Any,
     *,
     probabilities: bool = False,
+    feature_dim: str | None = None,
+    features: list | None = None,
     storage_options: StorageOptions | None = None,
 ):
     """An ``xarray.Dataset`` of labels, maximum responsibility and log-likelihood (lazy).
 
     ``data`` is what the model was fitted on (a DataArray with the same feature dim, or a
     Dataset with the same variables, or the path or URL of a gridded store), read once with
-    the model's fitted input layout; the result has its sample dimensions, coordinates and
-    chunks. ``labels`` is int16 with -1 where no label could be given; CF attributes
-    (``flag_values``, ``flag_meanings``, ``valid_min``/``valid_max``) describe it, and no
+    the model's fitted input layout (or ``feature_dim``/``features`` when given); the result
+    has its sample dimensions, coordinates and chunks. ``labels`` is int16 with -1 where no
+    label could be given; CF attributes (``flag_values``, ``flag_meanings``,
+    ``valid_min``/``valid_max``) describe it, and no
     ``_FillValue`` is set so that reading it back keeps the integers. Its ``comment`` says what
     -2 means in a written store (:data:`~.written.NOT_WRITTEN`: a chunk never written).
 
@@ -39,6 +42,8 @@ def label_map(
         The gridded data.
     probabilities : bool, default=False
         Add ``responsibility``: every component's (float32).
+    feature_dim, features : optional
+        How to read ``data``, as ``fit`` takes them; by default the fitted layout's.
     storage_options : dict, optional
         fsspec options for ``data`` when it is a path or URL.
 
@@ -49,8 +54,9 @@ def label_map(
     """
     import xarray as xr
 
-    # read once for both
-    samples = InputLayout.of(model).samples(data, model.chunk_size, storage_options)
+    # read once for both, checked against the fitted features
+    layout = {"feature_dim": feature_dim, "features": features}
+    samples = model_samples(model, data, None, storage_options, **layout)
     labels, max_resp, log_likelihood = model.score_rows(samples)
     if not isinstance(labels, xr.DataArray):
         raise TypeError(
@@ -79,6 +85,8 @@ def write_label_map(
     *,
     probabilities: bool = False,
     overwrite: bool = False,
+    feature_dim: str | None = None,
+    features: list | None = None,
     storage_options: StorageOptions | None = None,
 ) -> str:
     """Write :func:`label_map` to a Zarr store at ``url`` (atomically on local disks).
@@ -101,6 +109,8 @@ def write_label_map(
         Add every component's responsibility.
     overwrite : bool, default=False
         Replace an existing store.
+    feature_dim, features : optional
+        How to read ``data`` (see :func:`label_map`).
     storage_options : dict, optional
         fsspec options for every URL of the call: ``data`` (when it is a path or URL) and
         ``url``. Store objects and Locations carry their own.
@@ -116,7 +126,14 @@ def write_label_map(
         A store exists at ``url`` and ``overwrite`` is False.
     """
     where = location(url, storage_options)
-    result = label_map(model, data, probabilities=probabilities, storage_options=storage_options)
+    result = label_map(
+        model,
+        data,
+        probabilities=probabilities,
+        feature_dim=feature_dim,
+        features=features,
+        storage_options=storage_options,
+    )
     # the Zarr fill value, not _FillValue: xarray would decode the labels to floats with NaN
     result["labels"].encoding["fill_value"] = NOT_WRITTEN
 
