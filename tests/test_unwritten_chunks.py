@@ -81,12 +81,18 @@ def test_a_lost_scores_chunk_reads_as_not_written_and_is_reported(fitted, tmp_pa
         open_output(url)
     with pytest.raises(UnwrittenChunksError, match=r"max_resp: 1 chunk\(s\) \(\[row 0:200\]\)"):
         check_written(url)
+    shutil.rmtree(tmp_path / "scores.zarr" / "log_likelihood")
+    root = json.loads((tmp_path / "scores.zarr" / "zarr.json").read_text())
+    del root["consolidated_metadata"]  # not even listed there: a writer killed before it
+    (tmp_path / "scores.zarr" / "zarr.json").write_text(json.dumps(root))
+    with pytest.raises(ValueError, match=r"lacks the arrays \['log_likelihood'\]"):
+        open_output(url)
 
 
 def test_a_lost_label_map_chunk_reads_as_not_written_and_is_reported(fitted, tmp_path):
     _, _, cube, gridded = fitted
-    url = write_label_map(gridded, cube, tmp_path / "labels.zarr")
-    assert unwritten_chunks(url) == {}
+    url = write_label_map(gridded, cube, tmp_path / "labels.zarr", probabilities=True)
+    assert unwritten_chunks(url) == {}  # coordinates and responsibilities included
     expected = gridded.predict(cube).values
     np.testing.assert_array_equal(open_output(url).labels.values, expected)
     shutil.rmtree(tmp_path / "labels.zarr" / "labels" / "c" / "1" / "1")  # time 1, y 8:16

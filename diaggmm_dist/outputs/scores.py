@@ -14,9 +14,9 @@ from ..inputs import InputLayout, Samples
 from ..inputs.samples import result_attributes
 from ..locations import Location, StorageOptions, location
 from ..stores.zarr_groups import DATA_COMPRESSORS, write_group_atomically
-from .written import NOT_WRITTEN, NOT_WRITTEN_COMMENT
+from .written import NOT_WRITTEN, NOT_WRITTEN_COMMENT, RESULT_ARRAYS
 
-SCORE_ARRAYS = ("labels", "max_resp", "log_likelihood")
+SCORE_ARRAYS = RESULT_ARRAYS
 #: The one dimension of every score array, named for ``xr.open_zarr`` (Zarr v3 dimension_names).
 ROW_DIM = "row"
 

@@ -21,6 +21,8 @@ from ..stores.zarr_groups import open_group_or_none
 
 #: The Zarr fill value of stored ``labels``: what a chunk that was never written reads as.
 NOT_WRITTEN = -2
+#: The arrays both stores hold (a label map may add ``responsibility`` and coordinates).
+RESULT_ARRAYS = ("labels", "max_resp", "log_likelihood")
 #: The ``comment`` attribute of stored labels, saying what -2 means (it is no CF flag).
 NOT_WRITTEN_COMMENT = (
     f"{NOT_WRITTEN}: this chunk of the store was never written (the Zarr fill value); not a label"
@@ -75,8 +77,15 @@ def _group(where: Location) -> zarr.Group:
     group = open_group_or_none(where)
     if group is None:
         raise FileNotFoundError(f"No scores or label-map store at {where.url!r}.")
-    if "labels" not in group.array_keys():
+    arrays = set(group.array_keys())
+    if "labels" not in arrays:
         raise ValueError(f"{where.url!r} is not a scores or label-map store: it has no 'labels'.")
+    lost = [name for name in RESULT_ARRAYS if name not in arrays]
+    if lost:
+        raise ValueError(
+            f"{where.url!r} lacks the arrays {lost}: its writer did not finish. Write it again "
+            "(overwrite=True)."
+        )
     fill = group["labels"].metadata.fill_value
     if fill != NOT_WRITTEN:
         raise ValueError(
