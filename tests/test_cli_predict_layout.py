@@ -129,3 +129,16 @@ def test_a_chunk_the_writer_lost_fails_the_command(tmp_path, capsys, monkeypatch
     )
     assert code == 1, err
     assert "labels: 1 chunk(s) ([row 200:300])" in err and "never written" in err
+
+
+def test_a_model_fitted_on_rows_predicts_a_cube_given_feature_dim(stores, tmp_path, capsys):
+    folder, cube, _ = stores
+    rows = DiagGMM(K, random_state=0).fit(cube.values.reshape(-1, 3))
+    rows.save(tmp_path / "rows-model.zarr")
+    argv = ["predict", tmp_path / "rows-model.zarr", folder / "cube.zarr"] + PREDICT
+    code, _, err = run(argv + ["--out", tmp_path / "a.zarr"], capsys)
+    assert code == 2 and "--feature-dim DIM" in err  # the hint for a store written by xarray
+    code, _, err = run(argv + ["--feature-dim", "band", "--out", tmp_path / "b.zarr"], capsys)
+    assert code == 0, err
+    expected = rows.predict(cube, feature_dim="band")
+    np.testing.assert_array_equal(open_output(tmp_path / "b.zarr").labels.values, expected.values)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -289,9 +290,10 @@ def predict(args: argparse.Namespace, console: Console) -> int:
     import zarr
 
     from ..engine import compute
+    from ..inputs import InputLayout
     from ..locations import location
     from ..outputs.label_maps import write_label_map
-    from ..outputs.scores import model_samples, write_scores
+    from ..outputs.scores import write_scores
     from ..outputs.written import NOT_WRITTEN, UnwrittenChunksError, check_written
 
     args.security = command_security(args)  # before any work: files, tls:// address
@@ -301,9 +303,15 @@ def predict(args: argparse.Namespace, console: Console) -> int:
     model = load_model(args.model, options)
     if args.missing is not None:  # e.g. score rows with NaN under a model fitted without any
         model.set_params(missing=args.missing)
-    layout = layout_of(args)
-    try:  # metadata only; the features checked against the model's
-        samples = model_samples(model, args.data, args.chunk_size, options, **layout)
+    # the model's fitted layout, with what the flags give instead (as the library's predict)
+    fitted = InputLayout.of(model)
+    given = {key: value for key, value in layout_of(args).items() if value is not None}
+    layout = dataclasses.replace(fitted, **given)
+    samples = open_samples(
+        args.data, args.chunk_size or model.chunk_size, layout.to_dict(), options
+    )
+    try:
+        layout.check(samples, type(model).__name__)
     except ValueError as err:
         raise ValueError(f"{args.data!r} does not fit the model at {args.model!r}: {err}") from None
     gridded = samples.template is not None  # read with xarray: a map keeps its coordinates

@@ -30,9 +30,9 @@ def label_map(
     the model's fitted input layout (or ``feature_dim``/``features`` when given); the result
     has its sample dimensions, coordinates and chunks. ``labels`` is int16 with -1 where no
     label could be given; CF attributes (``flag_values``, ``flag_meanings``,
-    ``valid_min``/``valid_max``) describe it, and no
-    ``_FillValue`` is set so that reading it back keeps the integers. Its ``comment`` says what
-    -2 means in a written store (:data:`~.written.NOT_WRITTEN`: a chunk never written).
+    ``valid_min``/``valid_max``) describe it, and no ``_FillValue`` is set so that reading it
+    back keeps the integers. Its ``comment`` says what -2 means in a written store
+    (:data:`~.written.NOT_WRITTEN`: a chunk never written).
 
     Parameters
     ----------
