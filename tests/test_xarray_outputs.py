@@ -1,13 +1,16 @@
 """Every Zarr store written opens with xr.open_zarr; results carry their own attributes."""
 
 import json
+import shutil
 import warnings
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+import zarr
 from conftest import mixture_data
 from s3_harness import s3, s3_service  # noqa: F401
 
@@ -20,9 +23,9 @@ K = 3
 
 
 def open_zarr(url, **kwargs):
-    """xr.open_zarr without the warning about unconsolidated metadata (none is written)."""
+    """xr.open_zarr, any warning an error: every store's metadata is consolidated."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("error")
         return xr.open_zarr(url, **kwargs)
 
 
@@ -234,3 +237,77 @@ def test_predict_and_score_take_fits_layout_keywords(data):
     )
     with pytest.raises(TypeError, match=r"integer columns \['id'\]"):
         fitted.predict(with_id)  # fitted without columns=: nothing is chosen silently
+
+
+FIXTURE = Path(__file__).parent / "data" / "model-format-3.zarr"
+
+
+def test_a_model_with_named_features_has_a_feature_coordinate(data, tmp_path):
+    _, cube, gmm = data
+    gmm.save(tmp_path / "model.zarr")
+    ds = open_zarr(tmp_path / "model.zarr")
+    assert ds.attrs["format_version"] == 4
+    assert list(ds.feature.values) == ["red", "green", "nir"]
+    np.testing.assert_array_equal(ds.means.sel(feature="nir").values, gmm.means_[:, 2])
+    assert list(DiagGMM.load(tmp_path / "model.zarr").feature_names_in_) == ["red", "green", "nir"]
+    unnamed = DiagGMM(K, random_state=0).fit(cube.values.reshape(-1, 3))
+    unnamed.save(tmp_path / "unnamed.zarr")
+    assert "feature" not in open_zarr(tmp_path / "unnamed.zarr").coords
+    assert not (tmp_path / "unnamed.zarr" / "feature").exists()
+
+
+@pytest.mark.parametrize(
+    "tamper, match",
+    [
+        (lambda p: shutil.rmtree(p / "feature"), "coordinate 'feature' is missing"),
+        (lambda p: next((p / "feature" / "c").iterdir()).unlink(), "lost its chunk feature/c/0"),
+        (
+            lambda p: zarr.open_array(p / "feature", mode="r+").__setitem__(0, "blue"),
+            r"holds \['blue', 'green', 'nir'\], not the feature_names",
+        ),
+        (
+            lambda p: next((p / "feature" / "c").iterdir()).write_bytes(b"\xff" * 40),
+            "coordinate 'feature' could not be read",
+        ),
+        (
+            lambda p: _edit_json(p / "feature" / "zarr.json", data_type="float64"),
+            "'data_type' must be 'string'",
+        ),
+        (
+            lambda p: _edit_json(p / "feature" / "zarr.json", dimension_names=["band"]),
+            r"'dimension_names' must be \['feature'\]",
+        ),
+    ],
+    ids=["deleted", "chunk lost", "renamed", "junk", "dtype", "dimension"],
+)
+def test_a_tampered_feature_coordinate_is_refused(data, tmp_path, tamper, match):
+    _, _, gmm = data
+    path = tmp_path / "model.zarr"
+    gmm.save(path)
+    tamper(path)
+    with pytest.raises(ModelStoreError, match=match):
+        DiagGMM.load(path)
+
+
+def _edit_json(path, **changes):
+    meta = json.loads(path.read_text())
+    meta.update(changes)
+    path.write_text(json.dumps(meta))
+
+
+def test_a_model_of_format_3_still_loads_and_saves_as_format_4(tmp_path):
+    """The fixture was written by the format-3 code (main, before the feature coordinate)."""
+    X, _ = mixture_data(600, 3, 2, seed=5)
+    table = pd.DataFrame(X, columns=["red", "green", "nir"])
+    refit = DiagGMM(2, random_state=0).fit(table)  # fits are bit-identical: the same model
+    assert json.loads((FIXTURE / "zarr.json").read_text())["attributes"]["format_version"] == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # format 3 has checksums: no UnverifiedModelWarning
+        old = DiagGMM.load(FIXTURE)
+    for name in ("weights_", "means_", "covariances_", "feature_names_in_"):
+        np.testing.assert_array_equal(getattr(old, name), getattr(refit, name))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # format 3: not consolidated
+        assert "feature" not in xr.open_zarr(FIXTURE).coords
+    old.save(tmp_path / "again.zarr")
+    assert list(open_zarr(tmp_path / "again.zarr").feature.values) == ["red", "green", "nir"]

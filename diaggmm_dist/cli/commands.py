@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -18,7 +19,6 @@ from .checks import (
     check_writable,
     layout_of,
     load_model,
-    open_data,
     open_samples,
     open_weights,
 )
@@ -260,6 +260,12 @@ def select(args, candidates, template, console, start, options=None, weights=Non
 def predict(args: argparse.Namespace, console: Console) -> int:
     """``diaggmm predict``: write every row's label, top responsibility and log-likelihood.
 
+    DATA is read with the model's fitted layout, or ``--feature-dim``/``--features``/
+    ``--columns`` when given (as the library's ``predict``). Rows (a 2-D Zarr array, a table)
+    give per-row scores (``write_scores``); gridded data (read with xarray) gives a label map
+    with its sample dimensions and coordinates (``write_label_map``). The store written is
+    checked for chunks that were never written before the summary.
+
     Parameters
     ----------
     args : argparse.Namespace
@@ -276,14 +282,19 @@ def predict(args: argparse.Namespace, console: Console) -> int:
     ------
     ValueError, FileExistsError, UnusableOutputError
         Data that does not match the model, or an unusable output, before any work.
+    RuntimeError
+        The store written lacks chunks (its writer lost them).
     """
     import dask.array as da
     import numpy as np
     import zarr
 
     from ..engine import compute
+    from ..inputs import InputLayout
     from ..locations import location
+    from ..outputs.label_maps import write_label_map
     from ..outputs.scores import write_scores
+    from ..outputs.written import NOT_WRITTEN, UnwrittenChunksError, check_written
 
     args.security = command_security(args)  # before any work: files, tls:// address
     options = command_storage_options(args)
@@ -292,42 +303,52 @@ def predict(args: argparse.Namespace, console: Console) -> int:
     model = load_model(args.model, options)
     if args.missing is not None:  # e.g. score rows with NaN under a model fitted without any
         model.set_params(missing=args.missing)
-    data = open_data(args.data, args.chunk_size or model.chunk_size, options)
-    if data.shape[1] != model.n_features_in_:
-        raise ValueError(
-            f"{args.data!r} has {data.shape[1]} features, but the model at {args.model!r} was "
-            f"fitted with {model.n_features_in_}."
-        )
-    check_output(args.out, args.overwrite, "scores group", options)
+    # the model's fitted layout, with what the flags give instead (as the library's predict)
+    fitted = InputLayout.of(model)
+    given = {key: value for key, value in layout_of(args).items() if value is not None}
+    layout = dataclasses.replace(fitted, **given)
+    samples = open_samples(
+        args.data, args.chunk_size or model.chunk_size, layout.to_dict(), options
+    )
+    try:
+        layout.check(samples, type(model).__name__)
+    except ValueError as err:
+        raise ValueError(f"{args.data!r} does not fit the model at {args.model!r}: {err}") from None
+    gridded = samples.template is not None  # read with xarray: a map keeps its coordinates
+    what = "label map" if gridded else "scores group"
+    check_output(args.out, args.overwrite, what, options)
     start = time.monotonic()
     with library_output(console, args.quiet), _dask_client(args) as client:
         if not args.quiet:
             console.print(
-                f"predict: {data.shape[0]:,} rows from {args.data} with the K={model.n_components} "
-                f"model {args.model}, {_where(client)}"
+                f"predict: {samples.n_rows:,} rows from {args.data} with the "
+                f"K={model.n_components} model {args.model}, {_where(client)}"
             )
-        write_scores(
-            model,
-            args.data,
-            args.out,
-            overwrite=args.overwrite,
-            chunk_size=args.chunk_size,
-            storage_options=options,
-        )
+        # the data as read above (its layout chosen, its features checked)
+        write = write_label_map if gridded else write_scores
+        write(model, samples, args.out, overwrite=args.overwrite, storage_options=options)
+        try:
+            check_written(args.out, options)
+        except UnwrittenChunksError as err:  # a runtime failure of the writer, not bad input
+            raise RuntimeError(str(err)) from None
         written = location(args.out, options).zarr_store(read_only=True)
-        labels = da.from_zarr(zarr.open_array(written, path="labels", mode="r"))
+        labels = da.from_zarr(zarr.open_array(written, path="labels", mode="r")).ravel()
+        # -2 (never written) first, then -1 (unscored), then the components
         (counts,) = compute(
-            da.bincount(labels.astype(np.int64) + 1, minlength=model.n_components + 1)
+            da.bincount(labels.astype(np.int64) - NOT_WRITTEN, minlength=model.n_components + 2)
         )
     seconds = time.monotonic() - start
-    per_component = counts[1:]
+    if counts[0]:  # after check_written only a concurrent deletion could do it
+        raise RuntimeError(f"{args.out!r}: {int(counts[0])} rows were never written.")
+    per_component = counts[2:]
     shown = ", ".join(str(int(c)) for c in per_component[:16]) + (
         ", ..." if per_component.size > 16 else ""
     )
     console.print(
-        f"done: {data.shape[0]:,} rows scored in {seconds:.1f} s, "
-        f"{int(counts[0])} unscored (NaN/inf); "
+        f"done: {samples.n_rows:,} rows scored in {seconds:.1f} s, "
+        f"{int(counts[1])} unscored (NaN/inf); "
         f"rows per component [{shown}]; labels, max_resp, log_likelihood written to {args.out}"
+        + (" (a label map)" if gridded else "")
     )
     return EXIT_OK
 

@@ -87,6 +87,7 @@ def _layout_options(parser):
         metavar="COL,COL",
         help="the columns of a Parquet table to use as features (default: every numeric one)",
     )
+    return group
 
 
 def _non_negative_float(text):
@@ -278,13 +279,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score every row of DATA with the model at MODEL and write the Zarr group "
         "SCORES with "
         "arrays labels (int16, -1 for rows with NaN/inf), max_resp (float32) and "
-        "log_likelihood (float64), chunked like DATA.",
+        "log_likelihood (float64), chunked like DATA. DATA is read as the model was fitted "
+        "(its --feature-dim, --features or --columns) unless they are given. Gridded DATA "
+        "(xarray, e.g. dims time, y, x, band) gives a label map: the same arrays with DATA's "
+        "sample dimensions and coordinates, not flattened rows.",
     )
     predict.add_argument("model", metavar="MODEL", help="model written by `diaggmm fit`")
     predict.add_argument(
-        "data", metavar="DATA", help="Zarr array (path or fsspec URL) with the model's features"
+        "data",
+        metavar="DATA",
+        help="Zarr array (path or fsspec URL) with the model's features, a Zarr group (or "
+        "NetCDF file) read with xarray, or a Parquet table",
     )
-    predict.add_argument("--out", required=True, metavar="SCORES", help="Zarr group to write")
+    predict.add_argument(
+        "--out", required=True, metavar="SCORES", help="Zarr group to write (scores or label map)"
+    )
     predict.add_argument(
         "--overwrite", action="store_true", help="replace an existing SCORES group"
     )
@@ -297,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="rows per dask chunk (default: the model's, else about 16 MiB)",
     )
     _missing_option(predict, None, "the model's")
+    layout = _layout_options(predict)
+    layout.description = (
+        "how DATA is read, as fit takes them; by default the model's own (from its fit): "
+        "give them only to read DATA another way, e.g. a feature dimension of another name"
+    )
     add_storage_options(predict)
 
     info = commands.add_parser(

@@ -40,6 +40,12 @@ DIMENSION_NAMES = {
     "running_shift": ("feature",),
 }
 
+#: The feature-name coordinate (format 4 on, for models fitted on named features): a Zarr v3
+#: ``string`` array of dimension ``feature``, which ``xr.open_zarr`` shows as the coordinate.
+FEATURE_COORDINATE = "feature"
+#: The first format version that writes :data:`FEATURE_COORDINATE`.
+COORDINATE_VERSION = 4
+
 
 class StoreFiles:
     """The files of the model store at ``where``, each read whole with a bound.
@@ -286,3 +292,79 @@ def read_model_array(files: StoreFiles, name: str, shape: tuple, version: int) -
         ) from None
     check_values(value, name, shape, where)
     return value
+
+
+def _coordinate_metadata_problem(meta, n_features):
+    """What is wrong with the feature coordinate's zarr.json (None if nothing)."""
+    codecs = meta.get("codecs")
+    grid = meta.get("chunk_grid")
+    checks = [
+        ("node_type", meta.get("node_type") == "array", "'array'"),
+        ("zarr_format", meta.get("zarr_format") == 3, "3"),
+        ("shape", meta.get("shape") == [n_features], f"[{n_features}] (n_features)"),
+        ("data_type", meta.get("data_type") == "string", "'string'"),
+        (
+            "chunk_grid",
+            isinstance(grid, dict)
+            and grid.get("name") == "regular"
+            and isinstance(grid.get("configuration"), dict)
+            and grid["configuration"].get("chunk_shape") == [n_features],
+            f"one regular chunk of shape [{n_features}]",
+        ),
+        (
+            "codecs",
+            isinstance(codecs, list)
+            and [c.get("name") if isinstance(c, dict) else c for c in codecs] == ["vlen-utf8"],
+            "['vlen-utf8']",
+        ),
+        ("storage_transformers", meta.get("storage_transformers", []) == [], "[]"),
+        ("dimension_names", meta.get("dimension_names") == ["feature"], "['feature']"),
+    ]
+    for field, ok, expected in checks:
+        if not ok:
+            return f"{field!r} must be {expected}, found {shorten(repr(meta.get(field)), 80)}"
+    return None
+
+
+def check_feature_coordinate(files: StoreFiles, names: list) -> None:
+    """Check that the store's feature coordinate holds ``names`` (the ``feature_names``).
+
+    The attribute is covered by the checksums; the coordinate, written for xarray, must say the
+    same.
+
+    Raises
+    ------
+    ModelStoreError
+        The coordinate is missing, its metadata or chunk is not what ``save`` writes, or it
+        holds other names.
+    """
+    where, name = files.where, FEATURE_COORDINATE
+    meta_key = f"{name}/zarr.json"
+    meta = files.json(meta_key, "an array's metadata")
+    if meta is None:
+        raise ModelStoreError(
+            f"{where}: the feature coordinate {name!r} is missing ({meta_key} not found)."
+        )
+    problem = _coordinate_metadata_problem(meta, len(names))
+    if problem:
+        raise ModelStoreError(f"{where}: {meta_key} (coordinate {name!r}): {problem}.")
+    chunk_key = f"{name}/c/0"
+    try:
+        array = files.zarr_array(name)  # zarr's own parsing of the metadata
+        chunk_key = f"{name}/{array.metadata.encode_chunk_key((0,))}"
+        chunk = files.read(chunk_key, MAX_METADATA_BYTES, f"the chunk of coordinate {name!r}")
+        values = None if chunk is None else files.zarr_array(name)[...].tolist()
+    except ModelStoreError:
+        raise
+    except Exception as err:  # invalid metadata, a corrupt chunk
+        raise ModelStoreError(
+            f"{where}: coordinate {name!r} could not be read from {chunk_key} "
+            f"({type(err).__name__}: {shorten(str(err))})."
+        ) from None
+    if chunk is None:
+        raise ModelStoreError(f"{where}: coordinate {name!r} has lost its chunk {chunk_key}.")
+    if values != list(names):
+        raise ModelStoreError(
+            f"{where}: coordinate {name!r} holds {shorten(repr(values), 120)}, not the "
+            f"feature_names of zarr.json {shorten(repr(list(names)), 120)}."
+        )

@@ -22,8 +22,8 @@ from ..validation import check_settings, is_int
 from .model_checks import ModelStoreError, is_number, shorten, show
 
 FORMAT = "diaggmm-dist-model"
-FORMAT_VERSION = 3
-SUPPORTED_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+SUPPORTED_VERSIONS = (1, 2, 3, 4)
 #: The first format version with checksums, raw (uncompressed) chunks and a NaN fill value.
 CHECKED_VERSION = 3
 ARRAYS = ("weights", "means", "covariances")

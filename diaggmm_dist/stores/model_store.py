@@ -4,12 +4,14 @@
 reads one back, validated; neither knows the estimator (``DiagGMM.save``/``load`` convert,
 :mod:`diaggmm_dist.persistence`).
 
-Layout (``FORMAT_VERSION`` 3)::
+Layout (``FORMAT_VERSION`` 4)::
 
     model.zarr/
         weights             (K,)     float64
         means               (K, D)   float64
         covariances         (K, D)   float64
+        feature             (D,)     string                   only for named features: the
+                                                              feature_names, as a coordinate
         running_statistics  (K + 1, max(3D + 1, 6)) float64   only after partial_fit: the
         running_shift       (D,)     float64                  state of stepwise EM
         zarr.json      attributes: format, format_version, n_components, n_features,
@@ -17,11 +19,17 @@ Layout (``FORMAT_VERSION`` 3)::
                        lower_bound, lower_bounds, n_reseeded, data_fingerprint, input_layout
                        (how features were taken from gridded or tabular input), online
                        ({"n_batches_seen", "n_samples_seen"} after partial_fit, else null),
-                       library_version, checksums
+                       library_version, checksums; consolidated_metadata (every
+                       array's zarr.json, for xr.open_zarr)
 
 Each array names its dimensions (``dimension_names``: ``component``, ``feature``; stores
 written before they were added have none and load as before), so ``xr.open_zarr`` reads the
-store as a Dataset. Each array is one uncompressed chunk (raw little-endian float64,
+store as a Dataset. A model fitted on named features (xarray ``feature_dim`` coordinates,
+``features=``, DataFrame columns) also has the coordinate ``feature`` (format 4 on): a Zarr
+v3 ``string`` array (one ``vlen-utf8`` chunk) holding ``feature_names``, which ``load`` checks
+against that attribute. The root zarr.json holds the consolidated metadata (written with it,
+last), so ``xr.open_zarr`` reads one file and gives no warning; ``load`` reads each array's
+own zarr.json and ignores that copy. Each array is one uncompressed chunk (raw little-endian float64,
 ``K * D * 8`` bytes: model parameters are tiny and do not compress) with a NaN fill value, so a
 deleted chunk never reads as zeros. ``checksums`` holds the SHA-256 of every array's values
 (:func:`~.model_record.array_checksum`) and of the other attributes
@@ -36,6 +44,7 @@ precisions and log-density coefficients are finite in the model's dtype, weights
 simplex, the running statistics' invariants, then the checksums. Anything else is a
 :class:`~.model_checks.ModelStoreError` naming the file and the field.
 
+Stores of format version 3 (no feature coordinate, no consolidated metadata) load as before.
 Stores of format versions 1 and 2 (no checksums; arrays zstd-compressed with a fill value of
 0) still load, with an :class:`UnverifiedModelWarning`: re-save them to add the checksums.
 Version 1 stores (no ``online``, fewer ``params``) are read as models without running
@@ -49,6 +58,8 @@ import os
 import warnings
 from typing import Any, Mapping
 
+import numpy as np
+
 from ..kernels import n_stat_columns
 from ..locations import Location, location
 from ..parameters import MixtureParameters
@@ -61,7 +72,14 @@ from .model_checks import (
     shorten,
     show,
 )
-from .model_files import DIMENSION_NAMES, StoreFiles, read_model_array
+from .model_files import (
+    COORDINATE_VERSION,
+    DIMENSION_NAMES,
+    FEATURE_COORDINATE,
+    StoreFiles,
+    check_feature_coordinate,
+    read_model_array,
+)
 from .model_record import (
     ATTRIBUTES,
     CHECKED_VERSION,
@@ -127,8 +145,19 @@ def write_record(
                 config={"write_empty_chunks": True},
                 dimension_names=DIMENSION_NAMES[name],  # what xr.open_zarr needs
             )[...] = value
+        if record.feature_names is not None:  # xr.open_zarr shows the features by name
+            group.create_array(
+                FEATURE_COORDINATE,
+                shape=(len(record.feature_names),),
+                dtype=str,
+                chunks=(len(record.feature_names),),
+                compressors=None,
+                config={"write_empty_chunks": True},
+                dimension_names=("feature",),
+            )[...] = np.asarray(record.feature_names, dtype=str)
 
-    write_keys_atomically(location(where), rendered(write, attrs), overwrite)
+    blobs = rendered(write, attrs, consolidated=True)
+    write_keys_atomically(location(where), blobs, overwrite)
 
 
 # ---------------------------------------------------------------------------- reading
@@ -273,6 +302,8 @@ def read_record(
             UnverifiedModelWarning,
             stacklevel=4,
         )
+    if version >= COORDINATE_VERSION and names is not None:
+        check_feature_coordinate(files, names)
     return ModelRecord(
         settings=settings,
         parameters=MixtureParameters(arrays["weights"], arrays["means"], arrays["covariances"]),

@@ -110,16 +110,38 @@ def put_keys(store, blobs: Mapping[str, bytes]) -> None:
         sync(put_all())
 
 
-def rendered(write: Callable[[zarr.Group], None], attributes: Mapping | None = None) -> dict:
+def consolidate_metadata(store) -> None:
+    """Write the consolidated metadata of the Zarr v3 group in ``store`` into its root zarr.json.
+
+    ``xr.open_zarr`` then reads one file for the whole group, and does not warn about
+    unconsolidated metadata. Call it when the group is complete: it rewrites the root zarr.json.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        # zarr warns that v3 consolidated metadata is not in the spec yet; xarray reads it
+        warnings.filterwarnings("ignore", "Consolidated metadata is currently not part")
+        zarr.consolidate_metadata(store, zarr_format=3)
+
+
+def rendered(
+    write: Callable[[zarr.Group], None],
+    attributes: Mapping | None = None,
+    consolidated: bool = False,
+) -> dict:
     """The keys and bytes of the Zarr v3 group ``write(group)`` fills, rendered in memory.
 
-    ``attributes`` are set when the group is created (its zarr.json is then written once).
+    ``attributes`` are set when the group is created (its zarr.json is then written once);
+    with ``consolidated`` the root zarr.json also holds every array's metadata
+    (:func:`consolidate_metadata`).
     """
     from zarr.storage import MemoryStore
 
     blobs = {}
     memory = MemoryStore(blobs)
     write(zarr.open_group(memory, mode="w", zarr_format=3, attributes=dict(attributes or {})))
+    if consolidated:
+        consolidate_metadata(memory)
     return {key: value.to_bytes() for key, value in blobs.items()}
 
 
@@ -345,10 +367,17 @@ def write_atomically(
 def write_group_atomically(
     where: str | os.PathLike | Location, write: Callable, overwrite: bool
 ) -> None:
-    """:func:`write_atomically` for a writer that fills a new Zarr v3 group: ``write(group)``."""
-    write_atomically(
-        where, lambda store: write(zarr.open_group(store, mode="w", zarr_format=3)), overwrite
-    )
+    """:func:`write_atomically` for a writer that fills a new Zarr v3 group: ``write(group)``.
+
+    Its metadata is then consolidated (:func:`consolidate_metadata`): after the attributes
+    that mark the group complete, so a consolidated group is a complete one.
+    """
+
+    def write_to(store):
+        write(zarr.open_group(store, mode="w", zarr_format=3))
+        consolidate_metadata(store)
+
+    write_atomically(where, write_to, overwrite)
 
 
 def write_keys_atomically(
