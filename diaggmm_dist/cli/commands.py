@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -332,4 +333,8 @@ def predict(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"fit": fit, "predict": predict, "info": info}
+COMMANDS = {
+    "fit": fit,
+    "predict": predict,
+    "info": functools.partial(info, client_context=_dask_client),
+}
