@@ -79,17 +79,19 @@ def chunk_second_moments(
     with np.errstate(invalid="ignore", over="ignore"):
         resp, log_likelihood, _ = _responsibilities(x, coef, "drop")
     usable = finite & np.isfinite(log_likelihood)
-    centered = x.astype(np.float64) - coef.shift
+    # the shift is subtracted in float64; the products run in the model's compute dtype
+    centered = (x.astype(np.float64) - coef.shift).astype(coef.dtype)
     columns = slice(part * block, min(d, (part + 1) * block))
+    width = columns.stop - columns.start
     for fold in range(N_FOLDS):
         here = usable & (rows % N_FOLDS == fold)
-        r = resp[:, here].astype(np.float64)  # (K, m)
+        r = resp[:, here]  # (K, m)
         xc = centered[here]
-        out["second"][fold, :, :, : columns.stop - columns.start] = np.einsum(
-            "km,mi,mj->kij", r, xc, xc[:, columns], optimize=True
-        )
+        right = np.ascontiguousarray(xc[:, columns])
+        for k in range(r.shape[0]):  # one matrix product per component (BLAS)
+            out["second"][fold, k, :, :width] = (xc.T * r[k]) @ right
         if part == 0:
-            out["mass"][fold] = r.sum(axis=1)
+            out["mass"][fold] = r.sum(axis=1, dtype=np.float64)
             out["first"][fold] = r @ xc
     if part == 0:
         out["scalars"][:] = (
