@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     import xarray as xr
     import zarr
     from sklearn.mixture import GaussianMixture
+
+    from .diagonal_check import DiagonalFitReport
     from zarr.abc.store import Store
 
     #: What ``fit``, ``predict`` and the others read (see :func:`diaggmm_dist.inputs.as_samples`).
@@ -1137,6 +1139,54 @@ class DiagGMM(DensityMixin, BaseEstimator):
         )
 
     # ------------------------------------------------------------ persistence
+    def diagonal_fit_report(
+        self,
+        X: Data,
+        *,
+        n_correlations: int = 5,
+        storage_options: StorageOptions | None = None,
+        feature_dim: str | None = None,
+        features: list[str] | None = None,
+        columns: list[str] | None = None,
+    ) -> DiagonalFitReport:
+        """What full covariances would gain over this diagonal model, on held-out rows (one pass).
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array, str, xarray object or table
+            Held-out rows with the model's features, in any form :meth:`fit` takes. Rows with
+            a NaN are refused under ``missing="error"`` and left out otherwise (full
+            covariances need every feature).
+        n_correlations : int, default=5
+            Strongest ignored correlations to report per component.
+        storage_options : dict, optional
+            fsspec options for ``X`` when it is a path or URL.
+        feature_dim, features, columns : optional
+            How to read ``X``, as :meth:`fit` takes them; by default the fitted layout's.
+
+        Returns
+        -------
+        DiagonalFitReport
+            ``gain`` (nats per row that full covariances with the same responsibilities
+            would add, judged out of sample), per-component figures and the strongest
+            correlations the diagonal model ignores (see :mod:`diaggmm_dist.diagonal_check`).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.normal(size=(2000, 3))
+        >>> gmm = DiagGMM(2, random_state=0).fit(X)
+        >>> gmm.diagonal_fit_report(rng.normal(size=(2000, 3))).is_diagonal_adequate()
+        True
+        """
+        from .diagonal_check import diagonal_fit_report
+
+        samples = self._prediction_samples(
+            X, storage_options, "diagonal_fit_report", feature_dim, features, columns
+        )
+        return diagonal_fit_report(self, samples, n_correlations)
+
     def save(
         self,
         url: Where,

@@ -38,6 +38,7 @@ LAYERS = {
         "mixture",
         "persistence",
         "selection",
+        "diagonal_check",
     ),
     "applications": (
         "",

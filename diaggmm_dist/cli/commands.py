@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -353,4 +354,8 @@ def predict(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"fit": fit, "predict": predict, "info": info}
+COMMANDS = {
+    "fit": fit,
+    "predict": predict,
+    "info": functools.partial(info, client_context=_dask_client),
+}

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 
-from .checks import load_model
-from .console import Console
+from .checks import layout_of, load_model
+from .console import Console, library_output
 from .exits import EXIT_OK
-from .options import command_storage_options
+from .options import command_security, command_storage_options
 
 
 def model_summary(url, model, storage_options=None) -> dict:
@@ -62,7 +63,7 @@ def model_summary(url, model, storage_options=None) -> dict:
     }
 
 
-def info(args: argparse.Namespace, console: Console) -> int:
+def info(args: argparse.Namespace, console: Console, client_context=None) -> int:
     """``diaggmm info``: print a saved model's attributes, as text or JSON.
 
     Parameters
@@ -71,6 +72,9 @@ def info(args: argparse.Namespace, console: Console) -> int:
         The parsed arguments of ``info``.
     console : Console
         Where the description goes.
+    client_context : callable, optional
+        ``client_context(args)``: the context in which ``--against`` runs its pass (the
+        command's dask client).
 
     Returns
     -------
@@ -83,8 +87,13 @@ def info(args: argparse.Namespace, console: Console) -> int:
         Nothing, or not a model, at ``args.model``.
     """
     options = command_storage_options(args)
+    args.security = command_security(args)  # before any work: files, tls:// address
     model = load_model(args.model, options)
     info = model_summary(args.model, model, options)
+    report = None
+    if args.against is not None:
+        report = diagonal_check(args, model, options, console, client_context)
+        info["diagonal_check"] = report_summary(report)
     if args.json:
         console.print(json.dumps(info, indent=2))
         return EXIT_OK
@@ -130,4 +139,22 @@ def info(args: argparse.Namespace, console: Console) -> int:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         console.print(f"{name:<{width}}  {value}")
+    if report is not None:
+        console.print(f"\ndiagonal check against {args.against}:\n")
+        console.print(report.to_markdown())
     return EXIT_OK
+
+
+def diagonal_check(args, model, options, console, client_context=None):
+    """``info --against DATA``: the model's :meth:`~DiagGMM.diagonal_fit_report` on DATA."""
+    with library_output(console, args.quiet), (client_context or contextlib.nullcontext)(args):
+        return model.diagonal_fit_report(args.against, storage_options=options, **layout_of(args))
+
+
+def report_summary(report) -> dict:
+    """A :class:`~diaggmm_dist.diagonal_check.DiagonalFitReport` as JSON-able values."""
+    import dataclasses
+
+    summary = dataclasses.asdict(report)
+    summary["diagonal_is_adequate"] = report.is_diagonal_adequate()
+    return summary

@@ -321,5 +321,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.add_argument("model", metavar="MODEL", help="model written by `diaggmm fit`")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    info.add_argument(
+        "--against",
+        metavar="DATA",
+        help="held-out rows to check the diagonal assumption on (one pass): what full "
+        "covariances with the model's responsibilities would gain, per component, and the "
+        "strongest correlations the model ignores",
+    )
+    _layout_options(info)
+    _cluster_options(info, scheduler_help)
+    add_tls_options(info)
     add_storage_options(info)
     return parser

@@ -28,6 +28,7 @@ from .. import kernels
 from . import cluster, local
 from .cluster import held_on_cluster
 from .graphs import SPLIT_EVERY, PassParameters, map_rows, n_rows, row_indices, statistics_graph
+from .sums import summed_chunk_vectors
 
 __all__ = [
     "SPLIT_EVERY",
@@ -39,6 +40,7 @@ __all__ = [
     "n_rows",
     "pass_statistics",
     "row_indices",
+    "summed_chunk_vectors",
     "take_rows",
 ]
 
