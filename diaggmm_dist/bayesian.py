@@ -8,29 +8,25 @@ variational per-component terms in place of the log-weights.
 
 from __future__ import annotations
 
-import copy
 import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
 
-from . import engine, kernels
+from . import engine
 from .bayesian_fit import (
-    VBState,
-    best_state,
-    check_vb_settings,
-    checked_priors,
-    initial_statistics,
-    run_vb,
-    vb_coefficients,
+    fit_posterior,
+    from_sklearn_model,
+    per_row,
+    set_posterior,
+    set_priors,
+    to_sklearn_model,
 )
-from .bayesian_mstep import Posterior, Priors, priors_from_totals, vb_m_step
+from .bayesian_settings import check_vb_settings, checked_priors
 from .data_pass import DataPass
-from .locations import StorageOptions
+from .locations import StorageOptions, checked_storage_options
 from .mixture import DiagGMM
 
 if TYPE_CHECKING:
@@ -39,35 +35,6 @@ if TYPE_CHECKING:
     from .mixture import Data, PerRow, Weights
 
 __all__ = ["BayesianDiagGMM"]
-
-#: scikit-learn's settings of BayesianGaussianMixture, copied by to_sklearn/from_sklearn.
-SKLEARN_SETTINGS = (
-    "n_components",
-    "tol",
-    "reg_covar",
-    "max_iter",
-    "n_init",
-    "init_params",
-    "weight_concentration_prior_type",
-    "weight_concentration_prior",
-    "mean_precision_prior",
-    "mean_prior",
-    "degrees_of_freedom_prior",
-    "covariance_prior",
-    "random_state",
-    "warm_start",
-    "verbose",
-    "verbose_interval",
-)
-#: The fitted attributes of a variational posterior, as scikit-learn names them.
-POSTERIOR = ("weight_concentration_", "mean_precision_", "means_", "degrees_of_freedom_")
-PRIORS = (
-    "weight_concentration_prior_",
-    "mean_precision_prior_",
-    "mean_prior_",
-    "degrees_of_freedom_prior_",
-    "covariance_prior_",
-)
 
 
 class BayesianDiagGMM(DensityMixin, BaseEstimator):
@@ -284,7 +251,11 @@ degrees_of_freedom_prior_, covariance_prior_
             Bad settings, priors or data, before any pass over the data.
         """
         check_vb_settings(self)
-        options = None if storage_options is None else dict(storage_options)
+        options = (
+            None
+            if storage_options is None
+            else checked_storage_options(storage_options, "BayesianDiagGMM.fit")
+        )
         samples = self._samples(
             X, options, feature_dim=feature_dim, features=features, columns=columns
         )
@@ -302,43 +273,9 @@ degrees_of_freedom_prior_, covariance_prior_
             self._check_n_features(n_features)
         data_pass = DataPass.of_samples(samples, self.dtype, self.missing, sample_weight)
 
-        def make_priors(stats, shift):
-            return priors_from_totals(
-                stats,
-                shift,
-                self.weight_concentration_prior_type,
-                self.n_components,
-                self.weight_concentration_prior,
-                self.mean_precision_prior,
-                given["mean"],
-                self.degrees_of_freedom_prior,
-                given["covariance"],
-            )
-
-        if warm:
-            states, priors = [VBState(self._posterior(), self.lower_bound_)], make_priors
-        else:
-            self._print(1, "Initialization")
-            blocks, shift = initial_statistics(
-                data,
-                self.n_init,
-                self.n_components,
-                self.init_params,
-                check_random_state(self.random_state),
-                self.reg_covar,
-                data_pass,
-            )
-            priors = make_priors(blocks[0], shift)
-            states = [
-                VBState(vb_m_step(block, shift, priors, self.reg_covar), -np.inf)
-                for block in blocks
-            ]
-        priors = run_vb(
-            data_pass, states, priors, self.reg_covar, self.tol, self.max_iter, self._report
-        )
-        best = states[-1] if self.max_iter == 0 else best_state(states)
-        self._set_posterior(best.posterior)
-        self._set_priors(priors)
+        best, priors = fit_posterior(self, data, data_pass, given, warm)
+        set_posterior(self, best.posterior)
+        set_priors(self, priors)
         self.converged_ = best.converged
         self.n_iter_ = best.iteration
         self.lower_bound_ = best.lower_bound
@@ -358,69 +295,9 @@ degrees_of_freedom_prior_, covariance_prior_
         if state.iteration % self.verbose_interval == 0 or state.converged:
             self._print(1, f"  Iteration {state.iteration}", f"\t change: {change:.5g}")
 
-    # ------------------------------------------------------------------ the posterior
-    def _posterior(self) -> Posterior:
-        concentration = self.weight_concentration_
-        if self.weight_concentration_prior_type == "dirichlet_process":
-            concentration = tuple(np.array(part, dtype=np.float64) for part in concentration)
-        else:
-            concentration = np.array(concentration, dtype=np.float64)
-        return Posterior(
-            self.weight_concentration_prior_type,
-            concentration,
-            *(
-                np.array(getattr(self, name), dtype=np.float64)
-                for name in ("mean_precision_", "means_", "degrees_of_freedom_", "covariances_")
-            ),
-        )
-
-    def _set_posterior(self, posterior: Posterior) -> None:
-        """Set the posterior and what derives from it: the one place that does."""
-        self.weight_concentration_ = posterior.weight_concentration
-        self.mean_precision_ = posterior.mean_precision
-        self.means_ = posterior.means
-        self.degrees_of_freedom_ = posterior.degrees_of_freedom
-        self.covariances_ = posterior.covariances
-        self.precisions_cholesky_ = posterior.precisions_cholesky
-        self.precisions_ = self.precisions_cholesky_**2
-        self.weights_ = posterior.weights
-        effective = self.weights_ > self.weight_threshold
-        effective[np.argmax(self.weights_)] = True
-        self.effective_components_ = effective
-        self.effective_n_components_ = int(effective.sum())
-
-    def _set_priors(self, priors: Priors) -> None:
-        self.weight_concentration_prior_ = priors.weight_concentration
-        self.mean_precision_prior_ = priors.mean_precision
-        self.mean_prior_ = priors.mean
-        self.degrees_of_freedom_prior_ = priors.degrees_of_freedom
-        self.covariance_prior_ = priors.covariance
-
     def _map(self, samples, kind):
-        """Lazy per-row results of a kind (as :meth:`DiagGMM._map`), under the posterior.
-
-        Labels leave the components that are not effective out.
-        """
-        posterior = self._posterior()
-        dtype = np.dtype(self.dtype)
-        shift = kernels.data_center(self.weights_, self.means_, 1.0 / self.covariances_)
-        data = samples.array
-        if kind == "labels":
-            coef = vb_coefficients(posterior, shift, dtype, ~self.effective_components_)
-            return engine.map_rows(data, kernels.row_labels, coef, self.missing, dtype=np.int64)
-        coef = vb_coefficients(posterior, shift, dtype)
-        if kind == "proba":
-            return engine.map_rows(
-                data,
-                kernels.row_responsibilities,
-                coef,
-                self.missing,
-                n_columns=self.n_components,
-                dtype=dtype,
-            )
-        return engine.map_rows(
-            data, kernels.row_log_likelihood, coef, self.missing, dtype=np.float64
-        )
+        """Lazy per-row results of a kind (:func:`~diaggmm_dist.bayesian_fit.per_row`)."""
+        return per_row(self, samples, kind)
 
     def predict(
         self,
@@ -477,27 +354,7 @@ degrees_of_freedom_prior_, covariance_prior_
         sklearn.exceptions.NotFittedError
             The model is not fitted.
         """
-        from sklearn.mixture import BayesianGaussianMixture
-
-        check_is_fitted(self, "means_")
-        bgm = BayesianGaussianMixture(
-            covariance_type="diag", **{name: getattr(self, name) for name in SKLEARN_SETTINGS}
-        )
-        for name in (
-            *POSTERIOR,
-            *PRIORS,
-            "covariances_",
-            "precisions_",
-            "precisions_cholesky_",
-            "weights_",
-            "converged_",
-            "n_iter_",
-            "lower_bound_",
-            "lower_bounds_",
-            "n_features_in_",
-        ):
-            setattr(bgm, name, copy.deepcopy(getattr(self, name)))
-        return bgm
+        return to_sklearn_model(self)
 
     @classmethod
     def from_sklearn(cls, bgm: BayesianGaussianMixture, **params: Any) -> BayesianDiagGMM:
@@ -523,17 +380,4 @@ degrees_of_freedom_prior_, covariance_prior_
         sklearn.exceptions.NotFittedError
             ``bgm`` is not fitted.
         """
-        if getattr(bgm, "covariance_type", None) != "diag":
-            raise ValueError(
-                "Only covariance_type='diag' mixtures can become a BayesianDiagGMM, got "
-                f"{getattr(bgm, 'covariance_type', type(bgm).__name__)!r}."
-            )
-        check_is_fitted(bgm, "means_")
-        model = cls(**{**{name: getattr(bgm, name) for name in SKLEARN_SETTINGS}, **params})
-        for name in (*POSTERIOR, "covariances_", *PRIORS, "lower_bound_", "n_features_in_"):
-            setattr(model, name, copy.deepcopy(getattr(bgm, name)))
-        model._set_posterior(model._posterior())
-        model.converged_, model.n_iter_ = bool(bgm.converged_), int(bgm.n_iter_)
-        model.lower_bound_ = float(bgm.lower_bound_)
-        model.lower_bounds_ = list(getattr(bgm, "lower_bounds_", [bgm.lower_bound_]))
-        return model
+        return from_sklearn_model(cls, bgm, params)

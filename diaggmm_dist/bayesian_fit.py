@@ -17,18 +17,20 @@ components: every row's responsibilities sum to one, so no pass is spent on them
 
 from __future__ import annotations
 
-import numbers
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
 
-from . import kernels
+from . import engine, kernels
 from .bayesian_mstep import (
-    PRIOR_TYPES,
     Posterior,
     Priors,
     e_step_log_weights,
     lower_bound,
+    priors_from_totals,
     sum_resp_log_resp,
     vb_m_step,
 )
@@ -36,7 +38,6 @@ from .em import e_step_models, first_rows_center
 from .initialization import initial_parameters_of_models
 from .kernels.coefficients import log_weight_coefficients
 from .seeding import lloyd_statistics, starting_centers
-from .validation import DTYPES, INIT_PARAMS, is_int
 
 
 @dataclass
@@ -172,130 +173,192 @@ def best_state(states):
     return best
 
 
-def _is_real(value) -> bool:
-    return (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, bool)
-        and bool(np.isfinite(float(value)))
+#: scikit-learn's settings of BayesianGaussianMixture, copied by to_sklearn/from_sklearn.
+SKLEARN_SETTINGS = (
+    "n_components",
+    "tol",
+    "reg_covar",
+    "max_iter",
+    "n_init",
+    "init_params",
+    "weight_concentration_prior_type",
+    "weight_concentration_prior",
+    "mean_precision_prior",
+    "mean_prior",
+    "degrees_of_freedom_prior",
+    "covariance_prior",
+    "random_state",
+    "warm_start",
+    "verbose",
+    "verbose_interval",
+)
+#: The fitted attributes of a variational posterior, as scikit-learn names them.
+POSTERIOR = ("weight_concentration_", "mean_precision_", "means_", "degrees_of_freedom_")
+PRIORS = (
+    "weight_concentration_prior_",
+    "mean_precision_prior_",
+    "mean_prior_",
+    "degrees_of_freedom_prior_",
+    "covariance_prior_",
+)
+#: Derived from the posterior, and the run's record.
+DERIVED = ("covariances_", "precisions_", "precisions_cholesky_", "weights_")
+RUN = ("converged_", "n_iter_", "lower_bound_", "lower_bounds_", "n_features_in_")
+
+
+def posterior_of(est) -> Posterior:
+    """The posterior of a fitted ``BayesianDiagGMM`` (or scikit-learn model): its attributes."""
+    concentration = est.weight_concentration_
+    if est.weight_concentration_prior_type == "dirichlet_process":
+        concentration = tuple(np.array(part, dtype=np.float64) for part in concentration)
+    else:
+        concentration = np.array(concentration, dtype=np.float64)
+    return Posterior(
+        est.weight_concentration_prior_type,
+        concentration,
+        *(
+            np.array(getattr(est, name), dtype=np.float64)
+            for name in ("mean_precision_", "means_", "degrees_of_freedom_", "covariances_")
+        ),
     )
 
 
-def check_vb_settings(est) -> None:
-    """Refuse an out-of-range constructor parameter of a ``BayesianDiagGMM`` before any work.
+def set_posterior(est, posterior: Posterior) -> None:
+    """Set a posterior and what derives from it on ``est``: the one place that does."""
+    est.weight_concentration_ = posterior.weight_concentration
+    est.mean_precision_ = posterior.mean_precision
+    est.means_ = posterior.means
+    est.degrees_of_freedom_ = posterior.degrees_of_freedom
+    est.covariances_ = posterior.covariances
+    est.precisions_cholesky_ = posterior.precisions_cholesky
+    est.precisions_ = est.precisions_cholesky_**2
+    est.weights_ = posterior.weights
+    effective = est.weights_ > est.weight_threshold
+    effective[np.argmax(est.weights_)] = True  # the heaviest component always counts
+    est.effective_components_ = effective
+    est.effective_n_components_ = int(effective.sum())
+
+
+def set_priors(est, priors: Priors) -> None:
+    """Set the priors used on ``est`` (scikit-learn's ``*_prior_`` attributes)."""
+    est.weight_concentration_prior_ = priors.weight_concentration
+    est.mean_precision_prior_ = priors.mean_precision
+    est.mean_prior_ = priors.mean
+    est.degrees_of_freedom_prior_ = priors.degrees_of_freedom
+    est.covariance_prior_ = priors.covariance
+
+
+def to_sklearn_model(est):
+    """A fitted ``BayesianGaussianMixture(covariance_type="diag")`` with ``est``'s state."""
+    from sklearn.mixture import BayesianGaussianMixture
+
+    check_is_fitted(est, "means_")
+    bgm = BayesianGaussianMixture(
+        covariance_type="diag", **{name: getattr(est, name) for name in SKLEARN_SETTINGS}
+    )
+    for name in (*POSTERIOR, *PRIORS, *DERIVED, *RUN):
+        setattr(bgm, name, copy.deepcopy(getattr(est, name)))
+    return bgm
+
+
+def from_sklearn_model(cls, bgm, params: dict):
+    """A ``cls`` (``BayesianDiagGMM``) with a fitted ``BayesianGaussianMixture``'s state."""
+    if getattr(bgm, "covariance_type", None) != "diag":
+        raise ValueError(
+            "Only covariance_type='diag' mixtures can become a BayesianDiagGMM, got "
+            f"{getattr(bgm, 'covariance_type', type(bgm).__name__)!r}."
+        )
+    check_is_fitted(bgm, "means_")
+    model = cls(**{**{name: getattr(bgm, name) for name in SKLEARN_SETTINGS}, **params})
+    for name in (*POSTERIOR, "covariances_", *PRIORS, "n_features_in_"):
+        setattr(model, name, copy.deepcopy(getattr(bgm, name)))
+    set_posterior(model, posterior_of(model))
+    model.converged_, model.n_iter_ = bool(bgm.converged_), int(bgm.n_iter_)
+    model.lower_bound_ = float(bgm.lower_bound_)
+    model.lower_bounds_ = [float(v) for v in getattr(bgm, "lower_bounds_", [bgm.lower_bound_])]
+    return model
+
+
+def fit_posterior(est, data, data_pass, given: dict, warm: bool):
+    """The best restart of a variational fit of ``est``'s settings, and the priors used.
 
     Parameters
     ----------
     est : BayesianDiagGMM
-
-    Raises
-    ------
-    ValueError
-        The message names the setting and what it must be.
-    """
-    positive = "None or a finite number > 0"
-    checks = [
-        ("n_components", is_int(est.n_components) and est.n_components >= 1, "an integer >= 1"),
-        ("tol", _is_real(est.tol) and est.tol >= 0, "a finite number >= 0"),
-        ("reg_covar", _is_real(est.reg_covar) and est.reg_covar >= 0, "a finite number >= 0"),
-        ("max_iter", is_int(est.max_iter) and est.max_iter >= 0, "an integer >= 0"),
-        ("n_init", is_int(est.n_init) and est.n_init >= 1, "an integer >= 1"),
-        ("init_params", est.init_params in INIT_PARAMS, f"one of {INIT_PARAMS}"),
-        (
-            "weight_concentration_prior_type",
-            est.weight_concentration_prior_type in PRIOR_TYPES,
-            f"one of {PRIOR_TYPES}",
-        ),
-        (
-            "weight_concentration_prior",
-            est.weight_concentration_prior is None
-            or (_is_real(est.weight_concentration_prior) and est.weight_concentration_prior > 0),
-            positive,
-        ),
-        (
-            "mean_precision_prior",
-            est.mean_precision_prior is None
-            or (_is_real(est.mean_precision_prior) and est.mean_precision_prior > 0),
-            positive,
-        ),
-        (
-            "degrees_of_freedom_prior",
-            est.degrees_of_freedom_prior is None
-            or (_is_real(est.degrees_of_freedom_prior) and est.degrees_of_freedom_prior > 0),
-            positive + " (and > n_features - 1)",
-        ),
-        ("weight_threshold", _is_real(est.weight_threshold) and est.weight_threshold >= 0, ">= 0"),
-        ("dtype", _dtype_ok(est.dtype) and np.dtype(est.dtype).name in DTYPES, f"one of {DTYPES}"),
-        (
-            "chunk_size",
-            est.chunk_size is None or (is_int(est.chunk_size) and est.chunk_size >= 1),
-            "None or an integer >= 1",
-        ),
-        ("verbose_interval", is_int(est.verbose_interval) and est.verbose_interval >= 1, ">= 1"),
-        ("missing", est.missing in ("error", "drop"), "'error' or 'drop'"),
-    ]
-    for name, ok, expected in checks:
-        if not ok:
-            value = getattr(est, name)
-            detail = ""
-            if name == "missing" and value == "marginalize":
-                detail = (
-                    " missing='marginalize' is not available for the variational fit: its "
-                    "posterior has one mean precision and one degrees of freedom per component "
-                    "for all features (scikit-learn's), which per-feature counts of observed "
-                    "values would split per feature. Use missing='drop' (rows with a NaN are "
-                    "skipped), or DiagGMM(missing='marginalize')."
-                )
-            raise ValueError(
-                f"{type(est).__name__}: {name} must be {expected}, got {value!r}.{detail}"
-            )
-
-
-def _dtype_ok(value) -> bool:
-    try:
-        np.dtype(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _prior_array(value, name, n_features, positive):
-    array = np.asarray(value, dtype=np.float64)
-    if array.ndim == 0 and positive:
-        array = np.full(n_features, float(array))
-    if array.shape != (n_features,) or not np.all(np.isfinite(array)):
-        raise ValueError(
-            f"{name} must be finite values of shape ({n_features},) (one per feature), got "
-            f"shape {array.shape}."
-        )
-    if positive and not np.all(array > 0):
-        raise ValueError(f"{name} must be > 0 for every feature.")
-    return array
-
-
-def checked_priors(est, n_features: int) -> dict:
-    """The given priors checked against the data's features (scikit-learn's rules).
+    data : dask.array.Array
+        The fit's rows.
+    data_pass : DataPass
+    given : dict
+        The checked ``mean`` and ``covariance`` priors (None for the defaults).
+    warm : bool
+        Continue from ``est``'s posterior (one restart) instead of initializing.
 
     Returns
     -------
-    dict
-        ``mean`` and ``covariance`` as arrays of shape (D,) or None.
-
-    Raises
-    ------
-    ValueError
-        A prior of the wrong shape or sign, or ``degrees_of_freedom_prior <= n_features - 1``.
+    best : VBState
+    priors : Priors
     """
-    dof = est.degrees_of_freedom_prior
-    if dof is not None and not dof > n_features - 1.0:
-        raise ValueError(
-            f"The parameter 'degrees_of_freedom_prior' should be greater than {n_features - 1}, "
-            f"but got {dof:.3f}."
+
+    def make_priors(stats, shift):
+        return priors_from_totals(
+            stats,
+            shift,
+            est.weight_concentration_prior_type,
+            est.n_components,
+            est.weight_concentration_prior,
+            est.mean_precision_prior,
+            given["mean"],
+            est.degrees_of_freedom_prior,
+            given["covariance"],
         )
-    return {
-        "mean": None
-        if est.mean_prior is None
-        else _prior_array(est.mean_prior, "mean_prior", n_features, False),
-        "covariance": None
-        if est.covariance_prior is None
-        else _prior_array(est.covariance_prior, "covariance_prior", n_features, True),
-    }
+
+    if warm:
+        states, priors = [VBState(posterior_of(est), est.lower_bound_)], make_priors
+    else:
+        est._print(1, "Initialization")
+        blocks, shift = initial_statistics(
+            data,
+            est.n_init,
+            est.n_components,
+            est.init_params,
+            check_random_state(est.random_state),
+            est.reg_covar,
+            data_pass,
+        )
+        priors = make_priors(blocks[0], shift)
+        states = [
+            VBState(vb_m_step(block, shift, priors, est.reg_covar), -np.inf) for block in blocks
+        ]
+
+    def report(index, state, change):
+        if state.iteration % est.verbose_interval == 0 or state.converged:
+            est._print(1, f"  Iteration {state.iteration}", f"\t change: {change:.5g}")
+
+    priors = run_vb(data_pass, states, priors, est.reg_covar, est.tol, est.max_iter, report)
+    # scikit-learn keeps the last restart's initialization when max_iter is 0
+    return (states[-1] if est.max_iter == 0 else best_state(states)), priors
+
+
+def per_row(est, samples, kind: str):
+    """Lazy per-row results of ``est`` (as ``DiagGMM._map``): labels, proba or log_likelihood.
+
+    Labels leave the components that are not effective out.
+    """
+    posterior = posterior_of(est)
+    dtype = np.dtype(est.dtype)
+    shift = _shift(posterior)
+    data = samples.array
+    if kind == "labels":
+        coef = vb_coefficients(posterior, shift, dtype, ~est.effective_components_)
+        return engine.map_rows(data, kernels.row_labels, coef, est.missing, dtype=np.int64)
+    coef = vb_coefficients(posterior, shift, dtype)
+    if kind == "proba":
+        return engine.map_rows(
+            data,
+            kernels.row_responsibilities,
+            coef,
+            est.missing,
+            n_columns=est.n_components,
+            dtype=dtype,
+        )
+    return engine.map_rows(data, kernels.row_log_likelihood, coef, est.missing, dtype=np.float64)

@@ -21,7 +21,7 @@ LAYERS = {
         "locations",
         "lazy_names",
     ),
-    "kernels": ("kernels", "compiled", "mstep", "online"),
+    "kernels": ("kernels", "compiled", "mstep", "online", "bayesian_mstep"),
     "readers": ("zarr_chunks", "checked_zarr", "read_ahead"),
     "engine": ("engine",),
     "inputs": ("inputs",),
@@ -38,6 +38,9 @@ LAYERS = {
         "mixture",
         "persistence",
         "selection",
+        "bayesian",
+        "bayesian_fit",
+        "bayesian_settings",
     ),
     "applications": (
         "",
