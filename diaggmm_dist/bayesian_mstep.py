@@ -140,12 +140,22 @@ def priors_from_totals(
     Returns
     -------
     Priors
+
+    Raises
+    ------
+    ValueError
+        ``covariance`` is None and the total weight is at most 1.
     """
     mass, _, s1, s2, _ = split_statistics(stats)
     d = s1.shape[1]
     total = float(mass.sum())
     centered = s1.sum(axis=0) / total
     if covariance is None:
+        if not total > 1.0:
+            raise ValueError(
+                f"The default covariance_prior (the data variance, ddof=1) needs a total sample "
+                f"weight > 1, got {total:g}: give covariance_prior, or larger weights."
+            )
         variance = np.maximum(s2.sum(axis=0) / total - centered**2, 0.0)
         covariance = variance * total / (total - 1.0)
     return Priors(

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from conftest import mixture_data
 from sklearn.mixture import BayesianGaussianMixture
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from diaggmm_dist import BayesianDiagGMM
 
@@ -132,6 +133,8 @@ def test_missing_drop_skips_rows_and_marginalize_is_refused():
     ref = _warm_model(complete).fit(complete)
     _assert_same_posterior(dropped, ref, rtol=1e-10)
     assert dropped.predict(holes)[0] == -1
+    with pytest.raises(ValueError, match="needs a total sample weight > 1"):
+        BayesianDiagGMM(n_components=2).fit(X, sample_weight=np.full(X.shape[0], 1e-3))
     with pytest.raises(ValueError, match="missing='marginalize' is not available"):
         BayesianDiagGMM(missing="marginalize").fit(holes)
     with pytest.raises(ValueError, match="NaN"):
@@ -202,3 +205,8 @@ def test_local_cluster_with_worker_processes_matches_threads(data, local_cluster
         assert len({task["worker"] for task in tasks.data}) == 2
         np.testing.assert_array_equal(clustered.predict(chunks).compute(), threaded.predict(data))
     _assert_same_posterior(clustered, threaded, rtol=1e-12)
+
+
+@parametrize_with_checks([BayesianDiagGMM(n_components=2)])
+def test_scikit_learn_estimator_check(estimator, check):
+    check(estimator)
