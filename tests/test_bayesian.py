@@ -210,3 +210,21 @@ def test_local_cluster_with_worker_processes_matches_threads(data, local_cluster
 @parametrize_with_checks([BayesianDiagGMM(n_components=2)])
 def test_scikit_learn_estimator_check(estimator, check):
     check(estimator)
+
+
+def test_a_zarr_store_and_an_xarray_input_fit_as_numpy_does(tmp_path):
+    import xarray as xr
+    import zarr
+
+    X, _ = mixture_data(1200, 3, 3, seed=9)
+    store = zarr.create_array(str(tmp_path / "x.zarr"), shape=X.shape, chunks=(250, 3), dtype="f8")
+    store[:] = X
+    in_memory = _warm_model(X).fit(X)
+    from_store = _warm_model(X).fit(str(tmp_path / "x.zarr"))
+    _assert_same_posterior(from_store, in_memory, rtol=1e-12)
+    grid = xr.DataArray(X.reshape(30, 40, 3), dims=("y", "x", "band"))
+    gridded = _warm_model(X).fit(grid, feature_dim="band")
+    _assert_same_posterior(gridded, in_memory, rtol=1e-12)
+    labels = gridded.predict(grid)
+    assert labels.dims == ("y", "x")
+    np.testing.assert_array_equal(labels.values.ravel(), in_memory.predict(X))
