@@ -278,7 +278,8 @@ degrees_of_freedom_prior_, covariance_prior_
         set_priors(self, priors)
         self.converged_ = best.converged
         self.n_iter_ = best.iteration
-        self.lower_bound_ = best.lower_bound
+        # with max_iter=0 scikit-learn reports a lower bound of -inf, warm or not
+        self.lower_bound_ = best.lower_bound if self.max_iter > 0 else -np.inf
         self.lower_bounds_ = list(best.lower_bounds)
         self.n_features_in_ = n_features
         layout = {"feature_dim": feature_dim, "features": features, "columns": columns}

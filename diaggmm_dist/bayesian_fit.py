@@ -335,6 +335,11 @@ def fit_posterior(est, data, data_pass, given: dict, warm: bool):
             est._print(1, f"  Iteration {state.iteration}", f"\t change: {change:.5g}")
 
     priors = run_vb(data_pass, states, priors, est.reg_covar, est.tol, est.max_iter, report)
+    if not isinstance(priors, Priors):  # a warm start with max_iter=0 reads no data
+        priors = Priors(
+            est.weight_concentration_prior_type,
+            *(getattr(est, name) for name in PRIORS),
+        )
     # scikit-learn keeps the last restart's initialization when max_iter is 0
     return (states[-1] if est.max_iter == 0 else best_state(states)), priors
 

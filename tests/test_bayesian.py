@@ -46,6 +46,10 @@ def test_warm_started_iterates_match_sklearn(data, prior_type):
         ours.fit(data)
         _assert_same_posterior(ours, ref)
         assert ours.n_iter_ == ref.n_iter_ == 1
+    for fitted in (ref, ours):  # no iteration: the same posterior, and scikit-learn's -inf
+        fitted.set_params(max_iter=0).fit(data)
+        fitted.set_params(max_iter=1)
+    _assert_same_posterior(ours, ref)
     back = ours.to_sklearn()
     assert type(back) is BayesianGaussianMixture and back.covariance_type == "diag"
     np.testing.assert_array_equal(back.predict(data), ours.predict(data))
