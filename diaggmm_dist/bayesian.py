@@ -292,10 +292,6 @@ degrees_of_freedom_prior_, covariance_prior_
             )
         return self
 
-    def _report(self, index, state, change):
-        if state.iteration % self.verbose_interval == 0 or state.converged:
-            self._print(1, f"  Iteration {state.iteration}", f"\t change: {change:.5g}")
-
     def _map(self, samples, kind):
         """Lazy per-row results of a kind (:func:`~diaggmm_dist.bayesian_fit.per_row`)."""
         return per_row(self, samples, kind)
