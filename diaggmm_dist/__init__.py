@@ -3,11 +3,18 @@
 from ._version import __version__ as __version__
 from .lazy_names import lazy_attributes
 
-__all__ = ["ComponentSelection", "DiagGMM", "ReseededComponentWarning", "select_n_components"]
+__all__ = [
+    "BayesianDiagGMM",
+    "ComponentSelection",
+    "DiagGMM",
+    "ReseededComponentWarning",
+    "select_n_components",
+]
 
 # The public names are imported on first use (PEP 562), so that `diaggmm --help` and usage
 # errors do not import dask and scikit-learn (see bench/startup.py).
 _LAZY = {
+    "BayesianDiagGMM": "bayesian",
     "DiagGMM": "mixture",
     "ReseededComponentWarning": "mstep",
     "ComponentSelection": "selection",

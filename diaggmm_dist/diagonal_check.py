@@ -24,6 +24,8 @@ from .kernels.second_moments import (
     split_moments,
 )
 
+__all__ = ["ComponentReport", "DiagonalFitReport", "diagonal_fit_report"]
+
 #: Values of the D × D moments one task may hold per component (a block of columns each).
 MOMENT_VALUES_PER_TASK = 2**22
 

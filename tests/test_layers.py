@@ -21,7 +21,7 @@ LAYERS = {
         "locations",
         "lazy_names",
     ),
-    "kernels": ("kernels", "compiled", "mstep", "online"),
+    "kernels": ("kernels", "compiled", "mstep", "online", "bayesian_mstep"),
     "readers": ("zarr_chunks", "checked_zarr", "read_ahead"),
     "engine": ("engine",),
     "inputs": ("inputs",),
@@ -39,6 +39,9 @@ LAYERS = {
         "persistence",
         "selection",
         "diagonal_check",
+        "bayesian",
+        "bayesian_fit",
+        "bayesian_settings",
     ),
     "applications": (
         "",

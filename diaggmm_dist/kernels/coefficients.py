@@ -103,6 +103,38 @@ def log_prob_coefficients(weights, means, precisions, shift, dtype) -> Coefficie
     return _coefficients(shift, -0.5 * precisions, centered * precisions, feature, log_w, dtype)
 
 
+def log_weight_coefficients(log_weights, means, precisions, shift, dtype) -> Coefficients:
+    """:func:`log_prob_coefficients` with any per-component term ``a_k`` in place of log w_k.
+
+    Their products give ``a_k + log N(x | μ_k, σ_k)``: the E-step of variational Bayes
+    (:mod:`diaggmm_dist.bayesian_mstep`), where ``a_k`` is E[log π_k] plus a constant of the
+    component's posterior, and need not be normalized. ``-inf`` leaves a component out.
+
+    Parameters
+    ----------
+    log_weights : ndarray of shape (K,)
+    means : ndarray of shape (K, D)
+    precisions : ndarray of shape (K, D)
+        Inverse variances.
+    shift : ndarray of shape (D,)
+        The offset subtracted from every row before the products (kept in float64).
+    dtype : numpy dtype
+        Compute dtype.
+
+    Returns
+    -------
+    Coefficients
+    """
+    log_weights, means, precisions, shift = (
+        np.asarray(v, dtype=np.float64) for v in (log_weights, means, precisions, shift)
+    )
+    centered = means - shift
+    feature = -0.5 * (LOG_2PI + centered * centered * precisions - np.log(precisions))
+    return _coefficients(
+        shift, -0.5 * precisions, centered * precisions, feature, log_weights, dtype
+    )
+
+
 def distance_coefficients(centers, shift, dtype) -> Coefficients:
     """Coefficients whose products give the squared distance of each row to each center."""
     centers, shift = np.asarray(centers, dtype=np.float64), np.asarray(shift, dtype=np.float64)
