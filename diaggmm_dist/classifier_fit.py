@@ -1,0 +1,194 @@
+"""The fits of :class:`~diaggmm_dist.classifier.DiagGMMClassifier` from summed statistics.
+
+- :func:`class_moments`: one labelled pass (``("labels", ...)``, see
+  :func:`diaggmm_dist.kernels.chunk_statistics`) gives every class's count, mean and
+  variance, and the data's own variance (for ``var_smoothing``): Gaussian naive Bayes;
+- :func:`merged_moments`: scikit-learn's ``GaussianNB._update_mean_variance`` (Chan, Golub
+  and LeVeque's update), for ``partial_fit``;
+- :func:`within_class_components`: a class's components started by splitting its one;
+- :func:`semi_supervised_em`: EM where labelled rows keep their class (Nigam et al. 2000).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple
+
+import numpy as np
+
+from .em import e_step
+from .kernels import model_statistics, split_statistics
+from .mstep import add_components_by_splitting, m_step, warn_reseeded
+
+logger = logging.getLogger("diaggmm_dist")
+
+
+class ClassMoments(NamedTuple):
+    """Per-class (weighted) counts, means and variances, and the data's per-feature variance."""
+
+    counts: np.ndarray  # (C,)
+    means: np.ndarray  # (C, D)
+    variances: np.ndarray  # (C, D), without any smoothing
+    data_variance: np.ndarray  # (D,): of every usable row, unweighted
+
+
+def class_moments(stats: np.ndarray, n_classes: int, shift: np.ndarray) -> ClassMoments:
+    """The moments of a ``("labels", shift, n_classes, dtype)`` pass's summed statistics.
+
+    A class without a labelled row has count 0 and mean and variance 0 (as ``GaussianNB``
+    starts them). With missing values marginalized, each feature's own count is used.
+
+    Parameters
+    ----------
+    stats : ndarray of shape (n_classes + 3, n_stat_columns(D))
+    n_classes : int
+    shift : ndarray of shape (D,)
+        The pass's shift.
+
+    Returns
+    -------
+    ClassMoments
+
+    Raises
+    ------
+    FloatingPointError
+        The statistics are not finite (values too large for the compute dtype).
+    """
+    classes, totals = model_statistics(stats, (n_classes, 1))
+    counts, observed, s1, s2, _ = split_statistics(classes)
+    if not (np.all(np.isfinite(s1)) and np.all(np.isfinite(s2))):
+        raise FloatingPointError(
+            "The class statistics are not finite: the data hold values too large for the "
+            "compute dtype (try dtype='float64', or rescale the features)."
+        )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centered = np.where(observed > 0, s1 / observed, 0.0)
+        variances = np.where(observed > 0, np.maximum(s2 / observed - centered**2, 0.0), 0.0)
+        means = np.where(observed > 0, centered + shift, 0.0)
+        _, all_observed, t1, t2, _ = split_statistics(totals)
+        center = t1[0] / all_observed[0]
+        data_variance = np.maximum(t2[0] / all_observed[0] - center**2, 0.0)
+    return ClassMoments(counts.copy(), means, variances, np.nan_to_num(data_variance))
+
+
+def merged_moments(n_past, mu, var, n_new, new_mu, new_var):
+    """Moments of old and new rows together, as ``GaussianNB._update_mean_variance`` merges them.
+
+    Parameters
+    ----------
+    n_past : float
+        Weight of the rows behind ``mu`` and ``var``.
+    mu, var : ndarray of shape (D,)
+    n_new : float
+        Weight of the new rows (0: nothing changes).
+    new_mu, new_var : ndarray of shape (D,)
+        Their mean and variance.
+
+    Returns
+    -------
+    total_mu, total_var : ndarray of shape (D,)
+    """
+    if np.isclose(n_new, 0.0):
+        return mu, var
+    if n_past == 0:
+        return new_mu, new_var
+    n_total = float(n_past + n_new)
+    total_mu = (n_new * new_mu + n_past * mu) / n_total
+    total_ssd = n_past * var + n_new * new_var + (n_new * n_past / n_total) * (mu - new_mu) ** 2
+    return total_mu, total_ssd / n_total
+
+
+def within_class_components(weights, means, variances, n_per_class: int):
+    """Each class's one component split into ``n_per_class`` (:func:`mstep.add_components_by_splitting`).
+
+    Returns
+    -------
+    weights : ndarray of shape (C * n_per_class,)
+    means, variances : ndarray of shape (C * n_per_class, D)
+    component_classes : ndarray of shape (C * n_per_class,)
+    """
+    parts = []
+    for weight, mean, variance in zip(weights, means, variances):
+        w, m, v = add_components_by_splitting([1.0], mean[None], variance[None], n_per_class - 1)
+        parts.append((w * weight, m, v))
+    return (
+        np.concatenate([p[0] for p in parts]),
+        np.vstack([p[1] for p in parts]),
+        np.vstack([p[2] for p in parts]),
+        np.repeat(np.arange(len(parts)), n_per_class),
+    )
+
+
+def with_class_priors(weights, component_classes, priors):
+    """Weights rescaled so that each class's components add up to its prior (None: as they are)."""
+    if priors is None:
+        return weights
+    totals = np.bincount(component_classes, weights, minlength=len(priors))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(totals[component_classes] > 0, weights / totals[component_classes], 0.0)
+    return share * np.asarray(priors, dtype=np.float64)[component_classes]
+
+
+class EMResult(NamedTuple):
+    weights: np.ndarray
+    means: np.ndarray
+    variances: np.ndarray
+    lower_bounds: list
+    converged: bool
+    n_reseeded: int
+
+
+def semi_supervised_em(
+    data_pass,
+    weights,
+    means,
+    variances,
+    component_classes,
+    *,
+    reg_covar: float,
+    tol: float,
+    max_iter: int,
+    priors=None,
+    verbose: int = 0,
+) -> EMResult:
+    """EM in which labelled rows keep their class and unlabelled rows get responsibilities.
+
+    Every iteration is one labelled pass of ``data_pass``
+    (:class:`~diaggmm_dist.classifier_labels.LabelledDataPass`): a row labelled c shares its
+    responsibility among the components of class c only, an unlabelled row among all; then
+    the M-step of :func:`diaggmm_dist.mstep.m_step` (``reg_covar`` added to every variance).
+    The lower bound is the mean of log p(x, c) over labelled rows and log p(x) over unlabelled
+    ones, under the parameters before the step; EM stops when it changes by less than
+    ``tol``. With ``priors``, each class's components keep weights adding up to its prior.
+
+    Returns
+    -------
+    EMResult
+        The parameters after the last M-step.
+    """
+    lower_bounds, converged, n_reseeded = [], False, 0
+    weights = with_class_priors(weights, component_classes, priors)
+    for iteration in range(1, max_iter + 1):
+        precisions = 1.0 / variances
+        stats, shift, lower_bound = e_step(data_pass, weights, means, precisions)
+        weights, means, variances, reseeded = m_step(
+            stats, reg_covar, shift, data_pass.resolution
+        )
+        weights = with_class_priors(weights, component_classes, priors)
+        warn_reseeded(reseeded, f"Iteration {iteration}")
+        n_reseeded += reseeded
+        change = lower_bound - lower_bounds[-1] if lower_bounds else np.inf
+        lower_bounds.append(lower_bound)
+        logger.info(
+            "iteration %d lower bound %.8f change %.3e",
+            iteration,
+            lower_bound,
+            change,
+            extra={"iteration": iteration, "lower_bound": lower_bound, "change": change},
+        )
+        if verbose:
+            print(f"  Iteration {iteration}\t lower bound {lower_bound:.5f}")
+        if abs(change) < tol:
+            converged = True
+            break
+    return EMResult(weights, means, variances, lower_bounds, converged, n_reseeded)
