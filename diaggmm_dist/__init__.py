@@ -3,7 +3,13 @@
 from ._version import __version__ as __version__
 from .lazy_names import lazy_attributes
 
-__all__ = ["ComponentSelection", "DiagGMM", "ReseededComponentWarning", "select_n_components"]
+__all__ = [
+    "ComponentSelection",
+    "DiagGMM",
+    "ReseededComponentWarning",
+    "select_n_components",
+    "DiagGMMClassifier",
+]
 
 # The public names are imported on first use (PEP 562), so that `diaggmm --help` and usage
 # errors do not import dask and scikit-learn (see bench/startup.py).
@@ -12,6 +18,7 @@ _LAZY = {
     "ReseededComponentWarning": "mstep",
     "ComponentSelection": "selection",
     "select_n_components": "selection",
+    "DiagGMMClassifier": "classifier",
 }
 
 __getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

@@ -159,8 +159,8 @@ class DiagGMMClassifier(ClassifierMixin, BaseEstimator):
         priors = np.asarray(self.priors, dtype=np.float64)
         if priors.shape != (n_classes,):
             raise ValueError(
-                f"Number of priors must match number of classes: got {priors.shape[0] if priors.ndim else 0} "
-                f"priors for {n_classes} classes."
+                f"Number of priors must match number of classes: got {priors.size} priors "
+                f"for {n_classes} classes."
             )
         if not np.isclose(priors.sum(), 1.0):
             raise ValueError(f"The sum of the priors should be 1, got {priors.sum()}.")
@@ -176,9 +176,7 @@ class DiagGMMClassifier(ClassifierMixin, BaseEstimator):
             storage_options = checked_storage_options(storage_options, "DiagGMMClassifier.fit")
         columns, _ = label_column(X, y, layout.get("columns"))
         layout = {**layout, "columns": columns}
-        samples = inputs.as_samples(
-            X, self.chunk_size, storage_options=storage_options, **layout
-        )
+        samples = inputs.as_samples(X, self.chunk_size, storage_options=storage_options, **layout)
         labels = row_labels(y, X, samples, classes, storage_options)
         data_pass = DataPass.of_samples(samples, self.dtype, self.missing, sample_weight)
         n = len(labels.classes)
@@ -306,8 +304,10 @@ class DiagGMMClassifier(ClassifierMixin, BaseEstimator):
         first = not hasattr(self, "theta_")
         if first and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit.")
-        if not first and classes is not None and not np.array_equal(
-            np.sort(np.asarray(classes)), self.classes_
+        if (
+            not first
+            and classes is not None
+            and not np.array_equal(np.sort(np.asarray(classes)), self.classes_)
         ):
             raise ValueError(
                 f"classes={np.asarray(classes).tolist()} is not the same as on the first call "
@@ -324,7 +324,11 @@ class DiagGMMClassifier(ClassifierMixin, BaseEstimator):
         if first:
             n, d = len(labels.classes), samples.n_features
             self.classes_ = labels.classes
-            self.theta_, self.var_, self.class_count_ = np.zeros((n, d)), np.zeros((n, d)), np.zeros(n)
+            self.theta_, self.var_, self.class_count_ = (
+                np.zeros((n, d)),
+                np.zeros((n, d)),
+                np.zeros(n),
+            )
             self.class_prior_ = priors if priors is not None else np.zeros(n)
             self.n_iter_, self.converged_, self.lower_bounds_ = 0, True, []
         else:
@@ -347,7 +351,7 @@ class DiagGMMClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _set_mixture(self, weights, means, variances):
-        """The fitted mixture and the names derived from it (``theta_``/``var_`` with one per class)."""
+        """The fitted mixture and its derived names (``theta_``, ``var_``: one per class)."""
         m = self.n_components_per_class
         self.weights_, self.means_, self.covariances_ = (
             np.asarray(weights, dtype=np.float64),
@@ -449,7 +453,9 @@ class DiagGMMClassifier(ClassifierMixin, BaseEstimator):
         """
         joint, samples = self._log_joint(X, read.pop("storage_options", None), read)
         proba = joint.map_blocks(
-            lambda b: np.exp(b - np.atleast_2d(logsumexp(b, axis=-1)).T.reshape(b.shape[:-1] + (1,))),
+            lambda b: np.exp(
+                b - np.atleast_2d(logsumexp(b, axis=-1)).T.reshape(b.shape[:-1] + (1,))
+            ),
             dtype=np.float64,
         )
         return self._wrap(samples, proba, "proba")

@@ -99,7 +99,7 @@ def merged_moments(n_past, mu, var, n_new, new_mu, new_var):
 
 
 def within_class_components(weights, means, variances, n_per_class: int):
-    """Each class's one component split into ``n_per_class`` (:func:`mstep.add_components_by_splitting`).
+    """Each class's one component split into ``n_per_class`` (by ``add_components_by_splitting``).
 
     Returns
     -------
@@ -171,9 +171,7 @@ def semi_supervised_em(
     for iteration in range(1, max_iter + 1):
         precisions = 1.0 / variances
         stats, shift, lower_bound = e_step(data_pass, weights, means, precisions)
-        weights, means, variances, reseeded = m_step(
-            stats, reg_covar, shift, data_pass.resolution
-        )
+        weights, means, variances, reseeded = m_step(stats, reg_covar, shift, data_pass.resolution)
         weights = with_class_priors(weights, component_classes, priors)
         warn_reseeded(reseeded, f"Iteration {iteration}")
         n_reseeded += reseeded

@@ -38,6 +38,9 @@ LAYERS = {
         "mixture",
         "persistence",
         "selection",
+        "classifier",
+        "classifier_labels",
+        "classifier_fit",
     ),
     "applications": (
         "",
