@@ -12,36 +12,28 @@ iteration, started from the labelled rows' class statistics.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
-from scipy.special import logsumexp
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.validation import check_is_fitted
 
-from . import engine, inputs
+from . import inputs
 from .classifier_fit import (
+    check_classifier_settings,
+    checked_priors,
     class_moments,
     merged_moments,
     semi_supervised_em,
+    short_shift,
     within_class_components,
 )
 from .classifier_labels import LabelledDataPass, label_column, row_labels
-from .data_pass import DataPass, check_in_memory
+from .classifier_rows import best_class, class_log_joint, class_log_proba, wrap_classes
+from .data_pass import DataPass
 from .em import first_rows_center
-from .kernels.classes import row_class_log_joint
 from .locations import checked_storage_options
-from .validation import DTYPES, MISSING, is_int
 
 __all__ = ["DiagGMMClassifier"]
-
-
-def short_shift(center: np.ndarray) -> np.ndarray:
-    """``center`` rounded to 8 significant bits: rows of few significant bits (integers,
-    pixel values) minus it stay exact, so a constant feature's variance comes out exactly 0."""
-    mantissa, exponent = np.frexp(np.asarray(center, dtype=np.float64))
-    return np.ldexp(np.round(np.ldexp(mantissa, 8)), exponent - 8)
 
 
 class DiagGMMClassifier(ClassifierMixin, BaseEstimator):
@@ -131,47 +123,10 @@ class DiagGMMClassifier(ClassifierMixin, BaseEstimator):
         self.missing = missing
         self.verbose = verbose
 
-    def _check_params(self):
-        def real(value, low=0.0):
-            return isinstance(value, numbers.Real) and np.isfinite(value) and value >= low
-
-        checks = [
-            ("n_components_per_class", is_int(self.n_components_per_class)
-             and self.n_components_per_class >= 1, "an integer >= 1"),
-            ("var_smoothing", real(self.var_smoothing), "a finite number >= 0"),
-            ("tol", real(self.tol), "a finite number >= 0"),
-            ("max_iter", is_int(self.max_iter) and self.max_iter >= 0, "an integer >= 0"),
-            ("chunk_size", self.chunk_size is None
-             or (is_int(self.chunk_size) and self.chunk_size >= 1), "None or an integer >= 1"),
-            ("dtype", str(np.dtype(self.dtype)) in DTYPES if isinstance(self.dtype, str)
-             else False, f"one of {DTYPES}"),
-            ("missing", self.missing in MISSING, f"one of {MISSING}"),
-        ]  # fmt: skip
-        for name, ok, expected in checks:
-            if not ok:
-                raise ValueError(
-                    f"DiagGMMClassifier: {name} must be {expected}, got {getattr(self, name)!r}."
-                )
-
-    def _checked_priors(self, n_classes):
-        if self.priors is None:
-            return None
-        priors = np.asarray(self.priors, dtype=np.float64)
-        if priors.shape != (n_classes,):
-            raise ValueError(
-                f"Number of priors must match number of classes: got {priors.size} priors "
-                f"for {n_classes} classes."
-            )
-        if not np.isclose(priors.sum(), 1.0):
-            raise ValueError(f"The sum of the priors should be 1, got {priors.sum()}.")
-        if np.any(priors < 0):
-            raise ValueError("Priors must be non-negative.")
-        return priors
-
     # ----------------------------------------------------------------- fitting
     def _read(self, X, y, sample_weight, classes, storage_options, layout):
         """The data, its checked labels and a labelled data pass; nothing is read but labels."""
-        self._check_params()
+        check_classifier_settings(self)
         if storage_options is not None:
             storage_options = checked_storage_options(storage_options, "DiagGMMClassifier.fit")
         columns, _ = label_column(X, y, layout.get("columns"))
@@ -226,7 +181,7 @@ class DiagGMMClassifier(ClassifierMixin, BaseEstimator):
         samples, labels, data_pass, layout = self._read(
             X, y, sample_weight, None, storage_options, layout
         )
-        priors = self._checked_priors(len(labels.classes))
+        priors = checked_priors(self.priors, len(labels.classes))
         moments, epsilon = self._moments(data_pass, labels)
         self.classes_, self.epsilon_ = labels.classes, epsilon
         self.class_count_ = moments.counts
@@ -280,10 +235,12 @@ class DiagGMMClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X, y, sample_weight, storage_options, feature_dim, features, columns
+        X, y
             As in :meth:`fit`.
         classes : array-like of int, optional
             Every class there can be: needed on the first call.
+        sample_weight, storage_options, feature_dim, features, columns
+            As in :meth:`fit`.
 
         Returns
         -------
@@ -319,7 +276,7 @@ class DiagGMMClassifier(ClassifierMixin, BaseEstimator):
         )
         if not first:
             inputs.check_n_features(samples.n_features, self.n_features_in_, "DiagGMMClassifier")
-        priors = self._checked_priors(len(labels.classes)) if first else None
+        priors = checked_priors(self.priors, len(labels.classes)) if first else None
         moments, self.epsilon_ = self._moments(data_pass, labels)
         if first:
             n, d = len(labels.classes), samples.n_features
@@ -375,57 +332,7 @@ class DiagGMMClassifier(ClassifierMixin, BaseEstimator):
             del self.feature_names_in_
 
     # -------------------------------------------------------------- prediction
-    def _log_joint(self, X, storage_options, layout):
-        """Lazy ``log p(x, class)`` per row and class (n, n_classes), and the samples."""
-        check_is_fitted(self, "means_")
-        if storage_options is not None:
-            storage_options = checked_storage_options(storage_options, "DiagGMMClassifier")
-        fitted = inputs.InputLayout.from_dict(
-            self.input_layout_,
-            n_features=self.n_features_in_,
-            feature_names=tuple(getattr(self, "feature_names_in_", ())) or None,
-        )
-        given = {key: value for key, value in layout.items() if value is not None}
-        if given:
-            fitted = inputs.InputLayout(**{**fitted.__dict__, **given})
-        samples = fitted.samples(X, self.chunk_size, storage_options)
-        fitted.check(samples, "DiagGMMClassifier")
-        if samples.values is not None:
-            check_in_memory(samples.values, self.missing)
-        with np.errstate(divide="ignore"):  # a zero prior: a class that is never predicted
-            log_weights = np.log(self.weights_)
-        joint = engine.map_rows(
-            samples.array,
-            row_class_log_joint,
-            log_weights,
-            self.means_,
-            self.covariances_,
-            self.component_classes_,
-            len(self.classes_),
-            self.missing,
-            n_columns=len(self.classes_),
-            dtype=np.float64,
-        )
-        return joint, samples
-
-    def _wrap(self, samples, result, kind):
-        if samples.in_memory:
-            (result,) = engine.compute(result)
-        if samples.template is None:
-            return result
-        import xarray as xr
-
-        coords = {
-            name: coord
-            for name, coord in samples.template.coords.items()
-            if set(coord.dims) <= set(samples.sample_dims)
-        }
-        dims = samples.sample_dims
-        if kind == "proba":
-            dims, coords["class"] = dims + ("class",), self.classes_
-        return xr.DataArray(result, dims=dims, coords=coords, name=kind)
-
-    def predict_log_proba(self, X: Any, **read: Any):
+    def predict_log_proba(self, X: Any, **read: Any) -> Any:
         """Log class probabilities per row (n, n_classes): numpy, dask or xarray like ``X``.
 
         Parameters
@@ -439,28 +346,29 @@ class DiagGMMClassifier(ClassifierMixin, BaseEstimator):
         ndarray, dask array or DataArray
             NaN for rows that cannot be scored.
         """
-        joint, samples = self._log_joint(X, read.pop("storage_options", None), read)
-        log_proba = joint.map_blocks(
-            lambda b: b - np.atleast_2d(logsumexp(b, axis=-1)).T.reshape(b.shape[:-1] + (1,)),
-            dtype=np.float64,
-        )
-        return self._wrap(samples, log_proba, "proba")
+        joint, samples = class_log_joint(self, X, read.pop("storage_options", None), read)
+        log_proba = joint.map_blocks(class_log_proba, dtype=np.float64)
+        return wrap_classes(self.classes_, samples, log_proba, "log_proba")
 
-    def predict_proba(self, X: Any, **read: Any):
+    def predict_proba(self, X: Any, **read: Any) -> Any:
         """Class probabilities per row (n, n_classes), summed over each class's components.
 
-        Parameters and returns as :meth:`predict_log_proba` (probabilities).
-        """
-        joint, samples = self._log_joint(X, read.pop("storage_options", None), read)
-        proba = joint.map_blocks(
-            lambda b: np.exp(
-                b - np.atleast_2d(logsumexp(b, axis=-1)).T.reshape(b.shape[:-1] + (1,))
-            ),
-            dtype=np.float64,
-        )
-        return self._wrap(samples, proba, "proba")
+        Parameters
+        ----------
+        X : any input :meth:`fit` takes
+        **read
+            ``storage_options``, ``feature_dim``, ``features``, ``columns`` as in :meth:`fit`.
 
-    def predict(self, X: Any, **read: Any):
+        Returns
+        -------
+        ndarray, dask array or DataArray
+            NaN for rows that cannot be scored.
+        """
+        joint, samples = class_log_joint(self, X, read.pop("storage_options", None), read)
+        proba = joint.map_blocks(lambda b: np.exp(class_log_proba(b)), dtype=np.float64)
+        return wrap_classes(self.classes_, samples, proba, "proba")
+
+    def predict(self, X: Any, **read: Any) -> Any:
         """The most probable class of every row (-1 for rows that cannot be scored).
 
         Parameters
@@ -474,13 +382,8 @@ class DiagGMMClassifier(ClassifierMixin, BaseEstimator):
         ndarray, dask array or DataArray
             Labels from ``classes_``.
         """
-        joint, samples = self._log_joint(X, read.pop("storage_options", None), read)
-        classes = self.classes_
-
-        def best(block):
-            scored = np.isfinite(block).any(axis=-1)
-            index = np.argmax(np.where(np.isnan(block), -np.inf, block), axis=-1)
-            return np.where(scored, classes[index], -1)
-
-        labels = joint.map_blocks(best, drop_axis=joint.ndim - 1, dtype=classes.dtype)
-        return self._wrap(samples, labels, "labels")
+        joint, samples = class_log_joint(self, X, read.pop("storage_options", None), read)
+        labels = joint.map_blocks(
+            best_class, self.classes_, drop_axis=joint.ndim - 1, dtype=self.classes_.dtype
+        )
+        return wrap_classes(self.classes_, samples, labels, "labels")

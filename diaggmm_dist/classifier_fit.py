@@ -6,21 +6,87 @@
 - :func:`merged_moments`: scikit-learn's ``GaussianNB._update_mean_variance`` (Chan, Golub
   and LeVeque's update), for ``partial_fit``;
 - :func:`within_class_components`: a class's components started by splitting its one;
-- :func:`semi_supervised_em`: EM where labelled rows keep their class (Nigam et al. 2000).
+- :func:`semi_supervised_em`: EM where labelled rows keep their class (Nigam et al. 2000);
+- the checks of the settings and priors, before any work.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
+import numbers
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .em import e_step
 from .kernels import model_statistics, split_statistics
 from .mstep import add_components_by_splitting, m_step, warn_reseeded
+from .validation import DTYPES, MISSING, is_int
 
 logger = logging.getLogger("diaggmm_dist")
+
+
+def check_classifier_settings(est: Any) -> None:
+    """Refuse an out-of-range setting of a ``DiagGMMClassifier`` before any work.
+
+    Raises
+    ------
+    ValueError
+        The message names the setting and what it must be.
+    """
+
+    def real(value):
+        return isinstance(value, numbers.Real) and bool(np.isfinite(value)) and value >= 0
+
+    checks = [
+        ("n_components_per_class", is_int(est.n_components_per_class)
+         and est.n_components_per_class >= 1, "an integer >= 1"),
+        ("var_smoothing", real(est.var_smoothing), "a finite number >= 0"),
+        ("tol", real(est.tol), "a finite number >= 0"),
+        ("max_iter", is_int(est.max_iter) and est.max_iter >= 0, "an integer >= 0"),
+        ("chunk_size", est.chunk_size is None
+         or (is_int(est.chunk_size) and est.chunk_size >= 1), "None or an integer >= 1"),
+        ("dtype", isinstance(est.dtype, str) and est.dtype in DTYPES, f"one of {DTYPES}"),
+        ("missing", est.missing in MISSING, f"one of {MISSING}"),
+    ]  # fmt: skip
+    for name, ok, expected in checks:
+        if not ok:
+            raise ValueError(
+                f"DiagGMMClassifier: {name} must be {expected}, got {getattr(est, name)!r}."
+            )
+
+
+def checked_priors(priors: Any, n_classes: int) -> np.ndarray | None:
+    """``priors`` as float64, checked as ``GaussianNB`` checks them (None stays None).
+
+    Raises
+    ------
+    ValueError
+        Not one per class, not adding up to 1, or negative.
+    """
+    if priors is None:
+        return None
+    priors = np.asarray(priors, dtype=np.float64)
+    if priors.shape != (n_classes,):
+        raise ValueError(
+            f"Number of priors must match number of classes: got {priors.size} priors "
+            f"for {n_classes} classes."
+        )
+    if not np.isclose(priors.sum(), 1.0):
+        raise ValueError(f"The sum of the priors should be 1, got {priors.sum()}.")
+    if np.any(priors < 0):
+        raise ValueError("Priors must be non-negative.")
+    return priors
+
+
+def short_shift(center: np.ndarray) -> np.ndarray:
+    """``center`` rounded to 8 significant bits, the shift of a labelled pass.
+
+    Rows of few significant bits (integers, pixel values) minus it stay exact, so that a
+    feature constant within a class gets a variance of exactly 0, as ``GaussianNB``'s.
+    """
+    mantissa, exponent = np.frexp(np.asarray(center, dtype=np.float64))
+    return np.ldexp(np.round(np.ldexp(mantissa, 8)), exponent - 8)
 
 
 class ClassMoments(NamedTuple):

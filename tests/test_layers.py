@@ -41,6 +41,7 @@ LAYERS = {
         "classifier",
         "classifier_labels",
         "classifier_fit",
+        "classifier_rows",
     ),
     "applications": (
         "",
