@@ -58,7 +58,9 @@ def _label_array(y, X, samples, storage_options):
     """``y`` as numpy or dask, aligned with ``samples`` (before any check of its values)."""
     if isinstance(y, str) and is_dataframe(X):
         y = X[y]
-    if is_dataframe(y) or (is_xarray(y) and type(y).__name__ != "DataArray"):
+    if (is_dataframe(y) and getattr(y, "ndim", 2) != 1) or (
+        is_xarray(y) and type(y).__name__ != "DataArray"
+    ):
         raise TypeError(f"y must be one column of labels, got a {type(y).__name__}.")
     if hasattr(y, "to_dask_array"):  # a dask Series: lengths need one cheap pass of row counts
         lengths = tuple(int(n) for n in engine.compute(y.map_partitions(len))[0])
