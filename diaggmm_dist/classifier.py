@@ -16,10 +16,12 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.metaestimators import available_if
 
 from . import inputs
 from .classifier_fit import (
     check_classifier_settings,
+    check_em_start,
     checked_priors,
     class_moments,
     merged_moments,
@@ -79,7 +81,7 @@ class DiagGMMClassifier(ClassifierMixin, BaseEstimator):
     theta_, var_ : ndarray of shape (n_classes, n_features)
         With one component per class: ``GaussianNB``'s names for the means and variances.
     n_iter_ : int
-        EM iterations (0 for Gaussian naive Bayes).
+        EM iterations; 1 for Gaussian naive Bayes (its one pass).
     converged_ : bool
     lower_bounds_ : list of float
         Mean of log p(x, class) over labelled rows and log p(x) over unlabelled ones, per
@@ -162,7 +164,7 @@ class DiagGMMClassifier(ClassifierMixin, BaseEstimator):
         ----------
         X : any input of :class:`~diaggmm_dist.DiagGMM` (numpy, dask, Zarr, xarray, tables)
         y : array-like, dask array, zarr.Array, xarray.DataArray, Series, or a column name
-            One integer label per row, -1 for unlabelled (see
+            One label per row, -1 for unlabelled: integers (in memory also strings, see
             :func:`~diaggmm_dist.classifier_labels.row_labels`); a string names a column of
             the table ``X`` (never a feature then) or else a Zarr array's path or URL.
         sample_weight : array-like, dask array or DataArray, optional
@@ -187,12 +189,13 @@ class DiagGMMClassifier(ClassifierMixin, BaseEstimator):
         self.class_count_ = moments.counts
         weights = moments.counts / moments.counts.sum()
         variances = moments.variances + epsilon
-        self.n_iter_, self.converged_, self.lower_bounds_ = 0, True, []
+        self.n_iter_, self.converged_, self.lower_bounds_ = 1, True, []
         self.n_unlabelled_ = labels.n_unlabelled
         m = self.n_components_per_class
         if labels.n_unlabelled == 0 and m == 1:
             self._set_mixture(weights if priors is None else priors, moments.means, variances)
         else:
+            check_em_start(moments, variances, self.classes_)
             weights, means, variances, classes_of = within_class_components(
                 weights, moments.means, variances, m
             )
@@ -214,6 +217,16 @@ class DiagGMMClassifier(ClassifierMixin, BaseEstimator):
         self._set_layout(layout, samples)
         return self
 
+    def _streams(self):
+        """``partial_fit`` exists with one component per class only (``available_if``)."""
+        if self.n_components_per_class != 1:
+            raise AttributeError(
+                "partial_fit streams Gaussian naive Bayes: it needs n_components_per_class=1 "
+                f"(got {self.n_components_per_class}); use fit for several per class."
+            )
+        return True
+
+    @available_if(_streams)
     def partial_fit(
         self,
         X: Any,
@@ -251,13 +264,10 @@ class DiagGMMClassifier(ClassifierMixin, BaseEstimator):
         ------
         ValueError
             No ``classes`` on the first call, other ``classes`` later, a label not among
-            them, another number of features, or ``n_components_per_class`` above 1.
+            them, or another number of features.
+        AttributeError
+            ``n_components_per_class`` above 1 (``partial_fit`` does not exist then).
         """
-        if self.n_components_per_class != 1:
-            raise ValueError(
-                "partial_fit streams Gaussian naive Bayes: it needs n_components_per_class=1 "
-                f"(got {self.n_components_per_class}); use fit for several per class."
-            )
         first = not hasattr(self, "theta_")
         if first and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit.")
@@ -287,7 +297,7 @@ class DiagGMMClassifier(ClassifierMixin, BaseEstimator):
                 np.zeros(n),
             )
             self.class_prior_ = priors if priors is not None else np.zeros(n)
-            self.n_iter_, self.converged_, self.lower_bounds_ = 0, True, []
+            self.n_iter_, self.converged_, self.lower_bounds_ = 1, True, []
         else:
             self.var_ = self.var_ - self.epsilon_
         for i in np.flatnonzero(labels.present):

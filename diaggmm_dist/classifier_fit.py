@@ -79,6 +79,30 @@ def checked_priors(priors: Any, n_classes: int) -> np.ndarray | None:
     return priors
 
 
+def check_em_start(moments: ClassMoments, variances: np.ndarray, classes: np.ndarray) -> None:
+    """Refuse to start EM without a labelled row of weight > 0 in every class, or at zero variance.
+
+    Raises
+    ------
+    ValueError
+        A class without labelled weight (EM could not start its components), or a variance of
+        0 (``var_smoothing`` is 0, or the rows are all one point: 1 sample, say).
+    """
+    empty = moments.counts <= 0
+    if empty.any():
+        raise ValueError(
+            f"The class(es) {classes[empty].tolist()} have no labelled row with a weight > 0: "
+            "EM starts every class from its labelled rows, so each class needs one."
+        )
+    if not np.all(variances > 0):
+        raise ValueError(
+            "EM (unlabelled rows, or several components per class) needs variances above 0, "
+            "but var_smoothing times the largest variance of a feature is 0 (var_smoothing=0, "
+            "or every row is the same point, e.g. 1 sample): set var_smoothing > 0 and give "
+            "rows that differ."
+        )
+
+
 def short_shift(center: np.ndarray) -> np.ndarray:
     """``center`` rounded to 8 significant bits, the shift of a labelled pass.
 

@@ -1,9 +1,11 @@
 """The labels of a classifier's rows: from every input kind, checked before any work.
 
-``y`` holds one integer class label per row, -1 for an unlabelled row (as in
+``y`` holds one class label per row, -1 for an unlabelled row (as in
 :mod:`sklearn.semi_supervised`). It can be numpy (or a list, a pandas Series), a dask array
 or Series, a Zarr array (or the path or URL of one), an xarray DataArray with the data's
-sample dims, or the name of a column of the table ``X``. :func:`row_labels` turns it into
+sample dims, or the name of a column of the table ``X``. Labels are integers (or whole
+floats); in memory they may also be strings or other sortable objects, as scikit-learn's
+classifiers take them. :func:`row_labels` turns it into
 class indices (0 .. n_classes - 1, -1 unlabelled) chunked like the data's sample axes, the
 engine's ``labels`` input (see :func:`diaggmm_dist.engine.pass_statistics`), after reading
 the labels once (one integer per row, not the data) to check them.
@@ -12,11 +14,13 @@ the labels once (one integer per row, not the data) to check them.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
 import numpy as np
+from sklearn.exceptions import DataConversionWarning
 
 from . import engine, inputs
 from .data_pass import DataPass, raise_for_bad_values
@@ -54,8 +58,13 @@ def label_column(X: Any, y: Any, columns: list | None) -> tuple[list | None, boo
     return list(columns), True
 
 
-def _label_array(y, X, samples, storage_options):
-    """``y`` as numpy or dask, aligned with ``samples`` (before any check of its values)."""
+def _label_values(y, X, storage_options):
+    """``y`` as numpy, dask or a DataArray (before any check of its values)."""
+    if y is None:
+        raise ValueError(
+            "DiagGMMClassifier requires y to be passed, but the target y is None: give one "
+            "label per row (-1 for an unlabelled row)."
+        )
     if isinstance(y, str) and is_dataframe(X):
         y = X[y]
     if (is_dataframe(y) and getattr(y, "ndim", 2) != 1) or (
@@ -64,20 +73,50 @@ def _label_array(y, X, samples, storage_options):
         raise TypeError(f"y must be one column of labels, got a {type(y).__name__}.")
     if hasattr(y, "to_dask_array"):  # a dask Series: lengths need one cheap pass of row counts
         lengths = tuple(int(n) for n in engine.compute(y.map_partitions(len))[0])
-        y = y.to_dask_array(lengths=lengths)
-    elif hasattr(y, "to_numpy") and not is_xarray(y):  # a pandas Series
-        y = y.to_numpy()
-    elif isinstance(y, (str, os.PathLike, Location)) or type(y).__module__.startswith("zarr"):
+        return y.to_dask_array(lengths=lengths)
+    if hasattr(y, "to_numpy") and not is_xarray(y):  # a pandas Series
+        return y.to_numpy()
+    if isinstance(y, (str, os.PathLike, Location)) or type(y).__module__.startswith("zarr"):
         array = y if hasattr(y, "shape") else inputs.open_zarr_array(y, storage_options)
-        y = da.from_array(array, chunks=array.chunks)
-    elif not (is_xarray(y) or isinstance(y, da.Array)):
-        y = np.asarray(y)
-    if np.dtype(y.dtype).kind not in "iu":
-        raise TypeError(
-            f"y must hold integer class labels (-1 for an unlabelled row), got dtype {y.dtype}: "
-            "encode the classes as integers (e.g. sklearn.preprocessing.LabelEncoder)."
+        return da.from_array(array, chunks=array.chunks)
+    if is_xarray(y) or isinstance(y, da.Array):
+        return y
+    values = np.asarray(y)
+    if values.ndim == 2 and values.shape[1] == 1:
+        warnings.warn(
+            "A column-vector y was passed when a 1d array was expected. Please change the "
+            "shape of y to (n_samples,), for example using ravel().",
+            DataConversionWarning,
         )
-    return inputs.sample_values(y, samples, "y")
+        values = values.ravel()
+    return values
+
+
+def _checked_numbers(seen):
+    """Refuse labels that are not whole numbers (NaN, infinite, fractional)."""
+    if np.dtype(seen.dtype).kind != "f":
+        return
+    if np.isnan(seen).any():
+        raise ValueError("Input y contains NaN: every row needs a label (-1 for unlabelled).")
+    if np.isinf(seen).any():
+        raise ValueError(
+            "Input y contains infinity or a value too large for dtype('float64'): labels are "
+            "classes (-1 for unlabelled)."
+        )
+    if np.any(seen != np.round(seen)):
+        raise ValueError(
+            "Unknown label type: continuous values in y. y must hold class labels (integers, "
+            "-1 for an unlabelled row); for a continuous target use a regressor."
+        )
+
+
+def _unlabelled(values):
+    """Which in-memory labels of any kind (strings, objects) are -1."""
+    if values.dtype.kind in "US":
+        return np.zeros(values.shape, dtype=bool)
+    return np.frompyfunc(lambda v: isinstance(v, (int, np.integer)) and v == UNLABELLED, 1, 1)(
+        values
+    ).astype(bool)
 
 
 @dataclass
@@ -88,6 +127,29 @@ class RowLabels:
     classes: np.ndarray  # the class labels, sorted
     present: np.ndarray  # which classes have a labelled row
     n_unlabelled: int
+
+
+def _classes(labelled, classes):
+    """The classes: those labelled, or ``classes`` checked against them."""
+    if classes is None:
+        if not labelled.size:
+            raise ValueError("y has no labelled row (every label is -1): label some rows.")
+        return labelled
+    classes = np.asarray(classes)
+    if classes.ndim != 1 or not classes.size:
+        raise ValueError(f"classes must be a list of class labels, got {classes!r}.")
+    if np.any(_unlabelled(classes.astype(object))) or len(np.unique(classes)) != len(classes):
+        raise ValueError(
+            f"classes={classes.tolist()} must be distinct labels, without -1 (unlabelled)."
+        )
+    classes = np.sort(classes)
+    unknown = np.setdiff1d(labelled, classes)
+    if unknown.size:
+        raise ValueError(
+            f"y holds the label(s) {unknown.tolist()}, which are not among the classes "
+            f"{classes.tolist()}: pass every class in classes= on the first call."
+        )
+    return classes
 
 
 def row_labels(
@@ -102,8 +164,9 @@ def row_labels(
     Parameters
     ----------
     y : array-like, dask array or Series, zarr.Array, str, xarray.DataArray, or column name
-        One integer label per row, -1 for an unlabelled row; a string is a column of the
-        table ``X`` when ``X`` is one, else the path or URL of a Zarr array.
+        One label per row, -1 for an unlabelled row: integers (or whole floats) in any
+        form; strings or other objects in memory. A string is a column of the table ``X``
+        when ``X`` is one, else the path or URL of a Zarr array.
     X : any input of :func:`~diaggmm_dist.inputs.as_samples`
         The data as the caller gave it (for a label column).
     samples : Samples
@@ -120,34 +183,37 @@ def row_labels(
     Raises
     ------
     ValueError
-        Not one label per row, a label not in ``classes``, ``classes`` holding -1 or
-        repeated values, or no labelled row.
+        No ``y``, not one label per row, NaN, infinite or fractional labels, a label not in
+        ``classes``, ``classes`` holding -1 or repeated values, or no labelled row.
     TypeError
-        Labels that are not integers.
+        Labels out of core that are not numbers.
     """
-    values = _label_array(y, X, samples, storage_options)
-    (seen,) = engine.compute(da.unique(values)) if isinstance(values, da.Array) else (None,)
-    seen = np.unique(np.asarray(values if seen is None else seen))
+    values = _label_values(y, X, storage_options)
+    if np.dtype(values.dtype).kind not in "iuf":
+        if not isinstance(values, np.ndarray):
+            raise TypeError(
+                f"y of dtype {values.dtype} must be in memory (numpy, a list or a Series): "
+                "labels out of core must be integers (-1 for unlabelled)."
+            )
+        if values.shape != samples.array.shape[:-1]:
+            inputs.sample_values(values, samples, "y")  # its error names the shapes
+        unlabelled = _unlabelled(values)
+        try:
+            labelled = np.unique(values[~unlabelled])
+        except TypeError as err:
+            raise TypeError(f"The labels in y cannot be sorted (mixed types?): {err}") from err
+        classes = _classes(labelled, classes)
+        index = np.full(values.shape, UNLABELLED, dtype=np.int64)
+        index[~unlabelled] = np.searchsorted(classes, values[~unlabelled])
+        indices = inputs.sample_values(index, samples, "y")
+        return RowLabels(
+            indices, classes, np.isin(classes, labelled), int(np.count_nonzero(unlabelled))
+        )
+    values = inputs.sample_values(values, samples, "y")
+    (seen,) = engine.compute(da.unique(values))
+    _checked_numbers(seen)
     labelled = seen[seen != UNLABELLED]
-    if classes is None:
-        classes = labelled
-    else:
-        classes = np.asarray(classes)
-        if classes.ndim != 1 or np.dtype(classes.dtype).kind not in "iu":
-            raise TypeError(f"classes must be a list of integer labels, got {classes!r}.")
-        if UNLABELLED in classes or len(np.unique(classes)) != len(classes):
-            raise ValueError(
-                f"classes={classes.tolist()} must be distinct labels, without -1 (unlabelled)."
-            )
-        classes = np.sort(classes)
-        unknown = np.setdiff1d(labelled, classes)
-        if unknown.size:
-            raise ValueError(
-                f"y holds the label(s) {unknown.tolist()}, which are not among the classes "
-                f"{classes.tolist()}: pass every class in classes= on the first call."
-            )
-    if not labelled.size and classes.size == 0:
-        raise ValueError("y has no labelled row (every label is -1): label some rows.")
+    classes = _classes(labelled, classes)
 
     def to_index(block):
         index = np.searchsorted(classes, block).astype(np.int64)

@@ -85,8 +85,11 @@ def class_log_proba(joint: np.ndarray) -> np.ndarray:
 def best_class(joint: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """The class of the largest ``log p(x, class)`` of every row; -1 where none is finite."""
     scored = np.isfinite(joint).any(axis=-1)
-    index = np.argmax(np.where(np.isnan(joint), -np.inf, joint), axis=-1)
-    return np.where(scored, classes[index], -1)
+    best = classes[np.argmax(np.where(np.isnan(joint), -np.inf, joint), axis=-1)]
+    if not scored.all():
+        best = best if best.dtype.kind in "iuf" else best.astype(object)
+        best[~scored] = -1
+    return best
 
 
 def wrap_classes(classes: np.ndarray, samples: Any, result: Any, kind: str) -> Any:

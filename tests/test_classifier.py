@@ -7,6 +7,7 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from sklearn.naive_bayes import GaussianNB
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from diaggmm_dist import DiagGMMClassifier
 
@@ -50,7 +51,7 @@ def test_all_rows_labelled_is_gaussian_nb_in_one_pass(weighted, monkeypatch):
         engine, "pass_statistics", lambda *a, **k: passes.append(1) or real(*a, **k)
     )
     clf = DiagGMMClassifier(chunk_size=700).fit(X, y, sample_weight=weights)
-    assert len(passes) == 1 and clf.n_iter_ == 0
+    assert len(passes) == 1 and clf.n_iter_ == 1  # its one pass
     assert_same_as_gaussian_nb(clf, GaussianNB().fit(X, y, sample_weight=weights), X)
 
 
@@ -89,8 +90,14 @@ def test_partial_fit_refusals():
         DiagGMMClassifier().partial_fit(X, y, classes=[1, 4, 7])
     with pytest.raises(ValueError, match="X has 3 features, but DiagGMMClassifier is expecting 5"):
         clf.partial_fit(X[:, :3], y)
-    with pytest.raises(ValueError, match="n_components_per_class=1"):
+    with pytest.raises(AttributeError, match="partial_fit") as error:
         DiagGMMClassifier(2).partial_fit(X, y, classes=[1, 4, 7, 10])
+    assert "n_components_per_class=1" in str(error.value.__cause__)
+    assert not hasattr(DiagGMMClassifier(2), "partial_fit")
+    with pytest.raises(ValueError, match=r"class\(es\) \[4\] have no labelled row"):
+        DiagGMMClassifier(2).fit(X, y, sample_weight=(y != 4).astype(float))
+    with pytest.raises(ValueError, match="1 sample"):
+        DiagGMMClassifier(2).fit(X[:1], y[:1])
 
 
 def test_on_a_cluster_equals_on_threads(local_cluster):
@@ -156,3 +163,15 @@ def test_semi_supervised_em_keeps_labels_and_improves_its_bound():
     assert np.isclose(clf.class_prior_.sum(), 1.0)
     fixed = DiagGMMClassifier(priors=[0.1, 0.2, 0.3, 0.4], max_iter=3).fit(X, partial)
     assert np.allclose(fixed.class_prior_, [0.1, 0.2, 0.3, 0.4])
+
+
+def expected_failures(estimator):
+    # -1 marks an unlabelled row (as in sklearn.semi_supervised): that check's labels are -1, 1
+    return {"check_classifiers_classes": "its binary labels are -1 and 1; -1 means unlabelled"}
+
+
+@parametrize_with_checks(
+    [DiagGMMClassifier(), DiagGMMClassifier(2)], expected_failed_checks=expected_failures
+)
+def test_scikit_learn_estimator_check(estimator, check):
+    check(estimator)

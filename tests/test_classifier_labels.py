@@ -23,8 +23,8 @@ def reference():
     return X, y, DiagGMMClassifier(max_iter=4, tol=0).fit(X, y)
 
 
-def same_fit(clf, reference):
-    assert np.array_equal(clf.classes_, reference.classes_)
+def same_fit(clf, reference, classes=True):
+    assert not classes or np.array_equal(clf.classes_, reference.classes_)
     assert np.allclose(clf.means_, reference.means_, rtol=1e-12)
     assert np.allclose(clf.covariances_, reference.covariances_, rtol=1e-12)
 
@@ -38,6 +38,18 @@ def test_labels_from_lists_series_and_dask(reference):
         da.from_array(X, chunks=100), da.from_array(y, chunks=250)
     )
     same_fit(clf, fitted)
+
+
+def test_labels_as_strings_or_whole_floats_in_memory(reference):
+    X, y, fitted = reference
+    names = np.array(["ash", "birch", "cedar"], dtype=object)[y]
+    names[y == -1] = -1  # unlabelled, as sklearn.semi_supervised takes object labels
+    clf = DiagGMMClassifier(max_iter=4, tol=0).fit(X, names)
+    same_fit(clf, fitted, classes=False)
+    assert clf.classes_.tolist() == ["ash", "birch", "cedar"]
+    assert set(clf.predict(X[:50])) <= {"ash", "birch", "cedar"}
+    floats = DiagGMMClassifier(max_iter=4, tol=0).fit(X, y.astype(float))
+    same_fit(floats, fitted)
 
 
 def test_labels_from_a_zarr_array_and_its_path(reference, tmp_path):
@@ -88,7 +100,11 @@ def test_labels_as_a_column_of_the_table(reference):
     "labels, error, message",
     [
         (np.zeros(599, dtype=int), ValueError, r"y has shape \(599,\), but X has \(600,\)"),
-        (np.zeros(600), TypeError, "integer class labels"),
+        (np.full(600, 0.5), ValueError, "Unknown label type: continuous"),
+        (np.full(600, np.nan), ValueError, "Input y contains NaN"),
+        (np.array(["a"] * 600, dtype=object)[:599], ValueError, r"y has shape \(599,\)"),
+        (da.from_array(np.array(["a"] * 600)), TypeError, "must be in memory"),
+        (None, ValueError, "requires y to be passed"),
         (np.full(600, -1), ValueError, "no labelled row"),
         (da.full(600, -1, chunks=100), ValueError, "no labelled row"),
         (pd.DataFrame({"a": np.zeros(600, int)}), TypeError, "one column of labels"),
