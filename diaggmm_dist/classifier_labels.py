@@ -210,7 +210,8 @@ def row_labels(
             indices, classes, np.isin(classes, labelled), int(np.count_nonzero(unlabelled))
         )
     values = inputs.sample_values(values, samples, "y")
-    (seen,) = engine.compute(da.unique(values))
+    # one read of the labels: their distinct values and how many rows are unlabelled
+    seen, n_unlabelled = engine.compute(da.unique(values), (values == UNLABELLED).sum())
     _checked_numbers(seen)
     labelled = seen[seen != UNLABELLED]
     classes = _classes(labelled, classes)
@@ -220,9 +221,6 @@ def row_labels(
         return np.where(block == UNLABELLED, UNLABELLED, index)
 
     indices = values.map_blocks(to_index, dtype=np.int64)
-    n_unlabelled = 0
-    if UNLABELLED in seen:
-        (n_unlabelled,) = engine.compute((values == UNLABELLED).sum())
     return RowLabels(indices, classes, np.isin(classes, labelled), int(n_unlabelled))
 
 

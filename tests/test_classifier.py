@@ -175,3 +175,18 @@ def expected_failures(estimator):
 )
 def test_scikit_learn_estimator_check(estimator, check):
     check(estimator)
+
+
+def test_missing_values_marginalized_are_per_feature_naive_bayes():
+    X, y = labelled_data(n=1000, seed=6)
+    X[np.random.default_rng(7).random(X.shape) < 0.1] = np.nan
+    clf = DiagGMMClassifier(missing="marginalize").fit(X, y)
+    for index, label in enumerate(clf.classes_):
+        rows = X[y == label]
+        assert relative(clf.theta_[index], np.nanmean(rows, axis=0)) < RTOL
+        assert relative(clf.var_[index], np.nanvar(rows, axis=0) + clf.epsilon_) < RTOL
+    assert np.isclose(clf.epsilon_, 1e-9 * np.nanvar(X, axis=0).max(), rtol=RTOL)
+    proba = clf.predict_proba(X)
+    assert np.allclose(proba.sum(axis=1), 1.0) and not np.isnan(proba).any()
+    with pytest.raises(ValueError, match="NaN"):
+        DiagGMMClassifier().fit(X, y)
