@@ -25,7 +25,7 @@ from sklearn.exceptions import DataConversionWarning
 from . import engine, inputs
 from .data_pass import DataPass, raise_for_bad_values
 from .inputs.samples import is_xarray
-from .inputs.tables import is_dataframe
+from .inputs.tables import is_dataframe, looks_like_parquet
 from .kernels import split_statistics
 from .locations import Location
 
@@ -33,17 +33,35 @@ from .locations import Location
 UNLABELLED = -1
 
 
+def _is_parquet(X) -> bool:
+    """A path, URL or Location of Parquet data (a table read from storage)."""
+    if isinstance(X, Location):
+        return looks_like_parquet(X.url)
+    return isinstance(X, (str, os.PathLike)) and looks_like_parquet(X)
+
+
 def label_column(X: Any, y: Any, columns: list | None) -> tuple[list | None, bool]:
     """With a table ``X`` and a column name ``y``: the feature columns, and True.
 
     The label column is never a feature: without ``columns``, the features are every other
-    column. Anything else: ``(columns, False)``.
+    column of a DataFrame (Parquet data needs ``columns``). Anything else:
+    ``(columns, False)``.
 
     Raises
     ------
     ValueError
-        ``y`` names no column of ``X``, or one of ``columns``.
+        ``y`` names no column of ``X``, or one of ``columns``; Parquet data without
+        ``columns``.
     """
+    if isinstance(y, str) and _is_parquet(X):
+        if columns is None:
+            raise ValueError(
+                f"With the label column y={y!r} of Parquet data, give columns=[...] naming the "
+                "feature columns."
+            )
+        if y in columns:
+            raise ValueError(f"The label column {y!r} is also in columns={columns}: drop it there.")
+        return list(columns), True
     if not (isinstance(y, str) and is_dataframe(X)):
         return columns, False
     if y not in X.columns:
@@ -67,6 +85,8 @@ def _label_values(y, X, storage_options):
         )
     if isinstance(y, str) and is_dataframe(X):
         y = X[y]
+    if isinstance(y, str) and _is_parquet(X):  # the column, chunked by row group as X's
+        return inputs.as_samples(X, columns=[y], storage_options=storage_options).array[:, 0]
     if (is_dataframe(y) and getattr(y, "ndim", 2) != 1) or (
         is_xarray(y) and type(y).__name__ != "DataArray"
     ):

@@ -190,3 +190,14 @@ def test_missing_values_marginalized_are_per_feature_naive_bayes():
     assert np.allclose(proba.sum(axis=1), 1.0) and not np.isnan(proba).any()
     with pytest.raises(ValueError, match="NaN"):
         DiagGMMClassifier().fit(X, y)
+
+
+def test_float32_passes_agree_with_float64():
+    X, y = labelled_data(n=2000, seed=8)
+    partial = y.copy()
+    partial[::2] = -1
+    for labels in (y, partial):
+        wide = DiagGMMClassifier(max_iter=3, tol=0).fit(X, labels)
+        narrow = DiagGMMClassifier(max_iter=3, tol=0, dtype="float32").fit(X, labels)
+        assert np.allclose(narrow.means_, wide.means_, rtol=1e-5)
+        assert np.allclose(narrow.covariances_, wide.covariances_, rtol=1e-4)

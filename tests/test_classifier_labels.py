@@ -79,7 +79,7 @@ def test_labels_as_a_data_array_aligned_by_dims(reference):
         clf.fit(grid, labels.isel(cell=0), feature_dim="band")
 
 
-def test_labels_as_a_column_of_the_table(reference):
+def test_labels_as_a_column_of_the_table(reference, tmp_path):
     X, y, fitted = reference
     frame = pd.DataFrame(X, columns=["a", "b", "c"]).assign(kind=y)
     clf = DiagGMMClassifier(max_iter=4, tol=0).fit(frame, "kind")
@@ -90,6 +90,13 @@ def test_labels_as_a_column_of_the_table(reference):
 
     lazy = dd.from_pandas(frame, npartitions=3)
     same_fit(DiagGMMClassifier(max_iter=4, tol=0).fit(lazy, "kind"), fitted)
+    frame.to_parquet(tmp_path / "rows.parquet", row_group_size=150)
+    stored = DiagGMMClassifier(max_iter=4, tol=0).fit(
+        str(tmp_path / "rows.parquet"), "kind", columns=["a", "b", "c"]
+    )
+    same_fit(stored, fitted)
+    with pytest.raises(ValueError, match="give columns"):
+        DiagGMMClassifier().fit(str(tmp_path / "rows.parquet"), "kind")
     with pytest.raises(ValueError, match="names no column of X"):
         DiagGMMClassifier().fit(frame, "class")
     with pytest.raises(ValueError, match="also in columns"):
