@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import logging
 import numbers
+import warnings
 from typing import Any, NamedTuple
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 
 from .em import e_step
 from .kernels import model_statistics, split_statistics
@@ -249,7 +251,8 @@ def semi_supervised_em(
     the M-step of :func:`diaggmm_dist.mstep.m_step` (``reg_covar`` added to every variance).
     The lower bound is the mean of log p(x, c) over labelled rows and log p(x) over unlabelled
     ones, under the parameters before the step; EM stops when it changes by less than
-    ``tol``. With ``priors``, each class's components keep weights adding up to its prior.
+    ``tol`` (a ``ConvergenceWarning`` if it never does). With ``priors``, each class's
+    components keep weights adding up to its prior.
 
     Returns
     -------
@@ -279,4 +282,10 @@ def semi_supervised_em(
         if abs(change) < tol:
             converged = True
             break
+    if not converged and max_iter > 0:
+        warnings.warn(
+            f"Semi-supervised EM did not converge in {max_iter} iterations: increase max_iter "
+            "or tol.",
+            ConvergenceWarning,
+        )
     return EMResult(weights, means, variances, lower_bounds, converged, n_reseeded)

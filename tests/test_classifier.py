@@ -201,3 +201,59 @@ def test_float32_passes_agree_with_float64():
         narrow = DiagGMMClassifier(max_iter=3, tol=0, dtype="float32").fit(X, labels)
         assert np.allclose(narrow.means_, wide.means_, rtol=1e-5)
         assert np.allclose(narrow.covariances_, wide.covariances_, rtol=1e-4)
+
+
+def reference_semi_supervised_em(X, labels, n_classes, epsilon, n_iter):
+    """Nigam et al.'s EM in plain numpy: labelled rows one-hot, unlabelled rows posteriors."""
+    one_hot = np.eye(n_classes)[np.maximum(labels, 0)]
+    resp = np.where(labels[:, None] >= 0, one_hot, 0.0)
+    history = []
+    for _ in range(n_iter + 1):
+        mass = resp.sum(axis=0)
+        weights = mass / mass.sum()
+        means = resp.T @ X / mass[:, None]
+        variances = np.stack([resp[:, k] @ (X - means[k]) ** 2 / mass[k] for k in range(n_classes)])
+        variances += epsilon
+        history.append((weights, means, variances))
+        log_joint = np.log(weights) - 0.5 * (
+            np.log(2 * np.pi * variances).sum(axis=1)
+            + (((X[:, None, :] - means) ** 2) / variances).sum(axis=2)
+        )
+        posterior = np.exp(log_joint - log_joint.max(axis=1, keepdims=True))
+        posterior /= posterior.sum(axis=1, keepdims=True)
+        resp = np.where(labels[:, None] >= 0, one_hot, posterior)
+    return history
+
+
+def test_semi_supervised_em_is_nigams_em():
+    X, y = labelled_data(n=1500, seed=9)
+    partial = np.searchsorted([1, 4, 7, 10], y)
+    partial[np.random.default_rng(10).random(len(y)) < 0.7] = -1
+    clf = DiagGMMClassifier(max_iter=4, tol=0, var_smoothing=1e-3, chunk_size=400)
+    clf.fit(X, partial)
+    weights, means, variances = reference_semi_supervised_em(X, partial, 4, clf.epsilon_, 4)[-1]
+    assert clf.n_iter_ == 4
+    assert relative(clf.means_, means) < 1e-9
+    assert relative(clf.covariances_, variances) < 1e-9
+    assert relative(clf.weights_, weights) < 1e-9
+
+
+def test_all_labelled_mixture_discriminant_analysis_is_em_within_each_class():
+    from diaggmm_dist import DiagGMM
+    from diaggmm_dist.classifier_fit import within_class_components
+
+    X, y = labelled_data(n=2000, seed=11)
+    clf = DiagGMMClassifier(2, max_iter=5, tol=0, var_smoothing=1e-4).fit(X, y)
+    for index, label in enumerate(clf.classes_):
+        rows = X[y == label]
+        w, m, v, _ = within_class_components(
+            [1.0], [rows.mean(axis=0)], [rows.var(axis=0) + clf.epsilon_], 2
+        )
+        alone = DiagGMM(
+            2, weights_init=w, means_init=m, precisions_init=1 / v, reg_covar=clf.epsilon_,
+            tol=0, max_iter=5,
+        ).fit(rows)  # fmt: skip
+        own = clf.component_classes_ == index
+        assert relative(clf.means_[own], alone.means_) < 1e-9
+        assert relative(clf.covariances_[own], alone.covariances_) < 1e-9
+        assert relative(clf.weights_[own] / clf.weights_[own].sum(), alone.weights_) < 1e-9
