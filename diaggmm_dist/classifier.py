@@ -25,6 +25,7 @@ from .classifier_fit import (
     checked_priors,
     class_moments,
     merged_moments,
+    partial_fit_start,
     semi_supervised_em,
     short_shift,
     within_class_components,
@@ -268,18 +269,7 @@ class DiagGMMClassifier(ClassifierMixin, BaseEstimator):
         AttributeError
             ``n_components_per_class`` above 1 (``partial_fit`` does not exist then).
         """
-        first = not hasattr(self, "theta_")
-        if first and classes is None:
-            raise ValueError("classes must be passed on the first call to partial_fit.")
-        if (
-            not first
-            and classes is not None
-            and not np.array_equal(np.sort(np.asarray(classes)), self.classes_)
-        ):
-            raise ValueError(
-                f"classes={np.asarray(classes).tolist()} is not the same as on the first call "
-                f"to partial_fit, was: {self.classes_.tolist()}."
-            )
+        first = partial_fit_start(self, classes)
         layout = {"feature_dim": feature_dim, "features": features, "columns": columns}
         samples, labels, data_pass, layout = self._read(
             X, y, sample_weight, self.classes_ if not first else classes, storage_options, layout
@@ -331,6 +321,8 @@ class DiagGMMClassifier(ClassifierMixin, BaseEstimator):
         )
         if m == 1:
             self.theta_, self.var_ = self.means_, self.covariances_
+        else:  # (a refit with several components per class)
+            self.__dict__.pop("theta_", None), self.__dict__.pop("var_", None)
 
     def _set_layout(self, layout, samples):
         fitted = inputs.InputLayout.from_dict(layout).fitted(samples)

@@ -105,6 +105,32 @@ def check_em_start(moments: ClassMoments, variances: np.ndarray, classes: np.nda
         )
 
 
+def partial_fit_start(model: Any, classes: Any) -> bool:
+    """Whether this ``partial_fit`` call is the first; refuse one that cannot continue.
+
+    Raises
+    ------
+    ValueError
+        No ``classes`` on the first call, other ``classes`` than the first call's, or a
+        model fitted by EM (naive Bayes statistics cannot continue it).
+    """
+    first = not hasattr(model, "theta_")
+    if not first and model.lower_bounds_:
+        raise ValueError(
+            "partial_fit continues Gaussian naive Bayes, but this model was fitted by EM "
+            "(it had unlabelled rows): fit a new DiagGMMClassifier with partial_fit."
+        )
+    if first and classes is None:
+        raise ValueError("classes must be passed on the first call to partial_fit.")
+    if not first and classes is not None:
+        if not np.array_equal(np.sort(np.asarray(classes)), model.classes_):
+            raise ValueError(
+                f"classes={np.asarray(classes).tolist()} is not the same as on the first call "
+                f"to partial_fit, was: {model.classes_.tolist()}."
+            )
+    return first
+
+
 def short_shift(center: np.ndarray) -> np.ndarray:
     """``center`` rounded to 8 significant bits, the shift of a labelled pass.
 

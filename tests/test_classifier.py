@@ -94,6 +94,12 @@ def test_partial_fit_refusals():
         DiagGMMClassifier(2).partial_fit(X, y, classes=[1, 4, 7, 10])
     assert "n_components_per_class=1" in str(error.value.__cause__)
     assert not hasattr(DiagGMMClassifier(2), "partial_fit")
+    semi = y.copy()
+    semi[::2] = -1
+    with pytest.raises(ValueError, match="fitted by EM"):
+        DiagGMMClassifier().fit(X, semi).partial_fit(X, y)
+    refit = DiagGMMClassifier().fit(X, y).set_params(n_components_per_class=2).fit(X, y)
+    assert not hasattr(refit, "theta_") and refit.means_.shape == (8, 5)
     with pytest.raises(ValueError, match=r"class\(es\) \[4\] have no labelled row"):
         DiagGMMClassifier(2).fit(X, y, sample_weight=(y != 4).astype(float))
     with pytest.raises(ValueError, match="1 sample"):
