@@ -7,6 +7,7 @@ __all__ = [
     "BayesianDiagGMM",
     "ComponentSelection",
     "DiagGMM",
+    "DiagGMMClassifier",
     "ReseededComponentWarning",
     "select_n_components",
 ]
@@ -19,6 +20,7 @@ _LAZY = {
     "ReseededComponentWarning": "mstep",
     "ComponentSelection": "selection",
     "select_n_components": "selection",
+    "DiagGMMClassifier": "classifier",
 }
 
 __getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

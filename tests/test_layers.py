@@ -42,6 +42,10 @@ LAYERS = {
         "bayesian",
         "bayesian_fit",
         "bayesian_settings",
+        "classifier",
+        "classifier_labels",
+        "classifier_fit",
+        "classifier_rows",
     ),
     "applications": (
         "",

@@ -70,6 +70,7 @@ def pass_statistics(
     weights: da.Array | None = None,
     count_nonfinite: bool = False,
     graphs: dict | None = None,
+    labels: da.Array | None = None,
 ) -> np.ndarray:
     """One pass over ``X``: per-chunk statistics, added up.
 
@@ -91,6 +92,10 @@ def pass_statistics(
         A cache owned by the caller (one per fit, for one ``X``, ``missing`` and ``weights``):
         the pass's task graph is built on the first call and reused by the next ones, which
         only fill in the new parameters (on a cluster, under keys of their own).
+    labels : dask.array.Array, optional
+        One class index per sample (-1: unlabelled), integers chunked like X's sample axes,
+        for the labelled passes (``("labels", ...)`` and ``("gaussian", coefficients,
+        component_classes)``, see :func:`~diaggmm_dist.kernels.chunk_statistics`).
 
     Returns
     -------
@@ -111,13 +116,15 @@ def pass_statistics(
     random, sizes = kernels.pass_models(pass_spec)
     parameters = PassParameters(pass_spec, count_nonfinite)
     graphs = {} if graphs is None else graphs
-    shape = (random, sizes)
+    shape = (random, sizes) if labels is None else (random, sizes, "labels")
     if shape not in graphs:
-        graphs[shape] = statistics_graph(X, missing, weights, random, sizes)
+        graphs[shape] = statistics_graph(X, missing, weights, random, sizes, labels)
     built = graphs[shape]
     client = cluster.active_client()
     if client is not None:
-        return cluster.run_pass(client, built, parameters, X, missing, weights, random, sizes)
+        return cluster.run_pass(
+            client, built, parameters, X, missing, weights, random, sizes, labels=labels
+        )
     return local.run_pass(built, parameters)
 
 

@@ -241,7 +241,7 @@ def _submitted(graph):
 
 
 def run_pass(
-    client, built: StatisticsGraph, parameters, X, missing, weights, random, sizes
+    client, built: StatisticsGraph, parameters, X, missing, weights, random, sizes, labels=None
 ) -> np.ndarray:
     """A statistics pass on ``client``'s cluster.
 
@@ -259,7 +259,7 @@ def run_pass(
         # a callable annotation is called with each key (on the scheduler)
         with dask.annotate(priority=cluster_pass.priority.get):
             return client.get(_submitted(cluster_pass.graph), cluster_pass.result_key)
-    fresh = statistics_graph(X, missing, weights, random, sizes)
+    fresh = statistics_graph(X, missing, weights, random, sizes, labels)
     return client.get(
         _submitted({**fresh.graph, fresh.parameter_key: parameters}), fresh.result_key
     )

@@ -62,11 +62,12 @@ class PassParameters:
         self.pass_spec, self.count_nonfinite = pass_spec, count_nonfinite
 
 
-def _block_statistics(x, *extra, missing, has_weights, random):
+def _block_statistics(x, *extra, missing, has_weights, random, has_labels=False):
     x = one_block(x)
     parameters = extra[-1]
     weights = extra[0].reshape(-1) if has_weights else None
     rows = extra[-2].reshape(-1) if random else None
+    labels = extra[int(has_weights)].reshape(-1) if has_labels else None
     stats = kernels.chunk_statistics(
         x.reshape(-1, x.shape[-1]),
         parameters.pass_spec,
@@ -74,6 +75,7 @@ def _block_statistics(x, *extra, missing, has_weights, random):
         weights,
         parameters.count_nonfinite,
         rows,
+        **({} if labels is None else {"labels": labels}),
     )
     return stats.reshape((1,) * (x.ndim - 1) + stats.shape)
 
@@ -92,12 +94,14 @@ class StatisticsGraph(NamedTuple):
     chunk_keys: tuple = ()
 
 
-def _statistics_blocks(X, missing, weights, random, model_sizes, parameter_key):
+def _statistics_blocks(X, missing, weights, random, model_sizes, parameter_key, labels=None):
     """The lazy per-chunk statistics (one (K + 1, C) block per chunk), reading ``parameter_key``."""
     samples, full = sample_index(X)
     inputs = [X, full]
     if weights is not None:
         inputs += [weights, samples]
+    if labels is not None:
+        inputs += [labels, samples]
     if random:
         inputs += [row_indices(X), samples]
     inputs += [dask_compat.placeholder(parameter_key), None]
@@ -112,11 +116,18 @@ def _statistics_blocks(X, missing, weights, random, model_sizes, parameter_key):
         missing=missing,
         has_weights=weights is not None,
         random=random,
+        # (without labels the graph is exactly the one of every unlabelled pass)
+        **({} if labels is None else {"has_labels": True}),
     )
 
 
 def statistics_graph(
-    X: da.Array, missing: str, weights: da.Array | None, random: bool, model_sizes: tuple
+    X: da.Array,
+    missing: str,
+    weights: da.Array | None,
+    random: bool,
+    model_sizes: tuple,
+    labels: da.Array | None = None,
 ) -> StatisticsGraph:
     """Build the graph of a pass: read each chunk, its statistics, their sum.
 
@@ -124,10 +135,12 @@ def statistics_graph(
     own tasks (its read, any per-chunk preparation, its statistics) become one task, so that
     a chunk's data exists only inside the task that uses it, on whichever worker runs it;
     the sum is a tree of :data:`SPLIT_EVERY`-way additions. A graph whose chunks share tasks
-    (e.g. a rechunk that merges chunks) keeps dask's own structure and sum.
+    (e.g. a rechunk that merges chunks) keeps dask's own structure and sum. ``labels`` (one
+    class index per sample, -1 unlabelled, chunked like the sample axes) is read with each
+    chunk, as the weights are (see :func:`diaggmm_dist.kernels.chunk_statistics`).
     """
     parameter_key = f"diaggmm-pass-parameters-{uuid.uuid4().hex}"
-    blocks = _statistics_blocks(X, missing, weights, random, model_sizes, parameter_key)
+    blocks = _statistics_blocks(X, missing, weights, random, model_sizes, parameter_key, labels)
     if dask_compat.HAS_TASK_SPEC:
         graph, chunk_keys = dask_compat.task_graph(blocks)
         fused = _fused_chunks(graph, chunk_keys, parameter_key)

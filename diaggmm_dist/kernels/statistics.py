@@ -48,6 +48,21 @@ def split_statistics(stats: np.ndarray) -> tuple:
     )
 
 
+def one_hot_labels(labels: np.ndarray, n_classes: int, dtype) -> np.ndarray:
+    """Responsibilities (n_classes + 1, n): each labelled row's class, then 1 for every row."""
+    resp = np.zeros((n_classes + 1, labels.shape[0]), dtype)
+    labelled = np.flatnonzero(labels >= 0)
+    resp[labels[labelled], labelled] = 1
+    resp[-1] = 1
+    return resp
+
+
+def exclude_other_classes(scores: np.ndarray, labels: np.ndarray, component_classes) -> None:
+    """Log scores (K, n) of labelled rows set to −∞ for the components of other classes."""
+    other = (np.asarray(component_classes)[:, None] != labels) & (labels >= 0)
+    scores[other] = -np.inf
+
+
 def _observed_mask(xb, missing, count_nonfinite):
     """``(observed or None, n_nan, n_inf)`` for a sub-block under the missing-value policy."""
     if xb.dtype.kind != "f" or (missing == "error" and not count_nonfinite):
@@ -74,6 +89,8 @@ def pass_models(pass_spec) -> tuple[bool, tuple]:
     model_sizes : tuple of int
     """
     random = pass_spec[0] == "random"
+    if pass_spec[0] == "labels":
+        return False, (int(pass_spec[2]), 1)
     return random, tuple(pass_spec[2]) if random else pass_spec[1].model_sizes
 
 
@@ -84,6 +101,7 @@ def chunk_statistics(
     weights: np.ndarray | None = None,
     count_nonfinite: bool = False,
     rows: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
 ) -> np.ndarray:
     """Sufficient statistics of one block of rows.
 
@@ -100,6 +118,15 @@ def chunk_statistics(
         with ``sizes`` components, each from its own seed, stacked as
         :func:`stack_coefficients` stacks models; without ``dtype``, the shift's). The compute
         dtype is the coefficients' (:attr:`Coefficients.dtype`) or that ``dtype``.
+        With ``labels``: ``("gaussian", coef, component_classes)``, the E-step where a row
+        labelled c has its responsibilities restricted to the components of class c
+        (``component_classes[k] == c``) and renormalized among them (its scores of the other
+        components are −∞ before the normalization; its log-likelihood is then
+        log Σ_{k of c} w_k N(x | k), the joint of x and its class), and an unlabelled row
+        (-1) the E-step's own; or ``("labels", shift, n_classes, dtype)``, no model at all:
+        two stacked blocks, one-hot responsibilities of each labelled row's class (unlabelled
+        rows count in none) and one component that every usable row counts in with
+        responsibility 1, unweighted (the data's own totals).
     missing : {"error", "drop", "marginalize"}
         What a NaN means (see the module docstring).
     weights : ndarray of shape (n,), optional
@@ -108,6 +135,9 @@ def chunk_statistics(
         Count NaN and infinite values (and, with weights, negative or non-finite weights).
     rows : ndarray of shape (n,), optional
         Global indices of the rows (only the random responsibilities use them).
+    labels : ndarray of shape (n,), optional
+        Each row's class index (0 .. n_classes - 1), -1 for an unlabelled row (the
+        ``"labels"`` pass and the labelled ``"gaussian"`` one).
 
     Returns
     -------
@@ -123,6 +153,10 @@ def chunk_statistics(
     if kind == "random":
         shift, sizes, seeds, *dtype = pass_spec[1:]
         k, dtype = sum(sizes), np.dtype(dtype[0] if dtype else shift.dtype)
+    elif kind == "labels":
+        shift, n_classes, dtype = pass_spec[1], int(pass_spec[2]), np.dtype(pass_spec[3])
+        sizes = (n_classes, 1)
+        k = n_classes + 1
     else:
         coef = pass_spec[1]
         shift, k, sizes, dtype = coef.shift, coef.n_components, coef.model_sizes, coef.dtype
@@ -152,7 +186,9 @@ def chunk_statistics(
                 used = observed.all(axis=1) if missing == "drop" else observed.any(axis=1)
                 mask = observed.astype(dtype) if missing == "marginalize" else None
             sub_mass = sub_log_likelihood = row_log_likelihood = None
-            if kind == "random":
+            if kind == "labels":
+                resp = one_hot_labels(labels[start : start + m], n_classes, dtype)
+            elif kind == "random":
                 resp = np.concatenate(
                     [
                         random_responsibilities(rows[start : start + m], size, seed, dtype)
@@ -166,6 +202,8 @@ def chunk_statistics(
                     mask if observed is not None else None,
                     out=score_buffer[: k * m].reshape(k, m),
                 )
+                if labels is not None:
+                    exclude_other_classes(resp, labels[start : start + m], pass_spec[2])
                 if kind == "gaussian":
                     row_log_likelihood, sub_mass, sub_log_likelihood = normalize_log_scores(
                         resp, offset, sizes
@@ -181,6 +219,8 @@ def chunk_statistics(
                 row_weight = used.astype(dtype) if row_weight is None else row_weight * used
             if row_weight is not None:
                 resp *= row_weight
+                if kind == "labels":  # the data's own totals: every usable row counts once
+                    resp[-1] = 1 if used is None else used
                 sub_mass = None  # the weighted responsibilities' sums, below
                 weight_used += float(row_weight.sum(dtype=np.float64))
                 rows_used += float(
