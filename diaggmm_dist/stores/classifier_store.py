@@ -42,7 +42,13 @@ import numpy as np
 
 from ..locations import Location, location
 from ..validation import is_int
-from .estimator_store import checked_value, root_attributes, verify_checksums, write_store
+from .estimator_store import (
+    ARRAY_VERSION,
+    checked_value,
+    root_attributes,
+    verify_checksums,
+    write_store,
+)
 from .model_checks import ModelStoreError, is_number, shorten
 from .model_files import StoreFiles, check_feature_coordinate, read_model_array
 from .model_record import ATTRIBUTES, is_name_list
@@ -296,7 +302,7 @@ def read_classifier(
         where,
     )
     shapes = {"weights": (k,), "means": (k, d), "covariances": (k, d), "class_count": (n_classes,)}
-    arrays = {name: read_model_array(files, name, s, FORMAT_VERSION) for name, s in shapes.items()}
+    arrays = {name: read_model_array(files, name, s, ARRAY_VERSION) for name, s in shapes.items()}
     _checked_arrays(arrays, where)
     verify_checksums(attrs, arrays, where, CLASSIFIER_ATTRIBUTES)
     if feature_names is not None:
