@@ -66,6 +66,8 @@ def classifiers(data, labels):
         "strings": DiagGMMClassifier(priors=[0.25, 0.75]).fit(
             pd.DataFrame(data, columns=["a", "b", "c"]), names
         ),
+        "booleans": DiagGMMClassifier(var_smoothing=0.1).fit(data, labels == 7),
+        "floats": DiagGMMClassifier().fit(data, labels.astype(np.float32)),
     }
 
 
@@ -113,7 +115,9 @@ def test_a_loaded_bayesian_model_is_the_saved_one_to_the_bit(bayesian, data, kin
     assert loaded.score(X) == saved.score(X)
 
 
-@pytest.mark.parametrize("kind", ["naive_bayes", "semi_supervised", "strings"])
+@pytest.mark.parametrize(
+    "kind", ["naive_bayes", "semi_supervised", "strings", "booleans", "floats"]
+)
 def test_a_loaded_classifier_is_the_saved_one_to_the_bit(classifiers, data, kind, tmp_path):
     saved = classifiers[kind]
     saved.save(tmp_path / "m.zarr")
