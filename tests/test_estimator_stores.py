@@ -285,6 +285,10 @@ BAYESIAN_TAMPERINGS = {
     "lower bound": (attr("lower_bound", -1.0), "do not match their checksum"),
     "setting": (attr("params.tol", -1.0), "attribute 'params': a setting is invalid"),
     "unknown setting": (attr("params.evil", 1), "attribute 'params' must map exactly"),
+    "verbose": (attr("params.verbose", "loud"), "'params': verbose must be an integer >= 0"),
+    "random_state": (attr("params.random_state", -1), "random_state must be null or an"),
+    "huge": (attr("params.max_iter", 10**400), "max_iter is a number beyond float64"),
+    "marginalize": (attr("params.missing", "marginalize"), "is not available for the var"),
     "prior type": (
         attr("weight_concentration_prior_type", "dirichlet_distribution"),
         "array 'weight_concentration' is missing",
@@ -331,6 +335,7 @@ CLASSIFIER_TAMPERINGS = {
     "n_components": (attr("n_components", 3), "'n_components' is 3, not n_classes (2) times"),
     "per class": (attr("params.n_components_per_class", 0), "n_components_per_class must be"),
     "priors": (attr("params.priors", [0.5, 0.6]), "The sum of the priors should be 1"),
+    "verbose": (attr("params.verbose", True), "'params': verbose must be an integer >= 0"),
     "epsilon": (attr("epsilon", -1.0), "attribute 'epsilon' must be a finite number >= 0"),
     "n_unlabelled": (attr("n_unlabelled", 3), "do not match their checksum"),
     "no feature coordinate": (
