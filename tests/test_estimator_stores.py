@@ -181,6 +181,32 @@ def test_stores_round_trip_through_a_zarr_store_object(bayesian, classifiers):
         assert_identical(load_any(memory), model)
 
 
+@pytest.mark.parametrize("settings", [{"max_iter": 0}, {"dtype": "float32", "missing": "drop"}])
+def test_unfitted_iterations_and_float32_round_trip(data, settings, tmp_path):
+    saved = BayesianDiagGMM(n_components=3, random_state=0, **settings).fit(data)
+    saved.save(tmp_path / "m.zarr")
+    loaded = BayesianDiagGMM.load(tmp_path / "m.zarr")
+    assert_identical(loaded, saved)
+    np.testing.assert_array_equal(loaded.predict_proba(data), saved.predict_proba(data))
+    assert loaded.lower_bound_ == saved.lower_bound_  # -inf with max_iter=0
+
+
+def test_gridded_models_predict_the_same_maps(tmp_path):
+    rng = np.random.default_rng(1)
+    cube = xr.DataArray(rng.normal(size=(4, 5, 3)), dims=("y", "x", "band"))
+    cube = cube.assign_coords(band=["r", "g", "b"])
+    labels = xr.DataArray((cube.isel(band=0) > 0).astype(int).values, dims=("y", "x"))
+    for model in (
+        BayesianDiagGMM(n_components=2, random_state=0).fit(cube, feature_dim="band"),
+        DiagGMMClassifier().fit(cube, labels, feature_dim="band"),
+    ):
+        model.save(tmp_path / "m.zarr", overwrite=True)
+        loaded = load_any(tmp_path / "m.zarr")
+        assert loaded.input_layout_ == model.input_layout_
+        xr.testing.assert_identical(loaded.predict(cube), model.predict(cube))
+        xr.testing.assert_identical(loaded.predict_proba(cube), model.predict_proba(cube))
+
+
 def test_a_model_from_scikit_learn_round_trips(data, tmp_path):
     from sklearn.mixture import BayesianGaussianMixture
 
