@@ -257,6 +257,17 @@ def test_load_any_gives_the_estimator_the_store_holds(bayesian, classifiers, dat
         )
 
 
+def test_the_registry_keeps_any_estimator_and_load_any_reads_it(bayesian, classifiers, tmp_path):
+    from diaggmm_dist.stores.registry import ModelRegistry
+
+    registry = ModelRegistry(tmp_path / "registry")
+    first = registry.promote(bayesian["process"])
+    registry.promote(classifiers["naive_bayes"])
+    version, current = registry.current(load_any)
+    assert version != first and isinstance(current, DiagGMMClassifier)
+    assert_identical(registry.load(first, BayesianDiagGMM.load), bayesian["process"])
+
+
 def test_load_any_refuses_what_is_not_a_model(data, tmp_path):
     DiagGMM(2, random_state=0, max_iter=2).fit(data, checkpoint=tmp_path / "ckpt.zarr")
     with pytest.raises(ModelStoreError, match="is not a diaggmm-dist model"):
