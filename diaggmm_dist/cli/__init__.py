@@ -43,7 +43,7 @@ import sys
 import threading
 import traceback
 
-from .console import PROG, Console
+from .console import PROG, Console, command_bar
 from .exits import (
     EXIT_INTERRUPTED,
     EXIT_RUNTIME,
@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        return COMMANDS[args.command](args, console)
+        with command_bar(args, console):  # on a terminal: advances as the passes' chunks finish
+            return COMMANDS[args.command](args, console)
     except _Terminated:
         _say_stopped(args, console, "terminated")
         return EXIT_TERMINATED

@@ -22,7 +22,7 @@ from .checks import (
     open_samples,
     open_weights,
 )
-from .console import Console, PassBar, library_output, model_labels
+from .console import Console, library_output, model_labels
 from .exits import EXIT_OK
 from .info import info
 from .options import command_security, command_storage_options
@@ -104,7 +104,8 @@ def fit(args: argparse.Namespace, console: Console) -> int:
     args : argparse.Namespace
         The parsed arguments of ``fit`` (:func:`~diaggmm_dist.cli.parser.build_parser`).
     console : Console
-        Where results, iteration lines and the progress bar go.
+        Where results and iteration lines go (the progress bar, when shown, is
+        :func:`~diaggmm_dist.cli.console.command_bar`'s).
 
     Returns
     -------
@@ -185,8 +186,6 @@ def fit(args: argparse.Namespace, console: Console) -> int:
                     f"K={','.join(map(str, candidates))}, "
                     f"{n_chunks} chunks, {_where(client)}"
                 )
-            show_bar = not args.quiet and console.err.isatty()
-            bar = PassBar(console, args.max_iter) if show_bar else None
             if len(candidates) > 1:
                 return select(args, candidates, gmm, console, start, options, weights)
             fit_options = dict(
@@ -196,11 +195,7 @@ def fit(args: argparse.Namespace, console: Console) -> int:
                 storage_options=options,
                 **layout,
             )
-            if bar is not None:
-                with bar:
-                    gmm.fit(args.data, **fit_options)
-            else:
-                gmm.fit(args.data, **fit_options)
+            gmm.fit(args.data, **fit_options)
         gmm.save(args.out, overwrite=args.overwrite, storage_options=options)
     seconds = time.monotonic() - start
     note = ""
