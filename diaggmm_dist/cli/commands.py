@@ -29,10 +29,32 @@ from .options import command_security, command_storage_options
 
 
 class _LocalThreads:
-    """``--threads``: dask's threaded scheduler in this process; no cluster, no client."""
+    """``--threads`` (or a small input): this process's threads; no cluster, no client."""
 
     cluster = None
-    scheduler = argparse.Namespace(address="threads of this process (--threads)")
+
+    def __init__(self, why):
+        from ..engine.local import local_threads
+
+        self.where = f"on {local_threads()} local threads ({why})"
+        self.scheduler = argparse.Namespace(address=f"threads of this process ({why})")
+
+
+def _small_input(args, nbytes: int, n_chunks: int) -> bool:
+    """Whether ``fit`` runs on its threads though no ``--threads`` was given: it would start
+    a LocalCluster (no ``--scheduler``, ``$DASK_SCHEDULER_ADDRESS`` or ``--cluster``), and
+    the input is small (:data:`~diaggmm_dist.cli.parser.SMALL_INPUT_BYTES`) in at most
+    :data:`~diaggmm_dist.engine.SPLIT_EVERY` chunks, so that the statistics are added up in
+    the same order as on a cluster: the same model to the bit.
+    """
+    import os
+
+    from ..engine import SPLIT_EVERY
+    from .parser import SMALL_INPUT_BYTES
+
+    if args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or args.cluster:
+        return False
+    return nbytes <= SMALL_INPUT_BYTES and n_chunks <= SPLIT_EVERY
 
 
 @contextlib.contextmanager
@@ -51,7 +73,7 @@ def _dask_client(args):
         import dask
 
         with dask.config.set(scheduler="threads"):
-            yield _LocalThreads()
+            yield _LocalThreads(getattr(args, "threads_reason", "--threads"))
         return
     import distributed  # noqa: F401 - first: importing it sets its logger's level
 
@@ -84,6 +106,8 @@ def _where(client) -> str:
     """Where the work runs, for the first line: the scheduler, and the dashboard of a cluster
     started for the command (distributed draws it with bokeh, else serves a page asking for it).
     """
+    if getattr(client, "where", None):
+        return client.where
     text = f"scheduler {client.scheduler.address}"
     if client.cluster is not None:
         import importlib.util
@@ -168,6 +192,8 @@ def fit(args: argparse.Namespace, console: Console) -> int:
             f"use at most {n_rows} components."
         )
     check_output(args.out, args.overwrite, "model", options)
+    if not args.threads and _small_input(args, data.nbytes, n_chunks):
+        args.threads, args.threads_reason = True, "small input: no cluster"
     if args.checkpoint is not None:
         # Refused by the library too (a live fit holding it; without --overwrite, something that is
         # not a checkpoint of this format), but here before a cluster starts.
