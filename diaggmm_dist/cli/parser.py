@@ -15,7 +15,7 @@ LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 #: many bytes, in at most 8 chunks (the tree sum's fan-in, where threads and a cluster add
 #: the chunks' statistics alike), runs on the command's threads instead of a LocalCluster;
 #: see bench/FINDINGS.md ("Threads or a LocalCluster").
-SMALL_INPUT_BYTES = 64 * 2**20
+SMALL_INPUT_BYTES = 128 * 2**20
 
 
 def _int_at_least(minimum):
