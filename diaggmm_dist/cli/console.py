@@ -54,7 +54,7 @@ BAR_INTERVAL = 0.2
 
 #: The bar's line: passes done (of the most), the chunks and rows of the running pass, its
 #: rate and ETA, and the last lower bound (tqdm's ``bar_format``; ``{postfix}`` is ", ...").
-BAR_FORMAT = "{desc} |{bar}| {n_fmt}/{total_fmt}{unit}, {rate_fmt}, ETA {remaining}{postfix}"
+BAR_FORMAT = "{desc} |{bar}| {n_fmt}/{total_fmt}{unit}, {rate_noinv_fmt}, ETA {remaining}{postfix}"
 
 
 class PassBar:

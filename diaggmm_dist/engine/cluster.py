@@ -329,8 +329,12 @@ def reported_compute(client, collections: tuple) -> tuple:
 
     parts = progress.result_parts(collections)
     tracker = progress.pass_started(n_chunks=len(parts), kind="compute")
-    persisted = client.persist(list(collections), optimize_graph=False)
+    found = progress.collections_in(collections)
+    persisted = client.persist(found, optimize_graph=False)
     futures = futures_of(persisted)
+    collections = progress.replaced(
+        collections, {id(old): new for old, new in zip(found, persisted)}
+    )
     try:
         if tracker is not None:
             for future in futures:
@@ -340,7 +344,7 @@ def reported_compute(client, collections: tuple) -> tuple:
                             tracker.done(index) if done.status == "finished" else None
                         )
                     )
-        values = dask.compute(*persisted, optimize_graph=False)
+        values = dask.compute(*collections, optimize_graph=False)
         if tracker is not None:
             tracker.finished()
         return values

@@ -26,8 +26,10 @@ __all__ = [
     "PassProgress",
     "PassTracker",
     "announce_rows",
+    "collections_in",
     "pass_started",
     "reporting",
+    "replaced",
     "reporting_now",
     "result_parts",
 ]
@@ -191,8 +193,34 @@ def result_parts(collections: tuple) -> dict:
     """
     from ..dask_compat import flat_keys
 
-    keys = [key for collection in collections for key in flat_keys(collection)]
+    keys = [key for collection in collections_in(collections) for key in flat_keys(collection)]
     return {key: index for index, key in enumerate(dict.fromkeys(keys))}
+
+
+def collections_in(value) -> list:
+    """The dask collections in ``value``, as ``dask.compute`` finds them: itself, or inside
+    lists, tuples, sets and dict values, at any depth (e.g. ``da.store``'s tuple)."""
+    from dask import is_dask_collection
+
+    if is_dask_collection(value):
+        return [value]
+    if isinstance(value, (list, tuple, set)):
+        return [found for item in value for found in collections_in(item)]
+    if isinstance(value, dict):
+        return [found for item in value.values() for found in collections_in(item)]
+    return []
+
+
+def replaced(value, new: dict):
+    """``value`` with each collection ``c`` in it replaced by ``new[id(c)]`` (the containers
+    :func:`collections_in` looks into rebuilt; anything else as it is)."""
+    if id(value) in new:
+        return new[id(value)]
+    if type(value) in (list, tuple, set):
+        return type(value)(replaced(item, new) for item in value)
+    if type(value) is dict:
+        return {key: replaced(item, new) for key, item in value.items()}
+    return value
 
 
 def pass_started(chunk_keys=None, n_chunks: int | None = None, kind: str = "statistics"):
