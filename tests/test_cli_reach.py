@@ -160,7 +160,8 @@ def test_python_dash_m_and_a_lean_start():
         "import sys, runpy; sys.argv = ['diaggmm'] + sys.argv[1:]\n"
         "try:\n    runpy.run_module('diaggmm_dist', run_name='__main__')\n"
         "except SystemExit as e:\n"
-        "    heavy = [m for m in ('dask', 'distributed', 'sklearn', 'zarr') if m in sys.modules]\n"
+        "    heavy = [m for m in ('dask', 'distributed', 'sklearn', 'zarr', 'tqdm')\n"
+        "             if m in sys.modules]\n"
         "    print('HEAVY', heavy, 'CODE', e.code)\n"
     )
     for arguments, code in ((["--help"], 0), (["fit"], 2)):

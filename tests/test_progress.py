@@ -148,3 +148,15 @@ def test_cluster_passes_report_their_groups_and_the_fit_is_unchanged(local_clust
     _assert_complete_passes(passes, 40, 40_000)
     # groups of chunks (8, halving toward 1 at the end) are told as they finish, mid-pass
     assert any(0 < r.chunks_done < 40 for reports in passes for r in reports)
+
+
+def test_the_module_example_runs():
+    import doctest
+    import warnings
+
+    from diaggmm_dist.engine import progress
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a tiny example may not converge: not what it shows
+        failures, tried = doctest.testmod(progress)
+    assert tried and not failures
