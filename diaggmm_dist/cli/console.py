@@ -10,6 +10,7 @@ import logging
 import math
 import sys
 import threading
+import time
 import warnings
 
 #: The command's name, as it starts every warning and error line.
@@ -76,6 +77,7 @@ class PassBar:
         self.done = 0
         self.lower_bound = self.change = self.model = None
         self.chunks = None  # the running pass's PassProgress
+        self.drawn = 0.0  # time.monotonic() of the last redraw for a chunk
         self.tqdm = None
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="diaggmm-progress", daemon=True)
@@ -107,10 +109,16 @@ class PassBar:
 
     def advance(self, progress):
         """The engine's progress hook: a pass started, or chunks of it finished."""
+        new_pass = progress.chunks_done == 0 or self.chunks is None
+        ends = progress.chunks_done == progress.n_chunks
+        now = time.monotonic()
+        if not (new_pass or ends) and now - self.drawn < BAR_INTERVAL:
+            self.chunks = progress  # drawn with the next chunk or tick: a chunk costs no more
+            return
         with self.console.lock:
+            self.drawn = now
             rows = progress.n_rows is not None  # else a computation's chunks, without rows
             count = progress.rows_done if rows else progress.chunks_done
-            new_pass = progress.chunks_done == 0 or self.chunks is None
             self.chunks = progress
             unit, total = (" rows", progress.n_rows) if rows else (" chunks", progress.n_chunks)
             if self.tqdm is None:
@@ -134,7 +142,7 @@ class PassBar:
                 self.tqdm.unit, self.tqdm.unit_scale = unit, rows
                 self.tqdm.reset(total=total)
             self.tqdm.update(count - self.tqdm.n)
-            if progress.chunks_done == progress.n_chunks:
+            if ends:
                 self.tqdm.refresh()  # a pass's end is always shown, however quick
 
     def update(self, iteration, lower_bound, change, model=None):
@@ -161,6 +169,9 @@ class PassBar:
 
     def draw(self):
         if self.tqdm is not None:
+            if self.chunks is not None:  # chunks told since the last redraw
+                chunks = self.chunks
+                self.tqdm.n = chunks.chunks_done if chunks.n_rows is None else chunks.rows_done
             self.tqdm.set_description_str(self._description(), refresh=False)
             self.tqdm.set_postfix_str(self._postfix(), refresh=False)
             self.tqdm.refresh()
