@@ -139,6 +139,8 @@ def _cluster_options(parser, scheduler_help, auto=False):
     ``auto``: without any of them the command chooses threads for a small input.
     """
     where = parser.add_mutually_exclusive_group()
+    if auto:  # the LocalCluster is the default for large inputs only
+        scheduler_help = scheduler_help[:-1] + "; threads for a small input, see --cluster)"
     where.add_argument("--scheduler", metavar="ADDRESS", help=scheduler_help)
     where.add_argument(
         "--threads",
