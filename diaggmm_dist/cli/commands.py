@@ -41,12 +41,13 @@ class _LocalThreads:
         self.scheduler = argparse.Namespace(address=f"threads of this process ({why})")
 
 
-def _small_input(args, nbytes: int, n_chunks: int) -> bool:
-    """Whether ``fit`` runs on its threads though no ``--threads`` was given: it would start
+def _small_input(args, nbytes: int, n_chunks: int | None = None) -> bool:
+    """Whether a command runs on its threads though no ``--threads`` was given: it would start
     a LocalCluster (no ``--scheduler``, ``$DASK_SCHEDULER_ADDRESS`` or ``--cluster``), and
-    the input is small (:data:`~diaggmm_dist.cli.parser.SMALL_INPUT_BYTES`) in at most
-    :data:`~diaggmm_dist.engine.SPLIT_EVERY` chunks, so that the statistics are added up in
-    the same order as on a cluster: the same model to the bit.
+    the input is small (:data:`~diaggmm_dist.cli.parser.SMALL_INPUT_BYTES`), for ``fit`` in
+    at most :data:`~diaggmm_dist.engine.SPLIT_EVERY` chunks (``n_chunks``), so that the
+    statistics are added up in the same order as on a cluster: the same model to the bit.
+    Per-row results (``predict``) are the same in any order.
     """
     import os
 
@@ -55,7 +56,7 @@ def _small_input(args, nbytes: int, n_chunks: int) -> bool:
 
     if args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or args.cluster:
         return False
-    return nbytes <= SMALL_INPUT_BYTES and n_chunks <= SPLIT_EVERY
+    return nbytes <= SMALL_INPUT_BYTES and (n_chunks is None or n_chunks <= SPLIT_EVERY)
 
 
 @contextlib.contextmanager
@@ -339,6 +340,8 @@ def predict(args: argparse.Namespace, console: Console) -> int:
     gridded = samples.template is not None  # read with xarray: a map keeps its coordinates
     what = "label map" if gridded else "scores group"
     check_output(args.out, args.overwrite, what, options)
+    if not args.threads and _small_input(args, samples.array.nbytes):
+        args.threads, args.threads_reason = True, "small input: no cluster"
     start = time.monotonic()
     with library_output(console, args.quiet), _dask_client(args) as client:
         if not args.quiet:

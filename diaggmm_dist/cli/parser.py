@@ -137,7 +137,7 @@ def _common_options(defaults):
 def _cluster_options(parser, scheduler_help, auto=False):
     """``--scheduler``, ``--threads`` or ``--cluster``: where the work runs.
 
-    ``auto``: without any of them the command chooses threads for a small input.
+    ``auto`` (the command's name): without any of them it chooses threads for a small input.
     """
     where = parser.add_mutually_exclusive_group()
     if auto:  # the LocalCluster is the default for large inputs only
@@ -156,8 +156,9 @@ def _cluster_options(parser, scheduler_help, auto=False):
         help="start a LocalCluster of worker processes for the command"
         + (
             " even for a small input (without --scheduler, --threads or --cluster, an input "
-            f"of at most {SMALL_INPUT_BYTES // 2**20} MiB in at most 8 chunks runs on threads: "
-            "the same result to the bit, without the cluster's start)"
+            f"of at most {SMALL_INPUT_BYTES // 2**20} MiB"
+            + (" in at most 8 chunks" if auto == "fit" else "")
+            + " runs on threads: the same result to the bit, without the cluster's start)"
             if auto
             else " (the default without --scheduler)"
         ),
@@ -237,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace an existing MODEL, and start afresh if the checkpoint holds another run",
     )
-    _cluster_options(fit, scheduler_help, auto=True)
+    _cluster_options(fit, scheduler_help, auto="fit")
     add_tls_options(fit)
     fit.add_argument(
         "--init",
@@ -321,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--overwrite", action="store_true", help="replace an existing SCORES group"
     )
-    _cluster_options(predict, scheduler_help)
+    _cluster_options(predict, scheduler_help, auto="predict")
     add_tls_options(predict)
     predict.add_argument(
         "--chunk-size",
