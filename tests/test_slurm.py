@@ -138,7 +138,7 @@ def local_model(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("slurm-local") / "model.zarr"
     env = {k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"}
     result = subprocess.run(
-        [str(DIAGGMM), "fit", str(data), "--out", str(out), *FIT],
+        [str(DIAGGMM), "fit", str(data), "--out", str(out), "--cluster", *FIT],
         env=env,
         capture_output=True,
         text=True,
