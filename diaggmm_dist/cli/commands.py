@@ -120,7 +120,11 @@ def fit(args: argparse.Namespace, console: Console) -> int:
     """
     from ..mixture import DiagGMM
     from ..validation import check_settings
+    from .estimators import chosen_estimator, fit_estimator
 
+    kind = chosen_estimator(args)
+    if kind != "gmm":  # --labels, --bayesian: cli/estimators.py
+        return fit_estimator(args, console, kind, _dask_client, _where)
     args.security = command_security(args)  # before any work: files, tls:// address
     options = command_storage_options(args)
     # Outputs are checked before anything is read or started; apart first: the write test needs no

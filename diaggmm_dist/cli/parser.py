@@ -7,6 +7,7 @@ import math
 
 from ..validation import CRITERIA, DTYPES, INIT_PARAMS, MISSING, check_candidates
 from .console import PROG
+from .estimators import add_estimator_options
 from .options import add_storage_options, add_tls_options
 
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
@@ -184,9 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--n-components",
         dest="k",
         type=_component_counts,
-        required=True,
         help="number of mixture components, or candidates to choose from in the same data "
-        "passes, e.g. 2,4,8,16,32 (see --criterion)",
+        "passes, e.g. 2,4,8,16,32 (see --criterion); with --bayesian the most components; "
+        "not with --labels (required otherwise)",
     )
     fit.add_argument(
         "--criterion",
@@ -270,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--feature-dim or --features, a Zarr group (or NetCDF) with DATA's sample dimensions",
     )
     _layout_options(fit)
+    add_estimator_options(fit)
     add_storage_options(fit)
 
     predict = commands.add_parser(
