@@ -305,7 +305,9 @@ def predict(args: argparse.Namespace, console: Console) -> int:
     options = command_storage_options(args)
     check_apart([("--out", args.out)], [("model", args.model), ("data", args.data)], options)
     check_writable(args.out, "scores", storage_options=options)
-    model = load_model(args.model, options)
+    from .scores import is_classifier, predict_classes, scored_model
+
+    model = scored_model(load_model(args.model, options))  # any estimator: cli/scores.py
     if args.missing is not None:  # e.g. score rows with NaN under a model fitted without any
         model.set_params(missing=args.missing)
     # the model's fitted layout, with what the flags give instead (as the library's predict)
@@ -322,6 +324,8 @@ def predict(args: argparse.Namespace, console: Console) -> int:
     gridded = samples.template is not None  # read with xarray: a map keeps its coordinates
     what = "label map" if gridded else "scores group"
     check_output(args.out, args.overwrite, what, options)
+    if is_classifier(model):
+        return predict_classes(args, console, model, samples, options, _dask_client, _where)
     start = time.monotonic()
     with library_output(console, args.quiet), _dask_client(args) as client:
         if not args.quiet:

@@ -408,7 +408,8 @@ def fit_estimator(args, console, kind, client_context, where) -> int:
     check_output(args.out, args.overwrite, "model", options)
     start = time.monotonic()
     fit_options = dict(sample_weight=weights, storage_options=options, **layout)
-    with library_output(console, args.quiet), client_context(args) as client:
+    with library_output(console, args.quiet) as printer, client_context(args) as client:
+        printer.addFilter(_Timed())
         if not args.quiet:
             what = "a classifier" if kind == "classifier" else f"Bayesian, K<={args.k[0]}"
             console.print(
@@ -425,6 +426,23 @@ def fit_estimator(args, console, kind, client_context, where) -> int:
         f"done: {fit_summary(est, kind, n_rows)}, {seconds:.1f} s; model saved to {args.out}"
     )
     return 0
+
+
+class _Timed:
+    """A log filter: gives an iteration record without ``seconds`` the time since the last one.
+
+    The classifier's EM logs its iterations without their duration, which the lines show.
+    """
+
+    def __init__(self):
+        self.last = time.monotonic()
+
+    def filter(self, record) -> bool:
+        now = time.monotonic()
+        if getattr(record, "iteration", None) is not None and not hasattr(record, "seconds"):
+            record.seconds = now - self.last
+        self.last = now
+        return True
 
 
 def fit_summary(est, kind: str, n_rows: int) -> str:
