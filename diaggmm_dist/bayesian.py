@@ -28,6 +28,7 @@ from .bayesian_settings import check_vb_settings, checked_priors
 from .data_pass import DataPass
 from .locations import StorageOptions, checked_storage_options
 from .mixture import DiagGMM
+from .persistence_models import load_estimator, save_estimator
 
 if TYPE_CHECKING:
     from sklearn.mixture import BayesianGaussianMixture
@@ -213,6 +214,9 @@ degrees_of_freedom_prior_, covariance_prior_
     score = DiagGMM.score
     fit_predict = DiagGMM.fit_predict
     sample = DiagGMM.sample
+    # the model store (diaggmm_dist.stores.bayesian_store)
+    save = save_estimator
+    load = classmethod(load_estimator)
 
     def fit(
         self,

@@ -35,6 +35,7 @@ from .classifier_rows import best_class, class_log_joint, class_log_proba, wrap_
 from .data_pass import DataPass
 from .em import first_rows_center
 from .locations import checked_storage_options
+from .persistence_models import load_estimator, save_estimator
 
 __all__ = ["DiagGMMClassifier"]
 
@@ -125,6 +126,10 @@ class DiagGMMClassifier(ClassifierMixin, BaseEstimator):
         self.dtype = dtype
         self.missing = missing
         self.verbose = verbose
+
+    # the model store (diaggmm_dist.stores.classifier_store)
+    save = save_estimator
+    load = classmethod(load_estimator)
 
     # ----------------------------------------------------------------- fitting
     def _read(self, X, y, sample_weight, classes, storage_options, layout):

@@ -7,15 +7,19 @@ the model layer, is where an estimator's attributes meet the record's fields.
 from __future__ import annotations
 
 import numbers
+from typing import Any
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from .em_settings import store_location
+from .locations import StorageOptions, checked_storage_options
 from .parameters import MixtureParameters
+from .stores.estimator_store import FORMAT_OWNERS, store_format
 from .stores.model_record import OPTIONAL_PARAMS, STORED_PARAMS, ModelRecord, OnlineState
 from .stores.model_store import read_record, write_record
 
-__all__ = ["load_model", "model_from_record", "record_of", "save_model"]
+__all__ = ["load_any", "load_model", "model_from_record", "record_of", "save_model"]
 
 
 def _json_settings(gmm):
@@ -144,3 +148,48 @@ def load_model(cls, where):
     DiagGMM
     """
     return model_from_record(cls, read_record(where, cls().get_params(), cls.__name__))
+
+
+def load_any(where: Any, storage_options: StorageOptions | None = None) -> Any:
+    """The fitted model stored at ``where``, of the class its ``format`` attribute names.
+
+    Parameters
+    ----------
+    where : str, os.PathLike, Location or zarr store
+        Local path or fsspec URL of a model store, or a Zarr store object.
+    storage_options : dict, optional
+        fsspec options (endpoint, credentials, ...) for ``where`` (a path or URL).
+
+    Returns
+    -------
+    DiagGMM, BayesianDiagGMM or DiagGMMClassifier
+        Loaded by that class's ``load``, every field validated.
+
+    Raises
+    ------
+    FileNotFoundError
+        Nothing is stored at ``where``.
+    ModelStoreError
+        Not a model store of this library (a checkpoint, another group), or not a valid one.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from diaggmm_dist import BayesianDiagGMM
+    >>> X = np.random.default_rng(0).normal(size=(100, 2))
+    >>> url = tempfile.mkdtemp() + "/model.zarr"
+    >>> BayesianDiagGMM(n_components=2, random_state=0).fit(X).save(url)
+    >>> type(load_any(url)).__name__
+    'BayesianDiagGMM'
+    """
+    from .bayesian import BayesianDiagGMM  # (they import this module's layer: not at the top)
+    from .classifier import DiagGMMClassifier
+    from .mixture import DiagGMM
+
+    if storage_options is not None:
+        storage_options = checked_storage_options(storage_options, "load_any")
+    location = store_location(where, storage_options)
+    owner = FORMAT_OWNERS[store_format(location)]
+    classes = {cls.__name__: cls for cls in (DiagGMM, BayesianDiagGMM, DiagGMMClassifier)}
+    return classes[owner].load(location)

@@ -38,6 +38,20 @@ DIMENSION_NAMES = {
     "covariances": ("component", "feature"),
     "running_statistics": ("statistics_row", "statistics_column"),
     "running_shift": ("feature",),
+    # BayesianDiagGMM's (.bayesian_store) and DiagGMMClassifier's (.classifier_store)
+    **dict.fromkeys(
+        (
+            "weight_concentration",
+            "weight_concentration_a",
+            "weight_concentration_b",
+            "mean_precision",
+            "degrees_of_freedom",
+        ),
+        ("component",),
+    ),
+    "mean_prior": ("feature",),
+    "covariance_prior": ("feature",),
+    "class_count": ("class",),
 }
 
 #: The feature-name coordinate (format 4 on, for models fitted on named features): a Zarr v3

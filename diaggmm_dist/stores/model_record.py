@@ -156,9 +156,9 @@ MODEL_ATTRIBUTES = (
 )
 
 
-def attributes_checksum(attrs: Mapping[str, Any]) -> str:
-    """``"sha256:<hex>"`` of the model's attributes (:data:`MODEL_ATTRIBUTES`), canonical JSON."""
-    covered = {name: attrs[name] for name in MODEL_ATTRIBUTES if name in attrs}
+def attributes_checksum(attrs: Mapping[str, Any], names: tuple = MODEL_ATTRIBUTES) -> str:
+    """``"sha256:<hex>"`` of the model's attributes ``names`` (present ones), canonical JSON."""
+    covered = {name: attrs[name] for name in names if name in attrs}
     return "sha256:" + hashlib.sha256(_canonical_json(covered).encode()).hexdigest()
 
 

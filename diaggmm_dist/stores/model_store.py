@@ -29,10 +29,10 @@ store as a Dataset. A model fitted on named features (xarray ``feature_dim`` coo
 v3 ``string`` array (one ``vlen-utf8`` chunk) holding ``feature_names``, which ``load`` checks
 against that attribute. The root zarr.json holds the consolidated metadata (written with it,
 last), so ``xr.open_zarr`` reads one file and gives no warning; ``load`` reads each array's
-own zarr.json and ignores that copy. Each array is one uncompressed chunk (raw little-endian float64,
-``K * D * 8`` bytes: model parameters are tiny and do not compress) with a NaN fill value, so a
-deleted chunk never reads as zeros. ``checksums`` holds the SHA-256 of every array's values
-(:func:`~.model_record.array_checksum`) and of the other attributes
+own zarr.json and ignores that copy. Each array is one uncompressed chunk (raw little-endian
+float64, ``K * D * 8`` bytes: model parameters are tiny and do not compress) with a NaN fill
+value, so a deleted chunk never reads as zeros. ``checksums`` holds the SHA-256 of every
+array's values (:func:`~.model_record.array_checksum`) and of the other attributes
 (:func:`~.model_record.attributes_checksum`): a swapped, replaced, bit-rotted or hand-edited
 array or attribute is refused at load.
 
@@ -53,48 +53,35 @@ statistics.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from typing import Any, Mapping
 
-import numpy as np
-
 from ..kernels import n_stat_columns
 from ..locations import Location, location
 from ..parameters import MixtureParameters
-from ..validation import is_int
+from .estimator_store import root_attributes, verify_checksums, write_store
 from .model_checks import (
     ModelStoreError,
     check_mixture,
     check_running_statistics,
     check_scores_finite,
-    shorten,
     show,
 )
-from .model_files import (
-    COORDINATE_VERSION,
-    DIMENSION_NAMES,
-    FEATURE_COORDINATE,
-    StoreFiles,
-    check_feature_coordinate,
-    read_model_array,
-)
+from .model_files import COORDINATE_VERSION, StoreFiles, check_feature_coordinate, read_model_array
 from .model_record import (
     ATTRIBUTES,
     CHECKED_VERSION,
     FORMAT,
+    MODEL_ATTRIBUTES,
     SUPPORTED_VERSIONS,
     ModelRecord,
     OnlineState,
-    array_checksum,
-    attributes_checksum,
     checked_attribute,
     checked_settings,
     is_name_list,
     model_attributes,
 )
-from .zarr_groups import NotAGroupError, rendered, write_keys_atomically
 
 __all__ = ["ModelStoreError", "UnverifiedModelWarning", "read_record", "write_record"]
 
@@ -127,108 +114,17 @@ def write_record(
     FileExistsError
         A store is at ``where`` and ``overwrite`` is False.
     """
-    attrs = json.loads(json.dumps(model_attributes(record)))  # as it reads back (tuples: lists)
-    arrays = record.arrays()
-    attrs["checksums"] = {name: array_checksum(value) for name, value in arrays.items()}
-    attrs["checksums"]["attributes"] = attributes_checksum(attrs)
-
-    def write(group):
-        for name, value in arrays.items():
-            # One raw chunk: its size is known exactly, and nothing is decompressed at load.
-            group.create_array(
-                name,
-                shape=value.shape,
-                dtype="float64",
-                chunks=value.shape,
-                fill_value=float("nan"),
-                compressors=None,
-                config={"write_empty_chunks": True},
-                dimension_names=DIMENSION_NAMES[name],  # what xr.open_zarr needs
-            )[...] = value
-        if record.feature_names is not None:  # xr.open_zarr shows the features by name
-            group.create_array(
-                FEATURE_COORDINATE,
-                shape=(len(record.feature_names),),
-                dtype=str,
-                chunks=(len(record.feature_names),),
-                compressors=None,
-                config={"write_empty_chunks": True},
-                dimension_names=("feature",),
-            )[...] = np.asarray(record.feature_names, dtype=str)
-
-    blobs = rendered(write, attrs, consolidated=True)
-    write_keys_atomically(location(where), blobs, overwrite)
+    write_store(
+        where,
+        model_attributes(record),
+        record.arrays(),
+        MODEL_ATTRIBUTES,
+        overwrite,
+        record.feature_names,
+    )
 
 
 # ---------------------------------------------------------------------------- reading
-def _root_attributes(files, where):
-    """The attributes of the root zarr.json, after checking that it is a model group."""
-    meta = files.json("zarr.json", "a model's metadata")
-    if meta is None:
-        if files.holds_anything():
-            raise ModelStoreError(
-                NotAGroupError(files.url, "files").describe("diaggmm-dist model")
-                + " (a Zarr group written by save): it has no zarr.json."
-            )
-        raise FileNotFoundError(f"No model found at {files.url!r}: check the path or URL.")
-    if meta.get("node_type") == "array":
-        raise ModelStoreError(
-            NotAGroupError(files.url, "array").describe("diaggmm-dist model") + "."
-        )
-    if meta.get("zarr_format") != 3 or meta.get("node_type") != "group":
-        raise ModelStoreError(
-            f"{where}: zarr.json is not the metadata of a Zarr v3 group (zarr_format "
-            f"{shorten(repr(meta.get('zarr_format')), 40)}, node_type "
-            f"{shorten(repr(meta.get('node_type')), 40)})."
-        )
-    attrs = meta.get("attributes")
-    if not isinstance(attrs, dict):
-        raise ModelStoreError(
-            f"{where}, zarr.json: 'attributes' must be a JSON object, found {show(attrs)}."
-        )
-    if attrs.get("format") != FORMAT:
-        raise ModelStoreError(
-            f"{where} is not a diaggmm-dist model (zarr.json: attribute 'format' is "
-            f"{shorten(repr(attrs.get('format')), 80)})."
-        )
-    version = attrs.get("format_version")
-    if not (is_int(version) and version in SUPPORTED_VERSIONS):
-        raise ModelStoreError(
-            f"{where}, zarr.json: attribute 'format_version' is {shorten(repr(version), 40)}; "
-            f"this library reads the versions {list(SUPPORTED_VERSIONS)} (a newer diaggmm-dist "
-            "may read it)."
-        )
-    return attrs
-
-
-def _verify_checksums(attrs, arrays, where):
-    checksums = attrs.get("checksums")
-    if checksums is None:
-        raise ModelStoreError(f"{where}, zarr.json: attribute 'checksums' is missing.")
-    expected_keys = set(arrays) | {"attributes"}
-    if not (
-        isinstance(checksums, dict)
-        and set(checksums) == expected_keys
-        and all(isinstance(v, str) for v in checksums.values())
-    ):
-        raise ModelStoreError(
-            f"{where}, zarr.json: attribute 'checksums' must map {sorted(expected_keys)} to "
-            f"strings, found {show(checksums)}."
-        )
-    for name, value in arrays.items():
-        if checksums[name] != array_checksum(value):
-            raise ModelStoreError(
-                f"{where}: array {name!r} does not match its checksum in zarr.json: the array "
-                "was replaced, swapped or corrupted. Restore the model from a copy or re-fit it."
-            )
-    if checksums["attributes"] != attributes_checksum(attrs):
-        raise ModelStoreError(
-            f"{where}: the attributes in zarr.json do not match their checksum ('checksums' -> "
-            "'attributes'): they were edited or corrupted. Restore the model from a copy, or "
-            "load the original and save it again."
-        )
-
-
 def read_record(
     where: str | os.PathLike | Location, defaults: Mapping[str, Any], owner: str = "DiagGMM"
 ) -> ModelRecord:
@@ -267,7 +163,7 @@ def read_record(
     store = location(where)
     where = f"model {store.url!r}"
     files = StoreFiles(store, where)
-    attrs = _root_attributes(files, where)
+    attrs = root_attributes(files, where, FORMAT, SUPPORTED_VERSIONS)
     version = attrs["format_version"]
     values = {name: checked_attribute(attrs, name, where) for name in ATTRIBUTES}
     settings = checked_settings(attrs, version, defaults, owner, where)
@@ -293,7 +189,7 @@ def read_record(
     if online is not None:
         check_running_statistics(arrays["running_statistics"], k, d, where)
     if version >= CHECKED_VERSION:
-        _verify_checksums(attrs, arrays, where)
+        verify_checksums(attrs, arrays, where, MODEL_ATTRIBUTES)
     else:
         warnings.warn(
             f"{where} is of format version {version}, written without checksums: its arrays "
