@@ -120,7 +120,8 @@ def fit(args: argparse.Namespace, console: Console) -> int:
     """
     from ..mixture import DiagGMM
     from ..validation import check_settings
-    from .estimators import chosen_estimator, fit_estimator
+    from .estimator_options import chosen_estimator
+    from .estimators import fit_estimator
 
     kind = chosen_estimator(args)
     if kind != "gmm":  # --labels, --bayesian: cli/estimators.py

@@ -7,7 +7,7 @@ import math
 
 from ..validation import CRITERIA, DTYPES, INIT_PARAMS, MISSING, check_candidates
 from .console import PROG
-from .estimators import add_estimator_options
+from .estimator_options import add_estimator_options
 from .options import add_storage_options, add_tls_options
 
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
