@@ -17,7 +17,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from . import engine, inputs, kernels, online, parameters, persistence, stepwise
+from . import engine, inputs, kernels, online, parameters, persistence_gmm, stepwise
 from .data_pass import DataPass, check_in_memory
 from .em_settings import EMSettings, checkpoint_identity, store_location
 from .fitting import EMRun
@@ -1227,7 +1227,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         (2, 2)
         """
         where = store_location(url, _checked_options(storage_options, "save"))
-        persistence.save_model(self, where, overwrite=overwrite)
+        persistence_gmm.save_model(self, where, overwrite=overwrite)
 
     @classmethod
     def load(cls, url: Where, storage_options: StorageOptions | None = None) -> DiagGMM:
@@ -1271,7 +1271,7 @@ class DiagGMM(DensityMixin, BaseEstimator):
         True
         """
         where = store_location(url, _checked_options(storage_options, "load"))
-        return persistence.load_model(cls, where)
+        return persistence_gmm.load_model(cls, where)
 
     def to_sklearn(self) -> GaussianMixture:
         """An equivalent fitted ``sklearn.mixture.GaussianMixture(covariance_type="diag")``.

@@ -232,6 +232,7 @@ def _table(page: str, heading: str) -> dict[str, str]:
 def test_the_formats_page_names_what_the_stores_hold(tmp_path):
     """Every file, array and attribute each store writes is named where the page describes it."""
     import numpy as np
+    import pandas as pd
     import xarray as xr
 
     from diaggmm_dist import DiagGMM
@@ -268,7 +269,28 @@ def test_the_formats_page_names_what_the_stores_hold(tmp_path):
     named(json.loads((root / "current.json").read_text()), registry.__doc__, "current.json")
     named(json.loads((root / version / "registry.json").read_text()), registry.__doc__, version)
 
+    # the other estimators' stores, with named features (the feature coordinate) and both
+    # kinds of weight concentration
+    from diaggmm_dist import BayesianDiagGMM, DiagGMMClassifier
+    from diaggmm_dist.stores import bayesian_store, classifier_store
+
+    table = pd.DataFrame(X, columns=["a", "b", "c"])
+    for kind in ("dirichlet_process", "dirichlet_distribution"):
+        vb = BayesianDiagGMM(n_components=2, weight_concentration_prior_type=kind, max_iter=2)
+        vb.fit(table).save(tmp_path / f"{kind}.zarr")
+    DiagGMMClassifier().fit(table, X[:, 0] > 0).save(tmp_path / "classifier.zarr")
+    for store, module in (
+        ("dirichlet_process.zarr", bayesian_store),
+        ("dirichlet_distribution.zarr", bayesian_store),
+        ("classifier.zarr", classifier_store),
+    ):
+        path = tmp_path / store
+        named(_attributes(path), module.__doc__, store)
+        named([p.name for p in path.iterdir() if p.is_dir()], module.__doc__, store)
+
     page = (DOCS / "formats.md").read_text()
+    for module in ("model_store", "bayesian_store", "classifier_store"):
+        assert f".. automodule:: diaggmm_dist.stores.{module}" in page
     for store, heading in (("scores.zarr", "Per-row scores"), ("labels.zarr", "Label maps")):
         table = _table(page, heading)
         section = page.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]

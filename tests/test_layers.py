@@ -37,6 +37,7 @@ LAYERS = {
         "splitting",
         "mixture",
         "persistence",
+        "persistence_gmm",
         "persistence_models",
         "selection",
         "diagonal_check",

@@ -47,7 +47,13 @@ import numpy as np
 from ..bayesian_mstep import PRIOR_TYPES, Posterior, Priors
 from ..locations import Location, location
 from ..validation import is_int
-from .estimator_store import checked_value, root_attributes, verify_checksums, write_store
+from .estimator_store import (
+    ARRAY_VERSION,
+    checked_value,
+    root_attributes,
+    verify_checksums,
+    write_store,
+)
 from .model_checks import ModelStoreError, is_number, shorten
 from .model_files import StoreFiles, check_feature_coordinate, read_model_array
 from .model_record import ATTRIBUTES, is_name_list
@@ -284,7 +290,7 @@ def read_bayesian(
     else:
         shapes.update(weight_concentration=(k,))
     arrays = {
-        name: read_model_array(files, name, shape, FORMAT_VERSION) for name, shape in shapes.items()
+        name: read_model_array(files, name, shape, ARRAY_VERSION) for name, shape in shapes.items()
     }
     _checked_arrays(arrays, prior_type, d, where)
     verify_checksums(attrs, arrays, where, BAYESIAN_ATTRIBUTES)

@@ -12,11 +12,12 @@ Layout (``format`` ``diaggmm-dist-classifier-model``, ``format_version`` 1)::
         class_count    (n_classes,)  float64   labelled rows (their weight) per class
         feature        (D,)          string    only for named features (the coordinate)
         zarr.json      attributes: format, format_version, n_components, n_features,
-                       n_classes, classes (the class labels, sorted: integers, whole numbers
-                       or strings), classes_dtype (their numpy dtype, e.g. "<i8", "<U5"),
-                       feature_names, params (the constructor parameters), epsilon, n_iter,
-                       converged, lower_bounds, n_unlabelled (null after partial_fit alone),
-                       input_layout, library_version, checksums; consolidated_metadata
+                       n_classes, classes (the class labels, sorted: booleans, integers,
+                       whole numbers or strings), classes_dtype (their numpy dtype, e.g.
+                       "<i8", "<U5"), feature_names, params (the constructor parameters),
+                       epsilon, n_iter, converged, lower_bounds, n_unlabelled (null after
+                       partial_fit alone), input_layout, library_version, checksums;
+                       consolidated_metadata
 
 ``class_prior_``, ``component_classes_``, ``theta_`` and ``var_`` are derived at load by the
 code that derives them after a fit, so they are the same to the bit, and ``partial_fit``
@@ -42,7 +43,13 @@ import numpy as np
 
 from ..locations import Location, location
 from ..validation import is_int
-from .estimator_store import checked_value, root_attributes, verify_checksums, write_store
+from .estimator_store import (
+    ARRAY_VERSION,
+    checked_value,
+    root_attributes,
+    verify_checksums,
+    write_store,
+)
 from .model_checks import ModelStoreError, is_number, shorten
 from .model_files import StoreFiles, check_feature_coordinate, read_model_array
 from .model_record import ATTRIBUTES, is_name_list
@@ -70,8 +77,8 @@ CLASSIFIER_ATTRIBUTES = (
     "n_unlabelled",
     "input_layout",
 )
-#: The dtypes of class labels a store keeps: integers, floats (whole), strings, objects.
-CLASSES_DTYPE = re.compile(r"[<>|]?(?:[iu][1248]|f[48]|U\d{1,6}|O)")
+#: The dtypes of class labels a store keeps: booleans, integers, floats (whole), strings, objects.
+CLASSES_DTYPE = re.compile(r"[<>|]?(?:b1|[iu][1248]|f[48]|U\d{1,6}|O)")
 
 
 @dataclass(frozen=True)
@@ -111,6 +118,8 @@ class ClassifierRecord:
 
 def _class_values(classes: np.ndarray) -> list:
     """The class labels as JSON values."""
+    if classes.dtype.kind == "b":
+        return [bool(c) for c in classes]
     if classes.dtype.kind in "iu":
         return [int(c) for c in classes]
     if classes.dtype.kind == "f":
@@ -133,8 +142,8 @@ def write_classifier(
     classes = np.asarray(record.classes)
     if not CLASSES_DTYPE.fullmatch(classes.dtype.str):
         raise ValueError(
-            f"Class labels of dtype {classes.dtype} cannot be saved: integers, whole numbers "
-            "or strings can."
+            f"Class labels of dtype {classes.dtype} cannot be saved: booleans, integers, whole "
+            "numbers or strings can."
         )
     attributes = {
         "format": FORMAT,
@@ -163,6 +172,8 @@ def write_classifier(
 
 
 def _label_ok(value, kind: str) -> bool:
+    if kind == "b":
+        return isinstance(value, bool)
     if kind in "iu":
         return is_int(value) and is_number(value)
     if kind == "f":
@@ -177,7 +188,7 @@ def _checked_classes(attrs, n_classes, where) -> np.ndarray:
         attrs,
         "classes_dtype",
         lambda v: isinstance(v, str) and CLASSES_DTYPE.fullmatch(v) is not None,
-        "be the numpy dtype of integers, floats, strings or objects (e.g. '<i8', '<U5')",
+        "be the numpy dtype of booleans, integers, floats, strings or objects ('<i8', '<U5')",
         where,
     )
     kind = np.dtype(dtype).kind
@@ -296,7 +307,7 @@ def read_classifier(
         where,
     )
     shapes = {"weights": (k,), "means": (k, d), "covariances": (k, d), "class_count": (n_classes,)}
-    arrays = {name: read_model_array(files, name, s, FORMAT_VERSION) for name, s in shapes.items()}
+    arrays = {name: read_model_array(files, name, s, ARRAY_VERSION) for name, s in shapes.items()}
     _checked_arrays(arrays, where)
     verify_checksums(attrs, arrays, where, CLASSIFIER_ATTRIBUTES)
     if feature_names is not None:

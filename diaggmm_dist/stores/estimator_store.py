@@ -22,10 +22,17 @@ from ..locations import Location, location
 from ..validation import is_int
 from .model_checks import ModelStoreError, shorten, show
 from .model_files import DIMENSION_NAMES, FEATURE_COORDINATE, StoreFiles
-from .model_record import array_checksum, attributes_checksum
+from .model_record import FORMAT_VERSION, array_checksum, attributes_checksum
 from .zarr_groups import NotAGroupError, rendered, write_keys_atomically
 
-__all__ = ["FORMAT_OWNERS", "root_attributes", "store_format", "verify_checksums", "write_store"]
+__all__ = [
+    "ARRAY_VERSION",
+    "FORMAT_OWNERS",
+    "root_attributes",
+    "store_format",
+    "verify_checksums",
+    "write_store",
+]
 
 #: The ``format`` attribute of each model store, and the class whose ``load`` reads it.
 FORMAT_OWNERS = {
@@ -33,6 +40,10 @@ FORMAT_OWNERS = {
     "diaggmm-dist-bayesian-model": "BayesianDiagGMM",
     "diaggmm-dist-classifier-model": "DiagGMMClassifier",
 }
+
+#: The arrays of every store are written as DiagGMM's format 4 writes its own (raw chunks, a
+#: NaN fill value, dimension names): :func:`~.model_files.read_model_array` reads them so.
+ARRAY_VERSION = FORMAT_VERSION
 
 
 def _root_metadata(files: StoreFiles, where: str) -> dict:
