@@ -71,7 +71,7 @@ def build_estimator(args: argparse.Namespace, kind: str):
     return est
 
 
-def parquet_feature_columns(url, label, storage_options=None) -> list[str]:
+def parquet_feature_columns(url, label, storage_options=None, name="--labels") -> list[str]:
     """Every column of the Parquet data at ``url`` but ``label``, by the library's rule.
 
     As the library chooses a table's features without ``columns`` (all float or all
@@ -99,7 +99,7 @@ def parquet_feature_columns(url, label, storage_options=None) -> list[str]:
     names = [field.name for field in schema]
     if label not in names:
         raise ValueError(
-            f"--labels {label!r} names no column of the Parquet data {os.fspath(url)!r} (its "
+            f"{name} {label!r} names no column of the Parquet data {os.fspath(url)!r} (its "
             f"columns: {names}): give the label column's name."
         )
     dtypes = pd.Series(
@@ -113,10 +113,11 @@ def parquet_feature_columns(url, label, storage_options=None) -> list[str]:
     try:
         return _all_columns(dtypes)
     except TypeError as err:
-        raise TypeError(str(err).replace("columns=[...]", "--columns COL,COL")) from None
+        advice = "--columns COL,COL" if name.startswith("--") else "columns=[...]"
+        raise TypeError(str(err).replace("columns=[...]", advice)) from None
 
 
-def open_labels(url, samples, layout, storage_options=None):
+def open_labels(url, samples, layout, storage_options=None, name="--labels"):
     """``--labels`` that is a store: the labels, lazily, checked against the data's samples.
 
     With ``feature_dim`` or ``features`` (gridded data) a store with one data variable opened
@@ -140,22 +141,22 @@ def open_labels(url, samples, layout, storage_options=None):
             labels = open_gridded(text, storage_options)
         except (KeyError, ValueError) as err:
             raise ValueError(
-                f"--labels {text!r} cannot be read with xarray (the data's layout): {one_line(err)}"
+                f"{name} {text!r} cannot be read with xarray (the data's layout): {one_line(err)}"
             ) from None
         if hasattr(labels, "data_vars"):
             raise ValueError(
-                f"--labels {text!r} must hold one data variable (the labels), it has "
+                f"{name} {text!r} must hold one data variable (the labels), it has "
                 f"{len(labels.data_vars)}: {list(labels.data_vars)}."
             )
     else:
         array = open_zarr_array(text, storage_options)
         if array.ndim != 1:
             raise ValueError(
-                f"--labels {text!r} must be a 1-D Zarr array with one label per row, it has "
+                f"{name} {text!r} must be a 1-D Zarr array with one label per row, it has "
                 f"shape {array.shape}."
             )
         labels = da.from_array(array, chunks=array.chunks)
-    sample_values(labels, samples, f"--labels {text!r}")  # the shape, before any work
+    sample_values(labels, samples, f"{name} {text!r}")  # the shape, before any work
     return labels
 
 
