@@ -34,9 +34,9 @@ if TYPE_CHECKING:
     import xarray as xr
     import zarr
     from sklearn.mixture import GaussianMixture
+    from zarr.abc.store import Store
 
     from .diagonal_check import DiagonalFitReport
-    from zarr.abc.store import Store
 
     #: What ``fit``, ``predict`` and the others read (see :func:`diaggmm_dist.inputs.as_samples`).
     Data: TypeAlias = (

@@ -24,15 +24,15 @@ __all__ = ["load_any", "load_model", "model_from_record", "record_of", "save_mod
 ESTIMATORS = {cls.__name__: cls for cls in (DiagGMM, BayesianDiagGMM, DiagGMMClassifier)}
 
 
-def load_any(where: Any, storage_options: StorageOptions | None = None) -> Any:
-    """The fitted model stored at ``where``, of the class its ``format`` attribute names.
+def load_any(url: Any, storage_options: StorageOptions | None = None) -> Any:
+    """The fitted model stored at ``url``, of the class its ``format`` attribute names.
 
     Parameters
     ----------
-    where : str, os.PathLike, Location or zarr store
+    url : str, os.PathLike, Location or zarr store
         Local path or fsspec URL of a model store, or a Zarr store object.
     storage_options : dict, optional
-        fsspec options (endpoint, credentials, ...) for ``where`` (a path or URL).
+        fsspec options (endpoint, credentials, ...) for ``url`` (a path or URL).
 
     Returns
     -------
@@ -42,7 +42,7 @@ def load_any(where: Any, storage_options: StorageOptions | None = None) -> Any:
     Raises
     ------
     FileNotFoundError
-        Nothing is stored at ``where``.
+        Nothing is stored at ``url``.
     ModelStoreError
         Not a model store of this library (a checkpoint, another group), or not a valid one.
 
@@ -59,6 +59,6 @@ def load_any(where: Any, storage_options: StorageOptions | None = None) -> Any:
     """
     if storage_options is not None:
         storage_options = checked_storage_options(storage_options, "load_any")
-    location = store_location(where, storage_options)
+    location = store_location(url, storage_options)
     owner = FORMAT_OWNERS[store_format(location)]
     return ESTIMATORS[owner].load(location)

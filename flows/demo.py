@@ -50,12 +50,12 @@ def _arguments(argv=None):
 
 
 def main(argv=None):
-    import xarray as xr
 
     from diaggmm_dist import DiagGMM
     from diaggmm_dist.datasets.linke import convert_linke_turbidity
     from diaggmm_dist.inputs import open_gridded
     from diaggmm_dist.outputs.label_maps import write_label_map
+    from diaggmm_dist.outputs.written import open_output
     from diaggmm_dist.plots import plot_convergence, plot_label_map
 
     args = _arguments(argv)
@@ -100,7 +100,7 @@ def main(argv=None):
         data = open_gridded(data_url)
         labels_url = str(out / "labels.zarr")
         write_label_map(model, data, labels_url, overwrite=True)
-        labels = xr.open_zarr(labels_url, consolidated=False, decode_times=False).labels
+        labels = open_output(labels_url, decode_times=False).labels  # refuses lost chunks
         while labels.ndim > 2:  # a map per first sample dim would be many maps: show the first
             labels = labels.isel({labels.dims[0]: 0})
         outputs += [

@@ -39,6 +39,7 @@ def write_scores(
 
     from diaggmm_dist.locations import location
     from diaggmm_dist.outputs import scores
+    from diaggmm_dist.outputs.written import check_written
 
     model = load_model(model_url, storage_options)
     with on_scheduler(scheduler_address):
@@ -46,6 +47,7 @@ def write_scores(
         scores.write_scores(
             model, data_url, out_url, overwrite=True, storage_options=storage_options
         )
+    check_written(out_url, storage_options)  # a lost chunk fails the task (and is retried)
     store = location(out_url, storage_options).zarr_store(read_only=True)
     group = zarr.open_group(store, mode="r")
     return {

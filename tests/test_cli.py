@@ -5,6 +5,7 @@ the LocalCluster it may start can be killed with it), on Zarr stores under tmp_p
 LocalCluster or on the ``dask scheduler`` / ``dask worker`` cluster of ``cli_cluster``.
 """
 
+import io
 import json
 import os
 import re
@@ -659,28 +660,75 @@ def test_usage_errors_and_parser(capsys):
     assert main(["info", "--help"]) == 0
 
 
-def test_progress_bar_and_iteration_lines_share_the_terminal():
-    import io
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal, so the command shows its bar there."""
+
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_and_iteration_lines_share_the_terminal(monkeypatch):
     import logging
 
-    from diaggmm_dist.cli.console import Console, PassBar, library_output
+    import dask.array as da
 
-    out, err = io.StringIO(), io.StringIO()
+    from diaggmm_dist.cli import console as console_module
+    from diaggmm_dist.cli.console import Console, PassBar, library_output
+    from diaggmm_dist.engine.progress import announce_rows, pass_started
+
+    monkeypatch.setattr(console_module, "BAR_INTERVAL", 0)  # every chunk redraws the bar
+    out, err = io.StringIO(), Terminal()
     console = Console(out, err)
     with library_output(console, quiet=False) as printer, PassBar(console, 4):
+        announce_rows(da.zeros((4000, 2), chunks=(1000, 2)))  # the engine's pass hook: 4 chunks
+        tracker = pass_started()
+        tracker.done(0)
+        tracker.done(1)
+        mid_pass = err.getvalue()
         logging.getLogger("diaggmm_dist").info(
             "iteration", extra={"iteration": 3, "lower_bound": -1.5, "change": 0.25, "seconds": 0.5}
         )
+        tracker.done(2)
+        after_line = err.getvalue()[len(mid_pass) :]
     assert out.getvalue() == (
         "resumed from the checkpoint after iteration 2\n"
         "iteration    3  lower bound -1.50000000  delta +2.500e-01  0.50 s\n"
     )
-    assert (
-        "EM [##################......] 3/4  lower bound -1.500000  delta +2.500e-01"
-        in err.getvalue()
-    )
-    assert err.getvalue().endswith("\r\033[K")  # the bar is erased at the end
+    # mid-pass: iterations done, chunks and rows of the pass, their rate and the ETA
+    assert re.search(r"EM 0/4 \| chunks 2/4 \|.*\| 2\.00k/4\.00k rows, .*rows/s, ETA ", mid_pass)
+    last = after_line.rstrip(" \r").rsplit("\r", 1)[-1]
+    assert last.startswith("EM 3/4 | chunks 3/4 |"), after_line
+    assert last.endswith("lower bound -1.500000 delta +2.500e-01"), after_line
+    assert err.getvalue().endswith("\r")  # the bar is cleared at the end (leave=False)
     assert printer.iterations_run == {0: 1} and printer.first_iteration == 3
+
+
+def test_the_bar_advances_within_the_passes_of_a_fit(tmp_path, monkeypatch, capsys):
+    """``diaggmm fit`` on a terminal: the bar shows chunks done mid-pass; the lines on stdout
+    stay whole; with --quiet, or off a terminal, there is no bar."""
+    from diaggmm_dist.cli import console as console_module
+
+    X = np.random.default_rng(1).normal(size=(8000, 3))
+    zarr.create_array(tmp_path / "X.zarr", shape=X.shape, chunks=(1000, 3), dtype="f8")[...] = X
+    monkeypatch.setattr(console_module, "BAR_INTERVAL", 0)
+    fit = ["fit", str(tmp_path / "X.zarr"), "--k", "2", "--max-iter", "3", "--chunk-size", "1000"]
+    for quiet in ([], ["--quiet"]):
+        err = Terminal()
+        monkeypatch.setattr(sys, "stderr", err)
+        code = main([*fit, *quiet, "--out", str(tmp_path / f"m{len(quiet)}.zarr")])
+        out = capsys.readouterr().out
+        assert code == 0, err.getvalue()
+        if quiet:
+            assert "chunks" not in err.getvalue() and "\r" not in err.getvalue()
+            continue
+        shown = re.findall(r"chunks (\d+)/(\d+) \|.*?(\d+\.\d+k?) rows/s", err.getvalue())
+        assert {total for _, total, _ in shown} == {"8"}, err.getvalue()
+        assert any(0 < int(done) < 8 for done, _, _ in shown), err.getvalue()
+        assert "EM 3/3 |" in err.getvalue()
+        assert "\r" not in out and iterations(out) == [1, 2, 3]
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal: no bar
+    assert main([*fit, "--out", str(tmp_path / "m2.zarr")]) == 0
+    assert "chunks" not in sys.stderr.getvalue()
 
 
 @pytest.mark.parametrize("quiet", [False, True])

@@ -203,7 +203,7 @@ def test_a_corrupt_chunk_read_on_a_worker_is_one_line(stores, tmp_path):
     chunk = f"Zarr chunk c/{BAD_CHUNK}/0 of {corrupt} is corrupt"
     results = run_all(
         {
-            "fit": ["fit", corrupt, "--k", str(K), "--out", tmp_path / "m.zarr"],
+            "fit": ["fit", corrupt, "--k", str(K), "--cluster", "--out", tmp_path / "m.zarr"],
             "predict": ["predict", stores / "model.zarr", corrupt, "--out", tmp_path / "s.zarr"],
         },
         timeout=300,
@@ -220,7 +220,10 @@ def test_a_corrupt_chunk_read_on_a_worker_is_one_line(stores, tmp_path):
 def test_debug_shows_the_worker_traceback(stores, tmp_path):
     corrupt = stores / "corrupt.zarr" / "X"
     result = finish(
-        start_cli("--debug", "fit", corrupt, "--k", str(K), "--out", tmp_path / "m.zarr"), 300
+        start_cli(
+            "--debug", "fit", corrupt, "--k", str(K), "--cluster", "--out", tmp_path / "m.zarr"
+        ),
+        300,
     )
     assert result.returncode == 2, result.stderr
     assert (
@@ -249,7 +252,10 @@ def test_a_codec_error_on_a_worker_is_one_line(tmp_path):
     store[:] = values
     garble(tmp_path / "zstd.zarr" / "c" / str(BAD_CHUNK) / "0")
     result = finish(
-        start_cli("fit", tmp_path / "zstd.zarr", "--k", str(K), "--out", tmp_path / "m.zarr"), 300
+        start_cli(
+            "fit", tmp_path / "zstd.zarr", "--k", str(K), "--cluster", "--out", tmp_path / "m.zarr"
+        ),
+        300,
     )
     assert_one_line_error(
         without_load_warnings(result),

@@ -160,7 +160,8 @@ def test_python_dash_m_and_a_lean_start():
         "import sys, runpy; sys.argv = ['diaggmm'] + sys.argv[1:]\n"
         "try:\n    runpy.run_module('diaggmm_dist', run_name='__main__')\n"
         "except SystemExit as e:\n"
-        "    heavy = [m for m in ('dask', 'distributed', 'sklearn', 'zarr') if m in sys.modules]\n"
+        "    heavy = [m for m in ('dask', 'distributed', 'sklearn', 'zarr', 'tqdm')\n"
+        "             if m in sys.modules]\n"
         "    print('HEAVY', heavy, 'CODE', e.code)\n"
     )
     for arguments, code in ((["--help"], 0), (["fit"], 2)):
@@ -211,19 +212,65 @@ def test_choosing_k_takes_the_layout_and_the_weights(cube, tmp_path, capsys):
 
 
 def test_a_cluster_started_for_the_command_is_quiet_and_shows_its_dashboard(cube, tmp_path):
-    """Without --scheduler or --threads: a LocalCluster, its dashboard link on the first line
-    (saying when bokeh is needed to draw it), and none of distributed's log lines unless
-    --log-level asks."""
+    """With --cluster (the input is small): a LocalCluster, its dashboard link on the first
+    line (saying when bokeh is needed to draw it), none of distributed's log lines unless
+    --log-level asks, and the model of the library's own fit (on threads) to the bit."""
     import importlib.util
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("DASK_SCHEDULER_ADDRESS", None)
     command = [sys.executable, "-m", "diaggmm_dist", "fit", str(cube / "cube.zarr"), "--k", "2"]
     command += ["--feature-dim", "band", "--missing", "drop", "--out", str(tmp_path / "m.zarr")]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*command, "--cluster"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     first = done.stdout.splitlines()[0]
     assert first.startswith("fit: 480 rows x 3 features") and "scheduler tls://" in first
     assert "dashboard http://127.0.0.1:" in first, first
     assert ("install bokeh" in first) == (importlib.util.find_spec("bokeh") is None), first
     assert "distributed." not in done.stderr, done.stderr
+    expected = DiagGMM(2, missing="drop", random_state=0).fit(
+        xr.open_zarr(cube / "cube.zarr")["reflectance"], feature_dim="band"
+    )
+    _assert_same_model(DiagGMM.load(tmp_path / "m.zarr"), expected)
+
+
+def _assert_same_model(got, expected):
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
+    assert got.lower_bounds_ == expected.lower_bounds_ and got.n_iter_ == expected.n_iter_
+
+
+def test_a_small_input_runs_on_threads_without_a_cluster(cube, tmp_path, capsys, monkeypatch):
+    """No --scheduler, --threads or --cluster, and a small input: the command's threads (said
+    on the first line), the library's model to the bit; a larger input, or more chunks than
+    the tree sum adds at once, or a scheduler in the environment: a cluster."""
+    import argparse
+
+    from diaggmm_dist.cli.commands import _small_input
+    from diaggmm_dist.cli.parser import SMALL_INPUT_BYTES
+    from diaggmm_dist.engine.local import local_threads
+
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    fit = ["fit", cube / "cube.zarr", "--k", "2", "--feature-dim", "band", "--missing", "drop"]
+    code, out, err = run([*fit, "--out", tmp_path / "m.zarr"], capsys)
+    assert code == 0, err
+    first = out.splitlines()[0]
+    assert first.startswith("fit: 480 rows x 3 features"), first
+    assert first.endswith(f"4 chunks, on {local_threads()} local threads (small input: no cluster)")
+    expected = DiagGMM(2, missing="drop", random_state=0).fit(
+        xr.open_zarr(cube / "cube.zarr")["reflectance"], feature_dim="band"
+    )
+    _assert_same_model(DiagGMM.load(tmp_path / "m.zarr"), expected)
+
+    args = argparse.Namespace(scheduler=None, cluster=False)
+    assert _small_input(args, SMALL_INPUT_BYTES, 8)
+    assert not _small_input(args, SMALL_INPUT_BYTES + 1, 1)
+    assert not _small_input(args, 1000, 9)  # 9 chunks: the sums' order would differ
+    assert not _small_input(argparse.Namespace(scheduler="tcp://h:1", cluster=False), 1000, 1)
+    assert not _small_input(argparse.Namespace(scheduler=None, cluster=True), 1000, 1)
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://127.0.0.1:1")
+    assert not _small_input(args, 1000, 1)
+    code, _, err = run([*fit, "--out", tmp_path / "n.zarr", "--cluster", "--threads"], capsys)
+    assert code == 2 and "not allowed with argument" in err

@@ -181,6 +181,32 @@ def test_stores_round_trip_through_a_zarr_store_object(bayesian, classifiers):
         assert_identical(load_any(memory), model)
 
 
+@pytest.mark.parametrize("settings", [{"max_iter": 0}, {"dtype": "float32", "missing": "drop"}])
+def test_unfitted_iterations_and_float32_round_trip(data, settings, tmp_path):
+    saved = BayesianDiagGMM(n_components=3, random_state=0, **settings).fit(data)
+    saved.save(tmp_path / "m.zarr")
+    loaded = BayesianDiagGMM.load(tmp_path / "m.zarr")
+    assert_identical(loaded, saved)
+    np.testing.assert_array_equal(loaded.predict_proba(data), saved.predict_proba(data))
+    assert loaded.lower_bound_ == saved.lower_bound_  # -inf with max_iter=0
+
+
+def test_gridded_models_predict_the_same_maps(tmp_path):
+    rng = np.random.default_rng(1)
+    cube = xr.DataArray(rng.normal(size=(4, 5, 3)), dims=("y", "x", "band"))
+    cube = cube.assign_coords(band=["r", "g", "b"])
+    labels = xr.DataArray((cube.isel(band=0) > 0).astype(int).values, dims=("y", "x"))
+    for model in (
+        BayesianDiagGMM(n_components=2, random_state=0).fit(cube, feature_dim="band"),
+        DiagGMMClassifier().fit(cube, labels, feature_dim="band"),
+    ):
+        model.save(tmp_path / "m.zarr", overwrite=True)
+        loaded = load_any(tmp_path / "m.zarr")
+        assert loaded.input_layout_ == model.input_layout_
+        xr.testing.assert_identical(loaded.predict(cube), model.predict(cube))
+        xr.testing.assert_identical(loaded.predict_proba(cube), model.predict_proba(cube))
+
+
 def test_a_model_from_scikit_learn_round_trips(data, tmp_path):
     from sklearn.mixture import BayesianGaussianMixture
 
@@ -229,6 +255,17 @@ def test_load_any_gives_the_estimator_the_store_holds(bayesian, classifiers, dat
             and use in str(caught.value)
             and "load_any" in str(caught.value)
         )
+
+
+def test_the_registry_keeps_any_estimator_and_load_any_reads_it(bayesian, classifiers, tmp_path):
+    from diaggmm_dist.stores.registry import ModelRegistry
+
+    registry = ModelRegistry(tmp_path / "registry")
+    first = registry.promote(bayesian["process"])
+    registry.promote(classifiers["naive_bayes"])
+    version, current = registry.current(load_any)
+    assert version != first and isinstance(current, DiagGMMClassifier)
+    assert_identical(registry.load(first, BayesianDiagGMM.load), bayesian["process"])
 
 
 def test_load_any_refuses_what_is_not_a_model(data, tmp_path):
@@ -285,6 +322,10 @@ BAYESIAN_TAMPERINGS = {
     "lower bound": (attr("lower_bound", -1.0), "do not match their checksum"),
     "setting": (attr("params.tol", -1.0), "attribute 'params': a setting is invalid"),
     "unknown setting": (attr("params.evil", 1), "attribute 'params' must map exactly"),
+    "verbose": (attr("params.verbose", "loud"), "'params': verbose must be an integer >= 0"),
+    "random_state": (attr("params.random_state", -1), "random_state must be null or an"),
+    "huge": (attr("params.max_iter", 10**400), "max_iter is a number beyond float64"),
+    "marginalize": (attr("params.missing", "marginalize"), "is not available for the var"),
     "prior type": (
         attr("weight_concentration_prior_type", "dirichlet_distribution"),
         "array 'weight_concentration' is missing",
@@ -331,6 +372,7 @@ CLASSIFIER_TAMPERINGS = {
     "n_components": (attr("n_components", 3), "'n_components' is 3, not n_classes (2) times"),
     "per class": (attr("params.n_components_per_class", 0), "n_components_per_class must be"),
     "priors": (attr("params.priors", [0.5, 0.6]), "The sum of the priors should be 1"),
+    "verbose": (attr("params.verbose", True), "'params': verbose must be an integer >= 0"),
     "epsilon": (attr("epsilon", -1.0), "attribute 'epsilon' must be a finite number >= 0"),
     "n_unlabelled": (attr("n_unlabelled", 3), "do not match their checksum"),
     "no feature coordinate": (

@@ -16,8 +16,12 @@ the same names. ``--storage-option KEY=VALUE`` (repeatable)
 and ``--storage-options FILE.json`` give the fsspec options of every URL of the command. Work
 runs on the dask scheduler at ``--scheduler``, else at ``$DASK_SCHEDULER_ADDRESS``, else on a
 LocalCluster started for the command (with TLS; its dashboard link is printed), or, with
-``--threads``, on this process's threads without a cluster. distributed's log lines show
-from ``--log-level`` up (default ERROR). A ``tls://`` scheduler is joined with
+``--threads``, on this process's threads without a cluster. ``fit`` of a small input (at most
+:data:`~.parser.SMALL_INPUT_BYTES` in at most 8 chunks) runs on threads unless ``--cluster``
+asks for the LocalCluster: the same model to the bit, without the cluster's start. On a
+terminal a progress bar (tqdm) on stderr advances as each pass's chunks finish (chunks, rows
+per second, the pass's ETA, the last lower bound); not with ``--quiet``. distributed's log
+lines show from ``--log-level`` up (default ERROR). A ``tls://`` scheduler is joined with
 ``--tls-ca``/``--tls-cert``/``--tls-key`` or ``--tls-dir``, else dask's config
 (:mod:`diaggmm_dist.tls`). The CLI owns argument parsing (:mod:`.parser`), console
 output (:mod:`.console`), the checks of inputs and outputs (:mod:`.checks`), storage options
@@ -43,7 +47,7 @@ import sys
 import threading
 import traceback
 
-from .console import PROG, Console
+from .console import PROG, Console, command_bar
 from .exits import (
     EXIT_INTERRUPTED,
     EXIT_RUNTIME,
@@ -109,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        return COMMANDS[args.command](args, console)
+        with command_bar(args, console):  # on a terminal: advances as the passes' chunks finish
+            return COMMANDS[args.command](args, console)
     except _Terminated:
         _say_stopped(args, console, "terminated")
         return EXIT_TERMINATED

@@ -23,17 +23,40 @@ from .checks import (
     open_samples,
     open_weights,
 )
-from .console import Console, PassBar, library_output, model_labels
+from .console import Console, library_output, model_labels
 from .exits import EXIT_OK
 from .info import info
 from .options import command_security, command_storage_options
 
 
 class _LocalThreads:
-    """``--threads``: dask's threaded scheduler in this process; no cluster, no client."""
+    """``--threads`` (or a small input): this process's threads; no cluster, no client."""
 
     cluster = None
-    scheduler = argparse.Namespace(address="threads of this process (--threads)")
+
+    def __init__(self, why):
+        from ..engine.local import local_threads
+
+        self.where = f"on {local_threads()} local threads ({why})"
+        self.scheduler = argparse.Namespace(address=f"threads of this process ({why})")
+
+
+def _small_input(args, nbytes: int, n_chunks: int | None = None) -> bool:
+    """Whether a command runs on its threads though no ``--threads`` was given: it would start
+    a LocalCluster (no ``--scheduler``, ``$DASK_SCHEDULER_ADDRESS`` or ``--cluster``), and
+    the input is small (:data:`~diaggmm_dist.cli.parser.SMALL_INPUT_BYTES`), for ``fit`` in
+    at most :data:`~diaggmm_dist.engine.SPLIT_EVERY` chunks (``n_chunks``), so that the
+    statistics are added up in the same order as on a cluster: the same model to the bit.
+    Per-row results (``predict``) are the same in any order.
+    """
+    import os
+
+    from ..engine import SPLIT_EVERY
+    from .parser import SMALL_INPUT_BYTES
+
+    if args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or args.cluster:
+        return False
+    return nbytes <= SMALL_INPUT_BYTES and (n_chunks is None or n_chunks <= SPLIT_EVERY)
 
 
 @contextlib.contextmanager
@@ -52,7 +75,7 @@ def _dask_client(args):
         import dask
 
         with dask.config.set(scheduler="threads"):
-            yield _LocalThreads()
+            yield _LocalThreads(getattr(args, "threads_reason", "--threads"))
         return
     import distributed  # noqa: F401 - first: importing it sets its logger's level
 
@@ -85,6 +108,8 @@ def _where(client) -> str:
     """Where the work runs, for the first line: the scheduler, and the dashboard of a cluster
     started for the command (distributed draws it with bokeh, else serves a page asking for it).
     """
+    if getattr(client, "where", None):
+        return client.where
     text = f"scheduler {client.scheduler.address}"
     if client.cluster is not None:
         import importlib.util
@@ -105,7 +130,8 @@ def fit(args: argparse.Namespace, console: Console) -> int:
     args : argparse.Namespace
         The parsed arguments of ``fit`` (:func:`~diaggmm_dist.cli.parser.build_parser`).
     console : Console
-        Where results, iteration lines and the progress bar go.
+        Where results and iteration lines go (the progress bar, when shown, is
+        :func:`~diaggmm_dist.cli.console.command_bar`'s).
 
     Returns
     -------
@@ -173,6 +199,8 @@ def fit(args: argparse.Namespace, console: Console) -> int:
             f"use at most {n_rows} components."
         )
     check_output(args.out, args.overwrite, "model", options)
+    if not args.threads and _small_input(args, data.nbytes, n_chunks):
+        args.threads, args.threads_reason = True, "small input: no cluster"
     if args.checkpoint is not None:
         # Refused by the library too (a live fit holding it; without --overwrite, something that is
         # not a checkpoint of this format), but here before a cluster starts.
@@ -191,8 +219,6 @@ def fit(args: argparse.Namespace, console: Console) -> int:
                     f"K={','.join(map(str, candidates))}, "
                     f"{n_chunks} chunks, {_where(client)}"
                 )
-            show_bar = not args.quiet and console.err.isatty()
-            bar = PassBar(console, args.max_iter) if show_bar else None
             if len(candidates) > 1:
                 return select(args, candidates, gmm, console, start, options, weights)
             fit_options = dict(
@@ -202,11 +228,7 @@ def fit(args: argparse.Namespace, console: Console) -> int:
                 storage_options=options,
                 **layout,
             )
-            if bar is not None:
-                with bar:
-                    gmm.fit(args.data, **fit_options)
-            else:
-                gmm.fit(args.data, **fit_options)
+            gmm.fit(args.data, **fit_options)
         gmm.save(args.out, overwrite=args.overwrite, storage_options=options)
     seconds = time.monotonic() - start
     note = ""
@@ -325,6 +347,8 @@ def predict(args: argparse.Namespace, console: Console) -> int:
     gridded = samples.template is not None  # read with xarray: a map keeps its coordinates
     what = "label map" if gridded else "scores group"
     check_output(args.out, args.overwrite, what, options)
+    if not args.threads and _small_input(args, samples.array.nbytes):
+        args.threads, args.threads_reason = True, "small input: no cluster"
     if is_classifier(model):
         return predict_classes(args, console, model, samples, options, _dask_client, _where)
     start = time.monotonic()

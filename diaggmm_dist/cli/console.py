@@ -20,8 +20,9 @@ PROG = "diaggmm"
 class Console:
     """stdout for results and iteration lines, stderr for the bar, warnings and errors.
 
-    The progress bar lives on one stderr line that is erased before anything else is
-    printed and redrawn after, so the two never interleave on a terminal.
+    While a progress bar is shown (:class:`PassBar`), every line is printed with the bar
+    cleared first and redrawn after, under one lock, so the two never interleave on a
+    terminal.
     """
 
     def __init__(self, out=None, err=None, quiet=False):
@@ -43,38 +44,106 @@ class Console:
     def warn(self, text):
         self.print(f"{PROG}: warning: {one_line(text)}", stream=self.err)
 
+    def shows_bar(self) -> bool:
+        """A bar is shown only on a terminal, and not with ``--quiet``."""
+        isatty = getattr(self.err, "isatty", None)
+        return not self.quiet and callable(isatty) and bool(isatty())
+
+
+#: Seconds between two redraws of the bar as chunks finish, and of its clock meanwhile.
+BAR_INTERVAL = 0.2
+
+#: The bar's line: passes done (of the most), the chunks and rows of the running pass, its
+#: rate and ETA, and the last lower bound (tqdm's ``bar_format``; ``{postfix}`` is ", ...").
+BAR_FORMAT = "{desc} |{bar}| {n_fmt}/{total_fmt}{unit}, {rate_noinv_fmt}, ETA {remaining}{postfix}"
+
 
 class PassBar:
-    """A text bar on stderr, one step per EM pass, redrawn twice a second (only on a terminal)."""
+    """The command's progress bar on stderr (tqdm), advanced within each pass.
 
-    WIDTH = 24
+    Used as a context: while it is open, the engine's passes tell it how many of their
+    chunks (and rows) are done (:func:`diaggmm_dist.engine.progress.reporting`) and
+    :class:`IterationPrinter` tells it each EM iteration's lower bound. The bar appears at
+    the first pass; tqdm is imported only then. It shows
+    ``EM 3/100 | chunks 6/10 |####   | 1.20M/2.00M rows, 3.10M rows/s, ETA 00:01, lower
+    bound -1.234567 delta +1.234e-03``: EM iterations done of ``total``, the running pass's
+    chunks, its rows, their rate, the pass's ETA and the last lower bound and its change.
+    Without ``total`` (``predict``) the label stands alone.
+    """
 
-    def __init__(self, console, total, label="EM"):
-        self.console, self.total, self.label = console, max(int(total), 1), label
+    def __init__(self, console, total=None, label="EM"):
+        self.console, self.label = console, label
+        self.total = None if total is None else max(int(total), 1)
         self.done = 0
         self.lower_bound = self.change = self.model = None
-        self.pass_start = time.monotonic()
+        self.chunks = None  # the running pass's PassProgress
+        self.drawn = 0.0  # time.monotonic() of the last redraw for a chunk
+        self.tqdm = None
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="diaggmm-progress", daemon=True)
 
     def __enter__(self):
+        from ..engine.progress import reporting  # here: --help imports no dask
+
         with self.console.lock:
             self.console.bar = self
-            self.draw()
+        self.reporting = reporting(self.advance)
+        self.reporting.__enter__()
         self.thread.start()
         return self
 
     def __exit__(self, *exc):
         self.stop.set()
         self.thread.join(timeout=2)
+        self.reporting.__exit__(*exc)
         with self.console.lock:
-            self.erase()
+            if self.tqdm is not None:
+                self.tqdm.close()  # leave=False: the line is cleared
             self.console.bar = None
 
-    def _run(self):
-        while not self.stop.wait(0.5):
+    def _run(self):  # the clock and the ETA move between chunks too, while a pass runs
+        while not self.stop.wait(BAR_INTERVAL * 2.5):
             with self.console.lock:
-                self.draw()
+                if self.chunks is not None and self.chunks.chunks_done < self.chunks.n_chunks:
+                    self.draw()
+
+    def advance(self, progress):
+        """The engine's progress hook: a pass started, or chunks of it finished."""
+        new_pass = progress.chunks_done == 0 or self.chunks is None
+        ends = progress.chunks_done == progress.n_chunks
+        now = time.monotonic()
+        if not (new_pass or ends) and now - self.drawn < BAR_INTERVAL:
+            self.chunks = progress  # drawn with the next chunk or tick: a chunk costs no more
+            return
+        with self.console.lock:
+            self.drawn = now
+            rows = progress.n_rows is not None  # else a computation's chunks, without rows
+            count = progress.rows_done if rows else progress.chunks_done
+            self.chunks = progress
+            unit, total = (" rows", progress.n_rows) if rows else (" chunks", progress.n_chunks)
+            if self.tqdm is None:
+                from tqdm import tqdm  # here: only a command that shows a bar imports it
+
+                self.tqdm = tqdm(
+                    file=self.console.err,
+                    total=total,
+                    desc=self._description(),
+                    unit=unit,
+                    unit_scale=rows,
+                    leave=False,
+                    dynamic_ncols=True,
+                    mininterval=BAR_INTERVAL,
+                    bar_format=BAR_FORMAT,
+                    postfix=self._postfix() or None,
+                )
+            self.tqdm.set_description_str(self._description(), refresh=False)
+            self.tqdm.set_postfix_str(self._postfix(), refresh=False)
+            if new_pass:
+                self.tqdm.unit, self.tqdm.unit_scale = unit, rows
+                self.tqdm.reset(total=total)
+            self.tqdm.update(count - self.tqdm.n)
+            if ends:
+                self.tqdm.refresh()  # a pass's end is always shown, however quick
 
     def update(self, iteration, lower_bound, change, model=None):
         """Show ``iteration`` done.
@@ -82,34 +151,50 @@ class PassBar:
         ``model`` names whose lower bound it is, when models run side by side.
         """
         with self.console.lock:
-            self.done = min(iteration, self.total)
+            self.done = iteration if self.total is None else min(iteration, self.total)
             self.lower_bound, self.change, self.model = lower_bound, change, model
-            self.pass_start = time.monotonic()
             self.draw()
 
-    def render(self):
-        filled = int(self.WIDTH * self.done / self.total)
-        text = (
-            f"{self.label} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {self.done}/{self.total}"
-        )
+    def _description(self):
+        head = self.label if self.total is None else f"{self.label} {self.done}/{self.total}"
+        if self.chunks is not None and self.chunks.n_rows is not None:
+            head += f" | chunks {self.chunks.chunks_done}/{self.chunks.n_chunks}"
+        return head
+
+    def _postfix(self):
         if self.lower_bound is None:
-            text += "  initializing"
-        else:
-            named = "" if self.model is None else f"  {self.model}"
-            text += f"{named}  lower bound {self.lower_bound:.6f}  delta {_signed(self.change)}"
-        return text + f"  (pass {time.monotonic() - self.pass_start:.1f} s)"
+            return ""
+        named = "" if self.model is None else f"{self.model} "
+        return f"{named}lower bound {self.lower_bound:.6f} delta {_signed(self.change)}"
 
     def draw(self):
-        self.console.err.write("\r" + self.render() + "\033[K")
-        self.console.err.flush()
+        if self.tqdm is not None:
+            if self.chunks is not None:  # chunks told since the last redraw
+                chunks = self.chunks
+                self.tqdm.n = chunks.chunks_done if chunks.n_rows is None else chunks.rows_done
+            self.tqdm.set_description_str(self._description(), refresh=False)
+            self.tqdm.set_postfix_str(self._postfix(), refresh=False)
+            self.tqdm.refresh()
 
     def erase(self):
-        self.console.err.write("\r\033[K")
-        self.console.err.flush()
+        if self.tqdm is not None:
+            self.tqdm.clear()
 
 
 def _signed(value):
     return f"{value:+.3e}" if value is not None and math.isfinite(value) else "n/a"
+
+
+def command_bar(args, console: Console):
+    """The progress bar of a command (:class:`PassBar`), or a null context: none on a pipe or
+    a file, with ``--quiet``, or for a command without passes (``info``)."""
+    import contextlib
+
+    if args.command not in ("fit", "predict") or not console.shows_bar():
+        return contextlib.nullcontext()
+    if args.command == "fit":
+        return PassBar(console, args.max_iter, "EM")
+    return PassBar(console, None, "predict")
 
 
 class IterationPrinter(logging.Handler):

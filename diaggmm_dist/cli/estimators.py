@@ -225,6 +225,10 @@ def fit_estimator(args, console, kind, client_context, where) -> int:
             f"use at most {n_rows} components."
         )
     check_output(args.out, args.overwrite, "model", options)
+    from .commands import _small_input  # the rule DiagGMM's fit follows
+
+    if not args.threads and _small_input(args, data.nbytes, data.npartitions):
+        args.threads, args.threads_reason = True, "small input: no cluster"
     start = time.monotonic()
     fit_options = dict(sample_weight=weights, storage_options=options, **layout)
     with library_output(console, args.quiet) as printer, client_context(args) as client:

@@ -12,6 +12,12 @@ from .options import add_storage_options, add_tls_options
 
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
+#: ``fit`` without ``--scheduler``, ``--threads`` or ``--cluster``: an input of at most this
+#: many bytes, in at most 8 chunks (the tree sum's fan-in, where threads and a cluster add
+#: the chunks' statistics alike), runs on the command's threads instead of a LocalCluster;
+#: see bench/FINDINGS.md ("Threads or a LocalCluster").
+SMALL_INPUT_BYTES = 128 * 2**20
+
 
 def _int_at_least(minimum):
     def parse(text):
@@ -129,15 +135,34 @@ def _common_options(defaults):
     return parent
 
 
-def _cluster_options(parser, scheduler_help):
-    """``--scheduler`` or ``--threads``: where the work runs."""
+def _cluster_options(parser, scheduler_help, auto=False):
+    """``--scheduler``, ``--threads`` or ``--cluster``: where the work runs.
+
+    ``auto`` (the command's name): without any of them it chooses threads for a small input.
+    """
     where = parser.add_mutually_exclusive_group()
+    if auto:  # the LocalCluster is the default for large inputs only
+        scheduler_help = scheduler_help[:-1] + "; threads for a small input, see --cluster)"
     where.add_argument("--scheduler", metavar="ADDRESS", help=scheduler_help)
     where.add_argument(
         "--threads",
         action="store_true",
         help="run on this process's threads, without a cluster: quicker for data that one "
-        "machine reads in seconds (e.g. under a few million rows)",
+        "machine reads in seconds (e.g. under a few million rows)"
+        + ("; the default for a small input (see --cluster)" if auto else ""),
+    )
+    where.add_argument(
+        "--cluster",
+        action="store_true",
+        help="start a LocalCluster of worker processes for the command"
+        + (
+            " even for a small input (without --scheduler, --threads or --cluster, an input "
+            f"of at most {SMALL_INPUT_BYTES // 2**20} MiB"
+            + (" in at most 8 chunks" if auto == "fit" else "")
+            + " runs on threads: the same result to the bit, without the cluster's start)"
+            if auto
+            else " (the default without --scheduler)"
+        ),
     )
 
 
@@ -214,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace an existing MODEL, and start afresh if the checkpoint holds another run",
     )
-    _cluster_options(fit, scheduler_help)
+    _cluster_options(fit, scheduler_help, auto="fit")
     add_tls_options(fit)
     fit.add_argument(
         "--init",
@@ -299,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--overwrite", action="store_true", help="replace an existing SCORES group"
     )
-    _cluster_options(predict, scheduler_help)
+    _cluster_options(predict, scheduler_help, auto="predict")
     add_tls_options(predict)
     predict.add_argument(
         "--chunk-size",

@@ -28,6 +28,7 @@ from .. import kernels
 from . import cluster, local
 from .cluster import held_on_cluster
 from .graphs import SPLIT_EVERY, PassParameters, map_rows, n_rows, row_indices, statistics_graph
+from .progress import announce_rows, reporting_now
 from .sums import summed_chunk_vectors
 
 __all__ = [
@@ -57,6 +58,11 @@ def compute(*collections) -> tuple:
     tuple
         Their values.
     """
+    if reporting_now():  # a progress hook is set: the result's tasks report as they finish
+        client = cluster.active_client()
+        if client is not None:
+            return cluster.reported_compute(client, collections)
+        return local.reported_compute(collections)
     if cluster.active_client() is not None:
         return dask.compute(*collections, optimize_graph=False)
     with local.single_threaded_blas():
@@ -120,6 +126,7 @@ def pass_statistics(
     if shape not in graphs:
         graphs[shape] = statistics_graph(X, missing, weights, random, sizes, labels)
     built = graphs[shape]
+    announce_rows(X)  # the rows of each chunk, for a progress hook (nothing without one)
     client = cluster.active_client()
     if client is not None:
         return cluster.run_pass(

@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import dask_compat, read_ahead
 from ..dask_compat import DataNode, Task, TaskRef
+from . import progress
 from .graphs import SPLIT_EVERY, StatisticsGraph, add_tree_sum, statistics_graph, summed_blocks
 
 
@@ -166,6 +167,9 @@ class ClusterPass(NamedTuple):
     result_key: object
     #: Scheduler priority of every key (higher runs first), see :func:`row_order_priorities`.
     priority: dict
+    #: The group tasks, in row order, and their chunks (:func:`group_sizes`).
+    group_keys: tuple = ()
+    group_sizes: tuple = ()
 
 
 def cluster_graph(built: StatisticsGraph, parameters, n_threads: int) -> ClusterPass:
@@ -214,7 +218,9 @@ def cluster_graph(built: StatisticsGraph, parameters, n_threads: int) -> Cluster
         keys[window[0]] if len(window) == 1 else [keys[i] for i in window] for window in windows
     ]
     result_key = add_tree_sum(graph, additions, f"diaggmm-pass-sum-{token}")
-    return ClusterPass(graph, result_key, row_order_priorities(graph, keys))
+    return ClusterPass(
+        graph, result_key, row_order_priorities(graph, keys), tuple(keys), tuple(sizes)
+    )
 
 
 def row_order_priorities(graph: dict, group_keys: list) -> dict:
@@ -247,7 +253,8 @@ def run_pass(
 
     Fused chunk tasks run in groups (:func:`cluster_graph`) under the library's priorities;
     a graph whose chunks share tasks runs dask's own structure, rebuilt with keys of its
-    own (a new parameter key) for this pass.
+    own (a new parameter key) for this pass. With a progress hook (:mod:`.progress`) the
+    groups are watched as they finish (:func:`_reported_get`).
 
     Returns
     -------
@@ -257,9 +264,90 @@ def run_pass(
     if built.chunk_keys:
         cluster_pass = cluster_graph(built, parameters, sum(client.nthreads().values()))
         # a callable annotation is called with each key (on the scheduler)
+        tracker = progress.pass_started(built.chunk_keys)
         with dask.annotate(priority=cluster_pass.priority.get):
+            if tracker is not None:
+                return _reported_get(client, cluster_pass, tracker)
             return client.get(_submitted(cluster_pass.graph), cluster_pass.result_key)
+    tracker = progress.pass_started()
     fresh = statistics_graph(X, missing, weights, random, sizes, labels)
-    return client.get(
+    total = client.get(
         _submitted({**fresh.graph, fresh.parameter_key: parameters}), fresh.result_key
     )
+    if tracker is not None:
+        tracker.finished()
+    return total
+
+
+def _reported_get(client, cluster_pass: ClusterPass, tracker) -> np.ndarray:
+    """``client.get`` of a pass that also watches its group tasks finish, for the hook.
+
+    The same graph, keys and priorities: only the client holds futures of the groups too, so
+    their small blocks ((K + 1) x (3D + 1) float64 each, or a stack of up to
+    :data:`SPLIT_EVERY`) stay on the workers until the pass ends, when all are released.
+    """
+    futures = client.get(
+        _submitted(cluster_pass.graph),
+        [cluster_pass.result_key, *cluster_pass.group_keys],
+        sync=False,
+    )
+    try:
+        starts = np.cumsum((0,) + cluster_pass.group_sizes[:-1]).tolist()
+        for future, first, size in zip(futures[1:], starts, cluster_pass.group_sizes):
+            # run by distributed once the future is done (in a thread of its own)
+            future.add_done_callback(
+                lambda done, first=first, size=size: (
+                    tracker.done(first, size) if done.status == "finished" else None
+                )
+            )
+        total = futures[0].result()
+        tracker.finished()  # the last groups' callbacks may still be on their way
+        return total
+    finally:
+        for future in futures:
+            future.release()
+
+
+def reported_compute(client, collections: tuple) -> tuple:
+    """``dask.compute`` on ``client``'s cluster, telling the progress hook as the tasks that
+    make up the result finish (:func:`.progress.result_parts`).
+
+    The collections are persisted (their output tasks become futures, watched), then
+    gathered as ``dask.compute`` would, and released.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    collections : tuple of dask collections
+
+    Returns
+    -------
+    tuple
+        Their values.
+    """
+    from distributed import futures_of
+
+    parts = progress.result_parts(collections)
+    tracker = progress.pass_started(n_chunks=len(parts), kind="compute")
+    found = progress.collections_in(collections)
+    persisted = client.persist(found, optimize_graph=False)
+    futures = futures_of(persisted)
+    collections = progress.replaced(
+        collections, {id(old): new for old, new in zip(found, persisted)}
+    )
+    try:
+        if tracker is not None:
+            for future in futures:
+                if future.key in parts:
+                    future.add_done_callback(
+                        lambda done, index=parts[future.key]: (
+                            tracker.done(index) if done.status == "finished" else None
+                        )
+                    )
+        values = dask.compute(*collections, optimize_graph=False)
+        if tracker is not None:
+            tracker.finished()
+        return values
+    finally:
+        for future in futures:
+            future.release()

@@ -14,6 +14,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from .. import dask_compat, read_ahead
+from . import progress
 from .graphs import StatisticsGraph, summed_blocks
 
 
@@ -52,7 +53,8 @@ def local_statistics(built: StatisticsGraph, parameters, n_threads: int) -> np.n
     Each thread takes the next chunk in row order until none is left, so the scheduling cost
     per chunk is one locked counter, and the sum runs once, in chunk order, whatever thread
     computed which chunk: results are deterministic. Arrays on object storage have their next
-    chunks read meanwhile (:mod:`diaggmm_dist.read_ahead`).
+    chunks read meanwhile (:mod:`diaggmm_dist.read_ahead`). A progress hook
+    (:mod:`.progress`) hears of each chunk as it finishes.
 
     Parameters
     ----------
@@ -74,6 +76,7 @@ def local_statistics(built: StatisticsGraph, parameters, n_threads: int) -> np.n
     next_index, lock, failures = iter(range(len(keys))), threading.Lock(), []
     # chunks are taken in row order: the next ones of object storage are read meanwhile
     window = read_ahead.Window()
+    tracker = progress.pass_started(keys)  # None without a hook: nothing to tell
 
     def work():
         with read_ahead.reading_ahead(window):
@@ -84,6 +87,8 @@ def local_statistics(built: StatisticsGraph, parameters, n_threads: int) -> np.n
                     return
                 try:
                     results[index] = _evaluate(built.graph, keys[index], values)
+                    if tracker is not None:
+                        tracker.done(index)
                 except BaseException as err:  # re-raised in the calling thread
                     failures.append(err)
 
@@ -120,4 +125,42 @@ def run_pass(built: StatisticsGraph, parameters) -> np.ndarray:
     with single_threaded_blas():
         if built.chunk_keys:
             return local_statistics(built, parameters, local_threads())
-        return dask.threaded.get({**built.graph, built.parameter_key: parameters}, built.result_key)
+        tracker = progress.pass_started()
+        total = dask.threaded.get(
+            {**built.graph, built.parameter_key: parameters}, built.result_key
+        )
+        if tracker is not None:
+            tracker.finished()
+        return total
+
+
+def reported_compute(collections: tuple) -> tuple:
+    """``dask.compute`` on threads (single-threaded BLAS), telling the progress hook as the
+    tasks that make up the result finish (:func:`.progress.result_parts`).
+
+    Parameters
+    ----------
+    collections : tuple of dask collections
+
+    Returns
+    -------
+    tuple
+        Their values, as ``dask.compute`` gives them.
+    """
+    from dask.callbacks import Callback
+
+    parts = progress.result_parts(collections)
+    tracker = progress.pass_started(n_chunks=len(parts), kind="compute")
+    if tracker is None:  # the hook went away meanwhile
+        with single_threaded_blas():
+            return dask.compute(*collections, optimize_graph=False)
+
+    class Finished(Callback):  # dask's local schedulers call it after each task
+        def _posttask(self, key, result, dsk, state, worker_id):
+            if key in parts:
+                tracker.done(parts[key])
+
+    with single_threaded_blas(), Finished():
+        values = dask.compute(*collections, optimize_graph=False)
+    tracker.finished()
+    return values

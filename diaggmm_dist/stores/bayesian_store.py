@@ -49,6 +49,7 @@ from ..locations import Location, location
 from ..validation import is_int
 from .estimator_store import (
     ARRAY_VERSION,
+    check_param_types,
     checked_value,
     root_attributes,
     verify_checksums,
@@ -261,6 +262,7 @@ def read_bayesian(
         f"map exactly {sorted(names)} to the constructor's values",
         where,
     )
+    check_param_types(params, where)
     try:
         check_settings(
             {**params, "n_components": k, "weight_concentration_prior_type": prior_type}, d

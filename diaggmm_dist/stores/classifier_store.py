@@ -45,6 +45,7 @@ from ..locations import Location, location
 from ..validation import is_int
 from .estimator_store import (
     ARRAY_VERSION,
+    check_param_types,
     checked_value,
     root_attributes,
     verify_checksums,
@@ -269,6 +270,7 @@ def read_classifier(
         f"map exactly {sorted(names)} to the constructor's values",
         where,
     )
+    check_param_types(params, where)
     try:
         check_settings(params, n_classes)
     except (TypeError, ValueError) as err:

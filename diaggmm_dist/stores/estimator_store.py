@@ -20,9 +20,9 @@ import numpy as np
 from .._version import __version__
 from ..locations import Location, location
 from ..validation import is_int
-from .model_checks import ModelStoreError, shorten, show
+from .model_checks import ModelStoreError, is_number, shorten, show
 from .model_files import DIMENSION_NAMES, FEATURE_COORDINATE, StoreFiles
-from .model_record import FORMAT_VERSION, array_checksum, attributes_checksum
+from .model_record import FORMAT_VERSION, PARAM_TYPES, array_checksum, attributes_checksum
 from .zarr_groups import NotAGroupError, rendered, write_keys_atomically
 
 __all__ = [
@@ -273,3 +273,29 @@ def checked_value(
             f"{where}, zarr.json: attribute {name!r} must {expected}, found {show(value)}."
         )
     return value
+
+
+def check_param_types(params: Mapping[str, Any], where: str) -> None:
+    """Refuse stored parameters the estimators do not check themselves (as DiagGMM's store does).
+
+    ``random_state``, ``warm_start`` and ``verbose`` (when the estimator has them) must be of
+    their types (:data:`~.model_record.PARAM_TYPES`), and no integer may be beyond float64's
+    range.
+
+    Raises
+    ------
+    ModelStoreError
+        Names the attribute ``params`` and the parameter.
+    """
+    for name, value in params.items():  # numpy cannot compare an integer beyond float64
+        if is_int(value) and not is_number(value):
+            raise ModelStoreError(
+                f"{where}, zarr.json: attribute 'params': {name} is a number beyond float64's "
+                f"range, found {show(value)}."
+            )
+    for name, (valid, expected) in PARAM_TYPES.items():
+        if name in params and not valid(params[name]):
+            raise ModelStoreError(
+                f"{where}, zarr.json: attribute 'params': {name} must be {expected}, "
+                f"found {show(params[name])}."
+            )

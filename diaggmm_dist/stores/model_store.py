@@ -31,8 +31,8 @@ against that attribute. The root zarr.json holds the consolidated metadata (writ
 last), so ``xr.open_zarr`` reads one file and gives no warning; ``load`` reads each array's
 own zarr.json and ignores that copy. Each array is one uncompressed chunk (raw little-endian
 float64, ``K * D * 8`` bytes: model parameters are tiny and do not compress) with a NaN fill
-value, so a deleted chunk never reads as zeros. ``checksums`` holds the SHA-256 of every
-array's values (:func:`~.model_record.array_checksum`) and of the other attributes
+value, so a deleted chunk never reads as zeros. ``checksums`` holds the SHA-256 of every array's
+values (:func:`~.model_record.array_checksum`) and of the other attributes
 (:func:`~.model_record.attributes_checksum`): a swapped, replaced, bit-rotted or hand-edited
 array or attribute is refused at load.
 
