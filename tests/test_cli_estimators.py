@@ -106,6 +106,17 @@ def test_partly_labelled_is_semi_supervised_em_as_the_library_fits_it(data, tmp_
     np.testing.assert_array_equal(saved.lower_bounds_, library.lower_bounds_)
 
 
+def test_a_classifier_fits_on_a_cluster_as_the_library_on_threads(
+    data, local_cluster, tmp_path, capsys
+):
+    argv = ["fit", data["x_url"], "--labels", data["partly_url"], "--out", tmp_path / "c.zarr"]
+    code, out, err = run([*argv, "--scheduler", local_cluster.scheduler_address], capsys)
+    assert code == 0, err
+    assert f"scheduler {local_cluster.scheduler_address}" in out
+    library = DiagGMMClassifier().fit(str(data["x_url"]), str(data["partly_url"]))
+    assert_same_proba(load_any(tmp_path / "c.zarr"), library, data["X"])
+
+
 def test_a_parquet_label_column_is_never_a_feature(data, tmp_path, capsys):
     fit_cli([data["table"], "--labels", "label", "--out", tmp_path / "t.zarr"], capsys)
     saved = load_any(tmp_path / "t.zarr")

@@ -151,7 +151,7 @@ def fit(args: argparse.Namespace, console: Console) -> int:
 
     kind = chosen_estimator(args)
     if kind != "gmm":  # --labels, --bayesian: cli/estimators.py
-        return fit_estimator(args, console, kind, _dask_client, _where)
+        return fit_estimator(args, console, kind, _dask_client, _where, _small_input)
     args.security = command_security(args)  # before any work: files, tls:// address
     options = command_storage_options(args)
     # Outputs are checked before anything is read or started; apart first: the write test needs no

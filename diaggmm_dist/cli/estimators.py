@@ -160,7 +160,7 @@ def open_labels(url, samples, layout, storage_options=None, name="--labels"):
     return labels
 
 
-def fit_estimator(args, console, kind, client_context, where) -> int:
+def fit_estimator(args, console, kind, client_context, where, small_input=None) -> int:
     """``diaggmm fit --labels`` or ``fit --bayesian``: fit, save, one summary line.
 
     Parameters
@@ -175,6 +175,9 @@ def fit_estimator(args, console, kind, client_context, where) -> int:
         ``client_context(args)``: the command's dask client (or threads).
     where : callable
         ``where(client)``: where the work runs, for the first line.
+    small_input : callable, optional
+        ``small_input(args, nbytes, n_chunks)``: whether to run on threads without
+        ``--threads`` (the rule ``DiagGMM``'s fit follows).
 
     Returns
     -------
@@ -225,9 +228,11 @@ def fit_estimator(args, console, kind, client_context, where) -> int:
             f"use at most {n_rows} components."
         )
     check_output(args.out, args.overwrite, "model", options)
-    from .commands import _small_input  # the rule DiagGMM's fit follows
-
-    if not args.threads and _small_input(args, data.nbytes, data.npartitions):
+    if (
+        small_input is not None
+        and not args.threads
+        and small_input(args, data.nbytes, data.npartitions)
+    ):
         args.threads, args.threads_reason = True, "small input: no cluster"
     start = time.monotonic()
     fit_options = dict(sample_weight=weights, storage_options=options, **layout)
