@@ -198,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="fit a mixture to a Zarr array and save the model",
         description="Fit a diagonal Gaussian mixture with EM to the Zarr array DATA and save it "
-        "to MODEL. "
+        "to MODEL (with --labels a classifier, with --bayesian a variational Bayesian "
+        "mixture: see 'other estimators'). "
         "With --checkpoint, the training state is written after every iteration and a rerun "
         "of the same command resumes it, ending with exactly the uninterrupted model.",
     )
@@ -309,7 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
         "log_likelihood (float64), chunked like DATA. DATA is read as the model was fitted "
         "(its --feature-dim, --features or --columns) unless they are given. Gridded DATA "
         "(xarray, e.g. dims time, y, x, band) gives a label map: the same arrays with DATA's "
-        "sample dimensions and coordinates, not flattened rows.",
+        "sample dimensions and coordinates, not flattened rows. A classifier's labels are "
+        "class codes, indices into the store's classes attribute; max_resp is then the "
+        "class's probability.",
     )
     predict.add_argument("model", metavar="MODEL", help="model written by `diaggmm fit`")
     predict.add_argument(
