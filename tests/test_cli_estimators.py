@@ -257,6 +257,23 @@ def test_a_classifier_label_map_keeps_the_cube_coordinates(tmp_path, capsys):
     np.testing.assert_array_equal(result["labels"].values, expected)
 
 
+def test_a_bayesian_label_map_is_its_predict_on_the_cube(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    values = np.concatenate([rng.normal(0, 1, (2, 8, 6, 2)), rng.normal(6, 1, (2, 8, 6, 2))])
+    cube = xr.DataArray(values, dims=("time", "y", "x", "band"), coords={"band": ["B1", "B2"]})
+    cube.chunk({"time": 1}).to_dataset(name="r").to_zarr(tmp_path / "cube.zarr")
+    model = BayesianDiagGMM(n_components=4, random_state=0, weight_threshold=0.05)
+    model.fit(str(tmp_path / "cube.zarr"), feature_dim="band").save(tmp_path / "m.zarr")
+    argv = ["predict", tmp_path / "m.zarr", tmp_path / "cube.zarr", "--out", tmp_path / "map.zarr"]
+    code, out, err = run([*argv, "--threads"], capsys)
+    assert code == 0 and "(a label map)" in out, err
+    result = xr.open_zarr(tmp_path / "map.zarr")
+    assert result["labels"].dims == ("time", "y", "x")
+    expected = model.predict(str(tmp_path / "cube.zarr"))
+    np.testing.assert_array_equal(result["labels"].values, np.asarray(expected))
+    assert set(np.unique(result["labels"])) <= set(np.flatnonzero(model.effective_components_))
+
+
 def test_info_shows_each_estimator_and_refuses_the_diagonal_check_for_them(data, tmp_path, capsys):
     DiagGMMClassifier().fit(data["X"], data["partly"]).save(tmp_path / "c.zarr")
     BayesianDiagGMM(n_components=4, random_state=0).fit(data["X"]).save(tmp_path / "b.zarr")

@@ -15,10 +15,17 @@ import argparse
 import math
 import os
 import time
+from typing import Any
 
 
-def build_estimator(args: argparse.Namespace, kind: str):
+def build_estimator(args: argparse.Namespace, kind: str) -> Any:
     """The unfitted estimator of ``kind`` with the command's settings, checked.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments of ``fit``.
+    kind : {"classifier", "bayesian"}
 
     Returns
     -------
@@ -71,11 +78,28 @@ def build_estimator(args: argparse.Namespace, kind: str):
     return est
 
 
-def parquet_feature_columns(url, label, storage_options=None, name="--labels") -> list[str]:
+def parquet_feature_columns(
+    url: Any, label: str, storage_options: dict | None = None, name: str = "--labels"
+) -> list[str]:
     """Every column of the Parquet data at ``url`` but ``label``, by the library's rule.
 
     As the library chooses a table's features without ``columns`` (all float or all
     integer, no other kind), over the columns other than the label column.
+
+    Parameters
+    ----------
+    url : str or os.PathLike
+        The Parquet data (a file or a folder; local or an fsspec URL).
+    label : str
+        The label column.
+    storage_options : dict, optional
+        fsspec options for ``url``.
+    name : str, default="--labels"
+        What the label column is called in the messages (``labels_url`` in a flow).
+
+    Returns
+    -------
+    list of str
 
     Raises
     ------
@@ -117,13 +141,36 @@ def parquet_feature_columns(url, label, storage_options=None, name="--labels") -
         raise TypeError(str(err).replace("columns=[...]", advice)) from None
 
 
-def open_labels(url, samples, layout, storage_options=None, name="--labels"):
+def open_labels(
+    url: Any,
+    samples: Any,
+    layout: dict,
+    storage_options: dict | None = None,
+    name: str = "--labels",
+) -> Any:
     """``--labels`` that is a store: the labels, lazily, checked against the data's samples.
 
     With ``feature_dim`` or ``features`` (gridded data) a store with one data variable opened
     with xarray, whose dims must be the data's sample dims; otherwise a 1-D Zarr array with
     one label per row. Their values (integers, -1 unlabelled) are checked by the fit, in one
     read of the labels before any pass over the data.
+
+    Parameters
+    ----------
+    url : str or os.PathLike
+        The labels' store (local path or fsspec URL).
+    samples : Samples
+        The data they label.
+    layout : dict
+        The data's ``feature_dim``, ``features``, ``columns``.
+    storage_options : dict, optional
+        fsspec options for ``url``.
+    name : str, default="--labels"
+        What the labels are called in the messages (``labels_url`` in a flow).
+
+    Returns
+    -------
+    dask.array.Array or xarray.DataArray
 
     Raises
     ------
@@ -273,8 +320,21 @@ class _Timed:
         return True
 
 
-def fit_summary(est, kind: str, n_rows: int) -> str:
-    """The summary line's account of a fitted classifier or Bayesian mixture of ``n_rows``."""
+def fit_summary(est: Any, kind: str, n_rows: int) -> str:
+    """The summary line's account of a fitted classifier or Bayesian mixture.
+
+    Parameters
+    ----------
+    est : DiagGMMClassifier or BayesianDiagGMM
+        Fitted.
+    kind : {"classifier", "bayesian"}
+    n_rows : int
+        The rows it was fitted on.
+
+    Returns
+    -------
+    str
+    """
     converged = "yes" if est.converged_ else "no"
     if kind == "classifier":
         n_labelled = n_rows - int(est.n_unlabelled_)

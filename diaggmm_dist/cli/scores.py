@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from typing import Any
 
 import numpy as np
 
@@ -66,14 +67,23 @@ class _BayesianScores:
         )
 
 
-def is_classifier(model) -> bool:
-    """Whether ``model`` is a ``DiagGMMClassifier`` (its predictions are classes)."""
+def is_classifier(model: Any) -> bool:
+    """Whether ``model`` is a ``DiagGMMClassifier`` (its predictions are classes).
+
+    Parameters
+    ----------
+    model : DiagGMM, BayesianDiagGMM or DiagGMMClassifier
+
+    Returns
+    -------
+    bool
+    """
     from ..classifier import DiagGMMClassifier
 
     return isinstance(model, DiagGMMClassifier)
 
 
-def scored_model(model):
+def scored_model(model: Any) -> Any:
     """``model`` as the score writers take it: a ``DiagGMM`` as it is, a Bayesian one adapted.
 
     Parameters
@@ -109,14 +119,36 @@ def _class_summary(joint):
     return out
 
 
-def class_flag_meanings(classes) -> str:
-    """CF ``flag_meanings`` of the class codes: ``unscored`` then one word per class."""
+def class_flag_meanings(classes: Any) -> str:
+    """CF ``flag_meanings`` of the class codes: ``unscored`` then one word per class.
+
+    Parameters
+    ----------
+    classes : array-like
+        The classifier's ``classes_`` (integers or strings).
+
+    Returns
+    -------
+    str
+        Blank-separated words, ``class_<label>`` with non-word characters made ``_``.
+    """
     words = [re.sub(r"\W+", "_", str(label)).strip("_") or "class" for label in classes]
     return " ".join(["unscored"] + [f"class_{word}" for word in words])
 
 
-def class_score_attributes(classes) -> dict[str, dict]:
-    """The CF attributes of a classifier's score arrays (the labels' flags name the classes)."""
+def class_score_attributes(classes: Any) -> dict[str, dict]:
+    """The CF attributes of a classifier's score arrays (the labels' flags name the classes).
+
+    Parameters
+    ----------
+    classes : array-like
+        The classifier's ``classes_``.
+
+    Returns
+    -------
+    dict
+        ``labels``, ``max_resp``, ``log_likelihood``: each array's attributes.
+    """
     from ..outputs.written import NOT_WRITTEN_COMMENT
 
     n = len(classes)
@@ -135,8 +167,21 @@ def class_score_attributes(classes) -> dict[str, dict]:
     }
 
 
-def class_scores(model, samples):
-    """Lazy class codes (int16), class probabilities (float32) and ``log p(x)`` of ``samples``."""
+def class_scores(model: Any, samples: Any) -> tuple:
+    """Lazy class codes (int16), class probabilities (float32) and ``log p(x)`` of ``samples``.
+
+    Parameters
+    ----------
+    model : DiagGMMClassifier
+        Fitted.
+    samples : Samples
+        The data, read with the model's layout.
+
+    Returns
+    -------
+    tuple of dask.array.Array
+        Shaped like the samples' sample axes, chunked like them.
+    """
     from ..classifier_rows import class_log_joint
 
     joint, _ = class_log_joint(model, samples, None, {})
@@ -148,12 +193,32 @@ def class_scores(model, samples):
     )
 
 
-def write_class_scores(model, samples, url, *, overwrite=False, storage_options=None) -> str:
+def write_class_scores(
+    model: Any,
+    samples: Any,
+    url: Any,
+    *,
+    overwrite: bool = False,
+    storage_options: dict | None = None,
+) -> str:
     """Write a classifier's scores of ``samples`` to the Zarr group at ``url``.
 
     Rows give the arrays ``labels``, ``max_resp`` and ``log_likelihood`` with the dimension
     ``row``; gridded samples a label map with their sample dimensions and coordinates.
     Every chunk is written (``labels`` has the Zarr fill value -2: a lost chunk is found).
+
+    Parameters
+    ----------
+    model : DiagGMMClassifier
+        Fitted.
+    samples : Samples
+        The data, read with the model's layout and checked against its features.
+    url : str, os.PathLike or Location
+        The group to write.
+    overwrite : bool, default=False
+        Replace an existing group.
+    storage_options : dict, optional
+        fsspec options for ``url``.
 
     Returns
     -------
