@@ -106,6 +106,23 @@ def test_partly_labelled_is_semi_supervised_em_as_the_library_fits_it(data, tmp_
     np.testing.assert_array_equal(saved.lower_bounds_, library.lower_bounds_)
 
 
+def test_sample_weights_reach_both_estimators(data, tmp_path, capsys):
+    weights = np.random.default_rng(3).uniform(0.5, 2.0, N)
+    write_array(tmp_path / "w.zarr", weights, (CHUNK,))
+    x, w = str(data["x_url"]), str(tmp_path / "w.zarr")
+    fit_cli(
+        [x, "--labels", data["partly_url"], "--sample-weight", w, "--out", tmp_path / "c.zarr"],
+        capsys,
+    )
+    library = DiagGMMClassifier().fit(x, str(data["partly_url"]), sample_weight=weights)
+    assert_same_proba(load_any(tmp_path / "c.zarr"), library, data["X"])
+    fit_cli(
+        [x, "--bayesian", "--k", "3", "--sample-weight", w, "--out", tmp_path / "b.zarr"], capsys
+    )
+    library = BayesianDiagGMM(n_components=3, random_state=0).fit(x, sample_weight=weights)
+    assert_same_proba(load_any(tmp_path / "b.zarr"), library, data["X"])
+
+
 def test_a_classifier_fits_on_a_cluster_as_the_library_on_threads(
     data, local_cluster, tmp_path, capsys
 ):
