@@ -151,6 +151,22 @@ def test_train_bayesian_saves_the_library_fit(prefect_api, stores, cluster, tmp_
     assert task_names(state, 1) == ["fit-bayesian"]
 
 
+def test_score_flow_writes_a_classifiers_class_codes(prefect_api, stores, cluster, tmp_path):
+    from flows.score import score
+
+    names = np.array(["sea", "land", "ice"])[np.maximum(stores["partly"], 0)]
+    names = np.where(stores["partly"] == -1, -1, names).astype(object)
+    model = DiagGMMClassifier(**FIT).fit(stores["X"], names)
+    model.save(tmp_path / "m.zarr")
+    out_url = str(tmp_path / "scores.zarr")
+    summary = score(str(tmp_path / "m.zarr"), stores["x"], out_url, scheduler_address=cluster)
+    assert summary["classes"] == ["ice", "land", "sea"] and summary["n_rows"] == N
+    group = zarr.open_group(out_url, mode="r")
+    labels, max_resp = group["labels"][...], group["max_resp"][...]
+    np.testing.assert_array_equal(np.array(summary["classes"])[labels], model.predict(stores["X"]))
+    np.testing.assert_array_equal(max_resp, model.predict_proba(stores["X"]).max(1).astype("f4"))
+
+
 @pytest.mark.parametrize(
     "n_components, extra, message",
     [
