@@ -154,8 +154,8 @@ def test_train_bayesian_saves_the_library_fit(prefect_api, stores, cluster, tmp_
 def test_score_flow_writes_a_classifiers_class_codes(prefect_api, stores, cluster, tmp_path):
     from flows.score import score
 
-    names = np.array(["sea", "land", "ice"])[np.maximum(stores["partly"], 0)]
-    names = np.where(stores["partly"] == -1, -1, names).astype(object)
+    names = np.array(["sea", "land", "ice"], dtype=object)[np.maximum(stores["partly"], 0)]
+    names[stores["partly"] == -1] = -1  # unlabelled rows, among string labels
     model = DiagGMMClassifier(**FIT).fit(stores["X"], names)
     model.save(tmp_path / "m.zarr")
     out_url = str(tmp_path / "scores.zarr")
