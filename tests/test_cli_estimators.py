@@ -344,3 +344,10 @@ def test_wrong_estimator_options_are_refused_before_any_work(
     assert code == 2 and message in err and "\n" not in err.strip(), err
     assert not (tmp_path / "m.zarr").exists() and not (tmp_path / "ck").exists()
     assert "fit:" not in out  # refused before the first line of work
+
+
+def test_the_prior_choices_are_the_librarys():
+    from diaggmm_dist.bayesian_mstep import PRIOR_TYPES
+    from diaggmm_dist.cli import estimator_options
+
+    assert estimator_options.PRIOR_TYPES == tuple(PRIOR_TYPES)
