@@ -34,6 +34,8 @@ __all__ = [
     "Mode",
     "InitParams",
     "Dtype",
+    "Estimator",
+    "PriorType",
     "DEFAULT_DTYPE",
     "parameter_help",
 ]
@@ -46,6 +48,10 @@ Mode = Literal["refit", "online"]
 InitParams = Literal["kmeans", "k-means++", "random", "random_from_data", "split"]
 #: The choices of ``dtype`` (train).
 Dtype = Literal["float32", "float64"]
+#: The choices of ``estimator`` (train): maximum-likelihood EM, variational Bayes, a classifier.
+Estimator = Literal["gmm", "bayesian", "classifier"]
+#: The choices of ``weight_concentration_prior_type`` (train), as ``BayesianDiagGMM``'s.
+PriorType = Literal["dirichlet_process", "dirichlet_distribution"]
 
 #: The flows' dtype. The library's default is float64; the flows read large stores, and
 #: float32 halves the bytes read and held. A fit that needs float64 asks for it.

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from . import parameters as P
 from .parameters import parameter_help
-from .runtime import TASK_OPTIONS, flow_client, flow_storage_options, load_model, on_scheduler
+from .runtime import TASK_OPTIONS, flow_client, flow_storage_options, on_scheduler
 
 __all__ = ["score"]
 
@@ -39,29 +39,49 @@ def write_scores(
 
     from diaggmm_dist.locations import location
     from diaggmm_dist.outputs import scores
+    from diaggmm_dist.outputs.estimator_scores import (
+        is_classifier,
+        scored_model,
+        write_class_scores,
+    )
     from diaggmm_dist.outputs.written import check_written
+    from diaggmm_dist.persistence import load_any
 
-    model = load_model(model_url, storage_options)
+    model = load_any(model_url, storage_options)  # a DiagGMM, Bayesian mixture or classifier
     with on_scheduler(scheduler_address):
         # a retry or re-run rewrites it whole
-        scores.write_scores(
-            model, data_url, out_url, overwrite=True, storage_options=storage_options
-        )
+        if is_classifier(model):  # class codes, with the classes in the group's attributes
+            samples = scores.model_samples(model, data_url, None, storage_options)
+            write_class_scores(
+                model, samples, out_url, overwrite=True, storage_options=storage_options
+            )
+        else:
+            scores.write_scores(
+                scored_model(model),
+                data_url,
+                out_url,
+                overwrite=True,
+                storage_options=storage_options,
+            )
     check_written(out_url, storage_options)  # a lost chunk fails the task (and is retried)
     store = location(out_url, storage_options).zarr_store(read_only=True)
     group = zarr.open_group(store, mode="r")
-    return {
+    summary = {
         "out_url": str(out_url),
         "n_rows": int(group.attrs["n_rows"]),
         "arrays": list(group.attrs["arrays"]),
         "chunk_rows": int(group["labels"].chunks[0]),
     }
+    if "classes" in group.attrs:  # a classifier's: labels are codes into these
+        summary["classes"] = list(group.attrs["classes"])
+    return summary
 
 
 # the docstring's Parameters section is made of the help texts (flows/parameters.py)
 @parameter_help(
-    model_url="A model written by ``DiagGMM.save`` (or a registry version, e.g. "
-    "``registry/v0003``).",
+    model_url="A model written by ``save`` of ``DiagGMM``, ``BayesianDiagGMM`` or "
+    "``DiagGMMClassifier`` (or a registry version, e.g. ``registry/v0003``). A classifier's "
+    "``labels`` are class codes: indices into the group's ``classes`` attribute.",
     data_url="Zarr array to score (local path or fsspec URL).",
     out_url="Zarr group to write; replaced if it exists.",
 )
@@ -80,7 +100,8 @@ def score(
     Returns
     -------
     dict
-        ``out_url``, ``n_rows``, ``arrays`` and ``chunk_rows`` of the written group.
+        ``out_url``, ``n_rows``, ``arrays`` and ``chunk_rows`` of the written group (and
+        ``classes`` for a classifier).
     """
     logger = get_run_logger()
     options = flow_storage_options(storage_options, storage_options_block)

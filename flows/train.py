@@ -28,7 +28,16 @@ from pydantic import Field
 
 from . import parameters as P
 from .blocks import SECONDS_PER_TASK, fit_in_blocks
-from .parameters import DEFAULT_DTYPE, Criterion, Dtype, InitParams, parameter_help
+from .estimators import check_estimator, check_settings, fit_estimator
+from .parameters import (
+    DEFAULT_DTYPE,
+    Criterion,
+    Dtype,
+    Estimator,
+    InitParams,
+    PriorType,
+    parameter_help,
+)
 from .runtime import flow_client, flow_storage_options
 from .select_k import plot_selection, publish_selection, select_components, selection_plot_url
 from .specs import ChoiceOfK, FitSpec
@@ -92,8 +101,10 @@ def check_choice(n_components, criterion: str, heldout_fraction: float) -> list[
     "table; or, with ``feature_dim``/``features``, a gridded Zarr group or NetCDF file.",
     n_components="The number of components; or several candidates (each >= 1, no repeats), "
     "all fitted through the same data passes, of which ``criterion`` picks the one saved (a "
-    "list of one is that one number).",
-    model_url="Where the model is written (``DiagGMM.save``; replaced if it exists). With "
+    "list of one is that one number). A Bayesian mixture: the most components (one number); "
+    "a classifier: the components of every class (1 is Gaussian naive Bayes when every row "
+    "is labelled).",
+    model_url="Where the model is written (its ``save``; replaced if it exists). With "
     "several candidates, the BIC-vs-K plot is written next to it, at ``<model_url>.bic.png``.",
 )
 @flow(name="diaggmm-train")
@@ -136,8 +147,46 @@ def train(
     storage_options: dict | None = Field(None, description=P.STORAGE_OPTIONS),
     storage_options_block: str | None = Field(None, description=P.STORAGE_OPTIONS_BLOCK),
     tls_directory: str | None = Field(None, description=P.TLS_DIRECTORY),
+    labels_url: str | None = Field(
+        None,
+        description="Fit a classifier (``DiagGMMClassifier``) of these labels: a Zarr array "
+        "of one integer label per row of the data, -1 for an unlabelled row (with "
+        "``feature_dim``/``features``, a Zarr group with the data's sample dims), or the name "
+        "of the label column of Parquet data (never a feature: the features are the other "
+        "columns). Every row labelled: Gaussian naive Bayes in one pass; some: semi-supervised "
+        "EM.",
+    ),
+    estimator: Estimator | None = Field(
+        None,
+        description="``gmm``: maximum-likelihood EM (``DiagGMM``, checkpointed in blocks of "
+        "iterations); ``bayesian``: variational Bayes (``BayesianDiagGMM``), which leaves the "
+        "components the data does not need with a weight near 0; ``classifier``: needs "
+        "``labels_url``. By default ``classifier`` with ``labels_url``, else ``gmm``. The "
+        "Bayesian mixture and the classifier are fitted in one task (no checkpoint).",
+    ),
+    var_smoothing: float = Field(
+        1e-9,
+        description="Classifier: this times the largest feature variance is added to every "
+        "variance (``GaussianNB``'s ``var_smoothing``).",
+    ),
+    weight_concentration_prior_type: PriorType = Field(
+        "dirichlet_process",
+        description="Bayesian mixture: the weights' prior, stick-breaking or a Dirichlet "
+        "distribution.",
+    ),
+    weight_concentration_prior: float | None = Field(
+        None,
+        description="Bayesian mixture: the weights' concentration (> 0); smaller leaves more "
+        "components empty. None: 1 / n_components.",
+    ),
+    weight_threshold: float = Field(
+        1e-3,
+        description="Bayesian mixture: a component counts as effective (and predictions may "
+        "name it) when its weight is above this.",
+    ),
 ) -> dict:
-    """Fit ``DiagGMM`` to the data at ``data_url`` and save it at ``model_url``.
+    """Fit ``DiagGMM`` (or a Bayesian mixture, or a classifier of ``labels_url``) to the data
+    at ``data_url`` and save it at ``model_url``.
 
     Returns
     -------
@@ -149,8 +198,12 @@ def train(
         ``table`` (one dict per candidate: ``n_components``, ``chosen``, ``lower_bound``,
         ``log_likelihood``, ``bic``, ``aic``, ``heldout_log_likelihood``, ``n_iter``,
         ``converged``), ``plot_url`` (None without matplotlib) and ``seconds``. Artifacts:
-        the table ``train-selection`` and the markdown ``train-selection-summary``.
+        the table ``train-selection`` and the markdown ``train-selection-summary``. A
+        Bayesian mixture or a classifier: :func:`flows.estimators.fit_estimator`'s summary
+        (``model_url``, ``estimator``, ``n_iter``, ``converged``, ``lower_bound``, and
+        ``effective_n_components`` or ``classes``, ``n_labelled``, ``n_unlabelled``).
     """
+    kind = check_estimator(estimator, labels_url, n_components, checkpoint_url)
     candidates = check_choice(n_components, criterion, heldout_fraction)
     if candidates is None and isinstance(n_components, (list, tuple)):
         (n_components,) = n_components  # a list of one is that number
@@ -173,6 +226,24 @@ def train(
         layout=layout or None,
         storage_options=options,
     )
+    if kind != "gmm":  # one task: flows/estimators.py
+        spec = replace(
+            spec,
+            checkpoint_url="",
+            settings={
+                **spec.settings,
+                "n_components": n_components,
+                "var_smoothing": var_smoothing,
+                "weight_concentration_prior_type": weight_concentration_prior_type,
+                "weight_concentration_prior": weight_concentration_prior,
+                "weight_threshold": weight_threshold,
+            },
+        )
+        check_settings(kind, spec.settings, max_iter)
+        with flow_client(scheduler_address, tls_directory) as client:
+            address = client.scheduler.address
+            logger.info("fitting a %s to %s on the dask scheduler %s", kind, data_url, address)
+            return fit_estimator(replace(spec, scheduler_address=address), kind, labels_url)
     if candidates is not None:
         choice = ChoiceOfK(candidates, criterion, heldout_fraction)
         return _choose(spec, choice, logger, scheduler_address, tls_directory)

@@ -5,6 +5,8 @@
     diaggmm fit DATA --k K --out MODEL --scheduler tls://HOST:8786 --tls-dir DIR ...
     diaggmm predict MODEL DATA --out SCORES [--scheduler ADDRESS] [--overwrite]
     diaggmm info MODEL [--json]
+    diaggmm fit DATA --labels LABELS --out MODEL [--components-per-class N]   # a classifier
+    diaggmm fit DATA --bayesian --k K --out MODEL    # variational Bayes, at most K components
 
     diaggmm fit cube.zarr --feature-dim band --missing marginalize --k K --out MODEL --threads
     python -m diaggmm_dist ...       # the same command

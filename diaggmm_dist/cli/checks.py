@@ -218,7 +218,8 @@ def check_output(url, overwrite, what, storage_options=None):
 
 
 def load_model(url, storage_options=None):
-    """The model saved at ``url`` (opened with the command's storage options)."""
-    from ..mixture import DiagGMM
+    """The model saved at ``url`` (opened with the command's storage options): a ``DiagGMM``,
+    ``BayesianDiagGMM`` or ``DiagGMMClassifier``, whichever the store holds."""
+    from ..persistence import load_any
 
-    return DiagGMM.load(url, storage_options=storage_options)
+    return load_any(url, storage_options=storage_options)

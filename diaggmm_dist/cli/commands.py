@@ -146,7 +146,12 @@ def fit(args: argparse.Namespace, console: Console) -> int:
     """
     from ..mixture import DiagGMM
     from ..validation import check_settings
+    from .estimator_options import chosen_estimator
+    from .estimators import fit_estimator
 
+    kind = chosen_estimator(args)
+    if kind != "gmm":  # --labels, --bayesian: cli/estimators.py
+        return fit_estimator(args, console, kind, _dask_client, _where, _small_input)
     args.security = command_security(args)  # before any work: files, tls:// address
     options = command_storage_options(args)
     # Outputs are checked before anything is read or started; apart first: the write test needs no
@@ -323,7 +328,9 @@ def predict(args: argparse.Namespace, console: Console) -> int:
     options = command_storage_options(args)
     check_apart([("--out", args.out)], [("model", args.model), ("data", args.data)], options)
     check_writable(args.out, "scores", storage_options=options)
-    model = load_model(args.model, options)
+    from .scores import is_classifier, predict_classes, scored_model
+
+    model = scored_model(load_model(args.model, options))  # any estimator: cli/scores.py
     if args.missing is not None:  # e.g. score rows with NaN under a model fitted without any
         model.set_params(missing=args.missing)
     # the model's fitted layout, with what the flags give instead (as the library's predict)
@@ -342,6 +349,8 @@ def predict(args: argparse.Namespace, console: Console) -> int:
     check_output(args.out, args.overwrite, what, options)
     if not args.threads and _small_input(args, samples.array.nbytes):
         args.threads, args.threads_reason = True, "small input: no cluster"
+    if is_classifier(model):
+        return predict_classes(args, console, model, samples, options, _dask_client, _where)
     start = time.monotonic()
     with library_output(console, args.quiet), _dask_client(args) as client:
         if not args.quiet:

@@ -34,6 +34,7 @@ def model_summary(url, model, storage_options=None) -> dict:
     weights = np.asarray(model.weights_)
     return {
         "model": os.fspath(url),
+        "estimator": "DiagGMM",
         "format_version": attrs.get("format_version"),
         "library_version": attrs.get("library_version"),
         "n_components": int(model.n_components),
@@ -89,6 +90,12 @@ def info(args: argparse.Namespace, console: Console, client_context=None) -> int
     options = command_storage_options(args)
     args.security = command_security(args)  # before any work: files, tls:// address
     model = load_model(args.model, options)
+    from ..mixture import DiagGMM
+
+    if not isinstance(model, DiagGMM):  # BayesianDiagGMM, DiagGMMClassifier: cli/kinds.py
+        from .kinds import describe_other
+
+        return describe_other(args, console, model, options)
     info = model_summary(args.model, model, options)
     report = None
     if args.against is not None:
@@ -108,6 +115,7 @@ def info(args: argparse.Namespace, console: Console, client_context=None) -> int
     summary = info["weights_summary"]
     rows = [
         ("model", info["model"]),
+        ("estimator", "DiagGMM"),
         ("components (K)", info["n_components"]),
         ("features (D)", info["n_features"]),
         ("dtype", info["dtype"]),

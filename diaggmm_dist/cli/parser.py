@@ -7,6 +7,7 @@ import math
 
 from ..validation import CRITERIA, DTYPES, INIT_PARAMS, MISSING, check_candidates
 from .console import PROG
+from .estimator_options import add_estimator_options
 from .options import add_storage_options, add_tls_options
 
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
@@ -197,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="fit a mixture to a Zarr array and save the model",
         description="Fit a diagonal Gaussian mixture with EM to the Zarr array DATA and save it "
-        "to MODEL. "
+        "to MODEL (with --labels a classifier, with --bayesian a variational Bayesian "
+        "mixture: see 'other estimators'). "
         "With --checkpoint, the training state is written after every iteration and a rerun "
         "of the same command resumes it, ending with exactly the uninterrupted model.",
     )
@@ -209,9 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--n-components",
         dest="k",
         type=_component_counts,
-        required=True,
         help="number of mixture components, or candidates to choose from in the same data "
-        "passes, e.g. 2,4,8,16,32 (see --criterion)",
+        "passes, e.g. 2,4,8,16,32 (see --criterion); with --bayesian the most components; "
+        "not with --labels (required otherwise)",
     )
     fit.add_argument(
         "--criterion",
@@ -295,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--feature-dim or --features, a Zarr group (or NetCDF) with DATA's sample dimensions",
     )
     _layout_options(fit)
+    add_estimator_options(fit)
     add_storage_options(fit)
 
     predict = commands.add_parser(
@@ -307,7 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
         "log_likelihood (float64), chunked like DATA. DATA is read as the model was fitted "
         "(its --feature-dim, --features or --columns) unless they are given. Gridded DATA "
         "(xarray, e.g. dims time, y, x, band) gives a label map: the same arrays with DATA's "
-        "sample dimensions and coordinates, not flattened rows.",
+        "sample dimensions and coordinates, not flattened rows. A classifier's labels are "
+        "class codes, indices into the store's classes attribute; max_resp is then the "
+        "class's probability.",
     )
     predict.add_argument("model", metavar="MODEL", help="model written by `diaggmm fit`")
     predict.add_argument(
