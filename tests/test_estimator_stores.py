@@ -191,6 +191,18 @@ def test_unfitted_iterations_and_float32_round_trip(data, settings, tmp_path):
     assert loaded.lower_bound_ == saved.lower_bound_  # -inf with max_iter=0
 
 
+def test_a_constant_feature_gives_a_zero_prior_variance_that_saves_and_loads(data, tmp_path):
+    # scikit-learn's default covariance prior is the data's variance: 0 for a constant feature
+    # (the digits' blank border pixels); a fit must not write a store its own load refuses
+    constant = np.column_stack([data, np.zeros(len(data))])
+    saved = BayesianDiagGMM(n_components=3, random_state=0, max_iter=5).fit(constant)
+    assert saved.covariance_prior_[-1] == 0.0
+    saved.save(tmp_path / "m.zarr")
+    loaded = BayesianDiagGMM.load(tmp_path / "m.zarr")
+    assert_identical(loaded, saved)
+    np.testing.assert_array_equal(loaded.predict_proba(constant), saved.predict_proba(constant))
+
+
 def test_gridded_models_predict_the_same_maps(tmp_path):
     rng = np.random.default_rng(1)
     cube = xr.DataArray(rng.normal(size=(4, 5, 3)), dims=("y", "x", "band"))

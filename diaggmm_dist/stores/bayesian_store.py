@@ -171,13 +171,21 @@ def _positive(arrays: Mapping[str, np.ndarray], names, where: str, above: float 
             )
 
 
+def _non_negative(arrays: Mapping[str, np.ndarray], name: str, where: str) -> None:
+    bad = ~(arrays[name] >= 0.0)
+    if bad.any():
+        raise ModelStoreError(f"{where}: array {name!r} has {int(bad.sum())} value(s) < 0.")
+
+
 def _checked_arrays(arrays, prior_type, d, where):
     concentrations = (
         ("weight_concentration_a", "weight_concentration_b")
         if prior_type == "dirichlet_process"
         else ("weight_concentration",)
     )
-    _positive(arrays, (*concentrations, "mean_precision", "covariance_prior"), where)
+    _positive(arrays, (*concentrations, "mean_precision"), where)
+    # the default prior is the data's variance: 0 for a constant feature (scikit-learn's too)
+    _non_negative(arrays, "covariance_prior", where)
     _positive(arrays, ("degrees_of_freedom",), where, above=d - 1.0)
     _positive(arrays, ("covariances",), where)
     with np.errstate(over="ignore", divide="ignore"):
