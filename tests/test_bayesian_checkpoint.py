@@ -20,6 +20,7 @@ import pytest
 import zarr
 from children import sigkill_when
 from conftest import mixture_data
+from s3_harness import s3, s3_service  # noqa: F401
 from sklearn.exceptions import ConvergenceWarning
 
 import diaggmm_dist
@@ -265,3 +266,23 @@ def test_an_invalid_step_is_skipped_for_the_one_before(data, tmp_path, monkeypat
         resumed, passes = counted_fit(BayesianDiagGMM(**SETTINGS), X, monkeypatch, checkpoint=url)
     assert passes == SETTINGS["max_iter"] - 4
     assert_identical(resumed, straight)
+
+
+def test_a_fit_resumes_from_a_checkpoint_on_object_storage(s3, data, monkeypatch):
+    X = data[0]
+    straight, total = counted_fit(BayesianDiagGMM(**SETTINGS), X, monkeypatch)
+    url, options = s3.url("vb.zarr"), s3.storage_options  # the endpoint only in the options
+    _, before = counted_fit(
+        BayesianDiagGMM(**dict(SETTINGS, max_iter=3)),
+        X,
+        monkeypatch,
+        checkpoint=url,
+        storage_options=options,
+    )
+    resumed, passes = counted_fit(
+        BayesianDiagGMM(**SETTINGS), X, monkeypatch, checkpoint=url, storage_options=options
+    )
+    assert_identical(resumed, straight)
+    assert passes == total - before == SETTINGS["max_iter"] - 3
+    with pytest.raises(CheckpointMismatchError, match="not of a DiagGMM fit"):
+        DiagGMM(4).fit(X, checkpoint=url, storage_options=options)
