@@ -25,7 +25,7 @@ from .bayesian_fit import (
     set_priors,
     to_sklearn_model,
 )
-from .bayesian_settings import check_vb_settings, checked_priors
+from .bayesian_settings import check_enough_rows, check_vb_settings, checked_priors
 from .data_pass import DataPass
 from .em_settings import store_location
 from .locations import StorageOptions, checked_storage_options
@@ -280,19 +280,16 @@ degrees_of_freedom_prior_, covariance_prior_
         )
         data = samples.array
         n_features = data.shape[-1]
-        n_rows = engine.n_rows(data)
-        if n_rows < max(2, self.n_components):
-            raise ValueError(
-                f"Expected n_samples >= max(2, n_components), got n_components = "
-                f"{self.n_components}, n_samples = {n_rows}."
-            )
+        check_enough_rows(self, engine.n_rows(data))
         given = checked_priors(self, n_features)
         warm = self.warm_start and hasattr(self, "converged_")
         if warm:
             self._check_n_features(n_features)
         data_pass = DataPass.of_samples(samples, self.dtype, self.missing, sample_weight)
         where = store_location(checkpoint, options)
-        with open_vb_checkpoint(self, where, data, given, warm, overwrite_checkpoint) as store:
+        with open_vb_checkpoint(
+            self, where, data, data_pass.weights, given, warm, overwrite_checkpoint
+        ) as store:
             best, priors = fit_posterior(self, data, data_pass, given, warm, store)
         set_posterior(self, best.posterior)
         set_priors(self, priors)

@@ -4,8 +4,9 @@ The checkpoint is :class:`~diaggmm_dist.stores.checkpoint.Checkpoints` (the leas
 steps, fallback, object storage) with BayesianDiagGMM's steps
 (:data:`~diaggmm_dist.stores.bayesian_steps.BAYESIAN_STEPS`). Its identity is
 :func:`~diaggmm_dist.em_settings.checkpoint_identity`'s (the settings and the data's
-fingerprint; ``max_iter`` is not part of it) with the estimator's name, the prior type and the
-priors given: a DiagGMM checkpoint, or one of other priors, data or settings, is refused.
+fingerprint; ``max_iter`` is not part of it) with the estimator's name, the prior type, the
+priors given and the sample weights' fingerprint: a DiagGMM checkpoint, or one of other
+priors, data, weights or settings, is refused.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _number(value):
     return None if value is None else float(value)
 
 
-def vb_identity(est: Any, fingerprint: dict, given: dict) -> dict:
+def vb_identity(est: Any, fingerprint: dict, given: dict, weights: dict | None = None) -> dict:
     """What a checkpoint must share with a fit of the ``BayesianDiagGMM`` ``est`` (JSON-able).
 
     Parameters
@@ -50,6 +51,8 @@ def vb_identity(est: Any, fingerprint: dict, given: dict) -> dict:
         The data's fingerprint (:func:`diaggmm_dist.engine.fingerprint`).
     given : dict
         The checked ``mean`` and ``covariance`` priors (None for the defaults).
+    weights : dict, optional
+        The sample weights' fingerprint (None: no weights).
 
     Returns
     -------
@@ -67,6 +70,7 @@ def vb_identity(est: Any, fingerprint: dict, given: dict) -> dict:
         degrees_of_freedom_prior=_number(est.degrees_of_freedom_prior),
         mean_prior=_digest(given["mean"]),
         covariance_prior=_digest(given["covariance"]),
+        sample_weight=weights,
     )
 
 
@@ -74,6 +78,7 @@ def open_vb_checkpoint(
     est: Any,
     where: Location | None,
     data: Any,
+    weights: Any,
     given: dict,
     warm: bool,
     overwrite: bool = False,
@@ -87,6 +92,8 @@ def open_vb_checkpoint(
         The checkpoint (:func:`~diaggmm_dist.em_settings.store_location`).
     data : dask.array.Array
         The fit's rows (their fingerprint reads a few chunks, not the data).
+    weights : dask.array.Array or None
+        The sample weights (chunked like the sample axes; fingerprinted the same way).
     given : dict
         The checked ``mean`` and ``covariance`` priors.
     warm : bool
@@ -114,7 +121,7 @@ def open_vb_checkpoint(
             "BayesianDiagGMM.fit cannot checkpoint a warm start (warm_start=True on a fitted "
             "model): fit without checkpoint=, or set warm_start=False to fit afresh."
         )
-    return Checkpoints(
-        where, vb_identity(est, engine.fingerprint(data), given), overwrite, steps=BAYESIAN_STEPS
-    )
-
+    if weights is not None:  # a few chunks of them too, as a column of one feature
+        weights = engine.fingerprint(weights if weights.ndim > 1 else weights[:, None])
+    identity = vb_identity(est, engine.fingerprint(data), given, weights)
+    return Checkpoints(where, identity, overwrite, steps=BAYESIAN_STEPS)

@@ -48,6 +48,7 @@ __all__ = [
     "step_number",
 ]
 
+#: The root's ``format`` attribute.
 FORMAT = "diaggmm-dist-checkpoint"
 #: 4: steps carry the completion mark ``restarts``. 5: one array ``planes`` per step (not
 #: per restart), the restarts' state in the step's attributes.
@@ -85,7 +86,8 @@ def normalized(value):
     return json.loads(json.dumps(value))
 
 
-def is_int(value, low=0, high=None):
+def is_int(value, low=0, high=None) -> bool:
+    """An integer (not a bool) in ``[low, high]``."""
     return (
         isinstance(value, numbers.Integral)
         and not isinstance(value, bool)
@@ -94,7 +96,8 @@ def is_int(value, low=0, high=None):
     )
 
 
-def is_number(value):
+def is_number(value) -> bool:
+    """A finite real number (not a bool)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
 
 
@@ -229,6 +232,7 @@ def delete_steps(where, fs, path: str, names, written: dict) -> None:
         fs.rm(sorted(doomed, reverse=True))
 
 
+#: What to do about a checkpoint that cannot be used.
 #: What to do about a checkpoint that cannot be used.
 REPLACE = (
     "pass overwrite_checkpoint=True (CLI: --overwrite) to start afresh, replacing it, or use "
