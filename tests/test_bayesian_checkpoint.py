@@ -232,6 +232,16 @@ def test_other_data_settings_priors_or_estimators_are_refused_before_a_pass(
         BayesianDiagGMM(**SETTINGS).fit(other, checkpoint=url)
     assert calls == []
     monkeypatch.setattr(engine, "pass_statistics", real)
+    # sample weights are part of the run: given, or other ones, they are refused
+    weights = np.ones(len(X))
+    weighted_url = tmp_path / "weighted.zarr"
+    counted_fit(
+        BayesianDiagGMM(**SETTINGS), X, monkeypatch, checkpoint=weighted_url, sample_weight=weights
+    )
+    weights[0] = 2.0  # a row the fingerprint samples
+    for url_, sample_weight in ((url, weights), (weighted_url, weights), (weighted_url, None)):
+        with pytest.raises(CheckpointMismatchError, match="sample_weight"):
+            BayesianDiagGMM(**SETTINGS).fit(X, checkpoint=url_, sample_weight=sample_weight)
     # a DiagGMM's checkpoint is refused by a BayesianDiagGMM fit, and replaced on request
     gmm_url = tmp_path / "gmm.zarr"
     DiagGMM(4, random_state=3, max_iter=3).fit(X, checkpoint=gmm_url)
