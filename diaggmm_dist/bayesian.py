@@ -249,9 +249,9 @@ degrees_of_freedom_prior_, covariance_prior_
         checkpoint : str, os.PathLike, Location or zarr store, optional
             Zarr group where every restart's posterior is written after the initialization
             and every iteration, as :meth:`DiagGMM.fit` does: a fit of the same settings,
-            priors and data resumes after its last complete iteration and ends with the model
-            of an uninterrupted fit, to the bit (``max_iter`` may differ). Not with a warm
-            start.
+            priors, weights and data (and warm-start posterior) resumes after its last
+            complete iteration and ends with the model of an uninterrupted fit, to the bit
+            (``max_iter`` may differ).
         overwrite_checkpoint : bool, default=False
             Start afresh when ``checkpoint`` holds another run, or a DiagGMM's.
         storage_options : dict, optional

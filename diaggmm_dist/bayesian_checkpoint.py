@@ -5,8 +5,8 @@ steps, fallback, object storage) with BayesianDiagGMM's steps
 (:data:`~diaggmm_dist.stores.bayesian_steps.BAYESIAN_STEPS`). Its identity is
 :func:`~diaggmm_dist.em_settings.checkpoint_identity`'s (the settings and the data's
 fingerprint; ``max_iter`` is not part of it) with the estimator's name, the prior type, the
-priors given and the sample weights' fingerprint: a DiagGMM checkpoint, or one of other
-priors, data, weights or settings, is refused.
+priors given, the sample weights' fingerprint and, for a warm start, the posterior it starts
+from: a DiagGMM checkpoint, or one of other priors, data, weights or settings, is refused.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ from typing import Any
 import numpy as np
 
 from . import engine
+from .bayesian_fit import posterior_of
 from .em_settings import checkpoint_identity
 from .locations import Location
 from .stores.bayesian_steps import BAYESIAN_STEPS, ESTIMATOR
+from .stores.bayesian_store import posterior_arrays
 from .stores.checkpoint import Checkpoints
 
 __all__ = ["Where", "open_vb_checkpoint", "vb_identity"]
@@ -40,7 +42,9 @@ def _number(value):
     return None if value is None else float(value)
 
 
-def vb_identity(est: Any, fingerprint: dict, given: dict, weights: dict | None = None) -> dict:
+def vb_identity(
+    est: Any, fingerprint: dict, given: dict, weights: dict | None = None, warm: bool = False
+) -> dict:
     """What a checkpoint must share with a fit of the ``BayesianDiagGMM`` ``est`` (JSON-able).
 
     Parameters
@@ -53,6 +57,9 @@ def vb_identity(est: Any, fingerprint: dict, given: dict, weights: dict | None =
         The checked ``mean`` and ``covariance`` priors (None for the defaults).
     weights : dict, optional
         The sample weights' fingerprint (None: no weights).
+    warm : bool, default=False
+        The fit continues ``est``'s fitted posterior: its digest and its lower bound (the
+        first iteration's change is measured from it) are part of the identity.
 
     Returns
     -------
@@ -71,7 +78,15 @@ def vb_identity(est: Any, fingerprint: dict, given: dict, weights: dict | None =
         mean_prior=_digest(given["mean"]),
         covariance_prior=_digest(given["covariance"]),
         sample_weight=weights,
+        warm_start_posterior=_digest(_posterior_values(est)) if warm else None,
+        warm_start_lower_bound=float(est.lower_bound_) if warm else None,
     )
+
+
+def _posterior_values(est):
+    """Every value of ``est``'s fitted posterior, flat."""
+    arrays = posterior_arrays(posterior_of(est)).values()
+    return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
 
 
 def open_vb_checkpoint(
@@ -97,7 +112,7 @@ def open_vb_checkpoint(
     given : dict
         The checked ``mean`` and ``covariance`` priors.
     warm : bool
-        The fit continues a fitted posterior: refused with a checkpoint.
+        The fit continues ``est``'s fitted posterior (part of the identity).
     overwrite : bool, default=False
         Replace a checkpoint of another run (or estimator) instead of refusing it.
 
@@ -109,19 +124,12 @@ def open_vb_checkpoint(
 
     Raises
     ------
-    ValueError
-        ``warm`` with a checkpoint.
     CheckpointMismatchError, CheckpointInUseError, CheckpointError
         As :class:`~diaggmm_dist.stores.checkpoint.Checkpoints` raises them.
     """
     if where is None:
         return contextlib.nullcontext()
-    if warm:
-        raise ValueError(
-            "BayesianDiagGMM.fit cannot checkpoint a warm start (warm_start=True on a fitted "
-            "model): fit without checkpoint=, or set warm_start=False to fit afresh."
-        )
     if weights is not None:  # a few chunks of them too, as a column of one feature
         weights = engine.fingerprint(weights if weights.ndim > 1 else weights[:, None])
-    identity = vb_identity(est, engine.fingerprint(data), given, weights)
+    identity = vb_identity(est, engine.fingerprint(data), given, weights, warm)
     return Checkpoints(where, identity, overwrite, steps=BAYESIAN_STEPS)

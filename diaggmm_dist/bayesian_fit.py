@@ -289,8 +289,8 @@ def fit_posterior(est, data, data_pass, given: dict, warm: bool, store=None):
     warm : bool
         Continue from ``est``'s posterior (one restart) instead of initializing.
     store : Checkpoints, optional
-        A checkpoint of :data:`~diaggmm_dist.stores.bayesian_steps.BAYESIAN_STEPS` (not with
-        ``warm``): the fit resumes from its latest step, and saves every pass's states to it.
+        A checkpoint of :data:`~diaggmm_dist.stores.bayesian_steps.BAYESIAN_STEPS`: the fit
+        resumes from its latest step, and saves every pass's states to it.
 
     Returns
     -------
@@ -312,9 +312,7 @@ def fit_posterior(est, data, data_pass, given: dict, warm: bool, store=None):
         )
 
     saved = store.latest() if store is not None else None
-    if warm:
-        states, priors = [VBState(posterior_of(est), est.lower_bound_)], make_priors
-    elif saved:
+    if saved:
         states, priors = saved
         resumed = max(state.iteration for state in states)
         logger.info(
@@ -323,6 +321,8 @@ def fit_posterior(est, data, data_pass, given: dict, warm: bool, store=None):
             resumed,
             extra={"resumed_iteration": resumed, "restarts": len(states)},
         )
+    elif warm:  # the priors come from the first pass (its first save)
+        states, priors = [VBState(posterior_of(est), est.lower_bound_)], make_priors
     else:
         est._print(1, "Initialization")
         blocks, shift = initial_statistics(

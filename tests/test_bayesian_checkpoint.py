@@ -8,6 +8,7 @@ a DiagGMM's, is refused before any pass (and a BayesianDiagGMM's by a DiagGMM fi
 that fails validation is skipped for the one before it.
 """
 
+import copy
 import json
 import os
 import subprocess
@@ -251,15 +252,32 @@ def test_other_data_settings_priors_or_estimators_are_refused_before_a_pass(
         BayesianDiagGMM(**SETTINGS), X, monkeypatch, checkpoint=gmm_url, overwrite_checkpoint=True
     )
     assert_identical(replaced, fitted)
-    # a live fit's lease refuses a second fit; a warm start cannot be checkpointed
+    # a live fit's lease refuses a second fit
     identity = json.loads((url / "zarr.json").read_text())["attributes"]["identity"]
     with Checkpoints(url, identity, steps=BAYESIAN_STEPS):
         with pytest.raises(CheckpointInUseError):
             BayesianDiagGMM(**SETTINGS).fit(X, checkpoint=url)
-    warm = BayesianDiagGMM(**dict(SETTINGS, warm_start=True))
-    counted_fit(warm, X, monkeypatch)
-    with pytest.raises(ValueError, match="cannot checkpoint a warm start"):
-        warm.fit(X, checkpoint=tmp_path / "warm.zarr")
+
+
+def test_a_warm_start_resumes_from_its_checkpoint(data, tmp_path, monkeypatch):
+    X = data[0]
+    settings = dict(SETTINGS, max_iter=3, warm_start=True)
+    start, _ = counted_fit(BayesianDiagGMM(**settings), X, monkeypatch)
+    straight, total = counted_fit(copy.deepcopy(start).set_params(max_iter=6), X, monkeypatch)
+    url = tmp_path / "warm.zarr"
+    paused = copy.deepcopy(start).set_params(max_iter=2)
+    counted_fit(paused, X, monkeypatch, checkpoint=url)
+    resumed, passes = counted_fit(
+        copy.deepcopy(start).set_params(max_iter=6), X, monkeypatch, checkpoint=url
+    )
+    assert_identical(resumed, straight)
+    assert (total, passes) == (6, 4)
+    # the checkpoint is of that warm start: a fresh fit, or a warm start from another
+    # posterior, is refused
+    with pytest.raises(CheckpointMismatchError, match="warm_start_posterior"):
+        BayesianDiagGMM(**SETTINGS).fit(X, checkpoint=url)
+    with pytest.raises(CheckpointMismatchError, match="warm_start_posterior"):
+        paused.fit(X, checkpoint=url)
 
 
 def test_an_invalid_step_is_skipped_for_the_one_before(data, tmp_path, monkeypatch):

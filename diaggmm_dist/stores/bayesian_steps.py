@@ -15,10 +15,10 @@ a step holds every restart's variational posterior and the priors as resolved::
                     Dirichlet process: a_k, then b_k), mean precision (K), means (K x D),
                     degrees of freedom (K) and covariances (K x D)
 
-A step is valid with the completion mark, a restart for each of the run's ``n_init`` with K
-and D the run's (checked before ``planes`` is read, which bounds the read), finite values,
-concentrations, mean precisions, variances and scalar priors > 0, degrees of freedom
-> D − 1, and for every restart an iteration and a ``converged`` flag that match its
+A step is valid with the completion mark, a restart for each of the run's ``n_init`` (one for a
+warm start) with K and D the run's (checked before ``planes`` is read, which bounds the read),
+finite values, concentrations, mean precisions, variances and scalar priors > 0, degrees of
+freedom > D − 1, and for every restart an iteration and a ``converged`` flag that match its
 lower-bound history; anything else is a :class:`~.model_checks.ModelStoreError`, and
 :mod:`.checkpoint` falls back to the step before.
 """
@@ -104,7 +104,7 @@ def vb_step_files(name: str, saved: tuple[list[VBState], Priors]) -> dict[str, b
     return {f"{name}/{key}": data for key, data in files.items()}
 
 
-def _check_restart(attrs, index, k, d, tol, where):
+def _check_restart(attrs, index, k, d, tol, start, where):
     """Raise ModelStoreError unless one restart's attributes are of the run's shape and types,
     and its iteration and ``converged`` flag match its lower-bound history."""
     if not isinstance(attrs, dict):
@@ -128,6 +128,7 @@ def _check_restart(attrs, index, k, d, tol, where):
             "bound(s)"
         )
     # converged exactly when the fit's own test says so (a flipped flag ends or extends the fit)
+    bounds = ([] if start is None else [start]) + bounds  # a warm start's bound comes first
     change = abs(bounds[-1] - bounds[-2]) if len(bounds) >= 2 else math.inf
     if attrs["converged"] != bool(change < tol):
         raise ModelStoreError(
@@ -146,8 +147,8 @@ def read_vb_step(root, name: str, identity: dict) -> tuple[list[VBState], Priors
     name : str
         The step.
     identity : dict
-        The run's identity: its ``config`` gives K, ``n_init``, the prior type and ``tol``, its
-        ``fingerprint`` the data's shape (the last axis: D).
+        The run's identity: its ``config`` gives K, ``n_init``, the prior type, ``tol`` and a
+        warm start's lower bound, its ``fingerprint`` the data's shape (the last axis: D).
 
     Returns
     -------
@@ -172,15 +173,18 @@ def read_vb_step(root, name: str, identity: dict) -> tuple[list[VBState], Priors
             f"{where} is incomplete: its mark 'restarts' is {reprlib.repr(restarts)}, not a "
             "list of restarts"
         )
-    if len(restarts) != config["n_init"]:
-        raise ModelStoreError(f"{where}: {len(restarts)} restart(s), not n_init={config['n_init']}")
+    # a warm start continues one posterior, whatever n_init
+    expected = 1 if config.get("warm_start_posterior") is not None else config["n_init"]
+    if len(restarts) != expected:
+        raise ModelStoreError(f"{where}: {len(restarts)} restart(s), not the run's {expected}")
     prior_type = config["weight_concentration_prior_type"]
     if attrs.get("prior_type") != prior_type:
         raise ModelStoreError(f"{where}: attribute 'prior_type' is not {prior_type!r}")
     k = config["n_components"]
     d = fingerprint["shape"][-1]
     for index, restart in enumerate(restarts):
-        _check_restart(restart, index, k, d, config["tol"], f"{where}/restart-{index}")
+        start = config.get("warm_start_lower_bound")
+        _check_restart(restart, index, k, d, config["tol"], start, f"{where}/restart-{index}")
     scalars = checked_scalar_priors(attrs, d, where)
     shapes = _shapes(prior_type, k, d)
     per_restart = sum(math.prod(shape) for shape in shapes.values())
