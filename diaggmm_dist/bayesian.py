@@ -16,6 +16,7 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
 
 from . import engine
+from .bayesian_checkpoint import Where, open_vb_checkpoint
 from .bayesian_fit import (
     fit_posterior,
     from_sklearn_model,
@@ -24,8 +25,9 @@ from .bayesian_fit import (
     set_priors,
     to_sklearn_model,
 )
-from .bayesian_settings import check_vb_settings, checked_priors
+from .bayesian_settings import check_enough_rows, check_vb_settings, checked_priors
 from .data_pass import DataPass
+from .em_settings import store_location
 from .locations import StorageOptions, checked_storage_options
 from .mixture import DiagGMM
 from .persistence_models import load_estimator, save_estimator
@@ -227,6 +229,8 @@ degrees_of_freedom_prior_, covariance_prior_
         feature_dim: str | None = None,
         features: list[str] | None = None,
         columns: list[str] | None = None,
+        checkpoint: Where | None = None,
+        overwrite_checkpoint: bool = False,
         storage_options: StorageOptions | None = None,
     ) -> BayesianDiagGMM:
         """Fit the variational posterior (one data pass per iteration).
@@ -242,8 +246,16 @@ degrees_of_freedom_prior_, covariance_prior_
             has none): each row's responsibilities are scaled by it.
         feature_dim, features, columns : optional
             How to read ``X`` (see :meth:`DiagGMM.fit`).
+        checkpoint : str, os.PathLike, Location or zarr store, optional
+            Zarr group where every restart's posterior is written after the initialization
+            and every iteration, as :meth:`DiagGMM.fit` does: a fit of the same settings,
+            priors, weights and data (and warm-start posterior) resumes after its last
+            complete iteration and ends with the model of an uninterrupted fit, to the bit
+            (``max_iter`` may differ).
+        overwrite_checkpoint : bool, default=False
+            Start afresh when ``checkpoint`` holds another run, or a DiagGMM's.
         storage_options : dict, optional
-            fsspec options for ``X`` when it is a path or URL.
+            fsspec options for ``X`` and ``checkpoint`` when they are paths or URLs.
 
         Returns
         -------
@@ -253,6 +265,9 @@ degrees_of_freedom_prior_, covariance_prior_
         ------
         ValueError
             Bad settings, priors or data, before any pass over the data.
+        CheckpointMismatchError, CheckpointInUseError
+            ``checkpoint`` holds another run (without ``overwrite_checkpoint``), or a live fit
+            holds it.
         """
         check_vb_settings(self)
         options = (
@@ -265,19 +280,17 @@ degrees_of_freedom_prior_, covariance_prior_
         )
         data = samples.array
         n_features = data.shape[-1]
-        n_rows = engine.n_rows(data)
-        if n_rows < max(2, self.n_components):
-            raise ValueError(
-                f"Expected n_samples >= max(2, n_components), got n_components = "
-                f"{self.n_components}, n_samples = {n_rows}."
-            )
+        check_enough_rows(self, engine.n_rows(data))
         given = checked_priors(self, n_features)
         warm = self.warm_start and hasattr(self, "converged_")
         if warm:
             self._check_n_features(n_features)
         data_pass = DataPass.of_samples(samples, self.dtype, self.missing, sample_weight)
-
-        best, priors = fit_posterior(self, data, data_pass, given, warm)
+        where = store_location(checkpoint, options)
+        with open_vb_checkpoint(
+            self, where, data, data_pass.weights, given, warm, overwrite_checkpoint
+        ) as store:
+            best, priors = fit_posterior(self, data, data_pass, given, warm, store)
         set_posterior(self, best.posterior)
         set_priors(self, priors)
         self.converged_ = best.converged

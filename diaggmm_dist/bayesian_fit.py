@@ -18,7 +18,7 @@ components: every row's responsibilities sum to one, so no pass is spent on them
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+import logging
 
 import numpy as np
 from sklearn.utils import check_random_state
@@ -28,6 +28,7 @@ from . import engine, kernels
 from .bayesian_mstep import (
     Posterior,
     Priors,
+    VBState,
     e_step_log_weights,
     lower_bound,
     priors_from_totals,
@@ -39,16 +40,7 @@ from .initialization import initial_parameters_of_models
 from .kernels.coefficients import log_weight_coefficients
 from .seeding import lloyd_statistics, starting_centers
 
-
-@dataclass
-class VBState:
-    """One restart's variational fit between two iterations."""
-
-    posterior: Posterior
-    lower_bound: float  # of the last iteration (-inf before the first)
-    lower_bounds: list = field(default_factory=list)  # this fit's iterations
-    iteration: int = 0
-    converged: bool = False
+logger = logging.getLogger("diaggmm_dist")
 
 
 def initial_statistics(X, n_models, n_components, init_params, random_state, reg_covar, data_pass):
@@ -110,7 +102,7 @@ def _shift(posterior: Posterior) -> np.ndarray:
     return kernels.data_center(posterior.weights, posterior.means, 1.0 / posterior.covariances)
 
 
-def run_vb(data_pass, states, make_priors, reg_covar, tol, max_iter, report=None):
+def run_vb(data_pass, states, make_priors, reg_covar, tol, max_iter, report=None, save=None):
     """Iterate every state up to ``max_iter`` or convergence, one pass per iteration for all.
 
     Parameters
@@ -125,6 +117,8 @@ def run_vb(data_pass, states, make_priors, reg_covar, tol, max_iter, report=None
     max_iter : int
     report : callable, optional
         ``report(index, state, change)`` after every iteration of a state.
+    save : callable, optional
+        ``save(priors)`` after every pass, once its states are stepped (the checkpoint).
 
     Returns
     -------
@@ -162,6 +156,8 @@ def run_vb(data_pass, states, make_priors, reg_covar, tol, max_iter, report=None
             state.converged = bool(abs(change) < tol)
             if report is not None:
                 report(i, state, change)
+        if save is not None:
+            save(priors)
 
 
 def best_state(states):
@@ -279,7 +275,7 @@ def from_sklearn_model(cls, bgm, params: dict):
     return model
 
 
-def fit_posterior(est, data, data_pass, given: dict, warm: bool):
+def fit_posterior(est, data, data_pass, given: dict, warm: bool, store=None):
     """The best restart of a variational fit of ``est``'s settings, and the priors used.
 
     Parameters
@@ -292,6 +288,9 @@ def fit_posterior(est, data, data_pass, given: dict, warm: bool):
         The checked ``mean`` and ``covariance`` priors (None for the defaults).
     warm : bool
         Continue from ``est``'s posterior (one restart) instead of initializing.
+    store : Checkpoints, optional
+        A checkpoint of :data:`~diaggmm_dist.stores.bayesian_steps.BAYESIAN_STEPS`: the fit
+        resumes from its latest step, and saves every pass's states to it.
 
     Returns
     -------
@@ -312,7 +311,17 @@ def fit_posterior(est, data, data_pass, given: dict, warm: bool):
             given["covariance"],
         )
 
-    if warm:
+    saved = store.latest() if store is not None else None
+    if saved:
+        states, priors = saved
+        resumed = max(state.iteration for state in states)
+        logger.info(
+            "resuming from checkpoint: %d restart(s) after iteration %d",
+            len(states),
+            resumed,
+            extra={"resumed_iteration": resumed, "restarts": len(states)},
+        )
+    elif warm:  # the priors come from the first pass (its first save)
         states, priors = [VBState(posterior_of(est), est.lower_bound_)], make_priors
     else:
         est._print(1, "Initialization")
@@ -329,12 +338,15 @@ def fit_posterior(est, data, data_pass, given: dict, warm: bool):
         states = [
             VBState(vb_m_step(block, shift, priors, est.reg_covar), -np.inf) for block in blocks
         ]
+        if store is not None:
+            store.save((states, priors))
 
     def report(index, state, change):
         if state.iteration % est.verbose_interval == 0 or state.converged:
             est._print(1, f"  Iteration {state.iteration}", f"\t change: {change:.5g}")
 
-    priors = run_vb(data_pass, states, priors, est.reg_covar, est.tol, est.max_iter, report)
+    save = None if store is None else lambda used: store.save((states, used))
+    priors = run_vb(data_pass, states, priors, est.reg_covar, est.tol, est.max_iter, report, save)
     if not isinstance(priors, Priors):  # a warm start with max_iter=0 reads no data
         priors = Priors(
             est.weight_concentration_prior_type,

@@ -22,7 +22,7 @@ comes from the same statistics, since log r_ik = score_ik − log p(x_i) and sco
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import betaln, digamma, gammaln
@@ -103,6 +103,17 @@ class Posterior:
             weights = a / total * np.hstack((1, np.cumprod((b / total)[:-1])))
             return weights / np.sum(weights)
         return self.weight_concentration / np.sum(self.weight_concentration)
+
+
+@dataclass
+class VBState:
+    """One restart's variational fit between two iterations (what a checkpoint holds of it)."""
+
+    posterior: Posterior
+    lower_bound: float  # of the last iteration (-inf before the first)
+    lower_bounds: list = field(default_factory=list)  # this fit's iterations
+    iteration: int = 0
+    converged: bool = False
 
 
 def priors_from_totals(

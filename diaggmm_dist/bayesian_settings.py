@@ -137,3 +137,18 @@ def checked_priors(est, n_features: int) -> dict:
         if est.covariance_prior is None
         else _prior_array(est.covariance_prior, "covariance_prior", n_features, True),
     }
+
+
+def check_enough_rows(est, n_rows: int) -> None:
+    """Refuse fewer rows than ``max(2, n_components)`` (scikit-learn's rule).
+
+    Raises
+    ------
+    ValueError
+        Too few rows.
+    """
+    if n_rows < max(2, est.n_components):
+        raise ValueError(
+            f"Expected n_samples >= max(2, n_components), got n_components = "
+            f"{est.n_components}, n_samples = {n_rows}."
+        )

@@ -264,6 +264,16 @@ def test_the_formats_page_names_what_the_stores_hold(tmp_path):
     step = sorted(ckpt.glob("step-*"))[-1]
     named(_attributes(step)["restarts"][0], checkpoint.__doc__, "a checkpoint step")
     named([p.name for p in step.iterdir() if p.is_dir()], checkpoint.__doc__, "a checkpoint step")
+    # a BayesianDiagGMM's checkpoint: the root's estimator, its steps' own attributes
+    from diaggmm_dist import BayesianDiagGMM
+    from diaggmm_dist.stores import bayesian_steps
+
+    BayesianDiagGMM(n_components=2, max_iter=2).fit(X, checkpoint=tmp_path / "vb.zarr")
+    named(_attributes(tmp_path / "vb.zarr"), checkpoint.__doc__, "a Bayesian checkpoint")
+    step = sorted((tmp_path / "vb.zarr").glob("step-*"))[-1]
+    named(_attributes(step), bayesian_steps.__doc__, "a Bayesian checkpoint step")
+    named(_attributes(step)["restarts"][0], bayesian_steps.__doc__, "a Bayesian checkpoint step")
+    named([p.name for p in step.iterdir() if p.is_dir()], bayesian_steps.__doc__, "its step")
     root = tmp_path / "registry"
     named([p.name for p in root.iterdir() if p.is_file()], registry.__doc__, "the registry")
     named(json.loads((root / "current.json").read_text()), registry.__doc__, "current.json")

@@ -42,6 +42,7 @@ LAYERS = {
         "selection",
         "diagonal_check",
         "bayesian",
+        "bayesian_checkpoint",
         "bayesian_fit",
         "bayesian_settings",
         "classifier",

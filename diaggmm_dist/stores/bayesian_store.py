@@ -59,7 +59,14 @@ from .model_checks import ModelStoreError, is_number, shorten
 from .model_files import StoreFiles, check_feature_coordinate, read_model_array
 from .model_record import ATTRIBUTES, is_name_list
 
-__all__ = ["BayesianRecord", "read_bayesian", "write_bayesian"]
+__all__ = [
+    "BayesianRecord",
+    "check_posterior_arrays",
+    "checked_scalar_priors",
+    "posterior_arrays",
+    "read_bayesian",
+    "write_bayesian",
+]
 
 FORMAT = "diaggmm-dist-bayesian-model"
 FORMAT_VERSION = 1
@@ -114,21 +121,27 @@ class BayesianRecord:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays to store, by name."""
-        p = self.posterior
-        if p.prior_type == "dirichlet_process":
-            a, b = p.weight_concentration
-            arrays = {"weight_concentration_a": a, "weight_concentration_b": b}
-        else:
-            arrays = {"weight_concentration": p.weight_concentration}
         return {
-            **arrays,
-            "mean_precision": p.mean_precision,
-            "means": p.means,
-            "degrees_of_freedom": p.degrees_of_freedom,
-            "covariances": p.covariances,
+            **posterior_arrays(self.posterior),
             "mean_prior": self.priors.mean,
             "covariance_prior": self.priors.covariance,
         }
+
+
+def posterior_arrays(p: Posterior) -> dict[str, np.ndarray]:
+    """The arrays of the posterior ``p``, by their stored names (also a checkpoint's)."""
+    if p.prior_type == "dirichlet_process":
+        a, b = p.weight_concentration
+        arrays = {"weight_concentration_a": a, "weight_concentration_b": b}
+    else:
+        arrays = {"weight_concentration": p.weight_concentration}
+    return {
+        **arrays,
+        "mean_precision": p.mean_precision,
+        "means": p.means,
+        "degrees_of_freedom": p.degrees_of_freedom,
+        "covariances": p.covariances,
+    }
 
 
 def write_bayesian(
@@ -177,7 +190,10 @@ def _non_negative(arrays: Mapping[str, np.ndarray], name: str, where: str) -> No
         raise ModelStoreError(f"{where}: array {name!r} has {int(bad.sum())} value(s) < 0.")
 
 
-def _checked_arrays(arrays, prior_type, d, where):
+def check_posterior_arrays(arrays, prior_type, d, where):
+    """Raise ModelStoreError unless the posterior's (and priors') arrays are in their domains:
+    concentrations, mean precisions and variances > 0 (precisions finite), ν > d − 1, the
+    covariance prior >= 0."""
     concentrations = (
         ("weight_concentration_a", "weight_concentration_b")
         if prior_type == "dirichlet_process"
@@ -197,7 +213,7 @@ def _checked_arrays(arrays, prior_type, d, where):
         )
 
 
-def _checked_priors(attrs, d, where):
+def checked_scalar_priors(attrs, d, where):
     def valid(value):
         return (
             isinstance(value, dict)
@@ -279,7 +295,7 @@ def read_bayesian(
         raise ModelStoreError(
             f"{where}, zarr.json: attribute 'params': a setting is invalid: {shorten(err, 300)}"
         ) from None
-    priors = _checked_priors(attrs, d, where)
+    priors = checked_scalar_priors(attrs, d, where)
     values = {
         name: checked_value(attrs, name, *ATTRIBUTES[name][:2], where)
         for name in ("n_iter", "converged", "lower_bound", "lower_bounds")
@@ -302,7 +318,7 @@ def read_bayesian(
     arrays = {
         name: read_model_array(files, name, shape, ARRAY_VERSION) for name, shape in shapes.items()
     }
-    _checked_arrays(arrays, prior_type, d, where)
+    check_posterior_arrays(arrays, prior_type, d, where)
     verify_checksums(attrs, arrays, where, BAYESIAN_ATTRIBUTES)
     if feature_names is not None:
         check_feature_coordinate(files, feature_names)

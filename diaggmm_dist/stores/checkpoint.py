@@ -1,10 +1,11 @@
 """Crash-safe training checkpoints in a Zarr group: the source of truth for where a run is.
 
-Layout::
+Layout (a DiagGMM's steps; a BayesianDiagGMM's are in :mod:`.bayesian_steps`)::
 
     checkpoint.zarr/
         zarr.json          attributes: format, format_version, identity (configuration and
-                           data fingerprint), latest (the pointer: the newest committed step)
+                           data fingerprint), latest (the pointer: the newest committed step),
+                           estimator (absent for DiagGMM; :mod:`.checkpoint_root`)
         step-00000007/     one complete training state of every restart (run side by side):
             zarr.json      its attribute ``restarts``, written last, says the step is complete
                            and holds each restart's weights, shape [K, D], restart, iteration,
@@ -28,12 +29,12 @@ four PUTs, whatever the number of restarts (one PUT more per 64 MiB of planes), 
 delete when an old step is retired (and one listing first if an earlier run wrote it).
 Nothing just written is read back.
 
-On resume every step is validated (:func:`~.checkpoint_steps.read_step`); one that fails is
-skipped with a :class:`CorruptCheckpointWarning`, falling back to the one before it. A pointer
-that is missing or not a step name is warned about the same way, and the newest usable step is
-taken. A null pointer (a crash during the first write) takes the newest complete step, if any,
-quietly. When steps were committed but none is usable, or the root's metadata cannot be read,
-:class:`CheckpointError` names the checkpoint and how to start afresh
+On resume every step is validated (by its :class:`~.checkpoint_root.StepFormat`'s ``read``); one
+that fails is skipped with a :class:`CorruptCheckpointWarning`, falling back to the one before
+it. A pointer that is missing or not a step name is warned about the same way, and the newest
+usable step is taken. A null pointer (a crash during the first write) takes the newest complete
+step, if any, quietly. When steps were committed but none is usable, or the root's metadata
+cannot be read, :class:`CheckpointError` names the checkpoint and how to start afresh
 (``overwrite_checkpoint=True``, which always does).
 
 One fit at a time writes a checkpoint: the constructor takes its lease
@@ -52,26 +53,27 @@ import zarr
 from zarr.errors import BaseZarrError
 
 from ..locations import Location, location
-from .checkpoint_steps import (
+from .checkpoint_root import (
+    DEFAULT_ESTIMATOR,
     FORMAT,
     FORMAT_VERSION,
+    REPLACE,
     STEP_NAME,
+    CheckpointError,
+    CheckpointMismatchError,
+    CorruptCheckpointWarning,
+    StepFormat,
+    check_checkpoint,
     delete_steps,
     list_steps,
     normalized,
-    read_root,
-    read_step,
-    step_files,
+    root_problem,
     step_number,
 )
-from .lease import CheckpointInUseError, Lease, raise_if_in_use
+from .checkpoint_steps import DIAGGMM_STEPS
+from .lease import CheckpointInUseError, Lease
 from .model_checks import ModelStoreError
-from .zarr_groups import (
-    check_replaceable,
-    put_keys,
-    remove_group,
-    rendered,
-)
+from .zarr_groups import check_replaceable, put_keys, remove_group, rendered
 
 __all__ = [
     "Checkpoints",
@@ -83,64 +85,16 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "KEEP",
+    "StepFormat",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: Complete checkpoints kept (the newest ones).
 KEEP = 3
-#: What to do about a checkpoint that cannot be used.
-_REPLACE = (
-    "pass overwrite_checkpoint=True (CLI: --overwrite) to start afresh, replacing it, or use "
-    "another checkpoint URL"
-)
 #: Errors that make one step unusable (not OSError: an I/O failure is not a corrupt step, and
 #: propagates so that the fit can be retried).
 _UNUSABLE = (ModelStoreError, BaseZarrError, KeyError, ValueError, TypeError)
-
-
-class CheckpointError(ValueError):
-    """The checkpoint cannot be used as it stands; the message names it and what to do."""
-
-
-class CheckpointMismatchError(CheckpointError):
-    """The checkpoint belongs to a run with other settings or other data."""
-
-
-class CorruptCheckpointWarning(UserWarning):
-    """The newest checkpoint could not be used; an older one was."""
-
-
-def _root_problem(where, identity=None):
-    """``(attrs, problem, error)``: :func:`~.checkpoint_steps.read_root`, and the error class to
-    raise for the problem."""
-    attrs, problem, unreadable = read_root(where, identity)
-    return attrs, problem, CheckpointError if unreadable else CheckpointMismatchError
-
-
-def check_checkpoint(where: str | os.PathLike | Location, overwrite: bool = False) -> None:
-    """Refuse now what a fit on the checkpoint at ``where`` would refuse before its first pass.
-
-    Reads only.
-
-    For a command line to call before it starts a cluster: a live fit holding the checkpoint,
-    and, without ``overwrite``, something at ``url`` that is not a readable checkpoint of this
-    format (with it, something that is not a Zarr store, which is never replaced). (Whether it
-    holds this run is checked by the fit: that needs the data's fingerprint.)
-
-    Raises
-    ------
-    CheckpointInUseError, CheckpointMismatchError, CheckpointError
-        As :class:`Checkpoints` would.
-    """
-    where = location(where)
-    raise_if_in_use(where)
-    if overwrite:
-        check_replaceable(where)
-        return
-    _, problem, error = _root_problem(where)
-    if problem is not None:
-        raise error(f"{problem}: {_REPLACE}.")
 
 
 class Checkpoints:
@@ -164,6 +118,9 @@ class Checkpoints:
     lease : bool, default=True
         Take the lease (a writer). ``False`` reads without it, for inspecting a checkpoint
         another fit may be writing; :meth:`save` is then refused.
+    steps : StepFormat, default=DIAGGMM_STEPS
+        The estimator whose training state the steps hold (:mod:`.checkpoint_root`); a
+        checkpoint of another estimator is refused (``CheckpointMismatchError``).
 
     Raises
     ------
@@ -181,6 +138,7 @@ class Checkpoints:
         identity: dict,
         overwrite: bool = False,
         lease: bool = True,
+        steps: StepFormat = DIAGGMM_STEPS,
     ):
         self.location = location(where)
         self.url = self.location.url
@@ -191,6 +149,7 @@ class Checkpoints:
         self._written = {}  # step name -> its files, for the steps this object wrote
         self._root = None
         self.identity = normalized(identity)
+        self.steps = steps
         self._overwrite = overwrite
         self._names = None  # the step names, newest first, once listed
         self._unusable = set()  # steps found unusable by latest(): not counted as kept
@@ -225,7 +184,7 @@ class Checkpoints:
     def _open_root(self, overwrite):
         """Read the root's attributes, or create the root (replace it, with ``overwrite``)
         unless it is this run's."""
-        attrs, problem, error = _root_problem(self.location, self.identity)
+        attrs, problem, error = root_problem(self.location, self.identity, self.steps.estimator)
         if problem is None:
             if attrs is None:
                 self._fresh_root()
@@ -233,7 +192,7 @@ class Checkpoints:
                 self._attrs = attrs
             return
         if not overwrite:
-            raise error(f"{problem}: {_REPLACE}.")
+            raise error(f"{problem}: {REPLACE}.")
         check_replaceable(self.location)
         logger.warning(
             "Replacing the checkpoint at %s (overwrite_checkpoint=True): %s.", self.url, problem
@@ -244,14 +203,10 @@ class Checkpoints:
         """Remove whatever is at the location and create an empty checkpoint of this run."""
         remove_group(self.location)
         self._root = None
-        self._write_root(
-            {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "identity": self.identity,
-                "latest": None,
-            }
-        )
+        attrs = {"format": FORMAT, "format_version": FORMAT_VERSION}
+        if self.steps.estimator != DEFAULT_ESTIMATOR:  # DiagGMM's root is as it always was
+            attrs["estimator"] = self.steps.estimator
+        self._write_root({**attrs, "identity": self.identity, "latest": None})
         self._names, self._unusable, self._written = [], set(), {}
 
     def _write_root(self, attrs):
@@ -316,7 +271,7 @@ class Checkpoints:
         reasons = []
         for position, name in enumerate(candidates):
             try:
-                return read_step(self.root, name, self.identity)
+                return self.steps.read(self.root, name, self.identity)
             except _UNUSABLE as err:
                 self._unusable.add(name)
                 reasons.append(f"{name}: {err}")
@@ -336,7 +291,7 @@ class Checkpoints:
                 return None
             raise CheckpointError(
                 f"No step of the checkpoint at {self.url!r} can be used ({'; '.join(reasons)}): "
-                f"{_REPLACE}."
+                f"{REPLACE}."
             )
         return None
 
@@ -357,7 +312,7 @@ class Checkpoints:
         self._lease.verify()  # one GET
         steps = self._remove_debris(self._steps())
         name = f"step-{step_number(steps[0]) + 1 if steps else 0:08d}"
-        files = step_files(name, states)
+        files = self.steps.files(name, states)
         mark = f"{name}/zarr.json"
         complete = {mark: files.pop(mark)}
         put_keys(self._store, files)  # the array's metadata and chunks, side by side

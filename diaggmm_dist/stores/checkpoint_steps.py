@@ -1,5 +1,6 @@
-"""The files of a training checkpoint: its root's identity, and its steps, written, validated
-and retired.
+"""The steps of a :class:`~diaggmm_dist.DiagGMM` training checkpoint (its root:
+:mod:`.checkpoint_root`), written and validated: the :class:`~.checkpoint_root.StepFormat`
+:data:`DIAGGMM_STEPS`.
 
 A step ``step-NNNNNNNN`` holds one flat float64 array ``planes``: every restart's means,
 covariances and precisions (3 x K x D values each, K and D its own), restart after restart.
@@ -16,182 +17,31 @@ match its lower-bound history.
 
 from __future__ import annotations
 
-import json
-import numbers
-import re
 import reprlib
-import shutil
 
 import numpy as np
 
 from ..state import TrainingState
+from .checkpoint_root import StepFormat, normalized
+from .checkpoint_root import is_int as _is_int
+from .checkpoint_root import is_number as _is_number
 from .model_checks import ModelStoreError, check_mixture, check_values
-from .zarr_groups import NotAGroupError, rendered, root_node
+from .zarr_groups import rendered
 
 __all__ = [
-    "FORMAT",
-    "FORMAT_VERSION",
-    "STEP_NAME",
-    "delete_steps",
-    "identity_problem",
-    "list_steps",
-    "normalized",
-    "read_root",
+    "DIAGGMM_STEPS",
+    "PLANE_CHUNK",
+    "check_history",
+    "read_planes",
     "read_step",
     "step_files",
-    "step_number",
 ]
 
-FORMAT = "diaggmm-dist-checkpoint"
-#: 4: steps carry the completion mark ``restarts``. 5: one array ``planes`` per step (not
-#: per restart), the restarts' state in the step's attributes.
-FORMAT_VERSION = 5
-#: Names of steps; their number orders them.
-STEP_NAME = re.compile(r"^step-(\d{8})$")
 #: Values per chunk of ``planes`` (64 MiB): each chunk is one PUT below s3fs's multipart size.
 PLANE_CHUNK = 2**23
 
 
-def normalized(value):
-    """``value`` as it reads back from JSON (tuples become lists, numpy scalars numbers)."""
-    return json.loads(json.dumps(value))
-
-
-def _is_int(value, low=0, high=None):
-    return (
-        isinstance(value, numbers.Integral)
-        and not isinstance(value, bool)
-        and value >= low
-        and (high is None or value <= high)
-    )
-
-
-def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
-
-
-def step_number(name: str) -> int:
-    """The number of the step ``name`` (``"step-00000007"`` -> 7)."""
-    return int(STEP_NAME.match(name).group(1))
-
-
-def list_steps(fs, path: str) -> list[str]:
-    """Names of the steps under ``path`` on the file system ``fs``, newest first, from one
-    listing (not Zarr's: one step with unreadable metadata must not hide the others)."""
-    try:
-        # refreshed: another process (the fit this one resumes) wrote the steps
-        names = [
-            entry.rstrip("/").rsplit("/", 1)[-1]
-            for entry in fs.ls(path, detail=False, refresh=True)
-        ]
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    return sorted((name for name in names if STEP_NAME.match(name)), reverse=True)
-
-
-def _differences(stored, wanted, prefix=""):
-    out = []
-    for key in sorted(set(stored) | set(wanted)):
-        a, b = stored.get(key), wanted.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: checkpoint has {a!r}, this run has {b!r}")
-    return out
-
-
-def identity_problem(url: str, attrs: dict, identity: dict | None) -> str | None:
-    """Why the root attributes ``attrs`` are not the checkpoint of the run ``identity`` (None:
-    of any run of this format), or None."""
-    if attrs.get("format") != FORMAT:
-        return f"{url!r} exists and is not a diaggmm-dist checkpoint"
-    version = attrs.get("format_version")
-    if version != FORMAT_VERSION:
-        older = _is_int(version) and version < FORMAT_VERSION
-        return (
-            f"The checkpoint at {url!r} has format version {version!r}"
-            + (" (written by an older diaggmm-dist)" if older else "")
-            + f"; this version of diaggmm-dist reads version {FORMAT_VERSION} only, and cannot "
-            "resume it"
-        )
-    if identity is not None and attrs.get("identity") != identity:
-        stored = attrs.get("identity") if isinstance(attrs.get("identity"), dict) else {}
-        differences = "; ".join(_differences(stored, identity))
-        return f"The checkpoint at {url!r} belongs to a different run ({differences})"
-    return None
-
-
-def read_root(where, identity: dict | None = None) -> tuple[dict | None, str | None, bool]:
-    """``(attrs, problem, unreadable)``: the root attributes of the checkpoint at ``where`` (a
-    Location; None when nothing is there), why it cannot be the checkpoint of the run
-    ``identity`` (None when it can), and whether that is because the checkpoint cannot be read
-    (else it is another run's, or not a checkpoint). One GET of the root's zarr.json on object
-    stores (and one listing when it is absent)."""
-    url = where.url
-    try:
-        kind, meta = root_node(where)
-    except NotAGroupError as err:
-        fs, path = where.filesystem()
-        if err.kind == "files" and list_steps(fs, path):
-            lost = (
-                f"The checkpoint at {url!r} has lost its root metadata (zarr.json), which says "
-                "whose run its steps are"
-            )
-            return None, lost, True
-        refused = err.describe("checkpoint") + ": refusing to replace it"
-        return None, refused, False
-    # JSONDecodeError is a ValueError; a non-object is a TypeError
-    except (ValueError, TypeError) as err:
-        unreadable = (
-            f"The checkpoint at {url!r} has unreadable root metadata (zarr.json: "
-            f"{type(err).__name__}: {err})"
-        )
-        return None, unreadable, True
-    if kind is None:
-        return None, None, False
-    if kind == "array":
-        return (
-            None,
-            NotAGroupError(url, "array").describe("checkpoint") + ": refusing to replace it",
-            False,
-        )
-    attrs = meta.get("attributes", {}) if meta is not None else {}
-    if not isinstance(attrs, dict):
-        return (
-            None,
-            f"The checkpoint at {url!r} has unreadable root metadata (zarr.json: its "
-            "attributes are not an object)",
-            True,
-        )
-    return attrs, identity_problem(url, attrs, identity), False
-
-
-def delete_steps(where, fs, path: str, names, written: dict) -> None:
-    """Delete the steps ``names`` of the checkpoint at ``where`` (on ``fs`` at ``path``).
-
-    On object stores one bulk delete: of the files ``written[name]`` lists (the keys of a step
-    this run wrote), and of those one listing finds for the other steps.
-    """
-    if not names:
-        return
-    if where.is_local:
-        for name in names:
-            shutil.rmtree(where.local_path / name, ignore_errors=True)
-        return
-    root = path.rstrip("/")
-    doomed = [f"{root}/{key}" for name in names for key in written.get(name, ())]
-    unknown = {name for name in names if name not in written}
-    if unknown:
-        doomed += [
-            entry
-            for entry in fs.find(root, withdirs=True)
-            if entry[len(root) + 1 :].split("/", 1)[0] in unknown
-        ]
-    if doomed:
-        fs.rm(sorted(doomed, reverse=True))
-
-
-def _check_history(attrs, restart, offset, tol, where):
+def check_history(attrs, restart, offset, tol, where):
     """Raise ModelStoreError unless the counters of a restart's attributes are of the right types,
     and its iteration and convergence match its lower-bound history (``offset`` bounds before the
     first iteration; converged when the last change is below ``tol``)."""
@@ -257,7 +107,7 @@ def read_step(root, name: str, identity: dict) -> list[TrainingState]:
         )
     shapes = [_shape(attrs, f"checkpoint {name}/restart-{i}") for i, attrs in enumerate(restarts)]
     ends = np.cumsum([3 * k * d for k, d in shapes]).tolist()
-    planes = _read_planes(group, ends[-1], f"checkpoint {name}")
+    planes = read_planes(group, ends[-1], f"checkpoint {name}")
     config = identity.get("config") or {}
     # a warm start's history begins with the lower bound of the model it started from
     offset = 1 if config.get("warm_start_from") is not None else 0
@@ -279,22 +129,21 @@ def _shape(attrs, where):
     return shape[0], shape[1]
 
 
-def _read_planes(group, size, where):
+def read_planes(group, size, where):
     """The step's array ``planes`` as float64, checked to hold ``size`` values (their
-    finiteness is checked restart by restart)."""
+    finiteness is checked restart by restart). Its shape is checked before it is read: a
+    corrupt step never makes a read larger than the run's own state."""
     try:
-        value = np.asarray(group["planes"][...], dtype=np.float64)
+        array = group["planes"]
+        if array.shape == (size,):
+            return np.asarray(array[...], dtype=np.float64)
     except KeyError:
         raise ModelStoreError(f"{where}: array 'planes' is missing.") from None
     except Exception as err:  # a truncated or corrupt chunk fails in the codec
         raise ModelStoreError(
             f"{where}: array 'planes' could not be read ({type(err).__name__}: {err})."
         ) from err
-    if value.shape != (size,):
-        raise ModelStoreError(
-            f"{where}: array 'planes' has shape {value.shape}, expected ({size},)."
-        )
-    return value
+    raise ModelStoreError(f"{where}: array 'planes' has shape {array.shape}, expected ({size},).")
 
 
 def _read_restart(attrs, planes, restart, where, offset, tol):
@@ -308,7 +157,7 @@ def _read_restart(attrs, planes, restart, where, offset, tol):
     weights = np.asarray(weights, dtype=np.float64)
     means, covariances, precisions = planes[0].copy(), planes[1].copy(), planes[2].copy()
     check_mixture(weights, means, covariances, where)
-    _check_history(attrs, restart, offset, tol, where)
+    check_history(attrs, restart, offset, tol, where)
     rng = attrs.get("rng")
     if not (
         isinstance(rng, dict)
@@ -396,3 +245,7 @@ def _attributes(state):
             },
         }
     )
+
+
+#: DiagGMM's steps (:class:`~diaggmm_dist.state.TrainingState` per restart).
+DIAGGMM_STEPS = StepFormat("DiagGMM", step_files, read_step)
