@@ -314,3 +314,18 @@ def test_a_fit_resumes_from_a_checkpoint_on_object_storage(s3, data, monkeypatch
     assert passes == total - before == SETTINGS["max_iter"] - 3
     with pytest.raises(CheckpointMismatchError, match="not of a DiagGMM fit"):
         DiagGMM(4).fit(X, checkpoint=url, storage_options=options)
+
+
+def test_a_constant_feature_checkpoint_resumes(data, tmp_path, monkeypatch):
+    # the default covariance prior of a constant feature is 0 (scikit-learn's too): a step
+    # holding it is valid, not skipped as corrupt
+    X = np.column_stack([data[0], np.full(len(data[0]), 3.0)])
+    settings = dict(SETTINGS, max_iter=4)
+    url = tmp_path / "vb.zarr"
+    straight, _ = counted_fit(BayesianDiagGMM(**settings), X, monkeypatch)
+    assert straight.covariance_prior_[-1] == 0.0
+    counted_fit(BayesianDiagGMM(**dict(settings, max_iter=2)), X, monkeypatch, checkpoint=url)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no CorruptCheckpointWarning
+        resumed, _ = counted_fit(BayesianDiagGMM(**settings), X, monkeypatch, checkpoint=url)
+    assert_identical(resumed, straight)
