@@ -20,7 +20,7 @@ import numpy as np
 
 from . import engine
 from .bayesian_fit import posterior_of
-from .em_settings import checkpoint_identity
+from .em_settings import checkpoint_identity, weights_fingerprint
 from .locations import Location
 from .stores.bayesian_steps import BAYESIAN_STEPS, ESTIMATOR
 from .stores.bayesian_store import posterior_arrays
@@ -129,7 +129,5 @@ def open_vb_checkpoint(
     """
     if where is None:
         return contextlib.nullcontext()
-    if weights is not None:  # a few chunks of them too, as a column of one feature
-        weights = engine.fingerprint(weights if weights.ndim > 1 else weights[:, None])
-    identity = vb_identity(est, engine.fingerprint(data), given, weights, warm)
+    identity = vb_identity(est, engine.fingerprint(data), given, weights_fingerprint(weights), warm)
     return Checkpoints(where, identity, overwrite, steps=BAYESIAN_STEPS)

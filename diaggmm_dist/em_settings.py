@@ -71,6 +71,20 @@ def _digest(array):
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
+def weights_fingerprint(weights: Any) -> dict | None:
+    """A cheap identity of a run's sample weights, as of its data (None without weights).
+
+    The weights (a dask array chunked like the data's sample axes) are fingerprinted as data
+    of one feature (:func:`diaggmm_dist.engine.fingerprint`): a few of their chunks are read.
+    A checkpoint made with other weights (or with none) is then refused, not resumed.
+    """
+    if weights is None:
+        return None
+    from . import engine
+
+    return engine.fingerprint(weights[..., None])
+
+
 def checkpoint_identity(
     params: Mapping[str, Any],
     fingerprint: Any,

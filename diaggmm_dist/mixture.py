@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import engine, inputs, kernels, online, parameters, persistence_gmm, stepwise
 from .data_pass import DataPass, check_in_memory
-from .em_settings import EMSettings, checkpoint_identity, store_location
+from .em_settings import EMSettings, checkpoint_identity, store_location, weights_fingerprint
 from .fitting import EMRun
 from .initialization import initial_parameters, initial_parameters_of_models
 from .locations import Location, StorageOptions, checked_storage_options
@@ -368,8 +368,14 @@ class DiagGMM(DensityMixin, BaseEstimator):
         random_state = check_random_state(self.random_state)
         fingerprint = engine.fingerprint(data)
         start = self._parameters() if warm else None
+        weighted = weights_fingerprint(data_pass.weights)
         identity = checkpoint_identity(
-            self.get_params(), fingerprint, inits=inits, warm_start_from=start
+            self.get_params(),
+            fingerprint,
+            inits=inits,
+            warm_start_from=start,
+            # only when given: the identity of an unweighted fit is the one it always was
+            **({} if weighted is None else {"sample_weight": weighted}),
         )
         with EMRun.open(
             data_pass,

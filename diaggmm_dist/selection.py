@@ -23,7 +23,7 @@ from sklearn.utils import check_random_state
 from . import engine, inputs, kernels, parameters
 from .data_pass import DataPass
 from .em import e_step_models
-from .em_settings import EMSettings, checkpoint_identity, store_location
+from .em_settings import EMSettings, checkpoint_identity, store_location, weights_fingerprint
 from .fitting import EMRun
 from .initialization import initial_parameters_of_models
 from .locations import Location, StorageOptions, checked_storage_options
@@ -237,11 +237,13 @@ def select_n_components(
     )
     fit_pass = DataPass(data, template.dtype, template.missing, fit_weights)
     fingerprint = engine.fingerprint(data)
+    weighted = weights_fingerprint(weights)
     identity = checkpoint_identity(
         template.get_params(),
         fingerprint,
         candidates=candidates,
         heldout_fraction=float(heldout_fraction),
+        **({} if weighted is None else {"sample_weight": weighted}),
     )
     random_state = check_random_state(template.random_state)
     with EMRun.open(

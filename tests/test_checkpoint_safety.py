@@ -884,3 +884,26 @@ def test_a_lease_that_cannot_be_written_is_an_error_naming_it(X, tmp_path):
     ):
         DiagGMM(**SETTINGS).fit(X, checkpoint=str(url))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # no partial file left behind
+
+
+def test_a_checkpoint_of_other_sample_weights_is_refused(tmp_path):
+    # the weights are part of what a run computes: resuming another weighting's checkpoint
+    # would give a model of neither
+    X, _ = mixture_data(4000, 3, 2, seed=3)
+    weights = np.random.default_rng(0).uniform(0.5, 2.0, len(X))
+    url = tmp_path / "run.zarr"
+    settings = dict(random_state=0, max_iter=3, tol=0.0)
+    DiagGMM(2, **settings).fit(X, sample_weight=weights, checkpoint=url, until=1)
+    other = weights.copy()
+    other[0] *= 2.0  # a row the fingerprint samples (the first)
+    for given in (other, None):
+        with pytest.raises(CheckpointMismatchError, match="sample_weight"):
+            DiagGMM(2, **settings).fit(X, sample_weight=given, checkpoint=url)
+    resumed = DiagGMM(2, **settings).fit(X, sample_weight=weights, checkpoint=url)
+    straight = DiagGMM(2, **settings).fit(X, sample_weight=weights)
+    np.testing.assert_array_equal(resumed.means_, straight.means_)
+    # and a checkpoint of an unweighted fit is not resumed by a weighted one
+    plain = tmp_path / "plain.zarr"
+    DiagGMM(2, **settings).fit(X, checkpoint=plain, until=1)
+    with pytest.raises(CheckpointMismatchError, match="sample_weight"):
+        DiagGMM(2, **settings).fit(X, sample_weight=weights, checkpoint=plain)
