@@ -3,8 +3,9 @@
 Layout (a DiagGMM's steps; a BayesianDiagGMM's are in :mod:`.bayesian_steps`)::
 
     checkpoint.zarr/
-        zarr.json          attributes: format, format_version, identity (configuration and
-                           data fingerprint), latest (the pointer: the newest committed step),
+        zarr.json          attributes: format, format_version, identity (configuration,
+                           data fingerprint and, for a weighted fit, the sample weights'
+                           fingerprint), latest (the pointer: the newest committed step),
                            estimator (absent for DiagGMM; :mod:`.checkpoint_root`)
         step-00000007/     one complete training state of every restart (run side by side):
             zarr.json      its attribute ``restarts``, written last, says the step is complete
