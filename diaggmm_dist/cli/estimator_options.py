@@ -26,7 +26,6 @@ _NOT_FOR = {
         ("--heldout-fraction", "heldout_fraction", "it chooses among several --k"),
     ],
     "bayesian": [
-        ("--checkpoint", "checkpoint", "a Bayesian fit is not checkpointed"),
         ("--criterion", "criterion", "a Bayesian fit chooses its components by itself"),
         ("--heldout-fraction", "heldout_fraction", "a Bayesian fit chooses by itself"),
     ],
