@@ -2,10 +2,11 @@
 
 ``train(..., labels_url=...)`` fits a :class:`~diaggmm_dist.DiagGMMClassifier` (Gaussian
 naive Bayes when every row is labelled, semi-supervised EM otherwise) and
-``train(..., estimator="bayesian")`` a :class:`~diaggmm_dist.BayesianDiagGMM`. Neither has a
-checkpoint, so each is one task (``fit-classifier``, ``fit-bayesian``) that fits and saves
-the model; a retry after a transient failure fits again from the start (the same model: the
-fits are deterministic).
+``train(..., estimator="bayesian")`` a :class:`~diaggmm_dist.BayesianDiagGMM`. Each is one
+task (``fit-classifier``, ``fit-bayesian``) that fits and saves the model. The Bayesian fit is
+checkpointed after every iteration at the flow's ``checkpoint_url``, so a retry after a
+transient failure resumes it; a classifier's fit has no checkpoint and a retry fits again
+from the start (the same model: the fits are deterministic).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def check_estimator(
     n_components : int or list of int
         The flow's ``n_components``: one number for a classifier or a Bayesian mixture.
     checkpoint_url : str or None
-        The flow's ``checkpoint_url``: only a DiagGMM fit has one.
+        The flow's ``checkpoint_url``: a classifier's fit has none.
 
     Returns
     -------
@@ -45,7 +46,7 @@ def check_estimator(
     ------
     ValueError
         Labels without a classifier, a classifier without labels, several ``n_components``
-        or a ``checkpoint_url`` with a classifier or a Bayesian mixture.
+        or a ``checkpoint_url`` with a classifier.
     """
     kind = estimator or ("classifier" if labels_url else "gmm")
     if kind not in ESTIMATORS:
@@ -69,9 +70,9 @@ def check_estimator(
                 + ("components per class" if kind == "classifier" else "the most components")
                 + f"), got the candidates {list(n_components)}."
             )
-    if checkpoint_url is not None:
+    if checkpoint_url is not None and kind == "classifier":
         raise ValueError(
-            f"checkpoint_url is not used with estimator={kind!r} (its fit is one task, not "
+            "checkpoint_url is not used with estimator='classifier' (its fit is one task, not "
             "checkpointed): leave it out."
         )
     return kind
@@ -143,7 +144,8 @@ def fit_estimator(spec: FitSpec, kind: str, labels_url: str | None = None) -> di
     Parameters
     ----------
     spec : FitSpec
-        The data, model, settings, ``max_iter``, layout and scheduler (no checkpoint).
+        The data, model, settings, ``max_iter``, layout and scheduler; the checkpoint of a
+        Bayesian mixture (a classifier has none).
     kind : {"classifier", "bayesian"}
         The estimator.
     labels_url : str, optional
@@ -166,8 +168,13 @@ def fit_estimator(spec: FitSpec, kind: str, labels_url: str | None = None) -> di
         if kind == "classifier":
             labels, layout = _labels(spec, labels_url)
             est.fit(spec.data_url, labels, storage_options=options, **layout)
-        else:
-            est.fit(spec.data_url, storage_options=options, **(spec.layout or {}))
+        else:  # a retry of the task resumes from the checkpoint
+            est.fit(
+                spec.data_url,
+                checkpoint=spec.checkpoint_url or None,
+                storage_options=options,
+                **(spec.layout or {}),
+            )
     if not est.converged_ and spec.max_iter:
         logger.warning("The fit did not converge in %d iterations (tol=%g).", est.n_iter_, est.tol)
     est.save(spec.model_url, overwrite=True, storage_options=options)

@@ -149,6 +149,16 @@ def test_train_bayesian_saves_the_library_fit(prefect_api, stores, cluster, tmp_
     assert result["estimator"] == "bayesian" and result["n_iter"] == library.n_iter_
     assert result["effective_n_components"] == library.effective_n_components_
     assert task_names(state, 1) == ["fit-bayesian"]
+    # checkpointed at the default checkpoint_url: the same run again takes the finished fit
+    from flows.tasks import default_checkpoint_url
+
+    root = zarr.open_group(default_checkpoint_url(model_url), mode="r").attrs
+    assert root["format"] == "diaggmm-dist-checkpoint" and root["estimator"] == "BayesianDiagGMM"
+    again = train(
+        stores["x"], 6, model_url, estimator="bayesian", scheduler_address=cluster, **FIT,
+        **settings,
+    )  # fmt: skip
+    assert again["n_iter"] == library.n_iter_ and again["lower_bound"] == result["lower_bound"]
 
 
 def test_score_flow_writes_a_classifiers_class_codes(prefect_api, stores, cluster, tmp_path):
