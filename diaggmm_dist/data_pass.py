@@ -229,9 +229,21 @@ class DataPass:
         """The statistics of one pass with ``responsibilities`` (see :mod:`diaggmm_dist.engine`)."""
         return self.statistics(responsibilities)
 
-    def statistics(self, pass_spec, **more) -> np.ndarray:
-        """One pass (``more``: further per-row inputs of the pass, e.g. ``labels``); the first
-        one also counts the values that cannot be used, and refuses them."""
+    def statistics(self, pass_spec: tuple, **more: Any) -> np.ndarray:
+        """One pass of statistics; the first one also counts unusable values, and refuses them.
+
+        Parameters
+        ----------
+        pass_spec : tuple
+            What the pass computes (:func:`diaggmm_dist.engine.pass_statistics`).
+        **more
+            Further per-row inputs of the pass, e.g. ``labels``.
+
+        Returns
+        -------
+        ndarray
+            The summed statistics.
+        """
         stats = engine.pass_statistics(
             self.X,
             pass_spec,
