@@ -23,10 +23,9 @@ import numpy as np
 from sklearn.exceptions import DataConversionWarning
 
 from . import engine, inputs
-from .data_pass import DataPass, raise_for_bad_values
+from .data_pass import DataPass
 from .inputs.samples import is_xarray
 from .inputs.tables import is_dataframe, looks_like_parquet
-from .kernels import split_statistics
 from .locations import Location
 
 #: The label of an unlabelled row.
@@ -271,24 +270,4 @@ class LabelledDataPass(DataPass):
         """The statistics of one labelled pass (the first one also checks the values)."""
         if pass_spec[0] == "gaussian" and len(pass_spec) == 2:
             pass_spec = (*pass_spec, self.component_classes)
-        stats = engine.pass_statistics(
-            self.X,
-            pass_spec,
-            self.missing,
-            self.weights,
-            count_nonfinite=not self.checked,
-            graphs=self.graphs,
-            labels=self.labels,
-        )
-        if not self.checked:
-            scalars = split_statistics(stats)[-1]
-            raise_for_bad_values(
-                int(scalars["nan"]),
-                int(scalars["inf"]),
-                int(scalars["bad_weights"]),
-                int(scalars["rows"]),
-                self.missing,
-                self.weights is not None,
-            )
-            self.checked = True
-        return stats
+        return self.statistics(pass_spec, labels=self.labels)

@@ -227,13 +227,19 @@ class DataPass:
 
     def __call__(self, responsibilities):
         """The statistics of one pass with ``responsibilities`` (see :mod:`diaggmm_dist.engine`)."""
+        return self.statistics(responsibilities)
+
+    def statistics(self, pass_spec, **more) -> np.ndarray:
+        """One pass (``more``: further per-row inputs of the pass, e.g. ``labels``); the first
+        one also counts the values that cannot be used, and refuses them."""
         stats = engine.pass_statistics(
             self.X,
-            responsibilities,
+            pass_spec,
             self.missing,
             self.weights,
             count_nonfinite=not self.checked,
             graphs=self.graphs,
+            **more,
         )
         if not self.checked:
             scalars = split_statistics(stats)[-1]

@@ -93,14 +93,9 @@ def log_prob_coefficients(weights, means, precisions, shift, dtype) -> Coefficie
     -------
     Coefficients
     """
-    weights, means, precisions, shift = (
-        np.asarray(v, dtype=np.float64) for v in (weights, means, precisions, shift)
-    )
-    centered = means - shift
     with np.errstate(divide="ignore"):  # a zero weight is a component that is never chosen
-        log_w = np.log(weights)
-    feature = -0.5 * (LOG_2PI + centered * centered * precisions - np.log(precisions))
-    return _coefficients(shift, -0.5 * precisions, centered * precisions, feature, log_w, dtype)
+        log_w = np.log(np.asarray(weights, dtype=np.float64))
+    return log_weight_coefficients(log_w, means, precisions, shift, dtype)
 
 
 def log_weight_coefficients(log_weights, means, precisions, shift, dtype) -> Coefficients:
