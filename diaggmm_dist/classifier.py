@@ -19,21 +19,22 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.metaestimators import available_if
 
 from . import inputs
+from .classifier_checkpoint import (
+    Where,
+    fit_classes,
+    labelled_moments,
+    open_classifier_checkpoint,
+)
 from .classifier_fit import (
     check_classifier_settings,
-    check_em_start,
     checked_priors,
-    class_moments,
     merged_moments,
     partial_fit_start,
-    semi_supervised_em,
-    short_shift,
-    within_class_components,
 )
 from .classifier_labels import LabelledDataPass, label_column, row_labels
 from .classifier_rows import best_class, class_log_joint, class_log_proba, wrap_classes
 from .data_pass import DataPass
-from .em import first_rows_center
+from .em_settings import store_location
 from .locations import checked_storage_options
 from .persistence_models import load_estimator, save_estimator
 
@@ -146,13 +147,6 @@ class DiagGMMClassifier(ClassifierMixin, BaseEstimator):
         classes_of = np.repeat(np.arange(n), self.n_components_per_class)
         return samples, labels, LabelledDataPass(data_pass, labels.indices, classes_of), layout
 
-    def _moments(self, data_pass, labels):
-        """One labelled pass: every class's moments, and ``var_smoothing``'s epsilon."""
-        shift = short_shift(first_rows_center(data_pass.X))
-        stats = data_pass(("labels", shift, len(labels.classes), data_pass.dtype))
-        moments = class_moments(stats, len(labels.classes), shift)
-        return moments, float(self.var_smoothing * moments.data_variance.max())
-
     def fit(
         self,
         X: Any,
@@ -163,6 +157,8 @@ class DiagGMMClassifier(ClassifierMixin, BaseEstimator):
         feature_dim: str | None = None,
         features: list | None = None,
         columns: list | None = None,
+        checkpoint: Where | None = None,
+        overwrite_checkpoint: bool = False,
     ) -> DiagGMMClassifier:
         """Fit the class mixtures: one pass without unlabelled rows, else semi-supervised EM.
 
@@ -179,47 +175,41 @@ class DiagGMMClassifier(ClassifierMixin, BaseEstimator):
             fsspec options for URLs.
         feature_dim, features, columns : optional
             How to read ``X``, as :meth:`DiagGMM.fit <diaggmm_dist.DiagGMM.fit>` takes them.
+        checkpoint : str, os.PathLike, Location or zarr store, optional
+            Zarr group where semi-supervised EM's state is written after its labelled pass and
+            every iteration (naive Bayes: its finished model, once): a fit of the same
+            settings, data, labels and weights resumes after its last complete iteration and
+            ends with the model of an uninterrupted fit, to the bit (``max_iter`` may differ);
+            a finished one gives its model without a pass over the data.
+        overwrite_checkpoint : bool, default=False
+            Start afresh when ``checkpoint`` holds another run, or another estimator's.
 
         Returns
         -------
         DiagGMMClassifier
             self.
+
+        Raises
+        ------
+        CheckpointMismatchError, CheckpointInUseError
+            ``checkpoint`` holds another run (without ``overwrite_checkpoint``), or a live fit
+            holds it; before any pass over the data.
         """
         layout = {"feature_dim": feature_dim, "features": features, "columns": columns}
         samples, labels, data_pass, layout = self._read(
             X, y, sample_weight, None, storage_options, layout
         )
         priors = checked_priors(self.priors, len(labels.classes))
-        moments, epsilon = self._moments(data_pass, labels)
-        self.classes_, self.epsilon_ = labels.classes, epsilon
-        self.class_count_ = moments.counts
-        weights = moments.counts / moments.counts.sum()
-        variances = moments.variances + epsilon
-        self.n_iter_, self.converged_, self.lower_bounds_ = 1, True, []
-        self.n_unlabelled_ = labels.n_unlabelled
-        m = self.n_components_per_class
-        if labels.n_unlabelled == 0 and m == 1:
-            self._set_mixture(weights if priors is None else priors, moments.means, variances)
-        else:
-            check_em_start(moments, variances, self.classes_)
-            weights, means, variances, classes_of = within_class_components(
-                weights, moments.means, variances, m
-            )
-            result = semi_supervised_em(
-                data_pass,
-                weights,
-                means,
-                variances,
-                classes_of,
-                reg_covar=epsilon,
-                tol=self.tol,
-                max_iter=self.max_iter,
-                priors=priors,
-                verbose=self.verbose,
-            )
-            self._set_mixture(result.weights, result.means, result.variances)
-            self.n_iter_, self.converged_ = len(result.lower_bounds), result.converged
-            self.lower_bounds_ = result.lower_bounds
+        where = store_location(checkpoint, storage_options)
+        with open_classifier_checkpoint(
+            self, where, data_pass, labels, priors, overwrite_checkpoint
+        ) as store:
+            state = fit_classes(self, data_pass, labels, priors, store)
+        self.classes_, self.epsilon_ = labels.classes, state.epsilon
+        self.class_count_, self.n_unlabelled_ = state.class_count, labels.n_unlabelled
+        self._set_mixture(state.weights, state.means, state.covariances)
+        self.lower_bounds_, self.converged_ = state.lower_bounds, state.converged
+        self.n_iter_ = len(state.lower_bounds) if state.lower_bounds or not state.converged else 1
         self._set_layout(layout, samples)
         return self
 
@@ -282,7 +272,9 @@ class DiagGMMClassifier(ClassifierMixin, BaseEstimator):
         if not first:
             inputs.check_n_features(samples.n_features, self.n_features_in_, "DiagGMMClassifier")
         priors = checked_priors(self.priors, len(labels.classes)) if first else None
-        moments, self.epsilon_ = self._moments(data_pass, labels)
+        moments, self.epsilon_ = labelled_moments(
+            data_pass, len(labels.classes), self.var_smoothing
+        )
         if first:
             n, d = len(labels.classes), samples.n_features
             self.classes_ = labels.classes

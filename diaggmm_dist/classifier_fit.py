@@ -23,6 +23,7 @@ from sklearn.exceptions import ConvergenceWarning
 from .em import e_step
 from .kernels import model_statistics, split_statistics
 from .mstep import add_components_by_splitting, m_step, warn_reseeded
+from .stores.classifier_steps import ClassifierState
 from .validation import DTYPES, MISSING, is_int
 
 logger = logging.getLogger("diaggmm_dist")
@@ -247,50 +248,59 @@ def with_class_priors(weights, component_classes, priors):
     return share * np.asarray(priors, dtype=np.float64)[component_classes]
 
 
-class EMResult(NamedTuple):
-    weights: np.ndarray
-    means: np.ndarray
-    variances: np.ndarray
-    lower_bounds: list
-    converged: bool
-    n_reseeded: int
-
-
 def semi_supervised_em(
     data_pass,
-    weights,
-    means,
-    variances,
+    state: ClassifierState,
     component_classes,
     *,
-    reg_covar: float,
     tol: float,
     max_iter: int,
     priors=None,
     verbose: int = 0,
-) -> EMResult:
+    save=None,
+) -> ClassifierState:
     """EM in which labelled rows keep their class and unlabelled rows get responsibilities.
 
     Every iteration is one labelled pass of ``data_pass``
     (:class:`~diaggmm_dist.classifier_labels.LabelledDataPass`): a row labelled c shares its
     responsibility among the components of class c only, an unlabelled row among all; then
-    the M-step of :func:`diaggmm_dist.mstep.m_step` (``reg_covar`` added to every variance).
-    The lower bound is the mean of log p(x, c) over labelled rows and log p(x) over unlabelled
-    ones, under the parameters before the step; EM stops when it changes by less than
-    ``tol`` (a ``ConvergenceWarning`` if it never does). With ``priors``, each class's
-    components keep weights adding up to its prior.
+    the M-step of :func:`diaggmm_dist.mstep.m_step` (``state.epsilon`` added to every
+    variance). The lower bound is the mean of log p(x, c) over labelled rows and log p(x) over
+    unlabelled ones, under the parameters before the step; EM stops when it changes by less
+    than ``tol`` (a ``ConvergenceWarning`` if it never does). With ``priors``, each class's
+    components keep weights adding up to its prior (the start's must already).
+
+    Parameters
+    ----------
+    data_pass : LabelledDataPass
+    state : ClassifierState
+        Where EM stands: the start (no lower bound yet), or a checkpoint's state, which EM
+        continues after its ``len(state.lower_bounds)`` iterations.
+    component_classes : ndarray of shape (K,)
+    tol, max_iter, priors, verbose
+        The classifier's settings (``priors`` checked).
+    save : callable, optional
+        ``save(state)`` after every iteration (the checkpoint).
 
     Returns
     -------
-    EMResult
+    ClassifierState
         The parameters after the last M-step.
     """
-    lower_bounds, converged, n_reseeded = [], False, 0
-    weights = with_class_priors(weights, component_classes, priors)
-    for iteration in range(1, max_iter + 1):
+    weights, means, variances = state.weights, state.means, state.covariances
+    lower_bounds, converged, n_reseeded = (
+        list(state.lower_bounds),
+        state.converged,
+        state.n_reseeded,
+    )
+    for iteration in range(len(lower_bounds) + 1, max_iter + 1):
+        if converged:
+            break
         precisions = 1.0 / variances
         stats, shift, lower_bound = e_step(data_pass, weights, means, precisions)
-        weights, means, variances, reseeded = m_step(stats, reg_covar, shift, data_pass.resolution)
+        weights, means, variances, reseeded = m_step(
+            stats, state.epsilon, shift, data_pass.resolution
+        )
         weights = with_class_priors(weights, component_classes, priors)
         warn_reseeded(reseeded, f"Iteration {iteration}")
         n_reseeded += reseeded
@@ -305,13 +315,21 @@ def semi_supervised_em(
         )
         if verbose:
             print(f"  Iteration {iteration}\t lower bound {lower_bound:.5f}")
-        if abs(change) < tol:
-            converged = True
-            break
+        converged = bool(abs(change) < tol)
+        state = state._replace(
+            weights=weights,
+            means=means,
+            covariances=variances,
+            lower_bounds=list(lower_bounds),
+            converged=converged,
+            n_reseeded=n_reseeded,
+        )
+        if save is not None:
+            save(state)
     if not converged and max_iter > 0:
         warnings.warn(
             f"Semi-supervised EM did not converge in {max_iter} iterations: increase max_iter "
             "or tol.",
             ConvergenceWarning,
         )
-    return EMResult(weights, means, variances, lower_bounds, converged, n_reseeded)
+    return state

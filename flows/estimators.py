@@ -3,10 +3,11 @@
 ``train(..., labels_url=...)`` fits a :class:`~diaggmm_dist.DiagGMMClassifier` (Gaussian
 naive Bayes when every row is labelled, semi-supervised EM otherwise) and
 ``train(..., estimator="bayesian")`` a :class:`~diaggmm_dist.BayesianDiagGMM`. Each is one
-task (``fit-classifier``, ``fit-bayesian``) that fits and saves the model. The Bayesian fit is
-checkpointed after every iteration at the flow's ``checkpoint_url``, so a retry after a
-transient failure resumes it; a classifier's fit has no checkpoint and a retry fits again
-from the start (the same model: the fits are deterministic).
+task (``fit-classifier``, ``fit-bayesian``) that fits and saves the model. Both are
+checkpointed at the flow's ``checkpoint_url`` (the Bayesian fit and the classifier's
+semi-supervised EM after every iteration, Gaussian naive Bayes once, its finished model), so
+a retry after a transient failure resumes the fit, and a run that finds its finished
+checkpoint takes its model without a pass.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def check_estimator(
     n_components : int or list of int
         The flow's ``n_components``: one number for a classifier or a Bayesian mixture.
     checkpoint_url : str or None
-        The flow's ``checkpoint_url``: a classifier's fit has none.
+        The flow's ``checkpoint_url`` (every estimator takes one).
 
     Returns
     -------
@@ -45,8 +46,8 @@ def check_estimator(
     Raises
     ------
     ValueError
-        Labels without a classifier, a classifier without labels, several ``n_components``
-        or a ``checkpoint_url`` with a classifier.
+        Labels without a classifier, a classifier without labels, or several
+        ``n_components``.
     """
     kind = estimator or ("classifier" if labels_url else "gmm")
     if kind not in ESTIMATORS:
@@ -70,11 +71,6 @@ def check_estimator(
                 + ("components per class" if kind == "classifier" else "the most components")
                 + f"), got the candidates {list(n_components)}."
             )
-    if checkpoint_url is not None and kind == "classifier":
-        raise ValueError(
-            "checkpoint_url is not used with estimator='classifier' (its fit is one task, not "
-            "checkpointed): leave it out."
-        )
     return kind
 
 
@@ -144,8 +140,7 @@ def fit_estimator(spec: FitSpec, kind: str, labels_url: str | None = None) -> di
     Parameters
     ----------
     spec : FitSpec
-        The data, model, settings, ``max_iter``, layout and scheduler; the checkpoint of a
-        Bayesian mixture (a classifier has none).
+        The data, model, checkpoint, settings, ``max_iter``, layout and scheduler.
     kind : {"classifier", "bayesian"}
         The estimator.
     labels_url : str, optional
@@ -165,13 +160,15 @@ def fit_estimator(spec: FitSpec, kind: str, labels_url: str | None = None) -> di
     est = _build(kind, spec.settings, spec.max_iter)
     options = spec.storage_options
     with on_scheduler(spec.scheduler_address), quiet_convergence():
+        # a retry of the task resumes from the checkpoint
+        checkpoint = spec.checkpoint_url or None
         if kind == "classifier":
             labels, layout = _labels(spec, labels_url)
-            est.fit(spec.data_url, labels, storage_options=options, **layout)
-        else:  # a retry of the task resumes from the checkpoint
+            est.fit(spec.data_url, labels, storage_options=options, checkpoint=checkpoint, **layout)
+        else:
             est.fit(
                 spec.data_url,
-                checkpoint=spec.checkpoint_url or None,
+                checkpoint=checkpoint,
                 storage_options=options,
                 **(spec.layout or {}),
             )

@@ -162,8 +162,8 @@ def train(
         "iterations); ``bayesian``: variational Bayes (``BayesianDiagGMM``), which leaves the "
         "components the data does not need with a weight near 0; ``classifier``: needs "
         "``labels_url``. By default ``classifier`` with ``labels_url``, else ``gmm``. The "
-        "Bayesian mixture and the classifier are fitted in one task; the Bayesian mixture is "
-        "checkpointed after every iteration (a retry resumes), the classifier is not.",
+        "Bayesian mixture and the classifier are fitted in one task, checkpointed at "
+        "``checkpoint_url`` after every iteration (a retry resumes; naive Bayes: its model).",
     ),
     var_smoothing: float = Field(
         1e-9,
@@ -230,7 +230,6 @@ def train(
     if kind != "gmm":  # one task: flows/estimators.py
         spec = replace(
             spec,
-            checkpoint_url=spec.checkpoint_url if kind == "bayesian" else "",
             settings={
                 **spec.settings,
                 "n_components": n_components,

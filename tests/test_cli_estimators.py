@@ -204,6 +204,29 @@ def test_a_bayesian_fit_paused_in_its_checkpoint_is_continued_by_the_same_comman
     assert code == 2 and "checkpoint" in err and not (tmp_path / "o.zarr").exists()
 
 
+def test_a_classifier_paused_in_its_checkpoint_is_continued_by_the_same_command(
+    data, tmp_path, capsys
+):
+    common = [data["x_url"], "--labels", data["partly_url"], "--components-per-class", "2"]
+    common += ["--tol", "0"]
+    checkpoint = ["--checkpoint", tmp_path / "ck.zarr"]
+    fit_cli([*common, "--max-iter", "3", *checkpoint, "--out", tmp_path / "p.zarr"], capsys)
+    assert load_any(tmp_path / "p.zarr").n_iter_ == 3
+    out = fit_cli([*common, "--max-iter", "6", *checkpoint, "--out", tmp_path / "c.zarr"], capsys)
+    straight = DiagGMMClassifier(2, tol=0.0, max_iter=6)
+    straight.fit(str(data["x_url"]), str(data["partly_url"]))
+    resumed = load_any(tmp_path / "c.zarr")
+    assert resumed.n_iter_ == 6 and "6 iterations" in out
+    assert out.count("lower bound") == 3  # only the iterations not in the checkpoint
+    np.testing.assert_array_equal(resumed.means_, straight.means_)
+    np.testing.assert_array_equal(resumed.covariances_, straight.covariances_)
+    assert resumed.lower_bounds_ == straight.lower_bounds_
+    # a checkpoint of other labels is refused before any work
+    argv = [data["x_url"], "--labels", data["y_url"], *common[3:], *checkpoint]
+    code, out, err = run(["fit", *argv, "--out", tmp_path / "o.zarr", "--threads"], capsys)
+    assert code == 2 and "checkpoint" in err and not (tmp_path / "o.zarr").exists()
+
+
 def test_predict_with_a_classifier_writes_class_codes_and_their_probability(data, tmp_path, capsys):
     fit_cli([data["x_url"], "--labels", data["y_url"], "--out", tmp_path / "m.zarr"], capsys)
     model = load_any(tmp_path / "m.zarr")
@@ -342,7 +365,7 @@ def test_info_shows_each_estimator_and_refuses_the_diagonal_check_for_them(data,
     [
         (["--labels", "{partly}", "--k", "3"], "--k is not used with --labels"),
         (["--labels", "{partly}", "--init", "random"], "--init is not used with --labels"),
-        (["--labels", "{partly}", "--checkpoint", "{tmp}/ck"], "--checkpoint is not used"),
+        (["--labels", "{partly}", "--seed", "3"], "--seed is not used with --labels"),
         (["--labels", "{partly}", "--weight-threshold", "0.1"], "--weight-threshold is a setting"),
         (["--labels", "{short}"], "--labels"),
         (["--k", "3", "--var-smoothing", "1"], "--var-smoothing is a setting of --labels"),

@@ -274,6 +274,17 @@ def test_the_formats_page_names_what_the_stores_hold(tmp_path):
     named(_attributes(step), bayesian_steps.__doc__, "a Bayesian checkpoint step")
     named(_attributes(step)["restarts"][0], bayesian_steps.__doc__, "a Bayesian checkpoint step")
     named([p.name for p in step.iterdir() if p.is_dir()], bayesian_steps.__doc__, "its step")
+    # a DiagGMMClassifier's checkpoint: semi-supervised EM's steps
+    from diaggmm_dist import DiagGMMClassifier
+    from diaggmm_dist.stores import classifier_steps
+
+    y = np.where(np.arange(len(X)) % 3 == 0, (X[:, 0] > 0).astype(int), -1)
+    DiagGMMClassifier(max_iter=2).fit(X, y, checkpoint=tmp_path / "clf.zarr")
+    named(_attributes(tmp_path / "clf.zarr"), checkpoint.__doc__, "a classifier checkpoint")
+    step = sorted((tmp_path / "clf.zarr").glob("step-*"))[-1]
+    named(_attributes(step), classifier_steps.__doc__, "a classifier checkpoint step")
+    named(_attributes(step)["state"], classifier_steps.__doc__, "a classifier checkpoint step")
+    named([p.name for p in step.iterdir() if p.is_dir()], classifier_steps.__doc__, "its step")
     root = tmp_path / "registry"
     named([p.name for p in root.iterdir() if p.is_file()], registry.__doc__, "the registry")
     named(json.loads((root / "current.json").read_text()), registry.__doc__, "current.json")

@@ -95,7 +95,8 @@ def test_train_with_labels_saves_the_library_classifier(prefect_api, stores, clu
         return_state=True, **FIT,
     )  # fmt: skip
     assert state.is_completed(), state
-    assert scheduler_transitions(cluster) > transitions + 50  # the passes ran on the cluster
+    fitted = scheduler_transitions(cluster) - transitions
+    assert fitted > 50  # the passes ran on the cluster
     library = DiagGMMClassifier(2, **FIT).fit(stores["x"], stores["y"])
     saved = load_any(model_url)
     assert_same(saved, library, stores["X"])
@@ -112,7 +113,19 @@ def test_train_with_labels_saves_the_library_classifier(prefect_api, stores, clu
         "n_unlabelled": unlabelled,
     }
     assert task_names(state, 1) == ["fit-classifier"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["classifier"]  # no checkpoint
+    # checkpointed at the default checkpoint_url: the same run again takes the finished fit
+    from flows.tasks import default_checkpoint_url
+
+    root = zarr.open_group(default_checkpoint_url(model_url), mode="r").attrs
+    assert root["format"] == "diaggmm-dist-checkpoint" and root["estimator"] == "DiagGMMClassifier"
+    assert root["latest"] == f"step-{library.n_iter_:08d}"  # the start and every iteration
+    transitions = scheduler_transitions(cluster)
+    again = train(
+        stores["x"], 2, model_url, labels_url=stores["y"], scheduler_address=cluster, **FIT
+    )
+    assert again == state.result()
+    rerun = scheduler_transitions(cluster) - transitions
+    assert rerun < fitted / 2  # no pass: the checks of the labels and the fingerprints only
 
     # A Parquet label column: never a feature, the other columns are
     model_url = str(tmp_path / "from-table")
@@ -183,7 +196,7 @@ def test_score_flow_writes_a_classifiers_class_codes(prefect_api, stores, cluste
         (2, {"estimator": "classifier"}, "needs labels_url"),
         (2, {"estimator": "bayesian", "labels_url": "{y}"}, "does not use labels"),
         ([2, 3], {"estimator": "bayesian"}, "takes one n_components"),
-        (1, {"labels_url": "{y}", "checkpoint_url": "{tmp}/ck"}, "checkpoint_url is not used"),
+        ([1, 2], {"labels_url": "{y}"}, "takes one n_components"),
         (1, {"labels_url": "{y}", "var_smoothing": -1.0}, "var_smoothing must be"),
         (3, {"estimator": "bayesian", "weight_concentration_prior": 0.0}, "concentration_prior"),
     ],

@@ -49,6 +49,7 @@ LAYERS = {
         "classifier_labels",
         "classifier_fit",
         "classifier_rows",
+        "classifier_checkpoint",
     ),
     "applications": (
         "",

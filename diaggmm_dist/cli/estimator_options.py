@@ -21,7 +21,6 @@ _NOT_FOR = {
         ("--n-init", "n_init", "a classifier starts from its labelled rows"),
         ("--seed", "seed", "a classifier's fit involves no random choice"),
         ("--reg-covar", "reg_covar", "a classifier's variances take --var-smoothing"),
-        ("--checkpoint", "checkpoint", "a classifier's fit is not checkpointed"),
         ("--criterion", "criterion", "it chooses among several --k"),
         ("--heldout-fraction", "heldout_fraction", "it chooses among several --k"),
     ],

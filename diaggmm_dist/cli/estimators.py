@@ -275,7 +275,7 @@ def fit_estimator(args, console, kind, client_context, where, small_input=None) 
             f"use at most {n_rows} components."
         )
     check_output(args.out, args.overwrite, "model", options)
-    checkpoint = getattr(args, "checkpoint", None) if kind == "bayesian" else None
+    checkpoint = getattr(args, "checkpoint", None)
     if checkpoint is not None:  # refused here before a cluster starts, as for a DiagGMM fit
         from ..em_settings import store_location
         from ..stores.checkpoint import check_checkpoint
@@ -297,15 +297,11 @@ def fit_estimator(args, console, kind, client_context, where, small_input=None) 
                 f"fit: {n_rows:,} rows x {n_features} features from {args.data}, {what}, "
                 f"{data.npartitions} chunks, {where(client)}"
             )
+        fit_options.update(checkpoint=checkpoint, overwrite_checkpoint=args.overwrite)
         if kind == "classifier":
             est.fit(args.data, labels, **fit_options)
         else:
-            est.fit(
-                args.data,
-                checkpoint=checkpoint,
-                overwrite_checkpoint=args.overwrite,
-                **fit_options,
-            )
+            est.fit(args.data, **fit_options)
     est.save(args.out, overwrite=args.overwrite, storage_options=options)
     seconds = time.monotonic() - start
     console.print(

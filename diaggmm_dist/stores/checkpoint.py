@@ -1,6 +1,7 @@
 """Crash-safe training checkpoints in a Zarr group: the source of truth for where a run is.
 
-Layout (a DiagGMM's steps; a BayesianDiagGMM's are in :mod:`.bayesian_steps`)::
+Layout (a DiagGMM's steps; a BayesianDiagGMM's are in :mod:`.bayesian_steps`, a
+DiagGMMClassifier's in :mod:`.classifier_steps`)::
 
     checkpoint.zarr/
         zarr.json          attributes: format, format_version, identity (configuration,

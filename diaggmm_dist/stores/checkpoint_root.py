@@ -6,7 +6,7 @@ configuration and data fingerprint), ``latest`` (the newest committed step) and,
 estimator other than :class:`~diaggmm_dist.DiagGMM`, ``estimator`` (its name: the kind of
 training state its steps hold, by a :class:`StepFormat`). :mod:`.checkpoint` reads and
 writes it; :mod:`.checkpoint_steps` holds DiagGMM's steps, :mod:`.bayesian_steps`
-BayesianDiagGMM's.
+BayesianDiagGMM's, :mod:`.classifier_steps` DiagGMMClassifier's.
 """
 
 from __future__ import annotations
