@@ -881,7 +881,6 @@ class DiagGMM(MixtureBase):
             criterion, self._mean_log_likelihood(samples), samples.n_rows, *self.means_.shape
         )
 
-    # ------------------------------------------------------------ persistence
     def diagonal_fit_report(
         self,
         X: Data,
@@ -930,6 +929,7 @@ class DiagGMM(MixtureBase):
         )
         return diagonal_fit_report(self, samples, n_correlations)
 
+    # ------------------------------------------------------------ persistence
     def save(
         self,
         url: Where,
