@@ -2,8 +2,9 @@
 
 scikit-learn's ``BayesianGaussianMixture(covariance_type="diag")`` over this library's data
 passes (:mod:`diaggmm_dist.bayesian_fit`, :mod:`diaggmm_dist.bayesian_mstep`). Reading
-the data, predictions and scores are :class:`~diaggmm_dist.mixture.DiagGMM`'s, with the
-variational per-component terms in place of the log-weights.
+the data, predictions and scores are those of :class:`~diaggmm_dist.mixture_base.MixtureBase`
+(shared with :class:`~diaggmm_dist.DiagGMM`), with the variational per-component terms in
+place of the log-weights.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
 
 from . import engine
@@ -29,7 +29,7 @@ from .bayesian_settings import check_enough_rows, check_vb_settings, checked_pri
 from .data_pass import DataPass
 from .em_settings import store_location
 from .locations import StorageOptions, checked_storage_options
-from .mixture import DiagGMM
+from .mixture_base import MixtureBase
 from .persistence_models import load_estimator, save_estimator
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["BayesianDiagGMM"]
 
 
-class BayesianDiagGMM(DensityMixin, BaseEstimator):
+class BayesianDiagGMM(MixtureBase):
     """Variational Bayesian mixture with diagonal covariances, over chunked (out-of-core) data.
 
     The parameters, defaults, fitted attributes and iterates of scikit-learn's
@@ -202,20 +202,6 @@ degrees_of_freedom_prior_, covariance_prior_
         tags.input_tags.allow_nan = self.missing == "drop"
         return tags
 
-    # DiagGMM's reading of the data and its per-row results (they call _map, below)
-    _samples = DiagGMM._samples
-    _input_layout = DiagGMM._input_layout
-    _check_features = DiagGMM._check_features
-    _check_n_features = DiagGMM._check_n_features
-    _set_input_layout = DiagGMM._set_input_layout
-    _prediction_samples = DiagGMM._prediction_samples
-    _mean_log_likelihood = DiagGMM._mean_log_likelihood
-    _print = DiagGMM._print
-    predict_proba = DiagGMM.predict_proba
-    score_samples = DiagGMM.score_samples
-    score = DiagGMM.score
-    fit_predict = DiagGMM.fit_predict
-    sample = DiagGMM.sample
     # the model store (diaggmm_dist.stores.bayesian_store)
     save = save_estimator
     load = classmethod(load_estimator)

@@ -29,7 +29,7 @@ extensions = [
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "examples", "auto_examples/*.ipynb"]
 # The autosummary stubs' templates (docs/_templates/autosummary: a class with its own methods,
-# a Prefect flow as a function)
+# a mixture estimator with those it inherits from MixtureBase too, a Prefect flow as a function)
 templates_path = ["_templates"]
 
 # The gallery: docs/examples/plot_*.py run at every build (a failing example fails it), their

@@ -17,7 +17,12 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("diaggmm_dist", "flows")
 
 #: The model layer: estimators and the EM driver; the pure layers below must not reach them.
-MODEL_LAYER = ("diaggmm_dist.mixture", "diaggmm_dist.selection", "diaggmm_dist.fitting")
+MODEL_LAYER = (
+    "diaggmm_dist.mixture",
+    "diaggmm_dist.mixture_base",
+    "diaggmm_dist.selection",
+    "diaggmm_dist.fitting",
+)
 #: Pure functions of arrays: nothing from the model layer, even through another module.
 PURE_LAYER = (
     "diaggmm_dist.parameters",
@@ -32,7 +37,7 @@ ABOVE_LIBRARY = ("flows", "prefect")
 MAX_MODULE_LINES = 400
 #: Modules allowed over MAX_MODULE_LINES, {path: reason}; an entry that no longer applies fails.
 OVERSIZE_ALLOWED = {
-    "diaggmm_dist/mixture.py": "the public estimator: 767 of its 1395 lines are docstrings",
+    "diaggmm_dist/mixture.py": "the public estimator: 615 of its 1142 lines are docstrings",
 }
 
 
@@ -343,6 +348,7 @@ REQUIRED_METHODS = {
 #: EM driver, the data pass and the parameter record that other modules (and users extending
 #: the library) build on.
 LIBRARY_API = (
+    "diaggmm_dist.mixture_base.MixtureBase",
     "diaggmm_dist.fitting.EMRun",
     "diaggmm_dist.em_settings.EMSettings",
     "diaggmm_dist.em_settings.checkpoint_identity",

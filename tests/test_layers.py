@@ -36,6 +36,7 @@ LAYERS = {
         "initialization",
         "splitting",
         "mixture",
+        "mixture_base",
         "persistence",
         "persistence_gmm",
         "persistence_models",
