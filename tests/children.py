@@ -30,3 +30,49 @@ def sigkill_when(child, ready, what="its mark", poll=0.02) -> None:
         for pipe in (child.stdout, child.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+#: The start of a child that fits with a checkpoint and parks (writes ``cfg["marker"]`` and
+#: sleeps until SIGKILLed) where ``cfg["stop"]`` says: ``("pass", n)`` at the start of its n-th
+#: data pass, ``("pointer", n)`` once its n-th checkpoint step is complete but the root's
+#: pointer not yet moved to it. The test appends the fit itself (``cfg`` is its JSON argument).
+PARKING_CHILD = r"""
+import json, os, sys, time
+from diaggmm_dist import engine
+from diaggmm_dist.stores import checkpoint
+import numpy as np
+
+cfg = json.loads(sys.argv[1])
+kind, number = cfg["stop"]
+
+
+def park():
+    with open(cfg["marker"] + ".partial", "w") as file:
+        file.write("parked")
+    os.replace(cfg["marker"] + ".partial", cfg["marker"])
+    while True:
+        time.sleep(3600)  # until the SIGKILL
+
+
+passes, real_pass = [0], engine.pass_statistics
+def pass_statistics(*args, **kwargs):
+    passes[0] += 1
+    if (kind, number) == ("pass", passes[0]):
+        park()
+    return real_pass(*args, **kwargs)
+engine.pass_statistics = pass_statistics
+
+saves, real_save = [0], checkpoint.Checkpoints.save
+def save(self, states):
+    saves[0] += 1
+    return real_save(self, states)
+checkpoint.Checkpoints.save = save
+
+real_put_keys = checkpoint.put_keys
+def put_keys(store, files):
+    if (kind, number) == ("pointer", saves[0]) and "zarr.json" in files:
+        park()  # the step is complete, the root's pointer not moved to it
+    return real_put_keys(store, files)
+checkpoint.put_keys = put_keys
+
+"""

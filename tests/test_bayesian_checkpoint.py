@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from children import sigkill_when
+from children import PARKING_CHILD, sigkill_when
 from conftest import mixture_data
 from s3_harness import s3, s3_service  # noqa: F401
 from sklearn.exceptions import ConvergenceWarning
@@ -51,49 +51,15 @@ FITTED = (
     "covariance_prior_",
 )
 
-CHILD = r"""
-import json, os, sys, time
-from diaggmm_dist import BayesianDiagGMM, engine
-from diaggmm_dist.stores import checkpoint
-import numpy as np
-
-cfg = json.loads(sys.argv[1])
-kind, number = cfg["stop"]
-
-
-def park():
-    with open(cfg["marker"] + ".partial", "w") as file:
-        file.write("parked")
-    os.replace(cfg["marker"] + ".partial", cfg["marker"])
-    while True:
-        time.sleep(3600)  # until the SIGKILL
-
-
-passes, real_pass = [0], engine.pass_statistics
-def pass_statistics(*args, **kwargs):
-    passes[0] += 1
-    if (kind, number) == ("pass", passes[0]):
-        park()
-    return real_pass(*args, **kwargs)
-engine.pass_statistics = pass_statistics
-
-saves, real_save = [0], checkpoint.Checkpoints.save
-def save(self, states):
-    saves[0] += 1
-    return real_save(self, states)
-checkpoint.Checkpoints.save = save
-
-real_put_keys = checkpoint.put_keys
-def put_keys(store, files):
-    if (kind, number) == ("pointer", saves[0]) and "zarr.json" in files:
-        park()  # the step is complete, the root's pointer not moved to it
-    return real_put_keys(store, files)
-checkpoint.put_keys = put_keys
-
+CHILD = (
+    PARKING_CHILD
+    + r"""
+from diaggmm_dist import BayesianDiagGMM
 X = np.load(cfg["data"])
 BayesianDiagGMM(**cfg["settings"]).fit(X, checkpoint=cfg["checkpoint"])
 sys.exit(3)  # never parked
 """
+)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from children import sigkill_when
+from children import PARKING_CHILD, sigkill_when
 from conftest import mixture_data
 from sklearn.exceptions import ConvergenceWarning
 
@@ -37,49 +37,15 @@ from diaggmm_dist.stores.classifier_steps import CLASSIFIER_STEPS
 SETTINGS = dict(tol=0.0, max_iter=8, chunk_size=500)
 FITTED = ("weights_", "means_", "covariances_", "class_count_", "class_prior_", "classes_")
 
-CHILD = r"""
-import json, os, sys, time
-from diaggmm_dist import DiagGMMClassifier, engine
-from diaggmm_dist.stores import checkpoint
-import numpy as np
-
-cfg = json.loads(sys.argv[1])
-kind, number = cfg["stop"]
-
-
-def park():
-    with open(cfg["marker"] + ".partial", "w") as file:
-        file.write("parked")
-    os.replace(cfg["marker"] + ".partial", cfg["marker"])
-    while True:
-        time.sleep(3600)  # until the SIGKILL
-
-
-passes, real_pass = [0], engine.pass_statistics
-def pass_statistics(*args, **kwargs):
-    passes[0] += 1
-    if (kind, number) == ("pass", passes[0]):
-        park()
-    return real_pass(*args, **kwargs)
-engine.pass_statistics = pass_statistics
-
-saves, real_save = [0], checkpoint.Checkpoints.save
-def save(self, states):
-    saves[0] += 1
-    return real_save(self, states)
-checkpoint.Checkpoints.save = save
-
-real_put_keys = checkpoint.put_keys
-def put_keys(store, files):
-    if (kind, number) == ("pointer", saves[0]) and "zarr.json" in files:
-        park()  # the step is complete, the root's pointer not moved to it
-    return real_put_keys(store, files)
-checkpoint.put_keys = put_keys
-
+CHILD = (
+    PARKING_CHILD
+    + r"""
+from diaggmm_dist import DiagGMMClassifier
 data = np.load(cfg["data"])
 DiagGMMClassifier(**cfg["settings"]).fit(data["X"], data["y"], checkpoint=cfg["checkpoint"])
 sys.exit(3)  # never parked
 """
+)
 
 
 @pytest.fixture(scope="module")
