@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +80,33 @@ def put_keys(store, files):
 checkpoint.put_keys = put_keys
 
 """
+
+
+def kill_parked_child(script, stop, settings, data_path, url, folder) -> None:
+    """Run ``script`` (:data:`PARKING_CHILD` and a fit) until it parks at ``stop``, SIGKILL it.
+
+    The child fits with ``settings`` on the data saved at ``data_path``, checkpointing to
+    ``url``; it imports this checkout's package.
+    """
+    import diaggmm_dist
+
+    marker = Path(folder) / "parked"
+    cfg = {
+        "stop": list(stop),
+        "settings": settings,
+        "data": str(data_path),
+        "checkpoint": str(url),
+        "marker": str(marker),
+    }
+    package_root = str(Path(diaggmm_dist.__file__).parents[1])  # this checkout, in the child too
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")])
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, json.dumps(cfg)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    sigkill_when(child, marker.exists, f"parking at {stop}")

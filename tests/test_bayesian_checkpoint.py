@@ -10,21 +10,16 @@ that fails validation is skipped for the one before it.
 
 import copy
 import json
-import os
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
-from children import PARKING_CHILD, sigkill_when
+from children import PARKING_CHILD, kill_parked_child
 from conftest import mixture_data
 from s3_harness import s3, s3_service  # noqa: F401
 from sklearn.exceptions import ConvergenceWarning
 
-import diaggmm_dist
 from diaggmm_dist import BayesianDiagGMM, DiagGMM, engine
 from diaggmm_dist.stores.bayesian_steps import BAYESIAN_STEPS
 from diaggmm_dist.stores.checkpoint import (
@@ -95,29 +90,6 @@ def assert_identical(got, want):
     )
 
 
-def kill_child(stop, settings, data_path, url, folder):
-    marker = folder / "parked"
-    cfg = {
-        "stop": list(stop),
-        "settings": settings,
-        "data": str(data_path),
-        "checkpoint": str(url),
-        "marker": str(marker),
-    }
-    package_root = str(Path(diaggmm_dist.__file__).parents[1])  # this checkout, in the child too
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")])
-    )
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, json.dumps(cfg)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    sigkill_when(child, marker.exists, f"parking at {stop}")
-
-
 @pytest.mark.parametrize(
     "prior_type, init_params, stop",
     [
@@ -134,7 +106,7 @@ def test_a_fit_killed_anywhere_resumes_to_the_uninterrupted_fit(
     settings = dict(SETTINGS, weight_concentration_prior_type=prior_type, init_params=init_params)
     straight, total = counted_fit(BayesianDiagGMM(**settings), X, monkeypatch)
     url = tmp_path / "vb.zarr"
-    kill_child(stop, settings, path, url, tmp_path)
+    kill_parked_child(CHILD, stop, settings, path, url, tmp_path)
     resumed, passes = counted_fit(BayesianDiagGMM(**settings), X, monkeypatch, checkpoint=url)
     assert_identical(resumed, straight)
     assert passes == SETTINGS["max_iter"] - 4  # only the iterations not committed

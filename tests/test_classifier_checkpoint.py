@@ -10,20 +10,15 @@ the one before it.
 """
 
 import json
-import os
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
-from children import PARKING_CHILD, sigkill_when
+from children import PARKING_CHILD, kill_parked_child
 from conftest import mixture_data
 from sklearn.exceptions import ConvergenceWarning
 
-import diaggmm_dist
 from diaggmm_dist import BayesianDiagGMM, DiagGMM, DiagGMMClassifier, engine
 from diaggmm_dist.stores.checkpoint import (
     CheckpointInUseError,
@@ -84,29 +79,6 @@ def assert_identical(got, want):
     )
 
 
-def kill_child(stop, settings, data_path, url, folder):
-    marker = folder / "parked"
-    cfg = {
-        "stop": list(stop),
-        "settings": settings,
-        "data": str(data_path),
-        "checkpoint": str(url),
-        "marker": str(marker),
-    }
-    package_root = str(Path(diaggmm_dist.__file__).parents[1])  # this checkout, in the child too
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")])
-    )
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, json.dumps(cfg)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    sigkill_when(child, marker.exists, f"parking at {stop}")
-
-
 @pytest.mark.parametrize(
     "per_class, stop, committed",
     [
@@ -124,7 +96,7 @@ def test_em_killed_anywhere_resumes_to_the_uninterrupted_fit(
     straight, total = counted_fit(DiagGMMClassifier(**settings), X, y, monkeypatch)
     assert total == 1 + SETTINGS["max_iter"]
     url = tmp_path / "clf.zarr"
-    kill_child(stop, settings, path, url, tmp_path)
+    kill_parked_child(CHILD, stop, settings, path, url, tmp_path)
     resumed, passes = counted_fit(DiagGMMClassifier(**settings), X, y, monkeypatch, checkpoint=url)
     assert_identical(resumed, straight)
     assert passes == SETTINGS["max_iter"] - committed  # no labelled pass, no iteration again
